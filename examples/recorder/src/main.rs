@@ -1,0 +1,27 @@
+//! Records every event it receives as `<RECORDER_DIR>/<request id>.json`, so a
+//! test can check what an event source delivered, and answers in the shape a
+//! Function URL expects (other sources ignore the answer).
+
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+async fn record(dir: &PathBuf, event: LambdaEvent<Value>) -> Result<Value, Error> {
+    let path = dir.join(format!("{}.json", event.context.request_id));
+    // Written under a temporary name and renamed, so a reader never sees half a file.
+    let partial = path.with_extension("partial");
+    tokio::fs::write(&partial, serde_json::to_vec(&event.payload)?).await?;
+    tokio::fs::rename(&partial, &path).await?;
+    Ok(json!({
+        "statusCode": 200,
+        "headers": {"content-type": "application/json"},
+        "body": json!({"recorded": event.context.request_id}).to_string(),
+    }))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let dir = PathBuf::from(std::env::var("RECORDER_DIR").map_err(|_| "RECORDER_DIR is not set")?);
+    let dir = &dir;
+    lambda_runtime::run(service_fn(move |event| record(dir, event))).await
+}

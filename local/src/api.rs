@@ -1,0 +1,431 @@
+//! The Lambda API as sluice-local serves it: `Invoke` runs here, every other
+//! call is forwarded to moto unchanged, after capturing the code that passes
+//! through and checking the preconditions moto skips.
+
+use crate::code::CodeStore;
+use crate::invoke::{InvokeError, Invoker, Target};
+use crate::sandbox::MAX_SYNC_PAYLOAD;
+use aws_sdk_lambda::Client as LambdaClient;
+use aws_sdk_s3::Client as S3Client;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Lambda's limit on an asynchronous (`Event`) invocation's payload.
+pub const MAX_ASYNC_PAYLOAD: usize = 1024 * 1024;
+/// Lambda retries a failed asynchronous invocation twice.
+const ASYNC_RETRIES: u32 = 2;
+/// Code packages arrive base64-encoded inline (50 MB zipped at most).
+const MAX_REQUEST: usize = 80 * 1024 * 1024;
+
+pub struct ApiState {
+    pub invoker: Arc<Invoker>,
+    pub code: Arc<CodeStore>,
+    pub http: reqwest::Client,
+    pub moto_endpoint: String,
+    pub moto_lambda: LambdaClient,
+    pub s3: S3Client,
+    /// Delay before the first retry of a failed `Event` invocation; doubles after.
+    pub async_retry_delay: Duration,
+}
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .fallback(dispatch)
+        .layer(DefaultBodyLimit::max(MAX_REQUEST))
+        .with_state(state)
+}
+
+/// A Lambda service error in the shape the SDKs parse.
+pub fn lambda_error(status: StatusCode, error_type: &str, message: &str) -> Response {
+    (
+        status,
+        [
+            ("x-amzn-errortype", error_type),
+            ("content-type", "application/json"),
+        ],
+        json!({"Type": "User", "message": message}).to_string(),
+    )
+        .into_response()
+}
+
+impl IntoResponse for InvokeError {
+    fn into_response(self) -> Response {
+        let (status, kind) = match &self {
+            InvokeError::NotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFoundException"),
+            InvokeError::InvalidParameter(_) => {
+                (StatusCode::BAD_REQUEST, "InvalidParameterValueException")
+            }
+            InvokeError::Throttled(_) => {
+                (StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException")
+            }
+            InvokeError::Service(_) => (StatusCode::INTERNAL_SERVER_ERROR, "ServiceException"),
+        };
+        lambda_error(status, kind, &self.to_string())
+    }
+}
+
+/// The path's segments, percent-decoded (function ARNs arrive as `arn%3Aaws%3A...`).
+fn segments(uri: &Uri) -> Vec<String> {
+    uri.path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
+fn query_param(uri: &Uri, name: &str) -> Option<String> {
+    uri.query()?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| {
+            percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+    })
+}
+
+async fn dispatch(
+    State(state): State<Arc<ApiState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let segs = segments(&uri);
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    match (&method, segs.as_slice()) {
+        (&Method::POST, ["2015-03-31", "functions", function, "invocations"]) => {
+            invoke(
+                &state,
+                function,
+                query_param(&uri, "Qualifier"),
+                &headers,
+                body,
+            )
+            .await
+        }
+        (&Method::POST, ["2015-03-31", "functions"]) => {
+            if let Err(resp) = capture_code(&state, &body, "/Code").await {
+                return resp;
+            }
+            forward(&state, method, &uri, &headers, body).await
+        }
+        (&Method::PUT, ["2015-03-31", "functions", function, "code"]) => {
+            if let Err(resp) = capture_code(&state, &body, "").await {
+                return resp;
+            }
+            let function = function.to_string();
+            let resp = forward(&state, method, &uri, &headers, body).await;
+            state.invoker.invalidate(&short_name(&function));
+            resp
+        }
+        (&Method::POST, ["2015-03-31", "functions", function, "versions"]) => {
+            if let Err(resp) = check_code_sha(&state, function, &body).await {
+                return resp;
+            }
+            let function = function.to_string();
+            let resp = forward(&state, method, &uri, &headers, body).await;
+            state.invoker.invalidate(&short_name(&function));
+            resp
+        }
+        (&Method::POST, ["moto-api", "reset"]) => {
+            let resp = forward(&state, method, &uri, &headers, body).await;
+            state.invoker.invalidate_all();
+            state.invoker.pool().shutdown();
+            resp
+        }
+        (m, _) if m == Method::GET || m == Method::HEAD => {
+            forward(&state, method, &uri, &headers, body).await
+        }
+        (_, rest) => {
+            let function = match rest {
+                [_, "functions", function, ..] => Some(short_name(function)),
+                _ => None,
+            };
+            let resp = forward(&state, method, &uri, &headers, body).await;
+            match function {
+                Some(f) => state.invoker.invalidate(&f),
+                None => state.invoker.invalidate_all(),
+            }
+            resp
+        }
+    }
+}
+
+fn short_name(function: &str) -> String {
+    Target::parse(function, None)
+        .map(|t| t.function_name)
+        .unwrap_or_else(|_| function.to_owned())
+}
+
+async fn invoke(
+    state: &Arc<ApiState>,
+    function: &str,
+    qualifier: Option<String>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    let target = match Target::parse(function, qualifier.as_deref()) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let invocation_type = header("x-amz-invocation-type").unwrap_or("RequestResponse");
+    let limit = match invocation_type {
+        "RequestResponse" | "DryRun" => MAX_SYNC_PAYLOAD,
+        "Event" => MAX_ASYNC_PAYLOAD,
+        other => {
+            return lambda_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterValueException",
+                &format!("InvocationType {other:?} must be one of RequestResponse, Event, DryRun"),
+            );
+        }
+    };
+    if body.len() > limit {
+        return lambda_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestTooLargeException",
+            &format!("Request must be smaller than {limit} bytes for the InvokeFunction operation"),
+        );
+    }
+    let payload = if body.is_empty() {
+        Bytes::from_static(b"{}")
+    } else {
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+            return lambda_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidRequestContentException",
+                &format!("Could not parse request body into json: {e}"),
+            );
+        }
+        body
+    };
+    let client_context = header("x-amz-client-context").map(|cc| {
+        // The header carries base64 JSON; the runtime gets the JSON.
+        BASE64
+            .decode(cc)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_else(|| cc.to_owned())
+    });
+    // Resolving first makes a bad name or qualifier an error for every type.
+    if let Err(e) = state.invoker.resolve(&target).await {
+        return e.into_response();
+    }
+    match invocation_type {
+        "DryRun" => StatusCode::NO_CONTENT.into_response(),
+        "Event" => {
+            let state = state.clone();
+            tokio::spawn(
+                async move { invoke_async(&state, &target, payload, client_context).await },
+            );
+            StatusCode::ACCEPTED.into_response()
+        }
+        _ => match state.invoker.invoke(&target, payload, client_context).await {
+            Ok(inv) => {
+                let mut resp = (
+                    StatusCode::OK,
+                    [
+                        ("content-type", "application/json"),
+                        ("x-amz-executed-version", inv.executed_version.as_str()),
+                    ],
+                    inv.outcome.payload().clone(),
+                )
+                    .into_response();
+                if inv.outcome.is_error() {
+                    resp.headers_mut()
+                        .insert("x-amz-function-error", "Unhandled".parse().expect("header"));
+                }
+                resp
+            }
+            Err(e) => e.into_response(),
+        },
+    }
+}
+
+/// An `Event` invocation: retried twice on a function error, as Lambda does.
+async fn invoke_async(
+    state: &ApiState,
+    target: &Target,
+    payload: Bytes,
+    client_context: Option<String>,
+) {
+    let mut delay = state.async_retry_delay;
+    for attempt in 0..=ASYNC_RETRIES {
+        match state
+            .invoker
+            .invoke(target, payload.clone(), client_context.clone())
+            .await
+        {
+            Ok(inv) if !inv.outcome.is_error() => return,
+            Ok(inv) => tracing::warn!(
+                function = %target.function_name,
+                attempt,
+                error = %String::from_utf8_lossy(inv.outcome.payload()),
+                "asynchronous invocation failed"
+            ),
+            Err(e) => {
+                tracing::warn!(function = %target.function_name, attempt, error = %e, "asynchronous invocation failed")
+            }
+        }
+        if attempt < ASYNC_RETRIES {
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+    }
+    tracing::error!(function = %target.function_name, "asynchronous invocation dropped after retries");
+}
+
+/// Keeps the zip of a `CreateFunction` (under `/Code`) or `UpdateFunctionCode`
+/// (at the top level), inline or from S3, so its versions can run later.
+async fn capture_code(state: &ApiState, body: &Bytes, pointer: &str) -> Result<(), Response> {
+    let Ok(request) = serde_json::from_slice::<Value>(body) else {
+        return Ok(()); // moto answers malformed requests with Lambda's own error
+    };
+    let Some(code) = request.pointer(pointer).filter(|c| c.is_object()) else {
+        return Ok(());
+    };
+    let field = |name: &str| code.get(name).and_then(Value::as_str);
+    let zip = if let Some(inline) = field("ZipFile") {
+        BASE64.decode(inline).map_err(|_| {
+            lambda_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidParameterValueException",
+                "ZipFile is not valid base64",
+            )
+        })?
+    } else if let (Some(bucket), Some(key)) = (field("S3Bucket"), field("S3Key")) {
+        let object = state
+            .s3
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .set_version_id(field("S3ObjectVersion").map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| {
+                lambda_error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidParameterValueException",
+                    &format!("Error occurred while GetObject. S3 Error Message: {e:?}"),
+                )
+            })?;
+        let bytes = object.body.collect().await.map_err(|e| {
+            lambda_error(
+                StatusCode::BAD_GATEWAY,
+                "ServiceException",
+                &format!("reading s3://{bucket}/{key}: {e}"),
+            )
+        })?;
+        bytes.into_bytes().to_vec()
+    } else {
+        return Ok(()); // ImageUri and the like: moto decides
+    };
+    state.code.put(&zip).map(|_| ()).map_err(|e| {
+        lambda_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValueException",
+            &format!("Could not unzip uploaded file: {e}"),
+        )
+    })
+}
+
+/// `PublishVersion`'s `CodeSha256` precondition, which moto does not check.
+async fn check_code_sha(state: &ApiState, function: &str, body: &Bytes) -> Result<(), Response> {
+    let expected = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("CodeSha256")?.as_str().map(str::to_owned));
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    let latest = state
+        .moto_lambda
+        .get_function_configuration()
+        .function_name(function)
+        .send()
+        .await
+        .map_err(|e| match e.as_service_error() {
+            Some(se) if se.is_resource_not_found_exception() => lambda_error(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFoundException",
+                &format!("Function not found: {function}"),
+            ),
+            _ => lambda_error(
+                StatusCode::BAD_GATEWAY,
+                "ServiceException",
+                &format!("{e:?}"),
+            ),
+        })?;
+    let current = latest.code_sha256().unwrap_or_default();
+    if current != expected {
+        return Err(lambda_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValueException",
+            &format!(
+                "CodeSHA256 ({expected}) is different from current CodeSHA256 in $LATEST ({current}). Please try again with the CodeSHA256 in $LATEST."
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Sends a request to moto as it came and returns moto's answer as it went.
+async fn forward(
+    state: &ApiState,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let mut request = state
+        .http
+        .request(method, format!("{}{path}", state.moto_endpoint))
+        .body(body);
+    for (name, value) in headers {
+        if name != "host" && name != "content-length" {
+            request = request.header(name, value);
+        }
+    }
+    let answer = match request.send().await {
+        Ok(a) => a,
+        Err(e) => {
+            return lambda_error(
+                StatusCode::BAD_GATEWAY,
+                "ServiceException",
+                &format!("moto did not answer: {e}"),
+            );
+        }
+    };
+    let status = answer.status();
+    let mut out_headers = HeaderMap::new();
+    for (name, value) in answer.headers() {
+        if !matches!(
+            name.as_str(),
+            "transfer-encoding" | "connection" | "content-length"
+        ) {
+            out_headers.append(name, value.clone());
+        }
+    }
+    match answer.bytes().await {
+        Ok(bytes) => (status, out_headers, bytes).into_response(),
+        Err(e) => lambda_error(
+            StatusCode::BAD_GATEWAY,
+            "ServiceException",
+            &format!("moto's answer was cut: {e}"),
+        ),
+    }
+}

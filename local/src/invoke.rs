@@ -1,0 +1,361 @@
+//! Invocation as Lambda does it: resolve the qualifier (version, alias with
+//! weighted routing, `$LATEST`), run the version in a sandbox, count it in
+//! CloudWatch. The Lambda API and every event source come through here.
+
+use crate::metrics::{InvocationRecord, Metrics};
+use crate::sandbox::{FunctionSpec, Outcome, Pool, SandboxError};
+use aws_sdk_lambda::Client as LambdaClient;
+use axum::body::Bytes;
+use rand::Rng;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A function and qualifier as a caller names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub function_name: String,
+    pub qualifier: Option<String>,
+}
+
+impl Target {
+    /// Accepts a name, a partial ARN (`123456789012:function:name`) or a full ARN,
+    /// each optionally qualified, and a separate qualifier (the `Qualifier`
+    /// parameter); the two must agree when both are given.
+    pub fn parse(function: &str, qualifier: Option<&str>) -> Result<Self, InvokeError> {
+        let parts: Vec<&str> = function.split(':').collect();
+        let (name, in_name) = match parts.as_slice() {
+            [name] => (*name, None),
+            [name, q] => (*name, Some(*q)),
+            [_, "function", name] => (*name, None),
+            [_, "function", name, q] => (*name, Some(*q)),
+            ["arn", _, "lambda", _, _, "function", name] => (*name, None),
+            ["arn", _, "lambda", _, _, "function", name, q] => (*name, Some(*q)),
+            _ => {
+                return Err(InvokeError::InvalidParameter(format!(
+                    "{function:?} is not a function name or ARN"
+                )));
+            }
+        };
+        let valid_name = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid_name {
+            return Err(InvokeError::InvalidParameter(format!(
+                "function name {name:?} must be 1 to 64 letters, digits, hyphens or underscores"
+            )));
+        }
+        let qualifier = match (in_name, qualifier.filter(|q| !q.is_empty())) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(InvokeError::InvalidParameter(
+                    "The derived qualifier from the function name does not match the specified qualifier."
+                        .into(),
+                ));
+            }
+            (a, b) => a.or(b).map(str::to_owned),
+        };
+        Ok(Target {
+            function_name: name.to_owned(),
+            qualifier,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    #[error("Function not found: {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidParameter(String),
+    #[error("Rate Exceeded. {0}")]
+    Throttled(String),
+    #[error("{0}")]
+    Service(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub outcome: Outcome,
+    pub executed_version: String,
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct AliasRoute {
+    version: String,
+    weights: Vec<(String, f64)>,
+}
+
+/// What moto knows of one function, cached until a write goes through sluice-local.
+#[derive(Default)]
+struct FunctionCache {
+    specs: HashMap<String, Arc<FunctionSpec>>,
+    aliases: HashMap<String, AliasRoute>,
+}
+
+pub struct Invoker {
+    moto_lambda: LambdaClient,
+    pool: Pool,
+    metrics: Metrics,
+    region: String,
+    account_id: String,
+    cache: Mutex<HashMap<String, FunctionCache>>,
+}
+
+impl Invoker {
+    pub fn new(
+        moto_lambda: LambdaClient,
+        pool: Pool,
+        metrics: Metrics,
+        region: String,
+        account_id: String,
+    ) -> Self {
+        Invoker {
+            moto_lambda,
+            pool,
+            metrics,
+            region,
+            account_id,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Forgets what is cached of a function; called for every write to it.
+    pub fn invalidate(&self, function_name: &str) {
+        self.cache.lock().expect("cache lock").remove(function_name);
+    }
+
+    pub fn invalidate_all(&self) {
+        self.cache.lock().expect("cache lock").clear();
+    }
+
+    fn function_arn(&self, name: &str) -> String {
+        format!(
+            "arn:aws:lambda:{}:{}:function:{name}",
+            self.region, self.account_id
+        )
+    }
+
+    /// The version a call to `target` runs now: for a weighted alias, drawn at
+    /// random by its `AdditionalVersionWeights`, as Lambda routes.
+    pub async fn resolve(&self, target: &Target) -> Result<Arc<FunctionSpec>, InvokeError> {
+        let version = match target.qualifier.as_deref() {
+            None | Some("$LATEST") => "$LATEST".to_owned(),
+            Some(q) if q.chars().all(|c| c.is_ascii_digit()) => q.to_owned(),
+            Some(alias) => {
+                let route = self.alias_route(&target.function_name, alias).await?;
+                pick_version(&route, rand::rng().random::<f64>())
+            }
+        };
+        self.spec(&target.function_name, &version).await
+    }
+
+    async fn alias_route(&self, function: &str, alias: &str) -> Result<AliasRoute, InvokeError> {
+        if let Some(route) = self
+            .cache
+            .lock()
+            .expect("cache lock")
+            .get(function)
+            .and_then(|c| c.aliases.get(alias))
+        {
+            return Ok(route.clone());
+        }
+        let out = self
+            .moto_lambda
+            .get_alias()
+            .function_name(function)
+            .name(alias)
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(se) if se.is_resource_not_found_exception() => {
+                    InvokeError::NotFound(format!("{}:{alias}", self.function_arn(function)))
+                }
+                _ => InvokeError::Service(format!("reading alias {function}:{alias}: {e:?}")),
+            })?;
+        let weights = out
+            .routing_config()
+            .and_then(|r| r.additional_version_weights())
+            .map(|w| w.iter().map(|(v, p)| (v.clone(), *p)).collect())
+            .unwrap_or_default();
+        let route = AliasRoute {
+            version: out.function_version().unwrap_or("$LATEST").to_owned(),
+            weights,
+        };
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .entry(function.to_owned())
+            .or_default()
+            .aliases
+            .insert(alias.to_owned(), route.clone());
+        Ok(route)
+    }
+
+    async fn spec(&self, function: &str, version: &str) -> Result<Arc<FunctionSpec>, InvokeError> {
+        if let Some(spec) = self
+            .cache
+            .lock()
+            .expect("cache lock")
+            .get(function)
+            .and_then(|c| c.specs.get(version))
+        {
+            return Ok(spec.clone());
+        }
+        let config = self
+            .moto_lambda
+            .get_function_configuration()
+            .function_name(function)
+            .qualifier(version)
+            .send()
+            .await
+            .map_err(|e| match e.as_service_error() {
+                Some(se) if se.is_resource_not_found_exception() => {
+                    InvokeError::NotFound(format!("{}:{version}", self.function_arn(function)))
+                }
+                _ => InvokeError::Service(format!("reading {function}:{version}: {e:?}")),
+            })?;
+        let code_sha = config.code_sha256().map(str::to_owned).ok_or_else(|| {
+            InvokeError::Service(format!("{function}:{version} has no CodeSha256"))
+        })?;
+        let environment: BTreeMap<String, String> = config
+            .environment()
+            .and_then(|e| e.variables())
+            .map(|v| v.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        let spec = Arc::new(FunctionSpec {
+            function_name: function.to_owned(),
+            function_arn: self.function_arn(function),
+            version: config.version().unwrap_or(version).to_owned(),
+            code_sha,
+            timeout: Duration::from_secs(config.timeout().unwrap_or(3).max(1) as u64),
+            memory_mb: config.memory_size().unwrap_or(128),
+            handler: config.handler().map(str::to_owned),
+            environment,
+        });
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .entry(function.to_owned())
+            .or_default()
+            .specs
+            .insert(version.to_owned(), spec.clone());
+        Ok(spec)
+    }
+
+    /// Invokes synchronously and records the metrics Lambda would.
+    pub async fn invoke(
+        &self,
+        target: &Target,
+        payload: Bytes,
+        client_context: Option<String>,
+    ) -> Result<Invocation, InvokeError> {
+        let spec = self.resolve(target).await?;
+        let invoked_arn = match &target.qualifier {
+            Some(q) => format!("{}:{q}", spec.function_arn),
+            None => spec.function_arn.clone(),
+        };
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let started = Instant::now();
+        let result = self
+            .pool
+            .invoke(&spec, &request_id, payload, &invoked_arn, client_context)
+            .await;
+        let duration = started.elapsed();
+        let record = |error: bool, throttled: bool| InvocationRecord {
+            function_name: spec.function_name.clone(),
+            qualifier: target.qualifier.clone(),
+            executed_version: spec.version.clone(),
+            error,
+            throttled,
+            duration,
+        };
+        match result {
+            Ok(outcome) => {
+                self.metrics.record(record(outcome.is_error(), false));
+                tracing::debug!(
+                    function = %spec.function_name,
+                    version = %spec.version,
+                    request_id,
+                    error = outcome.is_error(),
+                    ms = duration.as_secs_f64() * 1e3,
+                    "invoked"
+                );
+                Ok(Invocation {
+                    outcome,
+                    executed_version: spec.version.clone(),
+                    duration,
+                })
+            }
+            Err(SandboxError::Throttled { .. }) => {
+                self.metrics.record(record(false, true));
+                Err(InvokeError::Throttled(format!(
+                    "{}:{} has no free execution environment",
+                    spec.function_name, spec.version
+                )))
+            }
+            Err(SandboxError::Code(e)) => Err(InvokeError::Service(format!(
+                "cannot run {}:{}: {e}",
+                spec.function_name, spec.version
+            ))),
+        }
+    }
+}
+
+/// Lambda's routing rule: each additional version takes its weight of the
+/// traffic, the alias's own version the rest. `draw` is uniform in [0, 1).
+fn pick_version(route: &AliasRoute, draw: f64) -> String {
+    let mut threshold = 0.0;
+    for (version, weight) in &route.weights {
+        threshold += weight;
+        if draw < threshold {
+            return version.clone();
+        }
+    }
+    route.version.clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_like_lambda() {
+        let t = Target::parse(
+            "arn:aws:lambda:us-east-1:123456789012:function:f:live",
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            (t.function_name.as_str(), t.qualifier.as_deref()),
+            ("f", Some("live"))
+        );
+        let t = Target::parse("123456789012:function:f", Some("3")).unwrap();
+        assert_eq!(
+            (t.function_name.as_str(), t.qualifier.as_deref()),
+            ("f", Some("3"))
+        );
+        assert_eq!(Target::parse("f", None).unwrap().qualifier, None);
+        assert!(Target::parse("f:1", Some("2")).is_err());
+        assert!(Target::parse("bad name", None).is_err());
+        assert!(Target::parse("a:b:c:d:e", None).is_err());
+    }
+
+    #[test]
+    fn weighted_alias_splits_by_weight() {
+        let route = AliasRoute {
+            version: "1".into(),
+            weights: vec![("2".into(), 0.3)],
+        };
+        assert_eq!(pick_version(&route, 0.0), "2");
+        assert_eq!(pick_version(&route, 0.2999), "2");
+        assert_eq!(pick_version(&route, 0.3), "1");
+        assert_eq!(pick_version(&route, 0.9999), "1");
+    }
+}

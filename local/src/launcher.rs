@@ -1,0 +1,351 @@
+//! Starts and stops the local stack: a moto server and a `sluice-local serve`,
+//! each on a free loopback port. Tests and benchmarks hold a [`LocalStack`]
+//! (stopped when dropped); `sluice-local start`/`stop` (`make dev`,
+//! `make dev-down`) run the same stack detached and stop it by PID.
+
+use anyhow::{Context, Result, anyhow, bail};
+use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    pub state_dir: PathBuf,
+    pub moto_server: PathBuf,
+    pub sluice_local: PathBuf,
+    pub template: Option<PathBuf>,
+    pub artifacts: PathBuf,
+    pub stack_name: String,
+    pub parameters: Vec<(String, String)>,
+    pub schedule_scale: f64,
+}
+
+impl StackOptions {
+    /// Options for a checkout at `root` whose binaries were built into `build_dir`
+    /// (`target/debug`), with moto from the project's `.venv`.
+    pub fn for_checkout(root: &Path, build_dir: &Path, state_dir: &Path) -> Self {
+        let moto_server = std::env::var_os("SLUICE_MOTO_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join(".venv/bin/moto_server"));
+        StackOptions {
+            state_dir: state_dir.to_owned(),
+            moto_server,
+            sluice_local: build_dir.join("sluice-local"),
+            template: None,
+            artifacts: build_dir.to_owned(),
+            stack_name: "sluice".into(),
+            parameters: Vec::new(),
+            schedule_scale: 1.0,
+        }
+    }
+}
+
+/// The directory holding the running test or bench binary's sibling binaries
+/// (`target/debug` for `target/debug/deps/test-...`).
+pub fn build_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().expect("exe dir");
+    if dir.ends_with("deps") {
+        dir.parent().expect("build dir").to_owned()
+    } else {
+        dir.to_owned()
+    }
+}
+
+pub struct LocalStack {
+    moto: Option<Child>,
+    local: Option<Child>,
+    pub env: HashMap<String, String>,
+    pub state_dir: PathBuf,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?
+        .local_addr()?
+        .port())
+}
+
+fn log_file(state_dir: &Path, name: &str) -> Result<std::fs::File> {
+    let path = state_dir.join(name);
+    std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
+}
+
+fn spawn(mut command: Command, detached: bool) -> Result<Child> {
+    if detached {
+        // Its own session: the stack outlives the shell that started it.
+        command.process_group(0);
+    } else {
+        // SAFETY: prctl is async-signal-safe; the child dies with its parent,
+        // so a test that panics leaves no server behind.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+    }
+    Ok(command.spawn()?)
+}
+
+fn start_moto(opts: &StackOptions, detached: bool) -> Result<(Child, String)> {
+    if !opts.moto_server.exists() && opts.moto_server.components().count() > 1 {
+        bail!(
+            "moto_server not found at {} (run `make venv`, or set SLUICE_MOTO_SERVER)",
+            opts.moto_server.display()
+        );
+    }
+    // A port picked free can be taken before moto binds it: then moto exits and we pick again.
+    for _ in 0..5 {
+        let port = free_port()?;
+        let mut command = Command::new(&opts.moto_server);
+        command
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log_file(&opts.state_dir, "moto.log")?)
+            .stderr(log_file(&opts.state_dir, "moto.log")?);
+        let mut child = spawn(command, detached)?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                tracing::warn!(%status, port, "moto exited while starting; trying another port");
+                break;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok((child, format!("http://127.0.0.1:{port}")));
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!(
+                    "moto did not listen within {READY_TIMEOUT:?}:\n{}",
+                    tail(&opts.state_dir.join("moto.log"))
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    bail!(
+        "moto could not start:\n{}",
+        tail(&opts.state_dir.join("moto.log"))
+    )
+}
+
+fn start_local(
+    opts: &StackOptions,
+    moto: &str,
+    detached: bool,
+) -> Result<(Child, HashMap<String, String>)> {
+    if !opts.sluice_local.exists() {
+        bail!(
+            "{} not found (build the workspace first: cargo build --workspace --bins)",
+            opts.sluice_local.display()
+        );
+    }
+    let mut command = Command::new(&opts.sluice_local);
+    command
+        .arg("serve")
+        .args(["--moto-endpoint", moto])
+        .arg("--state-dir")
+        .arg(&opts.state_dir)
+        .arg("--artifacts")
+        .arg(&opts.artifacts)
+        .args(["--stack-name", &opts.stack_name])
+        .args(["--schedule-scale", &opts.schedule_scale.to_string()])
+        .stdin(Stdio::null())
+        .stdout(log_file(&opts.state_dir, "sluice-local.log")?)
+        .stderr(log_file(&opts.state_dir, "sluice-local.log")?);
+    if let Some(t) = &opts.template {
+        command.arg("--template").arg(t);
+    }
+    for (k, v) in &opts.parameters {
+        command.args(["--parameter", &format!("{k}={v}")]);
+    }
+    let env_file = opts.state_dir.join("env");
+    let _ = std::fs::remove_file(&env_file);
+    let mut child = spawn(command, detached)?;
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "sluice-local exited ({status}) while starting:\n{}",
+                tail(&opts.state_dir.join("sluice-local.log"))
+            );
+        }
+        if env_file.exists() {
+            return Ok((child, read_env_file(&env_file)?));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("sluice-local was not ready within {READY_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Reads the `export KEY='value'` lines that `serve` writes.
+pub fn read_env_file(path: &Path) -> Result<HashMap<String, String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let (key, value) = line
+                .strip_prefix("export ")
+                .and_then(|l| l.split_once('='))
+                .ok_or_else(|| anyhow!("{}: unexpected line {line:?}", path.display()))?;
+            let value = value
+                .strip_prefix('\'')
+                .and_then(|v| v.strip_suffix('\''))
+                .unwrap_or(value)
+                .replace(r"'\''", "'");
+            Ok((key.to_owned(), value))
+        })
+        .collect()
+}
+
+impl LocalStack {
+    /// Starts moto and sluice-local, attached: dropping the stack stops both.
+    pub fn start(opts: &StackOptions) -> Result<Self> {
+        std::fs::create_dir_all(&opts.state_dir)?;
+        let (moto, endpoint) = start_moto(opts, false)?;
+        let mut stack = LocalStack {
+            moto: Some(moto),
+            local: None,
+            env: HashMap::new(),
+            state_dir: opts.state_dir.clone(),
+        };
+        let (local, env) = start_local(opts, &endpoint, false)?;
+        stack.local = Some(local);
+        stack.env = env;
+        Ok(stack)
+    }
+
+    pub fn local_pid(&self) -> u32 {
+        self.local.as_ref().map(Child::id).unwrap_or_default()
+    }
+
+    pub fn var(&self, key: &str) -> &str {
+        self.env.get(key).map(String::as_str).unwrap_or_default()
+    }
+
+    /// SDK configuration aimed at this stack, as the env file describes it.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(self.var("AWS_ENDPOINT_URL"))
+            .region(aws_config::Region::new(self.var("AWS_REGION").to_owned()))
+            .credentials_provider(aws_sdk_lambda::config::Credentials::new(
+                self.var("AWS_ACCESS_KEY_ID"),
+                self.var("AWS_SECRET_ACCESS_KEY"),
+                None,
+                None,
+                "local-stack",
+            ))
+            .load()
+            .await
+    }
+
+    /// A Lambda client that goes through sluice-local.
+    pub async fn lambda(&self) -> aws_sdk_lambda::Client {
+        let config = self.sdk_config().await;
+        aws_sdk_lambda::Client::from_conf(
+            aws_sdk_lambda::config::Builder::from(&config)
+                .endpoint_url(self.var("AWS_ENDPOINT_URL_LAMBDA"))
+                .build(),
+        )
+    }
+
+    /// The last lines of sluice-local's log, for a failing test's message.
+    pub fn log_tail(&self) -> String {
+        tail(&self.state_dir.join("sluice-local.log"))
+    }
+}
+
+fn stop_pid(pid: u32) {
+    // SAFETY: plain signals to processes this stack started.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGTERM);
+    }
+}
+
+fn wait_gone(pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        // SAFETY: signal 0 only asks whether the process exists.
+        if unsafe { libc::kill(pid as i32, 0) } != 0 {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+impl Drop for LocalStack {
+    fn drop(&mut self) {
+        for child in [self.local.take(), self.moto.take()].into_iter().flatten() {
+            let mut child = child;
+            stop_pid(child.id());
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts the stack detached (for `make dev`) and records the PIDs.
+pub fn start_detached(opts: &StackOptions) -> Result<HashMap<String, String>> {
+    std::fs::create_dir_all(&opts.state_dir)?;
+    let pids = opts.state_dir.join("pids");
+    if pids.exists() {
+        bail!(
+            "{} exists: a local stack may be running (sluice-local stop --state-dir {})",
+            pids.display(),
+            opts.state_dir.display()
+        );
+    }
+    let (mut moto, endpoint) = start_moto(opts, true)?;
+    let (local, env) = match start_local(opts, &endpoint, true) {
+        Ok(ok) => ok,
+        Err(e) => {
+            let _ = moto.kill();
+            let _ = moto.wait();
+            return Err(e);
+        }
+    };
+    std::fs::write(&pids, format!("{}\n{}\n", local.id(), moto.id()))?;
+    Ok(env)
+}
+
+/// Stops a detached stack by the PIDs it recorded.
+pub fn stop_detached(state_dir: &Path) -> Result<()> {
+    let pids_file = state_dir.join("pids");
+    let text = match std::fs::read_to_string(&pids_file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    for pid in text.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+        stop_pid(pid);
+        if !wait_gone(pid, STOP_TIMEOUT) {
+            // SAFETY: as above; it ignored SIGTERM for STOP_TIMEOUT.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+    std::fs::remove_file(&pids_file)?;
+    let _ = std::fs::remove_file(state_dir.join("env"));
+    Ok(())
+}

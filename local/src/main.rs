@@ -1,0 +1,147 @@
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use sluice_local::launcher::{self, StackOptions};
+use sluice_local::server::{self, ServeOptions};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The local stack for Sluice: moto for AWS state, sluice-local for running Lambda code.
+#[derive(Parser)]
+#[command(
+    version,
+    after_help = "Examples:\n  sluice-local start --template template.yaml   # what `make dev` runs\n  source .sluice-local/env && aws lambda list-functions\n  sluice-local stop                              # what `make dev-down` runs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct StackArgs {
+    /// Where state, logs and the env file go.
+    #[arg(long, default_value = ".sluice-local")]
+    state_dir: PathBuf,
+    /// The SAM template whose resources and functions to stand up.
+    #[arg(long)]
+    template: Option<PathBuf>,
+    /// Where the functions' built binaries are (named by `BuildProperties.Binary`).
+    #[arg(long, default_value = "target/debug")]
+    artifacts: PathBuf,
+    /// The stack name, used for generated resource names.
+    #[arg(long, default_value = "sluice")]
+    stack_name: String,
+    /// A template parameter, as KEY=VALUE (repeatable).
+    #[arg(long = "parameter", value_parser = parse_pair)]
+    parameters: Vec<(String, String)>,
+    /// Multiplies schedule periods and retry delays: 0.01 plays `rate(1 minute)` every 0.6 s.
+    #[arg(long, default_value_t = 1.0)]
+    schedule_scale: f64,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the Lambda API and event sources against a running moto.
+    Serve {
+        #[command(flatten)]
+        stack: StackArgs,
+        /// moto's endpoint, e.g. http://127.0.0.1:5000.
+        #[arg(long, env = "SLUICE_MOTO_ENDPOINT")]
+        moto_endpoint: String,
+        #[arg(long, default_value = "us-east-1")]
+        region: String,
+        /// The Lambda API port (0: any free one; the env file names it).
+        #[arg(long, default_value_t = 0)]
+        port: u16,
+        /// How often idle stream shards are polled, in milliseconds.
+        #[arg(long, default_value_t = 50)]
+        poll_interval_ms: u64,
+        /// Execution environments one version may run at once.
+        #[arg(long, default_value_t = 64)]
+        max_sandboxes_per_version: usize,
+        /// Seconds an idle execution environment is kept warm.
+        #[arg(long, default_value_t = 300)]
+        idle_timeout_secs: u64,
+    },
+    /// Start moto and sluice-local in the background and write <state-dir>/env.
+    Start {
+        #[command(flatten)]
+        stack: StackArgs,
+        /// The moto_server executable.
+        #[arg(
+            long,
+            env = "SLUICE_MOTO_SERVER",
+            default_value = ".venv/bin/moto_server"
+        )]
+        moto_server: PathBuf,
+    },
+    /// Stop what `start` started, by PID.
+    Stop {
+        #[arg(long, default_value = ".sluice-local")]
+        state_dir: PathBuf,
+    },
+}
+
+fn parse_pair(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("{s:?} must be KEY=VALUE"))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    sluice::telemetry::init(sluice::telemetry::LogFormat::Text);
+    match Cli::parse().command {
+        Command::Serve {
+            stack,
+            moto_endpoint,
+            region,
+            port,
+            poll_interval_ms,
+            max_sandboxes_per_version,
+            idle_timeout_secs,
+        } => {
+            server::serve(ServeOptions {
+                moto_endpoint,
+                state_dir: stack.state_dir,
+                template: stack.template,
+                artifacts: stack.artifacts,
+                stack_name: stack.stack_name,
+                parameters: stack.parameters.into_iter().collect::<HashMap<_, _>>(),
+                region,
+                port,
+                schedule_scale: stack.schedule_scale,
+                poll_interval: Duration::from_millis(poll_interval_ms),
+                max_sandboxes_per_version,
+                idle_timeout: Duration::from_secs(idle_timeout_secs),
+            })
+            .await
+        }
+        Command::Start { stack, moto_server } => {
+            let opts = StackOptions {
+                state_dir: stack.state_dir.clone(),
+                moto_server,
+                sluice_local: std::env::current_exe().context("locating sluice-local")?,
+                template: stack.template,
+                artifacts: stack.artifacts,
+                stack_name: stack.stack_name,
+                parameters: stack.parameters,
+                schedule_scale: stack.schedule_scale,
+            };
+            let env =
+                tokio::task::spawn_blocking(move || launcher::start_detached(&opts)).await??;
+            println!(
+                "local stack up: Lambda {} moto {}\nenv: source {}",
+                env.get("AWS_ENDPOINT_URL_LAMBDA")
+                    .map(String::as_str)
+                    .unwrap_or("?"),
+                env.get("AWS_ENDPOINT_URL")
+                    .map(String::as_str)
+                    .unwrap_or("?"),
+                stack.state_dir.join("env").display()
+            );
+            Ok(())
+        }
+        Command::Stop { state_dir } => launcher::stop_detached(&state_dir),
+    }
+}

@@ -1,0 +1,840 @@
+//! Lambda's event sources, played for the functions a template wires: the
+//! DynamoDB stream poller, the SQS poller, schedules and Function URLs. Each
+//! delivers events in the shape AWS sends (the `aws_lambda_events` types).
+
+use crate::invoke::{Invoker, Target};
+use aws_lambda_events::dynamodb::{
+    Event as DynamoDbEvent, EventRecord, StreamRecord, StreamViewType,
+};
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use aws_lambda_events::lambda_function_urls::{
+    LambdaFunctionUrlRequest, LambdaFunctionUrlResponse,
+};
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage, SqsMessageAttribute};
+use aws_sdk_dynamodbstreams::Client as StreamsClient;
+use aws_sdk_dynamodbstreams::types::ShardIteratorType;
+use aws_sdk_sqs::Client as SqsClient;
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventSource {
+    DynamoDbStream {
+        stream_arn: String,
+        from_start: bool,
+        batch_size: i32,
+        /// `None`: retry until the record expires, as Lambda's default of -1.
+        max_retries: Option<u32>,
+        report_failures: bool,
+    },
+    Sqs {
+        queue_arn: String,
+        batch_size: i32,
+        report_failures: bool,
+    },
+    Schedule {
+        rule: String,
+        every: Duration,
+        input: Option<Value>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlAuth {
+    None,
+    AwsIam,
+}
+
+impl EventSource {
+    /// Reads one entry of a SAM function's `Events` (already resolved).
+    /// Returns `Ok(None)` for a source that is switched off.
+    pub fn from_sam(function: &str, name: &str, event: &Value) -> Result<Option<Self>, String> {
+        let at = format!("{function}.Events.{name}");
+        let kind = event
+            .get("Type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let props = event
+            .get("Properties")
+            .cloned()
+            .unwrap_or_else(|| json!({}));
+        let text = |key: &str| props.get(key).and_then(Value::as_str);
+        let int = |key: &str| props.get(key).and_then(Value::as_i64);
+        if props.get("Enabled") == Some(&json!(false)) || text("State") == Some("DISABLED") {
+            return Ok(None);
+        }
+        let report_failures = props
+            .get("FunctionResponseTypes")
+            .and_then(Value::as_array)
+            .is_some_and(|t| t.iter().any(|v| v == "ReportBatchItemFailures"));
+        let source = match kind {
+            "DynamoDB" => EventSource::DynamoDbStream {
+                stream_arn: text("Stream")
+                    .ok_or(format!("{at}: Stream (the table's StreamArn) is required"))?
+                    .to_owned(),
+                from_start: match text("StartingPosition").unwrap_or("TRIM_HORIZON") {
+                    "TRIM_HORIZON" => true,
+                    "LATEST" => false,
+                    other => {
+                        return Err(format!(
+                            "{at}: StartingPosition {other:?} must be TRIM_HORIZON or LATEST"
+                        ));
+                    }
+                },
+                batch_size: int("BatchSize").unwrap_or(100).clamp(1, 10_000) as i32,
+                max_retries: match int("MaximumRetryAttempts") {
+                    None | Some(-1) => None,
+                    Some(n) if n >= 0 => Some(n as u32),
+                    Some(n) => {
+                        return Err(format!("{at}: MaximumRetryAttempts {n} must be -1 or more"));
+                    }
+                },
+                report_failures,
+            },
+            "SQS" => EventSource::Sqs {
+                queue_arn: text("Queue")
+                    .ok_or(format!("{at}: Queue (the queue's Arn) is required"))?
+                    .to_owned(),
+                batch_size: int("BatchSize").unwrap_or(10).clamp(1, 10) as i32,
+                report_failures,
+            },
+            "Schedule" | "ScheduleV2" => {
+                let expr = text("Schedule")
+                    .or(text("ScheduleExpression"))
+                    .ok_or(format!("{at}: Schedule is required"))?;
+                let input = match props.get("Input") {
+                    None => None,
+                    Some(Value::String(s)) => Some(
+                        serde_json::from_str(s)
+                            .map_err(|e| format!("{at}: Input is not JSON: {e}"))?,
+                    ),
+                    Some(other) => Some(other.clone()),
+                };
+                EventSource::Schedule {
+                    rule: format!("{function}-{name}"),
+                    every: parse_rate(expr).map_err(|e| format!("{at}: {e}"))?,
+                    input,
+                }
+            }
+            other => {
+                return Err(format!(
+                    "{at}: event type {other:?} is not played by the local stack (DynamoDB, SQS, Schedule are)"
+                ));
+            }
+        };
+        Ok(Some(source))
+    }
+}
+
+/// `rate(N unit)` as EventBridge defines it.
+pub fn parse_rate(expr: &str) -> Result<Duration, String> {
+    let inner = expr
+        .trim()
+        .strip_prefix("rate(")
+        .and_then(|s| s.strip_suffix(')'))
+        .ok_or_else(|| {
+            format!("schedule {expr:?}: the local stack plays rate(...) schedules only")
+        })?;
+    let (n, unit) = inner
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| format!("schedule {expr:?} must read rate(<number> <unit>)"))?;
+    let n: u64 = n
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("schedule {expr:?}: {n:?} is not a positive whole number"))?;
+    let unit_secs = match (unit.trim(), n) {
+        ("minute", 1) | ("minutes", 2..) => 60,
+        ("hour", 1) | ("hours", 2..) => 3600,
+        ("day", 1) | ("days", 2..) => 86_400,
+        (u, _) => {
+            return Err(format!(
+                "schedule {expr:?}: unit {u:?} must be minute(s), hour(s) or day(s), singular for 1 only"
+            ));
+        }
+    };
+    Ok(Duration::from_secs(n * unit_secs))
+}
+
+/// Everything an event source needs to reach the stack.
+pub struct SourceContext {
+    pub invoker: Arc<Invoker>,
+    pub streams: StreamsClient,
+    pub sqs: SqsClient,
+    pub region: String,
+    pub account_id: String,
+    pub poll_interval: Duration,
+    /// Multiplies schedule periods (tests and the demo run them faster).
+    pub schedule_scale: f64,
+}
+
+/// Starts the pollers and timers of one function's sources.
+pub fn start(ctx: Arc<SourceContext>, function: &str, sources: &[EventSource]) {
+    for source in sources.iter().cloned() {
+        let ctx = ctx.clone();
+        let target = Target {
+            function_name: function.to_owned(),
+            qualifier: None,
+        };
+        tokio::spawn(async move {
+            match source {
+                EventSource::DynamoDbStream { .. } => poll_stream(&ctx, &target, source).await,
+                EventSource::Sqs {
+                    queue_arn,
+                    batch_size,
+                    report_failures,
+                } => poll_queue(&ctx, &target, &queue_arn, batch_size, report_failures).await,
+                EventSource::Schedule { rule, every, input } => {
+                    run_schedule(&ctx, &target, &rule, every, input).await
+                }
+            }
+        });
+    }
+}
+
+/// Invokes with an event and says which records failed: `Err(())` for all.
+async fn deliver(
+    ctx: &SourceContext,
+    target: &Target,
+    event: &impl serde::Serialize,
+    report_failures: bool,
+) -> Result<HashSet<String>, ()> {
+    let payload = Bytes::from(serde_json::to_vec(event).expect("events serialise"));
+    match ctx.invoker.invoke(target, payload, None).await {
+        Ok(inv) if !inv.outcome.is_error() => {
+            if !report_failures {
+                return Ok(HashSet::new());
+            }
+            // An answer that is not a batch response counts as full success, as in Lambda.
+            let answer: SqsBatchResponse =
+                serde_json::from_slice(inv.outcome.payload()).unwrap_or_default();
+            Ok(answer
+                .batch_item_failures
+                .into_iter()
+                .map(|f| f.item_identifier)
+                .collect())
+        }
+        Ok(inv) => {
+            tracing::warn!(
+                function = %target.function_name,
+                error = %String::from_utf8_lossy(inv.outcome.payload()),
+                "event source batch failed"
+            );
+            Err(())
+        }
+        Err(e) => {
+            tracing::warn!(function = %target.function_name, error = %e, "event source could not invoke");
+            Err(())
+        }
+    }
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+async fn poll_stream(ctx: &SourceContext, target: &Target, source: EventSource) {
+    let EventSource::DynamoDbStream {
+        stream_arn,
+        from_start,
+        batch_size,
+        max_retries,
+        report_failures,
+    } = source
+    else {
+        return;
+    };
+    let table_name = stream_arn
+        .split(":table/")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .map(str::to_owned);
+    let mut iterators: HashMap<String, Option<String>> = HashMap::new();
+    loop {
+        match ctx
+            .streams
+            .describe_stream()
+            .stream_arn(&stream_arn)
+            .send()
+            .await
+        {
+            Ok(out) => {
+                for shard in out
+                    .stream_description()
+                    .map(|d| d.shards())
+                    .unwrap_or_default()
+                {
+                    let Some(id) = shard.shard_id() else { continue };
+                    if iterators.contains_key(id) {
+                        continue;
+                    }
+                    let kind = if from_start {
+                        ShardIteratorType::TrimHorizon
+                    } else {
+                        ShardIteratorType::Latest
+                    };
+                    match ctx
+                        .streams
+                        .get_shard_iterator()
+                        .stream_arn(&stream_arn)
+                        .shard_id(id)
+                        .shard_iterator_type(kind)
+                        .send()
+                        .await
+                    {
+                        Ok(it) => {
+                            iterators.insert(id.to_owned(), it.shard_iterator().map(str::to_owned));
+                        }
+                        Err(e) => tracing::warn!(error = ?e, shard = id, "no shard iterator yet"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = ?e, stream = %stream_arn, "cannot describe stream"),
+        }
+        let mut idle = true;
+        for iterator in iterators.values_mut() {
+            let Some(current) = iterator.clone() else {
+                continue;
+            };
+            let records = match ctx
+                .streams
+                .get_records()
+                .shard_iterator(&current)
+                .limit(batch_size)
+                .send()
+                .await
+            {
+                Ok(out) => {
+                    *iterator = out.next_shard_iterator().map(str::to_owned);
+                    out.records.unwrap_or_default()
+                }
+                Err(e) => {
+                    tracing::warn!(error = ?e, stream = %stream_arn, "GetRecords failed; retrying");
+                    continue;
+                }
+            };
+            if records.is_empty() {
+                continue;
+            }
+            idle = false;
+            let mut batch: Vec<EventRecord> = records
+                .into_iter()
+                .map(|r| stream_record(r, &stream_arn, table_name.as_deref(), &ctx.region))
+                .collect();
+            let mut attempts = 0u32;
+            let mut backoff = Duration::from_millis(100);
+            while !batch.is_empty() {
+                let event = {
+                    let mut e = DynamoDbEvent::default();
+                    e.records = batch.clone();
+                    e
+                };
+                match deliver(ctx, target, &event, report_failures).await {
+                    Ok(failed) if failed.is_empty() => break,
+                    outcome => {
+                        attempts += 1;
+                        if max_retries.is_some_and(|max| attempts > max) {
+                            tracing::error!(function = %target.function_name, records = batch.len(), "stream batch dropped after retries");
+                            break;
+                        }
+                        // A partial failure retries from the first record it names.
+                        if let Ok(failed) = outcome {
+                            let first = batch.iter().position(|r| {
+                                r.change
+                                    .sequence_number
+                                    .as_ref()
+                                    .is_some_and(|s| failed.contains(s))
+                            });
+                            batch.drain(..first.unwrap_or(0));
+                        }
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                    }
+                }
+            }
+        }
+        if idle {
+            tokio::time::sleep(ctx.poll_interval).await;
+        }
+    }
+}
+
+fn stream_record(
+    record: aws_sdk_dynamodbstreams::types::Record,
+    stream_arn: &str,
+    table_name: Option<&str>,
+    region: &str,
+) -> EventRecord {
+    let mut out = EventRecord::default();
+    out.aws_region = region.to_owned();
+    out.event_id = record.event_id().unwrap_or_default().to_owned();
+    out.event_name = record
+        .event_name()
+        .map(|n| n.as_str().to_owned())
+        .unwrap_or_default();
+    out.event_source = Some("aws:dynamodb".into());
+    out.event_version = Some(record.event_version().unwrap_or("1.1").to_owned());
+    out.event_source_arn = Some(stream_arn.to_owned());
+    out.table_name = table_name.map(str::to_owned);
+    if let Some(change) = record.dynamodb {
+        let mut sr = StreamRecord::default();
+        if let Some(t) = change.approximate_creation_date_time {
+            sr.approximate_creation_date_time =
+                chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()).unwrap_or_default();
+        }
+        sr.keys = change.keys.unwrap_or_default().into();
+        sr.new_image = change.new_image.unwrap_or_default().into();
+        sr.old_image = change.old_image.unwrap_or_default().into();
+        sr.sequence_number = change.sequence_number;
+        sr.size_bytes = change.size_bytes.unwrap_or_default();
+        sr.stream_view_type = change.stream_view_type.and_then(|v| {
+            serde_json::from_value::<StreamViewType>(Value::String(v.as_str().to_owned())).ok()
+        });
+        out.change = sr;
+    }
+    out
+}
+
+async fn poll_queue(
+    ctx: &SourceContext,
+    target: &Target,
+    queue_arn: &str,
+    batch_size: i32,
+    report_failures: bool,
+) {
+    let queue_name = queue_arn.rsplit(':').next().unwrap_or_default().to_owned();
+    let mut backoff = Duration::from_millis(100);
+    let queue_url = loop {
+        match ctx.sqs.get_queue_url().queue_name(&queue_name).send().await {
+            Ok(out) => break out.queue_url.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(error = ?e, queue = %queue_name, "queue not found yet");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    };
+    loop {
+        let received = ctx
+            .sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(batch_size)
+            .wait_time_seconds(1)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .message_attribute_names("All")
+            .send()
+            .await;
+        let messages = match received {
+            Ok(out) => out.messages.unwrap_or_default(),
+            Err(e) => {
+                tracing::warn!(error = ?e, queue = %queue_name, "ReceiveMessage failed; retrying");
+                tokio::time::sleep(ctx.poll_interval.max(Duration::from_millis(200))).await;
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        let records: Vec<SqsMessage> = messages
+            .into_iter()
+            .map(|m| sqs_message(m, queue_arn, &ctx.region))
+            .collect();
+        let event = {
+            let mut e = SqsEvent::default();
+            e.records = records.clone();
+            e
+        };
+        // Only what succeeded is deleted; the rest comes back after its visibility timeout.
+        let done: Vec<&SqsMessage> = match deliver(ctx, target, &event, report_failures).await {
+            Ok(failed) => records
+                .iter()
+                .filter(|m| !m.message_id.as_ref().is_some_and(|id| failed.contains(id)))
+                .collect(),
+            Err(()) => Vec::new(),
+        };
+        if done.is_empty() {
+            continue;
+        }
+        let entries: Vec<DeleteMessageBatchRequestEntry> = done
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle.clone()?)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        if let Err(e) = ctx
+            .sqs
+            .delete_message_batch()
+            .queue_url(&queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
+            tracing::warn!(error = ?e, queue = %queue_name, "could not delete processed messages");
+        }
+    }
+}
+
+fn sqs_message(m: aws_sdk_sqs::types::Message, queue_arn: &str, region: &str) -> SqsMessage {
+    let mut out = SqsMessage::default();
+    out.message_id = m.message_id;
+    out.receipt_handle = m.receipt_handle;
+    out.body = m.body;
+    out.md5_of_body = m.md5_of_body;
+    out.md5_of_message_attributes = m.md5_of_message_attributes;
+    out.attributes = m
+        .attributes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v))
+        .collect();
+    out.message_attributes = m
+        .message_attributes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| {
+            let mut a = SqsMessageAttribute::default();
+            a.data_type = Some(v.data_type);
+            a.string_value = v.string_value;
+            a.binary_value = v.binary_value.map(|b| {
+                let mut data = aws_lambda_events::encodings::Base64Data::default();
+                *data = b.into_inner();
+                data
+            });
+            (k, a)
+        })
+        .collect();
+    out.event_source_arn = Some(queue_arn.to_owned());
+    out.event_source = Some("aws:sqs".into());
+    out.aws_region = Some(region.to_owned());
+    out
+}
+
+async fn run_schedule(
+    ctx: &SourceContext,
+    target: &Target,
+    rule: &str,
+    every: Duration,
+    input: Option<Value>,
+) {
+    let period = every
+        .mul_f64(ctx.schedule_scale)
+        .max(Duration::from_millis(10));
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let rule_arn = format!(
+        "arn:aws:events:{}:{}:rule/{rule}",
+        ctx.region, ctx.account_id
+    );
+    loop {
+        ticks.tick().await;
+        let event = match &input {
+            Some(input) => input.clone(),
+            None => {
+                let mut e: EventBridgeEvent<Value> = EventBridgeEvent::default();
+                e.version = Some("0".into());
+                e.id = Some(uuid::Uuid::new_v4().to_string());
+                e.detail_type = "Scheduled Event".into();
+                e.source = "aws.events".into();
+                e.account = Some(ctx.account_id.clone());
+                e.time = Some(chrono::Utc::now());
+                e.region = Some(ctx.region.clone());
+                e.resources = Some(vec![rule_arn.clone()]);
+                e.detail = json!({});
+                serde_json::to_value(e).expect("events serialise")
+            }
+        };
+        // EventBridge invokes asynchronously: a failure is retried, never blocks the next tick.
+        let ctx_invoker = ctx.invoker.clone();
+        let target = target.clone();
+        tokio::spawn(async move {
+            let payload = Bytes::from(event.to_string());
+            for attempt in 0..3 {
+                match ctx_invoker.invoke(&target, payload.clone(), None).await {
+                    Ok(inv) if !inv.outcome.is_error() => return,
+                    _ => {
+                        tracing::warn!(function = %target.function_name, attempt, "scheduled invocation failed")
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Serves a function's URL on its own loopback port.
+pub async fn serve_url(
+    ctx: Arc<SourceContext>,
+    function: String,
+    auth: UrlAuth,
+) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+    let addr = listener.local_addr()?;
+    let state = Arc::new(UrlState {
+        ctx,
+        target: Target {
+            function_name: function,
+            qualifier: None,
+        },
+        auth,
+        domain: format!("{addr}"),
+    });
+    let app = axum::Router::new()
+        .fallback(url_request)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::sandbox::MAX_SYNC_PAYLOAD,
+        ))
+        .with_state(state);
+    tokio::spawn(async move {
+        let _ = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await;
+    });
+    Ok(addr)
+}
+
+struct UrlState {
+    ctx: Arc<SourceContext>,
+    target: Target,
+    auth: UrlAuth,
+    domain: String,
+}
+
+fn url_error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        [("content-type", "application/json")],
+        json!({"Message": message}).to_string(),
+    )
+        .into_response()
+}
+
+async fn url_request(
+    State(state): State<Arc<UrlState>>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    // AWS_IAM URLs take SigV4-signed requests only. Local credentials are
+    // dummies, so the signature's presence is checked, not its maths.
+    if state.auth == UrlAuth::AwsIam
+        && !headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("AWS4-HMAC-SHA256 "))
+    {
+        return url_error(StatusCode::FORBIDDEN, "Forbidden");
+    }
+    let event = url_event(&state, peer, &method, &uri, &headers, &body);
+    let payload = Bytes::from(serde_json::to_vec(&event).expect("events serialise"));
+    match state.ctx.invoker.invoke(&state.target, payload, None).await {
+        Ok(inv) if !inv.outcome.is_error() => url_response(inv.outcome.payload()),
+        Ok(_) => url_error(StatusCode::BAD_GATEWAY, "Internal Server Error"),
+        Err(e) => {
+            tracing::warn!(error = %e, function = %state.target.function_name, "function URL could not invoke");
+            url_error(StatusCode::BAD_GATEWAY, "Internal Server Error")
+        }
+    }
+}
+
+fn url_event(
+    state: &UrlState,
+    peer: SocketAddr,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> LambdaFunctionUrlRequest {
+    let now = chrono::Utc::now();
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let mut http = aws_lambda_events::lambda_function_urls::LambdaFunctionUrlRequestContextHttpDescription::default();
+    http.method = Some(method.to_string());
+    http.path = Some(uri.path().to_owned());
+    http.protocol = Some("HTTP/1.1".into());
+    http.source_ip = Some(peer.ip().to_string());
+    http.user_agent = headers
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut rc =
+        aws_lambda_events::lambda_function_urls::LambdaFunctionUrlRequestContext::default();
+    rc.account_id = Some(if state.auth == UrlAuth::AwsIam {
+        state.ctx.account_id.clone()
+    } else {
+        "anonymous".into()
+    });
+    rc.request_id = Some(request_id);
+    rc.apiid = Some(state.target.function_name.clone());
+    rc.domain_name = Some(state.domain.clone());
+    rc.domain_prefix = Some(state.target.function_name.clone());
+    rc.time = Some(now.format("%d/%b/%Y:%H:%M:%S %z").to_string());
+    rc.time_epoch = now.timestamp_millis();
+    rc.http = http;
+    rc.other.insert("routeKey".into(), json!("$default"));
+    rc.other.insert("stage".into(), json!("$default"));
+    let mut event = LambdaFunctionUrlRequest::default();
+    event.version = Some("2.0".into());
+    event.raw_path = Some(uri.path().to_owned());
+    event.raw_query_string = Some(uri.query().unwrap_or_default().to_owned());
+    event.query_string_parameters = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(&s.replace('+', " "))
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            (decode(k), decode(v))
+        })
+        .collect();
+    let cookies: Vec<String> = headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split("; ").map(str::to_owned))
+        .collect();
+    event.cookies = (!cookies.is_empty()).then_some(cookies);
+    let mut forwarded = headers.clone();
+    forwarded.remove("cookie");
+    event.headers = forwarded;
+    if !body.is_empty() {
+        match std::str::from_utf8(body) {
+            Ok(text) => event.body = Some(text.to_owned()),
+            Err(_) => {
+                event.body = Some(BASE64.encode(body));
+                event.is_base64_encoded = true;
+            }
+        }
+    }
+    event.request_context = rc;
+    event
+}
+
+/// Lambda's rule for URL answers: an object with `statusCode` is a response
+/// description; anything else is a JSON body with status 200.
+fn url_response(payload: &Bytes) -> Response {
+    let value: Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
+    if value.get("statusCode").is_none() {
+        return (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            payload.clone(),
+        )
+            .into_response();
+    }
+    let Ok(described) = serde_json::from_value::<LambdaFunctionUrlResponse>(value) else {
+        return url_error(StatusCode::BAD_GATEWAY, "Internal Server Error");
+    };
+    let status = u16::try_from(described.status_code)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::BAD_GATEWAY);
+    let body = match (described.body, described.is_base64_encoded) {
+        (Some(b), true) => match BASE64.decode(b) {
+            Ok(bytes) => Bytes::from(bytes),
+            Err(_) => return url_error(StatusCode::BAD_GATEWAY, "Internal Server Error"),
+        },
+        (Some(b), false) => Bytes::from(b),
+        (None, _) => Bytes::new(),
+    };
+    let mut resp = (status, described.headers, body).into_response();
+    for cookie in described.cookies {
+        if let Ok(v) = cookie.parse() {
+            resp.headers_mut().append("set-cookie", v);
+        }
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_follow_eventbridge_grammar() {
+        assert_eq!(parse_rate("rate(1 minute)"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_rate("rate(5 minutes)"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_rate("rate(2 hours)"), Ok(Duration::from_secs(7200)));
+        assert!(parse_rate("rate(1 minutes)").is_err());
+        assert!(parse_rate("rate(0 minutes)").is_err());
+        assert!(
+            parse_rate("cron(0 12 * * ? *)")
+                .unwrap_err()
+                .contains("rate(...)")
+        );
+    }
+
+    #[test]
+    fn sam_events_are_read_with_lambda_defaults() {
+        let e = EventSource::from_sam("F", "Stream", &json!({"Type": "DynamoDB", "Properties": {"Stream": "arn:s", "StartingPosition": "LATEST"}})).unwrap();
+        assert_eq!(
+            e,
+            Some(EventSource::DynamoDbStream {
+                stream_arn: "arn:s".into(),
+                from_start: false,
+                batch_size: 100,
+                max_retries: None,
+                report_failures: false
+            })
+        );
+        let e = EventSource::from_sam("F", "Q", &json!({"Type": "SQS", "Properties": {"Queue": "arn:q", "FunctionResponseTypes": ["ReportBatchItemFailures"]}})).unwrap();
+        assert!(matches!(
+            e,
+            Some(EventSource::Sqs {
+                batch_size: 10,
+                report_failures: true,
+                ..
+            })
+        ));
+        assert_eq!(
+            EventSource::from_sam(
+                "F",
+                "Off",
+                &json!({"Type": "SQS", "Properties": {"Queue": "q", "Enabled": false}})
+            ),
+            Ok(None)
+        );
+        let err = EventSource::from_sam("F", "K", &json!({"Type": "Kinesis", "Properties": {}}))
+            .unwrap_err();
+        assert!(
+            err.contains("F.Events.K") && err.contains("Kinesis"),
+            "{err}"
+        );
+        let err = EventSource::from_sam("F", "S", &json!({"Type": "DynamoDB", "Properties": {}}))
+            .unwrap_err();
+        assert!(err.contains("Stream"), "{err}");
+    }
+
+    #[test]
+    fn url_answers_follow_lambda_rules() {
+        let plain = url_response(&Bytes::from_static(br#"{"hello":"world"}"#));
+        assert_eq!(plain.status(), StatusCode::OK);
+        let described = url_response(&Bytes::from_static(
+            br#"{"statusCode":201,"headers":{"x-a":"b"},"body":"aGk=","isBase64Encoded":true,"cookies":["c=1"]}"#,
+        ));
+        assert_eq!(described.status(), StatusCode::CREATED);
+        assert_eq!(described.headers()["x-a"], "b");
+        assert_eq!(described.headers()["set-cookie"], "c=1");
+    }
+}

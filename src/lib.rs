@@ -1,0 +1,7 @@
+//! Sluice: continuous delivery for AWS Lambda.
+//!
+//! The library holds everything that is not a `main`: the functions in
+//! `functions/`, the `sluice` CLI and the local stack are thin binaries over it.
+
+pub mod aws;
+pub mod telemetry;

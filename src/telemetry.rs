@@ -1,0 +1,40 @@
+//! Logging set-up shared by every binary.
+
+use tracing_subscriber::EnvFilter;
+
+/// Where a binary's logs are read decides their format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, as CloudWatch Logs Insights reads them.
+    Json,
+    /// Human-readable lines for a terminal.
+    Text,
+}
+
+impl LogFormat {
+    /// JSON inside Lambda (where `AWS_LAMBDA_FUNCTION_NAME` is set), text elsewhere.
+    pub fn detect() -> Self {
+        if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        }
+    }
+}
+
+/// Installs the global `tracing` subscriber. The level comes from `RUST_LOG`
+/// (default `info`). Calling it twice is harmless: the second call does nothing.
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
