@@ -11,8 +11,10 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
 pub const NAMESPACE: &str = "AWS/Lambda";
-/// PutMetricData takes at most 1,000 data points a call.
-const MAX_BATCH: usize = 1000;
+/// Data points per PutMetricData call: AWS takes 1,000 but also at most 1 MB a
+/// request, and moto's server refuses form bodies over 500 KB; a point with
+/// three dimensions is about 400 bytes encoded.
+const MAX_BATCH: usize = 200;
 
 #[derive(Debug, Clone)]
 pub struct InvocationRecord {

@@ -734,17 +734,28 @@ fn url_event(
 /// Lambda's rule for URL answers: an object with `statusCode` is a response
 /// description; anything else is a JSON body with status 200.
 fn url_response(payload: &Bytes) -> Response {
-    let value: Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
-    if value.get("statusCode").is_none() {
+    let mut value: Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
+    let Some(fields) = value
+        .as_object_mut()
+        .filter(|v| v.contains_key("statusCode"))
+    else {
         return (
             StatusCode::OK,
             [("content-type", "application/json")],
             payload.clone(),
         )
             .into_response();
-    }
-    let Ok(described) = serde_json::from_value::<LambdaFunctionUrlResponse>(value) else {
-        return url_error(StatusCode::BAD_GATEWAY, "Internal Server Error");
+    };
+    // Lambda takes a description without these; the type wants them present.
+    fields.entry("cookies").or_insert_with(|| json!([]));
+    fields.entry("headers").or_insert_with(|| json!({}));
+    fields.entry("isBase64Encoded").or_insert(json!(false));
+    let described = match serde_json::from_value::<LambdaFunctionUrlResponse>(value) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "function URL answer is not a valid response description");
+            return url_error(StatusCode::BAD_GATEWAY, "Internal Server Error");
+        }
     };
     let status = u16::try_from(described.status_code)
         .ok()
@@ -830,6 +841,12 @@ mod tests {
     fn url_answers_follow_lambda_rules() {
         let plain = url_response(&Bytes::from_static(br#"{"hello":"world"}"#));
         assert_eq!(plain.status(), StatusCode::OK);
+        let minimal = url_response(&Bytes::from_static(br#"{"statusCode":204}"#));
+        assert_eq!(minimal.status(), StatusCode::NO_CONTENT);
+        let recorder_shape = url_response(&Bytes::from_static(
+            br#"{"statusCode":200,"headers":{"content-type":"application/json"},"body":"{}"}"#,
+        ));
+        assert_eq!(recorder_shape.status(), StatusCode::OK);
         let described = url_response(&Bytes::from_static(
             br#"{"statusCode":201,"headers":{"x-a":"b"},"body":"aGk=","isBase64Encoded":true,"cookies":["c=1"]}"#,
         ));

@@ -1,0 +1,56 @@
+# Every target installs what it needs; `make test` is what CI runs.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV := .venv
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export SAM_CLI_TELEMETRY := 0
+STATE_DIR := .sluice-local
+
+.PHONY: help venv build lint test dev dev-down sam-build bench-local clean
+
+help:
+	@echo "make test         every check and test (what CI runs)"
+	@echo "make dev          start moto + sluice-local in the background; source $(STATE_DIR)/env"
+	@echo "make dev-down     stop them"
+	@echo "make sam-build    build every function of template.yaml with cargo-lambda (x86_64)"
+	@echo "make bench-local  latency of invokes through sluice-local, and cold starts"
+
+venv: $(STAMP)
+
+# Pinned Python tools (moto, SAM CLI, cfn-lint, cargo-lambda, zig) in .venv.
+$(STAMP): dev-requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --upgrade pip
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r dev-requirements.txt
+	touch $@
+
+# Integration tests run the workspace's binaries (sluice-local, the sample apps).
+build:
+	cargo build --workspace --bins
+
+lint: venv
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	sam validate --lint --template template.yaml
+	cfn-lint template.yaml tests/fixtures/*.yaml
+
+test: lint build
+	cargo test --workspace
+
+dev: venv build
+	./target/debug/sluice-local start --state-dir $(STATE_DIR) --template template.yaml --artifacts target/debug
+	@echo "logs: $(STATE_DIR)/*.log"
+
+dev-down:
+	@if [ -x ./target/debug/sluice-local ]; then ./target/debug/sluice-local stop --state-dir $(STATE_DIR); fi
+
+sam-build: venv
+	sam build --parameter-overrides Architecture=x86_64
+
+bench-local: venv
+	cargo build --release -p greeter
+	cargo bench -p sluice-local --bench invoke
+
+clean: dev-down
+	rm -rf $(STATE_DIR) .aws-sam

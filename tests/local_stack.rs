@@ -1,0 +1,564 @@
+//! The local stack runs real Lambda code: weighted aliases, Lambda's errors,
+//! no leaked processes, CloudWatch metrics, and every event source a template wires.
+
+mod support;
+
+use anyhow::{Context, Result};
+use aws_sdk_cloudwatch::types::{Dimension, Statistic};
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::AliasRoutingConfiguration;
+use serde_json::{Value, json};
+use sluice_local::code::code_sha256;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use support::*;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+async fn metric_sum(
+    cw: &aws_sdk_cloudwatch::Client,
+    metric: &str,
+    dims: &[(&str, &str)],
+) -> Result<f64> {
+    let now = aws_smithy_types::DateTime::from(std::time::SystemTime::now());
+    let out = cw
+        .get_metric_statistics()
+        .namespace("AWS/Lambda")
+        .metric_name(metric)
+        .set_dimensions(Some(
+            dims.iter()
+                .map(|(n, v)| Dimension::builder().name(*n).value(*v).build())
+                .collect(),
+        ))
+        .start_time(aws_smithy_types::DateTime::from_secs(now.secs() - 3600))
+        .end_time(aws_smithy_types::DateTime::from_secs(now.secs() + 3600))
+        .period(60)
+        .statistics(Statistic::Sum)
+        .send()
+        .await?;
+    Ok(out.datapoints().iter().filter_map(|d| d.sum()).sum())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn weighted_alias_splits_traffic_and_reports_the_version_that_ran() -> Result<()> {
+    let stack = start_stack(None, &[], 1.0)?;
+    let lambda = stack.lambda().await;
+    let role = function_role(&stack).await?;
+    create_function(&lambda, &role, "greeter", greeter_zip("release-a")?, &[], 5).await?;
+    let v1 = lambda
+        .publish_version()
+        .function_name("greeter")
+        .send()
+        .await?;
+    assert_eq!(v1.version(), Some("1"));
+
+    let zip_b = greeter_zip("release-b")?;
+    lambda
+        .update_function_code()
+        .function_name("greeter")
+        .zip_file(Blob::new(zip_b.clone()))
+        .send()
+        .await?;
+    // PublishVersion's CodeSha256 precondition: a stale digest is refused, the current one publishes.
+    let stale = lambda
+        .publish_version()
+        .function_name("greeter")
+        .code_sha256(code_sha256(&greeter_zip("release-a")?))
+        .send()
+        .await
+        .expect_err("a stale CodeSha256 must not publish");
+    assert!(
+        stale
+            .into_service_error()
+            .is_invalid_parameter_value_exception()
+    );
+    let v2 = lambda
+        .publish_version()
+        .function_name("greeter")
+        .code_sha256(code_sha256(&zip_b))
+        .send()
+        .await?;
+    assert_eq!(v2.version(), Some("2"));
+
+    lambda
+        .create_alias()
+        .function_name("greeter")
+        .name("live")
+        .function_version("1")
+        .routing_config(
+            AliasRoutingConfiguration::builder()
+                .additional_version_weights("2", 0.3)
+                .build(),
+        )
+        .send()
+        .await?;
+
+    const CALLS: usize = 1000;
+    let lambda = Arc::new(lambda);
+    let mut tasks = tokio::task::JoinSet::new();
+    let permits = Arc::new(tokio::sync::Semaphore::new(8));
+    for i in 0..CALLS {
+        let lambda = lambda.clone();
+        let permits = permits.clone();
+        tasks.spawn(async move {
+            let _permit = permits.acquire().await?;
+            let out = lambda
+                .invoke()
+                .function_name("greeter")
+                .qualifier("live")
+                .payload(Blob::new(
+                    json!({"name": format!("caller {i}")}).to_string(),
+                ))
+                .send()
+                .await?;
+            anyhow::ensure!(out.function_error().is_none(), "unexpected function error");
+            let body: Value = serde_json::from_slice(out.payload().context("payload")?.as_ref())?;
+            Ok((out.executed_version().unwrap_or_default().to_owned(), body))
+        });
+    }
+    let mut by_version: HashMap<String, usize> = HashMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        let (executed, body) = joined??;
+        // The header names the version whose code answered.
+        assert_eq!(body["version"], executed.as_str());
+        let expected_release = if executed == "2" {
+            "release-b"
+        } else {
+            "release-a"
+        };
+        assert_eq!(
+            body["release"], expected_release,
+            "version {executed} ran other code"
+        );
+        *by_version.entry(executed).or_default() += 1;
+    }
+    let new = by_version.get("2").copied().unwrap_or_default();
+    let old = by_version.get("1").copied().unwrap_or_default();
+    assert_eq!(new + old, CALLS, "{by_version:?}");
+    // Binomial(1000, 0.3): mean 300, sd 14.49; 99.9% two-sided is ±3.29 sd.
+    assert!(
+        (253..=347).contains(&new),
+        "version 2 got {new} of {CALLS} calls"
+    );
+
+    let cw = aws_sdk_cloudwatch::Client::new(&stack.sdk_config().await);
+    for (version, count) in [("1", old), ("2", new)] {
+        let dims = [
+            ("FunctionName", "greeter"),
+            ("Resource", "greeter:live"),
+            ("ExecutedVersion", version),
+        ];
+        wait_for("Invocations by ExecutedVersion", DEADLINE, || async {
+            let sum = metric_sum(&cw, "Invocations", &dims).await?;
+            anyhow::ensure!(
+                sum == count as f64,
+                "{sum} invocations of version {version} counted, {count} made"
+            );
+            Ok(Some(()))
+        })
+        .await?;
+        assert_eq!(metric_sum(&cw, "Errors", &dims).await?, 0.0);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failing_slow_and_crashing_versions_fail_like_lambda_without_leaking() -> Result<()> {
+    let stack = start_stack(None, &[], 1.0)?;
+    let lambda = stack.lambda().await;
+    let role = function_role(&stack).await?;
+    let zip = greeter_zip("bad")?;
+    create_function(
+        &lambda,
+        &role,
+        "failing",
+        zip.clone(),
+        &[("GREETER_MODE", "failing")],
+        5,
+    )
+    .await?;
+    create_function(
+        &lambda,
+        &role,
+        "slow",
+        zip.clone(),
+        &[("GREETER_MODE", "slow"), ("GREETER_DELAY_MS", "30000")],
+        1,
+    )
+    .await?;
+    create_function(
+        &lambda,
+        &role,
+        "crashing",
+        zip.clone(),
+        &[("GREETER_MODE", "crash")],
+        5,
+    )
+    .await?;
+    // A runtime that reports its own init failure through the Runtime API.
+    let init_error = script_zip(
+        "#!/bin/bash\n\
+         body='{\"errorType\":\"Runtime.ConfigError\",\"errorMessage\":\"no config\"}'\n\
+         exec 3<>/dev/tcp/${AWS_LAMBDA_RUNTIME_API%:*}/${AWS_LAMBDA_RUNTIME_API#*:}\n\
+         printf 'POST /2018-06-01/runtime/init/error HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: application/json\\r\\nContent-Length: %d\\r\\nConnection: close\\r\\n\\r\\n%s' ${#body} \"$body\" >&3\n\
+         cat <&3 >/dev/null\n\
+         sleep 30\n",
+    );
+    create_function(&lambda, &role, "init-error", init_error, &[], 5).await?;
+    create_function(&lambda, &role, "healthy", zip, &[], 5).await?;
+
+    let invoke = |name: &'static str| {
+        let lambda = lambda.clone();
+        async move {
+            let out = lambda.invoke().function_name(name).send().await?;
+            let body: Value = serde_json::from_slice(out.payload().context("payload")?.as_ref())?;
+            anyhow::Ok((
+                out.status_code(),
+                out.function_error().map(str::to_owned),
+                body,
+            ))
+        }
+    };
+
+    for _ in 0..2 {
+        let (status, error, body) = invoke("failing").await?;
+        assert_eq!((status, error.as_deref()), (200, Some("Unhandled")));
+        assert!(
+            body["errorMessage"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("failed on purpose"),
+            "{body}"
+        );
+
+        let (status, error, body) = invoke("slow").await?;
+        assert_eq!((status, error.as_deref()), (200, Some("Unhandled")));
+        assert_eq!(body["errorType"], "Sandbox.Timedout", "{body}");
+        assert!(
+            body["errorMessage"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("Task timed out after 1.00 seconds")
+        );
+
+        let (status, error, body) = invoke("crashing").await?;
+        assert_eq!((status, error.as_deref()), (200, Some("Unhandled")));
+        assert_eq!(body["errorType"], "Runtime.ExitError", "{body}");
+        assert!(
+            body["errorMessage"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("exit status: 1"),
+            "{body}"
+        );
+
+        let (status, error, body) = invoke("init-error").await?;
+        assert_eq!((status, error.as_deref()), (200, Some("Unhandled")));
+        assert_eq!(
+            body,
+            json!({"errorType": "Runtime.ConfigError", "errorMessage": "no config"})
+        );
+    }
+
+    // sluice-local still serves, and only the warm, healthy-process versions keep a process.
+    let (_, error, body) = invoke("healthy").await?;
+    assert_eq!(error, None);
+    assert_eq!(body["message"], "Hello, world!");
+    let pid = stack.local_pid();
+    let children = wait_for(
+        "timed-out and crashed processes to be gone",
+        DEADLINE,
+        || async {
+            let children = children_of(pid);
+            Ok((children.len() == 2).then_some(children))
+        },
+    )
+    .await
+    .with_context(|| format!("children now: {:?}\n{}", children_of(pid), stack.log_tail()))?;
+    assert!(
+        children
+            .iter()
+            .all(|(_, cmd)| cmd.contains("bootstrap") && !cmd.ends_with("[Z]")),
+        "{children:?}"
+    );
+
+    let cw = aws_sdk_cloudwatch::Client::new(&stack.sdk_config().await);
+    for (name, errors) in [
+        ("failing", 2.0),
+        ("slow", 2.0),
+        ("crashing", 2.0),
+        ("init-error", 2.0),
+        ("healthy", 0.0),
+    ] {
+        wait_for("Invocations and Errors per function", DEADLINE, || async {
+            let dims = [("FunctionName", name)];
+            let invocations = metric_sum(&cw, "Invocations", &dims).await?;
+            let got = metric_sum(&cw, "Errors", &dims).await?;
+            Ok(
+                (invocations == if errors > 0.0 { 2.0 } else { 1.0 } && got == errors)
+                    .then_some(()),
+            )
+        })
+        .await
+        .with_context(|| name)?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_requests_get_lambdas_errors_and_the_stack_keeps_serving() -> Result<()> {
+    let stack = start_stack(None, &[], 1.0)?;
+    let lambda = stack.lambda().await;
+    let role = function_role(&stack).await?;
+    create_function(&lambda, &role, "greeter", greeter_zip("r")?, &[], 5).await?;
+
+    let err = lambda
+        .invoke()
+        .function_name("nobody")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.into_service_error().is_resource_not_found_exception());
+    let err = lambda
+        .invoke()
+        .function_name("greeter")
+        .qualifier("no-such-alias")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.into_service_error().is_resource_not_found_exception());
+    let err = lambda
+        .invoke()
+        .function_name("greeter")
+        .qualifier("7")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.into_service_error().is_resource_not_found_exception());
+    let err = lambda
+        .invoke()
+        .function_name("greeter")
+        .payload(Blob::new("{not json"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        err.into_service_error()
+            .is_invalid_request_content_exception()
+    );
+    let too_big = format!("\"{}\"", "x".repeat(6 * 1024 * 1024));
+    let err = lambda
+        .invoke()
+        .function_name("greeter")
+        .payload(Blob::new(too_big))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.into_service_error().is_request_too_large_exception());
+    let err = lambda
+        .invoke()
+        .function_name("arn:aws:lambda:us-east-1:123456789012:function:greeter:1")
+        .qualifier("2")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        err.into_service_error()
+            .is_invalid_parameter_value_exception()
+    );
+    let err = lambda
+        .create_function()
+        .function_name("broken")
+        .runtime(aws_sdk_lambda::types::Runtime::from("provided.al2023"))
+        .handler("bootstrap")
+        .role(&role)
+        .code(
+            aws_sdk_lambda::types::FunctionCode::builder()
+                .zip_file(Blob::new("not a zip"))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        err.into_service_error()
+            .is_invalid_parameter_value_exception()
+    );
+
+    let dry = lambda
+        .invoke()
+        .function_name("greeter")
+        .invocation_type(aws_sdk_lambda::types::InvocationType::DryRun)
+        .send()
+        .await?;
+    assert_eq!(dry.status_code(), 204);
+    let ok = lambda
+        .invoke()
+        .function_name("arn:aws:lambda:us-east-1:123456789012:function:greeter")
+        .payload(Blob::new(r#"{"name":"again"}"#))
+        .send()
+        .await?;
+    assert_eq!(ok.executed_version(), Some("$LATEST"));
+    let body: Value = serde_json::from_slice(ok.payload().context("payload")?.as_ref())?;
+    assert_eq!(body["message"], "Hello, again!");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn event_sources_wired_by_the_template_deliver_aws_shaped_events() -> Result<()> {
+    let records = tempfile::tempdir()?;
+    let record_dir = records.path().to_str().context("utf-8 path")?.to_owned();
+    // rate(1 minute) fires every 0.3 s at this scale.
+    let stack = start_stack(
+        Some("tests/fixtures/event-sources.yaml"),
+        &[("RecordDir", &record_dir)],
+        0.005,
+    )?;
+    let config = stack.sdk_config().await;
+    let events = |pred: fn(&Value) -> bool| {
+        let dir = records.path().to_owned();
+        move || {
+            let dir = dir.clone();
+            async move { Ok(read_json_files(&dir).into_iter().find(|e| pred(e))) }
+        }
+    };
+
+    let ddb = aws_sdk_dynamodb::Client::new(&config);
+    ddb.put_item()
+        .table_name(stack.var("SLUICE_RESOURCE_TABLE"))
+        .item(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("item-1".into()),
+        )
+        .item("n", aws_sdk_dynamodb::types::AttributeValue::N("42".into()))
+        .send()
+        .await?;
+    let stream_event = wait_for(
+        "a DynamoDB stream event",
+        DEADLINE,
+        events(|e| e["Records"][0]["eventSource"] == "aws:dynamodb"),
+    )
+    .await
+    .with_context(|| stack.log_tail())?;
+    let record = &stream_event["Records"][0];
+    assert_eq!(record["eventName"], "INSERT");
+    assert_eq!(record["dynamodb"]["Keys"]["pk"]["S"], "item-1");
+    assert_eq!(record["dynamodb"]["NewImage"]["n"]["N"], "42");
+    assert_eq!(record["dynamodb"]["StreamViewType"], "NEW_AND_OLD_IMAGES");
+    assert!(
+        record["eventSourceARN"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(":table/")
+    );
+
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let queue_url = stack.var("SLUICE_RESOURCE_QUEUE").to_owned();
+    sqs.send_message()
+        .queue_url(&queue_url)
+        .message_body(r#"{"hello":"queue"}"#)
+        .message_attributes(
+            "kind",
+            aws_sdk_sqs::types::MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value("test")
+                .build()?,
+        )
+        .send()
+        .await?;
+    let sqs_event = wait_for(
+        "an SQS event",
+        DEADLINE,
+        events(|e| e["Records"][0]["eventSource"] == "aws:sqs"),
+    )
+    .await?;
+    let message = &sqs_event["Records"][0];
+    assert_eq!(message["body"], r#"{"hello":"queue"}"#);
+    assert_eq!(message["messageAttributes"]["kind"]["stringValue"], "test");
+    assert!(
+        message["eventSourceARN"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("arn:aws:sqs:")
+    );
+    assert!(message["attributes"]["ApproximateReceiveCount"].is_string());
+    // Processed messages are deleted, not left to come back.
+    wait_for("the queue to be empty", DEADLINE, || async {
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(&queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+            .send()
+            .await?;
+        let count = |name: aws_sdk_sqs::types::QueueAttributeName| {
+            attrs
+                .attributes()
+                .and_then(|a| a.get(&name))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let empty = count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            == "0"
+            && count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+                == "0";
+        Ok(empty.then_some(()))
+    })
+    .await?;
+
+    let tick = wait_for(
+        "a scheduled event",
+        DEADLINE,
+        events(|e| e["detail-type"] == "Scheduled Event"),
+    )
+    .await?;
+    assert_eq!(tick["source"], "aws.events");
+    assert!(
+        tick["resources"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains(":rule/")
+    );
+
+    let url = stack.var("SLUICE_URL_RECORDER").to_owned();
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let http = reqwest::Client::new();
+    let answer = http
+        .post(format!("{url}hooks/push?ref=main&x=a%20b"))
+        .header("x-github-event", "push")
+        .header("cookie", "a=1; b=2")
+        .body(r#"{"ref":"refs/heads/main"}"#)
+        .send()
+        .await?;
+    assert_eq!(answer.status(), 200);
+    let answer: Value = answer.json().await?;
+    assert!(answer["recorded"].is_string(), "{answer}");
+    let url_event = wait_for(
+        "a Function URL event",
+        DEADLINE,
+        events(|e| e["rawPath"] == "/hooks/push"),
+    )
+    .await?;
+    assert_eq!(url_event["version"], "2.0");
+    assert_eq!(url_event["requestContext"]["http"]["method"], "POST");
+    assert_eq!(url_event["requestContext"]["routeKey"], "$default");
+    assert_eq!(url_event["headers"]["x-github-event"], "push");
+    assert_eq!(url_event["queryStringParameters"]["x"], "a b");
+    assert_eq!(url_event["cookies"], json!(["a=1", "b=2"]));
+    assert_eq!(url_event["body"], r#"{"ref":"refs/heads/main"}"#);
+    assert_eq!(url_event["isBase64Encoded"], false);
+
+    // An AWS_IAM URL refuses an unsigned request and runs nothing.
+    let signed_url = stack.var("SLUICE_URL_SIGNED_RECORDER").to_owned();
+    let before = read_json_files(records.path()).len();
+    let refused = http.post(&signed_url).body("{}").send().await?;
+    assert_eq!(refused.status(), 403);
+    assert!(read_json_files(records.path()).len() >= before);
+    assert!(
+        !read_json_files(records.path())
+            .iter()
+            .any(|e| e["body"] == "{}"),
+        "an unsigned request reached the function"
+    );
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! Shared helpers of the integration tests: a local stack per test, the sample
+//! apps packed as Lambda zips, and waiting on conditions with a deadline.
+#![allow(dead_code)]
+
+use anyhow::{Context, Result, bail};
+use aws_sdk_lambda::primitives::Blob;
+use sluice_local::code::bootstrap_zip;
+use sluice_local::launcher::{LocalStack, StackOptions, build_dir};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A local stack of its own (its own ports and state), stopped when dropped.
+pub struct TestStack {
+    pub stack: LocalStack,
+    pub dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TestStack {
+    type Target = LocalStack;
+    fn deref(&self) -> &LocalStack {
+        &self.stack
+    }
+}
+
+pub fn start_stack(
+    template: Option<&str>,
+    parameters: &[(&str, &str)],
+    schedule_scale: f64,
+) -> Result<TestStack> {
+    let dir = tempfile::tempdir()?;
+    let mut opts =
+        StackOptions::for_checkout(&workspace_root(), &build_dir(), &dir.path().join("state"));
+    opts.template = template.map(|t| workspace_root().join(t));
+    opts.parameters = parameters
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    opts.schedule_scale = schedule_scale;
+    let stack = LocalStack::start(&opts)?;
+    Ok(TestStack { stack, dir })
+}
+
+/// A built binary of the workspace (`cargo build --workspace --bins` builds them).
+pub fn binary(name: &str) -> Result<Vec<u8>> {
+    let path = build_dir().join(name);
+    std::fs::read(&path)
+        .with_context(|| format!("{} (run cargo build --workspace --bins)", path.display()))
+}
+
+/// The sample app packed as a release: `release` names this code.
+pub fn greeter_zip(release: &str) -> Result<Vec<u8>> {
+    Ok(bootstrap_zip(
+        &binary("greeter")?,
+        &[("release", release.as_bytes())],
+    ))
+}
+
+/// A package whose bootstrap is a shell script.
+pub fn script_zip(script: &str) -> Vec<u8> {
+    bootstrap_zip(script.as_bytes(), &[])
+}
+
+pub async fn function_role(stack: &LocalStack) -> Result<String> {
+    let iam = aws_sdk_iam::Client::new(&stack.sdk_config().await);
+    let out = iam
+        .create_role()
+        .role_name(format!("test-{}", uuid_like()))
+        .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[]}"#)
+        .send()
+        .await?;
+    Ok(out.role().context("role")?.arn().to_owned())
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    )
+}
+
+/// Creates a function through sluice-local with the given code and environment.
+pub async fn create_function(
+    lambda: &aws_sdk_lambda::Client,
+    role: &str,
+    name: &str,
+    zip: Vec<u8>,
+    env: &[(&str, &str)],
+    timeout_secs: i32,
+) -> Result<aws_sdk_lambda::operation::create_function::CreateFunctionOutput> {
+    use aws_sdk_lambda::types::{Environment, FunctionCode, Runtime};
+    let vars = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Ok(lambda
+        .create_function()
+        .function_name(name)
+        .runtime(Runtime::from("provided.al2023"))
+        .handler("bootstrap")
+        .role(role)
+        .timeout(timeout_secs)
+        .code(FunctionCode::builder().zip_file(Blob::new(zip)).build())
+        .environment(Environment::builder().set_variables(Some(vars)).build())
+        .send()
+        .await?)
+}
+
+/// Polls `check` until it returns `Some`, failing after `deadline`.
+pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let until = Instant::now() + deadline;
+    let mut last_error = None;
+    loop {
+        match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => {}
+            Err(e) => last_error = Some(e),
+        }
+        if Instant::now() > until {
+            bail!("timed out after {deadline:?} waiting for {what} (last error: {last_error:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The processes whose parent is `pid`, with their command lines.
+pub fn children_of(pid: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The command name is in parentheses and may hold spaces: fields follow the last ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // fields[0] is the state, fields[1] the parent; a zombie (Z) is a leak too.
+        if fields.get(1).and_then(|p| p.parse::<u32>().ok()) == Some(pid) {
+            let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            out.push((child, format!("{} [{}]", cmd.trim(), fields[0])));
+        }
+    }
+    out
+}
+
+pub fn read_json_files(dir: &Path) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "json")
+            && let Ok(bytes) = std::fs::read(entry.path())
+            && let Ok(v) = serde_json::from_slice(&bytes)
+        {
+            out.push(v);
+        }
+    }
+    out
+}
