@@ -313,60 +313,36 @@ async fn bad_requests_get_lambdas_errors_and_the_stack_keeps_serving() -> Result
     let role = function_role(&stack).await?;
     create_function(&lambda, &role, "greeter", greeter_zip("r")?, &[], 5).await?;
 
-    let err = lambda
-        .invoke()
-        .function_name("nobody")
-        .send()
-        .await
-        .unwrap_err();
-    assert!(err.into_service_error().is_resource_not_found_exception());
-    let err = lambda
-        .invoke()
-        .function_name("greeter")
-        .qualifier("no-such-alias")
-        .send()
-        .await
-        .unwrap_err();
-    assert!(err.into_service_error().is_resource_not_found_exception());
-    let err = lambda
-        .invoke()
-        .function_name("greeter")
-        .qualifier("7")
-        .send()
-        .await
-        .unwrap_err();
-    assert!(err.into_service_error().is_resource_not_found_exception());
-    let err = lambda
-        .invoke()
-        .function_name("greeter")
-        .payload(Blob::new("{not json"))
-        .send()
-        .await
-        .unwrap_err();
-    assert!(
-        err.into_service_error()
-            .is_invalid_request_content_exception()
-    );
+    let invoke_error =
+        |function: &'static str, qualifier: Option<&'static str>, payload: String| {
+            let lambda = lambda.clone();
+            async move {
+                lambda
+                    .invoke()
+                    .function_name(function)
+                    .set_qualifier(qualifier.map(str::to_owned))
+                    .payload(Blob::new(payload))
+                    .send()
+                    .await
+                    .expect_err("a bad request must fail")
+                    .into_service_error()
+            }
+        };
+    let ok = String::from("{}");
+    let err = invoke_error("nobody", None, ok.clone()).await;
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    let err = invoke_error("greeter", Some("no-such-alias"), ok.clone()).await;
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    let err = invoke_error("greeter", Some("7"), ok.clone()).await;
+    assert!(err.is_resource_not_found_exception(), "{err:?}");
+    let err = invoke_error("greeter", None, "{not json".into()).await;
+    assert!(err.is_invalid_request_content_exception(), "{err:?}");
     let too_big = format!("\"{}\"", "x".repeat(6 * 1024 * 1024));
-    let err = lambda
-        .invoke()
-        .function_name("greeter")
-        .payload(Blob::new(too_big))
-        .send()
-        .await
-        .unwrap_err();
-    assert!(err.into_service_error().is_request_too_large_exception());
-    let err = lambda
-        .invoke()
-        .function_name("arn:aws:lambda:us-east-1:123456789012:function:greeter:1")
-        .qualifier("2")
-        .send()
-        .await
-        .unwrap_err();
-    assert!(
-        err.into_service_error()
-            .is_invalid_parameter_value_exception()
-    );
+    let err = invoke_error("greeter", None, too_big).await;
+    assert!(err.is_request_too_large_exception(), "{err:?}");
+    let qualified = "arn:aws:lambda:us-east-1:123456789012:function:greeter:1";
+    let err = invoke_error(qualified, Some("2"), ok).await;
+    assert!(err.is_invalid_parameter_value_exception(), "{err:?}");
     let err = lambda
         .create_function()
         .function_name("broken")
@@ -420,7 +396,7 @@ async fn event_sources_wired_by_the_template_deliver_aws_shaped_events() -> Resu
         let dir = records.path().to_owned();
         move || {
             let dir = dir.clone();
-            async move { Ok(read_json_files(&dir).into_iter().find(|e| pred(e))) }
+            async move { Ok(read_json_files(&dir).into_iter().find(pred)) }
         }
     };
 

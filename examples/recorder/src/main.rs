@@ -4,9 +4,9 @@
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::{Value, json};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-async fn record(dir: &PathBuf, event: LambdaEvent<Value>) -> Result<Value, Error> {
+async fn record(dir: &Path, event: LambdaEvent<Value>) -> Result<Value, Error> {
     let path = dir.join(format!("{}.json", event.context.request_id));
     // Written under a temporary name and renamed, so a reader never sees half a file.
     let partial = path.with_extension("partial");
