@@ -538,3 +538,64 @@ async fn event_sources_wired_by_the_template_deliver_aws_shaped_events() -> Resu
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pollers_retry_failed_batches_and_delete_only_what_succeeded() -> Result<()> {
+    let records = tempfile::tempdir()?;
+    let record_dir = records.path().to_str().context("utf-8 path")?.to_owned();
+    let stack = start_stack(
+        Some("tests/fixtures/event-sources.yaml"),
+        &[("RecordDir", &record_dir)],
+        1.0,
+    )?;
+    let config = stack.sdk_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&config);
+    ddb.put_item()
+        .table_name(stack.var("SLUICE_RESOURCE_TABLE"))
+        .item(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("recorder-fail".into()),
+        )
+        .send()
+        .await?;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    sqs.send_message()
+        .queue_url(stack.var("SLUICE_RESOURCE_QUEUE"))
+        .message_body("recorder-fail")
+        .send()
+        .await?;
+
+    // The stream batch that failed is delivered again, the same record each time.
+    wait_for(
+        "the failed stream batch to be retried",
+        DEADLINE,
+        || async {
+            let ids: Vec<Value> = read_json_files(records.path())
+                .into_iter()
+                .filter(|e| e["Records"][0]["eventSource"] == "aws:dynamodb")
+                .map(|e| e["Records"][0]["eventID"].clone())
+                .collect();
+            anyhow::ensure!(
+                ids.windows(2).all(|w| w[0] == w[1]),
+                "different records delivered: {ids:?}"
+            );
+            Ok((ids.len() >= 2).then_some(()))
+        },
+    )
+    .await
+    .with_context(|| stack.log_tail())?;
+    // The message whose batch failed was not deleted: it comes back, counted.
+    wait_for(
+        "the failed message to be received again",
+        DEADLINE,
+        || async {
+            Ok(read_json_files(records.path()).into_iter().find(|e| {
+                e["Records"][0]["eventSource"] == "aws:sqs"
+                    && e["Records"][0]["attributes"]["ApproximateReceiveCount"] == "2"
+            }))
+        },
+    )
+    .await
+    .with_context(|| stack.log_tail())?;
+    Ok(())
+}

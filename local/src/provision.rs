@@ -14,6 +14,14 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+/// What a template stood up locally.
+#[derive(Debug, Clone, Default)]
+pub struct Provisioned {
+    pub functions: Vec<WiredFunction>,
+    /// Logical id and `Ref` (name or URL) of every resource created in moto.
+    pub resources: Vec<(String, String)>,
+}
+
 /// A function of the template, created in moto, with the sources that feed it.
 #[derive(Debug, Clone)]
 pub struct WiredFunction {
@@ -37,8 +45,8 @@ impl Provisioner<'_> {
         &self,
         template: &Template,
         ctx: &mut StackContext,
-    ) -> Result<Vec<WiredFunction>> {
-        let mut functions = Vec::new();
+    ) -> Result<Provisioned> {
+        let mut out = Provisioned::default();
         for id in template.creation_order()? {
             let resource = &template.resources[&id];
             let props = ctx.resolve(&resource.properties, &format!("Resources.{id}.Properties"))?;
@@ -48,7 +56,7 @@ impl Provisioner<'_> {
                 "AWS::S3::Bucket" => self.bucket(ctx, &id, &props).await,
                 "AWS::Serverless::Function" => {
                     let wired = self.function(ctx, resource, &props).await;
-                    wired.map(|w| functions.push(w))
+                    wired.map(|w| out.functions.push(w))
                 }
                 other => {
                     // Not needed to run locally (policies, alarms, dashboards...):
@@ -63,12 +71,15 @@ impl Provisioner<'_> {
                         )),
                     );
                     ctx.refs.insert(id.clone(), json!(name));
-                    Ok(())
+                    continue;
                 }
             }
             .with_context(|| format!("creating {id} ({})", resource.kind))?;
+            if let Some(name) = ctx.refs.get(&id).and_then(|v| v.as_str()) {
+                out.resources.push((id.clone(), name.to_owned()));
+            }
         }
-        Ok(functions)
+        Ok(out)
     }
 
     async fn table(&self, ctx: &mut StackContext, id: &str, props: &Value) -> Result<()> {

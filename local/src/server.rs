@@ -146,7 +146,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
             ACCOUNT_ID,
             &opts.parameters,
         );
-        let functions = Provisioner {
+        let provisioned = Provisioner {
             moto: &moto,
             code: &code,
             artifacts: opts.artifacts.clone(),
@@ -163,7 +163,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
             poll_interval: opts.poll_interval,
             schedule_scale: opts.schedule_scale,
         });
-        for f in &functions {
+        for f in &provisioned.functions {
             sources::start(source_ctx.clone(), &f.name, &f.sources);
             if let Some(auth) = f.url {
                 let addr = sources::serve_url(source_ctx.clone(), f.name.clone(), auth).await?;

@@ -1,17 +1,25 @@
 //! Records every event it receives as `<RECORDER_DIR>/<request id>.json`, so a
 //! test can check what an event source delivered, and answers in the shape a
-//! Function URL expects (other sources ignore the answer).
+//! Function URL expects (other sources ignore the answer). An event that
+//! contains `FAIL_MARKER` is recorded and then failed, so tests can watch
+//! an event source retry.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
+const FAIL_MARKER: &str = "recorder-fail";
+
 async fn record(dir: &Path, event: LambdaEvent<Value>) -> Result<Value, Error> {
     let path = dir.join(format!("{}.json", event.context.request_id));
     // Written under a temporary name and renamed, so a reader never sees half a file.
     let partial = path.with_extension("partial");
-    tokio::fs::write(&partial, serde_json::to_vec(&event.payload)?).await?;
+    let bytes = serde_json::to_vec(&event.payload)?;
+    tokio::fs::write(&partial, &bytes).await?;
     tokio::fs::rename(&partial, &path).await?;
+    if String::from_utf8_lossy(&bytes).contains(FAIL_MARKER) {
+        return Err(format!("the event carries {FAIL_MARKER}").into());
+    }
     Ok(json!({
         "statusCode": 200,
         "headers": {"content-type": "application/json"},
