@@ -133,6 +133,12 @@ async fn weighted_alias_splits_traffic_and_reports_the_version_that_ran() -> Res
         );
         *by_version.entry(executed).or_default() += 1;
     }
+    // Eight calls at a time: more than one warm process per version, and never more than eight.
+    let processes = children_of(stack.local_pid()).len();
+    assert!(
+        (3..=16).contains(&processes),
+        "{processes} sandboxes for 8 concurrent callers"
+    );
     let new = by_version.get("2").copied().unwrap_or_default();
     let old = by_version.get("1").copied().unwrap_or_default();
     assert_eq!(new + old, CALLS, "{by_version:?}");
@@ -523,6 +529,35 @@ async fn event_sources_wired_by_the_template_deliver_aws_shaped_events() -> Resu
     assert_eq!(url_event["cookies"], json!(["a=1", "b=2"]));
     assert_eq!(url_event["body"], r#"{"ref":"refs/heads/main"}"#);
     assert_eq!(url_event["isBase64Encoded"], false);
+
+    // Event invocations are accepted at once and run; a failing one is retried twice, as Lambda does.
+    let lambda = stack.lambda().await;
+    let recorder = stack.var("SLUICE_RESOURCE_RECORDER").to_owned();
+    for body in [r#"{"async":"ok"}"#, r#"{"async":"recorder-fail"}"#] {
+        let accepted = lambda
+            .invoke()
+            .function_name(&recorder)
+            .invocation_type(aws_sdk_lambda::types::InvocationType::Event)
+            .payload(Blob::new(body))
+            .send()
+            .await?;
+        assert_eq!(accepted.status_code(), 202);
+    }
+    wait_for(
+        "the Event invocation and the retries of the failing one",
+        DEADLINE,
+        || async {
+            let runs = |value: &str| {
+                read_json_files(records.path())
+                    .iter()
+                    .filter(|e| e["async"] == value)
+                    .count()
+            };
+            anyhow::ensure!(runs("recorder-fail") <= 3, "retried more than twice");
+            Ok((runs("ok") == 1 && runs("recorder-fail") == 3).then_some(()))
+        },
+    )
+    .await?;
 
     // An AWS_IAM URL refuses an unsigned request and runs nothing.
     let signed_url = stack.var("SLUICE_URL_SIGNED_RECORDER").to_owned();
