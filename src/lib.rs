@@ -4,4 +4,5 @@
 //! `functions/`, the `sluice` CLI and the local stack are thin binaries over it.
 
 pub mod aws;
+pub mod domain;
 pub mod telemetry;

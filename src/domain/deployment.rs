@@ -1,0 +1,682 @@
+//! The deployment state machine, sans IO.
+//!
+//! `decide(state, input, now) -> (state, commands)`: the caller persists the new
+//! state (conditionally on its version) and only then executes the commands.
+//! Every phase says what must happen next (`pending`), and every command is
+//! idempotent, so a crash between any two side effects is repaired by running
+//! `pending` again. An input that does not fit the current phase and step
+//! (stale, duplicated, out of order) changes nothing.
+//!
+//! The walk: created → prepared (lock held, versions known) → for each step
+//! {PreTraffic gate → shift → PostTraffic gate → bake} → promoted. Any failed
+//! gate, alarm, failed analysis or abort → rolling back (alias 100% on the old
+//! version) → rolled back.
+
+use crate::domain::config::{DeploymentConfig, Schedule};
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use serde::{Deserialize, Serialize};
+
+pub type Time = DateTime<Utc>;
+
+/// Where the new version comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionSource {
+    /// A version already published.
+    Version(String),
+    /// A zip in S3 to publish (UpdateFunctionCode + PublishVersion).
+    Artifact {
+        bucket: String,
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        object_version: Option<String>,
+    },
+}
+
+/// What to do when another deployment holds the alias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBusy {
+    /// Wait for it to finish, then start.
+    #[default]
+    Queue,
+    /// Fail to start.
+    Refuse,
+}
+
+/// What an operator or a pipeline asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentSpec {
+    pub function: String,
+    pub alias: String,
+    pub source: VersionSource,
+    pub config: DeploymentConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_traffic_hook: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_traffic_hook: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alarms: Vec<String>,
+    #[serde(default)]
+    pub on_busy: OnBusy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Gate {
+    PreTraffic,
+    PostTraffic,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "phase", rename_all = "snake_case")]
+pub enum Phase {
+    /// Waiting for the lock and the versions.
+    Created,
+    /// Another deployment holds the alias.
+    Queued {
+        holder: String,
+    },
+    /// The PreTraffic gate of `step` is running.
+    PreTraffic {
+        step: usize,
+    },
+    /// The alias is being set to `step`'s weight.
+    Shifting {
+        step: usize,
+    },
+    /// The PostTraffic gate of `step` is running.
+    PostTraffic {
+        step: usize,
+    },
+    /// Watching `step`'s weight until `until`.
+    Baking {
+        step: usize,
+        until: Time,
+    },
+    /// The alias is being put back to 100% old.
+    RollingBack {
+        reason: String,
+    },
+    Promoted,
+    RolledBack {
+        reason: String,
+    },
+    FailedToStart {
+        reason: String,
+    },
+}
+
+impl Phase {
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Phase::Promoted | Phase::RolledBack { .. } | Phase::FailedToStart { .. }
+        )
+    }
+}
+
+/// Which alias update an acknowledgement is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AliasUpdate {
+    Step(usize),
+    Rollback,
+}
+
+/// Facts that move a deployment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "input", rename_all = "snake_case")]
+pub enum Input {
+    /// The lock is held and the versions are known (`from` is what the alias served).
+    Prepared {
+        from_version: String,
+        to_version: String,
+    },
+    PrepareFailed {
+        reason: String,
+    },
+    LockBusy {
+        holder: String,
+    },
+    LockFreed,
+    GateResult {
+        gate: Gate,
+        step: usize,
+        passed: bool,
+        reason: String,
+    },
+    AliasUpdated {
+        update: AliasUpdate,
+    },
+    TimerFired {
+        step: usize,
+    },
+    AlarmRaised {
+        alarm: String,
+    },
+    AnalysisFailed {
+        reason: String,
+    },
+    /// Skip the remaining waits; the gates still run.
+    Promote,
+    Pause,
+    Resume,
+    Abort {
+        reason: String,
+    },
+    /// Start a new deployment of the same spec as `new_id`.
+    Retry {
+        new_id: String,
+    },
+}
+
+/// Intentions; the executor makes them happen, in order, after the state is saved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    /// Take the alias lock, publish or resolve the new version, read the alias.
+    Prepare,
+    /// Run the gate (hook function and alarm check) for `step` at `weight`.
+    RunGate {
+        gate: Gate,
+        step: usize,
+        weight: f64,
+    },
+    /// Set the alias: `primary` version, and `additional` (version, percent) if split.
+    SetAlias {
+        primary: String,
+        additional: Option<(String, f64)>,
+        update: AliasUpdate,
+    },
+    StartTimer {
+        step: usize,
+        at: Time,
+    },
+    ReleaseLock,
+    StartDeployment {
+        id: String,
+        spec: Box<DeploymentSpec>,
+    },
+    Record(Event),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Created,
+    Queued,
+    Prepared,
+    GatePassed,
+    GateFailed,
+    Shifted,
+    Baking,
+    Paused,
+    Resumed,
+    PromoteRequested,
+    Promoted,
+    RollbackStarted,
+    RolledBack,
+    FailedToStart,
+    Retried,
+}
+
+/// One line of a deployment's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub at: Time,
+    pub kind: EventKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: String,
+    pub spec: DeploymentSpec,
+    pub schedule: Schedule,
+    pub phase: Phase,
+    pub from_version: Option<String>,
+    pub to_version: Option<String>,
+    /// Percent on the new version as last acknowledged on the alias.
+    pub weight: f64,
+    pub paused: bool,
+    pub skip_waits: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried_as: Option<String>,
+    pub created_at: Time,
+    pub updated_at: Time,
+}
+
+impl Deployment {
+    /// A new deployment and its first commands.
+    pub fn create(id: &str, spec: DeploymentSpec, now: Time) -> (Self, Vec<Command>) {
+        let schedule = spec.config.schedule();
+        let d = Deployment {
+            id: id.to_owned(),
+            schedule,
+            phase: Phase::Created,
+            from_version: None,
+            to_version: None,
+            weight: 0.0,
+            paused: false,
+            skip_waits: false,
+            retried_as: None,
+            created_at: now,
+            updated_at: now,
+            spec,
+        };
+        let mut commands = vec![record(
+            now,
+            EventKind::Created,
+            format!(
+                "deploy {} to {}:{} with {}",
+                describe_source(&d.spec.source),
+                d.spec.function,
+                d.spec.alias,
+                d.spec.config
+            ),
+        )];
+        commands.extend(pending(&d, now));
+        (d, commands)
+    }
+
+    fn last_step(&self) -> usize {
+        self.schedule.steps.len() - 1
+    }
+
+    fn step_weight(&self, step: usize) -> f64 {
+        self.schedule.steps[step].weight
+    }
+}
+
+fn describe_source(source: &VersionSource) -> String {
+    match source {
+        VersionSource::Version(v) => format!("version {v}"),
+        VersionSource::Artifact { bucket, key, .. } => format!("s3://{bucket}/{key}"),
+    }
+}
+
+fn record(at: Time, kind: EventKind, message: String) -> Command {
+    Command::Record(Event { at, kind, message })
+}
+
+/// The commands the current phase needs; what the reconciler re-issues after a crash.
+pub fn pending(d: &Deployment, now: Time) -> Vec<Command> {
+    let from = d.from_version.clone().unwrap_or_default();
+    let to = d.to_version.clone().unwrap_or_default();
+    match &d.phase {
+        Phase::Created => vec![Command::Prepare],
+        Phase::Queued { .. } => vec![],
+        Phase::PreTraffic { step } => vec![Command::RunGate {
+            gate: Gate::PreTraffic,
+            step: *step,
+            weight: d.step_weight(*step),
+        }],
+        Phase::Shifting { step } => {
+            let weight = d.step_weight(*step);
+            let (primary, additional) = if weight >= 100.0 {
+                (to, None)
+            } else {
+                (from, Some((to, weight)))
+            };
+            vec![Command::SetAlias {
+                primary,
+                additional,
+                update: AliasUpdate::Step(*step),
+            }]
+        }
+        Phase::PostTraffic { step } => vec![Command::RunGate {
+            gate: Gate::PostTraffic,
+            step: *step,
+            weight: d.step_weight(*step),
+        }],
+        Phase::Baking { step, until } if !d.paused && *until > now => {
+            vec![Command::StartTimer {
+                step: *step,
+                at: *until,
+            }]
+        }
+        Phase::Baking { .. } => vec![],
+        Phase::RollingBack { .. } => vec![Command::SetAlias {
+            primary: from,
+            additional: None,
+            update: AliasUpdate::Rollback,
+        }],
+        Phase::Promoted | Phase::RolledBack { .. } | Phase::FailedToStart { .. } => {
+            vec![Command::ReleaseLock]
+        }
+    }
+}
+
+/// The state machine. Returns the state unchanged and no commands when the
+/// input does not apply.
+pub fn decide(state: &Deployment, input: &Input, now: Time) -> (Deployment, Vec<Command>) {
+    let mut d = state.clone();
+    let mut commands = Vec::new();
+    let applied = step(&mut d, input, now, &mut commands);
+    if !applied {
+        return (state.clone(), Vec::new());
+    }
+    d.updated_at = now;
+    (d, commands)
+}
+
+/// Moves to `phase` and issues what it needs.
+fn enter(d: &mut Deployment, phase: Phase, now: Time, commands: &mut Vec<Command>) {
+    d.phase = phase;
+    commands.extend(pending(d, now));
+}
+
+fn roll_back(d: &mut Deployment, reason: String, now: Time, commands: &mut Vec<Command>) {
+    commands.push(record(now, EventKind::RollbackStarted, reason.clone()));
+    enter(d, Phase::RollingBack { reason }, now, commands);
+}
+
+fn fail_to_start(d: &mut Deployment, reason: String, now: Time, commands: &mut Vec<Command>) {
+    commands.push(record(now, EventKind::FailedToStart, reason.clone()));
+    enter(d, Phase::FailedToStart { reason }, now, commands);
+}
+
+/// After `step`'s PostTraffic gate: bake, or go straight on when waits are skipped.
+fn after_step(d: &mut Deployment, step: usize, now: Time, commands: &mut Vec<Command>) {
+    let bake = d.schedule.steps[step].bake;
+    if d.skip_waits || bake.is_zero() {
+        enter(d, Phase::PreTraffic { step: step + 1 }, now, commands);
+        return;
+    }
+    let until = now + ChronoDuration::from_std(bake).unwrap_or(ChronoDuration::MAX);
+    commands.push(record(
+        now,
+        EventKind::Baking,
+        format!("watching {}% until {until}", d.step_weight(step)),
+    ));
+    enter(d, Phase::Baking { step, until }, now, commands);
+}
+
+fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command>) -> bool {
+    let started = !matches!(d.phase, Phase::Created | Phase::Queued { .. });
+    match (&d.phase.clone(), input) {
+        (phase, Input::Retry { new_id }) => {
+            let retryable = matches!(
+                phase,
+                Phase::RolledBack { .. } | Phase::FailedToStart { .. }
+            );
+            if !retryable || d.retried_as.is_some() {
+                return false;
+            }
+            d.retried_as = Some(new_id.clone());
+            commands.push(record(
+                now,
+                EventKind::Retried,
+                format!("retried as {new_id}"),
+            ));
+            commands.push(Command::StartDeployment {
+                id: new_id.clone(),
+                spec: Box::new(d.spec.clone()),
+            });
+        }
+        (phase, _) if phase.is_terminal() => return false,
+
+        (
+            Phase::Created,
+            Input::Prepared {
+                from_version,
+                to_version,
+            },
+        ) => {
+            d.from_version = Some(from_version.clone());
+            d.to_version = Some(to_version.clone());
+            if from_version == to_version {
+                // Nothing to shift: make sure the alias is whole and finish.
+                d.weight = 100.0;
+                commands.push(Command::SetAlias {
+                    primary: to_version.clone(),
+                    additional: None,
+                    update: AliasUpdate::Step(d.last_step()),
+                });
+                commands.push(record(
+                    now,
+                    EventKind::Promoted,
+                    format!(
+                        "{}:{} already serves version {to_version}",
+                        d.spec.function, d.spec.alias
+                    ),
+                ));
+                enter(d, Phase::Promoted, now, commands);
+                return true;
+            }
+            commands.push(record(
+                now,
+                EventKind::Prepared,
+                format!("version {from_version} → {to_version}"),
+            ));
+            enter(d, Phase::PreTraffic { step: 0 }, now, commands);
+        }
+        (Phase::Created, Input::PrepareFailed { reason }) => {
+            fail_to_start(d, reason.clone(), now, commands);
+        }
+        (Phase::Created, Input::LockBusy { holder }) => match d.spec.on_busy {
+            OnBusy::Refuse => {
+                let reason = format!(
+                    "{}:{} is being deployed by {holder}",
+                    d.spec.function, d.spec.alias
+                );
+                fail_to_start(d, reason, now, commands);
+            }
+            OnBusy::Queue => {
+                commands.push(record(
+                    now,
+                    EventKind::Queued,
+                    format!("waiting for {holder}"),
+                ));
+                enter(
+                    d,
+                    Phase::Queued {
+                        holder: holder.clone(),
+                    },
+                    now,
+                    commands,
+                );
+            }
+        },
+        (Phase::Queued { .. }, Input::LockFreed) => enter(d, Phase::Created, now, commands),
+        (Phase::Created | Phase::Queued { .. }, Input::Abort { reason }) => {
+            fail_to_start(
+                d,
+                format!("aborted before any shift: {reason}"),
+                now,
+                commands,
+            );
+        }
+
+        (
+            Phase::PreTraffic { step },
+            Input::GateResult {
+                gate: Gate::PreTraffic,
+                step: s,
+                passed,
+                reason,
+            },
+        ) if step == s => {
+            if !passed {
+                commands.push(record(
+                    now,
+                    EventKind::GateFailed,
+                    format!("PreTraffic at step {}: {reason}", step + 1),
+                ));
+                roll_back(
+                    d,
+                    format!(
+                        "PreTraffic gate failed before {}%: {reason}",
+                        d.step_weight(*step)
+                    ),
+                    now,
+                    commands,
+                );
+                return true;
+            }
+            commands.push(record(
+                now,
+                EventKind::GatePassed,
+                format!("PreTraffic at step {}: {reason}", step + 1),
+            ));
+            enter(d, Phase::Shifting { step: *step }, now, commands);
+        }
+        (
+            Phase::Shifting { step },
+            Input::AliasUpdated {
+                update: AliasUpdate::Step(s),
+            },
+        ) if step == s => {
+            d.weight = d.step_weight(*step);
+            commands.push(record(
+                now,
+                EventKind::Shifted,
+                format!(
+                    "{}% on version {}",
+                    d.weight,
+                    d.to_version.clone().unwrap_or_default()
+                ),
+            ));
+            enter(d, Phase::PostTraffic { step: *step }, now, commands);
+        }
+        (
+            Phase::PostTraffic { step },
+            Input::GateResult {
+                gate: Gate::PostTraffic,
+                step: s,
+                passed,
+                reason,
+            },
+        ) if step == s => {
+            if !passed {
+                commands.push(record(
+                    now,
+                    EventKind::GateFailed,
+                    format!("PostTraffic at step {}: {reason}", step + 1),
+                ));
+                roll_back(
+                    d,
+                    format!("PostTraffic gate failed at {}%: {reason}", d.weight),
+                    now,
+                    commands,
+                );
+                return true;
+            }
+            commands.push(record(
+                now,
+                EventKind::GatePassed,
+                format!("PostTraffic at step {}: {reason}", step + 1),
+            ));
+            if *step == d.last_step() {
+                commands.push(record(
+                    now,
+                    EventKind::Promoted,
+                    format!(
+                        "version {} serves 100%",
+                        d.to_version.clone().unwrap_or_default()
+                    ),
+                ));
+                enter(d, Phase::Promoted, now, commands);
+            } else {
+                after_step(d, *step, now, commands);
+            }
+        }
+        (Phase::Baking { step, until }, Input::TimerFired { step: s }) if step == s => {
+            if d.paused {
+                return false;
+            }
+            if now < *until {
+                // Early (a timer's granularity): wait out the rest.
+                commands.push(Command::StartTimer {
+                    step: *step,
+                    at: *until,
+                });
+                return true;
+            }
+            enter(d, Phase::PreTraffic { step: step + 1 }, now, commands);
+        }
+        (
+            Phase::RollingBack { reason },
+            Input::AliasUpdated {
+                update: AliasUpdate::Rollback,
+            },
+        ) => {
+            d.weight = 0.0;
+            commands.push(record(
+                now,
+                EventKind::RolledBack,
+                format!(
+                    "version {} serves 100% again",
+                    d.from_version.clone().unwrap_or_default()
+                ),
+            ));
+            enter(
+                d,
+                Phase::RolledBack {
+                    reason: reason.clone(),
+                },
+                now,
+                commands,
+            );
+        }
+
+        (Phase::RollingBack { .. }, _) => return false,
+        (_, Input::AlarmRaised { alarm }) if started => {
+            roll_back(d, format!("alarm {alarm} is in ALARM"), now, commands);
+        }
+        (_, Input::AnalysisFailed { reason }) if started => {
+            roll_back(d, format!("analysis failed: {reason}"), now, commands);
+        }
+        (_, Input::Abort { reason }) if started => {
+            roll_back(d, format!("aborted: {reason}"), now, commands);
+        }
+        (phase, Input::Pause) => {
+            if d.paused {
+                return false;
+            }
+            d.paused = true;
+            let when = if matches!(phase, Phase::Baking { .. }) {
+                "now"
+            } else {
+                "at the next bake"
+            };
+            commands.push(record(now, EventKind::Paused, format!("paused {when}")));
+        }
+        (phase, Input::Resume) => {
+            if !d.paused {
+                return false;
+            }
+            d.paused = false;
+            commands.push(record(now, EventKind::Resumed, "resumed".into()));
+            // Only a bake waits on the pause; anything else in flight carries on as it was.
+            if let Phase::Baking { step, until } = phase {
+                if now >= *until {
+                    enter(d, Phase::PreTraffic { step: step + 1 }, now, commands);
+                } else {
+                    commands.extend(pending(d, now));
+                }
+            }
+        }
+        (phase, Input::Promote) => {
+            if d.skip_waits && !d.paused {
+                return false;
+            }
+            d.skip_waits = true;
+            d.paused = false;
+            commands.push(record(
+                now,
+                EventKind::PromoteRequested,
+                "remaining waits skipped; gates still run".into(),
+            ));
+            if let Phase::Baking { step, .. } = phase {
+                enter(d, Phase::PreTraffic { step: step + 1 }, now, commands);
+            }
+        }
+        _ => return false,
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests;

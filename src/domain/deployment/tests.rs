@@ -1,0 +1,590 @@
+use super::*;
+use chrono::TimeZone;
+use proptest::prelude::*;
+
+fn t(secs: i64) -> Time {
+    Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
+}
+
+fn spec(config: &str) -> DeploymentSpec {
+    DeploymentSpec {
+        function: "greeter".into(),
+        alias: "live".into(),
+        source: VersionSource::Version("2".into()),
+        config: config.parse().unwrap(),
+        pre_traffic_hook: Some("pre".into()),
+        post_traffic_hook: Some("post".into()),
+        alarms: vec!["errors".into()],
+        on_busy: OnBusy::Queue,
+    }
+}
+
+/// Drives a deployment and keeps what an observer sees: the alias and the commands.
+struct Run {
+    d: Deployment,
+    now: Time,
+    commands: Vec<Command>,
+    alias: (String, Option<(String, f64)>),
+}
+
+impl Run {
+    fn new(config: &str) -> Self {
+        let (d, commands) = Deployment::create("d-1", spec(config), t(0));
+        let mut run = Run {
+            d,
+            now: t(0),
+            commands: Vec::new(),
+            alias: ("1".into(), None),
+        };
+        run.absorb(commands);
+        run
+    }
+
+    fn absorb(&mut self, commands: Vec<Command>) {
+        for c in &commands {
+            if let Command::SetAlias {
+                primary,
+                additional,
+                ..
+            } = c
+            {
+                self.alias = (primary.clone(), additional.clone());
+            }
+        }
+        self.commands.extend(commands);
+    }
+
+    fn feed(&mut self, input: Input) -> bool {
+        let (d, commands) = decide(&self.d, &input, self.now);
+        let changed = d != self.d;
+        self.d = d;
+        self.absorb(commands);
+        changed
+    }
+
+    fn at(&mut self, secs: i64) -> &mut Self {
+        self.now = t(secs);
+        self
+    }
+
+    fn gate(&mut self, gate: Gate, step: usize, passed: bool) -> bool {
+        self.feed(Input::GateResult {
+            gate,
+            step,
+            passed,
+            reason: if passed { "ok".into() } else { "boom".into() },
+        })
+    }
+
+    fn prepared(&mut self) {
+        assert!(self.feed(Input::Prepared {
+            from_version: "1".into(),
+            to_version: "2".into()
+        }));
+    }
+
+    fn gates_run(&self) -> Vec<(Gate, usize)> {
+        self.commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::RunGate { gate, step, .. } => Some((*gate, *step)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn a_healthy_canary_gates_every_shift_and_ends_whole_on_the_new_version() {
+    let mut r = Run::new("canary:10:5s");
+    assert_eq!(
+        r.commands
+            .iter()
+            .filter(|c| **c == Command::Prepare)
+            .count(),
+        1
+    );
+    r.prepared();
+    assert!(r.gate(Gate::PreTraffic, 0, true));
+    assert_eq!(r.alias, ("1".into(), Some(("2".into(), 10.0))));
+    assert!(r.feed(Input::AliasUpdated {
+        update: AliasUpdate::Step(0)
+    }));
+    assert!(r.gate(Gate::PostTraffic, 0, true));
+    assert!(matches!(r.d.phase, Phase::Baking { step: 0, until } if until == t(5)));
+    assert!(
+        r.commands
+            .contains(&Command::StartTimer { step: 0, at: t(5) })
+    );
+    r.at(5);
+    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.gate(Gate::PreTraffic, 1, true));
+    assert_eq!(
+        r.alias,
+        ("2".into(), None),
+        "the last step flips the alias and clears routing"
+    );
+    assert!(r.feed(Input::AliasUpdated {
+        update: AliasUpdate::Step(1)
+    }));
+    assert!(r.gate(Gate::PostTraffic, 1, true));
+    assert_eq!(r.d.phase, Phase::Promoted);
+    assert_eq!(r.d.weight, 100.0);
+    assert_eq!(
+        r.gates_run(),
+        vec![
+            (Gate::PreTraffic, 0),
+            (Gate::PostTraffic, 0),
+            (Gate::PreTraffic, 1),
+            (Gate::PostTraffic, 1)
+        ]
+    );
+    assert_eq!(r.commands.last(), Some(&Command::ReleaseLock));
+}
+
+#[test]
+fn a_failed_pre_traffic_gate_rolls_back_before_any_traffic() {
+    let mut r = Run::new("Canary10Percent5Minutes");
+    r.prepared();
+    assert!(r.gate(Gate::PreTraffic, 0, false));
+    assert!(matches!(r.d.phase, Phase::RollingBack { .. }));
+    assert_eq!(r.alias, ("1".into(), None));
+    assert!(!r.commands.iter().any(|c| matches!(
+        c,
+        Command::SetAlias {
+            additional: Some(_),
+            ..
+        }
+    )));
+    assert!(r.feed(Input::AliasUpdated {
+        update: AliasUpdate::Rollback
+    }));
+    assert!(matches!(&r.d.phase, Phase::RolledBack { reason } if reason.contains("PreTraffic")));
+}
+
+#[test]
+fn a_failed_post_traffic_analysis_after_the_first_shift_rolls_back() {
+    let mut r = Run::new("linear:10:10s");
+    r.prepared();
+    r.gate(Gate::PreTraffic, 0, true);
+    r.feed(Input::AliasUpdated {
+        update: AliasUpdate::Step(0),
+    });
+    assert!(r.gate(Gate::PostTraffic, 0, false));
+    assert_eq!(r.alias, ("1".into(), None));
+    r.feed(Input::AliasUpdated {
+        update: AliasUpdate::Rollback,
+    });
+    assert!(
+        matches!(&r.d.phase, Phase::RolledBack { reason } if reason.contains("PostTraffic") && reason.contains("10%"))
+    );
+    assert_eq!(r.d.weight, 0.0);
+}
+
+#[test]
+fn an_alarm_mid_bake_rolls_back_at_once() {
+    let mut r = Run::new("canary:10:5m");
+    r.prepared();
+    r.gate(Gate::PreTraffic, 0, true);
+    r.feed(Input::AliasUpdated {
+        update: AliasUpdate::Step(0),
+    });
+    r.gate(Gate::PostTraffic, 0, true);
+    r.at(30);
+    assert!(r.feed(Input::AlarmRaised {
+        alarm: "errors".into()
+    }));
+    assert_eq!(r.alias, ("1".into(), None));
+    // The bake's timer arriving later changes nothing.
+    r.at(300);
+    assert!(!r.feed(Input::TimerFired { step: 0 }));
+}
+
+#[test]
+fn promote_skips_waits_but_not_gates() {
+    let mut r = Run::new("linear:25:1h");
+    r.prepared();
+    r.gate(Gate::PreTraffic, 0, true);
+    r.feed(Input::AliasUpdated {
+        update: AliasUpdate::Step(0),
+    });
+    r.gate(Gate::PostTraffic, 0, true);
+    assert!(matches!(r.d.phase, Phase::Baking { step: 0, .. }));
+    assert!(r.feed(Input::Promote));
+    assert_eq!(
+        r.d.phase,
+        Phase::PreTraffic { step: 1 },
+        "the gate of the next step still runs"
+    );
+    for step in 1..4 {
+        if step > 1 {
+            assert_eq!(r.d.phase, Phase::PreTraffic { step });
+        }
+        r.gate(Gate::PreTraffic, step, true);
+        r.feed(Input::AliasUpdated {
+            update: AliasUpdate::Step(step),
+        });
+        r.gate(Gate::PostTraffic, step, true);
+    }
+    assert_eq!(r.d.phase, Phase::Promoted);
+    assert!(!r.feed(Input::Promote));
+}
+
+#[test]
+fn pause_holds_the_bake_and_resume_goes_on() {
+    let mut r = Run::new("canary:10:10s");
+    r.prepared();
+    r.gate(Gate::PreTraffic, 0, true);
+    assert!(
+        r.feed(Input::Pause),
+        "pausing during a gate takes effect at the bake"
+    );
+    r.feed(Input::AliasUpdated {
+        update: AliasUpdate::Step(0),
+    });
+    r.gate(Gate::PostTraffic, 0, true);
+    r.at(10);
+    assert!(
+        !r.feed(Input::TimerFired { step: 0 }),
+        "a paused bake does not end"
+    );
+    assert!(!r.feed(Input::Pause), "pausing twice changes nothing");
+    r.at(60);
+    assert!(r.feed(Input::Resume));
+    assert_eq!(r.d.phase, Phase::PreTraffic { step: 1 });
+    assert!(!r.feed(Input::Resume));
+}
+
+#[test]
+fn resume_before_the_bake_ends_restarts_the_timer() {
+    let mut r = Run::new("canary:10:10s");
+    r.prepared();
+    r.gate(Gate::PreTraffic, 0, true);
+    r.feed(Input::AliasUpdated {
+        update: AliasUpdate::Step(0),
+    });
+    r.gate(Gate::PostTraffic, 0, true);
+    r.at(2);
+    r.feed(Input::Pause);
+    r.at(4);
+    r.commands.clear();
+    assert!(r.feed(Input::Resume));
+    assert!(
+        r.commands
+            .contains(&Command::StartTimer { step: 0, at: t(10) })
+    );
+    r.at(9);
+    assert!(
+        r.feed(Input::TimerFired { step: 0 }),
+        "an early timer re-arms"
+    );
+    assert!(matches!(r.d.phase, Phase::Baking { .. }));
+    assert_eq!(
+        r.commands.last(),
+        Some(&Command::StartTimer { step: 0, at: t(10) })
+    );
+}
+
+#[test]
+fn abort_rolls_back_and_retry_starts_a_new_deployment_once() {
+    let mut r = Run::new("canary:10:5m");
+    r.prepared();
+    r.gate(Gate::PreTraffic, 0, true);
+    r.feed(Input::AliasUpdated {
+        update: AliasUpdate::Step(0),
+    });
+    assert!(r.feed(Input::Abort {
+        reason: "operator".into()
+    }));
+    assert!(
+        !r.feed(Input::Retry {
+            new_id: "d-2".into()
+        }),
+        "no retry while rolling back"
+    );
+    r.feed(Input::AliasUpdated {
+        update: AliasUpdate::Rollback,
+    });
+    assert!(r.feed(Input::Retry {
+        new_id: "d-2".into()
+    }));
+    assert!(
+        r.commands
+            .iter()
+            .any(|c| matches!(c, Command::StartDeployment { id, .. } if id == "d-2"))
+    );
+    assert!(
+        !r.feed(Input::Retry {
+            new_id: "d-3".into()
+        }),
+        "retried once"
+    );
+}
+
+#[test]
+fn a_busy_alias_queues_or_refuses_by_configuration() {
+    let mut r = Run::new("AllAtOnce");
+    assert!(r.feed(Input::LockBusy {
+        holder: "d-0".into()
+    }));
+    assert!(matches!(r.d.phase, Phase::Queued { .. }));
+    assert!(r.feed(Input::LockFreed));
+    assert_eq!(r.d.phase, Phase::Created);
+    assert_eq!(
+        r.commands
+            .iter()
+            .filter(|c| **c == Command::Prepare)
+            .count(),
+        2
+    );
+
+    let mut refusing = spec("AllAtOnce");
+    refusing.on_busy = OnBusy::Refuse;
+    let (d, _) = Deployment::create("d-9", refusing, t(0));
+    let (d, commands) = decide(
+        &d,
+        &Input::LockBusy {
+            holder: "d-0".into(),
+        },
+        t(1),
+    );
+    assert!(matches!(&d.phase, Phase::FailedToStart { reason } if reason.contains("d-0")));
+    assert!(
+        !commands
+            .iter()
+            .any(|c| matches!(c, Command::SetAlias { .. })),
+        "a refused deployment never touches the alias"
+    );
+}
+
+#[test]
+fn the_same_version_finishes_at_once_with_the_alias_whole() {
+    let mut r = Run::new("canary:10:5m");
+    assert!(r.feed(Input::Prepared {
+        from_version: "2".into(),
+        to_version: "2".into()
+    }));
+    assert_eq!(r.d.phase, Phase::Promoted);
+    assert_eq!(r.alias, ("2".into(), None));
+}
+
+#[test]
+fn stale_duplicate_and_out_of_order_inputs_change_nothing() {
+    let mut r = Run::new("linear:50:10s");
+    r.prepared();
+    let before = r.d.clone();
+    for input in [
+        Input::GateResult {
+            gate: Gate::PreTraffic,
+            step: 1,
+            passed: true,
+            reason: String::new(),
+        },
+        Input::GateResult {
+            gate: Gate::PostTraffic,
+            step: 0,
+            passed: false,
+            reason: String::new(),
+        },
+        Input::AliasUpdated {
+            update: AliasUpdate::Step(0),
+        },
+        Input::AliasUpdated {
+            update: AliasUpdate::Rollback,
+        },
+        Input::TimerFired { step: 0 },
+        Input::Prepared {
+            from_version: "7".into(),
+            to_version: "8".into(),
+        },
+        Input::LockFreed,
+        Input::Resume,
+    ] {
+        let (d, commands) = decide(&r.d, &input, t(99));
+        assert_eq!(d, before, "{input:?} changed the state");
+        assert!(commands.is_empty(), "{input:?} issued commands");
+    }
+}
+
+#[test]
+fn pending_reissues_what_a_crash_interrupted() {
+    let mut r = Run::new("canary:10:5m");
+    r.prepared();
+    r.gate(Gate::PreTraffic, 0, true);
+    // Crash after saving Shifting but before the alias update: the reconciler re-issues it.
+    assert_eq!(
+        pending(&r.d, t(1)),
+        vec![Command::SetAlias {
+            primary: "1".into(),
+            additional: Some(("2".into(), 10.0)),
+            update: AliasUpdate::Step(0)
+        }]
+    );
+    let json = serde_json::to_string(&r.d).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Deployment>(&json).unwrap(),
+        r.d,
+        "state survives storage"
+    );
+}
+
+// Property tests: random input sequences, checked against the invariants.
+
+/// Picks an input from generated numbers: mostly what the phase waits for (so
+/// deployments progress), otherwise anything, stale steps included.
+fn pick_input(d: &Deployment, choice: u8, step: usize, passed: bool) -> Input {
+    let n = d.schedule.steps.len();
+    let expected = match &d.phase {
+        Phase::Created => Some(Input::Prepared {
+            from_version: "1".into(),
+            to_version: "2".into(),
+        }),
+        Phase::Queued { .. } => Some(Input::LockFreed),
+        Phase::PreTraffic { step } => Some(Input::GateResult {
+            gate: Gate::PreTraffic,
+            step: *step,
+            passed,
+            reason: String::new(),
+        }),
+        Phase::Shifting { step } => Some(Input::AliasUpdated {
+            update: AliasUpdate::Step(*step),
+        }),
+        Phase::PostTraffic { step } => Some(Input::GateResult {
+            gate: Gate::PostTraffic,
+            step: *step,
+            passed,
+            reason: String::new(),
+        }),
+        Phase::Baking { step, .. } => Some(Input::TimerFired { step: *step }),
+        Phase::RollingBack { .. } => Some(Input::AliasUpdated {
+            update: AliasUpdate::Rollback,
+        }),
+        _ => None,
+    };
+    if choice < 170
+        && let Some(input) = expected
+    {
+        return input;
+    }
+    let step = step % (n + 1);
+    match choice % 16 {
+        0 => Input::GateResult {
+            gate: Gate::PreTraffic,
+            step,
+            passed,
+            reason: String::new(),
+        },
+        1 => Input::GateResult {
+            gate: Gate::PostTraffic,
+            step,
+            passed,
+            reason: String::new(),
+        },
+        2 => Input::AliasUpdated {
+            update: AliasUpdate::Step(step),
+        },
+        3 => Input::AliasUpdated {
+            update: AliasUpdate::Rollback,
+        },
+        4 => Input::TimerFired { step },
+        5 => Input::AlarmRaised { alarm: "a".into() },
+        6 => Input::AnalysisFailed { reason: "r".into() },
+        7 => Input::Promote,
+        8 => Input::Pause,
+        9 => Input::Resume,
+        10 => Input::Abort { reason: "x".into() },
+        11 => Input::Retry {
+            new_id: "again".into(),
+        },
+        12 => Input::LockBusy {
+            holder: "other".into(),
+        },
+        13 => Input::LockFreed,
+        14 => Input::PrepareFailed { reason: "p".into() },
+        _ => Input::Prepared {
+            from_version: "1".into(),
+            to_version: "2".into(),
+        },
+    }
+}
+
+const CONFIGS: [&str; 6] = [
+    "AllAtOnce",
+    "canary:10:5s",
+    "linear:10:10s",
+    "linear:30:1m",
+    "steps:1@1s,50@2s,100",
+    "Linear10PercentEvery1Minute",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn invariants_hold_for_any_input_sequence(
+        config in 0..CONFIGS.len(),
+        inputs in prop::collection::vec((any::<u8>(), 0usize..12, prop::bool::weighted(0.9), 0i64..400), 1..80),
+    ) {
+        let (mut d, first) = Deployment::create("d", spec(CONFIGS[config]), t(0));
+        let mut now = t(0);
+        let mut alias: (String, Option<(String, f64)>) = ("1".into(), None);
+        // The next schedule step a forward shift may set, and the gate that must precede it.
+        let mut next_step = 0usize;
+        let mut pre_passed: Option<usize> = None;
+        let mut touched = false;
+        let first_touches = first.iter().any(|c| matches!(c, Command::SetAlias { .. }));
+        prop_assert!(!first_touches, "creating a deployment moved the alias");
+        for (choice, step, passed, advance) in inputs {
+            now += ChronoDuration::seconds(advance);
+            let input = pick_input(&d, choice, step, passed);
+            let before = d.clone();
+            let (after, commands) = decide(&d, &input, now);
+            if after == before {
+                // Ignored, or an early timer re-armed for the bake in progress.
+                let rearm = match (&before.phase, commands.as_slice()) {
+                    (Phase::Baking { step, until }, [Command::StartTimer { step: s, at }]) => s == step && at == until,
+                    _ => false,
+                };
+                prop_assert!(commands.is_empty() || rearm, "an ignored input issued {:?}", commands);
+            }
+            if let Input::GateResult { gate: Gate::PreTraffic, step, passed: true, .. } = &input
+                && matches!(before.phase, Phase::PreTraffic { step: s } if s == *step)
+            {
+                pre_passed = Some(*step);
+            }
+            for c in &commands {
+                if let Command::SetAlias { primary, additional, update } = c {
+                    touched = true;
+                    if let AliasUpdate::Step(s) = update
+                        && !matches!(after.phase, Phase::Promoted)
+                    {
+                        // Forward shifts: one step at a time, each behind a passed PreTraffic gate.
+                        prop_assert_eq!(*s, next_step, "weight skipped a step");
+                        prop_assert_eq!(pre_passed, Some(*s), "shift without a passed PreTraffic gate");
+                        next_step += 1;
+                    }
+                    alias = (primary.clone(), additional.clone());
+                }
+            }
+            // A failed gate always ends in rollback.
+            if let Input::GateResult { passed: false, .. } = &input
+                && after != before
+            {
+                prop_assert!(matches!(after.phase, Phase::RollingBack { .. }), "{:?}", after.phase);
+            }
+            if matches!(before.phase, Phase::RollingBack { .. }) {
+                let still_rolling_back = matches!(after.phase, Phase::RollingBack { .. } | Phase::RolledBack { .. });
+                prop_assert!(still_rolling_back, "left a rollback for {:?}", after.phase);
+            }
+            // Every terminal state left the alias whole, on the right version.
+            match &after.phase {
+                Phase::Promoted => prop_assert_eq!(&alias, &("2".to_string(), None)),
+                Phase::RolledBack { .. } => prop_assert_eq!(&alias, &("1".to_string(), None)),
+                Phase::FailedToStart { .. } => prop_assert!(!touched, "a deployment that never started moved the alias"),
+                _ => {}
+            }
+            prop_assert!(after.weight >= 0.0 && after.weight <= 100.0);
+            d = after;
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! The pure core: configs, schedules and state machines. No I/O here.
+
+pub mod config;
+pub mod deployment;
