@@ -5,4 +5,5 @@
 
 pub mod aws;
 pub mod domain;
+pub mod store;
 pub mod telemetry;

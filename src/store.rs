@@ -1,0 +1,414 @@
+//! Deployments in the single DynamoDB table (DESIGN.md, "State").
+//!
+//! - `DEPLOY#<id>` / `STATE`: the deployment as JSON in `data`, its `version`
+//!   for optimistic locking, and, while it is not finished, `active` and
+//!   `due_at` (epoch ms), which put it in the sparse `ActiveIndex` that the
+//!   reconcile sweep reads.
+//! - `DEPLOY#<id>` / `EVENT#<ms>#<n>`: the timeline, written in the same
+//!   transaction as the state it explains.
+//! - `LOCK#<function>#<alias>` / `LOCK`: at most one deployment per alias.
+//!
+//! Every write is conditional, so two workers racing on one item cannot both win.
+
+use crate::domain::deployment::{Deployment, Event, Phase, Time};
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use std::collections::HashMap;
+
+pub const ACTIVE_INDEX: &str = "ActiveIndex";
+const ACTIVE: &str = "1";
+/// A transaction holds at most 100 items: the state and up to 99 events.
+const MAX_EVENTS_PER_SAVE: usize = 99;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Someone else saved first: reload and decide again.
+    #[error("deployment {0} was changed by another worker")]
+    Conflict(String),
+    #[error("deployment {0} already exists")]
+    AlreadyExists(String),
+    #[error("deployment {0} not found")]
+    NotFound(String),
+    #[error("stored deployment {id} cannot be read: {detail}")]
+    Corrupt { id: String, detail: String },
+    #[error("DynamoDB: {0}")]
+    Aws(String),
+}
+
+fn aws(e: impl std::fmt::Debug) -> StoreError {
+    StoreError::Aws(format!("{e:?}"))
+}
+
+/// A deployment as loaded, with the version to save against.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub deployment: Deployment,
+    pub version: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockOutcome {
+    Acquired,
+    Busy { holder: String },
+}
+
+#[derive(Clone)]
+pub struct Store {
+    client: Client,
+    table: String,
+    /// How long finished deployments are kept (TTL).
+    retention: chrono::Duration,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn deploy_pk(id: &str) -> String {
+    format!("DEPLOY#{id}")
+}
+
+fn lock_pk(function: &str, alias: &str) -> String {
+    format!("LOCK#{function}#{alias}")
+}
+
+/// When the reconcile sweep should look at a deployment: at the end of a
+/// bake; for a phase in flight, after `grace` (a worker that died mid-phase).
+pub fn due_at(d: &Deployment, grace: chrono::Duration) -> Option<Time> {
+    match &d.phase {
+        p if p.is_terminal() => None,
+        Phase::Baking { until, .. } if !d.paused => Some(*until),
+        Phase::Baking { .. } => None,
+        _ => Some(d.updated_at + grace),
+    }
+}
+
+/// The grace before the sweep picks up a phase that should have moved.
+pub const IN_FLIGHT_GRACE_SECS: i64 = 30;
+
+impl Store {
+    pub fn new(client: Client, table: impl Into<String>, retention: chrono::Duration) -> Self {
+        Store {
+            client,
+            table: table.into(),
+            retention,
+        }
+    }
+
+    fn state_item(
+        &self,
+        d: &Deployment,
+        version: u64,
+    ) -> Result<HashMap<String, AttributeValue>, StoreError> {
+        let data = serde_json::to_string(d).map_err(|e| StoreError::Corrupt {
+            id: d.id.clone(),
+            detail: e.to_string(),
+        })?;
+        let mut item = HashMap::from([
+            ("pk".to_owned(), s(deploy_pk(&d.id))),
+            ("sk".to_owned(), s("STATE")),
+            ("data".to_owned(), s(data)),
+            ("version".to_owned(), n(version)),
+            ("function".to_owned(), s(&d.spec.function)),
+            ("alias".to_owned(), s(&d.spec.alias)),
+            ("phase".to_owned(), s(phase_name(&d.phase))),
+        ]);
+        match due_at(d, chrono::Duration::seconds(IN_FLIGHT_GRACE_SECS)) {
+            Some(due) => {
+                item.insert("active".into(), s(ACTIVE));
+                item.insert("due_at".into(), n(due.timestamp_millis()));
+            }
+            None if !d.phase.is_terminal() => {
+                // Paused: still active (listed), but never due.
+                item.insert("active".into(), s(ACTIVE));
+                item.insert("due_at".into(), n(i64::MAX));
+            }
+            None => {
+                item.insert(
+                    "expires_at".into(),
+                    n((d.updated_at + self.retention).timestamp()),
+                );
+            }
+        }
+        Ok(item)
+    }
+
+    fn event_puts(&self, id: &str, events: &[Event]) -> Result<Vec<TransactWriteItem>, StoreError> {
+        events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let item = HashMap::from([
+                    ("pk".to_owned(), s(deploy_pk(id))),
+                    (
+                        "sk".to_owned(),
+                        s(format!("EVENT#{:013}#{i:03}", e.at.timestamp_millis())),
+                    ),
+                    (
+                        "data".to_owned(),
+                        s(serde_json::to_string(e).expect("events serialise")),
+                    ),
+                ]);
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(item))
+                    .build()
+                    .map_err(aws)?;
+                Ok(TransactWriteItem::builder().put(put).build())
+            })
+            .collect()
+    }
+
+    /// Saves a new deployment; fails if the id is taken.
+    pub async fn create(&self, d: &Deployment, events: &[Event]) -> Result<Stored, StoreError> {
+        self.write(d, None, events).await
+    }
+
+    /// Saves `d` if the stored version is still `expected`; returns the new version.
+    pub async fn save(
+        &self,
+        d: &Deployment,
+        expected: u64,
+        events: &[Event],
+    ) -> Result<Stored, StoreError> {
+        self.write(d, Some(expected), events).await
+    }
+
+    async fn write(
+        &self,
+        d: &Deployment,
+        expected: Option<u64>,
+        events: &[Event],
+    ) -> Result<Stored, StoreError> {
+        let version = expected.map_or(1, |v| v + 1);
+        let mut put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(self.state_item(d, version)?));
+        put = match expected {
+            None => put.condition_expression("attribute_not_exists(pk)"),
+            Some(v) => put
+                .condition_expression("#v = :expected")
+                .expression_attribute_names("#v", "version")
+                .expression_attribute_values(":expected", n(v)),
+        };
+        let mut items = vec![
+            TransactWriteItem::builder()
+                .put(put.build().map_err(aws)?)
+                .build(),
+        ];
+        // A timeline longer than one transaction keeps its newest lines.
+        let start = events.len().saturating_sub(MAX_EVENTS_PER_SAVE);
+        items.extend(self.event_puts(&d.id, &events[start..])?);
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Stored {
+                deployment: d.clone(),
+                version,
+            }),
+            Err(e) => {
+                let cancelled = e
+                    .as_service_error()
+                    .is_some_and(|se| se.is_transaction_canceled_exception());
+                match (cancelled, expected) {
+                    (true, None) => Err(StoreError::AlreadyExists(d.id.clone())),
+                    (true, Some(_)) => Err(StoreError::Conflict(d.id.clone())),
+                    _ => Err(aws(e)),
+                }
+            }
+        }
+    }
+
+    pub async fn load(&self, id: &str) -> Result<Stored, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(deploy_pk(id)))
+            .key("sk", s("STATE"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(aws)?;
+        let item = out
+            .item
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        let corrupt = |detail: String| StoreError::Corrupt {
+            id: id.to_owned(),
+            detail,
+        };
+        let data = item
+            .get("data")
+            .and_then(|v| v.as_s().ok())
+            .ok_or_else(|| corrupt("no data".into()))?;
+        let version = item
+            .get("version")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| corrupt("no version".into()))?;
+        let deployment = serde_json::from_str(data).map_err(|e| corrupt(e.to_string()))?;
+        Ok(Stored {
+            deployment,
+            version,
+        })
+    }
+
+    /// The deployment's timeline, oldest first.
+    pub async fn events(&self, id: &str) -> Result<Vec<Event>, StoreError> {
+        let mut events = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", s(deploy_pk(id)))
+            .expression_attribute_values(":prefix", s("EVENT#"))
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(aws)?;
+            if let Some(data) = item.get("data").and_then(|v| v.as_s().ok()) {
+                events.push(serde_json::from_str(data).map_err(|e| StoreError::Corrupt {
+                    id: id.to_owned(),
+                    detail: e.to_string(),
+                })?);
+            }
+        }
+        Ok(events)
+    }
+
+    /// Ids of unfinished deployments due by `now` (the reconcile sweep's work).
+    pub async fn due(&self, now: Time) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(ACTIVE_INDEX)
+            .key_condition_expression("active = :a AND due_at <= :now")
+            .expression_attribute_values(":a", s(ACTIVE))
+            .expression_attribute_values(":now", n(now.timestamp_millis()))
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(aws)?;
+            if let Some(pk) = item.get("pk").and_then(|v| v.as_s().ok())
+                && let Some(id) = pk.strip_prefix("DEPLOY#")
+            {
+                ids.push(id.to_owned());
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Takes the alias for `id`; taking it again as its holder succeeds.
+    pub async fn acquire_lock(
+        &self,
+        function: &str,
+        alias: &str,
+        id: &str,
+        now: Time,
+    ) -> Result<LockOutcome, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(lock_pk(function, alias)))
+            .item("sk", s("LOCK"))
+            .item("holder", s(id))
+            .item("acquired_at", n(now.timestamp_millis()))
+            .condition_expression("attribute_not_exists(pk) OR holder = :me")
+            .expression_attribute_values(":me", s(id))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(LockOutcome::Acquired),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                let holder = self.lock_holder(function, alias).await?.unwrap_or_default();
+                if holder.is_empty() {
+                    // Released between the two calls: try once more.
+                    return Box::pin(self.acquire_lock(function, alias, id, now)).await;
+                }
+                Ok(LockOutcome::Busy { holder })
+            }
+            Err(e) => Err(aws(e)),
+        }
+    }
+
+    pub async fn lock_holder(
+        &self,
+        function: &str,
+        alias: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(lock_pk(function, alias)))
+            .key("sk", s("LOCK"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(aws)?;
+        Ok(out
+            .item
+            .and_then(|i| i.get("holder").and_then(|h| h.as_s().ok()).cloned()))
+    }
+
+    /// Releases the alias if `id` holds it; releasing what one does not hold is a no-op.
+    pub async fn release_lock(
+        &self,
+        function: &str,
+        alias: &str,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(lock_pk(function, alias)))
+            .key("sk", s("LOCK"))
+            .condition_expression("holder = :me")
+            .expression_attribute_values(":me", s(id))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(aws(e)),
+        }
+    }
+}
+
+fn phase_name(phase: &Phase) -> &'static str {
+    match phase {
+        Phase::Created => "created",
+        Phase::Queued { .. } => "queued",
+        Phase::PreTraffic { .. } => "pre_traffic",
+        Phase::Shifting { .. } => "shifting",
+        Phase::PostTraffic { .. } => "post_traffic",
+        Phase::Baking { .. } => "baking",
+        Phase::RollingBack { .. } => "rolling_back",
+        Phase::Promoted => "promoted",
+        Phase::RolledBack { .. } => "rolled_back",
+        Phase::FailedToStart { .. } => "failed_to_start",
+    }
+}

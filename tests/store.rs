@@ -1,0 +1,120 @@
+//! The deployment store on the local stack's DynamoDB, stood up from template.yaml.
+
+mod support;
+
+use anyhow::Result;
+use chrono::{TimeZone, Utc};
+use sluice::domain::deployment::{
+    Deployment, DeploymentSpec, Input, OnBusy, VersionSource, decide,
+};
+use sluice::store::{LockOutcome, Store, StoreError};
+use support::*;
+
+fn spec() -> DeploymentSpec {
+    DeploymentSpec {
+        function: "greeter".into(),
+        alias: "live".into(),
+        source: VersionSource::Version("2".into()),
+        config: "canary:10:5m".parse().unwrap(),
+        pre_traffic_hook: None,
+        post_traffic_hook: None,
+        alarms: vec![],
+        on_busy: OnBusy::Queue,
+    }
+}
+
+fn events_of(
+    commands: &[sluice::domain::deployment::Command],
+) -> Vec<sluice::domain::deployment::Event> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            sluice::domain::deployment::Command::Record(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_save_conditionally_keep_a_timeline_and_lock_their_alias() -> Result<()> {
+    let stack = start_stack(Some("template.yaml"), &[], 1.0)?;
+    let client = aws_sdk_dynamodb::Client::new(&stack.sdk_config().await);
+    let store = Store::new(
+        client,
+        stack.var("SLUICE_RESOURCE_STATE_TABLE"),
+        chrono::Duration::days(90),
+    );
+    let t0 = Utc.timestamp_opt(1_800_000_000, 0).unwrap();
+
+    let (d, commands) = Deployment::create("d-1", spec(), t0);
+    let stored = store.create(&d, &events_of(&commands)).await?;
+    assert_eq!(stored.version, 1);
+    assert!(matches!(
+        store.create(&d, &[]).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    assert!(matches!(
+        store.load("nope").await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    // A fresh deployment is due for the sweep once its grace has passed, not before.
+    assert!(store.due(t0).await?.is_empty());
+    assert_eq!(
+        store.due(t0 + chrono::Duration::seconds(31)).await?,
+        vec!["d-1".to_owned()]
+    );
+
+    let t1 = t0 + chrono::Duration::seconds(1);
+    let input = Input::Prepared {
+        from_version: "1".into(),
+        to_version: "2".into(),
+    };
+    let (next, commands) = decide(&stored.deployment, &input, t1);
+    let saved = store
+        .save(&next, stored.version, &events_of(&commands))
+        .await?;
+    assert_eq!(saved.version, 2);
+    // A second worker that decided from the same old version loses.
+    let stale = store.save(&next, stored.version, &[]).await;
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
+    let loaded = store.load("d-1").await?;
+    assert_eq!(loaded, saved);
+
+    let timeline: Vec<String> = store
+        .events("d-1")
+        .await?
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(timeline.len(), 2, "{timeline:?}");
+    assert!(timeline[0].contains("deploy version 2 to greeter:live"));
+    assert!(timeline[1].contains("1 → 2"));
+
+    // One deployment per alias; the holder may take it again; only the holder releases it.
+    assert_eq!(
+        store.acquire_lock("greeter", "live", "d-1", t1).await?,
+        LockOutcome::Acquired
+    );
+    assert_eq!(
+        store.acquire_lock("greeter", "live", "d-1", t1).await?,
+        LockOutcome::Acquired
+    );
+    assert_eq!(
+        store.acquire_lock("greeter", "live", "d-2", t1).await?,
+        LockOutcome::Busy {
+            holder: "d-1".into()
+        }
+    );
+    store.release_lock("greeter", "live", "d-2").await?;
+    assert_eq!(
+        store.lock_holder("greeter", "live").await?.as_deref(),
+        Some("d-1")
+    );
+    store.release_lock("greeter", "live", "d-1").await?;
+    assert_eq!(
+        store.acquire_lock("greeter", "live", "d-2", t1).await?,
+        LockOutcome::Acquired
+    );
+    Ok(())
+}
