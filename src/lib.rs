@@ -5,5 +5,6 @@
 
 pub mod aws;
 pub mod domain;
+pub mod engine;
 pub mod store;
 pub mod telemetry;

@@ -311,6 +311,43 @@ impl Store {
         Ok(ids)
     }
 
+    /// Deployments queued for an alias, longest waiting first.
+    pub async fn queued_for(&self, function: &str, alias: &str) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(ACTIVE_INDEX)
+            .key_condition_expression("active = :a")
+            .filter_expression("phase = :queued AND #f = :f AND #al = :al")
+            .expression_attribute_names("#f", "function")
+            .expression_attribute_names("#al", "alias")
+            .expression_attribute_values(":a", s(ACTIVE))
+            .expression_attribute_values(
+                ":queued",
+                s(phase_name(&Phase::Queued {
+                    holder: String::new(),
+                })),
+            )
+            .expression_attribute_values(":f", s(function))
+            .expression_attribute_values(":al", s(alias))
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(aws)?;
+            if let Some(id) = item
+                .get("pk")
+                .and_then(|v| v.as_s().ok())
+                .and_then(|pk| pk.strip_prefix("DEPLOY#"))
+            {
+                ids.push(id.to_owned());
+            }
+        }
+        Ok(ids)
+    }
+
     /// Takes the alias for `id`; taking it again as its holder succeeds.
     pub async fn acquire_lock(
         &self,

@@ -61,8 +61,8 @@ pub struct DeploymentSpec {
     pub on_busy: OnBusy,
 }
 
+/// Named as CodeDeploy names its lifecycle hooks, in the hook contract too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
 pub enum Gate {
     PreTraffic,
     PostTraffic,

@@ -1,8 +1,8 @@
 //! Records every event it receives as `<RECORDER_DIR>/<request id>.json`, so a
 //! test can check what an event source delivered, and answers in the shape a
-//! Function URL expects (other sources ignore the answer). An event that
-//! contains `FAIL_MARKER` is recorded and then failed, so tests can watch
-//! an event source retry.
+//! Function URL expects (other sources ignore the answer), or with
+//! `RECORDER_REPLY` if set (a hook's verdict, say). An event that contains
+//! `FAIL_MARKER` is recorded and then failed, so tests can watch a retry.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::{Value, json};
@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 
 const FAIL_MARKER: &str = "recorder-fail";
 
-async fn record(dir: &Path, event: LambdaEvent<Value>) -> Result<Value, Error> {
+async fn record(
+    dir: &Path,
+    reply: Option<&Value>,
+    event: LambdaEvent<Value>,
+) -> Result<Value, Error> {
     let path = dir.join(format!("{}.json", event.context.request_id));
     // Written under a temporary name and renamed, so a reader never sees half a file.
     let partial = path.with_extension("partial");
@@ -19,6 +23,9 @@ async fn record(dir: &Path, event: LambdaEvent<Value>) -> Result<Value, Error> {
     tokio::fs::rename(&partial, &path).await?;
     if String::from_utf8_lossy(&bytes).contains(FAIL_MARKER) {
         return Err(format!("the event carries {FAIL_MARKER}").into());
+    }
+    if let Some(reply) = reply {
+        return Ok(reply.clone());
     }
     Ok(json!({
         "statusCode": 200,
@@ -30,6 +37,12 @@ async fn record(dir: &Path, event: LambdaEvent<Value>) -> Result<Value, Error> {
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let dir = PathBuf::from(std::env::var("RECORDER_DIR").map_err(|_| "RECORDER_DIR is not set")?);
-    let dir = &dir;
-    lambda_runtime::run(service_fn(move |event| record(dir, event))).await
+    let reply: Option<Value> = match std::env::var("RECORDER_REPLY") {
+        Ok(text) => Some(
+            serde_json::from_str(&text).map_err(|e| format!("RECORDER_REPLY is not JSON: {e}"))?,
+        ),
+        Err(_) => None,
+    };
+    let (dir, reply) = (&dir, reply.as_ref());
+    lambda_runtime::run(service_fn(move |event| record(dir, reply, event))).await
 }

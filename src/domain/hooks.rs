@@ -1,0 +1,64 @@
+//! The hook contract: what a PreTraffic or PostTraffic hook function is sent,
+//! and what it answers. Any Lambda that speaks it can gate a shift.
+
+use crate::domain::deployment::Gate;
+use serde::{Deserialize, Serialize};
+
+/// Sent to a hook function (synchronously, with a deadline) before or after each shift.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HookRequest {
+    pub deployment_id: String,
+    pub function: String,
+    pub alias: String,
+    pub from_version: String,
+    pub to_version: String,
+    /// 1-based, as shown to people.
+    pub step: usize,
+    pub steps: usize,
+    /// Percent of traffic on the new version: about to be (PreTraffic) or now (PostTraffic).
+    pub weight: f64,
+    pub gate: Gate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HookStatus {
+    Succeeded,
+    Failed,
+}
+
+/// One check a hook ran, for the timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    pub name: String,
+    pub passed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// A hook's answer. Anything else (an error, a timeout, another shape) fails the gate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HookResponse {
+    pub status: HookStatus,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub checks: Vec<Check>,
+}
+
+impl HookResponse {
+    /// One line for the timeline: the reason, or the failed checks.
+    pub fn summary(&self) -> String {
+        let failed: Vec<&str> = self
+            .checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.name.as_str())
+            .collect();
+        match (&self.reason, failed.is_empty()) {
+            (Some(r), _) => r.clone(),
+            (None, false) => format!("failed checks: {}", failed.join(", ")),
+            (None, true) => format!("{} checks passed", self.checks.len()),
+        }
+    }
+}

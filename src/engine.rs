@@ -1,0 +1,526 @@
+//! Runs deployments: load, decide, save, then execute the commands through
+//! the AWS SDK and feed their results back, until the deployment waits (a
+//! bake, a queue) or ends. The shifter function is a thin `main` over this.
+//!
+//! Everything the engine does is repeatable: a worker that dies between any
+//! two AWS calls leaves a saved phase whose commands `resume` issues again.
+
+use crate::domain::deployment::{
+    Command, Deployment, DeploymentSpec, Event, Gate, Input, Phase, Time, VersionSource, decide,
+    pending,
+};
+use crate::domain::hooks::{HookRequest, HookResponse, HookStatus};
+use crate::store::{LockOutcome, Store, StoreError, Stored};
+use aws_sdk_cloudwatch::types::StateValue;
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::AliasRoutingConfiguration;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// SQS delays a message by 15 minutes at most; longer waits re-arm on arrival.
+pub const MAX_TIMER_DELAY_SECS: i64 = 900;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A transient AWS failure: the phase is saved and will be retried.
+    #[error("{0}")]
+    Aws(String),
+    #[error("stopped before {0} by fault injection")]
+    Injected(String),
+}
+
+fn aws(context: &str, e: impl std::fmt::Debug) -> EngineError {
+    EngineError::Aws(format!("{context}: {e:?}"))
+}
+
+/// The body of a timer message on the timer queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimerMessage {
+    pub deployment_id: String,
+    pub step: usize,
+}
+
+/// Decides whether to stop before a command (tests use it to kill a worker mid-way).
+pub type FaultHook = Arc<dyn Fn(&Command) -> bool + Send + Sync>;
+
+#[derive(Clone)]
+pub struct Engine {
+    pub store: Store,
+    pub lambda: aws_sdk_lambda::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub timer_queue_url: String,
+    /// How long a hook may take before its gate fails.
+    pub hook_timeout: Duration,
+    pub fault: Option<FaultHook>,
+}
+
+fn now() -> Time {
+    chrono::Utc::now()
+}
+
+fn split(commands: Vec<Command>) -> (Vec<Event>, Vec<Command>) {
+    let mut events = Vec::new();
+    let mut actions = Vec::new();
+    for c in commands {
+        match c {
+            Command::Record(e) => events.push(e),
+            other => actions.push(other),
+        }
+    }
+    (events, actions)
+}
+
+impl Engine {
+    /// Saves a new deployment and drives it as far as it goes now.
+    pub async fn start(&self, id: &str, spec: DeploymentSpec) -> Result<Deployment, EngineError> {
+        let (d, commands) = Deployment::create(id, spec, now());
+        let (events, actions) = split(commands);
+        let stored = self.store.create(&d, &events).await?;
+        tracing::info!(deployment_id = id, "deployment created");
+        self.drive(stored, VecDeque::new(), actions).await
+    }
+
+    /// Applies an outside input (an operator's action, a timer, an alarm) and drives on.
+    pub async fn apply(&self, id: &str, input: Input) -> Result<Deployment, EngineError> {
+        let stored = self.store.load(id).await?;
+        self.drive(stored, VecDeque::from([input]), Vec::new())
+            .await
+    }
+
+    /// Re-issues what the saved phase needs: the reconcile sweep's repair.
+    pub async fn resume(&self, id: &str) -> Result<Deployment, EngineError> {
+        let stored = self.store.load(id).await?;
+        let d = &stored.deployment;
+        let mut inputs = VecDeque::new();
+        match &d.phase {
+            Phase::Queued { holder } => {
+                // A holder that finished without releasing (it died first) is released for it.
+                let current = self
+                    .store
+                    .lock_holder(&d.spec.function, &d.spec.alias)
+                    .await?;
+                let holder_done = match &current {
+                    None => true,
+                    Some(h) => match self.store.load(h).await {
+                        Ok(other) => other.deployment.phase.is_terminal(),
+                        Err(StoreError::NotFound(_)) => true,
+                        Err(e) => return Err(e.into()),
+                    },
+                };
+                if holder_done {
+                    if current.is_some() {
+                        self.store
+                            .release_lock(&d.spec.function, &d.spec.alias, holder)
+                            .await?;
+                    }
+                    inputs.push_back(Input::LockFreed);
+                }
+            }
+            Phase::Baking { step, until } if !d.paused && *until <= now() => {
+                inputs.push_back(Input::TimerFired { step: *step });
+            }
+            _ => {}
+        }
+        let actions = if inputs.is_empty() {
+            pending(d, now())
+        } else {
+            Vec::new()
+        };
+        self.drive(stored, inputs, actions).await
+    }
+
+    /// Resumes every deployment that is due; returns how many it touched and the failures.
+    pub async fn reconcile(&self) -> Result<(usize, Vec<(String, EngineError)>), EngineError> {
+        let ids = self.store.due(now()).await?;
+        let mut failures = Vec::new();
+        for id in &ids {
+            if let Err(e) = self.resume(id).await {
+                tracing::warn!(deployment_id = %id, error = %e, "reconcile could not advance");
+                failures.push((id.clone(), e));
+            }
+        }
+        Ok((ids.len(), failures))
+    }
+
+    /// A timer message from the queue.
+    pub async fn timer(&self, message: &TimerMessage) -> Result<Deployment, EngineError> {
+        self.apply(
+            &message.deployment_id,
+            Input::TimerFired { step: message.step },
+        )
+        .await
+    }
+
+    async fn drive(
+        &self,
+        mut stored: Stored,
+        mut inputs: VecDeque<Input>,
+        mut actions: Vec<Command>,
+    ) -> Result<Deployment, EngineError> {
+        let id = stored.deployment.id.clone();
+        loop {
+            for action in std::mem::take(&mut actions) {
+                if let Some(fault) = &self.fault
+                    && fault(&action)
+                {
+                    return Err(EngineError::Injected(format!("{action:?}")));
+                }
+                if let Some(input) = self.execute(&stored.deployment, action).await? {
+                    inputs.push_back(input);
+                }
+            }
+            let Some(input) = inputs.pop_front() else {
+                return Ok(stored.deployment);
+            };
+            let (next, commands) = decide(&stored.deployment, &input, now());
+            if next == stored.deployment && commands.is_empty() {
+                tracing::debug!(deployment_id = %id, ?input, "input ignored");
+                continue;
+            }
+            let (events, new_actions) = split(commands);
+            match self.store.save(&next, stored.version, &events).await {
+                Ok(saved) => {
+                    for e in &events {
+                        tracing::info!(deployment_id = %id, kind = ?e.kind, "{}", e.message);
+                    }
+                    stored = saved;
+                    actions = new_actions;
+                }
+                Err(StoreError::Conflict(_)) => {
+                    // Another worker moved it: decide again on what it saved.
+                    stored = self.store.load(&id).await?;
+                    inputs.push_front(input);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Makes one command happen; returns the fact it produced, if any.
+    async fn execute(
+        &self,
+        d: &Deployment,
+        command: Command,
+    ) -> Result<Option<Input>, EngineError> {
+        match command {
+            Command::Prepare => self.prepare(d).await.map(Some),
+            Command::RunGate { gate, step, weight } => {
+                self.run_gate(d, gate, step, weight).await.map(Some)
+            }
+            Command::SetAlias {
+                primary,
+                additional,
+                update,
+            } => {
+                let weights: HashMap<String, f64> = additional
+                    .into_iter()
+                    .map(|(version, percent)| (version, percent / 100.0))
+                    .collect();
+                self.lambda
+                    .update_alias()
+                    .function_name(&d.spec.function)
+                    .name(&d.spec.alias)
+                    .function_version(primary)
+                    .routing_config(
+                        AliasRoutingConfiguration::builder()
+                            .set_additional_version_weights(Some(weights))
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| aws("UpdateAlias", e))?;
+                Ok(Some(Input::AliasUpdated { update }))
+            }
+            Command::StartTimer { step, at } => {
+                let delay = (at - now()).num_seconds().clamp(0, MAX_TIMER_DELAY_SECS) as i32;
+                let body = serde_json::to_string(&TimerMessage {
+                    deployment_id: d.id.clone(),
+                    step,
+                })
+                .expect("timer messages serialise");
+                self.sqs
+                    .send_message()
+                    .queue_url(&self.timer_queue_url)
+                    .message_body(body)
+                    .delay_seconds(delay)
+                    .send()
+                    .await
+                    .map_err(|e| aws("SendMessage (timer)", e))?;
+                Ok(None)
+            }
+            Command::ReleaseLock => {
+                self.store
+                    .release_lock(&d.spec.function, &d.spec.alias, &d.id)
+                    .await?;
+                // Wake the longest-waiting deployment of this alias; if this fails,
+                // the reconcile sweep wakes it later.
+                let queued = self
+                    .store
+                    .queued_for(&d.spec.function, &d.spec.alias)
+                    .await?;
+                if let Some(next) = queued.first()
+                    && let Err(e) = Box::pin(self.apply(next, Input::LockFreed)).await
+                {
+                    tracing::warn!(deployment_id = %next, error = %e, "could not wake the next deployment");
+                }
+                Ok(None)
+            }
+            Command::StartDeployment { id, spec } => {
+                Box::pin(self.start(&id, *spec)).await?;
+                Ok(None)
+            }
+            Command::Record(_) => Ok(None),
+        }
+    }
+
+    async fn prepare(&self, d: &Deployment) -> Result<Input, EngineError> {
+        let (function, alias) = (&d.spec.function, &d.spec.alias);
+        if let LockOutcome::Busy { holder } = self
+            .store
+            .acquire_lock(function, alias, &d.id, now())
+            .await?
+        {
+            return Ok(Input::LockBusy { holder });
+        }
+        let current = match self
+            .lambda
+            .get_alias()
+            .function_name(function)
+            .name(alias)
+            .send()
+            .await
+        {
+            Ok(a) => a,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_resource_not_found_exception()) =>
+            {
+                return Ok(Input::PrepareFailed {
+                    reason: format!("alias {function}:{alias} does not exist"),
+                });
+            }
+            Err(e) => return Err(aws("GetAlias", e)),
+        };
+        let split_weights = current
+            .routing_config()
+            .and_then(|r| r.additional_version_weights())
+            .is_some_and(|w| !w.is_empty());
+        if split_weights {
+            return Ok(Input::PrepareFailed {
+                reason: format!(
+                    "alias {function}:{alias} is split between versions; it must serve one version to start"
+                ),
+            });
+        }
+        let from_version = current.function_version().unwrap_or_default().to_owned();
+        let to_version = match &d.spec.source {
+            VersionSource::Version(v) => {
+                match self
+                    .lambda
+                    .get_function_configuration()
+                    .function_name(function)
+                    .qualifier(v)
+                    .send()
+                    .await
+                {
+                    Ok(_) => v.clone(),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|se| se.is_resource_not_found_exception()) =>
+                    {
+                        return Ok(Input::PrepareFailed {
+                            reason: format!("version {v} of {function} does not exist"),
+                        });
+                    }
+                    Err(e) => return Err(aws("GetFunctionConfiguration", e)),
+                }
+            }
+            VersionSource::Artifact {
+                bucket,
+                key,
+                object_version,
+            } => match self
+                .publish(function, bucket, key, object_version.as_deref())
+                .await
+            {
+                Ok(v) => v,
+                Err(reason) => return Ok(Input::PrepareFailed { reason }),
+            },
+        };
+        Ok(Input::Prepared {
+            from_version,
+            to_version,
+        })
+    }
+
+    /// Publishes the artifact as a new version, pinned to the code just uploaded.
+    async fn publish(
+        &self,
+        function: &str,
+        bucket: &str,
+        key: &str,
+        object_version: Option<&str>,
+    ) -> Result<String, String> {
+        let updated = self
+            .lambda
+            .update_function_code()
+            .function_name(function)
+            .s3_bucket(bucket)
+            .s3_key(key)
+            .set_s3_object_version(object_version.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "UpdateFunctionCode from s3://{bucket}/{key}: {}",
+                    service_message(&e)
+                )
+            })?;
+        let sha = updated.code_sha256().unwrap_or_default();
+        let published = self
+            .lambda
+            .publish_version()
+            .function_name(function)
+            .code_sha256(sha)
+            .send()
+            .await
+            .map_err(|e| format!("PublishVersion: {}", service_message(&e)))?;
+        published
+            .version()
+            .map(str::to_owned)
+            .ok_or_else(|| "PublishVersion returned no version".to_owned())
+    }
+
+    async fn run_gate(
+        &self,
+        d: &Deployment,
+        gate: Gate,
+        step: usize,
+        weight: f64,
+    ) -> Result<Input, EngineError> {
+        let verdict = |passed: bool, reason: String| Input::GateResult {
+            gate,
+            step,
+            passed,
+            reason,
+        };
+        if !d.spec.alarms.is_empty() {
+            let out = self
+                .cloudwatch
+                .describe_alarms()
+                .set_alarm_names(Some(d.spec.alarms.clone()))
+                .send()
+                .await
+                .map_err(|e| aws("DescribeAlarms", e))?;
+            let found: HashMap<&str, bool> = out
+                .metric_alarms()
+                .iter()
+                .filter_map(|a| {
+                    Some((a.alarm_name()?, a.state_value() == Some(&StateValue::Alarm)))
+                })
+                .chain(out.composite_alarms().iter().filter_map(|a| {
+                    Some((a.alarm_name()?, a.state_value() == Some(&StateValue::Alarm)))
+                }))
+                .collect();
+            for name in &d.spec.alarms {
+                match found.get(name.as_str()) {
+                    None => return Ok(verdict(false, format!("alarm {name} does not exist"))),
+                    Some(true) => return Ok(verdict(false, format!("alarm {name} is in ALARM"))),
+                    Some(false) => {}
+                }
+            }
+        }
+        let hook = match gate {
+            Gate::PreTraffic => &d.spec.pre_traffic_hook,
+            Gate::PostTraffic => &d.spec.post_traffic_hook,
+        };
+        let Some(hook) = hook else {
+            return Ok(verdict(true, "no hook; alarms OK".into()));
+        };
+        let request = HookRequest {
+            deployment_id: d.id.clone(),
+            function: d.spec.function.clone(),
+            alias: d.spec.alias.clone(),
+            from_version: d.from_version.clone().unwrap_or_default(),
+            to_version: d.to_version.clone().unwrap_or_default(),
+            step: step + 1,
+            steps: d.schedule.steps.len(),
+            weight,
+            gate,
+        };
+        let invoked = self
+            .lambda
+            .invoke()
+            .function_name(hook)
+            .payload(Blob::new(
+                serde_json::to_vec(&request).expect("hook requests serialise"),
+            ))
+            .customize()
+            .config_override(
+                aws_sdk_lambda::config::Builder::default().timeout_config(
+                    aws_sdk_lambda::config::timeout::TimeoutConfig::builder()
+                        .operation_timeout(self.hook_timeout)
+                        .build(),
+                ),
+            )
+            .send()
+            .await;
+        let out = match invoked {
+            Ok(out) => out,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_too_many_requests_exception()) =>
+            {
+                return Err(aws("Invoke (hook throttled)", e));
+            }
+            Err(e) => {
+                return Ok(verdict(
+                    false,
+                    format!("hook {hook} could not run: {}", service_message(&e)),
+                ));
+            }
+        };
+        let payload = out
+            .payload()
+            .map(|p| p.as_ref().to_vec())
+            .unwrap_or_default();
+        if out.function_error().is_some() {
+            let detail: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
+            let message = detail["errorMessage"]
+                .as_str()
+                .unwrap_or("no message")
+                .to_owned();
+            return Ok(verdict(false, format!("hook {hook} failed: {message}")));
+        }
+        match serde_json::from_slice::<HookResponse>(&payload) {
+            Ok(answer) => Ok(verdict(
+                answer.status == HookStatus::Succeeded,
+                answer.summary(),
+            )),
+            Err(e) => Ok(verdict(
+                false,
+                format!("hook {hook} answered in an unknown shape: {e}"),
+            )),
+        }
+    }
+}
+
+fn service_message<E, R>(e: &aws_sdk_lambda::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_lambda::error::ProvideErrorMetadata + std::fmt::Debug,
+    R: std::fmt::Debug,
+{
+    match e.as_service_error() {
+        Some(se) => format!(
+            "{}: {}",
+            se.code().unwrap_or("error"),
+            se.message().unwrap_or("no message")
+        ),
+        None => format!("{e:?}"),
+    }
+}

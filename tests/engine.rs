@@ -1,0 +1,473 @@
+//! The deployment engine on the local stack: real hook functions through
+//! sluice-local, real alias updates, the timer queue, and workers killed
+//! between AWS calls.
+
+mod support;
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use sluice::domain::deployment::{
+    Command, Deployment, DeploymentSpec, EventKind, OnBusy, Phase, VersionSource,
+};
+use sluice::engine::{Engine, EngineError, TimerMessage};
+use sluice::store::Store;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use support::*;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+struct World {
+    stack: TestStack,
+    engine: Engine,
+    lambda: aws_sdk_lambda::Client,
+    hooks: tempfile::TempDir,
+}
+
+/// The template's table and timer queue, greeter versions 1 to 3 behind `live`
+/// (on 1), and hook functions that pass or fail and record what they were sent.
+async fn world() -> Result<World> {
+    let stack = start_stack(Some("template.yaml"), &[], 1.0)?;
+    let config = stack.sdk_config().await;
+    let lambda = stack.lambda().await;
+    let role = function_role(&stack).await?;
+    create_function(&lambda, &role, "greeter", greeter_zip("r1")?, &[], 5).await?;
+    for release in ["r1", "r2", "r3"] {
+        lambda
+            .update_function_code()
+            .function_name("greeter")
+            .zip_file(aws_sdk_lambda::primitives::Blob::new(greeter_zip(release)?))
+            .send()
+            .await?;
+        lambda
+            .publish_version()
+            .function_name("greeter")
+            .send()
+            .await?;
+    }
+    lambda
+        .create_alias()
+        .function_name("greeter")
+        .name("live")
+        .function_version("1")
+        .send()
+        .await?;
+
+    let hooks = tempfile::tempdir()?;
+    let recorder = binary("recorder")?;
+    for (name, status) in [
+        ("pre-ok", "Succeeded"),
+        ("post-ok", "Succeeded"),
+        ("pre-fail", "Failed"),
+    ] {
+        let dir = hooks.path().join(name);
+        std::fs::create_dir_all(&dir)?;
+        let reply =
+            format!(r#"{{"status":"{status}","reason":"{name} says {status}","checks":[]}}"#);
+        let zip = sluice_local::code::bootstrap_zip(&recorder, &[]);
+        let env = [
+            ("RECORDER_DIR", dir.to_str().context("path")?),
+            ("RECORDER_REPLY", reply.as_str()),
+        ];
+        create_function(&lambda, &role, name, zip, &env, 5).await?;
+    }
+    let engine = Engine {
+        store: Store::new(
+            aws_sdk_dynamodb::Client::new(&config),
+            stack.var("SLUICE_RESOURCE_STATE_TABLE"),
+            chrono::Duration::days(90),
+        ),
+        lambda: lambda.clone(),
+        cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
+        sqs: aws_sdk_sqs::Client::new(&config),
+        timer_queue_url: stack.var("SLUICE_RESOURCE_TIMER_QUEUE").to_owned(),
+        hook_timeout: Duration::from_secs(10),
+        fault: None,
+    };
+    Ok(World {
+        stack,
+        engine,
+        lambda,
+        hooks,
+    })
+}
+
+fn spec(version: &str, config: &str, pre: Option<&str>, post: Option<&str>) -> DeploymentSpec {
+    DeploymentSpec {
+        function: "greeter".into(),
+        alias: "live".into(),
+        source: VersionSource::Version(version.into()),
+        config: config.parse().unwrap(),
+        pre_traffic_hook: pre.map(str::to_owned),
+        post_traffic_hook: post.map(str::to_owned),
+        alarms: vec![],
+        on_busy: OnBusy::Queue,
+    }
+}
+
+impl World {
+    async fn alias(&self) -> Result<(String, Vec<(String, f64)>)> {
+        let a = self
+            .lambda
+            .get_alias()
+            .function_name("greeter")
+            .name("live")
+            .send()
+            .await?;
+        let weights = a
+            .routing_config()
+            .and_then(|r| r.additional_version_weights())
+            .map(|w| w.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
+        Ok((a.function_version().unwrap_or_default().to_owned(), weights))
+    }
+
+    /// Plays the shifter's timer-queue handler until every id is finished.
+    async fn run_to_end(&self, ids: &[&str]) -> Result<Vec<Deployment>> {
+        self.run_with(&self.engine, ids).await
+    }
+
+    async fn run_with(&self, engine: &Engine, ids: &[&str]) -> Result<Vec<Deployment>> {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let mut done = Vec::new();
+            for id in ids {
+                let d = self.engine.store.load(id).await?.deployment;
+                if d.phase.is_terminal() {
+                    done.push(d);
+                }
+            }
+            if done.len() == ids.len() {
+                return Ok(done);
+            }
+            if Instant::now() > until {
+                bail!(
+                    "deployments did not finish: {done:?}\n{}",
+                    self.stack.log_tail()
+                );
+            }
+            let received = self
+                .engine
+                .sqs
+                .receive_message()
+                .queue_url(&self.engine.timer_queue_url)
+                .wait_time_seconds(1)
+                .send()
+                .await?;
+            for m in received.messages() {
+                let timer: TimerMessage = serde_json::from_str(m.body().unwrap_or_default())?;
+                engine.timer(&timer).await?;
+                engine
+                    .sqs
+                    .delete_message()
+                    .queue_url(&self.engine.timer_queue_url)
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await?;
+            }
+        }
+    }
+
+    /// What a hook was sent, oldest first.
+    fn hook_calls(&self, hook: &str) -> Vec<(String, u64, f64)> {
+        calls(&self.hooks.path().join(hook))
+    }
+}
+
+fn calls(dir: &Path) -> Vec<(String, u64, f64)> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .collect();
+    entries.sort_by_key(|e| e.metadata().and_then(|m| m.modified()).ok());
+    entries
+        .iter()
+        .filter_map(|e| serde_json::from_slice::<Value>(&std::fs::read(e.path()).ok()?).ok())
+        .map(|r| {
+            (
+                r["gate"].as_str().unwrap_or_default().to_owned(),
+                r["step"].as_u64().unwrap_or_default(),
+                r["weight"].as_f64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_healthy_canary_is_gated_at_every_shift_and_promoted_whole() -> Result<()> {
+    let w = world().await?;
+    let d = w
+        .engine
+        .start(
+            "healthy",
+            spec("2", "canary:10:1s", Some("pre-ok"), Some("post-ok")),
+        )
+        .await?;
+    assert!(
+        matches!(d.phase, Phase::Baking { step: 0, .. }),
+        "{:?}",
+        d.phase
+    );
+    assert_eq!(
+        w.alias().await?,
+        ("1".to_owned(), vec![("2".to_owned(), 0.1)])
+    );
+
+    let [done] = w.run_to_end(&["healthy"]).await?.try_into().expect("one");
+    assert_eq!(done.phase, Phase::Promoted);
+    assert_eq!(
+        w.alias().await?,
+        ("2".to_owned(), vec![]),
+        "promoted: on the new version, routing cleared"
+    );
+    assert_eq!(
+        w.hook_calls("pre-ok"),
+        vec![
+            ("PreTraffic".into(), 1, 10.0),
+            ("PreTraffic".into(), 2, 100.0)
+        ]
+    );
+    assert_eq!(
+        w.hook_calls("post-ok"),
+        vec![
+            ("PostTraffic".into(), 1, 10.0),
+            ("PostTraffic".into(), 2, 100.0)
+        ]
+    );
+    let kinds: Vec<EventKind> = w
+        .engine
+        .store
+        .events("healthy")
+        .await?
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds.first(), Some(&EventKind::Created));
+    assert_eq!(kinds.last(), Some(&EventKind::Promoted));
+    assert_eq!(
+        kinds.iter().filter(|k| **k == EventKind::Shifted).count(),
+        2
+    );
+    assert_eq!(
+        w.engine.store.lock_holder("greeter", "live").await?,
+        None,
+        "lock released"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_gates_and_alarms_roll_back_with_the_alias_whole() -> Result<()> {
+    let w = world().await?;
+    // A failing PreTraffic gate: rolled back before any traffic.
+    let d = w
+        .engine
+        .start(
+            "smoke-fails",
+            spec("2", "canary:10:1s", Some("pre-fail"), Some("post-ok")),
+        )
+        .await?;
+    assert!(
+        matches!(&d.phase, Phase::RolledBack { reason } if reason.contains("pre-fail says Failed")),
+        "{:?}",
+        d.phase
+    );
+    assert_eq!(w.alias().await?, ("1".to_owned(), vec![]));
+    assert!(
+        w.hook_calls("post-ok").is_empty(),
+        "no PostTraffic gate without a shift"
+    );
+
+    // An alarm in ALARM fails the gate of the next step, after the first shift.
+    let cw = &w.engine.cloudwatch;
+    cw.put_metric_alarm()
+        .alarm_name("greeter-errors")
+        .namespace("AWS/Lambda")
+        .metric_name("Errors")
+        .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
+        .period(60)
+        .evaluation_periods(1)
+        .threshold(1.0)
+        .comparison_operator(
+            aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanOrEqualToThreshold,
+        )
+        .send()
+        .await?;
+    let mut watched = spec("2", "canary:10:1s", None, None);
+    watched.alarms = vec!["greeter-errors".into()];
+    let d = w.engine.start("alarmed", watched.clone()).await?;
+    assert!(matches!(d.phase, Phase::Baking { .. }), "{:?}", d.phase);
+    cw.set_alarm_state()
+        .alarm_name("greeter-errors")
+        .state_value(aws_sdk_cloudwatch::types::StateValue::Alarm)
+        .state_reason("test")
+        .send()
+        .await?;
+    let [done] = w.run_to_end(&["alarmed"]).await?.try_into().expect("one");
+    assert!(
+        matches!(&done.phase, Phase::RolledBack { reason } if reason.contains("greeter-errors is in ALARM")),
+        "{:?}",
+        done.phase
+    );
+    assert_eq!(w.alias().await?, ("1".to_owned(), vec![]));
+
+    // A named alarm that does not exist is a failed gate, not a silent pass.
+    watched.alarms = vec!["no-such-alarm".into()];
+    let d = w.engine.start("unknown-alarm", watched).await?;
+    assert!(
+        matches!(&d.phase, Phase::RolledBack { reason } if reason.contains("does not exist")),
+        "{:?}",
+        d.phase
+    );
+
+    // A version that does not exist fails to start and never touches the alias.
+    let d = w
+        .engine
+        .start("no-version", spec("9", "AllAtOnce", None, None))
+        .await?;
+    assert!(
+        matches!(&d.phase, Phase::FailedToStart { reason } if reason.contains("version 9")),
+        "{:?}",
+        d.phase
+    );
+    assert_eq!(w.engine.store.lock_holder("greeter", "live").await?, None);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_killed_before_any_command_is_repaired_by_resume() -> Result<()> {
+    let mut w = world().await?;
+    // Kill the worker before the n-th command it executes, for every n the deployment has.
+    let mut killed_at = Vec::new();
+    for n in 0.. {
+        let id = format!("crash-{n}");
+        let counter = Arc::new(AtomicUsize::new(0));
+        let seen = counter.clone();
+        let crashing = Engine {
+            fault: Some(Arc::new(move |_: &Command| {
+                seen.fetch_add(1, Ordering::SeqCst) == n
+            })),
+            ..w.engine.clone()
+        };
+        let target = if n % 2 == 0 { "2" } else { "3" };
+        let outcome = async {
+            crashing
+                .start(
+                    &id,
+                    spec(target, "linear:50:1s", Some("pre-ok"), Some("post-ok")),
+                )
+                .await?;
+            w.run_with(&crashing, &[&id]).await
+        }
+        .await;
+        let crashed = outcome
+            .as_ref()
+            .err()
+            .and_then(|e| e.downcast_ref::<EngineError>())
+            .is_some_and(|e| matches!(e, EngineError::Injected(_)));
+        if !crashed {
+            // Past the last command: nothing left to kill.
+            outcome?;
+            break;
+        }
+        killed_at.push(n);
+        // A fresh worker (the reconcile sweep) repairs it; timers may have been lost too.
+        let until = Instant::now() + DEADLINE;
+        let d = loop {
+            let d = w.engine.resume(&id).await?;
+            if d.phase.is_terminal() {
+                break d;
+            }
+            anyhow::ensure!(Instant::now() < until, "{id} stuck in {:?}", d.phase);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(d.phase, Phase::Promoted, "{id}");
+        assert_eq!(
+            w.alias().await?,
+            (target.to_owned(), vec![]),
+            "{id} left the alias split"
+        );
+        assert_eq!(
+            w.engine.store.lock_holder("greeter", "live").await?,
+            None,
+            "{id} kept the lock"
+        );
+    }
+    assert!(
+        killed_at.len() >= 8,
+        "only {killed_at:?} commands were interrupted"
+    );
+    w.engine.fault = None;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_deployments_on_one_alias_never_interleave() -> Result<()> {
+    let w = world().await?;
+    let (a, b) = tokio::join!(
+        w.engine
+            .start("first", spec("2", "canary:10:1s", Some("pre-ok"), None)),
+        w.engine
+            .start("second", spec("3", "canary:10:1s", Some("pre-ok"), None)),
+    );
+    let (a, b) = (a?, b?);
+    let queued = [&a, &b]
+        .iter()
+        .filter(|d| matches!(d.phase, Phase::Queued { .. }))
+        .count();
+    assert_eq!(
+        queued, 1,
+        "exactly one waits: {:?} / {:?}",
+        a.phase, b.phase
+    );
+    let done = w.run_to_end(&["first", "second"]).await?;
+    assert!(done.iter().all(|d| d.phase == Phase::Promoted), "{done:?}");
+
+    // The one that waited prepared only after the other had promoted.
+    let (winner, waiter) = if matches!(a.phase, Phase::Queued { .. }) {
+        ("second", "first")
+    } else {
+        ("first", "second")
+    };
+    let promoted_at = w
+        .engine
+        .store
+        .events(winner)
+        .await?
+        .into_iter()
+        .find(|e| e.kind == EventKind::Promoted)
+        .context("promoted")?
+        .at;
+    let prepared_at = w
+        .engine
+        .store
+        .events(waiter)
+        .await?
+        .into_iter()
+        .find(|e| e.kind == EventKind::Prepared)
+        .context("prepared")?
+        .at;
+    assert!(
+        prepared_at >= promoted_at,
+        "{waiter} prepared at {prepared_at}, before {winner} promoted at {promoted_at}"
+    );
+    let expected = if waiter == "first" { "2" } else { "3" };
+    assert_eq!(w.alias().await?, (expected.to_owned(), vec![]));
+
+    // Refusing instead of queueing fails at once without touching the alias.
+    let mut refusing = spec("2", "canary:10:1h", None, None);
+    let holder = w.engine.start("holder", refusing.clone()).await?;
+    assert!(matches!(holder.phase, Phase::Baking { .. }));
+    refusing.on_busy = OnBusy::Refuse;
+    let refused = w.engine.start("refused", refusing).await?;
+    assert!(
+        matches!(&refused.phase, Phase::FailedToStart { reason } if reason.contains("holder")),
+        "{:?}",
+        refused.phase
+    );
+    Ok(())
+}
