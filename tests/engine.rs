@@ -459,9 +459,14 @@ async fn two_deployments_on_one_alias_never_interleave() -> Result<()> {
     assert_eq!(w.alias().await?, (expected.to_owned(), vec![]));
 
     // Refusing instead of queueing fails at once without touching the alias.
-    let mut refusing = spec("2", "canary:10:1h", None, None);
+    let other = if expected == "2" { "3" } else { "2" };
+    let mut refusing = spec(other, "canary:10:1h", None, None);
     let holder = w.engine.start("holder", refusing.clone()).await?;
-    assert!(matches!(holder.phase, Phase::Baking { .. }));
+    assert!(
+        matches!(holder.phase, Phase::Baking { .. }),
+        "{:?}",
+        holder.phase
+    );
     refusing.on_busy = OnBusy::Refuse;
     let refused = w.engine.start("refused", refusing).await?;
     assert!(
