@@ -10,6 +10,7 @@ use crate::domain::deployment::{
     pending,
 };
 use crate::domain::hooks::{HookRequest, HookResponse, HookStatus};
+use crate::events::{ShifterEvent, parse_shifter_event};
 use crate::store::{LockOutcome, Store, StoreError, Stored};
 use aws_sdk_cloudwatch::types::StateValue;
 use aws_sdk_lambda::primitives::Blob;
@@ -31,6 +32,8 @@ pub enum EngineError {
     Aws(String),
     #[error("stopped before {0} by fault injection")]
     Injected(String),
+    #[error("event: {0}")]
+    Event(String),
 }
 
 fn aws(context: &str, e: impl std::fmt::Debug) -> EngineError {
@@ -42,6 +45,30 @@ fn aws(context: &str, e: impl std::fmt::Debug) -> EngineError {
 pub struct TimerMessage {
     pub deployment_id: String,
     pub step: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {problem}")]
+pub struct SettingError {
+    pub name: &'static str,
+    pub problem: String,
+}
+
+fn setting(name: &'static str) -> Result<String, SettingError> {
+    std::env::var(name).map_err(|_| SettingError {
+        name,
+        problem: "is not set".into(),
+    })
+}
+
+fn number_setting(name: &'static str, default: u64) -> Result<u64, SettingError> {
+    match std::env::var(name) {
+        Err(_) => Ok(default),
+        Ok(text) => text.parse().map_err(|_| SettingError {
+            name,
+            problem: format!("{text:?} is not a whole number"),
+        }),
+    }
 }
 
 /// Decides whether to stop before a command (tests use it to kill a worker mid-way).
@@ -76,6 +103,90 @@ fn split(commands: Vec<Command>) -> (Vec<Event>, Vec<Command>) {
 }
 
 impl Engine {
+    /// Builds the engine from the function's environment (template.yaml sets it):
+    /// `SLUICE_TABLE`, `SLUICE_TIMER_QUEUE_URL`, and optionally
+    /// `SLUICE_HISTORY_RETENTION_DAYS` (90) and `SLUICE_HOOK_TIMEOUT_SECONDS` (60).
+    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, SettingError> {
+        let retention = number_setting("SLUICE_HISTORY_RETENTION_DAYS", 90)?;
+        Ok(Engine {
+            store: Store::new(
+                aws_sdk_dynamodb::Client::new(config),
+                setting("SLUICE_TABLE")?,
+                chrono::Duration::days(retention as i64),
+            ),
+            lambda: aws_sdk_lambda::Client::new(config),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(config),
+            sqs: aws_sdk_sqs::Client::new(config),
+            timer_queue_url: setting("SLUICE_TIMER_QUEUE_URL")?,
+            hook_timeout: Duration::from_secs(number_setting("SLUICE_HOOK_TIMEOUT_SECONDS", 60)?),
+            fault: None,
+        })
+    }
+
+    /// Handles one event of the shifter's sources; for timer batches, returns
+    /// the SQS partial-batch answer naming the messages to retry.
+    pub async fn handle(
+        &self,
+        payload: &serde_json::Value,
+    ) -> Result<serde_json::Value, EngineError> {
+        let event = parse_shifter_event(payload).map_err(|e| EngineError::Event(e.to_string()))?;
+        match event {
+            ShifterEvent::Timers(timers) => {
+                let mut failed = Vec::new();
+                for (message_id, timer) in timers {
+                    let outcome = match timer {
+                        Ok(timer) => self.timer(&timer).await.map(|_| ()),
+                        Err(reason) => Err(EngineError::Event(reason)),
+                    };
+                    match outcome {
+                        Ok(()) | Err(EngineError::Store(StoreError::NotFound(_))) => {}
+                        Err(e) => {
+                            tracing::warn!(message_id, error = %e, "timer not handled; SQS will retry it");
+                            failed.push(serde_json::json!({ "itemIdentifier": message_id }));
+                        }
+                    }
+                }
+                Ok(serde_json::json!({ "batchItemFailures": failed }))
+            }
+            ShifterEvent::Created(ids) => {
+                for id in ids {
+                    self.resume(&id).await?;
+                }
+                Ok(serde_json::Value::Null)
+            }
+            ShifterEvent::Reconcile => {
+                let (seen, failures) = self.reconcile().await?;
+                tracing::info!(seen, failed = failures.len(), "reconcile sweep");
+                Ok(serde_json::json!({ "seen": seen, "failed": failures.len() }))
+            }
+            ShifterEvent::AlarmChanged { alarm, in_alarm } => {
+                if in_alarm {
+                    self.alarm_raised(&alarm).await?;
+                }
+                Ok(serde_json::Value::Null)
+            }
+        }
+    }
+
+    /// Rolls back every running deployment that watches `alarm`.
+    pub async fn alarm_raised(&self, alarm: &str) -> Result<usize, EngineError> {
+        let mut hit = 0;
+        for id in self.store.active().await? {
+            let d = self.store.load(&id).await?.deployment;
+            if d.spec.alarms.iter().any(|a| a == alarm) {
+                hit += 1;
+                self.apply(
+                    &id,
+                    Input::AlarmRaised {
+                        alarm: alarm.to_owned(),
+                    },
+                )
+                .await?;
+            }
+        }
+        Ok(hit)
+    }
+
     /// Saves a new deployment and drives it as far as it goes now.
     pub async fn start(&self, id: &str, spec: DeploymentSpec) -> Result<Deployment, EngineError> {
         let (d, commands) = Deployment::create(id, spec, now());

@@ -6,5 +6,6 @@
 pub mod aws;
 pub mod domain;
 pub mod engine;
+pub mod events;
 pub mod store;
 pub mod telemetry;

@@ -286,20 +286,31 @@ impl Store {
         Ok(events)
     }
 
+    /// Ids of every unfinished deployment.
+    pub async fn active(&self) -> Result<Vec<String>, StoreError> {
+        self.active_ids(None).await
+    }
+
     /// Ids of unfinished deployments due by `now` (the reconcile sweep's work).
     pub async fn due(&self, now: Time) -> Result<Vec<String>, StoreError> {
-        let mut ids = Vec::new();
-        let mut pages = self
+        self.active_ids(Some(now)).await
+    }
+
+    async fn active_ids(&self, due_by: Option<Time>) -> Result<Vec<String>, StoreError> {
+        let mut query = self
             .client
             .query()
             .table_name(&self.table)
             .index_name(ACTIVE_INDEX)
-            .key_condition_expression("active = :a AND due_at <= :now")
-            .expression_attribute_values(":a", s(ACTIVE))
-            .expression_attribute_values(":now", n(now.timestamp_millis()))
-            .into_paginator()
-            .items()
-            .send();
+            .expression_attribute_values(":a", s(ACTIVE));
+        query = match due_by {
+            Some(now) => query
+                .key_condition_expression("active = :a AND due_at <= :now")
+                .expression_attribute_values(":now", n(now.timestamp_millis())),
+            None => query.key_condition_expression("active = :a"),
+        };
+        let mut ids = Vec::new();
+        let mut pages = query.into_paginator().items().send();
         while let Some(item) = pages.next().await {
             let item = item.map_err(aws)?;
             if let Some(pk) = item.get("pk").and_then(|v| v.as_s().ok())

@@ -28,8 +28,18 @@ struct World {
 
 /// The template's table and timer queue, greeter versions 1 to 3 behind `live`
 /// (on 1), and hook functions that pass or fail and record what they were sent.
+/// The engine runs in the test itself: the template's shifter is left out.
 async fn world() -> Result<World> {
-    let stack = start_stack(Some("template.yaml"), &[], 1.0)?;
+    world_of(start_stack_without(
+        Some("template.yaml"),
+        &[],
+        1.0,
+        &["ShifterFunction"],
+    )?)
+    .await
+}
+
+async fn world_of(stack: TestStack) -> Result<World> {
     let config = stack.sdk_config().await;
     let lambda = stack.lambda().await;
     let role = function_role(&stack).await?;
@@ -474,5 +484,94 @@ async fn two_deployments_on_one_alias_never_interleave() -> Result<()> {
         "{:?}",
         refused.phase
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_shifter_function_runs_deployments_from_its_event_sources() -> Result<()> {
+    // The whole template, shifter included; its reconcile schedule plays every 1.2 s.
+    let w = world_of(start_stack(Some("template.yaml"), &[], 0.02)?).await?;
+    let finished = |id: &'static str| {
+        let store = w.engine.store.clone();
+        move || {
+            let store = store.clone();
+            async move {
+                let d = store.load(id).await?.deployment;
+                Ok(d.phase.is_terminal().then_some(d))
+            }
+        }
+    };
+
+    // Saving a deployment is all it takes: the stream hands it to the shifter,
+    // and the timer queue brings it back after each bake.
+    let (d, commands) = Deployment::create(
+        "via-stream",
+        spec("2", "linear:50:1s", Some("pre-ok"), Some("post-ok")),
+        chrono::Utc::now(),
+    );
+    let events: Vec<_> = commands
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::Record(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    w.engine.store.create(&d, &events).await?;
+    let done = wait_for("the shifter to promote", DEADLINE, finished("via-stream"))
+        .await
+        .with_context(|| w.stack.log_tail())?;
+    assert_eq!(done.phase, Phase::Promoted);
+    assert_eq!(w.alias().await?, ("2".to_owned(), vec![]));
+    let pre = w.hook_calls("pre-ok");
+    assert!(
+        pre.contains(&("PreTraffic".into(), 1, 50.0))
+            && pre.contains(&("PreTraffic".into(), 2, 100.0)),
+        "{pre:?}"
+    );
+
+    // An alarm going off mid-bake: the state change reaches the shifter and rolls back.
+    w.engine
+        .cloudwatch
+        .put_metric_alarm()
+        .alarm_name("greeter-live-errors")
+        .namespace("AWS/Lambda")
+        .metric_name("Errors")
+        .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
+        .period(60)
+        .evaluation_periods(1)
+        .threshold(1.0)
+        .comparison_operator(
+            aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanOrEqualToThreshold,
+        )
+        .send()
+        .await?;
+    let mut watched = spec("3", "canary:10:1h", None, None);
+    watched.alarms = vec!["greeter-live-errors".into()];
+    let (d, _) = Deployment::create("watched", watched, chrono::Utc::now());
+    w.engine.store.create(&d, &[]).await?;
+    wait_for("the first shift", DEADLINE, || async {
+        let d = w.engine.store.load("watched").await?.deployment;
+        Ok(matches!(d.phase, Phase::Baking { .. }).then_some(()))
+    })
+    .await?;
+    assert_eq!(
+        w.alias().await?,
+        ("2".to_owned(), vec![("3".to_owned(), 0.1)])
+    );
+    w.engine
+        .cloudwatch
+        .set_alarm_state()
+        .alarm_name("greeter-live-errors")
+        .state_value(aws_sdk_cloudwatch::types::StateValue::Alarm)
+        .state_reason("errors")
+        .send()
+        .await?;
+    let done = wait_for("the rollback", DEADLINE, finished("watched")).await?;
+    assert!(
+        matches!(&done.phase, Phase::RolledBack { reason } if reason.contains("greeter-live-errors")),
+        "{:?}",
+        done.phase
+    );
+    assert_eq!(w.alias().await?, ("2".to_owned(), vec![]));
     Ok(())
 }

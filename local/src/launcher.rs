@@ -22,6 +22,7 @@ pub struct StackOptions {
     pub artifacts: PathBuf,
     pub stack_name: String,
     pub parameters: Vec<(String, String)>,
+    pub skip_functions: Vec<String>,
     pub schedule_scale: f64,
 }
 
@@ -40,6 +41,7 @@ impl StackOptions {
             artifacts: build_dir.to_owned(),
             stack_name: "sluice".into(),
             parameters: Vec::new(),
+            skip_functions: Vec::new(),
             schedule_scale: 1.0,
         }
     }
@@ -169,6 +171,9 @@ fn start_local(
     }
     for (k, v) in &opts.parameters {
         command.args(["--parameter", &format!("{k}={v}")]);
+    }
+    for f in &opts.skip_functions {
+        command.args(["--skip-function", f]);
     }
     let env_file = opts.state_dir.join("env");
     let _ = std::fs::remove_file(&env_file);

@@ -34,6 +34,9 @@ struct StackArgs {
     /// A template parameter, as KEY=VALUE (repeatable).
     #[arg(long = "parameter", value_parser = parse_pair)]
     parameters: Vec<(String, String)>,
+    /// A template function (logical id) to leave out (repeatable).
+    #[arg(long = "skip-function")]
+    skip_functions: Vec<String>,
     /// Multiplies schedule periods and retry delays: 0.01 plays `rate(1 minute)` every 0.6 s.
     #[arg(long, default_value_t = 1.0)]
     schedule_scale: f64,
@@ -108,6 +111,7 @@ async fn main() -> Result<()> {
                 artifacts: stack.artifacts,
                 stack_name: stack.stack_name,
                 parameters: stack.parameters.into_iter().collect::<HashMap<_, _>>(),
+                skip_functions: stack.skip_functions,
                 region,
                 port,
                 schedule_scale: stack.schedule_scale,
@@ -126,6 +130,7 @@ async fn main() -> Result<()> {
                 artifacts: stack.artifacts,
                 stack_name: stack.stack_name,
                 parameters: stack.parameters,
+                skip_functions: stack.skip_functions,
                 schedule_scale: stack.schedule_scale,
             };
             let env =

@@ -36,6 +36,8 @@ pub struct Provisioner<'a> {
     pub code: &'a CodeStore,
     /// Where built function binaries are found, by `BuildProperties.Binary`.
     pub artifacts: PathBuf,
+    /// Functions (logical ids) to leave out, e.g. to test the engine without its worker.
+    pub skip_functions: Vec<String>,
 }
 
 const ROLE_NAME: &str = "sluice-local-functions";
@@ -54,6 +56,10 @@ impl Provisioner<'_> {
                 "AWS::DynamoDB::Table" => self.table(ctx, &id, &props).await,
                 "AWS::SQS::Queue" => self.queue(ctx, &id, &props).await,
                 "AWS::S3::Bucket" => self.bucket(ctx, &id, &props).await,
+                "AWS::Serverless::Function" if self.skip_functions.contains(&id) => {
+                    tracing::info!(function = %id, "left out (--skip-function)");
+                    continue;
+                }
                 "AWS::Serverless::Function" => {
                     let wired = self.function(ctx, resource, &props).await;
                     wired.map(|w| out.functions.push(w))

@@ -25,6 +25,7 @@ pub struct ServeOptions {
     pub artifacts: PathBuf,
     pub stack_name: String,
     pub parameters: HashMap<String, String>,
+    pub skip_functions: Vec<String>,
     pub region: String,
     pub port: u16,
     pub schedule_scale: f64,
@@ -150,12 +151,14 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
             moto: &moto,
             code: &code,
             artifacts: opts.artifacts.clone(),
+            skip_functions: opts.skip_functions.clone(),
         }
         .provision(&template, &mut ctx)
         .await
         .with_context(|| format!("standing up {}", path.display()))?;
         let source_ctx = Arc::new(SourceContext {
             invoker: invoker.clone(),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(&moto),
             streams: aws_sdk_dynamodbstreams::Client::new(&moto),
             sqs: aws_sdk_sqs::Client::new(&moto),
             region: opts.region.clone(),

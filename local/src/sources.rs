@@ -47,6 +47,12 @@ pub enum EventSource {
         every: Duration,
         input: Option<Value>,
     },
+    /// An EventBridge rule on "CloudWatch Alarm State Change", played by watching moto's alarms.
+    AlarmStateChanges {
+        rule: String,
+        /// The states the rule matches (`detail.state.value`); empty: any.
+        states: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,9 +132,36 @@ impl EventSource {
                     input,
                 }
             }
+            "EventBridgeRule" | "CloudWatchEvent" => {
+                let pattern = props.get("Pattern").cloned().unwrap_or_default();
+                let listed = |pointer: &str| -> Vec<String> {
+                    pattern
+                        .pointer(pointer)
+                        .and_then(Value::as_array)
+                        .map(|v| {
+                            v.iter()
+                                .filter_map(Value::as_str)
+                                .map(str::to_owned)
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                if !listed("/detail-type")
+                    .iter()
+                    .any(|t| t == "CloudWatch Alarm State Change")
+                {
+                    return Err(format!(
+                        "{at}: the local stack plays EventBridge rules on \"CloudWatch Alarm State Change\" only"
+                    ));
+                }
+                EventSource::AlarmStateChanges {
+                    rule: format!("{function}-{name}"),
+                    states: listed("/detail/state/value"),
+                }
+            }
             other => {
                 return Err(format!(
-                    "{at}: event type {other:?} is not played by the local stack (DynamoDB, SQS, Schedule are)"
+                    "{at}: event type {other:?} is not played by the local stack (DynamoDB, SQS, Schedule, EventBridgeRule are)"
                 ));
             }
         };
@@ -170,6 +203,7 @@ pub fn parse_rate(expr: &str) -> Result<Duration, String> {
 /// Everything an event source needs to reach the stack.
 pub struct SourceContext {
     pub invoker: Arc<Invoker>,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub streams: StreamsClient,
     pub sqs: SqsClient,
     pub region: String,
@@ -197,6 +231,9 @@ pub fn start(ctx: Arc<SourceContext>, function: &str, sources: &[EventSource]) {
                 } => poll_queue(&ctx, &target, &queue_arn, batch_size, report_failures).await,
                 EventSource::Schedule { rule, every, input } => {
                     run_schedule(&ctx, &target, &rule, every, input).await
+                }
+                EventSource::AlarmStateChanges { rule, states } => {
+                    watch_alarms(&ctx, &target, &rule, &states).await
                 }
             }
         });
@@ -558,21 +595,111 @@ async fn run_schedule(
                 serde_json::to_value(e).expect("events serialise")
             }
         };
-        // EventBridge invokes asynchronously: a failure is retried, never blocks the next tick.
-        let ctx_invoker = ctx.invoker.clone();
-        let target = target.clone();
-        tokio::spawn(async move {
-            let payload = Bytes::from(event.to_string());
-            for attempt in 0..3 {
-                match ctx_invoker.invoke(&target, payload.clone(), None).await {
-                    Ok(inv) if !inv.outcome.is_error() => return,
-                    _ => {
-                        tracing::warn!(function = %target.function_name, attempt, "scheduled invocation failed")
-                    }
+        deliver_async(ctx, target, event);
+    }
+}
+
+/// EventBridge invokes asynchronously: a failure is retried twice and never
+/// holds up the next event.
+fn deliver_async(ctx: &SourceContext, target: &Target, event: Value) {
+    let invoker = ctx.invoker.clone();
+    let target = target.clone();
+    tokio::spawn(async move {
+        let payload = Bytes::from(event.to_string());
+        for attempt in 0..3 {
+            match invoker.invoke(&target, payload.clone(), None).await {
+                Ok(inv) if !inv.outcome.is_error() => return,
+                _ => {
+                    tracing::warn!(function = %target.function_name, attempt, "EventBridge delivery failed")
                 }
             }
-        });
+        }
+    });
+}
+
+/// Plays "CloudWatch Alarm State Change": polls moto's alarms and delivers an
+/// event for each change of state the rule matches. An alarm's first sighting
+/// is its baseline, as EventBridge reports changes only.
+async fn watch_alarms(ctx: &SourceContext, target: &Target, rule: &str, states: &[String]) {
+    let mut known: HashMap<String, String> = HashMap::new();
+    let interval = ctx.poll_interval.max(Duration::from_millis(50));
+    loop {
+        let mut pages = ctx.cloudwatch.describe_alarms().into_paginator().send();
+        let mut seen = Vec::new();
+        let mut failed = false;
+        while let Some(page) = pages.next().await {
+            match page {
+                Ok(page) => seen.extend(page.metric_alarms().to_vec()),
+                Err(e) => {
+                    tracing::warn!(error = ?e, "DescribeAlarms failed; retrying");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if !failed {
+            for alarm in seen {
+                let (Some(name), Some(state)) = (alarm.alarm_name(), alarm.state_value()) else {
+                    continue;
+                };
+                let state = state.as_str().to_owned();
+                let previous = known.insert(name.to_owned(), state.clone());
+                let Some(previous) = previous.filter(|p| *p != state) else {
+                    continue;
+                };
+                if states.is_empty() || states.contains(&state) {
+                    deliver_async(ctx, target, alarm_event(ctx, rule, &alarm, &previous));
+                }
+            }
+        }
+        tokio::time::sleep(interval).await;
     }
+}
+
+fn alarm_event(
+    ctx: &SourceContext,
+    rule: &str,
+    alarm: &aws_sdk_cloudwatch::types::MetricAlarm,
+    previous: &str,
+) -> Value {
+    use aws_lambda_events::cloudwatch_alarms::{CloudWatchAlarmData, CloudWatchAlarmState};
+    let value = |s: &str| serde_json::from_value(json!(s)).unwrap_or_default();
+    let at = |t: Option<&aws_smithy_types::DateTime>| {
+        t.and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos()))
+            .unwrap_or_else(chrono::Utc::now)
+    };
+    let mut state: CloudWatchAlarmState<Value> = CloudWatchAlarmState::default();
+    state.value = value(alarm.state_value().map(|s| s.as_str()).unwrap_or("ALARM"));
+    state.reason = alarm.state_reason().unwrap_or_default().to_owned();
+    state.reason_data = alarm.state_reason_data().map(|d| json!(d));
+    state.timestamp = at(alarm.state_updated_timestamp());
+    let mut previous_state: CloudWatchAlarmState<Value> = CloudWatchAlarmState::default();
+    previous_state.value = value(previous);
+    previous_state.timestamp = state.timestamp;
+    let mut detail: CloudWatchAlarmData<Value, Value> = CloudWatchAlarmData::default();
+    detail.alarm_name = alarm.alarm_name().unwrap_or_default().to_owned();
+    detail.state = Some(state);
+    detail.previous_state = Some(previous_state);
+    detail.configuration = json!({
+        "description": alarm.alarm_description(),
+        "metrics": [{"metricStat": {"metric": {
+            "namespace": alarm.namespace(),
+            "name": alarm.metric_name(),
+            "dimensions": alarm.dimensions().iter().map(|d| (d.name().unwrap_or_default().to_owned(), json!(d.value()))).collect::<serde_json::Map<_, _>>(),
+        }}}],
+    });
+    let mut e: EventBridgeEvent<CloudWatchAlarmData<Value, Value>> = EventBridgeEvent::default();
+    e.version = Some("0".into());
+    e.id = Some(uuid::Uuid::new_v4().to_string());
+    e.detail_type = "CloudWatch Alarm State Change".into();
+    e.source = "aws.cloudwatch".into();
+    e.account = Some(ctx.account_id.clone());
+    e.time = Some(chrono::Utc::now());
+    e.region = Some(ctx.region.clone());
+    e.resources = Some(vec![alarm.alarm_arn().unwrap_or_default().to_owned()]);
+    e.detail = detail;
+    tracing::debug!(rule, alarm = %e.detail.alarm_name, "alarm state change");
+    serde_json::to_value(e).expect("events serialise")
 }
 
 /// Serves a function's URL on its own loopback port.

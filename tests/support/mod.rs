@@ -32,6 +32,16 @@ pub fn start_stack(
     parameters: &[(&str, &str)],
     schedule_scale: f64,
 ) -> Result<TestStack> {
+    start_stack_without(template, parameters, schedule_scale, &[])
+}
+
+/// As `start_stack`, leaving the named template functions out.
+pub fn start_stack_without(
+    template: Option<&str>,
+    parameters: &[(&str, &str)],
+    schedule_scale: f64,
+    skip_functions: &[&str],
+) -> Result<TestStack> {
     let dir = tempfile::tempdir()?;
     let mut opts =
         StackOptions::for_checkout(&workspace_root(), &build_dir(), &dir.path().join("state"));
@@ -41,6 +51,7 @@ pub fn start_stack(
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     opts.schedule_scale = schedule_scale;
+    opts.skip_functions = skip_functions.iter().map(|f| f.to_string()).collect();
     let stack = LocalStack::start(&opts)?;
     Ok(TestStack { stack, dir })
 }

@@ -1,0 +1,17 @@
+//! The shifter: builds its clients once and hands every event to the engine.
+
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use serde_json::Value;
+use sluice::engine::Engine;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    sluice::telemetry::init(sluice::telemetry::LogFormat::detect());
+    let config = sluice::aws::sdk_config().await;
+    let engine = Engine::from_env(&config)?;
+    let engine = &engine;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        engine.handle(&event.payload).await.map_err(Error::from)
+    }))
+    .await
+}

@@ -1,0 +1,168 @@
+//! Incoming events, parsed into what the engine acts on. The shifter is fed by
+//! four sources (template.yaml): the timer queue, the table's stream, the
+//! reconcile schedule and CloudWatch alarm state changes.
+
+use crate::engine::TimerMessage;
+use aws_lambda_events::cloudwatch_alarms::{CloudWatchAlarmData, CloudWatchAlarmStateValue};
+use aws_lambda_events::dynamodb::Event as StreamEvent;
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use aws_lambda_events::sqs::SqsEvent;
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum EventError {
+    #[error("unrecognised event: {0}")]
+    Unrecognised(String),
+    #[error("malformed {kind} event: {detail}")]
+    Malformed { kind: &'static str, detail: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShifterEvent {
+    /// Timer messages by SQS message id; a body that is not a timer is kept as its error.
+    Timers(Vec<(String, Result<TimerMessage, String>)>),
+    /// Deployments whose state item was just created.
+    Created(Vec<String>),
+    Reconcile,
+    AlarmChanged {
+        alarm: String,
+        in_alarm: bool,
+    },
+}
+
+fn malformed(kind: &'static str) -> impl Fn(serde_json::Error) -> EventError {
+    move |e| EventError::Malformed {
+        kind,
+        detail: e.to_string(),
+    }
+}
+
+/// Tells the shifter's event sources apart by their shape.
+pub fn parse_shifter_event(payload: &Value) -> Result<ShifterEvent, EventError> {
+    let first_source = payload
+        .pointer("/Records/0/eventSource")
+        .and_then(Value::as_str);
+    match first_source {
+        Some("aws:sqs") => {
+            let event: SqsEvent =
+                serde_json::from_value(payload.clone()).map_err(malformed("SQS"))?;
+            return Ok(ShifterEvent::Timers(
+                event
+                    .records
+                    .into_iter()
+                    .map(|m| {
+                        let id = m.message_id.unwrap_or_default();
+                        let timer = serde_json::from_str(m.body.as_deref().unwrap_or_default())
+                            .map_err(|e| format!("not a timer message: {e}"));
+                        (id, timer)
+                    })
+                    .collect(),
+            ));
+        }
+        Some("aws:dynamodb") => {
+            let event: StreamEvent =
+                serde_json::from_value(payload.clone()).map_err(malformed("DynamoDB stream"))?;
+            let mut ids = Vec::new();
+            for record in event.records.iter().filter(|r| r.event_name == "INSERT") {
+                let keys: Value = serde_json::to_value(&record.change.keys).unwrap_or_default();
+                let (pk, sk) = (keys.pointer("/pk/S"), keys.pointer("/sk/S"));
+                if let (Some(Value::String(pk)), Some(Value::String(sk))) = (pk, sk)
+                    && sk == "STATE"
+                    && let Some(id) = pk.strip_prefix("DEPLOY#")
+                    && !ids.iter().any(|i| i == id)
+                {
+                    ids.push(id.to_owned());
+                }
+            }
+            return Ok(ShifterEvent::Created(ids));
+        }
+        _ => {}
+    }
+    match payload.get("detail-type").and_then(Value::as_str) {
+        Some("Scheduled Event") => Ok(ShifterEvent::Reconcile),
+        Some("CloudWatch Alarm State Change") => {
+            let event: EventBridgeEvent<CloudWatchAlarmData<Value, Value>> =
+                serde_json::from_value(payload.clone()).map_err(malformed("alarm state change"))?;
+            let in_alarm = event
+                .detail
+                .state
+                .is_some_and(|s| s.value == CloudWatchAlarmStateValue::Alarm);
+            Ok(ShifterEvent::AlarmChanged {
+                alarm: event.detail.alarm_name,
+                in_alarm,
+            })
+        }
+        _ => {
+            let mut shown = payload.to_string();
+            shown.truncate(200);
+            Err(EventError::Unrecognised(shown))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn sample(name: &str) -> Value {
+        let path = format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"));
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_sample_events_parse_into_what_the_shifter_does() {
+        assert_eq!(
+            parse_shifter_event(&sample("shifter-timer.json")),
+            Ok(ShifterEvent::Timers(vec![(
+                "059f36b4-87a3-44ab-83d2-661975830a7d".into(),
+                Ok(TimerMessage {
+                    deployment_id: "d-4f1c".into(),
+                    step: 0
+                })
+            )]))
+        );
+        assert_eq!(
+            parse_shifter_event(&sample("shifter-stream.json")),
+            Ok(ShifterEvent::Created(vec!["d-4f1c".into()])),
+            "only state items count, timeline items do not"
+        );
+        assert_eq!(
+            parse_shifter_event(&sample("shifter-schedule.json")),
+            Ok(ShifterEvent::Reconcile)
+        );
+        assert_eq!(
+            parse_shifter_event(&sample("shifter-alarm.json")),
+            Ok(ShifterEvent::AlarmChanged {
+                alarm: "greeter-errors".into(),
+                in_alarm: true
+            })
+        );
+    }
+
+    #[test]
+    fn bad_events_are_errors_not_panics() {
+        let mut timer = sample("shifter-timer.json");
+        timer["Records"][0]["body"] = json!("not json");
+        let Ok(ShifterEvent::Timers(parsed)) = parse_shifter_event(&timer) else {
+            panic!("a bad body is the message's error, not the batch's")
+        };
+        assert!(parsed[0].1.is_err());
+        assert!(matches!(
+            parse_shifter_event(&json!({"hello": 1})),
+            Err(EventError::Unrecognised(_))
+        ));
+        assert!(matches!(
+            parse_shifter_event(
+                &json!({"Records": [{"eventSource": "aws:dynamodb", "dynamodb": 7}]})
+            ),
+            Err(EventError::Malformed { .. })
+        ));
+        assert!(matches!(
+            parse_shifter_event(
+                &json!({"detail-type": "CloudWatch Alarm State Change", "detail": {}})
+            ),
+            Err(EventError::Malformed { .. })
+        ));
+    }
+}
