@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// SQS delays a message by 15 minutes at most; longer waits re-arm on arrival.
 pub const MAX_TIMER_DELAY_SECS: i64 = 900;
@@ -268,6 +269,19 @@ impl Engine {
     }
 
     async fn drive(
+        &self,
+        stored: Stored,
+        inputs: VecDeque<Input>,
+        actions: Vec<Command>,
+    ) -> Result<Deployment, EngineError> {
+        // Every log line of the drive carries the deployment id.
+        let span = tracing::info_span!("deployment", deployment_id = %stored.deployment.id);
+        self.drive_in_span(stored, inputs, actions)
+            .instrument(span)
+            .await
+    }
+
+    async fn drive_in_span(
         &self,
         mut stored: Stored,
         mut inputs: VecDeque<Input>,

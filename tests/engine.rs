@@ -7,7 +7,7 @@ mod support;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use sluice::domain::deployment::{
-    Command, Deployment, DeploymentSpec, EventKind, OnBusy, Phase, VersionSource,
+    Command, Deployment, DeploymentSpec, EventKind, Input, OnBusy, Phase, VersionSource,
 };
 use sluice::engine::{Engine, EngineError, TimerMessage};
 use sluice::store::Store;
@@ -573,5 +573,97 @@ async fn the_shifter_function_runs_deployments_from_its_event_sources() -> Resul
         done.phase
     );
     assert_eq!(w.alias().await?, ("2".to_owned(), vec![]));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn operators_promote_pause_resume_abort_and_retry() -> Result<()> {
+    let w = world().await?;
+    // Promote: the hour-long bakes are skipped; every gate still runs.
+    let d = w
+        .engine
+        .start(
+            "promoted",
+            spec("2", "linear:25:1h", Some("pre-ok"), Some("post-ok")),
+        )
+        .await?;
+    assert!(matches!(d.phase, Phase::Baking { step: 0, .. }));
+    let d = w.engine.apply("promoted", Input::Promote).await?;
+    assert_eq!(d.phase, Phase::Promoted);
+    assert_eq!(w.hook_calls("pre-ok").len(), 4);
+    assert_eq!(w.hook_calls("post-ok").len(), 4);
+    assert_eq!(w.alias().await?, ("2".to_owned(), vec![]));
+
+    // Pause holds a bake: its timer changes nothing; resume goes on from where it stood.
+    let d = w
+        .engine
+        .start("paused", spec("3", "canary:10:1s", None, None))
+        .await?;
+    assert!(matches!(d.phase, Phase::Baking { .. }));
+    w.engine.apply("paused", Input::Pause).await?;
+    let d = w
+        .engine
+        .apply("paused", Input::TimerFired { step: 0 })
+        .await?;
+    assert!(
+        matches!(d.phase, Phase::Baking { .. }) && d.paused,
+        "{:?}",
+        d.phase
+    );
+    assert_eq!(
+        w.alias().await?,
+        ("2".to_owned(), vec![("3".to_owned(), 0.1)])
+    );
+    w.engine.apply("paused", Input::Resume).await?;
+    let [d] = w.run_to_end(&["paused"]).await?.try_into().expect("one");
+    assert_eq!(d.phase, Phase::Promoted);
+    assert_eq!(w.alias().await?, ("3".to_owned(), vec![]));
+
+    // Abort rolls back at once; retry starts the same deployment anew.
+    let d = w
+        .engine
+        .start("aborted", spec("2", "canary:10:1h", None, None))
+        .await?;
+    assert!(matches!(d.phase, Phase::Baking { .. }));
+    let d = w
+        .engine
+        .apply(
+            "aborted",
+            Input::Abort {
+                reason: "operator".into(),
+            },
+        )
+        .await?;
+    assert!(
+        matches!(&d.phase, Phase::RolledBack { reason } if reason.contains("operator")),
+        "{:?}",
+        d.phase
+    );
+    assert_eq!(w.alias().await?, ("3".to_owned(), vec![]));
+    w.engine
+        .apply(
+            "aborted",
+            Input::Retry {
+                new_id: "aborted-again".into(),
+            },
+        )
+        .await?;
+    let again = w.engine.store.load("aborted-again").await?.deployment;
+    assert!(
+        matches!(again.phase, Phase::Baking { .. }),
+        "{:?}",
+        again.phase
+    );
+    assert_eq!(again.spec, d.spec);
+    assert_eq!(
+        w.engine
+            .store
+            .load("aborted")
+            .await?
+            .deployment
+            .retried_as
+            .as_deref(),
+        Some("aborted-again")
+    );
     Ok(())
 }
