@@ -577,6 +577,7 @@ impl Engine {
             steps: d.schedule.steps.len(),
             weight,
             gate,
+            smoke_tests: d.spec.smoke_tests.clone(),
         };
         let invoked = self
             .lambda

@@ -7,5 +7,6 @@ pub mod aws;
 pub mod domain;
 pub mod engine;
 pub mod events;
+pub mod pre_traffic;
 pub mod store;
 pub mod telemetry;

@@ -114,6 +114,7 @@ fn spec(version: &str, config: &str, pre: Option<&str>, post: Option<&str>) -> D
         post_traffic_hook: post.map(str::to_owned),
         alarms: vec![],
         on_busy: OnBusy::Queue,
+        smoke_tests: vec![],
     }
 }
 
@@ -664,6 +665,67 @@ async fn operators_promote_pause_resume_abort_and_retry() -> Result<()> {
             .retried_as
             .as_deref(),
         Some("aborted-again")
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_pre_traffic_hook_stops_a_version_that_fails_its_smoke_tests() -> Result<()> {
+    let w = world().await?;
+    let hook = w
+        .stack
+        .var("SLUICE_RESOURCE_PRE_TRAFFIC_FUNCTION")
+        .to_owned();
+    let smoke: Vec<sluice::domain::smoke::SmokeTest> = serde_json::from_value(serde_json::json!([
+        {"name": "greets by name", "event": {"name": "Ada"}, "expect": {"fields": {"/message": "Hello, Ada!"}}}
+    ]))?;
+
+    let mut healthy = spec("2", "AllAtOnce", Some(&hook), None);
+    healthy.smoke_tests = smoke.clone();
+    let d = w.engine.start("smoke-passes", healthy).await?;
+    assert_eq!(d.phase, Phase::Promoted, "{:?}", d.phase);
+    let timeline = w.engine.store.events("smoke-passes").await?;
+    assert!(
+        timeline
+            .iter()
+            .any(|e| e.message.contains("1 smoke tests passed on version 2")),
+        "{timeline:?}"
+    );
+
+    // Version 4: the same code, configured to fail every call.
+    w.lambda
+        .update_function_configuration()
+        .function_name("greeter")
+        .environment(
+            aws_sdk_lambda::types::Environment::builder()
+                .variables("GREETER_MODE", "failing")
+                .build(),
+        )
+        .send()
+        .await?;
+    let v4 = w
+        .lambda
+        .publish_version()
+        .function_name("greeter")
+        .send()
+        .await?;
+    let mut failing = spec(
+        v4.version().context("version")?,
+        "canary:10:1s",
+        Some(&hook),
+        None,
+    );
+    failing.smoke_tests = smoke;
+    let d = w.engine.start("smoke-fails", failing).await?;
+    assert!(
+        matches!(&d.phase, Phase::RolledBack { reason } if reason.contains("smoke tests failed") && reason.contains("failed on purpose")),
+        "{:?}",
+        d.phase
+    );
+    assert_eq!(
+        w.alias().await?,
+        ("2".to_owned(), vec![]),
+        "the failing version never got traffic"
     );
     Ok(())
 }

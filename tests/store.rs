@@ -20,6 +20,7 @@ fn spec() -> DeploymentSpec {
         post_traffic_hook: None,
         alarms: vec![],
         on_busy: OnBusy::Queue,
+        smoke_tests: vec![],
     }
 }
 

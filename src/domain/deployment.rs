@@ -13,6 +13,7 @@
 //! version) → rolled back.
 
 use crate::domain::config::{DeploymentConfig, Schedule};
+use crate::domain::smoke::SmokeTest;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +60,9 @@ pub struct DeploymentSpec {
     pub alarms: Vec<String>,
     #[serde(default)]
     pub on_busy: OnBusy,
+    /// Sent to the hooks: what the PreTraffic hook runs against the new version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub smoke_tests: Vec<SmokeTest>,
 }
 
 /// Named as CodeDeploy names its lifecycle hooks, in the hook contract too.

@@ -2,6 +2,7 @@
 //! and what it answers. Any Lambda that speaks it can gate a shift.
 
 use crate::domain::deployment::Gate;
+use crate::domain::smoke::SmokeTest;
 use serde::{Deserialize, Serialize};
 
 /// Sent to a hook function (synchronously, with a deadline) before or after each shift.
@@ -19,6 +20,9 @@ pub struct HookRequest {
     /// Percent of traffic on the new version: about to be (PreTraffic) or now (PostTraffic).
     pub weight: f64,
     pub gate: Gate,
+    /// The deployment's smoke tests (what a PreTraffic hook runs against `to_version`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub smoke_tests: Vec<SmokeTest>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,5 +64,29 @@ impl HookResponse {
             (None, false) => format!("failed checks: {}", failed.join(", ")),
             (None, true) => format!("{} checks passed", self.checks.len()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(name: &str) -> String {
+        std::fs::read_to_string(format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn the_documented_samples_are_the_contract() {
+        let request: HookRequest = serde_json::from_str(&sample("hook-request.json")).unwrap();
+        assert_eq!(
+            (request.gate, request.step, request.weight),
+            (Gate::PreTraffic, 1, 10.0)
+        );
+        assert_eq!(request.smoke_tests.len(), 2);
+        let response: HookResponse = serde_json::from_str(&sample("hook-response.json")).unwrap();
+        assert_eq!(response.status, HookStatus::Failed);
+        assert!(response.summary().starts_with("smoke tests failed"));
+        let minimal: HookResponse = serde_json::from_str(r#"{"status":"Succeeded"}"#).unwrap();
+        assert_eq!(minimal.summary(), "0 checks passed");
     }
 }

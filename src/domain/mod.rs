@@ -3,3 +3,4 @@
 pub mod config;
 pub mod deployment;
 pub mod hooks;
+pub mod smoke;

@@ -16,6 +16,7 @@ fn spec(config: &str) -> DeploymentSpec {
         post_traffic_hook: Some("post".into()),
         alarms: vec!["errors".into()],
         on_busy: OnBusy::Queue,
+        smoke_tests: vec![],
     }
 }
 
