@@ -578,6 +578,9 @@ impl Engine {
             weight,
             gate,
             smoke_tests: d.spec.smoke_tests.clone(),
+            analysis: d.spec.analysis.clone(),
+            // The PostTraffic gate starts when the shift is acknowledged.
+            shifted_at: (gate == Gate::PostTraffic).then_some(d.updated_at),
         };
         let invoked = self
             .lambda

@@ -7,6 +7,6 @@ pub mod aws;
 pub mod domain;
 pub mod engine;
 pub mod events;
-pub mod pre_traffic;
+pub mod gates;
 pub mod store;
 pub mod telemetry;

@@ -115,6 +115,7 @@ fn spec(version: &str, config: &str, pre: Option<&str>, post: Option<&str>) -> D
         alarms: vec![],
         on_busy: OnBusy::Queue,
         smoke_tests: vec![],
+        analysis: None,
     }
 }
 
@@ -688,7 +689,7 @@ async fn the_pre_traffic_hook_stops_a_version_that_fails_its_smoke_tests() -> Re
     assert!(
         timeline
             .iter()
-            .any(|e| e.message.contains("1 smoke tests passed on version 2")),
+            .any(|e| e.message.contains("1 checks passed on version 2")),
         "{timeline:?}"
     );
 
@@ -718,7 +719,7 @@ async fn the_pre_traffic_hook_stops_a_version_that_fails_its_smoke_tests() -> Re
     failing.smoke_tests = smoke;
     let d = w.engine.start("smoke-fails", failing).await?;
     assert!(
-        matches!(&d.phase, Phase::RolledBack { reason } if reason.contains("smoke tests failed") && reason.contains("failed on purpose")),
+        matches!(&d.phase, Phase::RolledBack { reason } if reason.contains("checks failed") && reason.contains("failed on purpose")),
         "{:?}",
         d.phase
     );
@@ -726,6 +727,80 @@ async fn the_pre_traffic_hook_stops_a_version_that_fails_its_smoke_tests() -> Re
         w.alias().await?,
         ("2".to_owned(), vec![]),
         "the failing version never got traffic"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn post_traffic_analysis_judges_real_traffic_through_the_alias() -> Result<()> {
+    let w = world().await?;
+    let hook = w
+        .stack
+        .var("SLUICE_RESOURCE_POST_TRAFFIC_FUNCTION")
+        .to_owned();
+    let analysis: sluice::domain::analysis::AnalysisSettings = serde_json::from_value(
+        serde_json::json!({
+            "max_error_rate": 5.0, "min_invocations": 10, "on_inconclusive": "wait", "max_wait_seconds": 8
+        }),
+    )?;
+    // Callers keep using the alias while the deployments run.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut traffic = tokio::task::JoinSet::new();
+    for _ in 0..2 {
+        let (lambda, stop) = (w.lambda.clone(), stop.clone());
+        traffic.spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = lambda
+                    .invoke()
+                    .function_name("greeter")
+                    .qualifier("live")
+                    .send()
+                    .await;
+            }
+        });
+    }
+
+    let mut healthy = spec("2", "AllAtOnce", None, Some(&hook));
+    healthy.analysis = Some(analysis.clone());
+    let d = w.engine.start("analysed-healthy", healthy).await?;
+    assert_eq!(d.phase, Phase::Promoted, "{:?}", d.phase);
+
+    // Version 4 fails 30% of its calls.
+    let env = aws_sdk_lambda::types::Environment::builder()
+        .variables("GREETER_MODE", "failing")
+        .variables("GREETER_FAILURE_RATE", "0.3")
+        .build();
+    w.lambda
+        .update_function_configuration()
+        .function_name("greeter")
+        .environment(env)
+        .send()
+        .await?;
+    let v4 = w
+        .lambda
+        .publish_version()
+        .function_name("greeter")
+        .send()
+        .await?;
+    let mut failing = spec(
+        v4.version().context("version")?,
+        "canary:10:1h",
+        None,
+        Some(&hook),
+    );
+    failing.analysis = Some(analysis);
+    let d = w.engine.start("analysed-failing", failing).await?;
+    stop.store(true, Ordering::Relaxed);
+    while traffic.join_next().await.is_some() {}
+    assert!(
+        matches!(&d.phase, Phase::RolledBack { reason } if reason.contains("PostTraffic") && reason.contains("error rate")),
+        "{:?}",
+        d.phase
+    );
+    assert_eq!(
+        w.alias().await?,
+        ("2".to_owned(), vec![]),
+        "back to 100% on the old version"
     );
     Ok(())
 }

@@ -89,8 +89,11 @@ struct AliasRoute {
 }
 
 /// What moto knows of one function, cached until a write goes through sluice-local.
+/// `generation` counts those writes: an answer fetched before a write must not
+/// be cached after it, or a concurrent call would pin the old routing.
 #[derive(Default)]
 struct FunctionCache {
+    generation: u64,
     specs: HashMap<String, Arc<FunctionSpec>>,
     aliases: HashMap<String, AliasRoute>,
 }
@@ -128,11 +131,34 @@ impl Invoker {
 
     /// Forgets what is cached of a function; called for every write to it.
     pub fn invalidate(&self, function_name: &str) {
-        self.cache.lock().expect("cache lock").remove(function_name);
+        let mut cache = self.cache.lock().expect("cache lock");
+        let entry = cache.entry(function_name.to_owned()).or_default();
+        entry.generation += 1;
+        entry.specs.clear();
+        entry.aliases.clear();
     }
 
     pub fn invalidate_all(&self) {
-        self.cache.lock().expect("cache lock").clear();
+        let mut cache = self.cache.lock().expect("cache lock");
+        for entry in cache.values_mut() {
+            entry.generation += 1;
+            entry.specs.clear();
+            entry.aliases.clear();
+        }
+    }
+
+    fn generation(&self, function: &str) -> u64 {
+        let mut cache = self.cache.lock().expect("cache lock");
+        cache.entry(function.to_owned()).or_default().generation
+    }
+
+    /// Caches what was read at `generation`, unless a write came in since.
+    fn remember(&self, function: &str, generation: u64, store: impl FnOnce(&mut FunctionCache)) {
+        let mut cache = self.cache.lock().expect("cache lock");
+        let entry = cache.entry(function.to_owned()).or_default();
+        if entry.generation == generation {
+            store(entry);
+        }
     }
 
     fn function_arn(&self, name: &str) -> String {
@@ -166,6 +192,7 @@ impl Invoker {
         {
             return Ok(route.clone());
         }
+        let generation = self.generation(function);
         let out = self
             .moto_lambda
             .get_alias()
@@ -188,13 +215,9 @@ impl Invoker {
             version: out.function_version().unwrap_or("$LATEST").to_owned(),
             weights,
         };
-        self.cache
-            .lock()
-            .expect("cache lock")
-            .entry(function.to_owned())
-            .or_default()
-            .aliases
-            .insert(alias.to_owned(), route.clone());
+        self.remember(function, generation, |c| {
+            c.aliases.insert(alias.to_owned(), route.clone());
+        });
         Ok(route)
     }
 
@@ -208,6 +231,7 @@ impl Invoker {
         {
             return Ok(spec.clone());
         }
+        let generation = self.generation(function);
         let config = self
             .moto_lambda
             .get_function_configuration()
@@ -239,13 +263,9 @@ impl Invoker {
             handler: config.handler().map(str::to_owned),
             environment,
         });
-        self.cache
-            .lock()
-            .expect("cache lock")
-            .entry(function.to_owned())
-            .or_default()
-            .specs
-            .insert(version.to_owned(), spec.clone());
+        self.remember(function, generation, |c| {
+            c.specs.insert(version.to_owned(), spec.clone());
+        });
         Ok(spec)
     }
 

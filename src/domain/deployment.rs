@@ -12,6 +12,7 @@
 //! gate, alarm, failed analysis or abort → rolling back (alias 100% on the old
 //! version) → rolled back.
 
+use crate::domain::analysis::AnalysisSettings;
 use crate::domain::config::{DeploymentConfig, Schedule};
 use crate::domain::smoke::SmokeTest;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
@@ -63,6 +64,9 @@ pub struct DeploymentSpec {
     /// Sent to the hooks: what the PreTraffic hook runs against the new version.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub smoke_tests: Vec<SmokeTest>,
+    /// Sent to the hooks: how the PostTraffic hook judges the new version's metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisSettings>,
 }
 
 /// Named as CodeDeploy names its lifecycle hooks, in the hook contract too.

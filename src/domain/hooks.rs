@@ -1,6 +1,7 @@
 //! The hook contract: what a PreTraffic or PostTraffic hook function is sent,
 //! and what it answers. Any Lambda that speaks it can gate a shift.
 
+use crate::domain::analysis::AnalysisSettings;
 use crate::domain::deployment::Gate;
 use crate::domain::smoke::SmokeTest;
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,12 @@ pub struct HookRequest {
     /// The deployment's smoke tests (what a PreTraffic hook runs against `to_version`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub smoke_tests: Vec<SmokeTest>,
+    /// How a PostTraffic hook judges the new version's metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisSettings>,
+    /// For PostTraffic: when the alias took this step's weight (the analysis window's start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shifted_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,7 +92,7 @@ mod tests {
         assert_eq!(request.smoke_tests.len(), 2);
         let response: HookResponse = serde_json::from_str(&sample("hook-response.json")).unwrap();
         assert_eq!(response.status, HookStatus::Failed);
-        assert!(response.summary().starts_with("smoke tests failed"));
+        assert!(response.summary().starts_with("checks failed"));
         let minimal: HookResponse = serde_json::from_str(r#"{"status":"Succeeded"}"#).unwrap();
         assert_eq!(minimal.summary(), "0 checks passed");
     }

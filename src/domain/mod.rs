@@ -1,5 +1,6 @@
 //! The pure core: configs, schedules and state machines. No I/O here.
 
+pub mod analysis;
 pub mod config;
 pub mod deployment;
 pub mod hooks;

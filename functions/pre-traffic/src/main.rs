@@ -10,7 +10,7 @@ async fn main() -> Result<(), Error> {
     let lambda = &lambda;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<HookRequest>| async move {
-            Ok::<HookResponse, Error>(sluice::pre_traffic::run(lambda, &event.payload).await)
+            Ok::<HookResponse, Error>(sluice::gates::pre_traffic(lambda, &event.payload).await)
         },
     ))
     .await
