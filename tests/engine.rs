@@ -120,6 +120,26 @@ fn spec(version: &str, config: &str, pre: Option<&str>, post: Option<&str>) -> D
 }
 
 impl World {
+    /// An alarm on the greeter's errors, in state INSUFFICIENT_DATA until a test sets it.
+    async fn create_alarm(&self, name: &str) -> Result<()> {
+        self.engine
+            .cloudwatch
+            .put_metric_alarm()
+            .alarm_name(name)
+            .namespace("AWS/Lambda")
+            .metric_name("Errors")
+            .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
+            .period(60)
+            .evaluation_periods(1)
+            .threshold(1.0)
+            .comparison_operator(
+                aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanOrEqualToThreshold,
+            )
+            .send()
+            .await?;
+        Ok(())
+    }
+
     async fn alias(&self) -> Result<(String, Vec<(String, f64)>)> {
         let a = self
             .lambda
@@ -296,19 +316,7 @@ async fn failed_gates_and_alarms_roll_back_with_the_alias_whole() -> Result<()> 
 
     // An alarm in ALARM fails the gate of the next step, after the first shift.
     let cw = &w.engine.cloudwatch;
-    cw.put_metric_alarm()
-        .alarm_name("greeter-errors")
-        .namespace("AWS/Lambda")
-        .metric_name("Errors")
-        .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
-        .period(60)
-        .evaluation_periods(1)
-        .threshold(1.0)
-        .comparison_operator(
-            aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanOrEqualToThreshold,
-        )
-        .send()
-        .await?;
+    w.create_alarm("greeter-errors").await?;
     let mut watched = spec("2", "canary:10:1s", None, None);
     watched.alarms = vec!["greeter-errors".into()];
     let d = w.engine.start("alarmed", watched.clone()).await?;
@@ -532,21 +540,7 @@ async fn the_shifter_function_runs_deployments_from_its_event_sources() -> Resul
     );
 
     // An alarm going off mid-bake: the state change reaches the shifter and rolls back.
-    w.engine
-        .cloudwatch
-        .put_metric_alarm()
-        .alarm_name("greeter-live-errors")
-        .namespace("AWS/Lambda")
-        .metric_name("Errors")
-        .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
-        .period(60)
-        .evaluation_periods(1)
-        .threshold(1.0)
-        .comparison_operator(
-            aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanOrEqualToThreshold,
-        )
-        .send()
-        .await?;
+    w.create_alarm("greeter-live-errors").await?;
     let mut watched = spec("3", "canary:10:1h", None, None);
     watched.alarms = vec!["greeter-live-errors".into()];
     let (d, _) = Deployment::create("watched", watched, chrono::Utc::now());

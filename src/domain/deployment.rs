@@ -385,6 +385,45 @@ fn fail_to_start(d: &mut Deployment, reason: String, now: Time, commands: &mut V
     enter(d, Phase::FailedToStart { reason }, now, commands);
 }
 
+/// Records a gate's result; a failed gate starts the rollback. Returns whether it passed.
+fn gate_recorded(
+    d: &mut Deployment,
+    gate: Gate,
+    step: usize,
+    passed: bool,
+    reason: &str,
+    now: Time,
+    commands: &mut Vec<Command>,
+) -> bool {
+    let name = match gate {
+        Gate::PreTraffic => "PreTraffic",
+        Gate::PostTraffic => "PostTraffic",
+    };
+    let kind = if passed {
+        EventKind::GatePassed
+    } else {
+        EventKind::GateFailed
+    };
+    commands.push(record(
+        now,
+        kind,
+        format!("{name} at step {}: {reason}", step + 1),
+    ));
+    if !passed {
+        let at = match gate {
+            Gate::PreTraffic => format!("before {}%", d.step_weight(step)),
+            Gate::PostTraffic => format!("at {}%", d.weight),
+        };
+        roll_back(
+            d,
+            format!("{name} gate failed {at}: {reason}"),
+            now,
+            commands,
+        );
+    }
+    passed
+}
+
 /// After `step`'s PostTraffic gate: bake, or go straight on when waits are skipped.
 fn after_step(d: &mut Deployment, step: usize, now: Time, commands: &mut Vec<Command>) {
     let bake = d.schedule.steps[step].bake;
@@ -506,28 +545,9 @@ fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command
                 reason,
             },
         ) if step == s => {
-            if !passed {
-                commands.push(record(
-                    now,
-                    EventKind::GateFailed,
-                    format!("PreTraffic at step {}: {reason}", step + 1),
-                ));
-                roll_back(
-                    d,
-                    format!(
-                        "PreTraffic gate failed before {}%: {reason}",
-                        d.step_weight(*step)
-                    ),
-                    now,
-                    commands,
-                );
+            if !gate_recorded(d, Gate::PreTraffic, *step, *passed, reason, now, commands) {
                 return true;
             }
-            commands.push(record(
-                now,
-                EventKind::GatePassed,
-                format!("PreTraffic at step {}: {reason}", step + 1),
-            ));
             enter(d, Phase::Shifting { step: *step }, now, commands);
         }
         (
@@ -557,25 +577,9 @@ fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command
                 reason,
             },
         ) if step == s => {
-            if !passed {
-                commands.push(record(
-                    now,
-                    EventKind::GateFailed,
-                    format!("PostTraffic at step {}: {reason}", step + 1),
-                ));
-                roll_back(
-                    d,
-                    format!("PostTraffic gate failed at {}%: {reason}", d.weight),
-                    now,
-                    commands,
-                );
+            if !gate_recorded(d, Gate::PostTraffic, *step, *passed, reason, now, commands) {
                 return true;
             }
-            commands.push(record(
-                now,
-                EventKind::GatePassed,
-                format!("PostTraffic at step {}: {reason}", step + 1),
-            ));
             if *step == d.last_step() {
                 commands.push(record(
                     now,
