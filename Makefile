@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 STATE_DIR := .sluice-local
 
-.PHONY: help venv build lint test dev dev-down sam-build bench-local clean
+.PHONY: help venv build lint test dev dev-down sam-build bench-local bench-engine clean
 
 help:
 	@echo "make test         every check and test (what CI runs)"
@@ -15,6 +15,7 @@ help:
 	@echo "make dev-down     stop them"
 	@echo "make sam-build    build every function of template.yaml with cargo-lambda (x86_64)"
 	@echo "make bench-local  latency of invokes through sluice-local, and cold starts"
+	@echo "make bench-engine reaction latency, DynamoDB requests per step, schedule drift"
 
 venv: $(STAMP)
 
@@ -51,6 +52,10 @@ sam-build: venv
 bench-local: venv
 	cargo build --release -p greeter
 	cargo bench -p sluice-local --bench invoke
+
+bench-engine: venv
+	cargo build --release --workspace --bins
+	cargo bench --bench engine
 
 clean: dev-down
 	rm -rf $(STATE_DIR) .aws-sam

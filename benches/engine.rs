@@ -1,0 +1,383 @@
+//! `make bench-engine`: the deployment engine on the local stack (release build).
+//!
+//! - Reaction latency: from an input (a hook result, a timer, an alarm) given
+//!   to the engine to the completed `UpdateAlias` it causes.
+//! - DynamoDB requests per step of a deployment.
+//! - Drift of a `linear:10:10s` deployment's shifts from its schedule, with
+//!   timers through the SQS timer queue as the shifter receives them.
+//!
+//! Times come from SDK interceptors on the engine's own clients.
+
+use anyhow::{Context, Result};
+use aws_sdk_lambda::primitives::Blob;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use sluice::domain::deployment::{
+    Deployment, DeploymentSpec, Gate, Input, OnBusy, Phase, VersionSource,
+};
+use sluice::engine::{Engine, TimerMessage};
+use sluice::store::Store;
+use sluice_local::code::bootstrap_zip;
+use sluice_local::launcher::{LocalStack, StackOptions, build_dir};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Every SDK call the engine makes: (operation, when it finished).
+#[derive(Debug, Clone, Default)]
+struct Calls(Arc<Mutex<Vec<(String, Instant)>>>);
+
+impl Intercept for Calls {
+    fn name(&self) -> &'static str {
+        "bench-calls"
+    }
+
+    fn read_after_execution(
+        &self,
+        _context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let operation = cfg
+            .load::<Metadata>()
+            .map(|m| m.name().to_owned())
+            .unwrap_or_default();
+        self.0
+            .lock()
+            .expect("calls")
+            .push((operation, Instant::now()));
+        Ok(())
+    }
+}
+
+impl Calls {
+    fn since(&self, start: Instant) -> Vec<(String, Instant)> {
+        self.0
+            .lock()
+            .expect("calls")
+            .iter()
+            .filter(|(_, t)| *t >= start)
+            .cloned()
+            .collect()
+    }
+
+    fn first_after(&self, operation: &str, start: Instant) -> Option<Instant> {
+        self.since(start)
+            .into_iter()
+            .find(|(op, _)| op == operation)
+            .map(|(_, t)| t)
+    }
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    samples.sort();
+    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn spec(version: &str, config: &str, alarms: Vec<String>) -> DeploymentSpec {
+    DeploymentSpec {
+        function: "app".into(),
+        alias: "live".into(),
+        source: VersionSource::Version(version.into()),
+        config: config.parse().expect("config"),
+        pre_traffic_hook: None,
+        post_traffic_hook: None,
+        alarms,
+        on_busy: OnBusy::Refuse,
+        smoke_tests: vec![],
+        analysis: None,
+    }
+}
+
+const SAMPLES: usize = 30;
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let work = tempfile::tempdir()?;
+    let mut opts = StackOptions::for_checkout(&root, &build_dir(), &work.path().join("stack"));
+    opts.template = Some(root.join("template.yaml"));
+    opts.skip_functions = vec!["ShifterFunction".into()];
+    let stack = LocalStack::start(&opts)?;
+    let sdk = stack.sdk_config().await;
+
+    let calls = Calls::default();
+    let lambda = aws_sdk_lambda::Client::from_conf(
+        aws_sdk_lambda::config::Builder::from(&sdk)
+            .endpoint_url(stack.var("AWS_ENDPOINT_URL_LAMBDA"))
+            .interceptor(calls.clone())
+            .build(),
+    );
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&sdk)
+            .interceptor(calls.clone())
+            .build(),
+    );
+    let engine = Engine {
+        store: Store::new(
+            dynamodb,
+            stack.var("SLUICE_RESOURCE_STATE_TABLE"),
+            chrono::Duration::days(1),
+        ),
+        lambda: lambda.clone(),
+        cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
+        sqs: aws_sdk_sqs::Client::new(&sdk),
+        timer_queue_url: stack.var("SLUICE_RESOURCE_TIMER_QUEUE").to_owned(),
+        hook_timeout: Duration::from_secs(10),
+        fault: None,
+    };
+
+    // The app: two versions of the greeter behind `live`, and an alarm to raise.
+    let iam = aws_sdk_iam::Client::new(&sdk);
+    let role = iam
+        .create_role()
+        .role_name("bench")
+        .assume_role_policy_document("{}")
+        .send()
+        .await?
+        .role
+        .context("role")?
+        .arn;
+    let greeter = std::fs::read(build_dir().join("greeter"))
+        .context("greeter (make bench-engine builds it)")?;
+    lambda
+        .create_function()
+        .function_name("app")
+        .runtime(aws_sdk_lambda::types::Runtime::from("provided.al2023"))
+        .handler("bootstrap")
+        .role(&role)
+        .code(
+            aws_sdk_lambda::types::FunctionCode::builder()
+                .zip_file(Blob::new(bootstrap_zip(&greeter, &[("release", b"1")])))
+                .build(),
+        )
+        .publish(true)
+        .send()
+        .await?;
+    lambda
+        .update_function_code()
+        .function_name("app")
+        .zip_file(Blob::new(bootstrap_zip(&greeter, &[("release", b"2")])))
+        .send()
+        .await?;
+    lambda.publish_version().function_name("app").send().await?;
+    lambda
+        .create_alias()
+        .function_name("app")
+        .name("live")
+        .function_version("1")
+        .send()
+        .await?;
+    let cloudwatch = &engine.cloudwatch;
+    cloudwatch
+        .put_metric_alarm()
+        .alarm_name("app-errors")
+        .namespace("AWS/Lambda")
+        .metric_name("Errors")
+        .statistic(aws_sdk_cloudwatch::types::Statistic::Sum)
+        .period(60)
+        .evaluation_periods(1)
+        .threshold(1.0)
+        .comparison_operator(
+            aws_sdk_cloudwatch::types::ComparisonOperator::GreaterThanOrEqualToThreshold,
+        )
+        .send()
+        .await?;
+
+    // Reaction latency, alternating 1 → 2 and 2 → 1 so each deployment has something to shift.
+    let other = |v: u32| if v == 1 { "2" } else { "1" };
+    let (mut hook, mut timer, mut alarm) = (Vec::new(), Vec::new(), Vec::new());
+    let mut on = 1u32;
+    for i in 0..SAMPLES {
+        // A deployment whose first PreTraffic gate is under way (set up directly in that phase).
+        let id = format!("shift-{i}");
+        let (mut d, _) = Deployment::create(
+            &id,
+            spec(other(on), "canary:10:1s", vec![]),
+            chrono::Utc::now(),
+        );
+        d.phase = Phase::PreTraffic { step: 0 };
+        d.from_version = Some(on.to_string());
+        d.to_version = Some(other(on).to_owned());
+        engine.store.create(&d, &[]).await?;
+        engine
+            .store
+            .acquire_lock("app", "live", &id, chrono::Utc::now())
+            .await?;
+        // A hook result: the gate passes; the alias takes 10%.
+        let start = Instant::now();
+        let d = engine
+            .apply(
+                &id,
+                Input::GateResult {
+                    gate: Gate::PreTraffic,
+                    step: 0,
+                    passed: true,
+                    reason: "bench".into(),
+                },
+            )
+            .await?;
+        hook.push(
+            calls
+                .first_after("UpdateAlias", start)
+                .context("no UpdateAlias")?
+                - start,
+        );
+        // A timer: once the 1 s bake is over, the next gate runs and the alias takes 100%.
+        let Phase::Baking { until, .. } = d.phase else {
+            anyhow::bail!("{id} is {:?}", d.phase)
+        };
+        tokio::time::sleep(
+            (until - chrono::Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(5),
+        )
+        .await;
+        let start = Instant::now();
+        let d = engine.apply(&id, Input::TimerFired { step: 0 }).await?;
+        timer.push(
+            calls
+                .first_after("UpdateAlias", start)
+                .context("no UpdateAlias")?
+                - start,
+        );
+        anyhow::ensure!(d.phase == Phase::Promoted, "{id} ended {:?}", d.phase);
+        on = if on == 1 { 2 } else { 1 };
+
+        // An alarm: the state change arrives mid-bake; the alias goes back at once.
+        let id = format!("alarm-{i}");
+        engine
+            .start(
+                &id,
+                spec(other(on), "canary:10:1h", vec!["app-errors".into()]),
+            )
+            .await?;
+        let start = Instant::now();
+        let hit = engine.alarm_raised("app-errors").await?;
+        anyhow::ensure!(hit == 1, "the alarm reached {hit} deployments");
+        alarm.push(
+            calls
+                .first_after("UpdateAlias", start)
+                .context("no UpdateAlias")?
+                - start,
+        );
+    }
+
+    // DynamoDB requests per step: a four-step deployment, end to end.
+    let next = other(on);
+    let start = Instant::now();
+    engine
+        .start("per-step", spec(next, "linear:25:1h", vec![]))
+        .await?;
+    for _ in 0..3 {
+        engine.apply("per-step", Input::Promote).await?;
+    }
+    let d = engine.store.load("per-step").await?.deployment;
+    anyhow::ensure!(d.phase == Phase::Promoted, "per-step ended {:?}", d.phase);
+    let ddb: Vec<String> = calls
+        .since(start)
+        .into_iter()
+        .map(|(op, _)| op)
+        .filter(|op| {
+            [
+                "GetItem",
+                "PutItem",
+                "DeleteItem",
+                "TransactWriteItems",
+                "Query",
+            ]
+            .contains(&op.as_str())
+        })
+        .collect();
+    on = if on == 1 { 2 } else { 1 };
+
+    // Drift: linear:10:10s with timers through the queue, as the shifter gets them.
+    let next = other(on);
+    let drift_start = Instant::now();
+    engine
+        .start("drift", spec(next, "linear:10:10s", vec![]))
+        .await?;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let d = engine.store.load("drift").await?.deployment;
+        if d.phase.is_terminal() || Instant::now() > deadline {
+            anyhow::ensure!(d.phase == Phase::Promoted, "drift run ended {:?}", d.phase);
+            break;
+        }
+        let received = engine
+            .sqs
+            .receive_message()
+            .queue_url(&engine.timer_queue_url)
+            .wait_time_seconds(1)
+            .send()
+            .await?;
+        for m in received.messages() {
+            let timer: TimerMessage = serde_json::from_str(m.body().unwrap_or_default())?;
+            engine.timer(&timer).await?;
+            engine
+                .sqs
+                .delete_message()
+                .queue_url(&engine.timer_queue_url)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await?;
+        }
+    }
+    let shifts: Vec<Instant> = calls
+        .since(drift_start)
+        .into_iter()
+        .filter(|(op, _)| op == "UpdateAlias")
+        .map(|(_, t)| t)
+        .collect();
+    let first = shifts[0];
+    let drift: Vec<Duration> = shifts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let scheduled = first + Duration::from_secs(10 * i as u64);
+            if *t > scheduled {
+                *t - scheduled
+            } else {
+                scheduled - *t
+            }
+        })
+        .collect();
+
+    println!("sluice engine benchmark (release build, local stack, {SAMPLES} samples per input)");
+    for (name, samples) in [
+        ("hook result", &mut hook),
+        ("timer", &mut timer),
+        ("alarm event", &mut alarm),
+    ] {
+        println!(
+            "reaction, {name:<12} → alias updated: median {}  p99 {}   (target: median under 100 ms)",
+            ms(percentile(samples, 0.5)),
+            ms(percentile(samples, 0.99))
+        );
+    }
+    println!(
+        "DynamoDB requests, linear:25 (4 steps, promoted): {} in all, {:.1} per step   (target: 4 or fewer)   {:?}",
+        ddb.len(),
+        ddb.len() as f64 / 4.0,
+        ddb.iter().fold(
+            std::collections::BTreeMap::<&str, usize>::new(),
+            |mut m, op| {
+                *m.entry(op.as_str()).or_default() += 1;
+                m
+            }
+        )
+    );
+    println!(
+        "drift, linear:10:10s ({} shifts): median {}  max {}   (target: under 1 s)",
+        shifts.len(),
+        ms(percentile(&mut drift.clone(), 0.5)),
+        ms(*drift.iter().max().unwrap_or(&Duration::ZERO))
+    );
+    Ok(())
+}
