@@ -210,7 +210,7 @@ impl Engine {
         let d = &stored.deployment;
         let mut inputs = VecDeque::new();
         match &d.phase {
-            Phase::Queued { holder } => {
+            Phase::Queued { .. } => {
                 // A holder that finished without releasing (it died first) is released for it.
                 let current = self
                     .store
@@ -225,9 +225,9 @@ impl Engine {
                     },
                 };
                 if holder_done {
-                    if current.is_some() {
+                    if let Some(h) = &current {
                         self.store
-                            .release_lock(&d.spec.function, &d.spec.alias, holder)
+                            .release_lock(&d.spec.function, &d.spec.alias, h)
                             .await?;
                     }
                     inputs.push_back(Input::LockFreed);

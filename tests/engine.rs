@@ -798,3 +798,62 @@ async fn post_traffic_analysis_judges_real_traffic_through_the_alias() -> Result
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lock_left_by_a_finished_deployment_is_freed_for_the_next() -> Result<()> {
+    let w = world().await?;
+    w.engine
+        .start("holder", spec("2", "canary:10:1h", None, None))
+        .await?;
+    let waiter = w
+        .engine
+        .start("waiter", spec("3", "canary:10:1h", None, None))
+        .await?;
+    assert!(
+        matches!(waiter.phase, Phase::Queued { .. }),
+        "{:?}",
+        waiter.phase
+    );
+    // The holder's worker dies after the rollback, before releasing the lock.
+    let dies_at_release = Engine {
+        fault: Some(Arc::new(|c: &Command| matches!(c, Command::ReleaseLock))),
+        ..w.engine.clone()
+    };
+    let died = dies_at_release
+        .apply(
+            "holder",
+            Input::Abort {
+                reason: "operator".into(),
+            },
+        )
+        .await;
+    assert!(matches!(died, Err(EngineError::Injected(_))), "{died:?}");
+    assert_eq!(
+        w.engine
+            .store
+            .lock_holder("greeter", "live")
+            .await?
+            .as_deref(),
+        Some("holder")
+    );
+    // The sweep finds the waiter and frees the lock its finished holder left.
+    let waiter = w.engine.resume("waiter").await?;
+    assert!(
+        matches!(waiter.phase, Phase::Baking { .. }),
+        "{:?}",
+        waiter.phase
+    );
+    assert_eq!(
+        w.engine
+            .store
+            .lock_holder("greeter", "live")
+            .await?
+            .as_deref(),
+        Some("waiter")
+    );
+    assert_eq!(
+        w.alias().await?,
+        ("1".to_owned(), vec![("3".to_owned(), 0.1)])
+    );
+    Ok(())
+}
