@@ -140,6 +140,27 @@ impl World {
         Ok(())
     }
 
+    /// Publishes the greeter's current code as a version failing `rate` of its calls.
+    async fn publish_failing(&self, rate: &str) -> Result<String> {
+        let env = aws_sdk_lambda::types::Environment::builder()
+            .variables("GREETER_MODE", "failing")
+            .variables("GREETER_FAILURE_RATE", rate)
+            .build();
+        self.lambda
+            .update_function_configuration()
+            .function_name("greeter")
+            .environment(env)
+            .send()
+            .await?;
+        let published = self
+            .lambda
+            .publish_version()
+            .function_name("greeter")
+            .send()
+            .await?;
+        Ok(published.version().context("version")?.to_owned())
+    }
+
     async fn alias(&self) -> Result<(String, Vec<(String, f64)>)> {
         let a = self
             .lambda
@@ -688,28 +709,8 @@ async fn the_pre_traffic_hook_stops_a_version_that_fails_its_smoke_tests() -> Re
     );
 
     // Version 4: the same code, configured to fail every call.
-    w.lambda
-        .update_function_configuration()
-        .function_name("greeter")
-        .environment(
-            aws_sdk_lambda::types::Environment::builder()
-                .variables("GREETER_MODE", "failing")
-                .build(),
-        )
-        .send()
-        .await?;
-    let v4 = w
-        .lambda
-        .publish_version()
-        .function_name("greeter")
-        .send()
-        .await?;
-    let mut failing = spec(
-        v4.version().context("version")?,
-        "canary:10:1s",
-        Some(&hook),
-        None,
-    );
+    let v4 = w.publish_failing("1.0").await?;
+    let mut failing = spec(&v4, "canary:10:1s", Some(&hook), None);
     failing.smoke_tests = smoke;
     let d = w.engine.start("smoke-fails", failing).await?;
     assert!(
@@ -760,28 +761,8 @@ async fn post_traffic_analysis_judges_real_traffic_through_the_alias() -> Result
     assert_eq!(d.phase, Phase::Promoted, "{:?}", d.phase);
 
     // Version 4 fails 30% of its calls.
-    let env = aws_sdk_lambda::types::Environment::builder()
-        .variables("GREETER_MODE", "failing")
-        .variables("GREETER_FAILURE_RATE", "0.3")
-        .build();
-    w.lambda
-        .update_function_configuration()
-        .function_name("greeter")
-        .environment(env)
-        .send()
-        .await?;
-    let v4 = w
-        .lambda
-        .publish_version()
-        .function_name("greeter")
-        .send()
-        .await?;
-    let mut failing = spec(
-        v4.version().context("version")?,
-        "canary:10:1h",
-        None,
-        Some(&hook),
-    );
+    let v4 = w.publish_failing("0.3").await?;
+    let mut failing = spec(&v4, "canary:10:1h", None, Some(&hook));
     failing.analysis = Some(analysis);
     let d = w.engine.start("analysed-failing", failing).await?;
     stop.store(true, Ordering::Relaxed);
