@@ -362,7 +362,9 @@ impl Engine {
                 Ok(Some(Input::AliasUpdated { update }))
             }
             Command::StartTimer { step, at } => {
-                let delay = (at - now()).num_seconds().clamp(0, MAX_TIMER_DELAY_SECS) as i32;
+                // Rounded up: an early timer only re-arms itself, a whole second later each time.
+                let millis = (at - now()).num_milliseconds().max(0);
+                let delay = ((millis + 999) / 1000).min(MAX_TIMER_DELAY_SECS) as i32;
                 let body = serde_json::to_string(&TimerMessage {
                     deployment_id: d.id.clone(),
                     step,

@@ -288,15 +288,26 @@ impl Store {
 
     /// Ids of every unfinished deployment.
     pub async fn active(&self) -> Result<Vec<String>, StoreError> {
-        self.active_ids(None).await
+        self.active_ids(None, None).await
     }
 
     /// Ids of unfinished deployments due by `now` (the reconcile sweep's work).
     pub async fn due(&self, now: Time) -> Result<Vec<String>, StoreError> {
-        self.active_ids(Some(now)).await
+        self.active_ids(Some(now), None).await
     }
 
-    async fn active_ids(&self, due_by: Option<Time>) -> Result<Vec<String>, StoreError> {
+    /// Deployments queued for an alias, longest waiting first.
+    pub async fn queued_for(&self, function: &str, alias: &str) -> Result<Vec<String>, StoreError> {
+        self.active_ids(None, Some((function, alias))).await
+    }
+
+    /// Reads `ActiveIndex` (ordered by due time): all of it, what is due by a
+    /// time, or what is queued for one alias.
+    async fn active_ids(
+        &self,
+        due_by: Option<Time>,
+        queued_for: Option<(&str, &str)>,
+    ) -> Result<Vec<String>, StoreError> {
         let mut query = self
             .client
             .query()
@@ -309,49 +320,26 @@ impl Store {
                 .expression_attribute_values(":now", n(now.timestamp_millis())),
             None => query.key_condition_expression("active = :a"),
         };
+        if let Some((function, alias)) = queued_for {
+            query = query
+                .filter_expression("phase = :queued AND #f = :f AND #al = :al")
+                .expression_attribute_names("#f", "function")
+                .expression_attribute_names("#al", "alias")
+                .expression_attribute_values(
+                    ":queued",
+                    s(phase_name(&Phase::Queued {
+                        holder: String::new(),
+                    })),
+                )
+                .expression_attribute_values(":f", s(function))
+                .expression_attribute_values(":al", s(alias));
+        }
         let mut ids = Vec::new();
         let mut pages = query.into_paginator().items().send();
         while let Some(item) = pages.next().await {
             let item = item.map_err(aws)?;
             if let Some(pk) = item.get("pk").and_then(|v| v.as_s().ok())
                 && let Some(id) = pk.strip_prefix("DEPLOY#")
-            {
-                ids.push(id.to_owned());
-            }
-        }
-        Ok(ids)
-    }
-
-    /// Deployments queued for an alias, longest waiting first.
-    pub async fn queued_for(&self, function: &str, alias: &str) -> Result<Vec<String>, StoreError> {
-        let mut ids = Vec::new();
-        let mut pages = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(ACTIVE_INDEX)
-            .key_condition_expression("active = :a")
-            .filter_expression("phase = :queued AND #f = :f AND #al = :al")
-            .expression_attribute_names("#f", "function")
-            .expression_attribute_names("#al", "alias")
-            .expression_attribute_values(":a", s(ACTIVE))
-            .expression_attribute_values(
-                ":queued",
-                s(phase_name(&Phase::Queued {
-                    holder: String::new(),
-                })),
-            )
-            .expression_attribute_values(":f", s(function))
-            .expression_attribute_values(":al", s(alias))
-            .into_paginator()
-            .items()
-            .send();
-        while let Some(item) = pages.next().await {
-            let item = item.map_err(aws)?;
-            if let Some(id) = item
-                .get("pk")
-                .and_then(|v| v.as_s().ok())
-                .and_then(|pk| pk.strip_prefix("DEPLOY#"))
             {
                 ids.push(id.to_owned());
             }
