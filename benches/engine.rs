@@ -12,10 +12,12 @@ use anyhow::{Context, Result};
 use aws_sdk_lambda::primitives::Blob;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeSerializationInterceptorContextRef, FinalizerInterceptorContextRef,
+};
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 use sluice::domain::deployment::{
     Deployment, DeploymentSpec, Gate, Input, OnBusy, Phase, VersionSource,
 };
@@ -27,13 +29,29 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Every SDK call the engine makes: (operation, when it finished).
+/// Every SDK call the engine makes: (operation, when it finished, how long it took).
 #[derive(Debug, Clone, Default)]
-struct Calls(Arc<Mutex<Vec<(String, Instant)>>>);
+struct Calls(Arc<Mutex<Vec<(String, Instant, Duration)>>>);
+
+#[derive(Debug, Clone)]
+struct Started(Instant);
+
+impl Storable for Started {
+    type Storer = StoreReplace<Self>;
+}
 
 impl Intercept for Calls {
     fn name(&self) -> &'static str {
         "bench-calls"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        cfg.interceptor_state().store_put(Started(Instant::now()));
+        Ok(())
     }
 
     fn read_after_execution(
@@ -46,10 +64,9 @@ impl Intercept for Calls {
             .load::<Metadata>()
             .map(|m| m.name().to_owned())
             .unwrap_or_default();
-        self.0
-            .lock()
-            .expect("calls")
-            .push((operation, Instant::now()));
+        let now = Instant::now();
+        let took = cfg.load::<Started>().map(|s| now - s.0).unwrap_or_default();
+        self.0.lock().expect("calls").push((operation, now, took));
         Ok(())
     }
 }
@@ -60,8 +77,8 @@ impl Calls {
             .lock()
             .expect("calls")
             .iter()
-            .filter(|(_, t)| *t >= start)
-            .cloned()
+            .filter(|(_, t, _)| *t >= start)
+            .map(|(op, t, _)| (op.clone(), *t))
             .collect()
     }
 
@@ -70,6 +87,23 @@ impl Calls {
             .into_iter()
             .find(|(op, _)| op == operation)
             .map(|(_, t)| t)
+    }
+
+    /// Each operation's median and p99 time, over every call.
+    fn latencies(&self) -> Vec<(String, usize, Duration, Duration)> {
+        let mut by_op = std::collections::BTreeMap::<String, Vec<Duration>>::new();
+        for (op, _, took) in self.0.lock().expect("calls").iter() {
+            by_op.entry(op.clone()).or_default().push(*took);
+        }
+        by_op
+            .into_iter()
+            .map(|(op, mut samples)| {
+                let n = samples.len();
+                let median = percentile(&mut samples, 0.5);
+                let p99 = percentile(&mut samples, 0.99);
+                (op, n, median, p99)
+            })
+            .collect()
     }
 }
 
@@ -128,8 +162,16 @@ async fn main() -> Result<()> {
             chrono::Duration::days(1),
         ),
         lambda: lambda.clone(),
-        cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
-        sqs: aws_sdk_sqs::Client::new(&sdk),
+        cloudwatch: aws_sdk_cloudwatch::Client::from_conf(
+            aws_sdk_cloudwatch::config::Builder::from(&sdk)
+                .interceptor(calls.clone())
+                .build(),
+        ),
+        sqs: aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(&sdk)
+                .interceptor(calls.clone())
+                .build(),
+        ),
         timer_queue_url: stack.var("SLUICE_RESOURCE_TIMER_QUEUE").to_owned(),
         hook_timeout: Duration::from_secs(10),
         fault: None,
@@ -379,5 +421,13 @@ async fn main() -> Result<()> {
         ms(percentile(&mut drift.clone(), 0.5)),
         ms(*drift.iter().max().unwrap_or(&Duration::ZERO))
     );
+    println!("time per call, as the engine's clients see it:");
+    for (op, n, median, p99) in calls.latencies() {
+        println!(
+            "  {op:<26} {n:>4} calls  median {}  p99 {}",
+            ms(median),
+            ms(p99)
+        );
+    }
     Ok(())
 }

@@ -6,12 +6,12 @@
 //! two AWS calls leaves a saved phase whose commands `resume` issues again.
 
 use crate::domain::deployment::{
-    Command, Deployment, DeploymentSpec, Event, Gate, Input, Phase, Time, VersionSource, decide,
-    pending,
+    AliasUpdate, Command, Deployment, DeploymentSpec, Event, Gate, Input, Phase, Time,
+    VersionSource, decide, pending,
 };
 use crate::domain::hooks::{HookRequest, HookResponse, HookStatus};
 use crate::events::{ShifterEvent, parse_shifter_event};
-use crate::store::{LockOutcome, Store, StoreError, Stored};
+use crate::store::{IN_FLIGHT_GRACE_SECS, LockOutcome, Store, StoreError, Stored};
 use aws_sdk_cloudwatch::types::StateValue;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::AliasRoutingConfiguration;
@@ -23,6 +23,10 @@ use tracing::Instrument;
 
 /// SQS delays a message by 15 minutes at most; longer waits re-arm on arrival.
 pub const MAX_TIMER_DELAY_SECS: i64 = 900;
+
+/// SQS delays are whole seconds, so timers are sent to arrive up to a second
+/// early and the rest is waited out in the handler: shifts stay on schedule.
+const TIMER_EARLY_WAIT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -63,13 +67,32 @@ fn setting(name: &'static str) -> Result<String, SettingError> {
 }
 
 fn number_setting(name: &'static str, default: u64) -> Result<u64, SettingError> {
-    match std::env::var(name) {
-        Err(_) => Ok(default),
-        Ok(text) => text.parse().map_err(|_| SettingError {
+    number(name, std::env::var(name).ok(), default)
+}
+
+fn number(name: &'static str, value: Option<String>, default: u64) -> Result<u64, SettingError> {
+    match value {
+        None => Ok(default),
+        Some(text) => text.parse().map_err(|_| SettingError {
             name,
             problem: format!("{text:?} is not a whole number"),
         }),
     }
+}
+
+fn hook_timeout(value: Option<String>) -> Result<Duration, SettingError> {
+    let name = "SLUICE_HOOK_TIMEOUT_SECONDS";
+    let secs = number(name, value, 60)?;
+    if secs == 0 || secs as i64 >= IN_FLIGHT_GRACE_SECS {
+        return Err(SettingError {
+            name,
+            problem: format!(
+                "{secs} is out of range: from 1 to {} seconds (the reconcile sweep's grace)",
+                IN_FLIGHT_GRACE_SECS - 1
+            ),
+        });
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 /// Decides whether to stop before a command (tests use it to kill a worker mid-way).
@@ -119,7 +142,7 @@ impl Engine {
             cloudwatch: aws_sdk_cloudwatch::Client::new(config),
             sqs: aws_sdk_sqs::Client::new(config),
             timer_queue_url: setting("SLUICE_TIMER_QUEUE_URL")?,
-            hook_timeout: Duration::from_secs(number_setting("SLUICE_HOOK_TIMEOUT_SECONDS", 60)?),
+            hook_timeout: hook_timeout(std::env::var("SLUICE_HOOK_TIMEOUT_SECONDS").ok())?,
             fault: None,
         })
     }
@@ -173,16 +196,14 @@ impl Engine {
     pub async fn alarm_raised(&self, alarm: &str) -> Result<usize, EngineError> {
         let mut hit = 0;
         for id in self.store.active().await? {
-            let d = self.store.load(&id).await?.deployment;
-            if d.spec.alarms.iter().any(|a| a == alarm) {
+            let stored = self.store.load(&id).await?;
+            if stored.deployment.spec.alarms.iter().any(|a| a == alarm) {
                 hit += 1;
-                self.apply(
-                    &id,
-                    Input::AlarmRaised {
-                        alarm: alarm.to_owned(),
-                    },
-                )
-                .await?;
+                let input = Input::AlarmRaised {
+                    alarm: alarm.to_owned(),
+                };
+                self.drive(stored, VecDeque::from([input]), Vec::new())
+                    .await?;
             }
         }
         Ok(hit)
@@ -261,11 +282,18 @@ impl Engine {
 
     /// A timer message from the queue.
     pub async fn timer(&self, message: &TimerMessage) -> Result<Deployment, EngineError> {
-        self.apply(
-            &message.deployment_id,
-            Input::TimerFired { step: message.step },
-        )
-        .await
+        let stored = self.store.load(&message.deployment_id).await?;
+        if let Phase::Baking { step, until } = stored.deployment.phase
+            && step == message.step
+            && !stored.deployment.paused
+            && let Ok(early) = (until - now()).to_std()
+            && early <= TIMER_EARLY_WAIT
+        {
+            tokio::time::sleep(early).await;
+        }
+        let input = Input::TimerFired { step: message.step };
+        self.drive(stored, VecDeque::from([input]), Vec::new())
+            .await
     }
 
     async fn drive(
@@ -288,6 +316,8 @@ impl Engine {
         mut actions: Vec<Command>,
     ) -> Result<Deployment, EngineError> {
         let id = stored.deployment.id.clone();
+        // Timeline events of a transition not saved yet (see `save_later`).
+        let mut unsaved: Vec<Event> = Vec::new();
         loop {
             for action in std::mem::take(&mut actions) {
                 if let Some(fault) = &self.fault
@@ -300,6 +330,12 @@ impl Engine {
                 }
             }
             let Some(input) = inputs.pop_front() else {
+                if !unsaved.is_empty() {
+                    stored = self
+                        .store
+                        .save(&stored.deployment, stored.version, &unsaved)
+                        .await?;
+                }
                 return Ok(stored.deployment);
             };
             let (next, commands) = decide(&stored.deployment, &input, now());
@@ -308,21 +344,30 @@ impl Engine {
                 continue;
             }
             let (events, new_actions) = split(commands);
-            match self.store.save(&next, stored.version, &events).await {
+            for e in &events {
+                tracing::info!(deployment_id = %id, kind = ?e.kind, "{}", e.message);
+            }
+            if save_later(&input, &new_actions) {
+                unsaved.extend(events);
+                stored.deployment = next;
+                actions = new_actions;
+                continue;
+            }
+            unsaved.extend(events);
+            match self.store.save(&next, stored.version, &unsaved).await {
                 Ok(saved) => {
-                    for e in &events {
-                        tracing::info!(deployment_id = %id, kind = ?e.kind, "{}", e.message);
-                    }
                     stored = saved;
                     actions = new_actions;
                 }
                 Err(StoreError::Conflict(_)) => {
                     // Another worker moved it: decide again on what it saved.
+                    tracing::info!(deployment_id = %id, "moved by another worker; deciding again");
                     stored = self.store.load(&id).await?;
                     inputs.push_front(input);
                 }
                 Err(e) => return Err(e.into()),
             }
+            unsaved.clear();
         }
     }
 
@@ -362,9 +407,8 @@ impl Engine {
                 Ok(Some(Input::AliasUpdated { update }))
             }
             Command::StartTimer { step, at } => {
-                // Rounded up: an early timer only re-arms itself, a whole second later each time.
-                let millis = (at - now()).num_milliseconds().max(0);
-                let delay = ((millis + 999) / 1000).min(MAX_TIMER_DELAY_SECS) as i32;
+                // Rounded down: the handler waits out the last second (`TIMER_EARLY_WAIT`).
+                let delay = (at - now()).num_seconds().clamp(0, MAX_TIMER_DELAY_SECS) as i32;
                 let body = serde_json::to_string(&TimerMessage {
                     deployment_id: d.id.clone(),
                     step,
@@ -641,6 +685,21 @@ impl Engine {
     }
 }
 
+/// Whether a transition may be saved together with the next one instead of
+/// before its commands. Only for the acknowledgement of a shift or a timer
+/// followed by nothing but a gate: a gate changes nothing, and if the worker
+/// dies first, the saved phase leads back to it (the shift is set again, the
+/// timer is due). It saves a DynamoDB write per shift and per bake.
+fn save_later(input: &Input, actions: &[Command]) -> bool {
+    matches!(
+        input,
+        Input::AliasUpdated {
+            update: AliasUpdate::Step(_)
+        } | Input::TimerFired { .. }
+    ) && !actions.is_empty()
+        && actions.iter().all(|a| matches!(a, Command::RunGate { .. }))
+}
+
 fn service_message<E, R>(e: &aws_sdk_lambda::error::SdkError<E, R>) -> String
 where
     E: aws_sdk_lambda::error::ProvideErrorMetadata + std::fmt::Debug,
@@ -653,5 +712,29 @@ where
             se.message().unwrap_or("no message")
         ),
         None => format!("{e:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hook_timeout_must_fit_in_the_sweeps_grace() {
+        assert_eq!(hook_timeout(None).unwrap(), Duration::from_secs(60));
+        assert_eq!(
+            hook_timeout(Some("89".into())).unwrap(),
+            Duration::from_secs(89)
+        );
+        for bad in ["0", "90", "600", "ten", "-1"] {
+            let e = hook_timeout(Some(bad.into())).unwrap_err();
+            assert_eq!(e.name, "SLUICE_HOOK_TIMEOUT_SECONDS", "{bad}");
+        }
+        assert!(
+            hook_timeout(Some("90".into()))
+                .unwrap_err()
+                .to_string()
+                .contains("from 1 to 89 seconds")
+        );
     }
 }

@@ -3,22 +3,24 @@
 //! - `DEPLOY#<id>` / `STATE`: the deployment as JSON in `data`, its `version`
 //!   for optimistic locking, and, while it is not finished, `active` and
 //!   `due_at` (epoch ms), which put it in the sparse `ActiveIndex` that the
-//!   reconcile sweep reads.
-//! - `DEPLOY#<id>` / `EVENT#<ms>#<n>`: the timeline, written in the same
-//!   transaction as the state it explains.
+//!   reconcile sweep reads. Its `timeline` list is appended by the same
+//!   conditional write that saves the state it explains: one request per save
+//!   (a transaction would cost twice the write units and another request).
 //! - `LOCK#<function>#<alias>` / `LOCK`: at most one deployment per alias.
 //!
 //! Every write is conditional, so two workers racing on one item cannot both win.
 
 use crate::domain::deployment::{Deployment, Event, Phase, Time};
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
 
 pub const ACTIVE_INDEX: &str = "ActiveIndex";
 const ACTIVE: &str = "1";
-/// A transaction holds at most 100 items: the state and up to 99 events.
-const MAX_EVENTS_PER_SAVE: usize = 99;
+/// The state item's list of timeline events (JSON strings), appended by each save.
+const TIMELINE: &str = "timeline";
+/// Attributes a state item has only in some phases.
+const OPTIONAL_ATTRIBUTES: [&str; 3] = ["active", "due_at", "expires_at"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -87,8 +89,10 @@ pub fn due_at(d: &Deployment, grace: chrono::Duration) -> Option<Time> {
     }
 }
 
-/// The grace before the sweep picks up a phase that should have moved.
-pub const IN_FLIGHT_GRACE_SECS: i64 = 30;
+/// The grace before the sweep picks up a phase that should have moved: longer
+/// than a hook may run (`SLUICE_HOOK_TIMEOUT_SECONDS`), so the sweep does not
+/// run a gate again while its first run is still under way.
+pub const IN_FLIGHT_GRACE_SECS: i64 = 90;
 
 impl Store {
     pub fn new(client: Client, table: impl Into<String>, retention: chrono::Duration) -> Self {
@@ -137,93 +141,95 @@ impl Store {
         Ok(item)
     }
 
-    fn event_puts(&self, id: &str, events: &[Event]) -> Result<Vec<TransactWriteItem>, StoreError> {
-        events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
-                let item = HashMap::from([
-                    ("pk".to_owned(), s(deploy_pk(id))),
-                    (
-                        "sk".to_owned(),
-                        s(format!("EVENT#{:013}#{i:03}", e.at.timestamp_millis())),
-                    ),
-                    (
-                        "data".to_owned(),
-                        s(serde_json::to_string(e).expect("events serialise")),
-                    ),
-                ]);
-                let put = Put::builder()
-                    .table_name(&self.table)
-                    .set_item(Some(item))
-                    .build()
-                    .map_err(aws)?;
-                Ok(TransactWriteItem::builder().put(put).build())
-            })
-            .collect()
-    }
-
     /// Saves a new deployment; fails if the id is taken.
     pub async fn create(&self, d: &Deployment, events: &[Event]) -> Result<Stored, StoreError> {
-        self.write(d, None, events).await
+        let mut item = self.state_item(d, 1)?;
+        item.insert(TIMELINE.into(), timeline_value(events));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Stored {
+                deployment: d.clone(),
+                version: 1,
+            }),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::AlreadyExists(d.id.clone()))
+            }
+            Err(e) => Err(aws(e)),
+        }
     }
 
-    /// Saves `d` if the stored version is still `expected`; returns the new version.
+    /// Saves `d` if the stored version is still `expected`, appending `events`
+    /// to its timeline in the same write; returns the new version.
     pub async fn save(
         &self,
         d: &Deployment,
         expected: u64,
         events: &[Event],
     ) -> Result<Stored, StoreError> {
-        self.write(d, Some(expected), events).await
-    }
-
-    async fn write(
-        &self,
-        d: &Deployment,
-        expected: Option<u64>,
-        events: &[Event],
-    ) -> Result<Stored, StoreError> {
-        let version = expected.map_or(1, |v| v + 1);
-        let mut put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(self.state_item(d, version)?));
-        put = match expected {
-            None => put.condition_expression("attribute_not_exists(pk)"),
-            Some(v) => put
-                .condition_expression("#v = :expected")
-                .expression_attribute_names("#v", "version")
-                .expression_attribute_values(":expected", n(v)),
-        };
-        let mut items = vec![
-            TransactWriteItem::builder()
-                .put(put.build().map_err(aws)?)
-                .build(),
-        ];
-        // A timeline longer than one transaction keeps its newest lines.
-        let start = events.len().saturating_sub(MAX_EVENTS_PER_SAVE);
-        items.extend(self.event_puts(&d.id, &events[start..])?);
-        let result = self
+        let version = expected + 1;
+        let item = self.state_item(d, version)?;
+        let mut update = self
             .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await;
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(deploy_pk(&d.id)))
+            .key("sk", s("STATE"))
+            .condition_expression("#version = :expected")
+            .expression_attribute_values(":expected", n(expected));
+        let mut sets = Vec::new();
+        for (name, value) in item {
+            if name == "pk" || name == "sk" {
+                continue;
+            }
+            sets.push(format!("#{name} = :{name}"));
+            update = update
+                .expression_attribute_names(format!("#{name}"), &name)
+                .expression_attribute_values(format!(":{name}"), value);
+        }
+        if !events.is_empty() {
+            sets.push(format!(
+                "#{TIMELINE} = list_append(if_not_exists(#{TIMELINE}, :none), :events)"
+            ));
+            update = update
+                .expression_attribute_names(format!("#{TIMELINE}"), TIMELINE)
+                .expression_attribute_values(":none", AttributeValue::L(Vec::new()))
+                .expression_attribute_values(":events", timeline_value(events));
+        }
+        // What the new state does not have (an active deployment has no expiry...).
+        let mut removes = Vec::new();
+        for name in OPTIONAL_ATTRIBUTES {
+            if !sets.iter().any(|set| set.starts_with(&format!("#{name} "))) {
+                removes.push(format!("#{name}"));
+                update = update.expression_attribute_names(format!("#{name}"), name);
+            }
+        }
+        let mut expression = format!("SET {}", sets.join(", "));
+        if !removes.is_empty() {
+            expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        let result = update.update_expression(expression).send().await;
         match result {
             Ok(_) => Ok(Stored {
                 deployment: d.clone(),
                 version,
             }),
-            Err(e) => {
-                let cancelled = e
-                    .as_service_error()
-                    .is_some_and(|se| se.is_transaction_canceled_exception());
-                match (cancelled, expected) {
-                    (true, None) => Err(StoreError::AlreadyExists(d.id.clone())),
-                    (true, Some(_)) => Err(StoreError::Conflict(d.id.clone())),
-                    _ => Err(aws(e)),
-                }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::Conflict(d.id.clone()))
             }
+            Err(e) => Err(aws(e)),
         }
     }
 
@@ -234,6 +240,10 @@ impl Store {
             .table_name(&self.table)
             .key("pk", s(deploy_pk(id)))
             .key("sk", s("STATE"))
+            // Not the timeline, which only grows.
+            .projection_expression("#d, #v")
+            .expression_attribute_names("#d", "data")
+            .expression_attribute_names("#v", "version")
             .consistent_read(true)
             .send()
             .await
@@ -263,27 +273,38 @@ impl Store {
 
     /// The deployment's timeline, oldest first.
     pub async fn events(&self, id: &str) -> Result<Vec<Event>, StoreError> {
-        let mut events = Vec::new();
-        let mut pages = self
+        let out = self
             .client
-            .query()
+            .get_item()
             .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-            .expression_attribute_values(":pk", s(deploy_pk(id)))
-            .expression_attribute_values(":prefix", s("EVENT#"))
-            .into_paginator()
-            .items()
-            .send();
-        while let Some(item) = pages.next().await {
-            let item = item.map_err(aws)?;
-            if let Some(data) = item.get("data").and_then(|v| v.as_s().ok()) {
-                events.push(serde_json::from_str(data).map_err(|e| StoreError::Corrupt {
+            .key("pk", s(deploy_pk(id)))
+            .key("sk", s("STATE"))
+            .projection_expression("#t")
+            .expression_attribute_names("#t", TIMELINE)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(aws)?;
+        let item = out
+            .item
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        let lines = match item.get(TIMELINE) {
+            Some(AttributeValue::L(lines)) => lines.as_slice(),
+            _ => &[],
+        };
+        lines
+            .iter()
+            .map(|line| {
+                let text = line.as_s().map_err(|_| StoreError::Corrupt {
+                    id: id.to_owned(),
+                    detail: "a timeline line is not a string".into(),
+                })?;
+                serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
                     id: id.to_owned(),
                     detail: e.to_string(),
-                })?);
-            }
-        }
-        Ok(events)
+                })
+            })
+            .collect()
     }
 
     /// Ids of every unfinished deployment.
@@ -432,6 +453,15 @@ impl Store {
             Err(e) => Err(aws(e)),
         }
     }
+}
+
+fn timeline_value(events: &[Event]) -> AttributeValue {
+    AttributeValue::L(
+        events
+            .iter()
+            .map(|e| s(serde_json::to_string(e).expect("events serialise")))
+            .collect(),
+    )
 }
 
 fn phase_name(phase: &Phase) -> &'static str {

@@ -5,9 +5,9 @@ mod support;
 use anyhow::Result;
 use chrono::{TimeZone, Utc};
 use sluice::domain::deployment::{
-    Deployment, DeploymentSpec, Input, OnBusy, VersionSource, decide,
+    AliasUpdate, Deployment, DeploymentSpec, Input, OnBusy, VersionSource, decide,
 };
-use sluice::store::{LockOutcome, Store, StoreError};
+use sluice::store::{IN_FLIGHT_GRACE_SECS, LockOutcome, Store, StoreError};
 use support::*;
 
 fn spec() -> DeploymentSpec {
@@ -64,7 +64,9 @@ async fn deployments_save_conditionally_keep_a_timeline_and_lock_their_alias() -
     // A fresh deployment is due for the sweep once its grace has passed, not before.
     assert!(store.due(t0).await?.is_empty());
     assert_eq!(
-        store.due(t0 + chrono::Duration::seconds(31)).await?,
+        store
+            .due(t0 + chrono::Duration::seconds(IN_FLIGHT_GRACE_SECS + 1))
+            .await?,
         vec!["d-1".to_owned()]
     );
 
@@ -78,8 +80,10 @@ async fn deployments_save_conditionally_keep_a_timeline_and_lock_their_alias() -
         .save(&next, stored.version, &events_of(&commands))
         .await?;
     assert_eq!(saved.version, 2);
-    // A second worker that decided from the same old version loses.
-    let stale = store.save(&next, stored.version, &[]).await;
+    // A second worker that decided from the same old version loses, and its events with it.
+    let stale = store
+        .save(&next, stored.version, &events_of(&commands))
+        .await;
     assert!(matches!(stale, Err(StoreError::Conflict(_))), "{stale:?}");
     let loaded = store.load("d-1").await?;
     assert_eq!(loaded, saved);
@@ -93,6 +97,32 @@ async fn deployments_save_conditionally_keep_a_timeline_and_lock_their_alias() -
     assert_eq!(timeline.len(), 2, "{timeline:?}");
     assert!(timeline[0].contains("deploy version 2 to greeter:live"));
     assert!(timeline[1].contains("1 → 2"));
+
+    // A finished deployment leaves the sweep's index; each save appends its events.
+    let mut current = saved.clone();
+    let mut lines = 2;
+    for input in [
+        Input::Abort {
+            reason: "test".into(),
+        },
+        Input::AliasUpdated {
+            update: AliasUpdate::Rollback,
+        },
+    ] {
+        let (next, commands) = decide(&current.deployment, &input, t1);
+        lines += events_of(&commands).len();
+        current = store
+            .save(&next, current.version, &events_of(&commands))
+            .await?;
+    }
+    assert!(
+        current.deployment.phase.is_terminal(),
+        "{:?}",
+        current.deployment.phase
+    );
+    assert!(store.active().await?.is_empty());
+    assert!(store.due(t0 + chrono::Duration::days(1)).await?.is_empty());
+    assert_eq!(store.events("d-1").await?.len(), lines);
 
     // One deployment per alias; the holder may take it again; only the holder releases it.
     assert_eq!(

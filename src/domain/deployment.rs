@@ -251,6 +251,10 @@ pub struct Deployment {
     pub skip_waits: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retried_as: Option<String>,
+    /// When the current step's shift was due. Bakes end at planned times, so
+    /// the time gates and shifts take does not push the rest of the schedule back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_at: Option<Time>,
     pub created_at: Time,
     pub updated_at: Time,
 }
@@ -269,6 +273,7 @@ impl Deployment {
             paused: false,
             skip_waits: false,
             retried_as: None,
+            planned_at: None,
             created_at: now,
             updated_at: now,
             spec,
@@ -424,20 +429,46 @@ fn gate_recorded(
     passed
 }
 
-/// After `step`'s PostTraffic gate: bake, or go straight on when waits are skipped.
+/// After `step`'s PostTraffic gate: bake until the next step is due, or go
+/// straight on when waits are skipped or the schedule is already behind.
 fn after_step(d: &mut Deployment, step: usize, now: Time, commands: &mut Vec<Command>) {
     let bake = d.schedule.steps[step].bake;
     if d.skip_waits || bake.is_zero() {
-        enter(d, Phase::PreTraffic { step: step + 1 }, now, commands);
+        next_step(d, step, now, now, commands);
         return;
     }
-    let until = now + ChronoDuration::from_std(bake).unwrap_or(ChronoDuration::MAX);
+    let planned = d.planned_at.unwrap_or(now);
+    let until = planned + ChronoDuration::from_std(bake).unwrap_or(ChronoDuration::MAX);
+    if until <= now {
+        commands.push(record(
+            now,
+            EventKind::Baking,
+            format!(
+                "step {} was due at {until}; its gates took longer than the wait",
+                step + 2
+            ),
+        ));
+        next_step(d, step, until, now, commands);
+        return;
+    }
     commands.push(record(
         now,
         EventKind::Baking,
         format!("watching {}% until {until}", d.step_weight(step)),
     ));
     enter(d, Phase::Baking { step, until }, now, commands);
+}
+
+/// Starts the step after `step`, which was due at `planned`.
+fn next_step(
+    d: &mut Deployment,
+    step: usize,
+    planned: Time,
+    now: Time,
+    commands: &mut Vec<Command>,
+) {
+    d.planned_at = Some(planned);
+    enter(d, Phase::PreTraffic { step: step + 1 }, now, commands);
 }
 
 fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command>) -> bool {
@@ -557,6 +588,10 @@ fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command
             },
         ) if step == s => {
             d.weight = d.step_weight(*step);
+            if *step == 0 {
+                // The schedule runs from the first shift.
+                d.planned_at = Some(now);
+            }
             commands.push(record(
                 now,
                 EventKind::Shifted,
@@ -606,7 +641,7 @@ fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command
                 });
                 return true;
             }
-            enter(d, Phase::PreTraffic { step: step + 1 }, now, commands);
+            next_step(d, *step, *until, now, commands);
         }
         (
             Phase::RollingBack { reason },
@@ -664,7 +699,7 @@ fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command
             // Only a bake waits on the pause; anything else in flight carries on as it was.
             if let Phase::Baking { step, until } = phase {
                 if now >= *until {
-                    enter(d, Phase::PreTraffic { step: step + 1 }, now, commands);
+                    next_step(d, *step, now, now, commands);
                 } else {
                     commands.extend(pending(d, now));
                 }
@@ -682,7 +717,7 @@ fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command
                 "remaining waits skipped; gates still run".into(),
             ));
             if let Phase::Baking { step, .. } = phase {
-                enter(d, Phase::PreTraffic { step: step + 1 }, now, commands);
+                next_step(d, *step, now, now, commands);
             }
         }
         _ => return false,

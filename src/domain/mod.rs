@@ -4,4 +4,5 @@ pub mod analysis;
 pub mod config;
 pub mod deployment;
 pub mod hooks;
+pub mod pipeline;
 pub mod smoke;

@@ -144,6 +144,43 @@ fn a_healthy_canary_gates_every_shift_and_ends_whole_on_the_new_version() {
     assert_eq!(r.commands.last(), Some(&Command::ReleaseLock));
 }
 
+/// Runs one step's gates and shift, each taking `gate_secs`, from `r.now`.
+fn shift_step(r: &mut Run, step: usize, gate_secs: i64) {
+    let start = r.now;
+    r.now = start + ChronoDuration::seconds(gate_secs);
+    assert!(r.gate(Gate::PreTraffic, step, true));
+    assert!(r.feed(Input::AliasUpdated {
+        update: AliasUpdate::Step(step)
+    }));
+    r.now += ChronoDuration::seconds(gate_secs);
+    assert!(r.gate(Gate::PostTraffic, step, true));
+}
+
+#[test]
+fn bakes_end_at_planned_times_so_gate_time_does_not_push_the_schedule_back() {
+    let mut r = Run::new("linear:25:10s");
+    r.prepared();
+    // The first shift is acknowledged at 2 s: steps are due at 12 s, 22 s, 32 s.
+    shift_step(&mut r, 0, 2);
+    assert!(matches!(r.d.phase, Phase::Baking { step: 0, until } if until == t(12)));
+    // The timer arrives late (13 s); the next bake still ends at 22 s.
+    r.at(13);
+    assert!(r.feed(Input::TimerFired { step: 0 }));
+    shift_step(&mut r, 1, 2);
+    assert!(matches!(r.d.phase, Phase::Baking { step: 1, until } if until == t(22)));
+    // Gates slower than the wait: the step after goes straight on, gated as ever.
+    r.at(22);
+    assert!(r.feed(Input::TimerFired { step: 1 }));
+    shift_step(&mut r, 2, 6);
+    assert_eq!(r.d.phase, Phase::PreTraffic { step: 3 });
+    assert_eq!(r.d.planned_at, Some(t(32)));
+    assert_eq!(
+        r.gates_run().last(),
+        Some(&(Gate::PreTraffic, 3)),
+        "no gate is skipped when the schedule is behind"
+    );
+}
+
 #[test]
 fn a_failed_pre_traffic_gate_rolls_back_before_any_traffic() {
     let mut r = Run::new("Canary10Percent5Minutes");
