@@ -127,6 +127,7 @@ fn spec(version: &str, config: &str, alarms: Vec<String>) -> DeploymentSpec {
         alarms,
         on_busy: OnBusy::Refuse,
         smoke_tests: vec![],
+        smoke_tests_from: None,
         analysis: None,
     }
 }

@@ -624,6 +624,7 @@ impl Engine {
             weight,
             gate,
             smoke_tests: d.spec.smoke_tests.clone(),
+            smoke_tests_from: d.spec.smoke_tests_from.clone(),
             analysis: d.spec.analysis.clone(),
             // The PostTraffic gate starts when the shift is acknowledged.
             shifted_at: (gate == Gate::PostTraffic).then_some(d.updated_at),

@@ -5,25 +5,41 @@
 
 use crate::domain::analysis::{Counts, OnInconclusive, Verdict, judge};
 use crate::domain::hooks::{Check, HookRequest, HookResponse, HookStatus};
-use crate::domain::smoke::{Observed, SmokeTest, evaluate};
+use crate::domain::smoke::{Observed, S3Uri, SmokeTest, evaluate, parse_smoke_test_file};
 use aws_sdk_cloudwatch::types::{Dimension, Statistic};
 use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use std::time::{Duration, Instant};
 
 /// How often PostTraffic looks again while it waits for enough calls.
 const ANALYSIS_POLL: Duration = Duration::from_secs(1);
 
-pub async fn pre_traffic(lambda: &aws_sdk_lambda::Client, request: &HookRequest) -> HookResponse {
-    let checks = smoke_tests(lambda, request, &request.to_version).await;
+/// The clients a hook needs, built once per process.
+#[derive(Clone)]
+pub struct HookClients {
+    pub lambda: aws_sdk_lambda::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub s3: aws_sdk_s3::Client,
+}
+
+impl HookClients {
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        HookClients {
+            lambda: aws_sdk_lambda::Client::new(config),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(config),
+            s3: aws_sdk_s3::Client::new(config),
+        }
+    }
+}
+
+pub async fn pre_traffic(clients: &HookClients, request: &HookRequest) -> HookResponse {
+    let checks = smoke_tests(clients, request, &request.to_version).await;
     verdict(request, checks)
 }
 
-pub async fn post_traffic(
-    lambda: &aws_sdk_lambda::Client,
-    cloudwatch: &aws_sdk_cloudwatch::Client,
-    request: &HookRequest,
-) -> HookResponse {
-    let mut checks = smoke_tests(lambda, request, &request.alias).await;
+pub async fn post_traffic(clients: &HookClients, request: &HookRequest) -> HookResponse {
+    let cloudwatch = &clients.cloudwatch;
+    let mut checks = smoke_tests(clients, request, &request.alias).await;
     if let Some(settings) = &request.analysis {
         let started = Instant::now();
         let since = request.shifted_at.unwrap_or_else(chrono::Utc::now);
@@ -123,14 +139,45 @@ async fn counts(
     })
 }
 
-async fn smoke_tests(
-    lambda: &aws_sdk_lambda::Client,
-    request: &HookRequest,
-    qualifier: &str,
-) -> Vec<Check> {
+/// Reads the deployment's smoke-test file from S3.
+async fn smoke_test_file(s3: &aws_sdk_s3::Client, uri: &S3Uri) -> Result<Vec<SmokeTest>, String> {
+    let object = s3
+        .get_object()
+        .bucket(&uri.bucket)
+        .key(&uri.key)
+        .send()
+        .await
+        .map_err(|e| match e.as_service_error() {
+            Some(se) => format!(
+                "{}: {}",
+                se.code().unwrap_or("error"),
+                se.message().unwrap_or("could not be read")
+            ),
+            None => format!("{e:?}"),
+        })?;
+    let body = object
+        .body
+        .collect()
+        .await
+        .map_err(|e| format!("reading the body: {e}"))?;
+    parse_smoke_test_file(&body.into_bytes())
+}
+
+async fn smoke_tests(clients: &HookClients, request: &HookRequest, qualifier: &str) -> Vec<Check> {
     let mut checks = Vec::new();
-    for test in &request.smoke_tests {
-        let check = run_smoke_test(lambda, &request.function, qualifier, test).await;
+    let mut tests = request.smoke_tests.clone();
+    if let Some(uri) = &request.smoke_tests_from {
+        match smoke_test_file(&clients.s3, uri).await {
+            Ok(more) => tests.extend(more),
+            Err(reason) => checks.push(Check {
+                name: format!("smoke tests from {uri}"),
+                passed: false,
+                detail: Some(reason),
+            }),
+        }
+    }
+    for test in &tests {
+        let check = run_smoke_test(&clients.lambda, &request.function, qualifier, test).await;
         tracing::info!(deployment_id = %request.deployment_id, check = %check.name, passed = check.passed, detail = ?check.detail, "smoke test");
         checks.push(check);
     }

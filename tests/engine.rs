@@ -115,6 +115,7 @@ fn spec(version: &str, config: &str, pre: Option<&str>, post: Option<&str>) -> D
         alarms: vec![],
         on_busy: OnBusy::Queue,
         smoke_tests: vec![],
+        smoke_tests_from: None,
         analysis: None,
     }
 }
@@ -708,6 +709,40 @@ async fn the_pre_traffic_hook_stops_a_version_that_fails_its_smoke_tests() -> Re
         "{timeline:?}"
     );
 
+    // More tests from a file in the artifact bucket; a file that cannot be read fails the gate.
+    let bucket = w.stack.var("SLUICE_RESOURCE_ARTIFACT_BUCKET").to_owned();
+    let s3 = aws_sdk_s3::Client::new(&w.stack.sdk_config().await);
+    s3.put_object()
+        .bucket(&bucket)
+        .key("smoke/greeter.yaml")
+        .body(
+            b"- name: greets Grace\n  event: {name: Grace}\n  expect: {fields: {/message: 'Hello, Grace!'}}\n"
+                .to_vec()
+                .into(),
+        )
+        .send()
+        .await?;
+    let mut from_file = spec("3", "AllAtOnce", Some(&hook), None);
+    from_file.smoke_tests_from = Some(format!("s3://{bucket}/smoke/greeter.yaml").parse().unwrap());
+    let d = w.engine.start("smoke-file", from_file).await?;
+    assert_eq!(d.phase, Phase::Promoted, "{:?}", d.phase);
+    let timeline = w.engine.store.events("smoke-file").await?;
+    assert!(
+        timeline
+            .iter()
+            .any(|e| e.message.contains("1 checks passed on version 3")),
+        "{timeline:?}"
+    );
+    let mut missing = spec("2", "AllAtOnce", Some(&hook), None);
+    missing.smoke_tests_from = Some(format!("s3://{bucket}/smoke/missing.yaml").parse().unwrap());
+    let d = w.engine.start("smoke-file-missing", missing).await?;
+    assert!(
+        matches!(&d.phase, Phase::RolledBack { reason } if reason.contains("smoke tests from s3://") && reason.contains("NoSuchKey")),
+        "{:?}",
+        d.phase
+    );
+    assert_eq!(w.alias().await?, ("3".to_owned(), vec![]));
+
     // Version 4: the same code, configured to fail every call.
     let v4 = w.publish_failing("1.0").await?;
     let mut failing = spec(&v4, "canary:10:1s", Some(&hook), None);
@@ -720,7 +755,7 @@ async fn the_pre_traffic_hook_stops_a_version_that_fails_its_smoke_tests() -> Re
     );
     assert_eq!(
         w.alias().await?,
-        ("2".to_owned(), vec![]),
+        ("3".to_owned(), vec![]),
         "the failing version never got traffic"
     );
     Ok(())

@@ -21,6 +21,7 @@ fn spec() -> DeploymentSpec {
         alarms: vec![],
         on_busy: OnBusy::Queue,
         smoke_tests: vec![],
+        smoke_tests_from: None,
         analysis: None,
     }
 }

@@ -14,7 +14,7 @@
 
 use crate::domain::analysis::AnalysisSettings;
 use crate::domain::config::{DeploymentConfig, Schedule};
-use crate::domain::smoke::SmokeTest;
+use crate::domain::smoke::{S3Uri, SmokeTest};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +64,9 @@ pub struct DeploymentSpec {
     /// Sent to the hooks: what the PreTraffic hook runs against the new version.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub smoke_tests: Vec<SmokeTest>,
+    /// Sent to the hooks: more smoke tests, kept in a file in S3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoke_tests_from: Option<S3Uri>,
     /// Sent to the hooks: how the PostTraffic hook judges the new version's metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisSettings>,

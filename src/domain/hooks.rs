@@ -3,7 +3,7 @@
 
 use crate::domain::analysis::AnalysisSettings;
 use crate::domain::deployment::Gate;
-use crate::domain::smoke::SmokeTest;
+use crate::domain::smoke::{S3Uri, SmokeTest};
 use serde::{Deserialize, Serialize};
 
 /// Sent to a hook function (synchronously, with a deadline) before or after each shift.
@@ -24,6 +24,9 @@ pub struct HookRequest {
     /// The deployment's smoke tests (what a PreTraffic hook runs against `to_version`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub smoke_tests: Vec<SmokeTest>,
+    /// More smoke tests, in a YAML or JSON file in S3; a file that cannot be read fails the gate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoke_tests_from: Option<S3Uri>,
     /// How a PostTraffic hook judges the new version's metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisSettings>,

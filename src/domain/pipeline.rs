@@ -5,7 +5,7 @@
 use crate::domain::analysis::AnalysisSettings;
 use crate::domain::config::DeploymentConfig;
 use crate::domain::deployment::OnBusy;
-use crate::domain::smoke::SmokeTest;
+use crate::domain::smoke::{S3Uri, SmokeTest};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -104,6 +104,8 @@ pub struct DeployAction {
     pub on_busy: OnBusy,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub smoke_tests: Vec<SmokeTest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smoke_tests_from: Option<S3Uri>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisSettings>,
 }

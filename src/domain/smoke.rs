@@ -38,6 +38,57 @@ pub struct Expectations {
     pub max_latency_ms: Option<u64>,
 }
 
+/// An object in S3, written `s3://bucket/key`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct S3Uri {
+    pub bucket: String,
+    pub key: String,
+}
+
+impl std::str::FromStr for S3Uri {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let rest = text
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("{text:?} must be written s3://bucket/key"))?;
+        match rest.split_once('/') {
+            Some((bucket, key)) if !bucket.is_empty() && !key.is_empty() => Ok(S3Uri {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+            }),
+            _ => Err(format!("{text:?} must be written s3://bucket/key")),
+        }
+    }
+}
+
+impl TryFrom<String> for S3Uri {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+impl From<S3Uri> for String {
+    fn from(uri: S3Uri) -> String {
+        uri.to_string()
+    }
+}
+
+impl std::fmt::Display for S3Uri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+/// Reads a smoke-test file: a YAML or JSON list of tests.
+pub fn parse_smoke_test_file(text: &[u8]) -> Result<Vec<SmokeTest>, String> {
+    let text = std::str::from_utf8(text).map_err(|_| "the file is not UTF-8 text".to_owned())?;
+    serde_yaml_ng::from_str(text).map_err(|e| format!("not a list of smoke tests: {e}"))
+}
+
 /// What an invocation of the new version gave back.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Observed {
@@ -160,5 +211,42 @@ mod tests {
         let bad =
             serde_json::from_value::<SmokeTest>(json!({"name": "x", "expect": {"stauts": 200}}));
         assert!(bad.unwrap_err().to_string().contains("stauts"));
+    }
+
+    #[test]
+    fn s3_uris_and_smoke_test_files_are_checked() {
+        let uri: S3Uri = "s3://bucket/smoke/a.yaml".parse().unwrap();
+        assert_eq!(
+            (uri.bucket.as_str(), uri.key.as_str()),
+            ("bucket", "smoke/a.yaml")
+        );
+        assert_eq!(uri.to_string(), "s3://bucket/smoke/a.yaml");
+        for bad in [
+            "bucket/key",
+            "s3://bucket",
+            "s3://bucket/",
+            "s3:///key",
+            "https://x/y",
+        ] {
+            assert!(
+                bad.parse::<S3Uri>()
+                    .unwrap_err()
+                    .contains("s3://bucket/key"),
+                "{bad}"
+            );
+        }
+        let tests = parse_smoke_test_file(b"- name: a\n- {name: b, event: {x: 1}}").unwrap();
+        assert_eq!(tests.len(), 2);
+        assert_eq!(tests[1].event, json!({"x": 1}));
+        assert!(
+            parse_smoke_test_file(b"name: a")
+                .unwrap_err()
+                .starts_with("not a list")
+        );
+        assert!(parse_smoke_test_file(b"- {name: a, expect: {colour: red}}").is_err());
+        assert_eq!(
+            parse_smoke_test_file(&[0xff, 0xfe]).unwrap_err(),
+            "the file is not UTF-8 text"
+        );
     }
 }

@@ -1,20 +1,17 @@
-//! The PostTraffic hook: builds its clients once, judges each shift it is asked about.
+//! The PostTraffic hook: builds its clients once, then answers each gate it is asked.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use sluice::domain::hooks::{HookRequest, HookResponse};
+use sluice::gates::HookClients;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     sluice::telemetry::init(sluice::telemetry::LogFormat::detect());
-    let config = sluice::aws::sdk_config().await;
-    let lambda = aws_sdk_lambda::Client::new(&config);
-    let cloudwatch = aws_sdk_cloudwatch::Client::new(&config);
-    let (lambda, cloudwatch) = (&lambda, &cloudwatch);
+    let clients = HookClients::new(&sluice::aws::sdk_config().await);
+    let clients = &clients;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<HookRequest>| async move {
-            Ok::<HookResponse, Error>(
-                sluice::gates::post_traffic(lambda, cloudwatch, &event.payload).await,
-            )
+            Ok::<HookResponse, Error>(sluice::gates::post_traffic(clients, &event.payload).await)
         },
     ))
     .await

@@ -1,16 +1,17 @@
-//! The PreTraffic hook: builds its Lambda client once, runs smoke tests per request.
+//! The PreTraffic hook: builds its clients once, then answers each gate it is asked.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use sluice::domain::hooks::{HookRequest, HookResponse};
+use sluice::gates::HookClients;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     sluice::telemetry::init(sluice::telemetry::LogFormat::detect());
-    let lambda = aws_sdk_lambda::Client::new(&sluice::aws::sdk_config().await);
-    let lambda = &lambda;
+    let clients = HookClients::new(&sluice::aws::sdk_config().await);
+    let clients = &clients;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<HookRequest>| async move {
-            Ok::<HookResponse, Error>(sluice::gates::pre_traffic(lambda, &event.payload).await)
+            Ok::<HookResponse, Error>(sluice::gates::pre_traffic(clients, &event.payload).await)
         },
     ))
     .await

@@ -17,6 +17,7 @@ fn spec(config: &str) -> DeploymentSpec {
         alarms: vec!["errors".into()],
         on_busy: OnBusy::Queue,
         smoke_tests: vec![],
+        smoke_tests_from: None,
         analysis: None,
     }
 }
