@@ -11,6 +11,7 @@ use crate::domain::deployment::{
 };
 use crate::domain::hooks::{HookRequest, HookResponse, HookStatus};
 use crate::events::{ShifterEvent, parse_shifter_event};
+use crate::settings::{SettingError, number, setting};
 use crate::store::{IN_FLIGHT_GRACE_SECS, LockOutcome, Store, StoreError, Stored};
 use aws_sdk_cloudwatch::types::StateValue;
 use aws_sdk_lambda::primitives::Blob;
@@ -50,34 +51,6 @@ fn aws(context: &str, e: impl std::fmt::Debug) -> EngineError {
 pub struct TimerMessage {
     pub deployment_id: String,
     pub step: usize,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{name}: {problem}")]
-pub struct SettingError {
-    pub name: &'static str,
-    pub problem: String,
-}
-
-fn setting(name: &'static str) -> Result<String, SettingError> {
-    std::env::var(name).map_err(|_| SettingError {
-        name,
-        problem: "is not set".into(),
-    })
-}
-
-fn number_setting(name: &'static str, default: u64) -> Result<u64, SettingError> {
-    number(name, std::env::var(name).ok(), default)
-}
-
-fn number(name: &'static str, value: Option<String>, default: u64) -> Result<u64, SettingError> {
-    match value {
-        None => Ok(default),
-        Some(text) => text.parse().map_err(|_| SettingError {
-            name,
-            problem: format!("{text:?} is not a whole number"),
-        }),
-    }
 }
 
 fn hook_timeout(value: Option<String>) -> Result<Duration, SettingError> {
@@ -131,13 +104,8 @@ impl Engine {
     /// `SLUICE_TABLE`, `SLUICE_TIMER_QUEUE_URL`, and optionally
     /// `SLUICE_HISTORY_RETENTION_DAYS` (90) and `SLUICE_HOOK_TIMEOUT_SECONDS` (60).
     pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, SettingError> {
-        let retention = number_setting("SLUICE_HISTORY_RETENTION_DAYS", 90)?;
         Ok(Engine {
-            store: Store::new(
-                aws_sdk_dynamodb::Client::new(config),
-                setting("SLUICE_TABLE")?,
-                chrono::Duration::days(retention as i64),
-            ),
+            store: Store::from_env(config)?,
             lambda: aws_sdk_lambda::Client::new(config),
             cloudwatch: aws_sdk_cloudwatch::Client::new(config),
             sqs: aws_sdk_sqs::Client::new(config),

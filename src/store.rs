@@ -10,7 +10,12 @@
 //!
 //! Every write is conditional, so two workers racing on one item cannot both win.
 
+mod pipelines;
+
+pub use pipelines::{ExecutionStart, StoredExecution};
+
 use crate::domain::deployment::{Deployment, Event, Phase, Time};
+use crate::settings::{SettingError, number_setting, setting};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use std::collections::HashMap;
@@ -95,6 +100,17 @@ pub fn due_at(d: &Deployment, grace: chrono::Duration) -> Option<Time> {
 pub const IN_FLIGHT_GRACE_SECS: i64 = 90;
 
 impl Store {
+    /// The table of `SLUICE_TABLE`, keeping finished work for
+    /// `SLUICE_HISTORY_RETENTION_DAYS` (90).
+    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, SettingError> {
+        let retention = number_setting("SLUICE_HISTORY_RETENTION_DAYS", 90)?;
+        Ok(Store::new(
+            Client::new(config),
+            setting("SLUICE_TABLE")?,
+            chrono::Duration::days(retention as i64),
+        ))
+    }
+
     pub fn new(client: Client, table: impl Into<String>, retention: chrono::Duration) -> Self {
         Store {
             client,
@@ -176,19 +192,34 @@ impl Store {
         expected: u64,
         events: &[Event],
     ) -> Result<Stored, StoreError> {
-        let version = expected + 1;
-        let item = self.state_item(d, version)?;
+        let item = self.state_item(d, expected + 1)?;
+        self.update_state(item, expected, &timeline_value(events), &d.id)
+            .await?;
+        Ok(Stored {
+            deployment: d.clone(),
+            version: expected + 1,
+        })
+    }
+
+    /// Replaces a state item's attributes if its version is still `expected`,
+    /// and appends `lines` (a list) to its timeline, in one conditional write.
+    async fn update_state(
+        &self,
+        item: HashMap<String, AttributeValue>,
+        expected: u64,
+        lines: &AttributeValue,
+        id: &str,
+    ) -> Result<(), StoreError> {
         let mut update = self
             .client
             .update_item()
             .table_name(&self.table)
-            .key("pk", s(deploy_pk(&d.id)))
-            .key("sk", s("STATE"))
             .condition_expression("#version = :expected")
             .expression_attribute_values(":expected", n(expected));
         let mut sets = Vec::new();
         for (name, value) in item {
             if name == "pk" || name == "sk" {
+                update = update.key(name, value);
                 continue;
             }
             sets.push(format!("#{name} = :{name}"));
@@ -196,16 +227,16 @@ impl Store {
                 .expression_attribute_names(format!("#{name}"), &name)
                 .expression_attribute_values(format!(":{name}"), value);
         }
-        if !events.is_empty() {
+        if lines.as_l().is_ok_and(|l| !l.is_empty()) {
             sets.push(format!(
-                "#{TIMELINE} = list_append(if_not_exists(#{TIMELINE}, :none), :events)"
+                "#{TIMELINE} = list_append(if_not_exists(#{TIMELINE}, :none), :lines)"
             ));
             update = update
                 .expression_attribute_names(format!("#{TIMELINE}"), TIMELINE)
                 .expression_attribute_values(":none", AttributeValue::L(Vec::new()))
-                .expression_attribute_values(":events", timeline_value(events));
+                .expression_attribute_values(":lines", lines.clone());
         }
-        // What the new state does not have (an active deployment has no expiry...).
+        // What the new state does not have (an active item has no expiry...).
         let mut removes = Vec::new();
         for name in OPTIONAL_ATTRIBUTES {
             if !sets.iter().any(|set| set.starts_with(&format!("#{name} "))) {
@@ -217,30 +248,38 @@ impl Store {
         if !removes.is_empty() {
             expression.push_str(&format!(" REMOVE {}", removes.join(", ")));
         }
-        let result = update.update_expression(expression).send().await;
-        match result {
-            Ok(_) => Ok(Stored {
-                deployment: d.clone(),
-                version,
-            }),
+        match update.update_expression(expression).send().await {
+            Ok(_) => Ok(()),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
             {
-                Err(StoreError::Conflict(d.id.clone()))
+                Err(StoreError::Conflict(id.to_owned()))
             }
             Err(e) => Err(aws(e)),
         }
     }
 
     pub async fn load(&self, id: &str) -> Result<Stored, StoreError> {
+        let (data, version) = self.load_state(&deploy_pk(id), id).await?;
+        let deployment = serde_json::from_str(&data).map_err(|e| StoreError::Corrupt {
+            id: id.to_owned(),
+            detail: e.to_string(),
+        })?;
+        Ok(Stored {
+            deployment,
+            version,
+        })
+    }
+
+    /// A state item's data and version, without its timeline (which only grows).
+    async fn load_state(&self, pk: &str, id: &str) -> Result<(String, u64), StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", s(deploy_pk(id)))
+            .key("pk", s(pk))
             .key("sk", s("STATE"))
-            // Not the timeline, which only grows.
             .projection_expression("#d, #v")
             .expression_attribute_names("#d", "data")
             .expression_attribute_names("#v", "version")
@@ -251,33 +290,38 @@ impl Store {
         let item = out
             .item
             .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
-        let corrupt = |detail: String| StoreError::Corrupt {
+        let corrupt = |detail: &str| StoreError::Corrupt {
             id: id.to_owned(),
-            detail,
+            detail: detail.to_owned(),
         };
         let data = item
             .get("data")
             .and_then(|v| v.as_s().ok())
-            .ok_or_else(|| corrupt("no data".into()))?;
+            .ok_or_else(|| corrupt("no data"))?;
         let version = item
             .get("version")
             .and_then(|v| v.as_n().ok())
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| corrupt("no version".into()))?;
-        let deployment = serde_json::from_str(data).map_err(|e| corrupt(e.to_string()))?;
-        Ok(Stored {
-            deployment,
-            version,
-        })
+            .ok_or_else(|| corrupt("no version"))?;
+        Ok((data.clone(), version))
     }
 
     /// The deployment's timeline, oldest first.
     pub async fn events(&self, id: &str) -> Result<Vec<Event>, StoreError> {
+        self.timeline(&deploy_pk(id), id).await
+    }
+
+    /// A state item's timeline, oldest first.
+    async fn timeline<T: serde::de::DeserializeOwned>(
+        &self,
+        pk: &str,
+        id: &str,
+    ) -> Result<Vec<T>, StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", s(deploy_pk(id)))
+            .key("pk", s(pk))
             .key("sk", s("STATE"))
             .projection_expression("#t")
             .expression_attribute_names("#t", TIMELINE)
@@ -455,7 +499,8 @@ impl Store {
     }
 }
 
-fn timeline_value(events: &[Event]) -> AttributeValue {
+/// Timeline lines as a DynamoDB list of JSON strings.
+fn timeline_value<T: serde::Serialize>(events: &[T]) -> AttributeValue {
     AttributeValue::L(
         events
             .iter()

@@ -56,6 +56,7 @@ impl Provisioner<'_> {
                 "AWS::DynamoDB::Table" => self.table(ctx, &id, &props).await,
                 "AWS::SQS::Queue" => self.queue(ctx, &id, &props).await,
                 "AWS::S3::Bucket" => self.bucket(ctx, &id, &props).await,
+                "AWS::SecretsManager::Secret" => self.secret(ctx, &id, &props).await,
                 "AWS::Serverless::Function" if self.skip_functions.contains(&id) => {
                     tracing::info!(function = %id, "left out (--skip-function)");
                     continue;
@@ -254,6 +255,53 @@ impl Provisioner<'_> {
                 ctx.region, ctx.account_id
             )),
         );
+        Ok(())
+    }
+
+    /// A secret with its `SecretString`, or a random one for `GenerateSecretString`.
+    async fn secret(&self, ctx: &mut StackContext, id: &str, props: &Value) -> Result<()> {
+        let client = aws_sdk_secretsmanager::Client::new(self.moto);
+        let name = string_or(props, "Name", || ctx.generated_name(id));
+        let value = match props.get("SecretString").and_then(Value::as_str) {
+            Some(v) => v.to_owned(),
+            None => {
+                let length = props
+                    .pointer("/GenerateSecretString/PasswordLength")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(32) as usize;
+                rand::distr::SampleString::sample_string(
+                    &rand::distr::Alphanumeric,
+                    &mut rand::rng(),
+                    length,
+                )
+            }
+        };
+        let created = client
+            .create_secret()
+            .name(&name)
+            .secret_string(value)
+            .send()
+            .await;
+        let arn = match created {
+            Ok(out) => out.arn.unwrap_or_default(),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_resource_exists_exception()) =>
+            {
+                client
+                    .describe_secret()
+                    .secret_id(&name)
+                    .send()
+                    .await
+                    .map_err(|e| anyhow!("DescribeSecret {name}: {e:?}"))?
+                    .arn
+                    .unwrap_or_default()
+            }
+            Err(e) => return Err(anyhow!("CreateSecret {name}: {e:?}")),
+        };
+        // As in CloudFormation, a secret's Ref is its ARN.
+        ctx.refs.insert(id.to_owned(), json!(arn));
+        ctx.attributes.insert((id.into(), "Id".into()), json!(arn));
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 pub mod analysis;
 pub mod config;
 pub mod deployment;
+pub mod execution;
 pub mod hooks;
 pub mod pipeline;
 pub mod smoke;

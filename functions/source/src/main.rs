@@ -1,0 +1,19 @@
+//! The source function: builds its clients once and hands every event (a
+//! webhook through its Function URL, a CodeCommit trigger or state change) to
+//! the library.
+
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use serde_json::Value;
+use sluice::source::Source;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    sluice::telemetry::init(sluice::telemetry::LogFormat::detect());
+    let config = sluice::aws::sdk_config().await;
+    let source = Source::from_env(&config)?;
+    let source = &source;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        source.handle(&event.payload).await.map_err(Error::from)
+    }))
+    .await
+}

@@ -1,0 +1,404 @@
+use super::*;
+use crate::domain::pipeline::GitRef;
+use chrono::TimeZone;
+use proptest::prelude::*;
+
+fn t(secs: i64) -> Time {
+    Utc.timestamp_opt(1_800_000_000 + secs, 0).unwrap()
+}
+
+const PIPELINE: &str = r#"
+name: app
+source: { repository: acme/app }
+execution_mode: MODE
+stages:
+  - name: build
+    actions:
+      - { name: artifact, kind: artifact, config: { key: "builds/{sha}.zip", timeout: 10m } }
+  - name: beta
+    actions:
+      - { name: deploy-beta, kind: deploy, config: { function: app, alias: beta, artifact: artifact, config: AllAtOnce } }
+      - { name: lint, kind: invoke, config: { function: lint } }
+      - { name: test-beta, kind: invoke, run_order: 2, config: { function: tests } }
+  - name: approve
+    actions:
+      - { name: approval, kind: approval, config: { timeout: 1h } }
+  - name: live
+    actions:
+      - { name: bake, kind: wait, config: { duration: 30s } }
+      - { name: deploy-live, kind: deploy, run_order: 2, config: { function: app, alias: live, artifact: artifact, config: "canary:10:5m" } }
+"#;
+
+fn definition(mode: &str) -> PipelineDefinition {
+    PipelineDefinition::parse(&PIPELINE.replace("MODE", mode)).unwrap()
+}
+
+fn push() -> Push {
+    Push {
+        repository: "acme/app".into(),
+        reference: GitRef::Branch("main".into()),
+        sha: "9a1f3c2e8b7d4a6f5e0c1b2a3d4e5f60718293a4".into(),
+        deleted: false,
+        forced: false,
+        changed_paths: None,
+        message: None,
+        author: None,
+    }
+}
+
+struct Run {
+    e: Execution,
+    now: Time,
+    commands: Vec<Command>,
+}
+
+impl Run {
+    fn new(mode: &str) -> Self {
+        let (e, commands) = Execution::create("x-1", definition(mode), push(), t(0));
+        Run {
+            e,
+            now: t(0),
+            commands,
+        }
+    }
+
+    fn feed(&mut self, input: Input) -> bool {
+        let (e, commands) = decide(&self.e, &input, self.now);
+        let changed = e != self.e;
+        self.e = e;
+        self.commands.extend(commands);
+        changed
+    }
+
+    fn at(&self, name: &str) -> ActionRef {
+        let i = self.e.actions.iter().position(|a| a.name == name).unwrap();
+        self.e.action_ref(i)
+    }
+
+    fn pass(&mut self, name: &str) -> bool {
+        let at = self.at(name);
+        self.feed(Input::ActionSucceeded {
+            at,
+            detail: "ok".into(),
+            outputs: BTreeMap::new(),
+        })
+    }
+
+    fn fail(&mut self, name: &str) -> bool {
+        let at = self.at(name);
+        self.feed(Input::ActionFailed {
+            at,
+            reason: "boom".into(),
+        })
+    }
+
+    fn running(&self) -> Vec<&str> {
+        self.e
+            .actions
+            .iter()
+            .filter(|a| matches!(a.state, ActionState::Running { .. }))
+            .map(|a| a.name.as_str())
+            .collect()
+    }
+
+    fn approve(&mut self, approved: bool) -> bool {
+        let at = self.at("approval");
+        self.feed(Input::Approval {
+            at,
+            approved,
+            by: "ada".into(),
+            comment: "looks good".into(),
+        })
+    }
+
+    fn run_until_approval(&mut self) {
+        assert!(self.pass("artifact"));
+        assert!(self.pass("deploy-beta"));
+        assert!(self.pass("lint"));
+        assert!(self.pass("test-beta"));
+        assert_eq!(self.e.stage_name(), "approve");
+    }
+}
+
+#[test]
+fn stages_run_in_order_and_run_orders_group_actions() {
+    let mut r = Run::new("superseded");
+    assert_eq!(r.e.status, Status::InProgress);
+    assert_eq!(r.running(), ["artifact"]);
+    assert!(
+        r.commands
+            .iter()
+            .any(|c| matches!(c, Command::StartTimer { when, .. } if *when == t(600)))
+    );
+    assert!(r.pass("artifact"));
+    assert_eq!(r.e.stage_name(), "beta");
+    assert_eq!(
+        r.running(),
+        ["deploy-beta", "lint"],
+        "run order 1 runs together"
+    );
+    assert!(r.pass("lint"));
+    assert_eq!(
+        r.running(),
+        ["deploy-beta"],
+        "order 2 waits for all of order 1"
+    );
+    assert!(r.pass("deploy-beta"));
+    assert_eq!(r.running(), ["test-beta"]);
+    assert!(r.pass("test-beta"));
+    assert_eq!(r.running(), ["approval"]);
+    assert!(!r.pass("approval"), "only a person approves");
+    assert!(r.approve(true));
+    assert_eq!(r.e.stage_name(), "live");
+    assert_eq!(r.running(), ["bake"]);
+    let bake = r.at("bake");
+    assert!(
+        !r.commands.contains(&Command::RunAction { at: bake }),
+        "a wait is only a timer"
+    );
+    r.now = t(10);
+    assert!(r.feed(Input::TimerFired { at: bake }), "early: re-armed");
+    assert_eq!(r.running(), ["bake"]);
+    r.now = t(30);
+    assert!(r.feed(Input::TimerFired { at: bake }));
+    assert!(r.pass("deploy-live"));
+    assert_eq!(r.e.status, Status::Succeeded);
+    assert_eq!(r.commands.last(), Some(&Command::ReleaseTurn));
+}
+
+#[test]
+fn a_failed_action_fails_the_execution_and_a_retry_runs_the_stage_again() {
+    let mut r = Run::new("superseded");
+    r.pass("artifact");
+    assert!(r.fail("lint"));
+    assert_eq!(
+        r.e.status,
+        Status::InProgress,
+        "deploy-beta is still running"
+    );
+    assert!(r.pass("deploy-beta"));
+    assert!(
+        matches!(&r.e.status, Status::Failed { reason } if reason.contains("lint failed in stage beta: boom")),
+        "{:?}",
+        r.e.status
+    );
+    assert!(r.running().is_empty(), "test-beta never starts");
+    let stale = r.at("lint");
+    assert!(r.feed(Input::RetryStage { failed_only: true }));
+    assert_eq!(r.running(), ["lint"], "only the failed action runs again");
+    assert!(
+        !r.feed(Input::ActionSucceeded {
+            at: ActionRef {
+                attempt: 1,
+                ..stale
+            },
+            detail: "late".into(),
+            outputs: BTreeMap::new()
+        }),
+        "a result of the first attempt is stale"
+    );
+    assert!(r.pass("lint"));
+    assert_eq!(r.running(), ["test-beta"]);
+    r.fail("test-beta");
+    assert!(r.feed(Input::RetryStage { failed_only: false }));
+    assert_eq!(
+        r.running(),
+        ["deploy-beta", "lint"],
+        "all actions run again"
+    );
+    assert!(
+        !r.feed(Input::RetryStage { failed_only: false }),
+        "only a failed execution retries"
+    );
+}
+
+#[test]
+fn a_rejection_or_a_deadline_fails_the_action() {
+    let mut r = Run::new("superseded");
+    r.run_until_approval();
+    assert!(r.approve(false));
+    assert!(matches!(&r.e.status, Status::Failed { reason } if reason.contains("rejected by ada")));
+
+    let mut r = Run::new("superseded");
+    let artifact = r.at("artifact");
+    r.now = t(601);
+    assert!(r.feed(Input::TimerFired { at: artifact }));
+    assert!(
+        matches!(&r.e.status, Status::Failed { reason } if reason.contains("no result before its deadline"))
+    );
+    assert!(r.commands.contains(&Command::CancelAction { at: artifact }));
+}
+
+#[test]
+fn stop_abandons_now_or_finishes_running_actions_first() {
+    let mut r = Run::new("superseded");
+    r.pass("artifact");
+    assert!(r.feed(Input::Stop {
+        mode: StopMode::Abandon,
+        reason: "wrong commit".into()
+    }));
+    assert!(matches!(&r.e.status, Status::Stopped { .. }));
+    let cancelled = r
+        .commands
+        .iter()
+        .filter(|c| matches!(c, Command::CancelAction { .. }))
+        .count();
+    assert_eq!(cancelled, 2, "both running actions are stopped");
+    assert!(!r.pass("lint"));
+    assert!(
+        matches!(&r.e.status, Status::Stopped { .. }),
+        "results after a stop change nothing"
+    );
+
+    let mut r = Run::new("superseded");
+    r.pass("artifact");
+    assert!(r.feed(Input::Stop {
+        mode: StopMode::Finish,
+        reason: "freeze".into()
+    }));
+    assert!(r.pass("lint"));
+    assert_eq!(r.e.status, Status::InProgress);
+    assert!(r.pass("deploy-beta"));
+    assert!(
+        matches!(&r.e.status, Status::Stopped { reason } if reason == "freeze"),
+        "test-beta never starts"
+    );
+}
+
+#[test]
+fn a_superseded_execution_ends_at_the_next_stage_boundary() {
+    let mut r = Run::new("superseded");
+    assert!(r.feed(Input::Supersede { by: "x-2".into() }));
+    assert!(!r.feed(Input::Supersede { by: "x-3".into() }), "once");
+    assert_eq!(r.e.status, Status::InProgress);
+    assert!(r.pass("artifact"));
+    assert_eq!(r.e.status, Status::Superseded { by: "x-2".into() });
+    assert!(r.running().is_empty() && r.e.stage_name() == "build");
+}
+
+#[test]
+fn a_queued_execution_waits_for_its_turn() {
+    let mut r = Run::new("queued");
+    assert_eq!(r.e.status, Status::Queued);
+    assert!(r.running().is_empty());
+    assert!(r.feed(Input::Start));
+    assert_eq!(r.running(), ["artifact"]);
+    assert!(!r.feed(Input::Start), "started once");
+}
+
+#[test]
+fn pending_reissues_running_actions() {
+    let mut r = Run::new("superseded");
+    r.pass("artifact");
+    let commands = pending(&r.e, r.now);
+    assert_eq!(
+        commands,
+        vec![
+            Command::RunAction {
+                at: r.at("deploy-beta")
+            },
+            Command::RunAction { at: r.at("lint") },
+        ]
+    );
+}
+
+fn pick(e: &Execution, choice: u8, target: usize, attempt_skew: u32, secs: i64) -> Input {
+    let action = if e.actions.is_empty() {
+        0
+    } else {
+        target % e.actions.len()
+    };
+    let at = ActionRef {
+        stage: e.stage,
+        action,
+        attempt: e.actions.get(action).map_or(1, |a| a.attempt) + attempt_skew,
+    };
+    match choice % 9 {
+        0..=2 => Input::ActionSucceeded {
+            at,
+            detail: "ok".into(),
+            outputs: BTreeMap::new(),
+        },
+        3 => Input::ActionFailed {
+            at,
+            reason: "boom".into(),
+        },
+        4 => Input::TimerFired { at },
+        5 => Input::Approval {
+            at,
+            approved: secs % 3 != 0,
+            by: "ada".into(),
+            comment: String::new(),
+        },
+        6 => Input::RetryStage {
+            failed_only: secs % 2 == 0,
+        },
+        7 => Input::Stop {
+            mode: if secs % 2 == 0 {
+                StopMode::Abandon
+            } else {
+                StopMode::Finish
+            },
+            reason: "op".into(),
+        },
+        _ => Input::Supersede { by: "x-2".into() },
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn invariants_hold_for_any_input_sequence(
+        steps in prop::collection::vec((any::<u8>(), 0usize..4, 0u32..2, 0i64..4000), 1..60)
+    ) {
+        let mut r = Run::new("superseded");
+        r.feed(Input::Start);
+        let mut finals = 0;
+        for (choice, target, skew, secs) in steps {
+            let before = r.e.clone();
+            r.now = t(secs.max((r.now - t(0)).num_seconds()));
+            let input = pick(&r.e, choice, target, skew, secs);
+            let (after, commands) = decide(&before, &input, r.now);
+            // An input that does not apply changes nothing.
+            if commands.is_empty() {
+                prop_assert_eq!(&after, &before);
+            }
+            // Nothing moves once final.
+            if before.status.is_final() {
+                prop_assert_eq!(&after, &before);
+            }
+            // Stages only move forward, and only past a stage whose actions all passed.
+            prop_assert!(after.stage >= before.stage);
+            if after.stage > before.stage {
+                prop_assert!(before.superseded_by.is_none() && before.stopping.is_none());
+            }
+            // Within a stage, a run order starts only when every lower one passed.
+            for run in after.actions.iter().filter(|a| matches!(a.state, ActionState::Running { .. })) {
+                for other in after.actions.iter().filter(|a| a.run_order < run.run_order) {
+                    let ok = matches!(other.state, ActionState::Succeeded { .. });
+                    prop_assert!(ok, "{} runs before {} passed", run.name, other.name);
+                }
+            }
+            // Commands only name running actions of the current stage and attempt.
+            for c in &commands {
+                if let Command::RunAction { at } | Command::StartTimer { at, .. } = c {
+                    prop_assert_eq!(at.stage, after.stage);
+                    let run = &after.actions[at.action];
+                    prop_assert_eq!(run.attempt, at.attempt);
+                    let running = matches!(run.state, ActionState::Running { .. });
+                    prop_assert!(running, "{:?} names {} which is not running", c, run.name);
+                }
+            }
+            // A final or failed execution runs nothing, and says so once.
+            if !after.status.is_running() && !matches!(after.status, Status::Queued) {
+                let idle = after.actions.iter().all(|a| !matches!(a.state, ActionState::Running { .. }));
+                prop_assert!(idle, "{:?} has running actions", after.status);
+            }
+            finals += commands.iter().filter(|c| **c == Command::ReleaseTurn).count();
+            prop_assert!(finals <= 1 + r.commands.iter().filter(|c| matches!(c, Command::Record(e) if e.message.contains("retried"))).count());
+            r.e = after;
+            r.commands.extend(commands);
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Pipeline definitions and executions, in the same table as deployments.
+//!
+//! - `PIPELINES` / `<name>`: a definition as JSON (one query lists them all).
+//! - `EXEC#<id>` / `STATE`: an execution, versioned like a deployment, with its
+//!   timeline; in `ActiveIndex` while it can still move.
+//! - `COMMIT#<pipeline>#<sha>` / `COMMIT`: which execution a commit started,
+//!   written in the same transaction as the execution, so a redelivered push
+//!   starts nothing twice.
+
+use super::{ACTIVE, IN_FLIGHT_GRACE_SECS, Store, StoreError, aws, n, s};
+use crate::domain::execution::{Execution, ExecutionEvent, Status};
+use crate::domain::pipeline::PipelineDefinition;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use std::collections::HashMap;
+
+const PIPELINES_PK: &str = "PIPELINES";
+
+fn exec_pk(id: &str) -> String {
+    format!("EXEC#{id}")
+}
+
+fn commit_pk(pipeline: &str, sha: &str) -> String {
+    format!("COMMIT#{pipeline}#{sha}")
+}
+
+/// An execution as loaded, with the version to save against.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredExecution {
+    pub execution: Execution,
+    pub version: u64,
+}
+
+/// What recording a push's execution did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecutionStart {
+    Started,
+    /// This pipeline already runs (or ran) this commit: the id of that execution.
+    AlreadyStarted(String),
+}
+
+fn corrupt(id: &str, detail: impl ToString) -> StoreError {
+    StoreError::Corrupt {
+        id: id.to_owned(),
+        detail: detail.to_string(),
+    }
+}
+
+impl Store {
+    /// Saves a definition (validated by the caller); returns the one it replaced.
+    pub async fn put_definition(
+        &self,
+        definition: &PipelineDefinition,
+    ) -> Result<Option<PipelineDefinition>, StoreError> {
+        let data = serde_json::to_string(definition).map_err(|e| corrupt(&definition.name, e))?;
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(PIPELINES_PK))
+            .item("sk", s(&definition.name))
+            .item("data", s(data))
+            .item("updated_at", n(chrono::Utc::now().timestamp_millis()))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(aws)?;
+        out.attributes
+            .as_ref()
+            .map(|item| definition_of(&definition.name, item))
+            .transpose()
+    }
+
+    pub async fn definition(&self, name: &str) -> Result<Option<PipelineDefinition>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(PIPELINES_PK))
+            .key("sk", s(name))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(aws)?;
+        out.item
+            .as_ref()
+            .map(|item| definition_of(name, item))
+            .transpose()
+    }
+
+    /// Every definition, by name.
+    pub async fn definitions(&self) -> Result<Vec<PipelineDefinition>, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(PIPELINES_PK))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send();
+        let mut definitions = Vec::new();
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(aws)?;
+            let name = item
+                .get("sk")
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .unwrap_or_default();
+            definitions.push(definition_of(&name, &item)?);
+        }
+        Ok(definitions)
+    }
+
+    fn execution_item(
+        &self,
+        e: &Execution,
+        version: u64,
+    ) -> Result<HashMap<String, AttributeValue>, StoreError> {
+        let data = serde_json::to_string(e).map_err(|err| corrupt(&e.id, err))?;
+        let mut item = HashMap::from([
+            ("pk".to_owned(), s(exec_pk(&e.id))),
+            ("sk".to_owned(), s("STATE")),
+            ("data".to_owned(), s(data)),
+            ("version".to_owned(), n(version)),
+            ("pipeline".to_owned(), s(&e.pipeline)),
+            ("status".to_owned(), s(status_name(&e.status))),
+        ]);
+        if e.status.is_final() {
+            item.insert(
+                "expires_at".into(),
+                n((e.updated_at + self.retention).timestamp()),
+            );
+        } else {
+            // Looked at by the sweep after a grace: a worker that died mid-way.
+            item.insert("active".into(), s(ACTIVE));
+            let due = e.updated_at + chrono::Duration::seconds(IN_FLIGHT_GRACE_SECS);
+            item.insert("due_at".into(), n(due.timestamp_millis()));
+        }
+        Ok(item)
+    }
+
+    /// Records a new execution and its commit, unless the commit already started one.
+    pub async fn start_execution(
+        &self,
+        e: &Execution,
+        events: &[ExecutionEvent],
+    ) -> Result<ExecutionStart, StoreError> {
+        let mut item = self.execution_item(e, 1)?;
+        item.insert(super::TIMELINE.into(), super::timeline_value(events));
+        let commit = HashMap::from([
+            ("pk".to_owned(), s(commit_pk(&e.pipeline, &e.push.sha))),
+            ("sk".to_owned(), s("COMMIT")),
+            ("execution".to_owned(), s(&e.id)),
+            (
+                "expires_at".to_owned(),
+                n((e.created_at + self.retention).timestamp()),
+            ),
+        ]);
+        let put = |item: HashMap<String, AttributeValue>| -> Result<TransactWriteItem, StoreError> {
+            Ok(TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(item))
+                        .condition_expression("attribute_not_exists(pk)")
+                        .build()
+                        .map_err(aws)?,
+                )
+                .build())
+        };
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(put(commit)?)
+            .transact_items(put(item)?)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(ExecutionStart::Started),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|se| se.is_transaction_canceled_exception()) =>
+            {
+                let existing = self
+                    .client
+                    .get_item()
+                    .table_name(&self.table)
+                    .key("pk", s(commit_pk(&e.pipeline, &e.push.sha)))
+                    .key("sk", s("COMMIT"))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .map_err(aws)?;
+                match existing
+                    .item
+                    .and_then(|i| i.get("execution").and_then(|v| v.as_s().ok()).cloned())
+                {
+                    Some(id) => Ok(ExecutionStart::AlreadyStarted(id)),
+                    // The execution id was taken, not the commit: ids are random, so say so.
+                    None => Err(StoreError::AlreadyExists(e.id.clone())),
+                }
+            }
+            Err(err) => Err(aws(err)),
+        }
+    }
+
+    pub async fn load_execution(&self, id: &str) -> Result<StoredExecution, StoreError> {
+        let (data, version) = self.load_state(&exec_pk(id), id).await?;
+        Ok(StoredExecution {
+            execution: serde_json::from_str(&data).map_err(|e| corrupt(id, e))?,
+            version,
+        })
+    }
+
+    /// Saves `e` if the stored version is still `expected`, with its new timeline lines.
+    pub async fn save_execution(
+        &self,
+        e: &Execution,
+        expected: u64,
+        events: &[ExecutionEvent],
+    ) -> Result<StoredExecution, StoreError> {
+        let item = self.execution_item(e, expected + 1)?;
+        self.update_state(item, expected, &super::timeline_value(events), &e.id)
+            .await?;
+        Ok(StoredExecution {
+            execution: e.clone(),
+            version: expected + 1,
+        })
+    }
+
+    /// An execution's timeline, oldest first.
+    pub async fn execution_events(&self, id: &str) -> Result<Vec<ExecutionEvent>, StoreError> {
+        self.timeline(&exec_pk(id), id).await
+    }
+}
+
+fn definition_of(
+    name: &str,
+    item: &HashMap<String, AttributeValue>,
+) -> Result<PipelineDefinition, StoreError> {
+    let data = item
+        .get("data")
+        .and_then(|v| v.as_s().ok())
+        .ok_or_else(|| corrupt(name, "no data"))?;
+    serde_json::from_str(data).map_err(|e| corrupt(name, e))
+}
+
+fn status_name(status: &Status) -> &'static str {
+    match status {
+        Status::Queued => "queued",
+        Status::InProgress => "in_progress",
+        Status::Succeeded => "succeeded",
+        Status::Failed { .. } => "failed",
+        Status::Stopped { .. } => "stopped",
+        Status::Superseded { .. } => "superseded",
+    }
+}
