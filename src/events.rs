@@ -1,8 +1,11 @@
-//! Incoming events, parsed into what the engine acts on. The shifter is fed by
-//! four sources (template.yaml): the timer queue, the table's stream, the
-//! reconcile schedule and CloudWatch alarm state changes.
+//! Incoming events, parsed into what the engine and the orchestrator act on.
+//! The shifter is fed by four sources (template.yaml): the timer queue, the
+//! table's stream, the reconcile schedule and CloudWatch alarm state changes;
+//! the orchestrator by its timer queue, the stream, the schedule and S3
+//! "Object Created" events of the artifact bucket.
 
 use crate::engine::TimerMessage;
+use crate::orchestrator::PipelineTimer;
 use aws_lambda_events::cloudwatch_alarms::{CloudWatchAlarmData, CloudWatchAlarmStateValue};
 use aws_lambda_events::dynamodb::Event as StreamEvent;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
@@ -100,6 +103,109 @@ pub fn parse_shifter_event(payload: &Value) -> Result<ShifterEvent, EventError> 
     }
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub enum OrchestratorEvent {
+    /// Pipeline timer messages by SQS message id; a body that is not one is kept as its error.
+    Timers(Vec<(String, Result<PipelineTimer, String>)>),
+    /// From the table's stream: executions just created, and deployments that just ended.
+    Table {
+        new_executions: Vec<String>,
+        finished_deployments: Vec<String>,
+    },
+    /// An S3 "Object Created" event (EventBridge).
+    ObjectCreated {
+        bucket: String,
+        key: String,
+    },
+    Reconcile,
+}
+
+const FINISHED_PHASES: [&str; 3] = ["promoted", "rolled_back", "failed_to_start"];
+
+/// Tells the orchestrator's event sources apart by their shape.
+pub fn parse_orchestrator_event(payload: &Value) -> Result<OrchestratorEvent, EventError> {
+    let first_source = payload
+        .pointer("/Records/0/eventSource")
+        .and_then(Value::as_str);
+    match first_source {
+        Some("aws:sqs") => {
+            let event: SqsEvent =
+                serde_json::from_value(payload.clone()).map_err(malformed("SQS"))?;
+            return Ok(OrchestratorEvent::Timers(
+                event
+                    .records
+                    .into_iter()
+                    .map(|m| {
+                        let id = m.message_id.unwrap_or_default();
+                        let timer = serde_json::from_str(m.body.as_deref().unwrap_or_default())
+                            .map_err(|e| format!("not a pipeline timer: {e}"));
+                        (id, timer)
+                    })
+                    .collect(),
+            ));
+        }
+        Some("aws:dynamodb") => {
+            let event: StreamEvent =
+                serde_json::from_value(payload.clone()).map_err(malformed("DynamoDB stream"))?;
+            let mut new_executions = Vec::new();
+            let mut finished_deployments = Vec::new();
+            for record in &event.records {
+                let change = serde_json::to_value(&record.change).unwrap_or_default();
+                let text = |pointer: &str| change.pointer(pointer).and_then(Value::as_str);
+                if text("/Keys/sk/S") != Some("STATE") {
+                    continue;
+                }
+                let pk = text("/Keys/pk/S").unwrap_or_default();
+                if let Some(id) = pk.strip_prefix("EXEC#")
+                    && record.event_name == "INSERT"
+                    && !new_executions.iter().any(|i| i == id)
+                {
+                    new_executions.push(id.to_owned());
+                }
+                let finished = |image: &str| {
+                    text(&format!("/{image}/phase/S")).is_some_and(|p| FINISHED_PHASES.contains(&p))
+                };
+                if let Some(id) = pk.strip_prefix("DEPLOY#")
+                    && finished("NewImage")
+                    && !finished("OldImage")
+                    && !finished_deployments.iter().any(|i| i == id)
+                {
+                    finished_deployments.push(id.to_owned());
+                }
+            }
+            return Ok(OrchestratorEvent::Table {
+                new_executions,
+                finished_deployments,
+            });
+        }
+        _ => {}
+    }
+    match payload.get("detail-type").and_then(Value::as_str) {
+        Some("Scheduled Event") => Ok(OrchestratorEvent::Reconcile),
+        Some("Object Created") => {
+            let text = |pointer: &str| {
+                payload
+                    .pointer(pointer)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(|| EventError::Malformed {
+                        kind: "Object Created",
+                        detail: format!("no {pointer}"),
+                    })
+            };
+            Ok(OrchestratorEvent::ObjectCreated {
+                bucket: text("/detail/bucket/name")?,
+                key: text("/detail/object/key")?,
+            })
+        }
+        _ => {
+            let mut shown = payload.to_string();
+            shown.truncate(200);
+            Err(EventError::Unrecognised(shown))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +269,53 @@ mod tests {
                 &json!({"detail-type": "CloudWatch Alarm State Change", "detail": {}})
             ),
             Err(EventError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn the_orchestrator_samples_parse_into_what_it_does() {
+        assert_eq!(
+            parse_orchestrator_event(&sample("orchestrator-stream.json")),
+            Ok(OrchestratorEvent::Table {
+                new_executions: vec!["9a1f3c2-0c1e2d3f".into()],
+                finished_deployments: vec!["9a1f3c2-0c1e2d3f~1.0.1".into()],
+            })
+        );
+        let Ok(OrchestratorEvent::Timers(timers)) =
+            parse_orchestrator_event(&sample("orchestrator-timer.json"))
+        else {
+            panic!("not timers")
+        };
+        assert_eq!(
+            timers[0].1.as_ref().unwrap().execution_id,
+            "9a1f3c2-0c1e2d3f"
+        );
+        assert!(
+            timers[1]
+                .1
+                .as_ref()
+                .unwrap_err()
+                .starts_with("not a pipeline timer")
+        );
+        assert_eq!(
+            parse_orchestrator_event(&sample("orchestrator-object-created.json")),
+            Ok(OrchestratorEvent::ObjectCreated {
+                bucket: "sluice-artifactbucket-1x2y3z".into(),
+                key: "builds/acme/greeter/9a1f3c2e8b7d4a6f5e0c1b2a3d4e5f60718293a4/greeter.zip"
+                    .into(),
+            })
+        );
+        assert_eq!(
+            parse_orchestrator_event(&sample("shifter-schedule.json")),
+            Ok(OrchestratorEvent::Reconcile)
+        );
+        assert!(matches!(
+            parse_orchestrator_event(&json!({"detail-type": "Object Created", "detail": {}})),
+            Err(EventError::Malformed { .. })
+        ));
+        assert!(matches!(
+            parse_orchestrator_event(&json!({"hello": 1})),
+            Err(EventError::Unrecognised(_))
         ));
     }
 }

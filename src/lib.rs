@@ -9,6 +9,7 @@ pub mod domain;
 pub mod engine;
 pub mod events;
 pub mod gates;
+pub mod orchestrator;
 pub mod settings;
 pub mod source;
 pub mod store;

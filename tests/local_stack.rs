@@ -502,6 +502,27 @@ async fn event_sources_wired_by_the_template_deliver_aws_shaped_events() -> Resu
             .contains(":rule/")
     );
 
+    // An object put in the bucket is an "Object Created" event, as EventBridge sends it.
+    let bucket = stack.var("SLUICE_RESOURCE_UPLOADS").to_owned();
+    aws_sdk_s3::Client::new(&config)
+        .put_object()
+        .bucket(&bucket)
+        .key("builds/app v2.zip")
+        .body(b"zip".to_vec().into())
+        .send()
+        .await?;
+    let created = wait_for(
+        "an Object Created event",
+        DEADLINE,
+        events(|e| e["detail-type"] == "Object Created"),
+    )
+    .await?;
+    assert_eq!(created["source"], "aws.s3");
+    assert_eq!(created["detail"]["bucket"]["name"], bucket.as_str());
+    assert_eq!(created["detail"]["object"]["key"], "builds/app v2.zip");
+    assert_eq!(created["detail"]["object"]["size"], 3);
+    assert_eq!(created["resources"][0], format!("arn:aws:s3:::{bucket}"));
+
     let url = stack.var("SLUICE_URL_RECORDER").to_owned();
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let http = reqwest::Client::new();

@@ -42,6 +42,20 @@ pub struct Provisioner<'a> {
 
 const ROLE_NAME: &str = "sluice-local-functions";
 
+/// A name and ARN for a resource that is not created locally, so that what
+/// refers to it still resolves.
+fn placeholder(ctx: &mut StackContext, id: &str) {
+    let name = ctx.generated_name(id);
+    ctx.attributes.insert(
+        (id.to_owned(), "Arn".into()),
+        json!(format!(
+            "arn:aws:local:{}:{}:{name}",
+            ctx.region, ctx.account_id
+        )),
+    );
+    ctx.refs.insert(id.to_owned(), json!(name));
+}
+
 impl Provisioner<'_> {
     pub async fn provision(
         &self,
@@ -59,6 +73,7 @@ impl Provisioner<'_> {
                 "AWS::SecretsManager::Secret" => self.secret(ctx, &id, &props).await,
                 "AWS::Serverless::Function" if self.skip_functions.contains(&id) => {
                     tracing::info!(function = %id, "left out (--skip-function)");
+                    placeholder(ctx, &id);
                     continue;
                 }
                 "AWS::Serverless::Function" => {
@@ -69,15 +84,7 @@ impl Provisioner<'_> {
                     // Not needed to run locally (policies, alarms, dashboards...):
                     // its name still resolves for anything that refers to it.
                     tracing::debug!(resource = %id, kind = other, "not provisioned locally");
-                    let name = ctx.generated_name(&id);
-                    ctx.attributes.insert(
-                        (id.clone(), "Arn".into()),
-                        json!(format!(
-                            "arn:aws:local:{}:{}:{name}",
-                            ctx.region, ctx.account_id
-                        )),
-                    );
-                    ctx.refs.insert(id.clone(), json!(name));
+                    placeholder(ctx, &id);
                     continue;
                 }
             }

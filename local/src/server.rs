@@ -122,17 +122,18 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         opts.region.clone(),
         ACCOUNT_ID.to_owned(),
     ));
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&moto)
+            .force_path_style(true)
+            .build(),
+    );
     let state = Arc::new(ApiState {
         invoker: invoker.clone(),
         code: code.clone(),
         http,
         moto_endpoint: opts.moto_endpoint.clone(),
         moto_lambda,
-        s3: aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&moto)
-                .force_path_style(true)
-                .build(),
-        ),
+        s3: s3.clone(),
         async_retry_delay: Duration::from_secs(1).mul_f64(opts.schedule_scale.min(1.0)),
     });
     let api = tokio::spawn(async move { axum::serve(listener, router(state)).await });
@@ -161,6 +162,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
             cloudwatch: aws_sdk_cloudwatch::Client::new(&moto),
             streams: aws_sdk_dynamodbstreams::Client::new(&moto),
             sqs: aws_sdk_sqs::Client::new(&moto),
+            s3,
             region: opts.region.clone(),
             account_id: ACCOUNT_ID.to_owned(),
             poll_interval: opts.poll_interval,

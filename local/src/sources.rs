@@ -47,6 +47,8 @@ pub enum EventSource {
         every: Duration,
         input: Option<Value>,
     },
+    /// An EventBridge rule on S3 "Object Created", played by listing the buckets.
+    ObjectCreated { rule: String, buckets: Vec<String> },
     /// An EventBridge rule on "CloudWatch Alarm State Change", played by watching moto's alarms.
     AlarmStateChanges {
         rule: String,
@@ -146,6 +148,14 @@ impl EventSource {
                         })
                         .unwrap_or_default()
                 };
+                if listed("/detail-type").iter().any(|t| t == "Object Created")
+                    && listed("/source").iter().any(|s| s == "aws.s3")
+                {
+                    return Ok(Some(EventSource::ObjectCreated {
+                        rule: format!("{function}-{name}"),
+                        buckets: listed("/detail/bucket/name"),
+                    }));
+                }
                 if !listed("/detail-type")
                     .iter()
                     .any(|t| t == "CloudWatch Alarm State Change")
@@ -153,7 +163,7 @@ impl EventSource {
                     // Nothing local emits other events (e.g. CodeCommit's): tests invoke
                     // the function with such events themselves.
                     tracing::info!(
-                        "{at}: not played locally (only \"CloudWatch Alarm State Change\" rules are)"
+                        "{at}: not played locally (only \"CloudWatch Alarm State Change\" and S3 \"Object Created\" rules are)"
                     );
                     return Ok(None);
                 }
@@ -209,6 +219,7 @@ pub struct SourceContext {
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub streams: StreamsClient,
     pub sqs: SqsClient,
+    pub s3: aws_sdk_s3::Client,
     pub region: String,
     pub account_id: String,
     pub poll_interval: Duration,
@@ -237,6 +248,9 @@ pub fn start(ctx: Arc<SourceContext>, function: &str, sources: &[EventSource]) {
                 }
                 EventSource::AlarmStateChanges { rule, states } => {
                     watch_alarms(&ctx, &target, &rule, &states).await
+                }
+                EventSource::ObjectCreated { rule, buckets } => {
+                    watch_objects(&ctx, &target, &rule, &buckets).await
                 }
             }
         });
@@ -657,6 +671,77 @@ async fn watch_alarms(ctx: &SourceContext, target: &Target, rule: &str, states: 
         }
         tokio::time::sleep(interval).await;
     }
+}
+
+/// Plays an EventBridge rule on S3 "Object Created" by listing the buckets:
+/// an object that appears (or changes) after the first listing is an event.
+async fn watch_objects(ctx: &SourceContext, target: &Target, rule: &str, buckets: &[String]) {
+    // (bucket, key) → ETag, as last listed.
+    let mut known: HashMap<(String, String), String> = HashMap::new();
+    let mut first = true;
+    let interval = ctx.poll_interval.max(Duration::from_millis(50));
+    loop {
+        for bucket in buckets {
+            let mut pages = ctx
+                .s3
+                .list_objects_v2()
+                .bucket(bucket)
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = match page {
+                    Ok(page) => page,
+                    Err(e) => {
+                        tracing::warn!(bucket, error = ?e, "ListObjectsV2 failed; retrying");
+                        break;
+                    }
+                };
+                for object in page.contents() {
+                    let key = object.key().unwrap_or_default().to_owned();
+                    let etag = object.e_tag().unwrap_or_default().to_owned();
+                    let previous = known.insert((bucket.clone(), key.clone()), etag.clone());
+                    if !first && previous.as_deref() != Some(etag.as_str()) {
+                        let event =
+                            object_created_event(ctx, rule, bucket, &key, object.size(), &etag);
+                        deliver_async(ctx, target, event);
+                    }
+                }
+            }
+        }
+        first = false;
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// An "Object Created" event as EventBridge delivers it (the crate has the
+/// envelope, not this detail).
+fn object_created_event(
+    ctx: &SourceContext,
+    rule: &str,
+    bucket: &str,
+    key: &str,
+    size: Option<i64>,
+    etag: &str,
+) -> Value {
+    let mut e: EventBridgeEvent<Value> = EventBridgeEvent::default();
+    e.version = Some("0".into());
+    e.id = Some(uuid::Uuid::new_v4().to_string());
+    e.detail_type = "Object Created".into();
+    e.source = "aws.s3".into();
+    e.account = Some(ctx.account_id.clone());
+    e.time = Some(chrono::Utc::now());
+    e.region = Some(ctx.region.clone());
+    e.resources = Some(vec![format!("arn:aws:s3:::{bucket}")]);
+    e.detail = json!({
+        "version": "0",
+        "bucket": {"name": bucket},
+        "object": {"key": key, "size": size.unwrap_or_default(), "etag": etag.trim_matches('"')},
+        "request-id": uuid::Uuid::new_v4().simple().to_string(),
+        "requester": ctx.account_id,
+        "reason": "PutObject",
+    });
+    tracing::debug!(rule, bucket, key, "object created");
+    serde_json::to_value(e).expect("events serialise")
 }
 
 fn alarm_event(

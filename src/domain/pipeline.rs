@@ -642,7 +642,12 @@ fn check_action(
                 _ => {}
             }
         }
-        ActionKind::Approval(_) | ActionKind::Wait(_) | ActionKind::CodePipeline(_) => {}
+        ActionKind::CodePipeline(_) => problem(
+            problems,
+            path,
+            "codepipeline actions are not available yet (planned: start the pipeline with the commit as its source revision)",
+        ),
+        ActionKind::Approval(_) | ActionKind::Wait(_) => {}
     }
 }
 

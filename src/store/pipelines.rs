@@ -126,16 +126,24 @@ impl Store {
             ("pipeline".to_owned(), s(&e.pipeline)),
             ("status".to_owned(), s(status_name(&e.status))),
         ]);
-        if e.status.is_final() {
-            item.insert(
-                "expires_at".into(),
-                n((e.updated_at + self.retention).timestamp()),
-            );
-        } else {
+        match &e.status {
+            status if status.is_final() => {
+                item.insert(
+                    "expires_at".into(),
+                    n((e.updated_at + self.retention).timestamp()),
+                );
+            }
+            // Listed (it can be retried), but nothing is due.
+            Status::Failed { .. } => {
+                item.insert("active".into(), s(ACTIVE));
+                item.insert("due_at".into(), n(i64::MAX));
+            }
             // Looked at by the sweep after a grace: a worker that died mid-way.
-            item.insert("active".into(), s(ACTIVE));
-            let due = e.updated_at + chrono::Duration::seconds(IN_FLIGHT_GRACE_SECS);
-            item.insert("due_at".into(), n(due.timestamp_millis()));
+            _ => {
+                item.insert("active".into(), s(ACTIVE));
+                let due = e.updated_at + chrono::Duration::seconds(IN_FLIGHT_GRACE_SECS);
+                item.insert("due_at".into(), n(due.timestamp_millis()));
+            }
         }
         Ok(item)
     }
@@ -233,6 +241,91 @@ impl Store {
     /// An execution's timeline, oldest first.
     pub async fn execution_events(&self, id: &str) -> Result<Vec<ExecutionEvent>, StoreError> {
         self.timeline(&exec_pk(id), id).await
+    }
+
+    /// Ids of unfinished executions from `ActiveIndex`, oldest due first:
+    /// all, those due by a time, or those of one pipeline in one status.
+    async fn active_executions(
+        &self,
+        due_by: Option<chrono::DateTime<chrono::Utc>>,
+        of: Option<(&str, &[Status])>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(super::ACTIVE_INDEX)
+            .expression_attribute_values(":a", s(ACTIVE))
+            .expression_attribute_values(":exec", s("EXEC#"));
+        query = match due_by {
+            Some(now) => query
+                .key_condition_expression("active = :a AND due_at <= :now")
+                .expression_attribute_values(":now", n(now.timestamp_millis())),
+            None => query.key_condition_expression("active = :a"),
+        };
+        let mut filter = "begins_with(pk, :exec)".to_owned();
+        if let Some((pipeline, statuses)) = of {
+            filter.push_str(" AND pipeline = :p AND #status IN (");
+            let names: Vec<String> = (0..statuses.len()).map(|i| format!(":s{i}")).collect();
+            filter.push_str(&names.join(", "));
+            filter.push(')');
+            query = query
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":p", s(pipeline));
+            for (name, status) in names.iter().zip(statuses) {
+                query = query.expression_attribute_values(name, s(status_name(status)));
+            }
+        }
+        let mut pages = query
+            .filter_expression(filter)
+            .into_paginator()
+            .items()
+            .send();
+        let mut ids = Vec::new();
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(aws)?;
+            if let Some(id) = item
+                .get("pk")
+                .and_then(|v| v.as_s().ok())
+                .and_then(|pk| pk.strip_prefix("EXEC#"))
+            {
+                ids.push(id.to_owned());
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Unfinished executions the reconcile sweep should look at.
+    pub async fn due_executions(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        self.active_executions(Some(now), None).await
+    }
+
+    /// A pipeline's executions in progress.
+    pub async fn running_executions(&self, pipeline: &str) -> Result<Vec<String>, StoreError> {
+        self.active_executions(None, Some((pipeline, &[Status::InProgress])))
+            .await
+    }
+
+    /// Every pipeline's executions that are not finished for good.
+    pub async fn running_executions_all(&self) -> Result<Vec<String>, StoreError> {
+        self.active_executions(None, None).await
+    }
+
+    /// A pipeline's queued executions, longest waiting first.
+    pub async fn queued_executions(&self, pipeline: &str) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::new();
+        for id in self
+            .active_executions(None, Some((pipeline, &[Status::Queued])))
+            .await?
+        {
+            let e = self.load_execution(&id).await?.execution;
+            ids.push((e.created_at, id));
+        }
+        ids.sort();
+        Ok(ids.into_iter().map(|(_, id)| id).collect())
     }
 }
 

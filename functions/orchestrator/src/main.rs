@@ -1,0 +1,22 @@
+//! The orchestrator: builds its clients once and hands every event (the
+//! table's stream, pipeline timers, artifact uploads, the reconcile schedule)
+//! to the library.
+
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use serde_json::Value;
+use sluice::orchestrator::Orchestrator;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    sluice::telemetry::init(sluice::telemetry::LogFormat::detect());
+    let config = sluice::aws::sdk_config().await;
+    let orchestrator = Orchestrator::from_env(&config)?;
+    let orchestrator = &orchestrator;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        orchestrator
+            .handle(&event.payload)
+            .await
+            .map_err(Error::from)
+    }))
+    .await
+}

@@ -1,0 +1,686 @@
+//! Runs pipeline executions: load, decide, save, then execute the commands
+//! and feed their results back, as the engine does for deployments. The
+//! orchestrator function is a thin `main` over this.
+//!
+//! Deploy actions create a deployment whose id names the action
+//! (`<execution>~<stage>.<action>.<attempt>`); the shifter runs it, and its
+//! end, seen on the table's stream, is the action's result.
+
+use crate::domain::deployment::{
+    Deployment, DeploymentSpec, Input as DeploymentInput, Phase, VersionSource,
+};
+use crate::domain::execution::{
+    ActionRef, ActionState, Command, Execution, ExecutionEvent, Input, Status, decide, events_of,
+    pending,
+};
+use crate::domain::pipeline::{ActionKind, ExecutionMode, TemplateContext, render};
+use crate::engine::{Engine, EngineError, MAX_TIMER_DELAY_SECS};
+use crate::events::{OrchestratorEvent, parse_orchestrator_event};
+use crate::settings::{SettingError, setting};
+use crate::store::{LockOutcome, StoreError, StoredExecution};
+use aws_sdk_lambda::primitives::Blob;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+use tracing::Instrument;
+
+/// How often an artifact action looks for its object when no notification came.
+pub const ARTIFACT_RECHECK: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// A transient AWS failure: the saved state is retried.
+    #[error("{0}")]
+    Aws(String),
+    #[error("event: {0}")]
+    Event(String),
+}
+
+fn aws(context: &str, e: impl std::fmt::Debug) -> OrchestratorError {
+    OrchestratorError::Aws(format!("{context}: {e:?}"))
+}
+
+/// The body of a message on the pipeline timer queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineTimer {
+    pub execution_id: String,
+    pub at: ActionRef,
+    /// Look again (an artifact not there yet) rather than a deadline or a wait's end.
+    #[serde(default)]
+    pub recheck: bool,
+}
+
+/// The deployment a deploy action starts.
+pub fn deployment_id(execution: &str, at: &ActionRef) -> String {
+    format!("{execution}~{}.{}.{}", at.stage, at.action, at.attempt)
+}
+
+/// The execution action a deployment was started by, if any.
+pub fn deployment_origin(deployment_id: &str) -> Option<(String, ActionRef)> {
+    let (execution, rest) = deployment_id.split_once('~')?;
+    let mut parts = rest.split('.').map(str::parse::<u64>);
+    let (Some(Ok(stage)), Some(Ok(action)), Some(Ok(attempt)), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    Some((
+        execution.to_owned(),
+        ActionRef {
+            stage: stage as usize,
+            action: action as usize,
+            attempt: attempt as u32,
+        },
+    ))
+}
+
+#[derive(Clone)]
+pub struct Orchestrator {
+    /// Deployments are the engine's: the orchestrator creates them and aborts them.
+    pub engine: Engine,
+    pub s3: aws_sdk_s3::Client,
+    pub timer_queue_url: String,
+    pub artifact_bucket: String,
+}
+
+fn now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+
+fn split(commands: Vec<Command>) -> (Vec<ExecutionEvent>, Vec<Command>) {
+    let events = events_of(&commands);
+    let actions = commands
+        .into_iter()
+        .filter(|c| !matches!(c, Command::Record(_)))
+        .collect();
+    (events, actions)
+}
+
+impl Orchestrator {
+    /// From the function's environment: the engine's settings, plus
+    /// `SLUICE_PIPELINE_TIMER_QUEUE_URL` and `SLUICE_ARTIFACT_BUCKET`.
+    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, SettingError> {
+        Ok(Orchestrator {
+            engine: Engine::from_env(config)?,
+            s3: aws_sdk_s3::Client::new(config),
+            timer_queue_url: setting("SLUICE_PIPELINE_TIMER_QUEUE_URL")?,
+            artifact_bucket: setting("SLUICE_ARTIFACT_BUCKET")?,
+        })
+    }
+
+    /// Handles one event of the orchestrator's sources; for timer batches,
+    /// returns the SQS partial-batch answer.
+    pub async fn handle(
+        &self,
+        payload: &serde_json::Value,
+    ) -> Result<serde_json::Value, OrchestratorError> {
+        let event = parse_orchestrator_event(payload)
+            .map_err(|e| OrchestratorError::Event(e.to_string()))?;
+        match event {
+            OrchestratorEvent::Timers(timers) => {
+                let mut failed = Vec::new();
+                for (message_id, timer) in timers {
+                    let outcome = match timer {
+                        Ok(timer) => self.timer(&timer).await.map(|_| ()),
+                        Err(reason) => Err(OrchestratorError::Event(reason)),
+                    };
+                    match outcome {
+                        Ok(()) | Err(OrchestratorError::Store(StoreError::NotFound(_))) => {}
+                        Err(e) => {
+                            tracing::warn!(message_id, error = %e, "timer not handled; SQS will retry it");
+                            failed.push(serde_json::json!({ "itemIdentifier": message_id }));
+                        }
+                    }
+                }
+                Ok(serde_json::json!({ "batchItemFailures": failed }))
+            }
+            OrchestratorEvent::Table {
+                new_executions,
+                finished_deployments,
+            } => {
+                for id in new_executions {
+                    self.arrived(&id).await?;
+                }
+                for id in finished_deployments {
+                    self.deployment_finished(&id).await?;
+                }
+                Ok(serde_json::Value::Null)
+            }
+            OrchestratorEvent::ObjectCreated { bucket, key } => {
+                let woken = self.object_created(&bucket, &key).await?;
+                Ok(serde_json::json!({ "woken": woken }))
+            }
+            OrchestratorEvent::Reconcile => {
+                let mut failed = 0;
+                let due = self.engine.store.due_executions(now()).await?;
+                for id in &due {
+                    if let Err(e) = self.resume(id).await {
+                        failed += 1;
+                        tracing::warn!(execution_id = %id, error = %e, "reconcile could not advance");
+                    }
+                }
+                Ok(serde_json::json!({ "seen": due.len(), "failed": failed }))
+            }
+        }
+    }
+
+    /// A new execution: it takes its turn by execution mode, then runs.
+    pub async fn arrived(&self, id: &str) -> Result<Execution, OrchestratorError> {
+        let stored = self.engine.store.load_execution(id).await?;
+        let e = &stored.execution;
+        match e.definition.execution_mode {
+            ExecutionMode::Parallel => {}
+            ExecutionMode::Superseded => {
+                // Older runs of the pipeline stop at their next stage boundary.
+                for other in self.engine.store.running_executions(&e.pipeline).await? {
+                    if other != e.id && self.older(&other, e).await? {
+                        self.apply(&other, Input::Supersede { by: e.id.clone() })
+                            .await?;
+                    }
+                }
+            }
+            ExecutionMode::Queued => {
+                if e.status == Status::Queued {
+                    return self.take_turn(&e.pipeline).await.map(|_| e.clone());
+                }
+            }
+        }
+        self.resume(id).await
+    }
+
+    async fn older(&self, other: &str, than: &Execution) -> Result<bool, OrchestratorError> {
+        let other = self.engine.store.load_execution(other).await?.execution;
+        Ok((other.created_at, &other.id) < (than.created_at, &than.id))
+    }
+
+    /// Queued mode: the longest-waiting execution starts if the pipeline's turn is free.
+    async fn take_turn(&self, pipeline: &str) -> Result<(), OrchestratorError> {
+        let queued = self.engine.store.queued_executions(pipeline).await?;
+        let Some(next) = queued.first() else {
+            return Ok(());
+        };
+        let lock = turn_lock(pipeline);
+        match self
+            .engine
+            .store
+            .acquire_lock(&lock.0, &lock.1, next, now())
+            .await?
+        {
+            LockOutcome::Acquired => {
+                Box::pin(self.apply(next, Input::Start)).await?;
+            }
+            LockOutcome::Busy { holder } => {
+                // A holder that is no longer running frees the turn (it died before releasing).
+                let done = match self.engine.store.load_execution(&holder).await {
+                    Ok(h) => !h.execution.status.is_running(),
+                    Err(StoreError::NotFound(_)) => true,
+                    Err(e) => return Err(e.into()),
+                };
+                if done {
+                    self.engine
+                        .store
+                        .release_lock(&lock.0, &lock.1, &holder)
+                        .await?;
+                    Box::pin(self.take_turn(pipeline)).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies an outside input (an operator's approval, stop or retry) and drives on.
+    pub async fn apply(&self, id: &str, input: Input) -> Result<Execution, OrchestratorError> {
+        let stored = self.engine.store.load_execution(id).await?;
+        self.drive(stored, VecDeque::from([input]), Vec::new())
+            .await
+    }
+
+    /// Re-issues what the saved state needs (the reconcile sweep's repair).
+    pub async fn resume(&self, id: &str) -> Result<Execution, OrchestratorError> {
+        let stored = self.engine.store.load_execution(id).await?;
+        if stored.execution.status == Status::Queued {
+            // Its turn may have been freed without it being woken.
+            self.take_turn(&stored.execution.pipeline).await?;
+            return Ok(self.engine.store.load_execution(id).await?.execution);
+        }
+        let actions = pending(&stored.execution, now());
+        self.drive(stored, VecDeque::new(), actions).await
+    }
+
+    pub async fn timer(&self, timer: &PipelineTimer) -> Result<Execution, OrchestratorError> {
+        if timer.recheck {
+            let stored = self
+                .engine
+                .store
+                .load_execution(&timer.execution_id)
+                .await?;
+            let still_running = stored
+                .execution
+                .actions
+                .get(timer.at.action)
+                .is_some_and(|a| {
+                    a.attempt == timer.at.attempt && matches!(a.state, ActionState::Running { .. })
+                })
+                && stored.execution.stage == timer.at.stage;
+            let actions = if still_running {
+                vec![Command::RunAction { at: timer.at }]
+            } else {
+                Vec::new()
+            };
+            return self.drive(stored, VecDeque::new(), actions).await;
+        }
+        self.apply(&timer.execution_id, Input::TimerFired { at: timer.at })
+            .await
+    }
+
+    /// A deployment ended: if an execution's deploy action started it, that action ends too.
+    pub async fn deployment_finished(&self, deployment_id: &str) -> Result<(), OrchestratorError> {
+        let Some((execution, at)) = deployment_origin(deployment_id) else {
+            return Ok(());
+        };
+        let d = self.engine.store.load(deployment_id).await?.deployment;
+        if let Some(input) = deployment_result(&d, at) {
+            match self.apply(&execution, input).await {
+                Ok(_) | Err(OrchestratorError::Store(StoreError::NotFound(_))) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// An object arrived: artifact actions waiting for it look again.
+    pub async fn object_created(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<usize, OrchestratorError> {
+        let mut woken = 0;
+        for id in self.engine.store.running_executions_all().await? {
+            let stored = self.engine.store.load_execution(&id).await?;
+            let e = &stored.execution;
+            let waiting: Vec<Command> = e
+                .actions
+                .iter()
+                .enumerate()
+                .filter(|(i, a)| {
+                    matches!(a.state, ActionState::Running { .. })
+                        && matches!(
+                            &e.definition.stages[e.stage].actions[*i].kind,
+                            ActionKind::Artifact(art)
+                                if self.artifact_location(e, art) == (bucket.to_owned(), key.to_owned())
+                        )
+                })
+                .map(|(i, a)| Command::RunAction {
+                    at: ActionRef {
+                        stage: e.stage,
+                        action: i,
+                        attempt: a.attempt,
+                    },
+                })
+                .collect();
+            if !waiting.is_empty() {
+                woken += waiting.len();
+                self.drive(stored, VecDeque::new(), waiting).await?;
+            }
+        }
+        Ok(woken)
+    }
+
+    fn context(&self, e: &Execution) -> TemplateContext {
+        TemplateContext {
+            repo: e.push.repository.clone(),
+            sha: e.push.sha.clone(),
+            reference: e.push.reference.name().to_owned(),
+            pipeline: e.pipeline.clone(),
+            execution: e.id.clone(),
+        }
+    }
+
+    fn render(&self, e: &Execution, text: &str) -> String {
+        render(text, &self.context(e), &e.definition.variables)
+    }
+
+    fn artifact_location(
+        &self,
+        e: &Execution,
+        art: &crate::domain::pipeline::ArtifactAction,
+    ) -> (String, String) {
+        (
+            art.bucket
+                .as_ref()
+                .map(|b| self.render(e, b))
+                .unwrap_or_else(|| self.artifact_bucket.clone()),
+            self.render(e, &art.key),
+        )
+    }
+
+    async fn drive(
+        &self,
+        stored: StoredExecution,
+        inputs: VecDeque<Input>,
+        actions: Vec<Command>,
+    ) -> Result<Execution, OrchestratorError> {
+        let span = tracing::info_span!("execution", execution_id = %stored.execution.id);
+        self.drive_in_span(stored, inputs, actions)
+            .instrument(span)
+            .await
+    }
+
+    async fn drive_in_span(
+        &self,
+        mut stored: StoredExecution,
+        mut inputs: VecDeque<Input>,
+        mut actions: Vec<Command>,
+    ) -> Result<Execution, OrchestratorError> {
+        let id = stored.execution.id.clone();
+        loop {
+            for action in std::mem::take(&mut actions) {
+                if let Some(input) = self.execute(&stored.execution, action).await? {
+                    inputs.push_back(input);
+                }
+            }
+            let Some(input) = inputs.pop_front() else {
+                return Ok(stored.execution);
+            };
+            let (next, commands) = decide(&stored.execution, &input, now());
+            if next == stored.execution && commands.is_empty() {
+                tracing::debug!(execution_id = %id, ?input, "input ignored");
+                continue;
+            }
+            let (events, new_actions) = split(commands);
+            match self
+                .engine
+                .store
+                .save_execution(&next, stored.version, &events)
+                .await
+            {
+                Ok(saved) => {
+                    for e in &events {
+                        tracing::info!(execution_id = %id, "{}", e.message);
+                    }
+                    stored = saved;
+                    actions = new_actions;
+                }
+                Err(StoreError::Conflict(_)) => {
+                    stored = self.engine.store.load_execution(&id).await?;
+                    inputs.push_front(input);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Makes one command happen; returns the fact it produced, if any now.
+    async fn execute(
+        &self,
+        e: &Execution,
+        command: Command,
+    ) -> Result<Option<Input>, OrchestratorError> {
+        match command {
+            Command::RunAction { at } => self.run_action(e, at).await,
+            Command::StartTimer { at, when } => {
+                self.send_timer(e, at, when, false).await?;
+                Ok(None)
+            }
+            Command::CancelAction { at } => {
+                if matches!(
+                    e.definition.stages[at.stage].actions[at.action].kind,
+                    ActionKind::Deploy(_)
+                ) {
+                    let id = deployment_id(&e.id, &at);
+                    let abort = DeploymentInput::Abort {
+                        reason: format!("execution {} stopped it", e.id),
+                    };
+                    match self.engine.apply(&id, abort).await {
+                        Ok(_) | Err(EngineError::Store(StoreError::NotFound(_))) => {}
+                        Err(err) => return Err(err.into()),
+                    }
+                }
+                Ok(None)
+            }
+            Command::ReleaseTurn => {
+                if e.definition.execution_mode == ExecutionMode::Queued {
+                    let lock = turn_lock(&e.pipeline);
+                    self.engine
+                        .store
+                        .release_lock(&lock.0, &lock.1, &e.id)
+                        .await?;
+                    Box::pin(self.take_turn(&e.pipeline)).await?;
+                }
+                Ok(None)
+            }
+            Command::Record(_) => Ok(None),
+        }
+    }
+
+    async fn send_timer(
+        &self,
+        e: &Execution,
+        at: ActionRef,
+        when: chrono::DateTime<chrono::Utc>,
+        recheck: bool,
+    ) -> Result<(), OrchestratorError> {
+        let delay = (when - now()).num_seconds().clamp(0, MAX_TIMER_DELAY_SECS) as i32;
+        let body = serde_json::to_string(&PipelineTimer {
+            execution_id: e.id.clone(),
+            at,
+            recheck,
+        })
+        .expect("timers serialise");
+        self.engine
+            .sqs
+            .send_message()
+            .queue_url(&self.timer_queue_url)
+            .message_body(body)
+            .delay_seconds(delay)
+            .send()
+            .await
+            .map_err(|err| aws("SendMessage (pipeline timer)", err))?;
+        Ok(())
+    }
+
+    async fn run_action(
+        &self,
+        e: &Execution,
+        at: ActionRef,
+    ) -> Result<Option<Input>, OrchestratorError> {
+        let action = &e.definition.stages[at.stage].actions[at.action];
+        let failed = |reason: String| Some(Input::ActionFailed { at, reason });
+        let succeeded = |detail: String, outputs: BTreeMap<String, String>| {
+            Some(Input::ActionSucceeded {
+                at,
+                detail,
+                outputs,
+            })
+        };
+        match &action.kind {
+            ActionKind::Invoke(invoke) => {
+                let function = self.render(e, &invoke.function);
+                let event = serde_json::json!({
+                    "pipeline": e.pipeline,
+                    "execution": e.id,
+                    "stage": e.definition.stages[at.stage].name,
+                    "action": action.name,
+                    "attempt": at.attempt,
+                    "commit": {
+                        "repository": e.push.repository,
+                        "ref": e.push.reference.name(),
+                        "sha": e.push.sha,
+                    },
+                    "outputs": e.outputs,
+                    "payload": invoke.payload,
+                });
+                let out = self
+                    .engine
+                    .lambda
+                    .invoke()
+                    .function_name(&function)
+                    .payload(Blob::new(
+                        serde_json::to_vec(&event).expect("events serialise"),
+                    ))
+                    .send()
+                    .await;
+                match out {
+                    Err(err)
+                        if err
+                            .as_service_error()
+                            .is_some_and(|se| se.is_too_many_requests_exception()) =>
+                    {
+                        Err(aws("Invoke (throttled)", err))
+                    }
+                    Err(err) => Ok(failed(format!("{function} could not be invoked: {err:?}"))),
+                    Ok(out) if out.function_error().is_some() => {
+                        let body: serde_json::Value = out
+                            .payload()
+                            .and_then(|p| serde_json::from_slice(p.as_ref()).ok())
+                            .unwrap_or_default();
+                        let message = body["errorMessage"].as_str().unwrap_or("no message");
+                        Ok(failed(format!("{function} failed: {message}")))
+                    }
+                    Ok(_) => Ok(succeeded(format!("{function} answered"), BTreeMap::new())),
+                }
+            }
+            ActionKind::Artifact(art) => {
+                let (bucket, key) = self.artifact_location(e, art);
+                let head = self.s3.head_object().bucket(&bucket).key(&key).send().await;
+                match head {
+                    Ok(object) => {
+                        let mut outputs = BTreeMap::from([
+                            ("bucket".to_owned(), bucket.clone()),
+                            ("key".to_owned(), key.clone()),
+                        ]);
+                        if let Some(v) = object.version_id() {
+                            outputs.insert("version_id".into(), v.to_owned());
+                        }
+                        Ok(succeeded(format!("s3://{bucket}/{key} is there"), outputs))
+                    }
+                    Err(err) if err.as_service_error().is_some_and(|se| se.is_not_found()) => {
+                        // Not built yet: the bucket's notification wakes it, a recheck covers a lost one.
+                        let when = now()
+                            + chrono::Duration::from_std(ARTIFACT_RECHECK)
+                                .expect("a short duration");
+                        self.send_timer(e, at, when, true).await?;
+                        Ok(None)
+                    }
+                    Err(err) => Err(aws("HeadObject", err)),
+                }
+            }
+            ActionKind::Deploy(deploy) => {
+                let id = deployment_id(&e.id, &at);
+                let source = match (&deploy.artifact, &deploy.version) {
+                    (Some(artifact), _) => match e.outputs.get(artifact) {
+                        Some(out) => VersionSource::Artifact {
+                            bucket: out.get("bucket").cloned().unwrap_or_default(),
+                            key: out.get("key").cloned().unwrap_or_default(),
+                            object_version: out.get("version_id").cloned(),
+                        },
+                        None => {
+                            return Ok(failed(format!("artifact {artifact} has no output")));
+                        }
+                    },
+                    (None, Some(version)) => VersionSource::Version(self.render(e, version)),
+                    (None, None) => return Ok(failed("no artifact or version".into())),
+                };
+                let spec = DeploymentSpec {
+                    function: self.render(e, &deploy.function),
+                    alias: self.render(e, &deploy.alias),
+                    source,
+                    config: deploy.config.clone(),
+                    pre_traffic_hook: deploy.pre_traffic_hook.clone(),
+                    post_traffic_hook: deploy.post_traffic_hook.clone(),
+                    alarms: deploy.alarms.clone(),
+                    on_busy: deploy.on_busy,
+                    smoke_tests: deploy.smoke_tests.clone(),
+                    smoke_tests_from: deploy.smoke_tests_from.clone(),
+                    analysis: deploy.analysis.clone(),
+                };
+                let (d, commands) = Deployment::create(&id, spec, now());
+                let events: Vec<_> = commands
+                    .iter()
+                    .filter_map(|c| match c {
+                        crate::domain::deployment::Command::Record(ev) => Some(ev.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                // The shifter runs it from the stream; a repeat finds it created.
+                match self.engine.store.create(&d, &events).await {
+                    Ok(_) => Ok(None),
+                    Err(StoreError::AlreadyExists(_)) => {
+                        let existing = self.engine.store.load(&id).await?.deployment;
+                        Ok(deployment_result(&existing, at))
+                    }
+                    Err(err) => Err(err.into()),
+                }
+            }
+            // A person answers it; the deadline timer covers silence.
+            ActionKind::Approval(_) => Ok(None),
+            // Only a timer: it is not run.
+            ActionKind::Wait(_) => Ok(None),
+            ActionKind::CodePipeline(c) => Ok(failed(format!(
+                "starting AWS CodePipeline {} is not available yet",
+                c.pipeline
+            ))),
+        }
+    }
+}
+
+/// The lock that gives a queued pipeline's executions their turn, one at a time.
+fn turn_lock(pipeline: &str) -> (String, String) {
+    ("PIPELINE".to_owned(), pipeline.to_owned())
+}
+
+/// A finished deployment as its action's result; `None` while it runs.
+fn deployment_result(d: &Deployment, at: ActionRef) -> Option<Input> {
+    match &d.phase {
+        Phase::Promoted => Some(Input::ActionSucceeded {
+            at,
+            detail: format!(
+                "{}:{} now serves version {}",
+                d.spec.function,
+                d.spec.alias,
+                d.to_version.clone().unwrap_or_default()
+            ),
+            outputs: BTreeMap::from([
+                ("deployment".to_owned(), d.id.clone()),
+                (
+                    "version".to_owned(),
+                    d.to_version.clone().unwrap_or_default(),
+                ),
+            ]),
+        }),
+        Phase::RolledBack { reason } | Phase::FailedToStart { reason } => {
+            Some(Input::ActionFailed {
+                at,
+                reason: format!("deployment {}: {reason}", d.id),
+            })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deployment_id_names_the_action_that_started_it() {
+        let at = ActionRef {
+            stage: 3,
+            action: 0,
+            attempt: 2,
+        };
+        let id = deployment_id("9a1f3c2-0c1e2d3f", &at);
+        assert_eq!(id, "9a1f3c2-0c1e2d3f~3.0.2");
+        assert_eq!(
+            deployment_origin(&id),
+            Some(("9a1f3c2-0c1e2d3f".into(), at))
+        );
+        for other in ["d-1", "x~1.2", "x~1.2.3.4", "x~a.b.c", "x~1.2.-3"] {
+            assert_eq!(deployment_origin(other), None, "{other}");
+        }
+    }
+}

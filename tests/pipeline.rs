@@ -1,0 +1,322 @@
+//! A pipeline end to end on the local stack, on the real binaries wired by
+//! template.yaml: a signed push to the source function, the artifact landing in
+//! the bucket, a beta deployment with a test beside it, an approval, a canary
+//! to live. A failing test stops the next push before production.
+
+mod support;
+
+use anyhow::{Context, Result};
+use sluice::commits::sign;
+use sluice::domain::execution::{ActionRef, Execution, Input, Status};
+use sluice::domain::pipeline::PipelineDefinition;
+use sluice::orchestrator::Orchestrator;
+use sluice::store::Store;
+use std::time::Duration;
+use support::*;
+
+const PIPELINE: &str = r#"
+name: greeter
+source:
+  repository: acme/greeter
+  branches: { include: [main] }
+stages:
+  - name: build
+    actions:
+      - { name: artifact, kind: artifact, config: { key: "builds/{repo}/{sha}/greeter.zip", timeout: 2m } }
+  - name: beta
+    actions:
+      - name: deploy-beta
+        kind: deploy
+        config: { function: greeter, alias: beta, artifact: artifact, config: AllAtOnce }
+      - name: test-beta
+        kind: invoke
+        config: { function: acceptance-tests, payload: { suite: smoke } }
+  - name: approve
+    actions:
+      - { name: release-manager, kind: approval, config: { timeout: 10m } }
+  - name: live
+    actions:
+      - name: deploy-live
+        kind: deploy
+        config:
+          function: greeter
+          alias: live
+          artifact: artifact
+          config: "canary:50:1s"
+          pre_traffic_hook: PRE_TRAFFIC
+          smoke_tests:
+            - { name: greets, event: { name: Ada }, expect: { fields: { /message: "Hello, Ada!" } } }
+"#;
+
+struct World {
+    stack: TestStack,
+    store: Store,
+    orchestrator: Orchestrator,
+    lambda: aws_sdk_lambda::Client,
+    s3: aws_sdk_s3::Client,
+    secret: String,
+    tests_dir: tempfile::TempDir,
+}
+
+impl World {
+    async fn new() -> Result<World> {
+        // Every function of the template, with its schedules played ten times faster.
+        let stack = start_stack(Some("template.yaml"), &[], 0.1)?;
+        let config = stack.sdk_config().await;
+        let lambda = stack.lambda().await;
+        let role = function_role(&stack).await?;
+        // The app: version 1 behind `beta` and `live`.
+        create_function(&lambda, &role, "greeter", greeter_zip("r1")?, &[], 5).await?;
+        let v1 = lambda
+            .publish_version()
+            .function_name("greeter")
+            .send()
+            .await?;
+        for alias in ["beta", "live"] {
+            lambda
+                .create_alias()
+                .function_name("greeter")
+                .name(alias)
+                .function_version(v1.version().context("v1")?)
+                .send()
+                .await?;
+        }
+        // The acceptance tests: a recorder, which fails events holding "recorder-fail".
+        let tests_dir = tempfile::tempdir()?;
+        create_function(
+            &lambda,
+            &role,
+            "acceptance-tests",
+            sluice_local::code::bootstrap_zip(&binary("recorder")?, &[]),
+            &[("RECORDER_DIR", &tests_dir.path().display().to_string())],
+            5,
+        )
+        .await?;
+
+        let store = Store::new(
+            aws_sdk_dynamodb::Client::new(&config),
+            stack.var("SLUICE_RESOURCE_STATE_TABLE"),
+            chrono::Duration::days(1),
+        );
+        let definition = PIPELINE.replace(
+            "PRE_TRAFFIC",
+            stack.var("SLUICE_RESOURCE_PRE_TRAFFIC_FUNCTION"),
+        );
+        store
+            .put_definition(&PipelineDefinition::parse(&definition)?)
+            .await?;
+        let secret = aws_sdk_secretsmanager::Client::new(&config)
+            .get_secret_value()
+            .secret_id(stack.var("SLUICE_RESOURCE_WEBHOOK_SECRET"))
+            .send()
+            .await?
+            .secret_string
+            .context("secret")?;
+        // What an operator's tool uses to approve (the API and CLI call the same).
+        let engine = sluice::engine::Engine {
+            store: store.clone(),
+            lambda: lambda.clone(),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
+            sqs: aws_sdk_sqs::Client::new(&config),
+            timer_queue_url: stack.var("SLUICE_RESOURCE_TIMER_QUEUE").to_owned(),
+            hook_timeout: Duration::from_secs(30),
+            fault: None,
+        };
+        let orchestrator = Orchestrator {
+            engine,
+            s3: aws_sdk_s3::Client::new(&config),
+            timer_queue_url: stack.var("SLUICE_RESOURCE_PIPELINE_TIMER_QUEUE").to_owned(),
+            artifact_bucket: stack.var("SLUICE_RESOURCE_ARTIFACT_BUCKET").to_owned(),
+        };
+        Ok(World {
+            s3: aws_sdk_s3::Client::new(&config),
+            stack,
+            store,
+            orchestrator,
+            lambda,
+            secret,
+            tests_dir,
+        })
+    }
+
+    /// Pushes `sha` to main as GitHub would; returns the execution it started.
+    async fn push(&self, sha: &str) -> Result<String> {
+        let mut body: serde_json::Value =
+            serde_json::from_slice(include_bytes!("../events/github-push.json"))?;
+        body["after"] = sha.into();
+        let body = serde_json::to_vec(&body)?;
+        let answer: serde_json::Value = reqwest::Client::new()
+            .post(self.stack.var("SLUICE_URL_SOURCE_FUNCTION"))
+            .header("x-github-event", "push")
+            .header("x-hub-signature-256", sign(&body, self.secret.as_bytes()))
+            .body(body)
+            .send()
+            .await?
+            .json()
+            .await?;
+        Ok(answer["executions"][0]["execution"]
+            .as_str()
+            .with_context(|| format!("no execution in {answer}"))?
+            .to_owned())
+    }
+
+    /// What CI would upload: the build of `sha`.
+    async fn upload_build(&self, sha: &str, release: &str) -> Result<()> {
+        self.s3
+            .put_object()
+            .bucket(self.stack.var("SLUICE_RESOURCE_ARTIFACT_BUCKET"))
+            .key(format!("builds/acme/greeter/{sha}/greeter.zip"))
+            .body(greeter_zip(release)?.into())
+            .send()
+            .await?;
+        Ok(())
+    }
+
+    async fn wait_until(
+        &self,
+        id: &str,
+        what: &str,
+        done: impl Fn(&Execution) -> bool,
+    ) -> Result<Execution> {
+        wait_for(what, Duration::from_secs(90), || async {
+            let e = self.store.load_execution(id).await?.execution;
+            Ok(done(&e).then_some(e))
+        })
+        .await
+        .with_context(|| format!("execution {id}"))
+    }
+
+    async fn alias(&self, alias: &str) -> Result<(String, bool)> {
+        let a = self
+            .lambda
+            .get_alias()
+            .function_name("greeter")
+            .name(alias)
+            .send()
+            .await?;
+        let split = a
+            .routing_config()
+            .and_then(|r| r.additional_version_weights())
+            .is_some_and(|w| !w.is_empty());
+        Ok((a.function_version().unwrap_or_default().to_owned(), split))
+    }
+
+    async fn release_of(&self, alias: &str) -> Result<String> {
+        let out = self
+            .lambda
+            .invoke()
+            .function_name("greeter")
+            .qualifier(alias)
+            .send()
+            .await?;
+        let answer: serde_json::Value =
+            serde_json::from_slice(out.payload().context("payload")?.as_ref())?;
+        Ok(answer["release"].as_str().unwrap_or_default().to_owned())
+    }
+}
+
+const SHA_GOOD: &str = "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1";
+const SHA_BAD: &str = "b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_push_goes_through_build_beta_approval_and_a_canary_to_live() -> Result<()> {
+    let w = World::new().await?;
+    let id = w.push(SHA_GOOD).await?;
+    // The build lands after the push: the bucket's event wakes the artifact action.
+    let e = w
+        .wait_until(&id, "the artifact action to wait", |e| {
+            e.status == Status::InProgress
+        })
+        .await?;
+    assert_eq!(e.stage_name(), "build");
+    w.upload_build(SHA_GOOD, "r2").await?;
+
+    let e = w
+        .wait_until(&id, "the approval stage", |e| e.stage_name() == "approve")
+        .await?;
+    assert_eq!(w.release_of("beta").await?, "r2", "beta runs the build");
+    assert_eq!(w.release_of("live").await?, "r1", "live waits for approval");
+    let tests = read_json_files(w.tests_dir.path());
+    assert_eq!(tests.len(), 1, "the test action ran once: {tests:?}");
+    assert_eq!(tests[0]["commit"]["sha"], SHA_GOOD);
+    assert_eq!(tests[0]["payload"]["suite"], "smoke");
+    assert_eq!(
+        tests[0]["outputs"]["artifact"]["key"],
+        format!("builds/acme/greeter/{SHA_GOOD}/greeter.zip")
+    );
+
+    let at = ActionRef {
+        stage: e.stage,
+        action: 0,
+        attempt: 1,
+    };
+    w.orchestrator
+        .apply(
+            &id,
+            Input::Approval {
+                at,
+                approved: true,
+                by: "ada".into(),
+                comment: "ship it".into(),
+            },
+        )
+        .await?;
+    let e = w
+        .wait_until(&id, "the execution to succeed", |e| e.status.is_final())
+        .await?;
+    assert_eq!(e.status, Status::Succeeded, "{e:?}");
+    assert_eq!(w.release_of("live").await?, "r2");
+    assert!(!w.alias("live").await?.1, "routing cleared");
+    let deployed = &e.outputs["deploy-live"]["deployment"];
+    let timeline = w.store.events(deployed).await?;
+    assert!(
+        timeline
+            .iter()
+            .any(|ev| ev.message.contains("PreTraffic at step 1")),
+        "the canary was gated: {timeline:?}"
+    );
+    let lines: Vec<String> = w
+        .store
+        .execution_events(&id)
+        .await?
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.contains("approved by ada: ship it")),
+        "{lines:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_test_action_stops_the_pipeline_before_production() -> Result<()> {
+    let w = World::new().await?;
+    let definition = PIPELINE
+        .replace("suite: smoke", "suite: recorder-fail")
+        .replace(
+            "PRE_TRAFFIC",
+            w.stack.var("SLUICE_RESOURCE_PRE_TRAFFIC_FUNCTION"),
+        );
+    w.store
+        .put_definition(&PipelineDefinition::parse(&definition)?)
+        .await?;
+    // The build is there before the push: the artifact action finds it at once.
+    w.upload_build(SHA_BAD, "r3").await?;
+    let id = w.push(SHA_BAD).await?;
+    let e = w
+        .wait_until(&id, "the execution to fail", |e| {
+            matches!(e.status, Status::Failed { .. })
+        })
+        .await?;
+    let Status::Failed { reason } = &e.status else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("test-beta failed in stage beta") && reason.contains("recorder-fail"),
+        "{reason}"
+    );
+    assert_eq!(w.release_of("live").await?, "r1", "production never saw it");
+    assert_eq!(w.alias("live").await?, ("1".to_owned(), false));
+    Ok(())
+}
