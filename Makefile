@@ -54,7 +54,7 @@ bench-local: venv
 	cargo bench -p sluice-local --bench invoke
 
 bench-engine: venv
-	cargo build --release --workspace --bins
+	cargo build --release -p sluice-local -p greeter
 	cargo bench --bench engine
 
 clean: dev-down

@@ -180,12 +180,17 @@ async fn main() -> Result<()> {
     let work = tempfile::tempdir()?;
     let mut opts = StackOptions::for_checkout(&root, &build_dir(), &work.path().join("stack"));
     opts.template = Some(root.join("template.yaml"));
-    // The engine runs in the bench itself; nothing else of the template is needed.
-    opts.skip_functions = vec![
-        "ShifterFunction".into(),
-        "SourceFunction".into(),
-        "OrchestratorFunction".into(),
-    ];
+    // The engine runs in the bench itself: none of the template's functions is needed.
+    opts.skip_functions = [
+        "ShifterFunction",
+        "PreTrafficFunction",
+        "PostTrafficFunction",
+        "SourceFunction",
+        "OrchestratorFunction",
+        "CodePipelineActionFunction",
+    ]
+    .map(String::from)
+    .to_vec();
     let stack = LocalStack::start(&opts)?;
     let sdk = stack.sdk_config().await;
 

@@ -4,6 +4,7 @@
 //! `functions/`, the `sluice` CLI and the local stack are thin binaries over it.
 
 pub mod aws;
+pub mod codepipeline_action;
 pub mod commits;
 pub mod domain;
 pub mod engine;

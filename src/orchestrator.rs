@@ -18,13 +18,17 @@ use crate::engine::{Engine, EngineError, MAX_TIMER_DELAY_SECS};
 use crate::events::{OrchestratorEvent, parse_orchestrator_event};
 use crate::settings::{SettingError, setting};
 use crate::store::{LockOutcome, StoreError, StoredExecution};
+use aws_sdk_codepipeline::types::{
+    PipelineExecutionStatus, SourceRevisionOverride, SourceRevisionType,
+};
 use aws_sdk_lambda::primitives::Blob;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 use tracing::Instrument;
 
-/// How often an artifact action looks for its object when no notification came.
+/// How often an artifact action looks for its object when no notification
+/// came, and a codepipeline action at the execution it started.
 pub const ARTIFACT_RECHECK: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
@@ -49,9 +53,13 @@ fn aws(context: &str, e: impl std::fmt::Debug) -> OrchestratorError {
 pub struct PipelineTimer {
     pub execution_id: String,
     pub at: ActionRef,
-    /// Look again (an artifact not there yet) rather than a deadline or a wait's end.
+    /// Look again (an artifact not there yet, a CodePipeline still running)
+    /// rather than a deadline or a wait's end.
     #[serde(default)]
     pub recheck: bool,
+    /// What the action started, to look at again (a CodePipeline execution id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handle: Option<String>,
 }
 
 /// The deployment a deploy action starts.
@@ -83,6 +91,7 @@ pub struct Orchestrator {
     /// Deployments are the engine's: the orchestrator creates them and aborts them.
     pub engine: Engine,
     pub s3: aws_sdk_s3::Client,
+    pub codepipeline: aws_sdk_codepipeline::Client,
     pub timer_queue_url: String,
     pub artifact_bucket: String,
 }
@@ -107,6 +116,7 @@ impl Orchestrator {
         Ok(Orchestrator {
             engine: Engine::from_env(config)?,
             s3: aws_sdk_s3::Client::new(config),
+            codepipeline: aws_sdk_codepipeline::Client::new(config),
             timer_queue_url: setting("SLUICE_PIPELINE_TIMER_QUEUE_URL")?,
             artifact_bucket: setting("SLUICE_ARTIFACT_BUCKET")?,
         })
@@ -266,12 +276,19 @@ impl Orchestrator {
                     a.attempt == timer.at.attempt && matches!(a.state, ActionState::Running { .. })
                 })
                 && stored.execution.stage == timer.at.stage;
-            let actions = if still_running {
-                vec![Command::RunAction { at: timer.at }]
-            } else {
-                Vec::new()
+            if !still_running {
+                return Ok(stored.execution);
+            }
+            let result = match &timer.handle {
+                Some(handle) => {
+                    self.check_codepipeline(&stored.execution, timer.at, handle)
+                        .await?
+                }
+                None => self.run_action(&stored.execution, timer.at).await?,
             };
-            return self.drive(stored, VecDeque::new(), actions).await;
+            return self
+                .drive(stored, result.into_iter().collect(), Vec::new())
+                .await;
         }
         self.apply(&timer.execution_id, Input::TimerFired { at: timer.at })
             .await
@@ -464,11 +481,23 @@ impl Orchestrator {
         when: chrono::DateTime<chrono::Utc>,
         recheck: bool,
     ) -> Result<(), OrchestratorError> {
+        self.send_timer_with(e, at, when, recheck, None).await
+    }
+
+    async fn send_timer_with(
+        &self,
+        e: &Execution,
+        at: ActionRef,
+        when: chrono::DateTime<chrono::Utc>,
+        recheck: bool,
+        handle: Option<String>,
+    ) -> Result<(), OrchestratorError> {
         let delay = (when - now()).num_seconds().clamp(0, MAX_TIMER_DELAY_SECS) as i32;
         let body = serde_json::to_string(&PipelineTimer {
             execution_id: e.id.clone(),
             at,
             recheck,
+            handle,
         })
         .expect("timers serialise");
         self.engine
@@ -481,6 +510,54 @@ impl Orchestrator {
             .await
             .map_err(|err| aws("SendMessage (pipeline timer)", err))?;
         Ok(())
+    }
+
+    /// Looks at a CodePipeline execution an action started: its result, or a recheck later.
+    async fn check_codepipeline(
+        &self,
+        e: &Execution,
+        at: ActionRef,
+        execution_id: &str,
+    ) -> Result<Option<Input>, OrchestratorError> {
+        let ActionKind::CodePipeline(c) = &e.definition.stages[at.stage].actions[at.action].kind
+        else {
+            return Ok(None);
+        };
+        let pipeline = self.render(e, &c.pipeline);
+        let out = self
+            .codepipeline
+            .get_pipeline_execution()
+            .pipeline_name(&pipeline)
+            .pipeline_execution_id(execution_id)
+            .send()
+            .await
+            .map_err(|err| aws("GetPipelineExecution", err))?;
+        let status = out
+            .pipeline_execution()
+            .and_then(|p| p.status())
+            .cloned()
+            .unwrap_or(PipelineExecutionStatus::InProgress);
+        Ok(match codepipeline_result(&status) {
+            Some(Ok(())) => Some(Input::ActionSucceeded {
+                at,
+                detail: format!("CodePipeline {pipeline} execution {execution_id} succeeded"),
+                outputs: BTreeMap::from([
+                    ("pipeline".to_owned(), pipeline),
+                    ("pipeline_execution_id".to_owned(), execution_id.to_owned()),
+                ]),
+            }),
+            Some(Err(status)) => Some(Input::ActionFailed {
+                at,
+                reason: format!("CodePipeline {pipeline} execution {execution_id} ended {status}"),
+            }),
+            None => {
+                let when =
+                    now() + chrono::Duration::from_std(ARTIFACT_RECHECK).expect("a short duration");
+                self.send_timer_with(e, at, when, true, Some(execution_id.to_owned()))
+                    .await?;
+                None
+            }
+        })
     }
 
     async fn run_action(
@@ -620,11 +697,55 @@ impl Orchestrator {
             ActionKind::Approval(_) => Ok(None),
             // Only a timer: it is not run.
             ActionKind::Wait(_) => Ok(None),
-            ActionKind::CodePipeline(c) => Ok(failed(format!(
-                "starting AWS CodePipeline {} is not available yet",
-                c.pipeline
-            ))),
+            ActionKind::CodePipeline(c) => {
+                let pipeline = self.render(e, &c.pipeline);
+                let mut start = self
+                    .codepipeline
+                    .start_pipeline_execution()
+                    .name(&pipeline)
+                    // The same token for the same attempt: a repeat starts nothing new.
+                    .client_request_token(format!(
+                        "{}-{}-{}-{}",
+                        e.id, at.stage, at.action, at.attempt
+                    ));
+                if let Some(source) = &c.source_action {
+                    start = start.source_revisions(
+                        SourceRevisionOverride::builder()
+                            .action_name(source)
+                            .revision_type(SourceRevisionType::CommitId)
+                            .revision_value(&e.push.sha)
+                            .build()
+                            .map_err(|err| aws("SourceRevisionOverride", err))?,
+                    );
+                }
+                match start.send().await {
+                    Ok(out) => {
+                        let id = out.pipeline_execution_id().unwrap_or_default().to_owned();
+                        self.check_codepipeline(e, at, &id).await
+                    }
+                    Err(err)
+                        if err
+                            .as_service_error()
+                            .is_some_and(|se| se.is_pipeline_not_found_exception()) =>
+                    {
+                        Ok(failed(format!("CodePipeline {pipeline} does not exist")))
+                    }
+                    Err(err) => Err(aws("StartPipelineExecution", err)),
+                }
+            }
         }
+    }
+}
+
+/// What a CodePipeline execution's status means for the action; `None` while it runs.
+fn codepipeline_result(status: &PipelineExecutionStatus) -> Option<Result<(), String>> {
+    match status {
+        PipelineExecutionStatus::Succeeded => Some(Ok(())),
+        PipelineExecutionStatus::Failed
+        | PipelineExecutionStatus::Stopped
+        | PipelineExecutionStatus::Superseded
+        | PipelineExecutionStatus::Cancelled => Some(Err(status.as_str().to_owned())),
+        _ => None,
     }
 }
 
@@ -665,6 +786,26 @@ fn deployment_result(d: &Deployment, at: ActionRef) -> Option<Input> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn codepipeline_statuses_end_the_action_or_keep_it_running() {
+        assert_eq!(
+            codepipeline_result(&PipelineExecutionStatus::Succeeded),
+            Some(Ok(()))
+        );
+        for ended in ["Failed", "Stopped", "Superseded", "Cancelled"] {
+            assert_eq!(
+                codepipeline_result(&PipelineExecutionStatus::from(ended)),
+                Some(Err(ended.to_owned()))
+            );
+        }
+        for running in ["InProgress", "Stopping"] {
+            assert_eq!(
+                codepipeline_result(&PipelineExecutionStatus::from(running)),
+                None
+            );
+        }
+    }
 
     #[test]
     fn a_deployment_id_names_the_action_that_started_it() {

@@ -28,13 +28,19 @@ struct World {
 
 /// The template's table and timer queue, greeter versions 1 to 3 behind `live`
 /// (on 1), and hook functions that pass or fail and record what they were sent.
-/// The engine runs in the test itself: the template's shifter is left out.
+/// The engine runs in the test itself: the template's shifter is left out, and
+/// the pipeline functions, which these tests do not use.
 async fn world() -> Result<World> {
     world_of(start_stack_without(
         Some("template.yaml"),
         &[],
         1.0,
-        &["ShifterFunction"],
+        &[
+            "ShifterFunction",
+            "SourceFunction",
+            "OrchestratorFunction",
+            "CodePipelineActionFunction",
+        ],
     )?)
     .await
 }
@@ -522,7 +528,17 @@ async fn two_deployments_on_one_alias_never_interleave() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_shifter_function_runs_deployments_from_its_event_sources() -> Result<()> {
     // The whole template, shifter included; its reconcile schedule plays every 1.2 s.
-    let w = world_of(start_stack(Some("template.yaml"), &[], 0.02)?).await?;
+    let w = world_of(start_stack_without(
+        Some("template.yaml"),
+        &[],
+        0.02,
+        &[
+            "SourceFunction",
+            "OrchestratorFunction",
+            "CodePipelineActionFunction",
+        ],
+    )?)
+    .await?;
     let finished = |id: &'static str| {
         let store = w.engine.store.clone();
         move || {

@@ -125,6 +125,7 @@ impl World {
         let orchestrator = Orchestrator {
             engine,
             s3: aws_sdk_s3::Client::new(&config),
+            codepipeline: aws_sdk_codepipeline::Client::new(&config),
             timer_queue_url: stack.var("SLUICE_RESOURCE_PIPELINE_TIMER_QUEUE").to_owned(),
             artifact_bucket: stack.var("SLUICE_RESOURCE_ARTIFACT_BUCKET").to_owned(),
         };
@@ -139,8 +140,13 @@ impl World {
         })
     }
 
-    /// Pushes `sha` to main as GitHub would; returns the execution it started.
+    /// Pushes `sha` to main as GitHub would; returns the greeter pipeline's execution.
     async fn push(&self, sha: &str) -> Result<String> {
+        self.push_to(sha, "greeter").await
+    }
+
+    /// Pushes `sha` to main; returns the execution of `pipeline` it started.
+    async fn push_to(&self, sha: &str, pipeline: &str) -> Result<String> {
         let mut body: serde_json::Value =
             serde_json::from_slice(include_bytes!("../events/github-push.json"))?;
         body["after"] = sha.into();
@@ -154,10 +160,14 @@ impl World {
             .await?
             .json()
             .await?;
-        Ok(answer["executions"][0]["execution"]
-            .as_str()
-            .with_context(|| format!("no execution in {answer}"))?
-            .to_owned())
+        answer["executions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["pipeline"] == pipeline)
+            .and_then(|e| e["execution"].as_str())
+            .map(str::to_owned)
+            .with_context(|| format!("no execution of {pipeline} in {answer}"))
     }
 
     /// What CI would upload: the build of `sha`.
@@ -318,5 +328,103 @@ async fn a_failing_test_action_stops_the_pipeline_before_production() -> Result<
     );
     assert_eq!(w.release_of("live").await?, "r1", "production never saw it");
     assert_eq!(w.alias("live").await?, ("1".to_owned(), false));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_codepipeline_action_runs_an_existing_aws_codepipeline_on_the_commit() -> Result<()> {
+    use aws_sdk_codepipeline::types::{
+        ActionCategory, ActionDeclaration, ActionOwner, ActionTypeId, ArtifactStore,
+        ArtifactStoreType, PipelineDeclaration, StageDeclaration,
+    };
+    let w = World::new().await?;
+    let config = w.stack.sdk_config().await;
+    let role = aws_sdk_iam::Client::new(&config)
+        .create_role()
+        .role_name("legacy-pipeline")
+        .assume_role_policy_document(
+            r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "codepipeline.amazonaws.com"}, "Action": "sts:AssumeRole"}]}"#,
+        )
+        .send()
+        .await?
+        .role
+        .context("role")?
+        .arn;
+    let action = |name: &str, category: ActionCategory, provider: &str| {
+        ActionDeclaration::builder()
+            .name(name)
+            .action_type_id(
+                ActionTypeId::builder()
+                    .category(category)
+                    .owner(ActionOwner::Aws)
+                    .provider(provider)
+                    .version("1")
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    };
+    let codepipeline = aws_sdk_codepipeline::Client::new(&config);
+    codepipeline
+        .create_pipeline()
+        .pipeline(
+            PipelineDeclaration::builder()
+                .name("legacy-integration")
+                .role_arn(role)
+                .artifact_store(
+                    ArtifactStore::builder()
+                        .r#type(ArtifactStoreType::S3)
+                        .location(w.stack.var("SLUICE_RESOURCE_ARTIFACT_BUCKET"))
+                        .build()?,
+                )
+                .stages(
+                    StageDeclaration::builder()
+                        .name("Source")
+                        .actions(action(
+                            "Source",
+                            ActionCategory::Source,
+                            "CodeStarSourceConnection",
+                        ))
+                        .build()?,
+                )
+                .stages(
+                    StageDeclaration::builder()
+                        .name("Integration")
+                        .actions(action("Suite", ActionCategory::Test, "CodeBuild"))
+                        .build()?,
+                )
+                .build()?,
+        )
+        .send()
+        .await?;
+    w.store
+        .put_definition(&PipelineDefinition::parse(
+            r#"
+name: integration
+source: { repository: acme/greeter, branches: { include: [main] } }
+stages:
+  - name: integration
+    actions:
+      - { name: legacy, kind: codepipeline, config: { pipeline: legacy-integration, source_action: Source } }
+"#,
+        )?)
+        .await?;
+    let id = w.push_to(SHA_GOOD, "integration").await?;
+    let e = w
+        .wait_until(&id, "the execution to end", |e| e.status.is_final())
+        .await?;
+    assert_eq!(e.status, Status::Succeeded, "{e:?}");
+    let started = &e.outputs["legacy"]["pipeline_execution_id"];
+    let run = codepipeline
+        .get_pipeline_execution()
+        .pipeline_name("legacy-integration")
+        .pipeline_execution_id(started)
+        .send()
+        .await?;
+    assert_eq!(
+        run.pipeline_execution().and_then(|p| p.pipeline_name()),
+        Some("legacy-integration")
+    );
     Ok(())
 }

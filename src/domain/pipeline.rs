@@ -132,8 +132,12 @@ pub struct WaitAction {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CodePipelineAction {
-    /// The AWS CodePipeline to start, with the commit as its source revision.
+    /// The AWS CodePipeline to start (templated).
     pub pipeline: String,
+    /// That pipeline's source action, to run it on this execution's commit
+    /// rather than the latest one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_action: Option<String>,
     #[serde(default = "CodePipelineAction::default_timeout")]
     pub timeout: Timeout,
 }
@@ -642,10 +646,11 @@ fn check_action(
                 _ => {}
             }
         }
-        ActionKind::CodePipeline(_) => problem(
+        ActionKind::CodePipeline(c) => check_template(
+            &c.pipeline,
+            variables,
+            &format!("{path}.pipeline"),
             problems,
-            path,
-            "codepipeline actions are not available yet (planned: start the pipeline with the commit as its source revision)",
         ),
         ActionKind::Approval(_) | ActionKind::Wait(_) => {}
     }

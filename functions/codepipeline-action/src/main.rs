@@ -1,0 +1,22 @@
+//! The CodePipeline action: builds its clients once and answers each job
+//! CodePipeline invokes it with. The event holds credentials: it is never logged.
+
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use serde_json::Value;
+use sluice::codepipeline_action::CodePipelineAction;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    sluice::telemetry::init(sluice::telemetry::LogFormat::detect());
+    let config = sluice::aws::sdk_config().await;
+    let action = CodePipelineAction::from_env(&config)?;
+    let action = &action;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        action
+            .handle(&event.payload)
+            .await
+            .map(|answer| format!("{answer:?}"))
+            .map_err(Error::from)
+    }))
+    .await
+}

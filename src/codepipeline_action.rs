@@ -1,0 +1,384 @@
+//! The `codepipeline-action` function: lets a stage of an existing AWS
+//! CodePipeline run a Sluice deployment, as a Lambda invoke action.
+//!
+//! The first invocation of a job reads the input artifact (with the job's
+//! artifact credentials), copies it to Sluice's artifact bucket, creates the
+//! deployment (the shifter runs it) and answers `PutJobSuccessResult` with a
+//! continuation token. CodePipeline invokes again with that token until the
+//! deployment ends: promoted is success with output variables, anything else
+//! is `PutJobFailureResult` with the reason. The event holds credentials: it is
+//! never logged.
+
+use crate::domain::analysis::AnalysisSettings;
+use crate::domain::config::DeploymentConfig;
+use crate::domain::deployment::{Deployment, DeploymentSpec, OnBusy, Phase, VersionSource};
+use crate::domain::smoke::{S3Uri, SmokeTest};
+use crate::settings::{SettingError, setting};
+use crate::store::{Store, StoreError};
+use aws_lambda_events::event::codepipeline_job::CodePipelineJobEvent;
+use aws_sdk_codepipeline::types::{CurrentRevision, ExecutionDetails, FailureDetails, FailureType};
+use serde::Deserialize;
+
+/// CodePipeline's limit on a failure message.
+const MAX_FAILURE_MESSAGE: usize = 5000;
+
+/// The action's `UserParameters`, a JSON object.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserParameters {
+    pub function: String,
+    pub alias: String,
+    #[serde(default = "UserParameters::all_at_once")]
+    pub config: DeploymentConfig,
+    #[serde(default)]
+    pub pre_traffic_hook: Option<String>,
+    #[serde(default)]
+    pub post_traffic_hook: Option<String>,
+    #[serde(default)]
+    pub alarms: Vec<String>,
+    #[serde(default)]
+    pub on_busy: OnBusy,
+    #[serde(default)]
+    pub smoke_tests: Vec<SmokeTest>,
+    #[serde(default)]
+    pub smoke_tests_from: Option<S3Uri>,
+    #[serde(default)]
+    pub analysis: Option<AnalysisSettings>,
+}
+
+impl UserParameters {
+    fn all_at_once() -> DeploymentConfig {
+        "AllAtOnce".parse().expect("a known config")
+    }
+
+    pub fn parse(text: Option<&str>) -> Result<Self, String> {
+        let text =
+            text.ok_or("UserParameters are missing: give a JSON object with function and alias")?;
+        serde_json::from_str(text).map_err(|e| format!("UserParameters: {e}"))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// CodePipeline or S3 could not be reached: the invocation fails and is retried.
+    #[error("{0}")]
+    Aws(String),
+    #[error("not a CodePipeline job event: {0}")]
+    Event(String),
+}
+
+fn aws(context: &str, e: impl std::fmt::Debug) -> ActionError {
+    ActionError::Aws(format!("{context}: {e:?}"))
+}
+
+/// What the function answered CodePipeline, for its caller's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobAnswer {
+    /// Still running: CodePipeline invokes again with this token.
+    Continue(String),
+    Succeeded,
+    Failed(String),
+}
+
+pub struct CodePipelineAction {
+    pub store: Store,
+    pub codepipeline: aws_sdk_codepipeline::Client,
+    /// Sluice's own S3 access, for the copy of the input artifact.
+    pub s3: aws_sdk_s3::Client,
+    pub artifact_bucket: String,
+    /// For the S3 client made with each job's artifact credentials.
+    pub config: aws_config::SdkConfig,
+}
+
+impl CodePipelineAction {
+    /// From the function's environment: `SLUICE_TABLE`, `SLUICE_ARTIFACT_BUCKET`.
+    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, SettingError> {
+        Ok(CodePipelineAction {
+            store: Store::from_env(config)?,
+            codepipeline: aws_sdk_codepipeline::Client::new(config),
+            s3: aws_sdk_s3::Client::new(config),
+            artifact_bucket: setting("SLUICE_ARTIFACT_BUCKET")?,
+            config: config.clone(),
+        })
+    }
+
+    /// Handles one invocation by CodePipeline.
+    pub async fn handle(&self, payload: &serde_json::Value) -> Result<JobAnswer, ActionError> {
+        // Parsed without echoing the event back: it holds credentials.
+        let event: CodePipelineJobEvent = serde_json::from_value(payload.clone())
+            .map_err(|e| ActionError::Event(format!("line {} column {}", e.line(), e.column())))?;
+        let job = &event.code_pipeline_job;
+        let job_id = job
+            .id
+            .clone()
+            .ok_or_else(|| ActionError::Event("the job has no id".into()))?;
+        let answer = match &job.data.continuation_token {
+            None => self.start(&job_id, &event).await?,
+            Some(deployment_id) => self.check(deployment_id).await?,
+        };
+        self.answer(&job_id, &answer).await?;
+        tracing::info!(job_id, answer = ?answer, "job answered");
+        Ok(answer)
+    }
+
+    async fn start(
+        &self,
+        job_id: &str,
+        event: &CodePipelineJobEvent,
+    ) -> Result<JobAnswer, ActionError> {
+        let data = &event.code_pipeline_job.data;
+        let params = match UserParameters::parse(
+            data.action_configuration
+                .configuration
+                .user_parameters
+                .as_deref(),
+        ) {
+            Ok(p) => p,
+            Err(reason) => return Ok(JobAnswer::Failed(reason)),
+        };
+        let Some(input) = data.input_artifacts.first() else {
+            return Ok(JobAnswer::Failed(
+                "the action needs one input artifact: the function's zip".into(),
+            ));
+        };
+        let location = &input.location.s3_location;
+        let (Some(bucket), Some(key)) = (&location.bucket_name, &location.object_key) else {
+            return Ok(JobAnswer::Failed("the input artifact is not in S3".into()));
+        };
+        let deployment_id = format!("codepipeline-{job_id}");
+        let copy_key = format!("codepipeline/{job_id}.zip");
+        if let Err(reason) = self.copy_artifact(event, bucket, key, &copy_key).await {
+            return Ok(JobAnswer::Failed(reason));
+        }
+        let spec = DeploymentSpec {
+            function: params.function,
+            alias: params.alias,
+            source: VersionSource::Artifact {
+                bucket: self.artifact_bucket.clone(),
+                key: copy_key,
+                object_version: None,
+            },
+            config: params.config,
+            pre_traffic_hook: params.pre_traffic_hook,
+            post_traffic_hook: params.post_traffic_hook,
+            alarms: params.alarms,
+            on_busy: params.on_busy,
+            smoke_tests: params.smoke_tests,
+            smoke_tests_from: params.smoke_tests_from,
+            analysis: params.analysis,
+        };
+        let (d, commands) = Deployment::create(&deployment_id, spec, chrono::Utc::now());
+        let events: Vec<_> = commands
+            .iter()
+            .filter_map(|c| match c {
+                crate::domain::deployment::Command::Record(e) => Some(e.clone()),
+                _ => None,
+            })
+            .collect();
+        // The shifter runs it from the stream; a redelivered job finds it created.
+        match self.store.create(&d, &events).await {
+            Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(JobAnswer::Continue(deployment_id)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads the artifact with the job's credentials and keeps a copy Sluice can publish from.
+    async fn copy_artifact(
+        &self,
+        event: &CodePipelineJobEvent,
+        bucket: &str,
+        key: &str,
+        copy_key: &str,
+    ) -> Result<(), String> {
+        let creds = &event.code_pipeline_job.data.artifact_credentials;
+        let (Some(id), Some(secret)) = (&creds.access_key_id, &creds.secret_access_key) else {
+            return Err("the job carries no artifact credentials".into());
+        };
+        let credentials = aws_sdk_s3::config::Credentials::new(
+            id,
+            secret,
+            creds.session_token.clone(),
+            None,
+            "codepipeline-job",
+        );
+        let artifacts = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&self.config)
+                .credentials_provider(credentials)
+                .build(),
+        );
+        let object = artifacts
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "the input artifact s3://{bucket}/{key} cannot be read: {}",
+                    s3_message(&e)
+                )
+            })?;
+        let body = object
+            .body
+            .collect()
+            .await
+            .map_err(|e| format!("reading the input artifact: {e}"))?
+            .into_bytes();
+        self.s3
+            .put_object()
+            .bucket(&self.artifact_bucket)
+            .key(copy_key)
+            .body(body.into())
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "the artifact cannot be copied to s3://{}/{copy_key}: {}",
+                    self.artifact_bucket,
+                    s3_message(&e)
+                )
+            })?;
+        Ok(())
+    }
+
+    async fn check(&self, deployment_id: &str) -> Result<JobAnswer, ActionError> {
+        let d = match self.store.load(deployment_id).await {
+            Ok(stored) => stored.deployment,
+            Err(StoreError::NotFound(_)) => {
+                return Ok(JobAnswer::Failed(format!(
+                    "deployment {deployment_id} no longer exists"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(match &d.phase {
+            Phase::Promoted => JobAnswer::Succeeded,
+            Phase::RolledBack { reason } | Phase::FailedToStart { reason } => {
+                JobAnswer::Failed(format!("deployment {deployment_id}: {reason}"))
+            }
+            _ => JobAnswer::Continue(deployment_id.to_owned()),
+        })
+    }
+
+    async fn answer(&self, job_id: &str, answer: &JobAnswer) -> Result<(), ActionError> {
+        match answer {
+            JobAnswer::Continue(deployment_id) => {
+                self.codepipeline
+                    .put_job_success_result()
+                    .job_id(job_id)
+                    .continuation_token(deployment_id)
+                    .execution_details(
+                        ExecutionDetails::builder()
+                            .summary(format!("deployment {deployment_id} is running"))
+                            .external_execution_id(deployment_id)
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| aws("PutJobSuccessResult", e))?;
+            }
+            JobAnswer::Succeeded => {
+                // The token of the last invocation names the deployment.
+                let deployment_id = format!("codepipeline-{job_id}");
+                let d = self.store.load(&deployment_id).await?.deployment;
+                let version = d.to_version.clone().unwrap_or_default();
+                self.codepipeline
+                    .put_job_success_result()
+                    .job_id(job_id)
+                    .current_revision(
+                        CurrentRevision::builder()
+                            .revision(&version)
+                            .change_identifier(&deployment_id)
+                            .build()
+                            .map_err(|e| aws("CurrentRevision", e))?,
+                    )
+                    .execution_details(
+                        ExecutionDetails::builder()
+                            .summary(format!(
+                                "{}:{} serves version {version}",
+                                d.spec.function, d.spec.alias
+                            ))
+                            .external_execution_id(&deployment_id)
+                            .build(),
+                    )
+                    .output_variables("DeploymentId", &deployment_id)
+                    .output_variables("FunctionName", &d.spec.function)
+                    .output_variables("Alias", &d.spec.alias)
+                    .output_variables("Version", version)
+                    .send()
+                    .await
+                    .map_err(|e| aws("PutJobSuccessResult", e))?;
+            }
+            JobAnswer::Failed(reason) => {
+                let mut message = reason.clone();
+                if message.len() > MAX_FAILURE_MESSAGE {
+                    let mut cut = MAX_FAILURE_MESSAGE;
+                    while !message.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    message.truncate(cut);
+                }
+                self.codepipeline
+                    .put_job_failure_result()
+                    .job_id(job_id)
+                    .failure_details(
+                        FailureDetails::builder()
+                            .r#type(FailureType::JobFailed)
+                            .message(message)
+                            .build()
+                            .map_err(|e| aws("FailureDetails", e))?,
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| aws("PutJobFailureResult", e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn s3_message<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::fmt::Debug,
+    R: std::fmt::Debug,
+{
+    match e.as_service_error() {
+        Some(se) => format!(
+            "{}: {}",
+            se.code().unwrap_or("error"),
+            se.message().unwrap_or("no message")
+        ),
+        None => format!("{e:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_parameters_say_what_is_wrong() {
+        let p = UserParameters::parse(Some(r#"{"function": "greeter", "alias": "live"}"#)).unwrap();
+        assert_eq!(p.config.to_string(), "AllAtOnce");
+        assert!(UserParameters::parse(None).unwrap_err().contains("missing"));
+        assert!(
+            UserParameters::parse(Some("greeter"))
+                .unwrap_err()
+                .starts_with("UserParameters:")
+        );
+        assert!(
+            UserParameters::parse(Some(
+                r#"{"function": "f", "alias": "a", "config": "canary:200:5s"}"#
+            ))
+            .unwrap_err()
+            .contains("percent")
+        );
+        assert!(
+            UserParameters::parse(Some(r#"{"function": "f", "alias": "a", "colour": 1}"#))
+                .unwrap_err()
+                .contains("unknown field")
+        );
+    }
+}

@@ -1,0 +1,293 @@
+//! The codepipeline-action function on the local stack, with the shifter
+//! running the deployments it starts. moto has no CodePipeline job APIs, so
+//! the function's CodePipeline endpoint is a recorder of exactly those calls.
+
+mod support;
+
+use anyhow::{Context, Result};
+use aws_sdk_lambda::primitives::Blob;
+use axum::http::HeaderMap;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::*;
+
+const JOB: &str = include_str!("../events/codepipeline-job.json");
+const ARTIFACT_STORE: &str = "codepipeline-artifact-store";
+
+/// Every CodePipeline request: (operation, JSON body).
+#[derive(Clone, Default)]
+struct Recorded(Arc<Mutex<Vec<(String, Value)>>>);
+
+impl Recorded {
+    fn all(&self) -> Vec<(String, Value)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// Serves CodePipeline's JSON protocol on a loopback port, answering `{}`.
+async fn recording_endpoint() -> Result<(String, Recorded)> {
+    let recorded = Recorded::default();
+    let sink = recorded.clone();
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                let target = headers
+                    .get("x-amz-target")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                sink.0.lock().unwrap().push((target, body));
+                ([("content-type", "application/x-amz-json-1.1")], "{}")
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, recorded))
+}
+
+struct World {
+    stack: TestStack,
+    lambda: aws_sdk_lambda::Client,
+    function: String,
+    recorded: Recorded,
+}
+
+impl World {
+    async fn new() -> Result<World> {
+        let stack = start_stack_without(
+            Some("template.yaml"),
+            &[],
+            1.0,
+            &[
+                "SourceFunction",
+                "OrchestratorFunction",
+                "PostTrafficFunction",
+            ],
+        )?;
+        let config = stack.sdk_config().await;
+        let lambda = stack.lambda().await;
+        let (endpoint, recorded) = recording_endpoint().await?;
+        // The function's CodePipeline calls go to the recorder, the rest to the stack.
+        let function = stack
+            .var("SLUICE_RESOURCE_CODE_PIPELINE_ACTION_FUNCTION")
+            .to_owned();
+        let current = lambda
+            .get_function_configuration()
+            .function_name(&function)
+            .send()
+            .await?;
+        let mut variables = current
+            .environment()
+            .and_then(|e| e.variables())
+            .cloned()
+            .unwrap_or_default();
+        variables.insert("AWS_ENDPOINT_URL_CODEPIPELINE".into(), endpoint);
+        lambda
+            .update_function_configuration()
+            .function_name(&function)
+            .environment(
+                aws_sdk_lambda::types::Environment::builder()
+                    .set_variables(Some(variables))
+                    .build(),
+            )
+            .send()
+            .await?;
+
+        let role = function_role(&stack).await?;
+        create_function(&lambda, &role, "greeter", greeter_zip("r1")?, &[], 5).await?;
+        let v1 = lambda
+            .publish_version()
+            .function_name("greeter")
+            .send()
+            .await?;
+        lambda
+            .create_alias()
+            .function_name("greeter")
+            .name("live")
+            .function_version(v1.version().context("v1")?)
+            .send()
+            .await?;
+        // CodePipeline's artifact store, holding the build of release r2.
+        let s3 = aws_sdk_s3::Client::new(&config);
+        s3.create_bucket().bucket(ARTIFACT_STORE).send().await?;
+        s3.put_object()
+            .bucket(ARTIFACT_STORE)
+            .key("greeter-pipeline/BuildArtif/r2.zip")
+            .body(greeter_zip("r2")?.into())
+            .send()
+            .await?;
+        Ok(World {
+            stack,
+            lambda,
+            function,
+            recorded,
+        })
+    }
+
+    /// A job as CodePipeline sends it, with these UserParameters and continuation token.
+    fn job(&self, id: &str, user_parameters: &Value, token: Option<&str>) -> Value {
+        let mut job: Value = serde_json::from_str(JOB).unwrap();
+        job["CodePipeline.job"]["id"] = id.into();
+        let data = &mut job["CodePipeline.job"]["data"];
+        data["actionConfiguration"]["configuration"]["UserParameters"] =
+            user_parameters.to_string().into();
+        data["inputArtifacts"][0]["location"]["s3Location"] = json!({
+            "bucketName": ARTIFACT_STORE,
+            "objectKey": "greeter-pipeline/BuildArtif/r2.zip",
+        });
+        if let Some(token) = token {
+            data["continuationToken"] = token.into();
+        }
+        job
+    }
+
+    async fn invoke(&self, job: &Value) -> Result<()> {
+        let out = self
+            .lambda
+            .invoke()
+            .function_name(&self.function)
+            .payload(Blob::new(serde_json::to_vec(job)?))
+            .send()
+            .await?;
+        anyhow::ensure!(out.function_error().is_none(), "{out:?}");
+        Ok(())
+    }
+
+    fn requests_for(&self, job_id: &str) -> Vec<(String, Value)> {
+        self.recorded
+            .all()
+            .into_iter()
+            .filter(|(_, body)| body["jobId"] == job_id)
+            .collect()
+    }
+
+    /// Plays CodePipeline: invokes again with the token until a final answer.
+    async fn run_job(&self, id: &str, user_parameters: Value) -> Result<(String, Value)> {
+        self.invoke(&self.job(id, &user_parameters, None)).await?;
+        wait_for(
+            "the job's final answer",
+            Duration::from_secs(60),
+            || async {
+                let (operation, body) = self
+                    .requests_for(id)
+                    .last()
+                    .cloned()
+                    .context("no request")?;
+                match body["continuationToken"].as_str() {
+                    Some(token) => {
+                        self.invoke(&self.job(id, &user_parameters, Some(token)))
+                            .await?;
+                        Ok(None)
+                    }
+                    None => Ok(Some((operation, body))),
+                }
+            },
+        )
+        .await
+    }
+
+    async fn live_release(&self) -> Result<String> {
+        let out = self
+            .lambda
+            .invoke()
+            .function_name("greeter")
+            .qualifier("live")
+            .send()
+            .await?;
+        let answer: Value = serde_json::from_slice(out.payload().context("payload")?.as_ref())?;
+        Ok(answer["release"].as_str().unwrap_or_default().to_owned())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_codepipeline_job_runs_a_gated_deployment_and_reports_its_result() -> Result<()> {
+    let w = World::new().await?;
+    let hook = w
+        .stack
+        .var("SLUICE_RESOURCE_PRE_TRAFFIC_FUNCTION")
+        .to_owned();
+    let params = json!({
+        "function": "greeter", "alias": "live", "config": "canary:50:1s",
+        "pre_traffic_hook": hook,
+        "smoke_tests": [{"name": "greets", "event": {"name": "Ada"}, "expect": {"fields": {"/message": "Hello, Ada!"}}}]
+    });
+    let (operation, body) = w.run_job("job-1", params).await?;
+    let requests = w.requests_for("job-1");
+    assert_eq!(
+        requests[0].0, "CodePipeline_20150709.PutJobSuccessResult",
+        "the first answer keeps the job open"
+    );
+    assert_eq!(requests[0].1["continuationToken"], "codepipeline-job-1");
+    assert_eq!(
+        operation, "CodePipeline_20150709.PutJobSuccessResult",
+        "{body}"
+    );
+    assert_eq!(
+        body["outputVariables"]["DeploymentId"],
+        "codepipeline-job-1"
+    );
+    assert_eq!(body["outputVariables"]["Version"], "2");
+    assert_eq!(body["currentRevision"]["revision"], "2");
+    assert_eq!(w.live_release().await?, "r2");
+
+    // Never logged: the job's artifact credentials.
+    let log = std::fs::read_to_string(w.stack.dir.path().join("state/sluice-local.log"))?;
+    assert!(log.contains("job answered"), "the function's log is there");
+    assert!(!log.contains("wJalrXUtnFEMI"), "a secret reached the log");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn failed_gates_and_bad_parameters_fail_the_job_with_the_reason() -> Result<()> {
+    let w = World::new().await?;
+    let hook = w
+        .stack
+        .var("SLUICE_RESOURCE_PRE_TRAFFIC_FUNCTION")
+        .to_owned();
+    let params = json!({
+        "function": "greeter", "alias": "live", "config": "canary:50:1s",
+        "pre_traffic_hook": hook,
+        "smoke_tests": [{"name": "says bonjour", "event": {"name": "Ada"}, "expect": {"fields": {"/message": "Bonjour, Ada!"}}}]
+    });
+    let (operation, body) = w.run_job("job-2", params).await?;
+    assert_eq!(
+        operation, "CodePipeline_20150709.PutJobFailureResult",
+        "{body}"
+    );
+    assert_eq!(body["failureDetails"]["type"], "JobFailed");
+    let message = body["failureDetails"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("PreTraffic gate failed") && message.contains("says bonjour"),
+        "{message}"
+    );
+    assert_eq!(
+        w.live_release().await?,
+        "r1",
+        "rolled back before any traffic"
+    );
+
+    // Parameters that do not parse fail at once, before anything is deployed.
+    let (operation, body) = w
+        .run_job(
+            "job-3",
+            json!({"function": "greeter", "alias": "live", "config": "fast"}),
+        )
+        .await?;
+    assert_eq!(operation, "CodePipeline_20150709.PutJobFailureResult");
+    assert_eq!(w.requests_for("job-3").len(), 1);
+    assert!(
+        body["failureDetails"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("UserParameters:")
+    );
+    Ok(())
+}
