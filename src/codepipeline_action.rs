@@ -9,6 +9,7 @@
 //! is `PutJobFailureResult` with the reason. The event holds credentials: it is
 //! never logged.
 
+use crate::aws::service_message;
 use crate::domain::analysis::AnalysisSettings;
 use crate::domain::config::DeploymentConfig;
 use crate::domain::deployment::{Deployment, DeploymentSpec, OnBusy, Phase, VersionSource};
@@ -170,13 +171,7 @@ impl CodePipelineAction {
             analysis: params.analysis,
         };
         let (d, commands) = Deployment::create(&deployment_id, spec, chrono::Utc::now());
-        let events: Vec<_> = commands
-            .iter()
-            .filter_map(|c| match c {
-                crate::domain::deployment::Command::Record(e) => Some(e.clone()),
-                _ => None,
-            })
-            .collect();
+        let events = crate::domain::deployment::events_of(&commands);
         // The shifter runs it from the stream; a redelivered job finds it created.
         match self.store.create(&d, &events).await {
             Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(JobAnswer::Continue(deployment_id)),
@@ -217,7 +212,7 @@ impl CodePipelineAction {
             .map_err(|e| {
                 format!(
                     "the input artifact s3://{bucket}/{key} cannot be read: {}",
-                    s3_message(&e)
+                    service_message(&e)
                 )
             })?;
         let body = object
@@ -237,7 +232,7 @@ impl CodePipelineAction {
                 format!(
                     "the artifact cannot be copied to s3://{}/{copy_key}: {}",
                     self.artifact_bucket,
-                    s3_message(&e)
+                    service_message(&e)
                 )
             })?;
         Ok(())
@@ -336,21 +331,6 @@ impl CodePipelineAction {
             }
         }
         Ok(())
-    }
-}
-
-fn s3_message<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> String
-where
-    E: aws_sdk_s3::error::ProvideErrorMetadata + std::fmt::Debug,
-    R: std::fmt::Debug,
-{
-    match e.as_service_error() {
-        Some(se) => format!(
-            "{}: {}",
-            se.code().unwrap_or("error"),
-            se.message().unwrap_or("no message")
-        ),
-        None => format!("{e:?}"),
     }
 }
 

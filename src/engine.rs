@@ -5,6 +5,7 @@
 //! Everything the engine does is repeatable: a worker that dies between any
 //! two AWS calls leaves a saved phase whose commands `resume` issues again.
 
+use crate::aws::service_message;
 use crate::domain::deployment::{
     AliasUpdate, Command, Deployment, DeploymentSpec, Event, Gate, Input, Phase, Time,
     VersionSource, decide, pending,
@@ -667,21 +668,6 @@ fn save_later(input: &Input, actions: &[Command]) -> bool {
         } | Input::TimerFired { .. }
     ) && !actions.is_empty()
         && actions.iter().all(|a| matches!(a, Command::RunGate { .. }))
-}
-
-fn service_message<E, R>(e: &aws_sdk_lambda::error::SdkError<E, R>) -> String
-where
-    E: aws_sdk_lambda::error::ProvideErrorMetadata + std::fmt::Debug,
-    R: std::fmt::Debug,
-{
-    match e.as_service_error() {
-        Some(se) => format!(
-            "{}: {}",
-            se.code().unwrap_or("error"),
-            se.message().unwrap_or("no message")
-        ),
-        None => format!("{e:?}"),
-    }
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ pub enum EventError {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ShifterEvent {
     /// Timer messages by SQS message id; a body that is not a timer is kept as its error.
-    Timers(Vec<(String, Result<TimerMessage, String>)>),
+    Timers(Messages<TimerMessage>),
     /// Deployments whose state item was just created.
     Created(Vec<String>),
     Reconcile,
@@ -40,6 +40,27 @@ fn malformed(kind: &'static str) -> impl Fn(serde_json::Error) -> EventError {
     }
 }
 
+/// SQS messages by message id, each read as a `T` or kept as why it is not one.
+pub type Messages<T> = Vec<(String, Result<T, String>)>;
+
+/// An SQS batch's JSON bodies.
+fn sqs_bodies<T: serde::de::DeserializeOwned>(
+    payload: &Value,
+    what: &str,
+) -> Result<Messages<T>, EventError> {
+    let event: SqsEvent = serde_json::from_value(payload.clone()).map_err(malformed("SQS"))?;
+    Ok(event
+        .records
+        .into_iter()
+        .map(|m| {
+            let id = m.message_id.unwrap_or_default();
+            let body = serde_json::from_str(m.body.as_deref().unwrap_or_default())
+                .map_err(|e| format!("not {what}: {e}"));
+            (id, body)
+        })
+        .collect())
+}
+
 /// Tells the shifter's event sources apart by their shape.
 pub fn parse_shifter_event(payload: &Value) -> Result<ShifterEvent, EventError> {
     let first_source = payload
@@ -47,20 +68,10 @@ pub fn parse_shifter_event(payload: &Value) -> Result<ShifterEvent, EventError> 
         .and_then(Value::as_str);
     match first_source {
         Some("aws:sqs") => {
-            let event: SqsEvent =
-                serde_json::from_value(payload.clone()).map_err(malformed("SQS"))?;
-            return Ok(ShifterEvent::Timers(
-                event
-                    .records
-                    .into_iter()
-                    .map(|m| {
-                        let id = m.message_id.unwrap_or_default();
-                        let timer = serde_json::from_str(m.body.as_deref().unwrap_or_default())
-                            .map_err(|e| format!("not a timer message: {e}"));
-                        (id, timer)
-                    })
-                    .collect(),
-            ));
+            return Ok(ShifterEvent::Timers(sqs_bodies(
+                payload,
+                "a timer message",
+            )?));
         }
         Some("aws:dynamodb") => {
             let event: StreamEvent =
@@ -106,7 +117,7 @@ pub fn parse_shifter_event(payload: &Value) -> Result<ShifterEvent, EventError> 
 #[derive(Debug, Clone, PartialEq)]
 pub enum OrchestratorEvent {
     /// Pipeline timer messages by SQS message id; a body that is not one is kept as its error.
-    Timers(Vec<(String, Result<PipelineTimer, String>)>),
+    Timers(Messages<PipelineTimer>),
     /// From the table's stream: executions just created, and deployments that just ended.
     Table {
         new_executions: Vec<String>,
@@ -129,20 +140,10 @@ pub fn parse_orchestrator_event(payload: &Value) -> Result<OrchestratorEvent, Ev
         .and_then(Value::as_str);
     match first_source {
         Some("aws:sqs") => {
-            let event: SqsEvent =
-                serde_json::from_value(payload.clone()).map_err(malformed("SQS"))?;
-            return Ok(OrchestratorEvent::Timers(
-                event
-                    .records
-                    .into_iter()
-                    .map(|m| {
-                        let id = m.message_id.unwrap_or_default();
-                        let timer = serde_json::from_str(m.body.as_deref().unwrap_or_default())
-                            .map_err(|e| format!("not a pipeline timer: {e}"));
-                        (id, timer)
-                    })
-                    .collect(),
-            ));
+            return Ok(OrchestratorEvent::Timers(sqs_bodies(
+                payload,
+                "a pipeline timer",
+            )?));
         }
         Some("aws:dynamodb") => {
             let event: StreamEvent =

@@ -3,12 +3,12 @@
 //! it. PostTraffic runs them through the alias and judges the new version's
 //! CloudWatch numbers since the shift against thresholds and the old version.
 
+use crate::aws::service_message;
 use crate::domain::analysis::{Counts, OnInconclusive, Verdict, judge};
 use crate::domain::hooks::{Check, HookRequest, HookResponse, HookStatus};
 use crate::domain::smoke::{Observed, S3Uri, SmokeTest, evaluate, parse_smoke_test_file};
 use aws_sdk_cloudwatch::types::{Dimension, Statistic};
 use aws_sdk_lambda::primitives::Blob;
-use aws_sdk_s3::error::ProvideErrorMetadata;
 use std::time::{Duration, Instant};
 
 /// How often PostTraffic looks again while it waits for enough calls.
@@ -147,14 +147,7 @@ async fn smoke_test_file(s3: &aws_sdk_s3::Client, uri: &S3Uri) -> Result<Vec<Smo
         .key(&uri.key)
         .send()
         .await
-        .map_err(|e| match e.as_service_error() {
-            Some(se) => format!(
-                "{}: {}",
-                se.code().unwrap_or("error"),
-                se.message().unwrap_or("could not be read")
-            ),
-            None => format!("{e:?}"),
-        })?;
+        .map_err(|e| service_message(&e))?;
     let body = object
         .body
         .collect()

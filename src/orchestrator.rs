@@ -676,13 +676,7 @@ impl Orchestrator {
                     analysis: deploy.analysis.clone(),
                 };
                 let (d, commands) = Deployment::create(&id, spec, now());
-                let events: Vec<_> = commands
-                    .iter()
-                    .filter_map(|c| match c {
-                        crate::domain::deployment::Command::Record(ev) => Some(ev.clone()),
-                        _ => None,
-                    })
-                    .collect();
+                let events = crate::domain::deployment::events_of(&commands);
                 // The shifter runs it from the stream; a repeat finds it created.
                 match self.engine.store.create(&d, &events).await {
                     Ok(_) => Ok(None),

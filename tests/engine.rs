@@ -10,7 +10,6 @@ use sluice::domain::deployment::{
     Command, Deployment, DeploymentSpec, EventKind, Input, OnBusy, Phase, VersionSource,
 };
 use sluice::engine::{Engine, EngineError, TimerMessage};
-use sluice::store::Store;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -90,11 +89,7 @@ async fn world_of(stack: TestStack) -> Result<World> {
         create_function(&lambda, &role, name, zip, &env, 5).await?;
     }
     let engine = Engine {
-        store: Store::new(
-            aws_sdk_dynamodb::Client::new(&config),
-            stack.var("SLUICE_RESOURCE_STATE_TABLE"),
-            chrono::Duration::days(90),
-        ),
+        store: template_store(&stack).await,
         lambda: lambda.clone(),
         cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
         sqs: aws_sdk_sqs::Client::new(&config),

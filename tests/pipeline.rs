@@ -93,11 +93,7 @@ impl World {
         )
         .await?;
 
-        let store = Store::new(
-            aws_sdk_dynamodb::Client::new(&config),
-            stack.var("SLUICE_RESOURCE_STATE_TABLE"),
-            chrono::Duration::days(1),
-        );
+        let store = template_store(&stack).await;
         let definition = PIPELINE.replace(
             "PRE_TRAFFIC",
             stack.var("SLUICE_RESOURCE_PRE_TRAFFIC_FUNCTION"),
@@ -105,13 +101,7 @@ impl World {
         store
             .put_definition(&PipelineDefinition::parse(&definition)?)
             .await?;
-        let secret = aws_sdk_secretsmanager::Client::new(&config)
-            .get_secret_value()
-            .secret_id(stack.var("SLUICE_RESOURCE_WEBHOOK_SECRET"))
-            .send()
-            .await?
-            .secret_string
-            .context("secret")?;
+        let secret = webhook_secret(&stack).await?;
         // What an operator's tool uses to approve (the API and CLI call the same).
         let engine = sluice::engine::Engine {
             store: store.clone(),
@@ -426,5 +416,165 @@ stages:
         run.pipeline_execution().and_then(|p| p.pipeline_name()),
         Some("legacy-integration")
     );
+    Ok(())
+}
+
+/// Two pushes in a row to a pipeline whose executions wait at an approval.
+async fn two_pushes(w: &World, mode: &str) -> Result<(String, String)> {
+    w.store
+        .put_definition(&PipelineDefinition::parse(&format!(
+            r#"
+name: gated
+source: {{ repository: acme/greeter, branches: {{ include: [main] }} }}
+execution_mode: {mode}
+stages:
+  - name: approve
+    actions:
+      - {{ name: ok, kind: approval }}
+  - name: after
+    actions:
+      - {{ name: settle, kind: wait, config: {{ duration: 1s }} }}
+"#
+        ))?)
+        .await?;
+    let first = w.push_to(SHA_GOOD, "gated").await?;
+    w.wait_until(&first, "the first to wait for approval", |e| {
+        e.status == Status::InProgress
+    })
+    .await?;
+    let second = w.push_to(SHA_BAD, "gated").await?;
+    Ok((first, second))
+}
+
+fn approval(at_stage: usize) -> Input {
+    Input::Approval {
+        at: ActionRef {
+            stage: at_stage,
+            action: 0,
+            attempt: 1,
+        },
+        approved: true,
+        by: "ada".into(),
+        comment: "go".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queued_executions_run_one_at_a_time_and_superseded_ones_stop_at_a_boundary() -> Result<()>
+{
+    queued_executions_run_one_at_a_time().await?;
+    superseded_executions_stop_at_a_stage_boundary().await
+}
+
+async fn queued_executions_run_one_at_a_time() -> Result<()> {
+    let w = World::new().await?;
+    // The second waits until the first is done, then runs.
+    let (first, second) = two_pushes(&w, "queued").await?;
+    let e = w
+        .wait_until(&second, "the second to be queued", |e| {
+            e.status == Status::Queued
+        })
+        .await?;
+    assert!(e.actions.is_empty(), "nothing of it runs yet");
+    w.orchestrator.apply(&first, approval(0)).await?;
+    w.wait_until(&first, "the first to succeed", |e| {
+        e.status == Status::Succeeded
+    })
+    .await?;
+    w.wait_until(&second, "the second to take its turn", |e| {
+        e.status == Status::InProgress && e.stage_name() == "approve"
+    })
+    .await?;
+    w.orchestrator
+        .apply(
+            &second,
+            Input::Stop {
+                mode: sluice::domain::execution::StopMode::Abandon,
+                reason: "not this one".into(),
+            },
+        )
+        .await?;
+    assert!(matches!(
+        w.store.load_execution(&second).await?.execution.status,
+        Status::Stopped { .. }
+    ));
+
+    Ok(())
+}
+
+async fn superseded_executions_stop_at_a_stage_boundary() -> Result<()> {
+    // The first stops when its stage ends; the newer one goes on.
+    let w = World::new().await?;
+    let (first, second) = two_pushes(&w, "superseded").await?;
+    w.wait_until(&first, "the first to learn it is superseded", |e| {
+        e.superseded_by.as_deref() == Some(second.as_str())
+    })
+    .await?;
+    w.orchestrator.apply(&first, approval(0)).await?;
+    let e = w
+        .wait_until(&first, "the first to end", |e| e.status.is_final())
+        .await?;
+    assert_eq!(e.status, Status::Superseded { by: second.clone() });
+    assert_eq!(e.stage_name(), "approve", "it never started the next stage");
+    w.orchestrator.apply(&second, approval(0)).await?;
+    w.wait_until(&second, "the second to succeed", |e| {
+        e.status == Status::Succeeded
+    })
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failed_stage_is_retried_once_its_cause_is_fixed() -> Result<()> {
+    let w = World::new().await?;
+    w.store
+        .put_definition(&PipelineDefinition::parse(
+            r#"
+name: integration
+source: { repository: acme/greeter, branches: { include: [main] } }
+stages:
+  - name: test
+    actions:
+      - { name: lint, kind: invoke, config: { function: acceptance-tests } }
+      - { name: suite, kind: invoke, config: { function: integration-suite } }
+"#,
+        )?)
+        .await?;
+    let id = w.push_to(SHA_GOOD, "integration").await?;
+    let e = w
+        .wait_until(&id, "the execution to fail", |e| {
+            matches!(e.status, Status::Failed { .. })
+        })
+        .await?;
+    assert!(
+        matches!(&e.status, Status::Failed { reason } if reason.contains("suite failed") && reason.contains("integration-suite could not be invoked")),
+        "{:?}",
+        e.status
+    );
+    // The missing function is deployed; only the failed action runs again.
+    let role = function_role(&w.stack).await?;
+    create_function(
+        &w.lambda,
+        &role,
+        "integration-suite",
+        sluice_local::code::bootstrap_zip(&binary("recorder")?, &[]),
+        &[("RECORDER_DIR", &w.tests_dir.path().display().to_string())],
+        5,
+    )
+    .await?;
+    let e = w
+        .orchestrator
+        .apply(&id, Input::RetryStage { failed_only: true })
+        .await?;
+    assert_eq!(e.actions[0].attempt, 1, "lint is not run again");
+    assert_eq!(e.actions[1].attempt, 2);
+    let e = w
+        .wait_until(&id, "the retried execution to succeed", |e| {
+            e.status.is_final()
+        })
+        .await?;
+    assert_eq!(e.status, Status::Succeeded);
+    let runs = read_json_files(w.tests_dir.path());
+    assert_eq!(runs.len(), 2, "lint once, the suite once: {runs:?}");
     Ok(())
 }

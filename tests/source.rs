@@ -37,19 +37,8 @@ impl World {
             ],
         )?;
         let config = stack.sdk_config().await;
-        let table = stack.var("SLUICE_RESOURCE_STATE_TABLE").to_owned();
-        let store = Store::new(
-            aws_sdk_dynamodb::Client::new(&config),
-            &table,
-            chrono::Duration::days(1),
-        );
-        let secret = aws_sdk_secretsmanager::Client::new(&config)
-            .get_secret_value()
-            .secret_id(stack.var("SLUICE_RESOURCE_WEBHOOK_SECRET"))
-            .send()
-            .await?
-            .secret_string
-            .context("the generated secret")?;
+        let store = template_store(&stack).await;
+        let secret = webhook_secret(&stack).await?;
         for definition in [
             include_str!("../pipelines/greeter.yaml").to_owned(),
             // A CodeCommit repository's pipeline, by repository name.

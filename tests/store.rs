@@ -5,9 +5,9 @@ mod support;
 use anyhow::Result;
 use chrono::{TimeZone, Utc};
 use sluice::domain::deployment::{
-    AliasUpdate, Deployment, DeploymentSpec, Input, OnBusy, VersionSource, decide,
+    AliasUpdate, Deployment, DeploymentSpec, Input, OnBusy, VersionSource, decide, events_of,
 };
-use sluice::store::{IN_FLIGHT_GRACE_SECS, LockOutcome, Store, StoreError};
+use sluice::store::{IN_FLIGHT_GRACE_SECS, LockOutcome, StoreError};
 use support::*;
 
 fn spec() -> DeploymentSpec {
@@ -26,28 +26,11 @@ fn spec() -> DeploymentSpec {
     }
 }
 
-fn events_of(
-    commands: &[sluice::domain::deployment::Command],
-) -> Vec<sluice::domain::deployment::Event> {
-    commands
-        .iter()
-        .filter_map(|c| match c {
-            sluice::domain::deployment::Command::Record(e) => Some(e.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deployments_save_conditionally_keep_a_timeline_and_lock_their_alias() -> Result<()> {
     // The store alone: the shifter would act on these deployments.
     let stack = start_stack_without(Some("template.yaml"), &[], 1.0, &["ShifterFunction"])?;
-    let client = aws_sdk_dynamodb::Client::new(&stack.sdk_config().await);
-    let store = Store::new(
-        client,
-        stack.var("SLUICE_RESOURCE_STATE_TABLE"),
-        chrono::Duration::days(90),
-    );
+    let store = template_store(&stack).await;
     let t0 = Utc.timestamp_opt(1_800_000_000, 0).unwrap();
 
     let (d, commands) = Deployment::create("d-1", spec(), t0);

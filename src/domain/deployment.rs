@@ -312,6 +312,17 @@ fn describe_source(source: &VersionSource) -> String {
     }
 }
 
+/// The timeline lines among `commands`.
+pub fn events_of(commands: &[Command]) -> Vec<Event> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Record(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 fn record(at: Time, kind: EventKind, message: String) -> Command {
     Command::Record(Event { at, kind, message })
 }

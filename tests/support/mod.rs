@@ -182,3 +182,23 @@ pub fn read_json_files(dir: &Path) -> Vec<serde_json::Value> {
     }
     out
 }
+
+/// The template's state table, through the library's store.
+pub async fn template_store(stack: &LocalStack) -> sluice::store::Store {
+    sluice::store::Store::new(
+        aws_sdk_dynamodb::Client::new(&stack.sdk_config().await),
+        stack.var("SLUICE_RESOURCE_STATE_TABLE"),
+        chrono::Duration::days(90),
+    )
+}
+
+/// The webhook secret the template generated.
+pub async fn webhook_secret(stack: &LocalStack) -> Result<String> {
+    aws_sdk_secretsmanager::Client::new(&stack.sdk_config().await)
+        .get_secret_value()
+        .secret_id(stack.var("SLUICE_RESOURCE_WEBHOOK_SECRET"))
+        .send()
+        .await?
+        .secret_string
+        .context("the generated secret")
+}

@@ -1,0 +1,193 @@
+//! A security review of template.yaml, in code: no `Resource: '*'` where the
+//! action takes a resource ARN, no asynchronously invoked function without a
+//! dead-letter queue or on-failure destination, and no public Function URL but
+//! the webhook's.
+
+use serde_json::Value;
+use sluice_local::template::Template;
+
+/// Actions that have no resource-level permissions: `*` is the only resource they take.
+const NO_RESOURCE_LEVEL: [&str; 6] = [
+    "cloudwatch:GetMetricStatistics",
+    "cloudwatch:PutMetricData",
+    "codepipeline:PutJobSuccessResult",
+    "codepipeline:PutJobFailureResult",
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+];
+
+/// The one function whose URL is public: GitHub cannot sign with SigV4, so the
+/// function checks the webhook's HMAC signature itself.
+const PUBLIC_URLS: [&str; 1] = ["SourceFunction"];
+
+/// Event types through which Lambda invokes a function asynchronously.
+const ASYNC_EVENTS: [&str; 5] = [
+    "Schedule",
+    "EventBridgeRule",
+    "CloudWatchEvent",
+    "S3",
+    "SNS",
+];
+
+fn list(value: Option<&Value>) -> Vec<Value> {
+    match value {
+        Some(Value::Array(items)) => items.clone(),
+        Some(other) => vec![other.clone()],
+        None => Vec::new(),
+    }
+}
+
+/// Inline IAM statements of a function's `Policies` and of IAM resources.
+fn statements(template: &Template) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    for (id, r) in &template.resources {
+        let documents: Vec<Value> = match r.kind.as_str() {
+            "AWS::Serverless::Function" => list(r.properties.get("Policies"))
+                .into_iter()
+                .filter(|p| p.get("Statement").is_some())
+                .collect(),
+            "AWS::IAM::Role" => list(r.properties.get("Policies"))
+                .iter()
+                .filter_map(|p| p.get("PolicyDocument").cloned())
+                .collect(),
+            "AWS::IAM::Policy" | "AWS::IAM::ManagedPolicy" => r
+                .properties
+                .get("PolicyDocument")
+                .cloned()
+                .into_iter()
+                .collect(),
+            _ => Vec::new(),
+        };
+        for document in documents {
+            for statement in list(document.get("Statement")) {
+                out.push((id.clone(), statement));
+            }
+        }
+    }
+    out
+}
+
+/// Everything the review finds wrong, one line each.
+fn problems(template: &Template) -> Vec<String> {
+    let mut found = Vec::new();
+    for (id, statement) in statements(template) {
+        if statement.get("Effect").and_then(Value::as_str) == Some("Deny") {
+            continue;
+        }
+        let any_resource = list(statement.get("Resource"))
+            .iter()
+            .any(|r| r.as_str() == Some("*"));
+        if any_resource {
+            for action in list(statement.get("Action")) {
+                let action = action.as_str().unwrap_or_default();
+                if !NO_RESOURCE_LEVEL.contains(&action) {
+                    found.push(format!(
+                        "{id}: {action} on Resource '*' (it takes a resource ARN)"
+                    ));
+                }
+            }
+        }
+    }
+    for (id, r) in &template.resources {
+        if r.kind != "AWS::Serverless::Function" {
+            continue;
+        }
+        let p = &r.properties;
+        let has_dlq = p.get("DeadLetterQueue").is_some()
+            || p.pointer("/EventInvokeConfig/DestinationConfig/OnFailure")
+                .is_some();
+        let events = p
+            .get("Events")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        for (name, event) in &events {
+            let kind = event
+                .get("Type")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if ASYNC_EVENTS.contains(&kind) && !has_dlq {
+                found.push(format!(
+                    "{id}: invoked asynchronously by {name} ({kind}) without a dead-letter queue or on-failure destination"
+                ));
+            }
+            if matches!(kind, "DynamoDB" | "Kinesis")
+                && event
+                    .pointer("/Properties/DestinationConfig/OnFailure")
+                    .is_none()
+            {
+                found.push(format!(
+                    "{id}: stream source {name} has no on-failure destination"
+                ));
+            }
+            if kind == "SQS" {
+                // The queue's redrive policy keeps what keeps failing.
+                let queue = event
+                    .pointer("/Properties/Queue/Fn::GetAtt")
+                    .and_then(|g| g.get(0).or(Some(g)))
+                    .and_then(Value::as_str)
+                    .map(|q| q.split('.').next().unwrap_or(q).to_owned());
+                let redrive = queue
+                    .as_ref()
+                    .and_then(|q| template.resources.get(q))
+                    .is_some_and(|q| q.properties.get("RedrivePolicy").is_some());
+                if !redrive {
+                    found.push(format!("{id}: the queue of {name} has no redrive policy"));
+                }
+            }
+        }
+        if p.pointer("/FunctionUrlConfig/AuthType")
+            .and_then(Value::as_str)
+            == Some("NONE")
+            && !PUBLIC_URLS.contains(&id.as_str())
+        {
+            found.push(format!("{id}: a public Function URL (AuthType NONE)"));
+        }
+    }
+    found
+}
+
+#[test]
+fn the_template_passes_the_review() {
+    let template =
+        Template::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("template.yaml"))
+            .expect("template.yaml parses");
+    assert_eq!(problems(&template), Vec::<String>::new());
+    // The review looked at something.
+    assert!(statements(&template).len() >= 10);
+}
+
+#[test]
+fn the_review_finds_each_kind_of_problem() {
+    let template = Template::parse(
+        r#"
+Resources:
+  Jobs:
+    Type: AWS::SQS::Queue
+  Worker:
+    Type: AWS::Serverless::Function
+    Properties:
+      FunctionUrlConfig: { AuthType: NONE }
+      Events:
+        Nightly: { Type: Schedule, Properties: { Schedule: rate(1 day) } }
+        Changes: { Type: DynamoDB, Properties: { Stream: arn, StartingPosition: LATEST } }
+        Work: { Type: SQS, Properties: { Queue: !GetAtt Jobs.Arn } }
+      Policies:
+        - Statement:
+            - { Effect: Allow, Action: [s3:GetObject, cloudwatch:GetMetricStatistics], Resource: "*" }
+            - { Effect: Deny, Action: s3:DeleteObject, Resource: "*" }
+            - { Effect: Allow, Action: s3:PutObject, Resource: !Sub "arn:aws:s3:::bucket/*" }
+"#,
+    )
+    .expect("parses");
+    assert_eq!(
+        problems(&template),
+        vec![
+            "Worker: s3:GetObject on Resource '*' (it takes a resource ARN)".to_owned(),
+            "Worker: stream source Changes has no on-failure destination".to_owned(),
+            "Worker: invoked asynchronously by Nightly (Schedule) without a dead-letter queue or on-failure destination".to_owned(),
+            "Worker: the queue of Work has no redrive policy".to_owned(),
+            "Worker: a public Function URL (AuthType NONE)".to_owned(),
+        ]
+    );
+}
