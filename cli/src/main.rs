@@ -1,0 +1,535 @@
+//! `sluice`: see and steer pipelines and deployments from a terminal.
+
+mod connect;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use connect::Sluice;
+use serde_json::{Value, json};
+use sluice::domain::deployment::{Deployment, DeploymentSpec, Input, OnBusy, VersionSource};
+use sluice::domain::execution::{ActionState, Execution, Input as ExecutionInput, StopMode};
+use sluice::domain::pipeline::{ActionKind, PipelineDefinition};
+use sluice::store::StoreError;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "See and steer Sluice pipelines and deployments",
+    after_help = "Examples:
+  sluice pipeline apply -f pipelines/greeter.yaml
+  sluice deploy greeter --alias live --version 7 --config canary:10:5m --pre-hook sluice-PreTrafficFunction
+  sluice deployment show 3f2a9c1e
+  sluice approve 9a1f3c2-0c1e2d3f --comment 'ship it'
+  sluice --output json execution show 9a1f3c2-0c1e2d3f
+
+Against the local stack, the env file `make dev` writes (.sluice-local/env) is used when
+it exists; otherwise the deployed stack named by --stack (default sluice) is found with
+the standard AWS credential chain."
+)]
+struct Cli {
+    /// sluice-local's env file (default: .sluice-local/env when it exists).
+    #[arg(long, global = true, env = "SLUICE_ENV_FILE")]
+    env_file: Option<PathBuf>,
+    /// The deployed SAM stack (used when there is no env file).
+    #[arg(long, global = true, env = "SLUICE_STACK", default_value = "sluice")]
+    stack: String,
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a deployment of a function's alias.
+    Deploy {
+        function: String,
+        #[arg(long)]
+        alias: String,
+        /// A published version.
+        #[arg(
+            long,
+            conflicts_with = "artifact",
+            required_unless_present = "artifact"
+        )]
+        version: Option<String>,
+        /// A zip to publish, as s3://bucket/key.
+        #[arg(long)]
+        artifact: Option<String>,
+        /// canary:10:5m, linear:20:1m, steps:..., or a CodeDeploy name.
+        #[arg(long, default_value = "AllAtOnce")]
+        config: String,
+        #[arg(long)]
+        pre_hook: Option<String>,
+        #[arg(long)]
+        post_hook: Option<String>,
+        #[arg(long = "alarm")]
+        alarms: Vec<String>,
+        /// Fail at once if another deployment holds the alias (default: wait).
+        #[arg(long)]
+        refuse_if_busy: bool,
+    },
+    /// Deployments.
+    Deployment {
+        #[command(subcommand)]
+        command: DeploymentCommand,
+    },
+    /// Skip the remaining waits of a deployment (its gates still run).
+    Promote {
+        id: String,
+    },
+    /// Hold a deployment at its next bake.
+    Pause {
+        id: String,
+    },
+    Resume {
+        id: String,
+    },
+    /// Put 100% back on the old version.
+    Abort {
+        id: String,
+        #[arg(long, default_value = "aborted by an operator")]
+        reason: String,
+    },
+    /// Deploy the same thing again, as a new deployment.
+    Retry {
+        id: String,
+    },
+    /// Pipeline definitions.
+    Pipeline {
+        #[command(subcommand)]
+        command: PipelineCommand,
+    },
+    /// Pipeline executions.
+    Execution {
+        #[command(subcommand)]
+        command: ExecutionCommand,
+    },
+    /// Approve the approval action an execution waits on.
+    Approve {
+        execution: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Reject it: the execution fails.
+    Reject {
+        execution: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Stop an execution: let running actions finish, or abandon them.
+    Stop {
+        execution: String,
+        #[arg(long)]
+        abandon: bool,
+        #[arg(long, default_value = "stopped by an operator")]
+        reason: String,
+    },
+    /// Run a failed execution's stage again: its failed actions, or all.
+    RetryStage {
+        execution: String,
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeploymentCommand {
+    /// A deployment and its timeline.
+    Show { id: String },
+}
+
+#[derive(Subcommand)]
+enum PipelineCommand {
+    /// Validate a definition, show what changes, and save it.
+    Apply {
+        #[arg(short, long)]
+        file: PathBuf,
+        /// Validate and show the diff only.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    List,
+    Show {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ExecutionCommand {
+    /// An execution, its current stage and its timeline.
+    Show { id: String },
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        // One clear line (the causes joined), and a non-zero exit.
+        eprintln!("sluice: {}", format!("{e:#}").replace('\n', " "));
+        std::process::exit(1);
+    }
+}
+
+fn print(output: Output, value: &Value, text: impl FnOnce() -> String) {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(value).expect("JSON")),
+        Output::Text => println!("{}", text()),
+    }
+}
+
+fn not_found(what: &str, id: &str) -> impl FnOnce(StoreError) -> anyhow::Error {
+    let (what, id) = (what.to_owned(), id.to_owned());
+    move |e| match e {
+        StoreError::NotFound(_) => anyhow::anyhow!("no {what} {id}"),
+        other => anyhow::Error::new(other),
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let env_file = cli.env_file.clone().or_else(|| {
+        let default = PathBuf::from(".sluice-local/env");
+        default.exists().then_some(default)
+    });
+    let sluice = match &env_file {
+        Some(path) => Sluice::local(path).await?,
+        None => Sluice::deployed(&cli.stack).await?,
+    };
+    let out = cli.output;
+    match cli.command {
+        Command::Deploy {
+            function,
+            alias,
+            version,
+            artifact,
+            config,
+            pre_hook,
+            post_hook,
+            alarms,
+            refuse_if_busy,
+        } => {
+            let source = match (version, artifact) {
+                (Some(v), _) => VersionSource::Version(v),
+                (None, Some(uri)) => {
+                    let uri: sluice::domain::smoke::S3Uri =
+                        uri.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+                    VersionSource::Artifact {
+                        bucket: uri.bucket,
+                        key: uri.key,
+                        object_version: None,
+                    }
+                }
+                (None, None) => bail!("give --version or --artifact"),
+            };
+            let spec = DeploymentSpec {
+                function,
+                alias,
+                source,
+                config: config
+                    .parse()
+                    .map_err(|e: sluice::domain::config::ConfigError| anyhow::anyhow!("{e}"))?,
+                pre_traffic_hook: pre_hook,
+                post_traffic_hook: post_hook,
+                alarms,
+                on_busy: if refuse_if_busy {
+                    OnBusy::Refuse
+                } else {
+                    OnBusy::Queue
+                },
+                smoke_tests: vec![],
+                smoke_tests_from: None,
+                analysis: None,
+            };
+            let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+            let (d, commands) = Deployment::create(&id, spec, chrono::Utc::now());
+            sluice
+                .store()
+                .create(&d, &sluice::domain::deployment::events_of(&commands))
+                .await?;
+            print(out, &json!({ "deployment": id }), || {
+                format!("deployment {id} started: sluice deployment show {id}")
+            });
+        }
+        Command::Deployment {
+            command: DeploymentCommand::Show { id },
+        } => {
+            let d = sluice
+                .store()
+                .load(&id)
+                .await
+                .map_err(not_found("deployment", &id))?;
+            let timeline = sluice.store().events(&id).await?;
+            print(
+                out,
+                &json!({ "deployment": d.deployment, "timeline": timeline }),
+                || {
+                    let d = &d.deployment;
+                    let mut text = format!(
+                        "{} {}:{}  {} → {}  {}% on the new version  {:?}\n",
+                        d.id,
+                        d.spec.function,
+                        d.spec.alias,
+                        d.from_version.as_deref().unwrap_or("?"),
+                        d.to_version.as_deref().unwrap_or("?"),
+                        d.weight,
+                        d.phase
+                    );
+                    for e in &timeline {
+                        text.push_str(&format!(
+                            "  {}  {}\n",
+                            e.at.format("%H:%M:%S%.3f"),
+                            e.message
+                        ));
+                    }
+                    text
+                },
+            );
+        }
+        Command::Promote { id } => operate(&sluice, out, &id, "promote", Input::Promote).await?,
+        Command::Pause { id } => operate(&sluice, out, &id, "pause", Input::Pause).await?,
+        Command::Resume { id } => operate(&sluice, out, &id, "resume", Input::Resume).await?,
+        Command::Abort { id, reason } => {
+            operate(&sluice, out, &id, "abort", Input::Abort { reason }).await?
+        }
+        Command::Retry { id } => {
+            let new_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+            operate(&sluice, out, &id, "retry", Input::Retry { new_id }).await?
+        }
+        Command::Pipeline { command } => pipeline(&sluice, out, command).await?,
+        Command::Execution {
+            command: ExecutionCommand::Show { id },
+        } => {
+            let e = sluice
+                .store()
+                .load_execution(&id)
+                .await
+                .map_err(not_found("execution", &id))?
+                .execution;
+            let timeline = sluice.store().execution_events(&id).await?;
+            print(
+                out,
+                &json!({ "execution": e, "timeline": timeline }),
+                || {
+                    let mut text = format!(
+                        "{} {} at {} ({})  stage {}  {:?}\n",
+                        e.id,
+                        e.pipeline,
+                        &e.push.sha[..e.push.sha.len().min(7)],
+                        e.push.reference.name(),
+                        e.stage_name(),
+                        e.status
+                    );
+                    for a in &e.actions {
+                        text.push_str(&format!("  {}  {:?}\n", a.name, a.state));
+                    }
+                    for line in &timeline {
+                        text.push_str(&format!(
+                            "  {}  {}\n",
+                            line.at.format("%H:%M:%S%.3f"),
+                            line.message
+                        ));
+                    }
+                    text
+                },
+            );
+        }
+        Command::Approve { execution, comment } => {
+            answer_approval(&sluice, out, &execution, true, comment).await?
+        }
+        Command::Reject { execution, comment } => {
+            answer_approval(&sluice, out, &execution, false, comment).await?
+        }
+        Command::Stop {
+            execution,
+            abandon,
+            reason,
+        } => {
+            let mode = if abandon {
+                StopMode::Abandon
+            } else {
+                StopMode::Finish
+            };
+            steer(
+                &sluice,
+                out,
+                &execution,
+                "stop",
+                ExecutionInput::Stop { mode, reason },
+            )
+            .await?;
+        }
+        Command::RetryStage { execution, all } => {
+            let input = ExecutionInput::RetryStage { failed_only: !all };
+            steer(&sluice, out, &execution, "retry-stage", input).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies an operator's input to a deployment; one that does not apply is an error.
+async fn operate(sluice: &Sluice, out: Output, id: &str, what: &str, input: Input) -> Result<()> {
+    let before = sluice
+        .store()
+        .load(id)
+        .await
+        .map_err(not_found("deployment", id))?;
+    let after = sluice.engine.apply(id, input).await?;
+    if after == before.deployment {
+        bail!(
+            "cannot {what} deployment {id}: it is {:?}{}",
+            after.phase,
+            if after.paused { " (paused)" } else { "" }
+        );
+    }
+    print(out, &json!({ "deployment": after }), || {
+        format!("{what}: deployment {id} is {:?}", after.phase)
+    });
+    Ok(())
+}
+
+/// Applies an operator's input to an execution; one that does not apply is an error.
+async fn steer(
+    sluice: &Sluice,
+    out: Output,
+    id: &str,
+    what: &str,
+    input: ExecutionInput,
+) -> Result<Execution> {
+    let before = sluice
+        .store()
+        .load_execution(id)
+        .await
+        .map_err(not_found("execution", id))?;
+    let after = sluice.orchestrator.apply(id, input).await?;
+    if after == before.execution {
+        bail!(
+            "cannot {what} execution {id}: it is {:?} in stage {}",
+            after.status,
+            after.stage_name()
+        );
+    }
+    print(out, &json!({ "execution": after }), || {
+        format!(
+            "{what}: execution {id} is {:?} in stage {}",
+            after.status,
+            after.stage_name()
+        )
+    });
+    Ok(after)
+}
+
+async fn answer_approval(
+    sluice: &Sluice,
+    out: Output,
+    id: &str,
+    approved: bool,
+    comment: String,
+) -> Result<()> {
+    let e = sluice
+        .store()
+        .load_execution(id)
+        .await
+        .map_err(not_found("execution", id))?
+        .execution;
+    let waiting = e.actions.iter().enumerate().find(|(i, a)| {
+        matches!(a.state, ActionState::Running { .. })
+            && matches!(
+                e.definition.stages[e.stage].actions[*i].kind,
+                ActionKind::Approval(_)
+            )
+    });
+    let Some((action, run)) = waiting else {
+        bail!(
+            "execution {id} is not waiting for an approval (it is {:?} in stage {})",
+            e.status,
+            e.stage_name()
+        );
+    };
+    let at = sluice::domain::execution::ActionRef {
+        stage: e.stage,
+        action,
+        attempt: run.attempt,
+    };
+    let by = std::env::var("USER").unwrap_or_else(|_| "an operator".into());
+    let what = if approved { "approve" } else { "reject" };
+    steer(
+        sluice,
+        out,
+        id,
+        what,
+        ExecutionInput::Approval {
+            at,
+            approved,
+            by,
+            comment,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+async fn pipeline(sluice: &Sluice, out: Output, command: PipelineCommand) -> Result<()> {
+    match command {
+        PipelineCommand::Apply { file, dry_run } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let definition = PipelineDefinition::parse(&text).map_err(|invalid| {
+                let lines: Vec<String> = invalid.0.iter().map(|p| p.to_string()).collect();
+                anyhow::anyhow!(
+                    "{} is not a valid pipeline: {}",
+                    file.display(),
+                    lines.join("; ")
+                )
+            })?;
+            let current = sluice.store().definition(&definition.name).await?;
+            let render = |d: &PipelineDefinition| {
+                serde_json::to_string_pretty(d).expect("definitions serialise") + "\n"
+            };
+            let old = current.as_ref().map(render).unwrap_or_default();
+            let new = render(&definition);
+            let diff = similar::TextDiff::from_lines(&old, &new)
+                .unified_diff()
+                .header("stored", "new")
+                .to_string();
+            let changed = old != new;
+            if changed && !dry_run {
+                sluice.store().put_definition(&definition).await?;
+            }
+            print(
+                out,
+                &json!({ "pipeline": definition.name, "changed": changed, "applied": changed && !dry_run, "diff": diff }),
+                || match (changed, dry_run) {
+                    (false, _) => format!("pipeline {} is unchanged", definition.name),
+                    (true, true) => {
+                        format!("{diff}pipeline {} would change (dry run)", definition.name)
+                    }
+                    (true, false) => format!("{diff}pipeline {} applied", definition.name),
+                },
+            );
+        }
+        PipelineCommand::List => {
+            let all = sluice.store().definitions().await?;
+            let names: Vec<&str> = all.iter().map(|d| d.name.as_str()).collect();
+            print(out, &json!({ "pipelines": names }), || names.join("\n"));
+        }
+        PipelineCommand::Show { name } => {
+            let d = sluice
+                .store()
+                .definition(&name)
+                .await?
+                .with_context(|| format!("no pipeline {name}"))?;
+            print(out, &json!({ "pipeline": d }), || {
+                serde_json::to_string_pretty(&d).expect("definitions serialise")
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,247 @@
+//! The `sluice` CLI against the local stack (its env file), as an operator uses it.
+
+mod support;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use sluice::commits::sign;
+use sluice_local::launcher::build_dir;
+use std::process::Command;
+use std::time::Duration;
+use support::*;
+
+struct Cli {
+    stack: TestStack,
+}
+
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Cli {
+    fn run(&self, args: &[&str]) -> Result<Run> {
+        let out = Command::new(build_dir().join("sluice"))
+            .arg("--env-file")
+            .arg(self.stack.dir.path().join("state/env"))
+            .args(args)
+            .current_dir(workspace_root())
+            .output()
+            .context("running sluice (cargo build --workspace --bins builds it)")?;
+        Ok(Run {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    /// Runs with `--output json` and parses the answer; the command must succeed.
+    fn json(&self, args: &[&str]) -> Result<Value> {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        let run = self.run(&all)?;
+        anyhow::ensure!(run.ok, "sluice {args:?} failed: {}", run.stderr);
+        serde_json::from_str(&run.stdout).with_context(|| format!("not JSON: {}", run.stdout))
+    }
+
+    /// Runs a command that must fail with one line naming the problem.
+    fn fails(&self, args: &[&str], expected: &str) -> Result<()> {
+        let run = self.run(args)?;
+        assert!(!run.ok, "sluice {args:?} succeeded: {}", run.stdout);
+        assert_eq!(run.stderr.lines().count(), 1, "one line: {}", run.stderr);
+        assert!(
+            run.stderr.starts_with("sluice: ") && run.stderr.contains(expected),
+            "sluice {args:?}: {}",
+            run.stderr
+        );
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_subcommand_works_against_the_local_stack() -> Result<()> {
+    let stack = start_stack_without(
+        Some("template.yaml"),
+        &[],
+        0.1,
+        &["CodePipelineActionFunction", "PostTrafficFunction"],
+    )?;
+    let lambda = stack.lambda().await;
+    let role = function_role(&stack).await?;
+    create_function(&lambda, &role, "greeter", greeter_zip("r1")?, &[], 5).await?;
+    // Versions 1, 2 and 3 of the same code.
+    for _ in 0..3 {
+        lambda
+            .publish_version()
+            .function_name("greeter")
+            .send()
+            .await?;
+        lambda
+            .update_function_configuration()
+            .function_name("greeter")
+            .description(uuid::Uuid::new_v4().to_string())
+            .send()
+            .await?;
+    }
+    lambda
+        .create_alias()
+        .function_name("greeter")
+        .name("live")
+        .function_version("1")
+        .send()
+        .await?;
+    let cli = Cli { stack };
+
+    // Pipelines: invalid ones are refused with every problem; apply shows the diff.
+    let dir = tempfile::tempdir()?;
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "name: x\nsource: {repository: r}\nstages: []\nexecution_mode: often\n",
+    )?;
+    cli.fails(
+        &["pipeline", "apply", "-f", bad.to_str().unwrap()],
+        "is not a valid pipeline: execution_mode:",
+    )?;
+    let gated = dir.path().join("gated.yaml");
+    std::fs::write(
+        &gated,
+        "name: gated\nsource: {repository: acme/greeter}\nstages:\n  - name: approve\n    actions: [{name: ok, kind: approval}]\n",
+    )?;
+    let path = gated.to_str().unwrap();
+    let dry = cli.json(&["pipeline", "apply", "-f", path, "--dry-run"])?;
+    assert_eq!(
+        (dry["changed"].clone(), dry["applied"].clone()),
+        (true.into(), false.into())
+    );
+    assert!(
+        dry["diff"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("+  \"name\": \"gated\"")
+    );
+    assert_eq!(
+        cli.json(&["pipeline", "list"])?["pipelines"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        cli.json(&["pipeline", "apply", "-f", path])?["applied"],
+        true
+    );
+    assert_eq!(
+        cli.json(&["pipeline", "apply", "-f", path])?["changed"],
+        false
+    );
+    assert_eq!(
+        cli.json(&["pipeline", "list"])?["pipelines"],
+        serde_json::json!(["gated"])
+    );
+    assert_eq!(
+        cli.json(&["pipeline", "show", "gated"])?["pipeline"]["stages"][0]["name"],
+        "approve"
+    );
+    cli.fails(&["pipeline", "show", "nope"], "no pipeline nope")?;
+
+    // Deployments: deploy, watch it end, and transitions that do not apply.
+    let started = cli.json(&["deploy", "greeter", "--alias", "live", "--version", "2"])?;
+    let id = started["deployment"].as_str().context("id")?.to_owned();
+    let shown = wait_for(
+        "the deployment to be promoted",
+        Duration::from_secs(60),
+        || async {
+            let shown = cli.json(&["deployment", "show", &id])?;
+            Ok((shown["deployment"]["phase"]["phase"] == "promoted").then_some(shown))
+        },
+    )
+    .await?;
+    assert!(
+        shown["timeline"].as_array().is_some_and(|t| t.len() >= 3),
+        "{shown}"
+    );
+    cli.fails(&["pause", &id], "cannot pause deployment")?;
+    cli.fails(&["deployment", "show", "nope"], "no deployment nope")?;
+    let text = cli.run(&["deployment", "show", &id])?;
+    assert!(
+        text.ok && text.stdout.contains("greeter:live  1 → 2"),
+        "{}",
+        text.stdout
+    );
+
+    let slow = cli.json(&[
+        "deploy",
+        "greeter",
+        "--alias",
+        "live",
+        "--version",
+        "3",
+        "--config",
+        "canary:10:1h",
+    ])?;
+    let slow = slow["deployment"].as_str().context("id")?.to_owned();
+    wait_for("the canary to bake", Duration::from_secs(60), || async {
+        let shown = cli.json(&["deployment", "show", &slow])?;
+        Ok((shown["deployment"]["phase"]["phase"] == "baking").then_some(()))
+    })
+    .await?;
+    assert_eq!(cli.json(&["pause", &slow])?["deployment"]["paused"], true);
+    cli.fails(&["pause", &slow], "(paused)")?;
+    assert_eq!(cli.json(&["resume", &slow])?["deployment"]["paused"], false);
+    let aborted = cli.json(&["abort", &slow, "--reason", "wrong build"])?;
+    assert_eq!(aborted["deployment"]["phase"]["phase"], "rolled_back");
+    let retried = cli.json(&["retry", &slow])?;
+    assert!(retried["deployment"]["retried_as"].is_string());
+    cli.fails(&["retry", &slow], "cannot retry")?;
+    cli.fails(
+        &[
+            "deploy",
+            "greeter",
+            "--alias",
+            "live",
+            "--version",
+            "2",
+            "--config",
+            "fast",
+        ],
+        "config",
+    )?;
+
+    // Executions: a push waits for approval; approve it; what no longer applies is refused.
+    let secret = webhook_secret(&cli.stack).await?;
+    let body = std::fs::read(workspace_root().join("events/github-push.json"))?;
+    let answer: Value = reqwest::Client::new()
+        .post(cli.stack.var("SLUICE_URL_SOURCE_FUNCTION"))
+        .header("x-github-event", "push")
+        .header("x-hub-signature-256", sign(&body, secret.as_bytes()))
+        .body(body)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let execution = answer["executions"][0]["execution"]
+        .as_str()
+        .context("execution")?
+        .to_owned();
+    wait_for("the approval to wait", Duration::from_secs(60), || async {
+        let shown = cli.json(&["execution", "show", &execution])?;
+        Ok((shown["execution"]["actions"][0]["state"]["state"] == "running").then_some(()))
+    })
+    .await?;
+    let approved = cli.json(&["approve", &execution, "--comment", "ship it"])?;
+    assert_eq!(approved["execution"]["status"], "succeeded");
+    cli.fails(&["approve", &execution], "is not waiting for an approval")?;
+    cli.fails(&["stop", &execution], "cannot stop execution")?;
+    cli.fails(&["retry-stage", &execution], "cannot retry-stage execution")?;
+    cli.fails(&["execution", "show", "nope"], "no execution nope")?;
+    let timeline = cli.run(&["execution", "show", &execution])?;
+    assert!(
+        timeline.stdout.contains("approved by"),
+        "{}",
+        timeline.stdout
+    );
+
+    // --help has examples.
+    let help = cli.run(&["--help"])?;
+    assert!(help.ok && help.stdout.contains("Examples:"));
+    Ok(())
+}
