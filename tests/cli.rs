@@ -184,6 +184,17 @@ async fn every_subcommand_works_against_the_local_stack() -> Result<()> {
         Ok((shown["deployment"]["phase"]["phase"] == "baking").then_some(()))
     })
     .await?;
+    let status = cli.json(&["status"])?;
+    let active = &status["deployments"][0];
+    assert_eq!(
+        (active["id"].as_str(), active["weight"].as_f64()),
+        (Some(slow.as_str()), Some(10.0))
+    );
+    let text = cli.run(&["status"])?.stdout;
+    assert!(
+        text.contains("greeter:live [#.........]  10.0% v2 → v3  step 1/2: baking"),
+        "{text}"
+    );
     assert_eq!(cli.json(&["pause", &slow])?["deployment"]["paused"], true);
     cli.fails(&["pause", &slow], "(paused)")?;
     assert_eq!(cli.json(&["resume", &slow])?["deployment"]["paused"], false);
@@ -192,6 +203,10 @@ async fn every_subcommand_works_against_the_local_stack() -> Result<()> {
     let retried = cli.json(&["retry", &slow])?;
     assert!(retried["deployment"]["retried_as"].is_string());
     cli.fails(&["retry", &slow], "cannot retry")?;
+    let again = retried["deployment"]["retried_as"]
+        .as_str()
+        .context("retried as")?
+        .to_owned();
     cli.fails(
         &[
             "deploy",
@@ -239,6 +254,11 @@ async fn every_subcommand_works_against_the_local_stack() -> Result<()> {
         "{}",
         timeline.stdout
     );
+
+    // With nothing active any more, a live status ends by itself.
+    cli.json(&["abort", &again])?;
+    let watch = cli.run(&["status", "--watch"])?;
+    assert!(watch.ok, "{}", watch.stderr);
 
     // --help has examples.
     let help = cli.run(&["--help"])?;

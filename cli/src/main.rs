@@ -49,6 +49,12 @@ enum Output {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Pipelines with their latest executions, and active deployments with their progress.
+    Status {
+        /// Redraw every second until no deployment or execution is active.
+        #[arg(long)]
+        watch: bool,
+    },
     /// Start a deployment of a function's alias.
     Deploy {
         function: String,
@@ -205,6 +211,7 @@ async fn run(cli: Cli) -> Result<()> {
     };
     let out = cli.output;
     match cli.command {
+        Command::Status { watch } => status(&sluice, out, watch).await?,
         Command::Deploy {
             function,
             alias,
@@ -532,4 +539,124 @@ async fn pipeline(sluice: &Sluice, out: Output, command: PipelineCommand) -> Res
         }
     }
     Ok(())
+}
+
+/// What `status` shows: pipelines with their unfinished executions, and active deployments.
+async fn snapshot(sluice: &Sluice) -> Result<(Vec<Execution>, Vec<Deployment>)> {
+    let store = sluice.store();
+    let mut executions = Vec::new();
+    for id in store.running_executions_all().await? {
+        executions.push(store.load_execution(&id).await?.execution);
+    }
+    let mut deployments = Vec::new();
+    for id in store.active().await? {
+        deployments.push(store.load(&id).await?.deployment);
+    }
+    Ok((executions, deployments))
+}
+
+fn step_of(d: &Deployment) -> String {
+    use sluice::domain::deployment::Phase;
+    let steps = d.schedule.steps.len();
+    match &d.phase {
+        Phase::PreTraffic { step } => format!("step {}/{steps}: PreTraffic gate", step + 1),
+        Phase::Shifting { step } => format!("step {}/{steps}: shifting", step + 1),
+        Phase::PostTraffic { step } => format!("step {}/{steps}: PostTraffic gate", step + 1),
+        Phase::Baking { step, until } => format!(
+            "step {}/{steps}: baking{}, next shift {}",
+            step + 1,
+            if d.paused { " (paused)" } else { "" },
+            until.format("%H:%M:%S")
+        ),
+        Phase::RollingBack { reason } => format!("rolling back: {reason}"),
+        other => format!("{other:?}"),
+    }
+}
+
+async fn status(sluice: &Sluice, out: Output, watch: bool) -> Result<()> {
+    if out == Output::Json || !watch {
+        let (executions, deployments) = snapshot(sluice).await?;
+        let pipelines: Vec<String> = sluice
+            .store()
+            .definitions()
+            .await?
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        print(
+            out,
+            &json!({ "pipelines": pipelines, "executions": executions, "deployments": deployments }),
+            || {
+                let mut text = String::new();
+                for p in &pipelines {
+                    text.push_str(&format!("pipeline {p}\n"));
+                    for e in executions.iter().filter(|e| &e.pipeline == p) {
+                        text.push_str(&format!(
+                            "  {} at {}: stage {} {:?}\n",
+                            e.id,
+                            &e.push.sha[..e.push.sha.len().min(7)],
+                            e.stage_name(),
+                            e.status
+                        ));
+                    }
+                }
+                for d in &deployments {
+                    let filled = (d.weight / 10.0).round() as usize;
+                    text.push_str(&format!(
+                        "{}:{} [{}{}] {:>5.1}% v{} → v{}  {}  ({})\n",
+                        d.spec.function,
+                        d.spec.alias,
+                        "#".repeat(filled),
+                        ".".repeat(10 - filled.min(10)),
+                        d.weight,
+                        d.from_version.as_deref().unwrap_or("?"),
+                        d.to_version.as_deref().unwrap_or("?"),
+                        step_of(d),
+                        d.id
+                    ));
+                }
+                if pipelines.is_empty() && deployments.is_empty() {
+                    text.push_str("no pipelines and no active deployments\n");
+                }
+                text.trim_end().to_owned()
+            },
+        );
+        return Ok(());
+    }
+    // Live: a bar per deployment (weight on the new version), redrawn each second.
+    let bars = indicatif::MultiProgress::new();
+    let style = indicatif::ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos:>3}% {msg}")
+        .expect("a valid template")
+        .progress_chars("#>.");
+    let mut shown: std::collections::HashMap<String, indicatif::ProgressBar> =
+        std::collections::HashMap::new();
+    loop {
+        let (executions, deployments) = snapshot(sluice).await?;
+        for d in &deployments {
+            let bar = shown.entry(d.id.clone()).or_insert_with(|| {
+                let bar = bars.add(indicatif::ProgressBar::new(100).with_style(style.clone()));
+                bar.set_prefix(format!("{}:{}", d.spec.function, d.spec.alias));
+                bar
+            });
+            bar.set_position(d.weight.round() as u64);
+            bar.set_message(format!(
+                "v{} → v{}  {}",
+                d.from_version.as_deref().unwrap_or("?"),
+                d.to_version.as_deref().unwrap_or("?"),
+                step_of(d)
+            ));
+        }
+        // Those no longer active have ended: their last state stays on screen.
+        for (id, bar) in shown.iter() {
+            if !bar.is_finished() && !deployments.iter().any(|d| &d.id == id) {
+                let ended = sluice.store().load(id).await?.deployment;
+                bar.set_position(ended.weight.round() as u64);
+                bar.finish_with_message(format!("{:?}", ended.phase));
+            }
+        }
+        if deployments.is_empty() && executions.iter().all(|e| !e.status.is_running()) {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
