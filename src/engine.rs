@@ -7,11 +7,12 @@
 
 use crate::aws::service_message;
 use crate::domain::deployment::{
-    AliasUpdate, Command, Deployment, DeploymentSpec, Event, Gate, Input, Phase, Time,
+    AliasUpdate, Command, Deployment, DeploymentSpec, Event, EventKind, Gate, Input, Phase, Time,
     VersionSource, decide, pending,
 };
 use crate::domain::hooks::{HookRequest, HookResponse, HookStatus};
 use crate::events::{ShifterEvent, parse_shifter_event};
+use crate::metrics::{self, Metric};
 use crate::settings::{SettingError, number, setting};
 use crate::store::{IN_FLIGHT_GRACE_SECS, LockOutcome, Store, StoreError, Stored};
 use aws_sdk_cloudwatch::types::StateValue;
@@ -304,6 +305,9 @@ impl Engine {
                         .store
                         .save(&stored.deployment, stored.version, &unsaved)
                         .await?;
+                    for e in &unsaved {
+                        count(&stored.deployment, e.kind);
+                    }
                 }
                 return Ok(stored.deployment);
             };
@@ -325,6 +329,9 @@ impl Engine {
             unsaved.extend(events);
             match self.store.save(&next, stored.version, &unsaved).await {
                 Ok(saved) => {
+                    for e in &unsaved {
+                        count(&saved.deployment, e.kind);
+                    }
                     stored = saved;
                     actions = new_actions;
                 }
@@ -653,6 +660,19 @@ impl Engine {
             )),
         }
     }
+}
+
+/// Counts what a saved timeline line means in Sluice's metrics.
+fn count(d: &Deployment, kind: EventKind) {
+    let metric = match kind {
+        EventKind::Prepared => Metric::DeploymentsStarted,
+        EventKind::Promoted => Metric::DeploymentsPromoted,
+        EventKind::RolledBack => Metric::DeploymentsRolledBack,
+        EventKind::GatePassed => Metric::GatesPassed,
+        EventKind::GateFailed => Metric::GatesFailed,
+        _ => return,
+    };
+    metrics::emit(metric, &d.spec.function);
 }
 
 /// Whether a transition may be saved together with the next one instead of

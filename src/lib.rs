@@ -10,6 +10,7 @@ pub mod domain;
 pub mod engine;
 pub mod events;
 pub mod gates;
+pub mod metrics;
 pub mod orchestrator;
 pub mod settings;
 pub mod source;

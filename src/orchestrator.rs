@@ -16,6 +16,7 @@ use crate::domain::execution::{
 use crate::domain::pipeline::{ActionKind, ExecutionMode, TemplateContext, render};
 use crate::engine::{Engine, EngineError, MAX_TIMER_DELAY_SECS};
 use crate::events::{OrchestratorEvent, parse_orchestrator_event};
+use crate::metrics::{self, Metric};
 use crate::settings::{SettingError, setting};
 use crate::store::{LockOutcome, StoreError, StoredExecution};
 use aws_sdk_codepipeline::types::{
@@ -418,6 +419,18 @@ impl Orchestrator {
                 Ok(saved) => {
                     for e in &events {
                         tracing::info!(execution_id = %id, "{}", e.message);
+                    }
+                    if saved.execution.status != stored.execution.status {
+                        match saved.execution.status {
+                            Status::Succeeded => metrics::emit(
+                                Metric::ExecutionsSucceeded,
+                                &saved.execution.pipeline,
+                            ),
+                            Status::Failed { .. } => {
+                                metrics::emit(Metric::ExecutionsFailed, &saved.execution.pipeline)
+                            }
+                            _ => {}
+                        }
                     }
                     stored = saved;
                     actions = new_actions;

@@ -10,6 +10,7 @@ use crate::commits::{
 };
 use crate::domain::execution::Execution;
 use crate::domain::pipeline::Push;
+use crate::metrics::{self, Metric};
 use crate::settings::{SettingError, setting};
 use crate::store::{ExecutionStart, Store, StoreError};
 use aws_lambda_events::event::code_commit::CodeCommitEvent;
@@ -311,11 +312,14 @@ impl Source {
                 Execution::create(&id, definition, push.clone(), chrono::Utc::now());
             let events = crate::domain::execution::events_of(&commands);
             match self.store.start_execution(&execution, &events).await? {
-                ExecutionStart::Started => started.push(Started {
-                    pipeline,
-                    execution: id,
-                    new: true,
-                }),
+                ExecutionStart::Started => {
+                    metrics::emit(Metric::ExecutionsStarted, &pipeline);
+                    started.push(Started {
+                        pipeline,
+                        execution: id,
+                        new: true,
+                    })
+                }
                 ExecutionStart::AlreadyStarted(existing) => started.push(Started {
                     pipeline,
                     execution: existing,

@@ -24,11 +24,15 @@ impl LogFormat {
 
 /// Installs the global `tracing` subscriber. The level comes from `RUST_LOG`
 /// (default `info`). Calling it twice is harmless: the second call does nothing.
+/// Inside Lambda it also turns on Sluice's metrics (`metrics`).
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    if format == LogFormat::Json {
+        crate::metrics::enable();
+    }
     let _ = match format {
         LogFormat::Json => builder
             .json()

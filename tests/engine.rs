@@ -602,6 +602,20 @@ async fn the_shifter_function_runs_deployments_from_its_event_sources() -> Resul
         done.phase
     );
     assert_eq!(w.alias().await?, ("2".to_owned(), vec![]));
+
+    // The shifter counted both in Sluice's metrics (EMF lines in its log).
+    let log = std::fs::read_to_string(w.stack.dir.path().join("state/sluice-local.log"))?;
+    for metric in [
+        "DeploymentsPromoted",
+        "DeploymentsRolledBack",
+        "GatesPassed",
+    ] {
+        assert!(
+            log.contains(&format!(r#"\"{metric}\":1"#))
+                || log.contains(&format!(r#""{metric}":1"#)),
+            "no {metric} in the shifter's log"
+        );
+    }
     Ok(())
 }
 

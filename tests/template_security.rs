@@ -1,7 +1,7 @@
-//! A security review of template.yaml, in code: no `Resource: '*'` where the
-//! action takes a resource ARN, no asynchronously invoked function without a
-//! dead-letter queue or on-failure destination, and no public Function URL but
-//! the webhook's.
+//! A review of template.yaml, in code: no `Resource: '*'` where the action
+//! takes a resource ARN, no asynchronously invoked function without a
+//! dead-letter queue or on-failure destination, no public Function URL but the
+//! webhook's; and a dashboard that shows exactly the metrics Sluice emits.
 
 use serde_json::Value;
 use sluice_local::template::Template;
@@ -190,4 +190,57 @@ Resources:
             "Worker: a public Function URL (AuthType NONE)".to_owned(),
         ]
     );
+}
+
+/// The `Sluice` metric names a dashboard body's SEARCH expressions ask for.
+fn dashboard_metrics(body: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for part in body.split("SEARCH('{Sluice,").skip(1) {
+        if let Some(name) = part
+            .split_once(r#"MetricName=\""#)
+            .and_then(|(_, rest)| rest.split_once(r#"\""#))
+            .map(|(name, _)| name)
+        {
+            names.insert(name.to_owned());
+        }
+    }
+    names
+}
+
+#[test]
+fn the_dashboard_shows_exactly_the_metrics_sluice_emits() {
+    use sluice::metrics::Metric;
+    let template =
+        Template::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("template.yaml"))
+            .expect("template.yaml parses");
+    let body = template.resources["Dashboard"]
+        .properties
+        .pointer("/DashboardBody/Fn::Sub")
+        .and_then(Value::as_str)
+        .expect("a dashboard body");
+    let shown = dashboard_metrics(body);
+    let emitted: std::collections::BTreeSet<String> =
+        Metric::ALL.iter().map(|m| m.name().to_owned()).collect();
+    assert_eq!(shown, emitted);
+    // Each is searched by the dimension it is emitted with.
+    for m in Metric::ALL {
+        let search = format!(
+            "SEARCH('{{Sluice,{}}} MetricName=\\\"{}\\\"",
+            m.dimension(),
+            m.name()
+        );
+        assert!(body.contains(&search), "{search}");
+    }
+    // The body is JSON once its `${...}` substitutions are made.
+    let mut filled = String::new();
+    let mut rest = body;
+    while let Some(start) = rest.find("${") {
+        filled.push_str(&rest[..start]);
+        filled.push_str("substituted");
+        let end = rest[start..].find('}').expect("closed substitution");
+        rest = &rest[start + end + 1..];
+    }
+    filled.push_str(rest);
+    let parsed: Value = serde_json::from_str(&filled).expect("the dashboard body is JSON");
+    assert_eq!(parsed["widgets"].as_array().map(Vec::len), Some(5));
 }
