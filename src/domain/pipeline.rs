@@ -786,7 +786,7 @@ stages:
             "execution_mode: ",
             "stages[0].actions[0].config.key: unknown placeholder {nope}",
             "stages[1].name: stage \"build\" is defined twice",
-            "stages[1].actions[0].config.config: ",
+            "stages[1].actions[0].config.config: deployment config \"canary:200:5s\": percent \"200\" must be above 0 and below 100",
             "stages[1].actions[1].config: give exactly one of",
             "stages[1].actions[2].run_order: must be from 1 to 999",
             "stages[1].actions[2].kind: unknown kind \"test\"",
