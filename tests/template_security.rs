@@ -1,7 +1,8 @@
 //! A review of template.yaml, in code: no `Resource: '*'` where the action
 //! takes a resource ARN, no asynchronously invoked function without a
-//! dead-letter queue or on-failure destination, no public Function URL but the
-//! webhook's; and a dashboard that shows exactly the metrics Sluice emits.
+//! dead-letter queue or on-failure destination, no function whose logs are
+//! kept forever, no public Function URL but the webhook's; and a dashboard
+//! that shows exactly the metrics Sluice emits.
 
 use serde_json::Value;
 use sluice_local::template::Template;
@@ -136,6 +137,18 @@ fn problems(template: &Template) -> Vec<String> {
                 }
             }
         }
+        let kept = p
+            .pointer("/LoggingConfig/LogGroup/Ref")
+            .and_then(Value::as_str)
+            .and_then(|group| template.resources.get(group))
+            .is_some_and(|g| {
+                g.kind == "AWS::Logs::LogGroup" && g.properties.get("RetentionInDays").is_some()
+            });
+        if !kept {
+            found.push(format!(
+                "{id}: logs to no group of the stack with a retention"
+            ));
+        }
         if p.pointer("/FunctionUrlConfig/AuthType")
             .and_then(Value::as_str)
             == Some("NONE")
@@ -187,6 +200,7 @@ Resources:
             "Worker: stream source Changes has no on-failure destination".to_owned(),
             "Worker: invoked asynchronously by Nightly (Schedule) without a dead-letter queue or on-failure destination".to_owned(),
             "Worker: the queue of Work has no redrive policy".to_owned(),
+            "Worker: logs to no group of the stack with a retention".to_owned(),
             "Worker: a public Function URL (AuthType NONE)".to_owned(),
         ]
     );
