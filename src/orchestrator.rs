@@ -30,7 +30,7 @@ use tracing::Instrument;
 
 /// How often an artifact action looks for its object when no notification
 /// came, and a codepipeline action at the execution it started.
-pub const ARTIFACT_RECHECK: Duration = Duration::from_secs(10);
+pub const RECHECK_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum OrchestratorError {
@@ -453,7 +453,7 @@ impl Orchestrator {
         match command {
             Command::RunAction { at } => self.run_action(e, at).await,
             Command::StartTimer { at, when } => {
-                self.send_timer(e, at, when, false).await?;
+                self.send_timer(e, at, when).await?;
                 Ok(None)
             }
             Command::CancelAction { at } => {
@@ -487,32 +487,46 @@ impl Orchestrator {
         }
     }
 
+    /// Wakes the action at `when`: a wait's end or its deadline.
     async fn send_timer(
         &self,
         e: &Execution,
         at: ActionRef,
         when: chrono::DateTime<chrono::Utc>,
-        recheck: bool,
     ) -> Result<(), OrchestratorError> {
-        self.send_timer_with(e, at, when, recheck, None).await
+        let timer = PipelineTimer {
+            execution_id: e.id.clone(),
+            at,
+            recheck: false,
+            handle: None,
+        };
+        self.enqueue(&timer, when).await
     }
 
-    async fn send_timer_with(
+    /// Looks at the action again in `RECHECK_INTERVAL`; `handle` names what it started.
+    async fn recheck_later(
         &self,
         e: &Execution,
         at: ActionRef,
-        when: chrono::DateTime<chrono::Utc>,
-        recheck: bool,
         handle: Option<String>,
     ) -> Result<(), OrchestratorError> {
-        let delay = (when - now()).num_seconds().clamp(0, MAX_TIMER_DELAY_SECS) as i32;
-        let body = serde_json::to_string(&PipelineTimer {
+        let timer = PipelineTimer {
             execution_id: e.id.clone(),
             at,
-            recheck,
+            recheck: true,
             handle,
-        })
-        .expect("timers serialise");
+        };
+        let when = now() + chrono::Duration::from_std(RECHECK_INTERVAL).expect("a short duration");
+        self.enqueue(&timer, when).await
+    }
+
+    async fn enqueue(
+        &self,
+        timer: &PipelineTimer,
+        when: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), OrchestratorError> {
+        let delay = (when - now()).num_seconds().clamp(0, MAX_TIMER_DELAY_SECS) as i32;
+        let body = serde_json::to_string(timer).expect("timers serialise");
         self.engine
             .sqs
             .send_message()
@@ -564,9 +578,7 @@ impl Orchestrator {
                 reason: format!("CodePipeline {pipeline} execution {execution_id} ended {status}"),
             }),
             None => {
-                let when =
-                    now() + chrono::Duration::from_std(ARTIFACT_RECHECK).expect("a short duration");
-                self.send_timer_with(e, at, when, true, Some(execution_id.to_owned()))
+                self.recheck_later(e, at, Some(execution_id.to_owned()))
                     .await?;
                 None
             }
@@ -650,10 +662,7 @@ impl Orchestrator {
                     }
                     Err(err) if err.as_service_error().is_some_and(|se| se.is_not_found()) => {
                         // Not built yet: the bucket's notification wakes it, a recheck covers a lost one.
-                        let when = now()
-                            + chrono::Duration::from_std(ARTIFACT_RECHECK)
-                                .expect("a short duration");
-                        self.send_timer(e, at, when, true).await?;
+                        self.recheck_later(e, at, None).await?;
                         Ok(None)
                     }
                     Err(err) => Err(aws("HeadObject", err)),
