@@ -3,14 +3,17 @@
 //! The library holds everything that is not a `main`: the functions in
 //! `functions/`, the `sluice` CLI and the local stack are thin binaries over it.
 
+pub mod api;
 pub mod aws;
 pub mod codepipeline_action;
 pub mod commits;
 pub mod domain;
 pub mod engine;
 pub mod events;
+pub mod function_url;
 pub mod gates;
 pub mod metrics;
+pub mod operations;
 pub mod orchestrator;
 pub mod settings;
 pub mod source;

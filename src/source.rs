@@ -10,6 +10,7 @@ use crate::commits::{
 };
 use crate::domain::execution::Execution;
 use crate::domain::pipeline::Push;
+use crate::function_url::{self, error_response, response};
 use crate::metrics::{self, Metric};
 use crate::settings::{SettingError, setting};
 use crate::store::{ExecutionStart, Store, StoreError};
@@ -17,8 +18,6 @@ use aws_lambda_events::event::code_commit::CodeCommitEvent;
 use aws_lambda_events::event::lambda_function_urls::{
     LambdaFunctionUrlRequest, LambdaFunctionUrlResponse,
 };
-use aws_lambda_events::http::{HeaderMap, HeaderValue};
-use base64::Engine as _;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
@@ -140,20 +139,6 @@ pub struct Source {
     pub webhook_secret: WebhookSecret,
 }
 
-fn response(status: i64, body: serde_json::Value) -> LambdaFunctionUrlResponse {
-    let mut headers = HeaderMap::new();
-    headers.insert("content-type", HeaderValue::from_static("application/json"));
-    let mut answer = LambdaFunctionUrlResponse::default();
-    answer.status_code = status;
-    answer.headers = headers;
-    answer.body = Some(body.to_string());
-    answer
-}
-
-fn error_response(status: i64, message: impl std::fmt::Display) -> LambdaFunctionUrlResponse {
-    response(status, serde_json::json!({ "error": message.to_string() }))
-}
-
 /// An event the source function is invoked with.
 pub enum SourceEvent {
     Webhook(Box<LambdaFunctionUrlRequest>),
@@ -226,17 +211,12 @@ impl Source {
 
     /// A GitHub webhook delivery through the Function URL.
     pub async fn webhook(&self, request: &LambdaFunctionUrlRequest) -> LambdaFunctionUrlResponse {
-        let method = request.request_context.http.method.as_deref().unwrap_or("");
-        if method != "POST" {
+        if function_url::method(request) != "POST" {
             return error_response(405, "webhooks are POSTed");
         }
-        let body = match (&request.body, request.is_base64_encoded) {
-            (None, _) => Vec::new(),
-            (Some(text), false) => text.as_bytes().to_vec(),
-            (Some(text), true) => match base64::engine::general_purpose::STANDARD.decode(text) {
-                Ok(bytes) => bytes,
-                Err(_) => return error_response(400, "the body is not valid base64"),
-            },
+        let body = match function_url::body(request) {
+            Ok(body) => body,
+            Err(why) => return error_response(400, why),
         };
         if body.len() > MAX_WEBHOOK_BODY {
             return error_response(413, format!("the body is over {MAX_WEBHOOK_BODY} bytes"));

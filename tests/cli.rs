@@ -102,7 +102,7 @@ async fn every_subcommand_works_against_the_local_stack() -> Result<()> {
     )?;
     cli.fails(
         &["pipeline", "apply", "-f", bad.to_str().unwrap()],
-        "is not a valid pipeline: execution_mode:",
+        "bad.yaml: not a valid pipeline: execution_mode:",
     )?;
     let gated = dir.path().join("gated.yaml");
     std::fs::write(

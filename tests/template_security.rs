@@ -168,6 +168,13 @@ fn the_template_passes_the_review() {
     assert_eq!(problems(&template), Vec::<String>::new());
     // The review looked at something.
     assert!(statements(&template).len() >= 10);
+    // The operator API takes SigV4-signed requests only.
+    let api = &template.resources["ApiFunction"].properties;
+    assert_eq!(
+        api.pointer("/FunctionUrlConfig/AuthType")
+            .and_then(Value::as_str),
+        Some("AWS_IAM")
+    );
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use sluice::engine::Engine;
+use sluice::operations::Operations;
 use sluice::orchestrator::Orchestrator;
 use sluice::store::Store;
 use std::collections::HashMap;
@@ -32,119 +33,105 @@ pub fn read_env_file(path: &Path) -> Result<HashMap<String, String>> {
     Ok(vars)
 }
 
-/// The resources the CLI works with, however they were found.
-pub struct Sluice {
-    pub engine: Engine,
-    pub orchestrator: Orchestrator,
-}
-
-impl Sluice {
-    pub fn store(&self) -> &Store {
-        &self.engine.store
-    }
-
-    fn build(
-        config: &aws_config::SdkConfig,
-        lambda: aws_sdk_lambda::Client,
-        table: String,
-        timer_queue_url: String,
-        pipeline_timer_queue_url: String,
-        artifact_bucket: String,
-    ) -> Self {
-        let engine = Engine {
-            store: Store::new(
-                aws_sdk_dynamodb::Client::new(config),
-                table,
-                chrono::Duration::days(90),
-            ),
-            lambda,
-            cloudwatch: aws_sdk_cloudwatch::Client::new(config),
-            sqs: aws_sdk_sqs::Client::new(config),
-            timer_queue_url,
-            hook_timeout: Duration::from_secs(60),
-            fault: None,
-        };
-        let orchestrator = Orchestrator {
-            engine: engine.clone(),
+fn operations(
+    config: &aws_config::SdkConfig,
+    lambda: aws_sdk_lambda::Client,
+    table: String,
+    timer_queue_url: String,
+    pipeline_timer_queue_url: String,
+    artifact_bucket: String,
+) -> Operations {
+    let engine = Engine {
+        store: Store::new(
+            aws_sdk_dynamodb::Client::new(config),
+            table,
+            chrono::Duration::days(90),
+        ),
+        lambda,
+        cloudwatch: aws_sdk_cloudwatch::Client::new(config),
+        sqs: aws_sdk_sqs::Client::new(config),
+        timer_queue_url,
+        hook_timeout: Duration::from_secs(60),
+        fault: None,
+    };
+    Operations {
+        orchestrator: Orchestrator {
+            engine,
             s3: aws_sdk_s3::Client::new(config),
             codepipeline: aws_sdk_codepipeline::Client::new(config),
             timer_queue_url: pipeline_timer_queue_url,
             artifact_bucket,
-        };
-        Sluice {
-            engine,
-            orchestrator,
-        }
+        },
     }
+}
 
-    /// The local stack described by `sluice-local`'s env file.
-    pub async fn local(env_file: &Path) -> Result<Self> {
-        let vars = read_env_file(env_file)?;
-        let var = |name: &str| {
-            vars.get(name)
-                .cloned()
-                .with_context(|| format!("{} has no {name}", env_file.display()))
-        };
-        let credentials = aws_sdk_dynamodb::config::Credentials::new(
-            var("AWS_ACCESS_KEY_ID")?,
-            var("AWS_SECRET_ACCESS_KEY")?,
-            None,
-            None,
-            "sluice-local",
-        );
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(var("AWS_ENDPOINT_URL")?)
-            .region(aws_config::Region::new(var("AWS_REGION")?))
-            .credentials_provider(credentials)
-            .load()
-            .await;
-        let lambda = aws_sdk_lambda::Client::from_conf(
-            aws_sdk_lambda::config::Builder::from(&config)
-                .endpoint_url(var("AWS_ENDPOINT_URL_LAMBDA")?)
-                .build(),
-        );
-        Ok(Self::build(
-            &config,
-            lambda,
-            var("SLUICE_RESOURCE_STATE_TABLE")?,
-            var("SLUICE_RESOURCE_TIMER_QUEUE")?,
-            var("SLUICE_RESOURCE_PIPELINE_TIMER_QUEUE")?,
-            var("SLUICE_RESOURCE_ARTIFACT_BUCKET")?,
-        ))
-    }
+/// The local stack described by `sluice-local`'s env file.
+pub async fn local(env_file: &Path) -> Result<Operations> {
+    let vars = read_env_file(env_file)?;
+    let var = |name: &str| {
+        vars.get(name)
+            .cloned()
+            .with_context(|| format!("{} has no {name}", env_file.display()))
+    };
+    let credentials = aws_sdk_dynamodb::config::Credentials::new(
+        var("AWS_ACCESS_KEY_ID")?,
+        var("AWS_SECRET_ACCESS_KEY")?,
+        None,
+        None,
+        "sluice-local",
+    );
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(var("AWS_ENDPOINT_URL")?)
+        .region(aws_config::Region::new(var("AWS_REGION")?))
+        .credentials_provider(credentials)
+        .load()
+        .await;
+    let lambda = aws_sdk_lambda::Client::from_conf(
+        aws_sdk_lambda::config::Builder::from(&config)
+            .endpoint_url(var("AWS_ENDPOINT_URL_LAMBDA")?)
+            .build(),
+    );
+    Ok(operations(
+        &config,
+        lambda,
+        var("SLUICE_RESOURCE_STATE_TABLE")?,
+        var("SLUICE_RESOURCE_TIMER_QUEUE")?,
+        var("SLUICE_RESOURCE_PIPELINE_TIMER_QUEUE")?,
+        var("SLUICE_RESOURCE_ARTIFACT_BUCKET")?,
+    ))
+}
 
-    /// A stack deployed with `sam deploy`, found by its outputs.
-    pub async fn deployed(stack: &str) -> Result<Self> {
-        let config = sluice::aws::sdk_config().await;
-        let described = aws_sdk_cloudformation::Client::new(&config)
-            .describe_stacks()
-            .stack_name(stack)
-            .send()
-            .await
-            .with_context(|| format!("stack {stack} cannot be described"))?;
-        let outputs: HashMap<String, String> = described
-            .stacks()
-            .first()
-            .with_context(|| format!("no stack {stack}"))?
-            .outputs()
-            .iter()
-            .filter_map(|o| Some((o.output_key()?.to_owned(), o.output_value()?.to_owned())))
-            .collect();
-        let output = |name: &str| {
-            outputs
-                .get(name)
-                .cloned()
-                .with_context(|| format!("stack {stack} has no output {name}: is it Sluice?"))
-        };
-        Ok(Self::build(
-            &config,
-            aws_sdk_lambda::Client::new(&config),
-            output("StateTableName")?,
-            output("TimerQueueUrl")?,
-            output("PipelineTimerQueueUrl")?,
-            output("ArtifactBucketName")?,
-        ))
-    }
+/// A stack deployed with `sam deploy`, found by its outputs.
+pub async fn deployed(stack: &str) -> Result<Operations> {
+    let config = sluice::aws::sdk_config().await;
+    let described = aws_sdk_cloudformation::Client::new(&config)
+        .describe_stacks()
+        .stack_name(stack)
+        .send()
+        .await
+        .with_context(|| format!("stack {stack} cannot be described"))?;
+    let outputs: HashMap<String, String> = described
+        .stacks()
+        .first()
+        .with_context(|| format!("no stack {stack}"))?
+        .outputs()
+        .iter()
+        .filter_map(|o| Some((o.output_key()?.to_owned(), o.output_value()?.to_owned())))
+        .collect();
+    let output = |name: &str| {
+        outputs
+            .get(name)
+            .cloned()
+            .with_context(|| format!("stack {stack} has no output {name}: is it Sluice?"))
+    };
+    Ok(operations(
+        &config,
+        aws_sdk_lambda::Client::new(&config),
+        output("StateTableName")?,
+        output("TimerQueueUrl")?,
+        output("PipelineTimerQueueUrl")?,
+        output("ArtifactBucketName")?,
+    ))
 }
 
 #[cfg(test)]

@@ -4,12 +4,12 @@ mod connect;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use connect::Sluice;
 use serde_json::{Value, json};
-use sluice::domain::deployment::{Deployment, DeploymentSpec, Input, OnBusy, VersionSource};
-use sluice::domain::execution::{ActionState, Execution, Input as ExecutionInput, StopMode};
-use sluice::domain::pipeline::{ActionKind, PipelineDefinition};
-use sluice::store::StoreError;
+use sluice::domain::config::ConfigError;
+use sluice::domain::deployment::{Deployment, DeploymentSpec, OnBusy, VersionSource};
+use sluice::domain::execution::StopMode;
+use sluice::domain::smoke::S3Uri;
+use sluice::operations::{DeploymentAction, ExecutionAction, Operations, Status};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -192,26 +192,18 @@ fn print(output: Output, value: &Value, text: impl FnOnce() -> String) {
     }
 }
 
-fn not_found(what: &str, id: &str) -> impl FnOnce(StoreError) -> anyhow::Error {
-    let (what, id) = (what.to_owned(), id.to_owned());
-    move |e| match e {
-        StoreError::NotFound(_) => anyhow::anyhow!("no {what} {id}"),
-        other => anyhow::Error::new(other),
-    }
-}
-
 async fn run(cli: Cli) -> Result<()> {
     let env_file = cli.env_file.clone().or_else(|| {
         let default = PathBuf::from(".sluice-local/env");
         default.exists().then_some(default)
     });
-    let sluice = match &env_file {
-        Some(path) => Sluice::local(path).await?,
-        None => Sluice::deployed(&cli.stack).await?,
+    let ops = match &env_file {
+        Some(path) => connect::local(path).await?,
+        None => connect::deployed(&cli.stack).await?,
     };
     let out = cli.output;
     match cli.command {
-        Command::Status { watch } => status(&sluice, out, watch).await?,
+        Command::Status { watch } => status(&ops, out, watch).await?,
         Command::Deploy {
             function,
             alias,
@@ -226,8 +218,7 @@ async fn run(cli: Cli) -> Result<()> {
             let source = match (version, artifact) {
                 (Some(v), _) => VersionSource::Version(v),
                 (None, Some(uri)) => {
-                    let uri: sluice::domain::smoke::S3Uri =
-                        uri.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+                    let uri: S3Uri = uri.parse().map_err(|e: String| anyhow::anyhow!(e))?;
                     VersionSource::Artifact {
                         bucket: uri.bucket,
                         key: uri.key,
@@ -242,7 +233,7 @@ async fn run(cli: Cli) -> Result<()> {
                 source,
                 config: config
                     .parse()
-                    .map_err(|e: sluice::domain::config::ConfigError| anyhow::anyhow!("{e}"))?,
+                    .map_err(|e: ConfigError| anyhow::anyhow!("{e}"))?,
                 pre_traffic_hook: pre_hook,
                 post_traffic_hook: post_hook,
                 alarms,
@@ -255,12 +246,7 @@ async fn run(cli: Cli) -> Result<()> {
                 smoke_tests_from: None,
                 analysis: None,
             };
-            let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-            let (d, commands) = Deployment::create(&id, spec, chrono::Utc::now());
-            sluice
-                .store()
-                .create(&d, &sluice::domain::deployment::events_of(&commands))
-                .await?;
+            let id = ops.deploy(spec).await?;
             print(out, &json!({ "deployment": id }), || {
                 format!("deployment {id} started: sluice deployment show {id}")
             });
@@ -268,91 +254,86 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Deployment {
             command: DeploymentCommand::Show { id },
         } => {
-            let d = sluice
-                .store()
-                .load(&id)
-                .await
-                .map_err(not_found("deployment", &id))?;
-            let timeline = sluice.store().events(&id).await?;
-            print(
-                out,
-                &json!({ "deployment": d.deployment, "timeline": timeline }),
-                || {
-                    let d = &d.deployment;
-                    let mut text = format!(
-                        "{} {}:{}  {} → {}  {}% on the new version  {:?}\n",
-                        d.id,
-                        d.spec.function,
-                        d.spec.alias,
-                        d.from_version.as_deref().unwrap_or("?"),
-                        d.to_version.as_deref().unwrap_or("?"),
-                        d.weight,
-                        d.phase
-                    );
-                    for e in &timeline {
-                        text.push_str(&format!(
-                            "  {}  {}\n",
-                            e.at.format("%H:%M:%S%.3f"),
-                            e.message
-                        ));
-                    }
-                    text
-                },
-            );
+            let view = ops.deployment(&id).await?;
+            print(out, &json!(view), || {
+                let d = &view.deployment;
+                let mut text = format!(
+                    "{} {}:{}  {} → {}  {}% on the new version  {:?}\n",
+                    d.id,
+                    d.spec.function,
+                    d.spec.alias,
+                    d.from_version.as_deref().unwrap_or("?"),
+                    d.to_version.as_deref().unwrap_or("?"),
+                    d.weight,
+                    d.phase
+                );
+                for e in &view.timeline {
+                    text.push_str(&format!(
+                        "  {}  {}\n",
+                        e.at.format("%H:%M:%S%.3f"),
+                        e.message
+                    ));
+                }
+                text
+            });
         }
-        Command::Promote { id } => operate(&sluice, out, &id, "promote", Input::Promote).await?,
-        Command::Pause { id } => operate(&sluice, out, &id, "pause", Input::Pause).await?,
-        Command::Resume { id } => operate(&sluice, out, &id, "resume", Input::Resume).await?,
+        Command::Promote { id } => {
+            steer_deployment(&ops, out, &id, DeploymentAction::Promote).await?
+        }
+        Command::Pause { id } => steer_deployment(&ops, out, &id, DeploymentAction::Pause).await?,
+        Command::Resume { id } => {
+            steer_deployment(&ops, out, &id, DeploymentAction::Resume).await?
+        }
         Command::Abort { id, reason } => {
-            operate(&sluice, out, &id, "abort", Input::Abort { reason }).await?
+            steer_deployment(&ops, out, &id, DeploymentAction::Abort { reason }).await?
         }
-        Command::Retry { id } => {
-            let new_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-            operate(&sluice, out, &id, "retry", Input::Retry { new_id }).await?
-        }
-        Command::Pipeline { command } => pipeline(&sluice, out, command).await?,
+        Command::Retry { id } => steer_deployment(&ops, out, &id, DeploymentAction::Retry).await?,
+        Command::Pipeline { command } => pipeline(&ops, out, command).await?,
         Command::Execution {
             command: ExecutionCommand::Show { id },
         } => {
-            let e = sluice
-                .store()
-                .load_execution(&id)
-                .await
-                .map_err(not_found("execution", &id))?
-                .execution;
-            let timeline = sluice.store().execution_events(&id).await?;
-            print(
-                out,
-                &json!({ "execution": e, "timeline": timeline }),
-                || {
-                    let mut text = format!(
-                        "{} {} at {} ({})  stage {}  {:?}\n",
-                        e.id,
-                        e.pipeline,
-                        &e.push.sha[..e.push.sha.len().min(7)],
-                        e.push.reference.name(),
-                        e.stage_name(),
-                        e.status
-                    );
-                    for a in &e.actions {
-                        text.push_str(&format!("  {}  {:?}\n", a.name, a.state));
-                    }
-                    for line in &timeline {
-                        text.push_str(&format!(
-                            "  {}  {}\n",
-                            line.at.format("%H:%M:%S%.3f"),
-                            line.message
-                        ));
-                    }
-                    text
-                },
-            );
+            let view = ops.execution(&id).await?;
+            print(out, &json!(view), || {
+                let e = &view.execution;
+                let mut text = format!(
+                    "{} {} at {} ({})  stage {}  {:?}\n",
+                    e.id,
+                    e.pipeline,
+                    &e.push.sha[..e.push.sha.len().min(7)],
+                    e.push.reference.name(),
+                    e.stage_name(),
+                    e.status
+                );
+                for a in &e.actions {
+                    text.push_str(&format!("  {}  {:?}\n", a.name, a.state));
+                }
+                for line in &view.timeline {
+                    text.push_str(&format!(
+                        "  {}  {}\n",
+                        line.at.format("%H:%M:%S%.3f"),
+                        line.message
+                    ));
+                }
+                text
+            });
         }
         Command::Approve { execution, comment } => {
-            answer_approval(&sluice, out, &execution, true, comment).await?
+            let by = std::env::var("USER").unwrap_or_else(|_| "an operator".into());
+            let action = ExecutionAction::Approval {
+                approved: true,
+                by,
+                comment,
+            };
+            steer_execution(&ops, out, &execution, action).await?
         }
         Command::Reject { execution, comment } => {
-            answer_approval(&sluice, out, &execution, false, comment).await?
+            let by = std::env::var("USER").unwrap_or_else(|_| "an operator".into());
+            let action = ExecutionAction::Approval {
+                approved: false,
+                by,
+                comment,
+            };
+            steer_execution(&ops, out, &execution, action).await?
         }
         Command::Stop {
             execution,
@@ -364,65 +345,44 @@ async fn run(cli: Cli) -> Result<()> {
             } else {
                 StopMode::Finish
             };
-            steer(
-                &sluice,
+            steer_execution(
+                &ops,
                 out,
                 &execution,
-                "stop",
-                ExecutionInput::Stop { mode, reason },
+                ExecutionAction::Stop { mode, reason },
             )
-            .await?;
+            .await?
         }
         Command::RetryStage { execution, all } => {
-            let input = ExecutionInput::RetryStage { failed_only: !all };
-            steer(&sluice, out, &execution, "retry-stage", input).await?;
+            let action = ExecutionAction::RetryStage { failed_only: !all };
+            steer_execution(&ops, out, &execution, action).await?
         }
     }
     Ok(())
 }
 
-/// Applies an operator's input to a deployment; one that does not apply is an error.
-async fn operate(sluice: &Sluice, out: Output, id: &str, what: &str, input: Input) -> Result<()> {
-    let before = sluice
-        .store()
-        .load(id)
-        .await
-        .map_err(not_found("deployment", id))?;
-    let after = sluice.engine.apply(id, input).await?;
-    if after == before.deployment {
-        bail!(
-            "cannot {what} deployment {id}: it is {:?}{}",
-            after.phase,
-            if after.paused { " (paused)" } else { "" }
-        );
-    }
+async fn steer_deployment(
+    ops: &Operations,
+    out: Output,
+    id: &str,
+    action: DeploymentAction,
+) -> Result<()> {
+    let what = action.name();
+    let after = ops.steer_deployment(id, action).await?;
     print(out, &json!({ "deployment": after }), || {
         format!("{what}: deployment {id} is {:?}", after.phase)
     });
     Ok(())
 }
 
-/// Applies an operator's input to an execution; one that does not apply is an error.
-async fn steer(
-    sluice: &Sluice,
+async fn steer_execution(
+    ops: &Operations,
     out: Output,
     id: &str,
-    what: &str,
-    input: ExecutionInput,
-) -> Result<Execution> {
-    let before = sluice
-        .store()
-        .load_execution(id)
-        .await
-        .map_err(not_found("execution", id))?;
-    let after = sluice.orchestrator.apply(id, input).await?;
-    if after == before.execution {
-        bail!(
-            "cannot {what} execution {id}: it is {:?} in stage {}",
-            after.status,
-            after.stage_name()
-        );
-    }
+    action: ExecutionAction,
+) -> Result<()> {
+    let what = action.name();
+    let after = ops.steer_execution(id, action).await?;
     print(out, &json!({ "execution": after }), || {
         format!(
             "{what}: execution {id} is {:?} in stage {}",
@@ -430,129 +390,39 @@ async fn steer(
             after.stage_name()
         )
     });
-    Ok(after)
-}
-
-async fn answer_approval(
-    sluice: &Sluice,
-    out: Output,
-    id: &str,
-    approved: bool,
-    comment: String,
-) -> Result<()> {
-    let e = sluice
-        .store()
-        .load_execution(id)
-        .await
-        .map_err(not_found("execution", id))?
-        .execution;
-    let waiting = e.actions.iter().enumerate().find(|(i, a)| {
-        matches!(a.state, ActionState::Running { .. })
-            && matches!(
-                e.definition.stages[e.stage].actions[*i].kind,
-                ActionKind::Approval(_)
-            )
-    });
-    let Some((action, run)) = waiting else {
-        bail!(
-            "execution {id} is not waiting for an approval (it is {:?} in stage {})",
-            e.status,
-            e.stage_name()
-        );
-    };
-    let at = sluice::domain::execution::ActionRef {
-        stage: e.stage,
-        action,
-        attempt: run.attempt,
-    };
-    let by = std::env::var("USER").unwrap_or_else(|_| "an operator".into());
-    let what = if approved { "approve" } else { "reject" };
-    steer(
-        sluice,
-        out,
-        id,
-        what,
-        ExecutionInput::Approval {
-            at,
-            approved,
-            by,
-            comment,
-        },
-    )
-    .await?;
     Ok(())
 }
 
-async fn pipeline(sluice: &Sluice, out: Output, command: PipelineCommand) -> Result<()> {
+async fn pipeline(ops: &Operations, out: Output, command: PipelineCommand) -> Result<()> {
     match command {
         PipelineCommand::Apply { file, dry_run } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
-            let definition = PipelineDefinition::parse(&text).map_err(|invalid| {
-                let lines: Vec<String> = invalid.0.iter().map(|p| p.to_string()).collect();
-                anyhow::anyhow!(
-                    "{} is not a valid pipeline: {}",
-                    file.display(),
-                    lines.join("; ")
-                )
-            })?;
-            let current = sluice.store().definition(&definition.name).await?;
-            let render = |d: &PipelineDefinition| {
-                serde_json::to_string_pretty(d).expect("definitions serialise") + "\n"
-            };
-            let old = current.as_ref().map(render).unwrap_or_default();
-            let new = render(&definition);
-            let diff = similar::TextDiff::from_lines(&old, &new)
-                .unified_diff()
-                .header("stored", "new")
-                .to_string();
-            let changed = old != new;
-            if changed && !dry_run {
-                sluice.store().put_definition(&definition).await?;
-            }
-            print(
-                out,
-                &json!({ "pipeline": definition.name, "changed": changed, "applied": changed && !dry_run, "diff": diff }),
-                || match (changed, dry_run) {
-                    (false, _) => format!("pipeline {} is unchanged", definition.name),
-                    (true, true) => {
-                        format!("{diff}pipeline {} would change (dry run)", definition.name)
-                    }
-                    (true, false) => format!("{diff}pipeline {} applied", definition.name),
-                },
-            );
+            let applied = ops
+                .apply_pipeline(&text, None, dry_run)
+                .await
+                .with_context(|| file.display().to_string())?;
+            print(out, &json!(applied), || {
+                let (name, diff) = (&applied.pipeline, &applied.diff);
+                match (applied.changed, dry_run) {
+                    (false, _) => format!("pipeline {name} is unchanged"),
+                    (true, true) => format!("{diff}pipeline {name} would change (dry run)"),
+                    (true, false) => format!("{diff}pipeline {name} applied"),
+                }
+            });
         }
         PipelineCommand::List => {
-            let all = sluice.store().definitions().await?;
-            let names: Vec<&str> = all.iter().map(|d| d.name.as_str()).collect();
+            let names = ops.pipelines().await?;
             print(out, &json!({ "pipelines": names }), || names.join("\n"));
         }
         PipelineCommand::Show { name } => {
-            let d = sluice
-                .store()
-                .definition(&name)
-                .await?
-                .with_context(|| format!("no pipeline {name}"))?;
+            let d = ops.pipeline(&name).await?;
             print(out, &json!({ "pipeline": d }), || {
                 serde_json::to_string_pretty(&d).expect("definitions serialise")
             });
         }
     }
     Ok(())
-}
-
-/// What `status` shows: pipelines with their unfinished executions, and active deployments.
-async fn snapshot(sluice: &Sluice) -> Result<(Vec<Execution>, Vec<Deployment>)> {
-    let store = sluice.store();
-    let mut executions = Vec::new();
-    for id in store.running_executions_all().await? {
-        executions.push(store.load_execution(&id).await?.execution);
-    }
-    let mut deployments = Vec::new();
-    for id in store.active().await? {
-        deployments.push(store.load(&id).await?.deployment);
-    }
-    Ok((executions, deployments))
 }
 
 fn step_of(d: &Deployment) -> String {
@@ -573,54 +443,48 @@ fn step_of(d: &Deployment) -> String {
     }
 }
 
-async fn status(sluice: &Sluice, out: Output, watch: bool) -> Result<()> {
+async fn status(ops: &Operations, out: Output, watch: bool) -> Result<()> {
     if out == Output::Json || !watch {
-        let (executions, deployments) = snapshot(sluice).await?;
-        let pipelines: Vec<String> = sluice
-            .store()
-            .definitions()
-            .await?
-            .into_iter()
-            .map(|d| d.name)
-            .collect();
-        print(
-            out,
-            &json!({ "pipelines": pipelines, "executions": executions, "deployments": deployments }),
-            || {
-                let mut text = String::new();
-                for p in &pipelines {
-                    text.push_str(&format!("pipeline {p}\n"));
-                    for e in executions.iter().filter(|e| &e.pipeline == p) {
-                        text.push_str(&format!(
-                            "  {} at {}: stage {} {:?}\n",
-                            e.id,
-                            &e.push.sha[..e.push.sha.len().min(7)],
-                            e.stage_name(),
-                            e.status
-                        ));
-                    }
-                }
-                for d in &deployments {
-                    let filled = (d.weight / 10.0).round() as usize;
+        let status = ops.status().await?;
+        print(out, &json!(status), || {
+            let Status {
+                pipelines,
+                executions,
+                deployments,
+            } = &status;
+            let mut text = String::new();
+            for p in pipelines {
+                text.push_str(&format!("pipeline {p}\n"));
+                for e in executions.iter().filter(|e| &e.pipeline == p) {
                     text.push_str(&format!(
-                        "{}:{} [{}{}] {:>5.1}% v{} → v{}  {}  ({})\n",
-                        d.spec.function,
-                        d.spec.alias,
-                        "#".repeat(filled),
-                        ".".repeat(10 - filled.min(10)),
-                        d.weight,
-                        d.from_version.as_deref().unwrap_or("?"),
-                        d.to_version.as_deref().unwrap_or("?"),
-                        step_of(d),
-                        d.id
+                        "  {} at {}: stage {} {:?}\n",
+                        e.id,
+                        &e.push.sha[..e.push.sha.len().min(7)],
+                        e.stage_name(),
+                        e.status
                     ));
                 }
-                if pipelines.is_empty() && deployments.is_empty() {
-                    text.push_str("no pipelines and no active deployments\n");
-                }
-                text.trim_end().to_owned()
-            },
-        );
+            }
+            for d in deployments {
+                let filled = (d.weight / 10.0).round() as usize;
+                text.push_str(&format!(
+                    "{}:{} [{}{}] {:>5.1}% v{} → v{}  {}  ({})\n",
+                    d.spec.function,
+                    d.spec.alias,
+                    "#".repeat(filled),
+                    ".".repeat(10 - filled.min(10)),
+                    d.weight,
+                    d.from_version.as_deref().unwrap_or("?"),
+                    d.to_version.as_deref().unwrap_or("?"),
+                    step_of(d),
+                    d.id
+                ));
+            }
+            if pipelines.is_empty() && deployments.is_empty() {
+                text.push_str("no pipelines and no active deployments\n");
+            }
+            text.trim_end().to_owned()
+        });
         return Ok(());
     }
     // Live: a bar per deployment (weight on the new version), redrawn each second.
@@ -631,7 +495,11 @@ async fn status(sluice: &Sluice, out: Output, watch: bool) -> Result<()> {
     let mut shown: std::collections::HashMap<String, indicatif::ProgressBar> =
         std::collections::HashMap::new();
     loop {
-        let (executions, deployments) = snapshot(sluice).await?;
+        let Status {
+            executions,
+            deployments,
+            ..
+        } = ops.status().await?;
         for d in &deployments {
             let bar = shown.entry(d.id.clone()).or_insert_with(|| {
                 let bar = bars.add(indicatif::ProgressBar::new(100).with_style(style.clone()));
@@ -649,7 +517,7 @@ async fn status(sluice: &Sluice, out: Output, watch: bool) -> Result<()> {
         // Those no longer active have ended: their last state stays on screen.
         for (id, bar) in shown.iter() {
             if !bar.is_finished() && !deployments.iter().any(|d| &d.id == id) {
-                let ended = sluice.store().load(id).await?.deployment;
+                let ended = ops.store().load(id).await?.deployment;
                 bar.set_position(ended.weight.round() as u64);
                 bar.finish_with_message(format!("{:?}", ended.phase));
             }

@@ -106,7 +106,10 @@ async fn main() -> Result<()> {
         } => {
             server::serve(ServeOptions {
                 moto_endpoint,
-                state_dir: stack.state_dir,
+                // Sandboxes run in directories under it: a relative path
+                // would be read from theirs.
+                state_dir: std::path::absolute(&stack.state_dir)
+                    .context("resolving --state-dir")?,
                 template: stack.template,
                 artifacts: stack.artifacts,
                 stack_name: stack.stack_name,

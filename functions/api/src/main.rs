@@ -1,0 +1,20 @@
+//! The api function: builds its clients once and answers every Function URL
+//! request with the library's operator API.
+
+use aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use sluice::operations::Operations;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    sluice::telemetry::init(sluice::telemetry::LogFormat::detect());
+    let config = sluice::aws::sdk_config().await;
+    let operations = Operations::from_env(&config)?;
+    let operations = &operations;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<LambdaFunctionUrlRequest>| async move {
+            Ok::<_, Error>(sluice::api::handle(operations, &event.payload).await)
+        },
+    ))
+    .await
+}

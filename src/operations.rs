@@ -1,0 +1,388 @@
+//! What an operator can do, for the `sluice` CLI and the `api` function alike:
+//! see pipelines, executions and deployments, and steer them. An input the
+//! current state does not take is refused with the reason, never ignored.
+
+use crate::domain::deployment::{
+    Deployment, DeploymentSpec, Event, Input as DeploymentInput, VersionSource, events_of,
+};
+use crate::domain::execution::{
+    ActionRef, ActionState, Execution, ExecutionEvent, Input as ExecutionInput, StopMode,
+};
+use crate::domain::pipeline::{ActionKind, PipelineDefinition};
+use crate::engine::EngineError;
+use crate::orchestrator::{Orchestrator, OrchestratorError};
+use crate::settings::SettingError;
+use crate::store::{Store, StoreError};
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OperationError {
+    #[error("no {what} {id}")]
+    NotFound { what: &'static str, id: String },
+    /// A well-formed request the current state refuses.
+    #[error("{0}")]
+    Conflict(String),
+    /// A request that cannot succeed as written.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Orchestrator(#[from] OrchestratorError),
+}
+
+fn not_found(what: &'static str, id: &str) -> impl FnOnce(StoreError) -> OperationError {
+    let id = id.to_owned();
+    move |e| match e {
+        StoreError::NotFound(_) => OperationError::NotFound { what, id },
+        other => OperationError::Store(other),
+    }
+}
+
+/// Pipelines, the executions still running, and the active deployments.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub pipelines: Vec<String>,
+    pub executions: Vec<Execution>,
+    pub deployments: Vec<Deployment>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeploymentView {
+    pub deployment: Deployment,
+    pub timeline: Vec<Event>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExecutionView {
+    pub execution: Execution,
+    pub timeline: Vec<ExecutionEvent>,
+}
+
+/// What applying a definition did; `diff` is unified, stored → new.
+#[derive(Debug, Serialize)]
+pub struct Applied {
+    pub pipeline: String,
+    pub changed: bool,
+    pub applied: bool,
+    pub diff: String,
+}
+
+/// An operator's steer of a deployment.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeploymentAction {
+    /// Skip the remaining waits (the gates still run).
+    Promote,
+    Pause,
+    Resume,
+    /// Put 100% back on the old version.
+    Abort {
+        reason: String,
+    },
+    /// Deploy the same thing again, as a new deployment.
+    Retry,
+}
+
+impl DeploymentAction {
+    pub fn name(&self) -> &'static str {
+        match self {
+            DeploymentAction::Promote => "promote",
+            DeploymentAction::Pause => "pause",
+            DeploymentAction::Resume => "resume",
+            DeploymentAction::Abort { .. } => "abort",
+            DeploymentAction::Retry => "retry",
+        }
+    }
+}
+
+/// An operator's steer of an execution.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExecutionAction {
+    /// Answer the approval the execution waits on.
+    Approval {
+        approved: bool,
+        by: String,
+        comment: String,
+    },
+    Stop {
+        mode: StopMode,
+        reason: String,
+    },
+    /// Run the failed stage again: its failed actions only, or all of them.
+    RetryStage {
+        failed_only: bool,
+    },
+}
+
+impl ExecutionAction {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ExecutionAction::Approval { approved: true, .. } => "approve",
+            ExecutionAction::Approval {
+                approved: false, ..
+            } => "reject",
+            ExecutionAction::Stop { .. } => "stop",
+            ExecutionAction::RetryStage { .. } => "retry-stage",
+        }
+    }
+}
+
+/// A new deployment id: short enough to type, random enough not to collide.
+pub fn new_deployment_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
+}
+
+#[derive(Clone)]
+pub struct Operations {
+    pub orchestrator: Orchestrator,
+}
+
+impl Operations {
+    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, SettingError> {
+        Ok(Operations {
+            orchestrator: Orchestrator::from_env(config)?,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.orchestrator.engine.store
+    }
+
+    pub async fn status(&self) -> Result<Status, OperationError> {
+        let store = self.store();
+        let pipelines = store.definitions().await?.into_iter().map(|d| d.name);
+        let mut executions = Vec::new();
+        for id in store.running_executions_all().await? {
+            executions.push(store.load_execution(&id).await?.execution);
+        }
+        let mut deployments = Vec::new();
+        for id in store.active().await? {
+            deployments.push(store.load(&id).await?.deployment);
+        }
+        Ok(Status {
+            pipelines: pipelines.collect(),
+            executions,
+            deployments,
+        })
+    }
+
+    /// Checks and starts a deployment; returns its id.
+    pub async fn deploy(&self, spec: DeploymentSpec) -> Result<String, OperationError> {
+        let mut problems = Vec::new();
+        for (field, value) in [("function", &spec.function), ("alias", &spec.alias)] {
+            if value.trim().is_empty() {
+                problems.push(format!("{field} must not be empty"));
+            }
+        }
+        match &spec.source {
+            VersionSource::Version(v) if v.parse::<u64>().is_err() => problems.push(format!(
+                "version {v:?} must be a published version number (an alias cannot be deployed)"
+            )),
+            VersionSource::Artifact { bucket, key, .. } if bucket.is_empty() || key.is_empty() => {
+                problems.push("artifact needs a bucket and a key".into())
+            }
+            _ => {}
+        }
+        for (field, hook) in [
+            ("pre_traffic_hook", &spec.pre_traffic_hook),
+            ("post_traffic_hook", &spec.post_traffic_hook),
+        ] {
+            if hook.as_deref().is_some_and(|h| h.trim().is_empty()) {
+                problems.push(format!("{field} must name a function"));
+            }
+        }
+        if spec.alarms.iter().any(|a| a.trim().is_empty()) {
+            problems.push("alarms must not contain an empty name".into());
+        }
+        if !problems.is_empty() {
+            return Err(OperationError::Invalid(problems.join("; ")));
+        }
+        let id = new_deployment_id();
+        let (d, commands) = Deployment::create(&id, spec, chrono::Utc::now());
+        self.store().create(&d, &events_of(&commands)).await?;
+        Ok(id)
+    }
+
+    pub async fn deployment(&self, id: &str) -> Result<DeploymentView, OperationError> {
+        let deployment = self
+            .store()
+            .load(id)
+            .await
+            .map_err(not_found("deployment", id))?
+            .deployment;
+        let timeline = self.store().events(id).await?;
+        Ok(DeploymentView {
+            deployment,
+            timeline,
+        })
+    }
+
+    /// Applies an operator's steer; one that changes nothing is a conflict.
+    pub async fn steer_deployment(
+        &self,
+        id: &str,
+        action: DeploymentAction,
+    ) -> Result<Deployment, OperationError> {
+        let before = self
+            .store()
+            .load(id)
+            .await
+            .map_err(not_found("deployment", id))?;
+        let what = action.name();
+        let input = match action {
+            DeploymentAction::Promote => DeploymentInput::Promote,
+            DeploymentAction::Pause => DeploymentInput::Pause,
+            DeploymentAction::Resume => DeploymentInput::Resume,
+            DeploymentAction::Abort { reason } => DeploymentInput::Abort { reason },
+            DeploymentAction::Retry => DeploymentInput::Retry {
+                new_id: new_deployment_id(),
+            },
+        };
+        let after = self.orchestrator.engine.apply(id, input).await?;
+        if after == before.deployment {
+            return Err(OperationError::Conflict(format!(
+                "cannot {what} deployment {id}: it is {:?}{}",
+                after.phase,
+                if after.paused { " (paused)" } else { "" }
+            )));
+        }
+        Ok(after)
+    }
+
+    pub async fn execution(&self, id: &str) -> Result<ExecutionView, OperationError> {
+        let execution = self
+            .store()
+            .load_execution(id)
+            .await
+            .map_err(not_found("execution", id))?
+            .execution;
+        let timeline = self.store().execution_events(id).await?;
+        Ok(ExecutionView {
+            execution,
+            timeline,
+        })
+    }
+
+    /// Applies an operator's steer; one that changes nothing is a conflict.
+    pub async fn steer_execution(
+        &self,
+        id: &str,
+        action: ExecutionAction,
+    ) -> Result<Execution, OperationError> {
+        let before = self
+            .store()
+            .load_execution(id)
+            .await
+            .map_err(not_found("execution", id))?
+            .execution;
+        let what = action.name();
+        let input = match action {
+            ExecutionAction::Approval {
+                approved,
+                by,
+                comment,
+            } => ExecutionInput::Approval {
+                at: waiting_approval(&before).ok_or_else(|| {
+                    OperationError::Conflict(format!(
+                        "execution {id} is not waiting for an approval (it is {:?} in stage {})",
+                        before.status,
+                        before.stage_name()
+                    ))
+                })?,
+                approved,
+                by,
+                comment,
+            },
+            ExecutionAction::Stop { mode, reason } => ExecutionInput::Stop { mode, reason },
+            ExecutionAction::RetryStage { failed_only } => {
+                ExecutionInput::RetryStage { failed_only }
+            }
+        };
+        let after = self.orchestrator.apply(id, input).await?;
+        if after == before {
+            return Err(OperationError::Conflict(format!(
+                "cannot {what} execution {id}: it is {:?} in stage {}",
+                after.status,
+                after.stage_name()
+            )));
+        }
+        Ok(after)
+    }
+
+    /// Validates a definition (YAML or JSON), diffs it against the stored one
+    /// and saves it unless `dry_run`. With `name`, the definition must be
+    /// named so: a request for one pipeline never writes another.
+    pub async fn apply_pipeline(
+        &self,
+        text: &str,
+        name: Option<&str>,
+        dry_run: bool,
+    ) -> Result<Applied, OperationError> {
+        let definition = PipelineDefinition::parse(text).map_err(|invalid| {
+            let lines: Vec<String> = invalid.0.iter().map(|p| p.to_string()).collect();
+            OperationError::Invalid(format!("not a valid pipeline: {}", lines.join("; ")))
+        })?;
+        if let Some(name) = name.filter(|n| *n != definition.name) {
+            return Err(OperationError::Invalid(format!(
+                "the definition is named {:?}, not {name:?}",
+                definition.name
+            )));
+        }
+        let render = |d: &PipelineDefinition| {
+            serde_json::to_string_pretty(d).expect("definitions serialise") + "\n"
+        };
+        let old = self
+            .store()
+            .definition(&definition.name)
+            .await?
+            .as_ref()
+            .map(render)
+            .unwrap_or_default();
+        let new = render(&definition);
+        let diff = similar::TextDiff::from_lines(&old, &new)
+            .unified_diff()
+            .header("stored", "new")
+            .to_string();
+        let changed = old != new;
+        if changed && !dry_run {
+            self.store().put_definition(&definition).await?;
+        }
+        Ok(Applied {
+            pipeline: definition.name,
+            changed,
+            applied: changed && !dry_run,
+            diff,
+        })
+    }
+
+    pub async fn pipelines(&self) -> Result<Vec<String>, OperationError> {
+        let all = self.store().definitions().await?;
+        Ok(all.into_iter().map(|d| d.name).collect())
+    }
+
+    pub async fn pipeline(&self, name: &str) -> Result<PipelineDefinition, OperationError> {
+        self.store()
+            .definition(name)
+            .await?
+            .ok_or_else(|| OperationError::NotFound {
+                what: "pipeline",
+                id: name.to_owned(),
+            })
+    }
+}
+
+/// The approval action an execution waits on, if any.
+fn waiting_approval(e: &Execution) -> Option<ActionRef> {
+    let stage = e.definition.stages.get(e.stage)?;
+    e.actions.iter().enumerate().find_map(|(i, run)| {
+        let waiting = matches!(run.state, ActionState::Running { .. })
+            && matches!(stage.actions.get(i)?.kind, ActionKind::Approval(_));
+        waiting.then_some(ActionRef {
+            stage: e.stage,
+            action: i,
+            attempt: run.attempt,
+        })
+    })
+}

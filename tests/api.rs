@@ -1,0 +1,346 @@
+//! The `api` function on the local stack, through its AWS_IAM Function URL:
+//! SigV4-signed requests as tooling sends them, every route, and the answers
+//! to malformed requests, unknown ids and transitions the state refuses.
+
+mod support;
+
+use anyhow::{Context, Result};
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use serde_json::{Value, json};
+use sluice::commits::sign as sign_webhook;
+use std::time::{Duration, SystemTime};
+use support::*;
+
+struct Api {
+    stack: TestStack,
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    /// Sends a request signed as the AWS SDK signs Lambda requests; returns the
+    /// status and the JSON answer.
+    async fn send(&self, method: &str, path: &str, body: &str) -> Result<(u16, Value)> {
+        let url = format!("{}{path}", self.url.trim_end_matches('/'));
+        let identity = aws_credential_types::Credentials::new(
+            self.stack.var("AWS_ACCESS_KEY_ID"),
+            self.stack.var("AWS_SECRET_ACCESS_KEY"),
+            None,
+            None,
+            "test",
+        )
+        .into();
+        let params = v4::SigningParams::builder()
+            .identity(&identity)
+            .region(self.stack.var("AWS_REGION"))
+            .name("lambda")
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()?
+            .into();
+        let headers = [("content-type", "application/json")];
+        let signable = SignableRequest::new(
+            method,
+            &url,
+            headers.into_iter(),
+            SignableBody::Bytes(body.as_bytes()),
+        )?;
+        let (instructions, _) = sign(signable, &params)?.into_parts();
+        let mut request = self
+            .http
+            .request(method.parse()?, &url)
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        for (name, value) in instructions.headers() {
+            request = request.header(name, value);
+        }
+        let answer = request.send().await?;
+        let status = answer.status().as_u16();
+        let text = answer.text().await?;
+        let value = serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?;
+        Ok((status, value))
+    }
+
+    async fn ok(&self, method: &str, path: &str, body: &str) -> Result<Value> {
+        let (status, value) = self.send(method, path, body).await?;
+        anyhow::ensure!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {value}"
+        );
+        Ok(value)
+    }
+
+    /// A request that must be refused with `status` and an error naming the problem.
+    async fn refused(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        status: u16,
+        expected: &str,
+    ) -> Result<()> {
+        let (got, value) = self.send(method, path, body).await?;
+        let error = value["error"].as_str().unwrap_or_default();
+        assert!(
+            got == status && error.contains(expected),
+            "{method} {path} {body}: expected {status} with {expected:?}, got {got} {value}"
+        );
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_api_runs_every_operation_and_refuses_what_does_not_apply() -> Result<()> {
+    let stack = start_stack_without(
+        Some("template.yaml"),
+        &[],
+        0.1,
+        &["CodePipelineActionFunction", "PostTrafficFunction"],
+    )?;
+    let lambda = stack.lambda().await;
+    let role = function_role(&stack).await?;
+    create_function(&lambda, &role, "greeter", greeter_zip("r1")?, &[], 5).await?;
+    for _ in 0..2 {
+        lambda
+            .publish_version()
+            .function_name("greeter")
+            .send()
+            .await?;
+        lambda
+            .update_function_configuration()
+            .function_name("greeter")
+            .description(uuid::Uuid::new_v4().to_string())
+            .send()
+            .await?;
+    }
+    lambda
+        .create_alias()
+        .function_name("greeter")
+        .name("live")
+        .function_version("1")
+        .send()
+        .await?;
+    let api = Api {
+        url: stack.var("SLUICE_URL_API_FUNCTION").to_owned(),
+        stack,
+        http: reqwest::Client::new(),
+    };
+
+    // Behind AWS_IAM: an unsigned request never reaches the function.
+    let unsigned = api.http.get(format!("{}status", api.url)).send().await?;
+    assert_eq!(unsigned.status(), 403);
+
+    // Routes and methods.
+    api.refused("GET", "/nope", "", 404, "no route GET /nope")
+        .await?;
+    api.refused("DELETE", "/status", "", 405, "use GET").await?;
+    api.refused("POST", "/deployments/x/explode", "", 404, "no route")
+        .await?;
+
+    // Pipelines: validated with every problem, named as the URL says, diffed.
+    api.refused(
+        "PUT",
+        "/pipelines/x",
+        "name: x\nsource: {repository: r}\nstages: []\nexecution_mode: often\n",
+        400,
+        "not a valid pipeline: execution_mode:",
+    )
+    .await?;
+    let gated = "name: gated\nsource: {repository: acme/greeter}\nstages:\n  - name: approve\n    actions: [{name: ok, kind: approval}]\n";
+    api.refused(
+        "PUT",
+        "/pipelines/other",
+        gated,
+        400,
+        "named \"gated\", not \"other\"",
+    )
+    .await?;
+    let dry = api
+        .ok("PUT", "/pipelines/gated?dry_run=true", gated)
+        .await?;
+    assert_eq!(
+        (&dry["changed"], &dry["applied"]),
+        (&json!(true), &json!(false))
+    );
+    assert_eq!(
+        api.ok("GET", "/pipelines", "").await?["pipelines"],
+        json!([])
+    );
+    assert_eq!(
+        api.ok("PUT", "/pipelines/gated", gated).await?["applied"],
+        true
+    );
+    assert_eq!(
+        api.ok("PUT", "/pipelines/gated", gated).await?["changed"],
+        false
+    );
+    assert_eq!(
+        api.ok("GET", "/pipelines/gated", "").await?["pipeline"]["stages"][0]["name"],
+        "approve"
+    );
+    api.refused("GET", "/pipelines/nope", "", 404, "no pipeline nope")
+        .await?;
+
+    // Deployments: the body is checked field by field before anything is written.
+    api.refused("POST", "/deployments", "{", 400, "invalid request body")
+        .await?;
+    api.refused(
+        "POST",
+        "/deployments",
+        r#"{"function": "greeter", "alias": "live", "source": {"version": "2"}, "config": "fast"}"#,
+        400,
+        "config",
+    )
+    .await?;
+    api.refused(
+        "POST",
+        "/deployments",
+        r#"{"function": "", "alias": "live", "source": {"version": "latest"}, "config": "AllAtOnce"}"#,
+        400,
+        "function must not be empty; version \"latest\" must be a published version number",
+    )
+    .await?;
+    assert_eq!(
+        api.ok("GET", "/status", "").await?["deployments"],
+        json!([])
+    );
+    let (status, started) = api
+        .send(
+            "POST",
+            "/deployments",
+            r#"{"function": "greeter", "alias": "live", "source": {"version": "2"}, "config": "canary:10:1h"}"#,
+        )
+        .await?;
+    assert_eq!(status, 201, "{started}");
+    let id = started["deployment"].as_str().context("id")?.to_owned();
+    wait_for("the canary to bake", Duration::from_secs(60), || async {
+        let shown = api.ok("GET", &format!("/deployments/{id}"), "").await?;
+        Ok((shown["deployment"]["phase"]["phase"] == "baking").then_some(shown))
+    })
+    .await?;
+    let status = api.ok("GET", "/status", "").await?;
+    assert_eq!(status["deployments"][0]["weight"], 10.0);
+    let path = |verb: &str| format!("/deployments/{id}/{verb}");
+    assert_eq!(
+        api.ok("POST", &path("pause"), "").await?["deployment"]["paused"],
+        true
+    );
+    api.refused("POST", &path("pause"), "", 409, "(paused)")
+        .await?;
+    api.refused("GET", &path("pause"), "", 405, "use POST")
+        .await?;
+    assert_eq!(
+        api.ok("POST", &path("resume"), "").await?["deployment"]["paused"],
+        false
+    );
+    api.refused(
+        "POST",
+        &path("abort"),
+        r#"{"why": "typo"}"#,
+        400,
+        "unknown field `why`",
+    )
+    .await?;
+    let aborted = api
+        .ok("POST", &path("abort"), r#"{"reason": "wrong build"}"#)
+        .await?;
+    assert_eq!(aborted["deployment"]["phase"]["phase"], "rolled_back");
+    api.refused(
+        "POST",
+        &path("promote"),
+        "",
+        409,
+        "cannot promote deployment",
+    )
+    .await?;
+    let shown = api.ok("GET", &format!("/deployments/{id}"), "").await?;
+    assert!(
+        shown["timeline"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|l| l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("wrong build")))),
+        "{shown}"
+    );
+    let retried = api.ok("POST", &path("retry"), "").await?;
+    let again = retried["deployment"]["retried_as"]
+        .as_str()
+        .context("retried as")?
+        .to_owned();
+    api.refused("POST", &path("retry"), "", 409, "cannot retry")
+        .await?;
+    api.refused("GET", "/deployments/nope", "", 404, "no deployment nope")
+        .await?;
+    api.refused(
+        "POST",
+        "/deployments/nope/abort",
+        "",
+        404,
+        "no deployment nope",
+    )
+    .await?;
+
+    // Executions: a push waits for approval; approve it through the API.
+    let secret = webhook_secret(&api.stack).await?;
+    let body = std::fs::read(workspace_root().join("events/github-push.json"))?;
+    let answer: Value = api
+        .http
+        .post(api.stack.var("SLUICE_URL_SOURCE_FUNCTION"))
+        .header("x-github-event", "push")
+        .header(
+            "x-hub-signature-256",
+            sign_webhook(&body, secret.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let execution = answer["executions"][0]["execution"]
+        .as_str()
+        .context("execution")?
+        .to_owned();
+    let path = |verb: &str| format!("/executions/{execution}/{verb}");
+    wait_for("the approval to wait", Duration::from_secs(60), || async {
+        let shown = api
+            .ok("GET", &format!("/executions/{execution}"), "")
+            .await?;
+        Ok((shown["execution"]["actions"][0]["state"]["state"] == "running").then_some(()))
+    })
+    .await?;
+    api.refused("POST", &path("stop"), r#"{"mode": "later"}"#, 400, "mode")
+        .await?;
+    api.refused("POST", &path("retry-stage"), "", 409, "cannot retry-stage")
+        .await?;
+    let approved = api
+        .ok("POST", &path("approve"), r#"{"comment": "ship it"}"#)
+        .await?;
+    assert_eq!(approved["execution"]["status"], "succeeded");
+    api.refused(
+        "POST",
+        &path("reject"),
+        "",
+        409,
+        "is not waiting for an approval",
+    )
+    .await?;
+    api.refused(
+        "POST",
+        &path("stop"),
+        r#"{"mode": "abandon"}"#,
+        409,
+        "cannot stop",
+    )
+    .await?;
+    api.refused("GET", "/executions/nope", "", 404, "no execution nope")
+        .await?;
+    let shown = api
+        .ok("GET", &format!("/executions/{execution}"), "")
+        .await?;
+    assert!(shown.to_string().contains("ship it"), "{shown}");
+
+    api.ok("POST", &format!("/deployments/{again}/abort"), "")
+        .await?;
+    Ok(())
+}
