@@ -14,7 +14,9 @@ use crate::domain::hooks::{HookRequest, HookResponse, HookStatus};
 use crate::events::{ShifterEvent, parse_shifter_event};
 use crate::metrics::{self, Metric};
 use crate::settings::{SettingError, number, setting};
-use crate::store::{IN_FLIGHT_GRACE_SECS, LockOutcome, Store, StoreError, Stored};
+use crate::store::{
+    IN_FLIGHT_GRACE_SECS, LockOutcome, STUCK_AFTER_SECS, Store, StoreError, Stored,
+};
 use aws_sdk_cloudwatch::types::StateValue;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::AliasRoutingConfiguration;
@@ -237,7 +239,8 @@ impl Engine {
         self.drive(stored, inputs, actions).await
     }
 
-    /// Resumes every deployment that is due; returns how many it touched and the failures.
+    /// Resumes every deployment that is due; returns how many it touched and
+    /// the failures. Then counts what is stuck, for the alarm on it.
     pub async fn reconcile(&self) -> Result<(usize, Vec<(String, EngineError)>), EngineError> {
         let ids = self.store.due(now()).await?;
         let mut failures = Vec::new();
@@ -247,6 +250,15 @@ impl Engine {
                 failures.push((id.clone(), e));
             }
         }
+        let stuck = self.store.stuck(now()).await?;
+        for id in &stuck {
+            tracing::error!(deployment_id = %id, "deployment stuck: overdue for over {STUCK_AFTER_SECS} s");
+        }
+        metrics::record(
+            Metric::StuckDeployments,
+            &metrics::stack_name(),
+            stuck.len() as f64,
+        );
         Ok((ids.len(), failures))
     }
 
@@ -306,7 +318,7 @@ impl Engine {
                         .save(&stored.deployment, stored.version, &unsaved)
                         .await?;
                     for e in &unsaved {
-                        count(&stored.deployment, e.kind);
+                        count(&stored.deployment, e);
                     }
                 }
                 return Ok(stored.deployment);
@@ -330,7 +342,7 @@ impl Engine {
             match self.store.save(&next, stored.version, &unsaved).await {
                 Ok(saved) => {
                     for e in &unsaved {
-                        count(&saved.deployment, e.kind);
+                        count(&saved.deployment, e);
                     }
                     stored = saved;
                     actions = new_actions;
@@ -663,8 +675,18 @@ impl Engine {
 }
 
 /// Counts what a saved timeline line means in Sluice's metrics.
-fn count(d: &Deployment, kind: EventKind) {
-    let metric = match kind {
+fn count(d: &Deployment, event: &Event) {
+    let metric = match event.kind {
+        EventKind::Shifted => {
+            // Later steps are due at planned times; the first starts the schedule.
+            if let Some(planned) = d.planned_at
+                && d.weight > d.step_weight(0)
+            {
+                let late = (event.at - planned).num_milliseconds().max(0);
+                metrics::record(Metric::StepLatency, &d.spec.function, late as f64);
+            }
+            return;
+        }
         EventKind::Prepared => Metric::DeploymentsStarted,
         EventKind::Promoted => Metric::DeploymentsPromoted,
         EventKind::RolledBack => Metric::DeploymentsRolledBack,

@@ -27,10 +27,18 @@ pub enum Metric {
     ExecutionsStarted,
     ExecutionsSucceeded,
     ExecutionsFailed,
+    /// How late a step's shift landed after the step was due (its PreTraffic
+    /// gate included), in milliseconds.
+    StepLatency,
+    /// From push to the end of an execution, in seconds.
+    ExecutionDuration,
+    /// Deployments the reconcile sweep finds overdue by more than
+    /// `engine::STUCK_AFTER`: a gauge written on every sweep.
+    StuckDeployments,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 8] = [
+    pub const ALL: [Metric; 11] = [
         Metric::DeploymentsStarted,
         Metric::DeploymentsPromoted,
         Metric::DeploymentsRolledBack,
@@ -39,6 +47,9 @@ impl Metric {
         Metric::ExecutionsStarted,
         Metric::ExecutionsSucceeded,
         Metric::ExecutionsFailed,
+        Metric::StepLatency,
+        Metric::ExecutionDuration,
+        Metric::StuckDeployments,
     ];
 
     pub fn name(self) -> &'static str {
@@ -51,22 +62,41 @@ impl Metric {
             Metric::ExecutionsStarted => "ExecutionsStarted",
             Metric::ExecutionsSucceeded => "ExecutionsSucceeded",
             Metric::ExecutionsFailed => "ExecutionsFailed",
+            Metric::StepLatency => "StepLatency",
+            Metric::ExecutionDuration => "ExecutionDuration",
+            Metric::StuckDeployments => "StuckDeployments",
         }
     }
 
-    /// Deployments are counted by function, executions by pipeline.
+    /// Deployments are measured by function, executions by pipeline, the
+    /// sweep's findings by stack.
     pub fn dimension(self) -> &'static str {
         match self {
-            Metric::ExecutionsStarted | Metric::ExecutionsSucceeded | Metric::ExecutionsFailed => {
-                "Pipeline"
-            }
+            Metric::ExecutionsStarted
+            | Metric::ExecutionsSucceeded
+            | Metric::ExecutionsFailed
+            | Metric::ExecutionDuration => "Pipeline",
+            Metric::StuckDeployments => "Stack",
             _ => "Function",
+        }
+    }
+
+    pub fn unit(self) -> &'static str {
+        match self {
+            Metric::StepLatency => "Milliseconds",
+            Metric::ExecutionDuration => "Seconds",
+            _ => "Count",
         }
     }
 }
 
-/// One EMF document: a count of 1 for `metric`, by its dimension.
-pub fn document(metric: Metric, dimension_value: &str, at: chrono::DateTime<chrono::Utc>) -> Value {
+/// One EMF document: `value` of `metric`, by its dimension.
+pub fn document(
+    metric: Metric,
+    dimension_value: &str,
+    value: f64,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Value {
     let mut doc = Map::new();
     doc.insert(
         "_aws".into(),
@@ -75,19 +105,32 @@ pub fn document(metric: Metric, dimension_value: &str, at: chrono::DateTime<chro
             "CloudWatchMetrics": [{
                 "Namespace": NAMESPACE,
                 "Dimensions": [[metric.dimension()]],
-                "Metrics": [{"Name": metric.name(), "Unit": "Count"}],
+                "Metrics": [{"Name": metric.name(), "Unit": metric.unit()}],
             }],
         }),
     );
     doc.insert(metric.dimension().into(), json!(dimension_value));
-    doc.insert(metric.name().into(), json!(1));
+    doc.insert(metric.name().into(), json!(value));
     Value::Object(doc)
 }
 
-/// Writes the metric for CloudWatch to pick up from the function's log.
+/// The stack the function belongs to (`SLUICE_STACK_NAME`), for stack-wide gauges.
+pub fn stack_name() -> String {
+    std::env::var("SLUICE_STACK_NAME").unwrap_or_else(|_| "sluice".into())
+}
+
+/// Counts one of `metric` (a count), for CloudWatch to pick up from the function's log.
 pub fn emit(metric: Metric, dimension_value: &str) {
+    record(metric, dimension_value, 1.0);
+}
+
+/// Writes a measurement of `metric` in its unit.
+pub fn record(metric: Metric, dimension_value: &str, value: f64) {
     if ENABLED.load(Ordering::Relaxed) {
-        println!("{}", document(metric, dimension_value, chrono::Utc::now()));
+        println!(
+            "{}",
+            document(metric, dimension_value, value, chrono::Utc::now())
+        );
     }
 }
 
@@ -99,7 +142,7 @@ mod tests {
     #[test]
     fn documents_follow_the_embedded_metric_format() {
         let at = chrono::Utc.timestamp_opt(1_800_000_000, 0).unwrap();
-        let doc = document(Metric::GatesFailed, "greeter", at);
+        let doc = document(Metric::GatesFailed, "greeter", 1.0, at);
         assert_eq!(
             doc,
             json!({
@@ -112,12 +155,22 @@ mod tests {
                     }]
                 },
                 "Function": "greeter",
-                "GatesFailed": 1
+                "GatesFailed": 1.0
             })
         );
         assert_eq!(
-            document(Metric::ExecutionsFailed, "greeter", at)["Pipeline"],
+            document(Metric::ExecutionsFailed, "greeter", 1.0, at)["Pipeline"],
             "greeter"
+        );
+        let latency = document(Metric::StepLatency, "greeter", 12.5, at);
+        assert_eq!(latency["StepLatency"], 12.5);
+        assert_eq!(
+            latency["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Unit"],
+            "Milliseconds"
+        );
+        assert_eq!(
+            document(Metric::StuckDeployments, "sluice", 0.0, at)["Stack"],
+            "sluice"
         );
         let names: std::collections::HashSet<_> = Metric::ALL.iter().map(|m| m.name()).collect();
         assert_eq!(names.len(), Metric::ALL.len());

@@ -421,16 +421,7 @@ impl Orchestrator {
                         tracing::info!(execution_id = %id, "{}", e.message);
                     }
                     if saved.execution.status != stored.execution.status {
-                        match saved.execution.status {
-                            Status::Succeeded => metrics::emit(
-                                Metric::ExecutionsSucceeded,
-                                &saved.execution.pipeline,
-                            ),
-                            Status::Failed { .. } => {
-                                metrics::emit(Metric::ExecutionsFailed, &saved.execution.pipeline)
-                            }
-                            _ => {}
-                        }
+                        count_end(&saved.execution);
                     }
                     stored = saved;
                     actions = new_actions;
@@ -797,6 +788,20 @@ fn deployment_result(d: &Deployment, at: ActionRef) -> Option<Input> {
         }
         _ => None,
     }
+}
+
+/// Counts an execution's end, and how long it took from the push.
+fn count_end(e: &Execution) {
+    match e.status {
+        Status::Succeeded => metrics::emit(Metric::ExecutionsSucceeded, &e.pipeline),
+        Status::Failed { .. } => metrics::emit(Metric::ExecutionsFailed, &e.pipeline),
+        Status::Stopped { .. } | Status::Superseded { .. } => {}
+        Status::Queued | Status::InProgress => return,
+    }
+    let took = (chrono::Utc::now() - e.created_at)
+        .num_milliseconds()
+        .max(0);
+    metrics::record(Metric::ExecutionDuration, &e.pipeline, took as f64 / 1000.0);
 }
 
 #[cfg(test)]

@@ -94,6 +94,18 @@ pub fn due_at(d: &Deployment, grace: chrono::Duration) -> Option<Time> {
     }
 }
 
+/// How long past due a deployment must be to count as stuck: by then the
+/// sweep has tried it several times.
+pub const STUCK_AFTER_SECS: i64 = 300;
+
+/// Whether a deployment the sweep has not moved is stuck at `now`. Waiting
+/// its turn behind another deployment is not being stuck.
+pub fn is_stuck(d: &Deployment, now: Time) -> bool {
+    !matches!(d.phase, Phase::Queued { .. })
+        && due_at(d, chrono::Duration::seconds(IN_FLIGHT_GRACE_SECS))
+            .is_some_and(|due| due + chrono::Duration::seconds(STUCK_AFTER_SECS) <= now)
+}
+
 /// The grace before the sweep picks up a phase that should have moved: longer
 /// than a hook may run (`SLUICE_HOOK_TIMEOUT_SECONDS`), so the sweep does not
 /// run a gate again while its first run is still under way.
@@ -361,6 +373,20 @@ impl Store {
         self.active_ids(Some(now), None).await
     }
 
+    /// Deployments stuck at `now` (see `is_stuck`).
+    pub async fn stuck(&self, now: Time) -> Result<Vec<String>, StoreError> {
+        let overdue = self
+            .due(now - chrono::Duration::seconds(STUCK_AFTER_SECS))
+            .await?;
+        let mut stuck = Vec::new();
+        for id in overdue {
+            if is_stuck(&self.load(&id).await?.deployment, now) {
+                stuck.push(id);
+            }
+        }
+        Ok(stuck)
+    }
+
     /// Deployments queued for an alias, longest waiting first.
     pub async fn queued_for(&self, function: &str, alias: &str) -> Result<Vec<String>, StoreError> {
         self.active_ids(None, Some((function, alias))).await
@@ -521,5 +547,47 @@ fn phase_name(phase: &Phase) -> &'static str {
         Phase::Promoted => "promoted",
         Phase::RolledBack { .. } => "rolled_back",
         Phase::FailedToStart { .. } => "failed_to_start",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::deployment::{DeploymentSpec, OnBusy, VersionSource};
+
+    #[test]
+    fn only_overdue_deployments_that_are_not_waiting_their_turn_are_stuck() {
+        let spec = DeploymentSpec {
+            function: "greeter".into(),
+            alias: "live".into(),
+            source: VersionSource::Version("2".into()),
+            config: "canary:10:5m".parse().unwrap(),
+            pre_traffic_hook: None,
+            post_traffic_hook: None,
+            alarms: vec![],
+            on_busy: OnBusy::Queue,
+            smoke_tests: vec![],
+            smoke_tests_from: None,
+            analysis: None,
+        };
+        let t0 = chrono::Utc::now();
+        let (mut d, _) = Deployment::create("d", spec, t0);
+        let late = t0 + chrono::Duration::seconds(IN_FLIGHT_GRACE_SECS + STUCK_AFTER_SECS);
+        assert!(!is_stuck(&d, late - chrono::Duration::seconds(1)));
+        assert!(is_stuck(&d, late));
+        d.phase = Phase::Queued {
+            holder: "other".into(),
+        };
+        assert!(!is_stuck(&d, late));
+        let until = t0 + chrono::Duration::minutes(5);
+        d.phase = Phase::Baking { step: 0, until };
+        assert!(is_stuck(
+            &d,
+            until + chrono::Duration::seconds(STUCK_AFTER_SECS)
+        ));
+        d.paused = true;
+        assert!(!is_stuck(&d, until + chrono::Duration::days(1)));
+        d.phase = Phase::Promoted;
+        assert!(!is_stuck(&d, until + chrono::Duration::days(1)));
     }
 }

@@ -7,7 +7,7 @@ use chrono::{TimeZone, Utc};
 use sluice::domain::deployment::{
     AliasUpdate, Deployment, DeploymentSpec, Input, OnBusy, VersionSource, decide, events_of,
 };
-use sluice::store::{IN_FLIGHT_GRACE_SECS, LockOutcome, StoreError};
+use sluice::store::{IN_FLIGHT_GRACE_SECS, LockOutcome, STUCK_AFTER_SECS, StoreError};
 use support::*;
 
 fn spec() -> DeploymentSpec {
@@ -51,6 +51,15 @@ async fn deployments_save_conditionally_keep_a_timeline_and_lock_their_alias() -
         store
             .due(t0 + chrono::Duration::seconds(IN_FLIGHT_GRACE_SECS + 1))
             .await?,
+        vec!["d-1".to_owned()]
+    );
+
+    // Overdue past the grace is not yet stuck; overdue for STUCK_AFTER_SECS more is.
+    let grace = chrono::Duration::seconds(IN_FLIGHT_GRACE_SECS);
+    let stuck_after = chrono::Duration::seconds(STUCK_AFTER_SECS);
+    assert!(store.stuck(t0 + grace + stuck_after / 2).await?.is_empty());
+    assert_eq!(
+        store.stuck(t0 + grace + stuck_after).await?,
         vec!["d-1".to_owned()]
     );
 

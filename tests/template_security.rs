@@ -252,6 +252,27 @@ fn the_dashboard_shows_exactly_the_metrics_sluice_emits() {
         );
         assert!(body.contains(&search), "{search}");
     }
+    // Alarms on Sluice's metrics name them as they are emitted.
+    let mut alarmed = 0;
+    for (id, alarm) in &template.resources {
+        if alarm.kind != "AWS::CloudWatch::Alarm"
+            || alarm.properties.get("Namespace").and_then(Value::as_str) != Some("Sluice")
+        {
+            continue;
+        }
+        let name = alarm.properties["MetricName"].as_str().unwrap_or_default();
+        let metric = Metric::ALL
+            .into_iter()
+            .find(|m| m.name() == name)
+            .unwrap_or_else(|| panic!("{id} alarms on {name}, which Sluice does not emit"));
+        assert_eq!(
+            alarm.properties.pointer("/Dimensions/0/Name"),
+            Some(&Value::from(metric.dimension())),
+            "{id}"
+        );
+        alarmed += 1;
+    }
+    assert!(alarmed >= 1, "an alarm on stuck deployments");
     // The body is JSON once its `${...}` substitutions are made.
     let mut filled = String::new();
     let mut rest = body;
@@ -263,5 +284,5 @@ fn the_dashboard_shows_exactly_the_metrics_sluice_emits() {
     }
     filled.push_str(rest);
     let parsed: Value = serde_json::from_str(&filled).expect("the dashboard body is JSON");
-    assert_eq!(parsed["widgets"].as_array().map(Vec::len), Some(5));
+    assert_eq!(parsed["widgets"].as_array().map(Vec::len), Some(8));
 }

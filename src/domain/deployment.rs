@@ -300,7 +300,7 @@ impl Deployment {
         self.schedule.steps.len() - 1
     }
 
-    fn step_weight(&self, step: usize) -> f64 {
+    pub fn step_weight(&self, step: usize) -> f64 {
         self.schedule.steps[step].weight
     }
 }
