@@ -7,9 +7,10 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 STATE_DIR := .sluice-local
 
-.PHONY: help venv build lint test dev dev-down sam-build bench-local bench-engine clean
+.PHONY: help venv build lint test demo dev dev-down sam-build bench-local bench-engine clean
 
 help:
+	@echo "make demo         the main job on the local stack: three pushes, three verdicts"
 	@echo "make test         every check and test (what CI runs)"
 	@echo "make dev          start moto + sluice-local in the background; source $(STATE_DIR)/env"
 	@echo "make dev-down     stop them"
@@ -38,6 +39,10 @@ lint: venv
 
 test: lint build
 	cargo test --workspace
+
+# Starts its own local stack and stops it at the end (Ctrl-C too).
+demo: venv build
+	./target/debug/sluice-demo run
 
 dev: venv build
 	./target/debug/sluice-local start --state-dir $(STATE_DIR) --template template.yaml --artifacts target/debug

@@ -258,14 +258,14 @@ async fn run(cli: Cli) -> Result<()> {
             print(out, &json!(view), || {
                 let d = &view.deployment;
                 let mut text = format!(
-                    "{} {}:{}  {} → {}  {}% on the new version  {:?}\n",
+                    "{} {}:{}  {} → {}  {}% on the new version  {}\n",
                     d.id,
                     d.spec.function,
                     d.spec.alias,
                     d.from_version.as_deref().unwrap_or("?"),
                     d.to_version.as_deref().unwrap_or("?"),
                     d.weight,
-                    d.phase
+                    phase_text(d)
                 );
                 for e in &view.timeline {
                     text.push_str(&format!(
@@ -425,7 +425,8 @@ async fn pipeline(ops: &Operations, out: Output, command: PipelineCommand) -> Re
     Ok(())
 }
 
-fn step_of(d: &Deployment) -> String {
+/// Where a deployment is, in words: its step and gate, or how it ended.
+fn phase_text(d: &Deployment) -> String {
     use sluice::domain::deployment::Phase;
     let steps = d.schedule.steps.len();
     match &d.phase {
@@ -439,6 +440,9 @@ fn step_of(d: &Deployment) -> String {
             until.format("%H:%M:%S")
         ),
         Phase::RollingBack { reason } => format!("rolling back: {reason}"),
+        Phase::RolledBack { reason } => format!("rolled back: {reason}"),
+        Phase::FailedToStart { reason } => format!("failed to start: {reason}"),
+        Phase::Promoted => "promoted".into(),
         other => format!("{other:?}"),
     }
 }
@@ -476,7 +480,7 @@ async fn status(ops: &Operations, out: Output, watch: bool) -> Result<()> {
                     d.weight,
                     d.from_version.as_deref().unwrap_or("?"),
                     d.to_version.as_deref().unwrap_or("?"),
-                    step_of(d),
+                    phase_text(d),
                     d.id
                 ));
             }
@@ -511,7 +515,7 @@ async fn status(ops: &Operations, out: Output, watch: bool) -> Result<()> {
                 "v{} → v{}  {}",
                 d.from_version.as_deref().unwrap_or("?"),
                 d.to_version.as_deref().unwrap_or("?"),
-                step_of(d)
+                phase_text(d)
             ));
         }
         // Those no longer active have ended: their last state stays on screen.

@@ -144,7 +144,11 @@ pub fn bootstrap_zip(executable: &[u8], extra_files: &[(&str, &[u8])]) -> Vec<u8
     use std::io::Write;
     let mut out = std::io::Cursor::new(Vec::new());
     let mut zip = zip::ZipWriter::new(&mut out);
-    let exec = zip::write::SimpleFileOptions::default().unix_permissions(0o755);
+    // The fastest deflate: packages here are built and unpacked on the same
+    // machine, and a debug binary of tens of MB takes seconds at the default.
+    let exec = zip::write::SimpleFileOptions::default()
+        .compression_level(Some(1))
+        .unix_permissions(0o755);
     zip.start_file("bootstrap", exec).expect("zip entry");
     zip.write_all(executable).expect("zip write");
     for (name, bytes) in extra_files {

@@ -62,8 +62,49 @@ pub fn build_dir() -> PathBuf {
 pub struct LocalStack {
     moto: Option<Child>,
     local: Option<Child>,
-    pub env: HashMap<String, String>,
+    pub env: StackEnv,
     pub state_dir: PathBuf,
+}
+
+/// What a client needs of a running stack: the variables of its env file.
+#[derive(Debug, Clone, Default)]
+pub struct StackEnv(pub HashMap<String, String>);
+
+impl StackEnv {
+    /// The env file a stack writes (`<state dir>/env`).
+    pub fn read(path: &Path) -> Result<Self> {
+        read_env_file(path).map(StackEnv)
+    }
+
+    pub fn var(&self, key: &str) -> &str {
+        self.0.get(key).map(String::as_str).unwrap_or_default()
+    }
+
+    /// SDK configuration aimed at the stack.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(self.var("AWS_ENDPOINT_URL"))
+            .region(aws_config::Region::new(self.var("AWS_REGION").to_owned()))
+            .credentials_provider(aws_sdk_lambda::config::Credentials::new(
+                self.var("AWS_ACCESS_KEY_ID"),
+                self.var("AWS_SECRET_ACCESS_KEY"),
+                None,
+                None,
+                "local-stack",
+            ))
+            .load()
+            .await
+    }
+
+    /// A Lambda client that goes through sluice-local.
+    pub async fn lambda(&self) -> aws_sdk_lambda::Client {
+        let config = self.sdk_config().await;
+        aws_sdk_lambda::Client::from_conf(
+            aws_sdk_lambda::config::Builder::from(&config)
+                .endpoint_url(self.var("AWS_ENDPOINT_URL_LAMBDA"))
+                .build(),
+        )
+    }
 }
 
 fn free_port() -> Result<u16> {
@@ -226,12 +267,12 @@ impl LocalStack {
         let mut stack = LocalStack {
             moto: Some(moto),
             local: None,
-            env: HashMap::new(),
+            env: StackEnv::default(),
             state_dir: opts.state_dir.clone(),
         };
         let (local, env) = start_local(opts, &endpoint, false)?;
         stack.local = Some(local);
-        stack.env = env;
+        stack.env = StackEnv(env);
         Ok(stack)
     }
 
@@ -240,33 +281,15 @@ impl LocalStack {
     }
 
     pub fn var(&self, key: &str) -> &str {
-        self.env.get(key).map(String::as_str).unwrap_or_default()
+        self.env.var(key)
     }
 
-    /// SDK configuration aimed at this stack, as the env file describes it.
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .endpoint_url(self.var("AWS_ENDPOINT_URL"))
-            .region(aws_config::Region::new(self.var("AWS_REGION").to_owned()))
-            .credentials_provider(aws_sdk_lambda::config::Credentials::new(
-                self.var("AWS_ACCESS_KEY_ID"),
-                self.var("AWS_SECRET_ACCESS_KEY"),
-                None,
-                None,
-                "local-stack",
-            ))
-            .load()
-            .await
+        self.env.sdk_config().await
     }
 
-    /// A Lambda client that goes through sluice-local.
     pub async fn lambda(&self) -> aws_sdk_lambda::Client {
-        let config = self.sdk_config().await;
-        aws_sdk_lambda::Client::from_conf(
-            aws_sdk_lambda::config::Builder::from(&config)
-                .endpoint_url(self.var("AWS_ENDPOINT_URL_LAMBDA"))
-                .build(),
-        )
+        self.env.lambda().await
     }
 
     /// The last lines of sluice-local's log, for a failing test's message.

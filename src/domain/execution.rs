@@ -222,7 +222,7 @@ impl Execution {
         if e.definition.execution_mode == ExecutionMode::Queued {
             commands.push(record(
                 now,
-                "queued behind the pipeline's running execution".into(),
+                "waiting for its turn (queued mode: one execution at a time)".into(),
             ));
         } else {
             enter_stage(&mut e, 0, now, &mut commands);

@@ -191,20 +191,7 @@ impl Store {
                     .as_service_error()
                     .is_some_and(|se| se.is_transaction_canceled_exception()) =>
             {
-                let existing = self
-                    .client
-                    .get_item()
-                    .table_name(&self.table)
-                    .key("pk", s(commit_pk(&e.pipeline, &e.push.sha)))
-                    .key("sk", s("COMMIT"))
-                    .consistent_read(true)
-                    .send()
-                    .await
-                    .map_err(aws)?;
-                match existing
-                    .item
-                    .and_then(|i| i.get("execution").and_then(|v| v.as_s().ok()).cloned())
-                {
+                match self.execution_for_commit(&e.pipeline, &e.push.sha).await? {
                     Some(id) => Ok(ExecutionStart::AlreadyStarted(id)),
                     // The execution id was taken, not the commit: ids are random, so say so.
                     None => Err(StoreError::AlreadyExists(e.id.clone())),
@@ -212,6 +199,27 @@ impl Store {
             }
             Err(err) => Err(aws(err)),
         }
+    }
+
+    /// The execution a commit started in a pipeline, if any.
+    pub async fn execution_for_commit(
+        &self,
+        pipeline: &str,
+        sha: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let found = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(commit_pk(pipeline, sha)))
+            .key("sk", s("COMMIT"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(aws)?;
+        Ok(found
+            .item
+            .and_then(|i| i.get("execution").and_then(|v| v.as_s().ok()).cloned()))
     }
 
     pub async fn load_execution(&self, id: &str) -> Result<StoredExecution, StoreError> {

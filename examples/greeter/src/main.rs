@@ -7,13 +7,18 @@
 //!   that fraction of calls returns a function error.
 //! - `GREETER_MODE=slow` with `GREETER_DELAY_MS` (default 10000): sleeps first.
 //! - `GREETER_MODE=crash`: exits during init, before taking any event.
+//! - `GREETER_MODE=picky`: fails every call whose name has a digit in it, a
+//!   bug that smoke tests with plain names miss and real traffic finds.
 //!
+//! A build can pack the settings with the code: `greeter.env` beside the
+//! binary holds `KEY=VALUE` lines, which the function's environment overrides.
 //! Every answer names the version that ran and the `release` file packed beside
 //! the binary, so a caller can tell which code answered.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -22,11 +27,26 @@ enum Mode {
     Failing { rate: f64 },
     Slow { delay: Duration },
     Crash,
+    Picky,
+}
+
+/// The packed `greeter.env`, then the environment over it.
+fn settings() -> HashMap<String, String> {
+    let mut vars: HashMap<String, String> = std::fs::read_to_string("greeter.env")
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    vars.extend(std::env::vars().filter(|(k, _)| k.starts_with("GREETER_")));
+    vars
 }
 
 impl Mode {
-    fn from_env() -> Result<Self, String> {
-        let var = |name: &str| std::env::var(name).ok();
+    fn from_settings(vars: &HashMap<String, String>) -> Result<Self, String> {
+        let var = |name: &str| vars.get(name).cloned();
         match var("GREETER_MODE").as_deref().unwrap_or("healthy") {
             "healthy" => Ok(Mode::Healthy),
             "failing" => {
@@ -58,8 +78,9 @@ impl Mode {
                 })
             }
             "crash" => Ok(Mode::Crash),
+            "picky" => Ok(Mode::Picky),
             other => Err(format!(
-                "GREETER_MODE must be one of healthy, failing, slow, crash; got {other:?}"
+                "GREETER_MODE must be one of healthy, failing, slow, crash, picky; got {other:?}"
             )),
         }
     }
@@ -92,6 +113,19 @@ impl App {
                 return Err(format!("greeter release {} failed on purpose", self.release).into());
             }
             Mode::Slow { delay } => tokio::time::sleep(*delay).await,
+            Mode::Picky
+                if request
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| n.chars().any(|c| c.is_ascii_digit())) =>
+            {
+                return Err(format!(
+                    "greeter release {} cannot greet {:?}",
+                    self.release,
+                    request.name.unwrap_or_default()
+                )
+                .into());
+            }
             _ => {}
         }
         let name = request.name.unwrap_or_else(|| "world".to_owned());
@@ -105,7 +139,7 @@ impl App {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let mode = Mode::from_env()?;
+    let mode = Mode::from_settings(&settings())?;
     if mode == Mode::Crash {
         eprintln!("greeter: GREETER_MODE=crash, exiting during init");
         std::process::exit(1);
@@ -128,19 +162,36 @@ mod tests {
 
     #[test]
     fn modes_parse_and_bad_values_are_explained() {
-        // SAFETY: this test is the only one in the binary that touches the environment.
-        unsafe {
-            std::env::set_var("GREETER_MODE", "failing");
-            std::env::set_var("GREETER_FAILURE_RATE", "0.3");
-        }
-        assert_eq!(Mode::from_env(), Ok(Mode::Failing { rate: 0.3 }));
-        unsafe { std::env::set_var("GREETER_FAILURE_RATE", "2") };
-        assert!(Mode::from_env().unwrap_err().contains("from 0 to 1"));
-        unsafe { std::env::set_var("GREETER_MODE", "sideways") };
+        let vars = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<HashMap<_, _>>()
+        };
+        assert_eq!(Mode::from_settings(&vars(&[])), Ok(Mode::Healthy));
+        assert_eq!(
+            Mode::from_settings(&vars(&[
+                ("GREETER_MODE", "failing"),
+                ("GREETER_FAILURE_RATE", "0.3")
+            ])),
+            Ok(Mode::Failing { rate: 0.3 })
+        );
         assert!(
-            Mode::from_env()
+            Mode::from_settings(&vars(&[
+                ("GREETER_MODE", "failing"),
+                ("GREETER_FAILURE_RATE", "2")
+            ]))
+            .unwrap_err()
+            .contains("from 0 to 1")
+        );
+        assert_eq!(
+            Mode::from_settings(&vars(&[("GREETER_MODE", "picky")])),
+            Ok(Mode::Picky)
+        );
+        assert!(
+            Mode::from_settings(&vars(&[("GREETER_MODE", "sideways")]))
                 .unwrap_err()
-                .contains("healthy, failing, slow, crash")
+                .contains("healthy, failing, slow, crash, picky")
         );
     }
 }

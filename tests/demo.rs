@@ -1,0 +1,73 @@
+//! `make demo`'s scenario, as the test suite runs it: the `sluice-demo`
+//! binary from the checkout's root, its JSON summary read back.
+
+mod support;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use sluice_local::launcher::build_dir;
+use std::process::Command;
+use support::workspace_root;
+
+#[test]
+fn the_demo_promotes_the_good_push_and_rolls_back_the_two_bad_ones() -> Result<()> {
+    let out = Command::new(build_dir().join("sluice-demo"))
+        .args(["run", "--json"])
+        .current_dir(workspace_root())
+        .output()
+        .context("running sluice-demo (cargo build --workspace --bins builds it)")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .with_context(|| format!("no JSON summary:\n{stdout}"))?;
+    let pushes = summary["pushes"].as_array().context("pushes")?;
+    assert_eq!(pushes.len(), 3, "{summary}");
+
+    // 1: promoted through its shifts, and it served real traffic without an error.
+    assert_eq!(pushes[0]["phase"]["phase"], "promoted");
+    let traffic = &pushes[0]["traffic"]["by_version"];
+    assert!(traffic["2"]["ok"].as_u64() > Some(0), "{traffic}");
+    assert_eq!(traffic["2"]["failed"], 0, "{traffic}");
+
+    // 2: the PreTraffic gate stopped it before any caller reached it.
+    assert_eq!(pushes[1]["phase"]["phase"], "rolled_back");
+    let reason = pushes[1]["phase"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("PreTraffic gate failed before 10%"),
+        "{reason}"
+    );
+    assert_eq!(pushes[1]["shifted"], false);
+    let versions: Vec<&String> = pushes[1]["traffic"]["by_version"]
+        .as_object()
+        .context("traffic")?
+        .keys()
+        .collect();
+    assert_eq!(versions, ["2"], "only the promoted version answered");
+
+    // 3: analysis of real traffic after the first shift rolled it back.
+    assert_eq!(pushes[2]["phase"]["phase"], "rolled_back");
+    let reason = pushes[2]["phase"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("PostTraffic gate failed at 10%") && reason.contains("error rate"),
+        "{reason}"
+    );
+    let failed_on_new = pushes[2]["traffic"]["by_version"]["4"]["failed"]
+        .as_u64()
+        .unwrap_or_default();
+    assert!(failed_on_new > 0, "{}", pushes[2]["traffic"]);
+    assert_eq!(pushes[2]["traffic"]["by_version"]["2"]["failed"], 0);
+
+    // Its verdict lines are what an operator reads.
+    for verdict in [
+        "PROMOTED",
+        "ROLLED BACK by a gate",
+        "ROLLED BACK by analysis",
+    ] {
+        assert!(stdout.contains(verdict), "{verdict}:\n{stdout}");
+    }
+    Ok(())
+}
