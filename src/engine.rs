@@ -72,8 +72,35 @@ fn hook_timeout(value: Option<String>) -> Result<Duration, SettingError> {
     Ok(Duration::from_secs(secs))
 }
 
-/// Decides whether to stop before a command (tests use it to kill a worker mid-way).
-pub type FaultHook = Arc<dyn Fn(&Command) -> bool + Send + Sync>;
+/// Where a worker may be stopped or held (tests inject faults there).
+#[derive(Debug)]
+pub enum FaultPoint<'a> {
+    /// Before a command is executed.
+    Before(&'a Command),
+    /// In an alias update of `deployment`: the alias and the saved phase have
+    /// been read, and the write is about to be sent.
+    AliasWrite { deployment: &'a str },
+}
+
+/// Decides, possibly after waiting, whether to stop the worker at a point:
+/// tests kill a worker mid-way, or hold one while another overtakes it.
+pub type FaultHook = Arc<
+    dyn Fn(FaultPoint<'_>) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// A fault hook that stops the worker before the commands `stop` picks.
+pub fn stop_before(stop: impl Fn(&Command) -> bool + Send + Sync + 'static) -> FaultHook {
+    Arc::new(move |point| {
+        let stops = matches!(point, FaultPoint::Before(c) if stop(c));
+        Box::pin(async move { stops })
+    })
+}
+
+/// How often an alias update is tried again when the alias changed between
+/// its read and its write.
+const ALIAS_WRITE_ATTEMPTS: usize = 5;
 
 #[derive(Clone)]
 pub struct Engine {
@@ -302,9 +329,7 @@ impl Engine {
         let mut unsaved: Vec<Event> = Vec::new();
         loop {
             for action in std::mem::take(&mut actions) {
-                if let Some(fault) = &self.fault
-                    && fault(&action)
-                {
+                if self.fault_at(FaultPoint::Before(&action)).await {
                     return Err(EngineError::Injected(format!("{action:?}")));
                 }
                 if let Some(input) = self.execute(&stored.deployment, action).await? {
@@ -374,26 +399,7 @@ impl Engine {
                 primary,
                 additional,
                 update,
-            } => {
-                let weights: HashMap<String, f64> = additional
-                    .into_iter()
-                    .map(|(version, percent)| (version, percent / 100.0))
-                    .collect();
-                self.lambda
-                    .update_alias()
-                    .function_name(&d.spec.function)
-                    .name(&d.spec.alias)
-                    .function_version(primary)
-                    .routing_config(
-                        AliasRoutingConfiguration::builder()
-                            .set_additional_version_weights(Some(weights))
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .map_err(|e| aws("UpdateAlias", e))?;
-                Ok(Some(Input::AliasUpdated { update }))
-            }
+            } => self.set_alias(d, primary, additional, update).await,
             Command::StartTimer { step, at } => {
                 // Rounded down: the handler waits out the last second (`TIMER_EARLY_WAIT`).
                 let delay = (at - now()).num_seconds().clamp(0, MAX_TIMER_DELAY_SECS) as i32;
@@ -435,6 +441,81 @@ impl Engine {
             }
             Command::Record(_) => Ok(None),
         }
+    }
+
+    async fn fault_at(&self, point: FaultPoint<'_>) -> bool {
+        match &self.fault {
+            Some(fault) => fault(point).await,
+            None => false,
+        }
+    }
+
+    /// Sets the alias's weights, unless the deployment has moved on. A worker
+    /// can be overtaken between saving a phase and writing the alias (a
+    /// rollback saved and written by another worker, say); its late write must
+    /// not split the alias again. So the alias is read first, then the saved
+    /// phase is checked, then the write is sent with the revision read, which
+    /// Lambda refuses if anyone wrote in between: any write that lands after
+    /// this one's read was decided on a phase saved after this check saw its own.
+    async fn set_alias(
+        &self,
+        d: &Deployment,
+        primary: String,
+        additional: Option<(String, f64)>,
+        update: AliasUpdate,
+    ) -> Result<Option<Input>, EngineError> {
+        let weights: HashMap<String, f64> = additional
+            .into_iter()
+            .map(|(version, percent)| (version, percent / 100.0))
+            .collect();
+        for _ in 0..ALIAS_WRITE_ATTEMPTS {
+            let current = self
+                .lambda
+                .get_alias()
+                .function_name(&d.spec.function)
+                .name(&d.spec.alias)
+                .send()
+                .await
+                .map_err(|e| aws("GetAlias", e))?;
+            let saved = self.store.load(&d.id).await?.deployment;
+            if saved.phase != d.phase {
+                tracing::info!(deployment_id = %d.id, ?update, now = ?saved.phase, "alias write skipped: the deployment moved on");
+                return Ok(None);
+            }
+            if self
+                .fault_at(FaultPoint::AliasWrite { deployment: &d.id })
+                .await
+            {
+                return Err(EngineError::Injected("UpdateAlias".into()));
+            }
+            let written = self
+                .lambda
+                .update_alias()
+                .function_name(&d.spec.function)
+                .name(&d.spec.alias)
+                .function_version(&primary)
+                .routing_config(
+                    AliasRoutingConfiguration::builder()
+                        .set_additional_version_weights(Some(weights.clone()))
+                        .build(),
+                )
+                .set_revision_id(current.revision_id().map(str::to_owned))
+                .send()
+                .await;
+            match written {
+                Ok(_) => return Ok(Some(Input::AliasUpdated { update })),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|se| se.is_precondition_failed_exception()) =>
+                {
+                    tracing::info!(deployment_id = %d.id, "the alias changed since it was read; reading it again");
+                }
+                Err(e) => return Err(aws("UpdateAlias", e)),
+            }
+        }
+        Err(EngineError::Aws(format!(
+            "UpdateAlias: the alias changed under every one of {ALIAS_WRITE_ATTEMPTS} attempts"
+        )))
     }
 
     async fn prepare(&self, d: &Deployment) -> Result<Input, EngineError> {

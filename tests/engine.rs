@@ -9,7 +9,7 @@ use serde_json::Value;
 use sluice::domain::deployment::{
     Command, Deployment, DeploymentSpec, EventKind, Input, OnBusy, Phase, VersionSource,
 };
-use sluice::engine::{Engine, EngineError, TimerMessage};
+use sluice::engine::{Engine, EngineError, FaultPoint, TimerMessage, stop_before};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -391,7 +391,7 @@ async fn a_worker_killed_before_any_command_is_repaired_by_resume() -> Result<()
         let counter = Arc::new(AtomicUsize::new(0));
         let seen = counter.clone();
         let crashing = Engine {
-            fault: Some(Arc::new(move |_: &Command| {
+            fault: Some(stop_before(move |_: &Command| {
                 seen.fetch_add(1, Ordering::SeqCst) == n
             })),
             ..w.engine.clone()
@@ -857,7 +857,7 @@ async fn a_lock_left_by_a_finished_deployment_is_freed_for_the_next() -> Result<
     );
     // The holder's worker dies after the rollback, before releasing the lock.
     let dies_at_release = Engine {
-        fault: Some(Arc::new(|c: &Command| matches!(c, Command::ReleaseLock))),
+        fault: Some(stop_before(|c: &Command| matches!(c, Command::ReleaseLock))),
         ..w.engine.clone()
     };
     let died = dies_at_release
@@ -896,5 +896,98 @@ async fn a_lock_left_by_a_finished_deployment_is_freed_for_the_next() -> Result<
         w.alias().await?,
         ("1".to_owned(), vec![("3".to_owned(), 0.1)])
     );
+    Ok(())
+}
+
+/// A fault hook that holds the worker the first time it reaches a point `at`
+/// picks: `reached` is notified, and the worker waits for `release`.
+struct Hold {
+    hook: sluice::engine::FaultHook,
+    reached: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+fn hold_once(at: impl Fn(&FaultPoint) -> bool + Send + Sync + 'static) -> Hold {
+    let reached = Arc::new(tokio::sync::Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
+    let held = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (r, g) = (reached.clone(), release.clone());
+    let hook: sluice::engine::FaultHook = Arc::new(move |point| {
+        let hold = at(&point) && !held.swap(true, Ordering::SeqCst);
+        let (r, g) = (r.clone(), g.clone());
+        Box::pin(async move {
+            if hold {
+                r.notify_one();
+                g.notified().await;
+            }
+            false
+        })
+    });
+    Hold {
+        hook,
+        reached,
+        release,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_overtaken_by_a_rollback_never_splits_the_alias_again() -> Result<()> {
+    let w = world().await?;
+    // Held at two places: before its first alias write starts (it has saved
+    // the 10% shift), and between reading the alias and writing it.
+    let holds = [
+        hold_once(|p| matches!(p, FaultPoint::Before(Command::SetAlias { .. }))),
+        hold_once(|p| matches!(p, FaultPoint::AliasWrite { .. })),
+    ];
+    for (n, hold) in holds.into_iter().enumerate() {
+        let id = format!("overtaken-{n}");
+        let slow = Engine {
+            fault: Some(hold.hook.clone()),
+            ..w.engine.clone()
+        };
+        let forward = tokio::spawn({
+            let id = id.clone();
+            async move { slow.start(&id, spec("2", "canary:10:1h", None, None)).await }
+        });
+        tokio::time::timeout(DEADLINE, hold.reached.notified())
+            .await
+            .context("the worker did not reach the held point")?;
+        let saved = w.engine.store.load(&id).await?.deployment;
+        assert!(
+            matches!(saved.phase, Phase::Shifting { step: 0 }),
+            "{:?}",
+            saved.phase
+        );
+
+        // Another worker rolls it back, all the way, while the first is held.
+        let rolled = w
+            .engine
+            .apply(
+                &id,
+                Input::Abort {
+                    reason: "operator".into(),
+                },
+            )
+            .await?;
+        assert!(
+            matches!(rolled.phase, Phase::RolledBack { .. }),
+            "{:?}",
+            rolled.phase
+        );
+        assert_eq!(w.alias().await?, ("1".to_owned(), vec![]), "{id}");
+
+        // The held worker goes on: its 10% write must not land.
+        hold.release.notify_one();
+        tokio::time::timeout(DEADLINE, forward)
+            .await
+            .context("the held worker did not finish")???;
+        assert_eq!(w.alias().await?, ("1".to_owned(), vec![]), "{id}");
+        let end = w.engine.store.load(&id).await?.deployment;
+        assert!(
+            matches!(end.phase, Phase::RolledBack { .. }),
+            "{:?}",
+            end.phase
+        );
+    }
     Ok(())
 }

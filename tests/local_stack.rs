@@ -81,18 +81,68 @@ async fn weighted_alias_splits_traffic_and_reports_the_version_that_ran() -> Res
         .await?;
     assert_eq!(v2.version(), Some("2"));
 
-    lambda
+    let created = lambda
         .create_alias()
         .function_name("greeter")
         .name("live")
         .function_version("1")
+        .send()
+        .await?;
+
+    // UpdateAlias's RevisionId precondition: every update makes a new
+    // revision, GetAlias and ListAliases report it, and a stale one is refused.
+    let first = created.revision_id().context("a revision")?.to_owned();
+    let updated = lambda
+        .update_alias()
+        .function_name("greeter")
+        .name("live")
         .routing_config(
             AliasRoutingConfiguration::builder()
                 .additional_version_weights("2", 0.3)
                 .build(),
         )
+        .revision_id(&first)
         .send()
         .await?;
+    let second = updated.revision_id().context("a revision")?.to_owned();
+    assert_ne!(first, second);
+    let got = lambda
+        .get_alias()
+        .function_name("greeter")
+        .name("live")
+        .send()
+        .await?;
+    assert_eq!(got.revision_id(), Some(second.as_str()));
+    let listed = lambda
+        .list_aliases()
+        .function_name("greeter")
+        .send()
+        .await?;
+    assert_eq!(listed.aliases()[0].revision_id(), Some(second.as_str()));
+    let stale = lambda
+        .update_alias()
+        .function_name("greeter")
+        .name("live")
+        .function_version("2")
+        .revision_id(&first)
+        .send()
+        .await
+        .expect_err("a stale RevisionId must not update");
+    assert!(
+        stale
+            .into_service_error()
+            .is_precondition_failed_exception()
+    );
+    let unchanged = lambda
+        .get_alias()
+        .function_name("greeter")
+        .name("live")
+        .send()
+        .await?;
+    assert_eq!(
+        (unchanged.function_version(), unchanged.revision_id()),
+        (Some("1"), Some(second.as_str()))
+    );
 
     const CALLS: usize = 1000;
     let lambda = Arc::new(lambda);

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +35,10 @@ pub struct ApiState {
     pub s3: S3Client,
     /// Delay before the first retry of a failed `Event` invocation; doubles after.
     pub async_retry_delay: Duration,
+    /// Each alias's revision: moto keeps one per alias for life and ignores
+    /// `RevisionId` on UpdateAlias, so sluice-local gives every update a new
+    /// one and refuses a stale one, as Lambda does.
+    pub alias_revisions: tokio::sync::Mutex<HashMap<(String, String), String>>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -140,7 +145,27 @@ async fn dispatch(
             state.invoker.invalidate(&short_name(&function));
             resp
         }
+        (&Method::PUT, ["2015-03-31", "functions", function, "aliases", alias]) => {
+            update_alias(&state, function, alias, &method, &uri, &headers, body).await
+        }
+        (&Method::GET, ["2015-03-31", "functions", function, "aliases", ..])
+        | (&Method::POST, ["2015-03-31", "functions", function, "aliases"]) => {
+            let function = short_name(function);
+            let created = method == Method::POST;
+            let resp = forward(&state, method, &uri, &headers, body).await;
+            with_revisions(&state, &function, resp, created).await
+        }
+        (&Method::DELETE, ["2015-03-31", "functions", function, "aliases", alias]) => {
+            let key = (short_name(function), alias.to_string());
+            let resp = forward(&state, method, &uri, &headers, body).await;
+            if resp.status().is_success() {
+                state.alias_revisions.lock().await.remove(&key);
+            }
+            state.invoker.invalidate(&key.0);
+            resp
+        }
         (&Method::POST, ["moto-api", "reset"]) => {
+            state.alias_revisions.lock().await.clear();
             let resp = forward(&state, method, &uri, &headers, body).await;
             state.invoker.invalidate_all();
             state.invoker.pool().shutdown();
@@ -380,6 +405,128 @@ async fn check_code_sha(state: &ApiState, function: &str, body: &Bytes) -> Resul
         ));
     }
     Ok(())
+}
+
+/// UpdateAlias with Lambda's optimistic lock: a `RevisionId` that is not the
+/// alias's latest is refused (412), and every update makes a new revision.
+/// The lock is held across moto's update so no two updates interleave.
+async fn update_alias(
+    state: &ApiState,
+    function: &str,
+    alias: &str,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    let function = short_name(function);
+    let key = (function.clone(), alias.to_owned());
+    let expected = serde_json::from_slice::<Value>(&body).ok().and_then(|b| {
+        b.get("RevisionId")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
+    let mut revisions = state.alias_revisions.lock().await;
+    if let Some(expected) = expected {
+        let current = match revisions.get(&key) {
+            Some(r) => Some(r.clone()),
+            None => state
+                .moto_lambda
+                .get_alias()
+                .function_name(&function)
+                .name(alias)
+                .send()
+                .await
+                .ok()
+                .and_then(|a| a.revision_id().map(str::to_owned)),
+        };
+        if current.is_some_and(|current| current != expected) {
+            return lambda_error(
+                StatusCode::PRECONDITION_FAILED,
+                "PreconditionFailedException",
+                "The Revision Id provided does not match the latest Revision Id. Call the GetAlias API to retrieve the latest Revision Id",
+            );
+        }
+    }
+    let resp = forward(state, method.clone(), uri, headers, body).await;
+    state.invoker.invalidate(&function);
+    if !resp.status().is_success() {
+        return resp;
+    }
+    revisions.insert(key, uuid::Uuid::new_v4().to_string());
+    rewrite_revisions(&revisions, &function, resp).await
+}
+
+/// Puts sluice-local's alias revisions into an answer moto gave (one alias,
+/// or a list); `created` gives a new alias its first revision.
+async fn with_revisions(
+    state: &ApiState,
+    function: &str,
+    resp: Response,
+    created: bool,
+) -> Response {
+    let mut revisions = state.alias_revisions.lock().await;
+    if created && resp.status().is_success() {
+        // A new alias of a name deleted before starts afresh.
+        let (parts, body) = resp.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, MAX_REQUEST).await else {
+            return lambda_error(
+                StatusCode::BAD_GATEWAY,
+                "ServiceException",
+                "unreadable answer",
+            );
+        };
+        if let Some(name) = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("Name").and_then(Value::as_str).map(str::to_owned))
+        {
+            revisions.insert(
+                (function.to_owned(), name),
+                uuid::Uuid::new_v4().to_string(),
+            );
+        }
+        return rewrite_revisions(
+            &revisions,
+            function,
+            Response::from_parts(parts, axum::body::Body::from(bytes)),
+        )
+        .await;
+    }
+    rewrite_revisions(&revisions, function, resp).await
+}
+
+async fn rewrite_revisions(
+    revisions: &HashMap<(String, String), String>,
+    function: &str,
+    resp: Response,
+) -> Response {
+    if !resp.status().is_success() {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_REQUEST).await else {
+        return lambda_error(
+            StatusCode::BAD_GATEWAY,
+            "ServiceException",
+            "unreadable answer",
+        );
+    };
+    let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    let rewrite = |alias: &mut Value| {
+        let name = alias.get("Name").and_then(Value::as_str).map(str::to_owned);
+        if let Some(revision) = name.and_then(|n| revisions.get(&(function.to_owned(), n))) {
+            alias["RevisionId"] = json!(revision);
+        }
+    };
+    match value.get_mut("Aliases").and_then(Value::as_array_mut) {
+        Some(aliases) => aliases.iter_mut().for_each(rewrite),
+        None => rewrite(&mut value),
+    }
+    let mut parts = parts;
+    parts.headers.remove("content-length");
+    Response::from_parts(parts, axum::body::Body::from(value.to_string()))
 }
 
 /// Sends a request to moto as it came and returns moto's answer as it went.
