@@ -7,11 +7,12 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 STATE_DIR := .sluice-local
 
-.PHONY: help venv build lint test demo dev dev-down sam-build bench-local bench-engine clean
+.PHONY: help venv build lint test demo fuzz dev dev-down sam-build bench-local bench-engine clean
 
 help:
 	@echo "make demo         the main job on the local stack: three pushes, three verdicts"
 	@echo "make test         every check and test (what CI runs)"
+	@echo "make fuzz         libFuzzer on every parser of outside input (nightly; FUZZ_SECONDS per target)"
 	@echo "make dev          start moto + sluice-local in the background; source $(STATE_DIR)/env"
 	@echo "make dev-down     stop them"
 	@echo "make sam-build    build every function of template.yaml with cargo-lambda (x86_64)"
@@ -43,6 +44,16 @@ test: lint build
 # Starts its own local stack and stops it at the end (Ctrl-C too).
 demo: venv build
 	./target/debug/sluice-demo run
+
+# make test runs the same targets on mutated samples (tests/fuzz.rs); this runs
+# them under libFuzzer, which needs a nightly toolchain.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@rustup toolchain list | grep -q '^nightly' || { echo "make fuzz needs a nightly toolchain: rustup toolchain install nightly"; exit 1; }
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	for target in $$(cargo +nightly fuzz list); do \
+		cargo +nightly fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
+	done
 
 dev: venv build
 	./target/debug/sluice-local start --state-dir $(STATE_DIR) --template template.yaml --artifacts target/debug

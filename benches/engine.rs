@@ -181,16 +181,13 @@ async fn main() -> Result<()> {
     let mut opts = StackOptions::for_checkout(&root, &build_dir(), &work.path().join("stack"));
     opts.template = Some(root.join("template.yaml"));
     // The engine runs in the bench itself: none of the template's functions is needed.
-    opts.skip_functions = [
-        "ShifterFunction",
-        "PreTrafficFunction",
-        "PostTrafficFunction",
-        "SourceFunction",
-        "OrchestratorFunction",
-        "CodePipelineActionFunction",
-    ]
-    .map(String::from)
-    .to_vec();
+    let template = sluice_local::template::Template::load(&root.join("template.yaml"))?;
+    opts.skip_functions = template
+        .resources
+        .iter()
+        .filter(|(_, r)| r.kind == "AWS::Serverless::Function")
+        .map(|(id, _)| id.clone())
+        .collect();
     let stack = LocalStack::start(&opts)?;
     let sdk = stack.sdk_config().await;
 

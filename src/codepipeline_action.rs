@@ -307,14 +307,7 @@ impl CodePipelineAction {
                     .map_err(|e| aws("PutJobSuccessResult", e))?;
             }
             JobAnswer::Failed(reason) => {
-                let mut message = reason.clone();
-                if message.len() > MAX_FAILURE_MESSAGE {
-                    let mut cut = MAX_FAILURE_MESSAGE;
-                    while !message.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
-                    message.truncate(cut);
-                }
+                let message = crate::domain::clip(reason, MAX_FAILURE_MESSAGE);
                 self.codepipeline
                     .put_job_failure_result()
                     .job_id(job_id)

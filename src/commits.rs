@@ -98,6 +98,12 @@ struct GitHubPerson {
     name: String,
 }
 
+/// Whether `id` is a git commit id (SHA-1 or SHA-256, in hex): ids name
+/// executions and artifacts, so nothing else is taken for one.
+fn is_commit_id(id: &str) -> bool {
+    matches!(id.len(), 40 | 64) && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// A GitHub `push` event body. `None` for a reference that is neither a branch
 /// nor a tag (GitHub also reports e.g. `refs/notes/*`).
 pub fn parse_github_push(body: &[u8]) -> Result<Option<Push>, CommitEventError> {
@@ -106,6 +112,12 @@ pub fn parse_github_push(body: &[u8]) -> Result<Option<Push>, CommitEventError> 
     let Some(reference) = GitRef::parse(&push.reference) else {
         return Ok(None);
     };
+    if !is_commit_id(&push.after) {
+        return Err(CommitEventError::Malformed(format!(
+            "after: {:?} is not a commit id",
+            crate::domain::clip(&push.after, 80)
+        )));
+    }
     let deleted = push.deleted || push.after == NULL_SHA;
     let changed_paths = (push.commits.len() < GITHUB_MAX_COMMITS).then(|| {
         let mut files: Vec<String> = push
@@ -137,17 +149,22 @@ pub fn parse_codecommit_trigger(
 ) -> Vec<Push> {
     let mut pushes = Vec::new();
     for record in &event.records {
-        // The ARN's last part is the repository name.
-        let repository = record
+        // The ARN's last part is the repository name; a record without one
+        // names no repository a pipeline could watch.
+        let Some(repository) = record
             .event_source_arn
             .as_deref()
             .and_then(|arn| arn.rsplit(':').next())
-            .unwrap_or_default()
-            .to_owned();
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned)
+        else {
+            continue;
+        };
         for r in &record.code_commit.references {
-            let (Some(reference), Some(sha)) =
-                (r.ref_.as_deref().and_then(GitRef::parse), r.commit.clone())
-            else {
+            let (Some(reference), Some(sha)) = (
+                r.ref_.as_deref().and_then(GitRef::parse),
+                r.commit.clone().filter(|c| is_commit_id(c)),
+            ) else {
                 continue;
             };
             pushes.push(Push {
@@ -195,6 +212,12 @@ pub fn parse_codecommit_state_change(
         }
         return Err(CommitEventError::Malformed("no commitId".into()));
     };
+    if !is_commit_id(&sha) {
+        return Err(CommitEventError::Malformed(format!(
+            "commitId: {:?} is not a commit id",
+            crate::domain::clip(&sha, 80)
+        )));
+    }
     Ok(Some(Push {
         repository: change.repository_name,
         reference,
@@ -210,6 +233,23 @@ pub fn parse_codecommit_state_change(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_commit_ids_are_taken_for_commits() {
+        let push = String::from_utf8(std::fs::read("events/github-push.json").unwrap()).unwrap();
+        let after = serde_json::from_str::<serde_json::Value>(&push).unwrap()["after"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        for bad in ["é😀", "main", "12345", &after[..39]] {
+            let body = push.replace(&after, bad);
+            assert!(
+                matches!(parse_github_push(body.as_bytes()), Err(CommitEventError::Malformed(m)) if m.starts_with("after:")),
+                "{bad}"
+            );
+        }
+        assert!(is_commit_id(&"ab".repeat(32)), "SHA-256 repositories");
+    }
 
     const PUSH: &[u8] = include_bytes!("../events/github-push.json");
 
@@ -338,7 +378,7 @@ mod tests {
                 ),
             ]
         );
-        assert_eq!(pushes[0].sha, "5e493c6f3067653f3d04eca608b4901eb227078");
+        assert_eq!(pushes[0].sha, "5e493c6f3067653f3d04eca608b4901eb2270781");
         assert_eq!(pushes[0].changed_paths, None);
     }
 
@@ -352,7 +392,7 @@ mod tests {
             .unwrap();
         assert_eq!(push.repository, "greeter");
         assert_eq!(push.reference, GitRef::Branch("main".into()));
-        assert_eq!(push.sha, "5e493c6f3067653f3d04eca608b4901eb227078");
+        assert_eq!(push.sha, "5e493c6f3067653f3d04eca608b4901eb2270781");
 
         let mut deleted = event["detail"].clone();
         deleted["event"] = "referenceDeleted".into();

@@ -4,6 +4,7 @@
 //! the orchestrator by its timer queue, the stream, the schedule and S3
 //! "Object Created" events of the artifact bucket.
 
+use crate::domain::clip;
 use crate::engine::TimerMessage;
 use crate::orchestrator::PipelineTimer;
 use aws_lambda_events::cloudwatch_alarms::{CloudWatchAlarmData, CloudWatchAlarmStateValue};
@@ -107,9 +108,8 @@ pub fn parse_shifter_event(payload: &Value) -> Result<ShifterEvent, EventError> 
             })
         }
         _ => {
-            let mut shown = payload.to_string();
-            shown.truncate(200);
-            Err(EventError::Unrecognised(shown))
+            let shown = payload.to_string();
+            Err(EventError::Unrecognised(clip(&shown, 200).to_owned()))
         }
     }
 }
@@ -200,9 +200,8 @@ pub fn parse_orchestrator_event(payload: &Value) -> Result<OrchestratorEvent, Ev
             })
         }
         _ => {
-            let mut shown = payload.to_string();
-            shown.truncate(200);
-            Err(EventError::Unrecognised(shown))
+            let shown = payload.to_string();
+            Err(EventError::Unrecognised(clip(&shown, 200).to_owned()))
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod domain;
 pub mod engine;
 pub mod events;
 pub mod function_url;
+pub mod fuzz_targets;
 pub mod gates;
 pub mod metrics;
 pub mod operations;

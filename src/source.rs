@@ -284,7 +284,7 @@ impl Source {
             }
             let id = format!(
                 "{}-{}",
-                &push.sha[..push.sha.len().min(7)],
+                crate::domain::clip(&push.sha, 7),
                 &uuid::Uuid::new_v4().simple().to_string()[..8]
             );
             let pipeline = definition.name.clone();

@@ -98,29 +98,7 @@ async fn the_api_runs_every_operation_and_refuses_what_does_not_apply() -> Resul
         0.1,
         &["CodePipelineActionFunction", "PostTrafficFunction"],
     )?;
-    let lambda = stack.lambda().await;
-    let role = function_role(&stack).await?;
-    create_function(&lambda, &role, "greeter", greeter_zip("r1")?, &[], 5).await?;
-    for _ in 0..2 {
-        lambda
-            .publish_version()
-            .function_name("greeter")
-            .send()
-            .await?;
-        lambda
-            .update_function_configuration()
-            .function_name("greeter")
-            .description(uuid::Uuid::new_v4().to_string())
-            .send()
-            .await?;
-    }
-    lambda
-        .create_alias()
-        .function_name("greeter")
-        .name("live")
-        .function_version("1")
-        .send()
-        .await?;
+    greeter_live_on_1(&stack, 2).await?;
     let api = Api {
         url: stack.var("SLUICE_URL_API_FUNCTION").to_owned(),
         stack,

@@ -67,30 +67,7 @@ async fn every_subcommand_works_against_the_local_stack() -> Result<()> {
         0.1,
         &["CodePipelineActionFunction", "PostTrafficFunction"],
     )?;
-    let lambda = stack.lambda().await;
-    let role = function_role(&stack).await?;
-    create_function(&lambda, &role, "greeter", greeter_zip("r1")?, &[], 5).await?;
-    // Versions 1, 2 and 3 of the same code.
-    for _ in 0..3 {
-        lambda
-            .publish_version()
-            .function_name("greeter")
-            .send()
-            .await?;
-        lambda
-            .update_function_configuration()
-            .function_name("greeter")
-            .description(uuid::Uuid::new_v4().to_string())
-            .send()
-            .await?;
-    }
-    lambda
-        .create_alias()
-        .function_name("greeter")
-        .name("live")
-        .function_version("1")
-        .send()
-        .await?;
+    greeter_live_on_1(&stack, 3).await?;
     let cli = Cli { stack };
 
     // Pipelines: invalid ones are refused with every problem; apply shows the diff.

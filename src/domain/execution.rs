@@ -261,7 +261,7 @@ impl Execution {
 }
 
 fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(7)]
+    super::clip(sha, 7)
 }
 
 /// The timeline lines among `commands`.

@@ -399,7 +399,7 @@ impl TemplateContext {
         Some(match name {
             "repo" => &self.repo,
             "sha" => &self.sha,
-            "short_sha" => &self.sha[..self.sha.len().min(7)],
+            "short_sha" => super::clip(&self.sha, 7),
             "ref" => &self.reference,
             "pipeline" => &self.pipeline,
             "execution" => &self.execution,

@@ -124,6 +124,36 @@ pub async fn create_function(
         .await?)
 }
 
+/// The sample app as operators' tests want it: `versions` published versions
+/// of the same code (1 to `versions`), and alias `live` on version 1.
+pub async fn greeter_live_on_1(stack: &LocalStack, versions: usize) -> Result<()> {
+    let lambda = stack.lambda().await;
+    let role = function_role(stack).await?;
+    create_function(&lambda, &role, "greeter", greeter_zip("r1")?, &[], 5).await?;
+    for _ in 0..versions {
+        lambda
+            .publish_version()
+            .function_name("greeter")
+            .send()
+            .await?;
+        // A version is published only when something changed.
+        lambda
+            .update_function_configuration()
+            .function_name("greeter")
+            .description(format!("after {}", uuid_like()))
+            .send()
+            .await?;
+    }
+    lambda
+        .create_alias()
+        .function_name("greeter")
+        .name("live")
+        .function_version("1")
+        .send()
+        .await?;
+    Ok(())
+}
+
 /// Polls `check` until it returns `Some`, failing after `deadline`.
 pub async fn wait_for<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> Result<T>
 where
