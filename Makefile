@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 STATE_DIR := .sluice-local
 
-.PHONY: help venv build lint test demo fuzz dev dev-down sam-build bench-local bench-engine clean
+.PHONY: help venv build lint test demo fuzz dev dev-down sam-build bench bench-local bench-engine clean
 
 help:
 	@echo "make demo         the main job on the local stack: three pushes, three verdicts"
@@ -16,6 +16,7 @@ help:
 	@echo "make dev          start moto + sluice-local in the background; source $(STATE_DIR)/env"
 	@echo "make dev-down     stop them"
 	@echo "make sam-build    build every function of template.yaml with cargo-lambda (x86_64)"
+	@echo "make bench        every benchmark, written to BENCHMARKS.md"
 	@echo "make bench-local  latency of invokes through sluice-local, and cold starts"
 	@echo "make bench-engine reaction latency, DynamoDB requests per step, schedule drift"
 
@@ -64,6 +65,10 @@ dev-down:
 
 sam-build: venv
 	sam build --parameter-overrides Architecture=x86_64
+
+bench: venv
+	cargo build --release --workspace --bins
+	benches/report.sh
 
 bench-local: venv
 	cargo build --release -p greeter

@@ -454,7 +454,7 @@ async fn update_alias(
         return resp;
     }
     revisions.insert(key, uuid::Uuid::new_v4().to_string());
-    rewrite_revisions(&revisions, &function, resp).await
+    rewrite_revisions(&mut revisions, &function, resp, false).await
 }
 
 /// Puts sluice-local's alias revisions into an answer moto gave (one alias,
@@ -466,65 +466,46 @@ async fn with_revisions(
     created: bool,
 ) -> Response {
     let mut revisions = state.alias_revisions.lock().await;
-    if created && resp.status().is_success() {
-        // A new alias of a name deleted before starts afresh.
-        let (parts, body) = resp.into_parts();
-        let Ok(bytes) = axum::body::to_bytes(body, MAX_REQUEST).await else {
-            return lambda_error(
-                StatusCode::BAD_GATEWAY,
-                "ServiceException",
-                "unreadable answer",
-            );
-        };
-        if let Some(name) = serde_json::from_slice::<Value>(&bytes)
-            .ok()
-            .and_then(|v| v.get("Name").and_then(Value::as_str).map(str::to_owned))
-        {
-            revisions.insert(
-                (function.to_owned(), name),
-                uuid::Uuid::new_v4().to_string(),
-            );
-        }
-        return rewrite_revisions(
-            &revisions,
-            function,
-            Response::from_parts(parts, axum::body::Body::from(bytes)),
-        )
-        .await;
-    }
-    rewrite_revisions(&revisions, function, resp).await
+    rewrite_revisions(&mut revisions, function, resp, created).await
 }
 
 async fn rewrite_revisions(
-    revisions: &HashMap<(String, String), String>,
+    revisions: &mut HashMap<(String, String), String>,
     function: &str,
     resp: Response,
+    created: bool,
 ) -> Response {
     if !resp.status().is_success() {
         return resp;
     }
-    let (parts, body) = resp.into_parts();
+    let (mut parts, body) = resp.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_REQUEST).await else {
         return lambda_error(
             StatusCode::BAD_GATEWAY,
             "ServiceException",
-            "unreadable answer",
+            "moto's answer was cut",
         );
     };
     let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
         return Response::from_parts(parts, axum::body::Body::from(bytes));
     };
-    let rewrite = |alias: &mut Value| {
-        let name = alias.get("Name").and_then(Value::as_str).map(str::to_owned);
-        if let Some(revision) = name.and_then(|n| revisions.get(&(function.to_owned(), n))) {
+    let key = |alias: &Value| {
+        let name = alias.get("Name").and_then(Value::as_str)?;
+        Some((function.to_owned(), name.to_owned()))
+    };
+    if created && let Some(key) = key(&value) {
+        // A new alias of a name deleted before starts afresh.
+        revisions.insert(key, uuid::Uuid::new_v4().to_string());
+    }
+    let mut rewrite = |alias: &mut Value| {
+        if let Some(revision) = key(alias).and_then(|k| revisions.get(&k)) {
             alias["RevisionId"] = json!(revision);
         }
     };
     match value.get_mut("Aliases").and_then(Value::as_array_mut) {
-        Some(aliases) => aliases.iter_mut().for_each(rewrite),
+        Some(aliases) => aliases.iter_mut().for_each(&mut rewrite),
         None => rewrite(&mut value),
     }
-    let mut parts = parts;
     parts.headers.remove("content-length");
     Response::from_parts(parts, axum::body::Body::from(value.to_string()))
 }
