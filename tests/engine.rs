@@ -991,3 +991,61 @@ async fn a_worker_overtaken_by_a_rollback_never_splits_the_alias_again() -> Resu
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_alias_that_changes_under_every_write_fails_the_worker_and_resume_repairs_it()
+-> Result<()> {
+    let w = world().await?;
+    // Someone else writes the alias between each read and write of this worker.
+    let lambda = w.lambda.clone();
+    let meddling = Engine {
+        fault: Some(Arc::new(move |point| {
+            let lambda = lambda.clone();
+            let meddles = matches!(point, FaultPoint::AliasWrite { .. });
+            Box::pin(async move {
+                if meddles {
+                    lambda
+                        .update_alias()
+                        .function_name("greeter")
+                        .name("live")
+                        .description(uuid::Uuid::new_v4().to_string())
+                        .send()
+                        .await
+                        .expect("the meddling write");
+                }
+                false
+            })
+        })),
+        ..w.engine.clone()
+    };
+    let failed = meddling
+        .start("meddled", spec("2", "canary:10:1h", None, None))
+        .await
+        .expect_err("every write was refused");
+    assert!(
+        failed
+            .to_string()
+            .contains("changed under every one of 5 attempts"),
+        "{failed}"
+    );
+    assert_eq!(w.alias().await?, ("1".to_owned(), vec![]));
+    let saved = w.engine.store.load("meddled").await?.deployment;
+    assert!(
+        matches!(saved.phase, Phase::Shifting { step: 0 }),
+        "{:?}",
+        saved.phase
+    );
+
+    // Left alone, the sweep's repair makes the write the saved phase wants.
+    let repaired = w.engine.resume("meddled").await?;
+    assert!(
+        matches!(repaired.phase, Phase::Baking { step: 0, .. }),
+        "{:?}",
+        repaired.phase
+    );
+    assert_eq!(
+        w.alias().await?,
+        ("1".to_owned(), vec![("2".to_owned(), 0.1)])
+    );
+    Ok(())
+}

@@ -16,7 +16,7 @@ use std::process::Command;
 const NO_COMMIT: &str = "0000000000000000000000000000000000000000";
 
 /// Where the demo pipeline's artifact action waits for a commit's build.
-pub fn artifact_key(repository: &str, sha: &str) -> String {
+fn artifact_key(repository: &str, sha: &str) -> String {
     format!("builds/{repository}/{sha}/greeter.zip")
 }
 

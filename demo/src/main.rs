@@ -28,8 +28,18 @@ use std::time::{Duration, Instant};
 
 const PIPELINE: &str = "demo";
 const REPOSITORY: &str = "demo/greeter";
-/// The demo pipeline's deploy action: stage `live`, its first action.
-const DEPLOY_ACTION: (usize, usize) = (1, 0);
+/// The deployment an execution's deploy action started: the demo pipeline's
+/// stage `live`, its first action, first attempt.
+fn live_deployment(execution: &str) -> String {
+    deployment_id(
+        execution,
+        &ActionRef {
+            stage: 1,
+            action: 0,
+            attempt: 1,
+        },
+    )
+}
 /// How long one push may take, from `git push` to the execution's end.
 const PUSH_DEADLINE: Duration = Duration::from_secs(150);
 
@@ -364,14 +374,7 @@ async fn demo(
         })
         .await?;
         follow(env_file, &store, &execution).await?;
-        let deployment = deployment_id(
-            &execution,
-            &ActionRef {
-                stage: DEPLOY_ACTION.0,
-                action: DEPLOY_ACTION.1,
-                attempt: 1,
-            },
-        );
+        let deployment = live_deployment(&execution);
         let d = store.load(&deployment).await?.deployment;
         let timeline = store.events(&deployment).await?;
         let shifted = timeline.iter().any(|e| e.kind == EventKind::Shifted);
@@ -438,15 +441,7 @@ async fn follow(env_file: &Path, store: &Store, execution: &str) -> Result<()> {
             .into_iter()
             .map(|e| (e.at, e.message))
             .collect();
-        let deployment = deployment_id(
-            execution,
-            &ActionRef {
-                stage: DEPLOY_ACTION.0,
-                action: DEPLOY_ACTION.1,
-                attempt: 1,
-            },
-        );
-        if let Ok(events) = store.events(&deployment).await {
+        if let Ok(events) = store.events(&live_deployment(execution)).await {
             lines.extend(events.into_iter().map(|e| (e.at, e.message)));
         }
         lines.sort_by_key(|(at, _)| *at);
