@@ -21,7 +21,7 @@ use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 use sluice::domain::deployment::{
     Deployment, DeploymentSpec, Gate, Input, OnBusy, Phase, VersionSource,
 };
-use sluice::engine::{Engine, TimerMessage};
+use sluice::engine::{AwsCloud, Engine, SystemClock, TimerMessage};
 use sluice::store::Store;
 use sluice_local::code::bootstrap_zip;
 use sluice_local::launcher::{LocalStack, StackOptions, build_dir};
@@ -150,9 +150,10 @@ async fn run_with_timers(engine: &Engine, id: &str, spec: DeploymentSpec) -> Res
     while !d.phase.is_terminal() {
         anyhow::ensure!(Instant::now() < deadline, "{id} is still {:?}", d.phase);
         let received = engine
+            .cloud
             .sqs
             .receive_message()
-            .queue_url(&engine.timer_queue_url)
+            .queue_url(&engine.cloud.timer_queue_url)
             .wait_time_seconds(1)
             .send()
             .await?;
@@ -162,9 +163,10 @@ async fn run_with_timers(engine: &Engine, id: &str, spec: DeploymentSpec) -> Res
                 d = engine.timer(&timer).await?;
             }
             engine
+                .cloud
                 .sqs
                 .delete_message()
-                .queue_url(&engine.timer_queue_url)
+                .queue_url(&engine.cloud.timer_queue_url)
                 .receipt_handle(m.receipt_handle().unwrap_or_default())
                 .send()
                 .await?;
@@ -212,18 +214,21 @@ async fn main() -> Result<()> {
             stack.var("SLUICE_RESOURCE_STATE_TABLE"),
             chrono::Duration::days(1),
         ),
-        lambda: lambda.clone(),
-        cloudwatch: aws_sdk_cloudwatch::Client::from_conf(
-            aws_sdk_cloudwatch::config::Builder::from(&sdk)
-                .interceptor(calls.clone())
-                .build(),
-        ),
-        sqs: aws_sdk_sqs::Client::from_conf(
-            aws_sdk_sqs::config::Builder::from(&sdk)
-                .interceptor(calls.clone())
-                .build(),
-        ),
-        timer_queue_url: stack.var("SLUICE_RESOURCE_TIMER_QUEUE").to_owned(),
+        cloud: AwsCloud {
+            lambda: lambda.clone(),
+            cloudwatch: aws_sdk_cloudwatch::Client::from_conf(
+                aws_sdk_cloudwatch::config::Builder::from(&sdk)
+                    .interceptor(calls.clone())
+                    .build(),
+            ),
+            sqs: aws_sdk_sqs::Client::from_conf(
+                aws_sdk_sqs::config::Builder::from(&sdk)
+                    .interceptor(calls.clone())
+                    .build(),
+            ),
+            timer_queue_url: stack.var("SLUICE_RESOURCE_TIMER_QUEUE").to_owned(),
+        },
+        clock: SystemClock,
         hook_timeout: Duration::from_secs(10),
         fault: None,
     };
@@ -269,7 +274,7 @@ async fn main() -> Result<()> {
         .function_version("1")
         .send()
         .await?;
-    let cloudwatch = &engine.cloudwatch;
+    let cloudwatch = &engine.cloud.cloudwatch;
     cloudwatch
         .put_metric_alarm()
         .alarm_name("app-errors")

@@ -5,7 +5,12 @@
 //! Everything the engine does is repeatable: a worker that dies between any
 //! two AWS calls leaves a saved phase whose commands `resume` issues again.
 
-use crate::aws::service_message;
+mod ports;
+
+pub use ports::{
+    AliasState, AliasWrite, AwsCloud, Clock, Cloud, Deployments, HookCall, SystemClock,
+};
+
 use crate::domain::deployment::{
     AliasUpdate, Command, Deployment, DeploymentSpec, Event, EventKind, Gate, Input, Phase, Time,
     VersionSource, decide, pending,
@@ -17,9 +22,6 @@ use crate::settings::{SettingError, number, setting};
 use crate::store::{
     IN_FLIGHT_GRACE_SECS, LockOutcome, STUCK_AFTER_SECS, Store, StoreError, Stored,
 };
-use aws_sdk_cloudwatch::types::StateValue;
-use aws_sdk_lambda::primitives::Blob;
-use aws_sdk_lambda::types::AliasRoutingConfiguration;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -102,20 +104,16 @@ pub fn stop_before(stop: impl Fn(&Command) -> bool + Send + Sync + 'static) -> F
 /// its read and its write.
 const ALIAS_WRITE_ATTEMPTS: usize = 5;
 
+/// The engine over its ports (see `ports`): DynamoDB, the AWS SDK and the
+/// wall clock in the functions, in-memory models in the simulation.
 #[derive(Clone)]
-pub struct Engine {
-    pub store: Store,
-    pub lambda: aws_sdk_lambda::Client,
-    pub cloudwatch: aws_sdk_cloudwatch::Client,
-    pub sqs: aws_sdk_sqs::Client,
-    pub timer_queue_url: String,
+pub struct Engine<S = Store, C = AwsCloud, K = SystemClock> {
+    pub store: S,
+    pub cloud: C,
+    pub clock: K,
     /// How long a hook may take before its gate fails.
     pub hook_timeout: Duration,
     pub fault: Option<FaultHook>,
-}
-
-fn now() -> Time {
-    chrono::Utc::now()
 }
 
 fn split(commands: Vec<Command>) -> (Vec<Event>, Vec<Command>) {
@@ -137,13 +135,17 @@ impl Engine {
     pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, SettingError> {
         Ok(Engine {
             store: Store::from_env(config)?,
-            lambda: aws_sdk_lambda::Client::new(config),
-            cloudwatch: aws_sdk_cloudwatch::Client::new(config),
-            sqs: aws_sdk_sqs::Client::new(config),
-            timer_queue_url: setting("SLUICE_TIMER_QUEUE_URL")?,
+            cloud: AwsCloud::new(config, setting("SLUICE_TIMER_QUEUE_URL")?),
+            clock: SystemClock,
             hook_timeout: hook_timeout(std::env::var("SLUICE_HOOK_TIMEOUT_SECONDS").ok())?,
             fault: None,
         })
+    }
+}
+
+impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
+    fn now(&self) -> Time {
+        self.clock.now()
     }
 
     /// Handles one event of the shifter's sources; for timer batches, returns
@@ -210,7 +212,7 @@ impl Engine {
 
     /// Saves a new deployment and drives it as far as it goes now.
     pub async fn start(&self, id: &str, spec: DeploymentSpec) -> Result<Deployment, EngineError> {
-        let (d, commands) = Deployment::create(id, spec, now());
+        let (d, commands) = Deployment::create(id, spec, self.now());
         let (events, actions) = split(commands);
         let stored = self.store.create(&d, &events).await?;
         tracing::info!(deployment_id = id, "deployment created");
@@ -253,13 +255,13 @@ impl Engine {
                     inputs.push_back(Input::LockFreed);
                 }
             }
-            Phase::Baking { step, until } if !d.paused && *until <= now() => {
+            Phase::Baking { step, until } if !d.paused && *until <= self.now() => {
                 inputs.push_back(Input::TimerFired { step: *step });
             }
             _ => {}
         }
         let actions = if inputs.is_empty() {
-            pending(d, now())
+            pending(d, self.now())
         } else {
             Vec::new()
         };
@@ -269,7 +271,7 @@ impl Engine {
     /// Resumes every deployment that is due; returns how many it touched and
     /// the failures. Then counts what is stuck, for the alarm on it.
     pub async fn reconcile(&self) -> Result<(usize, Vec<(String, EngineError)>), EngineError> {
-        let ids = self.store.due(now()).await?;
+        let ids = self.store.due(self.now()).await?;
         let mut failures = Vec::new();
         for id in &ids {
             if let Err(e) = self.resume(id).await {
@@ -277,7 +279,7 @@ impl Engine {
                 failures.push((id.clone(), e));
             }
         }
-        let stuck = self.store.stuck(now()).await?;
+        let stuck = self.store.stuck(self.now()).await?;
         for id in &stuck {
             tracing::error!(deployment_id = %id, "deployment stuck: overdue for over {STUCK_AFTER_SECS} s");
         }
@@ -295,10 +297,10 @@ impl Engine {
         if let Phase::Baking { step, until } = stored.deployment.phase
             && step == message.step
             && !stored.deployment.paused
-            && let Ok(early) = (until - now()).to_std()
+            && let Ok(early) = (until - self.now()).to_std()
             && early <= TIMER_EARLY_WAIT
         {
-            tokio::time::sleep(early).await;
+            self.clock.sleep(early).await;
         }
         let input = Input::TimerFired { step: message.step };
         self.drive(stored, VecDeque::from([input]), Vec::new())
@@ -348,7 +350,7 @@ impl Engine {
                 }
                 return Ok(stored.deployment);
             };
-            let (next, commands) = decide(&stored.deployment, &input, now());
+            let (next, commands) = decide(&stored.deployment, &input, self.now());
             if next == stored.deployment && commands.is_empty() {
                 tracing::debug!(deployment_id = %id, ?input, "input ignored");
                 continue;
@@ -402,20 +404,14 @@ impl Engine {
             } => self.set_alias(d, primary, additional, update).await,
             Command::StartTimer { step, at } => {
                 // Rounded down: the handler waits out the last second (`TIMER_EARLY_WAIT`).
-                let delay = (at - now()).num_seconds().clamp(0, MAX_TIMER_DELAY_SECS) as i32;
-                let body = serde_json::to_string(&TimerMessage {
+                let delay = (at - self.now())
+                    .num_seconds()
+                    .clamp(0, MAX_TIMER_DELAY_SECS) as i32;
+                let message = TimerMessage {
                     deployment_id: d.id.clone(),
                     step,
-                })
-                .expect("timer messages serialise");
-                self.sqs
-                    .send_message()
-                    .queue_url(&self.timer_queue_url)
-                    .message_body(body)
-                    .delay_seconds(delay)
-                    .send()
-                    .await
-                    .map_err(|e| aws("SendMessage (timer)", e))?;
+                };
+                self.cloud.send_timer(&message, delay).await?;
                 Ok(None)
             }
             Command::ReleaseLock => {
@@ -468,15 +464,13 @@ impl Engine {
             .into_iter()
             .map(|(version, percent)| (version, percent / 100.0))
             .collect();
+        let (function, alias) = (&d.spec.function, &d.spec.alias);
         for _ in 0..ALIAS_WRITE_ATTEMPTS {
-            let current = self
-                .lambda
-                .get_alias()
-                .function_name(&d.spec.function)
-                .name(&d.spec.alias)
-                .send()
-                .await
-                .map_err(|e| aws("GetAlias", e))?;
+            let Some(current) = self.cloud.read_alias(function, alias).await? else {
+                return Err(EngineError::Aws(format!(
+                    "GetAlias: alias {function}:{alias} does not exist"
+                )));
+            };
             let saved = self.store.load(&d.id).await?.deployment;
             if saved.phase != d.phase {
                 tracing::info!(deployment_id = %d.id, ?update, now = ?saved.phase, "alias write skipped: the deployment moved on");
@@ -489,28 +483,20 @@ impl Engine {
                 return Err(EngineError::Injected("UpdateAlias".into()));
             }
             let written = self
-                .lambda
-                .update_alias()
-                .function_name(&d.spec.function)
-                .name(&d.spec.alias)
-                .function_version(&primary)
-                .routing_config(
-                    AliasRoutingConfiguration::builder()
-                        .set_additional_version_weights(Some(weights.clone()))
-                        .build(),
+                .cloud
+                .write_alias(
+                    function,
+                    alias,
+                    &primary,
+                    &weights,
+                    current.revision.as_deref(),
                 )
-                .set_revision_id(current.revision_id().map(str::to_owned))
-                .send()
-                .await;
+                .await?;
             match written {
-                Ok(_) => return Ok(Some(Input::AliasUpdated { update })),
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|se| se.is_precondition_failed_exception()) =>
-                {
+                AliasWrite::Written => return Ok(Some(Input::AliasUpdated { update })),
+                AliasWrite::Stale => {
                     tracing::info!(deployment_id = %d.id, "the alias changed since it was read; reading it again");
                 }
-                Err(e) => return Err(aws("UpdateAlias", e)),
             }
         }
         Err(EngineError::Aws(format!(
@@ -522,69 +508,39 @@ impl Engine {
         let (function, alias) = (&d.spec.function, &d.spec.alias);
         if let LockOutcome::Busy { holder } = self
             .store
-            .acquire_lock(function, alias, &d.id, now())
+            .acquire_lock(function, alias, &d.id, self.now())
             .await?
         {
             return Ok(Input::LockBusy { holder });
         }
-        let current = match self
-            .lambda
-            .get_alias()
-            .function_name(function)
-            .name(alias)
-            .send()
-            .await
-        {
-            Ok(a) => a,
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_resource_not_found_exception()) =>
-            {
-                return Ok(Input::PrepareFailed {
-                    reason: format!("alias {function}:{alias} does not exist"),
-                });
-            }
-            Err(e) => return Err(aws("GetAlias", e)),
+        let Some(current) = self.cloud.read_alias(function, alias).await? else {
+            return Ok(Input::PrepareFailed {
+                reason: format!("alias {function}:{alias} does not exist"),
+            });
         };
-        let split_weights = current
-            .routing_config()
-            .and_then(|r| r.additional_version_weights())
-            .is_some_and(|w| !w.is_empty());
-        if split_weights {
+        if !current.weights.is_empty() {
             return Ok(Input::PrepareFailed {
                 reason: format!(
                     "alias {function}:{alias} is split between versions; it must serve one version to start"
                 ),
             });
         }
-        let from_version = current.function_version().unwrap_or_default().to_owned();
+        let from_version = current.version;
         let to_version = match &d.spec.source {
             VersionSource::Version(v) => {
-                match self
-                    .lambda
-                    .get_function_configuration()
-                    .function_name(function)
-                    .qualifier(v)
-                    .send()
-                    .await
-                {
-                    Ok(_) => v.clone(),
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|se| se.is_resource_not_found_exception()) =>
-                    {
-                        return Ok(Input::PrepareFailed {
-                            reason: format!("version {v} of {function} does not exist"),
-                        });
-                    }
-                    Err(e) => return Err(aws("GetFunctionConfiguration", e)),
+                if !self.cloud.version_exists(function, v).await? {
+                    return Ok(Input::PrepareFailed {
+                        reason: format!("version {v} of {function} does not exist"),
+                    });
                 }
+                v.clone()
             }
             VersionSource::Artifact {
                 bucket,
                 key,
                 object_version,
             } => match self
+                .cloud
                 .publish(function, bucket, key, object_version.as_deref())
                 .await
             {
@@ -596,44 +552,6 @@ impl Engine {
             from_version,
             to_version,
         })
-    }
-
-    /// Publishes the artifact as a new version, pinned to the code just uploaded.
-    async fn publish(
-        &self,
-        function: &str,
-        bucket: &str,
-        key: &str,
-        object_version: Option<&str>,
-    ) -> Result<String, String> {
-        let updated = self
-            .lambda
-            .update_function_code()
-            .function_name(function)
-            .s3_bucket(bucket)
-            .s3_key(key)
-            .set_s3_object_version(object_version.map(str::to_owned))
-            .send()
-            .await
-            .map_err(|e| {
-                format!(
-                    "UpdateFunctionCode from s3://{bucket}/{key}: {}",
-                    service_message(&e)
-                )
-            })?;
-        let sha = updated.code_sha256().unwrap_or_default();
-        let published = self
-            .lambda
-            .publish_version()
-            .function_name(function)
-            .code_sha256(sha)
-            .send()
-            .await
-            .map_err(|e| format!("PublishVersion: {}", service_message(&e)))?;
-        published
-            .version()
-            .map(str::to_owned)
-            .ok_or_else(|| "PublishVersion returned no version".to_owned())
     }
 
     async fn run_gate(
@@ -650,25 +568,9 @@ impl Engine {
             reason,
         };
         if !d.spec.alarms.is_empty() {
-            let out = self
-                .cloudwatch
-                .describe_alarms()
-                .set_alarm_names(Some(d.spec.alarms.clone()))
-                .send()
-                .await
-                .map_err(|e| aws("DescribeAlarms", e))?;
-            let found: HashMap<&str, bool> = out
-                .metric_alarms()
-                .iter()
-                .filter_map(|a| {
-                    Some((a.alarm_name()?, a.state_value() == Some(&StateValue::Alarm)))
-                })
-                .chain(out.composite_alarms().iter().filter_map(|a| {
-                    Some((a.alarm_name()?, a.state_value() == Some(&StateValue::Alarm)))
-                }))
-                .collect();
+            let found = self.cloud.alarms_in_alarm(&d.spec.alarms).await?;
             for name in &d.spec.alarms {
-                match found.get(name.as_str()) {
+                match found.get(name) {
                     None => return Ok(verdict(false, format!("alarm {name} does not exist"))),
                     Some(true) => return Ok(verdict(false, format!("alarm {name} is in ALARM"))),
                     Some(false) => {}
@@ -698,50 +600,19 @@ impl Engine {
             // The PostTraffic gate starts when the shift is acknowledged.
             shifted_at: (gate == Gate::PostTraffic).then_some(d.updated_at),
         };
-        let invoked = self
-            .lambda
-            .invoke()
-            .function_name(hook)
-            .payload(Blob::new(
-                serde_json::to_vec(&request).expect("hook requests serialise"),
-            ))
-            .customize()
-            .config_override(
-                aws_sdk_lambda::config::Builder::default().timeout_config(
-                    aws_sdk_lambda::config::timeout::TimeoutConfig::builder()
-                        .operation_timeout(self.hook_timeout)
-                        .build(),
-                ),
-            )
-            .send()
-            .await;
-        let out = match invoked {
-            Ok(out) => out,
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_too_many_requests_exception()) =>
-            {
-                return Err(aws("Invoke (hook throttled)", e));
+        let payload = match self
+            .cloud
+            .invoke_hook(hook, &request, self.hook_timeout)
+            .await?
+        {
+            HookCall::Answered(payload) => payload,
+            HookCall::Raised(message) => {
+                return Ok(verdict(false, format!("hook {hook} failed: {message}")));
             }
-            Err(e) => {
-                return Ok(verdict(
-                    false,
-                    format!("hook {hook} could not run: {}", service_message(&e)),
-                ));
+            HookCall::NotRun(why) => {
+                return Ok(verdict(false, format!("hook {hook} could not run: {why}")));
             }
         };
-        let payload = out
-            .payload()
-            .map(|p| p.as_ref().to_vec())
-            .unwrap_or_default();
-        if out.function_error().is_some() {
-            let detail: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
-            let message = detail["errorMessage"]
-                .as_str()
-                .unwrap_or("no message")
-                .to_owned();
-            return Ok(verdict(false, format!("hook {hook} failed: {message}")));
-        }
         match serde_json::from_slice::<HookResponse>(&payload) {
             Ok(answer) => Ok(verdict(
                 answer.status == HookStatus::Succeeded,

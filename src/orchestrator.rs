@@ -519,6 +519,7 @@ impl Orchestrator {
         let delay = (when - now()).num_seconds().clamp(0, MAX_TIMER_DELAY_SECS) as i32;
         let body = serde_json::to_string(timer).expect("timers serialise");
         self.engine
+            .cloud
             .sqs
             .send_message()
             .queue_url(&self.timer_queue_url)
@@ -609,6 +610,7 @@ impl Orchestrator {
                 });
                 let out = self
                     .engine
+                    .cloud
                     .lambda
                     .invoke()
                     .function_name(&function)

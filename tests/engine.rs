@@ -9,7 +9,9 @@ use serde_json::Value;
 use sluice::domain::deployment::{
     Command, Deployment, DeploymentSpec, EventKind, Input, OnBusy, Phase, VersionSource,
 };
-use sluice::engine::{Engine, EngineError, FaultPoint, TimerMessage, stop_before};
+use sluice::engine::{
+    AwsCloud, Engine, EngineError, FaultPoint, SystemClock, TimerMessage, stop_before,
+};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -90,10 +92,13 @@ async fn world_of(stack: TestStack) -> Result<World> {
     }
     let engine = Engine {
         store: template_store(&stack).await,
-        lambda: lambda.clone(),
-        cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
-        sqs: aws_sdk_sqs::Client::new(&config),
-        timer_queue_url: stack.var("SLUICE_RESOURCE_TIMER_QUEUE").to_owned(),
+        cloud: AwsCloud {
+            lambda: lambda.clone(),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
+            sqs: aws_sdk_sqs::Client::new(&config),
+            timer_queue_url: stack.var("SLUICE_RESOURCE_TIMER_QUEUE").to_owned(),
+        },
+        clock: SystemClock,
         hook_timeout: Duration::from_secs(10),
         fault: None,
     };
@@ -125,6 +130,7 @@ impl World {
     /// An alarm on the greeter's errors, in state INSUFFICIENT_DATA until a test sets it.
     async fn create_alarm(&self, name: &str) -> Result<()> {
         self.engine
+            .cloud
             .cloudwatch
             .put_metric_alarm()
             .alarm_name(name)
@@ -205,9 +211,10 @@ impl World {
             }
             let received = self
                 .engine
+                .cloud
                 .sqs
                 .receive_message()
-                .queue_url(&self.engine.timer_queue_url)
+                .queue_url(&self.engine.cloud.timer_queue_url)
                 .wait_time_seconds(1)
                 .send()
                 .await?;
@@ -215,9 +222,10 @@ impl World {
                 let timer: TimerMessage = serde_json::from_str(m.body().unwrap_or_default())?;
                 engine.timer(&timer).await?;
                 engine
+                    .cloud
                     .sqs
                     .delete_message()
-                    .queue_url(&self.engine.timer_queue_url)
+                    .queue_url(&self.engine.cloud.timer_queue_url)
                     .receipt_handle(m.receipt_handle().unwrap_or_default())
                     .send()
                     .await?;
@@ -338,7 +346,7 @@ async fn failed_gates_and_alarms_roll_back_with_the_alias_whole() -> Result<()> 
     );
 
     // An alarm in ALARM fails the gate of the next step, after the first shift.
-    let cw = &w.engine.cloudwatch;
+    let cw = &w.engine.cloud.cloudwatch;
     w.create_alarm("greeter-errors").await?;
     let mut watched = spec("2", "canary:10:1s", None, None);
     watched.alarms = vec!["greeter-errors".into()];
@@ -588,6 +596,7 @@ async fn the_shifter_function_runs_deployments_from_its_event_sources() -> Resul
         ("2".to_owned(), vec![("3".to_owned(), 0.1)])
     );
     w.engine
+        .cloud
         .cloudwatch
         .set_alarm_state()
         .alarm_name("greeter-live-errors")

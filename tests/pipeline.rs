@@ -105,10 +105,13 @@ impl World {
         // What an operator's tool uses to approve (the API and CLI call the same).
         let engine = sluice::engine::Engine {
             store: store.clone(),
-            lambda: lambda.clone(),
-            cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
-            sqs: aws_sdk_sqs::Client::new(&config),
-            timer_queue_url: stack.var("SLUICE_RESOURCE_TIMER_QUEUE").to_owned(),
+            cloud: sluice::engine::AwsCloud {
+                lambda: lambda.clone(),
+                cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
+                sqs: aws_sdk_sqs::Client::new(&config),
+                timer_queue_url: stack.var("SLUICE_RESOURCE_TIMER_QUEUE").to_owned(),
+            },
+            clock: sluice::engine::SystemClock,
             hook_timeout: Duration::from_secs(30),
             fault: None,
         };

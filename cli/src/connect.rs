@@ -2,7 +2,7 @@
 //! (its CloudFormation outputs). Either way the CLI gets the same clients.
 
 use anyhow::{Context, Result, bail};
-use sluice::engine::Engine;
+use sluice::engine::{AwsCloud, Engine, SystemClock};
 use sluice::operations::Operations;
 use sluice::orchestrator::Orchestrator;
 use sluice::store::Store;
@@ -47,10 +47,13 @@ fn operations(
             table,
             chrono::Duration::days(90),
         ),
-        lambda,
-        cloudwatch: aws_sdk_cloudwatch::Client::new(config),
-        sqs: aws_sdk_sqs::Client::new(config),
-        timer_queue_url,
+        cloud: AwsCloud {
+            lambda,
+            cloudwatch: aws_sdk_cloudwatch::Client::new(config),
+            sqs: aws_sdk_sqs::Client::new(config),
+            timer_queue_url,
+        },
+        clock: SystemClock,
         hook_timeout: Duration::from_secs(60),
         fault: None,
     };

@@ -1,0 +1,437 @@
+//! What the engine needs from the world, as three ports: the table's
+//! deployment items, the cloud (the alias, versions, alarms, hooks, timers)
+//! and the clock. The functions plug in DynamoDB, the AWS SDK and the system
+//! clock; the deterministic simulation (tests/simulation.rs) plugs in
+//! in-memory models with the same conditional semantics.
+
+use super::{EngineError, TimerMessage, aws};
+use crate::aws::service_message;
+use crate::domain::deployment::{Deployment, Event, Time};
+use crate::domain::hooks::HookRequest;
+use crate::store::{LockOutcome, Store, StoreError, Stored};
+use aws_sdk_cloudwatch::types::StateValue;
+use aws_sdk_lambda::primitives::Blob;
+use aws_sdk_lambda::types::AliasRoutingConfiguration;
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+/// The deployment and lock items of the table. Every write is conditional:
+/// `save` on the version loaded, `create` on the id being free,
+/// `acquire_lock` on the lock being free or already ours.
+pub trait Deployments: Send + Sync {
+    fn create(
+        &self,
+        d: &Deployment,
+        events: &[Event],
+    ) -> impl Future<Output = Result<Stored, StoreError>> + Send;
+    fn save(
+        &self,
+        d: &Deployment,
+        expected: u64,
+        events: &[Event],
+    ) -> impl Future<Output = Result<Stored, StoreError>> + Send;
+    /// A consistent read.
+    fn load(&self, id: &str) -> impl Future<Output = Result<Stored, StoreError>> + Send;
+    /// Ids of every unfinished deployment.
+    fn active(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// Ids of unfinished deployments due by `now`.
+    fn due(&self, now: Time) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    fn stuck(&self, now: Time) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// Deployments queued for an alias, longest waiting first.
+    fn queued_for(
+        &self,
+        function: &str,
+        alias: &str,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    fn acquire_lock(
+        &self,
+        function: &str,
+        alias: &str,
+        id: &str,
+        now: Time,
+    ) -> impl Future<Output = Result<LockOutcome, StoreError>> + Send;
+    fn lock_holder(
+        &self,
+        function: &str,
+        alias: &str,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+    /// Releases the lock if `id` holds it; otherwise does nothing.
+    fn release_lock(
+        &self,
+        function: &str,
+        alias: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+impl Deployments for Store {
+    async fn create(&self, d: &Deployment, events: &[Event]) -> Result<Stored, StoreError> {
+        Store::create(self, d, events).await
+    }
+    async fn save(
+        &self,
+        d: &Deployment,
+        expected: u64,
+        events: &[Event],
+    ) -> Result<Stored, StoreError> {
+        Store::save(self, d, expected, events).await
+    }
+    async fn load(&self, id: &str) -> Result<Stored, StoreError> {
+        Store::load(self, id).await
+    }
+    async fn active(&self) -> Result<Vec<String>, StoreError> {
+        Store::active(self).await
+    }
+    async fn due(&self, now: Time) -> Result<Vec<String>, StoreError> {
+        Store::due(self, now).await
+    }
+    async fn stuck(&self, now: Time) -> Result<Vec<String>, StoreError> {
+        Store::stuck(self, now).await
+    }
+    async fn queued_for(&self, function: &str, alias: &str) -> Result<Vec<String>, StoreError> {
+        Store::queued_for(self, function, alias).await
+    }
+    async fn acquire_lock(
+        &self,
+        function: &str,
+        alias: &str,
+        id: &str,
+        now: Time,
+    ) -> Result<LockOutcome, StoreError> {
+        Store::acquire_lock(self, function, alias, id, now).await
+    }
+    async fn lock_holder(&self, function: &str, alias: &str) -> Result<Option<String>, StoreError> {
+        Store::lock_holder(self, function, alias).await
+    }
+    async fn release_lock(&self, function: &str, alias: &str, id: &str) -> Result<(), StoreError> {
+        Store::release_lock(self, function, alias, id).await
+    }
+}
+
+/// An alias as read: what it serves and the revision a write must name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AliasState {
+    pub version: String,
+    /// Extra versions and their weights (0 to 1); empty when whole.
+    pub weights: HashMap<String, f64>,
+    pub revision: Option<String>,
+}
+
+/// How a conditional alias write ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AliasWrite {
+    Written,
+    /// Someone wrote the alias since the revision was read.
+    Stale,
+}
+
+/// How a hook invocation ended, short of a transient failure (an `Err`,
+/// retried later).
+#[derive(Debug, Clone, PartialEq)]
+pub enum HookCall {
+    /// The hook ran and answered this payload.
+    Answered(Vec<u8>),
+    /// The hook ran and raised this error message.
+    Raised(String),
+    /// The hook could not be run (missing, denied, timed out).
+    NotRun(String),
+}
+
+/// Lambda, CloudWatch and the timer queue, as the engine uses them.
+pub trait Cloud: Send + Sync {
+    /// `None` if the alias does not exist.
+    fn read_alias(
+        &self,
+        function: &str,
+        alias: &str,
+    ) -> impl Future<Output = Result<Option<AliasState>, EngineError>> + Send;
+    /// Sets the alias if its revision is still `revision`.
+    fn write_alias(
+        &self,
+        function: &str,
+        alias: &str,
+        primary: &str,
+        weights: &HashMap<String, f64>,
+        revision: Option<&str>,
+    ) -> impl Future<Output = Result<AliasWrite, EngineError>> + Send;
+    fn version_exists(
+        &self,
+        function: &str,
+        version: &str,
+    ) -> impl Future<Output = Result<bool, EngineError>> + Send;
+    /// Publishes the artifact as a new version; `Err` says why it cannot be.
+    fn publish(
+        &self,
+        function: &str,
+        bucket: &str,
+        key: &str,
+        object_version: Option<&str>,
+    ) -> impl Future<Output = Result<String, String>> + Send;
+    /// Whether each named alarm that exists is in ALARM.
+    fn alarms_in_alarm(
+        &self,
+        names: &[String],
+    ) -> impl Future<Output = Result<HashMap<String, bool>, EngineError>> + Send;
+    fn invoke_hook(
+        &self,
+        hook: &str,
+        request: &HookRequest,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<HookCall, EngineError>> + Send;
+    /// Has `message` delivered back to the engine after `delay_secs`.
+    fn send_timer(
+        &self,
+        message: &TimerMessage,
+        delay_secs: i32,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
+}
+
+/// The cloud through the AWS SDK.
+#[derive(Clone, Debug)]
+pub struct AwsCloud {
+    pub lambda: aws_sdk_lambda::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    pub timer_queue_url: String,
+}
+
+impl AwsCloud {
+    pub fn new(config: &aws_config::SdkConfig, timer_queue_url: String) -> Self {
+        AwsCloud {
+            lambda: aws_sdk_lambda::Client::new(config),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(config),
+            sqs: aws_sdk_sqs::Client::new(config),
+            timer_queue_url,
+        }
+    }
+}
+
+impl Cloud for AwsCloud {
+    async fn read_alias(
+        &self,
+        function: &str,
+        alias: &str,
+    ) -> Result<Option<AliasState>, EngineError> {
+        match self
+            .lambda
+            .get_alias()
+            .function_name(function)
+            .name(alias)
+            .send()
+            .await
+        {
+            Ok(a) => Ok(Some(AliasState {
+                version: a.function_version().unwrap_or_default().to_owned(),
+                weights: a
+                    .routing_config()
+                    .and_then(|r| r.additional_version_weights())
+                    .cloned()
+                    .unwrap_or_default(),
+                revision: a.revision_id().map(str::to_owned),
+            })),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_resource_not_found_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(aws("GetAlias", e)),
+        }
+    }
+
+    async fn write_alias(
+        &self,
+        function: &str,
+        alias: &str,
+        primary: &str,
+        weights: &HashMap<String, f64>,
+        revision: Option<&str>,
+    ) -> Result<AliasWrite, EngineError> {
+        let written = self
+            .lambda
+            .update_alias()
+            .function_name(function)
+            .name(alias)
+            .function_version(primary)
+            .routing_config(
+                AliasRoutingConfiguration::builder()
+                    .set_additional_version_weights(Some(weights.clone()))
+                    .build(),
+            )
+            .set_revision_id(revision.map(str::to_owned))
+            .send()
+            .await;
+        match written {
+            Ok(_) => Ok(AliasWrite::Written),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_precondition_failed_exception()) =>
+            {
+                Ok(AliasWrite::Stale)
+            }
+            Err(e) => Err(aws("UpdateAlias", e)),
+        }
+    }
+
+    async fn version_exists(&self, function: &str, version: &str) -> Result<bool, EngineError> {
+        match self
+            .lambda
+            .get_function_configuration()
+            .function_name(function)
+            .qualifier(version)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_resource_not_found_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(aws("GetFunctionConfiguration", e)),
+        }
+    }
+
+    /// Publishes pinned to the code just uploaded, so a concurrent upload
+    /// cannot slip in between.
+    async fn publish(
+        &self,
+        function: &str,
+        bucket: &str,
+        key: &str,
+        object_version: Option<&str>,
+    ) -> Result<String, String> {
+        let updated = self
+            .lambda
+            .update_function_code()
+            .function_name(function)
+            .s3_bucket(bucket)
+            .s3_key(key)
+            .set_s3_object_version(object_version.map(str::to_owned))
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "UpdateFunctionCode from s3://{bucket}/{key}: {}",
+                    service_message(&e)
+                )
+            })?;
+        let sha = updated.code_sha256().unwrap_or_default();
+        let published = self
+            .lambda
+            .publish_version()
+            .function_name(function)
+            .code_sha256(sha)
+            .send()
+            .await
+            .map_err(|e| format!("PublishVersion: {}", service_message(&e)))?;
+        published
+            .version()
+            .map(str::to_owned)
+            .ok_or_else(|| "PublishVersion returned no version".to_owned())
+    }
+
+    async fn alarms_in_alarm(
+        &self,
+        names: &[String],
+    ) -> Result<HashMap<String, bool>, EngineError> {
+        let out = self
+            .cloudwatch
+            .describe_alarms()
+            .set_alarm_names(Some(names.to_vec()))
+            .send()
+            .await
+            .map_err(|e| aws("DescribeAlarms", e))?;
+        let metric = out
+            .metric_alarms()
+            .iter()
+            .filter_map(|a| Some((a.alarm_name()?, a.state_value())));
+        let composite = out
+            .composite_alarms()
+            .iter()
+            .filter_map(|a| Some((a.alarm_name()?, a.state_value())));
+        Ok(metric
+            .chain(composite)
+            .map(|(name, state)| (name.to_owned(), state == Some(&StateValue::Alarm)))
+            .collect())
+    }
+
+    async fn invoke_hook(
+        &self,
+        hook: &str,
+        request: &HookRequest,
+        timeout: Duration,
+    ) -> Result<HookCall, EngineError> {
+        let invoked = self
+            .lambda
+            .invoke()
+            .function_name(hook)
+            .payload(Blob::new(
+                serde_json::to_vec(request).expect("hook requests serialise"),
+            ))
+            .customize()
+            .config_override(
+                aws_sdk_lambda::config::Builder::default().timeout_config(
+                    aws_sdk_lambda::config::timeout::TimeoutConfig::builder()
+                        .operation_timeout(timeout)
+                        .build(),
+                ),
+            )
+            .send()
+            .await;
+        let out = match invoked {
+            Ok(out) => out,
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_too_many_requests_exception()) =>
+            {
+                return Err(aws("Invoke (hook throttled)", e));
+            }
+            Err(e) => return Ok(HookCall::NotRun(service_message(&e))),
+        };
+        let payload = out
+            .payload()
+            .map(|p| p.as_ref().to_vec())
+            .unwrap_or_default();
+        if out.function_error().is_some() {
+            let detail: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
+            let message = detail["errorMessage"].as_str().unwrap_or("no message");
+            return Ok(HookCall::Raised(message.to_owned()));
+        }
+        Ok(HookCall::Answered(payload))
+    }
+
+    async fn send_timer(&self, message: &TimerMessage, delay_secs: i32) -> Result<(), EngineError> {
+        let body = serde_json::to_string(message).expect("timer messages serialise");
+        self.sqs
+            .send_message()
+            .queue_url(&self.timer_queue_url)
+            .message_body(body)
+            .delay_seconds(delay_secs)
+            .send()
+            .await
+            .map_err(|e| aws("SendMessage (timer)", e))?;
+        Ok(())
+    }
+}
+
+/// Time as the engine sees it.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Time;
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
+}
+
+/// The wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Time {
+        chrono::Utc::now()
+    }
+    async fn sleep(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+}
