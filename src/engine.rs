@@ -77,8 +77,11 @@ fn hook_timeout(value: Option<String>) -> Result<Duration, SettingError> {
 /// Where a worker may be stopped or held (tests inject faults there).
 #[derive(Debug)]
 pub enum FaultPoint<'a> {
-    /// Before a command is executed.
-    Before(&'a Command),
+    /// Before `deployment`'s worker executes a command.
+    Before {
+        deployment: &'a str,
+        command: &'a Command,
+    },
     /// In an alias update of `deployment`: the alias and the saved phase have
     /// been read, and the write is about to be sent.
     AliasWrite { deployment: &'a str },
@@ -95,7 +98,7 @@ pub type FaultHook = Arc<
 /// A fault hook that stops the worker before the commands `stop` picks.
 pub fn stop_before(stop: impl Fn(&Command) -> bool + Send + Sync + 'static) -> FaultHook {
     Arc::new(move |point| {
-        let stops = matches!(point, FaultPoint::Before(c) if stop(c));
+        let stops = matches!(point, FaultPoint::Before { command, .. } if stop(command));
         Box::pin(async move { stops })
     })
 }
@@ -331,7 +334,13 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         let mut unsaved: Vec<Event> = Vec::new();
         loop {
             for action in std::mem::take(&mut actions) {
-                if self.fault_at(FaultPoint::Before(&action)).await {
+                if self
+                    .fault_at(FaultPoint::Before {
+                        deployment: &id,
+                        command: &action,
+                    })
+                    .await
+                {
                     return Err(EngineError::Injected(format!("{action:?}")));
                 }
                 if let Some(input) = self.execute(&stored.deployment, action).await? {

@@ -945,7 +945,15 @@ async fn a_worker_overtaken_by_a_rollback_never_splits_the_alias_again() -> Resu
     // Held at two places: before its first alias write starts (it has saved
     // the 10% shift), and between reading the alias and writing it.
     let holds = [
-        hold_once(|p| matches!(p, FaultPoint::Before(Command::SetAlias { .. }))),
+        hold_once(|p| {
+            matches!(
+                p,
+                FaultPoint::Before {
+                    command: Command::SetAlias { .. },
+                    ..
+                }
+            )
+        }),
         hold_once(|p| matches!(p, FaultPoint::AliasWrite { .. })),
     ];
     for (n, hold) in holds.into_iter().enumerate() {

@@ -519,13 +519,10 @@ fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command
             d.from_version = Some(from_version.clone());
             d.to_version = Some(to_version.clone());
             if from_version == to_version {
-                // Nothing to shift: make sure the alias is whole and finish.
+                // Nothing to shift: Prepare read the alias whole on this
+                // version. No write either: one issued from a finished phase
+                // could land after the lock has passed to the next deployment.
                 d.weight = 100.0;
-                commands.push(Command::SetAlias {
-                    primary: to_version.clone(),
-                    additional: None,
-                    update: AliasUpdate::Step(d.last_step()),
-                });
                 commands.push(record(
                     now,
                     EventKind::Promoted,

@@ -1,0 +1,894 @@
+//! Deterministic simulation of the engine: the real `Engine` (its drive loop,
+//! conditional saves, alias compare-and-set, reconcile and queueing) over
+//! in-memory models of the table, the cloud and the clock (`model`).
+//!
+//! Each world runs deployments of several functions on one seeded die
+//! (`dice`): table and cloud calls fail before or after taking effect, workers
+//! die at any point between two side effects or are overtaken there by
+//! another delivery, timers are lost, duplicated, delayed and reordered, and
+//! operators pause, resume, promote, abort and retry. Then the faults stop.
+//! After every delivery the invariants are checked; at the end every
+//! deployment must have finished within its schedule plus the sweep's grace.
+//!
+//! `SLUICE_SIM_WORLDS` (100) worlds of `SLUICE_SIM_DEPLOYMENTS` (100)
+//! deployments, from `SLUICE_SIM_SEED`. A failing world is cut down to the
+//! fewest deployments that still fail, and its replay is printed.
+
+mod dice;
+mod model;
+
+use dice::Dice;
+use model::{AliasModel, GateName, MemoryCloud, MemoryTable, Passed, SimClock, Written};
+use sluice::domain::deployment::{
+    Deployment, DeploymentSpec, Input, OnBusy, Phase, Time, VersionSource,
+};
+use sluice::engine::{Engine, EngineError, FaultHook, FaultPoint, TimerMessage};
+use sluice::store::{IN_FLIGHT_GRACE_SECS, StoreError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+type SimEngine = Engine<MemoryTable, MemoryCloud, SimClock>;
+
+const FUNCTIONS: [&str; 4] = ["orders", "payments", "search", "email"];
+const ALIAS: &str = "live";
+const ALARMS: [&str; 2] = ["errors", "latency"];
+/// As template.yaml has them.
+const RECONCILE_EVERY_SECS: i64 = 60;
+const TIMER_VISIBILITY_SECS: i64 = 1800;
+const TIMER_MAX_RECEIVES: u32 = 5;
+const STREAM_RETRIES: u32 = 10;
+const ASYNC_RETRIES: u32 = 2;
+
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+        })
+        .unwrap_or(default)
+}
+
+/// Something delivered to the engine, as a trigger of the shifter would.
+#[derive(Debug, Clone)]
+enum Work {
+    /// An operator or a pipeline starts a deployment (retried on failure).
+    Start {
+        id: String,
+        spec: Box<DeploymentSpec>,
+        attempt: u32,
+    },
+    /// The table's stream: a deployment item was created.
+    Created {
+        id: String,
+        attempt: u32,
+    },
+    /// The timer queue.
+    Timer {
+        message: TimerMessage,
+        receives: u32,
+    },
+    /// The schedule.
+    Reconcile,
+    Operator {
+        id: String,
+        input: Input,
+    },
+    /// An alarm changes state (EventBridge, retried on failure).
+    Alarm {
+        name: String,
+        in_alarm: bool,
+        attempt: u32,
+    },
+    /// The faults stop; paused deployments are resumed and alarms clear.
+    Calm,
+}
+
+fn describe(work: &Work) -> String {
+    match work {
+        Work::Start { id, spec, attempt } => format!(
+            "start {id}: {} {:?} {} (attempt {attempt})",
+            spec.function, spec.source, spec.config
+        ),
+        Work::Created { id, attempt } => format!("stream: {id} created (attempt {attempt})"),
+        Work::Timer { message, receives } => format!(
+            "timer {} step {} (receive {receives})",
+            message.deployment_id, message.step
+        ),
+        Work::Reconcile => "reconcile".into(),
+        Work::Operator { id, input } => format!("operator {input:?} on {id}"),
+        Work::Alarm { name, in_alarm, .. } => {
+            format!("alarm {name} {}", if *in_alarm { "ALARM" } else { "OK" })
+        }
+        Work::Calm => "faults stop".into(),
+    }
+}
+
+struct Sim {
+    engine: OnceLock<SimEngine>,
+    table: MemoryTable,
+    cloud: MemoryCloud,
+    clock: SimClock,
+    dice: Dice,
+    start: Time,
+    queue: Mutex<BTreeMap<(Time, u64), Work>>,
+    seq: AtomicU64,
+    violations: Mutex<Vec<String>>,
+    /// How deep deliveries are nested (one overtaking another).
+    depth: AtomicUsize,
+}
+
+impl Sim {
+    fn now(&self) -> Time {
+        *self.clock.0.lock().unwrap()
+    }
+
+    /// The simulated time since the world began, for the replay.
+    fn elapsed(&self) -> String {
+        format!("{:>9.3}s", (self.now() - self.start).as_seconds_f64())
+    }
+
+    fn schedule(&self, at: Time, work: Work) {
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        self.queue.lock().unwrap().insert((at, seq), work);
+    }
+
+    fn schedule_in(&self, secs: i64, work: Work) {
+        self.schedule(self.now() + chrono::Duration::seconds(secs), work);
+    }
+
+    fn violation(&self, what: String) {
+        self.dice.note(format!("      VIOLATION: {what}"));
+        self.violations.lock().unwrap().push(what);
+    }
+
+    /// Hands timer messages to the queue, with the network's faults.
+    fn post_timers(&self) {
+        let sent = std::mem::take(&mut self.cloud.state.lock().unwrap().sent);
+        let rates = self.dice.rates();
+        for (message, delay) in sent {
+            if self.dice.chance(rates.timer_lost) {
+                self.dice.note(format!("      timer {message:?} lost"));
+                continue;
+            }
+            let mut at = self.now() + chrono::Duration::seconds(delay.into());
+            if self.dice.chance(rates.timer_delayed) {
+                at += chrono::Duration::seconds(self.dice.below(30) as i64);
+            }
+            if self.dice.chance(rates.timer_duplicated) {
+                let again = at + chrono::Duration::milliseconds(self.dice.below(2000) as i64);
+                self.schedule(
+                    again,
+                    Work::Timer {
+                        message: message.clone(),
+                        receives: 1,
+                    },
+                );
+            }
+            self.schedule(
+                at,
+                Work::Timer {
+                    message,
+                    receives: 1,
+                },
+            );
+        }
+        for id in self.table.drain_created() {
+            self.schedule_in(1, Work::Created { id, attempt: 1 });
+        }
+    }
+
+    /// The invariants, after every delivery.
+    fn check(&self) {
+        let aliases = {
+            let mut state = self.cloud.state.lock().unwrap();
+            for w in std::mem::take(&mut state.written) {
+                self.check_write(&w, &state.passed);
+            }
+            state.aliases.clone()
+        };
+        for ((function, alias), state) in &aliases {
+            let holder = self
+                .table
+                .peek_lock(function, alias)
+                .and_then(|id| self.table.peek(&id));
+            if !state.is_whole() {
+                match &holder {
+                    None => self.violation(format!(
+                        "{function}:{alias} is split ({state:?}) and no deployment holds it"
+                    )),
+                    Some(h) if h.phase.is_terminal() => self.violation(format!(
+                        "{function}:{alias} is split ({state:?}) but its holder {} has ended: {:?}",
+                        h.id, h.phase
+                    )),
+                    Some(h) => {
+                        let ours = [h.from_version.as_deref(), h.to_version.as_deref()];
+                        let versions = std::iter::once(&state.version).chain(state.weights.keys());
+                        for v in versions {
+                            if !ours.contains(&Some(v.as_str())) {
+                                self.violation(format!(
+                                    "{function}:{alias} serves {v}, not a version of its holder {}",
+                                    h.id
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut owners: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        self.table.each_active(|d| {
+            if owns_the_alias(&d.phase) {
+                owners
+                    .entry((d.spec.function.clone(), d.spec.alias.clone()))
+                    .or_default()
+                    .push(d.id.clone());
+            }
+        });
+        for ((function, alias), ids) in owners {
+            if ids.len() > 1 {
+                self.violation(format!(
+                    "{function}:{alias} has {} active deployments: {ids:?}",
+                    ids.len()
+                ));
+            }
+            let holder = self.table.peek_lock(&function, &alias);
+            if holder.as_ref() != ids.first() {
+                self.violation(format!(
+                    "{function}:{alias} is being deployed by {ids:?} but the lock is {holder:?}"
+                ));
+            }
+        }
+    }
+
+    /// A write that moves traffic onto a deployment's new version needs that
+    /// step's passed PreTraffic gate, and the previous step's PostTraffic.
+    fn check_write(&self, w: &Written, passed: &BTreeSet<Passed>) {
+        let name = format!("{}:{}", w.function, w.alias);
+        let Some(holder) = &w.holder else {
+            if !w.after.is_whole() || w.after.version != w.before.version {
+                self.violation(format!("{name} written with no holder: {:?}", w.after));
+            }
+            return;
+        };
+        let Some(to) = holder.to_version.as_deref() else {
+            self.violation(format!(
+                "{name} written by {} before it knew its versions",
+                holder.id
+            ));
+            return;
+        };
+        let (before, after) = (w.before.percent_on(to), w.after.percent_on(to));
+        if after <= before || holder.from_version.as_deref() == Some(to) {
+            return;
+        }
+        let Some(step) = holder
+            .schedule
+            .steps
+            .iter()
+            .position(|s| (s.weight - after).abs() < 1e-6)
+        else {
+            self.violation(format!(
+                "{name} set to {after}% on {to}, which is no step of {}",
+                holder.id
+            ));
+            return;
+        };
+        let gate = |gate, step| Passed {
+            deployment: holder.id.clone(),
+            gate,
+            step,
+        };
+        if !passed.contains(&gate(GateName::Pre, step)) {
+            self.violation(format!(
+                "{name} set to {after}% for {} without a passed PreTraffic gate of step {}",
+                holder.id,
+                step + 1
+            ));
+        }
+        if step > 0 && !passed.contains(&gate(GateName::Post, step - 1)) {
+            self.violation(format!(
+                "{name} set to {after}% for {} without a passed PostTraffic gate of step {}",
+                holder.id, step
+            ));
+        }
+    }
+}
+
+/// Phases in which a deployment has the alias to itself.
+fn owns_the_alias(phase: &Phase) -> bool {
+    matches!(
+        phase,
+        Phase::PreTraffic { .. }
+            | Phase::Shifting { .. }
+            | Phase::PostTraffic { .. }
+            | Phase::Baking { .. }
+            | Phase::RollingBack { .. }
+    )
+}
+
+type Delivery = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Runs one piece of work to its end (or its worker's death), re-queues what
+/// a real trigger would retry, then checks the invariants.
+fn deliver(sim: Arc<Sim>, work: Work) -> Delivery {
+    Box::pin(async move {
+        let depth = sim.depth.load(Ordering::Relaxed);
+        sim.dice.note(format!(
+            "{} {}{}",
+            sim.elapsed(),
+            "  ".repeat(depth),
+            describe(&work)
+        ));
+        let engine = sim.engine.get().expect("engine set").clone();
+        let failed = |e: &EngineError| sim.dice.note(format!("      -> {e}"));
+        match work {
+            Work::Start { id, spec, attempt } => match engine.start(&id, (*spec).clone()).await {
+                Ok(_) | Err(EngineError::Store(StoreError::AlreadyExists(_))) => {}
+                Err(e) => {
+                    failed(&e);
+                    if attempt < 3 {
+                        sim.schedule_in(
+                            5,
+                            Work::Start {
+                                id,
+                                spec,
+                                attempt: attempt + 1,
+                            },
+                        );
+                    }
+                }
+            },
+            Work::Created { id, attempt } => {
+                if let Err(e) = engine.resume(&id).await {
+                    failed(&e);
+                    if attempt <= STREAM_RETRIES {
+                        sim.schedule_in(
+                            2,
+                            Work::Created {
+                                id,
+                                attempt: attempt + 1,
+                            },
+                        );
+                    }
+                }
+            }
+            Work::Timer { message, receives } => match engine.timer(&message).await {
+                Ok(_) | Err(EngineError::Store(StoreError::NotFound(_))) => {}
+                Err(e) => {
+                    failed(&e);
+                    if receives < TIMER_MAX_RECEIVES {
+                        sim.schedule_in(
+                            TIMER_VISIBILITY_SECS,
+                            Work::Timer {
+                                message,
+                                receives: receives + 1,
+                            },
+                        );
+                    } else {
+                        sim.dice.note("      -> to the dead-letter queue".into());
+                    }
+                }
+            },
+            Work::Reconcile => {
+                if let Err(e) = engine.reconcile().await {
+                    failed(&e);
+                }
+                sim.schedule_in(RECONCILE_EVERY_SECS, Work::Reconcile);
+            }
+            Work::Operator { id, input } => {
+                if let Err(e) = engine.apply(&id, input).await {
+                    failed(&e);
+                }
+            }
+            Work::Alarm {
+                name,
+                in_alarm,
+                attempt,
+            } => {
+                sim.cloud
+                    .state
+                    .lock()
+                    .unwrap()
+                    .alarms
+                    .insert(name.clone(), in_alarm);
+                if in_alarm && let Err(e) = engine.alarm_raised(&name).await {
+                    failed(&e);
+                    if attempt <= ASYNC_RETRIES {
+                        sim.schedule_in(
+                            60,
+                            Work::Alarm {
+                                name,
+                                in_alarm,
+                                attempt: attempt + 1,
+                            },
+                        );
+                    }
+                }
+            }
+            Work::Calm => {
+                sim.dice.calm();
+                for name in ALARMS {
+                    sim.cloud
+                        .state
+                        .lock()
+                        .unwrap()
+                        .alarms
+                        .insert(name.into(), false);
+                }
+                let paused: Vec<String> = sim
+                    .table
+                    .deployments()
+                    .into_iter()
+                    .filter(|d| d.paused && !d.phase.is_terminal())
+                    .map(|d| d.id)
+                    .collect();
+                for id in paused {
+                    if let Err(e) = engine.apply(&id, Input::Resume).await {
+                        failed(&e);
+                    }
+                }
+            }
+        }
+        sim.post_timers();
+        sim.check();
+    })
+}
+
+/// At each fault point a worker may die; or another worker may act on the
+/// same deployment right there (a duplicate of its trigger, an operator); or
+/// the next delivery that is about due may run first.
+fn fault_hook(sim: Weak<Sim>) -> FaultHook {
+    Arc::new(move |point: FaultPoint<'_>| {
+        let sim = sim.upgrade().expect("simulation alive");
+        let point_kind = match point {
+            FaultPoint::Before { .. } => PointKind::Before,
+            FaultPoint::AliasWrite { .. } => PointKind::AliasWrite,
+        };
+        let (deployment, place) = match point {
+            FaultPoint::Before {
+                deployment,
+                command,
+            } => (deployment, format!("before {}", command_name(command))),
+            FaultPoint::AliasWrite { deployment } => (deployment, "in its alias write".into()),
+        };
+        let deployment = deployment.to_owned();
+        Box::pin(async move {
+            if matches!(point_kind, PointKind::AliasWrite) {
+                let d = sim.table.peek(&deployment).map(|d| d.phase);
+                sim.dice
+                    .note(format!("      {deployment} ({d:?}) is writing its alias"));
+            }
+            let rates = sim.dice.rates();
+            if sim.dice.chance(rates.crash) {
+                sim.dice
+                    .note(format!("      {deployment}'s worker dies {place}"));
+                return true;
+            }
+            if sim.depth.load(Ordering::Relaxed) > 0 {
+                return false;
+            }
+            let rival = if sim.dice.chance(rates.interfere) {
+                interference(&sim, &deployment)
+            } else if sim.dice.chance(rates.preempt) {
+                let soon = sim.now() + chrono::Duration::seconds(3);
+                let mut queue = sim.queue.lock().unwrap();
+                match queue.first_key_value() {
+                    Some((&(at, _), _)) if at <= soon => {
+                        queue.pop_first().map(|((at, _), work)| {
+                            advance(&sim.clock, at);
+                            work
+                        })
+                    }
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            if let Some(work) = rival {
+                sim.dice
+                    .note(format!("      {deployment}'s worker overtaken {place} by:"));
+                sim.depth.fetch_add(1, Ordering::Relaxed);
+                deliver(sim.clone(), work).await;
+                sim.depth.fetch_sub(1, Ordering::Relaxed);
+            }
+            false
+        })
+    })
+}
+
+enum PointKind {
+    Before,
+    AliasWrite,
+}
+
+/// Another worker acting on `id` at the same moment.
+fn interference(sim: &Sim, id: &str) -> Option<Work> {
+    let d = sim.table.peek(id)?;
+    let id = id.to_owned();
+    Some(match sim.dice.below(10) {
+        0..=3 => Work::Created { id, attempt: 1 },
+        4..=5 => match d.phase {
+            Phase::Baking { step, .. } => Work::Timer {
+                message: TimerMessage {
+                    deployment_id: id,
+                    step,
+                },
+                receives: 1,
+            },
+            _ => Work::Reconcile,
+        },
+        6..=7 => Work::Operator {
+            id,
+            input: Input::Abort {
+                reason: "operator, mid-way".into(),
+            },
+        },
+        8 => Work::Operator {
+            id,
+            input: Input::Promote,
+        },
+        _ => Work::Operator {
+            id,
+            input: Input::Pause,
+        },
+    })
+}
+
+fn command_name(command: &sluice::domain::deployment::Command) -> String {
+    let text = format!("{command:?}");
+    text.split([' ', '(', '{'])
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn advance(clock: &SimClock, to: Time) {
+    let mut now = clock.0.lock().unwrap();
+    if *now < to {
+        *now = to;
+    }
+}
+
+/// What a world does: the same seed and count give the same plan.
+struct Plan {
+    seed: u64,
+    deployments: usize,
+}
+
+fn config(dice: &Dice) -> String {
+    let secs = |max| 1 + dice.below(max);
+    match dice.below(6) {
+        0 => format!("canary:{}:{}s", 1 + dice.below(50), secs(300)),
+        1 => format!(
+            "linear:{}:{}s",
+            [10, 20, 25, 50][dice.below(4) as usize],
+            secs(120)
+        ),
+        2 => "AllAtOnce".into(),
+        3 => "Canary10Percent5Minutes".into(),
+        _ => {
+            let mut weight = 0;
+            let mut steps = Vec::new();
+            while weight < 100 {
+                weight = (weight + 1 + dice.below(60) as u32).min(100);
+                if weight == 100 {
+                    steps.push("100".to_owned());
+                } else {
+                    steps.push(format!("{weight}@{}s", secs(90)));
+                }
+            }
+            format!("steps:{}", steps.join(","))
+        }
+    }
+}
+
+/// Lays out a world's deployments, operators and alarms on its own dice, so
+/// a shorter plan of the same seed is a prefix of a longer one.
+fn lay_out(sim: &Sim, plan: &Plan) {
+    let dice = Dice::new(plan.seed ^ 0x9e37_79b9_7f4a_7c15);
+    let mut at = sim.start;
+    let secs = chrono::Duration::seconds;
+    let mut last = at;
+    for n in 0..plan.deployments {
+        at += secs(dice.below(45) as i64);
+        let id = format!("d{n}");
+        let function = FUNCTIONS[dice.below(FUNCTIONS.len() as u64) as usize];
+        let source = match dice.below(10) {
+            0 => VersionSource::Artifact {
+                bucket: "artifacts".into(),
+                key: format!("{function}/missing.zip"),
+                object_version: None,
+            },
+            1..=5 => VersionSource::Artifact {
+                bucket: "artifacts".into(),
+                key: format!("{function}/{n}.zip"),
+                object_version: None,
+            },
+            v => VersionSource::Version((v - 5).to_string()),
+        };
+        let spec = DeploymentSpec {
+            function: function.into(),
+            alias: ALIAS.into(),
+            source,
+            config: config(&dice).parse().expect("generated configs parse"),
+            pre_traffic_hook: Some("pre-traffic".into()),
+            post_traffic_hook: Some("post-traffic".into()),
+            alarms: ALARMS
+                .iter()
+                .filter(|_| dice.chance(0.3))
+                .map(|a| a.to_string())
+                .collect(),
+            on_busy: if dice.chance(0.1) {
+                OnBusy::Refuse
+            } else {
+                OnBusy::Queue
+            },
+            smoke_tests: vec![],
+            smoke_tests_from: None,
+            analysis: None,
+        };
+        sim.schedule(
+            at,
+            Work::Start {
+                id: id.clone(),
+                spec: Box::new(spec),
+                attempt: 1,
+            },
+        );
+        // Operators act on some, at some time in the first ten minutes.
+        let act = |input: Input, within: u64| {
+            let when = at + secs(dice.below(within) as i64);
+            sim.schedule(
+                when,
+                Work::Operator {
+                    id: id.clone(),
+                    input,
+                },
+            );
+            when
+        };
+        if dice.chance(0.1) {
+            let paused = act(Input::Pause, 300);
+            if dice.chance(0.7) {
+                sim.schedule(
+                    paused + secs(dice.below(300) as i64),
+                    Work::Operator {
+                        id: id.clone(),
+                        input: Input::Resume,
+                    },
+                );
+            }
+        }
+        if dice.chance(0.05) {
+            act(Input::Promote, 600);
+        }
+        if dice.chance(0.05) {
+            act(
+                Input::Abort {
+                    reason: "operator".into(),
+                },
+                600,
+            );
+        }
+        if dice.chance(0.05) {
+            act(
+                Input::Retry {
+                    new_id: format!("{id}-retry"),
+                },
+                1200,
+            );
+        }
+        if dice.chance(0.03) {
+            let name = ALARMS[dice.below(ALARMS.len() as u64) as usize];
+            let when = at + secs(dice.below(600) as i64);
+            sim.schedule(
+                when,
+                Work::Alarm {
+                    name: name.into(),
+                    in_alarm: true,
+                    attempt: 1,
+                },
+            );
+            sim.schedule(
+                when + secs(30 + dice.below(120) as i64),
+                Work::Alarm {
+                    name: name.into(),
+                    in_alarm: false,
+                    attempt: 1,
+                },
+            );
+        }
+        last = last.max(at);
+    }
+    // Faults stop a while after the last start; the operators' late actions
+    // before then still happen.
+    sim.schedule(last + secs(1300), Work::Calm);
+    sim.schedule(sim.start, Work::Reconcile);
+}
+
+/// The outcome of one world: the violations and the replay.
+struct Outcome {
+    violations: Vec<String>,
+    trace: Vec<String>,
+    deployments: usize,
+    promoted: usize,
+    rolled_back: usize,
+    failed_to_start: usize,
+    deliveries: u64,
+}
+
+fn run_world(plan: &Plan) -> Outcome {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let dice = Dice::new(plan.seed);
+        let start: Time = "2026-01-01T00:00:00Z".parse().unwrap();
+        let table = MemoryTable::new(dice.clone());
+        let cloud = MemoryCloud::new(dice.clone(), table.clone());
+        {
+            let mut state = cloud.state.lock().unwrap();
+            for function in FUNCTIONS {
+                state.versions.insert(function.into(), 3);
+                state.aliases.insert(
+                    (function.into(), ALIAS.into()),
+                    AliasModel {
+                        version: "1".into(),
+                        weights: BTreeMap::new(),
+                        revision: 1,
+                    },
+                );
+            }
+            for name in ALARMS {
+                state.alarms.insert(name.into(), false);
+            }
+        }
+        let sim = Arc::new(Sim {
+            engine: OnceLock::new(),
+            table: table.clone(),
+            cloud: cloud.clone(),
+            clock: SimClock(Arc::new(Mutex::new(start))),
+            dice: dice.clone(),
+            start,
+            queue: Mutex::default(),
+            seq: AtomicU64::new(0),
+            violations: Mutex::default(),
+            depth: AtomicUsize::new(0),
+        });
+        let engine = Engine {
+            store: table.clone(),
+            cloud: cloud.clone(),
+            clock: sim.clock.clone(),
+            hook_timeout: Duration::from_secs(60),
+            fault: Some(fault_hook(Arc::downgrade(&sim))),
+        };
+        assert!(sim.engine.set(engine).is_ok());
+        lay_out(&sim, plan);
+
+        let mut deliveries = 0;
+        let mut calm_at = None;
+        loop {
+            let next = sim.queue.lock().unwrap().pop_first();
+            let Some(((at, _), work)) = next else { break };
+            if matches!(work, Work::Calm) {
+                // Fixed now: what is unfinished must finish by then.
+                calm_at = Some((at, at + deadline(&table)));
+            }
+            if let Some((_, by)) = calm_at
+                && at > by
+            {
+                break;
+            }
+            advance(&sim.clock, at);
+            deliveries += 1;
+            deliver(sim.clone(), work).await;
+            if calm_at.is_some() && table.active_count() == 0 {
+                break;
+            }
+        }
+        let deployments = table.deployments();
+        for d in &deployments {
+            if !d.phase.is_terminal() {
+                sim.violation(format!(
+                    "{} did not finish: {:?} at {} (faults stopped at {})",
+                    d.id,
+                    d.phase,
+                    sim.elapsed(),
+                    calm_at
+                        .map(|(c, _)| (c - start).num_seconds())
+                        .unwrap_or(-1)
+                ));
+            }
+        }
+        let count = |f: fn(&Phase) -> bool| deployments.iter().filter(|d| f(&d.phase)).count();
+        let violations = sim.violations.lock().unwrap().clone();
+        Outcome {
+            violations,
+            trace: dice.trace(),
+            deployments: deployments.len(),
+            promoted: count(|p| matches!(p, Phase::Promoted)),
+            rolled_back: count(|p| matches!(p, Phase::RolledBack { .. })),
+            failed_to_start: count(|p| matches!(p, Phase::FailedToStart { .. })),
+            deliveries,
+        }
+    })
+}
+
+/// How long after the faults stop every deployment must have finished: the
+/// unfinished ones of each alias run one after another, each within its
+/// schedule, plus the sweep's grace and interval for a worker that died.
+fn deadline(table: &MemoryTable) -> chrono::Duration {
+    let mut per_alias: BTreeMap<(String, String), chrono::Duration> = BTreeMap::new();
+    let slack = chrono::Duration::seconds(IN_FLIGHT_GRACE_SECS + 2 * RECONCILE_EVERY_SECS);
+    table.each_active(|d: &Deployment| {
+        let bake = chrono::Duration::from_std(d.schedule.total_bake()).unwrap();
+        *per_alias
+            .entry((d.spec.function.clone(), d.spec.alias.clone()))
+            .or_insert(slack) += bake + slack;
+    });
+    per_alias.into_values().max().unwrap_or(slack)
+}
+
+#[test]
+fn deployments_never_strand_traffic_skip_a_gate_or_stall_under_faults() {
+    let seed = setting("SLUICE_SIM_SEED", 0x5e1ce);
+    let worlds = setting("SLUICE_SIM_WORLDS", 100);
+    let per_world = setting("SLUICE_SIM_DEPLOYMENTS", 100) as usize;
+    let mut totals = [0usize; 4];
+    let mut deliveries = 0;
+    for world in 0..worlds {
+        let plan = Plan {
+            seed: seed.wrapping_add(world),
+            deployments: per_world,
+        };
+        let outcome = run_world(&plan);
+        if !outcome.violations.is_empty() {
+            panic!("{}", replay(&plan, outcome));
+        }
+        totals[0] += outcome.deployments;
+        totals[1] += outcome.promoted;
+        totals[2] += outcome.rolled_back;
+        totals[3] += outcome.failed_to_start;
+        deliveries += outcome.deliveries;
+    }
+    let [all, promoted, rolled_back, failed] = totals;
+    println!(
+        "{worlds} worlds from seed {seed}: {all} deployments ({promoted} promoted, {rolled_back} rolled back, {failed} failed to start), {deliveries} deliveries"
+    );
+    assert!(
+        all >= (worlds as usize) * per_world,
+        "retries add deployments"
+    );
+    // The dice must have let every ending happen, or the run proves little.
+    assert!(promoted > 0 && rolled_back > 0 && failed > 0, "{totals:?}");
+}
+
+/// Cuts a failing world down to the fewest deployments that still fail and
+/// prints that run, delivery by delivery.
+fn replay(plan: &Plan, outcome: Outcome) -> String {
+    let mut smallest = (plan.deployments, outcome);
+    for n in 1..plan.deployments {
+        let shorter = run_world(&Plan {
+            seed: plan.seed,
+            deployments: n,
+        });
+        if !shorter.violations.is_empty() {
+            smallest = (n, shorter);
+            break;
+        }
+    }
+    let (n, outcome) = smallest;
+    format!(
+        "world of seed {seed} failed; the smallest failing plan has {n} deployments.\n\
+         Replay: SLUICE_SIM_SEED={seed} SLUICE_SIM_WORLDS=1 SLUICE_SIM_DEPLOYMENTS={n} cargo test --test simulation\n\
+         Violations:\n  {}\nDeliveries:\n{}",
+        outcome.violations.join("\n  "),
+        outcome.trace.join("\n"),
+        seed = plan.seed,
+    )
+}

@@ -1,0 +1,545 @@
+//! In-memory models of the engine's ports, with the semantics the engine
+//! relies on: conditional writes on the table, revisions on the alias. Each
+//! can fail a call on the simulation's dice, before or after it takes effect
+//! (a write whose answer is lost), as the real services do.
+
+use sluice::domain::deployment::{Deployment, Event, Gate, Phase, Time};
+use sluice::domain::hooks::HookRequest;
+use sluice::engine::{
+    AliasState, AliasWrite, Clock, Cloud, Deployments, EngineError, HookCall, TimerMessage,
+};
+use sluice::store::{IN_FLIGHT_GRACE_SECS, LockOutcome, StoreError, Stored, due_at, is_stuck};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::dice::Dice;
+
+/// The simulated time, moved only by the scheduler and by workers' waits.
+#[derive(Clone)]
+pub struct SimClock(pub Arc<Mutex<Time>>);
+
+impl Clock for SimClock {
+    fn now(&self) -> Time {
+        *self.0.lock().unwrap()
+    }
+    async fn sleep(&self, duration: Duration) {
+        let mut now = self.0.lock().unwrap();
+        *now += chrono::Duration::from_std(duration).unwrap();
+    }
+}
+
+/// What happens to a call, as the dice decide.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Fate {
+    Ok,
+    /// Fails before taking effect.
+    Fails,
+    /// Takes effect, but the caller sees a failure.
+    AnswerLost,
+}
+
+struct Row {
+    /// The deployment as read back from the JSON DynamoDB would hold.
+    parsed: Deployment,
+    version: u64,
+    due_at: Option<Time>,
+    timeline: Vec<Event>,
+}
+
+#[derive(Default)]
+struct Table {
+    rows: BTreeMap<String, Row>,
+    locks: BTreeMap<(String, String), String>,
+    /// Ids created since the stream last looked.
+    created: Vec<String>,
+}
+
+/// The table's deployment and lock items.
+#[derive(Clone)]
+pub struct MemoryTable {
+    table: Arc<Mutex<Table>>,
+    dice: Dice,
+}
+
+fn injected(what: &str) -> StoreError {
+    StoreError::Aws(format!("{what}: injected failure"))
+}
+
+impl MemoryTable {
+    pub fn new(dice: Dice) -> Self {
+        MemoryTable {
+            table: Arc::default(),
+            dice,
+        }
+    }
+
+    /// The saved deployments, without the dice: for the invariants.
+    pub fn deployments(&self) -> Vec<Deployment> {
+        let table = self.table.lock().unwrap();
+        table.rows.values().map(|r| r.parsed.clone()).collect()
+    }
+
+    pub fn peek(&self, id: &str) -> Option<Deployment> {
+        let table = self.table.lock().unwrap();
+        table.rows.get(id).map(|r| r.parsed.clone())
+    }
+
+    pub fn peek_lock(&self, function: &str, alias: &str) -> Option<String> {
+        let table = self.table.lock().unwrap();
+        table
+            .locks
+            .get(&(function.to_owned(), alias.to_owned()))
+            .cloned()
+    }
+
+    /// Ids created since the last call: what the table's stream carries.
+    pub fn drain_created(&self) -> Vec<String> {
+        std::mem::take(&mut self.table.lock().unwrap().created)
+    }
+
+    pub fn active_count(&self) -> usize {
+        let table = self.table.lock().unwrap();
+        table
+            .rows
+            .values()
+            .filter(|r| !r.parsed.phase.is_terminal())
+            .count()
+    }
+
+    /// Runs `check` over the unfinished deployments, without the dice.
+    pub fn each_active(&self, mut check: impl FnMut(&Deployment)) {
+        let table = self.table.lock().unwrap();
+        for row in table.rows.values() {
+            if !row.parsed.phase.is_terminal() {
+                check(&row.parsed);
+            }
+        }
+    }
+
+    fn row(d: &Deployment, version: u64, timeline: Vec<Event>) -> Row {
+        // Saved as JSON, as the real table does: what does not round-trip shows.
+        let parsed: Deployment = serde_json::from_str(&serde_json::to_string(d).unwrap()).unwrap();
+        assert_eq!(&parsed, d, "a deployment does not survive its JSON");
+        Row {
+            parsed,
+            version,
+            due_at: due_at(d, chrono::Duration::seconds(IN_FLIGHT_GRACE_SECS)).or(
+                // Paused: listed as active, never due.
+                (!d.phase.is_terminal()).then_some(Time::MAX_UTC),
+            ),
+            timeline,
+        }
+    }
+
+    /// Active ids ordered as `ActiveIndex` orders them: by due time.
+    fn active_by(&self, keep: impl Fn(&Row, &Deployment) -> bool) -> Vec<String> {
+        let table = self.table.lock().unwrap();
+        let mut found: Vec<(Time, String)> = table
+            .rows
+            .iter()
+            .filter_map(|(id, row)| {
+                let due = row.due_at?;
+                keep(row, &row.parsed).then(|| (due, id.clone()))
+            })
+            .collect();
+        found.sort();
+        found.into_iter().map(|(_, id)| id).collect()
+    }
+
+    fn read_fate(&self, what: &str) -> Result<(), StoreError> {
+        match self.dice.store_fate() {
+            Fate::Ok => Ok(()),
+            _ => Err(injected(what)),
+        }
+    }
+}
+
+impl Deployments for MemoryTable {
+    async fn create(&self, d: &Deployment, events: &[Event]) -> Result<Stored, StoreError> {
+        let fate = self.dice.store_fate();
+        if fate == Fate::Fails {
+            return Err(injected("PutItem"));
+        }
+        {
+            let mut table = self.table.lock().unwrap();
+            if table.rows.contains_key(&d.id) {
+                return Err(StoreError::AlreadyExists(d.id.clone()));
+            }
+            table
+                .rows
+                .insert(d.id.clone(), Self::row(d, 1, events.to_vec()));
+            table.created.push(d.id.clone());
+        }
+        if fate == Fate::AnswerLost {
+            return Err(injected("PutItem (answer lost)"));
+        }
+        Ok(Stored {
+            deployment: d.clone(),
+            version: 1,
+        })
+    }
+
+    async fn save(
+        &self,
+        d: &Deployment,
+        expected: u64,
+        events: &[Event],
+    ) -> Result<Stored, StoreError> {
+        let fate = self.dice.store_fate();
+        if fate == Fate::Fails {
+            return Err(injected("UpdateItem"));
+        }
+        {
+            let mut table = self.table.lock().unwrap();
+            let Some(row) = table.rows.get_mut(&d.id) else {
+                return Err(StoreError::Conflict(d.id.clone()));
+            };
+            if row.version != expected {
+                return Err(StoreError::Conflict(d.id.clone()));
+            }
+            let mut timeline = std::mem::take(&mut row.timeline);
+            timeline.extend_from_slice(events);
+            *row = Self::row(d, expected + 1, timeline);
+        }
+        if fate == Fate::AnswerLost {
+            return Err(injected("UpdateItem (answer lost)"));
+        }
+        Ok(Stored {
+            deployment: d.clone(),
+            version: expected + 1,
+        })
+    }
+
+    async fn load(&self, id: &str) -> Result<Stored, StoreError> {
+        self.read_fate("GetItem")?;
+        let table = self.table.lock().unwrap();
+        let row = table
+            .rows
+            .get(id)
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        Ok(Stored {
+            deployment: row.parsed.clone(),
+            version: row.version,
+        })
+    }
+
+    async fn active(&self) -> Result<Vec<String>, StoreError> {
+        self.read_fate("Query")?;
+        Ok(self.active_by(|_, _| true))
+    }
+
+    async fn due(&self, now: Time) -> Result<Vec<String>, StoreError> {
+        self.read_fate("Query")?;
+        Ok(self.active_by(|row, _| row.due_at.is_some_and(|due| due <= now)))
+    }
+
+    async fn stuck(&self, now: Time) -> Result<Vec<String>, StoreError> {
+        self.read_fate("Query")?;
+        Ok(self.active_by(|_, d| is_stuck(d, now)))
+    }
+
+    async fn queued_for(&self, function: &str, alias: &str) -> Result<Vec<String>, StoreError> {
+        self.read_fate("Query")?;
+        Ok(self.active_by(|_, d| {
+            matches!(d.phase, Phase::Queued { .. })
+                && d.spec.function == function
+                && d.spec.alias == alias
+        }))
+    }
+
+    async fn acquire_lock(
+        &self,
+        function: &str,
+        alias: &str,
+        id: &str,
+        _now: Time,
+    ) -> Result<LockOutcome, StoreError> {
+        let fate = self.dice.store_fate();
+        if fate == Fate::Fails {
+            return Err(injected("PutItem (lock)"));
+        }
+        let outcome = {
+            let mut table = self.table.lock().unwrap();
+            let key = (function.to_owned(), alias.to_owned());
+            match table.locks.get(&key) {
+                Some(holder) if holder != id => LockOutcome::Busy {
+                    holder: holder.clone(),
+                },
+                _ => {
+                    table.locks.insert(key, id.to_owned());
+                    LockOutcome::Acquired
+                }
+            }
+        };
+        if fate == Fate::AnswerLost && outcome == LockOutcome::Acquired {
+            return Err(injected("PutItem (lock, answer lost)"));
+        }
+        Ok(outcome)
+    }
+
+    async fn lock_holder(&self, function: &str, alias: &str) -> Result<Option<String>, StoreError> {
+        self.read_fate("GetItem (lock)")?;
+        Ok(self.peek_lock(function, alias))
+    }
+
+    async fn release_lock(&self, function: &str, alias: &str, id: &str) -> Result<(), StoreError> {
+        let fate = self.dice.store_fate();
+        if fate == Fate::Fails {
+            return Err(injected("DeleteItem (lock)"));
+        }
+        {
+            let mut table = self.table.lock().unwrap();
+            let key = (function.to_owned(), alias.to_owned());
+            if table.locks.get(&key).is_some_and(|h| h == id) {
+                table.locks.remove(&key);
+            }
+        }
+        if fate == Fate::AnswerLost {
+            return Err(injected("DeleteItem (lock, answer lost)"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AliasModel {
+    pub version: String,
+    /// Extra versions and their weights (0 to 1).
+    pub weights: BTreeMap<String, f64>,
+    pub revision: u64,
+}
+
+impl AliasModel {
+    pub fn is_whole(&self) -> bool {
+        self.weights.is_empty()
+    }
+
+    /// Percent of traffic on `version`.
+    pub fn percent_on(&self, version: &str) -> f64 {
+        let extra: f64 = self.weights.values().sum();
+        if self.version == version {
+            (1.0 - extra) * 100.0
+        } else {
+            self.weights.get(version).copied().unwrap_or(0.0) * 100.0
+        }
+    }
+}
+
+/// A hook's passed verdict, as the hook itself gave it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Passed {
+    pub deployment: String,
+    pub gate: GateName,
+    /// 0-based.
+    pub step: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GateName {
+    Pre,
+    Post,
+}
+
+/// An alias write that took effect, and who held the alias then.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub function: String,
+    pub alias: String,
+    pub before: AliasModel,
+    pub after: AliasModel,
+    /// The lock holder's saved state at the write.
+    pub holder: Option<Deployment>,
+}
+
+#[derive(Default)]
+pub struct CloudState {
+    pub aliases: BTreeMap<(String, String), AliasModel>,
+    /// The highest published version of each function.
+    pub versions: BTreeMap<String, u64>,
+    pub alarms: BTreeMap<String, bool>,
+    pub passed: std::collections::BTreeSet<Passed>,
+    /// Alias writes since the checker last looked.
+    pub written: Vec<Written>,
+    /// Timer messages sent, with their delays, since the scheduler last looked.
+    pub sent: Vec<(TimerMessage, i32)>,
+}
+
+/// Lambda, CloudWatch and SQS as the engine sees them.
+#[derive(Clone)]
+pub struct MemoryCloud {
+    pub state: Arc<Mutex<CloudState>>,
+    dice: Dice,
+    /// Read (never written, no dice) to say who held the alias at each write.
+    table: MemoryTable,
+}
+
+fn transient(what: &str) -> EngineError {
+    EngineError::Aws(format!("{what}: injected failure"))
+}
+
+impl MemoryCloud {
+    pub fn new(dice: Dice, table: MemoryTable) -> Self {
+        MemoryCloud {
+            state: Arc::default(),
+            dice,
+            table,
+        }
+    }
+
+    fn call(&self, what: &str) -> Result<(), EngineError> {
+        match self.dice.cloud_fate() {
+            Fate::Ok => Ok(()),
+            _ => Err(transient(what)),
+        }
+    }
+}
+
+impl Cloud for MemoryCloud {
+    async fn read_alias(
+        &self,
+        function: &str,
+        alias: &str,
+    ) -> Result<Option<AliasState>, EngineError> {
+        self.call("GetAlias")?;
+        let state = self.state.lock().unwrap();
+        Ok(state
+            .aliases
+            .get(&(function.to_owned(), alias.to_owned()))
+            .map(|a| AliasState {
+                version: a.version.clone(),
+                weights: a.weights.clone().into_iter().collect(),
+                revision: Some(a.revision.to_string()),
+            }))
+    }
+
+    async fn write_alias(
+        &self,
+        function: &str,
+        alias: &str,
+        primary: &str,
+        weights: &HashMap<String, f64>,
+        revision: Option<&str>,
+    ) -> Result<AliasWrite, EngineError> {
+        let fate = self.dice.cloud_fate();
+        if fate == Fate::Fails {
+            return Err(transient("UpdateAlias"));
+        }
+        {
+            let mut state = self.state.lock().unwrap();
+            let key = (function.to_owned(), alias.to_owned());
+            let Some(current) = state.aliases.get_mut(&key) else {
+                return Err(EngineError::Aws("UpdateAlias: no such alias".into()));
+            };
+            if revision.is_some_and(|r| r != current.revision.to_string()) {
+                return Ok(AliasWrite::Stale);
+            }
+            let before = current.clone();
+            current.version = primary.to_owned();
+            current.weights = weights.clone().into_iter().collect();
+            current.revision += 1;
+            let after = current.clone();
+            let holder = self
+                .table
+                .peek_lock(function, alias)
+                .and_then(|id| self.table.peek(&id));
+            self.dice.note(format!(
+                "      {function}:{alias} set to {} {:?} (revision {}), held by {:?}",
+                after.version,
+                after.weights,
+                after.revision,
+                holder.as_ref().map(|h| (&h.id, &h.phase))
+            ));
+            state.written.push(Written {
+                function: function.to_owned(),
+                alias: alias.to_owned(),
+                before,
+                after,
+                holder,
+            });
+        }
+        if fate == Fate::AnswerLost {
+            return Err(transient("UpdateAlias (answer lost)"));
+        }
+        Ok(AliasWrite::Written)
+    }
+
+    async fn version_exists(&self, function: &str, version: &str) -> Result<bool, EngineError> {
+        self.call("GetFunctionConfiguration")?;
+        let state = self.state.lock().unwrap();
+        let highest = state.versions.get(function).copied().unwrap_or(0);
+        Ok(version.parse::<u64>().is_ok_and(|v| v >= 1 && v <= highest))
+    }
+
+    async fn publish(
+        &self,
+        function: &str,
+        bucket: &str,
+        key: &str,
+        _object_version: Option<&str>,
+    ) -> Result<String, String> {
+        if self.dice.cloud_fate() != Fate::Ok {
+            return Err("PublishVersion: injected failure".into());
+        }
+        if key.contains("missing") {
+            return Err(format!(
+                "UpdateFunctionCode from s3://{bucket}/{key}: NoSuchKey"
+            ));
+        }
+        let mut state = self.state.lock().unwrap();
+        let highest = state.versions.entry(function.to_owned()).or_insert(0);
+        *highest += 1;
+        Ok(highest.to_string())
+    }
+
+    async fn alarms_in_alarm(
+        &self,
+        names: &[String],
+    ) -> Result<HashMap<String, bool>, EngineError> {
+        self.call("DescribeAlarms")?;
+        let state = self.state.lock().unwrap();
+        Ok(names
+            .iter()
+            .filter_map(|n| Some((n.clone(), *state.alarms.get(n)?)))
+            .collect())
+    }
+
+    async fn invoke_hook(
+        &self,
+        _hook: &str,
+        request: &HookRequest,
+        _timeout: Duration,
+    ) -> Result<HookCall, EngineError> {
+        self.call("Invoke (hook throttled)")?;
+        let call = self.dice.hook_call();
+        if let HookCall::Answered(body) = &call
+            && body.starts_with(br#"{"status":"Succeeded""#)
+        {
+            self.state.lock().unwrap().passed.insert(Passed {
+                deployment: request.deployment_id.clone(),
+                gate: match request.gate {
+                    Gate::PreTraffic => GateName::Pre,
+                    Gate::PostTraffic => GateName::Post,
+                },
+                step: request.step - 1,
+            });
+        }
+        Ok(call)
+    }
+
+    async fn send_timer(&self, message: &TimerMessage, delay_secs: i32) -> Result<(), EngineError> {
+        let fate = self.dice.cloud_fate();
+        if fate == Fate::Fails {
+            return Err(transient("SendMessage"));
+        }
+        self.state
+            .lock()
+            .unwrap()
+            .sent
+            .push((message.clone(), delay_secs));
+        if fate == Fate::AnswerLost {
+            return Err(transient("SendMessage (answer lost)"));
+        }
+        Ok(())
+    }
+}
