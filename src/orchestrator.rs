@@ -6,6 +6,10 @@
 //! (`<execution>~<stage>.<action>.<attempt>`); the shifter runs it, and its
 //! end, seen on the table's stream, is the action's result.
 
+mod ports;
+
+pub use ports::{Actions, AwsActions, Executions, Invoked, PipelineRun};
+
 use crate::domain::deployment::{
     Deployment, DeploymentSpec, Input as DeploymentInput, Phase, VersionSource,
 };
@@ -14,15 +18,13 @@ use crate::domain::execution::{
     pending,
 };
 use crate::domain::pipeline::{ActionKind, ExecutionMode, TemplateContext, render};
-use crate::engine::{Engine, EngineError, MAX_TIMER_DELAY_SECS};
+use crate::engine::{
+    AwsCloud, Clock, Cloud, Engine, EngineError, MAX_TIMER_DELAY_SECS, SystemClock,
+};
 use crate::events::{OrchestratorEvent, parse_orchestrator_event};
 use crate::metrics::{self, Metric};
 use crate::settings::{SettingError, setting};
-use crate::store::{LockOutcome, StoreError, StoredExecution};
-use aws_sdk_codepipeline::types::{
-    PipelineExecutionStatus, SourceRevisionOverride, SourceRevisionType,
-};
-use aws_sdk_lambda::primitives::Blob;
+use crate::store::{LockOutcome, Store, StoreError, StoredExecution};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -87,18 +89,14 @@ pub fn deployment_origin(deployment_id: &str) -> Option<(String, ActionRef)> {
     ))
 }
 
+/// The orchestrator over the engine's ports and its own (see `ports`).
 #[derive(Clone)]
-pub struct Orchestrator {
-    /// Deployments are the engine's: the orchestrator creates them and aborts them.
-    pub engine: Engine,
-    pub s3: aws_sdk_s3::Client,
-    pub codepipeline: aws_sdk_codepipeline::Client,
-    pub timer_queue_url: String,
+pub struct Orchestrator<S = Store, C = AwsCloud, K = SystemClock, A = AwsActions> {
+    /// Deployments are the engine's: the orchestrator creates them and aborts
+    /// them. Its table and clock are the orchestrator's too.
+    pub engine: Engine<S, C, K>,
+    pub actions: A,
     pub artifact_bucket: String,
-}
-
-fn now() -> chrono::DateTime<chrono::Utc> {
-    chrono::Utc::now()
 }
 
 fn split(commands: Vec<Command>) -> (Vec<ExecutionEvent>, Vec<Command>) {
@@ -116,11 +114,15 @@ impl Orchestrator {
     pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, SettingError> {
         Ok(Orchestrator {
             engine: Engine::from_env(config)?,
-            s3: aws_sdk_s3::Client::new(config),
-            codepipeline: aws_sdk_codepipeline::Client::new(config),
-            timer_queue_url: setting("SLUICE_PIPELINE_TIMER_QUEUE_URL")?,
+            actions: AwsActions::new(config, setting("SLUICE_PIPELINE_TIMER_QUEUE_URL")?),
             artifact_bucket: setting("SLUICE_ARTIFACT_BUCKET")?,
         })
+    }
+}
+
+impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.engine.clock.now()
     }
 
     /// Handles one event of the orchestrator's sources; for timer batches,
@@ -167,7 +169,7 @@ impl Orchestrator {
             }
             OrchestratorEvent::Reconcile => {
                 let mut failed = 0;
-                let due = self.engine.store.due_executions(now()).await?;
+                let due = self.engine.store.due_executions(self.now()).await?;
                 for id in &due {
                     if let Err(e) = self.resume(id).await {
                         failed += 1;
@@ -218,7 +220,7 @@ impl Orchestrator {
         match self
             .engine
             .store
-            .acquire_lock(&lock.0, &lock.1, next, now())
+            .acquire_lock(&lock.0, &lock.1, next, self.now())
             .await?
         {
             LockOutcome::Acquired => {
@@ -258,7 +260,7 @@ impl Orchestrator {
             self.take_turn(&stored.execution.pipeline).await?;
             return Ok(self.engine.store.load_execution(id).await?.execution);
         }
-        let actions = pending(&stored.execution, now());
+        let actions = pending(&stored.execution, self.now());
         self.drive(stored, VecDeque::new(), actions).await
     }
 
@@ -404,7 +406,7 @@ impl Orchestrator {
             let Some(input) = inputs.pop_front() else {
                 return Ok(stored.execution);
             };
-            let (next, commands) = decide(&stored.execution, &input, now());
+            let (next, commands) = decide(&stored.execution, &input, self.now());
             if next == stored.execution && commands.is_empty() {
                 tracing::debug!(execution_id = %id, ?input, "input ignored");
                 continue;
@@ -421,7 +423,7 @@ impl Orchestrator {
                         tracing::info!(execution_id = %id, "{}", e.message);
                     }
                     if saved.execution.status != stored.execution.status {
-                        count_end(&saved.execution);
+                        count_end(&saved.execution, self.now());
                     }
                     stored = saved;
                     actions = new_actions;
@@ -507,7 +509,8 @@ impl Orchestrator {
             recheck: true,
             handle,
         };
-        let when = now() + chrono::Duration::from_std(RECHECK_INTERVAL).expect("a short duration");
+        let when =
+            self.now() + chrono::Duration::from_std(RECHECK_INTERVAL).expect("a short duration");
         self.enqueue(&timer, when).await
     }
 
@@ -516,19 +519,10 @@ impl Orchestrator {
         timer: &PipelineTimer,
         when: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), OrchestratorError> {
-        let delay = (when - now()).num_seconds().clamp(0, MAX_TIMER_DELAY_SECS) as i32;
-        let body = serde_json::to_string(timer).expect("timers serialise");
-        self.engine
-            .cloud
-            .sqs
-            .send_message()
-            .queue_url(&self.timer_queue_url)
-            .message_body(body)
-            .delay_seconds(delay)
-            .send()
-            .await
-            .map_err(|err| aws("SendMessage (pipeline timer)", err))?;
-        Ok(())
+        let delay = (when - self.now())
+            .num_seconds()
+            .clamp(0, MAX_TIMER_DELAY_SECS) as i32;
+        self.actions.send_timer(timer, delay).await
     }
 
     /// Looks at a CodePipeline execution an action started: its result, or a recheck later.
@@ -543,38 +537,29 @@ impl Orchestrator {
             return Ok(None);
         };
         let pipeline = self.render(e, &c.pipeline);
-        let out = self
-            .codepipeline
-            .get_pipeline_execution()
-            .pipeline_name(&pipeline)
-            .pipeline_execution_id(execution_id)
-            .send()
-            .await
-            .map_err(|err| aws("GetPipelineExecution", err))?;
-        let status = out
-            .pipeline_execution()
-            .and_then(|p| p.status())
-            .cloned()
-            .unwrap_or(PipelineExecutionStatus::InProgress);
-        Ok(match codepipeline_result(&status) {
-            Some(Ok(())) => Some(Input::ActionSucceeded {
-                at,
-                detail: format!("CodePipeline {pipeline} execution {execution_id} succeeded"),
-                outputs: BTreeMap::from([
-                    ("pipeline".to_owned(), pipeline),
-                    ("pipeline_execution_id".to_owned(), execution_id.to_owned()),
-                ]),
-            }),
-            Some(Err(status)) => Some(Input::ActionFailed {
-                at,
-                reason: format!("CodePipeline {pipeline} execution {execution_id} ended {status}"),
-            }),
-            None => {
-                self.recheck_later(e, at, Some(execution_id.to_owned()))
-                    .await?;
-                None
-            }
-        })
+        Ok(
+            match self.actions.pipeline_run(&pipeline, execution_id).await? {
+                PipelineRun::Succeeded => Some(Input::ActionSucceeded {
+                    at,
+                    detail: format!("CodePipeline {pipeline} execution {execution_id} succeeded"),
+                    outputs: BTreeMap::from([
+                        ("pipeline".to_owned(), pipeline),
+                        ("pipeline_execution_id".to_owned(), execution_id.to_owned()),
+                    ]),
+                }),
+                PipelineRun::Ended(status) => Some(Input::ActionFailed {
+                    at,
+                    reason: format!(
+                        "CodePipeline {pipeline} execution {execution_id} ended {status}"
+                    ),
+                }),
+                PipelineRun::Running => {
+                    self.recheck_later(e, at, Some(execution_id.to_owned()))
+                        .await?;
+                    None
+                }
+            },
+        )
     }
 
     async fn run_action(
@@ -608,57 +593,32 @@ impl Orchestrator {
                     "outputs": e.outputs,
                     "payload": invoke.payload,
                 });
-                let out = self
-                    .engine
-                    .cloud
-                    .lambda
-                    .invoke()
-                    .function_name(&function)
-                    .payload(Blob::new(
-                        serde_json::to_vec(&event).expect("events serialise"),
-                    ))
-                    .send()
-                    .await;
-                match out {
-                    Err(err)
-                        if err
-                            .as_service_error()
-                            .is_some_and(|se| se.is_too_many_requests_exception()) =>
-                    {
-                        Err(aws("Invoke (throttled)", err))
+                Ok(match self.actions.invoke(&function, &event).await? {
+                    Invoked::Answered => succeeded(format!("{function} answered"), BTreeMap::new()),
+                    Invoked::Raised(message) => failed(format!("{function} failed: {message}")),
+                    Invoked::NotInvoked(why) => {
+                        failed(format!("{function} could not be invoked: {why}"))
                     }
-                    Err(err) => Ok(failed(format!("{function} could not be invoked: {err:?}"))),
-                    Ok(out) if out.function_error().is_some() => {
-                        let body: serde_json::Value = out
-                            .payload()
-                            .and_then(|p| serde_json::from_slice(p.as_ref()).ok())
-                            .unwrap_or_default();
-                        let message = body["errorMessage"].as_str().unwrap_or("no message");
-                        Ok(failed(format!("{function} failed: {message}")))
-                    }
-                    Ok(_) => Ok(succeeded(format!("{function} answered"), BTreeMap::new())),
-                }
+                })
             }
             ActionKind::Artifact(art) => {
                 let (bucket, key) = self.artifact_location(e, art);
-                let head = self.s3.head_object().bucket(&bucket).key(&key).send().await;
-                match head {
-                    Ok(object) => {
+                match self.actions.head_object(&bucket, &key).await? {
+                    Some(version_id) => {
                         let mut outputs = BTreeMap::from([
                             ("bucket".to_owned(), bucket.clone()),
                             ("key".to_owned(), key.clone()),
                         ]);
-                        if let Some(v) = object.version_id() {
-                            outputs.insert("version_id".into(), v.to_owned());
+                        if let Some(v) = version_id {
+                            outputs.insert("version_id".into(), v);
                         }
                         Ok(succeeded(format!("s3://{bucket}/{key} is there"), outputs))
                     }
-                    Err(err) if err.as_service_error().is_some_and(|se| se.is_not_found()) => {
+                    None => {
                         // Not built yet: the bucket's notification wakes it, a recheck covers a lost one.
                         self.recheck_later(e, at, None).await?;
                         Ok(None)
                     }
-                    Err(err) => Err(aws("HeadObject", err)),
                 }
             }
             ActionKind::Deploy(deploy) => {
@@ -690,7 +650,7 @@ impl Orchestrator {
                     smoke_tests_from: deploy.smoke_tests_from.clone(),
                     analysis: deploy.analysis.clone(),
                 };
-                let (d, commands) = Deployment::create(&id, spec, now());
+                let (d, commands) = Deployment::create(&id, spec, self.now());
                 let events = crate::domain::deployment::events_of(&commands);
                 // The shifter runs it from the stream; a repeat finds it created.
                 match self.engine.store.create(&d, &events).await {
@@ -708,53 +668,22 @@ impl Orchestrator {
             ActionKind::Wait(_) => Ok(None),
             ActionKind::CodePipeline(c) => {
                 let pipeline = self.render(e, &c.pipeline);
-                let mut start = self
-                    .codepipeline
-                    .start_pipeline_execution()
-                    .name(&pipeline)
-                    // The same token for the same attempt: a repeat starts nothing new.
-                    .client_request_token(format!(
-                        "{}-{}-{}-{}",
-                        e.id, at.stage, at.action, at.attempt
-                    ));
-                if let Some(source) = &c.source_action {
-                    start = start.source_revisions(
-                        SourceRevisionOverride::builder()
-                            .action_name(source)
-                            .revision_type(SourceRevisionType::CommitId)
-                            .revision_value(&e.push.sha)
-                            .build()
-                            .map_err(|err| aws("SourceRevisionOverride", err))?,
-                    );
-                }
-                match start.send().await {
-                    Ok(out) => {
-                        let id = out.pipeline_execution_id().unwrap_or_default().to_owned();
-                        self.check_codepipeline(e, at, &id).await
-                    }
-                    Err(err)
-                        if err
-                            .as_service_error()
-                            .is_some_and(|se| se.is_pipeline_not_found_exception()) =>
-                    {
-                        Ok(failed(format!("CodePipeline {pipeline} does not exist")))
-                    }
-                    Err(err) => Err(aws("StartPipelineExecution", err)),
+                // The same token for the same attempt: a repeat starts nothing new.
+                let token = format!("{}-{}-{}-{}", e.id, at.stage, at.action, at.attempt);
+                let source = c
+                    .source_action
+                    .as_deref()
+                    .map(|action| (action, e.push.sha.as_str()));
+                match self
+                    .actions
+                    .start_pipeline(&pipeline, &token, source)
+                    .await?
+                {
+                    Some(id) => self.check_codepipeline(e, at, &id).await,
+                    None => Ok(failed(format!("CodePipeline {pipeline} does not exist"))),
                 }
             }
         }
-    }
-}
-
-/// What a CodePipeline execution's status means for the action; `None` while it runs.
-fn codepipeline_result(status: &PipelineExecutionStatus) -> Option<Result<(), String>> {
-    match status {
-        PipelineExecutionStatus::Succeeded => Some(Ok(())),
-        PipelineExecutionStatus::Failed
-        | PipelineExecutionStatus::Stopped
-        | PipelineExecutionStatus::Superseded
-        | PipelineExecutionStatus::Cancelled => Some(Err(status.as_str().to_owned())),
-        _ => None,
     }
 }
 
@@ -793,16 +722,14 @@ fn deployment_result(d: &Deployment, at: ActionRef) -> Option<Input> {
 }
 
 /// Counts an execution's end, and how long it took from the push.
-fn count_end(e: &Execution) {
+fn count_end(e: &Execution, now: chrono::DateTime<chrono::Utc>) {
     match e.status {
         Status::Succeeded => metrics::emit(Metric::ExecutionsSucceeded, &e.pipeline),
         Status::Failed { .. } => metrics::emit(Metric::ExecutionsFailed, &e.pipeline),
         Status::Stopped { .. } | Status::Superseded { .. } => {}
         Status::Queued | Status::InProgress => return,
     }
-    let took = (chrono::Utc::now() - e.created_at)
-        .num_milliseconds()
-        .max(0);
+    let took = (now - e.created_at).num_milliseconds().max(0);
     metrics::record(Metric::ExecutionDuration, &e.pipeline, took as f64 / 1000.0);
 }
 
@@ -812,20 +739,21 @@ mod tests {
 
     #[test]
     fn codepipeline_statuses_end_the_action_or_keep_it_running() {
+        use aws_sdk_codepipeline::types::PipelineExecutionStatus;
         assert_eq!(
-            codepipeline_result(&PipelineExecutionStatus::Succeeded),
-            Some(Ok(()))
+            ports::pipeline_run(&PipelineExecutionStatus::Succeeded),
+            PipelineRun::Succeeded
         );
         for ended in ["Failed", "Stopped", "Superseded", "Cancelled"] {
             assert_eq!(
-                codepipeline_result(&PipelineExecutionStatus::from(ended)),
-                Some(Err(ended.to_owned()))
+                ports::pipeline_run(&PipelineExecutionStatus::from(ended)),
+                PipelineRun::Ended(ended.to_owned())
             );
         }
         for running in ["InProgress", "Stopping"] {
             assert_eq!(
-                codepipeline_result(&PipelineExecutionStatus::from(running)),
-                None
+                ports::pipeline_run(&PipelineExecutionStatus::from(running)),
+                PipelineRun::Running
             );
         }
     }

@@ -8,10 +8,12 @@ use crate::commits::{
     self, CommitEventError, DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER,
     parse_codecommit_state_change, parse_codecommit_trigger, parse_github_push,
 };
+use crate::domain::deployment::Time;
 use crate::domain::execution::Execution;
-use crate::domain::pipeline::Push;
+use crate::domain::pipeline::{PipelineDefinition, Push};
 use crate::function_url::{self, error_response, response};
 use crate::metrics::{self, Metric};
+use crate::orchestrator::Executions;
 use crate::settings::{SettingError, setting};
 use crate::store::{ExecutionStart, Store, StoreError};
 use aws_lambda_events::event::code_commit::CodeCommitEvent;
@@ -277,36 +279,45 @@ impl Source {
 
     /// Starts an execution of every pipeline the push selects, once per commit.
     pub async fn pushed(&self, push: &Push) -> Result<Vec<Started>, SourceError> {
-        let mut started = Vec::new();
-        for definition in self.store.definitions().await? {
-            if !definition.matches(push) {
-                continue;
-            }
-            let id = format!(
-                "{}-{}",
-                crate::domain::clip(&push.sha, 7),
-                &uuid::Uuid::new_v4().simple().to_string()[..8]
-            );
-            let pipeline = definition.name.clone();
-            let (execution, commands) =
-                Execution::create(&id, definition, push.clone(), chrono::Utc::now());
-            let events = crate::domain::execution::events_of(&commands);
-            match self.store.start_execution(&execution, &events).await? {
-                ExecutionStart::Started => {
-                    metrics::emit(Metric::ExecutionsStarted, &pipeline);
-                    started.push(Started {
-                        pipeline,
-                        execution: id,
-                        new: true,
-                    })
-                }
-                ExecutionStart::AlreadyStarted(existing) => started.push(Started {
-                    pipeline,
-                    execution: existing,
-                    new: false,
-                }),
-            }
-        }
-        Ok(started)
+        let definitions = self.store.definitions().await?;
+        let random = || uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+        Ok(start_executions(&self.store, definitions, push, chrono::Utc::now(), random).await?)
     }
+}
+
+/// Starts an execution of each definition the push selects, unless its commit
+/// already started one there. Ids are the short sha and `suffix()`.
+pub async fn start_executions<T: Executions>(
+    table: &T,
+    definitions: Vec<PipelineDefinition>,
+    push: &Push,
+    now: Time,
+    mut suffix: impl FnMut() -> String,
+) -> Result<Vec<Started>, StoreError> {
+    let mut started = Vec::new();
+    for definition in definitions {
+        if !definition.matches(push) {
+            continue;
+        }
+        let id = format!("{}-{}", crate::domain::clip(&push.sha, 7), suffix());
+        let pipeline = definition.name.clone();
+        let (execution, commands) = Execution::create(&id, definition, push.clone(), now);
+        let events = crate::domain::execution::events_of(&commands);
+        match table.start_execution(&execution, &events).await? {
+            ExecutionStart::Started => {
+                metrics::emit(Metric::ExecutionsStarted, &pipeline);
+                started.push(Started {
+                    pipeline,
+                    execution: id,
+                    new: true,
+                })
+            }
+            ExecutionStart::AlreadyStarted(existing) => started.push(Started {
+                pipeline,
+                execution: existing,
+                new: false,
+            }),
+        }
+    }
+    Ok(started)
 }

@@ -117,9 +117,10 @@ impl World {
         };
         let orchestrator = Orchestrator {
             engine,
-            s3: aws_sdk_s3::Client::new(&config),
-            codepipeline: aws_sdk_codepipeline::Client::new(&config),
-            timer_queue_url: stack.var("SLUICE_RESOURCE_PIPELINE_TIMER_QUEUE").to_owned(),
+            actions: sluice::orchestrator::AwsActions::new(
+                &config,
+                stack.var("SLUICE_RESOURCE_PIPELINE_TIMER_QUEUE").to_owned(),
+            ),
             artifact_bucket: stack.var("SLUICE_RESOURCE_ARTIFACT_BUCKET").to_owned(),
         };
         Ok(World {

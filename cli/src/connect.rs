@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use sluice::engine::{AwsCloud, Engine, SystemClock};
 use sluice::operations::Operations;
-use sluice::orchestrator::Orchestrator;
+use sluice::orchestrator::{AwsActions, Orchestrator};
 use sluice::store::Store;
 use std::collections::HashMap;
 use std::path::Path;
@@ -60,9 +60,7 @@ fn operations(
     Operations {
         orchestrator: Orchestrator {
             engine,
-            s3: aws_sdk_s3::Client::new(config),
-            codepipeline: aws_sdk_codepipeline::Client::new(config),
-            timer_queue_url: pipeline_timer_queue_url,
+            actions: AwsActions::new(config, pipeline_timer_queue_url),
             artifact_bucket,
         },
     }
