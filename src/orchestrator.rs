@@ -168,17 +168,24 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
                 Ok(serde_json::json!({ "woken": woken }))
             }
             OrchestratorEvent::Reconcile => {
-                let mut failed = 0;
-                let due = self.engine.store.due_executions(self.now()).await?;
-                for id in &due {
-                    if let Err(e) = self.resume(id).await {
-                        failed += 1;
-                        tracing::warn!(execution_id = %id, error = %e, "reconcile could not advance");
-                    }
-                }
-                Ok(serde_json::json!({ "seen": due.len(), "failed": failed }))
+                let (seen, failed) = self.reconcile().await?;
+                Ok(serde_json::json!({ "seen": seen, "failed": failed }))
             }
         }
+    }
+
+    /// Resumes every execution that is due; returns how many it looked at
+    /// and how many it could not move.
+    pub async fn reconcile(&self) -> Result<(usize, usize), OrchestratorError> {
+        let mut failed = 0;
+        let due = self.engine.store.due_executions(self.now()).await?;
+        for id in &due {
+            if let Err(e) = self.resume(id).await {
+                failed += 1;
+                tracing::warn!(execution_id = %id, error = %e, "reconcile could not advance");
+            }
+        }
+        Ok((due.len(), failed))
     }
 
     /// A new execution: it takes its turn by execution mode, then runs.
@@ -463,6 +470,10 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
                         Err(err) => return Err(err.into()),
                     }
                 }
+                Ok(None)
+            }
+            Command::TakeTurn => {
+                Box::pin(self.take_turn(&e.pipeline)).await?;
                 Ok(None)
             }
             Command::ReleaseTurn => {

@@ -180,8 +180,13 @@ pub enum Command {
     },
     /// The execution is final: let the next one of the pipeline run.
     ReleaseTurn,
+    /// The execution waits for the pipeline's turn (queued mode): start the
+    /// longest-waiting one if the turn is free.
+    TakeTurn,
     Record(ExecutionEvent),
 }
+
+const WAITING_FOR_TURN: &str = "waiting for its turn (queued mode: one execution at a time)";
 
 impl Execution {
     /// A new execution of `definition` for `push`. It runs at once unless the
@@ -220,10 +225,7 @@ impl Execution {
             ),
         )];
         if e.definition.execution_mode == ExecutionMode::Queued {
-            commands.push(record(
-                now,
-                "waiting for its turn (queued mode: one execution at a time)".into(),
-            ));
+            commands.push(record(now, WAITING_FOR_TURN.into()));
         } else {
             enter_stage(&mut e, 0, now, &mut commands);
         }
@@ -451,7 +453,13 @@ fn step(e: &mut Execution, input: &Input, now: Time, commands: &mut Vec<Command>
             if e.status != Status::Queued {
                 return false;
             }
-            enter_stage(e, 0, now, commands);
+            if e.actions.is_empty() {
+                enter_stage(e, 0, now, commands);
+            } else {
+                // A retried stage that waited for its turn.
+                e.status = Status::InProgress;
+                advance(e, now, commands);
+            }
         }
         Input::ActionSucceeded {
             at,
@@ -577,7 +585,6 @@ fn step(e: &mut Execution, input: &Input, now: Time, commands: &mut Vec<Command>
             if !matches!(e.status, Status::Failed { .. }) {
                 return false;
             }
-            e.status = Status::InProgress;
             e.stopping = None;
             for run in &mut e.actions {
                 let again = !failed_only || matches!(run.state, ActionState::Failed { .. });
@@ -598,7 +605,15 @@ fn step(e: &mut Execution, input: &Input, now: Time, commands: &mut Vec<Command>
                     }
                 ),
             ));
-            advance(e, now, commands);
+            if e.definition.execution_mode == ExecutionMode::Queued {
+                // Another execution may have the turn now: wait for it, as a new one does.
+                e.status = Status::Queued;
+                commands.push(record(now, WAITING_FOR_TURN.into()));
+                commands.push(Command::TakeTurn);
+            } else {
+                e.status = Status::InProgress;
+                advance(e, now, commands);
+            }
         }
         Input::Supersede { by } => match e.status {
             Status::Queued | Status::Failed { .. } => {

@@ -8,6 +8,7 @@
 //!   starts nothing twice.
 
 use super::{ACTIVE, IN_FLIGHT_GRACE_SECS, Store, StoreError, aws, n, s};
+use crate::domain::deployment::Time;
 use crate::domain::execution::{Execution, ExecutionEvent, Status};
 use crate::domain::pipeline::PipelineDefinition;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
@@ -126,23 +127,19 @@ impl Store {
             ("pipeline".to_owned(), s(&e.pipeline)),
             ("status".to_owned(), s(status_name(&e.status))),
         ]);
-        match &e.status {
-            status if status.is_final() => {
+        match execution_due_at(e) {
+            None => {
                 item.insert(
                     "expires_at".into(),
                     n((e.updated_at + self.retention).timestamp()),
                 );
             }
-            // Listed (it can be retried), but nothing is due.
-            Status::Failed { .. } => {
+            Some(due) => {
                 item.insert("active".into(), s(ACTIVE));
-                item.insert("due_at".into(), n(i64::MAX));
-            }
-            // Looked at by the sweep after a grace: a worker that died mid-way.
-            _ => {
-                item.insert("active".into(), s(ACTIVE));
-                let due = e.updated_at + chrono::Duration::seconds(IN_FLIGHT_GRACE_SECS);
-                item.insert("due_at".into(), n(due.timestamp_millis()));
+                item.insert(
+                    "due_at".into(),
+                    n(due.map_or(i64::MAX, |t| t.timestamp_millis())),
+                );
             }
         }
         Ok(item)
@@ -334,6 +331,20 @@ impl Store {
         }
         ids.sort();
         Ok(ids.into_iter().map(|(_, id)| id).collect())
+    }
+}
+
+/// Whether an execution is listed in `ActiveIndex` (`None`: finished for
+/// good), and when the sweep should look at it (`None` inside: never, as for
+/// a failed one, which waits for a retry).
+pub fn execution_due_at(e: &Execution) -> Option<Option<Time>> {
+    match &e.status {
+        status if status.is_final() => None,
+        Status::Failed { .. } => Some(None),
+        // After a grace: a worker that died mid-way.
+        _ => Some(Some(
+            e.updated_at + chrono::Duration::seconds(IN_FLIGHT_GRACE_SECS),
+        )),
     }
 }
 

@@ -18,11 +18,17 @@ mod dice;
 mod model;
 
 use dice::Dice;
-use model::{AliasModel, GateName, MemoryCloud, MemoryTable, Passed, SimClock, Written};
+use model::{
+    AliasModel, GateName, MemoryActions, MemoryCloud, MemoryTable, Passed, SimClock, Written,
+};
 use sluice::domain::deployment::{
     Deployment, DeploymentSpec, Input, OnBusy, Phase, Time, VersionSource,
 };
+use sluice::domain::execution::{ActionState, Input as ExecutionInput, Status, StopMode};
+use sluice::domain::pipeline::{GitRef, PipelineDefinition, Push};
 use sluice::engine::{Engine, EngineError, FaultHook, FaultPoint, TimerMessage};
+use sluice::orchestrator::{Orchestrator, OrchestratorError, PipelineTimer};
+use sluice::source::start_executions;
 use sluice::store::{IN_FLIGHT_GRACE_SECS, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -32,6 +38,7 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 type SimEngine = Engine<MemoryTable, MemoryCloud, SimClock>;
+type SimOrchestrator = Orchestrator<MemoryTable, MemoryCloud, SimClock, MemoryActions>;
 
 const FUNCTIONS: [&str; 4] = ["orders", "payments", "search", "email"];
 const ALIAS: &str = "live";
@@ -41,6 +48,14 @@ const RECONCILE_EVERY_SECS: i64 = 60;
 const TIMER_VISIBILITY_SECS: i64 = 1800;
 const TIMER_MAX_RECEIVES: u32 = 5;
 const STREAM_RETRIES: u32 = 10;
+const PIPELINE_TIMER_VISIBILITY_SECS: i64 = 5400;
+const ARTIFACT_BUCKET: &str = "artifacts";
+/// One pipeline per execution mode, each deploying its own function.
+const PIPELINES: [(&str, &str); 3] = [
+    ("orders", "queued"),
+    ("payments", "superseded"),
+    ("search", "parallel"),
+];
 const ASYNC_RETRIES: u32 = 2;
 
 fn setting(name: &str, default: u64) -> u64 {
@@ -86,6 +101,47 @@ enum Work {
     },
     /// The faults stop; paused deployments are resumed and alarms clear.
     Calm,
+    /// A push reaches the source function (retried by its sender on failure).
+    Push {
+        push: Box<Push>,
+        attempt: u32,
+    },
+    /// The table's stream: an execution was started.
+    Arrived {
+        id: String,
+        attempt: u32,
+    },
+    /// The table's stream: a deployment ended.
+    Finished {
+        id: String,
+        attempt: u32,
+    },
+    /// The pipeline timer queue.
+    PipelineTimer {
+        timer: Box<PipelineTimer>,
+        receives: u32,
+    },
+    /// The pipeline schedule's sweep.
+    PipelineReconcile,
+    /// The build uploads a commit's artifact.
+    Upload {
+        key: String,
+    },
+    /// The bucket's notification.
+    ObjectCreated {
+        key: String,
+    },
+    /// A person answers the execution's approval when it gets there.
+    Approve {
+        id: String,
+        approved: bool,
+        patience: u32,
+    },
+    /// A person stops or retries an execution.
+    ExecutionOperator {
+        id: String,
+        input: ExecutionInput,
+    },
 }
 
 fn describe(work: &Work) -> String {
@@ -105,13 +161,39 @@ fn describe(work: &Work) -> String {
             format!("alarm {name} {}", if *in_alarm { "ALARM" } else { "OK" })
         }
         Work::Calm => "faults stop".into(),
+        Work::Push { push, attempt } => format!(
+            "push {} {} {} (attempt {attempt})",
+            push.repository,
+            push.reference.name(),
+            &push.sha[..7]
+        ),
+        Work::Arrived { id, attempt } => {
+            format!("stream: execution {id} started (attempt {attempt})")
+        }
+        Work::Finished { id, attempt } => format!("stream: {id} ended (attempt {attempt})"),
+        Work::PipelineTimer { timer, receives } => format!(
+            "pipeline timer {} {:?}{} (receive {receives})",
+            timer.execution_id,
+            timer.at,
+            if timer.recheck { " recheck" } else { "" }
+        ),
+        Work::PipelineReconcile => "pipeline reconcile".into(),
+        Work::Upload { key } => format!("upload {key}"),
+        Work::ObjectCreated { key } => format!("s3 notification {key}"),
+        Work::Approve { id, approved, .. } => format!("approval {approved} on {id}"),
+        Work::ExecutionOperator { id, input } => format!("operator {input:?} on {id}"),
     }
 }
 
 struct Sim {
     engine: OnceLock<SimEngine>,
+    orchestrator: OnceLock<SimOrchestrator>,
+    definitions: Vec<PipelineDefinition>,
+    /// For execution ids: what the source function draws at random.
+    suffixes: AtomicU64,
     table: MemoryTable,
     cloud: MemoryCloud,
+    actions: MemoryActions,
     clock: SimClock,
     dice: Dice,
     start: Time,
@@ -177,8 +259,87 @@ impl Sim {
                 },
             );
         }
-        for id in self.table.drain_created() {
+        let pipeline_sent = std::mem::take(&mut self.actions.state.lock().unwrap().sent);
+        for (timer, delay) in pipeline_sent {
+            if self.dice.chance(rates.timer_lost) {
+                self.dice
+                    .note(format!("      pipeline timer {timer:?} lost"));
+                continue;
+            }
+            let mut at = self.now() + chrono::Duration::seconds(delay.into());
+            if self.dice.chance(rates.timer_delayed) {
+                at += chrono::Duration::seconds(self.dice.below(30) as i64);
+            }
+            let work = |timer: &PipelineTimer| Work::PipelineTimer {
+                timer: Box::new(timer.clone()),
+                receives: 1,
+            };
+            if self.dice.chance(rates.timer_duplicated) {
+                self.schedule(at + chrono::Duration::seconds(1), work(&timer));
+            }
+            self.schedule(at, work(&timer));
+        }
+        let stream = self.table.drain_stream();
+        for id in stream.created {
             self.schedule_in(1, Work::Created { id, attempt: 1 });
+        }
+        for id in stream.finished {
+            self.schedule_in(1, Work::Finished { id, attempt: 1 });
+        }
+        for id in stream.new_executions {
+            self.schedule_in(
+                1,
+                Work::Arrived {
+                    id: id.clone(),
+                    attempt: 1,
+                },
+            );
+            self.plan_operators(&id);
+        }
+    }
+
+    /// What people do about a new execution: mostly approve it in time.
+    fn plan_operators(&self, id: &str) {
+        let later =
+            |max: u64| self.now() + chrono::Duration::seconds(60 + self.dice.below(max) as i64);
+        if self.dice.chance(0.9) {
+            let approved = self.dice.chance(0.9);
+            self.schedule(
+                later(600),
+                Work::Approve {
+                    id: id.to_owned(),
+                    approved,
+                    patience: 60,
+                },
+            );
+        }
+        if self.dice.chance(0.05) {
+            let mode = if self.dice.chance(0.5) {
+                StopMode::Abandon
+            } else {
+                StopMode::Finish
+            };
+            self.schedule(
+                later(1200),
+                Work::ExecutionOperator {
+                    id: id.to_owned(),
+                    input: ExecutionInput::Stop {
+                        mode,
+                        reason: "operator".into(),
+                    },
+                },
+            );
+        }
+        if self.dice.chance(0.2) {
+            self.schedule(
+                later(3600),
+                Work::ExecutionOperator {
+                    id: id.to_owned(),
+                    input: ExecutionInput::RetryStage {
+                        failed_only: self.dice.chance(0.5),
+                    },
+                },
+            );
         }
     }
 
@@ -229,6 +390,7 @@ impl Sim {
                     .push(d.id.clone());
             }
         });
+        self.check_executions();
         for ((function, alias), ids) in owners {
             if ids.len() > 1 {
                 self.violation(format!(
@@ -241,6 +403,40 @@ impl Sim {
                 self.violation(format!(
                     "{function}:{alias} is being deployed by {ids:?} but the lock is {holder:?}"
                 ));
+            }
+        }
+    }
+
+    /// At most one execution per (pipeline, commit); in queued mode, at most
+    /// one running per pipeline.
+    fn check_executions(&self) {
+        let mut by_commit: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        let mut running: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        self.table.each_execution(|e| {
+            by_commit
+                .entry((e.pipeline.clone(), e.push.sha.clone()))
+                .or_default()
+                .push(e.id.clone());
+            if e.status == Status::InProgress
+                && e.definition.execution_mode == sluice::domain::pipeline::ExecutionMode::Queued
+            {
+                running
+                    .entry(e.pipeline.clone())
+                    .or_default()
+                    .push(e.id.clone());
+            }
+        });
+        for ((pipeline, sha), ids) in by_commit {
+            if ids.len() > 1 {
+                self.violation(format!(
+                    "{pipeline} runs commit {sha} {} times: {ids:?}",
+                    ids.len()
+                ));
+            }
+        }
+        for (pipeline, ids) in running {
+            if ids.len() > 1 {
+                self.violation(format!("queued pipeline {pipeline} runs {ids:?} at once"));
             }
         }
     }
@@ -325,7 +521,9 @@ fn deliver(sim: Arc<Sim>, work: Work) -> Delivery {
             describe(&work)
         ));
         let engine = sim.engine.get().expect("engine set").clone();
-        let failed = |e: &EngineError| sim.dice.note(format!("      -> {e}"));
+        let orchestrator = sim.orchestrator.get().expect("orchestrator set").clone();
+        let failed = |e: &dyn std::fmt::Display| sim.dice.note(format!("      -> {e}"));
+        let retry = |secs: i64, work: Work| sim.schedule_in(secs, work);
         match work {
             Work::Start { id, spec, attempt } => match engine.start(&id, (*spec).clone()).await {
                 Ok(_) | Err(EngineError::Store(StoreError::AlreadyExists(_))) => {}
@@ -431,6 +629,136 @@ fn deliver(sim: Arc<Sim>, work: Work) -> Delivery {
                     if let Err(e) = engine.apply(&id, Input::Resume).await {
                         failed(&e);
                     }
+                }
+            }
+            Work::Push { push, attempt } => {
+                let suffix = || format!("{:08x}", sim.suffixes.fetch_add(1, Ordering::Relaxed));
+                let started = start_executions(
+                    &sim.table,
+                    sim.definitions.clone(),
+                    &push,
+                    sim.now(),
+                    suffix,
+                )
+                .await;
+                if let Err(e) = started {
+                    failed(&e);
+                    if attempt < 3 {
+                        let attempt = attempt + 1;
+                        retry(10, Work::Push { push, attempt });
+                    }
+                }
+            }
+            Work::Arrived { id, attempt } => {
+                if let Err(e) = orchestrator.arrived(&id).await {
+                    failed(&e);
+                    if attempt <= STREAM_RETRIES {
+                        let attempt = attempt + 1;
+                        retry(2, Work::Arrived { id, attempt });
+                    }
+                }
+            }
+            Work::Finished { id, attempt } => {
+                if let Err(e) = orchestrator.deployment_finished(&id).await {
+                    failed(&e);
+                    if attempt <= STREAM_RETRIES {
+                        let attempt = attempt + 1;
+                        retry(2, Work::Finished { id, attempt });
+                    }
+                }
+            }
+            Work::PipelineTimer { timer, receives } => match orchestrator.timer(&timer).await {
+                Ok(_) | Err(OrchestratorError::Store(StoreError::NotFound(_))) => {}
+                Err(e) => {
+                    failed(&e);
+                    if receives < TIMER_MAX_RECEIVES {
+                        let receives = receives + 1;
+                        retry(
+                            PIPELINE_TIMER_VISIBILITY_SECS,
+                            Work::PipelineTimer { timer, receives },
+                        );
+                    } else {
+                        sim.dice.note("      -> to the dead-letter queue".into());
+                    }
+                }
+            },
+            Work::PipelineReconcile => {
+                if let Err(e) = orchestrator.reconcile().await {
+                    failed(&e);
+                }
+                sim.schedule_in(RECONCILE_EVERY_SECS, Work::PipelineReconcile);
+            }
+            Work::Upload { key } => {
+                sim.actions
+                    .state
+                    .lock()
+                    .unwrap()
+                    .objects
+                    .insert((ARTIFACT_BUCKET.into(), key.clone()), "v1".into());
+                if !sim.dice.chance(sim.dice.rates().timer_lost) {
+                    sim.schedule_in(1, Work::ObjectCreated { key });
+                }
+            }
+            Work::ObjectCreated { key } => {
+                if let Err(e) = orchestrator.object_created(ARTIFACT_BUCKET, &key).await {
+                    failed(&e);
+                }
+            }
+            Work::Approve {
+                id,
+                approved,
+                patience,
+            } => {
+                // Answers the approval once the execution waits on it.
+                let waiting = sim.table.peek_execution(&id).and_then(|e| {
+                    let stage = &e.definition.stages[e.stage];
+                    stage
+                        .actions
+                        .iter()
+                        .zip(&e.actions)
+                        .enumerate()
+                        .find(|(_, (action, run))| {
+                            matches!(
+                                action.kind,
+                                sluice::domain::pipeline::ActionKind::Approval(_)
+                            ) && matches!(run.state, ActionState::Running { .. })
+                        })
+                        .map(|(i, (_, run))| sluice::domain::execution::ActionRef {
+                            stage: e.stage,
+                            action: i,
+                            attempt: run.attempt,
+                        })
+                        .filter(|_| e.status == Status::InProgress)
+                });
+                match waiting {
+                    Some(at) => {
+                        let input = ExecutionInput::Approval {
+                            at,
+                            approved,
+                            by: "sim".into(),
+                            comment: String::new(),
+                        };
+                        if let Err(e) = orchestrator.apply(&id, input).await {
+                            failed(&e);
+                        }
+                    }
+                    None if patience > 0 => {
+                        let patience = patience - 1;
+                        retry(
+                            60,
+                            Work::Approve {
+                                id,
+                                approved,
+                                patience,
+                            },
+                        );
+                    }
+                    None => {}
+                }
+            }
+            Work::ExecutionOperator { id, input } => {
+                if let Err(e) = orchestrator.apply(&id, input).await {
+                    failed(&e);
                 }
             }
         }
@@ -557,7 +885,117 @@ fn advance(clock: &SimClock, to: Time) {
 /// What a world does: the same seed and count give the same plan.
 struct Plan {
     seed: u64,
+    /// Deployments started directly (by operators).
     deployments: usize,
+    /// Pushes to the pipelines' repositories.
+    pushes: usize,
+}
+
+fn pipeline_definitions() -> Vec<PipelineDefinition> {
+    PIPELINES
+        .iter()
+        .map(|(function, mode)| {
+            let text = format!(
+                r#"
+name: {function}
+source:
+  repository: acme/{function}
+  branches:
+    include: [main]
+execution_mode: {mode}
+stages:
+  - name: build
+    actions:
+      - name: artifact
+        kind: artifact
+        config:
+          key: "builds/{{repo}}/{{sha}}/app.zip"
+          timeout: 10m
+      - name: unit
+        kind: invoke
+        config:
+          function: unit-tests
+  - name: canary
+    actions:
+      - name: deploy
+        kind: deploy
+        config:
+          function: {function}
+          alias: live
+          artifact: artifact
+          config: "steps:10@30s,50@45s,100"
+          pre_traffic_hook: pre-traffic
+          post_traffic_hook: post-traffic
+  - name: approve
+    actions:
+      - name: release
+        kind: approval
+        config:
+          timeout: 20m
+  - name: downstream
+    actions:
+      - name: soak
+        kind: wait
+        config:
+          duration: 1m
+      - name: integration
+        kind: codepipeline
+        config:
+          pipeline: integration
+"#
+            );
+            PipelineDefinition::parse(&text).expect("the simulation's pipelines are valid")
+        })
+        .collect()
+}
+
+/// Pushes to the pipelines' repositories, some delivered twice, some to
+/// other branches; the build uploads most commits' artifacts a while later.
+fn lay_out_pushes(sim: &Sim, plan: &Plan, dice: &Dice) -> Time {
+    let secs = chrono::Duration::seconds;
+    let mut at = sim.start;
+    for _ in 0..plan.pushes {
+        at += secs(dice.below(90) as i64);
+        let (function, _) = PIPELINES[dice.below(PIPELINES.len() as u64) as usize];
+        let repository = format!("acme/{function}");
+        let sha: String = (0..40)
+            .map(|_| char::from_digit(dice.below(16) as u32, 16).unwrap())
+            .collect();
+        let branch = if dice.chance(0.9) { "main" } else { "feature" };
+        let push = Push {
+            repository: repository.clone(),
+            reference: GitRef::Branch(branch.into()),
+            sha: sha.clone(),
+            deleted: false,
+            forced: false,
+            changed_paths: None,
+            message: None,
+            author: None,
+        };
+        let deliver = |when| {
+            sim.schedule(
+                when,
+                Work::Push {
+                    push: Box::new(push.clone()),
+                    attempt: 1,
+                },
+            )
+        };
+        deliver(at);
+        if dice.chance(0.2) {
+            // The webhook delivered again (a redelivery, another hook).
+            deliver(at + chrono::Duration::milliseconds(dice.below(5000) as i64));
+        }
+        if dice.chance(0.95) {
+            sim.schedule(
+                at + secs(dice.below(300) as i64),
+                Work::Upload {
+                    key: format!("builds/{repository}/{sha}/app.zip"),
+                },
+            );
+        }
+    }
+    at
 }
 
 fn config(dice: &Dice) -> String {
@@ -591,6 +1029,7 @@ fn config(dice: &Dice) -> String {
 /// a shorter plan of the same seed is a prefix of a longer one.
 fn lay_out(sim: &Sim, plan: &Plan) {
     let dice = Dice::new(plan.seed ^ 0x9e37_79b9_7f4a_7c15);
+    let pushes_end = lay_out_pushes(sim, plan, &Dice::new(plan.seed ^ 0x51ce));
     let mut at = sim.start;
     let secs = chrono::Duration::seconds;
     let mut last = at;
@@ -707,8 +1146,11 @@ fn lay_out(sim: &Sim, plan: &Plan) {
     }
     // Faults stop a while after the last start; the operators' late actions
     // before then still happen.
-    sim.schedule(last + secs(1300), Work::Calm);
+    sim.schedule(last.max(pushes_end) + secs(1300), Work::Calm);
     sim.schedule(sim.start, Work::Reconcile);
+    if plan.pushes > 0 {
+        sim.schedule(sim.start, Work::PipelineReconcile);
+    }
 }
 
 /// The outcome of one world: the violations and the replay.
@@ -719,7 +1161,20 @@ struct Outcome {
     promoted: usize,
     rolled_back: usize,
     failed_to_start: usize,
+    executions: usize,
+    succeeded: usize,
     deliveries: u64,
+}
+
+/// Executions still queued or in progress.
+fn unfinished(table: &MemoryTable) -> Vec<String> {
+    let mut ids = Vec::new();
+    table.each_execution(|e| {
+        if matches!(e.status, Status::Queued | Status::InProgress) {
+            ids.push(e.id.clone());
+        }
+    });
+    ids
 }
 
 fn run_world(plan: &Plan) -> Outcome {
@@ -748,11 +1203,17 @@ fn run_world(plan: &Plan) -> Outcome {
                 state.alarms.insert(name.into(), false);
             }
         }
+        let clock = SimClock(Arc::new(Mutex::new(start)));
+        let actions = MemoryActions::new(dice.clone(), clock.clone());
         let sim = Arc::new(Sim {
             engine: OnceLock::new(),
+            orchestrator: OnceLock::new(),
+            definitions: pipeline_definitions(),
+            suffixes: AtomicU64::new(0),
             table: table.clone(),
             cloud: cloud.clone(),
-            clock: SimClock(Arc::new(Mutex::new(start))),
+            actions: actions.clone(),
+            clock,
             dice: dice.clone(),
             start,
             queue: Mutex::default(),
@@ -767,7 +1228,13 @@ fn run_world(plan: &Plan) -> Outcome {
             hook_timeout: Duration::from_secs(60),
             fault: Some(fault_hook(Arc::downgrade(&sim))),
         };
+        let orchestrator = Orchestrator {
+            engine: engine.clone(),
+            actions,
+            artifact_bucket: ARTIFACT_BUCKET.into(),
+        };
         assert!(sim.engine.set(engine).is_ok());
+        assert!(sim.orchestrator.set(orchestrator).is_ok());
         lay_out(&sim, plan);
 
         let mut deliveries = 0;
@@ -787,7 +1254,7 @@ fn run_world(plan: &Plan) -> Outcome {
             advance(&sim.clock, at);
             deliveries += 1;
             deliver(sim.clone(), work).await;
-            if calm_at.is_some() && table.active_count() == 0 {
+            if calm_at.is_some() && table.active_count() == 0 && unfinished(&table).is_empty() {
                 break;
             }
         }
@@ -805,6 +1272,26 @@ fn run_world(plan: &Plan) -> Outcome {
                 ));
             }
         }
+        let executions = table.executions();
+        for id in unfinished(&table) {
+            let e = table.peek_execution(&id).unwrap();
+            sim.violation(format!(
+                "execution {id} did not finish: {:?} at stage {} {:?}",
+                e.status, e.stage, e.actions
+            ));
+        }
+        for e in executions.iter().filter(|e| e.status == Status::Succeeded) {
+            // Its deploy action's last attempt promoted its deployment.
+            let attempt = e.outputs.get("deploy").and_then(|o| o.get("deployment"));
+            match attempt.and_then(|id| table.peek(id)) {
+                Some(d) if d.phase == Phase::Promoted && d.id.starts_with(&e.id) => {}
+                other => sim.violation(format!(
+                    "execution {} succeeded but its deployment is {:?}",
+                    e.id,
+                    other.map(|d| (d.id, d.phase))
+                )),
+            }
+        }
         let count = |f: fn(&Phase) -> bool| deployments.iter().filter(|d| f(&d.phase)).count();
         let violations = sim.violations.lock().unwrap().clone();
         Outcome {
@@ -814,6 +1301,11 @@ fn run_world(plan: &Plan) -> Outcome {
             promoted: count(|p| matches!(p, Phase::Promoted)),
             rolled_back: count(|p| matches!(p, Phase::RolledBack { .. })),
             failed_to_start: count(|p| matches!(p, Phase::FailedToStart { .. })),
+            executions: executions.len(),
+            succeeded: executions
+                .iter()
+                .filter(|e| e.status == Status::Succeeded)
+                .count(),
             deliveries,
         }
     })
@@ -831,7 +1323,60 @@ fn deadline(table: &MemoryTable) -> chrono::Duration {
             .entry((d.spec.function.clone(), d.spec.alias.clone()))
             .or_insert(slack) += bake + slack;
     });
-    per_alias.into_values().max().unwrap_or(slack)
+    // An execution runs its stages one after another, within their
+    // timeouts; a queued pipeline runs its executions one at a time.
+    let per_execution = chrono::Duration::minutes(60);
+    let mut per_pipeline: BTreeMap<String, chrono::Duration> = BTreeMap::new();
+    for id in unfinished(table) {
+        let e = table.peek_execution(&id).unwrap();
+        *per_pipeline.entry(e.pipeline).or_insert(slack) += per_execution;
+    }
+    per_alias
+        .into_values()
+        .chain(per_pipeline.into_values())
+        .max()
+        .unwrap_or(slack)
+}
+
+/// Runs `worlds` worlds of `plan`'s size from consecutive seeds; panics
+/// with the replay of the first that breaks an invariant.
+fn run_worlds(seed: u64, worlds: u64, deployments: usize, pushes: usize) -> Totals {
+    let mut totals = Totals::default();
+    for world in 0..worlds {
+        let plan = Plan {
+            seed: seed.wrapping_add(world),
+            deployments,
+            pushes,
+        };
+        let outcome = run_world(&plan);
+        if !outcome.violations.is_empty() {
+            panic!("{}", replay(&plan, outcome, &test_name()));
+        }
+        totals.deployments += outcome.deployments;
+        totals.promoted += outcome.promoted;
+        totals.rolled_back += outcome.rolled_back;
+        totals.failed_to_start += outcome.failed_to_start;
+        totals.executions += outcome.executions;
+        totals.succeeded += outcome.succeeded;
+        totals.deliveries += outcome.deliveries;
+    }
+    println!("{worlds} worlds from seed {seed}: {totals:?}");
+    totals
+}
+
+#[derive(Debug, Default)]
+struct Totals {
+    deployments: usize,
+    promoted: usize,
+    rolled_back: usize,
+    failed_to_start: usize,
+    executions: usize,
+    succeeded: usize,
+    deliveries: u64,
+}
+
+fn test_name() -> String {
+    std::thread::current().name().unwrap_or_default().to_owned()
 }
 
 #[test]
@@ -839,53 +1384,57 @@ fn deployments_never_strand_traffic_skip_a_gate_or_stall_under_faults() {
     let seed = setting("SLUICE_SIM_SEED", 0x5e1ce);
     let worlds = setting("SLUICE_SIM_WORLDS", 100);
     let per_world = setting("SLUICE_SIM_DEPLOYMENTS", 100) as usize;
-    let mut totals = [0usize; 4];
-    let mut deliveries = 0;
-    for world in 0..worlds {
-        let plan = Plan {
-            seed: seed.wrapping_add(world),
-            deployments: per_world,
-        };
-        let outcome = run_world(&plan);
-        if !outcome.violations.is_empty() {
-            panic!("{}", replay(&plan, outcome));
-        }
-        totals[0] += outcome.deployments;
-        totals[1] += outcome.promoted;
-        totals[2] += outcome.rolled_back;
-        totals[3] += outcome.failed_to_start;
-        deliveries += outcome.deliveries;
-    }
-    let [all, promoted, rolled_back, failed] = totals;
-    println!(
-        "{worlds} worlds from seed {seed}: {all} deployments ({promoted} promoted, {rolled_back} rolled back, {failed} failed to start), {deliveries} deliveries"
-    );
+    let totals = run_worlds(seed, worlds, per_world, 0);
     assert!(
-        all >= (worlds as usize) * per_world,
+        totals.deployments >= worlds as usize * per_world,
         "retries add deployments"
     );
     // The dice must have let every ending happen, or the run proves little.
-    assert!(promoted > 0 && rolled_back > 0 && failed > 0, "{totals:?}");
+    assert!(
+        totals.promoted > 0 && totals.rolled_back > 0 && totals.failed_to_start > 0,
+        "{totals:?}"
+    );
 }
 
-/// Cuts a failing world down to the fewest deployments that still fail and
-/// prints that run, delivery by delivery.
-fn replay(plan: &Plan, outcome: Outcome) -> String {
-    let mut smallest = (plan.deployments, outcome);
-    for n in 1..plan.deployments {
+#[test]
+fn pipeline_executions_start_once_per_commit_and_all_finish_under_faults() {
+    let seed = setting("SLUICE_SIM_SEED", 0x5e1ce);
+    let worlds = setting("SLUICE_SIM_PIPELINE_WORLDS", 48);
+    let per_world = setting("SLUICE_SIM_PUSHES", 50) as usize;
+    let totals = run_worlds(seed, worlds, 0, per_world);
+    // One in ten pushes is to a branch no pipeline builds.
+    assert!(
+        totals.executions * 10 >= worlds as usize * per_world * 8,
+        "{totals:?}"
+    );
+    assert!(
+        totals.succeeded > 0 && totals.succeeded < totals.executions,
+        "{totals:?}"
+    );
+    assert!(totals.promoted > 0 && totals.rolled_back > 0, "{totals:?}");
+}
+
+/// Cuts a failing world down to the fewest deployments and pushes that still
+/// fail, and prints that run, delivery by delivery.
+fn replay(plan: &Plan, outcome: Outcome, test: &str) -> String {
+    let size = plan.deployments.max(plan.pushes);
+    let mut smallest = (plan.deployments, plan.pushes, outcome);
+    for n in 1..size {
+        let (deployments, pushes) = (plan.deployments.min(n), plan.pushes.min(n));
         let shorter = run_world(&Plan {
             seed: plan.seed,
-            deployments: n,
+            deployments,
+            pushes,
         });
         if !shorter.violations.is_empty() {
-            smallest = (n, shorter);
+            smallest = (deployments, pushes, shorter);
             break;
         }
     }
-    let (n, outcome) = smallest;
+    let (deployments, pushes, outcome) = smallest;
     format!(
-        "world of seed {seed} failed; the smallest failing plan has {n} deployments.\n\
-         Replay: SLUICE_SIM_SEED={seed} SLUICE_SIM_WORLDS=1 SLUICE_SIM_DEPLOYMENTS={n} cargo test --test simulation\n\
+        "world of seed {seed} failed; the smallest failing plan has {deployments} deployments and {pushes} pushes.\n\
+         Replay: SLUICE_SIM_SEED={seed} SLUICE_SIM_WORLDS=1 SLUICE_SIM_PIPELINE_WORLDS=1 SLUICE_SIM_DEPLOYMENTS={deployments} SLUICE_SIM_PUSHES={pushes} cargo test --test simulation {test}\n\
          Violations:\n  {}\nDeliveries:\n{}",
         outcome.violations.join("\n  "),
         outcome.trace.join("\n"),

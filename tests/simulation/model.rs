@@ -4,11 +4,18 @@
 //! (a write whose answer is lost), as the real services do.
 
 use sluice::domain::deployment::{Deployment, Event, Gate, Phase, Time};
+use sluice::domain::execution::{Execution, ExecutionEvent, Status};
 use sluice::domain::hooks::HookRequest;
 use sluice::engine::{
     AliasState, AliasWrite, Clock, Cloud, Deployments, EngineError, HookCall, TimerMessage,
 };
-use sluice::store::{IN_FLIGHT_GRACE_SECS, LockOutcome, StoreError, Stored, due_at, is_stuck};
+use sluice::orchestrator::{
+    Actions, Executions, Invoked, OrchestratorError, PipelineRun, PipelineTimer,
+};
+use sluice::store::{
+    ExecutionStart, IN_FLIGHT_GRACE_SECS, LockOutcome, StoreError, Stored, StoredExecution, due_at,
+    execution_due_at, is_stuck,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -47,12 +54,29 @@ struct Row {
     timeline: Vec<Event>,
 }
 
+struct ExecutionRow {
+    parsed: Execution,
+    version: u64,
+    due_at: Option<Option<Time>>,
+}
+
 #[derive(Default)]
 struct Table {
     rows: BTreeMap<String, Row>,
     locks: BTreeMap<(String, String), String>,
-    /// Ids created since the stream last looked.
-    created: Vec<String>,
+    executions: BTreeMap<String, ExecutionRow>,
+    /// Which execution each (pipeline, commit) started.
+    commits: BTreeMap<(String, String), String>,
+    /// What the table's stream carries, since it last looked.
+    stream: Stream,
+}
+
+/// New items and ends, as the table's stream reports them.
+#[derive(Default, Debug)]
+pub struct Stream {
+    pub created: Vec<String>,
+    pub finished: Vec<String>,
+    pub new_executions: Vec<String>,
 }
 
 /// The table's deployment and lock items.
@@ -93,9 +117,56 @@ impl MemoryTable {
             .cloned()
     }
 
-    /// Ids created since the last call: what the table's stream carries.
-    pub fn drain_created(&self) -> Vec<String> {
-        std::mem::take(&mut self.table.lock().unwrap().created)
+    /// What the table's stream carries since the last call.
+    pub fn drain_stream(&self) -> Stream {
+        std::mem::take(&mut self.table.lock().unwrap().stream)
+    }
+
+    /// Runs `check` over every execution, without the dice or a copy.
+    pub fn each_execution(&self, mut check: impl FnMut(&Execution)) {
+        let table = self.table.lock().unwrap();
+        for row in table.executions.values() {
+            check(&row.parsed);
+        }
+    }
+
+    pub fn executions(&self) -> Vec<Execution> {
+        let table = self.table.lock().unwrap();
+        table
+            .executions
+            .values()
+            .map(|r| r.parsed.clone())
+            .collect()
+    }
+
+    pub fn peek_execution(&self, id: &str) -> Option<Execution> {
+        let table = self.table.lock().unwrap();
+        table.executions.get(id).map(|r| r.parsed.clone())
+    }
+
+    fn execution_row(e: &Execution, version: u64) -> ExecutionRow {
+        let parsed: Execution = serde_json::from_str(&serde_json::to_string(e).unwrap()).unwrap();
+        assert_eq!(&parsed, e, "an execution does not survive its JSON");
+        ExecutionRow {
+            parsed,
+            version,
+            due_at: execution_due_at(e),
+        }
+    }
+
+    /// Listed execution ids, ordered as `ActiveIndex` orders them.
+    fn executions_by(&self, keep: impl Fn(&ExecutionRow) -> bool) -> Vec<String> {
+        let table = self.table.lock().unwrap();
+        let mut found: Vec<(Time, String)> = table
+            .executions
+            .iter()
+            .filter_map(|(id, row)| {
+                let due = row.due_at?.unwrap_or(Time::MAX_UTC);
+                keep(row).then(|| (due, id.clone()))
+            })
+            .collect();
+        found.sort();
+        found.into_iter().map(|(_, id)| id).collect()
     }
 
     pub fn active_count(&self) -> usize {
@@ -169,7 +240,7 @@ impl Deployments for MemoryTable {
             table
                 .rows
                 .insert(d.id.clone(), Self::row(d, 1, events.to_vec()));
-            table.created.push(d.id.clone());
+            table.stream.created.push(d.id.clone());
         }
         if fate == Fate::AnswerLost {
             return Err(injected("PutItem (answer lost)"));
@@ -200,7 +271,11 @@ impl Deployments for MemoryTable {
             }
             let mut timeline = std::mem::take(&mut row.timeline);
             timeline.extend_from_slice(events);
+            let ends = !row.parsed.phase.is_terminal() && d.phase.is_terminal();
             *row = Self::row(d, expected + 1, timeline);
+            if ends {
+                table.stream.finished.push(d.id.clone());
+            }
         }
         if fate == Fate::AnswerLost {
             return Err(injected("UpdateItem (answer lost)"));
@@ -299,6 +374,115 @@ impl Deployments for MemoryTable {
             return Err(injected("DeleteItem (lock, answer lost)"));
         }
         Ok(())
+    }
+}
+
+impl Executions for MemoryTable {
+    async fn start_execution(
+        &self,
+        e: &Execution,
+        _events: &[ExecutionEvent],
+    ) -> Result<ExecutionStart, StoreError> {
+        let fate = self.dice.store_fate();
+        if fate == Fate::Fails {
+            return Err(injected("TransactWriteItems"));
+        }
+        let outcome = {
+            let mut table = self.table.lock().unwrap();
+            let commit = (e.pipeline.clone(), e.push.sha.clone());
+            // Both puts are conditional, in one transaction.
+            if let Some(existing) = table.commits.get(&commit) {
+                ExecutionStart::AlreadyStarted(existing.clone())
+            } else if table.executions.contains_key(&e.id) {
+                return Err(StoreError::AlreadyExists(e.id.clone()));
+            } else {
+                table.commits.insert(commit, e.id.clone());
+                table
+                    .executions
+                    .insert(e.id.clone(), Self::execution_row(e, 1));
+                table.stream.new_executions.push(e.id.clone());
+                ExecutionStart::Started
+            }
+        };
+        if fate == Fate::AnswerLost {
+            return Err(injected("TransactWriteItems (answer lost)"));
+        }
+        Ok(outcome)
+    }
+
+    async fn load_execution(&self, id: &str) -> Result<StoredExecution, StoreError> {
+        self.read_fate("GetItem (execution)")?;
+        let table = self.table.lock().unwrap();
+        let row = table
+            .executions
+            .get(id)
+            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        Ok(StoredExecution {
+            execution: row.parsed.clone(),
+            version: row.version,
+        })
+    }
+
+    async fn save_execution(
+        &self,
+        e: &Execution,
+        expected: u64,
+        _events: &[ExecutionEvent],
+    ) -> Result<StoredExecution, StoreError> {
+        let fate = self.dice.store_fate();
+        if fate == Fate::Fails {
+            return Err(injected("UpdateItem (execution)"));
+        }
+        {
+            let mut table = self.table.lock().unwrap();
+            match table.executions.get_mut(&e.id) {
+                Some(row) if row.version == expected => {
+                    *row = Self::execution_row(e, expected + 1);
+                }
+                _ => return Err(StoreError::Conflict(e.id.clone())),
+            }
+        }
+        if fate == Fate::AnswerLost {
+            return Err(injected("UpdateItem (execution, answer lost)"));
+        }
+        Ok(StoredExecution {
+            execution: e.clone(),
+            version: expected + 1,
+        })
+    }
+
+    async fn due_executions(&self, now: Time) -> Result<Vec<String>, StoreError> {
+        self.read_fate("Query (executions)")?;
+        Ok(self.executions_by(|row| row.due_at.flatten().is_some_and(|due| due <= now)))
+    }
+
+    async fn running_executions(&self, pipeline: &str) -> Result<Vec<String>, StoreError> {
+        self.read_fate("Query (executions)")?;
+        Ok(self.executions_by(|row| {
+            row.parsed.pipeline == pipeline && row.parsed.status == Status::InProgress
+        }))
+    }
+
+    async fn running_executions_all(&self) -> Result<Vec<String>, StoreError> {
+        self.read_fate("Query (executions)")?;
+        Ok(self.executions_by(|_| true))
+    }
+
+    async fn queued_executions(&self, pipeline: &str) -> Result<Vec<String>, StoreError> {
+        self.read_fate("Query (executions)")?;
+        let table = self.table.lock().unwrap();
+        let mut queued: Vec<(Time, String)> = table
+            .executions
+            .iter()
+            .filter(|(_, row)| {
+                row.due_at.is_some()
+                    && row.parsed.pipeline == pipeline
+                    && row.parsed.status == Status::Queued
+            })
+            .map(|(id, row)| (row.parsed.created_at, id.clone()))
+            .collect();
+        queued.sort();
+        Ok(queued.into_iter().map(|(_, id)| id).collect())
     }
 }
 
@@ -539,6 +723,172 @@ impl Cloud for MemoryCloud {
             .push((message.clone(), delay_secs));
         if fate == Fate::AnswerLost {
             return Err(transient("SendMessage (answer lost)"));
+        }
+        Ok(())
+    }
+}
+
+/// A CodePipeline execution the model runs: when it ends, and how.
+struct PipelineModelRun {
+    ends_at: Time,
+    succeeds: bool,
+}
+
+#[derive(Default)]
+pub struct ActionsState {
+    /// Objects in S3 and their version ids.
+    pub objects: BTreeMap<(String, String), String>,
+    runs: BTreeMap<String, PipelineModelRun>,
+    /// Client request tokens already used, and the run each started.
+    tokens: BTreeMap<String, String>,
+    /// Pipeline timer messages sent, with their delays, since the scheduler looked.
+    pub sent: Vec<(PipelineTimer, i32)>,
+    /// How many times each invoke action's function was called, by execution.
+    pub invocations: BTreeMap<String, usize>,
+}
+
+/// Lambda (invoke actions), S3, CodePipeline and the pipeline timer queue.
+#[derive(Clone)]
+pub struct MemoryActions {
+    pub state: Arc<Mutex<ActionsState>>,
+    dice: Dice,
+    clock: SimClock,
+}
+
+fn action_failure(what: &str) -> OrchestratorError {
+    OrchestratorError::Aws(format!("{what}: injected failure"))
+}
+
+impl MemoryActions {
+    pub fn new(dice: Dice, clock: SimClock) -> Self {
+        MemoryActions {
+            state: Arc::default(),
+            dice,
+            clock,
+        }
+    }
+
+    fn call(&self, what: &str) -> Result<(), OrchestratorError> {
+        match self.dice.cloud_fate() {
+            Fate::Ok => Ok(()),
+            _ => Err(action_failure(what)),
+        }
+    }
+}
+
+impl Actions for MemoryActions {
+    async fn invoke(
+        &self,
+        function: &str,
+        event: &serde_json::Value,
+    ) -> Result<Invoked, OrchestratorError> {
+        let fate = self.dice.cloud_fate();
+        if fate == Fate::Fails {
+            return Err(action_failure("Invoke (throttled)"));
+        }
+        *self
+            .state
+            .lock()
+            .unwrap()
+            .invocations
+            .entry(event["execution"].as_str().unwrap_or_default().to_owned())
+            .or_default() += 1;
+        if fate == Fate::AnswerLost {
+            return Err(action_failure("Invoke (answer lost)"));
+        }
+        Ok(match self.dice.below(20) {
+            0 => Invoked::Raised(format!("{function}: 3 tests failed")),
+            1 => Invoked::NotInvoked("ResourceNotFoundException".into()),
+            _ => Invoked::Answered,
+        })
+    }
+
+    async fn head_object(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<Option<String>>, OrchestratorError> {
+        self.call("HeadObject")?;
+        let state = self.state.lock().unwrap();
+        Ok(state
+            .objects
+            .get(&(bucket.to_owned(), key.to_owned()))
+            .map(|v| Some(v.clone())))
+    }
+
+    async fn start_pipeline(
+        &self,
+        pipeline: &str,
+        token: &str,
+        _source: Option<(&str, &str)>,
+    ) -> Result<Option<String>, OrchestratorError> {
+        let fate = self.dice.cloud_fate();
+        if fate == Fate::Fails {
+            return Err(action_failure("StartPipelineExecution"));
+        }
+        if pipeline == "missing" {
+            return Ok(None);
+        }
+        let id = {
+            let mut state = self.state.lock().unwrap();
+            match state.tokens.get(token) {
+                Some(id) => id.clone(),
+                None => {
+                    let id = format!("cp-{}", state.runs.len());
+                    let ends_at = self.clock.now()
+                        + chrono::Duration::seconds(10 + self.dice.below(110) as i64);
+                    let succeeds = self.dice.chance(0.85);
+                    state
+                        .runs
+                        .insert(id.clone(), PipelineModelRun { ends_at, succeeds });
+                    state.tokens.insert(token.to_owned(), id.clone());
+                    id
+                }
+            }
+        };
+        if fate == Fate::AnswerLost {
+            return Err(action_failure("StartPipelineExecution (answer lost)"));
+        }
+        Ok(Some(id))
+    }
+
+    async fn pipeline_run(
+        &self,
+        _pipeline: &str,
+        execution_id: &str,
+    ) -> Result<PipelineRun, OrchestratorError> {
+        self.call("GetPipelineExecution")?;
+        let state = self.state.lock().unwrap();
+        let Some(run) = state.runs.get(execution_id) else {
+            return Err(OrchestratorError::Aws(format!(
+                "no pipeline execution {execution_id}"
+            )));
+        };
+        Ok(if self.clock.now() < run.ends_at {
+            PipelineRun::Running
+        } else if run.succeeds {
+            PipelineRun::Succeeded
+        } else {
+            PipelineRun::Ended("Failed".into())
+        })
+    }
+
+    async fn send_timer(
+        &self,
+        timer: &PipelineTimer,
+        delay_secs: i32,
+    ) -> Result<(), OrchestratorError> {
+        let fate = self.dice.cloud_fate();
+        if fate == Fate::Fails {
+            return Err(action_failure("SendMessage (pipeline timer)"));
+        }
+        self.state
+            .lock()
+            .unwrap()
+            .sent
+            .push((timer.clone(), delay_secs));
+        if fate == Fate::AnswerLost {
+            return Err(action_failure("SendMessage (pipeline timer, answer lost)"));
         }
         Ok(())
     }

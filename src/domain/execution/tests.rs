@@ -287,6 +287,35 @@ fn a_queued_execution_waits_for_its_turn() {
 }
 
 #[test]
+fn a_retried_queued_execution_waits_for_its_turn_again() {
+    let mut r = Run::new("queued");
+    assert!(r.feed(Input::Start));
+    r.pass("artifact");
+    r.fail("lint");
+    r.pass("deploy-beta");
+    assert!(matches!(r.e.status, Status::Failed { .. }));
+    assert_eq!(r.commands.last(), Some(&Command::ReleaseTurn));
+    // Another execution may have taken the turn since: the retry waits for it
+    // (the simulation found two running at once when a retry ran at once).
+    r.commands.clear();
+    assert!(r.feed(Input::RetryStage { failed_only: true }));
+    assert_eq!(r.e.status, Status::Queued);
+    assert!(r.running().is_empty());
+    assert!(r.commands.contains(&Command::TakeTurn));
+    assert!(
+        !r.commands
+            .iter()
+            .any(|c| matches!(c, Command::RunAction { .. })),
+        "{:?}",
+        r.commands
+    );
+    assert!(r.feed(Input::Start));
+    assert_eq!(r.e.status, Status::InProgress);
+    assert_eq!(r.running(), ["lint"], "only the failed action runs again");
+    assert_eq!(r.at("lint").attempt, 2);
+}
+
+#[test]
 fn pending_reissues_running_actions() {
     let mut r = Run::new("superseded");
     r.pass("artifact");
