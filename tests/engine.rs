@@ -1066,3 +1066,376 @@ async fn an_alias_that_changes_under_every_write_fails_the_worker_and_resume_rep
     );
     Ok(())
 }
+
+// Faults of the real stack: DynamoDB writes refused or answered into the
+// void, the Lambda API throttled, moto or sluice-local stopped mid-way. In
+// each, the deployment converges, its timeline is the one a calm run writes
+// (nothing lost, nothing done twice) and the alias is left whole.
+
+const FAULT_CONFIG: &str = "steps:10@1s,50@1s,100";
+
+/// A calm run's timeline: what every faulty run must end up with.
+async fn calm_timeline(w: &World) -> Result<Vec<EventKind>> {
+    w.engine
+        .start(
+            "calm",
+            spec("2", FAULT_CONFIG, Some("pre-ok"), Some("post-ok")),
+        )
+        .await?;
+    w.run_to_end(&["calm"]).await?;
+    timeline_kinds(w, "calm").await
+}
+
+async fn timeline_kinds(w: &World, id: &str) -> Result<Vec<EventKind>> {
+    Ok(w.engine
+        .store
+        .events(id)
+        .await?
+        .iter()
+        .map(|e| e.kind)
+        .collect())
+}
+
+impl World {
+    /// Drives `id` with `faulty` until it ends, as the shifter's triggers
+    /// would: timers from the queue, and, where a worker failed, the sweep's
+    /// repair (at once, rather than after its grace). Returns the deployment
+    /// and the errors the workers met.
+    async fn run_through_faults(
+        &self,
+        faulty: &Engine,
+        id: &str,
+    ) -> Result<(Deployment, Vec<String>)> {
+        let until = Instant::now() + Duration::from_secs(120);
+        let mut errors = Vec::new();
+        loop {
+            let d = self.engine.store.load(id).await?.deployment;
+            if d.phase.is_terminal() {
+                return Ok((d, errors));
+            }
+            if Instant::now() > until {
+                bail!("{id} did not finish: {:?}; errors: {errors:?}", d.phase);
+            }
+            let waiting =
+                matches!(d.phase, Phase::Baking { until, .. } if until > chrono::Utc::now());
+            if !waiting {
+                if let Err(e) = faulty.resume(id).await {
+                    errors.push(e.to_string());
+                }
+                continue;
+            }
+            let received = self
+                .engine
+                .cloud
+                .sqs
+                .receive_message()
+                .queue_url(&self.engine.cloud.timer_queue_url)
+                .wait_time_seconds(1)
+                .send()
+                .await?;
+            for m in received.messages() {
+                let timer: TimerMessage = serde_json::from_str(m.body().unwrap_or_default())?;
+                if let Err(e) = faulty.timer(&timer).await {
+                    errors.push(e.to_string());
+                }
+                self.engine
+                    .cloud
+                    .sqs
+                    .delete_message()
+                    .queue_url(&self.engine.cloud.timer_queue_url)
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .send()
+                    .await?;
+            }
+        }
+    }
+}
+
+/// Fails DynamoDB writes in turn: one refused before it is sent, then,
+/// some writes later, one applied whose answer is lost.
+#[derive(Debug, Clone, Default)]
+struct FailWrites {
+    writes: Arc<AtomicUsize>,
+    injected: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+#[derive(Debug, Clone)]
+struct LoseAnswer;
+
+impl aws_smithy_types::config_bag::Storable for LoseAnswer {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
+}
+
+const WRITES: [&str; 4] = ["PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems"];
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for FailWrites {
+    fn name(&self) -> &'static str {
+        "fail-writes"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
+        _components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let operation = cfg
+            .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+            .map(|m| m.name().to_owned())
+            .unwrap_or_default();
+        if !WRITES.contains(&operation.as_str()) {
+            return Ok(());
+        }
+        match self.writes.fetch_add(1, Ordering::SeqCst) % 6 {
+            2 => {
+                self.injected
+                    .lock()
+                    .unwrap()
+                    .push(format!("{operation} refused"));
+                Err("injected: the write was refused".into())
+            }
+            5 => {
+                self.injected
+                    .lock()
+                    .unwrap()
+                    .push(format!("{operation} answer lost"));
+                cfg.interceptor_state().store_put(LoseAnswer);
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn read_after_transmit(
+        &self,
+        _context: &aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextRef<'_>,
+        _components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        if cfg.load::<LoseAnswer>().is_some() {
+            return Err("injected: the write was applied but its answer lost".into());
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynamodb_writes_refused_or_unanswered_are_repaired_without_doing_anything_twice()
+-> Result<()> {
+    let w = world().await?;
+    let calm = calm_timeline(&w).await?;
+    let config = w.stack.sdk_config().await;
+    let faults = FailWrites::default();
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&config)
+            .interceptor(faults.clone())
+            .build(),
+    );
+    let faulty = Engine {
+        store: sluice::store::Store::new(
+            dynamodb,
+            w.stack.var("SLUICE_RESOURCE_STATE_TABLE"),
+            chrono::Duration::days(1),
+        ),
+        ..w.engine.clone()
+    };
+    let mut starts = 0;
+    // The operator tries again until the deployment exists.
+    while let Err(sluice::store::StoreError::NotFound(_)) = w.engine.store.load("faulty").await {
+        starts += 1;
+        anyhow::ensure!(starts < 10, "the deployment was never created");
+        let _ = faulty
+            .start(
+                "faulty",
+                spec("3", FAULT_CONFIG, Some("pre-ok"), Some("post-ok")),
+            )
+            .await;
+    }
+    let (d, errors) = w.run_through_faults(&faulty, "faulty").await?;
+    let injected = faults.injected.lock().unwrap().clone();
+    assert!(
+        injected.iter().any(|f| f.ends_with("refused"))
+            && injected.iter().any(|f| f.ends_with("answer lost")),
+        "{injected:?}"
+    );
+    assert!(!errors.is_empty(), "the workers met the faults");
+    assert_eq!(d.phase, Phase::Promoted, "{errors:?}");
+    assert_eq!(w.alias().await?, ("3".to_owned(), vec![]));
+    assert_eq!(timeline_kinds(&w, "faulty").await?, calm, "{injected:?}");
+    // A lock whose release was refused is freed by the next deployment.
+    let next = w
+        .engine
+        .start("next", spec("2", "AllAtOnce", None, None))
+        .await?;
+    if matches!(next.phase, Phase::Queued { .. }) {
+        w.engine.resume("next").await?;
+    }
+    let [next] = w.run_to_end(&["next"]).await?.try_into().expect("one");
+    assert_eq!(next.phase, Phase::Promoted);
+    Ok(())
+}
+
+/// The local Lambda API's throttle: how many requests are left to refuse.
+async fn throttle(w: &World, requests: Option<u32>) -> Result<u64> {
+    let url = format!(
+        "{}/_sluice/throttle",
+        w.stack.var("AWS_ENDPOINT_URL_LAMBDA")
+    );
+    let http = reqwest::Client::new();
+    let answer: Value = match requests {
+        Some(n) => http.post(format!("{url}?requests={n}")).send().await?,
+        None => http.get(url).send().await?,
+    }
+    .error_for_status()?
+    .json()
+    .await?;
+    answer["throttle"].as_u64().context("throttle count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_throttled_lambda_api_delays_the_rollout_but_skips_and_repeats_nothing() -> Result<()> {
+    let w = world().await?;
+    let calm = calm_timeline(&w).await?;
+    let d = w
+        .engine
+        .start(
+            "throttled",
+            spec("3", FAULT_CONFIG, Some("pre-ok"), Some("post-ok")),
+        )
+        .await?;
+    assert!(
+        matches!(d.phase, Phase::Baking { step: 0, .. }),
+        "{:?}",
+        d.phase
+    );
+    // The next gates and shifts meet a Lambda API refusing requests.
+    assert_eq!(throttle(&w, Some(12)).await?, 12);
+    let (d, errors) = w.run_through_faults(&w.engine, "throttled").await?;
+    assert_eq!(throttle(&w, None).await?, 0, "every throttle was met");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("throttled") || e.contains("TooManyRequests")),
+        "{errors:?}"
+    );
+    assert_eq!(d.phase, Phase::Promoted, "{errors:?}");
+    assert_eq!(w.alias().await?, ("3".to_owned(), vec![]));
+    assert_eq!(timeline_kinds(&w, "throttled").await?, calm);
+    Ok(())
+}
+
+/// Stops a process until dropped: a service that stops answering.
+struct Stopped(u32);
+
+impl Stopped {
+    fn stop(pid: u32) -> Self {
+        assert!(pid > 0);
+        // SAFETY: kill(2) on a child process of this test.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn moto_stopped_mid_deployment_fails_the_worker_in_time_and_the_sweep_finishes_it()
+-> Result<()> {
+    let w = world().await?;
+    let calm = calm_timeline(&w).await?;
+    let config = w.stack.sdk_config().await;
+    // The functions' own DynamoDB client, with its timeouts.
+    let faulty = Engine {
+        store: sluice::store::Store::new(
+            sluice::store::dynamodb_client(&config),
+            w.stack.var("SLUICE_RESOURCE_STATE_TABLE"),
+            chrono::Duration::days(1),
+        ),
+        ..w.engine.clone()
+    };
+    faulty
+        .start(
+            "outage",
+            spec("3", FAULT_CONFIG, Some("pre-ok"), Some("post-ok")),
+        )
+        .await?;
+    {
+        let _down = Stopped::stop(w.stack.moto_pid());
+        let started = Instant::now();
+        let failed = faulty.resume("outage").await;
+        assert!(matches!(failed, Err(EngineError::Store(_))), "{failed:?}");
+        assert!(
+            started.elapsed() < sluice::store::DYNAMODB_TIMEOUT + Duration::from_secs(5),
+            "the worker gave up within the client's timeout"
+        );
+    }
+    let (d, errors) = w.run_through_faults(&faulty, "outage").await?;
+    assert_eq!(d.phase, Phase::Promoted, "{errors:?}");
+    assert_eq!(w.alias().await?, ("3".to_owned(), vec![]));
+    assert_eq!(timeline_kinds(&w, "outage").await?, calm);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lambda_api_that_stops_answering_at_a_gate_fails_it_and_the_rollback_completes_later()
+-> Result<()> {
+    let w = world().await?;
+    // A Lambda client that gives up on an attempt after 2 s.
+    let lambda = aws_sdk_lambda::Client::from_conf(
+        w.lambda
+            .config()
+            .to_builder()
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_attempt_timeout(Duration::from_secs(2))
+                    .build(),
+            )
+            .build(),
+    );
+    let faulty = Engine {
+        cloud: AwsCloud {
+            lambda,
+            ..w.engine.cloud.clone()
+        },
+        ..w.engine.clone()
+    };
+    let d = faulty
+        .start(
+            "cut-off",
+            spec("2", FAULT_CONFIG, Some("pre-ok"), Some("post-ok")),
+        )
+        .await?;
+    let Phase::Baking { step: 0, until } = d.phase else {
+        bail!("{:?}", d.phase)
+    };
+    {
+        let _down = Stopped::stop(w.stack.local_pid());
+        wait_for("the first bake to end", DEADLINE, || async {
+            Ok((chrono::Utc::now() >= until).then_some(()))
+        })
+        .await?;
+        // The next gate's hook cannot be reached: the gate fails, and the
+        // rollback's alias write cannot be sent either.
+        let failed = faulty.resume("cut-off").await;
+        assert!(matches!(failed, Err(EngineError::Aws(_))), "{failed:?}");
+        let saved = w.engine.store.load("cut-off").await?.deployment;
+        assert!(
+            matches!(&saved.phase, Phase::RollingBack { reason } if reason.contains("could not run")),
+            "{:?}",
+            saved.phase
+        );
+    }
+    let (d, errors) = w.run_through_faults(&faulty, "cut-off").await?;
+    assert!(matches!(d.phase, Phase::RolledBack { .. }), "{errors:?}");
+    assert_eq!(
+        w.alias().await?,
+        ("1".to_owned(), vec![]),
+        "whole on the old version"
+    );
+    Ok(())
+}

@@ -43,7 +43,7 @@ fn operations(
 ) -> Operations {
     let engine = Engine {
         store: Store::new(
-            aws_sdk_dynamodb::Client::new(config),
+            sluice::store::dynamodb_client(config),
             table,
             chrono::Duration::days(90),
         ),

@@ -17,6 +17,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Lambda's limit on an asynchronous (`Event`) invocation's payload.
@@ -39,6 +40,10 @@ pub struct ApiState {
     /// `RevisionId` on UpdateAlias, so sluice-local gives every update a new
     /// one and refuses a stale one, as Lambda does.
     pub alias_revisions: tokio::sync::Mutex<HashMap<(String, String), String>>,
+    /// How many of the next Lambda API requests to answer with 429
+    /// `TooManyRequestsException`: a fault tests inject through
+    /// `POST /_sluice/throttle?requests=N` (`GET` says how many are left).
+    pub throttle: std::sync::atomic::AtomicU32,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -77,6 +82,21 @@ impl IntoResponse for InvokeError {
     }
 }
 
+/// Sets how many of the next requests are throttled.
+fn throttle(state: &ApiState, uri: &Uri) -> Response {
+    match query_param(uri, "requests").map(|n| n.parse::<u32>()) {
+        Some(Ok(n)) => {
+            state.throttle.store(n, Ordering::SeqCst);
+            (StatusCode::OK, json!({ "throttle": n }).to_string()).into_response()
+        }
+        _ => lambda_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValueException",
+            "expected ?requests=<count>",
+        ),
+    }
+}
+
 /// The path's segments, percent-decoded (function ARNs arrive as `arn%3Aaws%3A...`).
 fn segments(uri: &Uri) -> Vec<String> {
     uri.path()
@@ -110,6 +130,25 @@ async fn dispatch(
 ) -> Response {
     let segs = segments(&uri);
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    match (&method, segs.as_slice()) {
+        (&Method::POST, ["_sluice", "throttle"]) => return throttle(&state, &uri),
+        (&Method::GET, ["_sluice", "throttle"]) => {
+            let left = state.throttle.load(Ordering::SeqCst);
+            return (StatusCode::OK, json!({ "throttle": left }).to_string()).into_response();
+        }
+        _ => {}
+    }
+    let throttled = state
+        .throttle
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if throttled {
+        return lambda_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequestsException",
+            "Rate exceeded (throttled by sluice-local's fault injection)",
+        );
+    }
     match (&method, segs.as_slice()) {
         (&Method::POST, ["2015-03-31", "functions", function, "invocations"]) => {
             invoke(

@@ -280,6 +280,10 @@ impl LocalStack {
         self.local.as_ref().map(Child::id).unwrap_or_default()
     }
 
+    pub fn moto_pid(&self) -> u32 {
+        self.moto.as_ref().map(Child::id).unwrap_or_default()
+    }
+
     pub fn var(&self, key: &str) -> &str {
         self.env.var(key)
     }

@@ -136,6 +136,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         s3: s3.clone(),
         async_retry_delay: Duration::from_secs(1).mul_f64(opts.schedule_scale.min(1.0)),
         alias_revisions: Default::default(),
+        throttle: Default::default(),
     });
     let api = tokio::spawn(async move { axum::serve(listener, router(state)).await });
 
