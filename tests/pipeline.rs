@@ -117,10 +117,14 @@ impl World {
         };
         let orchestrator = Orchestrator {
             engine,
-            actions: sluice::orchestrator::AwsActions::new(
-                &config,
-                stack.var("SLUICE_RESOURCE_PIPELINE_TIMER_QUEUE").to_owned(),
-            ),
+            // Invoke actions go to sluice-local, as the engine's calls do.
+            actions: sluice::orchestrator::AwsActions {
+                lambda: lambda.clone(),
+                ..sluice::orchestrator::AwsActions::new(
+                    &config,
+                    stack.var("SLUICE_RESOURCE_PIPELINE_TIMER_QUEUE").to_owned(),
+                )
+            },
             artifact_bucket: stack.var("SLUICE_RESOURCE_ARTIFACT_BUCKET").to_owned(),
         };
         Ok(World {

@@ -57,10 +57,15 @@ fn operations(
         hook_timeout: Duration::from_secs(60),
         fault: None,
     };
+    // Invoke actions go where the engine's Lambda calls go.
+    let actions = AwsActions {
+        lambda: engine.cloud.lambda.clone(),
+        ..AwsActions::new(config, pipeline_timer_queue_url)
+    };
     Operations {
         orchestrator: Orchestrator {
             engine,
-            actions: AwsActions::new(config, pipeline_timer_queue_url),
+            actions,
             artifact_bucket,
         },
     }
