@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 STATE_DIR := .sluice-local
 
-.PHONY: help venv build lint test demo fuzz dev dev-down sam-build bench bench-local bench-engine clean
+.PHONY: help venv build lint test demo fuzz dev dev-down sam-build bench bench-local bench-engine bench-fleet clean
 
 help:
 	@echo "make demo         the main job on the local stack: three pushes, three verdicts"
@@ -19,6 +19,7 @@ help:
 	@echo "make bench        every benchmark, written to BENCHMARKS.md"
 	@echo "make bench-local  latency of invokes through sluice-local, and cold starts"
 	@echo "make bench-engine reaction latency, DynamoDB requests per step, schedule drift"
+	@echo "make bench-fleet  500 deployments at once, and the cost of a deployment"
 
 venv: $(STAMP)
 
@@ -66,7 +67,13 @@ dev-down:
 sam-build: venv
 	sam build --parameter-overrides Architecture=x86_64
 
-bench: venv
+# The plot's packages (matplotlib) are for `make bench` alone.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): benches/requirements.txt $(STAMP)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r benches/requirements.txt
+	touch $@
+
+bench: venv $(BENCH_STAMP)
 	cargo build --release --workspace --bins
 	benches/report.sh
 
@@ -77,6 +84,11 @@ bench-local: venv
 bench-engine: venv
 	cargo build --release -p sluice-local -p greeter
 	cargo bench --bench engine
+
+bench-fleet: venv $(BENCH_STAMP)
+	cargo build --release -p sluice-local -p greeter -p recorder
+	cargo bench --bench fleet
+	python benches/plot_weights.py
 
 clean: dev-down
 	rm -rf $(STATE_DIR) .aws-sam

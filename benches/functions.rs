@@ -5,11 +5,16 @@
 //!   package built by `sam build` is no larger).
 //! - Cold init: from spawning the binary to its first `GET .../invocation/next`
 //!   on a Runtime API served here, the work its `main` does before taking an
-//!   event (settings, SDK clients). Median and p99 of 30 starts.
+//!   event (settings, SDK clients). Median and p99 of 30 starts; and the
+//!   median again with `SSL_CERT_FILE` naming the one CA bundle, which shows
+//!   what reading this machine's certificate directory costs.
+//! - An SDK client's first request after init, with and without a warming
+//!   request made during init (DynamoDB on the local moto: plain HTTP, so
+//!   without the DNS and TLS handshakes a first request pays in AWS).
 
 use anyhow::{Context, Result, bail};
 use sluice_local::code::bootstrap_zip;
-use sluice_local::launcher::build_dir;
+use sluice_local::launcher::{LocalStack, StackOptions, build_dir};
 use sluice_local::template::Template;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -18,6 +23,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const STARTS: usize = 30;
 const MAX_ZIPPED_MB: f64 = 8.0;
 const MAX_INIT_MS: f64 = 5.0;
+/// This machine's CA bundle (Debian's path); Lambda's images have one too.
+const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// What the functions read at init, with values that need no network.
 const ENVIRONMENT: [(&str, &str); 17] = [
@@ -55,7 +62,7 @@ fn percentile(samples: &mut [Duration], p: f64) -> Duration {
 }
 
 /// Spawns the binary against a Runtime API of our own and times its first `next`.
-async fn cold_init(binary: &PathBuf) -> Result<Duration> {
+async fn cold_init(binary: &PathBuf, extra: &[(&str, &str)]) -> Result<Duration> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
     let address = listener.local_addr()?;
     let started = Instant::now();
@@ -63,6 +70,7 @@ async fn cold_init(binary: &PathBuf) -> Result<Duration> {
         .env_clear()
         .envs(ENVIRONMENT)
         .env("AWS_LAMBDA_RUNTIME_API", address.to_string())
+        .envs(extra.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -125,8 +133,8 @@ async fn main() -> Result<()> {
         build_dir().display()
     );
     println!(
-        "{:<28} {:>10} {:>10} {:>12} {:>12}",
-        "function", "binary MB", "zipped MB", "init median", "init p99"
+        "{:<28} {:>10} {:>10} {:>12} {:>12} {:>14}",
+        "function", "binary MB", "zipped MB", "init median", "init p99", "one CA bundle"
     );
     let mut over = Vec::new();
     for (id, binary) in &functions {
@@ -136,18 +144,24 @@ async fn main() -> Result<()> {
         let zipped = bootstrap_zip(&bytes, &[]).len();
         let mut starts = Vec::with_capacity(STARTS);
         for _ in 0..STARTS {
-            starts.push(cold_init(&path).await?);
+            starts.push(cold_init(&path, &[]).await?);
         }
         let median = percentile(&mut starts, 0.5);
         let p99 = percentile(&mut starts, 0.99);
+        let mut bundled = Vec::with_capacity(STARTS);
+        for _ in 0..STARTS {
+            bundled.push(cold_init(&path, &[("SSL_CERT_FILE", CA_BUNDLE)]).await?);
+        }
+        let bundled = percentile(&mut bundled, 0.5);
         let mb = |n: usize| n as f64 / 1024.0 / 1024.0;
         println!(
-            "{:<28} {:>10.1} {:>10.1} {:>9.2} ms {:>9.2} ms",
+            "{:<28} {:>10.1} {:>10.1} {:>9.2} ms {:>9.2} ms {:>11.2} ms",
             id,
             mb(bytes.len()),
             mb(zipped),
             median.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3
+            p99.as_secs_f64() * 1e3,
+            bundled.as_secs_f64() * 1e3
         );
         if mb(zipped) > MAX_ZIPPED_MB {
             over.push(format!("{id} is {:.1} MB zipped", mb(zipped)));
@@ -165,5 +179,92 @@ async fn main() -> Result<()> {
     } else {
         println!("over target: {}", over.join("; "));
     }
+    first_requests(&root).await
+}
+
+/// The time of an SDK client's first request after init, cold and after a
+/// warming request during init, against the local moto.
+async fn first_requests(root: &std::path::Path) -> Result<()> {
+    let work = tempfile::tempdir()?;
+    let stack = LocalStack::start(&StackOptions::for_checkout(
+        root,
+        &build_dir(),
+        &work.path().join("stack"),
+    ))?;
+    let endpoint = stack.var("AWS_ENDPOINT_URL").to_owned();
+    let table = "first-requests";
+    let setup = sluice::store::dynamodb_client(&stack.sdk_config().await);
+    setup
+        .create_table()
+        .table_name(table)
+        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+        .attribute_definitions(
+            aws_sdk_dynamodb::types::AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(aws_sdk_dynamodb::types::ScalarAttributeType::S)
+                .build()?,
+        )
+        .key_schema(
+            aws_sdk_dynamodb::types::KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(aws_sdk_dynamodb::types::KeyType::Hash)
+                .build()?,
+        )
+        .send()
+        .await?;
+    // As the functions build their client: a fresh configuration and HTTP
+    // client each time, as a new sandbox has.
+    let client = || async {
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&endpoint)
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "bench", "bench", None, None, "bench",
+            ))
+            .load()
+            .await;
+        sluice::store::dynamodb_client(&config)
+    };
+    let get = |c: aws_sdk_dynamodb::Client| async move {
+        let started = Instant::now();
+        c.get_item()
+            .table_name(table)
+            .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("x".into()))
+            .send()
+            .await?;
+        anyhow::Ok(started.elapsed())
+    };
+    let (mut cold, mut warming, mut warmed, mut second) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..STARTS {
+        let c = client().await;
+        cold.push(get(c.clone()).await?);
+        second.push(get(c).await?);
+        let c = client().await;
+        warming.push(get(c.clone()).await?);
+        warmed.push(get(c).await?);
+    }
+    let ms = |samples: &mut Vec<Duration>| {
+        format!(
+            "median {:.2} ms  p99 {:.2} ms",
+            percentile(samples, 0.5).as_secs_f64() * 1e3,
+            percentile(samples, 0.99).as_secs_f64() * 1e3
+        )
+    };
+    println!(
+        "an SDK client's first request (DynamoDB GetItem, local moto over plain HTTP; {STARTS} fresh clients each):"
+    );
+    println!("  first request, no warming:             {}", ms(&mut cold));
+    println!(
+        "  first request after a warming request: {}",
+        ms(&mut warmed)
+    );
+    println!(
+        "  the warming request itself (in init):  {}",
+        ms(&mut warming)
+    );
+    println!(
+        "  any later request:                     {}",
+        ms(&mut second)
+    );
     Ok(())
 }

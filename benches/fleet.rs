@@ -1,0 +1,557 @@
+//! `make bench-fleet` (and `make bench`): many deployments at once on the
+//! local stack, and what a deployment costs.
+//!
+//! One function with `SLUICE_FLEET_DEPLOYMENTS` (500) aliases, each deployed
+//! from version 1 to 2 at the same moment with `steps:10@10s,50@10s,100`,
+//! both hooks at every shift (a real hook function through sluice-local),
+//! timers through the SQS queue as the shifter's poller takes them. It reports
+//! the throughput, each step's lateness against its schedule, the invariants
+//! checked at the end, the requests one deployment makes (the cost model's
+//! input) and the dollars per 1,000 deployments at list prices. One
+//! deployment's weight over time is written to `target/bench/weights.csv`
+//! for `benches/plot_weights.py`.
+
+use anyhow::{Context, Result, bail};
+use aws_sdk_lambda::primitives::Blob;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use sluice::domain::deployment::{
+    Deployment, DeploymentSpec, EventKind, OnBusy, Phase, VersionSource,
+};
+use sluice::engine::{AwsCloud, Engine, SystemClock, TimerMessage};
+use sluice::store::Store;
+use sluice_local::code::bootstrap_zip;
+use sluice_local::launcher::{LocalStack, StackOptions, build_dir};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const CONFIG: &str = "steps:10@10s,50@10s,100";
+/// SQS pollers taking timer batches, as Lambda's event source mapping scales out.
+const POLLERS: usize = 8;
+
+/// Requests by service and operation: how many, and their time in all.
+#[derive(Debug, Clone, Default)]
+struct Calls(Arc<Mutex<BTreeMap<String, (usize, Duration)>>>);
+
+#[derive(Debug, Clone)]
+struct Started(Instant);
+
+impl aws_smithy_types::config_bag::Storable for Started {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
+}
+
+impl Intercept for Calls {
+    fn name(&self) -> &'static str {
+        "fleet-calls"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        cfg.interceptor_state().store_put(Started(Instant::now()));
+        Ok(())
+    }
+
+    fn read_after_execution(
+        &self,
+        _context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let name = cfg
+            .load::<Metadata>()
+            .map(|m| format!("{} {}", m.service(), m.name()))
+            .unwrap_or_default();
+        let took = cfg
+            .load::<Started>()
+            .map(|s| s.0.elapsed())
+            .unwrap_or_default();
+        let mut calls = self.0.lock().expect("calls");
+        let entry = calls.entry(name).or_default();
+        entry.0 += 1;
+        entry.1 += took;
+        Ok(())
+    }
+}
+
+impl Calls {
+    fn snapshot(&self) -> BTreeMap<String, (usize, Duration)> {
+        self.0.lock().expect("calls").clone()
+    }
+}
+
+fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn spec(alias: &str) -> DeploymentSpec {
+    DeploymentSpec {
+        function: "app".into(),
+        alias: alias.into(),
+        source: VersionSource::Version("2".into()),
+        config: CONFIG.parse().expect("config"),
+        pre_traffic_hook: Some("fleet-hook".into()),
+        post_traffic_hook: Some("fleet-hook".into()),
+        alarms: vec![],
+        on_busy: OnBusy::Refuse,
+        smoke_tests: vec![],
+        smoke_tests_from: None,
+        analysis: None,
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let deployments: usize = std::env::var("SLUICE_FLEET_DEPLOYMENTS")
+        .ok()
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(500);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let work = tempfile::tempdir()?;
+    let mut opts = StackOptions::for_checkout(&root, &build_dir(), &work.path().join("stack"));
+    opts.template = Some(root.join("template.yaml"));
+    // The engine runs here: none of the template's functions is needed.
+    let template = sluice_local::template::Template::load(&root.join("template.yaml"))?;
+    opts.skip_functions = template
+        .resources
+        .iter()
+        .filter(|(_, r)| r.kind == "AWS::Serverless::Function")
+        .map(|(id, _)| id.clone())
+        .collect();
+    let stack = LocalStack::start(&opts)?;
+    let sdk = stack.sdk_config().await;
+    let calls = Calls::default();
+    let lambda = aws_sdk_lambda::Client::from_conf(
+        aws_sdk_lambda::config::Builder::from(&sdk)
+            .interceptor(calls.clone())
+            .endpoint_url(stack.var("AWS_ENDPOINT_URL_LAMBDA"))
+            .build(),
+    );
+    let engine = Engine {
+        store: Store::new(
+            aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(&sdk)
+                    .interceptor(calls.clone())
+                    .build(),
+            ),
+            stack.var("SLUICE_RESOURCE_STATE_TABLE"),
+            chrono::Duration::days(1),
+        ),
+        cloud: AwsCloud {
+            lambda: lambda.clone(),
+            cloudwatch: aws_sdk_cloudwatch::Client::from_conf(
+                aws_sdk_cloudwatch::config::Builder::from(&sdk)
+                    .interceptor(calls.clone())
+                    .build(),
+            ),
+            sqs: aws_sdk_sqs::Client::from_conf(
+                aws_sdk_sqs::config::Builder::from(&sdk)
+                    .interceptor(calls.clone())
+                    .build(),
+            ),
+            timer_queue_url: stack.var("SLUICE_RESOURCE_TIMER_QUEUE").to_owned(),
+        },
+        clock: SystemClock,
+        hook_timeout: Duration::from_secs(30),
+        fault: None,
+    };
+
+    // The app (greeter 1 and 2), its aliases on 1, and the hook.
+    let iam = aws_sdk_iam::Client::new(&sdk);
+    let role = iam
+        .create_role()
+        .role_name("fleet")
+        .assume_role_policy_document("{}")
+        .send()
+        .await?
+        .role
+        .context("role")?
+        .arn;
+    let function = |name: &str, zip: Vec<u8>, env: Vec<(&str, String)>| {
+        let mut variables = aws_sdk_lambda::types::Environment::builder();
+        for (k, v) in env {
+            variables = variables.variables(k, v);
+        }
+        lambda
+            .create_function()
+            .function_name(name)
+            .runtime(aws_sdk_lambda::types::Runtime::from("provided.al2023"))
+            .handler("bootstrap")
+            .role(&role)
+            .timeout(30)
+            .environment(variables.build())
+            .code(
+                aws_sdk_lambda::types::FunctionCode::builder()
+                    .zip_file(Blob::new(zip))
+                    .build(),
+            )
+            .publish(true)
+            .send()
+    };
+    let greeter = std::fs::read(build_dir().join("greeter")).context("greeter")?;
+    function("app", bootstrap_zip(&greeter, &[("release", b"1")]), vec![]).await?;
+    lambda
+        .update_function_code()
+        .function_name("app")
+        .zip_file(Blob::new(bootstrap_zip(&greeter, &[("release", b"2")])))
+        .send()
+        .await?;
+    lambda.publish_version().function_name("app").send().await?;
+    let hooks = tempfile::tempdir()?;
+    let recorder = std::fs::read(build_dir().join("recorder")).context("recorder")?;
+    function(
+        "fleet-hook",
+        bootstrap_zip(&recorder, &[]),
+        vec![
+            ("RECORDER_DIR", hooks.path().display().to_string()),
+            (
+                "RECORDER_REPLY",
+                r#"{"status":"Succeeded","reason":"fleet","checks":[]}"#.into(),
+            ),
+        ],
+    )
+    .await?;
+    let aliases: Vec<String> = (0..deployments).map(|i| format!("live-{i}")).collect();
+    for alias in &aliases {
+        lambda
+            .create_alias()
+            .function_name("app")
+            .name(alias)
+            .function_version("1")
+            .send()
+            .await?;
+    }
+    let before = calls.snapshot();
+    // The bench watches through a client of its own, so the counts are the engine's alone.
+    let watch = Store::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        stack.var("SLUICE_RESOURCE_STATE_TABLE"),
+        chrono::Duration::days(1),
+    );
+    // Time the engine spends in its entry points: the shifter's billed time.
+    let busy = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let timed = |busy: &Arc<std::sync::atomic::AtomicU64>, since: Instant| {
+        busy.fetch_add(
+            since.elapsed().as_micros() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    };
+
+    // All at once: each start drives its deployment to its first bake.
+    let started = Instant::now();
+    let mut starts = tokio::task::JoinSet::new();
+    for (i, alias) in aliases.iter().enumerate() {
+        let (engine, alias, busy) = (engine.clone(), alias.clone(), busy.clone());
+        starts.spawn(async move {
+            let since = Instant::now();
+            let outcome = engine.start(&format!("fleet-{i}"), spec(&alias)).await;
+            timed(&busy, since);
+            outcome
+        });
+    }
+    let mut failed_workers = 0;
+    while let Some(outcome) = starts.join_next().await {
+        if outcome?.is_err() {
+            failed_workers += 1;
+        }
+    }
+    let all_started = started.elapsed();
+
+    // Timer pollers, and the sweep's repair of what a failed worker left.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failures = Arc::new(std::sync::atomic::AtomicUsize::new(failed_workers));
+    let mut pollers = tokio::task::JoinSet::new();
+    for _ in 0..POLLERS {
+        let (engine, done, failures, busy) =
+            (engine.clone(), done.clone(), failures.clone(), busy.clone());
+        pollers.spawn(async move {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok(received) = engine
+                    .cloud
+                    .sqs
+                    .receive_message()
+                    .queue_url(&engine.cloud.timer_queue_url)
+                    .max_number_of_messages(10)
+                    .wait_time_seconds(1)
+                    .send()
+                    .await
+                else {
+                    continue;
+                };
+                for m in received.messages() {
+                    let Ok(timer) =
+                        serde_json::from_str::<TimerMessage>(m.body().unwrap_or_default())
+                    else {
+                        continue;
+                    };
+                    let since = Instant::now();
+                    if engine.timer(&timer).await.is_err() {
+                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    timed(&busy, since);
+                    let _ = engine
+                        .cloud
+                        .sqs
+                        .delete_message()
+                        .queue_url(&engine.cloud.timer_queue_url)
+                        .receipt_handle(m.receipt_handle().unwrap_or_default())
+                        .send()
+                        .await;
+                }
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let ids: Vec<String> = (0..deployments).map(|i| format!("fleet-{i}")).collect();
+    let finished = loop {
+        let mut open = 0;
+        let mut all = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let d = watch.load(id).await?.deployment;
+            if !d.phase.is_terminal() {
+                open += 1;
+                // A phase no worker is moving (its worker failed) is resumed,
+                // as the sweep would after its grace.
+                let stalled = !matches!(d.phase, Phase::Baking { .. })
+                    && chrono::Utc::now() - d.updated_at > chrono::Duration::seconds(5);
+                if stalled {
+                    let since = Instant::now();
+                    if engine.resume(id).await.is_err() {
+                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    timed(&busy, since);
+                }
+            }
+            all.push(d);
+        }
+        if open == 0 {
+            break all;
+        }
+        if Instant::now() > deadline {
+            bail!("{open} of {deployments} deployments did not finish in 10 minutes");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    let wall = started.elapsed();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    while pollers.join_next().await.is_some() {}
+    let after = calls.snapshot();
+
+    // Invariants: promoted, the alias whole on 2, one timeline shape for all.
+    let mut violations = Vec::new();
+    let mut timelines = BTreeMap::new();
+    let mut lateness = Vec::new();
+    let bakes: Vec<f64> = finished[0]
+        .schedule
+        .steps
+        .iter()
+        .map(|s| s.bake.as_secs_f64())
+        .collect();
+    for (d, alias) in finished.iter().zip(&aliases) {
+        if d.phase != Phase::Promoted {
+            violations.push(format!("{} ended {:?}", d.id, d.phase));
+        }
+        let a = lambda
+            .get_alias()
+            .function_name("app")
+            .name(alias)
+            .send()
+            .await?;
+        let split = a
+            .routing_config()
+            .and_then(|r| r.additional_version_weights())
+            .is_some_and(|w| !w.is_empty());
+        if a.function_version() != Some("2") || split {
+            violations.push(format!("{alias} is not whole on 2: {a:?}"));
+        }
+        let events = watch.events(&d.id).await?;
+        let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
+        *timelines.entry(format!("{kinds:?}")).or_insert(0usize) += 1;
+        // How late each later step's shift landed against its schedule.
+        let shifts: Vec<_> = events
+            .iter()
+            .filter(|e| e.kind == EventKind::Shifted)
+            .map(|e| e.at)
+            .collect();
+        let mut due = shifts[0];
+        for (k, at) in shifts.iter().enumerate().skip(1) {
+            due += chrono::Duration::milliseconds((bakes[k - 1] * 1000.0) as i64);
+            lateness.push((*at - due).num_milliseconds() as f64);
+        }
+    }
+    if timelines.len() != 1 {
+        violations.push(format!("{} different timelines", timelines.len()));
+    }
+    write_weights(&watch, &finished[0]).await?;
+
+    let shifts = deployments * finished[0].schedule.steps.len();
+    println!(
+        "{deployments} deployments at once ({CONFIG}, PreTraffic and PostTraffic hooks at every shift, {POLLERS} timer pollers; release build, local stack)"
+    );
+    println!(
+        "all started (first shift done) in {:.1} s; all promoted in {:.1} s (schedule alone: {:.0} s)",
+        all_started.as_secs_f64(),
+        wall.as_secs_f64(),
+        bakes.iter().sum::<f64>()
+    );
+    println!(
+        "throughput: {:.1} shifts/s, {:.1} gates/s over the run",
+        shifts as f64 / wall.as_secs_f64(),
+        2.0 * shifts as f64 / wall.as_secs_f64()
+    );
+    println!(
+        "step lateness against the schedule (steps 2 and 3): median {:.0} ms  p99 {:.0} ms  max {:.0} ms",
+        percentile(&mut lateness, 0.5),
+        percentile(&mut lateness, 0.99),
+        percentile(&mut lateness, 1.0)
+    );
+    println!(
+        "workers that failed and were resumed: {}",
+        failures.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    println!("invariant violations: {}", violations.len());
+    for v in violations.iter().take(10) {
+        println!("  {v}");
+    }
+    let shifter_seconds = busy.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6;
+    cost_model(
+        deployments,
+        &before,
+        &after,
+        shifter_seconds,
+        &finished[0],
+        &watch,
+    )
+    .await?;
+    anyhow::ensure!(violations.is_empty(), "invariants broken");
+    Ok(())
+}
+
+/// One deployment's weight on the new version over time, from its timeline.
+async fn write_weights(watch: &Store, d: &Deployment) -> Result<()> {
+    let events = watch.events(&d.id).await?;
+    let start = events.first().context("timeline")?.at;
+    let dir = build_dir().parent().context("target")?.join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let mut csv = String::from("seconds,weight,event\n");
+    let mut step = 0;
+    let mut weight = 0.0;
+    for e in &events {
+        if e.kind == EventKind::Shifted {
+            weight = d.step_weight(step);
+            step += 1;
+        }
+        let seconds = (e.at - start).num_milliseconds() as f64 / 1000.0;
+        let label = format!("{:?}", e.kind);
+        csv.push_str(&format!("{seconds:.3},{weight},{label}\n"));
+    }
+    std::fs::write(dir.join("weights.csv"), csv)?;
+    Ok(())
+}
+
+/// List prices (us-east-1, on-demand, x86) the cost model uses, in dollars.
+/// They change: check the AWS pricing pages before relying on the totals.
+const DYNAMODB_PER_MILLION_WRITE_UNITS: f64 = 0.625;
+const DYNAMODB_PER_MILLION_READ_UNITS: f64 = 0.125;
+const LAMBDA_PER_MILLION_REQUESTS: f64 = 0.20;
+const LAMBDA_PER_GB_SECOND: f64 = 0.000_016_666_7;
+const SQS_PER_MILLION_REQUESTS: f64 = 0.40;
+const CLOUDWATCH_PER_THOUSAND_API_REQUESTS: f64 = 0.01;
+/// The shifter's and the hooks' memory (template.yaml's Globals).
+const FUNCTION_GB: f64 = 0.25;
+
+/// Requests per deployment, and what they cost at the prices above.
+async fn cost_model(
+    deployments: usize,
+    before: &BTreeMap<String, (usize, Duration)>,
+    after: &BTreeMap<String, (usize, Duration)>,
+    shifter_seconds: f64,
+    sample: &Deployment,
+    watch: &Store,
+) -> Result<()> {
+    let delta = |op: &str| {
+        let (n, t) = after.get(op).copied().unwrap_or_default();
+        let (n0, t0) = before.get(op).copied().unwrap_or_default();
+        (n - n0, t - t0)
+    };
+    let per = |op: &str| delta(op).0 as f64 / deployments as f64;
+    println!("requests per deployment (the cost model's input):");
+    for op in after.keys() {
+        let n = per(op);
+        if n > 0.0 {
+            println!("  {op:<36} {n:>6.2}");
+        }
+    }
+    // A state item grows with its timeline; every read and write is costed at
+    // the finished item's size (an upper bound).
+    let item = watch
+        .events(&sample.id)
+        .await?
+        .iter()
+        .map(|e| serde_json::to_string(e).map(|s| s.len()))
+        .sum::<Result<usize, _>>()?
+        + serde_json::to_string(sample)?.len();
+    let write_units = (item as f64 / 1024.0).ceil();
+    let read_units = (item as f64 / 4096.0).ceil();
+    let sum = |ops: &[&str]| ops.iter().map(|op| per(op)).sum::<f64>();
+    let dynamodb_writes = sum(&[
+        "DynamoDB PutItem",
+        "DynamoDB UpdateItem",
+        "DynamoDB DeleteItem",
+    ]);
+    let dynamodb_reads = sum(&["DynamoDB GetItem", "DynamoDB Query"]);
+    // Each timer is sent, received and deleted once; the poller's empty
+    // receives are a fixed cost of the queue, not of a deployment.
+    let timers = per("SQS SendMessage");
+    let sqs = 3.0 * timers;
+    let hooks = per("Lambda Invoke");
+    let hook_seconds = delta("Lambda Invoke").1.as_secs_f64() / deployments as f64;
+    let shifter_seconds = shifter_seconds / deployments as f64;
+    // The shifter runs once from the table's stream and once per timer.
+    let shifter_invocations = 1.0 + timers;
+    let gb_seconds = (shifter_seconds + hook_seconds) * FUNCTION_GB;
+    let dollars = [
+        (
+            "DynamoDB writes",
+            dynamodb_writes * write_units * DYNAMODB_PER_MILLION_WRITE_UNITS / 1e6,
+        ),
+        (
+            "DynamoDB reads",
+            dynamodb_reads * read_units * DYNAMODB_PER_MILLION_READ_UNITS / 1e6,
+        ),
+        (
+            "Lambda requests (shifter and hooks)",
+            (shifter_invocations + hooks) * LAMBDA_PER_MILLION_REQUESTS / 1e6,
+        ),
+        ("Lambda GB-seconds", gb_seconds * LAMBDA_PER_GB_SECOND),
+        ("SQS requests", sqs * SQS_PER_MILLION_REQUESTS / 1e6),
+        (
+            "CloudWatch API requests",
+            per("CloudWatch DescribeAlarms") * CLOUDWATCH_PER_THOUSAND_API_REQUESTS / 1e3,
+        ),
+    ];
+    println!("cost per 1,000 deployments of {CONFIG}, at list prices (us-east-1, on-demand, x86):");
+    println!(
+        "  inputs a deployment: state item {item} bytes ({write_units} write / {read_units} read units a request), {dynamodb_writes:.1} writes, {dynamodb_reads:.1} reads, {shifter_invocations:.1} shifter invocations ({shifter_seconds:.2} s in all, as measured here), {hooks:.1} hook invocations ({hook_seconds:.2} s in all), {sqs:.1} SQS requests, {FUNCTION_GB} GB functions"
+    );
+    let mut total = 0.0;
+    for (what, dollars_each) in dollars {
+        total += dollars_each * 1000.0;
+        println!("  {what:<36} ${:.4}", dollars_each * 1000.0);
+    }
+    println!("  {:<36} ${total:.4}", "total");
+    println!(
+        "  (hooks that run smoke tests or wait out an analysis window bill their own time on top; the Lambda API calls other than Invoke are free)"
+    );
+    Ok(())
+}
