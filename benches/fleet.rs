@@ -6,10 +6,10 @@
 //! both hooks at every shift (a real hook function through sluice-local),
 //! timers through the SQS queue as the shifter's poller takes them. It reports
 //! the throughput, each step's lateness against its schedule, the invariants
-//! checked at the end, the requests one deployment makes (the cost model's
-//! input) and the dollars per 1,000 deployments at list prices. One
-//! deployment's weight over time is written to `target/bench/weights.csv`
-//! for `benches/plot_weights.py`.
+//! checked at the end. Then one deployment runs alone: its requests and time
+//! are the cost model's input (dollars per 1,000 deployments at list prices),
+//! and its weight over time goes to `target/bench/weights.csv` for
+//! `benches/plot_weights.py`.
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_lambda::primitives::Blob;
@@ -392,7 +392,6 @@ async fn main() -> Result<()> {
     if timelines.len() != 1 {
         violations.push(format!("{} different timelines", timelines.len()));
     }
-    write_weights(&watch, &finished[0]).await?;
 
     let shifts = deployments * finished[0].schedule.steps.len();
     println!(
@@ -423,18 +422,79 @@ async fn main() -> Result<()> {
     for v in violations.iter().take(10) {
         println!("  {v}");
     }
-    let shifter_seconds = busy.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6;
-    cost_model(
-        deployments,
-        &before,
-        &after,
-        shifter_seconds,
-        &finished[0],
-        &watch,
-    )
-    .await?;
+    let requests: usize = after
+        .iter()
+        .map(|(op, (n, _))| n - before.get(op).map_or(0, |b| b.0))
+        .sum();
+    println!(
+        "AWS requests of the engine and its pollers: {:.1} a deployment",
+        requests as f64 / deployments as f64
+    );
+    let fleet_busy = busy.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6;
+    println!(
+        "engine time per deployment under this load: {:.2} s (requests wait on the local stack's single moto process)",
+        fleet_busy / deployments as f64
+    );
     anyhow::ensure!(violations.is_empty(), "invariants broken");
-    Ok(())
+
+    // One deployment alone: its requests and time are the cost model's
+    // input, and its weight over time is the plot.
+    lambda
+        .create_alias()
+        .function_name("app")
+        .name("alone")
+        .function_version("1")
+        .send()
+        .await?;
+    let before = calls.snapshot();
+    let (alone, seconds) = run_alone(&engine, &watch).await?;
+    let after = calls.snapshot();
+    anyhow::ensure!(
+        alone.phase == Phase::Promoted,
+        "alone ended {:?}",
+        alone.phase
+    );
+    write_weights(&watch, &alone).await?;
+    cost_model(1, &before, &after, seconds, &alone, &watch).await
+}
+
+/// Runs one deployment with nothing else going on, playing the shifter's
+/// timer handler; returns it and the time the engine spent on it.
+async fn run_alone(engine: &Engine, watch: &Store) -> Result<(Deployment, f64)> {
+    let mut busy = Duration::ZERO;
+    let since = Instant::now();
+    engine.start("alone", spec("alone")).await?;
+    busy += since.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let d = watch.load("alone").await?.deployment;
+        if d.phase.is_terminal() {
+            return Ok((d, busy.as_secs_f64()));
+        }
+        anyhow::ensure!(Instant::now() < deadline, "alone is still {:?}", d.phase);
+        let received = engine
+            .cloud
+            .sqs
+            .receive_message()
+            .queue_url(&engine.cloud.timer_queue_url)
+            .wait_time_seconds(1)
+            .send()
+            .await?;
+        for m in received.messages() {
+            let timer: TimerMessage = serde_json::from_str(m.body().unwrap_or_default())?;
+            let since = Instant::now();
+            engine.timer(&timer).await?;
+            busy += since.elapsed();
+            engine
+                .cloud
+                .sqs
+                .delete_message()
+                .queue_url(&engine.cloud.timer_queue_url)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await?;
+        }
+    }
 }
 
 /// One deployment's weight on the new version over time, from its timeline.
@@ -485,7 +545,7 @@ async fn cost_model(
         (n - n0, t - t0)
     };
     let per = |op: &str| delta(op).0 as f64 / deployments as f64;
-    println!("requests per deployment (the cost model's input):");
+    println!("requests of one deployment run alone (the cost model's input):");
     for op in after.keys() {
         let n = per(op);
         if n > 0.0 {
@@ -540,7 +600,9 @@ async fn cost_model(
             per("CloudWatch DescribeAlarms") * CLOUDWATCH_PER_THOUSAND_API_REQUESTS / 1e3,
         ),
     ];
-    println!("cost per 1,000 deployments of {CONFIG}, at list prices (us-east-1, on-demand, x86):");
+    println!(
+        "cost per 1,000 deployments of {CONFIG}, from one deployment run alone, at list prices (us-east-1, on-demand, x86):"
+    );
     println!(
         "  inputs a deployment: state item {item} bytes ({write_units} write / {read_units} read units a request), {dynamodb_writes:.1} writes, {dynamodb_reads:.1} reads, {shifter_invocations:.1} shifter invocations ({shifter_seconds:.2} s in all, as measured here), {hooks:.1} hook invocations ({hook_seconds:.2} s in all), {sqs:.1} SQS requests, {FUNCTION_GB} GB functions"
     );

@@ -24,7 +24,7 @@ for kind, (marker, color, label) in markers.items():
 ax.set_xlabel("seconds since the deployment was created")
 ax.set_ylabel("% of traffic on the new version")
 ax.set_ylim(-5, 105)
-ax.set_title("One deployment of the fleet bench: steps:10@10s,50@10s,100, gated at every shift")
+ax.set_title("One deployment alone (fleet bench): steps:10@10s,50@10s,100, gated at every shift")
 ax.grid(alpha=0.3)
 ax.legend(loc="lower right")
 fig.tight_layout()

@@ -23,7 +23,7 @@ section() {
     section "sluice-local: what it adds to an invocation" cargo bench --quiet -p sluice-local --bench invoke
     section "500 deployments at once, and the cost of one" cargo bench --quiet --bench fleet
     python benches/plot_weights.py >&2
-    printf '## Weight over time\n\nOne deployment of the fleet run, from its timeline (`python benches/plot_weights.py`, from `target/bench/weights.csv`):\n\n![weight over time](benches/weight-over-time.png)\n'
+    printf '## Weight over time\n\nOne deployment run alone after the fleet, from its timeline (`python benches/plot_weights.py`, from `target/bench/weights.csv`):\n\n![weight over time](benches/weight-over-time.png)\n'
 } > "$out.partial"
 mv "$out.partial" "$out"
 echo "wrote $out" >&2

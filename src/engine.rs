@@ -8,7 +8,7 @@
 mod ports;
 
 pub use ports::{
-    AliasState, AliasWrite, AwsCloud, Clock, Cloud, Deployments, HookCall, SystemClock,
+    AliasState, AliasWrite, AwsCloud, Clock, Cloud, Deployments, Invocation, SystemClock, invoke,
 };
 
 use crate::domain::deployment::{
@@ -614,11 +614,11 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
             .invoke_hook(hook, &request, self.hook_timeout)
             .await?
         {
-            HookCall::Answered(payload) => payload,
-            HookCall::Raised(message) => {
+            Invocation::Answered(payload) => payload,
+            Invocation::Raised(message) => {
                 return Ok(verdict(false, format!("hook {hook} failed: {message}")));
             }
-            HookCall::NotRun(why) => {
+            Invocation::NotRun(why) => {
                 return Ok(verdict(false, format!("hook {hook} could not run: {why}")));
             }
         };

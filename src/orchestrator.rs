@@ -8,7 +8,7 @@
 
 mod ports;
 
-pub use ports::{Actions, AwsActions, Executions, Invoked, PipelineRun};
+pub use ports::{Actions, AwsActions, Executions, PipelineRun};
 
 use crate::domain::deployment::{
     Deployment, DeploymentSpec, Input as DeploymentInput, Phase, VersionSource,
@@ -19,7 +19,7 @@ use crate::domain::execution::{
 };
 use crate::domain::pipeline::{ActionKind, ExecutionMode, TemplateContext, render};
 use crate::engine::{
-    AwsCloud, Clock, Cloud, Engine, EngineError, MAX_TIMER_DELAY_SECS, SystemClock,
+    AwsCloud, Clock, Cloud, Engine, EngineError, Invocation, MAX_TIMER_DELAY_SECS, SystemClock,
 };
 use crate::events::{OrchestratorEvent, parse_orchestrator_event};
 use crate::metrics::{self, Metric};
@@ -605,9 +605,11 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
                     "payload": invoke.payload,
                 });
                 Ok(match self.actions.invoke(&function, &event).await? {
-                    Invoked::Answered => succeeded(format!("{function} answered"), BTreeMap::new()),
-                    Invoked::Raised(message) => failed(format!("{function} failed: {message}")),
-                    Invoked::NotInvoked(why) => {
+                    Invocation::Answered(_) => {
+                        succeeded(format!("{function} answered"), BTreeMap::new())
+                    }
+                    Invocation::Raised(message) => failed(format!("{function} failed: {message}")),
+                    Invocation::NotRun(why) => {
                         failed(format!("{function} could not be invoked: {why}"))
                     }
                 })

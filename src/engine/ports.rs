@@ -126,16 +126,66 @@ pub enum AliasWrite {
     Stale,
 }
 
-/// How a hook invocation ended, short of a transient failure (an `Err`,
-/// retried later).
+/// How a synchronous invocation ended, short of throttling (an `Err`,
+/// retried later): hooks and pipeline invoke actions alike.
 #[derive(Debug, Clone, PartialEq)]
-pub enum HookCall {
-    /// The hook ran and answered this payload.
+pub enum Invocation {
+    /// The function ran and answered this payload.
     Answered(Vec<u8>),
-    /// The hook ran and raised this error message.
+    /// The function ran and raised this error message.
     Raised(String),
-    /// The hook could not be run (missing, denied, timed out).
+    /// The function could not be run (missing, denied, timed out).
     NotRun(String),
+}
+
+/// Invokes `function` and sorts out how it ended; `Err` only when Lambda
+/// throttled the call, which is worth trying again.
+pub async fn invoke(
+    lambda: &aws_sdk_lambda::Client,
+    function: &str,
+    payload: Vec<u8>,
+    timeout: Option<Duration>,
+) -> Result<
+    Invocation,
+    aws_sdk_lambda::error::SdkError<
+        aws_sdk_lambda::operation::invoke::InvokeError,
+        aws_sdk_lambda::config::http::HttpResponse,
+    >,
+> {
+    let mut call = lambda
+        .invoke()
+        .function_name(function)
+        .payload(Blob::new(payload))
+        .customize();
+    if let Some(timeout) = timeout {
+        call = call.config_override(
+            aws_sdk_lambda::config::Builder::default().timeout_config(
+                aws_sdk_lambda::config::timeout::TimeoutConfig::builder()
+                    .operation_timeout(timeout)
+                    .build(),
+            ),
+        );
+    }
+    let out = match call.send().await {
+        Ok(out) => out,
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|se| se.is_too_many_requests_exception()) =>
+        {
+            return Err(e);
+        }
+        Err(e) => return Ok(Invocation::NotRun(service_message(&e))),
+    };
+    let payload = out
+        .payload()
+        .map(|p| p.as_ref().to_vec())
+        .unwrap_or_default();
+    if out.function_error().is_some() {
+        let detail: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
+        let message = detail["errorMessage"].as_str().unwrap_or("no message");
+        return Ok(Invocation::Raised(message.to_owned()));
+    }
+    Ok(Invocation::Answered(payload))
 }
 
 /// Lambda, CloudWatch and the timer queue, as the engine uses them.
@@ -178,7 +228,7 @@ pub trait Cloud: Send + Sync {
         hook: &str,
         request: &HookRequest,
         timeout: Duration,
-    ) -> impl Future<Output = Result<HookCall, EngineError>> + Send;
+    ) -> impl Future<Output = Result<Invocation, EngineError>> + Send;
     /// Has `message` delivered back to the engine after `delay_secs`.
     fn send_timer(
         &self,
@@ -363,44 +413,11 @@ impl Cloud for AwsCloud {
         hook: &str,
         request: &HookRequest,
         timeout: Duration,
-    ) -> Result<HookCall, EngineError> {
-        let invoked = self
-            .lambda
-            .invoke()
-            .function_name(hook)
-            .payload(Blob::new(
-                serde_json::to_vec(request).expect("hook requests serialise"),
-            ))
-            .customize()
-            .config_override(
-                aws_sdk_lambda::config::Builder::default().timeout_config(
-                    aws_sdk_lambda::config::timeout::TimeoutConfig::builder()
-                        .operation_timeout(timeout)
-                        .build(),
-                ),
-            )
-            .send()
-            .await;
-        let out = match invoked {
-            Ok(out) => out,
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_too_many_requests_exception()) =>
-            {
-                return Err(aws("Invoke (hook throttled)", e));
-            }
-            Err(e) => return Ok(HookCall::NotRun(service_message(&e))),
-        };
-        let payload = out
-            .payload()
-            .map(|p| p.as_ref().to_vec())
-            .unwrap_or_default();
-        if out.function_error().is_some() {
-            let detail: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
-            let message = detail["errorMessage"].as_str().unwrap_or("no message");
-            return Ok(HookCall::Raised(message.to_owned()));
-        }
-        Ok(HookCall::Answered(payload))
+    ) -> Result<Invocation, EngineError> {
+        let payload = serde_json::to_vec(request).expect("hook requests serialise");
+        invoke(&self.lambda, hook, payload, Some(timeout))
+            .await
+            .map_err(|e| aws("Invoke (hook throttled)", e))
     }
 
     async fn send_timer(&self, message: &TimerMessage, delay_secs: i32) -> Result<(), EngineError> {

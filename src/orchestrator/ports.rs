@@ -7,12 +7,11 @@
 use super::{OrchestratorError, PipelineTimer, aws};
 use crate::domain::deployment::Time;
 use crate::domain::execution::{Execution, ExecutionEvent};
-use crate::engine::Deployments;
+use crate::engine::{Deployments, Invocation, invoke};
 use crate::store::{ExecutionStart, Store, StoreError, StoredExecution};
 use aws_sdk_codepipeline::types::{
     PipelineExecutionStatus, SourceRevisionOverride, SourceRevisionType,
 };
-use aws_sdk_lambda::primitives::Blob;
 use std::future::Future;
 
 /// Execution items, next to the deployments. Every write is conditional, as
@@ -87,16 +86,6 @@ impl Executions for Store {
     }
 }
 
-/// How an invoke action's call ended, short of throttling (an `Err`, retried).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Invoked {
-    Answered,
-    /// The function raised this message.
-    Raised(String),
-    /// The function could not be invoked (missing, denied).
-    NotInvoked(String),
-}
-
 /// A CodePipeline execution as an action sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PipelineRun {
@@ -112,7 +101,7 @@ pub trait Actions: Send + Sync {
         &self,
         function: &str,
         event: &serde_json::Value,
-    ) -> impl Future<Output = Result<Invoked, OrchestratorError>> + Send;
+    ) -> impl Future<Output = Result<Invocation, OrchestratorError>> + Send;
     /// `None` if the object is not there (yet); else its version id, if any.
     fn head_object(
         &self,
@@ -180,35 +169,11 @@ impl Actions for AwsActions {
         &self,
         function: &str,
         event: &serde_json::Value,
-    ) -> Result<Invoked, OrchestratorError> {
-        let out = self
-            .lambda
-            .invoke()
-            .function_name(function)
-            .payload(Blob::new(
-                serde_json::to_vec(event).expect("events serialise"),
-            ))
-            .send()
-            .await;
-        match out {
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|se| se.is_too_many_requests_exception()) =>
-            {
-                Err(aws("Invoke (throttled)", err))
-            }
-            Err(err) => Ok(Invoked::NotInvoked(format!("{err:?}"))),
-            Ok(out) if out.function_error().is_some() => {
-                let body: serde_json::Value = out
-                    .payload()
-                    .and_then(|p| serde_json::from_slice(p.as_ref()).ok())
-                    .unwrap_or_default();
-                let message = body["errorMessage"].as_str().unwrap_or("no message");
-                Ok(Invoked::Raised(message.to_owned()))
-            }
-            Ok(_) => Ok(Invoked::Answered),
-        }
+    ) -> Result<Invocation, OrchestratorError> {
+        let payload = serde_json::to_vec(event).expect("events serialise");
+        invoke(&self.lambda, function, payload, None)
+            .await
+            .map_err(|err| aws("Invoke (throttled)", err))
     }
 
     async fn head_object(

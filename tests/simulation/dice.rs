@@ -5,7 +5,7 @@
 use super::model::Fate;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sluice::engine::HookCall;
+use sluice::engine::Invocation;
 use std::sync::{Arc, Mutex};
 
 /// How often each fault strikes while faults are on.
@@ -116,23 +116,23 @@ impl Dice {
 
     /// A hook's outcome: mostly a pass; sometimes a fail, an error, no run or
     /// an answer of the wrong shape.
-    pub fn hook_call(&self) -> HookCall {
+    pub fn hook_call(&self) -> Invocation {
         let mut s = self.0.lock().unwrap();
         let roll: f64 = s.rng.random();
         let call = if roll < 0.95 {
-            HookCall::Answered(br#"{"status":"Succeeded","reason":"ok","checks":[]}"#.to_vec())
+            Invocation::Answered(br#"{"status":"Succeeded","reason":"ok","checks":[]}"#.to_vec())
         } else if roll < 0.97 {
-            HookCall::Answered(
+            Invocation::Answered(
                 br#"{"status":"Failed","reason":"smoke test failed","checks":[]}"#.to_vec(),
             )
         } else if roll < 0.98 {
-            HookCall::Raised("hook crashed".into())
+            Invocation::Raised("hook crashed".into())
         } else if roll < 0.99 {
-            HookCall::NotRun("ResourceNotFoundException: no such function".into())
+            Invocation::NotRun("ResourceNotFoundException: no such function".into())
         } else {
-            HookCall::Answered(b"\"yes\"".to_vec())
+            Invocation::Answered(b"\"yes\"".to_vec())
         };
-        if !matches!(&call, HookCall::Answered(b) if b.starts_with(br#"{"status":"Succeeded""#)) {
+        if !matches!(&call, Invocation::Answered(b) if b.starts_with(br#"{"status":"Succeeded""#)) {
             s.trace.push(format!("      hook answers {call:?}"));
         }
         call

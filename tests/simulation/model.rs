@@ -7,11 +7,9 @@ use sluice::domain::deployment::{Deployment, Event, Gate, Phase, Time};
 use sluice::domain::execution::{Execution, ExecutionEvent, Status};
 use sluice::domain::hooks::HookRequest;
 use sluice::engine::{
-    AliasState, AliasWrite, Clock, Cloud, Deployments, EngineError, HookCall, TimerMessage,
+    AliasState, AliasWrite, Clock, Cloud, Deployments, EngineError, Invocation, TimerMessage,
 };
-use sluice::orchestrator::{
-    Actions, Executions, Invoked, OrchestratorError, PipelineRun, PipelineTimer,
-};
+use sluice::orchestrator::{Actions, Executions, OrchestratorError, PipelineRun, PipelineTimer};
 use sluice::store::{
     ExecutionStart, IN_FLIGHT_GRACE_SECS, LockOutcome, StoreError, Stored, StoredExecution, due_at,
     execution_due_at, is_stuck,
@@ -693,10 +691,10 @@ impl Cloud for MemoryCloud {
         _hook: &str,
         request: &HookRequest,
         _timeout: Duration,
-    ) -> Result<HookCall, EngineError> {
+    ) -> Result<Invocation, EngineError> {
         self.call("Invoke (hook throttled)")?;
         let call = self.dice.hook_call();
-        if let HookCall::Answered(body) = &call
+        if let Invocation::Answered(body) = &call
             && body.starts_with(br#"{"status":"Succeeded""#)
         {
             self.state.lock().unwrap().passed.insert(Passed {
@@ -781,7 +779,7 @@ impl Actions for MemoryActions {
         &self,
         function: &str,
         event: &serde_json::Value,
-    ) -> Result<Invoked, OrchestratorError> {
+    ) -> Result<Invocation, OrchestratorError> {
         let fate = self.dice.cloud_fate();
         if fate == Fate::Fails {
             return Err(action_failure("Invoke (throttled)"));
@@ -797,9 +795,9 @@ impl Actions for MemoryActions {
             return Err(action_failure("Invoke (answer lost)"));
         }
         Ok(match self.dice.below(20) {
-            0 => Invoked::Raised(format!("{function}: 3 tests failed")),
-            1 => Invoked::NotInvoked("ResourceNotFoundException".into()),
-            _ => Invoked::Answered,
+            0 => Invocation::Raised(format!("{function}: 3 tests failed")),
+            1 => Invocation::NotRun("ResourceNotFoundException".into()),
+            _ => Invocation::Answered(Vec::new()),
         })
     }
 
