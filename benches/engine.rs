@@ -8,6 +8,9 @@
 //!
 //! Times come from SDK interceptors on the engine's own clients.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use anyhow::{Context, Result};
 use aws_sdk_lambda::primitives::Blob;
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -24,7 +27,7 @@ use sluice::domain::deployment::{
 use sluice::engine::{AwsCloud, Engine, SystemClock, TimerMessage};
 use sluice::store::Store;
 use sluice_local::code::bootstrap_zip;
-use sluice_local::launcher::{LocalStack, StackOptions, build_dir};
+use sluice_local::launcher::build_dir;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -180,17 +183,7 @@ async fn run_with_timers(engine: &Engine, id: &str, spec: DeploymentSpec) -> Res
 async fn main() -> Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let work = tempfile::tempdir()?;
-    let mut opts = StackOptions::for_checkout(&root, &build_dir(), &work.path().join("stack"));
-    opts.template = Some(root.join("template.yaml"));
-    // The engine runs in the bench itself: none of the template's functions is needed.
-    let template = sluice_local::template::Template::load(&root.join("template.yaml"))?;
-    opts.skip_functions = template
-        .resources
-        .iter()
-        .filter(|(_, r)| r.kind == "AWS::Serverless::Function")
-        .map(|(id, _)| id.clone())
-        .collect();
-    let stack = LocalStack::start(&opts)?;
+    let stack = support::template_stack(&root, work.path())?;
     let sdk = stack.sdk_config().await;
 
     let calls = Calls::default();
@@ -234,16 +227,7 @@ async fn main() -> Result<()> {
     };
 
     // The app: two versions of the greeter behind `live`, and an alarm to raise.
-    let iam = aws_sdk_iam::Client::new(&sdk);
-    let role = iam
-        .create_role()
-        .role_name("bench")
-        .assume_role_policy_document("{}")
-        .send()
-        .await?
-        .role
-        .context("role")?
-        .arn;
+    let role = support::role(&sdk, "bench").await?;
     let greeter = std::fs::read(build_dir().join("greeter"))
         .context("greeter (make bench-engine builds it)")?;
     lambda

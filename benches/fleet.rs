@@ -11,6 +11,9 @@
 //! and its weight over time goes to `target/bench/weights.csv` for
 //! `benches/plot_weights.py`.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use anyhow::{Context, Result, bail};
 use aws_sdk_lambda::primitives::Blob;
 use aws_smithy_runtime_api::box_error::BoxError;
@@ -25,7 +28,7 @@ use sluice::domain::deployment::{
 use sluice::engine::{AwsCloud, Engine, SystemClock, TimerMessage};
 use sluice::store::Store;
 use sluice_local::code::bootstrap_zip;
-use sluice_local::launcher::{LocalStack, StackOptions, build_dir};
+use sluice_local::launcher::build_dir;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -118,17 +121,7 @@ async fn main() -> Result<()> {
         .unwrap_or(500);
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let work = tempfile::tempdir()?;
-    let mut opts = StackOptions::for_checkout(&root, &build_dir(), &work.path().join("stack"));
-    opts.template = Some(root.join("template.yaml"));
-    // The engine runs here: none of the template's functions is needed.
-    let template = sluice_local::template::Template::load(&root.join("template.yaml"))?;
-    opts.skip_functions = template
-        .resources
-        .iter()
-        .filter(|(_, r)| r.kind == "AWS::Serverless::Function")
-        .map(|(id, _)| id.clone())
-        .collect();
-    let stack = LocalStack::start(&opts)?;
+    let stack = support::template_stack(&root, work.path())?;
     let sdk = stack.sdk_config().await;
     let calls = Calls::default();
     let lambda = aws_sdk_lambda::Client::from_conf(
@@ -167,16 +160,7 @@ async fn main() -> Result<()> {
     };
 
     // The app (greeter 1 and 2), its aliases on 1, and the hook.
-    let iam = aws_sdk_iam::Client::new(&sdk);
-    let role = iam
-        .create_role()
-        .role_name("fleet")
-        .assume_role_policy_document("{}")
-        .send()
-        .await?
-        .role
-        .context("role")?
-        .arn;
+    let role = support::role(&sdk, "fleet").await?;
     let function = |name: &str, zip: Vec<u8>, env: Vec<(&str, String)>| {
         let mut variables = aws_sdk_lambda::types::Environment::builder();
         for (k, v) in env {

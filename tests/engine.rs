@@ -209,28 +209,33 @@ impl World {
                     self.stack.log_tail()
                 );
             }
-            let received = self
-                .engine
-                .cloud
-                .sqs
-                .receive_message()
-                .queue_url(&self.engine.cloud.timer_queue_url)
-                .wait_time_seconds(1)
-                .send()
-                .await?;
-            for m in received.messages() {
-                let timer: TimerMessage = serde_json::from_str(m.body().unwrap_or_default())?;
+            for timer in self.take_timers().await? {
                 engine.timer(&timer).await?;
-                engine
-                    .cloud
-                    .sqs
-                    .delete_message()
-                    .queue_url(&self.engine.cloud.timer_queue_url)
-                    .receipt_handle(m.receipt_handle().unwrap_or_default())
-                    .send()
-                    .await?;
             }
         }
+    }
+
+    /// The timer messages that are due, taken off the queue (waits up to 1 s
+    /// for one), as the shifter's event source takes them.
+    async fn take_timers(&self) -> Result<Vec<TimerMessage>> {
+        let sqs = &self.engine.cloud.sqs;
+        let queue = &self.engine.cloud.timer_queue_url;
+        let received = sqs
+            .receive_message()
+            .queue_url(queue)
+            .wait_time_seconds(1)
+            .send()
+            .await?;
+        let mut timers = Vec::new();
+        for m in received.messages() {
+            timers.push(serde_json::from_str(m.body().unwrap_or_default())?);
+            sqs.delete_message()
+                .queue_url(queue)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await?;
+        }
+        Ok(timers)
     }
 
     /// What a hook was sent, oldest first.
@@ -1124,28 +1129,10 @@ impl World {
                 }
                 continue;
             }
-            let received = self
-                .engine
-                .cloud
-                .sqs
-                .receive_message()
-                .queue_url(&self.engine.cloud.timer_queue_url)
-                .wait_time_seconds(1)
-                .send()
-                .await?;
-            for m in received.messages() {
-                let timer: TimerMessage = serde_json::from_str(m.body().unwrap_or_default())?;
+            for timer in self.take_timers().await? {
                 if let Err(e) = faulty.timer(&timer).await {
                     errors.push(e.to_string());
                 }
-                self.engine
-                    .cloud
-                    .sqs
-                    .delete_message()
-                    .queue_url(&self.engine.cloud.timer_queue_url)
-                    .receipt_handle(m.receipt_handle().unwrap_or_default())
-                    .send()
-                    .await?;
             }
         }
     }
@@ -1308,6 +1295,15 @@ async fn a_throttled_lambda_api_delays_the_rollout_but_skips_and_repeats_nothing
         "{:?}",
         d.phase
     );
+    let refused = reqwest::Client::new()
+        .post(format!(
+            "{}/_sluice/throttle?requests=many",
+            w.stack.var("AWS_ENDPOINT_URL_LAMBDA")
+        ))
+        .send()
+        .await?;
+    assert_eq!(refused.status(), 400, "a count that is not a number");
+    assert_eq!(throttle(&w, None).await?, 0, "and nothing was set");
     // The next gates and shifts meet a Lambda API refusing requests.
     assert_eq!(throttle(&w, Some(12)).await?, 12);
     let (d, errors) = w.run_through_faults(&w.engine, "throttled").await?;
