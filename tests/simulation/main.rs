@@ -14,8 +14,11 @@
 //! deployments, from `SLUICE_SIM_SEED`. A failing world is cut down to the
 //! fewest deployments that still fail, and its replay is printed.
 
+mod contract;
 mod dice;
 mod model;
+#[path = "../support/mod.rs"]
+mod support;
 
 use dice::Dice;
 use model::{
