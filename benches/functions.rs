@@ -6,8 +6,9 @@
 //! - Cold init: from spawning the binary to its first `GET .../invocation/next`
 //!   on a Runtime API served here, the work its `main` does before taking an
 //!   event (settings, SDK clients). Median and p99 of 30 starts; and the
-//!   median again with `SSL_CERT_FILE` naming the one CA bundle, which shows
-//!   what reading this machine's certificate directory costs.
+//!   median again with `SSL_CERT_FILE` naming this machine's CA bundle, when
+//!   a function trusts the system store instead of its compiled-in Amazon
+//!   Trust Services roots (`sluice::aws::Trust`): what that choice costs.
 //! - An SDK client's first request after init, with and without a warming
 //!   request made during init (DynamoDB on the local moto: plain HTTP, so
 //!   without the DNS and TLS handshakes a first request pays in AWS).
@@ -23,7 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const STARTS: usize = 30;
 const MAX_ZIPPED_MB: f64 = 8.0;
 const MAX_INIT_MS: f64 = 5.0;
-/// This machine's CA bundle (Debian's path); Lambda's images have one too.
+/// This machine's CA bundle (Debian's path).
 const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// What the functions read at init, with values that need no network.
@@ -134,7 +135,7 @@ async fn main() -> Result<()> {
     );
     println!(
         "{:<28} {:>10} {:>10} {:>12} {:>12} {:>14}",
-        "function", "binary MB", "zipped MB", "init median", "init p99", "one CA bundle"
+        "function", "binary MB", "zipped MB", "init median", "init p99", "system store"
     );
     let mut over = Vec::new();
     for (id, binary) in &functions {
@@ -216,6 +217,9 @@ async fn first_requests(root: &std::path::Path) -> Result<()> {
     // client each time, as a new sandbox has.
     let client = || async {
         let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(sluice::aws::http_client(
+                sluice::aws::Trust::AmazonTrustServices,
+            ))
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url(&endpoint)
             .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(

@@ -5,10 +5,11 @@ use aws_lambda_events::event::lambda_function_urls::LambdaFunctionUrlRequest;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use sluice::operations::Operations;
 
-#[tokio::main]
+// A sandbox gets one event at a time: one thread serves it, and starts sooner.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     sluice::telemetry::init(sluice::telemetry::LogFormat::detect());
-    let config = sluice::aws::sdk_config().await;
+    let config = sluice::aws::lambda_sdk_config().await;
     let operations = Operations::from_env(&config)?;
     let operations = &operations;
     lambda_runtime::run(service_fn(

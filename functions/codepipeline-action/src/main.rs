@@ -5,10 +5,11 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
 use sluice::codepipeline_action::CodePipelineAction;
 
-#[tokio::main]
+// A sandbox gets one event at a time: one thread serves it, and starts sooner.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     sluice::telemetry::init(sluice::telemetry::LogFormat::detect());
-    let config = sluice::aws::sdk_config().await;
+    let config = sluice::aws::lambda_sdk_config().await;
     let action = CodePipelineAction::from_env(&config)?;
     let action = &action;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

@@ -4,10 +4,11 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 use sluice::domain::hooks::{HookRequest, HookResponse};
 use sluice::gates::HookClients;
 
-#[tokio::main]
+// A sandbox gets one event at a time: one thread serves it, and starts sooner.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     sluice::telemetry::init(sluice::telemetry::LogFormat::detect());
-    let clients = HookClients::new(&sluice::aws::sdk_config().await);
+    let clients = HookClients::new(&sluice::aws::lambda_sdk_config().await);
     let clients = &clients;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<HookRequest>| async move {
