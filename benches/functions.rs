@@ -194,7 +194,7 @@ async fn first_requests(root: &std::path::Path) -> Result<()> {
     ))?;
     let endpoint = stack.var("AWS_ENDPOINT_URL").to_owned();
     let table = "first-requests";
-    let setup = sluice::store::dynamodb_client(&stack.sdk_config().await);
+    let setup = aws_sdk_dynamodb::Client::new(&stack.sdk_config().await);
     setup
         .create_table()
         .table_name(table)
@@ -220,6 +220,7 @@ async fn first_requests(root: &std::path::Path) -> Result<()> {
             .http_client(sluice::aws::http_client(
                 sluice::aws::Trust::AmazonTrustServices,
             ))
+            .timeout_config(sluice::aws::api_timeouts())
             .region(aws_config::Region::new("us-east-1"))
             .endpoint_url(&endpoint)
             .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
@@ -227,7 +228,7 @@ async fn first_requests(root: &std::path::Path) -> Result<()> {
             ))
             .load()
             .await;
-        sluice::store::dynamodb_client(&config)
+        aws_sdk_dynamodb::Client::new(&config)
     };
     let get = |c: aws_sdk_dynamodb::Client| async move {
         let started = Instant::now();

@@ -3,6 +3,7 @@
 use aws_config::environment::{
     EnvironmentVariableCredentialsProvider, EnvironmentVariableRegionProvider,
 };
+use aws_config::timeout::TimeoutConfig;
 use aws_smithy_http_client::tls;
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
@@ -17,6 +18,7 @@ use std::time::Duration;
 pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .http_client(http_client(Trust::System))
+        .timeout_config(api_timeouts())
         .load()
         .await
 }
@@ -33,6 +35,7 @@ pub async fn lambda_sdk_config() -> aws_config::SdkConfig {
         .http_client(http_client(Trust::for_lambda(|name| {
             std::env::var_os(name)
         })))
+        .timeout_config(api_timeouts())
         .load()
         .await
 }
@@ -82,6 +85,24 @@ impl Trust {
 
 /// The SDK's default connect timeout, which [`OneConnector`] applies itself.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
+
+/// An AWS API call whose attempt takes this long is not coming back: the
+/// attempt fails and is retried, and the call gives up after [`API_TIMEOUT`]
+/// rather than hang until the function's own timeout while an endpoint is
+/// sick. An invoke runs as long as its function, and sets its own
+/// (`engine::invoke`).
+pub const API_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const API_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The timeouts of every client built from [`sdk_config`] or
+/// [`lambda_sdk_config`].
+pub fn api_timeouts() -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(API_ATTEMPT_TIMEOUT)
+        .operation_timeout(API_TIMEOUT)
+        .build()
+}
 
 /// An HTTPS client whose one connector, and its connection pool, serves every
 /// SDK client built from the same configuration.

@@ -112,9 +112,15 @@ impl Orchestrator {
     /// From the function's environment: the engine's settings, plus
     /// `SLUICE_PIPELINE_TIMER_QUEUE_URL` and `SLUICE_ARTIFACT_BUCKET`.
     pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, SettingError> {
+        let engine = Engine::from_env(config)?;
+        let actions = AwsActions::new(
+            &engine.cloud,
+            config,
+            setting("SLUICE_PIPELINE_TIMER_QUEUE_URL")?,
+        );
         Ok(Orchestrator {
-            engine: Engine::from_env(config)?,
-            actions: AwsActions::new(config, setting("SLUICE_PIPELINE_TIMER_QUEUE_URL")?),
+            engine,
+            actions,
             artifact_bucket: setting("SLUICE_ARTIFACT_BUCKET")?,
         })
     }

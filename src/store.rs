@@ -83,26 +83,6 @@ fn lock_pk(function: &str, alias: &str) -> String {
     format!("LOCK#{function}#{alias}")
 }
 
-/// A DynamoDB request that takes this long is not coming back: the attempt
-/// fails and is retried, and the worker gives up after `DYNAMODB_TIMEOUT`
-/// rather than hang until its Lambda timeout while the endpoint is sick.
-pub const DYNAMODB_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-pub const DYNAMODB_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// The DynamoDB client every function uses, with the timeouts above.
-pub fn dynamodb_client(config: &aws_config::SdkConfig) -> Client {
-    Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(config)
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .operation_attempt_timeout(DYNAMODB_ATTEMPT_TIMEOUT)
-                    .operation_timeout(DYNAMODB_TIMEOUT)
-                    .build(),
-            )
-            .build(),
-    )
-}
-
 /// When the reconcile sweep should look at a deployment: at the end of a
 /// bake; for a phase in flight, after `grace` (a worker that died mid-phase).
 pub fn due_at(d: &Deployment, grace: chrono::Duration) -> Option<Time> {
@@ -137,7 +117,7 @@ impl Store {
     pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, SettingError> {
         let retention = number_setting("SLUICE_HISTORY_RETENTION_DAYS", 90)?;
         Ok(Store::new(
-            dynamodb_client(config),
+            Client::new(config),
             setting("SLUICE_TABLE")?,
             chrono::Duration::days(retention as i64),
         ))

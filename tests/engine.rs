@@ -10,7 +10,8 @@ use sluice::domain::deployment::{
     Command, Deployment, DeploymentSpec, EventKind, Input, OnBusy, Phase, VersionSource,
 };
 use sluice::engine::{
-    AwsCloud, Engine, EngineError, FaultPoint, SystemClock, TimerMessage, stop_before,
+    AwsCloud, Engine, EngineError, FaultPoint, Invocation, SystemClock, TimerMessage, invoke,
+    stop_before,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -1344,11 +1345,17 @@ async fn moto_stopped_mid_deployment_fails_the_worker_in_time_and_the_sweep_fini
 -> Result<()> {
     let w = world().await?;
     let calm = calm_timeline(&w).await?;
-    let config = w.stack.sdk_config().await;
-    // The functions' own DynamoDB client, with its timeouts.
+    // A DynamoDB client with the functions' timeouts.
+    let config = w
+        .stack
+        .sdk_config()
+        .await
+        .to_builder()
+        .timeout_config(sluice::aws::api_timeouts())
+        .build();
     let faulty = Engine {
         store: sluice::store::Store::new(
-            sluice::store::dynamodb_client(&config),
+            aws_sdk_dynamodb::Client::new(&config),
             w.stack.var("SLUICE_RESOURCE_STATE_TABLE"),
             chrono::Duration::days(1),
         ),
@@ -1366,7 +1373,7 @@ async fn moto_stopped_mid_deployment_fails_the_worker_in_time_and_the_sweep_fini
         let failed = faulty.resume("outage").await;
         assert!(matches!(failed, Err(EngineError::Store(_))), "{failed:?}");
         assert!(
-            started.elapsed() < sluice::store::DYNAMODB_TIMEOUT + Duration::from_secs(5),
+            started.elapsed() < sluice::aws::API_TIMEOUT + Duration::from_secs(5),
             "the worker gave up within the client's timeout"
         );
     }
@@ -1433,5 +1440,66 @@ async fn a_lambda_api_that_stops_answering_at_a_gate_fails_it_and_the_rollback_c
         ("1".to_owned(), vec![]),
         "whole on the old version"
     );
+    Ok(())
+}
+
+/// The functions' clients give up on an AWS API call that stops answering
+/// (`aws::api_timeouts`), but an invoke runs as long as its function does, or
+/// as long as its caller's own timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_calls_give_up_in_time_and_invokes_run_as_long_as_their_function() -> Result<()> {
+    let stack = start_stack(None, &[], 1.0)?;
+    let role = function_role(&stack).await?;
+    let local = stack.lambda().await;
+    create_function(
+        &local,
+        &role,
+        "slow",
+        greeter_zip("r1")?,
+        &[("GREETER_MODE", "slow"), ("GREETER_DELAY_MS", "7000")],
+        10,
+    )
+    .await?;
+    let lambda = aws_sdk_lambda::Client::from_conf(
+        local
+            .config()
+            .to_builder()
+            .timeout_config(sluice::aws::api_timeouts())
+            .build(),
+    );
+    assert!(Duration::from_secs(7) > sluice::aws::API_ATTEMPT_TIMEOUT);
+    let ran = invoke(&lambda, "slow", b"{}".to_vec(), None).await?;
+    assert!(matches!(ran, Invocation::Answered(_)), "{ran:?}");
+    let cut = invoke(
+        &lambda,
+        "slow",
+        b"{}".to_vec(),
+        Some(Duration::from_secs(2)),
+    )
+    .await?;
+    assert!(
+        matches!(&cut, Invocation::NotRun(reason) if reason.contains("TimeoutError")),
+        "{cut:?}"
+    );
+    {
+        let _down = Stopped::stop(stack.local_pid());
+        let started = Instant::now();
+        let failed = lambda
+            .get_function_configuration()
+            .function_name("slow")
+            .send()
+            .await;
+        assert!(failed.is_err(), "{failed:?}");
+        assert!(
+            started.elapsed() < sluice::aws::API_TIMEOUT + Duration::from_secs(5),
+            "the call gave up within the client's timeout"
+        );
+    }
+    lambda
+        .get_function_configuration()
+        .function_name("slow")
+        .send()
+        .await
+        .context("answered again once sluice-local runs")?;
     Ok(())
 }

@@ -115,16 +115,15 @@ impl World {
             hook_timeout: Duration::from_secs(30),
             fault: None,
         };
+        // Invoke actions go to sluice-local, as the engine's calls do.
+        let actions = sluice::orchestrator::AwsActions::new(
+            &engine.cloud,
+            &config,
+            stack.var("SLUICE_RESOURCE_PIPELINE_TIMER_QUEUE").to_owned(),
+        );
         let orchestrator = Orchestrator {
             engine,
-            // Invoke actions go to sluice-local, as the engine's calls do.
-            actions: sluice::orchestrator::AwsActions {
-                lambda: lambda.clone(),
-                ..sluice::orchestrator::AwsActions::new(
-                    &config,
-                    stack.var("SLUICE_RESOURCE_PIPELINE_TIMER_QUEUE").to_owned(),
-                )
-            },
+            actions,
             artifact_bucket: stack.var("SLUICE_RESOURCE_ARTIFACT_BUCKET").to_owned(),
         };
         Ok(World {

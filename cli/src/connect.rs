@@ -43,7 +43,7 @@ fn operations(
 ) -> Operations {
     let engine = Engine {
         store: Store::new(
-            sluice::store::dynamodb_client(config),
+            aws_sdk_dynamodb::Client::new(config),
             table,
             chrono::Duration::days(90),
         ),
@@ -57,11 +57,7 @@ fn operations(
         hook_timeout: Duration::from_secs(60),
         fault: None,
     };
-    // Invoke actions go where the engine's Lambda calls go.
-    let actions = AwsActions {
-        lambda: engine.cloud.lambda.clone(),
-        ..AwsActions::new(config, pipeline_timer_queue_url)
-    };
+    let actions = AwsActions::new(&engine.cloud, config, pipeline_timer_queue_url);
     Operations {
         orchestrator: Orchestrator {
             engine,

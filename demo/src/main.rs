@@ -265,7 +265,7 @@ async fn demo(
     let config = stack.sdk_config().await;
     let lambda = stack.lambda().await;
     let store = Store::new(
-        sluice::store::dynamodb_client(&config),
+        aws_sdk_dynamodb::Client::new(&config),
         stack.var("SLUICE_RESOURCE_STATE_TABLE"),
         chrono::Duration::days(1),
     );

@@ -141,12 +141,19 @@ pub struct AwsActions {
 }
 
 impl AwsActions {
-    pub fn new(config: &aws_config::SdkConfig, timer_queue_url: String) -> Self {
+    /// The engine's Lambda and SQS clients serve the actions too: invoke
+    /// actions go where the engine's Lambda calls go, and each client built
+    /// is init time.
+    pub fn new(
+        cloud: &crate::engine::AwsCloud,
+        config: &aws_config::SdkConfig,
+        timer_queue_url: String,
+    ) -> Self {
         AwsActions {
-            lambda: aws_sdk_lambda::Client::new(config),
+            lambda: cloud.lambda.clone(),
             s3: aws_sdk_s3::Client::new(config),
             codepipeline: aws_sdk_codepipeline::Client::new(config),
-            sqs: aws_sdk_sqs::Client::new(config),
+            sqs: cloud.sqs.clone(),
             timer_queue_url,
         }
     }
