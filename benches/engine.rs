@@ -13,110 +13,41 @@ mod support;
 
 use anyhow::{Context, Result};
 use aws_sdk_lambda::primitives::Blob;
-use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::{
-    BeforeSerializationInterceptorContextRef, FinalizerInterceptorContextRef,
-};
-use aws_smithy_runtime_api::client::orchestrator::Metadata;
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 use sluice::domain::deployment::{
     Deployment, DeploymentSpec, Gate, Input, OnBusy, Phase, VersionSource,
 };
-use sluice::engine::{AwsCloud, Engine, SystemClock, TimerMessage};
-use sluice::store::Store;
+use sluice::engine::{Engine, TimerMessage};
 use sluice_local::code::bootstrap_zip;
 use sluice_local::launcher::build_dir;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::Calls;
 
-/// Every SDK call the engine makes: (operation, when it finished, how long it took).
-#[derive(Debug, Clone, Default)]
-struct Calls(Arc<Mutex<Vec<(String, Instant, Duration)>>>);
-
-#[derive(Debug, Clone)]
-struct Started(Instant);
-
-impl Storable for Started {
-    type Storer = StoreReplace<Self>;
-}
-
-impl Intercept for Calls {
-    fn name(&self) -> &'static str {
-        "bench-calls"
-    }
-
-    fn read_before_execution(
-        &self,
-        _context: &BeforeSerializationInterceptorContextRef<'_>,
-        cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        cfg.interceptor_state().store_put(Started(Instant::now()));
-        Ok(())
-    }
-
-    fn read_after_execution(
-        &self,
-        _context: &FinalizerInterceptorContextRef<'_>,
-        _components: &RuntimeComponents,
-        cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let operation = cfg
-            .load::<Metadata>()
-            .map(|m| m.name().to_owned())
-            .unwrap_or_default();
-        let now = Instant::now();
-        let took = cfg.load::<Started>().map(|s| now - s.0).unwrap_or_default();
-        self.0.lock().expect("calls").push((operation, now, took));
-        Ok(())
-    }
-}
-
-impl Calls {
-    fn since(&self, start: Instant) -> Vec<(String, Instant)> {
-        self.0
-            .lock()
-            .expect("calls")
-            .iter()
-            .filter(|(_, t, _)| *t >= start)
-            .map(|(op, t, _)| (op.clone(), *t))
-            .collect()
-    }
-
-    fn first_after(&self, operation: &str, start: Instant) -> Option<Instant> {
-        self.since(start)
-            .into_iter()
-            .find(|(op, _)| op == operation)
-            .map(|(_, t)| t)
-    }
-
-    /// Each operation's median and p99 time, over every call.
-    fn latencies(&self) -> Vec<(String, usize, Duration, Duration)> {
-        let mut by_op = std::collections::BTreeMap::<String, Vec<Duration>>::new();
-        for (op, _, took) in self.0.lock().expect("calls").iter() {
-            by_op.entry(op.clone()).or_default().push(*took);
-        }
-        by_op
-            .into_iter()
-            .map(|(op, mut samples)| {
-                let n = samples.len();
-                let median = percentile(&mut samples, 0.5);
-                let p99 = percentile(&mut samples, 0.99);
-                (op, n, median, p99)
-            })
-            .collect()
-    }
-}
-
-fn by_operation(calls: &[(String, Instant)]) -> std::collections::BTreeMap<&str, usize> {
+/// When the first `operation` call finished at `start` or later.
+fn first_after(calls: &Calls, operation: &str, start: Instant) -> Option<Instant> {
     calls
-        .iter()
-        .fold(std::collections::BTreeMap::new(), |mut m, (op, _)| {
-            *m.entry(op.as_str()).or_default() += 1;
-            m
+        .since(start)
+        .into_iter()
+        .find(|c| c.operation == operation)
+        .map(|c| c.finished)
+}
+
+/// Each operation's count, median and p99 time, over every call since `start`.
+fn latencies(calls: &Calls, start: Instant) -> Vec<(String, usize, Duration, Duration)> {
+    let mut by_op = BTreeMap::<String, Vec<Duration>>::new();
+    for call in calls.since(start) {
+        by_op.entry(call.operation).or_default().push(call.took);
+    }
+    by_op
+        .into_iter()
+        .map(|(op, mut samples)| {
+            let n = samples.len();
+            let median = percentile(&mut samples, 0.5);
+            let p99 = percentile(&mut samples, 0.99);
+            (op, n, median, p99)
         })
+        .collect()
 }
 
 fn percentile(samples: &mut [Duration], p: f64) -> Duration {
@@ -181,50 +112,15 @@ async fn run_with_timers(engine: &Engine, id: &str, spec: DeploymentSpec) -> Res
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let bench_start = Instant::now();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let work = tempfile::tempdir()?;
     let stack = support::template_stack(&root, work.path())?;
     let sdk = stack.sdk_config().await;
 
     let calls = Calls::default();
-    // Every DynamoDB request, whatever its operation.
-    let dynamodb_calls = Calls::default();
-    let lambda = aws_sdk_lambda::Client::from_conf(
-        aws_sdk_lambda::config::Builder::from(&sdk)
-            .endpoint_url(stack.var("AWS_ENDPOINT_URL_LAMBDA"))
-            .interceptor(calls.clone())
-            .build(),
-    );
-    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(&sdk)
-            .interceptor(calls.clone())
-            .interceptor(dynamodb_calls.clone())
-            .build(),
-    );
-    let engine = Engine {
-        store: Store::new(
-            dynamodb,
-            stack.var("SLUICE_RESOURCE_STATE_TABLE"),
-            chrono::Duration::days(1),
-        ),
-        cloud: AwsCloud {
-            lambda: lambda.clone(),
-            cloudwatch: aws_sdk_cloudwatch::Client::from_conf(
-                aws_sdk_cloudwatch::config::Builder::from(&sdk)
-                    .interceptor(calls.clone())
-                    .build(),
-            ),
-            sqs: aws_sdk_sqs::Client::from_conf(
-                aws_sdk_sqs::config::Builder::from(&sdk)
-                    .interceptor(calls.clone())
-                    .build(),
-            ),
-            timer_queue_url: stack.var("SLUICE_RESOURCE_TIMER_QUEUE").to_owned(),
-        },
-        clock: SystemClock,
-        hook_timeout: Duration::from_secs(10),
-        fault: None,
-    };
+    let engine = support::recorded_engine(&stack, &sdk, &calls, Duration::from_secs(10));
+    let lambda = engine.cloud.lambda.clone();
 
     // The app: two versions of the greeter behind `live`, and an alarm to raise.
     let role = support::role(&sdk, "bench").await?;
@@ -307,12 +203,7 @@ async fn main() -> Result<()> {
                 },
             )
             .await?;
-        hook.push(
-            calls
-                .first_after("UpdateAlias", start)
-                .context("no UpdateAlias")?
-                - start,
-        );
+        hook.push(first_after(&calls, "UpdateAlias", start).context("no UpdateAlias")? - start);
         // A timer: once the 1 s bake is over, the next gate runs and the alias takes 100%.
         let Phase::Baking { until, .. } = d.phase else {
             anyhow::bail!("{id} is {:?}", d.phase)
@@ -323,12 +214,7 @@ async fn main() -> Result<()> {
         .await;
         let start = Instant::now();
         let d = engine.apply(&id, Input::TimerFired { step: 0 }).await?;
-        timer.push(
-            calls
-                .first_after("UpdateAlias", start)
-                .context("no UpdateAlias")?
-                - start,
-        );
+        timer.push(first_after(&calls, "UpdateAlias", start).context("no UpdateAlias")? - start);
         anyhow::ensure!(d.phase == Phase::Promoted, "{id} ended {:?}", d.phase);
         on = if on == 1 { 2 } else { 1 };
 
@@ -343,27 +229,29 @@ async fn main() -> Result<()> {
         let start = Instant::now();
         let hit = engine.alarm_raised("app-errors").await?;
         anyhow::ensure!(hit == 1, "the alarm reached {hit} deployments");
-        alarm.push(
-            calls
-                .first_after("UpdateAlias", start)
-                .context("no UpdateAlias")?
-                - start,
-        );
+        alarm.push(first_after(&calls, "UpdateAlias", start).context("no UpdateAlias")? - start);
     }
 
     // DynamoDB requests per step: the same deployment with 2 and with 4 steps,
     // timers from the queue; the difference is what the 2 more steps cost.
     let mut requests = Vec::new();
+    let mut by_operation = BTreeMap::new();
     for (id, config) in [
         ("two-steps", "linear:50:1s"),
         ("four-steps", "linear:25:1s"),
     ] {
         let from = Instant::now();
         run_with_timers(&engine, id, spec(other(on), config, vec![])).await?;
-        requests.push(dynamodb_calls.since(from));
+        let dynamodb: BTreeMap<String, usize> = calls
+            .totals(from)
+            .into_iter()
+            .filter_map(|(call, (n, _))| Some((call.strip_prefix("DynamoDB ")?.to_owned(), n)))
+            .collect();
+        requests.push(dynamodb.values().sum::<usize>());
+        by_operation = dynamodb;
         on = if on == 1 { 2 } else { 1 };
     }
-    let per_step = (requests[1].len() as f64 - requests[0].len() as f64) / 2.0;
+    let per_step = (requests[1] as f64 - requests[0] as f64) / 2.0;
 
     // Drift: linear:10:10s with timers through the queue, as the shifter gets them.
     let drift_start = Instant::now();
@@ -371,8 +259,8 @@ async fn main() -> Result<()> {
     let shifts: Vec<Instant> = calls
         .since(drift_start)
         .into_iter()
-        .filter(|(op, _)| op == "UpdateAlias")
-        .map(|(_, t)| t)
+        .filter(|c| c.operation == "UpdateAlias")
+        .map(|c| c.finished)
         .collect();
     let first = shifts[0];
     let drift: Vec<Duration> = shifts
@@ -402,10 +290,9 @@ async fn main() -> Result<()> {
     }
     println!(
         "DynamoDB requests per step: {per_step:.1}   (target: 4 or fewer; a deployment of 2 steps made {}, of 4 steps {})",
-        requests[0].len(),
-        requests[1].len()
+        requests[0], requests[1]
     );
-    println!("   4 steps: {:?}", by_operation(&requests[1]));
+    println!("   4 steps: {by_operation:?}");
     println!(
         "drift, linear:10:10s ({} shifts): median {}  max {}   (target: under 1 s)",
         shifts.len(),
@@ -413,7 +300,7 @@ async fn main() -> Result<()> {
         ms(*drift.iter().max().unwrap_or(&Duration::ZERO))
     );
     println!("time per call, as the engine's clients see it:");
-    for (op, n, median, p99) in calls.latencies() {
+    for (op, n, median, p99) in latencies(&calls, bench_start) {
         println!(
             "  {op:<26} {n:>4} calls  median {}  p99 {}",
             ms(median),

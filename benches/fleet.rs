@@ -16,80 +16,22 @@ mod support;
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_lambda::primitives::Blob;
-use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::FinalizerInterceptorContextRef;
-use aws_smithy_runtime_api::client::orchestrator::Metadata;
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_types::config_bag::ConfigBag;
 use sluice::domain::deployment::{
     Deployment, DeploymentSpec, EventKind, OnBusy, Phase, VersionSource,
 };
-use sluice::engine::{AwsCloud, Engine, SystemClock, TimerMessage};
+use sluice::engine::{Engine, TimerMessage};
 use sluice::store::Store;
 use sluice_local::code::bootstrap_zip;
 use sluice_local::launcher::build_dir;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::Calls;
 
 const CONFIG: &str = "steps:10@10s,50@10s,100";
 /// SQS pollers taking timer batches, as Lambda's event source mapping scales out.
 const POLLERS: usize = 8;
-
-/// Requests by service and operation: how many, and their time in all.
-#[derive(Debug, Clone, Default)]
-struct Calls(Arc<Mutex<BTreeMap<String, (usize, Duration)>>>);
-
-#[derive(Debug, Clone)]
-struct Started(Instant);
-
-impl aws_smithy_types::config_bag::Storable for Started {
-    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
-}
-
-impl Intercept for Calls {
-    fn name(&self) -> &'static str {
-        "fleet-calls"
-    }
-
-    fn read_before_execution(
-        &self,
-        _context: &aws_smithy_runtime_api::client::interceptors::context::BeforeSerializationInterceptorContextRef<'_>,
-        cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        cfg.interceptor_state().store_put(Started(Instant::now()));
-        Ok(())
-    }
-
-    fn read_after_execution(
-        &self,
-        _context: &FinalizerInterceptorContextRef<'_>,
-        _components: &RuntimeComponents,
-        cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let name = cfg
-            .load::<Metadata>()
-            .map(|m| format!("{} {}", m.service(), m.name()))
-            .unwrap_or_default();
-        let took = cfg
-            .load::<Started>()
-            .map(|s| s.0.elapsed())
-            .unwrap_or_default();
-        let mut calls = self.0.lock().expect("calls");
-        let entry = calls.entry(name).or_default();
-        entry.0 += 1;
-        entry.1 += took;
-        Ok(())
-    }
-}
-
-impl Calls {
-    fn snapshot(&self) -> BTreeMap<String, (usize, Duration)> {
-        self.0.lock().expect("calls").clone()
-    }
-}
 
 fn percentile(samples: &mut [f64], p: f64) -> f64 {
     samples.sort_by(f64::total_cmp);
@@ -124,40 +66,8 @@ async fn main() -> Result<()> {
     let stack = support::template_stack(&root, work.path())?;
     let sdk = stack.sdk_config().await;
     let calls = Calls::default();
-    let lambda = aws_sdk_lambda::Client::from_conf(
-        aws_sdk_lambda::config::Builder::from(&sdk)
-            .interceptor(calls.clone())
-            .endpoint_url(stack.var("AWS_ENDPOINT_URL_LAMBDA"))
-            .build(),
-    );
-    let engine = Engine {
-        store: Store::new(
-            aws_sdk_dynamodb::Client::from_conf(
-                aws_sdk_dynamodb::config::Builder::from(&sdk)
-                    .interceptor(calls.clone())
-                    .build(),
-            ),
-            stack.var("SLUICE_RESOURCE_STATE_TABLE"),
-            chrono::Duration::days(1),
-        ),
-        cloud: AwsCloud {
-            lambda: lambda.clone(),
-            cloudwatch: aws_sdk_cloudwatch::Client::from_conf(
-                aws_sdk_cloudwatch::config::Builder::from(&sdk)
-                    .interceptor(calls.clone())
-                    .build(),
-            ),
-            sqs: aws_sdk_sqs::Client::from_conf(
-                aws_sdk_sqs::config::Builder::from(&sdk)
-                    .interceptor(calls.clone())
-                    .build(),
-            ),
-            timer_queue_url: stack.var("SLUICE_RESOURCE_TIMER_QUEUE").to_owned(),
-        },
-        clock: SystemClock,
-        hook_timeout: Duration::from_secs(30),
-        fault: None,
-    };
+    let engine = support::recorded_engine(&stack, &sdk, &calls, Duration::from_secs(30));
+    let lambda = engine.cloud.lambda.clone();
 
     // The app (greeter 1 and 2), its aliases on 1, and the hook.
     let role = support::role(&sdk, "fleet").await?;
@@ -215,7 +125,7 @@ async fn main() -> Result<()> {
             .send()
             .await?;
     }
-    let before = calls.snapshot();
+    let fleet_start = Instant::now();
     // The bench watches through a client of its own, so the counts are the engine's alone.
     let watch = Store::new(
         aws_sdk_dynamodb::Client::new(&sdk),
@@ -329,7 +239,7 @@ async fn main() -> Result<()> {
     let wall = started.elapsed();
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     while pollers.join_next().await.is_some() {}
-    let after = calls.snapshot();
+    let fleet_calls = calls.totals(fleet_start);
 
     // Invariants: promoted, the alias whole on 2, one timeline shape for all.
     let mut violations = Vec::new();
@@ -406,10 +316,7 @@ async fn main() -> Result<()> {
     for v in violations.iter().take(10) {
         println!("  {v}");
     }
-    let requests: usize = after
-        .iter()
-        .map(|(op, (n, _))| n - before.get(op).map_or(0, |b| b.0))
-        .sum();
+    let requests: usize = fleet_calls.values().map(|(n, _)| n).sum();
     println!(
         "AWS requests of the engine and its pollers: {:.1} a deployment",
         requests as f64 / deployments as f64
@@ -430,16 +337,16 @@ async fn main() -> Result<()> {
         .function_version("1")
         .send()
         .await?;
-    let before = calls.snapshot();
+    let alone_start = Instant::now();
     let (alone, seconds) = run_alone(&engine, &watch).await?;
-    let after = calls.snapshot();
+    let alone_calls = calls.totals(alone_start);
     anyhow::ensure!(
         alone.phase == Phase::Promoted,
         "alone ended {:?}",
         alone.phase
     );
     write_weights(&watch, &alone).await?;
-    cost_model(1, &before, &after, seconds, &alone, &watch).await
+    cost_model(1, &alone_calls, seconds, &alone, &watch).await
 }
 
 /// Runs one deployment with nothing else going on, playing the shifter's
@@ -517,20 +424,15 @@ const FUNCTION_GB: f64 = 0.25;
 /// Requests per deployment, and what they cost at the prices above.
 async fn cost_model(
     deployments: usize,
-    before: &BTreeMap<String, (usize, Duration)>,
-    after: &BTreeMap<String, (usize, Duration)>,
+    calls: &BTreeMap<String, (usize, Duration)>,
     shifter_seconds: f64,
     sample: &Deployment,
     watch: &Store,
 ) -> Result<()> {
-    let delta = |op: &str| {
-        let (n, t) = after.get(op).copied().unwrap_or_default();
-        let (n0, t0) = before.get(op).copied().unwrap_or_default();
-        (n - n0, t - t0)
-    };
+    let delta = |op: &str| calls.get(op).copied().unwrap_or_default();
     let per = |op: &str| delta(op).0 as f64 / deployments as f64;
     println!("requests of one deployment run alone (the cost model's input):");
-    for op in after.keys() {
+    for op in calls.keys() {
         let n = per(op);
         if n > 0.0 {
             println!("  {op:<36} {n:>6.2}");

@@ -1,10 +1,23 @@
 //! What the engine and fleet benches share: the template's stack without its
-//! functions (the engine runs in the bench itself), and a role for the
-//! functions a bench creates.
+//! functions (the engine runs in the bench itself), an engine whose SDK calls
+//! are recorded, and a role for the functions a bench creates.
 
 use anyhow::{Context, Result};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeSerializationInterceptorContextRef, FinalizerInterceptorContextRef,
+};
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
+use sluice::engine::{AwsCloud, Engine, SystemClock};
+use sluice::store::Store;
 use sluice_local::launcher::{LocalStack, StackOptions, build_dir};
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The template's resources on a local stack of its own under `work`.
 pub fn template_stack(root: &Path, work: &Path) -> Result<LocalStack> {
@@ -31,4 +44,134 @@ pub async fn role(sdk: &aws_config::SdkConfig, name: &str) -> Result<String> {
         .role
         .context("role")?
         .arn)
+}
+
+/// One SDK call: its service and operation, when it finished, how long it took.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub service: String,
+    pub operation: String,
+    pub finished: Instant,
+    pub took: Duration,
+}
+
+/// Records every SDK call of the clients it is an interceptor of.
+#[derive(Debug, Clone, Default)]
+pub struct Calls(Arc<Mutex<Vec<Call>>>);
+
+#[derive(Debug, Clone)]
+struct Started(Instant);
+
+impl Storable for Started {
+    type Storer = StoreReplace<Self>;
+}
+
+impl Intercept for Calls {
+    fn name(&self) -> &'static str {
+        "bench-calls"
+    }
+
+    fn read_before_execution(
+        &self,
+        _context: &BeforeSerializationInterceptorContextRef<'_>,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        cfg.interceptor_state().store_put(Started(Instant::now()));
+        Ok(())
+    }
+
+    fn read_after_execution(
+        &self,
+        _context: &FinalizerInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let (service, operation) = cfg
+            .load::<Metadata>()
+            .map(|m| (m.service().to_owned(), m.name().to_owned()))
+            .unwrap_or_default();
+        let finished = Instant::now();
+        let took = cfg
+            .load::<Started>()
+            .map(|s| finished - s.0)
+            .unwrap_or_default();
+        self.0.lock().expect("calls").push(Call {
+            service,
+            operation,
+            finished,
+            took,
+        });
+        Ok(())
+    }
+}
+
+impl Calls {
+    /// The calls that finished at `start` or later, in order.
+    pub fn since(&self, start: Instant) -> Vec<Call> {
+        self.0
+            .lock()
+            .expect("calls")
+            .iter()
+            .filter(|c| c.finished >= start)
+            .cloned()
+            .collect()
+    }
+
+    /// How many calls of each service's operation (`"DynamoDB GetItem"`)
+    /// finished from `start` on, and their time in all.
+    pub fn totals(&self, start: Instant) -> BTreeMap<String, (usize, Duration)> {
+        self.since(start)
+            .into_iter()
+            .fold(BTreeMap::new(), |mut totals, call| {
+                let entry: &mut (usize, Duration) = totals
+                    .entry(format!("{} {}", call.service, call.operation))
+                    .or_default();
+                entry.0 += 1;
+                entry.1 += call.took;
+                totals
+            })
+    }
+}
+
+/// An engine on the stack's template resources, with every SDK client
+/// recorded by `calls`; the Lambda client goes through sluice-local.
+pub fn recorded_engine(
+    stack: &LocalStack,
+    sdk: &aws_config::SdkConfig,
+    calls: &Calls,
+    hook_timeout: Duration,
+) -> Engine {
+    Engine {
+        store: Store::new(
+            aws_sdk_dynamodb::Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(sdk)
+                    .interceptor(calls.clone())
+                    .build(),
+            ),
+            stack.var("SLUICE_RESOURCE_STATE_TABLE"),
+            chrono::Duration::days(1),
+        ),
+        cloud: AwsCloud {
+            lambda: aws_sdk_lambda::Client::from_conf(
+                aws_sdk_lambda::config::Builder::from(sdk)
+                    .endpoint_url(stack.var("AWS_ENDPOINT_URL_LAMBDA"))
+                    .interceptor(calls.clone())
+                    .build(),
+            ),
+            cloudwatch: aws_sdk_cloudwatch::Client::from_conf(
+                aws_sdk_cloudwatch::config::Builder::from(sdk)
+                    .interceptor(calls.clone())
+                    .build(),
+            ),
+            sqs: aws_sdk_sqs::Client::from_conf(
+                aws_sdk_sqs::config::Builder::from(sdk)
+                    .interceptor(calls.clone())
+                    .build(),
+            ),
+            timer_queue_url: stack.var("SLUICE_RESOURCE_TIMER_QUEUE").to_owned(),
+        },
+        clock: SystemClock,
+        hook_timeout,
+        fault: None,
+    }
 }
