@@ -16,7 +16,6 @@ use aws_sdk_lambda::primitives::Blob;
 use sluice::domain::deployment::{
     Deployment, DeploymentSpec, Gate, Input, OnBusy, Phase, VersionSource,
 };
-use sluice::engine::{Engine, TimerMessage};
 use sluice_local::code::bootstrap_zip;
 use sluice_local::launcher::build_dir;
 use std::collections::BTreeMap;
@@ -77,38 +76,8 @@ fn spec(version: &str, config: &str, alarms: Vec<String>) -> DeploymentSpec {
 
 const SAMPLES: usize = 30;
 
-/// Runs a deployment to its end, its timers taken from the queue as the shifter takes them.
-async fn run_with_timers(engine: &Engine, id: &str, spec: DeploymentSpec) -> Result<()> {
-    let mut d = engine.start(id, spec).await?;
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while !d.phase.is_terminal() {
-        anyhow::ensure!(Instant::now() < deadline, "{id} is still {:?}", d.phase);
-        let received = engine
-            .cloud
-            .sqs
-            .receive_message()
-            .queue_url(&engine.cloud.timer_queue_url)
-            .wait_time_seconds(1)
-            .send()
-            .await?;
-        for m in received.messages() {
-            let timer: TimerMessage = serde_json::from_str(m.body().unwrap_or_default())?;
-            if timer.deployment_id == id {
-                d = engine.timer(&timer).await?;
-            }
-            engine
-                .cloud
-                .sqs
-                .delete_message()
-                .queue_url(&engine.cloud.timer_queue_url)
-                .receipt_handle(m.receipt_handle().unwrap_or_default())
-                .send()
-                .await?;
-        }
-    }
-    anyhow::ensure!(d.phase == Phase::Promoted, "{id} ended {:?}", d.phase);
-    Ok(())
-}
+/// How long a deployment of this bench may take to run to its end.
+const RUN_WITHIN: Duration = Duration::from_secs(180);
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -241,7 +210,10 @@ async fn main() -> Result<()> {
         ("four-steps", "linear:25:1s"),
     ] {
         let from = Instant::now();
-        run_with_timers(&engine, id, spec(other(on), config, vec![])).await?;
+        let (d, _) =
+            support::run_with_timers(&engine, id, spec(other(on), config, vec![]), RUN_WITHIN)
+                .await?;
+        anyhow::ensure!(d.phase == Phase::Promoted, "{id} ended {:?}", d.phase);
         let dynamodb: BTreeMap<String, usize> = calls
             .totals(from)
             .into_iter()
@@ -255,7 +227,14 @@ async fn main() -> Result<()> {
 
     // Drift: linear:10:10s with timers through the queue, as the shifter gets them.
     let drift_start = Instant::now();
-    run_with_timers(&engine, "drift", spec(other(on), "linear:10:10s", vec![])).await?;
+    let (d, _) = support::run_with_timers(
+        &engine,
+        "drift",
+        spec(other(on), "linear:10:10s", vec![]),
+        RUN_WITHIN,
+    )
+    .await?;
+    anyhow::ensure!(d.phase == Phase::Promoted, "drift ended {:?}", d.phase);
     let shifts: Vec<Instant> = calls
         .since(drift_start)
         .into_iter()

@@ -19,7 +19,7 @@ use aws_sdk_lambda::primitives::Blob;
 use sluice::domain::deployment::{
     Deployment, DeploymentSpec, EventKind, OnBusy, Phase, VersionSource,
 };
-use sluice::engine::{Engine, TimerMessage};
+use sluice::engine::TimerMessage;
 use sluice::store::Store;
 use sluice_local::code::bootstrap_zip;
 use sluice_local::launcher::build_dir;
@@ -338,7 +338,9 @@ async fn main() -> Result<()> {
         .send()
         .await?;
     let alone_start = Instant::now();
-    let (alone, seconds) = run_alone(&engine, &watch).await?;
+    // Nothing else going on: its requests and time are the cost model's input.
+    let (alone, busy) =
+        support::run_with_timers(&engine, "alone", spec("alone"), Duration::from_secs(120)).await?;
     let alone_calls = calls.totals(alone_start);
     anyhow::ensure!(
         alone.phase == Phase::Promoted,
@@ -346,46 +348,7 @@ async fn main() -> Result<()> {
         alone.phase
     );
     write_weights(&watch, &alone).await?;
-    cost_model(1, &alone_calls, seconds, &alone, &watch).await
-}
-
-/// Runs one deployment with nothing else going on, playing the shifter's
-/// timer handler; returns it and the time the engine spent on it.
-async fn run_alone(engine: &Engine, watch: &Store) -> Result<(Deployment, f64)> {
-    let mut busy = Duration::ZERO;
-    let since = Instant::now();
-    engine.start("alone", spec("alone")).await?;
-    busy += since.elapsed();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let d = watch.load("alone").await?.deployment;
-        if d.phase.is_terminal() {
-            return Ok((d, busy.as_secs_f64()));
-        }
-        anyhow::ensure!(Instant::now() < deadline, "alone is still {:?}", d.phase);
-        let received = engine
-            .cloud
-            .sqs
-            .receive_message()
-            .queue_url(&engine.cloud.timer_queue_url)
-            .wait_time_seconds(1)
-            .send()
-            .await?;
-        for m in received.messages() {
-            let timer: TimerMessage = serde_json::from_str(m.body().unwrap_or_default())?;
-            let since = Instant::now();
-            engine.timer(&timer).await?;
-            busy += since.elapsed();
-            engine
-                .cloud
-                .sqs
-                .delete_message()
-                .queue_url(&engine.cloud.timer_queue_url)
-                .receipt_handle(m.receipt_handle().unwrap_or_default())
-                .send()
-                .await?;
-        }
-    }
+    cost_model(1, &alone_calls, busy.as_secs_f64(), &alone, &watch).await
 }
 
 /// One deployment's weight on the new version over time, from its timeline.

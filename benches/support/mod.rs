@@ -11,7 +11,8 @@ use aws_smithy_runtime_api::client::interceptors::context::{
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
-use sluice::engine::{AwsCloud, Engine, SystemClock};
+use sluice::domain::deployment::{Deployment, DeploymentSpec};
+use sluice::engine::{AwsCloud, Engine, SystemClock, TimerMessage};
 use sluice::store::Store;
 use sluice_local::launcher::{LocalStack, StackOptions, build_dir};
 use std::collections::BTreeMap;
@@ -174,4 +175,47 @@ pub fn recorded_engine(
         hook_timeout,
         fault: None,
     }
+}
+
+/// Runs a deployment to its end, playing the shifter's timer handler: its
+/// timers taken from the queue as the shifter takes them, others dropped.
+/// Returns it, and the time the engine spent on it.
+pub async fn run_with_timers(
+    engine: &Engine,
+    id: &str,
+    spec: DeploymentSpec,
+    within: Duration,
+) -> Result<(Deployment, Duration)> {
+    let started = Instant::now();
+    let mut d = engine.start(id, spec).await?;
+    let mut busy = started.elapsed();
+    let deadline = started + within;
+    while !d.phase.is_terminal() {
+        anyhow::ensure!(Instant::now() < deadline, "{id} is still {:?}", d.phase);
+        let received = engine
+            .cloud
+            .sqs
+            .receive_message()
+            .queue_url(&engine.cloud.timer_queue_url)
+            .wait_time_seconds(1)
+            .send()
+            .await?;
+        for m in received.messages() {
+            let timer: TimerMessage = serde_json::from_str(m.body().unwrap_or_default())?;
+            if timer.deployment_id == id {
+                let since = Instant::now();
+                d = engine.timer(&timer).await?;
+                busy += since.elapsed();
+            }
+            engine
+                .cloud
+                .sqs
+                .delete_message()
+                .queue_url(&engine.cloud.timer_queue_url)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await?;
+        }
+    }
+    Ok((d, busy))
 }
