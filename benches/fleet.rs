@@ -193,14 +193,8 @@ async fn main() -> Result<()> {
                         failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     timed(&busy, since);
-                    let _ = engine
-                        .cloud
-                        .sqs
-                        .delete_message()
-                        .queue_url(&engine.cloud.timer_queue_url)
-                        .receipt_handle(m.receipt_handle().unwrap_or_default())
-                        .send()
-                        .await;
+                    // A failed delete is redelivered, as in Lambda's poller.
+                    let _ = support::delete_timer(&engine, m).await;
                 }
             }
         });

@@ -104,6 +104,22 @@ pub fn api_timeouts() -> TimeoutConfig {
         .build()
 }
 
+/// The timeouts of a call that lasts as long as the work it starts (an
+/// invoke, an upload), in place of [`api_timeouts`]: `limit` for the attempt
+/// and the call, or none at all.
+pub fn work_timeouts(limit: Option<Duration>) -> TimeoutConfig {
+    let timeouts = TimeoutConfig::builder();
+    match limit {
+        Some(limit) => timeouts
+            .operation_timeout(limit)
+            .operation_attempt_timeout(limit),
+        None => timeouts
+            .disable_operation_timeout()
+            .disable_operation_attempt_timeout(),
+    }
+    .build()
+}
+
 /// An HTTPS client whose one connector, and its connection pool, serves every
 /// SDK client built from the same configuration.
 pub fn http_client(trust: Trust) -> SharedHttpClient {
@@ -129,9 +145,9 @@ pub fn http_client(trust: Trust) -> SharedHttpClient {
 /// The SDK's default HTTP client builds a TLS connector, parsing the whole
 /// root store into trust anchors again, once for each service client at its
 /// construction and once more at its first request: a function with five
-/// clients did that ten times per cold start. This one builds it once. No client of ours sets its
-/// own connect or read timeout, so the settings it is asked for are not
-/// needed.
+/// clients did that ten times per cold start. This one builds it once. The
+/// connector's settings are not asked of it again: our configurations' connect
+/// timeout is its own ([`CONNECT_TIMEOUT`]), and none sets a read timeout.
 #[derive(Debug)]
 struct OneConnector(SharedHttpConnector);
 

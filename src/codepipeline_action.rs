@@ -221,8 +221,8 @@ impl CodePipelineAction {
             .await
             .map_err(|e| format!("reading the input artifact: {e}"))?
             .into_bytes();
-        // The upload takes as long as the artifact's size needs, not the API
-        // timeouts (`aws::api_timeouts`); the function's own timeout bounds it.
+        // The upload takes as long as the artifact's size needs; the
+        // function's own timeout bounds it.
         self.s3
             .put_object()
             .bucket(&self.artifact_bucket)
@@ -230,12 +230,8 @@ impl CodePipelineAction {
             .body(body.into())
             .customize()
             .config_override(
-                aws_sdk_s3::config::Builder::default().timeout_config(
-                    aws_config::timeout::TimeoutConfig::builder()
-                        .disable_operation_timeout()
-                        .disable_operation_attempt_timeout()
-                        .build(),
-                ),
+                aws_sdk_s3::config::Builder::default()
+                    .timeout_config(crate::aws::work_timeouts(None)),
             )
             .send()
             .await

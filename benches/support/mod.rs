@@ -3,6 +3,7 @@
 //! are recorded, and a role for the functions a bench creates.
 
 use anyhow::{Context, Result};
+use aws_sdk_sqs::types::Message;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::{
@@ -207,15 +208,21 @@ pub async fn run_with_timers(
                 d = engine.timer(&timer).await?;
                 busy += since.elapsed();
             }
-            engine
-                .cloud
-                .sqs
-                .delete_message()
-                .queue_url(&engine.cloud.timer_queue_url)
-                .receipt_handle(m.receipt_handle().unwrap_or_default())
-                .send()
-                .await?;
+            delete_timer(engine, m).await?;
         }
     }
     Ok((d, busy))
+}
+
+/// Deletes a timer message the shifter has handled, as its poller does.
+pub async fn delete_timer(engine: &Engine, message: &Message) -> Result<()> {
+    engine
+        .cloud
+        .sqs
+        .delete_message()
+        .queue_url(&engine.cloud.timer_queue_url)
+        .receipt_handle(message.receipt_handle().unwrap_or_default())
+        .send()
+        .await?;
+    Ok(())
 }

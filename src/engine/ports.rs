@@ -9,7 +9,6 @@ use crate::aws::service_message;
 use crate::domain::deployment::{Deployment, Event, Time};
 use crate::domain::hooks::HookRequest;
 use crate::store::{LockOutcome, Store, StoreError, Stored};
-use aws_config::timeout::TimeoutConfig;
 use aws_sdk_cloudwatch::types::StateValue;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::AliasRoutingConfiguration;
@@ -153,24 +152,15 @@ pub async fn invoke(
         aws_sdk_lambda::config::http::HttpResponse,
     >,
 > {
-    // The function's run is the call: it gets `timeout`, or none, in place of
-    // the client's API timeouts (`aws::api_timeouts`).
-    let timeouts = TimeoutConfig::builder();
-    let timeouts = match timeout {
-        Some(timeout) => timeouts
-            .operation_timeout(timeout)
-            .operation_attempt_timeout(timeout),
-        None => timeouts
-            .disable_operation_timeout()
-            .disable_operation_attempt_timeout(),
-    };
+    // The function's run is the call: it gets `timeout`, or none.
     let call = lambda
         .invoke()
         .function_name(function)
         .payload(Blob::new(payload))
         .customize()
         .config_override(
-            aws_sdk_lambda::config::Builder::default().timeout_config(timeouts.build()),
+            aws_sdk_lambda::config::Builder::default()
+                .timeout_config(crate::aws::work_timeouts(timeout)),
         );
     let out = match call.send().await {
         Ok(out) => out,
