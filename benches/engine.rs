@@ -109,12 +109,14 @@ async fn main() -> Result<()> {
         .publish(true)
         .send()
         .await?;
+    support::wait_ready(&lambda, "app").await?;
     lambda
         .update_function_code()
         .function_name("app")
         .zip_file(Blob::new(bootstrap_zip(&greeter, &[("release", b"2")])))
         .send()
         .await?;
+    support::wait_ready(&lambda, "app").await?;
     lambda.publish_version().function_name("app").send().await?;
     lambda
         .create_alias()

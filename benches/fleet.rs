@@ -94,12 +94,14 @@ async fn main() -> Result<()> {
     };
     let greeter = std::fs::read(build_dir().join("greeter")).context("greeter")?;
     function("app", bootstrap_zip(&greeter, &[("release", b"1")]), vec![]).await?;
+    support::wait_ready(&lambda, "app").await?;
     lambda
         .update_function_code()
         .function_name("app")
         .zip_file(Blob::new(bootstrap_zip(&greeter, &[("release", b"2")])))
         .send()
         .await?;
+    support::wait_ready(&lambda, "app").await?;
     lambda.publish_version().function_name("app").send().await?;
     let hooks = tempfile::tempdir()?;
     let recorder = std::fs::read(build_dir().join("recorder")).context("recorder")?;
@@ -115,6 +117,7 @@ async fn main() -> Result<()> {
         ],
     )
     .await?;
+    support::wait_ready(&lambda, "fleet-hook").await?;
     let aliases: Vec<String> = (0..deployments).map(|i| format!("live-{i}")).collect();
     for alias in &aliases {
         lambda

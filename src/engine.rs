@@ -8,7 +8,8 @@
 mod ports;
 
 pub use ports::{
-    AliasState, AliasWrite, AwsCloud, Clock, Cloud, Deployments, Invocation, SystemClock, invoke,
+    AliasState, AliasWrite, AwsCloud, Clock, Cloud, Deployments, Invocation, Readiness,
+    SystemClock, invoke,
 };
 
 use crate::domain::deployment::{
@@ -535,27 +536,22 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
             });
         }
         let from_version = current.version;
-        let to_version = match &d.spec.source {
-            VersionSource::Version(v) => {
-                if !self.cloud.version_exists(function, v).await? {
-                    return Ok(Input::PrepareFailed {
-                        reason: format!("version {v} of {function} does not exist"),
-                    });
-                }
-                v.clone()
-            }
+        // The version must be `Active` before its first gate invokes it.
+        let readiness = match &d.spec.source {
+            VersionSource::Version(v) => self.cloud.ready_version(function, v).await?,
             VersionSource::Artifact {
                 bucket,
                 key,
                 object_version,
-            } => match self
-                .cloud
-                .publish(function, bucket, key, object_version.as_deref())
-                .await
-            {
-                Ok(v) => v,
-                Err(reason) => return Ok(Input::PrepareFailed { reason }),
-            },
+            } => {
+                self.cloud
+                    .publish(function, bucket, key, object_version.as_deref())
+                    .await?
+            }
+        };
+        let to_version = match readiness {
+            Readiness::Ready(v) => v,
+            Readiness::Refused(reason) => return Ok(Input::PrepareFailed { reason }),
         };
         Ok(Input::Prepared {
             from_version,

@@ -98,6 +98,7 @@ impl World {
             )
             .send()
             .await?;
+        wait_updated(&lambda, &function).await?;
 
         let role = function_role(&stack).await?;
         create_function(&lambda, &role, "greeter", greeter_zip("r1")?, &[], 5).await?;

@@ -59,6 +59,7 @@ async fn world_of(stack: TestStack) -> Result<World> {
             .zip_file(aws_sdk_lambda::primitives::Blob::new(greeter_zip(release)?))
             .send()
             .await?;
+        wait_updated(&lambda, "greeter").await?;
         lambda
             .publish_version()
             .function_name("greeter")
@@ -161,6 +162,7 @@ impl World {
             .environment(env)
             .send()
             .await?;
+        wait_updated(&self.lambda, "greeter").await?;
         let published = self
             .lambda
             .publish_version()

@@ -60,6 +60,7 @@ async fn weighted_alias_splits_traffic_and_reports_the_version_that_ran() -> Res
         .zip_file(Blob::new(zip_b.clone()))
         .send()
         .await?;
+    wait_updated(&lambda, "greeter").await?;
     // PublishVersion's CodeSha256 precondition: a stale digest is refused, the current one publishes.
     let stale = lambda
         .publish_version()
@@ -80,6 +81,9 @@ async fn weighted_alias_splits_traffic_and_reports_the_version_that_ran() -> Res
         .send()
         .await?;
     assert_eq!(v2.version(), Some("2"));
+    for version in ["1", "2"] {
+        wait_active(&lambda, "greeter", Some(version)).await?;
+    }
 
     let created = lambda
         .create_alias()
@@ -703,5 +707,224 @@ async fn pollers_retry_failed_batches_and_delete_only_what_succeeded() -> Result
     )
     .await
     .with_context(|| stack.log_tail())?;
+    Ok(())
+}
+
+/// Lambda's function states (functions-states.html): a new function is
+/// `Pending`, an update leaves `LastUpdateStatus: InProgress`, a published
+/// version starts `Pending`; meanwhile Lambda refuses what it refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn functions_go_through_lambdas_states_and_refuse_what_lambda_refuses() -> Result<()> {
+    use aws_sdk_lambda::types::{FunctionCode, LastUpdateStatus, Runtime, State};
+    let stack = start_stack(None, &[], 1.0)?;
+    let lambda = stack.lambda().await;
+    let role = function_role(&stack).await?;
+    let conflict = |e: aws_sdk_lambda::Error, what: &str| {
+        let text = format!("{e:?}");
+        assert!(
+            text.contains("ResourceConflictException"),
+            "{what}: expected ResourceConflictException, got {text}"
+        );
+    };
+    let created = lambda
+        .create_function()
+        .function_name("greeter")
+        .runtime(Runtime::from("provided.al2023"))
+        .handler("bootstrap")
+        .role(&role)
+        .code(
+            FunctionCode::builder()
+                .zip_file(Blob::new(greeter_zip("r1")?))
+                .build(),
+        )
+        .send()
+        .await?;
+    assert_eq!(created.state(), Some(&State::Pending));
+    let read = lambda
+        .get_function()
+        .function_name("greeter")
+        .send()
+        .await?;
+    let config = read.configuration().context("configuration")?;
+    assert_eq!(config.state(), Some(&State::Pending));
+    assert_eq!(
+        config.state_reason_code().map(|c| c.as_str()),
+        Some("Creating")
+    );
+    let pending_publish = lambda
+        .publish_version()
+        .function_name("greeter")
+        .send()
+        .await
+        .expect_err("a Pending function cannot be published");
+    conflict(pending_publish.into(), "PublishVersion while Pending");
+    let pending_invoke = lambda
+        .invoke()
+        .function_name("greeter")
+        .send()
+        .await
+        .expect_err("a Pending function is not invoked");
+    conflict(pending_invoke.into(), "Invoke while Pending");
+    wait_active(&lambda, "greeter", None).await?;
+
+    // An update: publishing or updating again is refused until it finishes;
+    // invocations go on.
+    let updated = lambda
+        .update_function_code()
+        .function_name("greeter")
+        .zip_file(Blob::new(greeter_zip("r2")?))
+        .send()
+        .await?;
+    assert_eq!(
+        updated.last_update_status(),
+        Some(&LastUpdateStatus::InProgress)
+    );
+    let during = lambda
+        .publish_version()
+        .function_name("greeter")
+        .code_sha256(updated.code_sha256().context("sha")?)
+        .send()
+        .await
+        .expect_err("PublishVersion during an update is refused");
+    conflict(during.into(), "PublishVersion during an update");
+    let during = lambda
+        .update_function_configuration()
+        .function_name("greeter")
+        .description("again")
+        .send()
+        .await
+        .expect_err("a second update is refused");
+    conflict(
+        during.into(),
+        "UpdateFunctionConfiguration during an update",
+    );
+    let answered = lambda
+        .invoke()
+        .function_name("greeter")
+        .payload(Blob::new(r#"{"name":"Ada"}"#))
+        .send()
+        .await?;
+    assert!(answered.function_error().is_none());
+    let config = lambda
+        .get_function_configuration()
+        .function_name("greeter")
+        .send()
+        .await?;
+    assert_eq!(
+        config.last_update_status(),
+        Some(&LastUpdateStatus::InProgress)
+    );
+    wait_updated(&lambda, "greeter").await?;
+
+    // The published version is Pending before it can be invoked.
+    let published = lambda
+        .publish_version()
+        .function_name("greeter")
+        .send()
+        .await?;
+    let version = published.version().context("version")?.to_owned();
+    assert_eq!(published.state(), Some(&State::Pending));
+    let early = lambda
+        .invoke()
+        .function_name("greeter")
+        .qualifier(&version)
+        .send()
+        .await
+        .expect_err("a Pending version is not invoked");
+    conflict(early.into(), "Invoke of a Pending version");
+    wait_active(&lambda, "greeter", Some(&version)).await?;
+    let answered = lambda
+        .invoke()
+        .function_name("greeter")
+        .qualifier(&version)
+        .send()
+        .await?;
+    assert_eq!(answered.executed_version(), Some(version.as_str()));
+    Ok(())
+}
+
+/// Lambda's control-plane quota (gettingstarted-limits.html): 15 requests a
+/// second for the account, all callers together; GetFunction has its own
+/// 100 and invocations are not counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn control_plane_requests_beyond_the_quota_are_throttled() -> Result<()> {
+    let stack = start_stack(None, &[], 1.0)?;
+    let role = function_role(&stack).await?;
+    create_function(
+        &stack.lambda().await,
+        &role,
+        "greeter",
+        greeter_zip("r1")?,
+        &[],
+        5,
+    )
+    .await?;
+    // Two callers, neither retrying, share one quota.
+    let no_retries = (stack.lambda().await.config().to_builder())
+        .retry_config(aws_sdk_lambda::config::retry::RetryConfig::disabled())
+        .build();
+    let callers = [
+        aws_sdk_lambda::Client::from_conf(no_retries.clone()),
+        aws_sdk_lambda::Client::from_conf(no_retries),
+    ];
+    let quota_url = format!("{}/_sluice/quota", stack.var("AWS_ENDPOINT_URL_LAMBDA"));
+    let report = || async {
+        let answer: Value = reqwest::get(&quota_url)
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok::<_, anyhow::Error>(answer["requests"].clone())
+    };
+    let before = report().await?;
+
+    let mut burst = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let caller = callers[i % 2].clone();
+        burst.spawn(async move {
+            caller
+                .get_function_configuration()
+                .function_name("greeter")
+                .send()
+                .await
+        });
+    }
+    let burst = burst.join_all().await;
+    let throttled: Vec<_> = burst.iter().filter_map(|r| r.as_ref().err()).collect();
+    let allowed = burst.len() - throttled.len();
+    assert!(
+        allowed >= 15 && throttled.len() >= 5,
+        "a second's worth (15) of 40 requests at once get through: {allowed} did"
+    );
+    for e in &throttled {
+        let se = e.as_service_error().context("a service error")?;
+        assert!(se.is_too_many_requests_exception(), "{se:?}");
+        let text = format!("{se:?}");
+        assert!(text.contains("CallerRateLimitExceeded"), "{text}");
+    }
+    // GetFunction and Invoke are not held to it.
+    let mut reads = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let caller = callers[0].clone();
+        reads.spawn(async move { caller.get_function().function_name("greeter").send().await });
+    }
+    let reads = reads.join_all().await;
+    assert!(
+        reads.iter().all(Result::is_ok),
+        "40 GetFunction within its 100/s"
+    );
+    for _ in 0..20 {
+        callers[1].invoke().function_name("greeter").send().await?;
+    }
+    let after = report().await?;
+    let counted = |name: &str, field: &str| {
+        after[name][field].as_u64().unwrap_or(0) - before[name][field].as_u64().unwrap_or(0)
+    };
+    assert_eq!(
+        counted("control_plane", "throttled"),
+        throttled.len() as u64
+    );
+    assert_eq!(counted("get_function", "allowed"), 40);
+    assert_eq!(counted("get_function", "throttled"), 0);
     Ok(())
 }

@@ -36,6 +36,26 @@ pub fn template_stack(root: &Path, work: &Path) -> Result<LocalStack> {
 }
 
 /// A role for the bench's functions (the local stack checks none).
+/// Waits, as a script must on Lambda, until `name` is `Active` and its last
+/// update has finished.
+pub async fn wait_ready(lambda: &aws_sdk_lambda::Client, name: &str) -> Result<()> {
+    use aws_sdk_lambda::client::Waiters;
+    let limit = Duration::from_secs(60);
+    lambda
+        .wait_until_function_active_v2()
+        .function_name(name)
+        .wait(limit)
+        .await
+        .with_context(|| format!("{name} to be active"))?;
+    lambda
+        .wait_until_function_updated_v2()
+        .function_name(name)
+        .wait(limit)
+        .await
+        .with_context(|| format!("{name}'s update to finish"))?;
+    Ok(())
+}
+
 pub async fn role(sdk: &aws_config::SdkConfig, name: &str) -> Result<String> {
     Ok(aws_sdk_iam::Client::new(sdk)
         .create_role()

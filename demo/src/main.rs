@@ -13,6 +13,7 @@ mod hook;
 mod traffic;
 
 use anyhow::{Context, Result, bail, ensure};
+use aws_sdk_lambda::client::Waiters;
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 use sluice::domain::deployment::{EventKind, Phase};
@@ -298,6 +299,13 @@ async fn demo(
         )
         .send()
         .await?;
+    // Lambda creates a function `Pending`: it can be published once `Active`.
+    lambda
+        .wait_until_function_active_v2()
+        .function_name("greeter")
+        .wait(Duration::from_secs(60))
+        .await
+        .context("waiting for the greeter to be active")?;
     let first = lambda
         .publish_version()
         .function_name("greeter")

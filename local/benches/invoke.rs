@@ -8,6 +8,7 @@
 //!   code already unpacked, driven directly).
 
 use anyhow::{Context, Result};
+use aws_sdk_lambda::client::Waiters;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{FunctionCode, Runtime};
 use bytes::Bytes;
@@ -130,6 +131,11 @@ async fn through_sluice_local(
             .code(FunctionCode::builder().zip_file(Blob::new(zip)).build())
             .publish(true)
             .send()
+            .await?;
+        lambda
+            .wait_until_function_active_v2()
+            .function_name(&name)
+            .wait(Duration::from_secs(60))
             .await?;
         // bench-0 warms sluice-local's own connections; the rest are measured.
         let took = invoke(name).await?;

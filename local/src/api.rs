@@ -3,6 +3,7 @@
 //! through and checking the preconditions moto skips.
 
 use crate::code::CodeStore;
+use crate::control_plane::{Api, Quota, Transition, apply_status};
 use crate::invoke::{InvokeError, Invoker, Target};
 use crate::sandbox::MAX_SYNC_PAYLOAD;
 use aws_sdk_lambda::Client as LambdaClient;
@@ -44,6 +45,8 @@ pub struct ApiState {
     /// `TooManyRequestsException`: a fault tests inject through
     /// `POST /_sluice/throttle?requests=N` (`GET` says how many are left).
     pub throttle: std::sync::atomic::AtomicU32,
+    /// Lambda's account-wide request quotas (`control_plane`).
+    pub quota: Quota,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -76,6 +79,7 @@ impl IntoResponse for InvokeError {
             InvokeError::Throttled(_) => {
                 (StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException")
             }
+            InvokeError::Conflict(_) => (StatusCode::CONFLICT, "ResourceConflictException"),
             InvokeError::Service(_) => (StatusCode::INTERNAL_SERVER_ERROR, "ServiceException"),
         };
         lambda_error(status, kind, &self.to_string())
@@ -136,7 +140,14 @@ async fn dispatch(
             let left = state.throttle.load(Ordering::SeqCst);
             return (StatusCode::OK, json!({ "throttle": left }).to_string()).into_response();
         }
+        (&Method::GET, ["_sluice", "quota"]) => {
+            let report = json!({ "rates": state.quota.rates(), "requests": state.quota.report() });
+            return (StatusCode::OK, report.to_string()).into_response();
+        }
         _ => {}
+    }
+    if let Err(wait) = state.quota.admit(Api::of(&method, &segs)) {
+        return over_quota(wait);
     }
     let throttled = state
         .throttle
@@ -164,24 +175,63 @@ async fn dispatch(
             if let Err(resp) = capture_code(&state, &body, "/Code").await {
                 return resp;
             }
-            forward(&state, method, &uri, &headers, body).await
+            let resp = forward(&state, method, &uri, &headers, body).await;
+            with_transition(&state, None, Transition::Create, resp, 0).await
         }
         (&Method::PUT, ["2015-03-31", "functions", function, "code"]) => {
+            let function = short_name(function);
+            if let Err(resp) = no_update_in_progress(&state, &function) {
+                return resp;
+            }
             if let Err(resp) = capture_code(&state, &body, "").await {
                 return resp;
             }
-            let function = function.to_string();
+            let before = last_version(&state, &function).await;
             let resp = forward(&state, method, &uri, &headers, body).await;
-            state.invoker.invalidate(&short_name(&function));
-            resp
+            state.invoker.invalidate(&function);
+            with_transition(&state, Some(&function), Transition::Update, resp, before).await
         }
-        (&Method::POST, ["2015-03-31", "functions", function, "versions"]) => {
-            if let Err(resp) = check_code_sha(&state, function, &body).await {
+        (&Method::PUT, ["2015-03-31", "functions", function, "configuration"]) => {
+            let function = short_name(function);
+            if let Err(resp) = no_update_in_progress(&state, &function) {
                 return resp;
             }
-            let function = function.to_string();
             let resp = forward(&state, method, &uri, &headers, body).await;
-            state.invoker.invalidate(&short_name(&function));
+            state.invoker.invalidate(&function);
+            with_transition(&state, Some(&function), Transition::Update, resp, u64::MAX).await
+        }
+        (&Method::POST, ["2015-03-31", "functions", function, "versions"]) => {
+            let function = short_name(function);
+            if let Err(resp) = no_update_in_progress(&state, &function) {
+                return resp;
+            }
+            if let Err(resp) = check_code_sha(&state, &function, &body).await {
+                return resp;
+            }
+            let before = last_version(&state, &function).await;
+            let resp = forward(&state, method, &uri, &headers, body).await;
+            state.invoker.invalidate(&function);
+            with_transition(&state, Some(&function), Transition::Publish, resp, before).await
+        }
+        (&Method::GET, ["2015-03-31", "functions", function]) => {
+            let function = short_name(function);
+            let resp = forward(&state, method, &uri, &headers, body).await;
+            with_states(&state, &function, resp, "/Configuration").await
+        }
+        (&Method::GET, ["2015-03-31", "functions", function, "configuration"]) => {
+            let function = short_name(function);
+            let resp = forward(&state, method, &uri, &headers, body).await;
+            with_states(&state, &function, resp, "").await
+        }
+        (&Method::DELETE, ["2015-03-31", "functions", function])
+            if query_param(&uri, "Qualifier").is_none() =>
+        {
+            let function = short_name(function);
+            let resp = forward(&state, method, &uri, &headers, body).await;
+            if resp.status().is_success() {
+                state.invoker.states().forget(&function);
+            }
+            state.invoker.invalidate(&function);
             resp
         }
         (&Method::PUT, ["2015-03-31", "functions", function, "aliases", alias]) => {
@@ -205,6 +255,8 @@ async fn dispatch(
         }
         (&Method::POST, ["moto-api", "reset"]) => {
             state.alias_revisions.lock().await.clear();
+            state.invoker.states().clear();
+            state.quota.reset();
             let resp = forward(&state, method, &uri, &headers, body).await;
             state.invoker.invalidate_all();
             state.invoker.pool().shutdown();
@@ -225,6 +277,150 @@ async fn dispatch(
             }
             resp
         }
+    }
+}
+
+/// Lambda's answer to a request over the account's quota.
+fn over_quota(wait: Duration) -> Response {
+    let retry_after = wait.as_secs().max(1).to_string();
+    let mut resp = (
+        StatusCode::TOO_MANY_REQUESTS,
+        [
+            ("x-amzn-errortype", "TooManyRequestsException"),
+            ("content-type", "application/json"),
+        ],
+        json!({
+            "Type": "User",
+            "message": "Rate exceeded",
+            "Reason": "CallerRateLimitExceeded",
+            "retryAfterSeconds": retry_after,
+        })
+        .to_string(),
+    )
+        .into_response();
+    resp.headers_mut()
+        .insert("retry-after", retry_after.parse().expect("header"));
+    resp
+}
+
+/// Refuses a change to a function that is `Pending` or being updated, as
+/// Lambda does (`control_plane` cites the page).
+fn no_update_in_progress(state: &ApiState, function: &str) -> Result<(), Response> {
+    let arn = state.invoker.function_arn(function);
+    match state.invoker.states().update_conflict(function, &arn) {
+        Some(why) => Err(lambda_error(
+            StatusCode::CONFLICT,
+            "ResourceConflictException",
+            &why,
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The function's highest published version (0: none), read from moto
+/// before a publish: a publish that changes nothing answers with that
+/// version, which is `Active` already.
+async fn last_version(state: &ApiState, function: &str) -> u64 {
+    let mut pages = state
+        .moto_lambda
+        .list_versions_by_function()
+        .function_name(function)
+        .into_paginator()
+        .send();
+    let mut last = 0;
+    while let Some(page) = pages.next().await {
+        match page {
+            Ok(page) => {
+                let numbers = page
+                    .versions()
+                    .iter()
+                    .filter_map(|v| v.version()?.parse().ok());
+                last = numbers.fold(last, u64::max);
+            }
+            // Not found and the like: the forwarded call gives Lambda's answer.
+            Err(_) => return u64::MAX,
+        }
+    }
+    last
+}
+
+/// Starts the state window of a change moto accepted, and reports it in the
+/// answer as Lambda does. `function` is `None` for `CreateFunction` (the
+/// answer names it); a version in the answer above `published_before` is new.
+async fn with_transition(
+    state: &ApiState,
+    function: Option<&str>,
+    transition: Transition,
+    resp: Response,
+    published_before: u64,
+) -> Response {
+    if !resp.status().is_success() {
+        return resp;
+    }
+    let (parts, bytes) = match answer_bytes(resp).await {
+        Ok(answer) => answer,
+        Err(resp) => return resp,
+    };
+    let Ok(config) = serde_json::from_slice::<Value>(&bytes) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    let name = function
+        .map(str::to_owned)
+        .or_else(|| config["FunctionName"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let version = config["Version"].as_str().unwrap_or("$LATEST");
+    let states = state.invoker.states();
+    match transition {
+        Transition::Create => states.begin(&name, Transition::Create, None),
+        Transition::Update => states.begin(&name, Transition::Update, None),
+        Transition::Publish => {}
+    }
+    // `Publish: true` on a create or code update publishes a version as well.
+    if version.parse::<u64>().is_ok_and(|v| v > published_before) {
+        states.begin(&name, Transition::Publish, Some(version));
+    }
+    rewrite_status(state, &name, parts, config, "")
+}
+
+/// Reports the state fields of the configuration at `pointer` of an answer.
+async fn with_states(state: &ApiState, function: &str, resp: Response, pointer: &str) -> Response {
+    if !resp.status().is_success() {
+        return resp;
+    }
+    let (parts, bytes) = match answer_bytes(resp).await {
+        Ok(answer) => answer,
+        Err(resp) => return resp,
+    };
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(value) => rewrite_status(state, function, parts, value, pointer),
+        Err(_) => Response::from_parts(parts, axum::body::Body::from(bytes)),
+    }
+}
+
+fn rewrite_status(
+    state: &ApiState,
+    function: &str,
+    mut parts: axum::http::response::Parts,
+    mut value: Value,
+    pointer: &str,
+) -> Response {
+    if let Some(config) = value.pointer_mut(pointer) {
+        let version = config["Version"].as_str().unwrap_or("$LATEST").to_owned();
+        apply_status(config, &state.invoker.states().status(function, &version));
+    }
+    parts.headers.remove("content-length");
+    Response::from_parts(parts, axum::body::Body::from(value.to_string()))
+}
+
+async fn answer_bytes(resp: Response) -> Result<(axum::http::response::Parts, Bytes), Response> {
+    let (parts, body) = resp.into_parts();
+    match axum::body::to_bytes(body, MAX_REQUEST).await {
+        Ok(bytes) => Ok((parts, bytes)),
+        Err(_) => Err(lambda_error(
+            StatusCode::BAD_GATEWAY,
+            "ServiceException",
+            "moto's answer was cut",
+        )),
     }
 }
 
@@ -517,13 +713,9 @@ async fn rewrite_revisions(
     if !resp.status().is_success() {
         return resp;
     }
-    let (mut parts, body) = resp.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_REQUEST).await else {
-        return lambda_error(
-            StatusCode::BAD_GATEWAY,
-            "ServiceException",
-            "moto's answer was cut",
-        );
+    let (mut parts, bytes) = match answer_bytes(resp).await {
+        Ok(answer) => answer,
+        Err(resp) => return resp,
     };
     let Ok(mut value) = serde_json::from_slice::<Value>(&bytes) else {
         return Response::from_parts(parts, axum::body::Body::from(bytes));

@@ -2,6 +2,7 @@
 //! weighted routing, `$LATEST`), run the version in a sandbox, count it in
 //! CloudWatch. The Lambda API and every event source come through here.
 
+use crate::control_plane::FunctionStates;
 use crate::metrics::{InvocationRecord, Metrics};
 use crate::sandbox::{FunctionSpec, Outcome, Pool, SandboxError};
 use aws_sdk_lambda::Client as LambdaClient;
@@ -71,6 +72,9 @@ pub enum InvokeError {
     InvalidParameter(String),
     #[error("Rate Exceeded. {0}")]
     Throttled(String),
+    /// The function or version is not `Active` yet.
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Service(String),
 }
@@ -105,6 +109,7 @@ pub struct Invoker {
     region: String,
     account_id: String,
     cache: Mutex<HashMap<String, FunctionCache>>,
+    states: Arc<FunctionStates>,
 }
 
 impl Invoker {
@@ -114,6 +119,7 @@ impl Invoker {
         metrics: Metrics,
         region: String,
         account_id: String,
+        states: Arc<FunctionStates>,
     ) -> Self {
         Invoker {
             moto_lambda,
@@ -122,7 +128,12 @@ impl Invoker {
             region,
             account_id,
             cache: Mutex::new(HashMap::new()),
+            states,
         }
+    }
+
+    pub fn states(&self) -> &FunctionStates {
+        &self.states
     }
 
     pub fn pool(&self) -> &Pool {
@@ -161,7 +172,7 @@ impl Invoker {
         }
     }
 
-    fn function_arn(&self, name: &str) -> String {
+    pub fn function_arn(&self, name: &str) -> String {
         format!(
             "arn:aws:lambda:{}:{}:function:{name}",
             self.region, self.account_id
@@ -169,7 +180,8 @@ impl Invoker {
     }
 
     /// The version a call to `target` runs now: for a weighted alias, drawn at
-    /// random by its `AdditionalVersionWeights`, as Lambda routes.
+    /// random by its `AdditionalVersionWeights`, as Lambda routes. A function
+    /// or version that is still `Pending` is not invoked.
     pub async fn resolve(&self, target: &Target) -> Result<Arc<FunctionSpec>, InvokeError> {
         let version = match target.qualifier.as_deref() {
             None | Some("$LATEST") => "$LATEST".to_owned(),
@@ -179,7 +191,11 @@ impl Invoker {
                 pick_version(&route, rand::rng().random::<f64>())
             }
         };
-        self.spec(&target.function_name, &version).await
+        let spec = self.spec(&target.function_name, &version).await?;
+        match self.states.invoke_conflict(&spec.function_name, &version) {
+            Some(why) => Err(InvokeError::Conflict(why)),
+            None => Ok(spec),
+        }
     }
 
     async fn alias_route(&self, function: &str, alias: &str) -> Result<AliasRoute, InvokeError> {

@@ -24,6 +24,8 @@ pub struct StackOptions {
     pub parameters: Vec<(String, String)>,
     pub skip_functions: Vec<String>,
     pub schedule_scale: f64,
+    /// Lambda's control-plane quota, requests per second (AWS's is 15).
+    pub control_plane_rps: f64,
 }
 
 impl StackOptions {
@@ -43,8 +45,13 @@ impl StackOptions {
             parameters: Vec::new(),
             skip_functions: Vec::new(),
             schedule_scale: 1.0,
+            control_plane_rps: sluice_local_default_rps(),
         }
     }
+}
+
+fn sluice_local_default_rps() -> f64 {
+    crate::control_plane::Rates::default().control_plane
 }
 
 /// The directory holding the running test or bench binary's sibling binaries
@@ -204,6 +211,7 @@ fn start_local(
         .arg(&opts.artifacts)
         .args(["--stack-name", &opts.stack_name])
         .args(["--schedule-scale", &opts.schedule_scale.to_string()])
+        .args(["--control-plane-rps", &opts.control_plane_rps.to_string()])
         .stdin(Stdio::null())
         .stdout(log_file(&opts.state_dir, "sluice-local.log")?)
         .stderr(log_file(&opts.state_dir, "sluice-local.log")?);

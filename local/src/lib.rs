@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod code;
+pub mod control_plane;
 pub mod invoke;
 pub mod launcher;
 pub mod metrics;

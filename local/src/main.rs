@@ -1,5 +1,6 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use sluice_local::control_plane::Rates;
 use sluice_local::launcher::{self, StackOptions};
 use sluice_local::server::{self, ServeOptions};
 use std::collections::HashMap;
@@ -40,6 +41,10 @@ struct StackArgs {
     /// Multiplies schedule periods and retry delays: 0.01 plays `rate(1 minute)` every 0.6 s.
     #[arg(long, default_value_t = 1.0)]
     schedule_scale: f64,
+    /// Lambda's control-plane quota for the whole stack, in requests per
+    /// second: AWS's is 15 and cannot be raised.
+    #[arg(long, default_value_t = 15.0, value_parser = positive_rate)]
+    control_plane_rps: f64,
 }
 
 #[derive(Subcommand)]
@@ -85,6 +90,15 @@ enum Command {
     },
 }
 
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 1.0 => Ok(r),
+        _ => Err(format!(
+            "{s:?} must be a number of requests per second, 1 or more"
+        )),
+    }
+}
+
 fn parse_pair(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -121,6 +135,10 @@ async fn main() -> Result<()> {
                 poll_interval: Duration::from_millis(poll_interval_ms),
                 max_sandboxes_per_version,
                 idle_timeout: Duration::from_secs(idle_timeout_secs),
+                quota: Rates {
+                    control_plane: stack.control_plane_rps,
+                    ..Rates::default()
+                },
             })
             .await
         }
@@ -135,6 +153,7 @@ async fn main() -> Result<()> {
                 parameters: stack.parameters,
                 skip_functions: stack.skip_functions,
                 schedule_scale: stack.schedule_scale,
+                control_plane_rps: stack.control_plane_rps,
             };
             let env =
                 tokio::task::spawn_blocking(move || launcher::start_detached(&opts)).await??;

@@ -3,6 +3,7 @@
 
 use crate::api::{ApiState, router};
 use crate::code::CodeStore;
+use crate::control_plane::{FunctionStates, Quota, Rates};
 use crate::invoke::Invoker;
 use crate::metrics::Metrics;
 use crate::provision::Provisioner;
@@ -32,6 +33,8 @@ pub struct ServeOptions {
     pub poll_interval: Duration,
     pub max_sandboxes_per_version: usize,
     pub idle_timeout: Duration,
+    /// Lambda's request quotas (`control_plane::Rates`, AWS's by default).
+    pub quota: Rates,
 }
 
 /// The variables a process needs to reach the local stack, as written to the env file.
@@ -121,6 +124,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         metrics,
         opts.region.clone(),
         ACCOUNT_ID.to_owned(),
+        Arc::new(FunctionStates::new(opts.schedule_scale)),
     ));
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&moto)
@@ -137,6 +141,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         async_retry_delay: Duration::from_secs(1).mul_f64(opts.schedule_scale.min(1.0)),
         alias_revisions: Default::default(),
         throttle: Default::default(),
+        quota: Quota::new(opts.quota),
     });
     let api = tokio::spawn(async move { axum::serve(listener, router(state)).await });
 

@@ -10,8 +10,10 @@ use crate::domain::deployment::{Deployment, Event, Time};
 use crate::domain::hooks::HookRequest;
 use crate::store::{LockOutcome, Store, StoreError, Stored};
 use aws_sdk_cloudwatch::types::StateValue;
+use aws_sdk_lambda::client::Waiters;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::AliasRoutingConfiguration;
+use aws_smithy_runtime_api::client::waiters::error::WaiterError;
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
@@ -126,6 +128,42 @@ pub enum AliasWrite {
     Stale,
 }
 
+/// Whether a version can take traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// This version exists and is `Active`.
+    Ready(String),
+    /// It cannot be used, and trying again will not change that: why.
+    Refused(String),
+}
+
+/// How long a worker waits for Lambda to finish a function update or to
+/// activate a version before it leaves the deployment to be retried.
+const STATE_WAIT: Duration = Duration::from_secs(60);
+
+/// Whether a failed Lambda call may succeed if made again: throttled, in
+/// conflict with an update in progress, Lambda failing, or no answer at all.
+/// Anything else (a missing object, a refused parameter, a denied
+/// permission) will fail the same way again.
+fn worth_retrying<E, R>(e: &aws_sdk_lambda::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_lambda::error::ProvideErrorMetadata,
+{
+    match e.as_service_error() {
+        Some(se) => matches!(
+            se.code(),
+            Some(
+                "TooManyRequestsException"
+                    | "ResourceConflictException"
+                    | "ServiceException"
+                    | "EC2ThrottledException"
+                    | "ResourceNotReadyException"
+            )
+        ),
+        None => true,
+    }
+}
+
 /// How a synchronous invocation ended, short of throttling (an `Err`,
 /// retried later): hooks and pipeline invoke actions alike.
 #[derive(Debug, Clone, PartialEq)]
@@ -201,19 +239,22 @@ pub trait Cloud: Send + Sync {
         weights: &HashMap<String, f64>,
         revision: Option<&str>,
     ) -> impl Future<Output = Result<AliasWrite, EngineError>> + Send;
-    fn version_exists(
+    /// Whether `version` exists and can be invoked, once it is `Active`.
+    fn ready_version(
         &self,
         function: &str,
         version: &str,
-    ) -> impl Future<Output = Result<bool, EngineError>> + Send;
-    /// Publishes the artifact as a new version; `Err` says why it cannot be.
+    ) -> impl Future<Output = Result<Readiness, EngineError>> + Send;
+    /// Publishes the artifact as a new version and waits until it is `Active`.
+    /// `Err` is for what is worth trying again (throttled, a conflicting
+    /// update, Lambda unavailable); `Refused` for what is not.
     fn publish(
         &self,
         function: &str,
         bucket: &str,
         key: &str,
         object_version: Option<&str>,
-    ) -> impl Future<Output = Result<String, String>> + Send;
+    ) -> impl Future<Output = Result<Readiness, EngineError>> + Send;
     /// Whether each named alarm that exists is in ALARM.
     fn alarms_in_alarm(
         &self,
@@ -320,36 +361,29 @@ impl Cloud for AwsCloud {
         }
     }
 
-    async fn version_exists(&self, function: &str, version: &str) -> Result<bool, EngineError> {
-        match self
-            .lambda
-            .get_function_configuration()
-            .function_name(function)
-            .qualifier(version)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_resource_not_found_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(aws("GetFunctionConfiguration", e)),
-        }
+    /// Reads with `GetFunction`, whose quota (100 requests per second) is
+    /// not the control plane's 15.
+    async fn ready_version(&self, function: &str, version: &str) -> Result<Readiness, EngineError> {
+        self.wait_active(function, version).await
     }
 
-    /// Publishes pinned to the code just uploaded, so a concurrent upload
-    /// cannot slip in between.
+    /// Waits out any update in progress (a person's, CloudFormation's, another
+    /// deployment's), uploads, waits for the update to finish, publishes
+    /// pinned to the code just uploaded (so a concurrent upload cannot slip
+    /// in between), and waits for the version to be `Active`: Lambda refuses
+    /// to publish during an update and to invoke a `Pending` version.
     async fn publish(
         &self,
         function: &str,
         bucket: &str,
         key: &str,
         object_version: Option<&str>,
-    ) -> Result<String, String> {
-        let updated = self
+    ) -> Result<Readiness, EngineError> {
+        if let Readiness::Refused(why) = self.wait_updated(function).await? {
+            return Ok(Readiness::Refused(why));
+        }
+        let source = format!("UpdateFunctionCode from s3://{bucket}/{key}");
+        let updated = match self
             .lambda
             .update_function_code()
             .function_name(function)
@@ -358,25 +392,43 @@ impl Cloud for AwsCloud {
             .set_s3_object_version(object_version.map(str::to_owned))
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "UpdateFunctionCode from s3://{bucket}/{key}: {}",
+        {
+            Ok(updated) => updated,
+            Err(e) if worth_retrying(&e) => return Err(aws(&source, e)),
+            Err(e) => {
+                return Ok(Readiness::Refused(format!(
+                    "{source}: {}",
                     service_message(&e)
-                )
-            })?;
+                )));
+            }
+        };
+        if let Readiness::Refused(why) = self.wait_updated(function).await? {
+            return Ok(Readiness::Refused(format!("{source}: {why}")));
+        }
         let sha = updated.code_sha256().unwrap_or_default();
-        let published = self
+        let published = match self
             .lambda
             .publish_version()
             .function_name(function)
             .code_sha256(sha)
             .send()
             .await
-            .map_err(|e| format!("PublishVersion: {}", service_message(&e)))?;
-        published
-            .version()
-            .map(str::to_owned)
-            .ok_or_else(|| "PublishVersion returned no version".to_owned())
+        {
+            Ok(published) => published,
+            Err(e) if worth_retrying(&e) => return Err(aws("PublishVersion", e)),
+            Err(e) => {
+                return Ok(Readiness::Refused(format!(
+                    "PublishVersion: {}",
+                    service_message(&e)
+                )));
+            }
+        };
+        let Some(version) = published.version() else {
+            return Err(EngineError::Aws(
+                "PublishVersion returned no version".into(),
+            ));
+        };
+        self.wait_active(function, version).await
     }
 
     async fn alarms_in_alarm(
@@ -428,6 +480,95 @@ impl Cloud for AwsCloud {
             .map_err(|e| aws("SendMessage (timer)", e))?;
         Ok(())
     }
+}
+
+impl AwsCloud {
+    /// Waits until no update of `function` is in progress (the SDK's
+    /// `FunctionUpdatedV2` waiter); `Refused` if the last update failed.
+    async fn wait_updated(&self, function: &str) -> Result<Readiness, EngineError> {
+        let waited = self
+            .lambda
+            .wait_until_function_updated_v2()
+            .function_name(function)
+            .wait(STATE_WAIT)
+            .await;
+        match waited {
+            Ok(_) => Ok(Readiness::Ready("$LATEST".into())),
+            Err(WaiterError::FailureState(failed)) => {
+                let config = failed
+                    .final_poll()
+                    .as_result()
+                    .ok()
+                    .and_then(|o| o.configuration());
+                let reason = config
+                    .and_then(|c| c.last_update_status_reason())
+                    .unwrap_or("no reason given");
+                Ok(Readiness::Refused(format!(
+                    "the last update of {function} failed: {reason}"
+                )))
+            }
+            Err(e) => waiter_error(function, "$LATEST", e),
+        }
+    }
+
+    /// Waits until `version` of `function` is `Active` (the SDK's
+    /// `FunctionActiveV2` waiter, on `GetFunction`).
+    async fn wait_active(&self, function: &str, version: &str) -> Result<Readiness, EngineError> {
+        let waited = self
+            .lambda
+            .wait_until_function_active_v2()
+            .function_name(function)
+            .qualifier(version)
+            .wait(STATE_WAIT)
+            .await;
+        match waited {
+            Ok(_) => Ok(Readiness::Ready(version.to_owned())),
+            Err(WaiterError::FailureState(failed)) => {
+                let config = failed
+                    .final_poll()
+                    .as_result()
+                    .ok()
+                    .and_then(|o| o.configuration());
+                let reason = config
+                    .and_then(|c| c.state_reason())
+                    .unwrap_or("no reason given");
+                Ok(Readiness::Refused(format!(
+                    "version {version} of {function} is in state Failed: {reason}"
+                )))
+            }
+            Err(e) => waiter_error(function, version, e),
+        }
+    }
+}
+
+/// A waiter that ended without reaching a state: the version does not
+/// exist (`Refused`), or Lambda did not answer in time (retried later).
+fn waiter_error<O, E>(
+    function: &str,
+    version: &str,
+    e: WaiterError<O, E>,
+) -> Result<Readiness, EngineError>
+where
+    E: aws_sdk_lambda::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    O: std::fmt::Debug,
+{
+    let not_found = match &e {
+        WaiterError::OperationFailed(failed) => failed
+            .error()
+            .as_service_error()
+            .is_some_and(|se| se.code() == Some("ResourceNotFoundException")),
+        _ => false,
+    };
+    if not_found {
+        return Ok(Readiness::Refused(if version == "$LATEST" {
+            format!("function {function} does not exist")
+        } else {
+            format!("version {version} of {function} does not exist")
+        }));
+    }
+    Err(EngineError::Aws(format!(
+        "waiting for {function}:{version} to be ready: {e:?}"
+    )))
 }
 
 /// Time as the engine sees it.

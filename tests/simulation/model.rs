@@ -7,7 +7,8 @@ use sluice::domain::deployment::{Deployment, Event, Gate, Phase, Time};
 use sluice::domain::execution::{Execution, ExecutionEvent, Status};
 use sluice::domain::hooks::HookRequest;
 use sluice::engine::{
-    AliasState, AliasWrite, Clock, Cloud, Deployments, EngineError, Invocation, TimerMessage,
+    AliasState, AliasWrite, Clock, Cloud, Deployments, EngineError, Invocation, Readiness,
+    TimerMessage,
 };
 use sluice::orchestrator::{Actions, Executions, OrchestratorError, PipelineRun, PipelineTimer};
 use sluice::store::{
@@ -646,11 +647,17 @@ impl Cloud for MemoryCloud {
         Ok(AliasWrite::Written)
     }
 
-    async fn version_exists(&self, function: &str, version: &str) -> Result<bool, EngineError> {
-        self.call("GetFunctionConfiguration")?;
+    async fn ready_version(&self, function: &str, version: &str) -> Result<Readiness, EngineError> {
+        self.call("GetFunction")?;
         let state = self.state.lock().unwrap();
         let highest = state.versions.get(function).copied().unwrap_or(0);
-        Ok(version.parse::<u64>().is_ok_and(|v| v >= 1 && v <= highest))
+        Ok(
+            if version.parse::<u64>().is_ok_and(|v| v >= 1 && v <= highest) {
+                Readiness::Ready(version.to_owned())
+            } else {
+                Readiness::Refused(format!("version {version} of {function} does not exist"))
+            },
+        )
     }
 
     async fn publish(
@@ -659,19 +666,22 @@ impl Cloud for MemoryCloud {
         bucket: &str,
         key: &str,
         _object_version: Option<&str>,
-    ) -> Result<String, String> {
-        if self.dice.cloud_fate() != Fate::Ok {
-            return Err("PublishVersion: injected failure".into());
-        }
+    ) -> Result<Readiness, EngineError> {
+        self.call("UpdateFunctionCode")?;
         if key.contains("missing") {
-            return Err(format!(
+            return Ok(Readiness::Refused(format!(
                 "UpdateFunctionCode from s3://{bucket}/{key}: NoSuchKey"
-            ));
+            )));
         }
-        let mut state = self.state.lock().unwrap();
-        let highest = state.versions.entry(function.to_owned()).or_insert(0);
-        *highest += 1;
-        Ok(highest.to_string())
+        let version = {
+            let mut state = self.state.lock().unwrap();
+            let highest = state.versions.entry(function.to_owned()).or_insert(0);
+            *highest += 1;
+            highest.to_string()
+        };
+        // Published, and the answer (or the wait for `Active`) lost.
+        self.call("PublishVersion")?;
+        Ok(Readiness::Ready(version))
     }
 
     async fn alarms_in_alarm(

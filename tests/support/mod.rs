@@ -97,7 +97,41 @@ fn uuid_like() -> String {
     )
 }
 
-/// Creates a function through sluice-local with the given code and environment.
+/// How long a test waits for Lambda to finish a function's update or creation.
+const STATE_WAIT: Duration = Duration::from_secs(60);
+
+/// Waits, as a script that updates a function must on Lambda, until the last
+/// update of `name` has finished.
+pub async fn wait_updated(lambda: &aws_sdk_lambda::Client, name: &str) -> Result<()> {
+    use aws_sdk_lambda::client::Waiters;
+    lambda
+        .wait_until_function_updated_v2()
+        .function_name(name)
+        .wait(STATE_WAIT)
+        .await
+        .with_context(|| format!("waiting for the update of {name} to finish"))?;
+    Ok(())
+}
+
+/// Waits until `name` (or one of its versions) is `Active`.
+pub async fn wait_active(
+    lambda: &aws_sdk_lambda::Client,
+    name: &str,
+    version: Option<&str>,
+) -> Result<()> {
+    use aws_sdk_lambda::client::Waiters;
+    lambda
+        .wait_until_function_active_v2()
+        .function_name(name)
+        .set_qualifier(version.map(str::to_owned))
+        .wait(STATE_WAIT)
+        .await
+        .with_context(|| format!("waiting for {name} to be active"))?;
+    Ok(())
+}
+
+/// Creates a function through sluice-local with the given code and
+/// environment, and waits until it is `Active`.
 pub async fn create_function(
     lambda: &aws_sdk_lambda::Client,
     role: &str,
@@ -111,7 +145,7 @@ pub async fn create_function(
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    Ok(lambda
+    let created = lambda
         .create_function()
         .function_name(name)
         .runtime(Runtime::from("provided.al2023"))
@@ -121,7 +155,9 @@ pub async fn create_function(
         .code(FunctionCode::builder().zip_file(Blob::new(zip)).build())
         .environment(Environment::builder().set_variables(Some(vars)).build())
         .send()
-        .await?)
+        .await?;
+    wait_active(lambda, name, None).await?;
+    Ok(created)
 }
 
 /// The sample app as operators' tests want it: `versions` published versions
@@ -143,6 +179,7 @@ pub async fn greeter_live_on_1(stack: &LocalStack, versions: usize) -> Result<()
             .description(format!("after {}", uuid_like()))
             .send()
             .await?;
+        wait_updated(&lambda, "greeter").await?;
     }
     lambda
         .create_alias()
