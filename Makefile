@@ -15,7 +15,7 @@ help:
 	@echo "make fuzz         libFuzzer on every parser of outside input (nightly; FUZZ_SECONDS per target)"
 	@echo "make dev          start moto + sluice-local in the background; source $(STATE_DIR)/env"
 	@echo "make dev-down     stop them"
-	@echo "make sam-build    build every function of template.yaml with cargo-lambda (x86_64)"
+	@echo "make sam-build    build every function of template.yaml with cargo-lambda (x86_64, into .aws-sam/x86_64)"
 	@echo "make bench        every benchmark, written to BENCHMARKS.md"
 	@echo "make bench-local  latency of invokes through sluice-local, and cold starts"
 	@echo "make bench-engine reaction latency, DynamoDB requests per step, schedule drift"
@@ -57,15 +57,18 @@ fuzz:
 		cargo +nightly fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
 
+# The functions the local Sluice may deploy (template.yaml's ManagedFunctions).
+MANAGED_FUNCTIONS ?= greeter
+
 dev: venv build
-	./target/debug/sluice-local start --state-dir $(STATE_DIR) --template template.yaml --artifacts target/debug
+	./target/debug/sluice-local start --state-dir $(STATE_DIR) --template template.yaml --artifacts target/debug --parameter ManagedFunctions=$(MANAGED_FUNCTIONS)
 	@echo "logs: $(STATE_DIR)/*.log"
 
 dev-down:
 	@if [ -x ./target/debug/sluice-local ]; then ./target/debug/sluice-local stop --state-dir $(STATE_DIR); fi
 
 sam-build: venv
-	sam build --parameter-overrides Architecture=x86_64
+	sam build --build-dir .aws-sam/x86_64 --parameter-overrides Architecture=x86_64 ManagedFunctions=greeter
 
 # The plot's packages (matplotlib) are for `make bench` alone.
 BENCH_STAMP := $(VENV)/.bench-installed

@@ -200,6 +200,9 @@ async fn run(json: bool) -> Result<()> {
     let state = work.path().join("stack");
     let mut opts = StackOptions::for_checkout(&root, &build_dir(), &state);
     opts.template = Some(root.join("template.yaml"));
+    // Sluice may rewrite the sample app, and nothing else.
+    opts.parameters
+        .push(("ManagedFunctions".into(), "greeter".into()));
     say("starting the local stack (moto + sluice-local) with template.yaml's resources");
     let stack = LocalStack::start(&opts)?;
     let env_file = state.join("env");

@@ -154,7 +154,8 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
             &opts.region,
             ACCOUNT_ID,
             &opts.parameters,
-        );
+        )
+        .with_context(|| format!("the parameters of {}", path.display()))?;
         let provisioned = Provisioner {
             moto: &moto,
             code: &code,

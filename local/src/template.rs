@@ -30,11 +30,67 @@ fn invalid(at: impl Into<String>, message: impl Into<String>) -> TemplateError {
     }
 }
 
+/// The stack's parameter values as CloudFormation takes them: a value given,
+/// or the default; every parameter needs one, and a value must match the
+/// declaration's `AllowedPattern` and `AllowedValues` (a stack with a value
+/// that does not is refused before anything is created).
+fn parameter_values(
+    template: &Template,
+    overrides: &HashMap<String, String>,
+) -> Result<HashMap<String, Value>, TemplateError> {
+    if let Some(unknown) = overrides.keys().find(|k| !template.parameters.contains_key(*k)) {
+        return Err(invalid(
+            format!("Parameters.{unknown}"),
+            "the template declares no such parameter",
+        ));
+    }
+    let mut values = HashMap::new();
+    for (name, declaration) in &template.parameters {
+        let at = format!("Parameters.{name}");
+        let value = match (overrides.get(name), declaration.get("Default")) {
+            (Some(given), _) => Value::String(given.clone()),
+            (None, Some(default)) => default.clone(),
+            (None, None) => return Err(invalid(at, "must have a value (it has no Default)")),
+        };
+        let text = match &value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        if let Some(pattern) = declaration.get("AllowedPattern").and_then(Value::as_str) {
+            let re = regex::Regex::new(pattern)
+                .map_err(|e| invalid(&at, format!("AllowedPattern {pattern:?}: {e}")))?;
+            // CloudFormation matches the whole value.
+            if !re.find(&text).is_some_and(|m| m.start() == 0 && m.end() == text.len()) {
+                let why = declaration
+                    .get("ConstraintDescription")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                return Err(invalid(
+                    at,
+                    format!("{text:?} does not match {pattern:?}: {}", why.trim()),
+                ));
+            }
+        }
+        if let Some(allowed) = declaration.get("AllowedValues").and_then(Value::as_array) {
+            let ok = allowed.iter().any(|a| match a {
+                Value::String(s) => *s == text,
+                other => other.to_string() == text,
+            });
+            if !ok {
+                return Err(invalid(at, format!("{text:?} is not one of {allowed:?}")));
+            }
+        }
+        values.insert(name.clone(), value);
+    }
+    Ok(values)
+}
+
 /// A parsed template: resources with SAM's `Globals.Function` already merged in.
 #[derive(Debug, Clone)]
 pub struct Template {
     pub resources: BTreeMap<String, Resource>,
-    parameter_defaults: HashMap<String, Value>,
+    /// Each parameter's declaration (`Type`, `Default`, `AllowedPattern`, ...).
+    parameters: BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -61,15 +117,10 @@ impl Template {
             .pointer("/Globals/Function")
             .cloned()
             .unwrap_or_else(|| json!({}));
-        let parameter_defaults = doc
+        let parameters = doc
             .get("Parameters")
             .and_then(Value::as_object)
-            .map(|params| {
-                params
-                    .iter()
-                    .filter_map(|(name, p)| Some((name.clone(), p.get("Default")?.clone())))
-                    .collect()
-            })
+            .map(|params| params.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default();
         let mut resources = BTreeMap::new();
         let raw = doc
@@ -99,7 +150,7 @@ impl Template {
         }
         Ok(Template {
             resources,
-            parameter_defaults,
+            parameters,
         })
     }
 
@@ -282,19 +333,15 @@ impl StackContext {
         region: &str,
         account_id: &str,
         overrides: &HashMap<String, String>,
-    ) -> Self {
-        let mut parameters = template.parameter_defaults.clone();
-        for (k, v) in overrides {
-            parameters.insert(k.clone(), Value::String(v.clone()));
-        }
-        StackContext {
+    ) -> Result<Self, TemplateError> {
+        Ok(StackContext {
             stack_name: stack_name.to_owned(),
             region: region.to_owned(),
             account_id: account_id.to_owned(),
-            parameters,
+            parameters: parameter_values(template, overrides)?,
             refs: HashMap::new(),
             attributes: HashMap::new(),
-        }
+        })
     }
 
     /// The name CloudFormation would generate, without the random suffix so
@@ -536,7 +583,7 @@ Resources:
     fn intrinsics_resolve_like_cloudformation() {
         let t = Template::parse(TEMPLATE).unwrap();
         let overrides = HashMap::from([("Stage".to_owned(), "prod".to_owned())]);
-        let mut ctx = StackContext::new(&t, "s", "eu-west-1", "123456789012", &overrides);
+        let mut ctx = StackContext::new(&t, "s", "eu-west-1", "123456789012", &overrides).unwrap();
         let table = ctx
             .resolve(&t.resources["Table"].properties, "Table")
             .unwrap();
@@ -554,12 +601,43 @@ Resources:
     }
 
     #[test]
+    fn parameters_are_checked_as_cloudformation_checks_them() {
+        let t = Template::parse(
+            r#"
+Parameters:
+  Functions: {Type: String, AllowedPattern: "^[a-z-]+[*]?$", ConstraintDescription: a name or a prefix}
+  Arch: {Type: String, Default: arm64, AllowedValues: [arm64, x86_64]}
+Resources: {}
+"#,
+        )
+        .unwrap();
+        let given = |pairs: &[(&str, &str)]| {
+            let overrides = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            StackContext::new(&t, "s", "r", "1", &overrides).map(|c| c.parameters)
+        };
+        let values = given(&[("Functions", "shop-*")]).unwrap();
+        assert_eq!((values["Functions"].as_str(), values["Arch"].as_str()), (Some("shop-*"), Some("arm64")));
+        let refused = |pairs: &[(&str, &str)], expected: &str| {
+            let err = given(pairs).unwrap_err().to_string();
+            assert!(err.contains(expected), "{pairs:?}: {err}");
+        };
+        refused(&[], "Parameters.Functions: must have a value");
+        refused(&[("Functions", "*")], "a name or a prefix");
+        refused(&[("Functions", "shop-*x")], "does not match");
+        refused(&[("Functions", "shop"), ("Arch", "sparc")], "Parameters.Arch");
+        refused(&[("Functions", "shop"), ("Stage", "prod")], "no such parameter");
+    }
+
+    #[test]
     fn errors_name_the_place() {
         let t = Template::parse(
             "Resources:\n  A:\n    Type: X\n    Properties:\n      P: !If [c, 1, 2]\n",
         )
         .unwrap();
-        let ctx = StackContext::new(&t, "s", "r", "1", &HashMap::new());
+        let ctx = StackContext::new(&t, "s", "r", "1", &HashMap::new()).unwrap();
         let err = ctx
             .resolve(&t.resources["A"].properties, "A")
             .unwrap_err()
