@@ -12,6 +12,7 @@ pub use ports::{
     SystemClock, invoke,
 };
 
+use crate::batch::{Deadline, run_items, sqs_response, stream_response};
 use crate::domain::deployment::{
     AliasUpdate, Command, Deployment, DeploymentSpec, Event, EventKind, Gate, Input, Phase, Time,
     VersionSource, decide, pending,
@@ -152,36 +153,45 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         self.clock.now()
     }
 
-    /// Handles one event of the shifter's sources; for timer batches, returns
-    /// the SQS partial-batch answer naming the messages to retry.
+    /// Handles one event of the shifter's sources; for timer and stream
+    /// batches, returns the partial-batch answer naming the items to deliver
+    /// again. `deadline` is the invocation's (Lambda's context): no item is
+    /// started without the time for its gates.
     pub async fn handle(
         &self,
         payload: &serde_json::Value,
+        deadline: Option<std::time::SystemTime>,
     ) -> Result<serde_json::Value, EngineError> {
         let event = parse_shifter_event(payload).map_err(|e| EngineError::Event(e.to_string()))?;
+        // A drive runs at most a step's two gates before it waits again.
+        let deadline = deadline.map(|at| Deadline {
+            at,
+            per_item: self.hook_timeout * 2 + Duration::from_secs(10),
+        });
         match event {
             ShifterEvent::Timers(timers) => {
-                let mut failed = Vec::new();
-                for (message_id, timer) in timers {
-                    let outcome = match timer {
-                        Ok(timer) => self.timer(&timer).await.map(|_| ()),
+                let again = run_items(timers, deadline, |timer| async move {
+                    match timer {
+                        Ok(timer) => match self.timer(&timer).await {
+                            Ok(_) | Err(EngineError::Store(StoreError::NotFound(_))) => Ok(()),
+                            Err(e) => Err(e),
+                        },
                         Err(reason) => Err(EngineError::Event(reason)),
-                    };
-                    match outcome {
-                        Ok(()) | Err(EngineError::Store(StoreError::NotFound(_))) => {}
-                        Err(e) => {
-                            tracing::warn!(message_id, error = %e, "timer not handled; SQS will retry it");
-                            failed.push(serde_json::json!({ "itemIdentifier": message_id }));
-                        }
                     }
-                }
-                Ok(serde_json::json!({ "batchItemFailures": failed }))
+                })
+                .await;
+                Ok(sqs_response(again))
             }
-            ShifterEvent::Created(ids) => {
-                for id in ids {
-                    self.resume(&id).await?;
-                }
-                Ok(serde_json::Value::Null)
+            ShifterEvent::Created(items) => {
+                let items = items
+                    .into_iter()
+                    .map(|item| (item.sequence_number, item.id))
+                    .collect();
+                let again = run_items(items, deadline, |id| async move {
+                    self.resume(&id).await.map(|_| ())
+                })
+                .await;
+                Ok(stream_response(again))
             }
             ShifterEvent::Reconcile => {
                 let (seen, failures) = self.reconcile().await?;

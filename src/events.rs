@@ -26,12 +26,37 @@ pub enum ShifterEvent {
     /// Timer messages by SQS message id; a body that is not a timer is kept as its error.
     Timers(Messages<TimerMessage>),
     /// Deployments whose state item was just created.
-    Created(Vec<String>),
+    Created(Vec<StreamItem>),
     Reconcile,
     AlarmChanged {
         alarm: String,
         in_alarm: bool,
     },
+}
+
+/// An item of the table that a stream record asks a worker to look at: its
+/// id, and the record's sequence number (what a partial batch answer names).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamItem {
+    pub sequence_number: String,
+    pub id: String,
+}
+
+impl StreamItem {
+    fn of(record: &aws_lambda_events::dynamodb::EventRecord, id: &str) -> Self {
+        StreamItem {
+            sequence_number: record.change.sequence_number.clone().unwrap_or_default(),
+            id: id.to_owned(),
+        }
+    }
+}
+
+/// Adds `item` unless its id is there already (a record delivered twice, or
+/// two records of one item): the first record stands for both.
+fn push_once(items: &mut Vec<StreamItem>, item: StreamItem) {
+    if !items.iter().any(|i| i.id == item.id) {
+        items.push(item);
+    }
 }
 
 fn malformed(kind: &'static str) -> impl Fn(serde_json::Error) -> EventError {
@@ -77,19 +102,18 @@ pub fn parse_shifter_event(payload: &Value) -> Result<ShifterEvent, EventError> 
         Some("aws:dynamodb") => {
             let event: StreamEvent =
                 serde_json::from_value(payload.clone()).map_err(malformed("DynamoDB stream"))?;
-            let mut ids = Vec::new();
+            let mut items = Vec::new();
             for record in event.records.iter().filter(|r| r.event_name == "INSERT") {
                 let keys: Value = serde_json::to_value(&record.change.keys).unwrap_or_default();
                 let (pk, sk) = (keys.pointer("/pk/S"), keys.pointer("/sk/S"));
                 if let (Some(Value::String(pk)), Some(Value::String(sk))) = (pk, sk)
                     && sk == "STATE"
                     && let Some(id) = pk.strip_prefix("DEPLOY#")
-                    && !ids.iter().any(|i| i == id)
                 {
-                    ids.push(id.to_owned());
+                    push_once(&mut items, StreamItem::of(record, id));
                 }
             }
-            return Ok(ShifterEvent::Created(ids));
+            return Ok(ShifterEvent::Created(items));
         }
         _ => {}
     }
@@ -120,8 +144,8 @@ pub enum OrchestratorEvent {
     Timers(Messages<PipelineTimer>),
     /// From the table's stream: executions just created, and deployments that just ended.
     Table {
-        new_executions: Vec<String>,
-        finished_deployments: Vec<String>,
+        new_executions: Vec<StreamItem>,
+        finished_deployments: Vec<StreamItem>,
     },
     /// An S3 "Object Created" event (EventBridge).
     ObjectCreated {
@@ -159,9 +183,8 @@ pub fn parse_orchestrator_event(payload: &Value) -> Result<OrchestratorEvent, Ev
                 let pk = text("/Keys/pk/S").unwrap_or_default();
                 if let Some(id) = pk.strip_prefix("EXEC#")
                     && record.event_name == "INSERT"
-                    && !new_executions.iter().any(|i| i == id)
                 {
-                    new_executions.push(id.to_owned());
+                    push_once(&mut new_executions, StreamItem::of(record, id));
                 }
                 let finished = |image: &str| {
                     text(&format!("/{image}/phase/S")).is_some_and(|p| FINISHED_PHASES.contains(&p))
@@ -169,9 +192,8 @@ pub fn parse_orchestrator_event(payload: &Value) -> Result<OrchestratorEvent, Ev
                 if let Some(id) = pk.strip_prefix("DEPLOY#")
                     && finished("NewImage")
                     && !finished("OldImage")
-                    && !finished_deployments.iter().any(|i| i == id)
                 {
-                    finished_deployments.push(id.to_owned());
+                    push_once(&mut finished_deployments, StreamItem::of(record, id));
                 }
             }
             return Ok(OrchestratorEvent::Table {
@@ -230,7 +252,10 @@ mod tests {
         );
         assert_eq!(
             parse_shifter_event(&sample("shifter-stream.json")),
-            Ok(ShifterEvent::Created(vec!["d-4f1c".into()])),
+            Ok(ShifterEvent::Created(vec![StreamItem {
+                sequence_number: "4421584500000000017450439091".into(),
+                id: "d-4f1c".into()
+            }])),
             "only state items count, timeline items do not"
         );
         assert_eq!(
@@ -277,8 +302,14 @@ mod tests {
         assert_eq!(
             parse_orchestrator_event(&sample("orchestrator-stream.json")),
             Ok(OrchestratorEvent::Table {
-                new_executions: vec!["9a1f3c2-0c1e2d3f".into()],
-                finished_deployments: vec!["9a1f3c2-0c1e2d3f~1.0.1".into()],
+                new_executions: vec![StreamItem {
+                    sequence_number: "4421584500000000017450439101".into(),
+                    id: "9a1f3c2-0c1e2d3f".into()
+                }],
+                finished_deployments: vec![StreamItem {
+                    sequence_number: "4421584500000000017450439102".into(),
+                    id: "9a1f3c2-0c1e2d3f~1.0.1".into()
+                }],
             })
         );
         let Ok(OrchestratorEvent::Timers(timers)) =

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod aws;
+pub mod batch;
 pub mod codepipeline_action;
 pub mod commits;
 pub mod domain;

@@ -10,6 +10,7 @@ mod ports;
 
 pub use ports::{Actions, AwsActions, Executions, PipelineRun};
 
+use crate::batch::{Deadline, run_items, sqs_response, stream_response};
 use crate::domain::deployment::{
     Deployment, DeploymentSpec, Input as DeploymentInput, Phase, VersionSource,
 };
@@ -29,6 +30,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 use tracing::Instrument;
+
+/// The time an item of a batch is given before it is started: the
+/// orchestrator's work is saves and short calls, but for invoke actions.
+const ITEM_TIME: Duration = Duration::from_secs(60);
 
 /// How often an artifact action looks for its object when no notification
 /// came, and a codepipeline action at the execution it started.
@@ -131,43 +136,60 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
         self.engine.clock.now()
     }
 
-    /// Handles one event of the orchestrator's sources; for timer batches,
-    /// returns the SQS partial-batch answer.
+    /// Handles one event of the orchestrator's sources; for timer and stream
+    /// batches, returns the partial-batch answer naming the items to deliver
+    /// again. `deadline` is the invocation's: an item is started only with a
+    /// minute left (an invoke action may take longer: cut by the timeout, it
+    /// is delivered again and repeats nothing done).
     pub async fn handle(
         &self,
         payload: &serde_json::Value,
+        deadline: Option<std::time::SystemTime>,
     ) -> Result<serde_json::Value, OrchestratorError> {
         let event = parse_orchestrator_event(payload)
             .map_err(|e| OrchestratorError::Event(e.to_string()))?;
+        let deadline = deadline.map(|at| Deadline {
+            at,
+            per_item: ITEM_TIME,
+        });
         match event {
             OrchestratorEvent::Timers(timers) => {
-                let mut failed = Vec::new();
-                for (message_id, timer) in timers {
-                    let outcome = match timer {
-                        Ok(timer) => self.timer(&timer).await.map(|_| ()),
+                let again = run_items(timers, deadline, |timer| async move {
+                    match timer {
+                        Ok(timer) => match self.timer(&timer).await {
+                            Ok(_) | Err(OrchestratorError::Store(StoreError::NotFound(_))) => {
+                                Ok(())
+                            }
+                            Err(e) => Err(e),
+                        },
                         Err(reason) => Err(OrchestratorError::Event(reason)),
-                    };
-                    match outcome {
-                        Ok(()) | Err(OrchestratorError::Store(StoreError::NotFound(_))) => {}
-                        Err(e) => {
-                            tracing::warn!(message_id, error = %e, "timer not handled; SQS will retry it");
-                            failed.push(serde_json::json!({ "itemIdentifier": message_id }));
-                        }
                     }
-                }
-                Ok(serde_json::json!({ "batchItemFailures": failed }))
+                })
+                .await;
+                Ok(sqs_response(again))
             }
             OrchestratorEvent::Table {
                 new_executions,
                 finished_deployments,
             } => {
-                for id in new_executions {
-                    self.arrived(&id).await?;
-                }
-                for id in finished_deployments {
-                    self.deployment_finished(&id).await?;
-                }
-                Ok(serde_json::Value::Null)
+                let items = new_executions
+                    .into_iter()
+                    .map(|i| (i.sequence_number, (true, i.id)))
+                    .chain(
+                        finished_deployments
+                            .into_iter()
+                            .map(|i| (i.sequence_number, (false, i.id))),
+                    )
+                    .collect();
+                let again = run_items(items, deadline, |(new_execution, id)| async move {
+                    if new_execution {
+                        self.arrived(&id).await.map(|_| ())
+                    } else {
+                        self.deployment_finished(&id).await.map(|_| ())
+                    }
+                })
+                .await;
+                Ok(stream_response(again))
             }
             OrchestratorEvent::ObjectCreated { bucket, key } => {
                 let woken = self.object_created(&bucket, &key).await?;

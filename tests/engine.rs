@@ -1505,3 +1505,92 @@ async fn api_calls_give_up_in_time_and_invokes_run_as_long_as_their_function() -
         .context("answered again once sluice-local runs")?;
     Ok(())
 }
+
+/// A deploy from a zip meets Lambda as it is: the function may be mid-update
+/// (Lambda refuses to publish then), the new version starts `Pending`, and
+/// the control plane may throttle. The engine waits for the update and the
+/// version, and a throttled publish leaves the deployment to be retried,
+/// never failed; an artifact that is not there fails it with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_zip_deploy_waits_out_updates_and_pending_versions_and_survives_throttling() -> Result<()>
+{
+    let w = world().await?;
+    let bucket = w.stack.var("SLUICE_RESOURCE_ARTIFACT_BUCKET").to_owned();
+    let s3 = aws_sdk_s3::Client::new(&w.stack.sdk_config().await);
+    s3.put_object()
+        .bucket(&bucket)
+        .key("builds/greeter-r4.zip")
+        .body(greeter_zip("r4")?.into())
+        .send()
+        .await?;
+    let from_zip = |key: &str| DeploymentSpec {
+        source: VersionSource::Artifact {
+            bucket: bucket.clone(),
+            key: key.to_owned(),
+            object_version: None,
+        },
+        ..spec("unused", "AllAtOnce", Some("pre-ok"), None)
+    };
+
+    // Someone else's update is in progress when the deployment starts.
+    w.lambda
+        .update_function_configuration()
+        .function_name("greeter")
+        .description("an operator's change")
+        .send()
+        .await?;
+    let d = w
+        .engine
+        .start("zip", from_zip("builds/greeter-r4.zip"))
+        .await?;
+    assert_eq!(d.to_version.as_deref(), Some("4"), "{:?}", d.phase);
+    assert_eq!(
+        d.phase,
+        Phase::Promoted,
+        "the PreTraffic hook could invoke the new version"
+    );
+    assert_eq!(w.alias().await?, ("4".to_owned(), vec![]));
+    let answered = w
+        .lambda
+        .invoke()
+        .function_name("greeter")
+        .qualifier("live")
+        .payload(aws_sdk_lambda::primitives::Blob::new(r#"{"name":"Ada"}"#))
+        .send()
+        .await?;
+    assert_eq!(answered.executed_version(), Some("4"));
+
+    // A missing artifact will not appear by retrying: failed, with the reason.
+    let d = w
+        .engine
+        .start("missing", from_zip("builds/nothing.zip"))
+        .await?;
+    assert!(
+        matches!(&d.phase, Phase::FailedToStart { reason } if reason.contains("builds/nothing.zip")),
+        "{:?}",
+        d.phase
+    );
+
+    // The control plane throttles every request for a while: the start
+    // fails the worker, not the deployment, and a later resume finishes it.
+    s3.put_object()
+        .bucket(&bucket)
+        .key("builds/greeter-r5.zip")
+        .body(greeter_zip("r5")?.into())
+        .send()
+        .await?;
+    throttle(&w, Some(1000)).await?;
+    let err = w
+        .engine
+        .start("throttled", from_zip("builds/greeter-r5.zip"))
+        .await
+        .expect_err("every call throttled");
+    assert!(format!("{err}").contains("TooManyRequests"), "{err}");
+    let d = w.engine.store.load("throttled").await?.deployment;
+    assert_eq!(d.phase, Phase::Created, "still to be started");
+    throttle(&w, Some(0)).await?;
+    let d = w.engine.resume("throttled").await?;
+    assert_eq!(d.phase, Phase::Promoted, "{:?}", d.phase);
+    assert_eq!(w.alias().await?, ("5".to_owned(), vec![]));
+    Ok(())
+}

@@ -928,3 +928,111 @@ async fn control_plane_requests_beyond_the_quota_are_throttled() -> Result<()> {
     assert_eq!(counted("get_function", "throttled"), 0);
     Ok(())
 }
+
+/// A stream mapping with Lambda's error handling: records the filter does not
+/// match are never delivered, a failed batch is split until the bad record is
+/// alone, and that record alone is discarded into the on-failure destination
+/// after its retries (services-dynamodb-errors.html).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stream_batches_are_filtered_bisected_and_discarded_as_lambda_does() -> Result<()> {
+    let records = tempfile::tempdir()?;
+    let record_dir = records.path().to_str().context("utf-8 path")?.to_owned();
+    let stack = start_stack(
+        Some("tests/fixtures/event-sources.yaml"),
+        &[("RecordDir", &record_dir)],
+        1.0,
+    )?;
+    let config = stack.sdk_config().await;
+    let ddb = aws_sdk_dynamodb::Client::new(&config);
+    // One write, so the stream holds the five records together.
+    let keys = ["keep-1", "keep-2", "keep-recorder-fail", "keep-4", "drop-5"];
+    let puts = keys
+        .iter()
+        .map(|k| {
+            let put = aws_sdk_dynamodb::types::PutRequest::builder()
+                .item(
+                    "pk",
+                    aws_sdk_dynamodb::types::AttributeValue::S(k.to_string()),
+                )
+                .build()?;
+            Ok(aws_sdk_dynamodb::types::WriteRequest::builder()
+                .put_request(put)
+                .build())
+        })
+        .collect::<Result<Vec<_>>>()?;
+    ddb.batch_write_item()
+        .request_items(stack.var("SLUICE_RESOURCE_LEDGER"), puts)
+        .send()
+        .await?;
+
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let discarded = wait_for(
+        "a record in the on-failure destination",
+        DEADLINE,
+        || async {
+            let out = sqs
+                .receive_message()
+                .queue_url(stack.var("SLUICE_RESOURCE_DISCARDED"))
+                .wait_time_seconds(1)
+                .send()
+                .await?;
+            Ok(out
+                .messages()
+                .first()
+                .and_then(|m| serde_json::from_str::<Value>(m.body()?).ok()))
+        },
+    )
+    .await
+    .with_context(|| stack.log_tail())?;
+    let info = &discarded["DDBStreamBatchInfo"];
+    assert_eq!(info["batchSize"], 1, "only the bad record: {discarded}");
+    assert_eq!(
+        discarded["requestContext"]["condition"],
+        "RetryAttemptsExhausted"
+    );
+    assert_eq!(info["startSequenceNumber"], info["endSequenceNumber"]);
+
+    // What the function saw: every kept key, the good ones in a batch that
+    // succeeded, and never the filtered one.
+    let delivered: Vec<Vec<String>> = read_json_files(records.path())
+        .into_iter()
+        .filter(|e| {
+            e["Records"][0]["eventSourceARN"]
+                .as_str()
+                .is_some_and(|a| a.contains("Ledger"))
+        })
+        .map(|e| {
+            e["Records"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| {
+                    r.pointer("/dynamodb/Keys/pk/S")?
+                        .as_str()
+                        .map(str::to_owned)
+                })
+                .collect()
+        })
+        .collect();
+    assert!(
+        delivered.iter().flatten().all(|k| k != "drop-5"),
+        "the filter keeps drop-5 out: {delivered:?}"
+    );
+    for good in ["keep-1", "keep-2", "keep-4"] {
+        assert!(
+            delivered
+                .iter()
+                .any(|b| b.iter().any(|k| k == good) && b.iter().all(|k| !k.contains("fail"))),
+            "{good} delivered in a batch without the bad record: {delivered:?}"
+        );
+    }
+    let alone = delivered
+        .iter()
+        .filter(|b| b.as_slice() == ["keep-recorder-fail"])
+        .count();
+    assert_eq!(
+        alone, 2,
+        "the bad record alone, tried and retried once: {delivered:?}"
+    );
+    Ok(())
+}

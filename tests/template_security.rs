@@ -68,6 +68,25 @@ fn statements(template: &Template) -> Vec<(String, Value)> {
     out
 }
 
+/// Parameters that name Lambda functions in policies (`function:${Name}`).
+fn function_patterns(template: &Template) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for (_, statement) in statements(template) {
+        for resource in list(statement.get("Resource")) {
+            let text = resource
+                .get("Fn::Sub")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            for part in text.split(":function:${").skip(1) {
+                if let Some((name, _)) = part.split_once('}') {
+                    names.insert(name.to_owned());
+                }
+            }
+        }
+    }
+    names
+}
+
 /// Everything the review finds wrong, one line each.
 fn problems(template: &Template) -> Vec<String> {
     let mut found = Vec::new();
@@ -87,6 +106,24 @@ fn problems(template: &Template) -> Vec<String> {
                     ));
                 }
             }
+        }
+    }
+    for parameter in function_patterns(template) {
+        let declaration = template.parameter(&parameter).cloned().unwrap_or_default();
+        if declaration.get("Default").is_some() {
+            found.push(format!(
+                "{parameter}: names the functions policies cover, so it must have no Default"
+            ));
+        }
+        let refuses_any = declaration
+            .get("AllowedPattern")
+            .and_then(Value::as_str)
+            .and_then(|p| regex::Regex::new(p).ok())
+            .is_some_and(|re| !re.is_match("*") && re.is_match("shop-*"));
+        if !refuses_any {
+            found.push(format!(
+                "{parameter}: its AllowedPattern must refuse \"*\" (every function) and take a prefix"
+            ));
         }
     }
     for (id, r) in &template.resources {
@@ -112,14 +149,22 @@ fn problems(template: &Template) -> Vec<String> {
                     "{id}: invoked asynchronously by {name} ({kind}) without a dead-letter queue or on-failure destination"
                 ));
             }
-            if matches!(kind, "DynamoDB" | "Kinesis")
-                && event
-                    .pointer("/Properties/DestinationConfig/OnFailure")
-                    .is_none()
-            {
-                found.push(format!(
-                    "{id}: stream source {name} has no on-failure destination"
-                ));
+            if matches!(kind, "DynamoDB" | "Kinesis") {
+                let props = event.get("Properties").cloned().unwrap_or_default();
+                if props.pointer("/DestinationConfig/OnFailure").is_none() {
+                    found.push(format!(
+                        "{id}: stream source {name} has no on-failure destination"
+                    ));
+                }
+                // Without both, one bad record holds back its whole shard.
+                let reports = list(props.get("FunctionResponseTypes"))
+                    .iter()
+                    .any(|t| t == "ReportBatchItemFailures");
+                if !reports || props.get("BisectBatchOnFunctionError") != Some(&Value::Bool(true)) {
+                    found.push(format!(
+                        "{id}: stream source {name} neither reports item failures nor bisects failed batches"
+                    ));
+                }
             }
             if kind == "SQS" {
                 // The queue's redrive policy keeps what keeps failing.
@@ -168,6 +213,43 @@ fn the_template_passes_the_review() {
     assert_eq!(problems(&template), Vec::<String>::new());
     // The review looked at something.
     assert!(statements(&template).len() >= 10);
+    assert!(function_patterns(&template).contains("ManagedFunctions"));
+    // The functions that run gates may invoke the stack's own hooks, whatever
+    // ManagedFunctions names, and wait on GetFunction (not the 15/s quota).
+    for runner in ["ShifterFunction", "ApiFunction"] {
+        let granted: Vec<Value> = statements(&template)
+            .into_iter()
+            .filter(|(id, _)| id == runner)
+            .map(|(_, s)| s)
+            .collect();
+        let may = |action: &str, resource: &str| {
+            granted.iter().any(|s| {
+                list(s.get("Action")).iter().any(|a| a == action)
+                    && list(s.get("Resource"))
+                        .iter()
+                        .any(|r| r.to_string().contains(resource))
+            })
+        };
+        for hook in ["PreTrafficFunction", "PostTrafficFunction"] {
+            assert!(
+                may("lambda:InvokeFunction", hook),
+                "{runner} cannot invoke {hook}"
+            );
+        }
+        assert!(
+            may("lambda:GetFunction", "ManagedFunctions"),
+            "{runner}: GetFunction"
+        );
+    }
+    for hook in ["PreTrafficFunction", "PostTrafficFunction"] {
+        assert!(
+            template.resources[hook]
+                .properties
+                .get("FunctionName")
+                .is_some(),
+            "{hook} has a fixed name"
+        );
+    }
     // The operator API takes SigV4-signed requests only.
     let api = &template.resources["ApiFunction"].properties;
     assert_eq!(
@@ -181,6 +263,8 @@ fn the_template_passes_the_review() {
 fn the_review_finds_each_kind_of_problem() {
     let template = Template::parse(
         r#"
+Parameters:
+  Apps: {Type: String, Default: "*"}
 Resources:
   Jobs:
     Type: AWS::SQS::Queue
@@ -197,6 +281,7 @@ Resources:
             - { Effect: Allow, Action: [s3:GetObject, cloudwatch:GetMetricStatistics], Resource: "*" }
             - { Effect: Deny, Action: s3:DeleteObject, Resource: "*" }
             - { Effect: Allow, Action: s3:PutObject, Resource: !Sub "arn:aws:s3:::bucket/*" }
+            - { Effect: Allow, Action: lambda:UpdateAlias, Resource: !Sub "arn:aws:lambda:r:1:function:${Apps}" }
 "#,
     )
     .expect("parses");
@@ -204,7 +289,10 @@ Resources:
         problems(&template),
         vec![
             "Worker: s3:GetObject on Resource '*' (it takes a resource ARN)".to_owned(),
+            "Apps: names the functions policies cover, so it must have no Default".to_owned(),
+            "Apps: its AllowedPattern must refuse \"*\" (every function) and take a prefix".to_owned(),
             "Worker: stream source Changes has no on-failure destination".to_owned(),
+            "Worker: stream source Changes neither reports item failures nor bisects failed batches".to_owned(),
             "Worker: invoked asynchronously by Nightly (Schedule) without a dead-letter queue or on-failure destination".to_owned(),
             "Worker: the queue of Work has no redrive policy".to_owned(),
             "Worker: logs to no group of the stack with a retention".to_owned(),

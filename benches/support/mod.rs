@@ -26,7 +26,8 @@ pub fn template_stack(root: &Path, work: &Path) -> Result<LocalStack> {
     let mut opts = StackOptions::for_checkout(root, &build_dir(), &work.join("stack"));
     opts.template = Some(root.join("template.yaml"));
     // The benches deploy the function `app`.
-    opts.parameters.push(("ManagedFunctions".into(), "app".into()));
+    opts.parameters
+        .push(("ManagedFunctions".into(), "app".into()));
     let template = sluice_local::template::Template::load(&root.join("template.yaml"))?;
     opts.skip_functions = template
         .resources

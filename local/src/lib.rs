@@ -9,6 +9,7 @@
 pub mod api;
 pub mod code;
 pub mod control_plane;
+pub mod filters;
 pub mod invoke;
 pub mod launcher;
 pub mod metrics;

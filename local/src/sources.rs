@@ -2,6 +2,7 @@
 //! DynamoDB stream poller, the SQS poller, schedules and Function URLs. Each
 //! delivers events in the shape AWS sends (the `aws_lambda_events` types).
 
+use crate::filters::FilterPattern;
 use crate::invoke::{Invoker, Target};
 use aws_lambda_events::dynamodb::{
     Event as DynamoDbEvent, EventRecord, StreamRecord, StreamViewType,
@@ -36,6 +37,17 @@ pub enum EventSource {
         /// `None`: retry until the record expires, as Lambda's default of -1.
         max_retries: Option<u32>,
         report_failures: bool,
+        /// `BisectBatchOnFunctionError`: a batch the function fails whole is
+        /// split in two, each half retried apart.
+        bisect: bool,
+        /// `MaximumRecordAgeInSeconds`, unscaled (`None`: -1, the stream's
+        /// retention).
+        max_record_age: Option<Duration>,
+        /// The SQS queue (ARN) of `DestinationConfig.OnFailure`: what is
+        /// discarded is recorded there.
+        on_failure: Option<String>,
+        /// `FilterCriteria`: only records some pattern matches are delivered.
+        filters: Vec<FilterPattern>,
     },
     Sqs {
         queue_arn: String,
@@ -108,6 +120,30 @@ impl EventSource {
                     }
                 },
                 report_failures,
+                bisect: props.get("BisectBatchOnFunctionError") == Some(&json!(true)),
+                max_record_age: match int("MaximumRecordAgeInSeconds") {
+                    None | Some(-1) => None,
+                    Some(n) if (60..=604_800).contains(&n) => Some(Duration::from_secs(n as u64)),
+                    Some(n) => {
+                        return Err(format!(
+                            "{at}: MaximumRecordAgeInSeconds {n} must be -1 or 60 to 604800"
+                        ));
+                    }
+                },
+                on_failure: props
+                    .pointer("/DestinationConfig/OnFailure/Destination")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                filters: props
+                    .pointer("/FilterCriteria/Filters")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|f| {
+                        let text = f.get("Pattern").and_then(Value::as_str).unwrap_or("");
+                        FilterPattern::parse(text).map_err(|e| format!("{at}: {e}"))
+                    })
+                    .collect::<Result<_, _>>()?,
             },
             "SQS" => EventSource::Sqs {
                 queue_arn: text("Queue")
@@ -303,9 +339,21 @@ async fn poll_stream(ctx: &SourceContext, target: &Target, source: EventSource) 
         batch_size,
         max_retries,
         report_failures,
+        bisect,
+        max_record_age,
+        on_failure,
+        filters,
     } = source
     else {
         return;
+    };
+    let mapping = StreamMapping {
+        stream_arn: stream_arn.clone(),
+        max_retries,
+        report_failures,
+        bisect,
+        max_record_age: max_record_age.map(|age| age.mul_f64(ctx.schedule_scale)),
+        on_failure,
     };
     let table_name = stream_arn
         .split(":table/")
@@ -355,7 +403,7 @@ async fn poll_stream(ctx: &SourceContext, target: &Target, source: EventSource) 
             Err(e) => tracing::warn!(error = ?e, stream = %stream_arn, "cannot describe stream"),
         }
         let mut idle = true;
-        for iterator in iterators.values_mut() {
+        for (shard, iterator) in iterators.iter_mut() {
             let Some(current) = iterator.clone() else {
                 continue;
             };
@@ -380,46 +428,194 @@ async fn poll_stream(ctx: &SourceContext, target: &Target, source: EventSource) 
                 continue;
             }
             idle = false;
-            let mut batch: Vec<EventRecord> = records
+            let batch: Vec<EventRecord> = records
                 .into_iter()
                 .map(|r| stream_record(r, &stream_arn, table_name.as_deref(), &ctx.region))
-                .collect();
-            let mut attempts = 0u32;
-            let mut backoff = Duration::from_millis(100);
-            while !batch.is_empty() {
-                let event = {
-                    let mut e = DynamoDbEvent::default();
-                    e.records = batch.clone();
-                    e
-                };
-                match deliver(ctx, target, &event, report_failures).await {
-                    Ok(failed) if failed.is_empty() => break,
-                    outcome => {
-                        attempts += 1;
-                        if max_retries.is_some_and(|max| attempts > max) {
-                            tracing::error!(function = %target.function_name, records = batch.len(), "stream batch dropped after retries");
-                            break;
-                        }
-                        // A partial failure retries from the first record it names.
-                        if let Ok(failed) = outcome {
-                            let first = batch.iter().position(|r| {
-                                r.change
-                                    .sequence_number
-                                    .as_ref()
-                                    .is_some_and(|s| failed.contains(s))
-                            });
-                            batch.drain(..first.unwrap_or(0));
-                        }
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                .filter(|r| {
+                    filters.is_empty() || {
+                        let shaped = serde_json::to_value(r).unwrap_or_default();
+                        filters.iter().any(|f| f.matches(&shaped))
                     }
-                }
+                })
+                .collect();
+            if !batch.is_empty() {
+                mapping.deliver(ctx, target, shard, batch).await;
             }
         }
         if idle {
             tokio::time::sleep(ctx.poll_interval).await;
         }
     }
+}
+
+/// How a stream's event source mapping handles a batch, as
+/// <https://docs.aws.amazon.com/lambda/latest/dg/services-dynamodb-errors.html>
+/// describes it: a failed batch is retried (from the first record the
+/// function names, when it reports item failures) until it succeeds, its
+/// records grow too old, or the retries run out; a batch the function fails
+/// whole is split in two first, when bisecting is on; what is discarded is
+/// recorded in the on-failure destination.
+struct StreamMapping {
+    stream_arn: String,
+    max_retries: Option<u32>,
+    report_failures: bool,
+    bisect: bool,
+    max_record_age: Option<Duration>,
+    on_failure: Option<String>,
+}
+
+impl StreamMapping {
+    async fn deliver(
+        &self,
+        ctx: &SourceContext,
+        target: &Target,
+        shard: &str,
+        batch: Vec<EventRecord>,
+    ) {
+        // Halves of a split batch wait their turn, in order, with the
+        // retries their batch had made.
+        let mut pending = std::collections::VecDeque::from([(batch, 0u32)]);
+        while let Some((mut batch, mut attempts)) = pending.pop_front() {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let (fresh, expired) = self.split_by_age(std::mem::take(&mut batch));
+                if !expired.is_empty() {
+                    self.discard(ctx, target, shard, &expired, attempts, "RecordAgeExceeded")
+                        .await;
+                }
+                batch = fresh;
+                if batch.is_empty() {
+                    break;
+                }
+                let event = {
+                    let mut e = DynamoDbEvent::default();
+                    e.records = batch.clone();
+                    e
+                };
+                let outcome = deliver(ctx, target, &event, self.report_failures).await;
+                if matches!(&outcome, Ok(failed) if failed.is_empty()) {
+                    break;
+                }
+                // Splitting a batch does not count as a retry.
+                if outcome.is_err() && self.bisect && batch.len() > 1 {
+                    let second = batch.split_off(batch.len() / 2);
+                    pending.push_front((second, attempts));
+                    pending.push_front((batch, attempts));
+                    break;
+                }
+                attempts += 1;
+                if self.max_retries.is_some_and(|max| attempts > max) {
+                    self.discard(
+                        ctx,
+                        target,
+                        shard,
+                        &batch,
+                        attempts,
+                        "RetryAttemptsExhausted",
+                    )
+                    .await;
+                    break;
+                }
+                // A partial failure retries from the first record it names.
+                if let Ok(failed) = outcome {
+                    let first = batch.iter().position(|r| {
+                        r.change
+                            .sequence_number
+                            .as_ref()
+                            .is_some_and(|s| failed.contains(s))
+                    });
+                    batch.drain(..first.unwrap_or(0));
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+
+    /// The records still young enough to deliver, and those too old.
+    fn split_by_age(&self, batch: Vec<EventRecord>) -> (Vec<EventRecord>, Vec<EventRecord>) {
+        let Some(max_age) = self.max_record_age else {
+            return (batch, Vec::new());
+        };
+        let now = chrono::Utc::now();
+        batch.into_iter().partition(|r| {
+            (now - r.change.approximate_creation_date_time)
+                .to_std()
+                .map_or(true, |age| age <= max_age)
+        })
+    }
+
+    /// Drops records for good, recording them (as Lambda's invocation record
+    /// for a stream) in the on-failure destination, if there is one.
+    async fn discard(
+        &self,
+        ctx: &SourceContext,
+        target: &Target,
+        shard: &str,
+        records: &[EventRecord],
+        attempts: u32,
+        condition: &str,
+    ) {
+        tracing::error!(function = %target.function_name, records = records.len(), condition, "stream records discarded");
+        let Some(queue_arn) = &self.on_failure else {
+            return;
+        };
+        let sequence = |r: Option<&EventRecord>| {
+            r.and_then(|r| r.change.sequence_number.clone())
+                .unwrap_or_default()
+        };
+        let arrival = |r: Option<&EventRecord>| {
+            r.map(|r| r.change.approximate_creation_date_time.to_rfc3339())
+                .unwrap_or_default()
+        };
+        let record = json!({
+            "requestContext": {
+                "requestId": uuid::Uuid::new_v4().to_string(),
+                "functionArn": ctx.invoker.function_arn(&target.function_name),
+                "condition": condition,
+                "approximateInvokeCount": attempts,
+            },
+            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST", "functionError": "Unhandled"},
+            "version": "1.0",
+            "timestamp": chrono::Utc::now().to_rfc3339(),
+            "DDBStreamBatchInfo": {
+                "shardId": shard,
+                "startSequenceNumber": sequence(records.first()),
+                "endSequenceNumber": sequence(records.last()),
+                "approximateArrivalOfFirstRecord": arrival(records.first()),
+                "approximateArrivalOfLastRecord": arrival(records.last()),
+                "batchSize": records.len(),
+                "streamArn": self.stream_arn,
+            },
+        });
+        let sent = async {
+            let url = queue_url(ctx, queue_arn).await?;
+            ctx.sqs
+                .send_message()
+                .queue_url(url)
+                .message_body(record.to_string())
+                .send()
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            Ok::<_, String>(())
+        };
+        if let Err(e) = sent.await {
+            tracing::error!(queue = %queue_arn, error = %e, "could not record discarded records in the on-failure destination");
+        }
+    }
+}
+
+/// An SQS queue's URL from its ARN (`arn:aws:sqs:region:account:name`).
+async fn queue_url(ctx: &SourceContext, queue_arn: &str) -> Result<String, String> {
+    let name = queue_arn.rsplit(':').next().unwrap_or(queue_arn);
+    ctx.sqs
+        .get_queue_url()
+        .queue_name(name)
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?
+        .queue_url
+        .ok_or_else(|| format!("no URL for {queue_arn}"))
 }
 
 fn stream_record(
@@ -1021,9 +1217,51 @@ mod tests {
                 from_start: false,
                 batch_size: 100,
                 max_retries: None,
-                report_failures: false
+                report_failures: false,
+                bisect: false,
+                max_record_age: None,
+                on_failure: None,
+                filters: vec![],
             })
         );
+        let e = EventSource::from_sam(
+            "F",
+            "Stream",
+            &json!({"Type": "DynamoDB", "Properties": {
+            "Stream": "arn:s", "MaximumRetryAttempts": 2, "BisectBatchOnFunctionError": true,
+            "MaximumRecordAgeInSeconds": 60, "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            "DestinationConfig": {"OnFailure": {"Destination": "arn:aws:sqs:r:1:dlq"}},
+            "FilterCriteria": {"Filters": [{"Pattern": "{\"eventName\": [\"INSERT\"]}"}]}}}),
+        )
+        .unwrap();
+        let Some(EventSource::DynamoDbStream {
+            max_retries,
+            bisect,
+            max_record_age,
+            on_failure,
+            filters,
+            report_failures,
+            ..
+        }) = e
+        else {
+            panic!("{e:?}")
+        };
+        assert_eq!(
+            (max_retries, bisect, report_failures),
+            (Some(2), true, true)
+        );
+        assert_eq!(max_record_age, Some(Duration::from_secs(60)));
+        assert_eq!(on_failure.as_deref(), Some("arn:aws:sqs:r:1:dlq"));
+        assert!(filters[0].matches(&json!({"eventName": "INSERT"})));
+        for bad in [
+            json!({"Stream": "s", "MaximumRecordAgeInSeconds": 5}),
+            json!({"Stream": "s", "FilterCriteria": {"Filters": [{"Pattern": "{\"a\": [{\"numeric\": [1]}]}"}]}}),
+        ] {
+            let err =
+                EventSource::from_sam("F", "S", &json!({"Type": "DynamoDB", "Properties": bad}))
+                    .unwrap_err();
+            assert!(err.starts_with("F.Events.S:"), "{err}");
+        }
         let e = EventSource::from_sam("F", "Q", &json!({"Type": "SQS", "Properties": {"Queue": "arn:q", "FunctionResponseTypes": ["ReportBatchItemFailures"]}})).unwrap();
         assert!(matches!(
             e,

@@ -38,7 +38,10 @@ fn parameter_values(
     template: &Template,
     overrides: &HashMap<String, String>,
 ) -> Result<HashMap<String, Value>, TemplateError> {
-    if let Some(unknown) = overrides.keys().find(|k| !template.parameters.contains_key(*k)) {
+    if let Some(unknown) = overrides
+        .keys()
+        .find(|k| !template.parameters.contains_key(*k))
+    {
         return Err(invalid(
             format!("Parameters.{unknown}"),
             "the template declares no such parameter",
@@ -60,7 +63,10 @@ fn parameter_values(
             let re = regex::Regex::new(pattern)
                 .map_err(|e| invalid(&at, format!("AllowedPattern {pattern:?}: {e}")))?;
             // CloudFormation matches the whole value.
-            if !re.find(&text).is_some_and(|m| m.start() == 0 && m.end() == text.len()) {
+            if !re
+                .find(&text)
+                .is_some_and(|m| m.start() == 0 && m.end() == text.len())
+            {
                 let why = declaration
                     .get("ConstraintDescription")
                     .and_then(Value::as_str)
@@ -152,6 +158,11 @@ impl Template {
             resources,
             parameters,
         })
+    }
+
+    /// A parameter's declaration (`Type`, `Default`, `AllowedPattern`, ...).
+    pub fn parameter(&self, name: &str) -> Option<&Value> {
+        self.parameters.get(name)
     }
 
     /// Logical ids in an order where every resource comes after those it refers to.
@@ -619,7 +630,10 @@ Resources: {}
             StackContext::new(&t, "s", "r", "1", &overrides).map(|c| c.parameters)
         };
         let values = given(&[("Functions", "shop-*")]).unwrap();
-        assert_eq!((values["Functions"].as_str(), values["Arch"].as_str()), (Some("shop-*"), Some("arm64")));
+        assert_eq!(
+            (values["Functions"].as_str(), values["Arch"].as_str()),
+            (Some("shop-*"), Some("arm64"))
+        );
         let refused = |pairs: &[(&str, &str)], expected: &str| {
             let err = given(pairs).unwrap_err().to_string();
             assert!(err.contains(expected), "{pairs:?}: {err}");
@@ -627,8 +641,14 @@ Resources: {}
         refused(&[], "Parameters.Functions: must have a value");
         refused(&[("Functions", "*")], "a name or a prefix");
         refused(&[("Functions", "shop-*x")], "does not match");
-        refused(&[("Functions", "shop"), ("Arch", "sparc")], "Parameters.Arch");
-        refused(&[("Functions", "shop"), ("Stage", "prod")], "no such parameter");
+        refused(
+            &[("Functions", "shop"), ("Arch", "sparc")],
+            "Parameters.Arch",
+        );
+        refused(
+            &[("Functions", "shop"), ("Stage", "prod")],
+            "no such parameter",
+        );
     }
 
     #[test]

@@ -14,8 +14,9 @@ async fn main() -> Result<(), Error> {
     let orchestrator = Orchestrator::from_env(&config)?;
     let orchestrator = &orchestrator;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
+        let deadline = Some(event.context.deadline());
         orchestrator
-            .handle(&event.payload)
+            .handle(&event.payload, deadline)
             .await
             .map_err(Error::from)
     }))

@@ -12,7 +12,11 @@ async fn main() -> Result<(), Error> {
     let engine = Engine::from_env(&config)?;
     let engine = &engine;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        engine.handle(&event.payload).await.map_err(Error::from)
+        let deadline = Some(event.context.deadline());
+        engine
+            .handle(&event.payload, deadline)
+            .await
+            .map_err(Error::from)
     }))
     .await
 }
