@@ -649,15 +649,20 @@ async fn event_sources_wired_by_the_template_deliver_aws_shaped_events() -> Resu
     Ok(())
 }
 
+/// tests/fixtures/event-sources.yaml, its recorders writing into `records`.
+fn event_sources_stack(records: &std::path::Path) -> Result<TestStack> {
+    let record_dir = records.to_str().context("utf-8 path")?;
+    start_stack(
+        Some("tests/fixtures/event-sources.yaml"),
+        &[("RecordDir", record_dir)],
+        1.0,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pollers_retry_failed_batches_and_delete_only_what_succeeded() -> Result<()> {
     let records = tempfile::tempdir()?;
-    let record_dir = records.path().to_str().context("utf-8 path")?.to_owned();
-    let stack = start_stack(
-        Some("tests/fixtures/event-sources.yaml"),
-        &[("RecordDir", &record_dir)],
-        1.0,
-    )?;
+    let stack = event_sources_stack(records.path())?;
     let config = stack.sdk_config().await;
     let ddb = aws_sdk_dynamodb::Client::new(&config);
     ddb.put_item()
@@ -936,12 +941,7 @@ async fn control_plane_requests_beyond_the_quota_are_throttled() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stream_batches_are_filtered_bisected_and_discarded_as_lambda_does() -> Result<()> {
     let records = tempfile::tempdir()?;
-    let record_dir = records.path().to_str().context("utf-8 path")?.to_owned();
-    let stack = start_stack(
-        Some("tests/fixtures/event-sources.yaml"),
-        &[("RecordDir", &record_dir)],
-        1.0,
-    )?;
+    let stack = event_sources_stack(records.path())?;
     let config = stack.sdk_config().await;
     let ddb = aws_sdk_dynamodb::Client::new(&config);
     // One write, so the stream holds the five records together.

@@ -180,8 +180,8 @@ async fn dispatch(
         }
         (&Method::PUT, ["2015-03-31", "functions", function, "code"]) => {
             let function = short_name(function);
-            if let Err(resp) = no_update_in_progress(&state, &function) {
-                return resp;
+            if let Some(conflict) = update_conflict(&state, &function) {
+                return conflict;
             }
             if let Err(resp) = capture_code(&state, &body, "").await {
                 return resp;
@@ -193,8 +193,8 @@ async fn dispatch(
         }
         (&Method::PUT, ["2015-03-31", "functions", function, "configuration"]) => {
             let function = short_name(function);
-            if let Err(resp) = no_update_in_progress(&state, &function) {
-                return resp;
+            if let Some(conflict) = update_conflict(&state, &function) {
+                return conflict;
             }
             let resp = forward(&state, method, &uri, &headers, body).await;
             state.invoker.invalidate(&function);
@@ -202,8 +202,8 @@ async fn dispatch(
         }
         (&Method::POST, ["2015-03-31", "functions", function, "versions"]) => {
             let function = short_name(function);
-            if let Err(resp) = no_update_in_progress(&state, &function) {
-                return resp;
+            if let Some(conflict) = update_conflict(&state, &function) {
+                return conflict;
             }
             if let Err(resp) = check_code_sha(&state, &function, &body).await {
                 return resp;
@@ -305,16 +305,14 @@ fn over_quota(wait: Duration) -> Response {
 
 /// Refuses a change to a function that is `Pending` or being updated, as
 /// Lambda does (`control_plane` cites the page).
-fn no_update_in_progress(state: &ApiState, function: &str) -> Result<(), Response> {
+fn update_conflict(state: &ApiState, function: &str) -> Option<Response> {
     let arn = state.invoker.function_arn(function);
-    match state.invoker.states().update_conflict(function, &arn) {
-        Some(why) => Err(lambda_error(
-            StatusCode::CONFLICT,
-            "ResourceConflictException",
-            &why,
-        )),
-        None => Ok(()),
-    }
+    let why = state.invoker.states().update_conflict(function, &arn)?;
+    Some(lambda_error(
+        StatusCode::CONFLICT,
+        "ResourceConflictException",
+        &why,
+    ))
 }
 
 /// The function's highest published version (0: none), read from moto

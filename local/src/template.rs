@@ -80,7 +80,8 @@ fn parameter_values(
         if let Some(allowed) = declaration.get("AllowedValues").and_then(Value::as_array) {
             let ok = allowed.iter().any(|a| match a {
                 Value::String(s) => *s == text,
-                other => other.to_string() == text,
+                Value::Number(n) => text.parse::<f64>().ok() == n.as_f64(),
+                _ => false,
             });
             if !ok {
                 return Err(invalid(at, format!("{text:?} is not one of {allowed:?}")));

@@ -1,6 +1,9 @@
 //! The orchestrator: builds its clients once and hands every event (the
 //! table's stream, pipeline timers, artifact uploads, the reconcile schedule)
 //! to the library.
+// The orchestrator's drive, nested in the batch loop, is one deep future
+// type: its layout needs more than the compiler's default query depth.
+#![recursion_limit = "256"]
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;

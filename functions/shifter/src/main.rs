@@ -1,4 +1,7 @@
 //! The shifter: builds its clients once and hands every event to the engine.
+// The engine's drive, nested in the batch loop, is one deep future type: its
+// layout needs more than the compiler's default query depth.
+#![recursion_limit = "256"]
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
