@@ -19,7 +19,7 @@ use std::path::PathBuf;
     about = "See and steer Sluice pipelines and deployments",
     after_help = "Examples:
   sluice pipeline apply -f pipelines/greeter.yaml
-  sluice deploy greeter --alias live --version 7 --config canary:10:5m --pre-hook sluice-PreTrafficFunction
+  sluice deploy greeter --alias live --version 7 --config canary:10:5m --pre-hook sluice-pre-traffic
   sluice deployment show 3f2a9c1e
   sluice approve 9a1f3c2-0c1e2d3f --comment 'ship it'
   sluice --output json execution show 9a1f3c2-0c1e2d3f
