@@ -993,39 +993,52 @@ async fn stream_batches_are_filtered_bisected_and_discarded_as_lambda_does() -> 
     assert_eq!(info["startSequenceNumber"], info["endSequenceNumber"]);
 
     // What the function saw: every kept key, the good ones in a batch that
-    // succeeded, and never the filtered one.
-    let delivered: Vec<Vec<String>> = read_json_files(records.path())
-        .into_iter()
-        .filter(|e| {
-            e["Records"][0]["eventSourceARN"]
-                .as_str()
-                .is_some_and(|a| a.contains("Ledger"))
-        })
-        .map(|e| {
-            e["Records"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|r| {
-                    r.pointer("/dynamodb/Keys/pk/S")?
-                        .as_str()
-                        .map(str::to_owned)
-                })
-                .collect()
-        })
-        .collect();
+    // succeeded (the last half comes after the bad record's discard), and
+    // never the filtered one.
+    let batches = || -> Vec<Vec<String>> {
+        read_json_files(records.path())
+            .into_iter()
+            .filter(|e| {
+                e["Records"][0]["eventSourceARN"]
+                    .as_str()
+                    .is_some_and(|a| a.contains("Ledger"))
+            })
+            .map(|e| {
+                e["Records"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| {
+                        r.pointer("/dynamodb/Keys/pk/S")?
+                            .as_str()
+                            .map(str::to_owned)
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let clean = |batches: &[Vec<String>], good: &str| {
+        batches
+            .iter()
+            .any(|b| b.iter().any(|k| k == good) && b.iter().all(|k| !k.contains("fail")))
+    };
+    let delivered = wait_for(
+        "every good record in a batch without the bad one",
+        DEADLINE,
+        || async {
+            let seen = batches();
+            Ok(["keep-1", "keep-2", "keep-4"]
+                .iter()
+                .all(|good| clean(&seen, good))
+                .then_some(seen))
+        },
+    )
+    .await
+    .with_context(|| format!("{:?}\n{}", batches(), stack.log_tail()))?;
     assert!(
         delivered.iter().flatten().all(|k| k != "drop-5"),
         "the filter keeps drop-5 out: {delivered:?}"
     );
-    for good in ["keep-1", "keep-2", "keep-4"] {
-        assert!(
-            delivered
-                .iter()
-                .any(|b| b.iter().any(|k| k == good) && b.iter().all(|k| !k.contains("fail"))),
-            "{good} delivered in a batch without the bad record: {delivered:?}"
-        );
-    }
     let alone = delivered
         .iter()
         .filter(|b| b.as_slice() == ["keep-recorder-fail"])
