@@ -1594,3 +1594,106 @@ async fn a_zip_deploy_waits_out_updates_and_pending_versions_and_survives_thrott
     assert_eq!(w.alias().await?, ("5".to_owned(), vec![]));
     Ok(())
 }
+
+/// Sets the local Lambda API's control-plane rate, requests per second.
+async fn squeeze_control_plane(w: &World, rate: &str) -> Result<reqwest::Response> {
+    let url = format!(
+        "{}/_sluice/quota?control_plane={rate}",
+        w.stack.var("AWS_ENDPOINT_URL_LAMBDA")
+    );
+    Ok(reqwest::Client::new().post(url).send().await?)
+}
+
+/// The control plane's throttled and allowed counts so far.
+async fn quota_counts(w: &World) -> Result<Value> {
+    let url = format!("{}/_sluice/quota", w.stack.var("AWS_ENDPOINT_URL_LAMBDA"));
+    let answer: Value = reqwest::get(url).await?.error_for_status()?.json().await?;
+    Ok(answer["requests"]["control_plane"].clone())
+}
+
+/// A fleet against a control plane held to 3 requests a second, well below
+/// what eight deployments at once ask: the shifter function's calls are
+/// throttled and retried (the SDK, then the timer, the stream or the sweep),
+/// and no deployment fails for it. Every shift is still gated, and every
+/// alias ends whole on its new version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fleet_held_to_the_control_plane_quota_is_throttled_yet_all_promoted() -> Result<()> {
+    let w = world_of(start_stack_without(
+        Some("template.yaml"),
+        &[],
+        0.02,
+        &[
+            "SourceFunction",
+            "OrchestratorFunction",
+            "CodePipelineActionFunction",
+        ],
+    )?)
+    .await?;
+    let aliases: Vec<String> = (0..8).map(|i| format!("fleet-{i}")).collect();
+    for alias in &aliases {
+        w.lambda
+            .create_alias()
+            .function_name("greeter")
+            .name(alias)
+            .function_version("1")
+            .send()
+            .await?;
+    }
+    let refused = squeeze_control_plane(&w, "0.5").await?;
+    assert_eq!(refused.status(), 400, "a rate below 1 is refused");
+    squeeze_control_plane(&w, "3").await?.error_for_status()?;
+    let before = quota_counts(&w).await?;
+
+    for alias in &aliases {
+        let mut s = spec("2", "linear:50:1s", Some("pre-ok"), Some("post-ok"));
+        s.alias = alias.clone();
+        let (d, _) = Deployment::create(alias, s, chrono::Utc::now());
+        w.engine.store.create(&d, &[]).await?;
+    }
+    let done = wait_for(
+        "every deployment to finish",
+        Duration::from_secs(180),
+        || async {
+            let mut done = Vec::new();
+            for alias in &aliases {
+                let d = w.engine.store.load(alias).await?.deployment;
+                if !d.phase.is_terminal() {
+                    return Ok(None);
+                }
+                done.push(d);
+            }
+            Ok(Some(done))
+        },
+    )
+    .await
+    .with_context(|| w.stack.log_tail())?;
+    for d in &done {
+        assert_eq!(d.phase, Phase::Promoted, "{}: {:?}", d.id, d.phase);
+        let a = w
+            .lambda
+            .get_alias()
+            .function_name("greeter")
+            .name(&d.spec.alias)
+            .send()
+            .await?;
+        assert_eq!(a.function_version(), Some("2"), "{}", d.id);
+        assert!(
+            a.routing_config()
+                .is_none_or(|r| r.additional_version_weights().is_none_or(|w| w.is_empty()))
+        );
+    }
+    // Both steps of all eight were gated before and after their shift.
+    let pre = w.hook_calls("pre-ok");
+    let post = w.hook_calls("post-ok");
+    assert_eq!(
+        (pre.len(), post.len()),
+        (16, 16),
+        "pre {pre:?} post {post:?}"
+    );
+    let after = quota_counts(&w).await?;
+    let throttled =
+        after["throttled"].as_u64().unwrap_or(0) - before["throttled"].as_u64().unwrap_or(0);
+    assert!(throttled > 0, "the quota was met: {before} → {after}");
+    println!("control plane under the fleet: {before} → {after}");
+    Ok(())
+}

@@ -633,6 +633,28 @@ async fn event_sources_wired_by_the_template_deliver_aws_shaped_events() -> Resu
         },
     )
     .await?;
+    // Then it goes to the function's dead-letter queue, with Lambda's attributes.
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let dead = wait_for(
+        "the failed event in the dead-letter queue",
+        DEADLINE,
+        || async {
+            let out = sqs
+                .receive_message()
+                .queue_url(stack.var("SLUICE_RESOURCE_RECORDER_DEAD_LETTERS"))
+                .message_attribute_names("All")
+                .wait_time_seconds(1)
+                .send()
+                .await?;
+            Ok(out.messages.unwrap_or_default().into_iter().next())
+        },
+    )
+    .await?;
+    assert_eq!(dead.body(), Some(r#"{"async":"recorder-fail"}"#));
+    let attributes = dead.message_attributes().context("attributes")?;
+    for name in ["RequestID", "ErrorCode", "ErrorMessage"] {
+        assert!(attributes.contains_key(name), "{name} in {attributes:?}");
+    }
 
     // An AWS_IAM URL refuses an unsigned request and runs nothing.
     let signed_url = stack.var("SLUICE_URL_SIGNED_RECORDER").to_owned();

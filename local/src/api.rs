@@ -23,8 +23,6 @@ use std::time::Duration;
 
 /// Lambda's limit on an asynchronous (`Event`) invocation's payload.
 pub const MAX_ASYNC_PAYLOAD: usize = 1024 * 1024;
-/// Lambda retries a failed asynchronous invocation twice.
-const ASYNC_RETRIES: u32 = 2;
 /// Code packages arrive base64-encoded inline (50 MB zipped at most).
 const MAX_REQUEST: usize = 80 * 1024 * 1024;
 
@@ -35,8 +33,6 @@ pub struct ApiState {
     pub moto_endpoint: String,
     pub moto_lambda: LambdaClient,
     pub s3: S3Client,
-    /// Delay before the first retry of a failed `Event` invocation; doubles after.
-    pub async_retry_delay: Duration,
     /// Each alias's revision: moto keeps one per alias for life and ignores
     /// `RevisionId` on UpdateAlias, so sluice-local gives every update a new
     /// one and refuses a stale one, as Lambda does.
@@ -140,6 +136,23 @@ async fn dispatch(
             let left = state.throttle.load(Ordering::SeqCst);
             return (StatusCode::OK, json!({ "throttle": left }).to_string()).into_response();
         }
+        (&Method::POST, ["_sluice", "quota"]) => {
+            return match query_param(&uri, "control_plane").map(|r| r.parse::<f64>()) {
+                Some(Ok(rate)) if rate.is_finite() && rate >= 1.0 => {
+                    state.quota.set_control_plane(rate);
+                    (
+                        StatusCode::OK,
+                        json!({ "rates": state.quota.rates() }).to_string(),
+                    )
+                        .into_response()
+                }
+                _ => lambda_error(
+                    StatusCode::BAD_REQUEST,
+                    "InvalidParameterValueException",
+                    "expected ?control_plane=<requests per second, 1 or more>",
+                ),
+            };
+        }
         (&Method::GET, ["_sluice", "quota"]) => {
             let report = json!({ "rates": state.quota.rates(), "requests": state.quota.report() });
             return (StatusCode::OK, report.to_string()).into_response();
@@ -175,8 +188,15 @@ async fn dispatch(
             if let Err(resp) = capture_code(&state, &body, "/Code").await {
                 return resp;
             }
+            let dead_letter = dead_letter_of(&body);
             let resp = forward(&state, method, &uri, &headers, body).await;
-            with_transition(&state, None, Transition::Create, resp, 0).await
+            let resp = with_transition(&state, None, Transition::Create, resp, 0).await;
+            if resp.status().is_success()
+                && let Some((function, arn)) = dead_letter
+            {
+                state.invoker.set_dead_letter(&function, arn);
+            }
+            resp
         }
         (&Method::PUT, ["2015-03-31", "functions", function, "code"]) => {
             let function = short_name(function);
@@ -196,7 +216,13 @@ async fn dispatch(
             if let Some(conflict) = update_conflict(&state, &function) {
                 return conflict;
             }
+            let dead_letter = dead_letter_of(&body);
             let resp = forward(&state, method, &uri, &headers, body).await;
+            if resp.status().is_success()
+                && let Some((_, arn)) = dead_letter
+            {
+                state.invoker.set_dead_letter(&function, arn);
+            }
             state.invoker.invalidate(&function);
             with_transition(&state, Some(&function), Transition::Update, resp, u64::MAX).await
         }
@@ -278,6 +304,18 @@ async fn dispatch(
             resp
         }
     }
+}
+
+/// The function name and `DeadLetterConfig.TargetArn` of a create or
+/// configuration request that names one (an empty ARN clears it).
+fn dead_letter_of(body: &Bytes) -> Option<(String, Option<String>)> {
+    let request: Value = serde_json::from_slice(body).ok()?;
+    let config = request.get("DeadLetterConfig")?;
+    let name = request["FunctionName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    Some((name, config["TargetArn"].as_str().map(str::to_owned)))
 }
 
 /// Lambda's answer to a request over the account's quota.
@@ -487,9 +525,12 @@ async fn invoke(
         "DryRun" => StatusCode::NO_CONTENT.into_response(),
         "Event" => {
             let state = state.clone();
-            tokio::spawn(
-                async move { invoke_async(&state, &target, payload, client_context).await },
-            );
+            tokio::spawn(async move {
+                state
+                    .invoker
+                    .invoke_async(&target, payload, client_context)
+                    .await
+            });
             StatusCode::ACCEPTED.into_response()
         }
         _ => match state.invoker.invoke(&target, payload, client_context).await {
@@ -512,39 +553,6 @@ async fn invoke(
             Err(e) => e.into_response(),
         },
     }
-}
-
-/// An `Event` invocation: retried twice on a function error, as Lambda does.
-async fn invoke_async(
-    state: &ApiState,
-    target: &Target,
-    payload: Bytes,
-    client_context: Option<String>,
-) {
-    let mut delay = state.async_retry_delay;
-    for attempt in 0..=ASYNC_RETRIES {
-        match state
-            .invoker
-            .invoke(target, payload.clone(), client_context.clone())
-            .await
-        {
-            Ok(inv) if !inv.outcome.is_error() => return,
-            Ok(inv) => tracing::warn!(
-                function = %target.function_name,
-                attempt,
-                error = %String::from_utf8_lossy(inv.outcome.payload()),
-                "asynchronous invocation failed"
-            ),
-            Err(e) => {
-                tracing::warn!(function = %target.function_name, attempt, error = %e, "asynchronous invocation failed")
-            }
-        }
-        if attempt < ASYNC_RETRIES {
-            tokio::time::sleep(delay).await;
-            delay *= 2;
-        }
-    }
-    tracing::error!(function = %target.function_name, "asynchronous invocation dropped after retries");
 }
 
 /// Keeps the zip of a `CreateFunction` (under `/Code`) or `UpdateFunctionCode`

@@ -110,6 +110,13 @@ pub struct Invoker {
     account_id: String,
     cache: Mutex<HashMap<String, FunctionCache>>,
     states: Arc<FunctionStates>,
+    sqs: aws_sdk_sqs::Client,
+    /// Each function's dead-letter queue (ARN): moto does not keep
+    /// `DeadLetterConfig`, so sluice-local does.
+    dead_letters: Mutex<HashMap<String, String>>,
+    /// Before the first retry of a failed asynchronous invocation (Lambda's
+    /// minute, scaled); the second waits twice as long.
+    async_retry_delay: Duration,
 }
 
 impl Invoker {
@@ -120,6 +127,8 @@ impl Invoker {
         region: String,
         account_id: String,
         states: Arc<FunctionStates>,
+        sqs: aws_sdk_sqs::Client,
+        async_retry_delay: Duration,
     ) -> Self {
         Invoker {
             moto_lambda,
@@ -129,7 +138,19 @@ impl Invoker {
             account_id,
             cache: Mutex::new(HashMap::new()),
             states,
+            sqs,
+            dead_letters: Mutex::new(HashMap::new()),
+            async_retry_delay,
         }
+    }
+
+    /// Sets (or, with `None`, clears) a function's dead-letter queue.
+    pub fn set_dead_letter(&self, function: &str, queue_arn: Option<String>) {
+        let mut dead_letters = self.dead_letters.lock().expect("dead letters lock");
+        match queue_arn.filter(|arn| !arn.is_empty()) {
+            Some(arn) => dead_letters.insert(function.to_owned(), arn),
+            None => dead_letters.remove(function),
+        };
     }
 
     pub fn states(&self) -> &FunctionStates {
@@ -341,6 +362,96 @@ impl Invoker {
                 spec.function_name, spec.version
             ))),
         }
+    }
+}
+
+/// Lambda retries a failed asynchronous invocation twice.
+const ASYNC_RETRIES: u32 = 2;
+
+impl Invoker {
+    /// An asynchronous invocation as Lambda runs it
+    /// (<https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-error-handling.html>):
+    /// a function error or a failure to run is retried twice, a minute and
+    /// then two minutes later (scaled); an event that still fails goes to the
+    /// function's dead-letter queue, with Lambda's `RequestID`, `ErrorCode`
+    /// and `ErrorMessage` attributes, or is dropped if it has none.
+    pub async fn invoke_async(
+        &self,
+        target: &Target,
+        payload: Bytes,
+        client_context: Option<String>,
+    ) {
+        let mut delay = self.async_retry_delay;
+        let mut error = String::new();
+        for attempt in 0..=ASYNC_RETRIES {
+            match self
+                .invoke(target, payload.clone(), client_context.clone())
+                .await
+            {
+                Ok(inv) if !inv.outcome.is_error() => return,
+                Ok(inv) => error = String::from_utf8_lossy(inv.outcome.payload()).into_owned(),
+                Err(e) => error = e.to_string(),
+            }
+            tracing::warn!(function = %target.function_name, attempt, %error, "asynchronous invocation failed");
+            if attempt < ASYNC_RETRIES {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+        let dead_letter = self
+            .dead_letters
+            .lock()
+            .expect("dead letters lock")
+            .get(&target.function_name)
+            .cloned();
+        let Some(queue_arn) = dead_letter else {
+            tracing::error!(function = %target.function_name, "asynchronous invocation dropped after its retries");
+            return;
+        };
+        if let Err(e) = self.send_dead_letter(&queue_arn, &payload, &error).await {
+            tracing::error!(function = %target.function_name, queue = %queue_arn, error = %e, "could not send to the dead-letter queue");
+        }
+    }
+
+    async fn send_dead_letter(
+        &self,
+        queue_arn: &str,
+        payload: &Bytes,
+        error: &str,
+    ) -> Result<(), String> {
+        use aws_sdk_sqs::types::MessageAttributeValue;
+        let name = queue_arn.rsplit(':').next().unwrap_or(queue_arn);
+        let url = self
+            .sqs
+            .get_queue_url()
+            .queue_name(name)
+            .send()
+            .await
+            .map_err(|e| format!("{e:?}"))?
+            .queue_url
+            .unwrap_or_default();
+        let attribute = |kind: &str, value: &str| {
+            MessageAttributeValue::builder()
+                .data_type(kind)
+                .string_value(value)
+                .build()
+                .map_err(|e| e.to_string())
+        };
+        let message: String = error.chars().take(1024).collect();
+        self.sqs
+            .send_message()
+            .queue_url(url)
+            .message_body(String::from_utf8_lossy(payload))
+            .message_attributes(
+                "RequestID",
+                attribute("String", &uuid::Uuid::new_v4().to_string())?,
+            )
+            .message_attributes("ErrorCode", attribute("Number", "200")?)
+            .message_attributes("ErrorMessage", attribute("String", &message)?)
+            .send()
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        Ok(())
     }
 }
 

@@ -29,6 +29,8 @@ pub struct WiredFunction {
     pub name: String,
     pub sources: Vec<EventSource>,
     pub url: Option<UrlAuth>,
+    /// The SQS queue (ARN) of `DeadLetterQueue`, which moto does not keep.
+    pub dead_letter: Option<String>,
 }
 
 pub struct Provisioner<'a> {
@@ -396,7 +398,7 @@ impl Provisioner<'_> {
         resource: &Resource,
         props: &Value,
     ) -> Result<WiredFunction> {
-        use aws_sdk_lambda::types::{Environment, FunctionCode, Runtime};
+        use aws_sdk_lambda::types::{DeadLetterConfig, Environment, FunctionCode, Runtime};
         let id = &resource.logical_id;
         let name = string_or(props, "FunctionName", || ctx.generated_name(id));
         let binary = resource
@@ -427,6 +429,20 @@ impl Provisioner<'_> {
             .get("MemorySize")
             .and_then(Value::as_i64)
             .unwrap_or(128) as i32;
+        let dead_letter = match props.get("DeadLetterQueue") {
+            None => None,
+            Some(dlq) if dlq.get("Type").and_then(Value::as_str) == Some("SQS") => {
+                let arn = dlq.get("TargetArn").and_then(Value::as_str);
+                let arn =
+                    arn.ok_or_else(|| anyhow!("{id}.DeadLetterQueue: TargetArn is required"))?;
+                Some(DeadLetterConfig::builder().target_arn(arn).build())
+            }
+            Some(other) => {
+                return Err(anyhow!(
+                    "{id}.DeadLetterQueue: only Type SQS is played by the local stack, not {other}"
+                ));
+            }
+        };
         let lambda = aws_sdk_lambda::Client::new(self.moto);
         let environment = Environment::builder()
             .set_variables(Some(variables))
@@ -500,6 +516,7 @@ impl Provisioner<'_> {
             name,
             sources,
             url,
+            dead_letter: dead_letter.and_then(|d| d.target_arn().map(str::to_owned)),
         })
     }
 }

@@ -125,6 +125,9 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         opts.region.clone(),
         ACCOUNT_ID.to_owned(),
         Arc::new(FunctionStates::new(opts.schedule_scale)),
+        aws_sdk_sqs::Client::new(&moto),
+        // Lambda waits a minute before the first retry of an asynchronous invocation.
+        Duration::from_secs(60).mul_f64(opts.schedule_scale),
     ));
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&moto)
@@ -138,7 +141,6 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         moto_endpoint: opts.moto_endpoint.clone(),
         moto_lambda,
         s3: s3.clone(),
-        async_retry_delay: Duration::from_secs(1).mul_f64(opts.schedule_scale.min(1.0)),
         alias_revisions: Default::default(),
         throttle: Default::default(),
         quota: Quota::new(opts.quota),
@@ -177,6 +179,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
             schedule_scale: opts.schedule_scale,
         });
         for f in &provisioned.functions {
+            invoker.set_dead_letter(&f.name, f.dead_letter.clone());
             sources::start(source_ctx.clone(), &f.name, &f.sources);
             if let Some(auth) = f.url {
                 let addr = sources::serve_url(source_ctx.clone(), f.name.clone(), auth).await?;

@@ -818,15 +818,9 @@ fn deliver_async(ctx: &SourceContext, target: &Target, event: Value) {
     let invoker = ctx.invoker.clone();
     let target = target.clone();
     tokio::spawn(async move {
-        let payload = Bytes::from(event.to_string());
-        for attempt in 0..3 {
-            match invoker.invoke(&target, payload.clone(), None).await {
-                Ok(inv) if !inv.outcome.is_error() => return,
-                _ => {
-                    tracing::warn!(function = %target.function_name, attempt, "EventBridge delivery failed")
-                }
-            }
-        }
+        invoker
+            .invoke_async(&target, Bytes::from(event.to_string()), None)
+            .await
     });
 }
 
