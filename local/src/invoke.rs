@@ -120,27 +120,28 @@ pub struct Invoker {
 }
 
 impl Invoker {
+    /// The data plane over moto's state; `schedule_scale` scales Lambda's
+    /// times (state windows, retry delays).
     pub fn new(
-        moto_lambda: LambdaClient,
+        moto: &aws_config::SdkConfig,
         pool: Pool,
         metrics: Metrics,
         region: String,
         account_id: String,
-        states: Arc<FunctionStates>,
-        sqs: aws_sdk_sqs::Client,
-        async_retry_delay: Duration,
+        schedule_scale: f64,
     ) -> Self {
         Invoker {
-            moto_lambda,
+            moto_lambda: LambdaClient::new(moto),
             pool,
             metrics,
             region,
             account_id,
             cache: Mutex::new(HashMap::new()),
-            states,
-            sqs,
+            states: Arc::new(FunctionStates::new(schedule_scale)),
+            sqs: aws_sdk_sqs::Client::new(moto),
             dead_letters: Mutex::new(HashMap::new()),
-            async_retry_delay,
+            // Lambda waits a minute before the first retry of an asynchronous invocation.
+            async_retry_delay: Duration::from_secs(60).mul_f64(schedule_scale),
         }
     }
 

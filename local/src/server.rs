@@ -3,7 +3,7 @@
 
 use crate::api::{ApiState, router};
 use crate::code::CodeStore;
-use crate::control_plane::{FunctionStates, Quota, Rates};
+use crate::control_plane::{Quota, Rates};
 use crate::invoke::Invoker;
 use crate::metrics::Metrics;
 use crate::provision::Provisioner;
@@ -119,15 +119,12 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     );
     let moto_lambda = aws_sdk_lambda::Client::new(&moto);
     let invoker = Arc::new(Invoker::new(
-        moto_lambda.clone(),
+        &moto,
         pool,
         metrics,
         opts.region.clone(),
         ACCOUNT_ID.to_owned(),
-        Arc::new(FunctionStates::new(opts.schedule_scale)),
-        aws_sdk_sqs::Client::new(&moto),
-        // Lambda waits a minute before the first retry of an asynchronous invocation.
-        Duration::from_secs(60).mul_f64(opts.schedule_scale),
+        opts.schedule_scale,
     ));
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&moto)
