@@ -150,15 +150,12 @@ impl CodePipelineAction {
         };
         let deployment_id = format!("codepipeline-{job_id}");
         let copy_key = format!("codepipeline/{job_id}.zip");
-        if let Err(reason) = self.copy_artifact(event, bucket, key, &copy_key).await {
-            return Ok(JobAnswer::Failed(reason));
-        }
         let spec = DeploymentSpec {
             function: params.function,
             alias: params.alias,
             source: VersionSource::Artifact {
                 bucket: self.artifact_bucket.clone(),
-                key: copy_key,
+                key: copy_key.clone(),
                 object_version: None,
             },
             config: params.config,
@@ -170,6 +167,16 @@ impl CodePipelineAction {
             smoke_tests_from: params.smoke_tests_from,
             analysis: params.analysis,
         };
+        let problems = spec.problems();
+        if !problems.is_empty() {
+            return Ok(JobAnswer::Failed(format!(
+                "UserParameters: {}",
+                problems.join("; ")
+            )));
+        }
+        if let Err(reason) = self.copy_artifact(event, bucket, key, &copy_key).await {
+            return Ok(JobAnswer::Failed(reason));
+        }
         let (d, commands) = Deployment::create(&deployment_id, spec, chrono::Utc::now());
         let events = crate::domain::deployment::events_of(&commands);
         // The shifter runs it from the stream; a redelivered job finds it created.

@@ -3,7 +3,7 @@
 //! current state does not take is refused with the reason, never ignored.
 
 use crate::domain::deployment::{
-    Deployment, DeploymentSpec, Event, Input as DeploymentInput, VersionSource, events_of,
+    Deployment, DeploymentSpec, Event, Input as DeploymentInput, events_of,
 };
 use crate::domain::execution::{
     ActionRef, ActionState, Execution, ExecutionEvent, Input as ExecutionInput, StopMode,
@@ -170,32 +170,7 @@ impl Operations {
 
     /// Checks and starts a deployment; returns its id.
     pub async fn deploy(&self, spec: DeploymentSpec) -> Result<String, OperationError> {
-        let mut problems = Vec::new();
-        for (field, value) in [("function", &spec.function), ("alias", &spec.alias)] {
-            if value.trim().is_empty() {
-                problems.push(format!("{field} must not be empty"));
-            }
-        }
-        match &spec.source {
-            VersionSource::Version(v) if v.parse::<u64>().is_err() => problems.push(format!(
-                "version {v:?} must be a published version number (an alias cannot be deployed)"
-            )),
-            VersionSource::Artifact { bucket, key, .. } if bucket.is_empty() || key.is_empty() => {
-                problems.push("artifact needs a bucket and a key".into())
-            }
-            _ => {}
-        }
-        for (field, hook) in [
-            ("pre_traffic_hook", &spec.pre_traffic_hook),
-            ("post_traffic_hook", &spec.post_traffic_hook),
-        ] {
-            if hook.as_deref().is_some_and(|h| h.trim().is_empty()) {
-                problems.push(format!("{field} must name a function"));
-            }
-        }
-        if spec.alarms.iter().any(|a| a.trim().is_empty()) {
-            problems.push("alarms must not contain an empty name".into());
-        }
+        let problems = spec.problems();
         if !problems.is_empty() {
             return Err(OperationError::Invalid(problems.join("; ")));
         }

@@ -691,6 +691,12 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
                     smoke_tests_from: deploy.smoke_tests_from.clone(),
                     analysis: deploy.analysis.clone(),
                 };
+                // Names come from templates: checked once rendered, before
+                // anything is written.
+                let problems = spec.problems();
+                if !problems.is_empty() {
+                    return Ok(failed(format!("deployment: {}", problems.join("; "))));
+                }
                 let (d, commands) = Deployment::create(&id, spec, self.now());
                 let events = crate::domain::deployment::events_of(&commands);
                 // The shifter runs it from the stream; a repeat finds it created.

@@ -176,7 +176,38 @@ async fn the_api_runs_every_operation_and_refuses_what_does_not_apply() -> Resul
         "/deployments",
         r#"{"function": "", "alias": "live", "source": {"version": "latest"}, "config": "AllAtOnce"}"#,
         400,
-        "function must not be empty; version \"latest\" must be a published version number",
+        "function must not be empty; source.version: \"latest\" is not a published version number",
+    )
+    .await?;
+    // A misspelled gate is refused and named, never read as no gate; so is a
+    // misspelled field at any depth, and a name AWS would refuse.
+    for (body, named) in [
+        (
+            r#"{"function": "greeter", "alias": "live", "source": {"version": "2"}, "config": "AllAtOnce", "pre_traffic_hok": "sluice-pre-traffic"}"#,
+            "unknown field `pre_traffic_hok`",
+        ),
+        (
+            r#"{"function": "greeter", "alias": "live", "source": {"artifact": {"bucket": "b", "key": "k", "versoin": "3"}}, "config": "AllAtOnce"}"#,
+            "source.artifact.versoin: unknown field `versoin`",
+        ),
+        (
+            r#"{"function": "greeter", "alias": "live", "source": {"version": "2"}, "config": "AllAtOnce", "smoke_tests": [{"name": "n", "event": {}, "expct": {}}]}"#,
+            "smoke_tests[0].expct: unknown field `expct`",
+        ),
+        (
+            r#"{"function": "greeter/../../x", "alias": "../cli", "source": {"version": "2"}, "config": "AllAtOnce", "pre_traffic_hook": "a b"}"#,
+            "function: \"greeter/../../x\" is not a function name: 1 to 64 letters",
+        ),
+    ] {
+        api.refused("POST", "/deployments", body, 400, named)
+            .await?;
+    }
+    api.refused(
+        "POST",
+        "/deployments",
+        r#"{"function": "greeter", "alias": "../cli", "source": {"version": "2"}, "config": "AllAtOnce", "pre_traffic_hook": "a b"}"#,
+        400,
+        "alias: \"../cli\" is not an alias name",
     )
     .await?;
     assert_eq!(

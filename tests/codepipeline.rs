@@ -290,5 +290,29 @@ async fn failed_gates_and_bad_parameters_fail_the_job_with_the_reason() -> Resul
             .unwrap_or_default()
             .starts_with("UserParameters:")
     );
+    // So do names Lambda would refuse, and a misspelled gate, each named.
+    for (job, params, named) in [
+        (
+            "job-4",
+            json!({"function": "greeter/../x", "alias": "live", "config": "AllAtOnce"}),
+            "function: \"greeter/../x\"",
+        ),
+        (
+            "job-5",
+            json!({"function": "greeter", "alias": "live", "config": "AllAtOnce", "pre_traffic_hok": "h"}),
+            "pre_traffic_hok",
+        ),
+    ] {
+        let (operation, body) = w.run_job(job, params).await?;
+        assert_eq!(operation, "CodePipeline_20150709.PutJobFailureResult");
+        let message = body["failureDetails"]["message"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            message.starts_with("UserParameters:") && message.contains(named),
+            "{message}"
+        );
+    }
+    assert_eq!(w.live_release().await?, "r1", "nothing was deployed");
     Ok(())
 }

@@ -22,7 +22,7 @@ pub type Time = DateTime<Utc>;
 
 /// Where the new version comes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum VersionSource {
     /// A version already published.
     Version(String),
@@ -46,8 +46,10 @@ pub enum OnBusy {
     Refuse,
 }
 
-/// What an operator or a pipeline asks for.
+/// What an operator or a pipeline asks for. Strict: a misspelled field
+/// (`pre_traffic_hok`) is refused, never read as a gate left out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeploymentSpec {
     pub function: String,
     pub alias: String,
@@ -70,6 +72,50 @@ pub struct DeploymentSpec {
     /// Sent to the hooks: how the PostTraffic hook judges the new version's metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisSettings>,
+}
+
+impl DeploymentSpec {
+    /// What is wrong with the names and values of the spec, each with its
+    /// field, checked against AWS's patterns (`names`): nothing AWS would
+    /// refuse is written down as a deployment.
+    pub fn problems(&self) -> Vec<String> {
+        use crate::domain::names;
+        type Rule = fn(&str) -> Result<(), String>;
+        let mut named: Vec<(String, &str, Rule)> = vec![
+            ("function".into(), &self.function, names::function),
+            ("alias".into(), &self.alias, names::alias),
+        ];
+        if let VersionSource::Version(v) = &self.source {
+            named.push(("source.version".into(), v, names::version));
+        }
+        for (field, hook) in [
+            ("pre_traffic_hook", &self.pre_traffic_hook),
+            ("post_traffic_hook", &self.post_traffic_hook),
+        ] {
+            if let Some(hook) = hook {
+                named.push((field.into(), hook, names::invocable));
+            }
+        }
+        for (i, alarm) in self.alarms.iter().enumerate() {
+            named.push((format!("alarms[{i}]"), alarm, names::alarm));
+        }
+        let mut problems: Vec<String> = named
+            .into_iter()
+            .filter_map(|(field, value, rule)| {
+                if value.trim().is_empty() {
+                    Some(format!("{field} must not be empty"))
+                } else {
+                    rule(value).err().map(|why| format!("{field}: {why}"))
+                }
+            })
+            .collect();
+        if let VersionSource::Artifact { bucket, key, .. } = &self.source
+            && (bucket.is_empty() || key.is_empty())
+        {
+            problems.push("source.artifact needs a bucket and a key".into());
+        }
+        problems
+    }
 }
 
 /// Named as CodeDeploy names its lifecycle hooks, in the hook contract too.

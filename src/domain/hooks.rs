@@ -43,6 +43,7 @@ pub enum HookStatus {
 
 /// One check a hook ran, for the timeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Check {
     pub name: String,
     pub passed: bool,
@@ -50,8 +51,10 @@ pub struct Check {
     pub detail: Option<String>,
 }
 
-/// A hook's answer. Anything else (an error, a timeout, another shape) fails the gate.
+/// A hook's answer. Anything else (an error, a timeout, another shape, a
+/// field it does not have) fails the gate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HookResponse {
     pub status: HookStatus,
     #[serde(default)]
@@ -98,5 +101,16 @@ mod tests {
         assert!(response.summary().starts_with("checks failed"));
         let minimal: HookResponse = serde_json::from_str(r#"{"status":"Succeeded"}"#).unwrap();
         assert_eq!(minimal.summary(), "0 checks passed");
+    }
+
+    #[test]
+    fn an_answer_with_a_field_the_contract_lacks_fails_the_gate() {
+        for answer in [
+            r#"{"status":"Succeeded","reaosn":"typo"}"#,
+            r#"{"status":"Succeeded","checks":[{"name":"n","passed":true,"detial":"typo"}]}"#,
+        ] {
+            let err = serde_json::from_str::<HookResponse>(answer).unwrap_err();
+            assert!(err.to_string().contains("unknown field"), "{answer}: {err}");
+        }
     }
 }

@@ -638,3 +638,52 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_spec_refuses_unknown_fields_and_names_aws_would_refuse() {
+    let json = serde_json::to_value(spec("AllAtOnce")).unwrap();
+    let back: DeploymentSpec = serde_json::from_value(json.clone()).unwrap();
+    assert_eq!(back, spec("AllAtOnce"));
+    for (field, value) in [
+        ("pre_traffic_hok", serde_json::json!("pre")),
+        ("alrams", serde_json::json!(["errors"])),
+    ] {
+        let mut typo = json.clone();
+        typo[field] = value;
+        let err = serde_json::from_value::<DeploymentSpec>(typo).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("unknown field `{field}`")),
+            "{err}"
+        );
+    }
+    let mut nested = json.clone();
+    nested["source"] = serde_json::json!({"artifact": {"bucket": "b", "key": "k", "verison": "1"}});
+    assert!(serde_json::from_value::<DeploymentSpec>(nested).is_err());
+
+    assert_eq!(spec("AllAtOnce").problems(), Vec::<String>::new());
+    let mut bad = spec("AllAtOnce");
+    bad.function = "greeter/../../x".into();
+    bad.alias = "../cli".into();
+    bad.source = VersionSource::Version("live".into());
+    bad.pre_traffic_hook = Some(" ".into());
+    bad.post_traffic_hook = Some("hooks:live:x".into());
+    bad.alarms = vec![String::new()];
+    let problems = bad.problems();
+    let fields: Vec<&str> = problems
+        .iter()
+        .map(|p| p.split([':', ' ']).next().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "function",
+            "alias",
+            "source.version",
+            "pre_traffic_hook",
+            "post_traffic_hook",
+            "alarms[0]"
+        ],
+        "{problems:?}"
+    );
+}
