@@ -536,10 +536,11 @@ async fn two_deployments_on_one_alias_never_interleave() -> Result<()> {
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_shifter_function_runs_deployments_from_its_event_sources() -> Result<()> {
-    // The whole template, shifter included; its reconcile schedule plays every 1.2 s.
-    let w = world_of(start_stack_without(
+/// The whole template but the pipeline functions: the shifter function runs
+/// the deployments from its event sources; its reconcile schedule plays
+/// every 1.2 s.
+async fn shifter_world() -> Result<World> {
+    world_of(start_stack_without(
         Some("template.yaml"),
         &[],
         0.02,
@@ -549,7 +550,12 @@ async fn the_shifter_function_runs_deployments_from_its_event_sources() -> Resul
             "CodePipelineActionFunction",
         ],
     )?)
-    .await?;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_shifter_function_runs_deployments_from_its_event_sources() -> Result<()> {
+    let w = shifter_world().await?;
     let finished = |id: &'static str| {
         let store = w.engine.store.clone();
         move || {
@@ -1618,17 +1624,7 @@ async fn quota_counts(w: &World) -> Result<Value> {
 /// alias ends whole on its new version.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fleet_held_to_the_control_plane_quota_is_throttled_yet_all_promoted() -> Result<()> {
-    let w = world_of(start_stack_without(
-        Some("template.yaml"),
-        &[],
-        0.02,
-        &[
-            "SourceFunction",
-            "OrchestratorFunction",
-            "CodePipelineActionFunction",
-        ],
-    )?)
-    .await?;
+    let w = shifter_world().await?;
     let aliases: Vec<String> = (0..8).map(|i| format!("fleet-{i}")).collect();
     for alias in &aliases {
         w.lambda

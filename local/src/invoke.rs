@@ -421,16 +421,7 @@ impl Invoker {
         error: &str,
     ) -> Result<(), String> {
         use aws_sdk_sqs::types::MessageAttributeValue;
-        let name = queue_arn.rsplit(':').next().unwrap_or(queue_arn);
-        let url = self
-            .sqs
-            .get_queue_url()
-            .queue_name(name)
-            .send()
-            .await
-            .map_err(|e| format!("{e:?}"))?
-            .queue_url
-            .unwrap_or_default();
+        let url = queue_url(&self.sqs, queue_arn).await?;
         let attribute = |kind: &str, value: &str| {
             MessageAttributeValue::builder()
                 .data_type(kind)
@@ -454,6 +445,18 @@ impl Invoker {
             .map_err(|e| format!("{e:?}"))?;
         Ok(())
     }
+}
+
+/// An SQS queue's URL from its ARN (`arn:aws:sqs:region:account:name`).
+pub async fn queue_url(sqs: &aws_sdk_sqs::Client, queue_arn: &str) -> Result<String, String> {
+    let name = queue_arn.rsplit(':').next().unwrap_or(queue_arn);
+    sqs.get_queue_url()
+        .queue_name(name)
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?
+        .queue_url
+        .ok_or_else(|| format!("no URL for {queue_arn}"))
 }
 
 /// Lambda's routing rule: each additional version takes its weight of the

@@ -3,7 +3,7 @@
 //! delivers events in the shape AWS sends (the `aws_lambda_events` types).
 
 use crate::filters::FilterPattern;
-use crate::invoke::{Invoker, Target};
+use crate::invoke::{Invoker, Target, queue_url};
 use aws_lambda_events::dynamodb::{
     Event as DynamoDbEvent, EventRecord, StreamRecord, StreamViewType,
 };
@@ -589,7 +589,7 @@ impl StreamMapping {
             },
         });
         let sent = async {
-            let url = queue_url(ctx, queue_arn).await?;
+            let url = queue_url(&ctx.sqs, queue_arn).await?;
             ctx.sqs
                 .send_message()
                 .queue_url(url)
@@ -603,19 +603,6 @@ impl StreamMapping {
             tracing::error!(queue = %queue_arn, error = %e, "could not record discarded records in the on-failure destination");
         }
     }
-}
-
-/// An SQS queue's URL from its ARN (`arn:aws:sqs:region:account:name`).
-async fn queue_url(ctx: &SourceContext, queue_arn: &str) -> Result<String, String> {
-    let name = queue_arn.rsplit(':').next().unwrap_or(queue_arn);
-    ctx.sqs
-        .get_queue_url()
-        .queue_name(name)
-        .send()
-        .await
-        .map_err(|e| format!("{e:?}"))?
-        .queue_url
-        .ok_or_else(|| format!("no URL for {queue_arn}"))
 }
 
 fn stream_record(
