@@ -11,8 +11,10 @@ use crate::domain::hooks::HookRequest;
 use crate::store::{LockOutcome, Store, StoreError, Stored};
 use aws_sdk_cloudwatch::types::StateValue;
 use aws_sdk_lambda::client::Waiters;
+use aws_sdk_lambda::operation::get_function::{GetFunctionError, GetFunctionOutput};
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::AliasRoutingConfiguration;
+use aws_sdk_lambda::types::FunctionConfiguration;
 use aws_smithy_runtime_api::client::waiters::error::WaiterError;
 use std::collections::HashMap;
 use std::future::Future;
@@ -491,24 +493,15 @@ impl AwsCloud {
             .wait_until_function_updated_v2()
             .function_name(function)
             .wait(STATE_WAIT)
-            .await;
-        match waited {
-            Ok(_) => Ok(Readiness::Ready("$LATEST".into())),
-            Err(WaiterError::FailureState(failed)) => {
-                let config = failed
-                    .final_poll()
-                    .as_result()
-                    .ok()
-                    .and_then(|o| o.configuration());
-                let reason = config
-                    .and_then(|c| c.last_update_status_reason())
-                    .unwrap_or("no reason given");
-                Ok(Readiness::Refused(format!(
-                    "the last update of {function} failed: {reason}"
-                )))
-            }
-            Err(e) => waiter_error(function, "$LATEST", e),
-        }
+            .await
+            .map(|_| ());
+        settled(function, "$LATEST", waited, |config| {
+            let reason = config.and_then(|c| c.last_update_status_reason());
+            format!(
+                "the last update of {function} failed: {}",
+                reason.unwrap_or("no reason given")
+            )
+        })
     }
 
     /// Waits until `version` of `function` is `Active` (the SDK's
@@ -520,43 +513,45 @@ impl AwsCloud {
             .function_name(function)
             .qualifier(version)
             .wait(STATE_WAIT)
-            .await;
-        match waited {
-            Ok(_) => Ok(Readiness::Ready(version.to_owned())),
-            Err(WaiterError::FailureState(failed)) => {
-                let config = failed
-                    .final_poll()
-                    .as_result()
-                    .ok()
-                    .and_then(|o| o.configuration());
-                let reason = config
-                    .and_then(|c| c.state_reason())
-                    .unwrap_or("no reason given");
-                Ok(Readiness::Refused(format!(
-                    "version {version} of {function} is in state Failed: {reason}"
-                )))
-            }
-            Err(e) => waiter_error(function, version, e),
-        }
+            .await
+            .map(|_| ());
+        settled(function, version, waited, |config| {
+            let reason = config.and_then(|c| c.state_reason());
+            format!(
+                "version {version} of {function} is in state Failed: {}",
+                reason.unwrap_or("no reason given")
+            )
+        })
     }
 }
 
-/// A waiter that ended without reaching a state: the version does not
-/// exist (`Refused`), or Lambda did not answer in time (retried later).
-fn waiter_error<O, E>(
+/// How a `GetFunction` waiter ended: the state reached (`Ready`); a failed
+/// state, said by `failed` from the last configuration read, or a function
+/// or version that does not exist (`Refused`); or no answer in time
+/// (retried later).
+fn settled(
     function: &str,
     version: &str,
-    e: WaiterError<O, E>,
-) -> Result<Readiness, EngineError>
-where
-    E: aws_sdk_lambda::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    O: std::fmt::Debug,
-{
+    waited: Result<(), WaiterError<GetFunctionOutput, GetFunctionError>>,
+    failed: impl FnOnce(Option<&FunctionConfiguration>) -> String,
+) -> Result<Readiness, EngineError> {
+    let e = match waited {
+        Ok(()) => return Ok(Readiness::Ready(version.to_owned())),
+        Err(WaiterError::FailureState(state)) => {
+            let config = state
+                .final_poll()
+                .as_result()
+                .ok()
+                .and_then(|o| o.configuration());
+            return Ok(Readiness::Refused(failed(config)));
+        }
+        Err(e) => e,
+    };
     let not_found = match &e {
         WaiterError::OperationFailed(failed) => failed
             .error()
             .as_service_error()
-            .is_some_and(|se| se.code() == Some("ResourceNotFoundException")),
+            .is_some_and(|se| se.is_resource_not_found_exception()),
         _ => false,
     };
     if not_found {
