@@ -128,6 +128,9 @@ async fn main() -> Result<()> {
             .send()
             .await?;
     }
+    // Lambda's control-plane quota, as sluice-local plays it for all callers.
+    let quota_url = format!("{}/_sluice/quota", stack.var("AWS_ENDPOINT_URL_LAMBDA"));
+    let quota_before = quota_report(&quota_url).await?;
     let fleet_start = Instant::now();
     // The bench watches through a client of its own, so the counts are the engine's alone.
     let watch = Store::new(
@@ -237,6 +240,7 @@ async fn main() -> Result<()> {
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     while pollers.join_next().await.is_some() {}
     let fleet_calls = calls.totals(fleet_start);
+    let quota_after = quota_report(&quota_url).await?;
 
     // Invariants: promoted, the alias whole on 2, one timeline shape for all.
     let mut violations = Vec::new();
@@ -308,6 +312,28 @@ async fn main() -> Result<()> {
     println!(
         "workers that failed and were resumed: {}",
         failures.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    let rate = quota_after["rates"]["control_plane"]
+        .as_f64()
+        .unwrap_or(15.0);
+    let control = |field: &str| {
+        quota_after["requests"]["control_plane"][field]
+            .as_u64()
+            .unwrap_or(0)
+            - quota_before["requests"]["control_plane"][field]
+                .as_u64()
+                .unwrap_or(0)
+    };
+    let (allowed, throttled) = (control("allowed"), control("throttled"));
+    let per_shift = allowed as f64 / shifts as f64;
+    println!(
+        "Lambda control plane (the account's quota, {rate:.0}/s for all callers): {allowed} requests let through, {throttled} throttled (and retried); {per_shift:.2} a shift"
+    );
+    println!(
+        "the bound the quota sets: {shifts} UpdateAlias / {rate:.0} per second = {:.0} s; at {per_shift:.2} control-plane calls a shift, {:.0} s; all promoted in {:.1} s",
+        shifts as f64 / rate,
+        allowed as f64 / rate,
+        wall.as_secs_f64()
     );
     println!("invariant violations: {}", violations.len());
     for v in violations.iter().take(10) {
@@ -462,4 +488,9 @@ async fn cost_model(
         "  (hooks that run smoke tests or wait out an analysis window bill their own time on top; the Lambda API calls other than Invoke are free)"
     );
     Ok(())
+}
+
+/// sluice-local's count of Lambda requests let through and throttled, by quota.
+async fn quota_report(url: &str) -> Result<serde_json::Value> {
+    Ok(reqwest::get(url).await?.error_for_status()?.json().await?)
 }

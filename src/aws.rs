@@ -161,6 +161,23 @@ impl HttpClient for OneConnector {
     }
 }
 
+/// Whether AWS would answer the same request the same way again: a denied
+/// permission, a request it refuses, or something that does not exist.
+/// Retrying cannot help; the caller fails what asked for it, with the reason.
+pub fn refused_for_good<E, R>(e: &aws_sdk_lambda::error::SdkError<E, R>) -> bool
+where
+    E: aws_sdk_lambda::error::ProvideErrorMetadata,
+{
+    e.as_service_error()
+        .and_then(|se| se.code())
+        .is_some_and(|code| {
+            matches!(
+                code,
+                "AccessDenied" | "AccessDeniedException" | "ValidationException"
+            ) || code.ends_with("NotFoundException")
+        })
+}
+
 /// An AWS error as one line: the service's code and message, or the whole
 /// error when the request did not reach the service.
 pub fn service_message<E, R>(e: &aws_sdk_lambda::error::SdkError<E, R>) -> String

@@ -44,6 +44,10 @@ pub enum EngineError {
     /// A transient AWS failure: the phase is saved and will be retried.
     #[error("{0}")]
     Aws(String),
+    /// AWS refused the request and would refuse it again (a denied
+    /// permission, a refused parameter): the caller decides what fails.
+    #[error("{0}")]
+    Refused(String),
     #[error("stopped before {0} by fault injection")]
     Injected(String),
     #[error("event: {0}")]
@@ -533,10 +537,16 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         {
             return Ok(Input::LockBusy { holder });
         }
-        let Some(current) = self.cloud.read_alias(function, alias).await? else {
-            return Ok(Input::PrepareFailed {
-                reason: format!("alias {function}:{alias} does not exist"),
-            });
+        let current = match self.cloud.read_alias(function, alias).await {
+            Ok(Some(current)) => current,
+            Ok(None) => {
+                return Ok(Input::PrepareFailed {
+                    reason: format!("alias {function}:{alias} does not exist"),
+                });
+            }
+            // Redelivering the deployment would only be refused again.
+            Err(EngineError::Refused(reason)) => return Ok(Input::PrepareFailed { reason }),
+            Err(e) => return Err(e),
         };
         if !current.weights.is_empty() {
             return Ok(Input::PrepareFailed {

@@ -592,6 +592,12 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
                         "CodePipeline {pipeline} execution {execution_id} ended {status}"
                     ),
                 }),
+                PipelineRun::Refused(reason) => Some(Input::ActionFailed {
+                    at,
+                    reason: format!(
+                        "CodePipeline {pipeline} execution {execution_id} could not be read: {reason}"
+                    ),
+                }),
                 PipelineRun::Running => {
                     self.recheck_later(e, at, Some(execution_id.to_owned()))
                         .await?;
@@ -726,8 +732,8 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
                     .start_pipeline(&pipeline, &token, source)
                     .await?
                 {
-                    Some(id) => self.check_codepipeline(e, at, &id).await,
-                    None => Ok(failed(format!("CodePipeline {pipeline} does not exist"))),
+                    Ok(id) => self.check_codepipeline(e, at, &id).await,
+                    Err(reason) => Ok(failed(reason)),
                 }
             }
         }

@@ -77,9 +77,9 @@ async fn world_of(stack: TestStack) -> Result<World> {
     let hooks = tempfile::tempdir()?;
     let recorder = binary("recorder")?;
     for (name, status) in [
-        ("pre-ok", "Succeeded"),
-        ("post-ok", "Succeeded"),
-        ("pre-fail", "Failed"),
+        ("greeter-pre-ok", "Succeeded"),
+        ("greeter-post-ok", "Succeeded"),
+        ("greeter-pre-fail", "Failed"),
     ] {
         let dir = hooks.path().join(name);
         std::fs::create_dir_all(&dir)?;
@@ -275,7 +275,12 @@ async fn a_healthy_canary_is_gated_at_every_shift_and_promoted_whole() -> Result
         .engine
         .start(
             "healthy",
-            spec("2", "canary:10:1s", Some("pre-ok"), Some("post-ok")),
+            spec(
+                "2",
+                "canary:10:1s",
+                Some("greeter-pre-ok"),
+                Some("greeter-post-ok"),
+            ),
         )
         .await?;
     assert!(
@@ -296,14 +301,14 @@ async fn a_healthy_canary_is_gated_at_every_shift_and_promoted_whole() -> Result
         "promoted: on the new version, routing cleared"
     );
     assert_eq!(
-        w.hook_calls("pre-ok"),
+        w.hook_calls("greeter-pre-ok"),
         vec![
             ("PreTraffic".into(), 1, 10.0),
             ("PreTraffic".into(), 2, 100.0)
         ]
     );
     assert_eq!(
-        w.hook_calls("post-ok"),
+        w.hook_calls("greeter-post-ok"),
         vec![
             ("PostTraffic".into(), 1, 10.0),
             ("PostTraffic".into(), 2, 100.0)
@@ -339,7 +344,12 @@ async fn failed_gates_and_alarms_roll_back_with_the_alias_whole() -> Result<()> 
         .engine
         .start(
             "smoke-fails",
-            spec("2", "canary:10:1s", Some("pre-fail"), Some("post-ok")),
+            spec(
+                "2",
+                "canary:10:1s",
+                Some("greeter-pre-fail"),
+                Some("greeter-post-ok"),
+            ),
         )
         .await?;
     assert!(
@@ -349,7 +359,7 @@ async fn failed_gates_and_alarms_roll_back_with_the_alias_whole() -> Result<()> 
     );
     assert_eq!(w.alias().await?, ("1".to_owned(), vec![]));
     assert!(
-        w.hook_calls("post-ok").is_empty(),
+        w.hook_calls("greeter-post-ok").is_empty(),
         "no PostTraffic gate without a shift"
     );
 
@@ -417,7 +427,12 @@ async fn a_worker_killed_before_any_command_is_repaired_by_resume() -> Result<()
             crashing
                 .start(
                     &id,
-                    spec(target, "linear:50:1s", Some("pre-ok"), Some("post-ok")),
+                    spec(
+                        target,
+                        "linear:50:1s",
+                        Some("greeter-pre-ok"),
+                        Some("greeter-post-ok"),
+                    ),
                 )
                 .await?;
             w.run_with(&crashing, &[&id]).await
@@ -468,10 +483,14 @@ async fn a_worker_killed_before_any_command_is_repaired_by_resume() -> Result<()
 async fn two_deployments_on_one_alias_never_interleave() -> Result<()> {
     let w = world().await?;
     let (a, b) = tokio::join!(
-        w.engine
-            .start("first", spec("2", "canary:10:1s", Some("pre-ok"), None)),
-        w.engine
-            .start("second", spec("3", "canary:10:1s", Some("pre-ok"), None)),
+        w.engine.start(
+            "first",
+            spec("2", "canary:10:1s", Some("greeter-pre-ok"), None)
+        ),
+        w.engine.start(
+            "second",
+            spec("3", "canary:10:1s", Some("greeter-pre-ok"), None)
+        ),
     );
     let (a, b) = (a?, b?);
     let queued = [&a, &b]
@@ -542,7 +561,9 @@ async fn two_deployments_on_one_alias_never_interleave() -> Result<()> {
 async fn shifter_world() -> Result<World> {
     world_of(start_stack_without(
         Some("template.yaml"),
-        &[],
+        // The shifter may invoke only what ManagedFunctions names (and
+        // Sluice's own hooks): the test hooks share the greeter's prefix.
+        &[("ManagedFunctions", "greeter*")],
         0.02,
         &[
             "SourceFunction",
@@ -571,7 +592,12 @@ async fn the_shifter_function_runs_deployments_from_its_event_sources() -> Resul
     // and the timer queue brings it back after each bake.
     let (d, commands) = Deployment::create(
         "via-stream",
-        spec("2", "linear:50:1s", Some("pre-ok"), Some("post-ok")),
+        spec(
+            "2",
+            "linear:50:1s",
+            Some("greeter-pre-ok"),
+            Some("greeter-post-ok"),
+        ),
         chrono::Utc::now(),
     );
     let events: Vec<_> = commands
@@ -587,7 +613,7 @@ async fn the_shifter_function_runs_deployments_from_its_event_sources() -> Resul
         .with_context(|| w.stack.log_tail())?;
     assert_eq!(done.phase, Phase::Promoted);
     assert_eq!(w.alias().await?, ("2".to_owned(), vec![]));
-    let pre = w.hook_calls("pre-ok");
+    let pre = w.hook_calls("greeter-pre-ok");
     assert!(
         pre.contains(&("PreTraffic".into(), 1, 50.0))
             && pre.contains(&("PreTraffic".into(), 2, 100.0)),
@@ -626,6 +652,30 @@ async fn the_shifter_function_runs_deployments_from_its_event_sources() -> Resul
     );
     assert_eq!(w.alias().await?, ("2".to_owned(), vec![]));
 
+    // A function ManagedFunctions does not name is out of the shifter's
+    // role: the call is refused as on AWS, and the timeline names the
+    // action and the resource.
+    let mut outside = spec("2", "AllAtOnce", None, None);
+    outside.function = "billing".into();
+    let (d, _) = Deployment::create("outside", outside, chrono::Utc::now());
+    w.engine.store.create(&d, &[]).await?;
+    let done = wait_for("the refusal", DEADLINE, finished("outside"))
+        .await
+        .with_context(|| w.stack.log_tail())?;
+    let Phase::FailedToStart { reason } = &done.phase else {
+        bail!(
+            "expected a deployment that failed to start: {:?}",
+            done.phase
+        );
+    };
+    assert!(
+        reason.contains("assumed-role/sluice-ShifterFunctionRole/")
+            && reason.contains(
+                "is not authorized to perform: lambda:GetAlias on resource: arn:aws:lambda:us-east-1:123456789012:function:billing because"
+            ),
+        "{reason}"
+    );
+
     // The shifter counted both in Sluice's metrics (EMF lines in its log).
     let log = std::fs::read_to_string(w.stack.dir.path().join("state/sluice-local.log"))?;
     for metric in [
@@ -650,14 +700,19 @@ async fn operators_promote_pause_resume_abort_and_retry() -> Result<()> {
         .engine
         .start(
             "promoted",
-            spec("2", "linear:25:1h", Some("pre-ok"), Some("post-ok")),
+            spec(
+                "2",
+                "linear:25:1h",
+                Some("greeter-pre-ok"),
+                Some("greeter-post-ok"),
+            ),
         )
         .await?;
     assert!(matches!(d.phase, Phase::Baking { step: 0, .. }));
     let d = w.engine.apply("promoted", Input::Promote).await?;
     assert_eq!(d.phase, Phase::Promoted);
-    assert_eq!(w.hook_calls("pre-ok").len(), 4);
-    assert_eq!(w.hook_calls("post-ok").len(), 4);
+    assert_eq!(w.hook_calls("greeter-pre-ok").len(), 4);
+    assert_eq!(w.hook_calls("greeter-post-ok").len(), 4);
     assert_eq!(w.alias().await?, ("2".to_owned(), vec![]));
 
     // Pause holds a bake: its timer changes nothing; resume goes on from where it stood.
@@ -1093,7 +1148,12 @@ async fn calm_timeline(w: &World) -> Result<Vec<EventKind>> {
     w.engine
         .start(
             "calm",
-            spec("2", FAULT_CONFIG, Some("pre-ok"), Some("post-ok")),
+            spec(
+                "2",
+                FAULT_CONFIG,
+                Some("greeter-pre-ok"),
+                Some("greeter-post-ok"),
+            ),
         )
         .await?;
     w.run_to_end(&["calm"]).await?;
@@ -1243,7 +1303,12 @@ async fn dynamodb_writes_refused_or_unanswered_are_repaired_without_doing_anythi
         let _ = faulty
             .start(
                 "faulty",
-                spec("3", FAULT_CONFIG, Some("pre-ok"), Some("post-ok")),
+                spec(
+                    "3",
+                    FAULT_CONFIG,
+                    Some("greeter-pre-ok"),
+                    Some("greeter-post-ok"),
+                ),
             )
             .await;
     }
@@ -1296,7 +1361,12 @@ async fn a_throttled_lambda_api_delays_the_rollout_but_skips_and_repeats_nothing
         .engine
         .start(
             "throttled",
-            spec("3", FAULT_CONFIG, Some("pre-ok"), Some("post-ok")),
+            spec(
+                "3",
+                FAULT_CONFIG,
+                Some("greeter-pre-ok"),
+                Some("greeter-post-ok"),
+            ),
         )
         .await?;
     assert!(
@@ -1372,7 +1442,12 @@ async fn moto_stopped_mid_deployment_fails_the_worker_in_time_and_the_sweep_fini
     faulty
         .start(
             "outage",
-            spec("3", FAULT_CONFIG, Some("pre-ok"), Some("post-ok")),
+            spec(
+                "3",
+                FAULT_CONFIG,
+                Some("greeter-pre-ok"),
+                Some("greeter-post-ok"),
+            ),
         )
         .await?;
     {
@@ -1418,7 +1493,12 @@ async fn a_lambda_api_that_stops_answering_at_a_gate_fails_it_and_the_rollback_c
     let d = faulty
         .start(
             "cut-off",
-            spec("2", FAULT_CONFIG, Some("pre-ok"), Some("post-ok")),
+            spec(
+                "2",
+                FAULT_CONFIG,
+                Some("greeter-pre-ok"),
+                Some("greeter-post-ok"),
+            ),
         )
         .await?;
     let Phase::Baking { step: 0, until } = d.phase else {
@@ -1535,7 +1615,7 @@ async fn a_zip_deploy_waits_out_updates_and_pending_versions_and_survives_thrott
             key: key.to_owned(),
             object_version: None,
         },
-        ..spec("unused", "AllAtOnce", Some("pre-ok"), None)
+        ..spec("unused", "AllAtOnce", Some("greeter-pre-ok"), None)
     };
 
     // Someone else's update is in progress when the deployment starts.
@@ -1641,7 +1721,12 @@ async fn a_fleet_held_to_the_control_plane_quota_is_throttled_yet_all_promoted()
     let before = quota_counts(&w).await?;
 
     for alias in &aliases {
-        let mut s = spec("2", "linear:50:1s", Some("pre-ok"), Some("post-ok"));
+        let mut s = spec(
+            "2",
+            "linear:50:1s",
+            Some("greeter-pre-ok"),
+            Some("greeter-post-ok"),
+        );
         s.alias = alias.clone();
         let (d, _) = Deployment::create(alias, s, chrono::Utc::now());
         w.engine.store.create(&d, &[]).await?;
@@ -1679,8 +1764,8 @@ async fn a_fleet_held_to_the_control_plane_quota_is_throttled_yet_all_promoted()
         );
     }
     // Both steps of all eight were gated before and after their shift.
-    let pre = w.hook_calls("pre-ok");
-    let post = w.hook_calls("post-ok");
+    let pre = w.hook_calls("greeter-pre-ok");
+    let post = w.hook_calls("greeter-post-ok");
     assert_eq!(
         (pre.len(), post.len()),
         (16, 16),

@@ -1071,3 +1071,367 @@ async fn stream_batches_are_filtered_bisected_and_discarded_as_lambda_does() -> 
     );
     Ok(())
 }
+
+/// A function's calls carry its execution role's credentials, and sluice-local
+/// answers what the role does not allow as AWS does: the service's own
+/// AccessDenied, naming the principal, the action and the resource
+/// (lambda-intro-execution-role.html, reference_policies_evaluation-logic.html).
+/// The clients here are built as a function's SDK builds them: the role's
+/// credentials from its environment, and sluice-local as every endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_functions_calls_get_exactly_what_its_role_allows() -> Result<()> {
+    use aws_sdk_dynamodb::types::{AttributeDefinition, AttributeValue, KeySchemaElement};
+    use sluice_local::iam::{ACCESS_KEY_ID, Caller, SECRET_ACCESS_KEY};
+    let stack = start_stack(None, &[], 1.0)?;
+    let admin = stack.sdk_config().await;
+    let (region, account) = ("us-east-1", "123456789012");
+
+    let ddb = aws_sdk_dynamodb::Client::new(&admin);
+    for table in ["granted", "other"] {
+        ddb.create_table()
+            .table_name(table)
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("pk")
+                    .key_type("HASH".into())
+                    .build()?,
+            )
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("pk")
+                    .attribute_type("S".into())
+                    .build()?,
+            )
+            .billing_mode("PAY_PER_REQUEST".into())
+            .send()
+            .await?;
+    }
+    let s3_admin = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&admin)
+            .force_path_style(true)
+            .build(),
+    );
+    s3_admin.create_bucket().bucket("art").send().await?;
+    for key in ["builds/a.zip", "builds/secret.zip", "private/b"] {
+        s3_admin
+            .put_object()
+            .bucket("art")
+            .key(key)
+            .body(key.as_bytes().to_vec().into())
+            .send()
+            .await?;
+    }
+    let sqs_admin = aws_sdk_sqs::Client::new(&admin);
+    let timers = sqs_admin
+        .create_queue()
+        .queue_name("timers")
+        .send()
+        .await?
+        .queue_url()
+        .context("url")?
+        .to_owned();
+    let others = sqs_admin
+        .create_queue()
+        .queue_name("others")
+        .send()
+        .await?
+        .queue_url()
+        .context("url")?
+        .to_owned();
+    let secrets_admin = aws_sdk_secretsmanager::Client::new(&admin);
+    secrets_admin
+        .create_secret()
+        .name("webhook")
+        .secret_string("s3cr3t")
+        .send()
+        .await?;
+    let other_secret = secrets_admin
+        .create_secret()
+        .name("other")
+        .secret_string("x")
+        .send()
+        .await?;
+    let other_secret_arn = other_secret.arn().context("arn")?.to_owned();
+
+    let iam = aws_sdk_iam::Client::new(&admin);
+    let role = iam
+        .create_role()
+        .role_name("probe-role")
+        .assume_role_policy_document(
+            json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+                "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]})
+            .to_string(),
+        )
+        .send()
+        .await?;
+    let role_arn = role.role().context("role")?.arn().to_owned();
+    let policy = json!({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:PutItem"],
+         "Resource": format!("arn:aws:dynamodb:{region}:{account}:table/granted")},
+        {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::art/builds/*"},
+        {"Effect": "Deny", "Action": "s3:*", "Resource": "arn:aws:s3:::art/builds/secret*"},
+        {"Effect": "Allow", "Action": "sqs:SendMessage*", "Resource": format!("arn:aws:sqs:{region}:{account}:timers")},
+        {"Effect": "Allow", "Action": "cloudwatch:DescribeAlarms", "Resource": format!("arn:aws:cloudwatch:{region}:{account}:alarm:*")},
+        {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": format!("arn:aws:secretsmanager:{region}:{account}:secret:webhook-??????")},
+        {"Effect": "Allow", "Action": "lambda:ListFunctions", "Resource": "*"}
+    ]});
+    iam.put_role_policy()
+        .role_name("probe-role")
+        .policy_name("probe")
+        .policy_document(policy.to_string())
+        .send()
+        .await?;
+
+    let as_function = |role_arn: String| {
+        let token = Caller {
+            function: "probe".into(),
+            role_arn,
+        }
+        .session_token();
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(stack.var("AWS_ENDPOINT_URL_LAMBDA"))
+            .region(aws_config::Region::new(region))
+            .credentials_provider(aws_sdk_lambda::config::Credentials::new(
+                ACCESS_KEY_ID,
+                SECRET_ACCESS_KEY,
+                Some(token),
+                None,
+                "execution-role",
+            ))
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .load()
+    };
+    let function = as_function(role_arn.clone()).await;
+    let principal = format!("arn:aws:sts::{account}:assumed-role/probe-role/probe");
+    let implicit = |action: &str, resource: &str| {
+        format!(
+            "User: {principal} is not authorized to perform: {action} on resource: {resource} because no identity-based policy allows the {action} action"
+        )
+    };
+    // The error's code and message, as the SDK parsed them.
+    fn refusal<
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::fmt::Debug,
+        R: std::fmt::Debug,
+    >(
+        result: Result<
+            R,
+            aws_sdk_dynamodb::error::SdkError<E, aws_smithy_runtime_api::http::Response>,
+        >,
+    ) -> (String, String) {
+        let e = result.expect_err("refused");
+        let se = e
+            .as_service_error()
+            .unwrap_or_else(|| panic!("a service error: {e:?}"));
+        (
+            se.code().unwrap_or_default().to_owned(),
+            se.message().unwrap_or_default().to_owned(),
+        )
+    }
+
+    // DynamoDB: the granted table only.
+    let ddb = aws_sdk_dynamodb::Client::new(&function);
+    let item = |table: &str| {
+        ddb.put_item()
+            .table_name(table)
+            .item("pk", AttributeValue::S("k".into()))
+            .send()
+    };
+    item("granted").await?;
+    let got = ddb
+        .get_item()
+        .table_name("granted")
+        .key("pk", AttributeValue::S("k".into()))
+        .send()
+        .await?;
+    assert!(got.item().is_some(), "the allowed write reached moto");
+    assert_eq!(
+        refusal(item("other").await),
+        (
+            "AccessDeniedException".into(),
+            implicit(
+                "dynamodb:PutItem",
+                &format!("arn:aws:dynamodb:{region}:{account}:table/other")
+            )
+        )
+    );
+    assert_eq!(
+        refusal(
+            ddb.delete_item()
+                .table_name("granted")
+                .key("pk", AttributeValue::S("k".into()))
+                .send()
+                .await
+        )
+        .1,
+        implicit(
+            "dynamodb:DeleteItem",
+            &format!("arn:aws:dynamodb:{region}:{account}:table/granted")
+        )
+    );
+
+    // S3: objects under builds/, but an explicit deny wins.
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&function)
+            .force_path_style(true)
+            .build(),
+    );
+    let body = s3
+        .get_object()
+        .bucket("art")
+        .key("builds/a.zip")
+        .send()
+        .await?
+        .body
+        .collect()
+        .await?;
+    assert_eq!(body.into_bytes().as_ref(), b"builds/a.zip");
+    assert_eq!(
+        refusal(s3.get_object().bucket("art").key("private/b").send().await),
+        (
+            "AccessDenied".into(),
+            implicit("s3:GetObject", "arn:aws:s3:::art/private/b")
+        )
+    );
+    assert_eq!(
+        refusal(
+            s3.get_object()
+                .bucket("art")
+                .key("builds/secret.zip")
+                .send()
+                .await
+        )
+        .1,
+        format!(
+            "User: {principal} is not authorized to perform: s3:GetObject on resource: arn:aws:s3:::art/builds/secret.zip with an explicit deny in an identity-based policy"
+        )
+    );
+
+    // SQS: one queue.
+    let sqs = aws_sdk_sqs::Client::new(&function);
+    sqs.send_message()
+        .queue_url(&timers)
+        .message_body("tick")
+        .send()
+        .await?;
+    let (code, message) = refusal(
+        sqs.send_message()
+            .queue_url(&others)
+            .message_body("tick")
+            .send()
+            .await,
+    );
+    assert_eq!(code, "AccessDenied");
+    assert_eq!(
+        message,
+        implicit(
+            "sqs:SendMessage",
+            &format!("arn:aws:sqs:{region}:{account}:others")
+        )
+    );
+
+    // CloudWatch: alarms, not metrics.
+    let cloudwatch = aws_sdk_cloudwatch::Client::new(&function);
+    cloudwatch
+        .describe_alarms()
+        .alarm_names("errors")
+        .send()
+        .await?;
+    let (code, message) = refusal(
+        cloudwatch
+            .get_metric_statistics()
+            .namespace("AWS/Lambda")
+            .metric_name("Errors")
+            .start_time(aws_smithy_types::DateTime::from_secs(0))
+            .end_time(aws_smithy_types::DateTime::from_secs(60))
+            .period(60)
+            .statistics(Statistic::Sum)
+            .send()
+            .await,
+    );
+    assert_eq!(
+        (code.as_str(), message),
+        (
+            "AccessDenied",
+            implicit("cloudwatch:GetMetricStatistics", "*")
+        )
+    );
+
+    // Secrets Manager: a secret named by name is judged by its full ARN.
+    let secrets = aws_sdk_secretsmanager::Client::new(&function);
+    let value = secrets
+        .get_secret_value()
+        .secret_id("webhook")
+        .send()
+        .await?;
+    assert_eq!(value.secret_string(), Some("s3cr3t"));
+    assert_eq!(
+        refusal(secrets.get_secret_value().secret_id("other").send().await).1,
+        implicit("secretsmanager:GetSecretValue", &other_secret_arn)
+    );
+
+    // Lambda: what the role names, on the unqualified or qualified ARN.
+    let lambda = aws_sdk_lambda::Client::new(&function);
+    lambda.list_functions().send().await?;
+    assert_eq!(
+        refusal(
+            lambda
+                .get_alias()
+                .function_name("greeter")
+                .name("live")
+                .send()
+                .await
+        ),
+        (
+            "AccessDeniedException".into(),
+            implicit(
+                "lambda:GetAlias",
+                &format!("arn:aws:lambda:{region}:{account}:function:greeter")
+            )
+        )
+    );
+    assert_eq!(
+        refusal(
+            lambda
+                .invoke()
+                .function_name("greeter")
+                .qualifier("live")
+                .send()
+                .await
+        )
+        .1,
+        implicit(
+            "lambda:InvokeFunction",
+            &format!("arn:aws:lambda:{region}:{account}:function:greeter:live")
+        )
+    );
+
+    // A change to the role applies within IAM's propagation delay.
+    iam.put_role_policy()
+        .role_name("probe-role")
+        .policy_name("more")
+        .policy_document(
+            json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "dynamodb:PutItem",
+                "Resource": format!("arn:aws:dynamodb:{region}:{account}:table/other")}]})
+            .to_string(),
+        )
+        .send()
+        .await?;
+    wait_for("the new policy to apply", DEADLINE, || async {
+        Ok(item("other").await.is_ok().then_some(()))
+    })
+    .await?;
+
+    // A role that does not exist allows nothing, and says why.
+    let ghost = as_function(format!("arn:aws:iam::{account}:role/ghost")).await;
+    let (code, message) = refusal(
+        aws_sdk_dynamodb::Client::new(&ghost)
+            .put_item()
+            .table_name("granted")
+            .item("pk", AttributeValue::S("k".into()))
+            .send()
+            .await,
+    );
+    assert_eq!(code, "AccessDeniedException");
+    assert!(message.contains("ghost cannot be read"), "{message}");
+    Ok(())
+}

@@ -5,7 +5,7 @@
 
 mod support;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use sluice::commits::sign;
 use sluice::domain::execution::{ActionRef, Execution, Input, Status};
 use sluice::domain::pipeline::PipelineDefinition;
@@ -30,7 +30,7 @@ stages:
         config: { function: greeter, alias: beta, artifact: artifact, config: AllAtOnce }
       - name: test-beta
         kind: invoke
-        config: { function: acceptance-tests, payload: { suite: smoke } }
+        config: { function: greeter-acceptance-tests, payload: { suite: smoke } }
   - name: approve
     actions:
       - { name: release-manager, kind: approval, config: { timeout: 10m } }
@@ -61,7 +61,13 @@ struct World {
 impl World {
     async fn new() -> Result<World> {
         // Every function of the template, with its schedules played ten times faster.
-        let stack = start_stack(Some("template.yaml"), &[], 0.1)?;
+        // The orchestrator may invoke only what ManagedFunctions names: the
+        // test function shares the greeter's prefix.
+        let stack = start_stack(
+            Some("template.yaml"),
+            &[("ManagedFunctions", "greeter*")],
+            0.1,
+        )?;
         let config = stack.sdk_config().await;
         let lambda = stack.lambda().await;
         let role = function_role(&stack).await?;
@@ -86,7 +92,7 @@ impl World {
         create_function(
             &lambda,
             &role,
-            "acceptance-tests",
+            "greeter-acceptance-tests",
             sluice_local::code::bootstrap_zip(&binary("recorder")?, &[]),
             &[("RECORDER_DIR", &tests_dir.path().display().to_string())],
             5,
@@ -423,6 +429,68 @@ stages:
         run.pipeline_execution().and_then(|p| p.pipeline_name()),
         Some("legacy-integration")
     );
+
+    // Without the permission, the action fails at the call with AWS's reason,
+    // as it would on AWS, instead of retrying a refusal for ever.
+    let orchestrator_role = "sluice-OrchestratorFunctionRole";
+    let pipeline_arn = "arn:aws:codepipeline:us-east-1:123456789012:legacy-integration";
+    aws_sdk_iam::Client::new(&config)
+        .put_role_policy()
+        .role_name(orchestrator_role)
+        .policy_name("NoLegacyPipelines")
+        .policy_document(
+            serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Deny",
+                "Action": "codepipeline:StartPipelineExecution", "Resource": pipeline_arn}]})
+            .to_string(),
+        )
+        .send()
+        .await?;
+    // IAM's change reaches the role's next calls within its propagation delay.
+    let as_orchestrator = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(w.stack.var("AWS_ENDPOINT_URL_LAMBDA"))
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_lambda::config::Credentials::new(
+            sluice_local::iam::ACCESS_KEY_ID,
+            sluice_local::iam::SECRET_ACCESS_KEY,
+            Some(
+                sluice_local::iam::Caller {
+                    function: "probe".into(),
+                    role_arn: format!("arn:aws:iam::123456789012:role/{orchestrator_role}"),
+                }
+                .session_token(),
+            ),
+            None,
+            "probe",
+        ))
+        .load()
+        .await;
+    let probe = aws_sdk_codepipeline::Client::new(&as_orchestrator);
+    wait_for("the deny to apply", Duration::from_secs(30), || async {
+        let denied = probe
+            .start_pipeline_execution()
+            .name("legacy-integration")
+            .send()
+            .await
+            .err()
+            .and_then(|e| e.into_service_error().meta().code().map(str::to_owned));
+        Ok((denied.as_deref() == Some("AccessDeniedException")).then_some(()))
+    })
+    .await?;
+    let id = w.push_to(SHA_BAD, "integration").await?;
+    let e = w
+        .wait_until(&id, "the execution to fail", |e| {
+            matches!(e.status, Status::Failed { .. })
+        })
+        .await?;
+    let Status::Failed { reason } = &e.status else {
+        bail!("expected a failed execution: {e:?}");
+    };
+    assert!(
+        reason.contains(&format!(
+            "CodePipeline legacy-integration could not be started: AccessDeniedException: User: arn:aws:sts::123456789012:assumed-role/{orchestrator_role}/sluice-OrchestratorFunction is not authorized to perform: codepipeline:StartPipelineExecution on resource: {pipeline_arn} with an explicit deny"
+        )),
+        "{reason}"
+    );
     Ok(())
 }
 
@@ -542,7 +610,7 @@ source: { repository: acme/greeter, branches: { include: [main] } }
 stages:
   - name: test
     actions:
-      - { name: lint, kind: invoke, config: { function: acceptance-tests } }
+      - { name: lint, kind: invoke, config: { function: greeter-acceptance-tests } }
       - { name: suite, kind: invoke, config: { function: integration-suite } }
 "#,
         )?)

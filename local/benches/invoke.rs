@@ -42,6 +42,7 @@ fn spec(code_sha: &str, version: &str) -> FunctionSpec {
         memory_mb: 128,
         handler: None,
         environment: Default::default(),
+        role: String::new(),
     }
 }
 

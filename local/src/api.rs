@@ -4,6 +4,7 @@
 
 use crate::code::CodeStore;
 use crate::control_plane::{Api, Quota, Transition, apply_status};
+use crate::iam::{Authorizer, Caller, signing_service};
 use crate::invoke::{InvokeError, Invoker, Target};
 use crate::sandbox::MAX_SYNC_PAYLOAD;
 use aws_sdk_lambda::Client as LambdaClient;
@@ -43,6 +44,8 @@ pub struct ApiState {
     pub throttle: std::sync::atomic::AtomicU32,
     /// Lambda's account-wide request quotas (`control_plane`).
     pub quota: Quota,
+    /// What the functions' execution roles allow (`iam`).
+    pub authorizer: Authorizer,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -159,6 +162,22 @@ async fn dispatch(
         }
         _ => {}
     }
+    // A function's calls to any service come here: they are checked against
+    // its role, and those for other services than Lambda go on to moto.
+    let service = signing_service(&headers);
+    if let Some(caller) = Caller::of(&headers) {
+        let service = service.as_deref().unwrap_or("lambda");
+        if let Err(refused) = state
+            .authorizer
+            .check(&caller, service, &method, &uri, &headers, &body)
+            .await
+        {
+            return refused;
+        }
+    }
+    if service.as_deref().is_some_and(|s| s != "lambda") {
+        return forward(&state, method, &uri, &headers, body).await;
+    }
     if let Err(wait) = state.quota.admit(Api::of(&method, &segs)) {
         return over_quota(wait);
     }
@@ -256,6 +275,7 @@ async fn dispatch(
             let resp = forward(&state, method, &uri, &headers, body).await;
             if resp.status().is_success() {
                 state.invoker.states().forget(&function);
+                state.invoker.set_dead_letter(&function, None);
             }
             state.invoker.invalidate(&function);
             resp
@@ -283,6 +303,8 @@ async fn dispatch(
             state.alias_revisions.lock().await.clear();
             state.invoker.states().clear();
             state.quota.reset();
+            state.authorizer.reset();
+            state.invoker.clear_dead_letters();
             let resp = forward(&state, method, &uri, &headers, body).await;
             state.invoker.invalidate_all();
             state.invoker.pool().shutdown();

@@ -146,6 +146,11 @@ impl Invoker {
     }
 
     /// Sets (or, with `None`, clears) a function's dead-letter queue.
+    /// Forgets every function's dead-letter queue (moto was reset).
+    pub fn clear_dead_letters(&self) {
+        self.dead_letters.lock().expect("dead letters lock").clear();
+    }
+
     pub fn set_dead_letter(&self, function: &str, queue_arn: Option<String>) {
         let mut dead_letters = self.dead_letters.lock().expect("dead letters lock");
         match queue_arn.filter(|arn| !arn.is_empty()) {
@@ -300,6 +305,7 @@ impl Invoker {
             memory_mb: config.memory_size().unwrap_or(128),
             handler: config.handler().map(str::to_owned),
             environment,
+            role: config.role().unwrap_or_default().to_owned(),
         });
         self.remember(function, generation, |c| {
             c.specs.insert(version.to_owned(), spec.clone());

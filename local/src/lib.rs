@@ -10,6 +10,7 @@ pub mod api;
 pub mod code;
 pub mod control_plane;
 pub mod filters;
+pub mod iam;
 pub mod invoke;
 pub mod launcher;
 pub mod metrics;

@@ -5,6 +5,8 @@
 //! restarted sluice-local against a running moto) is taken over, not recreated.
 
 use crate::code::{CodeStore, bootstrap_zip};
+use crate::iam;
+use crate::iam::sam::{Scope, inline_policies};
 use crate::sources::{EventSource, UrlAuth};
 use crate::template::{Resource, StackContext, Template};
 use anyhow::{Context, Result, anyhow, bail};
@@ -41,8 +43,6 @@ pub struct Provisioner<'a> {
     /// Functions (logical ids) to leave out, e.g. to test the engine without its worker.
     pub skip_functions: Vec<String>,
 }
-
-const ROLE_NAME: &str = "sluice-local-functions";
 
 /// A name and ARN for a resource that is not created locally, so that what
 /// refers to it still resolves.
@@ -362,34 +362,69 @@ impl Provisioner<'_> {
         Ok(())
     }
 
-    async fn role_arn(&self) -> Result<String> {
+    /// The function's execution role, as the SAM transform makes it: `Role`
+    /// if the function names one, else a role of its own whose inline
+    /// policies are its `Policies` (documents as written, templates expanded).
+    async fn execution_role(&self, ctx: &StackContext, id: &str, props: &Value) -> Result<String> {
+        if let Some(role) = props.get("Role") {
+            if props.get("Policies").is_some() {
+                bail!("{id}: Role and Policies cannot both be given (SAM refuses it too)");
+            }
+            return role
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| anyhow!("{id}.Role must be a role ARN, not {role}"));
+        }
+        let scope = Scope {
+            region: &ctx.region,
+            account: &ctx.account_id,
+        };
+        let policies = props.get("Policies").unwrap_or(&Value::Null);
+        let policies =
+            inline_policies(id, policies, &scope).map_err(|e| anyhow!("{id}.Policies: {e}"))?;
+        for (name, document) in &policies {
+            iam::policy::parse_document(document)
+                .map_err(|e| anyhow!("{id}.Policies ({name}): {e}"))?;
+        }
+        let mut role_name = format!("{}-{id}Role", ctx.stack_name);
+        role_name.truncate(64);
         let iam = aws_sdk_iam::Client::new(self.moto);
         let trust = json!({
             "Version": "2012-10-17",
             "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]
         });
-        match iam
+        let arn = match iam
             .create_role()
-            .role_name(ROLE_NAME)
+            .role_name(&role_name)
             .assume_role_policy_document(trust.to_string())
             .send()
             .await
         {
-            Ok(out) => Ok(out.role().map(|r| r.arn().to_owned()).unwrap_or_default()),
+            Ok(out) => out.role().map(|r| r.arn().to_owned()).unwrap_or_default(),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|se| se.is_entity_already_exists_exception()) =>
             {
                 let out = iam
                     .get_role()
-                    .role_name(ROLE_NAME)
+                    .role_name(&role_name)
                     .send()
                     .await
-                    .map_err(|e| anyhow!("GetRole: {e:?}"))?;
-                Ok(out.role().map(|r| r.arn().to_owned()).unwrap_or_default())
+                    .map_err(|e| anyhow!("GetRole {role_name}: {e:?}"))?;
+                out.role().map(|r| r.arn().to_owned()).unwrap_or_default()
             }
-            Err(e) => Err(anyhow!("CreateRole: {e:?}")),
+            Err(e) => return Err(anyhow!("CreateRole {role_name}: {e:?}")),
+        };
+        for (name, document) in policies {
+            iam.put_role_policy()
+                .role_name(&role_name)
+                .policy_name(&name)
+                .policy_document(document.to_string())
+                .send()
+                .await
+                .map_err(|e| anyhow!("PutRolePolicy {role_name}/{name}: {e:?}"))?;
         }
+        Ok(arn)
     }
 
     async fn function(
@@ -443,6 +478,7 @@ impl Provisioner<'_> {
                 ));
             }
         };
+        let role = self.execution_role(ctx, id, props).await?;
         let lambda = aws_sdk_lambda::Client::new(self.moto);
         let environment = Environment::builder()
             .set_variables(Some(variables))
@@ -452,7 +488,7 @@ impl Provisioner<'_> {
             .function_name(&name)
             .runtime(Runtime::from("provided.al2023"))
             .handler("bootstrap")
-            .role(self.role_arn().await?)
+            .role(&role)
             .code(FunctionCode::builder().zip_file(zip.clone().into()).build())
             .timeout(timeout)
             .memory_size(memory)
@@ -475,6 +511,7 @@ impl Provisioner<'_> {
                 lambda
                     .update_function_configuration()
                     .function_name(&name)
+                    .role(&role)
                     .timeout(timeout)
                     .memory_size(memory)
                     .environment(environment)

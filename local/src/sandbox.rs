@@ -6,6 +6,7 @@
 //! pinned on exactly the invocation it hit.
 
 use crate::code::CodeStore;
+use crate::iam;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -40,6 +41,8 @@ pub struct FunctionSpec {
     pub memory_mb: i32,
     pub handler: Option<String>,
     pub environment: BTreeMap<String, String>,
+    /// The execution role, whose credentials the function runs with.
+    pub role: String,
 }
 
 /// How an invocation ended, in the shape Lambda answers it.
@@ -405,6 +408,17 @@ fn process_env(
         ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into()),
         ("AWS_REGION", settings.region.clone()),
         ("AWS_DEFAULT_REGION", settings.region.clone()),
+        // The execution role's credentials, as Lambda gives them.
+        ("AWS_ACCESS_KEY_ID", iam::ACCESS_KEY_ID.into()),
+        ("AWS_SECRET_ACCESS_KEY", iam::SECRET_ACCESS_KEY.into()),
+        (
+            "AWS_SESSION_TOKEN",
+            iam::Caller {
+                function: spec.function_name.clone(),
+                role_arn: spec.role.clone(),
+            }
+            .session_token(),
+        ),
         ("LAMBDA_TASK_ROOT", task_root.clone()),
         ("LAMBDA_RUNTIME_DIR", task_root),
         (

@@ -4,6 +4,7 @@
 use crate::api::{ApiState, router};
 use crate::code::CodeStore;
 use crate::control_plane::{Quota, Rates};
+use crate::iam::Authorizer;
 use crate::invoke::Invoker;
 use crate::metrics::Metrics;
 use crate::provision::Provisioner;
@@ -105,11 +106,14 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
     let lambda_endpoint = format!("http://{}", listener.local_addr()?);
     let base_env = stack_env(&opts.moto_endpoint, &lambda_endpoint, &opts.region);
 
+    // Functions reach every service through sluice-local, which checks
+    // each call against their execution role before passing it to moto.
+    let function_env = stack_env(&lambda_endpoint, &lambda_endpoint, &opts.region);
     let pool = Pool::new(
         code.clone(),
         SandboxSettings {
             region: opts.region.clone(),
-            inherited_env: base_env.clone(),
+            inherited_env: function_env,
         },
         opts.max_sandboxes_per_version,
     );
@@ -141,6 +145,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         alias_revisions: Default::default(),
         throttle: Default::default(),
         quota: Quota::new(opts.quota),
+        authorizer: Authorizer::new(&moto, opts.region.clone(), ACCOUNT_ID.to_owned()),
     });
     let api = tokio::spawn(async move { axum::serve(listener, router(state)).await });
 

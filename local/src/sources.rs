@@ -93,6 +93,58 @@ impl EventSource {
         if props.get("Enabled") == Some(&json!(false)) || text("State") == Some("DISABLED") {
             return Ok(None);
         }
+        // A property the local stack does not play (a batching window, SQS
+        // filters, ...) is refused by name: silently ignored, it would make
+        // the local stack kinder than AWS.
+        let played: &[&str] = match kind {
+            "DynamoDB" => &[
+                "Stream",
+                "StartingPosition",
+                "BatchSize",
+                "MaximumRetryAttempts",
+                "FunctionResponseTypes",
+                "BisectBatchOnFunctionError",
+                "MaximumRecordAgeInSeconds",
+                "DestinationConfig",
+                "FilterCriteria",
+                "Enabled",
+            ],
+            "SQS" => &["Queue", "BatchSize", "FunctionResponseTypes", "Enabled"],
+            "Schedule" | "ScheduleV2" => &[
+                "Schedule",
+                "ScheduleExpression",
+                "Input",
+                "Description",
+                "Name",
+                "Enabled",
+                "State",
+            ],
+            _ => &[],
+        };
+        if let Some(unplayed) = props
+            .as_object()
+            .into_iter()
+            .flat_map(|o| o.keys())
+            .find(|k| !played.is_empty() && !played.contains(&k.as_str()))
+        {
+            return Err(format!(
+                "{at}: {unplayed} is not played by the local stack (it plays {played:?})"
+            ));
+        }
+        if let Some(destination) = props.pointer("/DestinationConfig/OnFailure")
+            && !match destination.get("Type").and_then(Value::as_str) {
+                Some(kind) => kind == "SQS",
+                // Without a Type, the ARN says which service it is.
+                None => destination
+                    .get("Destination")
+                    .and_then(Value::as_str)
+                    .is_some_and(|arn| arn.split(':').nth(2) == Some("sqs")),
+            }
+        {
+            return Err(format!(
+                "{at}: only an SQS on-failure destination is played by the local stack, not {destination}"
+            ));
+        }
         let report_failures = props
             .get("FunctionResponseTypes")
             .and_then(Value::as_array)
@@ -1237,12 +1289,24 @@ mod tests {
         for bad in [
             json!({"Stream": "s", "MaximumRecordAgeInSeconds": 5}),
             json!({"Stream": "s", "FilterCriteria": {"Filters": [{"Pattern": "{\"a\": [{\"numeric\": [1]}]}"}]}}),
+            json!({"Stream": "s", "MaximumBatchingWindowInSeconds": 5}),
+            json!({"Stream": "s", "DestinationConfig": {"OnFailure": {"Type": "SNS", "Destination": "arn:t"}}}),
         ] {
             let err =
                 EventSource::from_sam("F", "S", &json!({"Type": "DynamoDB", "Properties": bad}))
                     .unwrap_err();
             assert!(err.starts_with("F.Events.S:"), "{err}");
         }
+        let unplayed = EventSource::from_sam(
+            "F",
+            "Q",
+            &json!({"Type": "SQS", "Properties": {"Queue": "arn:q", "FilterCriteria": {}}}),
+        )
+        .unwrap_err();
+        assert!(
+            unplayed.contains("FilterCriteria is not played"),
+            "{unplayed}"
+        );
         let e = EventSource::from_sam("F", "Q", &json!({"Type": "SQS", "Properties": {"Queue": "arn:q", "FunctionResponseTypes": ["ReportBatchItemFailures"]}})).unwrap();
         assert!(matches!(
             e,

@@ -325,7 +325,11 @@ impl Cloud for AwsCloud {
             {
                 Ok(None)
             }
-            Err(e) => Err(aws("GetAlias", e)),
+            Err(e) if worth_retrying(&e) => Err(aws("GetAlias", e)),
+            Err(e) => Err(EngineError::Refused(format!(
+                "GetAlias {function}:{alias}: {}",
+                service_message(&e)
+            ))),
         }
     }
 

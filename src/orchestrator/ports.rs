@@ -5,6 +5,7 @@
 //! plugs in in-memory models.
 
 use super::{OrchestratorError, PipelineTimer, aws};
+use crate::aws::{refused_for_good, service_message};
 use crate::domain::deployment::Time;
 use crate::domain::execution::{Execution, ExecutionEvent};
 use crate::engine::{Deployments, Invocation, invoke};
@@ -93,6 +94,8 @@ pub enum PipelineRun {
     Succeeded,
     /// Failed, stopped, superseded or cancelled: the status.
     Ended(String),
+    /// CodePipeline refuses to say, for good (access denied, no such execution).
+    Refused(String),
 }
 
 /// The outside world of pipeline actions.
@@ -109,14 +112,14 @@ pub trait Actions: Send + Sync {
         key: &str,
     ) -> impl Future<Output = Result<Option<Option<String>>, OrchestratorError>> + Send;
     /// Starts a CodePipeline execution (`token` makes a repeat start nothing
-    /// new), optionally at a commit of one source action; `None` if the
-    /// pipeline does not exist.
+    /// new), optionally at a commit of one source action: its id, or why
+    /// CodePipeline refuses it for good (no such pipeline, access denied).
     fn start_pipeline(
         &self,
         pipeline: &str,
         token: &str,
         source: Option<(&str, &str)>,
-    ) -> impl Future<Output = Result<Option<String>, OrchestratorError>> + Send;
+    ) -> impl Future<Output = Result<Result<String, String>, OrchestratorError>> + Send;
     fn pipeline_run(
         &self,
         pipeline: &str,
@@ -200,7 +203,7 @@ impl Actions for AwsActions {
         pipeline: &str,
         token: &str,
         source: Option<(&str, &str)>,
-    ) -> Result<Option<String>, OrchestratorError> {
+    ) -> Result<Result<String, String>, OrchestratorError> {
         let mut start = self
             .codepipeline
             .start_pipeline_execution()
@@ -217,16 +220,21 @@ impl Actions for AwsActions {
             );
         }
         match start.send().await {
-            Ok(out) => Ok(Some(
-                out.pipeline_execution_id().unwrap_or_default().to_owned(),
-            )),
+            Ok(out) => Ok(Ok(out
+                .pipeline_execution_id()
+                .unwrap_or_default()
+                .to_owned())),
             Err(err)
                 if err
                     .as_service_error()
                     .is_some_and(|se| se.is_pipeline_not_found_exception()) =>
             {
-                Ok(None)
+                Ok(Err(format!("CodePipeline {pipeline} does not exist")))
             }
+            Err(err) if refused_for_good(&err) => Ok(Err(format!(
+                "CodePipeline {pipeline} could not be started: {}",
+                service_message(&err)
+            ))),
             Err(err) => Err(aws("StartPipelineExecution", err)),
         }
     }
@@ -236,14 +244,20 @@ impl Actions for AwsActions {
         pipeline: &str,
         execution_id: &str,
     ) -> Result<PipelineRun, OrchestratorError> {
-        let out = self
+        let out = match self
             .codepipeline
             .get_pipeline_execution()
             .pipeline_name(pipeline)
             .pipeline_execution_id(execution_id)
             .send()
             .await
-            .map_err(|err| aws("GetPipelineExecution", err))?;
+        {
+            Ok(out) => out,
+            Err(err) if refused_for_good(&err) => {
+                return Ok(PipelineRun::Refused(service_message(&err)));
+            }
+            Err(err) => return Err(aws("GetPipelineExecution", err)),
+        };
         let status = out
             .pipeline_execution()
             .and_then(|p| p.status())

@@ -829,13 +829,13 @@ impl Actions for MemoryActions {
         pipeline: &str,
         token: &str,
         _source: Option<(&str, &str)>,
-    ) -> Result<Option<String>, OrchestratorError> {
+    ) -> Result<Result<String, String>, OrchestratorError> {
         let fate = self.dice.cloud_fate();
         if fate == Fate::Fails {
             return Err(action_failure("StartPipelineExecution"));
         }
         if pipeline == "missing" {
-            return Ok(None);
+            return Ok(Err(format!("CodePipeline {pipeline} does not exist")));
         }
         let id = {
             let mut state = self.state.lock().unwrap();
@@ -857,7 +857,7 @@ impl Actions for MemoryActions {
         if fate == Fate::AnswerLost {
             return Err(action_failure("StartPipelineExecution (answer lost)"));
         }
-        Ok(Some(id))
+        Ok(Ok(id))
     }
 
     async fn pipeline_run(

@@ -50,8 +50,8 @@ pub fn start_stack_without(
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    // template.yaml's one parameter without a default. The local stack does
-    // not enforce IAM yet, so it names the sample app the tests deploy.
+    // template.yaml's one parameter without a default: the functions Sluice
+    // may deploy (and its roles allow), the sample app the tests deploy.
     let names_managed = parameters.iter().any(|(k, _)| *k == "ManagedFunctions");
     if template == Some("template.yaml") && !names_managed {
         opts.parameters
