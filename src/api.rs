@@ -207,8 +207,8 @@ async fn route(ops: &Operations, request: &LambdaFunctionUrlRequest) -> Answer {
         ["deployments"] => {
             allow("POST")?;
             let spec: DeploymentSpec = parse(&body)?;
-            let id = ops.deploy(spec).await.map_err(failed)?;
-            Ok((201, json!({ "deployment": id })))
+            let submitted = ops.deploy(spec).await.map_err(failed)?;
+            Ok((201, json!(submitted)))
         }
         ["deployments", id] => {
             allow("GET")?;

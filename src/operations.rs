@@ -3,17 +3,27 @@
 //! current state does not take is refused with the reason, never ignored.
 
 use crate::domain::deployment::{
-    Deployment, DeploymentSpec, Event, Input as DeploymentInput, events_of,
+    Deployment, DeploymentSpec, Event, Input as DeploymentInput, OnBusy, VersionSource, events_of,
 };
 use crate::domain::execution::{
     ActionRef, ActionState, Execution, ExecutionEvent, Input as ExecutionInput, StopMode,
 };
 use crate::domain::pipeline::{ActionKind, PipelineDefinition};
-use crate::engine::EngineError;
+use crate::engine::{Cloud, EngineError};
+use crate::orchestrator::Actions;
 use crate::orchestrator::{Orchestrator, OrchestratorError};
 use crate::settings::SettingError;
 use crate::store::{Store, StoreError};
 use serde::Serialize;
+
+/// A deployment request that was accepted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Submitted {
+    pub deployment: String,
+    /// The deployment holding the alias, which this one waits for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queued_behind: Option<String>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum OperationError {
@@ -168,16 +178,84 @@ impl Operations {
         })
     }
 
-    /// Checks and starts a deployment; returns its id.
-    pub async fn deploy(&self, spec: DeploymentSpec) -> Result<String, OperationError> {
+    /// Checks a deployment request against AWS as it is made (the function,
+    /// its alias serving one version, the version or artifact, each hook:
+    /// one cheap read each), then starts it. Nothing is written for a
+    /// request that cannot start; a busy alias refuses or queues as asked.
+    pub async fn deploy(&self, spec: DeploymentSpec) -> Result<Submitted, OperationError> {
         let problems = spec.problems();
         if !problems.is_empty() {
             return Err(OperationError::Invalid(problems.join("; ")));
         }
+        let holder = self
+            .store()
+            .lock_holder(&spec.function, &spec.alias)
+            .await?;
+        if let (Some(holder), OnBusy::Refuse) = (&holder, spec.on_busy) {
+            return Err(OperationError::Conflict(format!(
+                "{}:{} is busy with deployment {holder}, and this one was asked to refuse if busy",
+                spec.function, spec.alias
+            )));
+        }
+        self.check_targets(&spec, holder.is_some()).await?;
         let id = new_deployment_id();
         let (d, commands) = Deployment::create(&id, spec, chrono::Utc::now());
         self.store().create(&d, &events_of(&commands)).await?;
-        Ok(id)
+        Ok(Submitted {
+            deployment: id,
+            queued_behind: holder,
+        })
+    }
+
+    /// `busy`: another deployment holds the alias, so it may be split now;
+    /// that one leaves it whole before this one starts.
+    async fn check_targets(&self, spec: &DeploymentSpec, busy: bool) -> Result<(), OperationError> {
+        let cloud = &self.orchestrator.engine.cloud;
+        let (function, alias) = (&spec.function, &spec.alias);
+        let invalid = |why: String| Err(OperationError::Invalid(why));
+        if let Some(why) = cloud.unusable_function(function, None).await? {
+            return invalid(format!("function {function} {why}"));
+        }
+        match cloud.read_alias(function, alias).await {
+            Ok(Some(a)) if !a.weights.is_empty() && !busy => {
+                return invalid(format!(
+                    "alias {function}:{alias} is split between versions; it must serve one version to start"
+                ));
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return invalid(format!("alias {function}:{alias} does not exist")),
+            Err(EngineError::Refused(why)) => return invalid(why),
+            Err(e) => return Err(e.into()),
+        }
+        match &spec.source {
+            VersionSource::Version(v) => {
+                if let Some(why) = cloud.unusable_function(function, Some(v)).await? {
+                    return invalid(format!("version {v} of {function} {why}"));
+                }
+            }
+            VersionSource::Artifact { bucket, key, .. } => {
+                if self
+                    .orchestrator
+                    .actions
+                    .head_object(bucket, key)
+                    .await?
+                    .is_none()
+                {
+                    return invalid(format!("artifact s3://{bucket}/{key} does not exist"));
+                }
+            }
+        }
+        for hook in [&spec.pre_traffic_hook, &spec.post_traffic_hook]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(why) = cloud.unusable_function(hook, None).await? {
+                return invalid(format!(
+                    "hook {hook} {why} (Sluice may invoke its own hooks and the functions ManagedFunctions names)"
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub async fn deployment(&self, id: &str) -> Result<DeploymentView, OperationError> {

@@ -210,6 +210,74 @@ async fn the_api_runs_every_operation_and_refuses_what_does_not_apply() -> Resul
         "alias: \"../cli\" is not an alias name",
     )
     .await?;
+    // What the request names is checked against AWS as it is made, through
+    // the api function's own role: nothing is written for what cannot start.
+    let request = |function: &str, alias: &str, source: &str, hook: &str| {
+        format!(
+            r#"{{"function": "{function}", "alias": "{alias}", "source": {source}, "config": "AllAtOnce"{hook}}}"#
+        )
+    };
+    let bucket = api.stack.var("SLUICE_RESOURCE_ARTIFACT_BUCKET").to_owned();
+    for (body, named) in [
+        (
+            request("greeter", "staging", r#"{"version": "2"}"#, ""),
+            "alias greeter:staging does not exist".to_owned(),
+        ),
+        (
+            request("greeter", "live", r#"{"version": "9"}"#, ""),
+            "version 9 of greeter does not exist".to_owned(),
+        ),
+        (
+            request(
+                "greeter",
+                "live",
+                &format!(r#"{{"artifact": {{"bucket": "{bucket}", "key": "builds/none.zip"}}}}"#),
+                "",
+            ),
+            format!("artifact s3://{bucket}/builds/none.zip does not exist"),
+        ),
+        // Outside ManagedFunctions: out of Sluice's reach, on AWS as here.
+        (
+            request("billing", "live", r#"{"version": "2"}"#, ""),
+            "function billing cannot be read: AccessDeniedException: User: arn:aws:sts::123456789012:assumed-role/sluice-ApiFunctionRole/sluice-ApiFunction is not authorized to perform: lambda:GetFunction on resource: arn:aws:lambda:us-east-1:123456789012:function:billing".to_owned(),
+        ),
+        (
+            request(
+                "greeter",
+                "live",
+                r#"{"version": "2"}"#,
+                r#", "pre_traffic_hook": "someone-elses-hook""#,
+            ),
+            "hook someone-elses-hook cannot be read: AccessDeniedException".to_owned(),
+        ),
+    ] {
+        api.refused("POST", "/deployments", &body, 400, &named)
+            .await?;
+    }
+    // An alias split by hand, with no deployment holding it, cannot start one.
+    let lambda = api.stack.lambda().await;
+    let split = |weights: Option<f64>| {
+        lambda
+            .update_alias()
+            .function_name("greeter")
+            .name("live")
+            .routing_config(
+                aws_sdk_lambda::types::AliasRoutingConfiguration::builder()
+                    .set_additional_version_weights(weights.map(|w| [("2".to_owned(), w)].into()))
+                    .build(),
+            )
+            .send()
+    };
+    split(Some(0.5)).await?;
+    api.refused(
+        "POST",
+        "/deployments",
+        &request("greeter", "live", r#"{"version": "2"}"#, ""),
+        400,
+        "alias greeter:live is split between versions",
+    )
+    .await?;
+    split(None).await?;
     assert_eq!(
         api.ok("GET", "/status", "").await?["deployments"],
         json!([])
@@ -227,6 +295,31 @@ async fn the_api_runs_every_operation_and_refuses_what_does_not_apply() -> Resul
         let shown = api.ok("GET", &format!("/deployments/{id}"), "").await?;
         Ok((shown["deployment"]["phase"]["phase"] == "baking").then_some(shown))
     })
+    .await?;
+    // A busy alias: refused at once if asked, else queued, and said so.
+    let busy = r#"{"function": "greeter", "alias": "live", "source": {"version": "2"}, "config": "AllAtOnce", "pre_traffic_hook": "sluice-pre-traffic", "on_busy": "refuse"}"#;
+    api.refused(
+        "POST",
+        "/deployments",
+        busy,
+        409,
+        &format!("greeter:live is busy with deployment {id}"),
+    )
+    .await?;
+    let (status, queued) = api
+        .send("POST", "/deployments", &busy.replace("refuse", "queue"))
+        .await?;
+    assert_eq!(
+        (status, &queued["queued_behind"]),
+        (201, &json!(id)),
+        "{queued}"
+    );
+    let queued = queued["deployment"].as_str().context("id")?.to_owned();
+    api.ok(
+        "POST",
+        &format!("/deployments/{queued}/abort"),
+        r#"{"reason": "not now"}"#,
+    )
     .await?;
     let status = api.ok("GET", "/status", "").await?;
     assert_eq!(status["deployments"][0]["weight"], 10.0);

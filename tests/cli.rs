@@ -172,6 +172,36 @@ async fn every_subcommand_works_against_the_local_stack() -> Result<()> {
         text.contains("greeter:live [#.........]  10.0% v2 → v3  step 1/2: baking"),
         "{text}"
     );
+    // A busy alias: --refuse-if-busy fails at once; otherwise the deployment
+    // is queued, and the CLI says behind which.
+    let again_v2 = ["deploy", "greeter", "--alias", "live", "--version", "2"];
+    cli.fails(
+        &[&again_v2[..], &["--refuse-if-busy"]].concat(),
+        &format!("greeter:live is busy with deployment {slow}"),
+    )?;
+    let queued = cli.run(&again_v2)?;
+    assert!(
+        queued.ok && queued.stdout.contains(&format!("queued behind {slow}")),
+        "{}{}",
+        queued.stdout,
+        queued.stderr
+    );
+    let queued_id = queued
+        .stdout
+        .split_whitespace()
+        .nth(1)
+        .context("the queued deployment's id")?
+        .to_owned();
+    cli.json(&["abort", &queued_id, "--reason", "not now"])?;
+    // What cannot start is refused before anything is written.
+    cli.fails(
+        &["deploy", "greeter", "--alias", "live", "--version", "9"],
+        "version 9 of greeter does not exist",
+    )?;
+    cli.fails(
+        &["deploy", "greeter", "--alias", "staging", "--version", "2"],
+        "alias greeter:staging does not exist",
+    )?;
     assert_eq!(cli.json(&["pause", &slow])?["deployment"]["paused"], true);
     cli.fails(&["pause", &slow], "(paused)")?;
     assert_eq!(cli.json(&["resume", &slow])?["deployment"]["paused"], false);

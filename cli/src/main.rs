@@ -246,9 +246,13 @@ async fn run(cli: Cli) -> Result<()> {
                 smoke_tests_from: None,
                 analysis: None,
             };
-            let id = ops.deploy(spec).await?;
-            print(out, &json!({ "deployment": id }), || {
-                format!("deployment {id} started: sluice deployment show {id}")
+            let submitted = ops.deploy(spec).await?;
+            let id = &submitted.deployment;
+            print(out, &json!(submitted), || match &submitted.queued_behind {
+                Some(holder) => format!(
+                    "deployment {id} queued behind {holder}, which holds the alias: sluice deployment show {id}"
+                ),
+                None => format!("deployment {id} started: sluice deployment show {id}"),
             });
         }
         Command::Deployment {

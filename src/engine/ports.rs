@@ -296,6 +296,36 @@ impl AwsCloud {
     }
 }
 
+impl AwsCloud {
+    /// Why a function, or one of its versions, cannot be used, if it cannot:
+    /// one `GetFunction`, outside the control-plane quota. A deployment
+    /// request is checked with it before anything is written.
+    pub async fn unusable_function(
+        &self,
+        function: &str,
+        qualifier: Option<&str>,
+    ) -> Result<Option<String>, EngineError> {
+        match self
+            .lambda
+            .get_function()
+            .function_name(function)
+            .set_qualifier(qualifier.map(str::to_owned))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(None),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_resource_not_found_exception()) =>
+            {
+                Ok(Some("does not exist".into()))
+            }
+            Err(e) if worth_retrying(&e) => Err(aws("GetFunction", e)),
+            Err(e) => Ok(Some(format!("cannot be read: {}", service_message(&e)))),
+        }
+    }
+}
+
 impl Cloud for AwsCloud {
     async fn read_alias(
         &self,
