@@ -491,6 +491,47 @@ stages:
         )),
         "{reason}"
     );
+
+    // Started, but its execution cannot be read: the action fails with why.
+    aws_sdk_iam::Client::new(&config)
+        .put_role_policy()
+        .role_name(orchestrator_role)
+        .policy_name("NoLegacyPipelines")
+        .policy_document(
+            serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Deny",
+                "Action": "codepipeline:GetPipelineExecution", "Resource": pipeline_arn}]})
+            .to_string(),
+        )
+        .send()
+        .await?;
+    wait_for("the new deny to apply", Duration::from_secs(30), || async {
+        let denied = probe
+            .get_pipeline_execution()
+            .pipeline_name("legacy-integration")
+            .pipeline_execution_id("any")
+            .send()
+            .await
+            .err()
+            .and_then(|e| e.into_service_error().meta().code().map(str::to_owned));
+        Ok((denied.as_deref() == Some("AccessDeniedException")).then_some(()))
+    })
+    .await?;
+    let id = w
+        .push_to("c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3", "integration")
+        .await?;
+    let e = w
+        .wait_until(&id, "the execution to fail", |e| {
+            matches!(e.status, Status::Failed { .. })
+        })
+        .await?;
+    let Status::Failed { reason } = &e.status else {
+        bail!("expected a failed execution: {e:?}");
+    };
+    assert!(
+        reason.contains("could not be read: AccessDeniedException")
+            && reason.contains("codepipeline:GetPipelineExecution on resource: arn:aws:codepipeline:us-east-1:123456789012:legacy-integration"),
+        "{reason}"
+    );
     Ok(())
 }
 

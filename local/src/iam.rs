@@ -126,25 +126,17 @@ impl Authorizer {
             account: &self.account,
         };
         let deny = |message: String| denied(service, headers, &message);
-        let needed = requests::accesses(&request).map_err(|why| {
-            deny(format!(
-                "User: {} is not authorized: {why}",
-                caller.principal(&self.account)
-            ))
-        })?;
+        let principal = caller.principal(&self.account);
+        let unauthorized =
+            |why: &String| deny(format!("User: {principal} is not authorized: {why}"));
+        let needed = requests::accesses(&request).map_err(|why| unauthorized(&why))?;
         let policies = self.policies(caller).await;
-        let statements = policies.as_ref().as_ref().map_err(|why| {
-            deny(format!(
-                "User: {} is not authorized: {why}",
-                caller.principal(&self.account)
-            ))
-        })?;
+        let statements = policies.as_ref().as_ref().map_err(unauthorized)?;
         for Access { action, resource } in needed {
             let arn = match resource {
                 Resource::Arn(arn) => arn,
                 Resource::SecretName(name) => self.secret_arn(&name).await,
             };
-            let principal = caller.principal(&self.account);
             match policy::decide(statements, &action, &arn) {
                 Decision::Allowed => {}
                 Decision::ImplicitDeny => {

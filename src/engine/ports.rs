@@ -294,9 +294,7 @@ impl AwsCloud {
             timer_queue_url,
         }
     }
-}
 
-impl AwsCloud {
     /// Why a function, or one of its versions, cannot be used, if it cannot:
     /// one `GetFunction`, outside the control-plane quota. A deployment
     /// request is checked with it before anything is written.
