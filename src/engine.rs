@@ -22,7 +22,7 @@ use crate::events::{ShifterEvent, parse_shifter_event};
 use crate::metrics::{self, Metric};
 use crate::settings::{SettingError, number, setting};
 use crate::store::{
-    IN_FLIGHT_GRACE_SECS, LockOutcome, STUCK_AFTER_SECS, Store, StoreError, Stored,
+    IN_FLIGHT_GRACE_SECS, LockOutcome, STUCK_AFTER_SECS, Store, StoreError, Stored, due_at,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
@@ -192,7 +192,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                     .map(|item| (item.sequence_number, item.id))
                     .collect();
                 let again = run_items(items, deadline, |id| async move {
-                    self.resume(&id).await.map(|_| ())
+                    self.arrived(&id).await.map(|_| ())
                 })
                 .await;
                 Ok(stream_response(again))
@@ -244,9 +244,37 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
             .await
     }
 
+    /// A new deployment, from the table's stream: prepared unless a worker
+    /// already has it (a record delivered again, or one started inline), so
+    /// a gate under way is not run a second time; the sweep repairs a worker
+    /// that died.
+    pub async fn arrived(&self, id: &str) -> Result<Deployment, EngineError> {
+        let stored = self.store.load(id).await?;
+        if stored.deployment.phase != Phase::Created {
+            return Ok(stored.deployment);
+        }
+        self.resume_stored(stored).await
+    }
+
     /// Re-issues what the saved phase needs: the reconcile sweep's repair.
     pub async fn resume(&self, id: &str) -> Result<Deployment, EngineError> {
         let stored = self.store.load(id).await?;
+        self.resume_stored(stored).await
+    }
+
+    /// The sweep's repair of a deployment it listed as due, if it still is
+    /// once read: the index lags the worker that has just moved it on, and
+    /// that worker's gate must not be run twice.
+    pub async fn resume_if_due(&self, id: &str) -> Result<Option<Deployment>, EngineError> {
+        let stored = self.store.load(id).await?;
+        let grace = chrono::Duration::seconds(IN_FLIGHT_GRACE_SECS);
+        if due_at(&stored.deployment, grace).is_none_or(|due| due > self.now()) {
+            return Ok(None);
+        }
+        self.resume_stored(stored).await.map(Some)
+    }
+
+    async fn resume_stored(&self, stored: Stored) -> Result<Deployment, EngineError> {
         let d = &stored.deployment;
         let mut inputs = VecDeque::new();
         match &d.phase {
@@ -292,7 +320,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         let ids = self.store.due(self.now()).await?;
         let mut failures = Vec::new();
         for id in &ids {
-            if let Err(e) = self.resume(id).await {
+            if let Err(e) = self.resume_if_due(id).await {
                 tracing::warn!(deployment_id = %id, error = %e, "reconcile could not advance");
                 failures.push((id.clone(), e));
             }

@@ -25,7 +25,7 @@ use crate::engine::{
 use crate::events::{OrchestratorEvent, parse_orchestrator_event};
 use crate::metrics::{self, Metric};
 use crate::settings::{SettingError, setting};
-use crate::store::{LockOutcome, Store, StoreError, StoredExecution};
+use crate::store::{LockOutcome, Store, StoreError, StoredExecution, execution_due_at};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -208,7 +208,7 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
         let mut failed = 0;
         let due = self.engine.store.due_executions(self.now()).await?;
         for id in &due {
-            if let Err(e) = self.resume(id).await {
+            if let Err(e) = self.resume_if_due(id).await {
                 failed += 1;
                 tracing::warn!(execution_id = %id, error = %e, "reconcile could not advance");
             }
@@ -216,15 +216,22 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
         Ok((due.len(), failed))
     }
 
-    /// A new execution: it takes its turn by execution mode, then runs.
+    /// A new execution, from the table's stream: it starts, or in queued
+    /// mode waits for its turn. A record delivered again finds it started
+    /// and does nothing: an action under way is not run twice (the sweep
+    /// repairs a worker that died).
     pub async fn arrived(&self, id: &str) -> Result<Execution, OrchestratorError> {
         let stored = self.engine.store.load_execution(id).await?;
         let e = &stored.execution;
+        if e.status != Status::Queued {
+            return Ok(stored.execution);
+        }
         match e.definition.execution_mode {
             ExecutionMode::Parallel => {}
             ExecutionMode::Superseded => {
-                // Older runs of the pipeline stop at their next stage boundary.
-                for other in self.engine.store.running_executions(&e.pipeline).await? {
+                // Older runs of the pipeline stop at their next stage boundary
+                // (or at once, if not started).
+                for other in self.engine.store.live_executions(&e.pipeline).await? {
                     if other != e.id && self.older(&other, e).await? {
                         self.apply(&other, Input::Supersede { by: e.id.clone() })
                             .await?;
@@ -232,12 +239,11 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
                 }
             }
             ExecutionMode::Queued => {
-                if e.status == Status::Queued {
-                    return self.take_turn(&e.pipeline).await.map(|_| e.clone());
-                }
+                return self.take_turn(&e.pipeline).await.map(|_| e.clone());
             }
         }
-        self.resume(id).await
+        self.drive(stored, VecDeque::from([Input::Start]), Vec::new())
+            .await
     }
 
     async fn older(&self, other: &str, than: &Execution) -> Result<bool, OrchestratorError> {
@@ -290,10 +296,39 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
     /// Re-issues what the saved state needs (the reconcile sweep's repair).
     pub async fn resume(&self, id: &str) -> Result<Execution, OrchestratorError> {
         let stored = self.engine.store.load_execution(id).await?;
+        self.resume_stored(stored).await
+    }
+
+    /// The sweep's repair of an execution it listed as due, if it still is
+    /// once read: the index lags the worker that has just moved it on, and
+    /// that worker's action must not be run twice.
+    pub async fn resume_if_due(&self, id: &str) -> Result<Option<Execution>, OrchestratorError> {
+        let stored = self.engine.store.load_execution(id).await?;
+        if execution_due_at(&stored.execution)
+            .flatten()
+            .is_none_or(|due| due > self.now())
+        {
+            return Ok(None);
+        }
+        self.resume_stored(stored).await.map(Some)
+    }
+
+    async fn resume_stored(&self, stored: StoredExecution) -> Result<Execution, OrchestratorError> {
         if stored.execution.status == Status::Queued {
+            if stored.execution.definition.execution_mode != ExecutionMode::Queued {
+                // Its arrival did not start it.
+                return self
+                    .drive(stored, VecDeque::from([Input::Start]), Vec::new())
+                    .await;
+            }
             // Its turn may have been freed without it being woken.
             self.take_turn(&stored.execution.pipeline).await?;
-            return Ok(self.engine.store.load_execution(id).await?.execution);
+            return Ok(self
+                .engine
+                .store
+                .load_execution(&stored.execution.id)
+                .await?
+                .execution);
         }
         let actions = pending(&stored.execution, self.now());
         self.drive(stored, VecDeque::new(), actions).await

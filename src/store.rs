@@ -12,7 +12,7 @@
 
 mod pipelines;
 
-pub use pipelines::{ExecutionStart, StoredExecution, execution_due_at};
+pub use pipelines::{ExecutionStart, INVOKE_ACTION_GRACE_SECS, StoredExecution, execution_due_at};
 
 use crate::domain::deployment::{Deployment, Event, Phase, Time};
 use crate::settings::{SettingError, number_setting, setting};

@@ -1078,6 +1078,63 @@ async fn a_worker_overtaken_by_a_rollback_never_splits_the_alias_again() -> Resu
     Ok(())
 }
 
+/// The stream delivers a new deployment at least once, and the sweep lists
+/// what its index says is due: neither may run a gate again while the worker
+/// that has the deployment is running it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gate_under_way_is_not_run_again_by_a_redelivery_or_the_sweep() -> Result<()> {
+    let w = world().await?;
+    let hold = hold_once(|p| {
+        matches!(
+            p,
+            FaultPoint::Before {
+                command: Command::RunGate { .. },
+                ..
+            }
+        )
+    });
+    let worker = Engine {
+        fault: Some(hold.hook.clone()),
+        ..w.engine.clone()
+    };
+    let first = tokio::spawn(async move {
+        worker
+            .start("once", spec("2", "AllAtOnce", Some("greeter-pre-ok"), None))
+            .await
+    });
+    tokio::time::timeout(DEADLINE, hold.reached.notified())
+        .await
+        .context("the worker did not reach its gate")?;
+
+    // The stream's record of the new deployment, delivered again.
+    let again = w.engine.arrived("once").await?;
+    assert!(
+        matches!(again.phase, Phase::PreTraffic { step: 0 }),
+        "{:?}",
+        again.phase
+    );
+    // A sweep that listed it before the worker saved its gate.
+    assert_eq!(w.engine.resume_if_due("once").await?, None);
+    assert_eq!(
+        w.hook_calls("greeter-pre-ok"),
+        vec![],
+        "the gate ran while held"
+    );
+
+    hold.release.notify_one();
+    tokio::time::timeout(DEADLINE, first)
+        .await
+        .context("the held worker did not finish")???;
+    let done = w.run_to_end(&["once"]).await?;
+    assert_eq!(done[0].phase, Phase::Promoted);
+    assert_eq!(
+        w.hook_calls("greeter-pre-ok"),
+        vec![("PreTraffic".to_owned(), 1, 100.0)],
+        "the gate ran once"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_alias_that_changes_under_every_write_fails_the_worker_and_resume_repairs_it()
 -> Result<()> {

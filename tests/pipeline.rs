@@ -302,6 +302,118 @@ async fn a_push_goes_through_build_beta_approval_and_a_canary_to_live() -> Resul
     Ok(())
 }
 
+/// The orchestrator as the sweep runs it `ahead` of now.
+fn orchestrator_at(
+    w: &World,
+    ahead: chrono::Duration,
+) -> Orchestrator<Store, sluice::engine::AwsCloud, Later> {
+    let o = &w.orchestrator;
+    Orchestrator {
+        engine: sluice::engine::Engine {
+            store: o.engine.store.clone(),
+            cloud: o.engine.cloud.clone(),
+            clock: Later(ahead),
+            hook_timeout: o.engine.hook_timeout,
+            fault: None,
+        },
+        actions: o.actions.clone(),
+        artifact_bucket: o.artifact_bucket.clone(),
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Later(chrono::Duration);
+
+impl sluice::engine::Clock for Later {
+    fn now(&self) -> sluice::domain::deployment::Time {
+        chrono::Utc::now() + self.0
+    }
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send {
+        tokio::time::sleep(duration)
+    }
+}
+
+/// The stream delivers a new execution at least once, and the sweep lists
+/// what its index says is due: a test suite under way (minutes, on AWS) is
+/// started again only once the worker running it must have died.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_invoke_action_under_way_is_started_again_only_after_its_worker_must_have_died()
+-> Result<()> {
+    let w = World::new().await?;
+    let role = function_role(&w.stack).await?;
+    let suite_dir = tempfile::tempdir()?;
+    create_function(
+        &w.lambda,
+        &role,
+        "greeter-long-tests",
+        sluice_local::code::bootstrap_zip(&binary("recorder")?, &[]),
+        &[("RECORDER_DIR", &suite_dir.path().display().to_string())],
+        120,
+    )
+    .await?;
+    let definition = r#"
+name: suite
+source:
+  repository: acme/greeter
+  branches: { include: [main] }
+stages:
+  - name: test
+    actions:
+      - name: long-suite
+        kind: invoke
+        config: { function: greeter-long-tests, payload: { suite: recorder-hold } }
+"#;
+    w.store
+        .put_definition(&PipelineDefinition::parse(definition)?)
+        .await?;
+    let id = w.push_to(SHA_GOOD, "suite").await?;
+    let runs = |n: usize| {
+        let dir = suite_dir.path().to_owned();
+        move || {
+            let dir = dir.clone();
+            async move { Ok((read_json_files(&dir).len() == n).then_some(())) }
+        }
+    };
+    wait_for("the suite to start", Duration::from_secs(60), runs(1)).await?;
+
+    // The stream's record of the new execution, delivered again.
+    let again = w.orchestrator.arrived(&id).await?;
+    assert_eq!(again.stage_name(), "test");
+    // A sweep that listed it before its action started.
+    assert_eq!(w.orchestrator.resume_if_due(&id).await?, None);
+    // A sweep two minutes on: a worker that died elsewhere would be repaired
+    // by now, but this one may still be running the suite.
+    orchestrator_at(&w, chrono::Duration::minutes(2))
+        .reconcile()
+        .await?;
+    assert_eq!(
+        read_json_files(suite_dir.path()).len(),
+        1,
+        "the suite ran again"
+    );
+
+    // Past the longest a worker lives, the sweep starts the suite again.
+    let past = chrono::Duration::seconds(sluice::store::INVOKE_ACTION_GRACE_SECS + 60);
+    let later = orchestrator_at(&w, past);
+    let sweep = tokio::spawn(async move { later.reconcile().await });
+    wait_for(
+        "the sweep to start the suite again",
+        Duration::from_secs(60),
+        runs(2),
+    )
+    .await?;
+    std::fs::write(suite_dir.path().join("release"), b"")?;
+    let e = w
+        .wait_until(&id, "the execution to succeed", |e| e.status.is_final())
+        .await?;
+    assert_eq!(e.status, Status::Succeeded, "{e:?}");
+    tokio::time::timeout(Duration::from_secs(60), sweep)
+        .await
+        .context("the sweep did not end")???;
+    assert_eq!(read_json_files(suite_dir.path()).len(), 2);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failing_test_action_stops_the_pipeline_before_production() -> Result<()> {
     let w = World::new().await?;

@@ -189,15 +189,18 @@ pub enum Command {
 const WAITING_FOR_TURN: &str = "waiting for its turn (queued mode: one execution at a time)";
 
 impl Execution {
-    /// A new execution of `definition` for `push`. It runs at once unless the
-    /// pipeline queues executions; `decide(Start)` starts a queued one.
+    /// A new execution of `definition` for `push`, not started: `decide(Start)`
+    /// starts it when its record arrives, or, if the pipeline queues
+    /// executions, when it gets the pipeline's turn. Starting on arrival (a
+    /// save) rather than at creation lets a record delivered again see that
+    /// a worker has it, so no action is run twice.
     pub fn create(
         id: &str,
         definition: PipelineDefinition,
         push: Push,
         now: Time,
     ) -> (Self, Vec<Command>) {
-        let mut e = Execution {
+        let e = Execution {
             id: id.to_owned(),
             pipeline: definition.name.clone(),
             definition,
@@ -226,8 +229,6 @@ impl Execution {
         )];
         if e.definition.execution_mode == ExecutionMode::Queued {
             commands.push(record(now, WAITING_FOR_TURN.into()));
-        } else {
-            enter_stage(&mut e, 0, now, &mut commands);
         }
         (e, commands)
     }
@@ -239,7 +240,8 @@ impl Execution {
             .map_or("", |s| s.name.as_str())
     }
 
-    fn kind(&self, stage: usize, action: usize) -> &ActionKind {
+    /// What a stage's action does.
+    pub fn kind(&self, stage: usize, action: usize) -> &ActionKind {
         &self.definition.stages[stage].actions[action].kind
     }
 

@@ -38,8 +38,8 @@ pub trait Executions: Deployments {
         &self,
         now: Time,
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
-    /// A pipeline's executions in progress.
-    fn running_executions(
+    /// A pipeline's executions in progress or not started yet.
+    fn live_executions(
         &self,
         pipeline: &str,
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
@@ -76,8 +76,8 @@ impl Executions for Store {
     async fn due_executions(&self, now: Time) -> Result<Vec<String>, StoreError> {
         Store::due_executions(self, now).await
     }
-    async fn running_executions(&self, pipeline: &str) -> Result<Vec<String>, StoreError> {
-        Store::running_executions(self, pipeline).await
+    async fn live_executions(&self, pipeline: &str) -> Result<Vec<String>, StoreError> {
+        Store::live_executions(self, pipeline).await
     }
     async fn running_executions_all(&self) -> Result<Vec<String>, StoreError> {
         Store::running_executions_all(self).await

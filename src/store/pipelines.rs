@@ -9,7 +9,8 @@
 
 use super::{ACTIVE, IN_FLIGHT_GRACE_SECS, Store, StoreError, aws, n, s};
 use crate::domain::deployment::Time;
-use crate::domain::execution::{Execution, ExecutionEvent, Status};
+use crate::domain::execution::{ActionState, Execution, ExecutionEvent, Status};
+use crate::domain::pipeline::ActionKind;
 use crate::domain::pipeline::PipelineDefinition;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use std::collections::HashMap;
@@ -308,10 +309,13 @@ impl Store {
         self.active_executions(Some(now), None).await
     }
 
-    /// A pipeline's executions in progress.
-    pub async fn running_executions(&self, pipeline: &str) -> Result<Vec<String>, StoreError> {
-        self.active_executions(None, Some((pipeline, &[Status::InProgress])))
-            .await
+    /// A pipeline's executions in progress or not started yet.
+    pub async fn live_executions(&self, pipeline: &str) -> Result<Vec<String>, StoreError> {
+        self.active_executions(
+            None,
+            Some((pipeline, &[Status::Queued, Status::InProgress])),
+        )
+        .await
     }
 
     /// Every pipeline's executions that are not finished for good.
@@ -337,14 +341,30 @@ impl Store {
 /// Whether an execution is listed in `ActiveIndex` (`None`: finished for
 /// good), and when the sweep should look at it (`None` inside: never, as for
 /// a failed one, which waits for a retry).
+/// How long the sweep leaves an execution with an invoke action under way:
+/// longer than a worker that runs one can live (the orchestrator's and the
+/// API's `Timeout`, 900 s, Lambda's most), so a test suite of several minutes
+/// is not started again while it runs.
+pub const INVOKE_ACTION_GRACE_SECS: i64 = 960;
+
 pub fn execution_due_at(e: &Execution) -> Option<Option<Time>> {
     match &e.status {
         status if status.is_final() => None,
         Status::Failed { .. } => Some(None),
-        // After a grace: a worker that died mid-way.
-        _ => Some(Some(
-            e.updated_at + chrono::Duration::seconds(IN_FLIGHT_GRACE_SECS),
-        )),
+        // After a grace: a worker that died mid-way. An invoke action runs
+        // as long as its function does, inside the worker's invocation.
+        _ => {
+            let invoking = e.actions.iter().enumerate().any(|(i, a)| {
+                matches!(a.state, ActionState::Running { .. })
+                    && matches!(e.kind(e.stage, i), ActionKind::Invoke(_))
+            });
+            let grace = if invoking {
+                INVOKE_ACTION_GRACE_SECS
+            } else {
+                IN_FLIGHT_GRACE_SECS
+            };
+            Some(Some(e.updated_at + chrono::Duration::seconds(grace)))
+        }
     }
 }
 

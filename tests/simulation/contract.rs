@@ -137,7 +137,7 @@ async fn script<T: Executions>(table: &T, now: Time) -> Vec<String> {
             .await
             .map(|s| s.version),
     ));
-    out.push(said(table.running_executions("p").await));
+    out.push(said(table.live_executions("p").await));
     out.push(said(table.queued_executions("p").await));
     out.push(said(table.running_executions_all().await));
     for secs in [0, 89, 100] {

@@ -455,10 +455,11 @@ impl Executions for MemoryTable {
         Ok(self.executions_by(|row| row.due_at.flatten().is_some_and(|due| due <= now)))
     }
 
-    async fn running_executions(&self, pipeline: &str) -> Result<Vec<String>, StoreError> {
+    async fn live_executions(&self, pipeline: &str) -> Result<Vec<String>, StoreError> {
         self.read_fate("Query (executions)")?;
         Ok(self.executions_by(|row| {
-            row.parsed.pipeline == pipeline && row.parsed.status == Status::InProgress
+            row.parsed.pipeline == pipeline
+                && matches!(row.parsed.status, Status::Queued | Status::InProgress)
         }))
     }
 

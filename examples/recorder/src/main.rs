@@ -2,13 +2,18 @@
 //! test can check what an event source delivered, and answers in the shape a
 //! Function URL expects (other sources ignore the answer), or with
 //! `RECORDER_REPLY` if set (a hook's verdict, say). An event that contains
-//! `FAIL_MARKER` is recorded and then failed, so tests can watch a retry.
+//! `FAIL_MARKER` is recorded and then failed, so tests can watch a retry; one
+//! that contains `HOLD_MARKER` is recorded and answered only once the file
+//! `<RECORDER_DIR>/release` exists, so tests can act while it runs.
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
 const FAIL_MARKER: &str = "recorder-fail";
+const HOLD_MARKER: &str = "recorder-hold";
+/// How often a held event looks for its release (its function's timeout ends it otherwise).
+const HOLD_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 async fn record(
     dir: &Path,
@@ -21,7 +26,13 @@ async fn record(
     let bytes = serde_json::to_vec(&event.payload)?;
     tokio::fs::write(&partial, &bytes).await?;
     tokio::fs::rename(&partial, &path).await?;
-    if String::from_utf8_lossy(&bytes).contains(FAIL_MARKER) {
+    let text = String::from_utf8_lossy(&bytes);
+    if text.contains(HOLD_MARKER) {
+        while !tokio::fs::try_exists(dir.join("release")).await? {
+            tokio::time::sleep(HOLD_POLL).await;
+        }
+    }
+    if text.contains(FAIL_MARKER) {
         return Err(format!("the event carries {FAIL_MARKER}").into());
     }
     if let Some(reply) = reply {

@@ -55,11 +55,16 @@ struct Run {
 impl Run {
     fn new(mode: &str) -> Self {
         let (e, commands) = Execution::create("x-1", definition(mode), push(), t(0));
-        Run {
+        let mut run = Run {
             e,
             now: t(0),
             commands,
+        };
+        if mode != "queued" {
+            // Its record arrives: the orchestrator starts it.
+            run.feed(Input::Start);
         }
+        run
     }
 
     fn feed(&mut self, input: Input) -> bool {
