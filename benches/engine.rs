@@ -67,6 +67,7 @@ fn spec(version: &str, config: &str, alarms: Vec<String>) -> DeploymentSpec {
         pre_traffic_hook: None,
         post_traffic_hook: None,
         alarms,
+        on_manual_change: Default::default(),
         on_busy: OnBusy::Refuse,
         smoke_tests: vec![],
         smoke_tests_from: None,

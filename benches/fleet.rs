@@ -47,6 +47,7 @@ fn spec(alias: &str) -> DeploymentSpec {
         pre_traffic_hook: Some("fleet-hook".into()),
         post_traffic_hook: Some("fleet-hook".into()),
         alarms: vec![],
+        on_manual_change: Default::default(),
         on_busy: OnBusy::Refuse,
         smoke_tests: vec![],
         smoke_tests_from: None,

@@ -12,7 +12,9 @@
 use crate::aws::service_message;
 use crate::domain::analysis::AnalysisSettings;
 use crate::domain::config::DeploymentConfig;
-use crate::domain::deployment::{Deployment, DeploymentSpec, OnBusy, Phase, VersionSource};
+use crate::domain::deployment::{
+    Deployment, DeploymentSpec, OnBusy, OnManualChange, Phase, VersionSource,
+};
 use crate::domain::smoke::{S3Uri, SmokeTest};
 use crate::settings::{SettingError, setting};
 use crate::store::{Store, StoreError};
@@ -39,6 +41,8 @@ pub struct UserParameters {
     pub alarms: Vec<String>,
     #[serde(default)]
     pub on_busy: OnBusy,
+    #[serde(default)]
+    pub on_manual_change: OnManualChange,
     #[serde(default)]
     pub smoke_tests: Vec<SmokeTest>,
     #[serde(default)]
@@ -163,6 +167,7 @@ impl CodePipelineAction {
             post_traffic_hook: params.post_traffic_hook,
             alarms: params.alarms,
             on_busy: params.on_busy,
+            on_manual_change: params.on_manual_change,
             smoke_tests: params.smoke_tests,
             smoke_tests_from: params.smoke_tests_from,
             analysis: params.analysis,

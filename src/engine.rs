@@ -88,8 +88,8 @@ pub enum FaultPoint<'a> {
         deployment: &'a str,
         command: &'a Command,
     },
-    /// In an alias update of `deployment`: the alias and the saved phase have
-    /// been read, and the write is about to be sent.
+    /// In an alias update of `deployment`: the write, conditional on the
+    /// revision Sluice last left, is about to be sent.
     AliasWrite { deployment: &'a str },
 }
 
@@ -498,13 +498,18 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         }
     }
 
-    /// Sets the alias's weights, unless the deployment has moved on. A worker
-    /// can be overtaken between saving a phase and writing the alias (a
-    /// rollback saved and written by another worker, say); its late write must
-    /// not split the alias again. So the alias is read first, then the saved
-    /// phase is checked, then the write is sent with the revision read, which
-    /// Lambda refuses if anyone wrote in between: any write that lands after
-    /// this one's read was decided on a phase saved after this check saw its own.
+    /// Sets the alias's weights: one `UpdateAlias`, conditional on the
+    /// revision Sluice's last write left (saved with the deployment), so it
+    /// costs one control-plane call. Lambda refuses it if anyone wrote the
+    /// alias since; only then is the alias read, to tell whose write it was:
+    /// - the deployment has moved on (this worker was overtaken, by a
+    ///   rollback say): nothing is written, so a late write never splits the
+    ///   alias again;
+    /// - this very write landed (its answer or its save was lost): done;
+    /// - Sluice's own earlier write, or a change that moved no traffic
+    ///   (a description): written again on the new revision;
+    /// - anything else is a person's: never written over
+    ///   (`Input::AliasChangedByHand`).
     async fn set_alias(
         &self,
         d: &Deployment,
@@ -512,22 +517,17 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         additional: Option<(String, f64)>,
         update: AliasUpdate,
     ) -> Result<Option<Input>, EngineError> {
-        let weights: HashMap<String, f64> = additional
-            .into_iter()
-            .map(|(version, percent)| (version, percent / 100.0))
-            .collect();
+        let weights = fractions(&additional);
         let (function, alias) = (&d.spec.function, &d.spec.alias);
-        for _ in 0..ALIAS_WRITE_ATTEMPTS {
-            let Some(current) = self.cloud.read_alias(function, alias).await? else {
-                return Err(EngineError::Aws(format!(
-                    "GetAlias: alias {function}:{alias} does not exist"
-                )));
-            };
-            let saved = self.store.load(&d.id).await?.deployment;
-            if saved.phase != d.phase {
-                tracing::info!(deployment_id = %d.id, ?update, now = ?saved.phase, "alias write skipped: the deployment moved on");
+        let mut revision = d.alias_revision.clone();
+        if revision.is_none() {
+            // Saved before revisions were kept: the alias is read first.
+            let Some(current) = self.alias_unless_moved_on(d, update).await? else {
                 return Ok(None);
-            }
+            };
+            revision = current.revision;
+        }
+        for _ in 0..ALIAS_WRITE_ATTEMPTS {
             if self
                 .fault_at(FaultPoint::AliasWrite { deployment: &d.id })
                 .await
@@ -536,24 +536,60 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
             }
             let written = self
                 .cloud
-                .write_alias(
-                    function,
-                    alias,
-                    &primary,
-                    &weights,
-                    current.revision.as_deref(),
-                )
+                .write_alias(function, alias, &primary, &weights, revision.as_deref())
                 .await?;
-            match written {
-                AliasWrite::Written => return Ok(Some(Input::AliasUpdated { update })),
-                AliasWrite::Stale => {
-                    tracing::info!(deployment_id = %d.id, "the alias changed since it was read; reading it again");
-                }
+            if let AliasWrite::Written { revision } = written {
+                return Ok(Some(Input::AliasUpdated { update, revision }));
             }
+            let Some(current) = self.alias_unless_moved_on(d, update).await? else {
+                return Ok(None);
+            };
+            if current.routes(&primary, &weights) {
+                return Ok(Some(Input::AliasUpdated {
+                    update,
+                    revision: current.revision,
+                }));
+            }
+            let left_by_sluice = d
+                .routings_left_by_sluice()
+                .iter()
+                .any(|(primary, additional)| current.routes(primary, &fractions(additional)));
+            if !left_by_sluice {
+                tracing::warn!(deployment_id = %d.id, found = %current, "the alias was changed outside Sluice");
+                return Ok(Some(Input::AliasChangedByHand {
+                    found: current.to_string(),
+                    revision: current.revision,
+                }));
+            }
+            tracing::info!(deployment_id = %d.id, "the alias changed since Sluice's last write, not its traffic; writing again");
+            revision = current.revision;
         }
         Err(EngineError::Aws(format!(
             "UpdateAlias: the alias changed under every one of {ALIAS_WRITE_ATTEMPTS} attempts"
         )))
+    }
+
+    /// The alias as it is, unless the saved deployment has moved on from
+    /// `d` (its worker was overtaken). Read first, then the saved phase:
+    /// any write that lands after this read was decided on a phase saved
+    /// after this check saw its own.
+    async fn alias_unless_moved_on(
+        &self,
+        d: &Deployment,
+        update: AliasUpdate,
+    ) -> Result<Option<AliasState>, EngineError> {
+        let (function, alias) = (&d.spec.function, &d.spec.alias);
+        let Some(current) = self.cloud.read_alias(function, alias).await? else {
+            return Err(EngineError::Aws(format!(
+                "GetAlias: alias {function}:{alias} does not exist"
+            )));
+        };
+        let saved = self.store.load(&d.id).await?.deployment;
+        if saved.phase != d.phase {
+            tracing::info!(deployment_id = %d.id, ?update, now = ?saved.phase, "alias write skipped: the deployment moved on");
+            return Ok(None);
+        }
+        Ok(Some(current))
     }
 
     async fn prepare(&self, d: &Deployment) -> Result<Input, EngineError> {
@@ -604,6 +640,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         Ok(Input::Prepared {
             from_version,
             to_version,
+            revision: current.revision,
         })
     }
 
@@ -711,10 +748,19 @@ fn save_later(input: &Input, actions: &[Command]) -> bool {
     matches!(
         input,
         Input::AliasUpdated {
-            update: AliasUpdate::Step(_)
+            update: AliasUpdate::Step(_),
+            ..
         } | Input::TimerFired { .. }
     ) && !actions.is_empty()
         && actions.iter().all(|a| matches!(a, Command::RunGate { .. }))
+}
+
+/// Lambda's routing weights (0 to 1) for an additional version at a percent.
+fn fractions(additional: &Option<(String, f64)>) -> HashMap<String, f64> {
+    additional
+        .iter()
+        .map(|(version, percent)| (version.clone(), percent / 100.0))
+        .collect()
 }
 
 #[cfg(test)]

@@ -284,6 +284,23 @@ impl Operations {
             .await
             .map_err(not_found("deployment", id))?;
         let what = action.name();
+        let refused = |why: String| {
+            Err(OperationError::Conflict(format!(
+                "cannot {what} deployment {id}: {why}"
+            )))
+        };
+        match (&action, &before.deployment.retried_as) {
+            (DeploymentAction::Retry, Some(new_id)) => {
+                return refused(format!("it was already retried as {new_id}"));
+            }
+            (DeploymentAction::Pause, _) if !before.deployment.has_bake_ahead() => {
+                return refused(format!(
+                    "it has no bake left to pause at ({})",
+                    before.deployment.status_text()
+                ));
+            }
+            _ => {}
+        }
         let input = match action {
             DeploymentAction::Promote => DeploymentInput::Promote,
             DeploymentAction::Pause => DeploymentInput::Pause,
@@ -295,11 +312,7 @@ impl Operations {
         };
         let after = self.orchestrator.engine.apply(id, input).await?;
         if after == before.deployment {
-            return Err(OperationError::Conflict(format!(
-                "cannot {what} deployment {id}: it is {:?}{}",
-                after.phase,
-                if after.paused { " (paused)" } else { "" }
-            )));
+            return refused(format!("it is {}", after.status_text()));
         }
         Ok(after)
     }
@@ -339,7 +352,7 @@ impl Operations {
             } => ExecutionInput::Approval {
                 at: waiting_approval(&before).ok_or_else(|| {
                     OperationError::Conflict(format!(
-                        "execution {id} is not waiting for an approval (it is {:?} in stage {})",
+                        "execution {id} is not waiting for an approval (it is {} in stage {})",
                         before.status,
                         before.stage_name()
                     ))
@@ -356,7 +369,7 @@ impl Operations {
         let after = self.orchestrator.apply(id, input).await?;
         if after == before {
             return Err(OperationError::Conflict(format!(
-                "cannot {what} execution {id}: it is {:?} in stage {}",
+                "cannot {what} execution {id}: it is {} in stage {}",
                 after.status,
                 after.stage_name()
             )));

@@ -593,9 +593,10 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
         timer: &PipelineTimer,
         when: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), OrchestratorError> {
-        let delay = (when - self.now())
-            .num_seconds()
-            .clamp(0, MAX_TIMER_DELAY_SECS) as i32;
+        // Rounded up: a timer rounded down to no delay, for a deadline less
+        // than a second away, would come back at once, early again, and spin.
+        let millis = (when - self.now()).num_milliseconds();
+        let delay = (millis.saturating_add(999) / 1000).clamp(0, MAX_TIMER_DELAY_SECS) as i32;
         self.actions.send_timer(timer, delay).await
     }
 
@@ -728,6 +729,7 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
                     post_traffic_hook: deploy.post_traffic_hook.clone(),
                     alarms: deploy.alarms.clone(),
                     on_busy: deploy.on_busy,
+                    on_manual_change: deploy.on_manual_change,
                     smoke_tests: deploy.smoke_tests.clone(),
                     smoke_tests_from: deploy.smoke_tests_from.clone(),
                     analysis: deploy.analysis.clone(),

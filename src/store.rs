@@ -89,7 +89,8 @@ pub fn due_at(d: &Deployment, grace: chrono::Duration) -> Option<Time> {
     match &d.phase {
         p if p.is_terminal() => None,
         Phase::Baking { until, .. } if !d.paused => Some(*until),
-        Phase::Baking { .. } => None,
+        // Paused, or frozen: only an operator moves it.
+        Phase::Baking { .. } | Phase::Frozen { .. } => None,
         _ => Some(d.updated_at + grace),
     }
 }
@@ -543,6 +544,7 @@ fn phase_name(phase: &Phase) -> &'static str {
         Phase::Shifting { .. } => "shifting",
         Phase::PostTraffic { .. } => "post_traffic",
         Phase::Baking { .. } => "baking",
+        Phase::Frozen { .. } => "frozen",
         Phase::RollingBack { .. } => "rolling_back",
         Phase::Promoted => "promoted",
         Phase::RolledBack { .. } => "rolled_back",
@@ -565,6 +567,7 @@ mod tests {
             pre_traffic_hook: None,
             post_traffic_hook: None,
             alarms: vec![],
+            on_manual_change: Default::default(),
             on_busy: OnBusy::Queue,
             smoke_tests: vec![],
             smoke_tests_from: None,

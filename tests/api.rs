@@ -370,8 +370,14 @@ async fn the_api_runs_every_operation_and_refuses_what_does_not_apply() -> Resul
         .as_str()
         .context("retried as")?
         .to_owned();
-    api.refused("POST", &path("retry"), "", 409, "cannot retry")
-        .await?;
+    api.refused(
+        "POST",
+        &path("retry"),
+        "",
+        409,
+        &format!("it was already retried as {again}"),
+    )
+    .await?;
     api.refused("GET", "/deployments/nope", "", 404, "no deployment nope")
         .await?;
     api.refused(

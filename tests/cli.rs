@@ -136,7 +136,10 @@ async fn every_subcommand_works_against_the_local_stack() -> Result<()> {
         shown["timeline"].as_array().is_some_and(|t| t.len() >= 3),
         "{shown}"
     );
-    cli.fails(&["pause", &id], "cannot pause deployment")?;
+    cli.fails(
+        &["pause", &id],
+        &format!("cannot pause deployment {id}: it has no bake left to pause at (promoted)"),
+    )?;
     cli.fails(&["deployment", "show", "nope"], "no deployment nope")?;
     let text = cli.run(&["deployment", "show", &id])?;
     assert!(
@@ -209,11 +212,14 @@ async fn every_subcommand_works_against_the_local_stack() -> Result<()> {
     assert_eq!(aborted["deployment"]["phase"]["phase"], "rolled_back");
     let retried = cli.json(&["retry", &slow])?;
     assert!(retried["deployment"]["retried_as"].is_string());
-    cli.fails(&["retry", &slow], "cannot retry")?;
     let again = retried["deployment"]["retried_as"]
         .as_str()
         .context("retried as")?
         .to_owned();
+    cli.fails(
+        &["retry", &slow],
+        &format!("cannot retry deployment {slow}: it was already retried as {again}"),
+    )?;
     cli.fails(
         &[
             "deploy",

@@ -7,7 +7,8 @@ mod support;
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 use sluice::domain::deployment::{
-    Command, Deployment, DeploymentSpec, EventKind, Input, OnBusy, Phase, VersionSource,
+    Command, Deployment, DeploymentSpec, EventKind, Input, OnBusy, OnManualChange, Phase,
+    VersionSource,
 };
 use sluice::engine::{
     AwsCloud, Engine, EngineError, FaultPoint, Invocation, SystemClock, TimerMessage, invoke,
@@ -121,6 +122,7 @@ fn spec(version: &str, config: &str, pre: Option<&str>, post: Option<&str>) -> D
         pre_traffic_hook: pre.map(str::to_owned),
         post_traffic_hook: post.map(str::to_owned),
         alarms: vec![],
+        on_manual_change: Default::default(),
         on_busy: OnBusy::Queue,
         smoke_tests: vec![],
         smoke_tests_from: None,
@@ -172,14 +174,18 @@ impl World {
         Ok(published.version().context("version")?.to_owned())
     }
 
-    async fn alias(&self) -> Result<(String, Vec<(String, f64)>)> {
-        let a = self
+    async fn live_alias(&self) -> Result<aws_sdk_lambda::operation::get_alias::GetAliasOutput> {
+        Ok(self
             .lambda
             .get_alias()
             .function_name("greeter")
             .name("live")
             .send()
-            .await?;
+            .await?)
+    }
+
+    async fn alias(&self) -> Result<(String, Vec<(String, f64)>)> {
+        let a = self.live_alias().await?;
         let weights = a
             .routing_config()
             .and_then(|r| r.additional_version_weights())
@@ -314,14 +320,7 @@ async fn a_healthy_canary_is_gated_at_every_shift_and_promoted_whole() -> Result
             ("PostTraffic".into(), 2, 100.0)
         ]
     );
-    let kinds: Vec<EventKind> = w
-        .engine
-        .store
-        .events("healthy")
-        .await?
-        .iter()
-        .map(|e| e.kind)
-        .collect();
+    let kinds = timeline_kinds(&w, "healthy").await?;
     assert_eq!(kinds.first(), Some(&EventKind::Created));
     assert_eq!(kinds.last(), Some(&EventKind::Promoted));
     assert_eq!(
@@ -1135,16 +1134,146 @@ async fn a_gate_under_way_is_not_run_again_by_a_redelivery_or_the_sweep() -> Res
     Ok(())
 }
 
+impl World {
+    /// What an on-call engineer does in the console: sets the alias by hand.
+    /// Returns the revision it left.
+    async fn set_alias_by_hand(&self, version: &str, weights: &[(&str, f64)]) -> Result<String> {
+        let routing = aws_sdk_lambda::types::AliasRoutingConfiguration::builder()
+            .set_additional_version_weights(Some(
+                weights.iter().map(|(v, w)| (v.to_string(), *w)).collect(),
+            ))
+            .build();
+        let written = self
+            .lambda
+            .update_alias()
+            .function_name("greeter")
+            .name("live")
+            .function_version(version)
+            .routing_config(routing)
+            .send()
+            .await?;
+        Ok(written.revision_id().context("revision")?.to_owned())
+    }
+
+    async fn alias_revision(&self) -> Result<String> {
+        let a = self.live_alias().await?;
+        Ok(a.revision_id().context("revision")?.to_owned())
+    }
+
+    /// Plays the timer queue until the deployment's saved phase is what `done` wants.
+    async fn run_until(&self, id: &str, done: impl Fn(&Phase) -> bool) -> Result<Deployment> {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let d = self.engine.store.load(id).await?.deployment;
+            if done(&d.phase) {
+                return Ok(d);
+            }
+            anyhow::ensure!(Instant::now() < until, "{id} stayed in {:?}", d.phase);
+            for timer in self.take_timers().await? {
+                self.engine.timer(&timer).await?;
+            }
+        }
+    }
+}
+
+/// An on-call engineer changes the alias by hand mid-deployment (the
+/// console's emergency rollback, a weight of their own). Sluice never writes
+/// over it: by default the deployment ends as rolled back with the alias as
+/// found; set to freeze, it waits for an operator, and resume goes on from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_made_by_hand_is_never_written_over() -> Result<()> {
+    let w = world().await?;
+    let baking = w
+        .engine
+        .start("console", spec("2", "linear:50:2s", None, None))
+        .await?;
+    assert!(
+        matches!(baking.phase, Phase::Baking { step: 0, .. }),
+        "{:?}",
+        baking.phase
+    );
+    let by_hand = w.set_alias_by_hand("1", &[]).await?;
+    let ended = w.run_until("console", Phase::is_terminal).await?;
+    assert_eq!(
+        ended.phase,
+        Phase::RolledBack {
+            reason: "the alias was changed outside Sluice: it serves version 1".into()
+        }
+    );
+    assert_eq!(w.alias().await?, ("1".to_owned(), vec![]));
+    assert_eq!(
+        w.alias_revision().await?,
+        by_hand,
+        "the alias was written after the hand"
+    );
+    let timeline: Vec<String> = w
+        .engine
+        .store
+        .events("console")
+        .await?
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    let said = format!(
+        "the alias was changed outside Sluice before step 2: it serves version 1 (revision {by_hand}); taken as an operator's rollback, the alias left as found"
+    );
+    assert!(timeline.contains(&said), "{timeline:#?}");
+    assert_eq!(w.engine.store.lock_holder("greeter", "live").await?, None);
+
+    // Frozen instead: the alias stays as the person left it until an operator says.
+    let mut freeze = spec("3", "linear:50:2s", None, None);
+    freeze.on_manual_change = OnManualChange::Freeze;
+    w.engine.start("frozen", freeze).await?;
+    let by_hand = w.set_alias_by_hand("1", &[("3", 0.2)]).await?;
+    let frozen = w
+        .run_until("frozen", |p| matches!(p, Phase::Frozen { .. }))
+        .await?;
+    assert_eq!(
+        frozen.phase,
+        Phase::Frozen {
+            step: 1,
+            found: "version 1 with 20% on version 3".into()
+        }
+    );
+    assert_eq!(
+        w.alias().await?,
+        ("1".to_owned(), vec![("3".to_owned(), 0.2)])
+    );
+    assert_eq!(w.alias_revision().await?, by_hand);
+    assert_eq!(
+        w.engine.resume_if_due("frozen").await?,
+        None,
+        "the sweep leaves it"
+    );
+    assert_eq!(
+        w.engine
+            .store
+            .lock_holder("greeter", "live")
+            .await?
+            .as_deref(),
+        Some("frozen")
+    );
+    w.engine.apply("frozen", Input::Resume).await?;
+    let done = w.run_to_end(&["frozen"]).await?;
+    assert_eq!(done[0].phase, Phase::Promoted);
+    assert_eq!(w.alias().await?, ("3".to_owned(), vec![]));
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_alias_that_changes_under_every_write_fails_the_worker_and_resume_repairs_it()
 -> Result<()> {
     let w = world().await?;
-    // Someone else writes the alias between each read and write of this worker.
+    // Once the first shift is recorded, someone else writes the alias (its
+    // description, not its traffic) before each write of this worker.
+    let meddle = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let lambda = w.lambda.clone();
+    let on = meddle.clone();
     let meddling = Engine {
         fault: Some(Arc::new(move |point| {
             let lambda = lambda.clone();
-            let meddles = matches!(point, FaultPoint::AliasWrite { .. });
+            let meddles =
+                on.load(Ordering::SeqCst) && matches!(point, FaultPoint::AliasWrite { .. });
             Box::pin(async move {
                 if meddles {
                     lambda
@@ -1161,35 +1290,45 @@ async fn an_alias_that_changes_under_every_write_fails_the_worker_and_resume_rep
         })),
         ..w.engine.clone()
     };
-    let failed = meddling
-        .start("meddled", spec("2", "canary:10:1h", None, None))
-        .await
-        .expect_err("every write was refused");
+    let baking = meddling
+        .start("meddled", spec("2", "linear:50:1s", None, None))
+        .await?;
+    assert!(
+        matches!(baking.phase, Phase::Baking { step: 0, .. }),
+        "{:?}",
+        baking.phase
+    );
+    meddle.store(true, Ordering::SeqCst);
+    let until = Instant::now() + DEADLINE;
+    let failed = 'played: loop {
+        anyhow::ensure!(Instant::now() < until, "the worker never failed");
+        for timer in w.take_timers().await? {
+            if let Err(e) = meddling.timer(&timer).await {
+                break 'played e;
+            }
+        }
+    };
     assert!(
         failed
             .to_string()
             .contains("changed under every one of 5 attempts"),
         "{failed}"
     );
-    assert_eq!(w.alias().await?, ("1".to_owned(), vec![]));
+    assert_eq!(
+        w.alias().await?,
+        ("1".to_owned(), vec![("2".to_owned(), 0.5)])
+    );
     let saved = w.engine.store.load("meddled").await?.deployment;
     assert!(
-        matches!(saved.phase, Phase::Shifting { step: 0 }),
+        matches!(saved.phase, Phase::Shifting { step: 1 }),
         "{:?}",
         saved.phase
     );
 
     // Left alone, the sweep's repair makes the write the saved phase wants.
     let repaired = w.engine.resume("meddled").await?;
-    assert!(
-        matches!(repaired.phase, Phase::Baking { step: 0, .. }),
-        "{:?}",
-        repaired.phase
-    );
-    assert_eq!(
-        w.alias().await?,
-        ("1".to_owned(), vec![("2".to_owned(), 0.1)])
-    );
+    assert_eq!(repaired.phase, Phase::Promoted);
+    assert_eq!(w.alias().await?, ("2".to_owned(), vec![]));
     Ok(())
 }
 
@@ -1217,6 +1356,8 @@ async fn calm_timeline(w: &World) -> Result<Vec<EventKind>> {
     timeline_kinds(w, "calm").await
 }
 
+/// What happened, in order; a line saying a step started late says when,
+/// not what, and is left out.
 async fn timeline_kinds(w: &World, id: &str) -> Result<Vec<EventKind>> {
     Ok(w.engine
         .store
@@ -1224,6 +1365,7 @@ async fn timeline_kinds(w: &World, id: &str) -> Result<Vec<EventKind>> {
         .await?
         .iter()
         .map(|e| e.kind)
+        .filter(|kind| *kind != EventKind::Late)
         .collect())
 }
 

@@ -19,6 +19,7 @@ fn spec() -> DeploymentSpec {
         pre_traffic_hook: None,
         post_traffic_hook: None,
         alarms: vec![],
+        on_manual_change: Default::default(),
         on_busy: OnBusy::Queue,
         smoke_tests: vec![],
         smoke_tests_from: None,
@@ -67,6 +68,7 @@ async fn deployments_save_conditionally_keep_a_timeline_and_lock_their_alias() -
     let input = Input::Prepared {
         from_version: "1".into(),
         to_version: "2".into(),
+        revision: None,
     };
     let (next, commands) = decide(&stored.deployment, &input, t1);
     let saved = store
@@ -100,6 +102,7 @@ async fn deployments_save_conditionally_keep_a_timeline_and_lock_their_alias() -
         },
         Input::AliasUpdated {
             update: AliasUpdate::Rollback,
+            revision: None,
         },
     ] {
         let (next, commands) = decide(&current.deployment, &input, t1);

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 use sluice::domain::config::ConfigError;
-use sluice::domain::deployment::{Deployment, DeploymentSpec, OnBusy, VersionSource};
+use sluice::domain::deployment::{DeploymentSpec, OnBusy, OnManualChange, VersionSource};
 use sluice::domain::execution::StopMode;
 use sluice::domain::smoke::S3Uri;
 use sluice::operations::{DeploymentAction, ExecutionAction, Operations, Status};
@@ -82,6 +82,11 @@ enum Command {
         /// Fail at once if another deployment holds the alias (default: wait).
         #[arg(long)]
         refuse_if_busy: bool,
+        /// If someone else changes the alias mid-way, freeze the deployment
+        /// until an operator resumes or aborts it (default: take it as a
+        /// rollback). The alias is left as found either way.
+        #[arg(long)]
+        freeze_on_manual_change: bool,
     },
     /// Deployments.
     Deployment {
@@ -214,6 +219,7 @@ async fn run(cli: Cli) -> Result<()> {
             post_hook,
             alarms,
             refuse_if_busy,
+            freeze_on_manual_change,
         } => {
             let source = match (version, artifact) {
                 (Some(v), _) => VersionSource::Version(v),
@@ -242,6 +248,11 @@ async fn run(cli: Cli) -> Result<()> {
                 } else {
                     OnBusy::Queue
                 },
+                on_manual_change: if freeze_on_manual_change {
+                    OnManualChange::Freeze
+                } else {
+                    OnManualChange::Rollback
+                },
                 smoke_tests: vec![],
                 smoke_tests_from: None,
                 analysis: None,
@@ -269,7 +280,7 @@ async fn run(cli: Cli) -> Result<()> {
                     d.from_version.as_deref().unwrap_or("?"),
                     d.to_version.as_deref().unwrap_or("?"),
                     d.weight,
-                    phase_text(d)
+                    d.status_text()
                 );
                 for e in &view.timeline {
                     text.push_str(&format!(
@@ -300,7 +311,7 @@ async fn run(cli: Cli) -> Result<()> {
             print(out, &json!(view), || {
                 let e = &view.execution;
                 let mut text = format!(
-                    "{} {} at {} ({})  stage {}  {:?}\n",
+                    "{} {} at {} ({})  stage {}  {}\n",
                     e.id,
                     e.pipeline,
                     &e.push.sha[..e.push.sha.len().min(7)],
@@ -309,7 +320,7 @@ async fn run(cli: Cli) -> Result<()> {
                     e.status
                 );
                 for a in &e.actions {
-                    text.push_str(&format!("  {}  {:?}\n", a.name, a.state));
+                    text.push_str(&format!("  {}  {}\n", a.name, a.state));
                 }
                 for line in &view.timeline {
                     text.push_str(&format!(
@@ -374,7 +385,10 @@ async fn steer_deployment(
     let what = action.name();
     let after = ops.steer_deployment(id, action).await?;
     print(out, &json!({ "deployment": after }), || {
-        format!("{what}: deployment {id} is {:?}", after.phase)
+        match (&after.retried_as, what) {
+            (Some(new_id), "retry") => format!("retry: deployment {id} is retried as {new_id}"),
+            _ => format!("{what}: deployment {id} is {}", after.status_text()),
+        }
     });
     Ok(())
 }
@@ -389,7 +403,7 @@ async fn steer_execution(
     let after = ops.steer_execution(id, action).await?;
     print(out, &json!({ "execution": after }), || {
         format!(
-            "{what}: execution {id} is {:?} in stage {}",
+            "{what}: execution {id} is {} in stage {}",
             after.status,
             after.stage_name()
         )
@@ -429,28 +443,6 @@ async fn pipeline(ops: &Operations, out: Output, command: PipelineCommand) -> Re
     Ok(())
 }
 
-/// Where a deployment is, in words: its step and gate, or how it ended.
-fn phase_text(d: &Deployment) -> String {
-    use sluice::domain::deployment::Phase;
-    let steps = d.schedule.steps.len();
-    match &d.phase {
-        Phase::PreTraffic { step } => format!("step {}/{steps}: PreTraffic gate", step + 1),
-        Phase::Shifting { step } => format!("step {}/{steps}: shifting", step + 1),
-        Phase::PostTraffic { step } => format!("step {}/{steps}: PostTraffic gate", step + 1),
-        Phase::Baking { step, until } => format!(
-            "step {}/{steps}: baking{}, next shift {}",
-            step + 1,
-            if d.paused { " (paused)" } else { "" },
-            until.format("%H:%M:%S")
-        ),
-        Phase::RollingBack { reason } => format!("rolling back: {reason}"),
-        Phase::RolledBack { reason } => format!("rolled back: {reason}"),
-        Phase::FailedToStart { reason } => format!("failed to start: {reason}"),
-        Phase::Promoted => "promoted".into(),
-        other => format!("{other:?}"),
-    }
-}
-
 async fn status(ops: &Operations, out: Output, watch: bool) -> Result<()> {
     if out == Output::Json || !watch {
         let status = ops.status().await?;
@@ -465,7 +457,7 @@ async fn status(ops: &Operations, out: Output, watch: bool) -> Result<()> {
                 text.push_str(&format!("pipeline {p}\n"));
                 for e in executions.iter().filter(|e| &e.pipeline == p) {
                     text.push_str(&format!(
-                        "  {} at {}: stage {} {:?}\n",
+                        "  {} at {}: stage {} {}\n",
                         e.id,
                         &e.push.sha[..e.push.sha.len().min(7)],
                         e.stage_name(),
@@ -484,7 +476,7 @@ async fn status(ops: &Operations, out: Output, watch: bool) -> Result<()> {
                     d.weight,
                     d.from_version.as_deref().unwrap_or("?"),
                     d.to_version.as_deref().unwrap_or("?"),
-                    phase_text(d),
+                    d.status_text(),
                     d.id
                 ));
             }
@@ -519,7 +511,7 @@ async fn status(ops: &Operations, out: Output, watch: bool) -> Result<()> {
                 "v{} → v{}  {}",
                 d.from_version.as_deref().unwrap_or("?"),
                 d.to_version.as_deref().unwrap_or("?"),
-                phase_text(d)
+                d.status_text()
             ));
         }
         // Those no longer active have ended: their last state stays on screen.
@@ -527,7 +519,7 @@ async fn status(ops: &Operations, out: Output, watch: bool) -> Result<()> {
             if !bar.is_finished() && !deployments.iter().any(|d| &d.id == id) {
                 let ended = ops.store().load(id).await?.deployment;
                 bar.set_position(ended.weight.round() as u64);
-                bar.finish_with_message(format!("{:?}", ended.phase));
+                bar.finish_with_message(ended.status_text());
             }
         }
         if deployments.is_empty() && executions.iter().all(|e| !e.status.is_running()) {

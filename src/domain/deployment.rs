@@ -46,6 +46,20 @@ pub enum OnBusy {
     Refuse,
 }
 
+/// What Sluice does when it finds the alias changed by someone else (the
+/// console's emergency rollback, a weight set by hand). Either way it never
+/// writes over that change: the alias is left as found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnManualChange {
+    /// The deployment ends, rolled back: a person took the alias over.
+    #[default]
+    Rollback,
+    /// The deployment is frozen until an operator resumes it (Sluice goes
+    /// on from the alias as found) or aborts it (Sluice rolls back).
+    Freeze,
+}
+
 /// What an operator or a pipeline asks for. Strict: a misspelled field
 /// (`pre_traffic_hok`) is refused, never read as a gate left out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,6 +77,8 @@ pub struct DeploymentSpec {
     pub alarms: Vec<String>,
     #[serde(default)]
     pub on_busy: OnBusy,
+    #[serde(default)]
+    pub on_manual_change: OnManualChange,
     /// Sent to the hooks: what the PreTraffic hook runs against the new version.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub smoke_tests: Vec<SmokeTest>,
@@ -151,6 +167,12 @@ pub enum Phase {
         step: usize,
         until: Time,
     },
+    /// The alias was found changed by someone else before `step`'s shift,
+    /// and the deployment waits for an operator (`OnManualChange::Freeze`).
+    Frozen {
+        step: usize,
+        found: String,
+    },
     /// The alias is being put back to 100% old.
     RollingBack {
         reason: String,
@@ -185,10 +207,13 @@ pub enum AliasUpdate {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "input", rename_all = "snake_case")]
 pub enum Input {
-    /// The lock is held and the versions are known (`from` is what the alias served).
+    /// The lock is held and the versions are known (`from` is what the alias
+    /// served, at `revision`).
     Prepared {
         from_version: String,
         to_version: String,
+        #[serde(default)]
+        revision: Option<String>,
     },
     PrepareFailed {
         reason: String,
@@ -203,8 +228,17 @@ pub enum Input {
         passed: bool,
         reason: String,
     },
+    /// Sluice's write landed; the alias is at `revision`.
     AliasUpdated {
         update: AliasUpdate,
+        #[serde(default)]
+        revision: Option<String>,
+    },
+    /// Sluice's write was refused: someone else changed the alias, which
+    /// now serves `found`, at `revision`.
+    AliasChangedByHand {
+        found: String,
+        revision: Option<String>,
     },
     TimerFired {
         step: usize,
@@ -270,6 +304,8 @@ pub enum EventKind {
     Baking,
     Paused,
     Resumed,
+    /// A step started later than its bake's end, and why.
+    Late,
     PromoteRequested,
     Promoted,
     RollbackStarted,
@@ -296,14 +332,24 @@ pub struct Deployment {
     pub to_version: Option<String>,
     /// Percent on the new version as last acknowledged on the alias.
     pub weight: f64,
+    /// The alias's revision as Sluice last left it (read when prepared, then
+    /// from each of its writes). Each write is conditional on it, so a change
+    /// by anyone else is refused and seen, never written over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias_revision: Option<String>,
     pub paused: bool,
     pub skip_waits: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retried_as: Option<String>,
-    /// When the current step's shift was due. Bakes end at planned times, so
-    /// the time gates and shifts take does not push the rest of the schedule back.
+    /// When the current step's shift was due (how late it was is `StepLatency`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planned_at: Option<Time>,
+    /// When the current step's shift landed. Its bake runs from then, so
+    /// whatever delayed the shift (slow gates, an outage), the weight is
+    /// watched for the whole bake: no two shifts are closer than the bake
+    /// unless an operator promotes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shifted_at: Option<Time>,
     pub created_at: Time,
     pub updated_at: Time,
 }
@@ -319,10 +365,12 @@ impl Deployment {
             from_version: None,
             to_version: None,
             weight: 0.0,
+            alias_revision: None,
             paused: false,
             skip_waits: false,
             retried_as: None,
             planned_at: None,
+            shifted_at: None,
             created_at: now,
             updated_at: now,
             spec,
@@ -348,6 +396,85 @@ impl Deployment {
 
     pub fn step_weight(&self, step: usize) -> f64 {
         self.schedule.steps[step].weight
+    }
+
+    /// Where the deployment is, as operators read it: its step and gate, or how it ended.
+    pub fn status_text(&self) -> String {
+        let steps = self.schedule.steps.len();
+        let paused = if self.paused { " (paused)" } else { "" };
+        match &self.phase {
+            Phase::Created => "starting".into(),
+            Phase::Queued { holder } => format!("queued behind {holder}"),
+            Phase::PreTraffic { step } => {
+                format!("step {}/{steps}: PreTraffic gate{paused}", step + 1)
+            }
+            Phase::Shifting { step } => format!("step {}/{steps}: shifting{paused}", step + 1),
+            Phase::PostTraffic { step } => {
+                format!("step {}/{steps}: PostTraffic gate{paused}", step + 1)
+            }
+            Phase::Baking { step, until } => format!(
+                "step {}/{steps}: baking{paused}, next shift {}",
+                step + 1,
+                until.format("%H:%M:%S")
+            ),
+            Phase::Frozen { step, found } => format!(
+                "step {}/{steps}: frozen, the alias was changed outside Sluice (it serves {found}): resume or abort",
+                step + 1
+            ),
+            Phase::RollingBack { reason } => format!("rolling back: {reason}"),
+            Phase::RolledBack { reason } => format!("rolled back: {reason}"),
+            Phase::FailedToStart { reason } => format!("failed to start: {reason}"),
+            Phase::Promoted => "promoted".into(),
+        }
+    }
+
+    /// Whether a bake is still ahead (or under way) for a pause to hold at.
+    pub fn has_bake_ahead(&self) -> bool {
+        let from = match &self.phase {
+            Phase::Created | Phase::Queued { .. } => 0,
+            Phase::PreTraffic { step }
+            | Phase::Shifting { step }
+            | Phase::PostTraffic { step }
+            | Phase::Baking { step, .. }
+            | Phase::Frozen { step, .. } => *step,
+            _ => return false,
+        };
+        self.schedule.steps[from..]
+            .iter()
+            .any(|s| !s.bake.is_zero())
+    }
+
+    /// The alias that puts `weight` percent on the new version: the primary
+    /// version, and the new one with its percent when split.
+    pub fn routing_at(&self, weight: f64) -> (String, Option<(String, f64)>) {
+        let from = self.from_version.clone().unwrap_or_default();
+        let to = self.to_version.clone().unwrap_or_default();
+        if weight >= 100.0 {
+            (to, None)
+        } else if weight <= 0.0 {
+            (from, None)
+        } else {
+            (from, Some((to, weight)))
+        }
+    }
+
+    /// The routings Sluice may have left on the alias since its last
+    /// recorded write: the weight last acknowledged and, while rolling back,
+    /// any step's (a shift in flight when the rollback began may land late).
+    /// Before the first shift is acknowledged, the old version whole is not
+    /// among them: a first shift may have landed unrecorded, and a person's
+    /// rollback of it looks the same, so it is taken as theirs.
+    pub fn routings_left_by_sluice(&self) -> Vec<(String, Option<(String, f64)>)> {
+        let rolling_back = matches!(self.phase, Phase::RollingBack { .. });
+        let mut routings = Vec::new();
+        if self.weight > 0.0 || rolling_back {
+            routings.push(self.routing_at(self.weight));
+        }
+        if rolling_back {
+            let steps = self.schedule.steps.iter();
+            routings.extend(steps.map(|s| self.routing_at(s.weight)));
+        }
+        routings
     }
 }
 
@@ -376,7 +503,6 @@ fn record(at: Time, kind: EventKind, message: String) -> Command {
 /// The commands the current phase needs; what the reconciler re-issues after a crash.
 pub fn pending(d: &Deployment, now: Time) -> Vec<Command> {
     let from = d.from_version.clone().unwrap_or_default();
-    let to = d.to_version.clone().unwrap_or_default();
     match &d.phase {
         Phase::Created => vec![Command::Prepare],
         Phase::Queued { .. } => vec![],
@@ -386,18 +512,14 @@ pub fn pending(d: &Deployment, now: Time) -> Vec<Command> {
             weight: d.step_weight(*step),
         }],
         Phase::Shifting { step } => {
-            let weight = d.step_weight(*step);
-            let (primary, additional) = if weight >= 100.0 {
-                (to, None)
-            } else {
-                (from, Some((to, weight)))
-            };
+            let (primary, additional) = d.routing_at(d.step_weight(*step));
             vec![Command::SetAlias {
                 primary,
                 additional,
                 update: AliasUpdate::Step(*step),
             }]
         }
+        Phase::Frozen { .. } => vec![],
         Phase::PostTraffic { step } => vec![Command::RunGate {
             gate: Gate::PostTraffic,
             step: *step,
@@ -489,23 +611,25 @@ fn gate_recorded(
     passed
 }
 
-/// After `step`'s PostTraffic gate: bake until the next step is due, or go
-/// straight on when waits are skipped or the schedule is already behind.
+/// After `step`'s PostTraffic gate: bake for the step's bake from its shift,
+/// or go straight on when waits are skipped or the gate outlasted the bake.
 fn after_step(d: &mut Deployment, step: usize, now: Time, commands: &mut Vec<Command>) {
     let bake = d.schedule.steps[step].bake;
     if d.skip_waits || bake.is_zero() {
         next_step(d, step, now, now, commands);
         return;
     }
-    let planned = d.planned_at.unwrap_or(now);
-    let until = planned + ChronoDuration::from_std(bake).unwrap_or(ChronoDuration::MAX);
+    let shifted = d.shifted_at.unwrap_or(now);
+    let until = shifted + ChronoDuration::from_std(bake).unwrap_or(ChronoDuration::MAX);
     if until <= now {
         commands.push(record(
             now,
             EventKind::Baking,
             format!(
-                "step {} was due at {until}; its gates took longer than the wait",
-                step + 2
+                "step {} goes on at once: step {}'s bake of {} from its shift at {shifted} ended while its PostTraffic gate ran",
+                step + 2,
+                step + 1,
+                humantime::format_duration(bake)
             ),
         ));
         next_step(d, step, until, now, commands);
@@ -560,10 +684,12 @@ fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command
             Input::Prepared {
                 from_version,
                 to_version,
+                revision,
             },
         ) => {
             d.from_version = Some(from_version.clone());
             d.to_version = Some(to_version.clone());
+            d.alias_revision = revision.clone();
             if from_version == to_version {
                 // Nothing to shift: Prepare read the alias whole on this
                 // version. No write either: one issued from a finished phase
@@ -642,9 +768,12 @@ fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command
             Phase::Shifting { step },
             Input::AliasUpdated {
                 update: AliasUpdate::Step(s),
+                revision,
             },
         ) if step == s => {
             d.weight = d.step_weight(*step);
+            d.alias_revision = revision.clone();
+            d.shifted_at = Some(now);
             if *step == 0 {
                 // The schedule runs from the first shift.
                 d.planned_at = Some(now);
@@ -698,15 +827,95 @@ fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command
                 });
                 return true;
             }
+            let late = now - *until;
+            if late > ChronoDuration::seconds(1) {
+                commands.push(record(
+                    now,
+                    EventKind::Late,
+                    format!(
+                        "step {} starts {}s after its bake ended: the wake-up came late",
+                        step + 2,
+                        late.num_seconds()
+                    ),
+                ));
+            }
             next_step(d, *step, *until, now, commands);
+        }
+        (Phase::Shifting { step }, Input::AliasChangedByHand { found, revision }) => {
+            d.alias_revision = revision.clone();
+            let what = format!(
+                "the alias was changed outside Sluice before step {}: it serves {found} (revision {})",
+                step + 1,
+                revision.as_deref().unwrap_or("unknown")
+            );
+            match d.spec.on_manual_change {
+                OnManualChange::Rollback => {
+                    commands.push(record(
+                        now,
+                        EventKind::RolledBack,
+                        format!("{what}; taken as an operator's rollback, the alias left as found"),
+                    ));
+                    let reason = format!("the alias was changed outside Sluice: it serves {found}");
+                    enter(d, Phase::RolledBack { reason }, now, commands);
+                }
+                OnManualChange::Freeze => {
+                    commands.push(record(
+                        now,
+                        EventKind::Paused,
+                        format!(
+                            "{what}; frozen, the alias left as found: resume goes on from it, abort rolls back"
+                        ),
+                    ));
+                    let (step, found) = (*step, found.clone());
+                    enter(d, Phase::Frozen { step, found }, now, commands);
+                }
+            }
+        }
+        (Phase::RollingBack { reason }, Input::AliasChangedByHand { found, revision }) => {
+            d.alias_revision = revision.clone();
+            commands.push(record(
+                now,
+                EventKind::RolledBack,
+                format!(
+                    "the alias was changed outside Sluice during the rollback: it serves {found} (revision {}); left as found",
+                    revision.as_deref().unwrap_or("unknown")
+                ),
+            ));
+            let reason = reason.clone();
+            enter(d, Phase::RolledBack { reason }, now, commands);
+        }
+        (Phase::Frozen { step, .. }, Input::Resume | Input::Promote) => {
+            // An operator's word: Sluice goes on from the alias as found.
+            let promote = matches!(input, Input::Promote);
+            d.paused = false;
+            d.skip_waits |= promote;
+            commands.push(record(
+                now,
+                if promote {
+                    EventKind::PromoteRequested
+                } else {
+                    EventKind::Resumed
+                },
+                format!("resumed from the alias as found, at step {}", step + 1),
+            ));
+            enter(d, Phase::Shifting { step: *step }, now, commands);
+        }
+        // Frozen: only an operator moves it (resume, promote or abort).
+        (
+            Phase::Frozen { .. },
+            Input::AlarmRaised { .. } | Input::AnalysisFailed { .. } | Input::Pause,
+        ) => {
+            return false;
         }
         (
             Phase::RollingBack { reason },
             Input::AliasUpdated {
                 update: AliasUpdate::Rollback,
+                revision,
             },
         ) => {
             d.weight = 0.0;
+            d.alias_revision = revision.clone();
             commands.push(record(
                 now,
                 EventKind::RolledBack,

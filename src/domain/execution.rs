@@ -32,6 +32,35 @@ pub enum Status {
     },
 }
 
+/// As operators read it: "in progress", "failed: <reason>".
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Status::Queued => write!(f, "queued"),
+            Status::InProgress => write!(f, "in progress"),
+            Status::Succeeded => write!(f, "succeeded"),
+            Status::Failed { reason } => write!(f, "failed: {reason}"),
+            Status::Stopped { reason } => write!(f, "stopped: {reason}"),
+            Status::Superseded { by } => write!(f, "superseded by {by}"),
+        }
+    }
+}
+
+/// As operators read it: "running since 12:00:01", "succeeded: <detail>".
+impl std::fmt::Display for ActionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ActionState::Pending => write!(f, "pending"),
+            ActionState::Running { since } => {
+                write!(f, "running since {}", since.format("%H:%M:%S"))
+            }
+            ActionState::Succeeded { detail } => write!(f, "succeeded: {detail}"),
+            ActionState::Failed { reason } => write!(f, "failed: {reason}"),
+            ActionState::Abandoned => write!(f, "abandoned"),
+        }
+    }
+}
+
 impl Status {
     /// Finished for good: a failed execution can still retry a stage.
     pub fn is_final(&self) -> bool {

@@ -4,7 +4,7 @@
 
 use crate::domain::analysis::AnalysisSettings;
 use crate::domain::config::DeploymentConfig;
-use crate::domain::deployment::OnBusy;
+use crate::domain::deployment::{OnBusy, OnManualChange};
 use crate::domain::smoke::{S3Uri, SmokeTest};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
@@ -102,6 +102,8 @@ pub struct DeployAction {
     pub alarms: Vec<String>,
     #[serde(default)]
     pub on_busy: OnBusy,
+    #[serde(default)]
+    pub on_manual_change: OnManualChange,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub smoke_tests: Vec<SmokeTest>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -122,11 +122,47 @@ pub struct AliasState {
     pub revision: Option<String>,
 }
 
+/// Lambda keeps weights as doubles: a routing read back is compared to the
+/// one written within this.
+const WEIGHT_TOLERANCE: f64 = 1e-9;
+
+impl AliasState {
+    /// Whether the alias sends traffic as `primary` plus `weights` would.
+    pub fn routes(&self, primary: &str, weights: &HashMap<String, f64>) -> bool {
+        let nonzero = |w: &HashMap<String, f64>| w.values().filter(|f| **f > 0.0).count();
+        self.version == primary
+            && nonzero(&self.weights) == nonzero(weights)
+            && weights.iter().all(|(version, fraction)| {
+                *fraction <= 0.0
+                    || self
+                        .weights
+                        .get(version)
+                        .is_some_and(|f| (f - fraction).abs() < WEIGHT_TOLERANCE)
+            })
+    }
+}
+
+/// As a timeline says it: "version 1", "version 1 with 30% on version 2".
+impl std::fmt::Display for AliasState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "version {}", self.version)?;
+        let mut extra: Vec<_> = self.weights.iter().filter(|(_, w)| **w > 0.0).collect();
+        extra.sort_by(|a, b| a.0.cmp(b.0));
+        for (i, (version, weight)) in extra.into_iter().enumerate() {
+            let joint = if i == 0 { " with" } else { " and" };
+            let percent = (weight * 100.0 * 1e6).round() / 1e6;
+            write!(f, "{joint} {percent}% on version {version}")?;
+        }
+        Ok(())
+    }
+}
+
 /// How a conditional alias write ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AliasWrite {
-    Written,
-    /// Someone wrote the alias since the revision was read.
+    /// The alias is now at `revision`.
+    Written { revision: Option<String> },
+    /// Someone wrote the alias since the revision named.
     Stale,
 }
 
@@ -384,7 +420,9 @@ impl Cloud for AwsCloud {
             .send()
             .await;
         match written {
-            Ok(_) => Ok(AliasWrite::Written),
+            Ok(out) => Ok(AliasWrite::Written {
+                revision: out.revision_id().map(str::to_owned),
+            }),
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|se| se.is_precondition_failed_exception()) =>

@@ -21,6 +21,7 @@ fn spec(alias: &str) -> DeploymentSpec {
         pre_traffic_hook: None,
         post_traffic_hook: None,
         alarms: vec![],
+        on_manual_change: Default::default(),
         on_busy: OnBusy::Queue,
         smoke_tests: vec![],
         smoke_tests_from: None,

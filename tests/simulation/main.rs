@@ -6,7 +6,8 @@
 //! (`dice`): table and cloud calls fail before or after taking effect, workers
 //! die at any point between two side effects or are overtaken there by
 //! another delivery, timers are lost, duplicated, delayed and reordered, and
-//! operators pause, resume, promote, abort and retry. Then the faults stop.
+//! operators pause, resume, promote, abort and retry, and people set an
+//! alias by hand mid-deployment. Then the faults stop.
 //! After every delivery the invariants are checked; at the end every
 //! deployment must have finished within its schedule plus the sweep's grace.
 //!
@@ -25,7 +26,7 @@ use model::{
     AliasModel, GateName, MemoryActions, MemoryCloud, MemoryTable, Passed, SimClock, Written,
 };
 use sluice::domain::deployment::{
-    Deployment, DeploymentSpec, Input, OnBusy, Phase, Time, VersionSource,
+    Deployment, DeploymentSpec, Input, OnBusy, OnManualChange, Phase, Time, VersionSource,
 };
 use sluice::domain::execution::{ActionState, Input as ExecutionInput, Status, StopMode};
 use sluice::domain::pipeline::{GitRef, PipelineDefinition, Push};
@@ -145,6 +146,12 @@ enum Work {
         id: String,
         input: ExecutionInput,
     },
+    /// On call, a person changes the alias a deployment is moving, by hand:
+    /// back to the old version whole, or to a weight of their own.
+    HandWrite {
+        id: String,
+        rollback: bool,
+    },
 }
 
 fn describe(work: &Work) -> String {
@@ -185,6 +192,14 @@ fn describe(work: &Work) -> String {
         Work::ObjectCreated { key } => format!("s3 notification {key}"),
         Work::Approve { id, approved, .. } => format!("approval {approved} on {id}"),
         Work::ExecutionOperator { id, input } => format!("operator {input:?} on {id}"),
+        Work::HandWrite { id, rollback } => format!(
+            "by hand: {id}'s alias {}",
+            if *rollback {
+                "back to its old version"
+            } else {
+                "to a weight of a person's"
+            }
+        ),
     }
 }
 
@@ -203,6 +218,10 @@ struct Sim {
     queue: Mutex<BTreeMap<(Time, u64), Work>>,
     seq: AtomicU64,
     violations: Mutex<Vec<String>>,
+    /// Each deployment's last forward shift: when, and to which step.
+    shifted: Mutex<BTreeMap<String, (Time, usize)>>,
+    /// Frozen deployments an operator has been scheduled to answer.
+    answered_freezes: Mutex<BTreeSet<(String, usize, String)>>,
     /// How deep deliveries are nested (one overtaking another).
     depth: AtomicUsize,
 }
@@ -346,16 +365,79 @@ impl Sim {
         }
     }
 
+    /// An operator's resume, promote or abort of a frozen deployment tells
+    /// Sluice to go on from the alias as the person left it.
+    fn consent(&self, id: &str, input: &Input) {
+        let Some(d) = self.table.peek(id) else { return };
+        if matches!(d.phase, Phase::Frozen { .. })
+            && matches!(input, Input::Resume | Input::Promote | Input::Abort { .. })
+            && let Some(revision) = d.alias_revision.and_then(|r| r.parse().ok())
+        {
+            self.cloud.state.lock().unwrap().consented.insert((
+                d.spec.function.clone(),
+                d.spec.alias.clone(),
+                revision,
+            ));
+        }
+    }
+
+    /// On call answers a frozen deployment, some minutes later: resumes it
+    /// from the alias as found, or aborts it.
+    fn answer_freezes(&self) {
+        for d in self.table.deployments() {
+            let Phase::Frozen { step, found } = &d.phase else {
+                continue;
+            };
+            let key = (
+                d.id.clone(),
+                *step,
+                d.alias_revision.clone().unwrap_or_default(),
+            );
+            if !self.answered_freezes.lock().unwrap().insert(key) {
+                continue;
+            }
+            let input = if self.dice.chance(0.5) {
+                Input::Resume
+            } else {
+                Input::Abort {
+                    reason: format!("on call found {found}"),
+                }
+            };
+            self.schedule_in(
+                30 + self.dice.below(300) as i64,
+                Work::Operator { id: d.id, input },
+            );
+        }
+    }
+
     /// The invariants, after every delivery.
     fn check(&self) {
-        let aliases = {
+        let (aliases, by_hand) = {
             let mut state = self.cloud.state.lock().unwrap();
             for w in std::mem::take(&mut state.written) {
+                let before = (w.function.clone(), w.alias.clone(), w.before.revision);
+                let writer = w.holder.as_ref().map(|h| h.id.clone());
+                if state
+                    .by_hand
+                    .get(&before)
+                    .is_some_and(|held| *held == writer)
+                    && !state.consented.contains(&before)
+                {
+                    self.violation(format!(
+                        "{}:{} written over a person's change (revision {}) without an operator's word",
+                        w.function, w.alias, w.before.revision
+                    ));
+                }
                 self.check_write(&w, &state.passed);
             }
-            state.aliases.clone()
+            (state.aliases.clone(), state.by_hand.clone())
         };
+        self.answer_freezes();
         for ((function, alias), state) in &aliases {
+            if by_hand.contains_key(&(function.clone(), alias.clone(), state.revision)) {
+                // As a person left it: Sluice does not touch it.
+                continue;
+            }
             let holder = self
                 .table
                 .peek_lock(function, alias)
@@ -477,6 +559,26 @@ impl Sim {
             ));
             return;
         };
+        // A bake is a bake: the next shift waits for the whole of it, unless promoted.
+        let now = w.at;
+        let mut shifted = self.shifted.lock().unwrap();
+        if let Some((at, previous)) = shifted.get(&holder.id)
+            && previous + 1 == step
+            && !holder.skip_waits
+        {
+            let bake = holder.schedule.steps[*previous].bake;
+            if (now - *at).to_std().unwrap_or_default() < bake {
+                self.violation(format!(
+                    "{name} set to step {} of {} {:.3}s after step {}, within its bake of {bake:?}",
+                    step + 1,
+                    holder.id,
+                    (now - *at).as_seconds_f64(),
+                    step
+                ));
+            }
+        }
+        shifted.insert(holder.id.clone(), (now, step));
+        drop(shifted);
         let gate = |gate, step| Passed {
             deployment: holder.id.clone(),
             gate,
@@ -506,6 +608,7 @@ fn owns_the_alias(phase: &Phase) -> bool {
             | Phase::Shifting { .. }
             | Phase::PostTraffic { .. }
             | Phase::Baking { .. }
+            | Phase::Frozen { .. }
             | Phase::RollingBack { .. }
     )
 }
@@ -545,7 +648,7 @@ fn deliver(sim: Arc<Sim>, work: Work) -> Delivery {
                 }
             },
             Work::Created { id, attempt } => {
-                if let Err(e) = engine.resume(&id).await {
+                if let Err(e) = engine.arrived(&id).await {
                     failed(&e);
                     if attempt <= STREAM_RETRIES {
                         sim.schedule_in(
@@ -582,8 +685,25 @@ fn deliver(sim: Arc<Sim>, work: Work) -> Delivery {
                 sim.schedule_in(RECONCILE_EVERY_SECS, Work::Reconcile);
             }
             Work::Operator { id, input } => {
+                sim.consent(&id, &input);
                 if let Err(e) = engine.apply(&id, input).await {
                     failed(&e);
+                }
+            }
+            Work::HandWrite { id, rollback } => {
+                if let Some(d) = sim.table.peek(&id).filter(|d| owns_the_alias(&d.phase))
+                    && let (Some(from), Some(to)) = (d.from_version.clone(), d.to_version.clone())
+                {
+                    sim.cloud
+                        .write_by_hand(&d.spec.function, &d.spec.alias, |a| {
+                            a.version = from;
+                            a.weights = if rollback {
+                                BTreeMap::new()
+                            } else {
+                                // No step of any generated schedule.
+                                BTreeMap::from([(to, 0.333)])
+                            };
+                        });
                 }
             }
             Work::Alarm {
@@ -625,10 +745,14 @@ fn deliver(sim: Arc<Sim>, work: Work) -> Delivery {
                     .table
                     .deployments()
                     .into_iter()
-                    .filter(|d| d.paused && !d.phase.is_terminal())
+                    .filter(|d| {
+                        (d.paused && !d.phase.is_terminal())
+                            || matches!(d.phase, Phase::Frozen { .. })
+                    })
                     .map(|d| d.id)
                     .collect();
                 for id in paused {
+                    sim.consent(&id, &Input::Resume);
                     if let Err(e) = engine.apply(&id, Input::Resume).await {
                         failed(&e);
                     }
@@ -1065,6 +1189,11 @@ fn lay_out(sim: &Sim, plan: &Plan) {
                 .filter(|_| dice.chance(0.3))
                 .map(|a| a.to_string())
                 .collect(),
+            on_manual_change: if dice.chance(0.5) {
+                OnManualChange::Freeze
+            } else {
+                OnManualChange::Rollback
+            },
             on_busy: if dice.chance(0.1) {
                 OnBusy::Refuse
             } else {
@@ -1108,6 +1237,15 @@ fn lay_out(sim: &Sim, plan: &Plan) {
         }
         if dice.chance(0.05) {
             act(Input::Promote, 600);
+        }
+        if dice.chance(0.08) {
+            sim.schedule(
+                at + secs(dice.below(600) as i64),
+                Work::HandWrite {
+                    id: id.clone(),
+                    rollback: dice.chance(0.5),
+                },
+            );
         }
         if dice.chance(0.05) {
             act(
@@ -1163,6 +1301,10 @@ struct Outcome {
     deployments: usize,
     promoted: usize,
     rolled_back: usize,
+    /// Ended by a person's change of the alias, left as found.
+    taken_by_hand: usize,
+    /// Times on call found a deployment frozen by a person's change.
+    frozen: usize,
     failed_to_start: usize,
     executions: usize,
     succeeded: usize,
@@ -1188,7 +1330,8 @@ fn run_world(plan: &Plan) -> Outcome {
         let dice = Dice::new(plan.seed);
         let start: Time = "2026-01-01T00:00:00Z".parse().unwrap();
         let table = MemoryTable::new(dice.clone());
-        let cloud = MemoryCloud::new(dice.clone(), table.clone());
+        let clock = SimClock(Arc::new(Mutex::new(start)));
+        let cloud = MemoryCloud::new(dice.clone(), table.clone(), clock.clone());
         {
             let mut state = cloud.state.lock().unwrap();
             for function in FUNCTIONS {
@@ -1206,7 +1349,6 @@ fn run_world(plan: &Plan) -> Outcome {
                 state.alarms.insert(name.into(), false);
             }
         }
-        let clock = SimClock(Arc::new(Mutex::new(start)));
         let actions = MemoryActions::new(dice.clone(), clock.clone());
         let sim = Arc::new(Sim {
             engine: OnceLock::new(),
@@ -1222,6 +1364,8 @@ fn run_world(plan: &Plan) -> Outcome {
             queue: Mutex::default(),
             seq: AtomicU64::new(0),
             violations: Mutex::default(),
+            answered_freezes: Mutex::default(),
+            shifted: Mutex::default(),
             depth: AtomicUsize::new(0),
         });
         let engine = Engine {
@@ -1303,6 +1447,10 @@ fn run_world(plan: &Plan) -> Outcome {
             deployments: deployments.len(),
             promoted: count(|p| matches!(p, Phase::Promoted)),
             rolled_back: count(|p| matches!(p, Phase::RolledBack { .. })),
+            taken_by_hand: count(
+                |p| matches!(p, Phase::RolledBack { reason } if reason.contains("changed outside Sluice")),
+            ),
+            frozen: sim.answered_freezes.lock().unwrap().len(),
             failed_to_start: count(|p| matches!(p, Phase::FailedToStart { .. })),
             executions: executions.len(),
             succeeded: executions
@@ -1358,6 +1506,8 @@ fn run_worlds(seed: u64, worlds: u64, deployments: usize, pushes: usize) -> Tota
         totals.deployments += outcome.deployments;
         totals.promoted += outcome.promoted;
         totals.rolled_back += outcome.rolled_back;
+        totals.taken_by_hand += outcome.taken_by_hand;
+        totals.frozen += outcome.frozen;
         totals.failed_to_start += outcome.failed_to_start;
         totals.executions += outcome.executions;
         totals.succeeded += outcome.succeeded;
@@ -1372,6 +1522,10 @@ struct Totals {
     deployments: usize,
     promoted: usize,
     rolled_back: usize,
+    /// Ended by a person's change of the alias, left as found.
+    taken_by_hand: usize,
+    /// Times on call found a deployment frozen by a person's change.
+    frozen: usize,
     failed_to_start: usize,
     executions: usize,
     succeeded: usize,
@@ -1397,6 +1551,7 @@ fn deployments_never_strand_traffic_skip_a_gate_or_stall_under_faults() {
         totals.promoted > 0 && totals.rolled_back > 0 && totals.failed_to_start > 0,
         "{totals:?}"
     );
+    assert!(totals.taken_by_hand > 0 && totals.frozen > 0, "{totals:?}");
 }
 
 #[test]

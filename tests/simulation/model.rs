@@ -534,6 +534,7 @@ pub struct Written {
     pub after: AliasModel,
     /// The lock holder's saved state at the write.
     pub holder: Option<Deployment>,
+    pub at: Time,
 }
 
 #[derive(Default)]
@@ -545,6 +546,13 @@ pub struct CloudState {
     pub passed: std::collections::BTreeSet<Passed>,
     /// Alias writes since the checker last looked.
     pub written: Vec<Written>,
+    /// Revisions a person left on an alias (a change of its traffic), and
+    /// the deployment that held the alias then: the one that must not write
+    /// over it (a later deployment starts from it).
+    pub by_hand: BTreeMap<(String, String, u64), Option<String>>,
+    /// Of those, the ones an operator told Sluice to go on from (resuming
+    /// or aborting a frozen deployment): Sluice may write over them.
+    pub consented: std::collections::BTreeSet<(String, String, u64)>,
     /// Timer messages sent, with their delays, since the scheduler last looked.
     pub sent: Vec<(TimerMessage, i32)>,
 }
@@ -556,6 +564,7 @@ pub struct MemoryCloud {
     dice: Dice,
     /// Read (never written, no dice) to say who held the alias at each write.
     table: MemoryTable,
+    clock: SimClock,
 }
 
 fn transient(what: &str) -> EngineError {
@@ -563,11 +572,12 @@ fn transient(what: &str) -> EngineError {
 }
 
 impl MemoryCloud {
-    pub fn new(dice: Dice, table: MemoryTable) -> Self {
+    pub fn new(dice: Dice, table: MemoryTable, clock: SimClock) -> Self {
         MemoryCloud {
             state: Arc::default(),
             dice,
             table,
+            clock,
         }
     }
 
@@ -575,6 +585,33 @@ impl MemoryCloud {
         match self.dice.cloud_fate() {
             Fate::Ok => Ok(()),
             _ => Err(transient(what)),
+        }
+    }
+}
+
+impl MemoryCloud {
+    /// A person's write (the console's), as `change` makes it; noted as
+    /// theirs only if it changes the alias's traffic.
+    pub fn write_by_hand(&self, function: &str, alias: &str, change: impl FnOnce(&mut AliasModel)) {
+        let mut state = self.state.lock().unwrap();
+        let key = (function.to_owned(), alias.to_owned());
+        let Some(current) = state.aliases.get_mut(&key) else {
+            return;
+        };
+        let before = current.clone();
+        change(current);
+        current.revision += 1;
+        let after = current.clone();
+        self.dice.note(format!(
+            "      by hand: {function}:{alias} set to {} {:?} (revision {})",
+            after.version, after.weights, after.revision
+        ));
+        if (before.version, before.weights) != (after.version, after.weights) {
+            let holder = self.table.peek_lock(function, alias);
+            state.by_hand.insert(
+                (function.to_owned(), alias.to_owned(), after.revision),
+                holder,
+            );
         }
     }
 }
@@ -609,7 +646,7 @@ impl Cloud for MemoryCloud {
         if fate == Fate::Fails {
             return Err(transient("UpdateAlias"));
         }
-        {
+        let after_revision = {
             let mut state = self.state.lock().unwrap();
             let key = (function.to_owned(), alias.to_owned());
             let Some(current) = state.aliases.get_mut(&key) else {
@@ -634,18 +671,23 @@ impl Cloud for MemoryCloud {
                 after.revision,
                 holder.as_ref().map(|h| (&h.id, &h.phase))
             ));
+            let revision = after.revision;
             state.written.push(Written {
                 function: function.to_owned(),
                 alias: alias.to_owned(),
                 before,
                 after,
                 holder,
+                at: self.clock.now(),
             });
-        }
+            revision
+        };
         if fate == Fate::AnswerLost {
             return Err(transient("UpdateAlias (answer lost)"));
         }
-        Ok(AliasWrite::Written)
+        Ok(AliasWrite::Written {
+            revision: Some(after_revision.to_string()),
+        })
     }
 
     async fn ready_version(&self, function: &str, version: &str) -> Result<Readiness, EngineError> {

@@ -15,6 +15,7 @@ fn spec(config: &str) -> DeploymentSpec {
         pre_traffic_hook: Some("pre".into()),
         post_traffic_hook: Some("post".into()),
         alarms: vec!["errors".into()],
+        on_manual_change: Default::default(),
         on_busy: OnBusy::Queue,
         smoke_tests: vec![],
         smoke_tests_from: None,
@@ -82,8 +83,19 @@ impl Run {
     fn prepared(&mut self) {
         assert!(self.feed(Input::Prepared {
             from_version: "1".into(),
-            to_version: "2".into()
+            to_version: "2".into(),
+            revision: None,
         }));
+    }
+
+    /// It ended with no alias write, and gave the lock up.
+    fn assert_ended_without_a_write(&self) {
+        let wrote = self
+            .commands
+            .iter()
+            .any(|c| matches!(c, Command::SetAlias { .. }));
+        assert!(!wrote, "{:?}", self.commands);
+        assert!(self.commands.contains(&Command::ReleaseLock));
     }
 
     fn gates_run(&self) -> Vec<(Gate, usize)> {
@@ -111,7 +123,8 @@ fn a_healthy_canary_gates_every_shift_and_ends_whole_on_the_new_version() {
     assert!(r.gate(Gate::PreTraffic, 0, true));
     assert_eq!(r.alias, ("1".into(), Some(("2".into(), 10.0))));
     assert!(r.feed(Input::AliasUpdated {
-        update: AliasUpdate::Step(0)
+        update: AliasUpdate::Step(0),
+        revision: None,
     }));
     assert!(r.gate(Gate::PostTraffic, 0, true));
     assert!(matches!(r.d.phase, Phase::Baking { step: 0, until } if until == t(5)));
@@ -128,7 +141,8 @@ fn a_healthy_canary_gates_every_shift_and_ends_whole_on_the_new_version() {
         "the last step flips the alias and clears routing"
     );
     assert!(r.feed(Input::AliasUpdated {
-        update: AliasUpdate::Step(1)
+        update: AliasUpdate::Step(1),
+        revision: None,
     }));
     assert!(r.gate(Gate::PostTraffic, 1, true));
     assert_eq!(r.d.phase, Phase::Promoted);
@@ -151,34 +165,44 @@ fn shift_step(r: &mut Run, step: usize, gate_secs: i64) {
     r.now = start + ChronoDuration::seconds(gate_secs);
     assert!(r.gate(Gate::PreTraffic, step, true));
     assert!(r.feed(Input::AliasUpdated {
-        update: AliasUpdate::Step(step)
+        update: AliasUpdate::Step(step),
+        revision: None,
     }));
     r.now += ChronoDuration::seconds(gate_secs);
     assert!(r.gate(Gate::PostTraffic, step, true));
 }
 
 #[test]
-fn bakes_end_at_planned_times_so_gate_time_does_not_push_the_schedule_back() {
-    let mut r = Run::new("linear:25:10s");
+fn a_bake_runs_from_its_shift_so_no_two_shifts_are_closer_than_the_bake() {
+    let mut r = Run::new("linear:20:10s");
     r.prepared();
-    // The first shift is acknowledged at 2 s: steps are due at 12 s, 22 s, 32 s.
+    // The first shift lands at 2 s: its bake ends at 12 s.
     shift_step(&mut r, 0, 2);
     assert!(matches!(r.d.phase, Phase::Baking { step: 0, until } if until == t(12)));
-    // The timer arrives late (13 s); the next bake still ends at 22 s.
-    r.at(13);
+    // The wake-up comes late (an outage): said, and the next bake runs from its own shift.
+    r.at(60);
     assert!(r.feed(Input::TimerFired { step: 0 }));
+    let said = r.commands.iter().any(|c| {
+        matches!(c, Command::Record(e) if e.message == "step 2 starts 48s after its bake ended: the wake-up came late")
+    });
+    assert!(said, "{:?}", r.commands);
+    assert_eq!(r.d.planned_at, Some(t(12)), "due then, for StepLatency");
     shift_step(&mut r, 1, 2);
-    assert!(matches!(r.d.phase, Phase::Baking { step: 1, until } if until == t(22)));
-    // Gates slower than the wait: the step after goes straight on, gated as ever.
-    r.at(22);
+    assert!(matches!(r.d.phase, Phase::Baking { step: 1, until } if until == t(72)));
+    // Slow gates delay the shift; the bake is still whole after it.
+    r.at(72);
     assert!(r.feed(Input::TimerFired { step: 1 }));
     shift_step(&mut r, 2, 6);
-    assert_eq!(r.d.phase, Phase::PreTraffic { step: 3 });
-    assert_eq!(r.d.planned_at, Some(t(32)));
+    assert!(matches!(r.d.phase, Phase::Baking { step: 2, until } if until == t(88)));
+    // A PostTraffic gate that outlasts the bake: the next step goes on at once, gated as ever.
+    r.at(88);
+    assert!(r.feed(Input::TimerFired { step: 2 }));
+    shift_step(&mut r, 3, 12);
+    assert_eq!(r.d.phase, Phase::PreTraffic { step: 4 });
     assert_eq!(
         r.gates_run().last(),
-        Some(&(Gate::PreTraffic, 3)),
-        "no gate is skipped when the schedule is behind"
+        Some(&(Gate::PreTraffic, 4)),
+        "no gate is skipped when a gate outlasts the bake"
     );
 }
 
@@ -197,7 +221,8 @@ fn a_failed_pre_traffic_gate_rolls_back_before_any_traffic() {
         }
     )));
     assert!(r.feed(Input::AliasUpdated {
-        update: AliasUpdate::Rollback
+        update: AliasUpdate::Rollback,
+        revision: None,
     }));
     assert!(matches!(&r.d.phase, Phase::RolledBack { reason } if reason.contains("PreTraffic")));
 }
@@ -209,11 +234,13 @@ fn a_failed_post_traffic_analysis_after_the_first_shift_rolls_back() {
     r.gate(Gate::PreTraffic, 0, true);
     r.feed(Input::AliasUpdated {
         update: AliasUpdate::Step(0),
+        revision: None,
     });
     assert!(r.gate(Gate::PostTraffic, 0, false));
     assert_eq!(r.alias, ("1".into(), None));
     r.feed(Input::AliasUpdated {
         update: AliasUpdate::Rollback,
+        revision: None,
     });
     assert!(
         matches!(&r.d.phase, Phase::RolledBack { reason } if reason.contains("PostTraffic") && reason.contains("10%"))
@@ -228,6 +255,7 @@ fn an_alarm_mid_bake_rolls_back_at_once() {
     r.gate(Gate::PreTraffic, 0, true);
     r.feed(Input::AliasUpdated {
         update: AliasUpdate::Step(0),
+        revision: None,
     });
     r.gate(Gate::PostTraffic, 0, true);
     r.at(30);
@@ -247,6 +275,7 @@ fn promote_skips_waits_but_not_gates() {
     r.gate(Gate::PreTraffic, 0, true);
     r.feed(Input::AliasUpdated {
         update: AliasUpdate::Step(0),
+        revision: None,
     });
     r.gate(Gate::PostTraffic, 0, true);
     assert!(matches!(r.d.phase, Phase::Baking { step: 0, .. }));
@@ -263,6 +292,7 @@ fn promote_skips_waits_but_not_gates() {
         r.gate(Gate::PreTraffic, step, true);
         r.feed(Input::AliasUpdated {
             update: AliasUpdate::Step(step),
+            revision: None,
         });
         r.gate(Gate::PostTraffic, step, true);
     }
@@ -281,6 +311,7 @@ fn pause_holds_the_bake_and_resume_goes_on() {
     );
     r.feed(Input::AliasUpdated {
         update: AliasUpdate::Step(0),
+        revision: None,
     });
     r.gate(Gate::PostTraffic, 0, true);
     r.at(10);
@@ -302,6 +333,7 @@ fn resume_before_the_bake_ends_restarts_the_timer() {
     r.gate(Gate::PreTraffic, 0, true);
     r.feed(Input::AliasUpdated {
         update: AliasUpdate::Step(0),
+        revision: None,
     });
     r.gate(Gate::PostTraffic, 0, true);
     r.at(2);
@@ -332,6 +364,7 @@ fn abort_rolls_back_and_retry_starts_a_new_deployment_once() {
     r.gate(Gate::PreTraffic, 0, true);
     r.feed(Input::AliasUpdated {
         update: AliasUpdate::Step(0),
+        revision: None,
     });
     assert!(r.feed(Input::Abort {
         reason: "operator".into()
@@ -344,6 +377,7 @@ fn abort_rolls_back_and_retry_starts_a_new_deployment_once() {
     );
     r.feed(Input::AliasUpdated {
         update: AliasUpdate::Rollback,
+        revision: None,
     });
     assert!(r.feed(Input::Retry {
         new_id: "d-2".into()
@@ -403,19 +437,13 @@ fn the_same_version_finishes_at_once_without_touching_the_alias() {
     r.commands.clear();
     assert!(r.feed(Input::Prepared {
         from_version: "2".into(),
-        to_version: "2".into()
+        to_version: "2".into(),
+        revision: None,
     }));
     assert_eq!(r.d.phase, Phase::Promoted);
     // Prepare read the alias whole on "2"; a write from the finished phase
     // could land after the lock has passed on (the simulation found it).
-    assert!(
-        !r.commands
-            .iter()
-            .any(|c| matches!(c, Command::SetAlias { .. })),
-        "{:?}",
-        r.commands
-    );
-    assert!(r.commands.contains(&Command::ReleaseLock));
+    r.assert_ended_without_a_write();
 }
 
 #[test]
@@ -438,14 +466,17 @@ fn stale_duplicate_and_out_of_order_inputs_change_nothing() {
         },
         Input::AliasUpdated {
             update: AliasUpdate::Step(0),
+            revision: None,
         },
         Input::AliasUpdated {
             update: AliasUpdate::Rollback,
+            revision: None,
         },
         Input::TimerFired { step: 0 },
         Input::Prepared {
             from_version: "7".into(),
             to_version: "8".into(),
+            revision: None,
         },
         Input::LockFreed,
         Input::Resume,
@@ -478,6 +509,97 @@ fn pending_reissues_what_a_crash_interrupted() {
     );
 }
 
+fn changed_by_hand() -> Input {
+    Input::AliasChangedByHand {
+        found: "version 1".into(),
+        revision: Some("r-hand".into()),
+    }
+}
+
+#[test]
+fn revisions_from_prepare_and_each_write_are_kept_for_the_next_write() {
+    let mut r = Run::new("linear:50:10s");
+    assert!(r.feed(Input::Prepared {
+        from_version: "1".into(),
+        to_version: "2".into(),
+        revision: Some("r0".into()),
+    }));
+    assert_eq!(r.d.alias_revision.as_deref(), Some("r0"));
+    r.gate(Gate::PreTraffic, 0, true);
+    assert!(r.feed(Input::AliasUpdated {
+        update: AliasUpdate::Step(0),
+        revision: Some("r1".into()),
+    }));
+    assert_eq!(r.d.alias_revision.as_deref(), Some("r1"));
+}
+
+#[test]
+fn a_change_by_hand_ends_the_deployment_as_found_or_freezes_it_for_an_operator() {
+    // Default: taken as an operator's rollback; nothing more is written.
+    let mut r = Run::new("linear:50:10s");
+    r.prepared();
+    r.gate(Gate::PreTraffic, 0, true);
+    r.commands.clear();
+    assert!(r.feed(changed_by_hand()));
+    assert_eq!(
+        r.d.phase,
+        Phase::RolledBack {
+            reason: "the alias was changed outside Sluice: it serves version 1".into()
+        }
+    );
+    assert_eq!(r.d.alias_revision.as_deref(), Some("r-hand"));
+    r.assert_ended_without_a_write();
+
+    // Frozen: only an operator moves it, and Sluice goes on from the alias as found.
+    let mut asked = spec("linear:50:10s");
+    asked.on_manual_change = OnManualChange::Freeze;
+    let (d, _) = Deployment::create("f", asked, t(0));
+    let mut r = Run {
+        d,
+        ..Run::new("linear:50:10s")
+    };
+    r.prepared();
+    r.gate(Gate::PreTraffic, 0, true);
+    assert!(r.feed(changed_by_hand()));
+    assert_eq!(
+        r.d.phase,
+        Phase::Frozen {
+            step: 0,
+            found: "version 1".into()
+        }
+    );
+    assert_eq!(pending(&r.d, t(1)), vec![]);
+    for ignored in [
+        Input::AlarmRaised { alarm: "a".into() },
+        Input::AnalysisFailed { reason: "r".into() },
+        Input::Pause,
+        Input::TimerFired { step: 0 },
+    ] {
+        assert!(
+            !r.feed(ignored.clone()),
+            "{ignored:?} moved a frozen deployment"
+        );
+    }
+    r.commands.clear();
+    assert!(r.feed(Input::Resume));
+    assert_eq!(r.d.phase, Phase::Shifting { step: 0 });
+    assert_eq!(r.alias, ("1".into(), Some(("2".into(), 50.0))));
+    assert_eq!(
+        r.d.alias_revision.as_deref(),
+        Some("r-hand"),
+        "written on the person's revision"
+    );
+
+    // Rolling back when the person's change lands: left as found, ended.
+    r.feed(Input::Abort { reason: "x".into() });
+    assert!(r.feed(changed_by_hand()));
+    assert!(
+        matches!(r.d.phase, Phase::RolledBack { .. }),
+        "{:?}",
+        r.d.phase
+    );
+}
+
 // Property tests: random input sequences, checked against the invariants.
 
 /// Picks an input from generated numbers: mostly what the phase waits for (so
@@ -488,6 +610,7 @@ fn pick_input(d: &Deployment, choice: u8, step: usize, passed: bool) -> Input {
         Phase::Created => Some(Input::Prepared {
             from_version: "1".into(),
             to_version: "2".into(),
+            revision: None,
         }),
         Phase::Queued { .. } => Some(Input::LockFreed),
         Phase::PreTraffic { step } => Some(Input::GateResult {
@@ -498,6 +621,7 @@ fn pick_input(d: &Deployment, choice: u8, step: usize, passed: bool) -> Input {
         }),
         Phase::Shifting { step } => Some(Input::AliasUpdated {
             update: AliasUpdate::Step(*step),
+            revision: None,
         }),
         Phase::PostTraffic { step } => Some(Input::GateResult {
             gate: Gate::PostTraffic,
@@ -506,8 +630,10 @@ fn pick_input(d: &Deployment, choice: u8, step: usize, passed: bool) -> Input {
             reason: String::new(),
         }),
         Phase::Baking { step, .. } => Some(Input::TimerFired { step: *step }),
+        Phase::Frozen { .. } => Some(Input::Resume),
         Phase::RollingBack { .. } => Some(Input::AliasUpdated {
             update: AliasUpdate::Rollback,
+            revision: None,
         }),
         _ => None,
     };
@@ -532,9 +658,11 @@ fn pick_input(d: &Deployment, choice: u8, step: usize, passed: bool) -> Input {
         },
         2 => Input::AliasUpdated {
             update: AliasUpdate::Step(step),
+            revision: None,
         },
         3 => Input::AliasUpdated {
             update: AliasUpdate::Rollback,
+            revision: None,
         },
         4 => Input::TimerFired { step },
         5 => Input::AlarmRaised { alarm: "a".into() },
@@ -551,9 +679,14 @@ fn pick_input(d: &Deployment, choice: u8, step: usize, passed: bool) -> Input {
         },
         13 => Input::LockFreed,
         14 => Input::PrepareFailed { reason: "p".into() },
+        15 if choice.is_multiple_of(3) => Input::AliasChangedByHand {
+            found: "version 1 with 33.3% on version 2".into(),
+            revision: Some("by-hand".into()),
+        },
         _ => Input::Prepared {
             from_version: "1".into(),
             to_version: "2".into(),
+            revision: None,
         },
     }
 }
@@ -575,13 +708,19 @@ proptest! {
         config in 0..CONFIGS.len(),
         inputs in prop::collection::vec((any::<u8>(), 0usize..12, prop::bool::weighted(0.9), 0i64..400), 1..80),
     ) {
-        let (mut d, first) = Deployment::create("d", spec(CONFIGS[config]), t(0));
+        let mut asked = spec(CONFIGS[config]);
+        if config % 2 == 1 {
+            asked.on_manual_change = OnManualChange::Freeze;
+        }
+        let (mut d, first) = Deployment::create("d", asked, t(0));
         let mut now = t(0);
         let mut alias: (String, Option<(String, f64)>) = ("1".into(), None);
         // The next schedule step a forward shift may set, and the gate that must precede it.
         let mut next_step = 0usize;
         let mut pre_passed: Option<usize> = None;
         let mut touched = false;
+        // A person's routing is on the alias (until Sluice is told to go on).
+        let mut by_hand = false;
         let first_touches = first.iter().any(|c| matches!(c, Command::SetAlias { .. }));
         prop_assert!(!first_touches, "creating a deployment moved the alias");
         for (choice, step, passed, advance) in inputs {
@@ -602,11 +741,21 @@ proptest! {
             {
                 pre_passed = Some(*step);
             }
+            if matches!(input, Input::AliasChangedByHand { .. }) && after != before {
+                by_hand = true;
+                let left = matches!(after.phase, Phase::RolledBack { .. } | Phase::Frozen { .. });
+                prop_assert!(left, "a change by hand led to {:?}", after.phase);
+            }
             for c in &commands {
                 if let Command::SetAlias { primary, additional, update } = c {
                     touched = true;
+                    // Only an operator's word takes the alias back from a person.
+                    prop_assert!(!by_hand || matches!(before.phase, Phase::Frozen { .. }), "wrote over a change by hand");
+                    by_hand = false;
+                    let again = matches!(before.phase, Phase::Frozen { .. });
                     if let AliasUpdate::Step(s) = update
                         && !matches!(after.phase, Phase::Promoted)
+                        && !(again && *s + 1 == next_step)
                     {
                         // Forward shifts: one step at a time, each behind a passed PreTraffic gate.
                         prop_assert_eq!(*s, next_step, "weight skipped a step");
@@ -629,6 +778,7 @@ proptest! {
             // Every terminal state left the alias whole, on the right version.
             match &after.phase {
                 Phase::Promoted => prop_assert_eq!(&alias, &("2".to_string(), None)),
+                Phase::RolledBack { .. } if by_hand => {}
                 Phase::RolledBack { .. } => prop_assert_eq!(&alias, &("1".to_string(), None)),
                 Phase::FailedToStart { .. } => prop_assert!(!touched, "a deployment that never started moved the alias"),
                 _ => {}
