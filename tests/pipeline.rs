@@ -546,17 +546,18 @@ stages:
     // as it would on AWS, instead of retrying a refusal for ever.
     let orchestrator_role = "sluice-OrchestratorFunctionRole";
     let pipeline_arn = "arn:aws:codepipeline:us-east-1:123456789012:legacy-integration";
-    aws_sdk_iam::Client::new(&config)
-        .put_role_policy()
-        .role_name(orchestrator_role)
-        .policy_name("NoLegacyPipelines")
-        .policy_document(
-            serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Deny",
-                "Action": "codepipeline:StartPipelineExecution", "Resource": pipeline_arn}]})
-            .to_string(),
-        )
-        .send()
-        .await?;
+    let iam = aws_sdk_iam::Client::new(&config);
+    // One inline policy, replaced at each step: it denies one action at a time.
+    let deny = |action: &str| {
+        let document = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Deny",
+            "Action": action, "Resource": pipeline_arn}]});
+        iam.put_role_policy()
+            .role_name(orchestrator_role)
+            .policy_name("NoLegacyPipelines")
+            .policy_document(document.to_string())
+            .send()
+    };
+    deny("codepipeline:StartPipelineExecution").await?;
     // IAM's change reaches the role's next calls within its propagation delay.
     let as_orchestrator = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .endpoint_url(w.stack.var("AWS_ENDPOINT_URL_LAMBDA"))
@@ -605,17 +606,7 @@ stages:
     );
 
     // Started, but its execution cannot be read: the action fails with why.
-    aws_sdk_iam::Client::new(&config)
-        .put_role_policy()
-        .role_name(orchestrator_role)
-        .policy_name("NoLegacyPipelines")
-        .policy_document(
-            serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Deny",
-                "Action": "codepipeline:GetPipelineExecution", "Resource": pipeline_arn}]})
-            .to_string(),
-        )
-        .send()
-        .await?;
+    deny("codepipeline:GetPipelineExecution").await?;
     wait_for("the new deny to apply", Duration::from_secs(30), || async {
         let denied = probe
             .get_pipeline_execution()

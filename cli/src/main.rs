@@ -383,10 +383,11 @@ async fn steer_deployment(
     action: DeploymentAction,
 ) -> Result<()> {
     let what = action.name();
+    let retry = matches!(action, DeploymentAction::Retry);
     let after = ops.steer_deployment(id, action).await?;
     print(out, &json!({ "deployment": after }), || {
-        match (&after.retried_as, what) {
-            (Some(new_id), "retry") => format!("retry: deployment {id} is retried as {new_id}"),
+        match &after.retried_as {
+            Some(new_id) if retry => format!("retry: deployment {id} is retried as {new_id}"),
             _ => format!("{what}: deployment {id} is {}", after.status_text()),
         }
     });
