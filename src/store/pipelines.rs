@@ -338,15 +338,15 @@ impl Store {
     }
 }
 
-/// Whether an execution is listed in `ActiveIndex` (`None`: finished for
-/// good), and when the sweep should look at it (`None` inside: never, as for
-/// a failed one, which waits for a retry).
 /// How long the sweep leaves an execution with an invoke action under way:
 /// longer than a worker that runs one can live (the orchestrator's and the
 /// API's `Timeout`, 900 s, Lambda's most), so a test suite of several minutes
 /// is not started again while it runs.
 pub const INVOKE_ACTION_GRACE_SECS: i64 = 960;
 
+/// Whether an execution is listed in `ActiveIndex` (`None`: finished for
+/// good), and when the sweep should look at it (`None` inside: never, as for
+/// a failed one, which waits for a retry).
 pub fn execution_due_at(e: &Execution) -> Option<Option<Time>> {
     match &e.status {
         status if status.is_final() => None,
