@@ -12,18 +12,19 @@ pub use ports::{
     SystemClock, invoke,
 };
 
-use crate::batch::{Deadline, run_items, sqs_response, stream_response};
+use crate::batch::{Deadline, ITEMS_AT_ONCE, Item, run_items, sqs_response, stream_response};
 use crate::domain::deployment::{
     AliasUpdate, Command, Deployment, DeploymentSpec, Event, EventKind, Gate, Input, Phase, Time,
     VersionSource, decide, pending,
 };
 use crate::domain::hooks::{HookRequest, HookResponse, HookStatus};
-use crate::events::{ShifterEvent, parse_shifter_event};
+use crate::events::{HandedOver, QueueMessage, ShifterEvent, parse_shifter_event};
 use crate::metrics::{self, Metric};
 use crate::settings::{SettingError, number, setting};
 use crate::store::{
     IN_FLIGHT_GRACE_SECS, LockOutcome, STUCK_AFTER_SECS, Store, StoreError, Stored, due_at,
 };
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -60,6 +61,7 @@ fn aws(context: &str, e: impl std::fmt::Debug) -> EngineError {
 
 /// The body of a timer message on the timer queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TimerMessage {
     pub deployment_id: String,
     pub step: usize,
@@ -173,26 +175,52 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
             per_item: self.hook_timeout * 2 + Duration::from_secs(10),
         });
         match event {
-            ShifterEvent::Timers(timers) => {
-                let again = run_items(timers, deadline, |timer| async move {
-                    match timer {
-                        Ok(timer) => match self.timer(&timer).await {
-                            Ok(_) | Err(EngineError::Store(StoreError::NotFound(_))) => Ok(()),
-                            Err(e) => Err(e),
+            ShifterEvent::Queue(messages) => {
+                let items = messages
+                    .into_iter()
+                    .map(|(id, body)| Item {
+                        key: match &body {
+                            Ok(QueueMessage::Timer(timer)) => timer.deployment_id.clone(),
+                            Ok(QueueMessage::HandedOver(work)) => work.id().to_owned(),
+                            Err(_) => id.clone(),
                         },
-                        Err(reason) => Err(EngineError::Event(reason)),
+                        id,
+                        value: body,
+                    })
+                    .collect();
+                let again = run_items(items, deadline, |body| async move {
+                    let done = match body {
+                        Ok(QueueMessage::Timer(timer)) => self.timer(&timer).await,
+                        Ok(QueueMessage::HandedOver(HandedOver::Arrived(id))) => {
+                            self.arrived(&id).await
+                        }
+                        Ok(QueueMessage::HandedOver(other)) => {
+                            return Err(EngineError::Event(format!(
+                                "the shifter does not take {other}"
+                            )));
+                        }
+                        Err(reason) => return Err(EngineError::Event(reason)),
+                    };
+                    match done {
+                        Ok(_) | Err(EngineError::Store(StoreError::NotFound(_))) => Ok(()),
+                        Err(e) => Err(e),
                     }
                 })
                 .await;
                 Ok(sqs_response(again))
             }
             ShifterEvent::Created(items) => {
+                // Handed over, not started here: see `HandedOver`.
                 let items = items
                     .into_iter()
-                    .map(|item| (item.sequence_number, item.id))
+                    .map(|item| Item {
+                        id: item.sequence_number,
+                        key: item.id.clone(),
+                        value: item.id,
+                    })
                     .collect();
                 let again = run_items(items, deadline, |id| async move {
-                    self.arrived(&id).await.map(|_| ())
+                    self.cloud.hand_over(&HandedOver::Arrived(id)).await
                 })
                 .await;
                 Ok(stream_response(again))
@@ -318,13 +346,19 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
     /// the failures. Then counts what is stuck, for the alarm on it.
     pub async fn reconcile(&self) -> Result<(usize, Vec<(String, EngineError)>), EngineError> {
         let ids = self.store.due(self.now()).await?;
-        let mut failures = Vec::new();
-        for id in &ids {
-            if let Err(e) = self.resume_if_due(id).await {
-                tracing::warn!(deployment_id = %id, error = %e, "reconcile could not advance");
-                failures.push((id.clone(), e));
-            }
-        }
+        // Side by side, so one slow gate holds back only its own deployment.
+        let failures: Vec<(String, EngineError)> = futures::stream::iter(ids.clone())
+            .map(|id| async move {
+                let failed = self.resume_if_due(&id).await.err();
+                if let Some(e) = &failed {
+                    tracing::warn!(deployment_id = %id, error = %e, "reconcile could not advance");
+                }
+                failed.map(|e| (id, e))
+            })
+            .buffer_unordered(ITEMS_AT_ONCE)
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
         let stuck = self.store.stuck(self.now()).await?;
         for id in &stuck {
             tracing::error!(deployment_id = %id, "deployment stuck: overdue for over {STUCK_AFTER_SECS} s");

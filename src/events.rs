@@ -21,10 +21,49 @@ pub enum EventError {
     Malformed { kind: &'static str, detail: String },
 }
 
+/// Work the table's stream hands to a worker's queue, to be done there. A
+/// stream's shard is read one batch at a time
+/// (<https://docs.aws.amazon.com/lambda/latest/dg/with-ddb.html>), so a
+/// gate or an action run in a stream batch would hold back every record
+/// behind it; an SQS queue is read by several batches at once.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum HandedOver {
+    /// A deployment or an execution was just created.
+    Arrived(String),
+    /// A deployment ended: the orchestrator moves its execution on.
+    DeploymentFinished(String),
+}
+
+impl HandedOver {
+    /// What it moves: the id its work is keyed by.
+    pub fn id(&self) -> &str {
+        match self {
+            HandedOver::Arrived(id) | HandedOver::DeploymentFinished(id) => id,
+        }
+    }
+}
+
+impl std::fmt::Display for HandedOver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HandedOver::Arrived(id) => write!(f, "the arrival of {id}"),
+            HandedOver::DeploymentFinished(id) => write!(f, "the end of deployment {id}"),
+        }
+    }
+}
+
+/// A message on a worker's queue: one of its timers, or work handed over.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueueMessage<T> {
+    Timer(T),
+    HandedOver(HandedOver),
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum ShifterEvent {
-    /// Timer messages by SQS message id; a body that is not a timer is kept as its error.
-    Timers(Messages<TimerMessage>),
+    /// Queue messages by SQS message id; a body that is not one is kept as its error.
+    Queue(Messages<QueueMessage<TimerMessage>>),
     /// Deployments whose state item was just created.
     Created(Vec<StreamItem>),
     Reconcile,
@@ -69,19 +108,37 @@ fn malformed(kind: &'static str) -> impl Fn(serde_json::Error) -> EventError {
 /// SQS messages by message id, each read as a `T` or kept as why it is not one.
 pub type Messages<T> = Vec<(String, Result<T, String>)>;
 
-/// An SQS batch's JSON bodies.
+/// An SQS batch's JSON bodies: work handed over (an object with one of its
+/// names as only field), or else a timer `T`.
 fn sqs_bodies<T: serde::de::DeserializeOwned>(
     payload: &Value,
     what: &str,
-) -> Result<Messages<T>, EventError> {
+) -> Result<Messages<QueueMessage<T>>, EventError> {
     let event: SqsEvent = serde_json::from_value(payload.clone()).map_err(malformed("SQS"))?;
+    let read = |body: &str| -> Result<QueueMessage<T>, String> {
+        let value: Value = serde_json::from_str(body).map_err(|e| format!("not {what}: {e}"))?;
+        let handed_over = value.as_object().is_some_and(|fields| {
+            fields.len() == 1
+                && fields
+                    .keys()
+                    .all(|k| k == "arrived" || k == "deployment_finished")
+        });
+        if handed_over {
+            serde_json::from_value(value)
+                .map(QueueMessage::HandedOver)
+                .map_err(|e| format!("not work handed over: {e}"))
+        } else {
+            serde_json::from_value(value)
+                .map(QueueMessage::Timer)
+                .map_err(|e| format!("not {what}: {e}"))
+        }
+    };
     Ok(event
         .records
         .into_iter()
         .map(|m| {
             let id = m.message_id.unwrap_or_default();
-            let body = serde_json::from_str(m.body.as_deref().unwrap_or_default())
-                .map_err(|e| format!("not {what}: {e}"));
+            let body = read(m.body.as_deref().unwrap_or_default());
             (id, body)
         })
         .collect())
@@ -94,10 +151,7 @@ pub fn parse_shifter_event(payload: &Value) -> Result<ShifterEvent, EventError> 
         .and_then(Value::as_str);
     match first_source {
         Some("aws:sqs") => {
-            return Ok(ShifterEvent::Timers(sqs_bodies(
-                payload,
-                "a timer message",
-            )?));
+            return Ok(ShifterEvent::Queue(sqs_bodies(payload, "a timer message")?));
         }
         Some("aws:dynamodb") => {
             let event: StreamEvent =
@@ -140,8 +194,8 @@ pub fn parse_shifter_event(payload: &Value) -> Result<ShifterEvent, EventError> 
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum OrchestratorEvent {
-    /// Pipeline timer messages by SQS message id; a body that is not one is kept as its error.
-    Timers(Messages<PipelineTimer>),
+    /// Queue messages by SQS message id; a body that is not one is kept as its error.
+    Queue(Messages<QueueMessage<PipelineTimer>>),
     /// From the table's stream: executions just created, and deployments that just ended.
     Table {
         new_executions: Vec<StreamItem>,
@@ -164,7 +218,7 @@ pub fn parse_orchestrator_event(payload: &Value) -> Result<OrchestratorEvent, Ev
         .and_then(Value::as_str);
     match first_source {
         Some("aws:sqs") => {
-            return Ok(OrchestratorEvent::Timers(sqs_bodies(
+            return Ok(OrchestratorEvent::Queue(sqs_bodies(
                 payload,
                 "a pipeline timer",
             )?));
@@ -242,12 +296,12 @@ mod tests {
     fn the_sample_events_parse_into_what_the_shifter_does() {
         assert_eq!(
             parse_shifter_event(&sample("shifter-timer.json")),
-            Ok(ShifterEvent::Timers(vec![(
+            Ok(ShifterEvent::Queue(vec![(
                 "059f36b4-87a3-44ab-83d2-661975830a7d".into(),
-                Ok(TimerMessage {
+                Ok(QueueMessage::Timer(TimerMessage {
                     deployment_id: "d-4f1c".into(),
                     step: 0
-                })
+                }))
             )]))
         );
         assert_eq!(
@@ -275,7 +329,7 @@ mod tests {
     fn bad_events_are_errors_not_panics() {
         let mut timer = sample("shifter-timer.json");
         timer["Records"][0]["body"] = json!("not json");
-        let Ok(ShifterEvent::Timers(parsed)) = parse_shifter_event(&timer) else {
+        let Ok(ShifterEvent::Queue(parsed)) = parse_shifter_event(&timer) else {
             panic!("a bad body is the message's error, not the batch's")
         };
         assert!(parsed[0].1.is_err());
@@ -312,15 +366,15 @@ mod tests {
                 }],
             })
         );
-        let Ok(OrchestratorEvent::Timers(timers)) =
+        let Ok(OrchestratorEvent::Queue(timers)) =
             parse_orchestrator_event(&sample("orchestrator-timer.json"))
         else {
             panic!("not timers")
         };
-        assert_eq!(
-            timers[0].1.as_ref().unwrap().execution_id,
-            "9a1f3c2-0c1e2d3f"
-        );
+        let Ok(QueueMessage::Timer(timer)) = &timers[0].1 else {
+            panic!("not a timer: {:?}", timers[0].1)
+        };
+        assert_eq!(timer.execution_id, "9a1f3c2-0c1e2d3f");
         assert!(
             timers[1]
                 .1
@@ -348,5 +402,51 @@ mod tests {
             parse_orchestrator_event(&json!({"hello": 1})),
             Err(EventError::Unrecognised(_))
         ));
+    }
+
+    #[test]
+    fn work_handed_over_is_told_from_timers_and_read_strictly() {
+        let batch = |bodies: &[&str]| {
+            json!({"Records": bodies.iter().enumerate().map(|(i, body)| json!({
+                "eventSource": "aws:sqs", "messageId": format!("m{i}"), "body": body
+            })).collect::<Vec<_>>()})
+        };
+        let sent = [
+            HandedOver::Arrived("d-1".into()),
+            HandedOver::DeploymentFinished("e-1~1.0.1".into()),
+        ]
+        .map(|work| serde_json::to_string(&work).unwrap());
+        assert_eq!(sent[0], r#"{"arrived":"d-1"}"#);
+        let Ok(ShifterEvent::Queue(read)) = parse_shifter_event(&batch(&[
+            &sent[0],
+            &sent[1],
+            r#"{"arrived":"d-1","step":2}"#,
+            r#"{"arrived":7}"#,
+            r#"{"deployment_id":"d-1","step":2,"stp":3}"#,
+        ])) else {
+            panic!("a queue batch")
+        };
+        assert_eq!(
+            read[0].1,
+            Ok(QueueMessage::HandedOver(HandedOver::Arrived("d-1".into())))
+        );
+        assert_eq!(
+            read[1].1,
+            Ok(QueueMessage::HandedOver(HandedOver::DeploymentFinished(
+                "e-1~1.0.1".into()
+            )))
+        );
+        let refused = |i: usize| read[i].1.clone().unwrap_err();
+        assert!(
+            refused(2).contains("unknown field `arrived`"),
+            "{}",
+            refused(2)
+        );
+        assert!(
+            refused(3).starts_with("not work handed over"),
+            "{}",
+            refused(3)
+        );
+        assert!(refused(4).contains("unknown field `stp`"), "{}", refused(4));
     }
 }

@@ -10,7 +10,7 @@ mod ports;
 
 pub use ports::{Actions, AwsActions, Executions, PipelineRun};
 
-use crate::batch::{Deadline, run_items, sqs_response, stream_response};
+use crate::batch::{Deadline, ITEMS_AT_ONCE, Item, run_items, sqs_response, stream_response};
 use crate::domain::deployment::{
     Deployment, DeploymentSpec, Input as DeploymentInput, Phase, VersionSource,
 };
@@ -22,10 +22,11 @@ use crate::domain::pipeline::{ActionKind, ExecutionMode, TemplateContext, render
 use crate::engine::{
     AwsCloud, Clock, Cloud, Engine, EngineError, Invocation, MAX_TIMER_DELAY_SECS, SystemClock,
 };
-use crate::events::{OrchestratorEvent, parse_orchestrator_event};
+use crate::events::{HandedOver, OrchestratorEvent, QueueMessage, parse_orchestrator_event};
 use crate::metrics::{self, Metric};
 use crate::settings::{SettingError, setting};
 use crate::store::{LockOutcome, Store, StoreError, StoredExecution, execution_due_at};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -58,6 +59,7 @@ fn aws(context: &str, e: impl std::fmt::Debug) -> OrchestratorError {
 
 /// The body of a message on the pipeline timer queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PipelineTimer {
     pub execution_id: String,
     pub at: ActionRef,
@@ -73,6 +75,12 @@ pub struct PipelineTimer {
 /// The deployment a deploy action starts.
 pub fn deployment_id(execution: &str, at: &ActionRef) -> String {
     format!("{execution}~{}.{}.{}", at.stage, at.action, at.attempt)
+}
+
+/// The execution an item of work moves: an execution's own id, or the one
+/// a deployment was started by.
+fn execution_key(id: &str) -> String {
+    deployment_origin(id).map_or_else(|| id.to_owned(), |(execution, _)| execution)
 }
 
 /// The execution action a deployment was started by, if any.
@@ -153,16 +161,33 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
             per_item: ITEM_TIME,
         });
         match event {
-            OrchestratorEvent::Timers(timers) => {
-                let again = run_items(timers, deadline, |timer| async move {
-                    match timer {
-                        Ok(timer) => match self.timer(&timer).await {
-                            Ok(_) | Err(OrchestratorError::Store(StoreError::NotFound(_))) => {
-                                Ok(())
-                            }
-                            Err(e) => Err(e),
+            OrchestratorEvent::Queue(messages) => {
+                let items = messages
+                    .into_iter()
+                    .map(|(id, body)| Item {
+                        key: match &body {
+                            Ok(QueueMessage::Timer(timer)) => timer.execution_id.clone(),
+                            Ok(QueueMessage::HandedOver(work)) => execution_key(work.id()),
+                            Err(_) => id.clone(),
                         },
+                        id,
+                        value: body,
+                    })
+                    .collect();
+                let again = run_items(items, deadline, |body| async move {
+                    let done = match body {
+                        Ok(QueueMessage::Timer(timer)) => self.timer(&timer).await.map(|_| ()),
+                        Ok(QueueMessage::HandedOver(HandedOver::Arrived(id))) => {
+                            self.arrived(&id).await.map(|_| ())
+                        }
+                        Ok(QueueMessage::HandedOver(HandedOver::DeploymentFinished(id))) => {
+                            self.deployment_finished(&id).await
+                        }
                         Err(reason) => Err(OrchestratorError::Event(reason)),
+                    };
+                    match done {
+                        Err(OrchestratorError::Store(StoreError::NotFound(_))) => Ok(()),
+                        other => other,
                     }
                 })
                 .await;
@@ -172,21 +197,25 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
                 new_executions,
                 finished_deployments,
             } => {
+                // Handed over, not done here: see `HandedOver`. Only the
+                // deployments a pipeline started concern the orchestrator.
                 let items = new_executions
                     .into_iter()
-                    .map(|i| (i.sequence_number, (true, i.id)))
+                    .map(|i| (i.sequence_number, HandedOver::Arrived(i.id)))
                     .chain(
                         finished_deployments
                             .into_iter()
-                            .map(|i| (i.sequence_number, (false, i.id))),
+                            .filter(|i| deployment_origin(&i.id).is_some())
+                            .map(|i| (i.sequence_number, HandedOver::DeploymentFinished(i.id))),
                     )
+                    .map(|(sequence_number, work)| Item {
+                        id: sequence_number,
+                        key: execution_key(work.id()),
+                        value: work,
+                    })
                     .collect();
-                let again = run_items(items, deadline, |(new_execution, id)| async move {
-                    if new_execution {
-                        self.arrived(&id).await.map(|_| ())
-                    } else {
-                        self.deployment_finished(&id).await.map(|_| ())
-                    }
+                let again = run_items(items, deadline, |work| async move {
+                    self.actions.hand_over(&work).await
                 })
                 .await;
                 Ok(stream_response(again))
@@ -205,14 +234,20 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
     /// Resumes every execution that is due; returns how many it looked at
     /// and how many it could not move.
     pub async fn reconcile(&self) -> Result<(usize, usize), OrchestratorError> {
-        let mut failed = 0;
         let due = self.engine.store.due_executions(self.now()).await?;
-        for id in &due {
-            if let Err(e) = self.resume_if_due(id).await {
-                failed += 1;
-                tracing::warn!(execution_id = %id, error = %e, "reconcile could not advance");
-            }
-        }
+        // Side by side, so one slow action holds back only its own execution.
+        let failed = futures::stream::iter(due.clone())
+            .map(|id| async move {
+                let failed = self.resume_if_due(&id).await.err();
+                if let Some(e) = &failed {
+                    tracing::warn!(execution_id = %id, error = %e, "reconcile could not advance");
+                }
+                failed.is_some()
+            })
+            .buffer_unordered(ITEMS_AT_ONCE)
+            .filter(|failed| std::future::ready(*failed))
+            .count()
+            .await;
         Ok((due.len(), failed))
     }
 

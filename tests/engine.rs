@@ -691,6 +691,85 @@ async fn the_shifter_function_runs_deployments_from_its_event_sources() -> Resul
     Ok(())
 }
 
+/// A PreTraffic hook that takes its time (a long acceptance suite) holds
+/// back only its own deployment: deployments of other aliases created after
+/// it start, pass their gates and are promoted while it runs. Its stream
+/// record is handed to the queue, which Lambda reads with several batches at
+/// once, and a batch's items run side by side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slow_gate_holds_back_only_its_own_deployment() -> Result<()> {
+    let w = shifter_world().await?;
+    let role = function_role(&w.stack).await?;
+    let slow_dir = w.hooks.path().join("greeter-pre-slow");
+    std::fs::create_dir_all(&slow_dir)?;
+    let zip = sluice_local::code::bootstrap_zip(&binary("recorder")?, &[]);
+    let env = [
+        ("RECORDER_DIR", slow_dir.to_str().context("path")?),
+        (
+            "RECORDER_REPLY",
+            r#"{"status":"Succeeded","reason":"the long suite passed","checks":[]}"#,
+        ),
+    ];
+    create_function(&w.lambda, &role, "greeter-pre-slow", zip, &env, 60).await?;
+    let others = ["blue", "green", "red", "teal", "gold"];
+    for alias in others {
+        w.lambda
+            .create_alias()
+            .function_name("greeter")
+            .name(alias)
+            .function_version("1")
+            .send()
+            .await?;
+    }
+    let create = |id: &str, alias: &str, hook: &str| {
+        let mut spec = spec("2", "AllAtOnce", Some(hook), None);
+        spec.alias = alias.into();
+        let (d, _) = Deployment::create(id, spec, chrono::Utc::now());
+        let store = w.engine.store.clone();
+        async move { store.create(&d, &[]).await }
+    };
+
+    // The hook holds every event that names this deployment.
+    create("recorder-hold-suite", "live", "greeter-pre-slow").await?;
+    wait_for("the slow gate to start", DEADLINE, || async {
+        Ok((!w.hook_calls("greeter-pre-slow").is_empty()).then_some(()))
+    })
+    .await
+    .with_context(|| w.stack.log_tail())?;
+    for alias in others {
+        create(&format!("quick-{alias}"), alias, "greeter-pre-ok").await?;
+    }
+    // Well inside the sweep's grace: only the stream and the queue start them.
+    for alias in others {
+        let id = format!("quick-{alias}");
+        let done = wait_for(&format!("{id} to be promoted"), DEADLINE, || async {
+            let d = w.engine.store.load(&id).await?.deployment;
+            Ok(d.phase.is_terminal().then_some(d))
+        })
+        .await
+        .with_context(|| w.stack.log_tail())?;
+        assert_eq!(done.phase, Phase::Promoted, "{id}");
+    }
+    let slow = w.engine.store.load("recorder-hold-suite").await?.deployment;
+    assert_eq!(slow.phase, Phase::PreTraffic { step: 0 });
+    assert_eq!(
+        w.hook_calls("greeter-pre-slow").len(),
+        1,
+        "held, not run again"
+    );
+
+    std::fs::write(slow_dir.join("release"), b"")?;
+    let done = wait_for("the slow deployment", DEADLINE, || async {
+        let d = w.engine.store.load("recorder-hold-suite").await?.deployment;
+        Ok(d.phase.is_terminal().then_some(d))
+    })
+    .await
+    .with_context(|| w.stack.log_tail())?;
+    assert_eq!(done.phase, Phase::Promoted);
+    assert_eq!(w.alias().await?, ("2".to_owned(), vec![]));
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn operators_promote_pause_resume_abort_and_retry() -> Result<()> {
     let w = world().await?;

@@ -191,12 +191,18 @@ impl World {
         what: &str,
         done: impl Fn(&Execution) -> bool,
     ) -> Result<Execution> {
-        wait_for(what, Duration::from_secs(90), || async {
+        let waited = wait_for(what, Duration::from_secs(90), || async {
             let e = self.store.load_execution(id).await?.execution;
             Ok(done(&e).then_some(e))
         })
-        .await
-        .with_context(|| format!("execution {id}"))
+        .await;
+        if waited.is_err() {
+            let last = self.store.load_execution(id).await;
+            let shown = last.map(|s| format!("{:#?}", s.execution));
+            return waited
+                .with_context(|| format!("execution {id}: {shown:?}\n{}", self.stack.log_tail()));
+        }
+        waited
     }
 
     async fn alias(&self, alias: &str) -> Result<(String, bool)> {
@@ -735,6 +741,12 @@ async fn superseded_executions_stop_at_a_stage_boundary() -> Result<()> {
         .await?;
     assert_eq!(e.status, Status::Superseded { by: second.clone() });
     assert_eq!(e.stage_name(), "approve", "it never started the next stage");
+    // Approved once it waits for its approval: before it starts, there is
+    // nothing to approve.
+    w.wait_until(&second, "the second to wait for its approval", |e| {
+        e.status == Status::InProgress && e.stage_name() == "approve"
+    })
+    .await?;
     w.orchestrator.apply(&second, approval(0)).await?;
     w.wait_until(&second, "the second to succeed", |e| {
         e.status == Status::Succeeded

@@ -607,6 +607,11 @@ struct VersionPool {
 }
 
 impl Pool {
+    /// How many execution environments one version may run at once.
+    pub fn max_per_version(&self) -> usize {
+        self.max_per_version
+    }
+
     pub fn new(code: Arc<CodeStore>, settings: SandboxSettings, max_per_version: usize) -> Self {
         Pool {
             code,

@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +54,8 @@ pub enum EventSource {
         queue_arn: String,
         batch_size: i32,
         report_failures: bool,
+        /// `ScalingConfig.MaximumConcurrency`: the most batches at once.
+        max_concurrency: Option<usize>,
     },
     Schedule {
         rule: String,
@@ -109,7 +112,13 @@ impl EventSource {
                 "FilterCriteria",
                 "Enabled",
             ],
-            "SQS" => &["Queue", "BatchSize", "FunctionResponseTypes", "Enabled"],
+            "SQS" => &[
+                "Queue",
+                "BatchSize",
+                "FunctionResponseTypes",
+                "ScalingConfig",
+                "Enabled",
+            ],
             "Schedule" | "ScheduleV2" => &[
                 "Schedule",
                 "ScheduleExpression",
@@ -203,6 +212,30 @@ impl EventSource {
                     .to_owned(),
                 batch_size: int("BatchSize").unwrap_or(10).clamp(1, 10) as i32,
                 report_failures,
+                max_concurrency: match props.get("ScalingConfig") {
+                    None => None,
+                    Some(config) => {
+                        let allowed = |n: &i64| (2..=1000).contains(n);
+                        match config.as_object().map(|o| o.keys().collect::<Vec<_>>()) {
+                            Some(keys) if keys.iter().all(|k| *k == "MaximumConcurrency") => {}
+                            _ => {
+                                return Err(format!(
+                                    "{at}: ScalingConfig takes MaximumConcurrency only"
+                                ));
+                            }
+                        }
+                        let n = config.get("MaximumConcurrency").and_then(Value::as_i64);
+                        match n {
+                            None => None,
+                            Some(n) if allowed(&n) => Some(n as usize),
+                            Some(n) => {
+                                return Err(format!(
+                                    "{at}: ScalingConfig.MaximumConcurrency {n} is out of range: 2 to 1000"
+                                ));
+                            }
+                        }
+                    }
+                },
             },
             "Schedule" | "ScheduleV2" => {
                 let expr = text("Schedule")
@@ -330,7 +363,16 @@ pub fn start(ctx: Arc<SourceContext>, function: &str, sources: &[EventSource]) {
                     queue_arn,
                     batch_size,
                     report_failures,
-                } => poll_queue(&ctx, &target, &queue_arn, batch_size, report_failures).await,
+                    max_concurrency,
+                } => {
+                    let queue = QueueMapping {
+                        queue_arn,
+                        batch_size,
+                        report_failures,
+                        max_concurrency,
+                    };
+                    poll_queue(ctx, target, queue).await
+                }
                 EventSource::Schedule { rule, every, input } => {
                     run_schedule(&ctx, &target, &rule, every, input).await
                 }
@@ -693,14 +735,35 @@ fn stream_record(
     out
 }
 
-async fn poll_queue(
-    ctx: &SourceContext,
-    target: &Target,
-    queue_arn: &str,
+/// An SQS event source mapping as the pollers read it.
+struct QueueMapping {
+    queue_arn: String,
     batch_size: i32,
     report_failures: bool,
-) {
-    let queue_name = queue_arn.rsplit(':').next().unwrap_or_default().to_owned();
+    max_concurrency: Option<usize>,
+}
+
+/// The fewest batches Lambda reads a quiet queue with, the most it ever
+/// reads at once, and how fast it adds more: see `poll_queue`.
+const QUIET_POLLERS: usize = 2;
+const MOST_POLLERS: usize = 1000;
+const POLLER_ADDED_EVERY: Duration = Duration::from_millis(200);
+
+/// Reads a standard queue as Lambda does
+/// (<https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-scaling.html>):
+/// several batches at once, each its own invocation, with more pollers
+/// added (up to 300 a minute) while messages keep coming, up to 1,000 or
+/// the mapping's `MaximumConcurrency`, and as few as two when the queue is
+/// quiet. Played here: two pollers always, one more every 200 ms (scaled)
+/// while every poller is busy, bounded also by the environments one version
+/// may run; an added poller leaves once it finds the queue empty.
+async fn poll_queue(ctx: Arc<SourceContext>, target: Target, queue: QueueMapping) {
+    let queue_name = queue
+        .queue_arn
+        .rsplit(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     let mut backoff = Duration::from_millis(100);
     let queue_url = loop {
         match ctx.sqs.get_queue_url().queue_name(&queue_name).send().await {
@@ -712,12 +775,66 @@ async fn poll_queue(
             }
         }
     };
+    let most = queue
+        .max_concurrency
+        .unwrap_or(MOST_POLLERS)
+        .min(ctx.invoker.pool().max_per_version())
+        .max(1);
+    let poller = Arc::new(QueuePoller {
+        ctx,
+        target,
+        queue,
+        queue_name,
+        queue_url,
+        pollers: AtomicUsize::new(0),
+        busy: AtomicUsize::new(0),
+    });
+    for _ in 0..QUIET_POLLERS.min(most) {
+        poller.pollers.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(poller.clone().run(true));
+    }
+    let every = POLLER_ADDED_EVERY.mul_f64(poller.ctx.schedule_scale);
     loop {
+        tokio::time::sleep(every).await;
+        let pollers = poller.pollers.load(Ordering::SeqCst);
+        if pollers < most && poller.busy.load(Ordering::SeqCst) >= pollers {
+            poller.pollers.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(poller.clone().run(false));
+        }
+    }
+}
+
+struct QueuePoller {
+    ctx: Arc<SourceContext>,
+    target: Target,
+    queue: QueueMapping,
+    queue_name: String,
+    queue_url: String,
+    /// Pollers running, and how many of them are delivering a batch.
+    pollers: AtomicUsize,
+    busy: AtomicUsize,
+}
+
+impl QueuePoller {
+    /// Takes batches until, for an added poller, the queue is empty.
+    async fn run(self: Arc<Self>, stays: bool) {
+        loop {
+            let got_some = self.take_batch().await;
+            if !got_some && !stays {
+                self.pollers.fetch_sub(1, Ordering::SeqCst);
+                return;
+            }
+        }
+    }
+
+    /// Receives one batch and delivers it; false if there was none.
+    async fn take_batch(&self) -> bool {
+        let (ctx, queue_name) = (&self.ctx, &self.queue_name);
         let received = ctx
             .sqs
             .receive_message()
-            .queue_url(&queue_url)
-            .max_number_of_messages(batch_size)
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(self.queue.batch_size)
             .wait_time_seconds(1)
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .message_attribute_names("All")
@@ -728,15 +845,23 @@ async fn poll_queue(
             Err(e) => {
                 tracing::warn!(error = ?e, queue = %queue_name, "ReceiveMessage failed; retrying");
                 tokio::time::sleep(ctx.poll_interval.max(Duration::from_millis(200))).await;
-                continue;
+                return false;
             }
         };
         if messages.is_empty() {
-            continue;
+            return false;
         }
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        self.deliver(messages).await;
+        self.busy.fetch_sub(1, Ordering::SeqCst);
+        true
+    }
+
+    async fn deliver(&self, messages: Vec<aws_sdk_sqs::types::Message>) {
+        let (ctx, queue_name) = (&self.ctx, &self.queue_name);
         let records: Vec<SqsMessage> = messages
             .into_iter()
-            .map(|m| sqs_message(m, queue_arn, &ctx.region))
+            .map(|m| sqs_message(m, &self.queue.queue_arn, &ctx.region))
             .collect();
         let event = {
             let mut e = SqsEvent::default();
@@ -744,7 +869,9 @@ async fn poll_queue(
             e
         };
         // Only what succeeded is deleted; the rest comes back after its visibility timeout.
-        let done: Vec<&SqsMessage> = match deliver(ctx, target, &event, report_failures).await {
+        let report_failures = self.queue.report_failures;
+        let done: Vec<&SqsMessage> = match deliver(ctx, &self.target, &event, report_failures).await
+        {
             Ok(failed) => records
                 .iter()
                 .filter(|m| !m.message_id.as_ref().is_some_and(|id| failed.contains(id)))
@@ -752,7 +879,7 @@ async fn poll_queue(
             Err(()) => Vec::new(),
         };
         if done.is_empty() {
-            continue;
+            return;
         }
         let entries: Vec<DeleteMessageBatchRequestEntry> = done
             .iter()
@@ -768,7 +895,7 @@ async fn poll_queue(
         if let Err(e) = ctx
             .sqs
             .delete_message_batch()
-            .queue_url(&queue_url)
+            .queue_url(&self.queue_url)
             .set_entries(Some(entries))
             .send()
             .await
@@ -1313,9 +1440,32 @@ mod tests {
             Some(EventSource::Sqs {
                 batch_size: 10,
                 report_failures: true,
+                max_concurrency: None,
                 ..
             })
         ));
+        let sqs = |scaling: Value| {
+            EventSource::from_sam(
+                "F",
+                "Q",
+                &json!({"Type": "SQS", "Properties": {"Queue": "arn:q", "ScalingConfig": scaling}}),
+            )
+        };
+        assert!(matches!(
+            sqs(json!({"MaximumConcurrency": 5})),
+            Ok(Some(EventSource::Sqs {
+                max_concurrency: Some(5),
+                ..
+            }))
+        ));
+        for (scaling, problem) in [
+            (json!({"MaximumConcurrency": 1}), "1 is out of range"),
+            (json!({"MaximumConcurrency": 1001}), "1001 is out of range"),
+            (json!({"MaximumConcurency": 5}), "MaximumConcurrency only"),
+        ] {
+            let err = sqs(scaling).unwrap_err();
+            assert!(err.contains(problem), "{err}");
+        }
         assert_eq!(
             EventSource::from_sam(
                 "F",

@@ -8,6 +8,7 @@ use super::{EngineError, TimerMessage, aws};
 use crate::aws::service_message;
 use crate::domain::deployment::{Deployment, Event, Time};
 use crate::domain::hooks::HookRequest;
+use crate::events::HandedOver;
 use crate::store::{LockOutcome, Store, StoreError, Stored};
 use aws_sdk_cloudwatch::types::StateValue;
 use aws_sdk_lambda::client::Waiters;
@@ -310,6 +311,8 @@ pub trait Cloud: Send + Sync {
         message: &TimerMessage,
         delay_secs: i32,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Puts `work` on the engine's queue, to be done by a worker of its own.
+    fn hand_over(&self, work: &HandedOver) -> impl Future<Output = Result<(), EngineError>> + Send;
 }
 
 /// The cloud through the AWS SDK.
@@ -550,6 +553,18 @@ impl Cloud for AwsCloud {
             .send()
             .await
             .map_err(|e| aws("SendMessage (timer)", e))?;
+        Ok(())
+    }
+
+    async fn hand_over(&self, work: &HandedOver) -> Result<(), EngineError> {
+        let body = serde_json::to_string(work).expect("work handed over serialises");
+        self.sqs
+            .send_message()
+            .queue_url(&self.timer_queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|e| aws("SendMessage (work handed over)", e))?;
         Ok(())
     }
 }

@@ -9,6 +9,7 @@ use crate::aws::{refused_for_good, service_message};
 use crate::domain::deployment::Time;
 use crate::domain::execution::{Execution, ExecutionEvent};
 use crate::engine::{Deployments, Invocation, invoke};
+use crate::events::HandedOver;
 use crate::store::{ExecutionStart, Store, StoreError, StoredExecution};
 use aws_sdk_codepipeline::types::{
     PipelineExecutionStatus, SourceRevisionOverride, SourceRevisionType,
@@ -130,6 +131,11 @@ pub trait Actions: Send + Sync {
         &self,
         timer: &PipelineTimer,
         delay_secs: i32,
+    ) -> impl Future<Output = Result<(), OrchestratorError>> + Send;
+    /// Puts `work` on the orchestrator's queue, to be done by a worker of its own.
+    fn hand_over(
+        &self,
+        work: &HandedOver,
     ) -> impl Future<Output = Result<(), OrchestratorError>> + Send;
 }
 
@@ -280,6 +286,18 @@ impl Actions for AwsActions {
             .send()
             .await
             .map_err(|err| aws("SendMessage (pipeline timer)", err))?;
+        Ok(())
+    }
+
+    async fn hand_over(&self, work: &HandedOver) -> Result<(), OrchestratorError> {
+        let body = serde_json::to_string(work).expect("work handed over serialises");
+        self.sqs
+            .send_message()
+            .queue_url(&self.timer_queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .map_err(|err| aws("SendMessage (work handed over)", err))?;
         Ok(())
     }
 }

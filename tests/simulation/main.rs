@@ -31,6 +31,7 @@ use sluice::domain::deployment::{
 use sluice::domain::execution::{ActionState, Input as ExecutionInput, Status, StopMode};
 use sluice::domain::pipeline::{GitRef, PipelineDefinition, Push};
 use sluice::engine::{Engine, EngineError, FaultHook, FaultPoint, TimerMessage};
+use sluice::events::HandedOver;
 use sluice::orchestrator::{Orchestrator, OrchestratorError, PipelineTimer};
 use sluice::source::start_executions;
 use sluice::store::{IN_FLIGHT_GRACE_SECS, StoreError};
@@ -300,6 +301,27 @@ impl Sim {
                 self.schedule(at + chrono::Duration::seconds(1), work(&timer));
             }
             self.schedule(at, work(&timer));
+        }
+        // Nothing in the simulation hands work over (it delivers the
+        // stream's records to the workers itself), but what is handed over
+        // is delivered like them.
+        let to_shifter = std::mem::take(&mut self.cloud.state.lock().unwrap().handed_over);
+        let to_orchestrator = std::mem::take(&mut self.actions.state.lock().unwrap().handed_over);
+        for work in to_shifter {
+            self.schedule_in(
+                1,
+                Work::Created {
+                    id: work.id().to_owned(),
+                    attempt: 1,
+                },
+            );
+        }
+        for work in to_orchestrator {
+            let work = match work {
+                HandedOver::Arrived(id) => Work::Arrived { id, attempt: 1 },
+                HandedOver::DeploymentFinished(id) => Work::Finished { id, attempt: 1 },
+            };
+            self.schedule_in(1, work);
         }
         let stream = self.table.drain_stream();
         for id in stream.created {

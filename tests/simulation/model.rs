@@ -10,6 +10,7 @@ use sluice::engine::{
     AliasState, AliasWrite, Clock, Cloud, Deployments, EngineError, Invocation, Readiness,
     TimerMessage,
 };
+use sluice::events::HandedOver;
 use sluice::orchestrator::{Actions, Executions, OrchestratorError, PipelineRun, PipelineTimer};
 use sluice::store::{
     ExecutionStart, IN_FLIGHT_GRACE_SECS, LockOutcome, StoreError, Stored, StoredExecution, due_at,
@@ -555,6 +556,8 @@ pub struct CloudState {
     pub consented: std::collections::BTreeSet<(String, String, u64)>,
     /// Timer messages sent, with their delays, since the scheduler last looked.
     pub sent: Vec<(TimerMessage, i32)>,
+    /// Work handed over to the queue since the scheduler last looked.
+    pub handed_over: Vec<HandedOver>,
 }
 
 /// Lambda, CloudWatch and SQS as the engine sees them.
@@ -777,6 +780,18 @@ impl Cloud for MemoryCloud {
         }
         Ok(())
     }
+
+    async fn hand_over(&self, work: &HandedOver) -> Result<(), EngineError> {
+        let fate = self.dice.cloud_fate();
+        if fate == Fate::Fails {
+            return Err(transient("SendMessage (work handed over)"));
+        }
+        self.state.lock().unwrap().handed_over.push(work.clone());
+        if fate == Fate::AnswerLost {
+            return Err(transient("SendMessage (work handed over, answer lost)"));
+        }
+        Ok(())
+    }
 }
 
 /// A CodePipeline execution the model runs: when it ends, and how.
@@ -794,6 +809,8 @@ pub struct ActionsState {
     tokens: BTreeMap<String, String>,
     /// Pipeline timer messages sent, with their delays, since the scheduler looked.
     pub sent: Vec<(PipelineTimer, i32)>,
+    /// Work handed over to the queue since the scheduler looked.
+    pub handed_over: Vec<HandedOver>,
     /// How many times each invoke action's function was called, by execution.
     pub invocations: BTreeMap<String, usize>,
 }
@@ -940,6 +957,20 @@ impl Actions for MemoryActions {
             .push((timer.clone(), delay_secs));
         if fate == Fate::AnswerLost {
             return Err(action_failure("SendMessage (pipeline timer, answer lost)"));
+        }
+        Ok(())
+    }
+
+    async fn hand_over(&self, work: &HandedOver) -> Result<(), OrchestratorError> {
+        let fate = self.dice.cloud_fate();
+        if fate == Fate::Fails {
+            return Err(action_failure("SendMessage (work handed over)"));
+        }
+        self.state.lock().unwrap().handed_over.push(work.clone());
+        if fate == Fate::AnswerLost {
+            return Err(action_failure(
+                "SendMessage (work handed over, answer lost)",
+            ));
         }
         Ok(())
     }
