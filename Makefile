@@ -7,13 +7,14 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 STATE_DIR := .sluice-local
 
-.PHONY: help venv build lint test demo fuzz dev dev-down sam-build bench bench-local bench-engine bench-fleet clean
+.PHONY: help venv build lint test demo fuzz dev dev-restart dev-down sam-build bench bench-local bench-engine bench-fleet clean
 
 help:
 	@echo "make demo         the main job on the local stack: three pushes, three verdicts"
 	@echo "make test         every check and test (what CI runs)"
 	@echo "make fuzz         libFuzzer on every parser of outside input (nightly; FUZZ_SECONDS per target)"
 	@echo "make dev          start moto + sluice-local in the background; source $(STATE_DIR)/env"
+	@echo "make dev-restart  restart sluice-local alone (same ports, same env file)"
 	@echo "make dev-down     stop them"
 	@echo "make sam-build    build every function of template.yaml with cargo-lambda (x86_64, into .aws-sam/x86_64)"
 	@echo "make bench        every benchmark, written to BENCHMARKS.md"
@@ -63,6 +64,9 @@ MANAGED_FUNCTIONS ?= greeter
 dev: venv build
 	./target/debug/sluice-local start --state-dir $(STATE_DIR) --template template.yaml --artifacts target/debug --parameter ManagedFunctions=$(MANAGED_FUNCTIONS)
 	@echo "logs: $(STATE_DIR)/*.log"
+
+dev-restart: build
+	./target/debug/sluice-local restart --state-dir $(STATE_DIR)
 
 dev-down:
 	@if [ -x ./target/debug/sluice-local ]; then ./target/debug/sluice-local stop --state-dir $(STATE_DIR); fi

@@ -17,11 +17,13 @@
 //! ```
 //!
 //! Answers are JSON; errors are `{"error": "..."}` with 400 (the request is
-//! malformed), 404 (no such route or id), 405, 409 (the current state refuses
-//! it, with the reason) or 500.
+//! malformed, or a field is over its bound: `domain::limits`), 404 (no such
+//! route or id), 405, 409 (the current state refuses it, with the reason),
+//! 413 (the body is over `MAX_REQUEST_BYTES`) or 500.
 
 use crate::domain::deployment::DeploymentSpec;
 use crate::domain::execution::StopMode;
+use crate::domain::limits;
 use crate::function_url::{self, error_response, response};
 use crate::operations::{DeploymentAction, ExecutionAction, OperationError, Operations};
 use aws_lambda_events::event::lambda_function_urls::{
@@ -144,6 +146,8 @@ async fn route(ops: &Operations, request: &LambdaFunctionUrlRequest) -> Answer {
         .unwrap_or("/");
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let body = function_url::body(request).map_err(|why| Refused(400, why.into()))?;
+    limits::bytes("the request body", body.len(), limits::MAX_REQUEST_BYTES)
+        .map_err(|why| Refused(413, why))?;
     let allow = |allowed: &str| -> Result<(), Refused> {
         if method == allowed {
             Ok(())

@@ -137,7 +137,10 @@ pub fn parse_github_push(body: &[u8]) -> Result<Option<Push>, CommitEventError> 
         deleted,
         forced: push.forced,
         changed_paths,
-        message: push.head_commit.map(|c| c.message),
+        // Only shown; a long one must not make the execution too big to save.
+        message: push
+            .head_commit
+            .map(|c| crate::domain::limits::shortened(&c.message)),
         author: push.pusher.map(|p| p.name),
     }))
 }

@@ -8,6 +8,7 @@ use crate::domain::deployment::{
 use crate::domain::execution::{
     ActionRef, ActionState, Execution, ExecutionEvent, Input as ExecutionInput, StopMode,
 };
+use crate::domain::limits;
 use crate::domain::pipeline::{ActionKind, PipelineDefinition};
 use crate::engine::{Cloud, EngineError};
 use crate::orchestrator::Actions;
@@ -233,15 +234,21 @@ impl Operations {
                     return invalid(format!("version {v} of {function} {why}"));
                 }
             }
-            VersionSource::Artifact { bucket, key, .. } => {
-                if self
-                    .orchestrator
-                    .actions
-                    .head_object(bucket, key)
-                    .await?
-                    .is_none()
-                {
+            VersionSource::Artifact {
+                bucket,
+                key,
+                object_version,
+            } => {
+                let actions = &self.orchestrator.actions;
+                if actions.head_object(bucket, key).await?.is_none() {
                     return invalid(format!("artifact s3://{bucket}/{key} does not exist"));
+                }
+                if let Some(version) = object_version
+                    && !actions.has_object_version(bucket, key, version).await?
+                {
+                    return invalid(format!(
+                        "version {version} of artifact s3://{bucket}/{key} does not exist"
+                    ));
                 }
             }
         }
@@ -278,6 +285,9 @@ impl Operations {
         id: &str,
         action: DeploymentAction,
     ) -> Result<Deployment, OperationError> {
+        if let DeploymentAction::Abort { reason } = &action {
+            limits::text("reason", reason).map_err(OperationError::Invalid)?;
+        }
         let before = self
             .store()
             .load(id)
@@ -337,6 +347,12 @@ impl Operations {
         id: &str,
         action: ExecutionAction,
     ) -> Result<Execution, OperationError> {
+        match &action {
+            ExecutionAction::Approval { comment, .. } => limits::text("comment", comment),
+            ExecutionAction::Stop { reason, .. } => limits::text("reason", reason),
+            ExecutionAction::RetryStage { .. } => Ok(()),
+        }
+        .map_err(OperationError::Invalid)?;
         let before = self
             .store()
             .load_execution(id)
@@ -386,6 +402,8 @@ impl Operations {
         name: Option<&str>,
         dry_run: bool,
     ) -> Result<Applied, OperationError> {
+        limits::bytes("the definition", text.len(), limits::MAX_DEFINITION_BYTES)
+            .map_err(OperationError::Invalid)?;
         let definition = PipelineDefinition::parse(text).map_err(|invalid| {
             let lines: Vec<String> = invalid.0.iter().map(|p| p.to_string()).collect();
             OperationError::Invalid(format!("not a valid pipeline: {}", lines.join("; ")))

@@ -218,6 +218,13 @@ async fn the_api_runs_every_operation_and_refuses_what_does_not_apply() -> Resul
         )
     };
     let bucket = api.stack.var("SLUICE_RESOURCE_ARTIFACT_BUCKET").to_owned();
+    let s3 = aws_sdk_s3::Client::new(&api.stack.sdk_config().await);
+    s3.put_object()
+        .bucket(&bucket)
+        .key("builds/real.zip")
+        .body(greeter_zip("r2")?.into())
+        .send()
+        .await?;
     for (body, named) in [
         (
             request("greeter", "staging", r#"{"version": "2"}"#, ""),
@@ -235,6 +242,19 @@ async fn the_api_runs_every_operation_and_refuses_what_does_not_apply() -> Resul
                 "",
             ),
             format!("artifact s3://{bucket}/builds/none.zip does not exist"),
+        ),
+        (
+            request(
+                "greeter",
+                "live",
+                &format!(
+                    r#"{{"artifact": {{"bucket": "{bucket}", "key": "builds/real.zip", "object_version": "not-a-version-it-gave"}}}}"#
+                ),
+                "",
+            ),
+            format!(
+                "version not-a-version-it-gave of artifact s3://{bucket}/builds/real.zip does not exist"
+            ),
         ),
         // Outside ManagedFunctions: out of Sluice's reach, on AWS as here.
         (
@@ -336,6 +356,48 @@ async fn the_api_runs_every_operation_and_refuses_what_does_not_apply() -> Resul
         api.ok("POST", &path("resume"), "").await?["deployment"]["paused"],
         false
     );
+    // Sizes are bounded, with the bound named: never a 500 from the table.
+    let reason = |chars: usize| format!(r#"{{"reason": "{}"}}"#, "x".repeat(chars));
+    api.refused(
+        "POST",
+        &path("abort"),
+        &reason(1_001),
+        400,
+        "reason is 1001 characters long: the most is 1000",
+    )
+    .await?;
+    api.refused(
+        "POST",
+        &path("abort"),
+        &reason(1 << 20),
+        413,
+        "the request body is 1048590 bytes: the most is 262144",
+    )
+    .await?;
+    let big_suite = format!(
+        r#"{{"function": "greeter", "alias": "live", "source": {{"version": "2"}}, "config": "AllAtOnce", "smoke_tests": [{{"name": "big", "event": {{"blob": "{}"}}}}]}}"#,
+        "x".repeat(70_000)
+    );
+    api.refused(
+        "POST",
+        "/deployments",
+        &big_suite,
+        400,
+        "the most is 65536 (keep a long smoke-test suite in S3: smoke_tests_from)",
+    )
+    .await?;
+    let big_definition = format!(
+        "name: big\nsource: {{repository: acme/greeter}}\n# {}\nstages: []\n",
+        "x".repeat(110_000)
+    );
+    api.refused(
+        "PUT",
+        "/pipelines/big",
+        &big_definition,
+        400,
+        "the definition is 110059 bytes: the most is 102400",
+    )
+    .await?;
     api.refused(
         "POST",
         &path("abort"),
@@ -421,6 +483,15 @@ async fn the_api_runs_every_operation_and_refuses_what_does_not_apply() -> Resul
         .await?;
     api.refused("POST", &path("retry-stage"), "", 409, "cannot retry-stage")
         .await?;
+    let comment = format!(r#"{{"comment": "{}"}}"#, "é".repeat(1_001));
+    api.refused(
+        "POST",
+        &path("approve"),
+        &comment,
+        400,
+        "comment is 1001 characters long",
+    )
+    .await?;
     let approved = api
         .ok("POST", &path("approve"), r#"{"comment": "ship it"}"#)
         .await?;

@@ -268,10 +268,56 @@ async fn every_subcommand_works_against_the_local_stack() -> Result<()> {
         timeline.stdout
     );
 
-    // With nothing active any more, a live status ends by itself.
+    cli.fails(
+        &["abort", &again, "--reason", &"x".repeat(1_001)],
+        "reason is 1001 characters long: the most is 1000",
+    )?;
     cli.json(&["abort", &again])?;
+
+    // Off a terminal, a live status prints a plain snapshot each time it
+    // changes, says how each deployment ended, and ends by itself.
+    let watched = cli.json(&[
+        "deploy",
+        "greeter",
+        "--alias",
+        "live",
+        "--version",
+        "3",
+        "--config",
+        "linear:50:2s",
+    ])?;
+    let watched = watched["deployment"].as_str().context("id")?.to_owned();
     let watch = cli.run(&["status", "--watch"])?;
     assert!(watch.ok, "{}", watch.stderr);
+    assert!(
+        watch.stdout.starts_with("--- ") && !watch.stdout.contains('\u{1b}'),
+        "plain text: {}",
+        watch.stdout
+    );
+    assert!(
+        watch.stdout.contains("greeter:live [")
+            && watch
+                .stdout
+                .contains(&format!("greeter:live ended: promoted  ({watched})")),
+        "{}",
+        watch.stdout
+    );
+
+    // A reader that goes away (`| head -1`) ends a command quietly, exit 0.
+    let (reader, writer) = std::io::pipe()?;
+    drop(reader);
+    let piped = Command::new(build_dir().join("sluice"))
+        .arg("--env-file")
+        .arg(cli.stack.dir.path().join("state/env"))
+        .args(["deployment", "show", &watched])
+        .stdout(writer)
+        .output()?;
+    assert!(
+        piped.status.success() && piped.stderr.is_empty(),
+        "{:?}: {}",
+        piped.status,
+        String::from_utf8_lossy(&piped.stderr)
+    );
 
     // --help has examples.
     let help = cli.run(&["--help"])?;

@@ -770,6 +770,55 @@ async fn a_slow_gate_holds_back_only_its_own_deployment() -> Result<()> {
     Ok(())
 }
 
+/// sluice-local goes away mid-bake and comes back (`make dev-restart`): on
+/// the same ports, with the same env file and the alias revisions it gave, as
+/// Lambda's outlive any one server. The deployment goes on from its timer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sluice_local_restarts_alone_and_the_deployment_goes_on() -> Result<()> {
+    let mut w = shifter_world().await?;
+    let (d, _) = Deployment::create(
+        "through-a-restart",
+        spec("2", "linear:50:3s", Some("greeter-pre-ok"), None),
+        chrono::Utc::now(),
+    );
+    w.engine.store.create(&d, &[]).await?;
+    wait_for("the first shift", DEADLINE, || async {
+        let d = w.engine.store.load("through-a-restart").await?.deployment;
+        Ok(matches!(d.phase, Phase::Baking { step: 0, .. }).then_some(()))
+    })
+    .await
+    .with_context(|| w.stack.log_tail())?;
+    let env_file = w.stack.dir.path().join("state/env");
+    let env_before = std::fs::read_to_string(&env_file)?;
+    let revision = w.alias_revision().await?;
+    let old_pid = w.stack.local_pid();
+
+    tokio::task::block_in_place(|| w.stack.stack.restart_local())?;
+    assert_ne!(w.stack.local_pid(), old_pid, "a new process");
+    assert_eq!(std::fs::read_to_string(&env_file)?, env_before);
+    assert_eq!(w.alias_revision().await?, revision, "the revision it gave");
+    let unsigned = reqwest::get(w.stack.var("SLUICE_URL_API_FUNCTION")).await?;
+    assert_eq!(unsigned.status(), 403, "the API's URL answers where it did");
+
+    let done = wait_for("the deployment to end", DEADLINE, || async {
+        let d = w.engine.store.load("through-a-restart").await?.deployment;
+        Ok(d.phase.is_terminal().then_some(d))
+    })
+    .await
+    .with_context(|| w.stack.log_tail())?;
+    assert_eq!(done.phase, Phase::Promoted);
+    assert_eq!(w.alias().await?, ("2".to_owned(), vec![]));
+    assert_eq!(
+        w.hook_calls("greeter-pre-ok"),
+        vec![
+            ("PreTraffic".to_owned(), 1, 50.0),
+            ("PreTraffic".to_owned(), 2, 100.0)
+        ],
+        "the second gate ran on the restarted stack"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn operators_promote_pause_resume_abort_and_retry() -> Result<()> {
     let w = world().await?;

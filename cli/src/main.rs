@@ -10,6 +10,7 @@ use sluice::domain::deployment::{DeploymentSpec, OnBusy, OnManualChange, Version
 use sluice::domain::execution::StopMode;
 use sluice::domain::smoke::S3Uri;
 use sluice::operations::{DeploymentAction, ExecutionAction, Operations, Status};
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -192,8 +193,21 @@ async fn main() {
 
 fn print(output: Output, value: &Value, text: impl FnOnce() -> String) {
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(value).expect("JSON")),
-        Output::Text => println!("{}", text()),
+        Output::Json => emit(&serde_json::to_string_pretty(value).expect("JSON")),
+        Output::Text => emit(&text()),
+    }
+}
+
+/// Writes a line to stdout. A reader that has gone (`| head -1`) ends the
+/// command quietly and successfully, as it does for other Unix tools.
+fn emit(line: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("sluice: cannot write the output: {e}");
+        std::process::exit(1);
     }
 }
 
@@ -447,46 +461,11 @@ async fn pipeline(ops: &Operations, out: Output, command: PipelineCommand) -> Re
 async fn status(ops: &Operations, out: Output, watch: bool) -> Result<()> {
     if out == Output::Json || !watch {
         let status = ops.status().await?;
-        print(out, &json!(status), || {
-            let Status {
-                pipelines,
-                executions,
-                deployments,
-            } = &status;
-            let mut text = String::new();
-            for p in pipelines {
-                text.push_str(&format!("pipeline {p}\n"));
-                for e in executions.iter().filter(|e| &e.pipeline == p) {
-                    text.push_str(&format!(
-                        "  {} at {}: stage {} {}\n",
-                        e.id,
-                        &e.push.sha[..e.push.sha.len().min(7)],
-                        e.stage_name(),
-                        e.status
-                    ));
-                }
-            }
-            for d in deployments {
-                let filled = (d.weight / 10.0).round() as usize;
-                text.push_str(&format!(
-                    "{}:{} [{}{}] {:>5.1}% v{} → v{}  {}  ({})\n",
-                    d.spec.function,
-                    d.spec.alias,
-                    "#".repeat(filled),
-                    ".".repeat(10 - filled.min(10)),
-                    d.weight,
-                    d.from_version.as_deref().unwrap_or("?"),
-                    d.to_version.as_deref().unwrap_or("?"),
-                    d.status_text(),
-                    d.id
-                ));
-            }
-            if pipelines.is_empty() && deployments.is_empty() {
-                text.push_str("no pipelines and no active deployments\n");
-            }
-            text.trim_end().to_owned()
-        });
+        print(out, &json!(status), || status_text(&status));
         return Ok(());
+    }
+    if !(std::io::stdout().is_terminal() && std::io::stderr().is_terminal()) {
+        return watch_plainly(ops).await;
     }
     // Live: a bar per deployment (weight on the new version), redrawn each second.
     let bars = indicatif::MultiProgress::new();
@@ -524,6 +503,82 @@ async fn status(ops: &Operations, out: Output, watch: bool) -> Result<()> {
             }
         }
         if deployments.is_empty() && executions.iter().all(|e| !e.status.is_running()) {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}
+
+/// What `status` shows as text.
+fn status_text(status: &Status) -> String {
+    let Status {
+        pipelines,
+        executions,
+        deployments,
+    } = status;
+    let mut text = String::new();
+    for p in pipelines {
+        text.push_str(&format!("pipeline {p}\n"));
+        for e in executions.iter().filter(|e| &e.pipeline == p) {
+            text.push_str(&format!(
+                "  {} at {}: stage {} {}\n",
+                e.id,
+                &e.push.sha[..e.push.sha.len().min(7)],
+                e.stage_name(),
+                e.status
+            ));
+        }
+    }
+    for d in deployments {
+        let filled = (d.weight / 10.0).round() as usize;
+        text.push_str(&format!(
+            "{}:{} [{}{}] {:>5.1}% v{} → v{}  {}  ({})\n",
+            d.spec.function,
+            d.spec.alias,
+            "#".repeat(filled),
+            ".".repeat(10 - filled.min(10)),
+            d.weight,
+            d.from_version.as_deref().unwrap_or("?"),
+            d.to_version.as_deref().unwrap_or("?"),
+            d.status_text(),
+            d.id
+        ));
+    }
+    if pipelines.is_empty() && deployments.is_empty() {
+        text.push_str("no pipelines and no active deployments\n");
+    }
+    text.trim_end().to_owned()
+}
+
+/// `status --watch` when its output is a file or a pipe: no bars, but a
+/// plain snapshot, under the time it was taken, each time what it shows
+/// changes (as `kubectl get --watch` prints rows), until nothing runs.
+async fn watch_plainly(ops: &Operations) -> Result<()> {
+    let mut last = String::new();
+    let mut active: Vec<String> = Vec::new();
+    loop {
+        let status = ops.status().await?;
+        let mut text = status_text(&status);
+        // Those no longer active have ended: how, once.
+        for id in &active {
+            if !status.deployments.iter().any(|d| &d.id == id) {
+                let ended = ops.store().load(id).await?.deployment;
+                let (function, alias) = (&ended.spec.function, &ended.spec.alias);
+                text.push_str(&format!(
+                    "\n{function}:{alias} ended: {}  ({id})",
+                    ended.status_text()
+                ));
+            }
+        }
+        active = status.deployments.iter().map(|d| d.id.clone()).collect();
+        if text != last {
+            let at = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+            emit(&format!("--- {at}\n{text}"));
+            last = text;
+        }
+        let running = !status.deployments.is_empty()
+            || status.executions.iter().any(|e| e.status.is_running());
+        if !running {
             return Ok(());
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;

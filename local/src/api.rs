@@ -18,6 +18,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -37,7 +38,7 @@ pub struct ApiState {
     /// Each alias's revision: moto keeps one per alias for life and ignores
     /// `RevisionId` on UpdateAlias, so sluice-local gives every update a new
     /// one and refuses a stale one, as Lambda does.
-    pub alias_revisions: tokio::sync::Mutex<HashMap<(String, String), String>>,
+    pub alias_revisions: AliasRevisions,
     /// How many of the next Lambda API requests to answer with 429
     /// `TooManyRequestsException`: a fault tests inject through
     /// `POST /_sluice/throttle?requests=N` (`GET` says how many are left).
@@ -46,6 +47,46 @@ pub struct ApiState {
     pub quota: Quota,
     /// What the functions' execution roles allow (`iam`).
     pub authorizer: Authorizer,
+}
+
+/// The revision sluice-local gave each alias, kept in a file too: Lambda's
+/// revisions outlive any one server, so a restarted sluice-local must answer
+/// with the revisions the running one gave.
+pub struct AliasRevisions {
+    pub map: tokio::sync::Mutex<HashMap<(String, String), String>>,
+    file: PathBuf,
+}
+
+impl AliasRevisions {
+    /// The revisions kept in `file`, if it holds any.
+    pub fn open(file: PathBuf) -> anyhow::Result<Self> {
+        let kept: Vec<(String, String, String)> = match std::fs::read(&file) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(anyhow::anyhow!("{}: {e}", file.display())),
+        };
+        let map = kept
+            .into_iter()
+            .map(|(function, alias, revision)| ((function, alias), revision))
+            .collect();
+        Ok(AliasRevisions {
+            map: tokio::sync::Mutex::new(map),
+            file,
+        })
+    }
+
+    /// Writes `map` (held under `self.map`'s lock) to the file, whole.
+    fn save(&self, map: &HashMap<(String, String), String>) {
+        let kept: Vec<(&String, &String, &String)> =
+            map.iter().map(|((f, a), r)| (f, a, r)).collect();
+        let partial = self.file.with_extension("partial");
+        let written = std::fs::write(&partial, serde_json::to_vec(&kept).expect("JSON"))
+            .and_then(|()| std::fs::rename(&partial, &self.file));
+        if let Err(e) = written {
+            tracing::error!(error = %e, file = %self.file.display(), "cannot keep alias revisions");
+        }
+    }
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
@@ -294,13 +335,19 @@ async fn dispatch(
             let key = (short_name(function), alias.to_string());
             let resp = forward(&state, method, &uri, &headers, body).await;
             if resp.status().is_success() {
-                state.alias_revisions.lock().await.remove(&key);
+                let mut revisions = state.alias_revisions.map.lock().await;
+                revisions.remove(&key);
+                state.alias_revisions.save(&revisions);
             }
             state.invoker.invalidate(&key.0);
             resp
         }
         (&Method::POST, ["moto-api", "reset"]) => {
-            state.alias_revisions.lock().await.clear();
+            {
+                let mut revisions = state.alias_revisions.map.lock().await;
+                revisions.clear();
+                state.alias_revisions.save(&revisions);
+            }
             state.invoker.states().clear();
             state.quota.reset();
             state.authorizer.reset();
@@ -689,7 +736,7 @@ async fn update_alias(
             .and_then(Value::as_str)
             .map(str::to_owned)
     });
-    let mut revisions = state.alias_revisions.lock().await;
+    let mut revisions = state.alias_revisions.map.lock().await;
     if let Some(expected) = expected {
         let current = match revisions.get(&key) {
             Some(r) => Some(r.clone()),
@@ -717,6 +764,7 @@ async fn update_alias(
         return resp;
     }
     revisions.insert(key, uuid::Uuid::new_v4().to_string());
+    state.alias_revisions.save(&revisions);
     rewrite_revisions(&mut revisions, &function, resp, false).await
 }
 
@@ -728,8 +776,12 @@ async fn with_revisions(
     resp: Response,
     created: bool,
 ) -> Response {
-    let mut revisions = state.alias_revisions.lock().await;
-    rewrite_revisions(&mut revisions, function, resp, created).await
+    let mut revisions = state.alias_revisions.map.lock().await;
+    let answer = rewrite_revisions(&mut revisions, function, resp, created).await;
+    if created {
+        state.alias_revisions.save(&revisions);
+    }
+    answer
 }
 
 async fn rewrite_revisions(

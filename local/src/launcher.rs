@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StackOptions {
     pub state_dir: PathBuf,
     pub moto_server: PathBuf,
@@ -71,6 +71,39 @@ pub struct LocalStack {
     local: Option<Child>,
     pub env: StackEnv,
     pub state_dir: PathBuf,
+    opts: StackOptions,
+}
+
+/// The ports a running sluice-local serves on, read from its env file: its
+/// Lambda API, and each Function URL by its `SLUICE_URL_` name's suffix. A
+/// restarted sluice-local serves on the same, so no client has to move.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LocalPorts {
+    pub lambda: u16,
+    pub urls: Vec<(String, u16)>,
+}
+
+impl LocalPorts {
+    pub fn of(env: &StackEnv) -> Result<Self> {
+        let port = |url: &str| -> Result<u16> {
+            url.trim_end_matches('/')
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .ok_or_else(|| anyhow!("no port in {url:?}"))
+        };
+        let mut urls = env
+            .0
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("SLUICE_URL_")?, v)))
+            .map(|(name, url)| Ok((name.to_owned(), port(url)?)))
+            .collect::<Result<Vec<_>>>()?;
+        urls.sort();
+        Ok(LocalPorts {
+            lambda: port(env.var("AWS_ENDPOINT_URL_LAMBDA"))?,
+            urls,
+        })
+    }
 }
 
 /// What a client needs of a running stack: the variables of its env file.
@@ -120,9 +153,16 @@ fn free_port() -> Result<u16> {
         .port())
 }
 
-fn log_file(state_dir: &Path, name: &str) -> Result<std::fs::File> {
+/// A log of the stack's: started afresh, or, for a restart, added to.
+fn log_file(state_dir: &Path, name: &str, append: bool) -> Result<std::fs::File> {
     let path = state_dir.join(name);
-    std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))
+    std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))
 }
 
 fn tail(path: &Path) -> String {
@@ -162,8 +202,8 @@ fn start_moto(opts: &StackOptions, detached: bool) -> Result<(Child, String)> {
         command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
-            .stdout(log_file(&opts.state_dir, "moto.log")?)
-            .stderr(log_file(&opts.state_dir, "moto.log")?);
+            .stdout(log_file(&opts.state_dir, "moto.log", false)?)
+            .stderr(log_file(&opts.state_dir, "moto.log", true)?);
         let mut child = spawn(command, detached)?;
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
@@ -190,10 +230,13 @@ fn start_moto(opts: &StackOptions, detached: bool) -> Result<(Child, String)> {
     )
 }
 
+/// Starts `sluice-local serve` against `moto`; on `ports` when it restarts
+/// one that served there.
 fn start_local(
     opts: &StackOptions,
     moto: &str,
     detached: bool,
+    ports: Option<&LocalPorts>,
 ) -> Result<(Child, HashMap<String, String>)> {
     if !opts.sluice_local.exists() {
         bail!(
@@ -213,8 +256,18 @@ fn start_local(
         .args(["--schedule-scale", &opts.schedule_scale.to_string()])
         .args(["--control-plane-rps", &opts.control_plane_rps.to_string()])
         .stdin(Stdio::null())
-        .stdout(log_file(&opts.state_dir, "sluice-local.log")?)
-        .stderr(log_file(&opts.state_dir, "sluice-local.log")?);
+        .stdout(log_file(
+            &opts.state_dir,
+            "sluice-local.log",
+            ports.is_some(),
+        )?)
+        .stderr(log_file(&opts.state_dir, "sluice-local.log", true)?);
+    if let Some(ports) = ports {
+        command.args(["--port", &ports.lambda.to_string()]);
+        for (name, port) in &ports.urls {
+            command.args(["--url-port", &format!("{name}={port}")]);
+        }
+    }
     if let Some(t) = &opts.template {
         command.arg("--template").arg(t);
     }
@@ -277,11 +330,31 @@ impl LocalStack {
             local: None,
             env: StackEnv::default(),
             state_dir: opts.state_dir.clone(),
+            opts: opts.clone(),
         };
-        let (local, env) = start_local(opts, &endpoint, false)?;
+        let (local, env) = start_local(opts, &endpoint, false, None)?;
         stack.local = Some(local);
         stack.env = StackEnv(env);
         Ok(stack)
+    }
+
+    /// Stops sluice-local and starts it again on the same ports, against
+    /// the same moto: a Lambda service that goes away and comes back, with
+    /// every URL and the env file as they were.
+    pub fn restart_local(&mut self) -> Result<()> {
+        let ports = LocalPorts::of(&self.env)?;
+        if let Some(child) = self.local.take() {
+            stop_child(child);
+        }
+        let moto = self.env.var("AWS_ENDPOINT_URL").to_owned();
+        let (local, env) = start_local(&self.opts, &moto, false, Some(&ports))?;
+        self.local = Some(local);
+        anyhow::ensure!(
+            LocalPorts::of(&StackEnv(env.clone()))? == ports,
+            "sluice-local came back on other ports"
+        );
+        self.env = StackEnv(env);
+        Ok(())
     }
 
     pub fn local_pid(&self) -> u32 {
@@ -329,17 +402,21 @@ fn wait_gone(pid: u32, timeout: Duration) -> bool {
     false
 }
 
+/// Stops a child: SIGTERM, then SIGKILL if it has not gone within `STOP_TIMEOUT`.
+fn stop_child(mut child: Child) {
+    stop_pid(child.id());
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 impl Drop for LocalStack {
     fn drop(&mut self) {
         for child in [self.local.take(), self.moto.take()].into_iter().flatten() {
-            let mut child = child;
-            stop_pid(child.id());
-            let deadline = Instant::now() + STOP_TIMEOUT;
-            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            stop_child(child);
         }
     }
 }
@@ -356,7 +433,7 @@ pub fn start_detached(opts: &StackOptions) -> Result<HashMap<String, String>> {
         );
     }
     let (mut moto, endpoint) = start_moto(opts, true)?;
-    let (local, env) = match start_local(opts, &endpoint, true) {
+    let (local, env) = match start_local(opts, &endpoint, true, None) {
         Ok(ok) => ok,
         Err(e) => {
             let _ = moto.kill();
@@ -365,7 +442,54 @@ pub fn start_detached(opts: &StackOptions) -> Result<HashMap<String, String>> {
         }
     };
     std::fs::write(&pids, format!("{}\n{}\n", local.id(), moto.id()))?;
+    let kept = serde_json::to_vec_pretty(opts).expect("options serialise");
+    std::fs::write(opts.state_dir.join(STACK_OPTIONS_FILE), kept)?;
     Ok(env)
+}
+
+/// Where a detached stack keeps the options it was started with.
+const STACK_OPTIONS_FILE: &str = "stack.json";
+
+/// Restarts the sluice-local of a detached stack on the same ports, against
+/// the same moto, with the options it was started with.
+pub fn restart_detached(state_dir: &Path) -> Result<HashMap<String, String>> {
+    let read = |name: &str| {
+        let path = state_dir.join(name);
+        std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "{}: no local stack runs there (sluice-local start)",
+                path.display()
+            )
+        })
+    };
+    let opts: StackOptions = serde_json::from_str(&read(STACK_OPTIONS_FILE)?)?;
+    let pids: Vec<u32> = read("pids")?
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    let [local_pid, moto_pid] = pids[..] else {
+        bail!("{}: expected two PIDs", state_dir.join("pids").display());
+    };
+    let env = StackEnv::read(&state_dir.join("env"))?;
+    let ports = LocalPorts::of(&env)?;
+    stop_pid_within(local_pid);
+    let (local, env) = start_local(&opts, env.var("AWS_ENDPOINT_URL"), true, Some(&ports))?;
+    std::fs::write(
+        state_dir.join("pids"),
+        format!("{}\n{moto_pid}\n", local.id()),
+    )?;
+    Ok(env)
+}
+
+/// SIGTERM, then SIGKILL if `pid` has not gone within `STOP_TIMEOUT`.
+fn stop_pid_within(pid: u32) {
+    stop_pid(pid);
+    if !wait_gone(pid, STOP_TIMEOUT) {
+        // SAFETY: as in `stop_pid`; it ignored SIGTERM for STOP_TIMEOUT.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+        }
+    }
 }
 
 /// Stops a detached stack by the PIDs it recorded.
@@ -377,15 +501,10 @@ pub fn stop_detached(state_dir: &Path) -> Result<()> {
         Err(e) => return Err(e.into()),
     };
     for pid in text.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
-        stop_pid(pid);
-        if !wait_gone(pid, STOP_TIMEOUT) {
-            // SAFETY: as above; it ignored SIGTERM for STOP_TIMEOUT.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
-        }
+        stop_pid_within(pid);
     }
     std::fs::remove_file(&pids_file)?;
     let _ = std::fs::remove_file(state_dir.join("env"));
+    let _ = std::fs::remove_file(state_dir.join(STACK_OPTIONS_FILE));
     Ok(())
 }

@@ -61,6 +61,10 @@ enum Command {
         /// The Lambda API port (0: any free one; the env file names it).
         #[arg(long, default_value_t = 0)]
         port: u16,
+        /// A Function URL's port, as NAME=PORT with the suffix of its
+        /// `SLUICE_URL_` name (the others get any free one).
+        #[arg(long = "url-port", value_parser = parse_port_pair)]
+        url_ports: Vec<(String, u16)>,
         /// How often idle stream shards are polled, in milliseconds.
         #[arg(long, default_value_t = 50)]
         poll_interval_ms: u64,
@@ -83,6 +87,12 @@ enum Command {
         )]
         moto_server: PathBuf,
     },
+    /// Restart the sluice-local of a stack `start` started, on the same
+    /// ports and against the same moto: the env file stays as it was.
+    Restart {
+        #[arg(long, default_value = ".sluice-local")]
+        state_dir: PathBuf,
+    },
     /// Stop what `start` started, by PID.
     Stop {
         #[arg(long, default_value = ".sluice-local")]
@@ -97,6 +107,14 @@ fn positive_rate(s: &str) -> Result<f64, String> {
             "{s:?} must be a number of requests per second, 1 or more"
         )),
     }
+}
+
+fn parse_port_pair(s: &str) -> Result<(String, u16), String> {
+    let (name, port) = parse_pair(s)?;
+    let port = port
+        .parse()
+        .map_err(|_| format!("{s:?}: {port:?} is not a port number"))?;
+    Ok((name, port))
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -114,6 +132,7 @@ async fn main() -> Result<()> {
             moto_endpoint,
             region,
             port,
+            url_ports,
             poll_interval_ms,
             max_sandboxes_per_version,
             idle_timeout_secs,
@@ -131,6 +150,7 @@ async fn main() -> Result<()> {
                 skip_functions: stack.skip_functions,
                 region,
                 port,
+                url_ports: url_ports.into_iter().collect(),
                 schedule_scale: stack.schedule_scale,
                 poll_interval: Duration::from_millis(poll_interval_ms),
                 max_sandboxes_per_version,
@@ -166,6 +186,17 @@ async fn main() -> Result<()> {
                     .map(String::as_str)
                     .unwrap_or("?"),
                 stack.state_dir.join("env").display()
+            );
+            Ok(())
+        }
+        Command::Restart { state_dir } => {
+            let env = tokio::task::spawn_blocking(move || launcher::restart_detached(&state_dir))
+                .await??;
+            println!(
+                "sluice-local restarted: Lambda {}",
+                env.get("AWS_ENDPOINT_URL_LAMBDA")
+                    .map(String::as_str)
+                    .unwrap_or("?")
             );
             Ok(())
         }

@@ -1,7 +1,7 @@
 //! `sluice-local serve`: provisions the template into moto, serves the Lambda
 //! API, plays the event sources, and writes the env file once all is ready.
 
-use crate::api::{ApiState, router};
+use crate::api::{AliasRevisions, ApiState, router};
 use crate::code::CodeStore;
 use crate::control_plane::{Quota, Rates};
 use crate::iam::Authorizer;
@@ -30,6 +30,9 @@ pub struct ServeOptions {
     pub skip_functions: Vec<String>,
     pub region: String,
     pub port: u16,
+    /// Ports for Function URLs, by the suffix of their `SLUICE_URL_` name
+    /// (any free one for the rest): a restart keeps the URLs it had.
+    pub url_ports: HashMap<String, u16>,
     pub schedule_scale: f64,
     pub poll_interval: Duration,
     pub max_sandboxes_per_version: usize,
@@ -142,7 +145,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         moto_endpoint: opts.moto_endpoint.clone(),
         moto_lambda,
         s3: s3.clone(),
-        alias_revisions: Default::default(),
+        alias_revisions: AliasRevisions::open(opts.state_dir.join("alias-revisions.json"))?,
         throttle: Default::default(),
         quota: Quota::new(opts.quota),
         authorizer: Authorizer::new(&moto, opts.region.clone(), ACCOUNT_ID.to_owned()),
@@ -184,15 +187,18 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
             invoker.set_dead_letter(&f.name, f.dead_letter.clone());
             sources::start(source_ctx.clone(), &f.name, &f.sources);
             if let Some(auth) = f.url {
-                let addr = sources::serve_url(source_ctx.clone(), f.name.clone(), auth).await?;
-                env_lines.push((
-                    format!("SLUICE_URL_{}", screaming_snake(&f.logical_id)),
-                    format!("http://{addr}/"),
-                ));
+                let name = screaming_snake(&f.logical_id);
+                let port = opts.url_ports.get(&name).copied().unwrap_or(0);
+                let addr = sources::serve_url(source_ctx.clone(), f.name.clone(), auth, port)
+                    .await
+                    .with_context(|| format!("serving {}'s URL on port {port}", f.name))?;
+                env_lines.push((format!("SLUICE_URL_{name}"), format!("http://{addr}/")));
             }
             tracing::info!(function = %f.name, sources = f.sources.len(), url = f.url.is_some(), "function wired");
         }
-        for (id, value) in &ctx.refs {
+        // In a stable order: a restart writes the same file.
+        let refs: std::collections::BTreeMap<_, _> = ctx.refs.iter().collect();
+        for (id, value) in refs {
             if let Some(text) = value.as_str() {
                 env_lines.push((
                     format!("SLUICE_RESOURCE_{}", screaming_snake(id)),

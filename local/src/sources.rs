@@ -1146,13 +1146,14 @@ fn alarm_event(
     serde_json::to_value(e).expect("events serialise")
 }
 
-/// Serves a function's URL on its own loopback port.
+/// Serves a function's URL on its own loopback port (`port`, or any free one for 0).
 pub async fn serve_url(
     ctx: Arc<SourceContext>,
     function: String,
     auth: UrlAuth,
+    port: u16,
 ) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+    let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, port)).await?;
     let addr = listener.local_addr()?;
     let state = Arc::new(UrlState {
         ctx,

@@ -95,7 +95,7 @@ impl DeploymentSpec {
     /// field, checked against AWS's patterns (`names`): nothing AWS would
     /// refuse is written down as a deployment.
     pub fn problems(&self) -> Vec<String> {
-        use crate::domain::names;
+        use crate::domain::{limits, names};
         type Rule = fn(&str) -> Result<(), String>;
         let mut named: Vec<(String, &str, Rule)> = vec![
             ("function".into(), &self.function, names::function),
@@ -129,6 +129,12 @@ impl DeploymentSpec {
             && (bucket.is_empty() || key.is_empty())
         {
             problems.push("source.artifact needs a bucket and a key".into());
+        }
+        let size = serde_json::to_vec(self).map_or(0, |json| json.len());
+        if let Err(why) = limits::bytes("the spec as JSON", size, limits::MAX_SPEC_BYTES) {
+            problems.push(format!(
+                "{why} (keep a long smoke-test suite in S3: smoke_tests_from)"
+            ));
         }
         problems
     }

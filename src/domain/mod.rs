@@ -5,6 +5,7 @@ pub mod config;
 pub mod deployment;
 pub mod execution;
 pub mod hooks;
+pub mod limits;
 pub mod names;
 pub mod pipeline;
 pub mod smoke;

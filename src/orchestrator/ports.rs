@@ -150,6 +150,34 @@ pub struct AwsActions {
 }
 
 impl AwsActions {
+    /// Whether `version` of the object is there (HeadObject with its version
+    /// id): a deployment request naming one is checked with it.
+    pub async fn has_object_version(
+        &self,
+        bucket: &str,
+        key: &str,
+        version: &str,
+    ) -> Result<bool, OrchestratorError> {
+        let head = self
+            .s3
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .version_id(version);
+        match head.send().await {
+            Ok(_) => Ok(true),
+            // S3 answers a version id it never gave with 400, one it no longer has with 404.
+            Err(err)
+                if err
+                    .raw_response()
+                    .is_some_and(|r| matches!(r.status().as_u16(), 400 | 404)) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(aws("HeadObject (version)", err)),
+        }
+    }
+
     /// The engine's Lambda and SQS clients serve the actions too: invoke
     /// actions go where the engine's Lambda calls go, and each client built
     /// is init time.

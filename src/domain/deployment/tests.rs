@@ -836,4 +836,19 @@ fn a_spec_refuses_unknown_fields_and_names_aws_would_refuse() {
         ],
         "{problems:?}"
     );
+
+    let mut huge = spec("AllAtOnce");
+    huge.smoke_tests = vec![crate::domain::smoke::SmokeTest {
+        name: "big".into(),
+        event: serde_json::json!({ "blob": "x".repeat(crate::domain::limits::MAX_SPEC_BYTES) }),
+        expect: Default::default(),
+    }];
+    let problems = huge.problems();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("the spec as JSON is ")
+            && problems[0].contains("the most is 65536")
+            && problems[0].contains("smoke_tests_from"),
+        "{problems:?}"
+    );
 }
