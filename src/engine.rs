@@ -18,7 +18,7 @@ use crate::domain::deployment::{
     VersionSource, decide, pending,
 };
 use crate::domain::hooks::{HookRequest, HookResponse, HookStatus};
-use crate::events::{HandedOver, QueueMessage, ShifterEvent, parse_shifter_event};
+use crate::events::{HandedOver, QueueMessage, ShifterEvent, parse_shifter_event, queue_items};
 use crate::metrics::{self, Metric};
 use crate::settings::{SettingError, number, setting};
 use crate::store::{
@@ -176,18 +176,11 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         });
         match event {
             ShifterEvent::Queue(messages) => {
-                let items = messages
-                    .into_iter()
-                    .map(|(id, body)| Item {
-                        key: match &body {
-                            Ok(QueueMessage::Timer(timer)) => timer.deployment_id.clone(),
-                            Ok(QueueMessage::HandedOver(work)) => work.id().to_owned(),
-                            Err(_) => id.clone(),
-                        },
-                        id,
-                        value: body,
-                    })
-                    .collect();
+                let items = queue_items(
+                    messages,
+                    |timer| timer.deployment_id.clone(),
+                    |work| work.id().to_owned(),
+                );
                 let again = run_items(items, deadline, |body| async move {
                     let done = match body {
                         Ok(QueueMessage::Timer(timer)) => self.timer(&timer).await,
@@ -590,6 +583,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 .any(|(primary, additional)| current.routes(primary, &fractions(additional)));
             if !left_by_sluice {
                 tracing::warn!(deployment_id = %d.id, found = %current, "the alias was changed outside Sluice");
+                metrics::emit(Metric::ManualAliasChanges, &metrics::stack_name());
                 return Ok(Some(Input::AliasChangedByHand {
                     found: current.to_string(),
                     revision: current.revision,

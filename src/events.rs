@@ -4,6 +4,7 @@
 //! the orchestrator by its timer queue, the stream, the schedule and S3
 //! "Object Created" events of the artifact bucket.
 
+use crate::batch::Item;
 use crate::domain::clip;
 use crate::engine::TimerMessage;
 use crate::orchestrator::PipelineTimer;
@@ -42,6 +43,48 @@ impl HandedOver {
             HandedOver::Arrived(id) | HandedOver::DeploymentFinished(id) => id,
         }
     }
+}
+
+impl HandedOver {
+    /// Puts it on a worker's queue (`queue_url`), to be taken at once.
+    pub async fn send(
+        &self,
+        sqs: &aws_sdk_sqs::Client,
+        queue_url: &str,
+    ) -> Result<
+        (),
+        aws_sdk_sqs::error::SdkError<aws_sdk_sqs::operation::send_message::SendMessageError>,
+    > {
+        let body = serde_json::to_string(self).expect("work handed over serialises");
+        sqs.send_message()
+            .queue_url(queue_url)
+            .message_body(body)
+            .send()
+            .await
+            .map(|_| ())
+    }
+}
+
+/// A queue batch as items to run: a timer keyed by what `timer_key` says it
+/// moves, work handed over by its id, a body that could not be read by its
+/// message alone.
+pub fn queue_items<T>(
+    messages: Messages<QueueMessage<T>>,
+    timer_key: impl Fn(&T) -> String,
+    work_key: impl Fn(&HandedOver) -> String,
+) -> Vec<Item<Result<QueueMessage<T>, String>>> {
+    messages
+        .into_iter()
+        .map(|(id, body)| Item {
+            key: match &body {
+                Ok(QueueMessage::Timer(timer)) => timer_key(timer),
+                Ok(QueueMessage::HandedOver(work)) => work_key(work),
+                Err(_) => id.clone(),
+            },
+            id,
+            value: body,
+        })
+        .collect()
 }
 
 impl std::fmt::Display for HandedOver {

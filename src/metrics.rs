@@ -35,10 +35,13 @@ pub enum Metric {
     /// Deployments the reconcile sweep finds overdue by more than
     /// `engine::STUCK_AFTER`: a gauge written on every sweep.
     StuckDeployments,
+    /// Aliases found changed outside Sluice mid-deployment: each stops its
+    /// deployment (`OnManualChange`), and someone should know.
+    ManualAliasChanges,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 11] = [
+    pub const ALL: [Metric; 12] = [
         Metric::DeploymentsStarted,
         Metric::DeploymentsPromoted,
         Metric::DeploymentsRolledBack,
@@ -50,6 +53,7 @@ impl Metric {
         Metric::StepLatency,
         Metric::ExecutionDuration,
         Metric::StuckDeployments,
+        Metric::ManualAliasChanges,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +69,7 @@ impl Metric {
             Metric::StepLatency => "StepLatency",
             Metric::ExecutionDuration => "ExecutionDuration",
             Metric::StuckDeployments => "StuckDeployments",
+            Metric::ManualAliasChanges => "ManualAliasChanges",
         }
     }
 
@@ -76,7 +81,7 @@ impl Metric {
             | Metric::ExecutionsSucceeded
             | Metric::ExecutionsFailed
             | Metric::ExecutionDuration => "Pipeline",
-            Metric::StuckDeployments => "Stack",
+            Metric::StuckDeployments | Metric::ManualAliasChanges => "Stack",
             _ => "Function",
         }
     }

@@ -22,7 +22,9 @@ use crate::domain::pipeline::{ActionKind, ExecutionMode, TemplateContext, render
 use crate::engine::{
     AwsCloud, Clock, Cloud, Engine, EngineError, Invocation, MAX_TIMER_DELAY_SECS, SystemClock,
 };
-use crate::events::{HandedOver, OrchestratorEvent, QueueMessage, parse_orchestrator_event};
+use crate::events::{
+    HandedOver, OrchestratorEvent, QueueMessage, parse_orchestrator_event, queue_items,
+};
 use crate::metrics::{self, Metric};
 use crate::settings::{SettingError, setting};
 use crate::store::{LockOutcome, Store, StoreError, StoredExecution, execution_due_at};
@@ -162,18 +164,11 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
         });
         match event {
             OrchestratorEvent::Queue(messages) => {
-                let items = messages
-                    .into_iter()
-                    .map(|(id, body)| Item {
-                        key: match &body {
-                            Ok(QueueMessage::Timer(timer)) => timer.execution_id.clone(),
-                            Ok(QueueMessage::HandedOver(work)) => execution_key(work.id()),
-                            Err(_) => id.clone(),
-                        },
-                        id,
-                        value: body,
-                    })
-                    .collect();
+                let items = queue_items(
+                    messages,
+                    |timer| timer.execution_id.clone(),
+                    |work| execution_key(work.id()),
+                );
                 let again = run_items(items, deadline, |body| async move {
                     let done = match body {
                         Ok(QueueMessage::Timer(timer)) => self.timer(&timer).await.map(|_| ()),

@@ -675,12 +675,36 @@ async fn the_shifter_function_runs_deployments_from_its_event_sources() -> Resul
         "{reason}"
     );
 
-    // The shifter counted both in Sluice's metrics (EMF lines in its log).
+    // A person sets the alias back by hand mid-bake: the shifter's next
+    // write is refused, it stops, and it counts the change for its alarm.
+    let (d, _) = Deployment::create(
+        "by-hand",
+        spec("3", "linear:50:2s", None, None),
+        chrono::Utc::now(),
+    );
+    w.engine.store.create(&d, &[]).await?;
+    w.wait_phase("by-hand", "the first shift", |p| {
+        matches!(p, Phase::Baking { .. })
+    })
+    .await?;
+    w.set_alias_by_hand("2", &[]).await?;
+    let done = w
+        .wait_phase("by-hand", "its stop", Phase::is_terminal)
+        .await?;
+    assert_eq!(
+        done.phase,
+        Phase::RolledBack {
+            reason: "the alias was changed outside Sluice: it serves version 2".into()
+        }
+    );
+
+    // The shifter counted all of it in Sluice's metrics (EMF lines in its log).
     let log = std::fs::read_to_string(w.stack.dir.path().join("state/sluice-local.log"))?;
     for metric in [
         "DeploymentsPromoted",
         "DeploymentsRolledBack",
         "GatesPassed",
+        "ManualAliasChanges",
     ] {
         assert!(
             log.contains(&format!(r#"\"{metric}\":1"#))
@@ -742,12 +766,7 @@ async fn a_slow_gate_holds_back_only_its_own_deployment() -> Result<()> {
     // Well inside the sweep's grace: only the stream and the queue start them.
     for alias in others {
         let id = format!("quick-{alias}");
-        let done = wait_for(&format!("{id} to be promoted"), DEADLINE, || async {
-            let d = w.engine.store.load(&id).await?.deployment;
-            Ok(d.phase.is_terminal().then_some(d))
-        })
-        .await
-        .with_context(|| w.stack.log_tail())?;
+        let done = w.wait_phase(&id, "its end", Phase::is_terminal).await?;
         assert_eq!(done.phase, Phase::Promoted, "{id}");
     }
     let slow = w.engine.store.load("recorder-hold-suite").await?.deployment;
@@ -759,12 +778,9 @@ async fn a_slow_gate_holds_back_only_its_own_deployment() -> Result<()> {
     );
 
     std::fs::write(slow_dir.join("release"), b"")?;
-    let done = wait_for("the slow deployment", DEADLINE, || async {
-        let d = w.engine.store.load("recorder-hold-suite").await?.deployment;
-        Ok(d.phase.is_terminal().then_some(d))
-    })
-    .await
-    .with_context(|| w.stack.log_tail())?;
+    let done = w
+        .wait_phase("recorder-hold-suite", "its end", Phase::is_terminal)
+        .await?;
     assert_eq!(done.phase, Phase::Promoted);
     assert_eq!(w.alias().await?, ("2".to_owned(), vec![]));
     Ok(())
@@ -782,12 +798,10 @@ async fn sluice_local_restarts_alone_and_the_deployment_goes_on() -> Result<()> 
         chrono::Utc::now(),
     );
     w.engine.store.create(&d, &[]).await?;
-    wait_for("the first shift", DEADLINE, || async {
-        let d = w.engine.store.load("through-a-restart").await?.deployment;
-        Ok(matches!(d.phase, Phase::Baking { step: 0, .. }).then_some(()))
+    w.wait_phase("through-a-restart", "the first shift", |p| {
+        matches!(p, Phase::Baking { step: 0, .. })
     })
-    .await
-    .with_context(|| w.stack.log_tail())?;
+    .await?;
     let env_file = w.stack.dir.path().join("state/env");
     let env_before = std::fs::read_to_string(&env_file)?;
     let revision = w.alias_revision().await?;
@@ -800,12 +814,9 @@ async fn sluice_local_restarts_alone_and_the_deployment_goes_on() -> Result<()> 
     let unsigned = reqwest::get(w.stack.var("SLUICE_URL_API_FUNCTION")).await?;
     assert_eq!(unsigned.status(), 403, "the API's URL answers where it did");
 
-    let done = wait_for("the deployment to end", DEADLINE, || async {
-        let d = w.engine.store.load("through-a-restart").await?.deployment;
-        Ok(d.phase.is_terminal().then_some(d))
-    })
-    .await
-    .with_context(|| w.stack.log_tail())?;
+    let done = w
+        .wait_phase("through-a-restart", "its end", Phase::is_terminal)
+        .await?;
     assert_eq!(done.phase, Phase::Promoted);
     assert_eq!(w.alias().await?, ("2".to_owned(), vec![]));
     assert_eq!(
@@ -1263,6 +1274,23 @@ async fn a_gate_under_way_is_not_run_again_by_a_redelivery_or_the_sweep() -> Res
 }
 
 impl World {
+    /// Waits until deployment `id`'s saved phase is one `reached` wants, as
+    /// the stack's functions move it; says what it waited for and the
+    /// stack's log if it never is.
+    async fn wait_phase(
+        &self,
+        id: &str,
+        what: &str,
+        reached: impl Fn(&Phase) -> bool,
+    ) -> Result<Deployment> {
+        wait_for(&format!("{id}: {what}"), DEADLINE, || async {
+            let d = self.engine.store.load(id).await?.deployment;
+            Ok(reached(&d.phase).then_some(d))
+        })
+        .await
+        .with_context(|| self.stack.log_tail())
+    }
+
     /// What an on-call engineer does in the console: sets the alias by hand.
     /// Returns the revision it left.
     async fn set_alias_by_hand(&self, version: &str, weights: &[(&str, f64)]) -> Result<String> {
@@ -2103,5 +2131,13 @@ async fn a_fleet_held_to_the_control_plane_quota_is_throttled_yet_all_promoted()
         after["throttled"].as_u64().unwrap_or(0) - before["throttled"].as_u64().unwrap_or(0);
     assert!(throttled > 0, "the quota was met: {before} → {after}");
     println!("control plane under the fleet: {before} → {after}");
+    let url = format!("{}/_sluice/quota", w.stack.var("AWS_ENDPOINT_URL_LAMBDA"));
+    let report: Value = reqwest::get(url).await?.json().await?;
+    let by_operation = &report["requests"]["by_operation"];
+    println!("by operation, since the stack started: {by_operation}");
+    assert!(
+        by_operation["UpdateAlias"]["allowed"].as_u64() >= Some(16),
+        "two shifts for each of eight deployments: {by_operation}"
+    );
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! takes a resource ARN, no asynchronously invoked function without a
 //! dead-letter queue or on-failure destination, no function whose logs are
 //! kept forever, no public Function URL but the webhook's; and a dashboard
-//! that shows exactly the metrics Sluice emits.
+//! that shows exactly the metrics Sluice emits; timeouts that fit the sweeps.
 
 use serde_json::Value;
 use sluice_local::template::Template;
@@ -373,4 +373,27 @@ fn the_dashboard_shows_exactly_the_metrics_sluice_emits() {
     filled.push_str(rest);
     let parsed: Value = serde_json::from_str(&filled).expect("the dashboard body is JSON");
     assert_eq!(parsed["widgets"].as_array().map(Vec::len), Some(8));
+}
+
+/// The pipeline sweep leaves an execution whose invoke action is under way
+/// for `INVOKE_ACTION_GRACE_SECS`: longer than any function that runs one
+/// (the orchestrator, and the API when an operator's steer drives it) can
+/// live, or a suite still running would be started again beside itself.
+#[test]
+fn the_sweep_waits_out_the_longest_a_worker_running_an_action_lives() {
+    use sluice::store::INVOKE_ACTION_GRACE_SECS;
+    let template =
+        Template::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("template.yaml"))
+            .expect("template.yaml parses");
+    for id in ["OrchestratorFunction", "ApiFunction"] {
+        let timeout = template.resources[id]
+            .properties
+            .get("Timeout")
+            .and_then(Value::as_i64)
+            .unwrap_or_else(|| panic!("{id} has a Timeout"));
+        assert!(
+            timeout < INVOKE_ACTION_GRACE_SECS,
+            "{id}'s Timeout ({timeout} s) must stay under the sweep's grace ({INVOKE_ACTION_GRACE_SECS} s)"
+        );
+    }
 }

@@ -3,7 +3,7 @@
 //! through and checking the preconditions moto skips.
 
 use crate::code::CodeStore;
-use crate::control_plane::{Api, Quota, Transition, apply_status};
+use crate::control_plane::{Api, Quota, Transition, apply_status, operation};
 use crate::iam::{Authorizer, Caller, signing_service};
 use crate::invoke::{InvokeError, Invoker, Target};
 use crate::sandbox::MAX_SYNC_PAYLOAD;
@@ -219,7 +219,8 @@ async fn dispatch(
     if service.as_deref().is_some_and(|s| s != "lambda") {
         return forward(&state, method, &uri, &headers, body).await;
     }
-    if let Err(wait) = state.quota.admit(Api::of(&method, &segs)) {
+    let counted = (Api::of(&method, &segs), operation(&method, &segs));
+    if let Err(wait) = state.quota.admit(counted.0, counted.1) {
         return over_quota(wait);
     }
     let throttled = state

@@ -248,6 +248,39 @@ impl Api {
     }
 }
 
+/// The Lambda operation a request is, by its method and path segments (the
+/// names of the Lambda API reference), for the counts by operation.
+pub fn operation(method: &http::Method, segments: &[&str]) -> &'static str {
+    use http::Method;
+    let m = method.clone();
+    match segments {
+        [_, "functions"] | [_, "functions", ""] if m == Method::GET => "ListFunctions",
+        [_, "functions"] | [_, "functions", ""] if m == Method::POST => "CreateFunction",
+        [_, "functions", _] if m == Method::GET => "GetFunction",
+        [_, "functions", _] if m == Method::DELETE => "DeleteFunction",
+        [
+            _,
+            "functions",
+            _,
+            "invocations" | "invoke-async" | "response-streaming-invocations",
+            ..,
+        ] => "Invoke",
+        [_, "functions", _, "configuration"] if m == Method::GET => "GetFunctionConfiguration",
+        [_, "functions", _, "configuration"] if m == Method::PUT => "UpdateFunctionConfiguration",
+        [_, "functions", _, "code"] if m == Method::PUT => "UpdateFunctionCode",
+        [_, "functions", _, "versions"] if m == Method::POST => "PublishVersion",
+        [_, "functions", _, "versions"] if m == Method::GET => "ListVersionsByFunction",
+        [_, "functions", _, "aliases"] if m == Method::POST => "CreateAlias",
+        [_, "functions", _, "aliases"] if m == Method::GET => "ListAliases",
+        [_, "functions", _, "aliases", _] if m == Method::GET => "GetAlias",
+        [_, "functions", _, "aliases", _] if m == Method::PUT => "UpdateAlias",
+        [_, "functions", _, "aliases", _] if m == Method::DELETE => "DeleteAlias",
+        [_, "functions", _, "policy"] if m == Method::GET => "GetPolicy",
+        [_, "functions", _, "policy"] if m == Method::POST => "AddPermission",
+        _ => "Other",
+    }
+}
+
 /// The documented rates, requests per second.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Rates {
@@ -304,11 +337,14 @@ pub struct Counts {
     pub throttled: u64,
 }
 
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct QuotaReport {
     pub control_plane: Counts,
     pub get_function: Counts,
     pub get_policy: Counts,
+    /// The counted requests again, by Lambda operation (`operation`): what
+    /// a deployment spends its quota on.
+    pub by_operation: std::collections::BTreeMap<&'static str, Counts>,
 }
 
 /// Lambda's request quotas for the whole account, all callers together.
@@ -344,12 +380,13 @@ impl Quota {
         inner.0[0] = Bucket::new(rate, Instant::now());
     }
 
-    /// Counts a request; `Err` with the wait Lambda would advise if it is over the quota.
-    pub fn admit(&self, api: Api) -> Result<(), Duration> {
-        self.admit_at(api, Instant::now())
+    /// Counts a request (`api`'s quota, as `operation`); `Err` with the
+    /// wait Lambda would advise if it is over the quota.
+    pub fn admit(&self, api: Api, operation: &'static str) -> Result<(), Duration> {
+        self.admit_at(api, operation, Instant::now())
     }
 
-    fn admit_at(&self, api: Api, now: Instant) -> Result<(), Duration> {
+    fn admit_at(&self, api: Api, operation: &'static str, now: Instant) -> Result<(), Duration> {
         let mut inner = self.inner.lock().expect("quota lock");
         let (buckets, report) = &mut *inner;
         let (bucket, counts) = match api {
@@ -359,15 +396,18 @@ impl Quota {
             Api::GetPolicy => (&mut buckets[2], &mut report.get_policy),
         };
         let taken = bucket.take(now);
-        match taken {
-            Ok(()) => counts.allowed += 1,
-            Err(_) => counts.throttled += 1,
+        let by_operation = report.by_operation.entry(operation).or_default();
+        for counts in [counts, by_operation] {
+            match taken {
+                Ok(()) => counts.allowed += 1,
+                Err(_) => counts.throttled += 1,
+            }
         }
         taken
     }
 
     pub fn report(&self) -> QuotaReport {
-        self.inner.lock().expect("quota lock").1
+        self.inner.lock().expect("quota lock").1.clone()
     }
 
     /// Starts counting afresh, with full buckets.
@@ -434,6 +474,31 @@ mod tests {
                 "{method} {segments:?}"
             );
         }
+        let named = |method: &http::Method, segments: &[&str]| operation(method, segments);
+        let alias = ["2015-03-31", "functions", "f", "aliases", "live"];
+        assert_eq!(named(&get, &alias), "GetAlias");
+        assert_eq!(named(&put, &alias), "UpdateAlias");
+        assert_eq!(
+            named(&post, &["2015-03-31", "functions", "f", "versions"]),
+            "PublishVersion"
+        );
+        assert_eq!(
+            named(&get, &["2015-03-31", "functions", "f", "configuration"]),
+            "GetFunctionConfiguration"
+        );
+        assert_eq!(
+            named(&put, &["2015-03-31", "functions", "f", "code"]),
+            "UpdateFunctionCode"
+        );
+        assert_eq!(
+            named(&get, &["2015-03-31", "functions", "f"]),
+            "GetFunction"
+        );
+        assert_eq!(named(&get, &["2015-03-31", "functions"]), "ListFunctions");
+        assert_eq!(
+            named(&post, &["2015-03-31", "functions", "f", "invocations"]),
+            "Invoke"
+        );
     }
 
     #[test]
@@ -442,29 +507,45 @@ mod tests {
         let start = Instant::now();
         for i in 0..15 {
             assert_eq!(
-                quota.admit_at(Api::ControlPlane, start),
+                quota.admit_at(Api::ControlPlane, "UpdateAlias", start),
                 Ok(()),
                 "request {i}"
             );
         }
-        let wait = quota.admit_at(Api::ControlPlane, start).unwrap_err();
+        let wait = quota
+            .admit_at(Api::ControlPlane, "UpdateAlias", start)
+            .unwrap_err();
         assert!(
             wait > Duration::ZERO && wait <= Duration::from_millis(67),
             "{wait:?}"
         );
         // Other quotas are separate.
-        assert_eq!(quota.admit_at(Api::GetFunction, start), Ok(()));
-        assert_eq!(quota.admit_at(Api::Uncounted, start), Ok(()));
+        assert_eq!(
+            quota.admit_at(Api::GetFunction, "GetFunction", start),
+            Ok(())
+        );
+        assert_eq!(quota.admit_at(Api::Uncounted, "Invoke", start), Ok(()));
         // A fifteenth of a second later one more gets through, and only one.
         let later = start + Duration::from_millis(67);
-        assert_eq!(quota.admit_at(Api::ControlPlane, later), Ok(()));
-        assert!(quota.admit_at(Api::ControlPlane, later).is_err());
+        assert_eq!(quota.admit_at(Api::ControlPlane, "GetAlias", later), Ok(()));
+        assert!(
+            quota
+                .admit_at(Api::ControlPlane, "GetAlias", later)
+                .is_err()
+        );
         // A long pause refills no more than a second's worth.
         let idle = start + Duration::from_secs(60);
         for _ in 0..15 {
-            assert_eq!(quota.admit_at(Api::ControlPlane, idle), Ok(()));
+            assert_eq!(
+                quota.admit_at(Api::ControlPlane, "UpdateAlias", idle),
+                Ok(())
+            );
         }
-        assert!(quota.admit_at(Api::ControlPlane, idle).is_err());
+        assert!(
+            quota
+                .admit_at(Api::ControlPlane, "UpdateAlias", idle)
+                .is_err()
+        );
         let report = quota.report();
         assert_eq!(
             report.control_plane,
@@ -479,6 +560,17 @@ mod tests {
                 allowed: 1,
                 throttled: 0
             }
+        );
+        let by_operation: Vec<(&str, Counts)> = report.by_operation.into_iter().collect();
+        let counts = |allowed, throttled| Counts { allowed, throttled };
+        assert_eq!(
+            by_operation,
+            [
+                ("GetAlias", counts(1, 1)),
+                ("GetFunction", counts(1, 0)),
+                ("UpdateAlias", counts(30, 2)),
+            ],
+            "invocations are not counted"
         );
         quota.reset();
         assert_eq!(quota.report(), QuotaReport::default());

@@ -6,9 +6,11 @@ use crate::domain::deployment::Gate;
 use crate::domain::smoke::{S3Uri, SmokeTest};
 use serde::{Deserialize, Serialize};
 
-/// Sent to a hook function (synchronously, with a deadline) before or after each shift.
+/// Sent to a hook function (synchronously, with a deadline) before or after
+/// each shift. Read strictly by Sluice's own hooks: an event written by hand
+/// with a misspelled `smokeTests` must not pass with no smoke test run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HookRequest {
     pub deployment_id: String,
     pub function: String,
@@ -101,6 +103,20 @@ mod tests {
         assert!(response.summary().starts_with("checks failed"));
         let minimal: HookResponse = serde_json::from_str(r#"{"status":"Succeeded"}"#).unwrap();
         assert_eq!(minimal.summary(), "0 checks passed");
+    }
+
+    #[test]
+    fn an_event_with_a_field_the_contract_lacks_is_refused() {
+        let mut request: serde_json::Value =
+            serde_json::from_str(&sample("hook-request.json")).unwrap();
+        let tests = request["smokeTests"].take();
+        request.as_object_mut().unwrap().remove("smokeTests");
+        request["smokeTest"] = tests;
+        let err = serde_json::from_value::<HookRequest>(request).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `smokeTest`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use crate::domain::analysis::AnalysisSettings;
 use crate::domain::config::DeploymentConfig;
 use crate::domain::deployment::{OnBusy, OnManualChange};
+use crate::domain::names;
 use crate::domain::smoke::{S3Uri, SmokeTest};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
@@ -617,12 +618,20 @@ fn check_action(
         ActionKind::Artifact(a) => {
             check_template(&a.key, variables, &format!("{path}.key"), problems)
         }
-        ActionKind::Invoke(i) => check_template(
-            &i.function,
-            variables,
-            &format!("{path}.function"),
-            problems,
-        ),
+        ActionKind::Invoke(i) => {
+            check_template(
+                &i.function,
+                variables,
+                &format!("{path}.function"),
+                problems,
+            );
+            check_literal_name(
+                &i.function,
+                names::invocable,
+                &format!("{path}.function"),
+                problems,
+            );
+        }
         ActionKind::Deploy(d) => {
             check_template(
                 &d.function,
@@ -631,6 +640,34 @@ fn check_action(
                 problems,
             );
             check_template(&d.alias, variables, &format!("{path}.alias"), problems);
+            let named: [(&str, Option<&String>, NameRule); 5] = [
+                ("function", Some(&d.function), names::function),
+                ("alias", Some(&d.alias), names::alias),
+                ("version", d.version.as_ref(), names::version),
+                (
+                    "pre_traffic_hook",
+                    d.pre_traffic_hook.as_ref(),
+                    names::invocable,
+                ),
+                (
+                    "post_traffic_hook",
+                    d.post_traffic_hook.as_ref(),
+                    names::invocable,
+                ),
+            ];
+            for (field, value, rule) in named {
+                if let Some(value) = value {
+                    check_literal_name(value, rule, &format!("{path}.{field}"), problems);
+                }
+            }
+            for (i, alarm) in d.alarms.iter().enumerate() {
+                check_literal_name(
+                    alarm,
+                    names::alarm,
+                    &format!("{path}.alarms[{i}]"),
+                    problems,
+                );
+            }
             match (&d.artifact, &d.version) {
                 (Some(_), Some(_)) | (None, None) => problem(
                     problems,
@@ -655,6 +692,22 @@ fn check_action(
             problems,
         ),
         ActionKind::Approval(_) | ActionKind::Wait(_) => {}
+    }
+}
+
+type NameRule = fn(&str) -> Result<(), String>;
+
+/// A name written out in full (no `{...}` to fill in at run time) is checked
+/// against AWS's pattern when the definition is applied, not when a push
+/// reaches it.
+fn check_literal_name(value: &str, rule: NameRule, path: &str, problems: &mut Vec<Problem>) {
+    if value.contains('{') {
+        return;
+    }
+    if value.trim().is_empty() {
+        problem(problems, path, "must not be empty");
+    } else if let Err(why) = rule(value) {
+        problem(problems, path, why);
     }
 }
 
@@ -811,6 +864,35 @@ stages:
         assert!(problems(&text).iter().any(|p| p.starts_with(
             "stages[1].actions[0].config.artifact: \"deploy-live\" is not an artifact action of an earlier stage"
         )));
+        // Names written out in full are checked as AWS would; templated ones when rendered.
+        let text = r#"
+name: names
+source: { repository: acme/greeter }
+stages:
+  - name: live
+    actions:
+      - { name: a, kind: deploy, config: { function: "greeter/../x", alias: "../cli", version: live, config: AllAtOnce, pre_traffic_hook: " ", alarms: ["ok", ""] } }
+      - { name: b, kind: invoke, config: { function: "no such!" } }
+      - { name: c, kind: deploy, config: { function: "{var.app}", alias: live, version: "{var.version}", config: AllAtOnce } }
+variables: { app: greeter, version: "3" }
+"#;
+        let found = problems(text);
+        let paths: Vec<&str> = found
+            .iter()
+            .map(|p| p.split(": ").next().unwrap())
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "stages[0].actions[0].config.function",
+                "stages[0].actions[0].config.alias",
+                "stages[0].actions[0].config.version",
+                "stages[0].actions[0].config.pre_traffic_hook",
+                "stages[0].actions[0].config.alarms[1]",
+                "stages[0].actions[1].config.function",
+            ],
+            "{found:#?}"
+        );
     }
 
     #[test]

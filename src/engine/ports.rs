@@ -557,15 +557,9 @@ impl Cloud for AwsCloud {
     }
 
     async fn hand_over(&self, work: &HandedOver) -> Result<(), EngineError> {
-        let body = serde_json::to_string(work).expect("work handed over serialises");
-        self.sqs
-            .send_message()
-            .queue_url(&self.timer_queue_url)
-            .message_body(body)
-            .send()
+        work.send(&self.sqs, &self.timer_queue_url)
             .await
-            .map_err(|e| aws("SendMessage (work handed over)", e))?;
-        Ok(())
+            .map_err(|e| aws("SendMessage (work handed over)", e))
     }
 }
 

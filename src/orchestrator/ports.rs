@@ -318,14 +318,8 @@ impl Actions for AwsActions {
     }
 
     async fn hand_over(&self, work: &HandedOver) -> Result<(), OrchestratorError> {
-        let body = serde_json::to_string(work).expect("work handed over serialises");
-        self.sqs
-            .send_message()
-            .queue_url(&self.timer_queue_url)
-            .message_body(body)
-            .send()
+        work.send(&self.sqs, &self.timer_queue_url)
             .await
-            .map_err(|err| aws("SendMessage (work handed over)", err))?;
-        Ok(())
+            .map_err(|err| aws("SendMessage (work handed over)", err))
     }
 }
