@@ -736,15 +736,7 @@ async fn a_slow_gate_holds_back_only_its_own_deployment() -> Result<()> {
     ];
     create_function(&w.lambda, &role, "greeter-pre-slow", zip, &env, 60).await?;
     let others = ["blue", "green", "red", "teal", "gold"];
-    for alias in others {
-        w.lambda
-            .create_alias()
-            .function_name("greeter")
-            .name(alias)
-            .function_version("1")
-            .send()
-            .await?;
-    }
+    w.create_aliases_on_1(&others).await?;
     let create = |id: &str, alias: &str, hook: &str| {
         let mut spec = spec("2", "AllAtOnce", Some(hook), None);
         spec.alias = alias.into();
@@ -1274,6 +1266,20 @@ async fn a_gate_under_way_is_not_run_again_by_a_redelivery_or_the_sweep() -> Res
 }
 
 impl World {
+    /// More aliases of the greeter, each serving version 1.
+    async fn create_aliases_on_1(&self, aliases: &[impl AsRef<str>]) -> Result<()> {
+        for alias in aliases {
+            self.lambda
+                .create_alias()
+                .function_name("greeter")
+                .name(alias.as_ref())
+                .function_version("1")
+                .send()
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Waits until deployment `id`'s saved phase is one `reached` wants, as
     /// the stack's functions move it; says what it waited for and the
     /// stack's log if it never is.
@@ -2061,15 +2067,7 @@ async fn quota_counts(w: &World) -> Result<Value> {
 async fn a_fleet_held_to_the_control_plane_quota_is_throttled_yet_all_promoted() -> Result<()> {
     let w = shifter_world().await?;
     let aliases: Vec<String> = (0..8).map(|i| format!("fleet-{i}")).collect();
-    for alias in &aliases {
-        w.lambda
-            .create_alias()
-            .function_name("greeter")
-            .name(alias)
-            .function_version("1")
-            .send()
-            .await?;
-    }
+    w.create_aliases_on_1(&aliases).await?;
     let refused = squeeze_control_plane(&w, "0.5").await?;
     assert_eq!(refused.status(), 400, "a rate below 1 is refused");
     squeeze_control_plane(&w, "3").await?.error_for_status()?;
