@@ -2084,9 +2084,13 @@ async fn a_fleet_held_to_the_control_plane_quota_is_throttled_yet_all_promoted()
         let (d, _) = Deployment::create(alias, s, chrono::Utc::now());
         w.engine.store.create(&d, &[]).await?;
     }
+    // A step whose call is still throttled after the SDK's retries waits
+    // for the sweep's grace (90 s): its message returns only after the
+    // queue's visibility timeout. Under this squeeze a deployment can wait
+    // out the grace more than once; most runs end in about 120 s.
     let done = wait_for(
         "every deployment to finish",
-        Duration::from_secs(180),
+        Duration::from_secs(360),
         || async {
             let mut done = Vec::new();
             for alias in &aliases {

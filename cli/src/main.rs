@@ -52,7 +52,8 @@ enum Output {
 enum Command {
     /// Pipelines with their latest executions, and active deployments with their progress.
     Status {
-        /// Redraw every second until no deployment or execution is active.
+        /// Redraw every second until no deployment or execution is active;
+        /// into a file or a pipe, print a plain snapshot each time it changes.
         #[arg(long)]
         watch: bool,
     },
