@@ -219,8 +219,10 @@ async fn dispatch(
     if service.as_deref().is_some_and(|s| s != "lambda") {
         return forward(&state, method, &uri, &headers, body).await;
     }
-    let counted = (Api::of(&method, &segs), operation(&method, &segs));
-    if let Err(wait) = state.quota.admit(counted.0, counted.1) {
+    if let Err(wait) = state
+        .quota
+        .admit(Api::of(&method, &segs), operation(&method, &segs))
+    {
         return over_quota(wait);
     }
     let throttled = state
