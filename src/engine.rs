@@ -327,12 +327,28 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
             }
             _ => {}
         }
-        let actions = if inputs.is_empty() {
-            pending(d, self.now())
-        } else {
-            Vec::new()
-        };
-        self.drive(stored, inputs, actions).await
+        if !inputs.is_empty() {
+            return self.drive(stored, inputs, Vec::new()).await;
+        }
+        let actions = pending(d, self.now());
+        if actions.is_empty() || d.phase.is_terminal() {
+            return self.drive(stored, inputs, actions).await;
+        }
+        // Claimed before the phase's commands are issued again: the same
+        // state saved with a new `updated_at`, conditional on its version.
+        // Another repairer (a second sweep, the stream's record delivered
+        // again) loses the save and runs nothing, and the sweep's grace
+        // counts from here, so a gate is never run twice at once.
+        let mut claimed = d.clone();
+        claimed.updated_at = self.now();
+        match self.store.save(&claimed, stored.version, &[]).await {
+            Ok(stored) => self.drive(stored, inputs, actions).await,
+            Err(StoreError::Conflict(_)) => {
+                tracing::info!(deployment_id = %d.id, "taken up by another worker");
+                Ok(self.store.load(&d.id).await?.deployment)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Resumes every deployment that is due; returns how many it touched and
@@ -400,8 +416,6 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         mut actions: Vec<Command>,
     ) -> Result<Deployment, EngineError> {
         let id = stored.deployment.id.clone();
-        // Timeline events of a transition not saved yet (see `save_later`).
-        let mut unsaved: Vec<Event> = Vec::new();
         loop {
             for action in std::mem::take(&mut actions) {
                 if self
@@ -418,15 +432,6 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 }
             }
             let Some(input) = inputs.pop_front() else {
-                if !unsaved.is_empty() {
-                    stored = self
-                        .store
-                        .save(&stored.deployment, stored.version, &unsaved)
-                        .await?;
-                    for e in &unsaved {
-                        count(&stored.deployment, e);
-                    }
-                }
                 return Ok(stored.deployment);
             };
             let (next, commands) = decide(&stored.deployment, &input, self.now());
@@ -438,16 +443,13 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
             for e in &events {
                 tracing::info!(deployment_id = %id, kind = ?e.kind, "{}", e.message);
             }
-            if save_later(&input, &new_actions) {
-                unsaved.extend(events);
-                stored.deployment = next;
-                actions = new_actions;
-                continue;
-            }
-            unsaved.extend(events);
-            match self.store.save(&next, stored.version, &unsaved).await {
+            // Saved before its commands run, every time: the conditional
+            // save is the worker's claim on them, so a timer delivered again
+            // or the sweep that finds the same phase loses the save and never
+            // runs the same gate a second time.
+            match self.store.save(&next, stored.version, &events).await {
                 Ok(saved) => {
-                    for e in &unsaved {
+                    for e in &events {
                         count(&saved.deployment, e);
                     }
                     stored = saved;
@@ -461,7 +463,6 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 }
                 Err(e) => return Err(e.into()),
             }
-            unsaved.clear();
         }
     }
 
@@ -765,22 +766,6 @@ fn count(d: &Deployment, event: &Event) {
         _ => return,
     };
     metrics::emit(metric, &d.spec.function);
-}
-
-/// Whether a transition may be saved together with the next one instead of
-/// before its commands. Only for the acknowledgement of a shift or a timer
-/// followed by nothing but a gate: a gate changes nothing, and if the worker
-/// dies first, the saved phase leads back to it (the shift is set again, the
-/// timer is due). It saves a DynamoDB write per shift and per bake.
-fn save_later(input: &Input, actions: &[Command]) -> bool {
-    matches!(
-        input,
-        Input::AliasUpdated {
-            update: AliasUpdate::Step(_),
-            ..
-        } | Input::TimerFired { .. }
-    ) && !actions.is_empty()
-        && actions.iter().all(|a| matches!(a, Command::RunGate { .. }))
 }
 
 /// Lambda's routing weights (0 to 1) for an additional version at a percent.

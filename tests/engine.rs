@@ -1265,6 +1265,76 @@ async fn a_gate_under_way_is_not_run_again_by_a_redelivery_or_the_sweep() -> Res
     Ok(())
 }
 
+/// The gate a timer starts (the next step's PreTraffic) is the timer
+/// worker's alone: the bake's end is saved before the gate runs, so the
+/// sweep does not find the step due and a timer delivered again runs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_a_timer_started_is_not_run_again_by_a_redelivery_or_the_sweep() -> Result<()> {
+    let w = world().await?;
+    w.engine
+        .start(
+            "timed",
+            spec("2", "linear:50:1s", Some("greeter-pre-ok"), None),
+        )
+        .await?;
+    let message = wait_for("the bake's timer", DEADLINE, || async {
+        Ok(w.take_timers()
+            .await?
+            .into_iter()
+            .find(|t| t.deployment_id == "timed"))
+    })
+    .await?;
+    let hold = hold_once(|p| {
+        matches!(
+            p,
+            FaultPoint::Before {
+                command: Command::RunGate { step: 1, .. },
+                ..
+            }
+        )
+    });
+    let worker = Engine {
+        fault: Some(hold.hook.clone()),
+        ..w.engine.clone()
+    };
+    let timer = message.clone();
+    let first = tokio::spawn(async move { worker.timer(&timer).await });
+    tokio::time::timeout(DEADLINE, hold.reached.notified())
+        .await
+        .context("the timer's worker did not reach the gate")?;
+
+    let saved = w.engine.store.load("timed").await?.deployment;
+    assert_eq!(
+        saved.phase,
+        Phase::PreTraffic { step: 1 },
+        "saved before the gate"
+    );
+    assert_eq!(w.engine.resume_if_due("timed").await?, None);
+    let again = w.engine.timer(&message).await?;
+    assert_eq!(again.phase, Phase::PreTraffic { step: 1 });
+    assert_eq!(
+        w.hook_calls("greeter-pre-ok"),
+        vec![("PreTraffic".to_owned(), 1, 50.0)],
+        "the second step's gate ran while held"
+    );
+
+    hold.release.notify_one();
+    tokio::time::timeout(DEADLINE, first)
+        .await
+        .context("the held worker did not finish")???;
+    let done = w.run_to_end(&["timed"]).await?;
+    assert_eq!(done[0].phase, Phase::Promoted);
+    assert_eq!(
+        w.hook_calls("greeter-pre-ok"),
+        vec![
+            ("PreTraffic".to_owned(), 1, 50.0),
+            ("PreTraffic".to_owned(), 2, 100.0)
+        ],
+        "each step's gate ran once"
+    );
+    Ok(())
+}
+
 impl World {
     /// More aliases of the greeter, each serving version 1.
     async fn create_aliases_on_1(&self, aliases: &[impl AsRef<str>]) -> Result<()> {

@@ -26,7 +26,8 @@ use model::{
     AliasModel, GateName, MemoryActions, MemoryCloud, MemoryTable, Passed, SimClock, Written,
 };
 use sluice::domain::deployment::{
-    Deployment, DeploymentSpec, Input, OnBusy, OnManualChange, Phase, Time, VersionSource,
+    Command, Deployment, DeploymentSpec, Gate, Input, OnBusy, OnManualChange, Phase, Time,
+    VersionSource,
 };
 use sluice::domain::execution::{ActionState, Input as ExecutionInput, Status, StopMode};
 use sluice::domain::pipeline::{GitRef, PipelineDefinition, Push};
@@ -451,6 +452,14 @@ impl Sim {
                     ));
                 }
                 self.check_write(&w, &state.passed);
+            }
+            for gate in std::mem::take(&mut state.run_while_under_way) {
+                self.violation(format!(
+                    "{}'s {:?} gate of step {} run again while a worker had it under way",
+                    gate.deployment,
+                    gate.gate,
+                    gate.step + 1
+                ));
             }
             (state.aliases.clone(), state.by_hand.clone())
         };
@@ -933,6 +942,20 @@ fn fault_hook(sim: Weak<Sim>) -> FaultHook {
             } => (deployment, format!("before {}", command_name(command))),
             FaultPoint::AliasWrite { deployment } => (deployment, "in its alias write".into()),
         };
+        let gate = match point {
+            FaultPoint::Before {
+                deployment,
+                command: Command::RunGate { gate, step, .. },
+            } => Some(Passed {
+                deployment: deployment.to_owned(),
+                gate: match gate {
+                    Gate::PreTraffic => GateName::Pre,
+                    Gate::PostTraffic => GateName::Post,
+                },
+                step: *step,
+            }),
+            _ => None,
+        };
         let deployment = deployment.to_owned();
         Box::pin(async move {
             if matches!(point_kind, PointKind::AliasWrite) {
@@ -955,7 +978,9 @@ fn fault_hook(sim: Weak<Sim>) -> FaultHook {
                 let soon = sim.now() + chrono::Duration::seconds(3);
                 let mut queue = sim.queue.lock().unwrap();
                 match queue.first_key_value() {
-                    Some((&(at, _), _)) if at <= soon => {
+                    // The faults' end stays with the main loop, which
+                    // fixes the deadline from it.
+                    Some((&(at, _), work)) if at <= soon && !matches!(work, Work::Calm) => {
                         queue.pop_first().map(|((at, _), work)| {
                             advance(&sim.clock, at);
                             work
@@ -970,7 +995,9 @@ fn fault_hook(sim: Weak<Sim>) -> FaultHook {
                 sim.dice
                     .note(format!("      {deployment}'s worker overtaken {place} by:"));
                 sim.depth.fetch_add(1, Ordering::Relaxed);
+                sim.cloud.state.lock().unwrap().gate_under_way = gate;
                 deliver(sim.clone(), work).await;
+                sim.cloud.state.lock().unwrap().gate_under_way = None;
                 sim.depth.fetch_sub(1, Ordering::Relaxed);
             }
             false
@@ -1418,6 +1445,12 @@ fn run_world(plan: &Plan) -> Outcome {
             if let Some((_, by)) = calm_at
                 && at > by
             {
+                break;
+            }
+            // The reconcile schedule never ends: a world whose faults never
+            // stopped is a broken world, reported rather than run forever.
+            if calm_at.is_none() && at - start > chrono::Duration::days(7) {
+                sim.violation("the faults never stopped: the world ran a week".into());
                 break;
             }
             advance(&sim.clock, at);

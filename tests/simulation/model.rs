@@ -558,6 +558,11 @@ pub struct CloudState {
     pub sent: Vec<(TimerMessage, i32)>,
     /// Work handed over to the queue since the scheduler last looked.
     pub handed_over: Vec<HandedOver>,
+    /// The gate a worker is about to run while another worker acts (the
+    /// first worker's gate is under way).
+    pub gate_under_way: Option<Passed>,
+    /// Gates run again while under way, since the checker last looked.
+    pub run_while_under_way: Vec<Passed>,
 }
 
 /// Lambda, CloudWatch and SQS as the engine sees them.
@@ -749,18 +754,25 @@ impl Cloud for MemoryCloud {
         _timeout: Duration,
     ) -> Result<Invocation, EngineError> {
         self.call("Invoke (hook throttled)")?;
+        let this = Passed {
+            deployment: request.deployment_id.clone(),
+            gate: match request.gate {
+                Gate::PreTraffic => GateName::Pre,
+                Gate::PostTraffic => GateName::Post,
+            },
+            step: request.step - 1,
+        };
+        {
+            let mut state = self.state.lock().unwrap();
+            if state.gate_under_way.as_ref() == Some(&this) {
+                state.run_while_under_way.push(this.clone());
+            }
+        }
         let call = self.dice.hook_call();
         if let Invocation::Answered(body) = &call
             && body.starts_with(br#"{"status":"Succeeded""#)
         {
-            self.state.lock().unwrap().passed.insert(Passed {
-                deployment: request.deployment_id.clone(),
-                gate: match request.gate {
-                    Gate::PreTraffic => GateName::Pre,
-                    Gate::PostTraffic => GateName::Post,
-                },
-                step: request.step - 1,
-            });
+            self.state.lock().unwrap().passed.insert(this);
         }
         Ok(call)
     }
