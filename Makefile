@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 STATE_DIR := .sluice-local
 
-.PHONY: help venv build lint test demo fuzz dev dev-restart dev-down sam-build bench bench-local bench-engine bench-fleet clean
+.PHONY: help venv build build-all lint test demo fuzz dev dev-restart dev-down sam-build bench bench-local bench-engine bench-fleet clean
 
 help:
 	@echo "make demo         the main job on the local stack: three pushes, three verdicts"
@@ -41,7 +41,13 @@ lint: venv
 	sam validate --lint --template template.yaml
 	cfn-lint template.yaml tests/fixtures/*.yaml
 
-test: lint build
+# The tests' dev-dependencies turn on more features of shared crates than the
+# binaries alone need; built with every target at once, the binaries and the
+# tests share one build of each crate, and `cargo test` compiles nothing again.
+build-all:
+	cargo build --workspace --all-targets
+
+test: lint build-all
 	cargo test --workspace
 
 # Starts its own local stack and stops it at the end (Ctrl-C too).

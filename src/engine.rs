@@ -13,6 +13,7 @@ pub use ports::{
 };
 
 use crate::batch::{Deadline, ITEMS_AT_ONCE, Item, run_items, sqs_response, stream_response};
+use crate::budget::Budget;
 use crate::domain::deployment::{
     AliasUpdate, Command, Deployment, DeploymentSpec, Event, EventKind, Gate, Input, Phase, Time,
     VersionSource, decide, pending,
@@ -142,11 +143,16 @@ fn split(commands: Vec<Command>) -> (Vec<Event>, Vec<Command>) {
 impl Engine {
     /// Builds the engine from the function's environment (template.yaml sets it):
     /// `SLUICE_TABLE`, `SLUICE_TIMER_QUEUE_URL`, and optionally
-    /// `SLUICE_HISTORY_RETENTION_DAYS` (90) and `SLUICE_HOOK_TIMEOUT_SECONDS` (60).
+    /// `SLUICE_HISTORY_RETENTION_DAYS` (90), `SLUICE_HOOK_TIMEOUT_SECONDS` (60)
+    /// and `SLUICE_CONTROL_PLANE_BUDGET` (10).
     pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, SettingError> {
         Ok(Engine {
             store: Store::from_env(config)?,
-            cloud: AwsCloud::new(config, setting("SLUICE_TIMER_QUEUE_URL")?),
+            cloud: AwsCloud::new(
+                config,
+                setting("SLUICE_TIMER_QUEUE_URL")?,
+                Budget::from_env(config)?,
+            ),
             clock: SystemClock,
             hook_timeout: hook_timeout(std::env::var("SLUICE_HOOK_TIMEOUT_SECONDS").ok())?,
             fault: None,

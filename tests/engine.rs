@@ -100,6 +100,7 @@ async fn world_of(stack: TestStack) -> Result<World> {
             cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
             sqs: aws_sdk_sqs::Client::new(&config),
             timer_queue_url: stack.var("SLUICE_RESOURCE_TIMER_QUEUE").to_owned(),
+            budget: template_budget(&stack).await,
         },
         clock: SystemClock,
         hook_timeout: Duration::from_secs(10),
@@ -558,11 +559,18 @@ async fn two_deployments_on_one_alias_never_interleave() -> Result<()> {
 /// the deployments from its event sources; its reconcile schedule plays
 /// every 1.2 s.
 async fn shifter_world() -> Result<World> {
+    shifter_world_with(&[]).await
+}
+
+/// As `shifter_world`, with more of the template's parameters.
+async fn shifter_world_with(parameters: &[(&str, &str)]) -> Result<World> {
+    // The shifter may invoke only what ManagedFunctions names (and Sluice's
+    // own hooks): the test hooks share the greeter's prefix.
+    let mut all = vec![("ManagedFunctions", "greeter*")];
+    all.extend_from_slice(parameters);
     world_of(start_stack_without(
         Some("template.yaml"),
-        // The shifter may invoke only what ManagedFunctions names (and
-        // Sluice's own hooks): the test hooks share the greeter's prefix.
-        &[("ManagedFunctions", "greeter*")],
+        &all,
         0.02,
         &[
             "SourceFunction",
@@ -2128,8 +2136,100 @@ async fn quota_counts(w: &World) -> Result<Value> {
     Ok(answer["requests"]["control_plane"].clone())
 }
 
+impl World {
+    /// Starts a deployment of version 2 on each alias (two steps, gated
+    /// before and after each shift) and waits up to `deadline` for all to
+    /// be promoted.
+    async fn run_fleet(&self, aliases: &[String], deadline: Duration) -> Result<()> {
+        for alias in aliases {
+            let mut s = spec(
+                "2",
+                "linear:50:1s",
+                Some("greeter-pre-ok"),
+                Some("greeter-post-ok"),
+            );
+            s.alias = alias.clone();
+            let (d, _) = Deployment::create(alias, s, chrono::Utc::now());
+            self.engine.store.create(&d, &[]).await?;
+        }
+        let done = wait_for("every deployment to finish", deadline, || async {
+            let mut done = Vec::new();
+            for alias in aliases {
+                let d = self.engine.store.load(alias).await?.deployment;
+                if !d.phase.is_terminal() {
+                    return Ok(None);
+                }
+                done.push(d);
+            }
+            Ok(Some(done))
+        })
+        .await
+        .with_context(|| self.stack.log_tail())?;
+        for d in &done {
+            assert_eq!(d.phase, Phase::Promoted, "{}: {:?}", d.id, d.phase);
+        }
+        Ok(())
+    }
+
+    /// Each fleet alias whole on version 2, and every shift gated: `run_fleet`'s
+    /// end, read apart so that its reads are not counted with the fleet's.
+    async fn check_fleet(&self, aliases: &[String]) -> Result<()> {
+        for alias in aliases {
+            let a = self
+                .lambda
+                .get_alias()
+                .function_name("greeter")
+                .name(alias)
+                .send()
+                .await?;
+            assert_eq!(a.function_version(), Some("2"), "{alias}");
+            assert!(
+                a.routing_config()
+                    .is_none_or(|r| r.additional_version_weights().is_none_or(|w| w.is_empty()))
+            );
+        }
+        // Both steps of every deployment were gated before and after their shift.
+        let pre = self.hook_calls("greeter-pre-ok");
+        let post = self.hook_calls("greeter-post-ok");
+        let gates = 2 * aliases.len();
+        assert_eq!(
+            (pre.len(), post.len()),
+            (gates, gates),
+            "pre {pre:?} post {post:?}"
+        );
+        Ok(())
+    }
+}
+
+/// The same fleet with Sluice's budget (2 a second) under the control
+/// plane's rate (3): its workers, however many, take slots of the budget
+/// in turn, and Lambda throttles none of their calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fleet_within_its_control_plane_budget_is_never_throttled() -> Result<()> {
+    let w = shifter_world_with(&[("ControlPlaneBudget", "2")]).await?;
+    let aliases: Vec<String> = (0..8).map(|i| format!("fleet-{i}")).collect();
+    w.create_aliases_on_1(&aliases).await?;
+    squeeze_control_plane(&w, "3").await?.error_for_status()?;
+    let before = quota_counts(&w).await?;
+    w.run_fleet(&aliases, Duration::from_secs(120)).await?;
+    let after = quota_counts(&w).await?;
+    w.check_fleet(&aliases).await?;
+    let count = |c: &Value, what: &str| c[what].as_u64().unwrap_or(0);
+    assert_eq!(
+        count(&after, "throttled") - count(&before, "throttled"),
+        0,
+        "{before} → {after}"
+    );
+    assert!(
+        count(&after, "allowed") - count(&before, "allowed") >= 16,
+        "two shifts for each of eight deployments: {before} → {after}"
+    );
+    Ok(())
+}
+
 /// A fleet against a control plane held to 3 requests a second, well below
-/// what eight deployments at once ask: the shifter function's calls are
+/// what eight deployments at once ask and below Sluice's budget (10), as when
+/// other callers take most of the account's quota: the shifter function's calls are
 /// throttled and retried (the SDK, then the timer, the stream or the sweep),
 /// and no deployment fails for it. Every shift is still gated, and every
 /// alias ends whole on its new version.
@@ -2143,61 +2243,12 @@ async fn a_fleet_held_to_the_control_plane_quota_is_throttled_yet_all_promoted()
     squeeze_control_plane(&w, "3").await?.error_for_status()?;
     let before = quota_counts(&w).await?;
 
-    for alias in &aliases {
-        let mut s = spec(
-            "2",
-            "linear:50:1s",
-            Some("greeter-pre-ok"),
-            Some("greeter-post-ok"),
-        );
-        s.alias = alias.clone();
-        let (d, _) = Deployment::create(alias, s, chrono::Utc::now());
-        w.engine.store.create(&d, &[]).await?;
-    }
     // A step whose call is still throttled after the SDK's retries waits
     // for the sweep's grace (90 s): its message returns only after the
     // queue's visibility timeout. Under this squeeze a deployment can wait
     // out the grace more than once; most runs end in about 120 s.
-    let done = wait_for(
-        "every deployment to finish",
-        Duration::from_secs(360),
-        || async {
-            let mut done = Vec::new();
-            for alias in &aliases {
-                let d = w.engine.store.load(alias).await?.deployment;
-                if !d.phase.is_terminal() {
-                    return Ok(None);
-                }
-                done.push(d);
-            }
-            Ok(Some(done))
-        },
-    )
-    .await
-    .with_context(|| w.stack.log_tail())?;
-    for d in &done {
-        assert_eq!(d.phase, Phase::Promoted, "{}: {:?}", d.id, d.phase);
-        let a = w
-            .lambda
-            .get_alias()
-            .function_name("greeter")
-            .name(&d.spec.alias)
-            .send()
-            .await?;
-        assert_eq!(a.function_version(), Some("2"), "{}", d.id);
-        assert!(
-            a.routing_config()
-                .is_none_or(|r| r.additional_version_weights().is_none_or(|w| w.is_empty()))
-        );
-    }
-    // Both steps of all eight were gated before and after their shift.
-    let pre = w.hook_calls("greeter-pre-ok");
-    let post = w.hook_calls("greeter-post-ok");
-    assert_eq!(
-        (pre.len(), post.len()),
-        (16, 16),
-        "pre {pre:?} post {post:?}"
-    );
+    w.run_fleet(&aliases, Duration::from_secs(360)).await?;
+    w.check_fleet(&aliases).await?;
     let after = quota_counts(&w).await?;
     let throttled =
         after["throttled"].as_u64().unwrap_or(0) - before["throttled"].as_u64().unwrap_or(0);

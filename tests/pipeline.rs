@@ -116,6 +116,7 @@ impl World {
                 cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
                 sqs: aws_sdk_sqs::Client::new(&config),
                 timer_queue_url: stack.var("SLUICE_RESOURCE_TIMER_QUEUE").to_owned(),
+                budget: template_budget(&stack).await,
             },
             clock: sluice::engine::SystemClock,
             hook_timeout: Duration::from_secs(30),

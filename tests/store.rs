@@ -4,6 +4,7 @@ mod support;
 
 use anyhow::Result;
 use chrono::{TimeZone, Utc};
+use sluice::budget::{Budget, BudgetError};
 use sluice::domain::deployment::{
     AliasUpdate, Deployment, DeploymentSpec, Input, OnBusy, VersionSource, decide, events_of,
 };
@@ -145,5 +146,85 @@ async fn deployments_save_conditionally_keep_a_timeline_and_lock_their_alias() -
         store.acquire_lock("greeter", "live", "d-2", t1).await?,
         LockOutcome::Acquired
     );
+    Ok(())
+}
+
+/// The control-plane budget on the table: each slot given once, in the
+/// order asked, one interval apart, by any number of workers; a budget
+/// spoken for beyond the longest wait refused without losing its queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_budget_gives_each_slot_once_in_the_order_asked() -> Result<()> {
+    let stack = start_stack_without(Some("template.yaml"), &[], 1.0, &["ShifterFunction"])?;
+    let table = stack.var("SLUICE_RESOURCE_STATE_TABLE").to_owned();
+    let dynamodb = aws_sdk_dynamodb::Client::new(&stack.sdk_config().await);
+    // Two workers' budgets over the one item, 10 calls a second, waits up to 1 s.
+    let worker = || {
+        Budget::new(
+            dynamodb.clone(),
+            table.clone(),
+            10,
+            std::time::Duration::from_secs(1),
+        )
+    };
+    let (a, b) = (worker(), worker());
+    let ms = |d: std::time::Duration| d.as_millis() as u64;
+    let t0 = Utc.timestamp_opt(1_800_000_000, 0).unwrap();
+
+    // Idle: the first call goes at once, the next wait their turn.
+    let mut waits = Vec::new();
+    for budget in [&a, &b, &a, &b] {
+        waits.push(ms(budget.reserve(t0).await?));
+    }
+    assert_eq!(waits, vec![0, 100, 200, 300]);
+
+    // Later, asked 0.25 s on: the queue has moved, and so has the clock.
+    let t1 = t0 + chrono::Duration::milliseconds(250);
+    assert_eq!(ms(a.reserve(t1).await?), 150);
+
+    // Idle again, two seconds on: at once again.
+    let t2 = t0 + chrono::Duration::seconds(2);
+    assert_eq!(ms(b.reserve(t2).await?), 0);
+
+    // Up to a second of queue, then refused with how far the budget is
+    // spoken for; the refusal takes no slot.
+    let t3 = t0 + chrono::Duration::seconds(10);
+    let mut waits = Vec::new();
+    for _ in 0..11 {
+        waits.push(ms(a.reserve(t3).await?));
+    }
+    assert_eq!(waits, (0..11).map(|k| k * 100).collect::<Vec<_>>());
+    match b.reserve(t3).await {
+        Err(BudgetError::Short(ahead)) => assert_eq!(ms(ahead), 1100),
+        other => panic!("a budget spoken for 1.1 s ahead gave {other:?}"),
+    }
+    let later = t3 + chrono::Duration::milliseconds(200);
+    assert_eq!(ms(b.reserve(later).await?), 900, "the refusal took a slot");
+
+    // Twenty calls at once from two workers: twenty distinct slots, none skipped.
+    let t4 = t0 + chrono::Duration::seconds(20);
+    let (a, b) = (
+        Budget::new(
+            dynamodb.clone(),
+            table.clone(),
+            10,
+            std::time::Duration::from_secs(5),
+        ),
+        Budget::new(
+            dynamodb.clone(),
+            table.clone(),
+            10,
+            std::time::Duration::from_secs(5),
+        ),
+    );
+    let calls = (0..20).map(|i| {
+        let budget = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tokio::spawn(async move { budget.reserve(t4).await })
+    });
+    let mut waits = Vec::new();
+    for call in calls.collect::<Vec<_>>() {
+        waits.push(ms(call.await??));
+    }
+    waits.sort();
+    assert_eq!(waits, (0..20).map(|k| k * 100).collect::<Vec<_>>());
     Ok(())
 }

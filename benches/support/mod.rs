@@ -12,6 +12,7 @@ use aws_smithy_runtime_api::client::interceptors::context::{
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
+use sluice::budget::Budget;
 use sluice::domain::deployment::{Deployment, DeploymentSpec};
 use sluice::engine::{AwsCloud, Engine, SystemClock, TimerMessage};
 use sluice::store::Store;
@@ -194,6 +195,17 @@ pub fn recorded_engine(
                     .build(),
             ),
             timer_queue_url: stack.var("SLUICE_RESOURCE_TIMER_QUEUE").to_owned(),
+            // Its writes go through the recorder: they are part of the cost.
+            budget: Budget::new(
+                aws_sdk_dynamodb::Client::from_conf(
+                    aws_sdk_dynamodb::config::Builder::from(sdk)
+                        .interceptor(calls.clone())
+                        .build(),
+                ),
+                stack.var("SLUICE_RESOURCE_STATE_TABLE").to_owned(),
+                sluice::budget::DEFAULT_PER_SECOND,
+                sluice::budget::LONGEST_WAIT,
+            ),
         },
         clock: SystemClock,
         hook_timeout,

@@ -2,6 +2,7 @@
 //! (its CloudFormation outputs). Either way the CLI gets the same clients.
 
 use anyhow::{Context, Result, bail};
+use sluice::budget::{Budget, DEFAULT_PER_SECOND, LONGEST_WAIT};
 use sluice::engine::{AwsCloud, Engine, SystemClock};
 use sluice::operations::Operations;
 use sluice::orchestrator::{AwsActions, Orchestrator};
@@ -41,17 +42,16 @@ fn operations(
     pipeline_timer_queue_url: String,
     artifact_bucket: String,
 ) -> Operations {
+    let dynamodb = aws_sdk_dynamodb::Client::new(config);
     let engine = Engine {
-        store: Store::new(
-            aws_sdk_dynamodb::Client::new(config),
-            table,
-            chrono::Duration::days(90),
-        ),
+        store: Store::new(dynamodb.clone(), table.clone(), chrono::Duration::days(90)),
         cloud: AwsCloud {
             lambda,
             cloudwatch: aws_sdk_cloudwatch::Client::new(config),
             sqs: aws_sdk_sqs::Client::new(config),
             timer_queue_url,
+            // An operator's steer draws on the workers' budget.
+            budget: Budget::new(dynamodb, table, DEFAULT_PER_SECOND, LONGEST_WAIT),
         },
         clock: SystemClock,
         hook_timeout: Duration::from_secs(60),

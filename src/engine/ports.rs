@@ -6,6 +6,7 @@
 
 use super::{EngineError, TimerMessage, aws};
 use crate::aws::service_message;
+use crate::budget::Budget;
 use crate::domain::deployment::{Deployment, Event, Time};
 use crate::domain::hooks::HookRequest;
 use crate::events::HandedOver;
@@ -322,16 +323,29 @@ pub struct AwsCloud {
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub timer_queue_url: String,
+    /// Every Lambda control-plane call waits for a slot of it first.
+    pub budget: Budget,
 }
 
 impl AwsCloud {
-    pub fn new(config: &aws_config::SdkConfig, timer_queue_url: String) -> Self {
+    pub fn new(config: &aws_config::SdkConfig, timer_queue_url: String, budget: Budget) -> Self {
         AwsCloud {
             lambda: aws_sdk_lambda::Client::new(config),
             cloudwatch: aws_sdk_cloudwatch::Client::new(config),
             sqs: aws_sdk_sqs::Client::new(config),
             timer_queue_url,
+            budget,
         }
+    }
+
+    /// A slot of the control-plane budget for the call `what`; a budget
+    /// spoken for further ahead than a worker waits is a transient failure:
+    /// the step is retried, as a throttled call is.
+    async fn admit(&self, what: &str) -> Result<(), EngineError> {
+        self.budget
+            .admit()
+            .await
+            .map_err(|e| EngineError::Aws(format!("{what}: {e}")))
     }
 
     /// Why a function, or one of its versions, cannot be used, if it cannot:
@@ -369,6 +383,7 @@ impl Cloud for AwsCloud {
         function: &str,
         alias: &str,
     ) -> Result<Option<AliasState>, EngineError> {
+        self.admit("GetAlias").await?;
         match self
             .lambda
             .get_alias()
@@ -408,6 +423,7 @@ impl Cloud for AwsCloud {
         weights: &HashMap<String, f64>,
         revision: Option<&str>,
     ) -> Result<AliasWrite, EngineError> {
+        self.admit("UpdateAlias").await?;
         let written = self
             .lambda
             .update_alias()
@@ -458,6 +474,7 @@ impl Cloud for AwsCloud {
             return Ok(Readiness::Refused(why));
         }
         let source = format!("UpdateFunctionCode from s3://{bucket}/{key}");
+        self.admit(&source).await?;
         let updated = match self
             .lambda
             .update_function_code()
@@ -481,6 +498,7 @@ impl Cloud for AwsCloud {
             return Ok(Readiness::Refused(format!("{source}: {why}")));
         }
         let sha = updated.code_sha256().unwrap_or_default();
+        self.admit("PublishVersion").await?;
         let published = match self
             .lambda
             .publish_version()

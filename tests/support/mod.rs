@@ -266,6 +266,17 @@ pub async fn template_store(stack: &LocalStack) -> sluice::store::Store {
     )
 }
 
+/// The control-plane budget in the template's table, at the template's
+/// default share of Lambda's quota.
+pub async fn template_budget(stack: &LocalStack) -> sluice::budget::Budget {
+    sluice::budget::Budget::new(
+        aws_sdk_dynamodb::Client::new(&stack.sdk_config().await),
+        stack.var("SLUICE_RESOURCE_STATE_TABLE").to_owned(),
+        sluice::budget::DEFAULT_PER_SECOND,
+        sluice::budget::LONGEST_WAIT,
+    )
+}
+
 /// The webhook secret the template generated.
 pub async fn webhook_secret(stack: &LocalStack) -> Result<String> {
     aws_sdk_secretsmanager::Client::new(&stack.sdk_config().await)
