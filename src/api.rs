@@ -24,6 +24,7 @@
 use crate::domain::deployment::DeploymentSpec;
 use crate::domain::execution::StopMode;
 use crate::domain::limits;
+use crate::engine::EngineError;
 use crate::function_url::{self, error_response, response};
 use crate::operations::{DeploymentAction, ExecutionAction, OperationError, Operations};
 use aws_lambda_events::event::lambda_function_urls::{
@@ -85,6 +86,12 @@ fn failed(e: OperationError) -> Refused {
         OperationError::NotFound { .. } => 404,
         OperationError::Conflict(_) => 409,
         OperationError::Invalid(_) => 400,
+        // Lambda throttled or did not answer, or Sluice's share of its
+        // quota is spoken for: the same request can succeed shortly.
+        OperationError::Engine(EngineError::OutOfBudget { .. } | EngineError::Aws(_)) => {
+            tracing::warn!(error = %e, "operation deferred");
+            503
+        }
         _ => {
             tracing::error!(error = %e, "operation failed");
             500

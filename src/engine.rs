@@ -34,6 +34,9 @@ use tracing::Instrument;
 
 /// SQS delays a message by 15 minutes at most; longer waits re-arm on arrival.
 pub const MAX_TIMER_DELAY_SECS: i64 = 900;
+/// Retries of a transient failure (1, 2, 4, 8 and 16 s apart) before the
+/// sweep is left to repair it: a long outage is the sweep's.
+const TRANSIENT_RETRIES: u32 = 5;
 
 /// SQS delays are whole seconds, so timers are sent to arrive up to a second
 /// early and the rest is waited out in the handler: shifts stay on schedule.
@@ -46,6 +49,10 @@ pub enum EngineError {
     /// A transient AWS failure: the phase is saved and will be retried.
     #[error("{0}")]
     Aws(String),
+    /// Sluice's share of the control-plane quota is spoken for `ahead`:
+    /// transient, retried once it frees.
+    #[error("{what}: the Lambda control-plane budget is spoken for {} ms ahead", .ahead.as_millis())]
+    OutOfBudget { what: String, ahead: Duration },
     /// AWS refused the request and would refuse it again (a denied
     /// permission, a refused parameter): the caller decides what fails.
     #[error("{0}")]
@@ -193,6 +200,11 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                         Ok(QueueMessage::HandedOver(HandedOver::Arrived(id))) => {
                             self.arrived(&id).await
                         }
+                        Ok(QueueMessage::HandedOver(HandedOver::Retry {
+                            id,
+                            version,
+                            attempt,
+                        })) => self.retry(&id, version, attempt).await,
                         Ok(QueueMessage::HandedOver(other)) => {
                             return Err(EngineError::Event(format!(
                                 "the shifter does not take {other}"
@@ -219,7 +231,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                     })
                     .collect();
                 let again = run_items(items, deadline, |id| async move {
-                    self.cloud.hand_over(&HandedOver::Arrived(id)).await
+                    self.cloud.hand_over(&HandedOver::Arrived(id), 0).await
                 })
                 .await;
                 Ok(stream_response(again))
@@ -248,7 +260,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 let input = Input::AlarmRaised {
                     alarm: alarm.to_owned(),
                 };
-                self.drive(stored, VecDeque::from([input]), Vec::new())
+                self.drive(stored, VecDeque::from([input]), Vec::new(), 0)
                     .await?;
             }
         }
@@ -261,13 +273,13 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         let (events, actions) = split(commands);
         let stored = self.store.create(&d, &events).await?;
         tracing::info!(deployment_id = id, "deployment created");
-        self.drive(stored, VecDeque::new(), actions).await
+        self.drive(stored, VecDeque::new(), actions, 0).await
     }
 
     /// Applies an outside input (an operator's action, a timer, an alarm) and drives on.
     pub async fn apply(&self, id: &str, input: Input) -> Result<Deployment, EngineError> {
         let stored = self.store.load(id).await?;
-        self.drive(stored, VecDeque::from([input]), Vec::new())
+        self.drive(stored, VecDeque::from([input]), Vec::new(), 0)
             .await
     }
 
@@ -280,13 +292,13 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         if stored.deployment.phase != Phase::Created {
             return Ok(stored.deployment);
         }
-        self.resume_stored(stored).await
+        self.resume_stored(stored, 0).await
     }
 
     /// Re-issues what the saved phase needs: the reconcile sweep's repair.
     pub async fn resume(&self, id: &str) -> Result<Deployment, EngineError> {
         let stored = self.store.load(id).await?;
-        self.resume_stored(stored).await
+        self.resume_stored(stored, 0).await
     }
 
     /// The sweep's repair of a deployment it listed as due, if it still is
@@ -298,10 +310,10 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         if due_at(&stored.deployment, grace).is_none_or(|due| due > self.now()) {
             return Ok(None);
         }
-        self.resume_stored(stored).await.map(Some)
+        self.resume_stored(stored, 0).await.map(Some)
     }
 
-    async fn resume_stored(&self, stored: Stored) -> Result<Deployment, EngineError> {
+    async fn resume_stored(&self, stored: Stored, attempt: u32) -> Result<Deployment, EngineError> {
         let d = &stored.deployment;
         let mut inputs = VecDeque::new();
         match &d.phase {
@@ -334,11 +346,11 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
             _ => {}
         }
         if !inputs.is_empty() {
-            return self.drive(stored, inputs, Vec::new()).await;
+            return self.drive(stored, inputs, Vec::new(), attempt).await;
         }
         let actions = pending(d, self.now());
         if actions.is_empty() || d.phase.is_terminal() {
-            return self.drive(stored, inputs, actions).await;
+            return self.drive(stored, inputs, actions, attempt).await;
         }
         // Claimed before the phase's commands are issued again: the same
         // state saved with a new `updated_at`, conditional on its version.
@@ -348,12 +360,59 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         let mut claimed = d.clone();
         claimed.updated_at = self.now();
         match self.store.save(&claimed, stored.version, &[]).await {
-            Ok(stored) => self.drive(stored, inputs, actions).await,
+            Ok(stored) => self.drive(stored, inputs, actions, attempt).await,
             Err(StoreError::Conflict(_)) => {
                 tracing::info!(deployment_id = %d.id, "taken up by another worker");
                 Ok(self.store.load(&d.id).await?.deployment)
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Takes up a deployment handed back after a transient failure
+    /// (`HandedOver::Retry`), unless another worker has saved it since.
+    pub async fn retry(
+        &self,
+        id: &str,
+        version: u64,
+        attempt: u32,
+    ) -> Result<Deployment, EngineError> {
+        let stored = self.store.load(id).await?;
+        if stored.version != version {
+            tracing::info!(deployment_id = id, "retry skipped: moved on since");
+            return Ok(stored.deployment);
+        }
+        self.resume_stored(stored, attempt).await
+    }
+
+    /// After a transient failure of a command (throttled, out of budget, no
+    /// answer), hands the deployment back to the queue to be taken up again
+    /// once the cause may have passed, rather than after the sweep's grace.
+    /// What the table itself refused, and what is not transient, is left
+    /// to the sweep and to the caller.
+    async fn hand_back(&self, stored: &Stored, error: &EngineError, attempt: u32) {
+        let (delay, attempt) = match error {
+            // Queueing, not failing: its retries are not counted.
+            EngineError::OutOfBudget { ahead, .. } => {
+                let until_near = ahead.saturating_sub(crate::budget::LONGEST_WAIT);
+                (until_near.as_secs() as i64 + 1, attempt)
+            }
+            EngineError::Aws(_) if attempt < TRANSIENT_RETRIES => (1 << attempt, attempt + 1),
+            _ => return,
+        };
+        let work = HandedOver::Retry {
+            id: stored.deployment.id.clone(),
+            version: stored.version,
+            attempt,
+        };
+        let delay = delay.clamp(0, MAX_TIMER_DELAY_SECS) as i32;
+        match self.cloud.hand_over(&work, delay).await {
+            Ok(()) => {
+                tracing::info!(deployment_id = %stored.deployment.id, delay, attempt, "handed back after a transient failure")
+            }
+            Err(e) => {
+                tracing::warn!(deployment_id = %stored.deployment.id, error = %e, "could not hand back; the sweep will repair it")
+            }
         }
     }
 
@@ -398,7 +457,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
             self.clock.sleep(early).await;
         }
         let input = Input::TimerFired { step: message.step };
-        self.drive(stored, VecDeque::from([input]), Vec::new())
+        self.drive(stored, VecDeque::from([input]), Vec::new(), 0)
             .await
     }
 
@@ -407,10 +466,11 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         stored: Stored,
         inputs: VecDeque<Input>,
         actions: Vec<Command>,
+        attempt: u32,
     ) -> Result<Deployment, EngineError> {
         // Every log line of the drive carries the deployment id.
         let span = tracing::info_span!("deployment", deployment_id = %stored.deployment.id);
-        self.drive_in_span(stored, inputs, actions)
+        self.drive_in_span(stored, inputs, actions, attempt)
             .instrument(span)
             .await
     }
@@ -420,6 +480,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         mut stored: Stored,
         mut inputs: VecDeque<Input>,
         mut actions: Vec<Command>,
+        attempt: u32,
     ) -> Result<Deployment, EngineError> {
         let id = stored.deployment.id.clone();
         loop {
@@ -433,8 +494,13 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 {
                     return Err(EngineError::Injected(format!("{action:?}")));
                 }
-                if let Some(input) = self.execute(&stored.deployment, action).await? {
-                    inputs.push_back(input);
+                match self.execute(&stored.deployment, action).await {
+                    Ok(Some(input)) => inputs.push_back(input),
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.hand_back(&stored, &e, attempt).await;
+                        return Err(e);
+                    }
                 }
             }
             let Some(input) = inputs.pop_front() else {

@@ -34,23 +34,35 @@ pub enum HandedOver {
     Arrived(String),
     /// A deployment ended: the orchestrator moves its execution on.
     DeploymentFinished(String),
+    /// A deployment whose worker met a transient failure (throttled, out
+    /// of budget, unanswered) with the deployment saved at `version`: taken
+    /// up again after a delay, unless another worker has saved it since.
+    Retry {
+        id: String,
+        version: u64,
+        attempt: u32,
+    },
 }
 
 impl HandedOver {
     /// What it moves: the id its work is keyed by.
     pub fn id(&self) -> &str {
         match self {
-            HandedOver::Arrived(id) | HandedOver::DeploymentFinished(id) => id,
+            HandedOver::Arrived(id)
+            | HandedOver::DeploymentFinished(id)
+            | HandedOver::Retry { id, .. } => id,
         }
     }
 }
 
 impl HandedOver {
-    /// Puts it on a worker's queue (`queue_url`), to be taken at once.
+    /// Puts it on a worker's queue (`queue_url`), to be taken after
+    /// `delay_secs` (0 to 900, SQS's range).
     pub async fn send(
         &self,
         sqs: &aws_sdk_sqs::Client,
         queue_url: &str,
+        delay_secs: i32,
     ) -> Result<
         (),
         aws_sdk_sqs::error::SdkError<aws_sdk_sqs::operation::send_message::SendMessageError>,
@@ -59,6 +71,7 @@ impl HandedOver {
         sqs.send_message()
             .queue_url(queue_url)
             .message_body(body)
+            .delay_seconds(delay_secs)
             .send()
             .await
             .map(|_| ())
@@ -92,6 +105,9 @@ impl std::fmt::Display for HandedOver {
         match self {
             HandedOver::Arrived(id) => write!(f, "the arrival of {id}"),
             HandedOver::DeploymentFinished(id) => write!(f, "the end of deployment {id}"),
+            HandedOver::Retry { id, attempt, .. } => {
+                write!(f, "retry {attempt} of deployment {id}")
+            }
         }
     }
 }

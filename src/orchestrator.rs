@@ -178,6 +178,11 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
                         Ok(QueueMessage::HandedOver(HandedOver::DeploymentFinished(id))) => {
                             self.deployment_finished(&id).await
                         }
+                        Ok(QueueMessage::HandedOver(other @ HandedOver::Retry { .. })) => {
+                            Err(OrchestratorError::Event(format!(
+                                "the orchestrator does not take {other}"
+                            )))
+                        }
                         Err(reason) => Err(OrchestratorError::Event(reason)),
                     };
                     match done {

@@ -6,6 +6,7 @@ mod support;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
+use sluice::budget::Budget;
 use sluice::domain::deployment::{
     Command, Deployment, DeploymentSpec, EventKind, Input, OnBusy, OnManualChange, Phase,
     VersionSource,
@@ -14,6 +15,7 @@ use sluice::engine::{
     AwsCloud, Engine, EngineError, FaultPoint, Invocation, SystemClock, TimerMessage, invoke,
     stop_before,
 };
+use sluice::events::HandedOver;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -219,15 +221,16 @@ impl World {
                     self.stack.log_tail()
                 );
             }
-            for timer in self.take_timers().await? {
-                engine.timer(&timer).await?;
+            for message in self.take_timers().await? {
+                message.run(engine).await?;
             }
         }
     }
 
-    /// The timer messages that are due, taken off the queue (waits up to 1 s
-    /// for one), as the shifter's event source takes them.
-    async fn take_timers(&self) -> Result<Vec<TimerMessage>> {
+    /// The messages that are due (timers, deployments handed back), taken
+    /// off the queue (waits up to 1 s for one), as the shifter's event source
+    /// takes them.
+    async fn take_timers(&self) -> Result<Vec<Queued>> {
         let sqs = &self.engine.cloud.sqs;
         let queue = &self.engine.cloud.timer_queue_url;
         let received = sqs
@@ -238,7 +241,7 @@ impl World {
             .await?;
         let mut timers = Vec::new();
         for m in received.messages() {
-            timers.push(serde_json::from_str(m.body().unwrap_or_default())?);
+            timers.push(Queued::parse(m.body().unwrap_or_default())?);
             sqs.delete_message()
                 .queue_url(queue)
                 .receipt_handle(m.receipt_handle().unwrap_or_default())
@@ -251,6 +254,38 @@ impl World {
     /// What a hook was sent, oldest first.
     fn hook_calls(&self, hook: &str) -> Vec<(String, u64, f64)> {
         calls(&self.hooks.path().join(hook))
+    }
+}
+
+/// A message of the shifter's queue, as its handler reads it.
+#[derive(Debug, Clone)]
+enum Queued {
+    Timer(TimerMessage),
+    Work(HandedOver),
+}
+
+impl Queued {
+    fn parse(body: &str) -> Result<Self> {
+        match serde_json::from_str(body) {
+            Ok(timer) => Ok(Queued::Timer(timer)),
+            Err(_) => Ok(Queued::Work(serde_json::from_str(body)?)),
+        }
+    }
+
+    /// What the shifter does with it.
+    async fn run(&self, engine: &Engine) -> Result<Deployment, EngineError> {
+        match self {
+            Queued::Timer(timer) => engine.timer(timer).await,
+            Queued::Work(HandedOver::Arrived(id)) => engine.arrived(id).await,
+            Queued::Work(HandedOver::Retry {
+                id,
+                version,
+                attempt,
+            }) => engine.retry(id, *version, *attempt).await,
+            Queued::Work(other) => Err(EngineError::Event(format!(
+                "the shifter does not take {other}"
+            ))),
+        }
     }
 }
 
@@ -1273,6 +1308,52 @@ async fn a_gate_under_way_is_not_run_again_by_a_redelivery_or_the_sweep() -> Res
     Ok(())
 }
 
+/// A worker that finds the control-plane budget spoken for further ahead
+/// than it waits hands the deployment back to the queue, delayed until the
+/// budget is near: the queue alone, with no sweep, finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_out_of_budget_is_handed_back_and_finished_without_the_sweep() -> Result<()> {
+    let w = world().await?;
+    // A worker that waits for no slot, and a budget spoken for 2 s ahead.
+    let budget = Budget::new(
+        aws_sdk_dynamodb::Client::new(&w.stack.sdk_config().await),
+        w.stack.var("SLUICE_RESOURCE_STATE_TABLE").to_owned(),
+        10,
+        Duration::ZERO,
+    );
+    let others = template_budget(&w.stack).await;
+    for _ in 0..20 {
+        others.reserve(chrono::Utc::now()).await?;
+    }
+    let starved = Engine {
+        cloud: AwsCloud {
+            budget,
+            ..w.engine.cloud.clone()
+        },
+        ..w.engine.clone()
+    };
+    let failed = starved
+        .start(
+            "starved",
+            spec("2", "AllAtOnce", Some("greeter-pre-ok"), None),
+        )
+        .await;
+    assert!(
+        matches!(failed, Err(EngineError::OutOfBudget { .. })),
+        "{failed:?}"
+    );
+    let saved = w.engine.store.load("starved").await?.deployment;
+    assert_eq!(saved.phase, Phase::Created);
+
+    let done = w.run_to_end(&["starved"]).await?;
+    assert_eq!(done[0].phase, Phase::Promoted);
+    assert_eq!(
+        w.hook_calls("greeter-pre-ok"),
+        vec![("PreTraffic".to_owned(), 1, 100.0)]
+    );
+    Ok(())
+}
+
 /// The gate a timer starts (the next step's PreTraffic) is the timer
 /// worker's alone: the bake's end is saved before the gate runs, so the
 /// sweep does not find the step due and a timer delivered again runs nothing.
@@ -1286,10 +1367,10 @@ async fn a_gate_a_timer_started_is_not_run_again_by_a_redelivery_or_the_sweep() 
         )
         .await?;
     let message = wait_for("the bake's timer", DEADLINE, || async {
-        Ok(w.take_timers()
-            .await?
-            .into_iter()
-            .find(|t| t.deployment_id == "timed"))
+        Ok(w.take_timers().await?.into_iter().find_map(|m| match m {
+            Queued::Timer(t) if t.deployment_id == "timed" => Some(t),
+            _ => None,
+        }))
     })
     .await?;
     let hold = hold_once(|p| {
@@ -1409,8 +1490,8 @@ impl World {
                 return Ok(d);
             }
             anyhow::ensure!(Instant::now() < until, "{id} stayed in {:?}", d.phase);
-            for timer in self.take_timers().await? {
-                self.engine.timer(&timer).await?;
+            for message in self.take_timers().await? {
+                message.run(&self.engine).await?;
             }
         }
     }
@@ -1542,8 +1623,8 @@ async fn an_alias_that_changes_under_every_write_fails_the_worker_and_resume_rep
     let until = Instant::now() + DEADLINE;
     let failed = 'played: loop {
         anyhow::ensure!(Instant::now() < until, "the worker never failed");
-        for timer in w.take_timers().await? {
-            if let Err(e) = meddling.timer(&timer).await {
+        for message in w.take_timers().await? {
+            if let Err(e) = message.run(&meddling).await {
                 break 'played e;
             }
         }
@@ -1637,8 +1718,8 @@ impl World {
                 }
                 continue;
             }
-            for timer in self.take_timers().await? {
-                if let Err(e) = faulty.timer(&timer).await {
+            for message in self.take_timers().await? {
+                if let Err(e) = message.run(faulty).await {
                     errors.push(e.to_string());
                 }
             }

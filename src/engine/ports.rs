@@ -6,7 +6,7 @@
 
 use super::{EngineError, TimerMessage, aws};
 use crate::aws::service_message;
-use crate::budget::Budget;
+use crate::budget::{Budget, BudgetError};
 use crate::domain::deployment::{Deployment, Event, Time};
 use crate::domain::hooks::HookRequest;
 use crate::events::HandedOver;
@@ -312,8 +312,13 @@ pub trait Cloud: Send + Sync {
         message: &TimerMessage,
         delay_secs: i32,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
-    /// Puts `work` on the engine's queue, to be done by a worker of its own.
-    fn hand_over(&self, work: &HandedOver) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Puts `work` on the engine's queue, to be done by a worker of its own
+    /// after `delay_secs` (0 to 900).
+    fn hand_over(
+        &self,
+        work: &HandedOver,
+        delay_secs: i32,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send;
 }
 
 /// The cloud through the AWS SDK.
@@ -342,10 +347,14 @@ impl AwsCloud {
     /// spoken for further ahead than a worker waits is a transient failure:
     /// the step is retried, as a throttled call is.
     async fn admit(&self, what: &str) -> Result<(), EngineError> {
-        self.budget
-            .admit()
-            .await
-            .map_err(|e| EngineError::Aws(format!("{what}: {e}")))
+        match self.budget.admit().await {
+            Ok(()) => Ok(()),
+            Err(BudgetError::Short(ahead)) => Err(EngineError::OutOfBudget {
+                what: what.to_owned(),
+                ahead,
+            }),
+            Err(e) => Err(EngineError::Aws(format!("{what}: {e}"))),
+        }
     }
 
     /// Why a function, or one of its versions, cannot be used, if it cannot:
@@ -574,8 +583,8 @@ impl Cloud for AwsCloud {
         Ok(())
     }
 
-    async fn hand_over(&self, work: &HandedOver) -> Result<(), EngineError> {
-        work.send(&self.sqs, &self.timer_queue_url)
+    async fn hand_over(&self, work: &HandedOver, delay_secs: i32) -> Result<(), EngineError> {
+        work.send(&self.sqs, &self.timer_queue_url, delay_secs)
             .await
             .map_err(|e| aws("SendMessage (work handed over)", e))
     }

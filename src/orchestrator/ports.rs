@@ -318,7 +318,7 @@ impl Actions for AwsActions {
     }
 
     async fn hand_over(&self, work: &HandedOver) -> Result<(), OrchestratorError> {
-        work.send(&self.sqs, &self.timer_queue_url)
+        work.send(&self.sqs, &self.timer_queue_url, 0)
             .await
             .map_err(|err| aws("SendMessage (work handed over)", err))
     }

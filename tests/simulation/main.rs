@@ -93,6 +93,13 @@ enum Work {
         message: TimerMessage,
         receives: u32,
     },
+    /// The timer queue: a deployment handed back after a transient failure.
+    Retry {
+        id: String,
+        version: u64,
+        attempt: u32,
+        receives: u32,
+    },
     /// The schedule.
     Reconcile,
     Operator {
@@ -167,6 +174,12 @@ fn describe(work: &Work) -> String {
             "timer {} step {} (receive {receives})",
             message.deployment_id, message.step
         ),
+        Work::Retry {
+            id,
+            version,
+            attempt,
+            receives,
+        } => format!("retry {attempt} of {id} at version {version} (receive {receives})"),
         Work::Reconcile => "reconcile".into(),
         Work::Operator { id, input } => format!("operator {input:?} on {id}"),
         Work::Alarm { name, in_alarm, .. } => {
@@ -303,24 +316,38 @@ impl Sim {
             }
             self.schedule(at, work(&timer));
         }
-        // Nothing in the simulation hands work over (it delivers the
-        // stream's records to the workers itself), but what is handed over
-        // is delivered like them.
+        // The simulation delivers the stream's records to the workers itself;
+        // what is handed over (a retry after a transient failure, mostly) is
+        // delivered after its delay, like a timer.
         let to_shifter = std::mem::take(&mut self.cloud.state.lock().unwrap().handed_over);
         let to_orchestrator = std::mem::take(&mut self.actions.state.lock().unwrap().handed_over);
-        for work in to_shifter {
-            self.schedule_in(
-                1,
-                Work::Created {
-                    id: work.id().to_owned(),
+        for (work, delay) in to_shifter {
+            let work = match work {
+                HandedOver::Retry {
+                    id,
+                    version,
+                    attempt,
+                } => Work::Retry {
+                    id,
+                    version,
+                    attempt,
+                    receives: 1,
+                },
+                other => Work::Created {
+                    id: other.id().to_owned(),
                     attempt: 1,
                 },
-            );
+            };
+            self.schedule_in(1 + i64::from(delay), work);
         }
         for work in to_orchestrator {
             let work = match work {
                 HandedOver::Arrived(id) => Work::Arrived { id, attempt: 1 },
                 HandedOver::DeploymentFinished(id) => Work::Finished { id, attempt: 1 },
+                retry @ HandedOver::Retry { .. } => {
+                    self.violation(format!("{retry} handed to the orchestrator"));
+                    continue;
+                }
             };
             self.schedule_in(1, work);
         }
@@ -706,6 +733,28 @@ fn deliver(sim: Arc<Sim>, work: Work) -> Delivery {
                         );
                     } else {
                         sim.dice.note("      -> to the dead-letter queue".into());
+                    }
+                }
+            },
+            Work::Retry {
+                id,
+                version,
+                attempt,
+                receives,
+            } => match engine.retry(&id, version, attempt).await {
+                Ok(_) | Err(EngineError::Store(StoreError::NotFound(_))) => {}
+                Err(e) => {
+                    failed(&e);
+                    if receives < TIMER_MAX_RECEIVES {
+                        sim.schedule_in(
+                            TIMER_VISIBILITY_SECS,
+                            Work::Retry {
+                                id,
+                                version,
+                                attempt,
+                                receives: receives + 1,
+                            },
+                        );
                     }
                 }
             },

@@ -556,8 +556,9 @@ pub struct CloudState {
     pub consented: std::collections::BTreeSet<(String, String, u64)>,
     /// Timer messages sent, with their delays, since the scheduler last looked.
     pub sent: Vec<(TimerMessage, i32)>,
-    /// Work handed over to the queue since the scheduler last looked.
-    pub handed_over: Vec<HandedOver>,
+    /// Work handed over to the queue since the scheduler last looked, with
+    /// its delay.
+    pub handed_over: Vec<(HandedOver, i32)>,
     /// The gate a worker is about to run while another worker acts (the
     /// first worker's gate is under way).
     pub gate_under_way: Option<Passed>,
@@ -793,12 +794,16 @@ impl Cloud for MemoryCloud {
         Ok(())
     }
 
-    async fn hand_over(&self, work: &HandedOver) -> Result<(), EngineError> {
+    async fn hand_over(&self, work: &HandedOver, delay_secs: i32) -> Result<(), EngineError> {
         let fate = self.dice.cloud_fate();
         if fate == Fate::Fails {
             return Err(transient("SendMessage (work handed over)"));
         }
-        self.state.lock().unwrap().handed_over.push(work.clone());
+        self.state
+            .lock()
+            .unwrap()
+            .handed_over
+            .push((work.clone(), delay_secs));
         if fate == Fate::AnswerLost {
             return Err(transient("SendMessage (work handed over, answer lost)"));
         }
