@@ -260,6 +260,17 @@ impl Sim {
         self.schedule(self.now() + chrono::Duration::seconds(secs), work);
     }
 
+    /// A message of the shifter's queue whose handling failed after its
+    /// `receives`-th receive comes back after the visibility timeout, until
+    /// the queue's redrive moves it to the dead-letter queue.
+    fn receive_again(&self, receives: u32, again: Work) {
+        if receives < TIMER_MAX_RECEIVES {
+            self.schedule_in(TIMER_VISIBILITY_SECS, again);
+        } else {
+            self.dice.note("      -> to the dead-letter queue".into());
+        }
+    }
+
     fn violation(&self, what: String) {
         self.dice.note(format!("      VIOLATION: {what}"));
         self.violations.lock().unwrap().push(what);
@@ -723,17 +734,11 @@ fn deliver(sim: Arc<Sim>, work: Work) -> Delivery {
                 Ok(_) | Err(EngineError::Store(StoreError::NotFound(_))) => {}
                 Err(e) => {
                     failed(&e);
-                    if receives < TIMER_MAX_RECEIVES {
-                        sim.schedule_in(
-                            TIMER_VISIBILITY_SECS,
-                            Work::Timer {
-                                message,
-                                receives: receives + 1,
-                            },
-                        );
-                    } else {
-                        sim.dice.note("      -> to the dead-letter queue".into());
-                    }
+                    let again = Work::Timer {
+                        message,
+                        receives: receives + 1,
+                    };
+                    sim.receive_again(receives, again);
                 }
             },
             Work::Retry {
@@ -745,17 +750,13 @@ fn deliver(sim: Arc<Sim>, work: Work) -> Delivery {
                 Ok(_) | Err(EngineError::Store(StoreError::NotFound(_))) => {}
                 Err(e) => {
                     failed(&e);
-                    if receives < TIMER_MAX_RECEIVES {
-                        sim.schedule_in(
-                            TIMER_VISIBILITY_SECS,
-                            Work::Retry {
-                                id,
-                                version,
-                                attempt,
-                                receives: receives + 1,
-                            },
-                        );
-                    }
+                    let again = Work::Retry {
+                        id,
+                        version,
+                        attempt,
+                        receives: receives + 1,
+                    };
+                    sim.receive_again(receives, again);
                 }
             },
             Work::Reconcile => {
