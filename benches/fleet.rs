@@ -190,11 +190,11 @@ async fn main() -> Result<()> {
                     continue;
                 };
                 for m in received.messages() {
-                    let Ok(queued) = support::Queued::parse(m.body().unwrap_or_default()) else {
+                    let Ok(message) = support::queued(m.body().unwrap_or_default()) else {
                         continue;
                     };
                     let since = Instant::now();
-                    if queued.run(&engine).await.is_err() {
+                    if engine.run_queued(&message).await.is_err() {
                         failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                     timed(&busy, since);

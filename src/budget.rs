@@ -15,8 +15,8 @@
 //! one conditional `UpdateItem`, then waits until its slot. Slots go in the
 //! order they are asked for, so under a short budget the step that fell due
 //! first goes first. No call reserves a slot further ahead than
-//! `longest_wait`: it is refused with the time the budget frees, and the step
-//! is retried as a throttled call would be.
+//! `longest_wait`: it is refused with how far ahead the budget is spoken
+//! for, and the engine hands the deployment back to its queue until then.
 //!
 //! Cost: one DynamoDB write (one write unit) a control-plane call, two when
 //! the budget has sat idle since this worker last looked; no read, no lock.

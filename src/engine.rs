@@ -196,20 +196,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 );
                 let again = run_items(items, deadline, |body| async move {
                     let done = match body {
-                        Ok(QueueMessage::Timer(timer)) => self.timer(&timer).await,
-                        Ok(QueueMessage::HandedOver(HandedOver::Arrived(id))) => {
-                            self.arrived(&id).await
-                        }
-                        Ok(QueueMessage::HandedOver(HandedOver::Retry {
-                            id,
-                            version,
-                            attempt,
-                        })) => self.retry(&id, version, attempt).await,
-                        Ok(QueueMessage::HandedOver(other)) => {
-                            return Err(EngineError::Event(format!(
-                                "the shifter does not take {other}"
-                            )));
-                        }
+                        Ok(message) => self.run_queued(&message).await,
                         Err(reason) => return Err(EngineError::Event(reason)),
                     };
                     match done {
@@ -366,6 +353,26 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 Ok(self.store.load(&d.id).await?.deployment)
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Does what a message of the shifter's queue asks: a timer, a new
+    /// deployment handed over, or one handed back after a transient failure.
+    pub async fn run_queued(
+        &self,
+        message: &QueueMessage<TimerMessage>,
+    ) -> Result<Deployment, EngineError> {
+        match message {
+            QueueMessage::Timer(timer) => self.timer(timer).await,
+            QueueMessage::HandedOver(HandedOver::Arrived(id)) => self.arrived(id).await,
+            QueueMessage::HandedOver(HandedOver::Retry {
+                id,
+                version,
+                attempt,
+            }) => self.retry(id, *version, *attempt).await,
+            QueueMessage::HandedOver(other) => Err(EngineError::Event(format!(
+                "the shifter does not take {other}"
+            ))),
         }
     }
 

@@ -174,33 +174,34 @@ fn sqs_bodies<T: serde::de::DeserializeOwned>(
     what: &str,
 ) -> Result<Messages<QueueMessage<T>>, EventError> {
     let event: SqsEvent = serde_json::from_value(payload.clone()).map_err(malformed("SQS"))?;
-    let read = |body: &str| -> Result<QueueMessage<T>, String> {
-        let value: Value = serde_json::from_str(body).map_err(|e| format!("not {what}: {e}"))?;
-        let handed_over = value.as_object().is_some_and(|fields| {
-            fields.len() == 1
-                && fields
-                    .keys()
-                    .all(|k| k == "arrived" || k == "deployment_finished")
-        });
-        if handed_over {
-            serde_json::from_value(value)
-                .map(QueueMessage::HandedOver)
-                .map_err(|e| format!("not work handed over: {e}"))
-        } else {
-            serde_json::from_value(value)
-                .map(QueueMessage::Timer)
-                .map_err(|e| format!("not {what}: {e}"))
-        }
-    };
     Ok(event
         .records
         .into_iter()
         .map(|m| {
             let id = m.message_id.unwrap_or_default();
-            let body = read(m.body.as_deref().unwrap_or_default());
+            let body = queue_message(m.body.as_deref().unwrap_or_default(), what);
             (id, body)
         })
         .collect())
+}
+
+/// One queue message's body: work handed over (an object of one field, the
+/// kind of work, as `HandedOver` writes it; a timer has more), or a timer
+/// (`what` names it in the error).
+pub fn queue_message<T: serde::de::DeserializeOwned>(
+    body: &str,
+    what: &str,
+) -> Result<QueueMessage<T>, String> {
+    let value: Value = serde_json::from_str(body).map_err(|e| format!("not {what}: {e}"))?;
+    if value.as_object().is_some_and(|fields| fields.len() == 1) {
+        serde_json::from_value(value)
+            .map(QueueMessage::HandedOver)
+            .map_err(|e| format!("not work handed over: {e}"))
+    } else {
+        serde_json::from_value(value)
+            .map(QueueMessage::Timer)
+            .map_err(|e| format!("not {what}: {e}"))
+    }
 }
 
 /// Tells the shifter's event sources apart by their shape.
@@ -473,6 +474,11 @@ mod tests {
         let sent = [
             HandedOver::Arrived("d-1".into()),
             HandedOver::DeploymentFinished("e-1~1.0.1".into()),
+            HandedOver::Retry {
+                id: "d-2".into(),
+                version: 4,
+                attempt: 1,
+            },
         ]
         .map(|work| serde_json::to_string(&work).unwrap());
         assert_eq!(sent[0], r#"{"arrived":"d-1"}"#);
@@ -482,6 +488,7 @@ mod tests {
             r#"{"arrived":"d-1","step":2}"#,
             r#"{"arrived":7}"#,
             r#"{"deployment_id":"d-1","step":2,"stp":3}"#,
+            &sent[2],
         ])) else {
             panic!("a queue batch")
         };
@@ -507,5 +514,14 @@ mod tests {
             refused(3)
         );
         assert!(refused(4).contains("unknown field `stp`"), "{}", refused(4));
+        // Every kind of work handed over is read as such, a retry included.
+        assert_eq!(
+            read[5].1,
+            Ok(QueueMessage::HandedOver(HandedOver::Retry {
+                id: "d-2".into(),
+                version: 4,
+                attempt: 1
+            }))
+        );
     }
 }

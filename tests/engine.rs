@@ -15,7 +15,7 @@ use sluice::engine::{
     AwsCloud, Engine, EngineError, FaultPoint, Invocation, SystemClock, TimerMessage, invoke,
     stop_before,
 };
-use sluice::events::HandedOver;
+use sluice::events::{QueueMessage, queue_message};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -222,7 +222,7 @@ impl World {
                 );
             }
             for message in self.take_timers().await? {
-                message.run(engine).await?;
+                engine.run_queued(&message).await?;
             }
         }
     }
@@ -230,7 +230,7 @@ impl World {
     /// The messages that are due (timers, deployments handed back), taken
     /// off the queue (waits up to 1 s for one), as the shifter's event source
     /// takes them.
-    async fn take_timers(&self) -> Result<Vec<Queued>> {
+    async fn take_timers(&self) -> Result<Vec<QueueMessage<TimerMessage>>> {
         let sqs = &self.engine.cloud.sqs;
         let queue = &self.engine.cloud.timer_queue_url;
         let received = sqs
@@ -241,7 +241,10 @@ impl World {
             .await?;
         let mut timers = Vec::new();
         for m in received.messages() {
-            timers.push(Queued::parse(m.body().unwrap_or_default())?);
+            timers.push(
+                queue_message(m.body().unwrap_or_default(), "a timer message")
+                    .map_err(anyhow::Error::msg)?,
+            );
             sqs.delete_message()
                 .queue_url(queue)
                 .receipt_handle(m.receipt_handle().unwrap_or_default())
@@ -254,38 +257,6 @@ impl World {
     /// What a hook was sent, oldest first.
     fn hook_calls(&self, hook: &str) -> Vec<(String, u64, f64)> {
         calls(&self.hooks.path().join(hook))
-    }
-}
-
-/// A message of the shifter's queue, as its handler reads it.
-#[derive(Debug, Clone)]
-enum Queued {
-    Timer(TimerMessage),
-    Work(HandedOver),
-}
-
-impl Queued {
-    fn parse(body: &str) -> Result<Self> {
-        match serde_json::from_str(body) {
-            Ok(timer) => Ok(Queued::Timer(timer)),
-            Err(_) => Ok(Queued::Work(serde_json::from_str(body)?)),
-        }
-    }
-
-    /// What the shifter does with it.
-    async fn run(&self, engine: &Engine) -> Result<Deployment, EngineError> {
-        match self {
-            Queued::Timer(timer) => engine.timer(timer).await,
-            Queued::Work(HandedOver::Arrived(id)) => engine.arrived(id).await,
-            Queued::Work(HandedOver::Retry {
-                id,
-                version,
-                attempt,
-            }) => engine.retry(id, *version, *attempt).await,
-            Queued::Work(other) => Err(EngineError::Event(format!(
-                "the shifter does not take {other}"
-            ))),
-        }
     }
 }
 
@@ -1368,7 +1339,7 @@ async fn a_gate_a_timer_started_is_not_run_again_by_a_redelivery_or_the_sweep() 
         .await?;
     let message = wait_for("the bake's timer", DEADLINE, || async {
         Ok(w.take_timers().await?.into_iter().find_map(|m| match m {
-            Queued::Timer(t) if t.deployment_id == "timed" => Some(t),
+            QueueMessage::Timer(t) if t.deployment_id == "timed" => Some(t),
             _ => None,
         }))
     })
@@ -1491,7 +1462,7 @@ impl World {
             }
             anyhow::ensure!(Instant::now() < until, "{id} stayed in {:?}", d.phase);
             for message in self.take_timers().await? {
-                message.run(&self.engine).await?;
+                self.engine.run_queued(&message).await?;
             }
         }
     }
@@ -1624,7 +1595,7 @@ async fn an_alias_that_changes_under_every_write_fails_the_worker_and_resume_rep
     let failed = 'played: loop {
         anyhow::ensure!(Instant::now() < until, "the worker never failed");
         for message in w.take_timers().await? {
-            if let Err(e) = message.run(&meddling).await {
+            if let Err(e) = meddling.run_queued(&message).await {
                 break 'played e;
             }
         }
@@ -1719,7 +1690,7 @@ impl World {
                 continue;
             }
             for message in self.take_timers().await? {
-                if let Err(e) = message.run(faulty).await {
+                if let Err(e) = faulty.run_queued(&message).await {
                     errors.push(e.to_string());
                 }
             }

@@ -14,8 +14,8 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 use sluice::budget::Budget;
 use sluice::domain::deployment::{Deployment, DeploymentSpec};
-use sluice::engine::{AwsCloud, Engine, EngineError, SystemClock, TimerMessage};
-use sluice::events::HandedOver;
+use sluice::engine::{AwsCloud, Engine, SystemClock, TimerMessage};
+use sluice::events::{QueueMessage, queue_message};
 use sluice::store::Store;
 use sluice_local::launcher::{LocalStack, StackOptions, build_dir};
 use std::collections::BTreeMap;
@@ -238,10 +238,10 @@ pub async fn run_with_timers(
             .send()
             .await?;
         for m in received.messages() {
-            let queued = Queued::parse(m.body().unwrap_or_default())?;
-            if queued.id() == id {
+            let message = queued(m.body().unwrap_or_default())?;
+            if queued_id(&message) == id {
                 let since = Instant::now();
-                d = queued.run(engine).await?;
+                d = engine.run_queued(&message).await?;
                 busy += since.elapsed();
             }
             delete_timer(engine, m).await?;
@@ -250,54 +250,16 @@ pub async fn run_with_timers(
     Ok((d, busy))
 }
 
-/// A message of the shifter's queue: a timer, or a deployment handed back
-/// after a transient failure.
-pub enum Queued {
-    Timer(TimerMessage),
-    Retry {
-        id: String,
-        version: u64,
-        attempt: u32,
-    },
+/// A message of the shifter's queue, read as the shifter reads it.
+pub fn queued(body: &str) -> Result<QueueMessage<TimerMessage>> {
+    queue_message(body, "a timer message").map_err(anyhow::Error::msg)
 }
 
-impl Queued {
-    pub fn parse(body: &str) -> Result<Self> {
-        if let Ok(timer) = serde_json::from_str(body) {
-            return Ok(Queued::Timer(timer));
-        }
-        match serde_json::from_str(body)? {
-            HandedOver::Retry {
-                id,
-                version,
-                attempt,
-            } => Ok(Queued::Retry {
-                id,
-                version,
-                attempt,
-            }),
-            other => anyhow::bail!("the benches hand over nothing but retries: {other}"),
-        }
-    }
-
-    /// The deployment it moves.
-    pub fn id(&self) -> &str {
-        match self {
-            Queued::Timer(timer) => &timer.deployment_id,
-            Queued::Retry { id, .. } => id,
-        }
-    }
-
-    /// What the shifter does with it.
-    pub async fn run(&self, engine: &Engine) -> Result<Deployment, EngineError> {
-        match self {
-            Queued::Timer(timer) => engine.timer(timer).await,
-            Queued::Retry {
-                id,
-                version,
-                attempt,
-            } => engine.retry(id, *version, *attempt).await,
-        }
+/// The deployment a message of the shifter's queue moves.
+pub fn queued_id(message: &QueueMessage<TimerMessage>) -> &str {
+    match message {
+        QueueMessage::Timer(timer) => &timer.deployment_id,
+        QueueMessage::HandedOver(work) => work.id(),
     }
 }
 
