@@ -47,8 +47,24 @@ lint: venv
 build-all:
 	cargo build --workspace --all-targets
 
+# Each integration test binary starts its own local stacks and mostly waits
+# on them (function states, scaled timers, moto), so several binaries run side
+# by side, the longest first; `-k` runs them all even when one fails, and
+# make's exit status says whether any did. `--workspace` keeps the features of
+# the build above, so nothing is compiled again.
+INTEGRATION_TESTS := $(sort $(basename $(notdir $(wildcard tests/*.rs))) \
+	$(notdir $(patsubst %/main.rs,%,$(wildcard tests/*/main.rs))))
+LONGEST_TESTS := engine pipeline demo
+TEST_JOBS ?= 3
+
 test: lint build-all
-	cargo test --workspace
+	cargo test --workspace --lib --bins --examples
+	cargo test --workspace --doc
+	$(MAKE) --no-print-directory -k -j$(TEST_JOBS) --output-sync=target \
+		$(addprefix test-,$(LONGEST_TESTS) $(filter-out $(LONGEST_TESTS),$(INTEGRATION_TESTS)))
+
+test-%:
+	cargo test --workspace --test $*
 
 # Starts its own local stack and stops it at the end (Ctrl-C too).
 demo: venv build

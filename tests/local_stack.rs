@@ -1435,3 +1435,137 @@ async fn a_functions_calls_get_exactly_what_its_role_allows() -> Result<()> {
     assert!(message.contains("ghost cannot be read"), "{message}");
     Ok(())
 }
+
+/// DynamoDB isolates a transaction from every other request, and checks and
+/// applies a conditional write as one
+/// (<https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis.html#transaction-isolation>).
+/// Writers that each take one item from version n to n + 1 by a conditional
+/// transaction, as Sluice saves a deployment with its timeline, are refused
+/// whenever a rival got there first, and a refused transaction never undoes
+/// a rival's success: every increment that succeeded is in the item, and
+/// every timeline line with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynamodb_transactions_refused_never_undo_another_writers_success() -> Result<()> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put,
+        ScalarAttributeType, TransactWriteItem, Update,
+    };
+    const WRITERS: u64 = 8;
+    const EACH: u64 = 10;
+    let stack = start_stack(None, &[], 1.0)?;
+    let ddb = aws_sdk_dynamodb::Client::new(&stack.sdk_config().await);
+    let table = "isolation";
+    ddb.create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()?,
+        )
+        .send()
+        .await?;
+    let s = |v: &str| AttributeValue::S(v.to_owned());
+    let n = |v: u64| AttributeValue::N(v.to_string());
+    // A table of some size, as the state table is: moto copies it whole.
+    for i in 0..200 {
+        ddb.put_item()
+            .table_name(table)
+            .item("pk", s(&format!("filler-{i}")))
+            .item("data", s(&"x".repeat(1000)))
+            .send()
+            .await?;
+    }
+    ddb.put_item()
+        .table_name(table)
+        .item("pk", s("counter"))
+        .item("n", n(0))
+        .send()
+        .await?;
+
+    let mut writers = tokio::task::JoinSet::new();
+    for writer in 0..WRITERS {
+        let ddb = ddb.clone();
+        writers.spawn(async move {
+            let (mut done, mut refused) = (0, 0);
+            while done < EACH {
+                let item = ddb
+                    .get_item()
+                    .table_name(table)
+                    .key("pk", s("counter"))
+                    .consistent_read(true)
+                    .send()
+                    .await?;
+                let seen: u64 = match item.item().and_then(|i| i.get("n")) {
+                    Some(AttributeValue::N(v)) => v.parse()?,
+                    other => anyhow::bail!("counter without n: {other:?}"),
+                };
+                let bump = Update::builder()
+                    .table_name(table)
+                    .key("pk", s("counter"))
+                    .update_expression("SET n = :next")
+                    .condition_expression("n = :seen")
+                    .expression_attribute_values(":next", n(seen + 1))
+                    .expression_attribute_values(":seen", n(seen))
+                    .build()?;
+                let line = Put::builder()
+                    .table_name(table)
+                    .item("pk", s(&format!("line-{writer}-{done}")))
+                    .build()?;
+                let written = ddb
+                    .transact_write_items()
+                    .transact_items(TransactWriteItem::builder().update(bump).build())
+                    .transact_items(TransactWriteItem::builder().put(line).build())
+                    .send()
+                    .await;
+                match written {
+                    Ok(_) => done += 1,
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|se| se.is_transaction_canceled_exception()) =>
+                    {
+                        refused += 1
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Ok(refused)
+        });
+    }
+    let mut refused = 0;
+    while let Some(joined) = writers.join_next().await {
+        refused += joined??;
+    }
+    assert!(refused > 0, "the writers never met: nothing was tested");
+
+    let counter = ddb
+        .get_item()
+        .table_name(table)
+        .key("pk", s("counter"))
+        .consistent_read(true)
+        .send()
+        .await?;
+    assert_eq!(
+        counter.item().and_then(|i| i.get("n")),
+        Some(&n(WRITERS * EACH)),
+        "{refused} refused transactions"
+    );
+    let mut lines = 0;
+    let mut pages = ddb.scan().table_name(table).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        lines += page?
+            .items()
+            .iter()
+            .filter(|i| matches!(i.get("pk"), Some(AttributeValue::S(k)) if k.starts_with("line-")))
+            .count() as u64;
+    }
+    assert_eq!(lines, WRITERS * EACH);
+    Ok(())
+}

@@ -16,7 +16,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct StackOptions {
     pub state_dir: PathBuf,
-    pub moto_server: PathBuf,
+    /// A Python with `moto[server]` installed.
+    pub moto_python: PathBuf,
     pub sluice_local: PathBuf,
     pub template: Option<PathBuf>,
     pub artifacts: PathBuf,
@@ -32,12 +33,12 @@ impl StackOptions {
     /// Options for a checkout at `root` whose binaries were built into `build_dir`
     /// (`target/debug`), with moto from the project's `.venv`.
     pub fn for_checkout(root: &Path, build_dir: &Path, state_dir: &Path) -> Self {
-        let moto_server = std::env::var_os("SLUICE_MOTO_SERVER")
+        let moto_python = std::env::var_os("SLUICE_MOTO_PYTHON")
             .map(PathBuf::from)
-            .unwrap_or_else(|| root.join(".venv/bin/moto_server"));
+            .unwrap_or_else(|| root.join(".venv/bin/python3"));
         StackOptions {
             state_dir: state_dir.to_owned(),
-            moto_server,
+            moto_python,
             sluice_local: build_dir.join("sluice-local"),
             template: None,
             artifacts: build_dir.to_owned(),
@@ -188,18 +189,25 @@ fn spawn(mut command: Command, detached: bool) -> Result<Child> {
     Ok(command.spawn()?)
 }
 
+/// moto's server as the local stack runs it: see the script for why.
+const MOTO_SERVER: &str = include_str!("moto_server.py");
+
 fn start_moto(opts: &StackOptions, detached: bool) -> Result<(Child, String)> {
-    if !opts.moto_server.exists() && opts.moto_server.components().count() > 1 {
+    if !opts.moto_python.exists() && opts.moto_python.components().count() > 1 {
         bail!(
-            "moto_server not found at {} (run `make venv`, or set SLUICE_MOTO_SERVER)",
-            opts.moto_server.display()
+            "the Python with moto was not found at {} (run `make venv`, or set SLUICE_MOTO_PYTHON)",
+            opts.moto_python.display()
         );
     }
+    let script = opts.state_dir.join("moto_server.py");
+    std::fs::write(&script, MOTO_SERVER)
+        .with_context(|| format!("writing {}", script.display()))?;
     // A port picked free can be taken before moto binds it: then moto exits and we pick again.
     for _ in 0..5 {
         let port = free_port()?;
-        let mut command = Command::new(&opts.moto_server);
+        let mut command = Command::new(&opts.moto_python);
         command
+            .arg(&script)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(log_file(&opts.state_dir, "moto.log", false)?)

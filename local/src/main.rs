@@ -65,8 +65,13 @@ enum Command {
         /// `SLUICE_URL_` name (the others get any free one).
         #[arg(long = "url-port", value_parser = parse_port_pair)]
         url_ports: Vec<(String, u16)>,
-        /// How often idle stream shards are polled, in milliseconds.
-        #[arg(long, default_value_t = 50)]
+        /// How often an idle stream shard, and the alarms and buckets that
+        /// EventBridge rules watch, are polled, in milliseconds. Lambda polls
+        /// a DynamoDB stream's shards "at a base rate of 4 times per second"
+        /// (https://docs.aws.amazon.com/lambda/latest/dg/with-ddb.html):
+        /// polling faster would be kinder than AWS, and costs the CPU of
+        /// moto and of every test that runs beside it.
+        #[arg(long, default_value_t = 250)]
         poll_interval_ms: u64,
         /// Execution environments one version may run at once.
         #[arg(long, default_value_t = 64)]
@@ -79,13 +84,9 @@ enum Command {
     Start {
         #[command(flatten)]
         stack: StackArgs,
-        /// The moto_server executable.
-        #[arg(
-            long,
-            env = "SLUICE_MOTO_SERVER",
-            default_value = ".venv/bin/moto_server"
-        )]
-        moto_server: PathBuf,
+        /// A Python with `moto[server]` installed.
+        #[arg(long, env = "SLUICE_MOTO_PYTHON", default_value = ".venv/bin/python3")]
+        moto_python: PathBuf,
     },
     /// Restart the sluice-local of a stack `start` started, on the same
     /// ports and against the same moto: the env file stays as it was.
@@ -162,10 +163,10 @@ async fn main() -> Result<()> {
             })
             .await
         }
-        Command::Start { stack, moto_server } => {
+        Command::Start { stack, moto_python } => {
             let opts = StackOptions {
                 state_dir: stack.state_dir.clone(),
-                moto_server,
+                moto_python,
                 sluice_local: std::env::current_exe().context("locating sluice-local")?,
                 template: stack.template,
                 artifacts: stack.artifacts,

@@ -992,10 +992,12 @@ fn deliver_async(ctx: &SourceContext, target: &Target, event: Value) {
 
 /// Plays "CloudWatch Alarm State Change": polls moto's alarms and delivers an
 /// event for each change of state the rule matches. An alarm's first sighting
-/// is its baseline, as EventBridge reports changes only.
+/// is its baseline, as EventBridge reports changes only. EventBridge states
+/// no delivery latency; polled at the streams' rate, a change arrives up to
+/// one poll interval late.
 async fn watch_alarms(ctx: &SourceContext, target: &Target, rule: &str, states: &[String]) {
     let mut known: HashMap<String, String> = HashMap::new();
-    let interval = ctx.poll_interval.max(Duration::from_millis(50));
+    let interval = ctx.poll_interval;
     loop {
         let mut pages = ctx.cloudwatch.describe_alarms().into_paginator().send();
         let mut seen = Vec::new();
@@ -1035,7 +1037,7 @@ async fn watch_objects(ctx: &SourceContext, target: &Target, rule: &str, buckets
     // (bucket, key) → ETag, as last listed.
     let mut known: HashMap<(String, String), String> = HashMap::new();
     let mut first = true;
-    let interval = ctx.poll_interval.max(Duration::from_millis(50));
+    let interval = ctx.poll_interval;
     loop {
         for bucket in buckets {
             let mut pages = ctx

@@ -42,7 +42,16 @@ pub fn start_stack_without(
     schedule_scale: f64,
     skip_functions: &[&str],
 ) -> Result<TestStack> {
-    let dir = tempfile::tempdir()?;
+    // SLUICE_TEST_KEEP_STATE=1 keeps each stack's logs and state for a look
+    // after the run (the path is printed).
+    let keep = std::env::var_os("SLUICE_TEST_KEEP_STATE").is_some();
+    let dir = tempfile::Builder::new()
+        .prefix("sluice-test-")
+        .disable_cleanup(keep)
+        .tempdir()?;
+    if keep {
+        eprintln!("local stack state kept in {}", dir.path().display());
+    }
     let mut opts =
         StackOptions::for_checkout(&workspace_root(), &build_dir(), &dir.path().join("state"));
     opts.template = template.map(|t| workspace_root().join(t));
