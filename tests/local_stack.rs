@@ -1442,14 +1442,16 @@ async fn a_functions_calls_get_exactly_what_its_role_allows() -> Result<()> {
 /// Writers that each take one item from version n to n + 1 by a conditional
 /// transaction, as Sluice saves a deployment with its timeline, are refused
 /// whenever a rival got there first, and a refused transaction never undoes
-/// a rival's success: every increment that succeeded is in the item, and
-/// every timeline line with it.
+/// a rival's success: every increment that succeeded is in the item, every
+/// timeline line with it, and each line's record on the table's stream, read
+/// through an iterator taken before the first write, as pollers read it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dynamodb_transactions_refused_never_undo_another_writers_success() -> Result<()> {
     use aws_sdk_dynamodb::types::{
         AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, Put,
-        ScalarAttributeType, TransactWriteItem, Update,
+        ScalarAttributeType, StreamSpecification, StreamViewType, TransactWriteItem, Update,
     };
+    use aws_sdk_dynamodbstreams::types::ShardIteratorType;
     const WRITERS: u64 = 8;
     const EACH: u64 = 10;
     let stack = start_stack(None, &[], 1.0)?;
@@ -1468,6 +1470,12 @@ async fn dynamodb_transactions_refused_never_undo_another_writers_success() -> R
             KeySchemaElement::builder()
                 .attribute_name("pk")
                 .key_type(KeyType::Hash)
+                .build()?,
+        )
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::KeysOnly)
                 .build()?,
         )
         .send()
@@ -1489,6 +1497,32 @@ async fn dynamodb_transactions_refused_never_undo_another_writers_success() -> R
         .item("n", n(0))
         .send()
         .await?;
+
+    let streams = aws_sdk_dynamodbstreams::Client::new(&stack.sdk_config().await);
+    let described = ddb.describe_table().table_name(table).send().await?;
+    let stream_arn = described
+        .table()
+        .and_then(|t| t.latest_stream_arn())
+        .context("the table's stream")?
+        .to_owned();
+    let shard = streams
+        .describe_stream()
+        .stream_arn(&stream_arn)
+        .send()
+        .await?
+        .stream_description()
+        .and_then(|d| d.shards().first().and_then(|s| s.shard_id()))
+        .context("the stream's shard")?
+        .to_owned();
+    let mut iterator = streams
+        .get_shard_iterator()
+        .stream_arn(&stream_arn)
+        .shard_id(shard)
+        .shard_iterator_type(ShardIteratorType::Latest)
+        .send()
+        .await?
+        .shard_iterator
+        .context("an iterator")?;
 
     let mut writers = tokio::task::JoinSet::new();
     for writer in 0..WRITERS {
@@ -1567,5 +1601,25 @@ async fn dynamodb_transactions_refused_never_undo_another_writers_success() -> R
             .count() as u64;
     }
     assert_eq!(lines, WRITERS * EACH);
+
+    let mut lines_on_stream = 0;
+    loop {
+        let page = streams
+            .get_records()
+            .shard_iterator(&iterator)
+            .send()
+            .await?;
+        if page.records().is_empty() {
+            break;
+        }
+        lines_on_stream += page
+            .records()
+            .iter()
+            .filter_map(|r| r.dynamodb()?.keys()?.get("pk"))
+            .filter(|k| matches!(k, aws_sdk_dynamodbstreams::types::AttributeValue::S(k) if k.starts_with("line-")))
+            .count() as u64;
+        iterator = page.next_shard_iterator.context("the next iterator")?;
+    }
+    assert_eq!(lines_on_stream, WRITERS * EACH);
     Ok(())
 }
