@@ -66,6 +66,10 @@ test: lint build-all
 test-%:
 	cargo test --workspace --test $*
 
+# The longest binary: its tests wait on state windows and scaled timers far
+# more than they compute, so more of them run at once than there are cores.
+test-engine: export RUST_TEST_THREADS := 4
+
 # Starts its own local stack and stops it at the end (Ctrl-C too).
 demo: venv build
 	./target/debug/sluice-demo run
