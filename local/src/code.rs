@@ -72,7 +72,9 @@ impl CodeStore {
         let sha = code_sha256(zip);
         let path = self.zip_path(&sha)?;
         if !path.exists() {
-            let partial = path.with_extension(format!("{}.partial", std::process::id()));
+            // One partial file per upload: the same package may be uploaded
+            // by several requests at once (functions that share their code).
+            let partial = path.with_extension(format!("{}.partial", uuid::Uuid::new_v4()));
             std::fs::write(&partial, zip).map_err(io(&partial))?;
             std::fs::rename(&partial, &path).map_err(io(&path))?;
         }
@@ -123,7 +125,7 @@ fn unpack(zip_path: &Path, dir: &Path, code_sha: &str) -> Result<(), CodeError> 
     };
     let mut archive = zip::ZipArchive::new(file).map_err(|e| CodeError::BadZip(e.to_string()))?;
     // Unpacked beside its final place and renamed, so a crash never leaves half a package.
-    let staging = dir.with_extension(format!("{}.partial", std::process::id()));
+    let staging = dir.with_extension(format!("{}.partial", uuid::Uuid::new_v4()));
     let _ = std::fs::remove_dir_all(&staging);
     archive
         .extract(&staging)
@@ -164,6 +166,36 @@ pub fn bootstrap_zip(executable: &[u8], extra_files: &[(&str, &[u8])]) -> Vec<u8
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn one_package_uploaded_by_many_requests_at_once_is_kept_once() {
+        let zip = bootstrap_zip(&vec![7u8; 4 << 20], &[]);
+        for _ in 0..20 {
+            let tmp = tempfile::tempdir().unwrap();
+            let store = CodeStore::open(tmp.path()).unwrap();
+            let start = std::sync::Barrier::new(8);
+            let shas: Vec<String> = std::thread::scope(|scope| {
+                let uploads: Vec<_> = (0..8)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            start.wait();
+                            store.put(&zip)
+                        })
+                    })
+                    .collect();
+                uploads
+                    .into_iter()
+                    .map(|u| u.join().unwrap().unwrap())
+                    .collect()
+            });
+            assert!(shas.iter().all(|sha| *sha == code_sha256(&zip)));
+            let kept: Vec<_> = std::fs::read_dir(tmp.path().join("zips"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(kept.len(), 1, "no partial file left: {kept:?}");
+        }
+    }
 
     #[tokio::test]
     async fn packages_are_kept_by_sha_and_unpacked_once_with_modes() {
