@@ -1524,23 +1524,13 @@ async fn dynamodb_transactions_refused_never_undo_another_writers_success() -> R
         .shard_iterator
         .context("an iterator")?;
 
-    let mut writers = tokio::task::JoinSet::new();
+    let mut writers = tokio::task::JoinSet::<Result<u64>>::new();
     for writer in 0..WRITERS {
         let ddb = ddb.clone();
         writers.spawn(async move {
             let (mut done, mut refused) = (0, 0);
             while done < EACH {
-                let item = ddb
-                    .get_item()
-                    .table_name(table)
-                    .key("pk", s("counter"))
-                    .consistent_read(true)
-                    .send()
-                    .await?;
-                let seen: u64 = match item.item().and_then(|i| i.get("n")) {
-                    Some(AttributeValue::N(v)) => v.parse()?,
-                    other => anyhow::bail!("counter without n: {other:?}"),
-                };
+                let seen = read_counter(&ddb, table).await?;
                 let bump = Update::builder()
                     .table_name(table)
                     .key("pk", s("counter"))
@@ -1579,16 +1569,9 @@ async fn dynamodb_transactions_refused_never_undo_another_writers_success() -> R
     }
     assert!(refused > 0, "the writers never met: nothing was tested");
 
-    let counter = ddb
-        .get_item()
-        .table_name(table)
-        .key("pk", s("counter"))
-        .consistent_read(true)
-        .send()
-        .await?;
     assert_eq!(
-        counter.item().and_then(|i| i.get("n")),
-        Some(&n(WRITERS * EACH)),
+        read_counter(&ddb, table).await?,
+        WRITERS * EACH,
         "{refused} refused transactions"
     );
     let mut lines = 0;
@@ -1622,4 +1605,22 @@ async fn dynamodb_transactions_refused_never_undo_another_writers_success() -> R
     }
     assert_eq!(lines_on_stream, WRITERS * EACH);
     Ok(())
+}
+
+/// The `n` of the isolation test's counter item, read consistently.
+async fn read_counter(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Result<u64> {
+    let item = ddb
+        .get_item()
+        .table_name(table)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("counter".into()),
+        )
+        .consistent_read(true)
+        .send()
+        .await?;
+    match item.item().and_then(|i| i.get("n")) {
+        Some(aws_sdk_dynamodb::types::AttributeValue::N(v)) => Ok(v.parse()?),
+        other => anyhow::bail!("counter without n: {other:?}"),
+    }
 }
