@@ -656,6 +656,159 @@ async fn event_sources_wired_by_the_template_deliver_aws_shaped_events() -> Resu
         assert!(attributes.contains_key(name), "{name} in {attributes:?}");
     }
 
+    // A function's own asynchronous configuration (its template's
+    // EventInvokeConfig): no retry; a success is recorded in its on-success
+    // queue, a failure sent to the Recorder as Lambda's invocation record.
+    let outcomes = stack.var("SLUICE_RESOURCE_OUTCOMES").to_owned();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let configured = stack.var("SLUICE_RESOURCE_CONFIGURED_RECORDER").to_owned();
+    for body in [
+        r#"{"configured":"ok"}"#,
+        r#"{"configured":"recorder-fail"}"#,
+    ] {
+        lambda
+            .invoke()
+            .function_name(&configured)
+            .invocation_type(aws_sdk_lambda::types::InvocationType::Event)
+            .payload(Blob::new(body))
+            .send()
+            .await?;
+    }
+    let success = wait_for("the success's record in Outcomes", DEADLINE, || {
+        received(&sqs, &outcomes, &seen, |r| {
+            r["requestPayload"]["configured"] == "ok"
+        })
+    })
+    .await?;
+    assert_eq!(success["requestContext"]["condition"], "Success");
+    assert_eq!(success["requestContext"]["approximateInvokeCount"], 1);
+    assert_eq!(
+        success["requestContext"]["functionArn"],
+        format!("arn:aws:lambda:us-east-1:123456789012:function:{configured}:$LATEST")
+    );
+    assert_eq!(success["responseContext"]["statusCode"], 200);
+    assert_eq!(success["responsePayload"]["statusCode"], 200);
+    let failure = wait_for(
+        "the failure's record at the Recorder",
+        DEADLINE,
+        events(|e| {
+            e["requestContext"]["condition"] == "RetriesExhausted"
+                && e["requestPayload"]["configured"] == "recorder-fail"
+        }),
+    )
+    .await?;
+    assert_eq!(failure["requestContext"]["approximateInvokeCount"], 1);
+    assert_eq!(failure["responseContext"]["functionError"], "Unhandled");
+    let runs = read_json_files(records.path())
+        .iter()
+        .filter(|e| e["configured"] == "recorder-fail")
+        .count();
+    assert_eq!(runs, 1, "MaximumRetryAttempts 0: run once, never retried");
+    // Its cron schedule fires (every five minutes, scaled).
+    let cron = wait_for("a cron-scheduled event's record", DEADLINE, || {
+        received(&sqs, &outcomes, &seen, |r| {
+            r["requestPayload"]["from"] == "cron"
+        })
+    })
+    .await?;
+    assert_eq!(cron["requestContext"]["condition"], "Success");
+
+    // The same configuration through the Lambda API, read strictly; an
+    // event older than its maximum age is not tried again.
+    let signed = stack.var("SLUICE_RESOURCE_SIGNED_RECORDER").to_owned();
+    let missing = lambda
+        .get_function_event_invoke_config()
+        .function_name(&signed)
+        .send()
+        .await
+        .expect_err("no configuration yet");
+    assert!(
+        format!("{missing:?}").contains("ResourceNotFoundException"),
+        "{missing:?}"
+    );
+    let outcomes_arn = format!(
+        "arn:aws:sqs:us-east-1:123456789012:{}",
+        outcomes.rsplit('/').next().context("queue name")?
+    );
+    let typo = http
+        .put(format!(
+            "{}/2019-09-25/functions/{signed}/event-invoke-config",
+            stack.var("AWS_ENDPOINT_URL_LAMBDA")
+        ))
+        .body(r#"{"MaximumRetryAtempts": 1}"#)
+        .send()
+        .await?;
+    assert_eq!(typo.status(), 400);
+    assert!(
+        typo.text()
+            .await?
+            .contains("MaximumRetryAtempts is not a field")
+    );
+    lambda
+        .put_function_event_invoke_config()
+        .function_name(&signed)
+        .maximum_retry_attempts(2)
+        .maximum_event_age_in_seconds(60)
+        .destination_config(
+            aws_sdk_lambda::types::DestinationConfig::builder()
+                .on_failure(
+                    aws_sdk_lambda::types::OnFailure::builder()
+                        .destination(&outcomes_arn)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await?;
+    let updated = lambda
+        .update_function_event_invoke_config()
+        .function_name(&signed)
+        .maximum_retry_attempts(1)
+        .send()
+        .await?;
+    assert_eq!(updated.maximum_retry_attempts(), Some(1));
+    assert_eq!(updated.maximum_event_age_in_seconds(), Some(60));
+    assert_eq!(
+        updated
+            .destination_config()
+            .and_then(|d| d.on_failure())
+            .and_then(|f| f.destination()),
+        Some(outcomes_arn.as_str())
+    );
+    let listed = lambda
+        .list_function_event_invoke_configs()
+        .function_name(&signed)
+        .send()
+        .await?;
+    assert_eq!(listed.function_event_invoke_configs().len(), 1);
+    lambda
+        .invoke()
+        .function_name(&signed)
+        .invocation_type(aws_sdk_lambda::types::InvocationType::Event)
+        .payload(Blob::new(r#"{"aged":"recorder-fail"}"#))
+        .send()
+        .await?;
+    // Its retry is due a minute later (scaled), when the event is a minute old.
+    let aged = wait_for("the aged event's record in Outcomes", DEADLINE, || {
+        received(&sqs, &outcomes, &seen, |r| {
+            r["requestPayload"]["aged"] == "recorder-fail"
+        })
+    })
+    .await?;
+    assert_eq!(aged["requestContext"]["condition"], "EventAgeExceeded");
+    assert_eq!(aged["requestContext"]["approximateInvokeCount"], 1);
+    lambda
+        .delete_function_event_invoke_config()
+        .function_name(&signed)
+        .send()
+        .await?;
+    lambda
+        .get_function_event_invoke_config()
+        .function_name(&signed)
+        .send()
+        .await
+        .expect_err("deleted");
+
     // An AWS_IAM URL refuses an unsigned request and runs nothing.
     let signed_url = stack.var("SLUICE_URL_SIGNED_RECORDER").to_owned();
     let before = read_json_files(records.path()).len();
@@ -669,6 +822,28 @@ async fn event_sources_wired_by_the_template_deliver_aws_shaped_events() -> Resu
         "an unsigned request reached the function"
     );
     Ok(())
+}
+
+/// Receives what `queue` holds into `seen` (a message received is hidden
+/// from the next receive) and finds the first JSON body `pred` matches.
+async fn received(
+    sqs: &aws_sdk_sqs::Client,
+    queue: &str,
+    seen: &std::sync::Mutex<Vec<Value>>,
+    pred: impl Fn(&Value) -> bool,
+) -> Result<Option<Value>> {
+    let out = sqs
+        .receive_message()
+        .queue_url(queue)
+        .max_number_of_messages(10)
+        .wait_time_seconds(1)
+        .send()
+        .await?;
+    let mut seen = seen.lock().expect("seen lock");
+    for message in out.messages.unwrap_or_default() {
+        seen.push(serde_json::from_str(message.body().unwrap_or_default())?);
+    }
+    Ok(seen.iter().find(|r| pred(r)).cloned())
 }
 
 /// tests/fixtures/event-sources.yaml, its recorders writing into `records`.
@@ -734,6 +909,129 @@ async fn pollers_retry_failed_batches_and_delete_only_what_succeeded() -> Result
     )
     .await
     .with_context(|| stack.log_tail())?;
+
+    // Orders are gathered for the mapping's batching window (5 s): a batch
+    // is delivered no sooner than the window after its first message was
+    // received, and holds what arrived meanwhile. Bodies the filter does
+    // not admit are deleted, never delivered.
+    const WINDOW_MS: u64 = 5_000;
+    let orders = stack.var("SLUICE_RESOURCE_ORDERS").to_owned();
+    let send = |bodies: Vec<String>| {
+        let (sqs, orders) = (&sqs, &orders);
+        async move {
+            for body in bodies {
+                sqs.send_message()
+                    .queue_url(orders)
+                    .message_body(body)
+                    .send()
+                    .await?;
+            }
+            anyhow::Ok(())
+        }
+    };
+    let order = |n: u32| json!({"kind": "order", "n": n}).to_string();
+    send(vec![
+        json!({"kind": "refund", "n": 0}).to_string(),
+        "plain text".to_owned(),
+        order(1),
+        order(2),
+        order(3),
+    ])
+    .await?;
+    let queue_counts = || async {
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(&orders)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+            .send()
+            .await?;
+        let count = |name: aws_sdk_sqs::types::QueueAttributeName| -> u64 {
+            attrs
+                .attributes()
+                .and_then(|a| a.get(&name))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_default()
+        };
+        anyhow::Ok((
+            count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages),
+            count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+        ))
+    };
+    wait_for("the window's first receive", DEADLINE, || async {
+        let (_, in_flight) = queue_counts().await?;
+        Ok((in_flight > 0).then_some(()))
+    })
+    .await
+    .with_context(|| stack.log_tail())?;
+    send(vec![order(4), order(5)]).await?;
+    let queue_name = orders.rsplit('/').next().unwrap_or("?").to_owned();
+    // Each batch of Orders, with when it was delivered (the recorder's file).
+    let batches = || -> Vec<(Value, u64)> {
+        let files = std::fs::read_dir(records.path())
+            .into_iter()
+            .flatten()
+            .flatten();
+        files
+            .filter_map(|entry| {
+                let event: Value =
+                    serde_json::from_slice(&std::fs::read(entry.path()).ok()?).ok()?;
+                let from_orders = event["Records"][0]["eventSourceARN"]
+                    .as_str()
+                    .is_some_and(|arn| arn.ends_with(&queue_name));
+                let written = entry.metadata().ok()?.modified().ok()?;
+                let ms = written
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .ok()?
+                    .as_millis() as u64;
+                from_orders.then_some((event, ms))
+            })
+            .collect()
+    };
+    wait_for(
+        "every order delivered, and the queue empty",
+        DEADLINE,
+        || async {
+            let (visible, in_flight) = queue_counts().await?;
+            let delivered: usize = batches()
+                .iter()
+                .map(|(e, _)| e["Records"].as_array().map_or(0, Vec::len))
+                .sum();
+            Ok((delivered >= 5 && visible == 0 && in_flight == 0).then_some(()))
+        },
+    )
+    .await
+    .with_context(|| stack.log_tail())?;
+    let mut delivered = Vec::new();
+    for (batch, delivered_ms) in batches() {
+        let records = batch["Records"].as_array().context("records")?;
+        let first_received = records
+            .iter()
+            .filter_map(|r| {
+                r["attributes"]["ApproximateFirstReceiveTimestamp"]
+                    .as_str()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .min()
+            .context("receive times")?;
+        assert!(
+            delivered_ms >= first_received + WINDOW_MS,
+            "a batch of {} went {} ms after its first receive, inside the window",
+            records.len(),
+            delivered_ms.saturating_sub(first_received)
+        );
+        for record in records {
+            let body: Value = serde_json::from_str(record["body"].as_str().unwrap_or_default())?;
+            assert_eq!(body["kind"], "order", "{body} passed the filter");
+            delivered.push(body["n"].as_u64().context("n")?);
+        }
+    }
+    delivered.sort();
+    assert_eq!(
+        delivered,
+        [1, 2, 3, 4, 5],
+        "each order once, the others never"
+    );
     Ok(())
 }
 
@@ -795,7 +1093,7 @@ async fn functions_go_through_lambdas_states_and_refuse_what_lambda_refuses() ->
     wait_active(&lambda, "greeter", None).await?;
 
     // An update: publishing or updating again is refused until it finishes;
-    // invocations go on.
+    // invocations go on, running the code from before the update.
     let updated = lambda
         .update_function_code()
         .function_name("greeter")
@@ -825,13 +1123,23 @@ async fn functions_go_through_lambdas_states_and_refuse_what_lambda_refuses() ->
         during.into(),
         "UpdateFunctionConfiguration during an update",
     );
-    let answered = lambda
-        .invoke()
-        .function_name("greeter")
-        .payload(Blob::new(r#"{"name":"Ada"}"#))
-        .send()
-        .await?;
-    assert!(answered.function_error().is_none());
+    let release_answering = || async {
+        let answered = lambda
+            .invoke()
+            .function_name("greeter")
+            .payload(Blob::new(r#"{"name":"Ada"}"#))
+            .send()
+            .await?;
+        anyhow::ensure!(answered.function_error().is_none(), "{answered:?}");
+        let answer: Value =
+            serde_json::from_slice(answered.payload().context("payload")?.as_ref())?;
+        Ok::<_, anyhow::Error>(answer["release"].as_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(
+        release_answering().await?,
+        "r1",
+        "the code before the update runs"
+    );
     let config = lambda
         .get_function_configuration()
         .function_name("greeter")
@@ -842,6 +1150,11 @@ async fn functions_go_through_lambdas_states_and_refuse_what_lambda_refuses() ->
         Some(&LastUpdateStatus::InProgress)
     );
     wait_updated(&lambda, "greeter").await?;
+    assert_eq!(
+        release_answering().await?,
+        "r2",
+        "the update's code runs once it is done"
+    );
 
     // The published version is Pending before it can be invoked.
     let published = lambda

@@ -2,6 +2,7 @@
 //! call is forwarded to moto unchanged, after capturing the code that passes
 //! through and checking the preconditions moto skips.
 
+use crate::async_config::AsyncConfig;
 use crate::code::CodeStore;
 use crate::control_plane::{Api, Quota, Transition, apply_status, operation};
 use crate::iam::{Authorizer, Caller, signing_service};
@@ -111,18 +112,8 @@ pub fn lambda_error(status: StatusCode, error_type: &str, message: &str) -> Resp
 
 impl IntoResponse for InvokeError {
     fn into_response(self) -> Response {
-        let (status, kind) = match &self {
-            InvokeError::NotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFoundException"),
-            InvokeError::InvalidParameter(_) => {
-                (StatusCode::BAD_REQUEST, "InvalidParameterValueException")
-            }
-            InvokeError::Throttled(_) => {
-                (StatusCode::TOO_MANY_REQUESTS, "TooManyRequestsException")
-            }
-            InvokeError::Conflict(_) => (StatusCode::CONFLICT, "ResourceConflictException"),
-            InvokeError::Service(_) => (StatusCode::INTERNAL_SERVER_ERROR, "ServiceException"),
-        };
-        lambda_error(status, kind, &self.to_string())
+        let status = StatusCode::from_u16(self.status_code()).expect("an HTTP status");
+        lambda_error(status, self.error_type(), &self.to_string())
     }
 }
 
@@ -270,9 +261,16 @@ async fn dispatch(
                 return resp;
             }
             let before = last_version(&state, &function).await;
+            let running = state.invoker.latest(&function).await;
+            state.invoker.begin_update(&function, running);
             let resp = forward(&state, method, &uri, &headers, body).await;
             state.invoker.invalidate(&function);
-            with_transition(&state, Some(&function), Transition::Update, resp, before).await
+            let resp =
+                with_transition(&state, Some(&function), Transition::Update, resp, before).await;
+            state
+                .invoker
+                .settle_update(&function, resp.status().is_success());
+            resp
         }
         (&Method::PUT, ["2015-03-31", "functions", function, "configuration"]) => {
             let function = short_name(function);
@@ -280,6 +278,8 @@ async fn dispatch(
                 return conflict;
             }
             let dead_letter = dead_letter_of(&body);
+            let running = state.invoker.latest(&function).await;
+            state.invoker.begin_update(&function, running);
             let resp = forward(&state, method, &uri, &headers, body).await;
             if resp.status().is_success()
                 && let Some((_, arn)) = dead_letter
@@ -287,7 +287,12 @@ async fn dispatch(
                 state.invoker.set_dead_letter(&function, arn);
             }
             state.invoker.invalidate(&function);
-            with_transition(&state, Some(&function), Transition::Update, resp, u64::MAX).await
+            let resp =
+                with_transition(&state, Some(&function), Transition::Update, resp, u64::MAX).await;
+            state
+                .invoker
+                .settle_update(&function, resp.status().is_success());
+            resp
         }
         (&Method::POST, ["2015-03-31", "functions", function, "versions"]) => {
             let function = short_name(function);
@@ -320,10 +325,21 @@ async fn dispatch(
             if resp.status().is_success() {
                 state.invoker.states().forget(&function);
                 state.invoker.set_dead_letter(&function, None);
+                state.invoker.forget_async_configs(Some(&function));
             }
             state.invoker.invalidate(&function);
             resp
         }
+        (
+            _,
+            [
+                "2019-09-25",
+                "functions",
+                function,
+                "event-invoke-config",
+                rest @ ..,
+            ],
+        ) => event_invoke_config(&state, &method, function, rest, &uri, &body).await,
         (&Method::PUT, ["2015-03-31", "functions", function, "aliases", alias]) => {
             update_alias(&state, function, alias, &method, &uri, &headers, body).await
         }
@@ -355,6 +371,7 @@ async fn dispatch(
             state.quota.reset();
             state.authorizer.reset();
             state.invoker.clear_dead_letters();
+            state.invoker.forget_async_configs(None);
             let resp = forward(&state, method, &uri, &headers, body).await;
             state.invoker.invalidate_all();
             state.invoker.pool().shutdown();
@@ -375,6 +392,116 @@ async fn dispatch(
             }
             resp
         }
+    }
+}
+
+/// The event-invoke-config API, answered from sluice-local's own copy
+/// (moto's keeps only the first configuration put). The function, and the
+/// version or alias named, must exist, as in Lambda.
+async fn event_invoke_config(
+    state: &ApiState,
+    method: &Method,
+    function: &str,
+    rest: &[&str],
+    uri: &Uri,
+    body: &Bytes,
+) -> Response {
+    let target = match Target::parse(function, query_param(uri, "Qualifier").as_deref()) {
+        Ok(target) => target,
+        Err(e) => return e.into_response(),
+    };
+    let name = target.function_name.as_str();
+    let qualifier = target.qualifier.as_deref().unwrap_or("$LATEST");
+    let mut exists = state.moto_lambda.get_function().function_name(name);
+    if qualifier != "$LATEST" {
+        exists = exists.qualifier(qualifier);
+    }
+    if let Err(e) = exists.send().await {
+        return match e.as_service_error() {
+            Some(se) if se.is_resource_not_found_exception() => lambda_error(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFoundException",
+                &format!(
+                    "Function not found: {}:{qualifier}",
+                    state.invoker.function_arn(name)
+                ),
+            ),
+            _ => lambda_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "ServiceException",
+                &format!("reading {name}: {e:?}"),
+            ),
+        };
+    }
+    let arn = format!("{}:{qualifier}", state.invoker.function_arn(name));
+    let no_config = || {
+        lambda_error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFoundException",
+            &format!("The function {arn} doesn't have an EventInvokeConfig"),
+        )
+    };
+    let ok = |value: Value| (StatusCode::OK, value.to_string()).into_response();
+    let invalid = |e: String| {
+        lambda_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidParameterValueException",
+            &e,
+        )
+    };
+    let kept = state.invoker.kept_async_config(name, qualifier);
+    match (method, rest) {
+        (&Method::GET, []) => match kept {
+            Some((config, at)) => ok(config.to_api(&arn, at)),
+            None => no_config(),
+        },
+        (&Method::GET, ["list"]) => {
+            let configs: Vec<Value> = state
+                .invoker
+                .async_configs_of(name)
+                .into_iter()
+                .map(|(q, config, at)| {
+                    config.to_api(&format!("{}:{q}", state.invoker.function_arn(name)), at)
+                })
+                .collect();
+            ok(json!({ "FunctionEventInvokeConfigs": configs }))
+        }
+        (&Method::PUT | &Method::POST, []) => {
+            let request: Value = match serde_json::from_slice(body) {
+                Ok(request) => request,
+                Err(e) => return invalid(format!("the request is not JSON: {e}")),
+            };
+            let config = match (method, kept) {
+                (&Method::POST, None) => return no_config(),
+                (&Method::POST, Some((kept, _))) => kept.merged(&request, false),
+                _ => AsyncConfig::parse(&request, false),
+            };
+            match config {
+                Ok(config) => {
+                    state
+                        .invoker
+                        .set_async_config(name, qualifier, Some(config));
+                    let (config, at) = state
+                        .invoker
+                        .kept_async_config(name, qualifier)
+                        .expect("just kept");
+                    ok(config.to_api(&arn, at))
+                }
+                Err(e) => invalid(e),
+            }
+        }
+        (&Method::DELETE, []) => match kept {
+            Some(_) => {
+                state.invoker.set_async_config(name, qualifier, None);
+                StatusCode::NO_CONTENT.into_response()
+            }
+            None => no_config(),
+        },
+        _ => lambda_error(
+            StatusCode::NOT_FOUND,
+            "UnknownOperationException",
+            "Unknown operation",
+        ),
     }
 }
 

@@ -143,6 +143,14 @@ impl FunctionStates {
         }
     }
 
+    /// Whether an update of the function is in progress now.
+    pub fn updating(&self, function: &str) -> bool {
+        let windows = self.windows.lock().expect("states lock");
+        windows
+            .get(function)
+            .is_some_and(|w| open(w.updating_until, Instant::now()))
+    }
+
     /// Why an invocation of `version` fails now, if it does: the function or
     /// that version is `Pending`. An update in progress does not stop one.
     pub fn invoke_conflict(&self, function: &str, version: &str) -> Option<String> {
@@ -277,6 +285,19 @@ pub fn operation(method: &http::Method, segments: &[&str]) -> &'static str {
         [_, "functions", _, "aliases", _] if m == Method::DELETE => "DeleteAlias",
         [_, "functions", _, "policy"] if m == Method::GET => "GetPolicy",
         [_, "functions", _, "policy"] if m == Method::POST => "AddPermission",
+        [_, "functions", _, "event-invoke-config"] if m == Method::GET => {
+            "GetFunctionEventInvokeConfig"
+        }
+        [_, "functions", _, "event-invoke-config"] if m == Method::PUT => {
+            "PutFunctionEventInvokeConfig"
+        }
+        [_, "functions", _, "event-invoke-config"] if m == Method::POST => {
+            "UpdateFunctionEventInvokeConfig"
+        }
+        [_, "functions", _, "event-invoke-config"] if m == Method::DELETE => {
+            "DeleteFunctionEventInvokeConfig"
+        }
+        [_, "functions", _, "event-invoke-config", "list"] => "ListFunctionEventInvokeConfigs",
         _ => "Other",
     }
 }

@@ -24,6 +24,14 @@ impl FilterPattern {
     pub fn matches(&self, record: &Value) -> bool {
         matches_object(&self.0, record)
     }
+
+    /// The top-level keys the pattern names.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0
+            .as_object()
+            .into_iter()
+            .flat_map(|o| o.keys().map(String::as_str))
+    }
 }
 
 fn check(pattern: &Value, at: &str) -> Result<(), String> {

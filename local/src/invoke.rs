@@ -2,12 +2,16 @@
 //! weighted routing, `$LATEST`), run the version in a sandbox, count it in
 //! CloudWatch. The Lambda API and every event source come through here.
 
+use crate::async_config::{
+    AsyncConfig, Condition, Destination, Response as AsyncResponse, invocation_record,
+};
 use crate::control_plane::FunctionStates;
 use crate::metrics::{InvocationRecord, Metrics};
 use crate::sandbox::{FunctionSpec, Outcome, Pool, SandboxError};
 use aws_sdk_lambda::Client as LambdaClient;
 use axum::body::Bytes;
 use rand::Rng;
+use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -79,6 +83,30 @@ pub enum InvokeError {
     Service(String),
 }
 
+impl InvokeError {
+    /// The HTTP status Lambda answers with.
+    pub fn status_code(&self) -> u16 {
+        match self {
+            InvokeError::NotFound(_) => 404,
+            InvokeError::InvalidParameter(_) => 400,
+            InvokeError::Throttled(_) => 429,
+            InvokeError::Conflict(_) => 409,
+            InvokeError::Service(_) => 500,
+        }
+    }
+
+    /// Lambda's name for the error (`x-amzn-errortype`).
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            InvokeError::NotFound(_) => "ResourceNotFoundException",
+            InvokeError::InvalidParameter(_) => "InvalidParameterValueException",
+            InvokeError::Throttled(_) => "TooManyRequestsException",
+            InvokeError::Conflict(_) => "ResourceConflictException",
+            InvokeError::Service(_) => "ServiceException",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Invocation {
     pub outcome: Outcome,
@@ -117,6 +145,13 @@ pub struct Invoker {
     /// Before the first retry of a failed asynchronous invocation (Lambda's
     /// minute, scaled); the second waits twice as long.
     async_retry_delay: Duration,
+    /// What `$LATEST` ran before an update in progress, and whether the
+    /// update request is still with moto: Lambda runs the previous code and
+    /// configuration until the update is done (functions-states.html).
+    before_update: Mutex<HashMap<String, (Arc<FunctionSpec>, bool)>>,
+    /// Each function qualifier's `EventInvokeConfig`, and when it was set.
+    async_configs: Mutex<HashMap<(String, String), (AsyncConfig, f64)>>,
+    schedule_scale: f64,
 }
 
 impl Invoker {
@@ -142,6 +177,9 @@ impl Invoker {
             dead_letters: Mutex::new(HashMap::new()),
             // Lambda waits a minute before the first retry of an asynchronous invocation.
             async_retry_delay: Duration::from_secs(60).mul_f64(schedule_scale),
+            before_update: Mutex::new(HashMap::new()),
+            async_configs: Mutex::new(HashMap::new()),
+            schedule_scale,
         }
     }
 
@@ -218,11 +256,59 @@ impl Invoker {
                 pick_version(&route, rand::rng().random::<f64>())
             }
         };
+        if version == "$LATEST"
+            && let Some(previous) = self.running_before_update(&target.function_name)
+        {
+            return Ok(previous);
+        }
         let spec = self.spec(&target.function_name, &version).await?;
         match self.states.invoke_conflict(&spec.function_name, &version) {
             Some(why) => Err(InvokeError::Conflict(why)),
             None => Ok(spec),
         }
+    }
+
+    /// What `$LATEST` runs now, before an update changes it; `None` if it
+    /// cannot be read (the update's own answer then says why).
+    pub async fn latest(&self, function: &str) -> Option<Arc<FunctionSpec>> {
+        if let Some(previous) = self.running_before_update(function) {
+            return Some(previous);
+        }
+        self.spec(function, "$LATEST").await.ok()
+    }
+
+    /// Keeps what `$LATEST` runs now, before an update request goes to moto:
+    /// from then on, until the update's window ends, invocations run it.
+    pub fn begin_update(&self, function: &str, running: Option<Arc<FunctionSpec>>) {
+        let mut kept = self.before_update.lock().expect("before update lock");
+        match running {
+            Some(spec) => kept.insert(function.to_owned(), (spec, true)),
+            None => kept.remove(function),
+        };
+    }
+
+    /// Ends the request's part: refused, nothing changed; accepted, the
+    /// kept code runs while the update's window (now begun) is open.
+    pub fn settle_update(&self, function: &str, accepted: bool) {
+        let mut kept = self.before_update.lock().expect("before update lock");
+        match kept.get_mut(function) {
+            Some((_, in_flight)) if accepted => *in_flight = false,
+            Some(_) => {
+                kept.remove(function);
+            }
+            None => {}
+        }
+    }
+
+    /// The code `$LATEST` still runs while an update is in progress.
+    fn running_before_update(&self, function: &str) -> Option<Arc<FunctionSpec>> {
+        let mut kept = self.before_update.lock().expect("before update lock");
+        let (spec, in_flight) = kept.get(function)?;
+        if *in_flight || self.states.updating(function) {
+            return Some(spec.clone());
+        }
+        kept.remove(function);
+        None
     }
 
     async fn alias_route(&self, function: &str, alias: &str) -> Result<AliasRoute, InvokeError> {
@@ -372,38 +458,87 @@ impl Invoker {
     }
 }
 
-/// Lambda retries a failed asynchronous invocation twice.
-const ASYNC_RETRIES: u32 = 2;
-
 impl Invoker {
     /// An asynchronous invocation as Lambda runs it
     /// (<https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-error-handling.html>):
-    /// a function error or a failure to run is retried twice, a minute and
-    /// then two minutes later (scaled); an event that still fails goes to the
-    /// function's dead-letter queue, with Lambda's `RequestID`, `ErrorCode`
-    /// and `ErrorMessage` attributes, or is dropped if it has none.
+    /// a function error or a failure to run is retried, by default twice, a
+    /// minute and then two minutes later (scaled); an event older than its
+    /// maximum age (scaled) is not tried again. An event that still fails
+    /// goes to the function's dead-letter queue, with Lambda's `RequestID`,
+    /// `ErrorCode` and `ErrorMessage` attributes, and to its on-failure
+    /// destination as an invocation record; a success's record goes to the
+    /// on-success destination. The configuration is the invoked qualifier's
+    /// (`$LATEST` for an unqualified call).
     pub async fn invoke_async(
         &self,
         target: &Target,
         payload: Bytes,
         client_context: Option<String>,
     ) {
+        let qualifier = target.qualifier.as_deref().unwrap_or("$LATEST");
+        let config = self.async_config(&target.function_name, qualifier);
+        let max_age = config.max_age().mul_f64(self.schedule_scale);
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let function_arn = format!("{}:{qualifier}", self.function_arn(&target.function_name));
+        let queued = Instant::now();
         let mut delay = self.async_retry_delay;
         let mut error = String::new();
-        for attempt in 0..=ASYNC_RETRIES {
+        let mut last: Option<AsyncResponse> = None;
+        let mut attempts = 0;
+        let mut condition = Condition::RetriesExhausted;
+        for attempt in 0..=config.retries() {
+            if attempt > 0 {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            if queued.elapsed() > max_age {
+                condition = Condition::EventAgeExceeded;
+                break;
+            }
+            attempts += 1;
             match self
                 .invoke(target, payload.clone(), client_context.clone())
                 .await
             {
-                Ok(inv) if !inv.outcome.is_error() => return,
-                Ok(inv) => error = String::from_utf8_lossy(inv.outcome.payload()).into_owned(),
-                Err(e) => error = e.to_string(),
+                Ok(inv) => {
+                    let response = AsyncResponse {
+                        status_code: 200,
+                        executed_version: Some(inv.executed_version.clone()),
+                        function_error: inv.outcome.is_error().then(|| "Unhandled".to_owned()),
+                        payload: inv.outcome.payload().to_vec(),
+                    };
+                    if !inv.outcome.is_error() {
+                        let record = invocation_record(
+                            &request_id,
+                            &function_arn,
+                            Condition::Success,
+                            attempts,
+                            &payload,
+                            Some(&response),
+                        );
+                        if let Some(destination) = &config.on_success {
+                            self.send_record(target, destination, record).await;
+                        }
+                        return;
+                    }
+                    error = String::from_utf8_lossy(&response.payload).into_owned();
+                    last = Some(response);
+                }
+                Err(e) => {
+                    error = e.to_string();
+                    last = Some(AsyncResponse {
+                        status_code: e.status_code(),
+                        executed_version: None,
+                        function_error: None,
+                        payload: serde_json::to_vec(&serde_json::json!({"errorMessage": error}))
+                            .expect("JSON"),
+                    });
+                }
             }
             tracing::warn!(function = %target.function_name, attempt, %error, "asynchronous invocation failed");
-            if attempt < ASYNC_RETRIES {
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
+        }
+        if condition == Condition::EventAgeExceeded {
+            tracing::warn!(function = %target.function_name, attempts, "asynchronous invocation discarded: older than its maximum age");
         }
         let dead_letter = self
             .dead_letters
@@ -411,13 +546,125 @@ impl Invoker {
             .expect("dead letters lock")
             .get(&target.function_name)
             .cloned();
-        let Some(queue_arn) = dead_letter else {
-            tracing::error!(function = %target.function_name, "asynchronous invocation dropped after its retries");
-            return;
-        };
-        if let Err(e) = self.send_dead_letter(&queue_arn, &payload, &error).await {
+        if let Some(queue_arn) = &dead_letter
+            && let Err(e) = self.send_dead_letter(queue_arn, &payload, &error).await
+        {
             tracing::error!(function = %target.function_name, queue = %queue_arn, error = %e, "could not send to the dead-letter queue");
         }
+        match &config.on_failure {
+            Some(destination) => {
+                let record = invocation_record(
+                    &request_id,
+                    &function_arn,
+                    condition,
+                    attempts,
+                    &payload,
+                    last.as_ref(),
+                );
+                self.send_record(target, destination, record).await;
+            }
+            None if dead_letter.is_none() => {
+                tracing::error!(function = %target.function_name, "asynchronous invocation dropped after its retries");
+            }
+            None => {}
+        }
+    }
+
+    /// Sends an invocation record to a destination: a queue's message, or an
+    /// asynchronous invocation of a function.
+    async fn send_record(&self, source: &Target, destination: &Destination, record: Value) {
+        let body = record.to_string();
+        let sent = match destination {
+            Destination::Sqs(queue_arn) => match queue_url(&self.sqs, queue_arn).await {
+                Ok(url) => self
+                    .sqs
+                    .send_message()
+                    .queue_url(url)
+                    .message_body(body)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("{e:?}")),
+                Err(e) => Err(e),
+            },
+            Destination::Lambda(function_arn) => match Target::parse(function_arn, None) {
+                Ok(target) => {
+                    self.invoke_destination(target, Bytes::from(body)).await;
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        if let Err(e) = sent {
+            tracing::error!(function = %source.function_name, destination = %destination.arn(), error = %e, "could not send an invocation record");
+        }
+    }
+
+    /// A destination function's asynchronous invocation, behind a named
+    /// future type: its own failures go to its own destinations, and the
+    /// recursion needs a type the compiler can see is `Send`.
+    fn invoke_destination(
+        &self,
+        target: Target,
+        record: Bytes,
+    ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move { self.invoke_async(&target, record, None).await })
+    }
+
+    /// The asynchronous configuration of a function's qualifier (Lambda's
+    /// defaults when none is kept).
+    pub fn async_config(&self, function: &str, qualifier: &str) -> AsyncConfig {
+        self.async_configs
+            .lock()
+            .expect("async configs lock")
+            .get(&(function.to_owned(), qualifier.to_owned()))
+            .map(|(config, _)| config.clone())
+            .unwrap_or_default()
+    }
+
+    /// The kept configuration and when it was last changed (epoch seconds).
+    pub fn kept_async_config(&self, function: &str, qualifier: &str) -> Option<(AsyncConfig, f64)> {
+        self.async_configs
+            .lock()
+            .expect("async configs lock")
+            .get(&(function.to_owned(), qualifier.to_owned()))
+            .cloned()
+    }
+
+    /// Every qualifier of a function with a kept configuration.
+    pub fn async_configs_of(&self, function: &str) -> Vec<(String, AsyncConfig, f64)> {
+        let configs = self.async_configs.lock().expect("async configs lock");
+        let mut found: Vec<_> = configs
+            .iter()
+            .filter(|((f, _), _)| f == function)
+            .map(|((_, q), (config, at))| (q.clone(), config.clone(), *at))
+            .collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found
+    }
+
+    /// Keeps (or, with `None`, forgets) a qualifier's configuration.
+    pub fn set_async_config(&self, function: &str, qualifier: &str, config: Option<AsyncConfig>) {
+        let mut configs = self.async_configs.lock().expect("async configs lock");
+        let key = (function.to_owned(), qualifier.to_owned());
+        match config {
+            Some(config) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs_f64();
+                configs.insert(key, (config, now));
+            }
+            None => {
+                configs.remove(&key);
+            }
+        }
+    }
+
+    /// Forgets a function's configurations (deleted), or every one (moto reset).
+    pub fn forget_async_configs(&self, function: Option<&str>) {
+        let mut configs = self.async_configs.lock().expect("async configs lock");
+        configs.retain(|(f, _), _| function.is_some_and(|name| name != f));
     }
 
     async fn send_dead_letter(

@@ -7,6 +7,7 @@
 //! Function URLs).
 
 pub mod api;
+pub mod async_config;
 pub mod code;
 pub mod control_plane;
 pub mod filters;
@@ -16,6 +17,7 @@ pub mod launcher;
 pub mod metrics;
 pub mod provision;
 pub mod sandbox;
+pub mod schedule;
 pub mod server;
 pub mod sources;
 pub mod template;

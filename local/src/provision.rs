@@ -4,6 +4,7 @@
 //! transform, so this is done from code. A resource that already exists (a
 //! restarted sluice-local against a running moto) is taken over, not recreated.
 
+use crate::async_config::AsyncConfig;
 use crate::code::{CodeStore, bootstrap_zip};
 use crate::iam;
 use crate::iam::sam::{Scope, inline_policies};
@@ -33,7 +34,36 @@ pub struct WiredFunction {
     pub url: Option<UrlAuth>,
     /// The SQS queue (ARN) of `DeadLetterQueue`, which moto does not keep.
     pub dead_letter: Option<String>,
+    /// `EventInvokeConfig`, for `$LATEST` (the template publishes no alias).
+    pub async_config: Option<AsyncConfig>,
 }
+
+/// The SAM function properties the local stack plays, and those it takes
+/// knowingly without effect (where code runs, how it logs). Any other
+/// (reserved concurrency, a VPC, layers, `AutoPublishAlias`, ...) is refused
+/// by name: ignored, it would make the local stack kinder than AWS.
+const FUNCTION_PROPERTIES_PLAYED: &[&str] = &[
+    "FunctionName",
+    "Timeout",
+    "MemorySize",
+    "Environment",
+    "Policies",
+    "Role",
+    "Events",
+    "FunctionUrlConfig",
+    "DeadLetterQueue",
+    "EventInvokeConfig",
+];
+const FUNCTION_PROPERTIES_WITHOUT_EFFECT: &[&str] = &[
+    "CodeUri",
+    "Handler",
+    "Runtime",
+    "Architectures",
+    "Description",
+    "LoggingConfig",
+    "Tracing",
+    "Tags",
+];
 
 pub struct Provisioner<'a> {
     pub moto: &'a SdkConfig,
@@ -435,6 +465,12 @@ impl Provisioner<'_> {
     ) -> Result<WiredFunction> {
         use aws_sdk_lambda::types::{DeadLetterConfig, Environment, FunctionCode, Runtime};
         let id = &resource.logical_id;
+        check_function_properties(id, props)?;
+        let async_config = props
+            .get("EventInvokeConfig")
+            .map(|config| AsyncConfig::parse(config, true))
+            .transpose()
+            .map_err(|e| anyhow!("{id}.EventInvokeConfig: {e}"))?;
         let name = string_or(props, "FunctionName", || ctx.generated_name(id));
         let binary = resource
             .metadata
@@ -554,7 +590,27 @@ impl Provisioner<'_> {
             sources,
             url,
             dead_letter: dead_letter.and_then(|d| d.target_arn().map(str::to_owned)),
+            async_config,
         })
+    }
+}
+
+/// Refuses a function property the local stack neither plays nor may
+/// ignore.
+fn check_function_properties(id: &str, props: &Value) -> Result<()> {
+    let unplayed = props
+        .as_object()
+        .into_iter()
+        .flat_map(|o| o.keys())
+        .find(|k| {
+            !FUNCTION_PROPERTIES_PLAYED.contains(&k.as_str())
+                && !FUNCTION_PROPERTIES_WITHOUT_EFFECT.contains(&k.as_str())
+        });
+    match unplayed {
+        Some(unplayed) => bail!(
+            "{id}.{unplayed} is not played by the local stack (it plays {FUNCTION_PROPERTIES_PLAYED:?} and takes {FUNCTION_PROPERTIES_WITHOUT_EFFECT:?} without effect)"
+        ),
+        None => Ok(()),
     }
 }
 
@@ -582,5 +638,36 @@ fn scalar(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_properties_not_played_are_refused_by_name() {
+        let played = json!({
+            "CodeUri": "x", "Handler": "bootstrap", "Runtime": "provided.al2023",
+            "Architectures": ["arm64"], "Timeout": 3, "EventInvokeConfig": {},
+        });
+        check_function_properties("Fn", &played).unwrap();
+        for unplayed in [
+            "ReservedConcurrentExecutions",
+            "AutoPublishAlias",
+            "VpcConfig",
+            "Layers",
+            "Timout",
+        ] {
+            let mut props = played.clone();
+            props[unplayed] = json!(1);
+            let e = check_function_properties("Fn", &props)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with(&format!("Fn.{unplayed} is not played")),
+                "{e}"
+            );
+        }
     }
 }

@@ -185,6 +185,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         });
         for f in &provisioned.functions {
             invoker.set_dead_letter(&f.name, f.dead_letter.clone());
+            invoker.set_async_config(&f.name, "$LATEST", f.async_config.clone());
             sources::start(source_ctx.clone(), &f.name, &f.sources);
             if let Some(auth) = f.url {
                 let name = screaming_snake(&f.logical_id);

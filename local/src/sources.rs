@@ -4,6 +4,7 @@
 
 use crate::filters::FilterPattern;
 use crate::invoke::{Invoker, Target, queue_url};
+use crate::schedule::Schedule;
 use aws_lambda_events::dynamodb::{
     Event as DynamoDbEvent, EventRecord, StreamRecord, StreamViewType,
 };
@@ -49,6 +50,9 @@ pub enum EventSource {
         on_failure: Option<String>,
         /// `FilterCriteria`: only records some pattern matches are delivered.
         filters: Vec<FilterPattern>,
+        /// `MaximumBatchingWindowInSeconds`, unscaled: how long records are
+        /// gathered before a batch that is not full is delivered.
+        batching_window: Duration,
     },
     Sqs {
         queue_arn: String,
@@ -56,10 +60,15 @@ pub enum EventSource {
         report_failures: bool,
         /// `ScalingConfig.MaximumConcurrency`: the most batches at once.
         max_concurrency: Option<usize>,
+        /// `FilterCriteria` on the message `body`: what no pattern matches is
+        /// deleted from the queue unseen, as Lambda does.
+        filters: Vec<FilterPattern>,
+        /// `MaximumBatchingWindowInSeconds`, unscaled.
+        batching_window: Duration,
     },
     Schedule {
         rule: String,
-        every: Duration,
+        schedule: Schedule,
         input: Option<Value>,
     },
     /// An EventBridge rule on S3 "Object Created", played by listing the buckets.
@@ -110,6 +119,7 @@ impl EventSource {
                 "MaximumRecordAgeInSeconds",
                 "DestinationConfig",
                 "FilterCriteria",
+                "MaximumBatchingWindowInSeconds",
                 "Enabled",
             ],
             "SQS" => &[
@@ -117,6 +127,8 @@ impl EventSource {
                 "BatchSize",
                 "FunctionResponseTypes",
                 "ScalingConfig",
+                "FilterCriteria",
+                "MaximumBatchingWindowInSeconds",
                 "Enabled",
             ],
             "Schedule" | "ScheduleV2" => &[
@@ -154,6 +166,35 @@ impl EventSource {
                 "{at}: only an SQS on-failure destination is played by the local stack, not {destination}"
             ));
         }
+        // Lambda's ranges (API_CreateEventSourceMapping.html): a window of 0
+        // to 300 s; batches of 1 to 10,000 records, and for a queue more than
+        // 10 only with a window.
+        let batching_window = match int("MaximumBatchingWindowInSeconds") {
+            None => Duration::ZERO,
+            Some(n) if (0..=300).contains(&n) => Duration::from_secs(n as u64),
+            Some(n) => {
+                return Err(format!(
+                    "{at}: MaximumBatchingWindowInSeconds {n} must be 0 to 300"
+                ));
+            }
+        };
+        let batch_size = |default: i64| match int("BatchSize") {
+            None => Ok(default as i32),
+            Some(n) if (1..=10_000).contains(&n) => Ok(n as i32),
+            Some(n) => Err(format!("{at}: BatchSize {n} must be 1 to 10000")),
+        };
+        let filters = || -> Result<Vec<FilterPattern>, String> {
+            props
+                .pointer("/FilterCriteria/Filters")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|f| {
+                    let text = f.get("Pattern").and_then(Value::as_str).unwrap_or("");
+                    FilterPattern::parse(text).map_err(|e| format!("{at}: {e}"))
+                })
+                .collect()
+        };
         let report_failures = props
             .get("FunctionResponseTypes")
             .and_then(Value::as_array)
@@ -172,7 +213,7 @@ impl EventSource {
                         ));
                     }
                 },
-                batch_size: int("BatchSize").unwrap_or(100).clamp(1, 10_000) as i32,
+                batch_size: batch_size(100)?,
                 max_retries: match int("MaximumRetryAttempts") {
                     None | Some(-1) => None,
                     Some(n) if n >= 0 => Some(n as u32),
@@ -195,22 +236,32 @@ impl EventSource {
                     .pointer("/DestinationConfig/OnFailure/Destination")
                     .and_then(Value::as_str)
                     .map(str::to_owned),
-                filters: props
-                    .pointer("/FilterCriteria/Filters")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .map(|f| {
-                        let text = f.get("Pattern").and_then(Value::as_str).unwrap_or("");
-                        FilterPattern::parse(text).map_err(|e| format!("{at}: {e}"))
-                    })
-                    .collect::<Result<_, _>>()?,
+                filters: filters()?,
+                batching_window,
             },
             "SQS" => EventSource::Sqs {
                 queue_arn: text("Queue")
                     .ok_or(format!("{at}: Queue (the queue's Arn) is required"))?
                     .to_owned(),
-                batch_size: int("BatchSize").unwrap_or(10).clamp(1, 10) as i32,
+                batch_size: match batch_size(10)? {
+                    n if n > 10 && batching_window.is_zero() => {
+                        return Err(format!(
+                            "{at}: BatchSize {n} needs a MaximumBatchingWindowInSeconds of 1 or more"
+                        ));
+                    }
+                    n => n,
+                },
+                filters: {
+                    let filters = filters()?;
+                    if let Some(key) = filters.iter().find_map(|f| f.keys().find(|k| *k != "body"))
+                    {
+                        return Err(format!(
+                            "{at}: an SQS filter may only name the body key, not {key:?}"
+                        ));
+                    }
+                    filters
+                },
+                batching_window,
                 report_failures,
                 max_concurrency: match props.get("ScalingConfig") {
                     None => None,
@@ -251,7 +302,7 @@ impl EventSource {
                 };
                 EventSource::Schedule {
                     rule: format!("{function}-{name}"),
-                    every: parse_rate(expr).map_err(|e| format!("{at}: {e}"))?,
+                    schedule: Schedule::parse(expr).map_err(|e| format!("{at}: {e}"))?,
                     input,
                 }
             }
@@ -303,37 +354,6 @@ impl EventSource {
     }
 }
 
-/// `rate(N unit)` as EventBridge defines it.
-pub fn parse_rate(expr: &str) -> Result<Duration, String> {
-    let inner = expr
-        .trim()
-        .strip_prefix("rate(")
-        .and_then(|s| s.strip_suffix(')'))
-        .ok_or_else(|| {
-            format!("schedule {expr:?}: the local stack plays rate(...) schedules only")
-        })?;
-    let (n, unit) = inner
-        .trim()
-        .split_once(' ')
-        .ok_or_else(|| format!("schedule {expr:?} must read rate(<number> <unit>)"))?;
-    let n: u64 = n
-        .parse()
-        .ok()
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("schedule {expr:?}: {n:?} is not a positive whole number"))?;
-    let unit_secs = match (unit.trim(), n) {
-        ("minute", 1) | ("minutes", 2..) => 60,
-        ("hour", 1) | ("hours", 2..) => 3600,
-        ("day", 1) | ("days", 2..) => 86_400,
-        (u, _) => {
-            return Err(format!(
-                "schedule {expr:?}: unit {u:?} must be minute(s), hour(s) or day(s), singular for 1 only"
-            ));
-        }
-    };
-    Ok(Duration::from_secs(n * unit_secs))
-}
-
 /// Everything an event source needs to reach the stack.
 pub struct SourceContext {
     pub invoker: Arc<Invoker>,
@@ -364,18 +384,24 @@ pub fn start(ctx: Arc<SourceContext>, function: &str, sources: &[EventSource]) {
                     batch_size,
                     report_failures,
                     max_concurrency,
+                    filters,
+                    batching_window,
                 } => {
                     let queue = QueueMapping {
                         queue_arn,
                         batch_size,
                         report_failures,
                         max_concurrency,
+                        filters,
+                        batching_window: batching_window.mul_f64(ctx.schedule_scale),
                     };
                     poll_queue(ctx, target, queue).await
                 }
-                EventSource::Schedule { rule, every, input } => {
-                    run_schedule(&ctx, &target, &rule, every, input).await
-                }
+                EventSource::Schedule {
+                    rule,
+                    schedule,
+                    input,
+                } => run_schedule(&ctx, &target, &rule, &schedule, input).await,
                 EventSource::AlarmStateChanges { rule, states } => {
                     watch_alarms(&ctx, &target, &rule, &states).await
                 }
@@ -437,10 +463,12 @@ async fn poll_stream(ctx: &SourceContext, target: &Target, source: EventSource) 
         max_record_age,
         on_failure,
         filters,
+        batching_window,
     } = source
     else {
         return;
     };
+    let batching_window = batching_window.mul_f64(ctx.schedule_scale);
     let mapping = StreamMapping {
         stream_arn: stream_arn.clone(),
         max_retries,
@@ -455,6 +483,9 @@ async fn poll_stream(ctx: &SourceContext, target: &Target, source: EventSource) 
         .and_then(|s| s.split('/').next())
         .map(str::to_owned);
     let mut iterators: HashMap<String, Option<String>> = HashMap::new();
+    // Records read but held for the batching window, by shard, with when
+    // the first of them was read.
+    let mut gathered: HashMap<String, (Vec<EventRecord>, tokio::time::Instant)> = HashMap::new();
     loop {
         match ctx
             .streams
@@ -501,11 +532,14 @@ async fn poll_stream(ctx: &SourceContext, target: &Target, source: EventSource) 
             let Some(current) = iterator.clone() else {
                 continue;
             };
+            let held = gathered.get(shard).map_or(0, |(records, _)| records.len());
+            // DynamoDB Streams gives at most 1,000 records a read.
+            let wanted = (batch_size - held as i32).clamp(1, 1000);
             let records = match ctx
                 .streams
                 .get_records()
                 .shard_iterator(&current)
-                .limit(batch_size)
+                .limit(wanted)
                 .send()
                 .await
             {
@@ -518,11 +552,8 @@ async fn poll_stream(ctx: &SourceContext, target: &Target, source: EventSource) 
                     continue;
                 }
             };
-            if records.is_empty() {
-                continue;
-            }
-            idle = false;
-            let batch: Vec<EventRecord> = records
+            idle &= records.is_empty();
+            let admitted = records
                 .into_iter()
                 .map(|r| stream_record(r, &stream_arn, table_name.as_deref(), &ctx.region))
                 .filter(|r| {
@@ -530,9 +561,20 @@ async fn poll_stream(ctx: &SourceContext, target: &Target, source: EventSource) 
                         let shaped = serde_json::to_value(r).unwrap_or_default();
                         filters.iter().any(|f| f.matches(&shaped))
                     }
-                })
-                .collect();
-            if !batch.is_empty() {
+                });
+            let now = tokio::time::Instant::now();
+            let (batch, since) = gathered
+                .entry(shard.clone())
+                .or_insert_with(|| (Vec::new(), now));
+            if batch.is_empty() {
+                *since = now;
+            }
+            batch.extend(admitted);
+            // A batch goes when it is full or its window has passed
+            // (`MaximumBatchingWindowInSeconds`, services-ddb-params.html).
+            let due = batch.len() as i32 >= batch_size || now >= *since + batching_window;
+            if !batch.is_empty() && due {
+                let batch = std::mem::take(batch);
                 mapping.deliver(ctx, target, shard, batch).await;
             }
         }
@@ -741,7 +783,31 @@ struct QueueMapping {
     batch_size: i32,
     report_failures: bool,
     max_concurrency: Option<usize>,
+    filters: Vec<FilterPattern>,
+    /// Scaled already.
+    batching_window: Duration,
 }
+
+impl QueueMapping {
+    /// Whether a message passes the mapping's filters. SQS filters name only
+    /// `body`, matched as JSON when the body is a JSON object, else as text
+    /// (<https://docs.aws.amazon.com/lambda/latest/dg/with-sqs-filtering.html>).
+    fn admits(&self, message: &aws_sdk_sqs::types::Message) -> bool {
+        if self.filters.is_empty() {
+            return true;
+        }
+        let body = message.body().unwrap_or_default();
+        let body = match serde_json::from_str::<Value>(body) {
+            Ok(object @ Value::Object(_)) => object,
+            _ => Value::String(body.to_owned()),
+        };
+        let record = json!({ "body": body });
+        self.filters.iter().any(|f| f.matches(&record))
+    }
+}
+
+/// SQS gives at most ten messages a receive.
+const SQS_MOST_PER_RECEIVE: i32 = 10;
 
 /// The fewest batches Lambda reads a quiet queue with, the most it ever
 /// reads at once, and how fast it adds more: see `poll_queue`.
@@ -827,27 +893,65 @@ impl QueuePoller {
         }
     }
 
-    /// Receives one batch and delivers it; false if there was none.
+    /// Receives one batch and delivers it; false if there was none. With a
+    /// batching window, receives go on until the batch is full or the
+    /// window, counted from the first message, has passed
+    /// (<https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-configure.html>).
+    /// Messages no filter admits are deleted and never delivered.
     async fn take_batch(&self) -> bool {
         let (ctx, queue_name) = (&self.ctx, &self.queue_name);
-        let received = ctx
-            .sqs
-            .receive_message()
-            .queue_url(&self.queue_url)
-            .max_number_of_messages(self.queue.batch_size)
-            .wait_time_seconds(1)
-            .message_system_attribute_names(MessageSystemAttributeName::All)
-            .message_attribute_names("All")
-            .send()
-            .await;
-        let messages = match received {
-            Ok(out) => out.messages.unwrap_or_default(),
-            Err(e) => {
-                tracing::warn!(error = ?e, queue = %queue_name, "ReceiveMessage failed; retrying");
-                tokio::time::sleep(ctx.poll_interval.max(Duration::from_millis(200))).await;
-                return false;
+        let mut messages = Vec::new();
+        let mut window_ends: Option<tokio::time::Instant> = None;
+        loop {
+            let wanted = (self.queue.batch_size - messages.len() as i32).min(SQS_MOST_PER_RECEIVE);
+            let wait = match window_ends {
+                None => 1,
+                Some(end) => {
+                    let left: Duration = end.saturating_duration_since(tokio::time::Instant::now());
+                    left.as_secs().min(1) as i32
+                }
+            };
+            let received = ctx
+                .sqs
+                .receive_message()
+                .queue_url(&self.queue_url)
+                .max_number_of_messages(wanted)
+                .wait_time_seconds(wait)
+                .message_system_attribute_names(MessageSystemAttributeName::All)
+                .message_attribute_names("All")
+                .send()
+                .await;
+            let got = match received {
+                Ok(out) => out.messages.unwrap_or_default(),
+                Err(e) => {
+                    tracing::warn!(error = ?e, queue = %queue_name, "ReceiveMessage failed; retrying");
+                    tokio::time::sleep(ctx.poll_interval.max(Duration::from_millis(200))).await;
+                    Vec::new()
+                }
+            };
+            let received_none = got.is_empty();
+            let (admitted, filtered): (Vec<_>, Vec<_>) =
+                got.into_iter().partition(|m| self.queue.admits(m));
+            self.delete(filtered.into_iter().filter_map(|m| m.receipt_handle))
+                .await;
+            messages.extend(admitted);
+            if messages.is_empty() && window_ends.is_none() {
+                if received_none {
+                    return false;
+                }
+                continue;
             }
-        };
+            let end = *window_ends
+                .get_or_insert_with(|| tokio::time::Instant::now() + self.queue.batching_window);
+            if messages.len() as i32 >= self.queue.batch_size || tokio::time::Instant::now() >= end
+            {
+                break;
+            }
+            if wait == 0 {
+                let left = end.saturating_duration_since(tokio::time::Instant::now());
+                tokio::time::sleep(ctx.poll_interval.min(left)).await;
+            }
+        }
         if messages.is_empty() {
             return false;
         }
@@ -857,8 +961,36 @@ impl QueuePoller {
         true
     }
 
+    /// Deletes messages by their receipt handles.
+    async fn delete(&self, receipt_handles: impl Iterator<Item = String>) {
+        let entries: Vec<DeleteMessageBatchRequestEntry> = receipt_handles
+            .enumerate()
+            .filter_map(|(i, handle)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(handle)
+                    .build()
+                    .ok()
+            })
+            .collect();
+        // SQS deletes at most ten a request.
+        for chunk in entries.chunks(10) {
+            if let Err(e) = self
+                .ctx
+                .sqs
+                .delete_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(chunk.to_vec()))
+                .send()
+                .await
+            {
+                tracing::warn!(error = ?e, queue = %self.queue_name, "could not delete messages");
+            }
+        }
+    }
+
     async fn deliver(&self, messages: Vec<aws_sdk_sqs::types::Message>) {
-        let (ctx, queue_name) = (&self.ctx, &self.queue_name);
+        let ctx = &self.ctx;
         let records: Vec<SqsMessage> = messages
             .into_iter()
             .map(|m| sqs_message(m, &self.queue.queue_arn, &ctx.region))
@@ -878,30 +1010,8 @@ impl QueuePoller {
                 .collect(),
             Err(()) => Vec::new(),
         };
-        if done.is_empty() {
-            return;
-        }
-        let entries: Vec<DeleteMessageBatchRequestEntry> = done
-            .iter()
-            .enumerate()
-            .filter_map(|(i, m)| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .receipt_handle(m.receipt_handle.clone()?)
-                    .build()
-                    .ok()
-            })
-            .collect();
-        if let Err(e) = ctx
-            .sqs
-            .delete_message_batch()
-            .queue_url(&self.queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-        {
-            tracing::warn!(error = ?e, queue = %queue_name, "could not delete processed messages");
-        }
+        self.delete(done.iter().filter_map(|m| m.receipt_handle.clone()))
+            .await;
     }
 }
 
@@ -940,24 +1050,42 @@ fn sqs_message(m: aws_sdk_sqs::types::Message, queue_arn: &str, region: &str) ->
     out
 }
 
+/// Fires a schedule. A rate counts from the rule's start; a cron fires at
+/// the whole minutes its fields match, UTC. Both run on the stack's clock:
+/// at `--schedule-scale` s, a schedule's minute passes in s minutes, counted
+/// from when the stack started it, so a cron's times keep their spacing.
 async fn run_schedule(
     ctx: &SourceContext,
     target: &Target,
     rule: &str,
-    every: Duration,
+    schedule: &Schedule,
     input: Option<Value>,
 ) {
-    let period = every
-        .mul_f64(ctx.schedule_scale)
-        .max(Duration::from_millis(10));
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let scale = ctx.schedule_scale;
+    let started = tokio::time::Instant::now();
+    let started_at = chrono::Utc::now();
+    // The schedule's time at a real instant.
+    let schedule_time = |real: tokio::time::Instant| {
+        let elapsed = (real - started).div_f64(scale);
+        started_at + chrono::TimeDelta::from_std(elapsed).unwrap_or(chrono::TimeDelta::MAX)
+    };
     let rule_arn = format!(
         "arn:aws:events:{}:{}:rule/{rule}",
         ctx.region, ctx.account_id
     );
+    let mut last = started_at;
     loop {
-        ticks.tick().await;
+        let Some(next) = schedule.next_after(last) else {
+            tracing::info!(rule, "schedule has no further time");
+            return;
+        };
+        let wait = (next - schedule_time(tokio::time::Instant::now()))
+            .to_std()
+            .unwrap_or_default()
+            .mul_f64(scale);
+        // A very fast scale still leaves the stack time to breathe.
+        tokio::time::sleep(wait.max(Duration::from_millis(10))).await;
+        last = next;
         let event = match &input {
             Some(input) => input.clone(),
             None => {
@@ -967,7 +1095,8 @@ async fn run_schedule(
                 e.detail_type = "Scheduled Event".into();
                 e.source = "aws.events".into();
                 e.account = Some(ctx.account_id.clone());
-                e.time = Some(chrono::Utc::now());
+                // The time the rule fired for, as EventBridge sends it.
+                e.time = Some(next);
                 e.region = Some(ctx.region.clone());
                 e.resources = Some(vec![rule_arn.clone()]);
                 e.detail = json!({});
@@ -1357,20 +1486,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rates_follow_eventbridge_grammar() {
-        assert_eq!(parse_rate("rate(1 minute)"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_rate("rate(5 minutes)"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_rate("rate(2 hours)"), Ok(Duration::from_secs(7200)));
-        assert!(parse_rate("rate(1 minutes)").is_err());
-        assert!(parse_rate("rate(0 minutes)").is_err());
-        assert!(
-            parse_rate("cron(0 12 * * ? *)")
-                .unwrap_err()
-                .contains("rate(...)")
-        );
-    }
-
-    #[test]
     fn sam_events_are_read_with_lambda_defaults() {
         let e = EventSource::from_sam("F", "Stream", &json!({"Type": "DynamoDB", "Properties": {"Stream": "arn:s", "StartingPosition": "LATEST"}})).unwrap();
         assert_eq!(
@@ -1385,6 +1500,7 @@ mod tests {
                 max_record_age: None,
                 on_failure: None,
                 filters: vec![],
+                batching_window: Duration::ZERO,
             })
         );
         let e = EventSource::from_sam(
@@ -1419,7 +1535,8 @@ mod tests {
         for bad in [
             json!({"Stream": "s", "MaximumRecordAgeInSeconds": 5}),
             json!({"Stream": "s", "FilterCriteria": {"Filters": [{"Pattern": "{\"a\": [{\"numeric\": [1]}]}"}]}}),
-            json!({"Stream": "s", "MaximumBatchingWindowInSeconds": 5}),
+            json!({"Stream": "s", "MaximumBatchingWindowInSeconds": 301}),
+            json!({"Stream": "s", "BatchSize": 10_001}),
             json!({"Stream": "s", "DestinationConfig": {"OnFailure": {"Type": "SNS", "Destination": "arn:t"}}}),
         ] {
             let err =
@@ -1427,16 +1544,50 @@ mod tests {
                     .unwrap_err();
             assert!(err.starts_with("F.Events.S:"), "{err}");
         }
-        let unplayed = EventSource::from_sam(
-            "F",
-            "Q",
-            &json!({"Type": "SQS", "Properties": {"Queue": "arn:q", "FilterCriteria": {}}}),
-        )
-        .unwrap_err();
-        assert!(
-            unplayed.contains("FilterCriteria is not played"),
-            "{unplayed}"
-        );
+        let queue = |props: Value| {
+            let mut all = json!({"Queue": "arn:q"});
+            all.as_object_mut()
+                .unwrap()
+                .extend(props.as_object().unwrap().clone());
+            EventSource::from_sam("F", "Q", &json!({"Type": "SQS", "Properties": all}))
+        };
+        for (props, problem) in [
+            (
+                json!({"FilterCriteria": {"Filters": [{"Pattern": "{\"attributes\": {\"x\": [\"1\"]}}"}]}}),
+                "only name the body key, not \"attributes\"",
+            ),
+            (
+                json!({"BatchSize": 11}),
+                "needs a MaximumBatchingWindowInSeconds",
+            ),
+            (json!({"BatchSize": 0}), "BatchSize 0 must be 1 to 10000"),
+            (
+                json!({"MaximumBatchingWindowInSeconds": -1}),
+                "must be 0 to 300",
+            ),
+            (
+                json!({"MaximumBatchingWindow": 1}),
+                "MaximumBatchingWindow is not played",
+            ),
+        ] {
+            let err = queue(props).unwrap_err();
+            assert!(err.contains(problem), "{err:?} should contain {problem:?}");
+        }
+        let Ok(Some(EventSource::Sqs {
+            batch_size,
+            batching_window,
+            filters,
+            ..
+        })) = queue(json!({
+            "BatchSize": 50,
+            "MaximumBatchingWindowInSeconds": 2,
+            "FilterCriteria": {"Filters": [{"Pattern": "{\"body\": {\"kind\": [\"order\"]}}"}]},
+        }))
+        else {
+            panic!("a windowed, filtered queue is played")
+        };
+        assert_eq!((batch_size, batching_window), (50, Duration::from_secs(2)));
+        assert!(filters[0].matches(&json!({"body": {"kind": "order"}})));
         let e = EventSource::from_sam("F", "Q", &json!({"Type": "SQS", "Properties": {"Queue": "arn:q", "FunctionResponseTypes": ["ReportBatchItemFailures"]}})).unwrap();
         assert!(matches!(
             e,
