@@ -824,6 +824,26 @@ async fn event_sources_wired_by_the_template_deliver_aws_shaped_events() -> Resu
     Ok(())
 }
 
+fn epoch_ms(at: std::time::SystemTime) -> u64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+/// The events the recorders wrote into `dir`, each with when it was
+/// delivered (its file's time, epoch ms).
+fn recorded_at(dir: &std::path::Path) -> Vec<(Value, u64)> {
+    let files = std::fs::read_dir(dir).into_iter().flatten().flatten();
+    files
+        .filter(|entry| entry.path().extension().is_some_and(|e| e == "json"))
+        .filter_map(|entry| {
+            let event: Value = serde_json::from_slice(&std::fs::read(entry.path()).ok()?).ok()?;
+            let written = entry.metadata().ok()?.modified().ok()?;
+            Some((event, epoch_ms(written)))
+        })
+        .collect()
+}
+
 /// Receives what `queue` holds into `seen` (a message received is hidden
 /// from the next receive) and finds the first JSON body `pred` matches.
 async fn received(
@@ -862,6 +882,7 @@ async fn pollers_retry_failed_batches_and_delete_only_what_succeeded() -> Result
     let stack = event_sources_stack(records.path())?;
     let config = stack.sdk_config().await;
     let ddb = aws_sdk_dynamodb::Client::new(&config);
+    let written_ms = epoch_ms(std::time::SystemTime::now());
     ddb.put_item()
         .table_name(stack.var("SLUICE_RESOURCE_TABLE"))
         .item(
@@ -896,6 +917,18 @@ async fn pollers_retry_failed_batches_and_delete_only_what_succeeded() -> Result
     )
     .await
     .with_context(|| stack.log_tail())?;
+    // The stream's batching window (2 s) held the record before its first delivery.
+    let first_delivery = recorded_at(records.path())
+        .into_iter()
+        .filter(|(e, _)| e["Records"][0]["eventSource"] == "aws:dynamodb")
+        .map(|(_, ms)| ms)
+        .min()
+        .context("a stream delivery")?;
+    assert!(
+        first_delivery >= written_ms + 2_000,
+        "the stream record went {} ms after it was written, inside the window",
+        first_delivery.saturating_sub(written_ms)
+    );
     // The message whose batch failed was not deleted: it comes back, counted.
     wait_for(
         "the failed message to be received again",
@@ -965,25 +998,14 @@ async fn pollers_retry_failed_batches_and_delete_only_what_succeeded() -> Result
     .with_context(|| stack.log_tail())?;
     send(vec![order(4), order(5)]).await?;
     let queue_name = orders.rsplit('/').next().unwrap_or("?").to_owned();
-    // Each batch of Orders, with when it was delivered (the recorder's file).
+    // Each batch of Orders, with when it was delivered.
     let batches = || -> Vec<(Value, u64)> {
-        let files = std::fs::read_dir(records.path())
+        recorded_at(records.path())
             .into_iter()
-            .flatten()
-            .flatten();
-        files
-            .filter_map(|entry| {
-                let event: Value =
-                    serde_json::from_slice(&std::fs::read(entry.path()).ok()?).ok()?;
-                let from_orders = event["Records"][0]["eventSourceARN"]
+            .filter(|(event, _)| {
+                event["Records"][0]["eventSourceARN"]
                     .as_str()
-                    .is_some_and(|arn| arn.ends_with(&queue_name));
-                let written = entry.metadata().ok()?.modified().ok()?;
-                let ms = written
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .ok()?
-                    .as_millis() as u64;
-                from_orders.then_some((event, ms))
+                    .is_some_and(|arn| arn.ends_with(&queue_name))
             })
             .collect()
     };
