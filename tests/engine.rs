@@ -1295,15 +1295,14 @@ async fn a_gate_under_way_is_not_run_again_by_a_redelivery_or_the_sweep() -> Res
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_out_of_budget_is_handed_back_and_finished_without_the_sweep() -> Result<()> {
     let w = world().await?;
-    // A worker that waits for no slot, and a budget spoken for 2 s ahead.
-    let budget = Budget::new(
-        aws_sdk_dynamodb::Client::new(&w.stack.sdk_config().await),
-        w.stack.var("SLUICE_RESOURCE_STATE_TABLE").to_owned(),
-        10,
-        Duration::ZERO,
-    );
-    let others = template_budget(&w.stack).await;
-    for _ in 0..20 {
+    // A worker that waits for no slot, and a budget spoken for 3 s ahead
+    // by a caller that takes a second a slot: three writes, quick enough on
+    // a busy machine that the slots are still ahead when the worker asks.
+    let ddb = aws_sdk_dynamodb::Client::new(&w.stack.sdk_config().await);
+    let table = w.stack.var("SLUICE_RESOURCE_STATE_TABLE").to_owned();
+    let budget = Budget::new(ddb.clone(), table.clone(), 10, Duration::ZERO);
+    let others = Budget::new(ddb, table, 1, sluice::budget::LONGEST_WAIT);
+    for _ in 0..3 {
         others.reserve(chrono::Utc::now()).await?;
     }
     let starved = Engine {

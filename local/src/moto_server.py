@@ -63,8 +63,6 @@ class _TablesKeptInPlace:
             return value
         return copy.deepcopy(value, memo)
 
-    copy = staticmethod(copy.copy)
-
 
 dynamodb_models.copy = _TablesKeptInPlace
 

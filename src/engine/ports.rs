@@ -181,6 +181,13 @@ pub enum Readiness {
 /// activate a version before it leaves the deployment to be retried.
 const STATE_WAIT: Duration = Duration::from_secs(60);
 
+/// Attempts of one budgeted control-plane call, as the SDK's standard
+/// retry strategy makes (`AwsCloud::budgeted`).
+const CONTROL_PLANE_ATTEMPTS: u32 = 3;
+
+type LambdaSdkError<E> =
+    aws_sdk_lambda::error::SdkError<E, aws_sdk_lambda::config::http::HttpResponse>;
+
 /// Whether a failed Lambda call may succeed if made again: throttled, in
 /// conflict with an update in progress, Lambda failing, or no answer at all.
 /// Anything else (a missing object, a refused parameter, a denied
@@ -343,6 +350,39 @@ impl AwsCloud {
         }
     }
 
+    /// A control-plane call made within the budget: each attempt takes a
+    /// slot first, and the SDK's own retries are off for it, since a retry
+    /// the SDK sent would be a request the budget never saw. An attempt that
+    /// is worth repeating (throttled, in conflict, no answer) is made again
+    /// after a jittered backoff, up to [`CONTROL_PLANE_ATTEMPTS`] in all;
+    /// `call` gets the override to apply to its request.
+    async fn budgeted<T, E, Fut>(
+        &self,
+        what: &str,
+        mut call: impl FnMut(aws_sdk_lambda::config::Builder) -> Fut,
+    ) -> Result<Result<T, LambdaSdkError<E>>, EngineError>
+    where
+        Fut: Future<Output = Result<T, LambdaSdkError<E>>>,
+        E: aws_sdk_lambda::error::ProvideErrorMetadata,
+    {
+        let mut backoff = Duration::from_millis(100);
+        for attempt in 1.. {
+            self.admit(what).await?;
+            let once = aws_sdk_lambda::config::Builder::default()
+                .retry_config(aws_config::retry::RetryConfig::disabled());
+            let result = call(once).await;
+            match &result {
+                Err(e) if attempt < CONTROL_PLANE_ATTEMPTS && worth_retrying(e) => {
+                    let jitter = rand::random_range(0.5..1.5);
+                    tokio::time::sleep(backoff.mul_f64(jitter)).await;
+                    backoff *= 2;
+                }
+                _ => return Ok(result),
+            }
+        }
+        unreachable!("the attempts end in a return")
+    }
+
     /// A slot of the control-plane budget for the call `what`; a budget
     /// spoken for further ahead than a worker waits is a transient failure:
     /// the step is retried, as a throttled call is.
@@ -392,15 +432,18 @@ impl Cloud for AwsCloud {
         function: &str,
         alias: &str,
     ) -> Result<Option<AliasState>, EngineError> {
-        self.admit("GetAlias").await?;
-        match self
-            .lambda
-            .get_alias()
-            .function_name(function)
-            .name(alias)
-            .send()
-            .await
-        {
+        let read = self
+            .budgeted("GetAlias", |once| {
+                self.lambda
+                    .get_alias()
+                    .function_name(function)
+                    .name(alias)
+                    .customize()
+                    .config_override(once)
+                    .send()
+            })
+            .await?;
+        match read {
             Ok(a) => Ok(Some(AliasState {
                 version: a.function_version().unwrap_or_default().to_owned(),
                 weights: a
@@ -432,21 +475,24 @@ impl Cloud for AwsCloud {
         weights: &HashMap<String, f64>,
         revision: Option<&str>,
     ) -> Result<AliasWrite, EngineError> {
-        self.admit("UpdateAlias").await?;
         let written = self
-            .lambda
-            .update_alias()
-            .function_name(function)
-            .name(alias)
-            .function_version(primary)
-            .routing_config(
-                AliasRoutingConfiguration::builder()
-                    .set_additional_version_weights(Some(weights.clone()))
-                    .build(),
-            )
-            .set_revision_id(revision.map(str::to_owned))
-            .send()
-            .await;
+            .budgeted("UpdateAlias", |once| {
+                self.lambda
+                    .update_alias()
+                    .function_name(function)
+                    .name(alias)
+                    .function_version(primary)
+                    .routing_config(
+                        AliasRoutingConfiguration::builder()
+                            .set_additional_version_weights(Some(weights.clone()))
+                            .build(),
+                    )
+                    .set_revision_id(revision.map(str::to_owned))
+                    .customize()
+                    .config_override(once)
+                    .send()
+            })
+            .await?;
         match written {
             Ok(out) => Ok(AliasWrite::Written {
                 revision: out.revision_id().map(str::to_owned),
@@ -483,17 +529,20 @@ impl Cloud for AwsCloud {
             return Ok(Readiness::Refused(why));
         }
         let source = format!("UpdateFunctionCode from s3://{bucket}/{key}");
-        self.admit(&source).await?;
-        let updated = match self
-            .lambda
-            .update_function_code()
-            .function_name(function)
-            .s3_bucket(bucket)
-            .s3_key(key)
-            .set_s3_object_version(object_version.map(str::to_owned))
-            .send()
-            .await
-        {
+        let updated = self
+            .budgeted(&source, |once| {
+                self.lambda
+                    .update_function_code()
+                    .function_name(function)
+                    .s3_bucket(bucket)
+                    .s3_key(key)
+                    .set_s3_object_version(object_version.map(str::to_owned))
+                    .customize()
+                    .config_override(once)
+                    .send()
+            })
+            .await?;
+        let updated = match updated {
             Ok(updated) => updated,
             Err(e) if worth_retrying(&e) => return Err(aws(&source, e)),
             Err(e) => {
@@ -507,15 +556,18 @@ impl Cloud for AwsCloud {
             return Ok(Readiness::Refused(format!("{source}: {why}")));
         }
         let sha = updated.code_sha256().unwrap_or_default();
-        self.admit("PublishVersion").await?;
-        let published = match self
-            .lambda
-            .publish_version()
-            .function_name(function)
-            .code_sha256(sha)
-            .send()
-            .await
-        {
+        let published = self
+            .budgeted("PublishVersion", |once| {
+                self.lambda
+                    .publish_version()
+                    .function_name(function)
+                    .code_sha256(sha)
+                    .customize()
+                    .config_override(once)
+                    .send()
+            })
+            .await?;
+        let published = match published {
             Ok(published) => published,
             Err(e) if worth_retrying(&e) => return Err(aws("PublishVersion", e)),
             Err(e) => {
