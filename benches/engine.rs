@@ -16,6 +16,7 @@ use aws_sdk_lambda::primitives::Blob;
 use sluice::domain::deployment::{
     Deployment, DeploymentSpec, Gate, Input, OnBusy, Phase, VersionSource,
 };
+use sluice::store::keys::Lock;
 use sluice_local::code::bootstrap_zip;
 use sluice_local::launcher::build_dir;
 use std::collections::BTreeMap;
@@ -160,7 +161,7 @@ async fn main() -> Result<()> {
         engine.store.create(&d, &[]).await?;
         engine
             .store
-            .acquire_lock("app", "live", &id, chrono::Utc::now())
+            .acquire_lock(&Lock::alias("app", "live"), &id, chrono::Utc::now())
             .await?;
         // A hook result: the gate passes; the alias takes 10%.
         let start = Instant::now();

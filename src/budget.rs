@@ -23,6 +23,7 @@
 
 use crate::domain::deployment::Time;
 use crate::settings::{SettingError, number, setting};
+use crate::store::keys::Key;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use std::collections::HashMap;
@@ -30,9 +31,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-/// The budget's item in the table.
-const PK: &str = "BUDGET#lambda-control-plane";
-const SK: &str = "BUDGET";
 /// Lambda's quota for the control plane, per account and Region.
 pub const LAMBDA_CONTROL_PLANE_QUOTA: u64 = 15;
 pub const DEFAULT_PER_SECOND: u64 = 10;
@@ -171,8 +169,7 @@ impl Budget {
         self.client
             .update_item()
             .table_name(&self.table)
-            .key("pk", AttributeValue::S(PK.into()))
-            .key("sk", AttributeValue::S(SK.into()))
+            .set_key(Some(Key::ControlPlaneBudget.item_key()))
             .expression_attribute_names("#tat", "tat")
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
     }

@@ -22,6 +22,7 @@ use crate::domain::hooks::{HookRequest, HookResponse, HookStatus};
 use crate::events::{HandedOver, QueueMessage, ShifterEvent, parse_shifter_event, queue_items};
 use crate::metrics::{self, Metric};
 use crate::settings::{SettingError, number, setting};
+use crate::store::keys::Lock;
 use crate::store::{
     IN_FLIGHT_GRACE_SECS, LockOutcome, STUCK_AFTER_SECS, Store, StoreError, Stored, due_at,
 };
@@ -61,6 +62,11 @@ pub enum EngineError {
     Injected(String),
     #[error("event: {0}")]
     Event(String),
+}
+
+/// The lock that keeps one deployment at a time on `d`'s alias.
+fn alias_lock(d: &Deployment) -> Lock {
+    Lock::alias(&d.spec.function, &d.spec.alias)
 }
 
 fn aws(context: &str, e: impl std::fmt::Debug) -> EngineError {
@@ -306,10 +312,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         match &d.phase {
             Phase::Queued { .. } => {
                 // A holder that finished without releasing (it died first) is released for it.
-                let current = self
-                    .store
-                    .lock_holder(&d.spec.function, &d.spec.alias)
-                    .await?;
+                let current = self.store.lock_holder(&alias_lock(d)).await?;
                 let holder_done = match &current {
                     None => true,
                     Some(h) => match self.store.load(h).await {
@@ -320,9 +323,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 };
                 if holder_done {
                     if let Some(h) = &current {
-                        self.store
-                            .release_lock(&d.spec.function, &d.spec.alias, h)
-                            .await?;
+                        self.store.release_lock(&alias_lock(d), h).await?;
                     }
                     inputs.push_back(Input::LockFreed);
                 }
@@ -574,9 +575,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 Ok(None)
             }
             Command::ReleaseLock => {
-                self.store
-                    .release_lock(&d.spec.function, &d.spec.alias, &d.id)
-                    .await?;
+                self.store.release_lock(&alias_lock(d), &d.id).await?;
                 // Wake the longest-waiting deployment of this alias; if this fails,
                 // the reconcile sweep wakes it later.
                 let queued = self
@@ -704,7 +703,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         let (function, alias) = (&d.spec.function, &d.spec.alias);
         if let LockOutcome::Busy { holder } = self
             .store
-            .acquire_lock(function, alias, &d.id, self.now())
+            .acquire_lock(&alias_lock(d), &d.id, self.now())
             .await?
         {
             return Ok(Input::LockBusy { holder });

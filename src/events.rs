@@ -8,6 +8,7 @@ use crate::batch::Item;
 use crate::domain::clip;
 use crate::engine::TimerMessage;
 use crate::orchestrator::PipelineTimer;
+use crate::store::keys::{Key, PK, SK};
 use aws_lambda_events::cloudwatch_alarms::{CloudWatchAlarmData, CloudWatchAlarmStateValue};
 use aws_lambda_events::dynamodb::Event as StreamEvent;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
@@ -149,6 +150,13 @@ impl StreamItem {
     }
 }
 
+/// The state item (a deployment or an execution) a stream record's keys name.
+fn state_key(keys: &impl serde::Serialize) -> Option<Key> {
+    let keys = serde_json::to_value(keys).ok()?;
+    let text = |name: &str| keys.get(name)?.get("S")?.as_str();
+    Key::state_of(text(PK)?, text(SK)?)
+}
+
 /// Adds `item` unless its id is there already (a record delivered twice, or
 /// two records of one item): the first record stands for both.
 fn push_once(items: &mut Vec<StreamItem>, item: StreamItem) {
@@ -218,13 +226,8 @@ pub fn parse_shifter_event(payload: &Value) -> Result<ShifterEvent, EventError> 
                 serde_json::from_value(payload.clone()).map_err(malformed("DynamoDB stream"))?;
             let mut items = Vec::new();
             for record in event.records.iter().filter(|r| r.event_name == "INSERT") {
-                let keys: Value = serde_json::to_value(&record.change.keys).unwrap_or_default();
-                let (pk, sk) = (keys.pointer("/pk/S"), keys.pointer("/sk/S"));
-                if let (Some(Value::String(pk)), Some(Value::String(sk))) = (pk, sk)
-                    && sk == "STATE"
-                    && let Some(id) = pk.strip_prefix("DEPLOY#")
-                {
-                    push_once(&mut items, StreamItem::of(record, id));
+                if let Some(Key::Deployment(id)) = state_key(&record.change.keys) {
+                    push_once(&mut items, StreamItem::of(record, &id));
                 }
             }
             return Ok(ShifterEvent::Created(items));
@@ -291,23 +294,17 @@ pub fn parse_orchestrator_event(payload: &Value) -> Result<OrchestratorEvent, Ev
             for record in &event.records {
                 let change = serde_json::to_value(&record.change).unwrap_or_default();
                 let text = |pointer: &str| change.pointer(pointer).and_then(Value::as_str);
-                if text("/Keys/sk/S") != Some("STATE") {
-                    continue;
-                }
-                let pk = text("/Keys/pk/S").unwrap_or_default();
-                if let Some(id) = pk.strip_prefix("EXEC#")
-                    && record.event_name == "INSERT"
-                {
-                    push_once(&mut new_executions, StreamItem::of(record, id));
-                }
                 let finished = |image: &str| {
                     text(&format!("/{image}/phase/S")).is_some_and(|p| FINISHED_PHASES.contains(&p))
                 };
-                if let Some(id) = pk.strip_prefix("DEPLOY#")
-                    && finished("NewImage")
-                    && !finished("OldImage")
-                {
-                    push_once(&mut finished_deployments, StreamItem::of(record, id));
+                match state_key(&record.change.keys) {
+                    Some(Key::Execution(id)) if record.event_name == "INSERT" => {
+                        push_once(&mut new_executions, StreamItem::of(record, &id));
+                    }
+                    Some(Key::Deployment(id)) if finished("NewImage") && !finished("OldImage") => {
+                        push_once(&mut finished_deployments, StreamItem::of(record, &id));
+                    }
+                    _ => {}
                 }
             }
             return Ok(OrchestratorEvent::Table {

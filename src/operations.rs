@@ -14,6 +14,7 @@ use crate::engine::{Cloud, EngineError};
 use crate::orchestrator::Actions;
 use crate::orchestrator::{Orchestrator, OrchestratorError};
 use crate::settings::SettingError;
+use crate::store::keys::Lock;
 use crate::store::{Store, StoreError};
 use serde::Serialize;
 
@@ -190,7 +191,7 @@ impl Operations {
         }
         let holder = self
             .store()
-            .lock_holder(&spec.function, &spec.alias)
+            .lock_holder(&Lock::alias(&spec.function, &spec.alias))
             .await?;
         if let (Some(holder), OnBusy::Refuse) = (&holder, spec.on_busy) {
             return Err(OperationError::Conflict(format!(

@@ -27,6 +27,7 @@ use crate::events::{
 };
 use crate::metrics::{self, Metric};
 use crate::settings::{SettingError, setting};
+use crate::store::keys::Lock;
 use crate::store::{LockOutcome, Store, StoreError, StoredExecution, execution_due_at};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
@@ -292,11 +293,11 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
         let Some(next) = queued.first() else {
             return Ok(());
         };
-        let lock = turn_lock(pipeline);
+        let turn = Lock::pipeline_turn(pipeline);
         match self
             .engine
             .store
-            .acquire_lock(&lock.0, &lock.1, next, self.now())
+            .acquire_lock(&turn, next, self.now())
             .await?
         {
             LockOutcome::Acquired => {
@@ -310,10 +311,7 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
                     Err(e) => return Err(e.into()),
                 };
                 if done {
-                    self.engine
-                        .store
-                        .release_lock(&lock.0, &lock.1, &holder)
-                        .await?;
+                    self.engine.store.release_lock(&turn, &holder).await?;
                     Box::pin(self.take_turn(pipeline)).await?;
                 }
             }
@@ -576,11 +574,8 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
             }
             Command::ReleaseTurn => {
                 if e.definition.execution_mode == ExecutionMode::Queued {
-                    let lock = turn_lock(&e.pipeline);
-                    self.engine
-                        .store
-                        .release_lock(&lock.0, &lock.1, &e.id)
-                        .await?;
+                    let turn = Lock::pipeline_turn(&e.pipeline);
+                    self.engine.store.release_lock(&turn, &e.id).await?;
                     Box::pin(self.take_turn(&e.pipeline)).await?;
                 }
                 Ok(None)
@@ -810,11 +805,6 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
             }
         }
     }
-}
-
-/// The lock that gives a queued pipeline's executions their turn, one at a time.
-fn turn_lock(pipeline: &str) -> (String, String) {
-    ("PIPELINE".to_owned(), pipeline.to_owned())
 }
 
 /// A finished deployment as its action's result; `None` while it runs.

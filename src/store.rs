@@ -1,15 +1,18 @@
-//! Deployments in the single DynamoDB table (DESIGN.md, "State").
+//! Deployments in the single DynamoDB table (DESIGN.md, "State"); every
+//! item's keys are in `keys`.
 //!
-//! - `DEPLOY#<id>` / `STATE`: the deployment as JSON in `data`, its `version`
+//! - a deployment's state item: the deployment as JSON in `data`, its `version`
 //!   for optimistic locking, and, while it is not finished, `active` and
 //!   `due_at` (epoch ms), which put it in the sparse `ActiveIndex` that the
 //!   reconcile sweep reads. Its `timeline` list is appended by the same
 //!   conditional write that saves the state it explains: one request per save
 //!   (a transaction would cost twice the write units and another request).
-//! - `LOCK#<function>#<alias>` / `LOCK`: at most one deployment per alias.
+//! - a lock item: at most one deployment per alias, one execution per
+//!   queued pipeline.
 //!
 //! Every write is conditional, so two workers racing on one item cannot both win.
 
+pub mod keys;
 mod pipelines;
 
 pub use pipelines::{ExecutionStart, INVOKE_ACTION_GRACE_SECS, StoredExecution, execution_due_at};
@@ -18,6 +21,7 @@ use crate::domain::deployment::{Deployment, Event, Phase, Time};
 use crate::settings::{SettingError, number_setting, setting};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
+use keys::{Key, Lock, PK, SK};
 use std::collections::HashMap;
 
 pub const ACTIVE_INDEX: &str = "ActiveIndex";
@@ -30,14 +34,14 @@ const OPTIONAL_ATTRIBUTES: [&str; 3] = ["active", "due_at", "expires_at"];
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// Someone else saved first: reload and decide again.
-    #[error("deployment {0} was changed by another worker")]
-    Conflict(String),
-    #[error("deployment {0} already exists")]
-    AlreadyExists(String),
-    #[error("deployment {0} not found")]
-    NotFound(String),
-    #[error("stored deployment {id} cannot be read: {detail}")]
-    Corrupt { id: String, detail: String },
+    #[error("{0} was changed by another worker")]
+    Conflict(Key),
+    #[error("{0} already exists")]
+    AlreadyExists(Key),
+    #[error("{0} not found")]
+    NotFound(Key),
+    #[error("stored {key} cannot be read: {detail}")]
+    Corrupt { key: Key, detail: String },
     #[error("DynamoDB: {0}")]
     Aws(String),
 }
@@ -73,14 +77,6 @@ fn s(v: impl Into<String>) -> AttributeValue {
 
 fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
-}
-
-fn deploy_pk(id: &str) -> String {
-    format!("DEPLOY#{id}")
-}
-
-fn lock_pk(function: &str, alias: &str) -> String {
-    format!("LOCK#{function}#{alias}")
 }
 
 /// When the reconcile sweep should look at a deployment: at the end of a
@@ -137,13 +133,13 @@ impl Store {
         d: &Deployment,
         version: u64,
     ) -> Result<HashMap<String, AttributeValue>, StoreError> {
+        let key = Key::Deployment(d.id.clone());
         let data = serde_json::to_string(d).map_err(|e| StoreError::Corrupt {
-            id: d.id.clone(),
+            key: key.clone(),
             detail: e.to_string(),
         })?;
-        let mut item = HashMap::from([
-            ("pk".to_owned(), s(deploy_pk(&d.id))),
-            ("sk".to_owned(), s("STATE")),
+        let mut item = key.item_key();
+        item.extend([
             ("data".to_owned(), s(data)),
             ("version".to_owned(), n(version)),
             ("function".to_owned(), s(&d.spec.function)),
@@ -191,7 +187,7 @@ impl Store {
                 if e.as_service_error()
                     .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
             {
-                Err(StoreError::AlreadyExists(d.id.clone()))
+                Err(StoreError::AlreadyExists(Key::Deployment(d.id.clone())))
             }
             Err(e) => Err(aws(e)),
         }
@@ -206,7 +202,8 @@ impl Store {
         events: &[Event],
     ) -> Result<Stored, StoreError> {
         let item = self.state_item(d, expected + 1)?;
-        self.update_state(item, expected, &timeline_value(events), &d.id)
+        let key = Key::Deployment(d.id.clone());
+        self.update_state(item, expected, &timeline_value(events), &key)
             .await?;
         Ok(Stored {
             deployment: d.clone(),
@@ -221,7 +218,7 @@ impl Store {
         item: HashMap<String, AttributeValue>,
         expected: u64,
         lines: &AttributeValue,
-        id: &str,
+        key: &Key,
     ) -> Result<(), StoreError> {
         let mut update = self
             .client
@@ -231,7 +228,7 @@ impl Store {
             .expression_attribute_values(":expected", n(expected));
         let mut sets = Vec::new();
         for (name, value) in item {
-            if name == "pk" || name == "sk" {
+            if name == PK || name == SK {
                 update = update.key(name, value);
                 continue;
             }
@@ -267,16 +264,17 @@ impl Store {
                 if e.as_service_error()
                     .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
             {
-                Err(StoreError::Conflict(id.to_owned()))
+                Err(StoreError::Conflict(key.clone()))
             }
             Err(e) => Err(aws(e)),
         }
     }
 
     pub async fn load(&self, id: &str) -> Result<Stored, StoreError> {
-        let (data, version) = self.load_state(&deploy_pk(id), id).await?;
+        let key = Key::Deployment(id.to_owned());
+        let (data, version) = self.load_state(&key).await?;
         let deployment = serde_json::from_str(&data).map_err(|e| StoreError::Corrupt {
-            id: id.to_owned(),
+            key,
             detail: e.to_string(),
         })?;
         Ok(Stored {
@@ -286,13 +284,12 @@ impl Store {
     }
 
     /// A state item's data and version, without its timeline (which only grows).
-    async fn load_state(&self, pk: &str, id: &str) -> Result<(String, u64), StoreError> {
+    async fn load_state(&self, key: &Key) -> Result<(String, u64), StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", s(pk))
-            .key("sk", s("STATE"))
+            .set_key(Some(key.item_key()))
             .projection_expression("#d, #v")
             .expression_attribute_names("#d", "data")
             .expression_attribute_names("#v", "version")
@@ -300,11 +297,9 @@ impl Store {
             .send()
             .await
             .map_err(aws)?;
-        let item = out
-            .item
-            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        let item = out.item.ok_or_else(|| StoreError::NotFound(key.clone()))?;
         let corrupt = |detail: &str| StoreError::Corrupt {
-            id: id.to_owned(),
+            key: key.clone(),
             detail: detail.to_owned(),
         };
         let data = item
@@ -321,30 +316,26 @@ impl Store {
 
     /// The deployment's timeline, oldest first.
     pub async fn events(&self, id: &str) -> Result<Vec<Event>, StoreError> {
-        self.timeline(&deploy_pk(id), id).await
+        self.timeline(&Key::Deployment(id.to_owned())).await
     }
 
     /// A state item's timeline, oldest first.
     async fn timeline<T: serde::de::DeserializeOwned>(
         &self,
-        pk: &str,
-        id: &str,
+        key: &Key,
     ) -> Result<Vec<T>, StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", s(pk))
-            .key("sk", s("STATE"))
+            .set_key(Some(key.item_key()))
             .projection_expression("#t")
             .expression_attribute_names("#t", TIMELINE)
             .consistent_read(true)
             .send()
             .await
             .map_err(aws)?;
-        let item = out
-            .item
-            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+        let item = out.item.ok_or_else(|| StoreError::NotFound(key.clone()))?;
         let lines = match item.get(TIMELINE) {
             Some(AttributeValue::L(lines)) => lines.as_slice(),
             _ => &[],
@@ -353,11 +344,11 @@ impl Store {
             .iter()
             .map(|line| {
                 let text = line.as_s().map_err(|_| StoreError::Corrupt {
-                    id: id.to_owned(),
+                    key: key.clone(),
                     detail: "a timeline line is not a string".into(),
                 })?;
                 serde_json::from_str(text).map_err(|e| StoreError::Corrupt {
-                    id: id.to_owned(),
+                    key: key.clone(),
                     detail: e.to_string(),
                 })
             })
@@ -430,20 +421,20 @@ impl Store {
         let mut pages = query.into_paginator().items().send();
         while let Some(item) = pages.next().await {
             let item = item.map_err(aws)?;
-            if let Some(pk) = item.get("pk").and_then(|v| v.as_s().ok())
-                && let Some(id) = pk.strip_prefix("DEPLOY#")
+            let key = |name: &str| item.get(name).and_then(|v| v.as_s().ok());
+            if let (Some(pk), Some(sk)) = (key(PK), key(SK))
+                && let Some(Key::Deployment(id)) = Key::state_of(pk, sk)
             {
-                ids.push(id.to_owned());
+                ids.push(id);
             }
         }
         Ok(ids)
     }
 
-    /// Takes the alias for `id`; taking it again as its holder succeeds.
+    /// Takes `lock` for `id`; taking it again as its holder succeeds.
     pub async fn acquire_lock(
         &self,
-        function: &str,
-        alias: &str,
+        lock: &Lock,
         id: &str,
         now: Time,
     ) -> Result<LockOutcome, StoreError> {
@@ -451,8 +442,7 @@ impl Store {
             .client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(lock_pk(function, alias)))
-            .item("sk", s("LOCK"))
+            .set_item(Some(Key::Lock(lock.clone()).item_key()))
             .item("holder", s(id))
             .item("acquired_at", n(now.timestamp_millis()))
             .condition_expression("attribute_not_exists(pk) OR holder = :me")
@@ -465,10 +455,10 @@ impl Store {
                 if e.as_service_error()
                     .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
             {
-                let holder = self.lock_holder(function, alias).await?.unwrap_or_default();
+                let holder = self.lock_holder(lock).await?.unwrap_or_default();
                 if holder.is_empty() {
                     // Released between the two calls: try once more.
-                    return Box::pin(self.acquire_lock(function, alias, id, now)).await;
+                    return Box::pin(self.acquire_lock(lock, id, now)).await;
                 }
                 Ok(LockOutcome::Busy { holder })
             }
@@ -476,17 +466,12 @@ impl Store {
         }
     }
 
-    pub async fn lock_holder(
-        &self,
-        function: &str,
-        alias: &str,
-    ) -> Result<Option<String>, StoreError> {
+    pub async fn lock_holder(&self, lock: &Lock) -> Result<Option<String>, StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", s(lock_pk(function, alias)))
-            .key("sk", s("LOCK"))
+            .set_key(Some(Key::Lock(lock.clone()).item_key()))
             .consistent_read(true)
             .send()
             .await
@@ -496,19 +481,13 @@ impl Store {
             .and_then(|i| i.get("holder").and_then(|h| h.as_s().ok()).cloned()))
     }
 
-    /// Releases the alias if `id` holds it; releasing what one does not hold is a no-op.
-    pub async fn release_lock(
-        &self,
-        function: &str,
-        alias: &str,
-        id: &str,
-    ) -> Result<(), StoreError> {
+    /// Releases `lock` if `id` holds it; releasing what one does not hold is a no-op.
+    pub async fn release_lock(&self, lock: &Lock, id: &str) -> Result<(), StoreError> {
         let result = self
             .client
             .delete_item()
             .table_name(&self.table)
-            .key("pk", s(lock_pk(function, alias)))
-            .key("sk", s("LOCK"))
+            .set_key(Some(Key::Lock(lock.clone()).item_key()))
             .condition_expression("holder = :me")
             .expression_attribute_values(":me", s(id))
             .send()

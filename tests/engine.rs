@@ -16,6 +16,7 @@ use sluice::engine::{
     stop_before,
 };
 use sluice::events::{QueueMessage, queue_message};
+use sluice::store::keys::Lock;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -345,7 +346,10 @@ async fn a_healthy_canary_is_gated_at_every_shift_and_promoted_whole() -> Result
         2
     );
     assert_eq!(
-        w.engine.store.lock_holder("greeter", "live").await?,
+        w.engine
+            .store
+            .lock_holder(&Lock::alias("greeter", "live"))
+            .await?,
         None,
         "lock released"
     );
@@ -419,7 +423,13 @@ async fn failed_gates_and_alarms_roll_back_with_the_alias_whole() -> Result<()> 
         "{:?}",
         d.phase
     );
-    assert_eq!(w.engine.store.lock_holder("greeter", "live").await?, None);
+    assert_eq!(
+        w.engine
+            .store
+            .lock_holder(&Lock::alias("greeter", "live"))
+            .await?,
+        None
+    );
     Ok(())
 }
 
@@ -482,7 +492,10 @@ async fn a_worker_killed_before_any_command_is_repaired_by_resume() -> Result<()
             "{id} left the alias split"
         );
         assert_eq!(
-            w.engine.store.lock_holder("greeter", "live").await?,
+            w.engine
+                .store
+                .lock_holder(&Lock::alias("greeter", "live"))
+                .await?,
             None,
             "{id} kept the lock"
         );
@@ -1104,7 +1117,7 @@ async fn a_lock_left_by_a_finished_deployment_is_freed_for_the_next() -> Result<
     assert_eq!(
         w.engine
             .store
-            .lock_holder("greeter", "live")
+            .lock_holder(&Lock::alias("greeter", "live"))
             .await?
             .as_deref(),
         Some("holder")
@@ -1119,7 +1132,7 @@ async fn a_lock_left_by_a_finished_deployment_is_freed_for_the_next() -> Result<
     assert_eq!(
         w.engine
             .store
-            .lock_holder("greeter", "live")
+            .lock_holder(&Lock::alias("greeter", "live"))
             .await?
             .as_deref(),
         Some("waiter")
@@ -1519,7 +1532,13 @@ async fn a_change_made_by_hand_is_never_written_over() -> Result<()> {
         "the alias was changed outside Sluice before step 2: it serves version 1 (revision {by_hand}); taken as an operator's rollback, the alias left as found"
     );
     assert!(timeline.contains(&said), "{timeline:#?}");
-    assert_eq!(w.engine.store.lock_holder("greeter", "live").await?, None);
+    assert_eq!(
+        w.engine
+            .store
+            .lock_holder(&Lock::alias("greeter", "live"))
+            .await?,
+        None
+    );
 
     // Frozen instead: the alias stays as the person left it until an operator says.
     let mut freeze = spec("3", "linear:50:2s", None, None);
@@ -1549,7 +1568,7 @@ async fn a_change_made_by_hand_is_never_written_over() -> Result<()> {
     assert_eq!(
         w.engine
             .store
-            .lock_holder("greeter", "live")
+            .lock_holder(&Lock::alias("greeter", "live"))
             .await?
             .as_deref(),
         Some("frozen")

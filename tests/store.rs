@@ -8,6 +8,7 @@ use sluice::budget::{Budget, BudgetError};
 use sluice::domain::deployment::{
     AliasUpdate, Deployment, DeploymentSpec, Input, OnBusy, VersionSource, decide, events_of,
 };
+use sluice::store::keys::Lock;
 use sluice::store::{IN_FLIGHT_GRACE_SECS, LockOutcome, STUCK_AFTER_SECS, StoreError};
 use support::*;
 
@@ -123,27 +124,42 @@ async fn deployments_save_conditionally_keep_a_timeline_and_lock_their_alias() -
 
     // One deployment per alias; the holder may take it again; only the holder releases it.
     assert_eq!(
-        store.acquire_lock("greeter", "live", "d-1", t1).await?,
+        store
+            .acquire_lock(&Lock::alias("greeter", "live"), "d-1", t1)
+            .await?,
         LockOutcome::Acquired
     );
     assert_eq!(
-        store.acquire_lock("greeter", "live", "d-1", t1).await?,
+        store
+            .acquire_lock(&Lock::alias("greeter", "live"), "d-1", t1)
+            .await?,
         LockOutcome::Acquired
     );
     assert_eq!(
-        store.acquire_lock("greeter", "live", "d-2", t1).await?,
+        store
+            .acquire_lock(&Lock::alias("greeter", "live"), "d-2", t1)
+            .await?,
         LockOutcome::Busy {
             holder: "d-1".into()
         }
     );
-    store.release_lock("greeter", "live", "d-2").await?;
+    store
+        .release_lock(&Lock::alias("greeter", "live"), "d-2")
+        .await?;
     assert_eq!(
-        store.lock_holder("greeter", "live").await?.as_deref(),
+        store
+            .lock_holder(&Lock::alias("greeter", "live"))
+            .await?
+            .as_deref(),
         Some("d-1")
     );
-    store.release_lock("greeter", "live", "d-1").await?;
+    store
+        .release_lock(&Lock::alias("greeter", "live"), "d-1")
+        .await?;
     assert_eq!(
-        store.acquire_lock("greeter", "live", "d-2", t1).await?,
+        store
+            .acquire_lock(&Lock::alias("greeter", "live"), "d-2", t1)
+            .await?,
         LockOutcome::Acquired
     );
     Ok(())

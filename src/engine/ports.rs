@@ -10,6 +10,7 @@ use crate::budget::{Budget, BudgetError};
 use crate::domain::deployment::{Deployment, Event, Time};
 use crate::domain::hooks::HookRequest;
 use crate::events::HandedOver;
+use crate::store::keys::Lock;
 use crate::store::{LockOutcome, Store, StoreError, Stored};
 use aws_sdk_cloudwatch::types::StateValue;
 use aws_sdk_lambda::client::Waiters;
@@ -52,21 +53,18 @@ pub trait Deployments: Send + Sync {
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
     fn acquire_lock(
         &self,
-        function: &str,
-        alias: &str,
+        lock: &Lock,
         id: &str,
         now: Time,
     ) -> impl Future<Output = Result<LockOutcome, StoreError>> + Send;
     fn lock_holder(
         &self,
-        function: &str,
-        alias: &str,
+        lock: &Lock,
     ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
     /// Releases the lock if `id` holds it; otherwise does nothing.
     fn release_lock(
         &self,
-        function: &str,
-        alias: &str,
+        lock: &Lock,
         id: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
@@ -100,18 +98,17 @@ impl Deployments for Store {
     }
     async fn acquire_lock(
         &self,
-        function: &str,
-        alias: &str,
+        lock: &Lock,
         id: &str,
         now: Time,
     ) -> Result<LockOutcome, StoreError> {
-        Store::acquire_lock(self, function, alias, id, now).await
+        Store::acquire_lock(self, lock, id, now).await
     }
-    async fn lock_holder(&self, function: &str, alias: &str) -> Result<Option<String>, StoreError> {
-        Store::lock_holder(self, function, alias).await
+    async fn lock_holder(&self, lock: &Lock) -> Result<Option<String>, StoreError> {
+        Store::lock_holder(self, lock).await
     }
-    async fn release_lock(&self, function: &str, alias: &str, id: &str) -> Result<(), StoreError> {
-        Store::release_lock(self, function, alias, id).await
+    async fn release_lock(&self, lock: &Lock, id: &str) -> Result<(), StoreError> {
+        Store::release_lock(self, lock, id).await
     }
 }
 

@@ -1,12 +1,13 @@
-//! Pipeline definitions and executions, in the same table as deployments.
+//! Pipeline definitions and executions, in the same table as deployments
+//! (their keys are in `keys`).
 //!
-//! - `PIPELINES` / `<name>`: a definition as JSON (one query lists them all).
-//! - `EXEC#<id>` / `STATE`: an execution, versioned like a deployment, with its
-//!   timeline; in `ActiveIndex` while it can still move.
-//! - `COMMIT#<pipeline>#<sha>` / `COMMIT`: which execution a commit started,
-//!   written in the same transaction as the execution, so a redelivered push
-//!   starts nothing twice.
+//! - a definition, as JSON (one query lists them all);
+//! - an execution's state item, versioned like a deployment, with its
+//!   timeline; in `ActiveIndex` while it can still move;
+//! - which execution a commit started, written in the same transaction as
+//!   the execution, so a redelivered push starts nothing twice.
 
+use super::keys::{DEFINITIONS_PK, EXECUTION_PK_PREFIX, Key, PK, SK};
 use super::{ACTIVE, IN_FLIGHT_GRACE_SECS, Store, StoreError, aws, n, s};
 use crate::domain::deployment::Time;
 use crate::domain::execution::{ActionState, Execution, ExecutionEvent, Status};
@@ -14,16 +15,6 @@ use crate::domain::pipeline::ActionKind;
 use crate::domain::pipeline::PipelineDefinition;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use std::collections::HashMap;
-
-const PIPELINES_PK: &str = "PIPELINES";
-
-fn exec_pk(id: &str) -> String {
-    format!("EXEC#{id}")
-}
-
-fn commit_pk(pipeline: &str, sha: &str) -> String {
-    format!("COMMIT#{pipeline}#{sha}")
-}
 
 /// An execution as loaded, with the version to save against.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,9 +31,9 @@ pub enum ExecutionStart {
     AlreadyStarted(String),
 }
 
-fn corrupt(id: &str, detail: impl ToString) -> StoreError {
+fn corrupt(key: Key, detail: impl ToString) -> StoreError {
     StoreError::Corrupt {
-        id: id.to_owned(),
+        key,
         detail: detail.to_string(),
     }
 }
@@ -53,13 +44,13 @@ impl Store {
         &self,
         definition: &PipelineDefinition,
     ) -> Result<Option<PipelineDefinition>, StoreError> {
-        let data = serde_json::to_string(definition).map_err(|e| corrupt(&definition.name, e))?;
+        let key = Key::Definition(definition.name.clone());
+        let data = serde_json::to_string(definition).map_err(|e| corrupt(key.clone(), e))?;
         let out = self
             .client
             .put_item()
             .table_name(&self.table)
-            .item("pk", s(PIPELINES_PK))
-            .item("sk", s(&definition.name))
+            .set_item(Some(key.item_key()))
             .item("data", s(data))
             .item("updated_at", n(chrono::Utc::now().timestamp_millis()))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
@@ -77,8 +68,7 @@ impl Store {
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", s(PIPELINES_PK))
-            .key("sk", s(name))
+            .set_key(Some(Key::Definition(name.to_owned()).item_key()))
             .consistent_read(true)
             .send()
             .await
@@ -95,8 +85,9 @@ impl Store {
             .client
             .query()
             .table_name(&self.table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(PIPELINES_PK))
+            .key_condition_expression("#pk = :pk")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":pk", s(DEFINITIONS_PK))
             .consistent_read(true)
             .into_paginator()
             .items()
@@ -105,7 +96,7 @@ impl Store {
         while let Some(item) = pages.next().await {
             let item = item.map_err(aws)?;
             let name = item
-                .get("sk")
+                .get(SK)
                 .and_then(|v| v.as_s().ok())
                 .cloned()
                 .unwrap_or_default();
@@ -119,10 +110,10 @@ impl Store {
         e: &Execution,
         version: u64,
     ) -> Result<HashMap<String, AttributeValue>, StoreError> {
-        let data = serde_json::to_string(e).map_err(|err| corrupt(&e.id, err))?;
-        let mut item = HashMap::from([
-            ("pk".to_owned(), s(exec_pk(&e.id))),
-            ("sk".to_owned(), s("STATE")),
+        let key = Key::Execution(e.id.clone());
+        let data = serde_json::to_string(e).map_err(|err| corrupt(key.clone(), err))?;
+        let mut item = key.item_key();
+        item.extend([
             ("data".to_owned(), s(data)),
             ("version".to_owned(), n(version)),
             ("pipeline".to_owned(), s(&e.pipeline)),
@@ -154,9 +145,12 @@ impl Store {
     ) -> Result<ExecutionStart, StoreError> {
         let mut item = self.execution_item(e, 1)?;
         item.insert(super::TIMELINE.into(), super::timeline_value(events));
-        let commit = HashMap::from([
-            ("pk".to_owned(), s(commit_pk(&e.pipeline, &e.push.sha))),
-            ("sk".to_owned(), s("COMMIT")),
+        let mut commit = Key::Commit {
+            pipeline: e.pipeline.clone(),
+            sha: e.push.sha.clone(),
+        }
+        .item_key();
+        commit.extend([
             ("execution".to_owned(), s(&e.id)),
             (
                 "expires_at".to_owned(),
@@ -192,7 +186,7 @@ impl Store {
                 match self.execution_for_commit(&e.pipeline, &e.push.sha).await? {
                     Some(id) => Ok(ExecutionStart::AlreadyStarted(id)),
                     // The execution id was taken, not the commit: ids are random, so say so.
-                    None => Err(StoreError::AlreadyExists(e.id.clone())),
+                    None => Err(StoreError::AlreadyExists(Key::Execution(e.id.clone()))),
                 }
             }
             Err(err) => Err(aws(err)),
@@ -209,8 +203,13 @@ impl Store {
             .client
             .get_item()
             .table_name(&self.table)
-            .key("pk", s(commit_pk(pipeline, sha)))
-            .key("sk", s("COMMIT"))
+            .set_key(Some(
+                Key::Commit {
+                    pipeline: pipeline.to_owned(),
+                    sha: sha.to_owned(),
+                }
+                .item_key(),
+            ))
             .consistent_read(true)
             .send()
             .await
@@ -221,9 +220,10 @@ impl Store {
     }
 
     pub async fn load_execution(&self, id: &str) -> Result<StoredExecution, StoreError> {
-        let (data, version) = self.load_state(&exec_pk(id), id).await?;
+        let key = Key::Execution(id.to_owned());
+        let (data, version) = self.load_state(&key).await?;
         Ok(StoredExecution {
-            execution: serde_json::from_str(&data).map_err(|e| corrupt(id, e))?,
+            execution: serde_json::from_str(&data).map_err(|e| corrupt(key, e))?,
             version,
         })
     }
@@ -236,7 +236,8 @@ impl Store {
         events: &[ExecutionEvent],
     ) -> Result<StoredExecution, StoreError> {
         let item = self.execution_item(e, expected + 1)?;
-        self.update_state(item, expected, &super::timeline_value(events), &e.id)
+        let key = Key::Execution(e.id.clone());
+        self.update_state(item, expected, &super::timeline_value(events), &key)
             .await?;
         Ok(StoredExecution {
             execution: e.clone(),
@@ -246,7 +247,7 @@ impl Store {
 
     /// An execution's timeline, oldest first.
     pub async fn execution_events(&self, id: &str) -> Result<Vec<ExecutionEvent>, StoreError> {
-        self.timeline(&exec_pk(id), id).await
+        self.timeline(&Key::Execution(id.to_owned())).await
     }
 
     /// Ids of unfinished executions from `ActiveIndex`, oldest due first:
@@ -262,7 +263,7 @@ impl Store {
             .table_name(&self.table)
             .index_name(super::ACTIVE_INDEX)
             .expression_attribute_values(":a", s(ACTIVE))
-            .expression_attribute_values(":exec", s("EXEC#"));
+            .expression_attribute_values(":exec", s(EXECUTION_PK_PREFIX));
         query = match due_by {
             Some(now) => query
                 .key_condition_expression("active = :a AND due_at <= :now")
@@ -290,12 +291,11 @@ impl Store {
         let mut ids = Vec::new();
         while let Some(item) = pages.next().await {
             let item = item.map_err(aws)?;
-            if let Some(id) = item
-                .get("pk")
-                .and_then(|v| v.as_s().ok())
-                .and_then(|pk| pk.strip_prefix("EXEC#"))
+            let key = |name: &str| item.get(name).and_then(|v| v.as_s().ok());
+            if let (Some(pk), Some(sk)) = (key(PK), key(SK))
+                && let Some(Key::Execution(id)) = Key::state_of(pk, sk)
             {
-                ids.push(id.to_owned());
+                ids.push(id);
             }
         }
         Ok(ids)
@@ -375,8 +375,8 @@ fn definition_of(
     let data = item
         .get("data")
         .and_then(|v| v.as_s().ok())
-        .ok_or_else(|| corrupt(name, "no data"))?;
-    serde_json::from_str(data).map_err(|e| corrupt(name, e))
+        .ok_or_else(|| corrupt(Key::Definition(name.to_owned()), "no data"))?;
+    serde_json::from_str(data).map_err(|e| corrupt(Key::Definition(name.to_owned()), e))
 }
 
 fn status_name(status: &Status) -> &'static str {

@@ -11,6 +11,7 @@ use sluice::domain::execution::{Execution, Status};
 use sluice::domain::pipeline::{GitRef, PipelineDefinition, Push};
 use sluice::orchestrator::Executions;
 use sluice::store::StoreError;
+use sluice::store::keys::Lock;
 
 fn spec(alias: &str) -> DeploymentSpec {
     DeploymentSpec {
@@ -77,18 +78,32 @@ async fn script<T: Executions>(table: &T, now: Time) -> Vec<String> {
     ));
     // The lock: free, held, taken again by its holder, released only by it.
     out.push(said(
-        table.acquire_lock("app", "live", "c-first", at(0)).await,
+        table
+            .acquire_lock(&Lock::alias("app", "live"), "c-first", at(0))
+            .await,
     ));
     out.push(said(
-        table.acquire_lock("app", "live", "c-queued", at(0)).await,
+        table
+            .acquire_lock(&Lock::alias("app", "live"), "c-queued", at(0))
+            .await,
     ));
     out.push(said(
-        table.acquire_lock("app", "live", "c-first", at(0)).await,
+        table
+            .acquire_lock(&Lock::alias("app", "live"), "c-first", at(0))
+            .await,
     ));
-    out.push(said(table.release_lock("app", "live", "c-queued").await));
-    out.push(said(table.lock_holder("app", "live").await));
-    out.push(said(table.release_lock("app", "live", "c-first").await));
-    out.push(said(table.lock_holder("app", "live").await));
+    out.push(said(
+        table
+            .release_lock(&Lock::alias("app", "live"), "c-queued")
+            .await,
+    ));
+    out.push(said(table.lock_holder(&Lock::alias("app", "live")).await));
+    out.push(said(
+        table
+            .release_lock(&Lock::alias("app", "live"), "c-first")
+            .await,
+    ));
+    out.push(said(table.lock_holder(&Lock::alias("app", "live")).await));
     // The index: what is active, due, stuck and queued, in its order.
     out.push(said(table.active().await));
     for secs in [0, 10, 40, 200, 100_000] {

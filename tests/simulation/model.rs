@@ -12,6 +12,7 @@ use sluice::engine::{
 };
 use sluice::events::HandedOver;
 use sluice::orchestrator::{Actions, Executions, OrchestratorError, PipelineRun, PipelineTimer};
+use sluice::store::keys::{Key, Lock};
 use sluice::store::{
     ExecutionStart, IN_FLIGHT_GRACE_SECS, LockOutcome, StoreError, Stored, StoredExecution, due_at,
     execution_due_at, is_stuck,
@@ -63,7 +64,7 @@ struct ExecutionRow {
 #[derive(Default)]
 struct Table {
     rows: BTreeMap<String, Row>,
-    locks: BTreeMap<(String, String), String>,
+    locks: BTreeMap<Lock, String>,
     executions: BTreeMap<String, ExecutionRow>,
     /// Which execution each (pipeline, commit) started.
     commits: BTreeMap<(String, String), String>,
@@ -111,10 +112,7 @@ impl MemoryTable {
 
     pub fn peek_lock(&self, function: &str, alias: &str) -> Option<String> {
         let table = self.table.lock().unwrap();
-        table
-            .locks
-            .get(&(function.to_owned(), alias.to_owned()))
-            .cloned()
+        table.locks.get(&Lock::alias(function, alias)).cloned()
     }
 
     /// What the table's stream carries since the last call.
@@ -235,7 +233,7 @@ impl Deployments for MemoryTable {
         {
             let mut table = self.table.lock().unwrap();
             if table.rows.contains_key(&d.id) {
-                return Err(StoreError::AlreadyExists(d.id.clone()));
+                return Err(StoreError::AlreadyExists(Key::Deployment(d.id.clone())));
             }
             table
                 .rows
@@ -264,10 +262,10 @@ impl Deployments for MemoryTable {
         {
             let mut table = self.table.lock().unwrap();
             let Some(row) = table.rows.get_mut(&d.id) else {
-                return Err(StoreError::Conflict(d.id.clone()));
+                return Err(StoreError::Conflict(Key::Deployment(d.id.clone())));
             };
             if row.version != expected {
-                return Err(StoreError::Conflict(d.id.clone()));
+                return Err(StoreError::Conflict(Key::Deployment(d.id.clone())));
             }
             let mut timeline = std::mem::take(&mut row.timeline);
             timeline.extend_from_slice(events);
@@ -292,7 +290,7 @@ impl Deployments for MemoryTable {
         let row = table
             .rows
             .get(id)
-            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+            .ok_or_else(|| StoreError::NotFound(Key::Deployment(id.to_owned())))?;
         Ok(Stored {
             deployment: row.parsed.clone(),
             version: row.version,
@@ -325,8 +323,7 @@ impl Deployments for MemoryTable {
 
     async fn acquire_lock(
         &self,
-        function: &str,
-        alias: &str,
+        lock: &Lock,
         id: &str,
         _now: Time,
     ) -> Result<LockOutcome, StoreError> {
@@ -336,7 +333,7 @@ impl Deployments for MemoryTable {
         }
         let outcome = {
             let mut table = self.table.lock().unwrap();
-            let key = (function.to_owned(), alias.to_owned());
+            let key = lock.clone();
             match table.locks.get(&key) {
                 Some(holder) if holder != id => LockOutcome::Busy {
                     holder: holder.clone(),
@@ -353,19 +350,19 @@ impl Deployments for MemoryTable {
         Ok(outcome)
     }
 
-    async fn lock_holder(&self, function: &str, alias: &str) -> Result<Option<String>, StoreError> {
+    async fn lock_holder(&self, lock: &Lock) -> Result<Option<String>, StoreError> {
         self.read_fate("GetItem (lock)")?;
-        Ok(self.peek_lock(function, alias))
+        Ok(self.table.lock().unwrap().locks.get(lock).cloned())
     }
 
-    async fn release_lock(&self, function: &str, alias: &str, id: &str) -> Result<(), StoreError> {
+    async fn release_lock(&self, lock: &Lock, id: &str) -> Result<(), StoreError> {
         let fate = self.dice.store_fate();
         if fate == Fate::Fails {
             return Err(injected("DeleteItem (lock)"));
         }
         {
             let mut table = self.table.lock().unwrap();
-            let key = (function.to_owned(), alias.to_owned());
+            let key = lock.clone();
             if table.locks.get(&key).is_some_and(|h| h == id) {
                 table.locks.remove(&key);
             }
@@ -394,7 +391,7 @@ impl Executions for MemoryTable {
             if let Some(existing) = table.commits.get(&commit) {
                 ExecutionStart::AlreadyStarted(existing.clone())
             } else if table.executions.contains_key(&e.id) {
-                return Err(StoreError::AlreadyExists(e.id.clone()));
+                return Err(StoreError::AlreadyExists(Key::Execution(e.id.clone())));
             } else {
                 table.commits.insert(commit, e.id.clone());
                 table
@@ -416,7 +413,7 @@ impl Executions for MemoryTable {
         let row = table
             .executions
             .get(id)
-            .ok_or_else(|| StoreError::NotFound(id.to_owned()))?;
+            .ok_or_else(|| StoreError::NotFound(Key::Execution(id.to_owned())))?;
         Ok(StoredExecution {
             execution: row.parsed.clone(),
             version: row.version,
@@ -439,7 +436,7 @@ impl Executions for MemoryTable {
                 Some(row) if row.version == expected => {
                     *row = Self::execution_row(e, expected + 1);
                 }
-                _ => return Err(StoreError::Conflict(e.id.clone())),
+                _ => return Err(StoreError::Conflict(Key::Execution(e.id.clone()))),
             }
         }
         if fate == Fate::AnswerLost {
