@@ -189,17 +189,33 @@ async fn main() -> Result<()> {
                 else {
                     continue;
                 };
+                if received.messages().is_empty() {
+                    continue;
+                }
+                // The shifter's own handler, as Lambda's poller calls it: the
+                // batch's items side by side, failures reported per message.
+                let since = Instant::now();
+                let answer = engine.handle(&sqs_event(received.messages()), None).await;
+                timed(&busy, since);
+                let again: Vec<String> = match answer {
+                    Ok(answer) => answer["batchItemFailures"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|f| f["itemIdentifier"].as_str().map(str::to_owned))
+                        .collect(),
+                    Err(_) => received
+                        .messages()
+                        .iter()
+                        .filter_map(|m| m.message_id().map(str::to_owned))
+                        .collect(),
+                };
+                failures.fetch_add(again.len(), std::sync::atomic::Ordering::Relaxed);
                 for m in received.messages() {
-                    let Ok(message) = support::queued(m.body().unwrap_or_default()) else {
-                        continue;
-                    };
-                    let since = Instant::now();
-                    if engine.run_queued(&message).await.is_err() {
-                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if !again.iter().any(|id| Some(id.as_str()) == m.message_id()) {
+                        // A failed delete is redelivered, as in Lambda's poller.
+                        let _ = support::delete_timer(&engine, m).await;
                     }
-                    timed(&busy, since);
-                    // A failed delete is redelivered, as in Lambda's poller.
-                    let _ = support::delete_timer(&engine, m).await;
                 }
             }
         });
@@ -215,9 +231,10 @@ async fn main() -> Result<()> {
             if !d.phase.is_terminal() {
                 open += 1;
                 // A phase no worker is moving (its worker failed) is resumed,
-                // as the sweep would after its grace.
+                // as the sweep does after its grace.
                 if !matches!(d.phase, Phase::Baking { .. })
-                    && chrono::Utc::now() - d.updated_at > chrono::Duration::seconds(5)
+                    && chrono::Utc::now() - d.updated_at
+                        > chrono::Duration::seconds(sluice::store::IN_FLIGHT_GRACE_SECS)
                 {
                     stalled.push(id.clone());
                 }
@@ -315,7 +332,7 @@ async fn main() -> Result<()> {
         "{deployments} deployments at once ({CONFIG}, PreTraffic and PostTraffic hooks at every shift, {POLLERS} timer pollers; release build, local stack)"
     );
     println!(
-        "all started (first shift done) in {:.1} s; all promoted in {:.1} s (schedule alone: {:.0} s)",
+        "every start returned (its first shift done, or handed back to wait for the budget) in {:.1} s; all promoted in {:.1} s (schedule alone: {:.0} s)",
         all_started.as_secs_f64(),
         wall.as_secs_f64(),
         bakes.iter().sum::<f64>()
@@ -333,7 +350,7 @@ async fn main() -> Result<()> {
     );
     println!("deployments with a step the timeline says was late: {late_deployments}");
     println!(
-        "workers that failed and were resumed: {}",
+        "starts, queue messages and resumes that did not finish their work (out of budget and handed back, or failed): {}",
         failures.load(std::sync::atomic::Ordering::Relaxed)
     );
     let rate = quota_after["rates"]["control_plane"]
@@ -518,4 +535,20 @@ async fn cost_model(
 /// sluice-local's count of Lambda requests let through and throttled, by quota.
 async fn quota_report(url: &str) -> Result<serde_json::Value> {
     Ok(reqwest::get(url).await?.error_for_status()?.json().await?)
+}
+
+/// Messages of the shifter's queue as Lambda delivers them to it.
+fn sqs_event(messages: &[aws_sdk_sqs::types::Message]) -> serde_json::Value {
+    let records: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "messageId": m.message_id(),
+                "receiptHandle": m.receipt_handle(),
+                "body": m.body(),
+                "eventSource": "aws:sqs",
+            })
+        })
+        .collect();
+    serde_json::json!({ "Records": records })
 }
