@@ -15,10 +15,12 @@ use crate::domain::deployment::{
     Deployment, DeploymentSpec, Input as DeploymentInput, Phase, VersionSource,
 };
 use crate::domain::execution::{
-    ActionRef, ActionState, Command, Execution, ExecutionEvent, Input, Status, decide, events_of,
-    pending,
+    ActionRef, ActionState, Command, Execution, ExecutionEvent, Input, Status, StopMode, decide,
+    events_of, pending,
 };
-use crate::domain::pipeline::{ActionKind, ExecutionMode, TemplateContext, render};
+use crate::domain::pipeline::{
+    ActionKind, CodePipelineAction, ExecutionMode, TemplateContext, render,
+};
 use crate::engine::{
     AwsCloud, Clock, Cloud, Engine, EngineError, Invocation, MAX_TIMER_DELAY_SECS, SystemClock,
 };
@@ -552,19 +554,38 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
                 self.send_timer(e, at, when).await?;
                 Ok(None)
             }
-            Command::CancelAction { at } => {
-                if matches!(
-                    e.definition.stages[at.stage].actions[at.action].kind,
-                    ActionKind::Deploy(_)
-                ) {
-                    let id = deployment_id(&e.id, &at);
-                    let abort = DeploymentInput::Abort {
-                        reason: format!("execution {} stopped it", e.id),
-                    };
-                    match self.engine.apply(&id, abort).await {
-                        Ok(_) | Err(EngineError::Store(StoreError::NotFound(_))) => {}
-                        Err(err) => return Err(err.into()),
+            Command::CancelAction { at, mode } => {
+                let reason = format!("execution {} stopped it", e.id);
+                match &e.definition.stages[at.stage].actions[at.action].kind {
+                    ActionKind::Deploy(_) if mode == StopMode::Abandon => {
+                        let id = deployment_id(&e.id, &at);
+                        let abort = DeploymentInput::Abort { reason };
+                        match self.engine.apply(&id, abort).await {
+                            Ok(_) | Err(EngineError::Store(StoreError::NotFound(_))) => {}
+                            Err(err) => return Err(err.into()),
+                        }
                     }
+                    ActionKind::CodePipeline(c) => {
+                        let run = match &e.actions[at.action].run {
+                            Some(run) => Some(run.clone()),
+                            // Its start may have gone through unrecorded: the
+                            // attempt's token names that execution (one never
+                            // started is started here, and stopped at once).
+                            None if mode == StopMode::Abandon => {
+                                self.start_codepipeline(e, at, c).await?.ok()
+                            }
+                            // Finish: the record's arrival tells it (`ActionRunStarted`).
+                            None => None,
+                        };
+                        if let Some(run) = run {
+                            let pipeline = self.render(e, &c.pipeline);
+                            let abandon = mode == StopMode::Abandon;
+                            self.actions
+                                .stop_pipeline(&pipeline, &run, abandon, &reason)
+                                .await?;
+                        }
+                    }
+                    _ => {}
                 }
                 Ok(None)
             }
@@ -786,24 +807,37 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
             ActionKind::Approval(_) => Ok(None),
             // Only a timer: it is not run.
             ActionKind::Wait(_) => Ok(None),
-            ActionKind::CodePipeline(c) => {
-                let pipeline = self.render(e, &c.pipeline);
-                // The same token for the same attempt: a repeat starts nothing new.
-                let token = format!("{}-{}-{}-{}", e.id, at.stage, at.action, at.attempt);
-                let source = c
-                    .source_action
-                    .as_deref()
-                    .map(|action| (action, e.push.sha.as_str()));
-                match self
-                    .actions
-                    .start_pipeline(&pipeline, &token, source)
-                    .await?
-                {
-                    Ok(id) => self.check_codepipeline(e, at, &id).await,
-                    Err(reason) => Ok(failed(reason)),
+            ActionKind::CodePipeline(c) => match self.start_codepipeline(e, at, c).await? {
+                // Known already (a repeat): look at how it goes.
+                Ok(id) if e.actions[at.action].run.as_ref() == Some(&id) => {
+                    self.check_codepipeline(e, at, &id).await
                 }
-            }
+                // Recorded first, so a stop can stop it; looked at later.
+                Ok(id) => {
+                    self.recheck_later(e, at, Some(id.clone())).await?;
+                    Ok(Some(Input::ActionRunStarted { at, run: id }))
+                }
+                Err(reason) => Ok(failed(reason)),
+            },
         }
+    }
+
+    /// Starts the CodePipeline execution of a codepipeline action's attempt:
+    /// the same token for the same attempt, so a repeat starts nothing new
+    /// and answers with the execution the first start made.
+    async fn start_codepipeline(
+        &self,
+        e: &Execution,
+        at: ActionRef,
+        c: &CodePipelineAction,
+    ) -> Result<Result<String, String>, OrchestratorError> {
+        let pipeline = self.render(e, &c.pipeline);
+        let token = format!("{}-{}-{}-{}", e.id, at.stage, at.action, at.attempt);
+        let source = c
+            .source_action
+            .as_deref()
+            .map(|action| (action, e.push.sha.as_str()));
+        self.actions.start_pipeline(&pipeline, &token, source).await
     }
 }
 

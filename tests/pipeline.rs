@@ -7,7 +7,7 @@ mod support;
 
 use anyhow::{Context, Result, bail};
 use sluice::commits::sign;
-use sluice::domain::execution::{ActionRef, Execution, Input, Status};
+use sluice::domain::execution::{ActionRef, Execution, Input, Status, StopMode};
 use sluice::domain::pipeline::PipelineDefinition;
 use sluice::orchestrator::Orchestrator;
 use sluice::store::Store;
@@ -549,6 +549,75 @@ stages:
         Some("legacy-integration")
     );
 
+    // Stopping an execution stops the CodePipeline execution its running
+    // action started: abandoned at once, or once its actions in progress finish.
+    for (sha, mode) in [
+        (
+            "d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4",
+            StopMode::Abandon,
+        ),
+        ("e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5", StopMode::Finish),
+    ] {
+        let id = w.push_to(sha, "integration").await?;
+        let e = w
+            .wait_until(&id, "the CodePipeline execution to be recorded", |e| {
+                e.actions.first().is_some_and(|a| a.run.is_some())
+            })
+            .await?;
+        let started = e.actions[0].run.clone().context("run")?;
+        let reason = format!("stopped with {mode:?}");
+        w.orchestrator
+            .apply(
+                &id,
+                Input::Stop {
+                    mode,
+                    reason: reason.clone(),
+                },
+            )
+            .await?;
+        let status = |codepipeline: &aws_sdk_codepipeline::Client, started: String| {
+            let codepipeline = codepipeline.clone();
+            async move {
+                let run = codepipeline
+                    .get_pipeline_execution()
+                    .pipeline_name("legacy-integration")
+                    .pipeline_execution_id(started)
+                    .send()
+                    .await?;
+                let run = run.pipeline_execution().context("execution")?;
+                anyhow::Ok((
+                    run.status().map(|s| s.as_str().to_owned()),
+                    run.status_summary().map(str::to_owned),
+                ))
+            }
+        };
+        let (now, summary) = status(&codepipeline, started.clone()).await?;
+        assert!(
+            matches!(now.as_deref(), Some("Stopping" | "Stopped")),
+            "{mode:?}: {now:?}"
+        );
+        assert!(
+            summary.is_some_and(|s| s.contains(&format!("execution {id} stopped it"))),
+            "{mode:?}"
+        );
+        let e = w
+            .wait_until(&id, "the stopped execution to end", |e| e.status.is_final())
+            .await?;
+        assert!(matches!(e.status, Status::Stopped { .. }), "{e:?}");
+        wait_for(
+            "the CodePipeline execution to stop",
+            Duration::from_secs(30),
+            || {
+                let (codepipeline, started) = (&codepipeline, started.clone());
+                async move {
+                    let (now, _) = status(codepipeline, started).await?;
+                    Ok((now.as_deref() == Some("Stopped")).then_some(()))
+                }
+            },
+        )
+        .await?;
+    }
+
     // Without the permission, the action fails at the call with AWS's reason,
     // as it would on AWS, instead of retrying a refusal for ever.
     let orchestrator_role = "sluice-OrchestratorFunctionRole";
@@ -715,7 +784,7 @@ async fn queued_executions_run_one_at_a_time() -> Result<()> {
         .apply(
             &second,
             Input::Stop {
-                mode: sluice::domain::execution::StopMode::Abandon,
+                mode: StopMode::Abandon,
                 reason: "not this one".into(),
             },
         )

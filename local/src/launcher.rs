@@ -209,6 +209,8 @@ fn start_moto(opts: &StackOptions, detached: bool) -> Result<(Child, String)> {
         command
             .arg(&script)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            // The times moto's wrapper plays (CodePipeline's) are scaled too.
+            .env("SLUICE_SCHEDULE_SCALE", opts.schedule_scale.to_string())
             .stdin(Stdio::null())
             .stdout(log_file(&opts.state_dir, "moto.log", false)?)
             .stderr(log_file(&opts.state_dir, "moto.log", true)?);

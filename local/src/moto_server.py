@@ -20,14 +20,28 @@ its tables in place: it saves the items it names and the length of their
 streams, and on failure puts those items back and drops the stream records
 it added.
 
+moto's CodePipeline is kinder than AWS's too: an execution has succeeded the
+moment it starts, a start ignores its `clientRequestToken` (each repeat starts
+another execution), and StopPipelineExecution is not there. CodePipeline
+(https://docs.aws.amazon.com/codepipeline/latest/APIReference/API_StartPipelineExecution.html,
+.../API_StopPipelineExecution.html) runs an execution `InProgress` through
+its stages, returns the same execution for the same token, and stops one on
+request (`Stopping`, then `Stopped`): with `abandon`, in a moment; without,
+once the actions in progress finish. Here each stage takes
+CODEPIPELINE_STAGE_SECONDS, multiplied by the stack's schedule scale
+(SLUICE_SCHEDULE_SCALE), like every other time of the local stack.
+
 sluice-local's launcher writes this file into the stack's state directory and
 runs it with the Python of `.venv` (or SLUICE_MOTO_PYTHON):
 `moto_server.py -H HOST -p PORT`.
 """
 
 import copy
+import json
+import os
 import sys
 import threading
+import time
 
 import moto.dynamodb.models as dynamodb_models
 from moto.dynamodb.models import DynamoDBBackend
@@ -35,6 +49,9 @@ from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
 from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
+from moto.codepipeline.models import CodePipelineBackend, PipelineExecution
+from moto.codepipeline.responses import CodePipelineResponse
+from moto.core.exceptions import JsonRESTError
 from moto.server import main
 
 _one_at_a_time = threading.Lock()
@@ -113,5 +130,113 @@ def _transact(self, transact_items):
 
 
 DynamoDBBackend.transact_write_items = _transact
+
+
+CODEPIPELINE_STAGE_SECONDS = 30.0
+_stage_seconds = CODEPIPELINE_STAGE_SECONDS * float(
+    os.environ.get("SLUICE_SCHEDULE_SCALE", "1")
+)
+_abandon_seconds = 1.0 * float(os.environ.get("SLUICE_SCHEDULE_SCALE", "1"))
+_ENDED = ("Succeeded", "Stopped", "Failed", "Cancelled", "Superseded")
+_new_execution = PipelineExecution.__init__
+_executions_by_token = {}
+_codepipeline_lock = threading.Lock()
+
+
+def _execution_started(self, pipeline_name, pipeline_version, variables):
+    _new_execution(self, pipeline_name, pipeline_version, variables)
+    self.status = "InProgress"
+    self.started = time.monotonic()
+    self.stages = 1
+    self.stopped_at = None
+    self.abandoned = False
+
+
+def _refresh(execution):
+    """Moves an execution on by the time it has run."""
+    if execution.status in _ENDED:
+        return
+    elapsed = time.monotonic() - execution.started
+    if execution.status == "Stopping":
+        if elapsed >= execution.stopped_at:
+            execution.status = "Stopped"
+    elif elapsed >= execution.stages * _stage_seconds:
+        execution.status = "Succeeded"
+
+
+def _refreshed(to_dict):
+    def answer(self):
+        _refresh(self)
+        return to_dict(self)
+
+    return answer
+
+
+PipelineExecution.__init__ = _execution_started
+PipelineExecution.to_dict = _refreshed(PipelineExecution.to_dict)
+PipelineExecution.to_summary_dict = _refreshed(PipelineExecution.to_summary_dict)
+
+_start_pipeline_execution = CodePipelineBackend.start_pipeline_execution
+
+
+def _start(self, name, variables):
+    execution_id = _start_pipeline_execution(self, name, variables)
+    pipeline = self.pipelines[name]
+    pipeline.executions[execution_id].stages = max(
+        1, len(pipeline.pipeline.get("stages", []))
+    )
+    return execution_id
+
+
+CodePipelineBackend.start_pipeline_execution = _start
+
+_start_response = CodePipelineResponse.start_pipeline_execution
+
+
+def _start_once_per_token(self):
+    token = self._get_param("clientRequestToken")
+    key = (self.current_account, self.region, self._get_param("name"), token)
+    with _codepipeline_lock:
+        if token and key in _executions_by_token:
+            return json.dumps({"pipelineExecutionId": _executions_by_token[key]})
+        answer = _start_response(self)
+        if token:
+            _executions_by_token[key] = json.loads(answer)["pipelineExecutionId"]
+        return answer
+
+
+def _stop_pipeline_execution(self):
+    name = self._get_param("pipelineName")
+    execution_id = self._get_param("pipelineExecutionId")
+    abandon = bool(self._get_param("abandon", False))
+    execution = self.codepipeline_backend.get_pipeline_execution(name, execution_id)
+    with _codepipeline_lock:
+        _refresh(execution)
+        # A stop and wait may be followed by a stop and abandon, nothing else.
+        if execution.status == "Stopping" and (execution.abandoned or not abandon):
+            raise JsonRESTError(
+                "DuplicatedStopRequestException",
+                f"Execution {execution_id} is already in a Stopping state",
+            )
+        if execution.status not in ("InProgress", "Stopping"):
+            raise JsonRESTError(
+                "PipelineExecutionNotStoppableException",
+                f"Unable to stop execution {execution_id}: it is {execution.status}",
+            )
+        elapsed = time.monotonic() - execution.started
+        if abandon:
+            # The actions in progress are abandoned: a moment, not a stage.
+            execution.abandoned = True
+            execution.stopped_at = elapsed + _abandon_seconds
+        else:
+            # The actions in progress finish: the current stage ends.
+            execution.stopped_at = (int(elapsed // _stage_seconds) + 1) * _stage_seconds
+        execution.status = "Stopping"
+        execution.status_summary = self._get_param("reason")
+    return json.dumps({"pipelineExecutionId": execution_id})
+
+
+CodePipelineResponse.start_pipeline_execution = _start_once_per_token
+CodePipelineResponse.stop_pipeline_execution = _stop_pipeline_execution
 
 sys.exit(main())

@@ -101,6 +101,10 @@ pub struct ActionRun {
     pub state: ActionState,
     /// Counts retries; a result for an older attempt is stale.
     pub attempt: u32,
+    /// What this attempt started elsewhere (a CodePipeline execution's id):
+    /// what a stop must stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
 }
 
 /// How an operator stops an execution.
@@ -166,6 +170,12 @@ pub enum Input {
         at: ActionRef,
         reason: String,
     },
+    /// A running action started something elsewhere (a CodePipeline
+    /// execution), still running: `run` names it, for a stop to stop it.
+    ActionRunStarted {
+        at: ActionRef,
+        run: String,
+    },
     /// A wait is over, or an action's deadline passed.
     TimerFired {
         at: ActionRef,
@@ -203,9 +213,11 @@ pub enum Command {
         at: ActionRef,
         when: Time,
     },
-    /// Stop a running action (abort its deployment).
+    /// Stop a running action: abort its deployment, or stop the CodePipeline
+    /// execution it started (abandoned, or once its actions in progress finish).
     CancelAction {
         at: ActionRef,
+        mode: StopMode,
     },
     /// The execution is final: let the next one of the pipeline run.
     ReleaseTurn,
@@ -357,6 +369,7 @@ fn enter_stage(e: &mut Execution, stage: usize, now: Time, commands: &mut Vec<Co
             run_order: a.run_order,
             state: ActionState::Pending,
             attempt: 1,
+            run: None,
         })
         .collect();
     commands.push(record(
@@ -372,6 +385,12 @@ fn advance(e: &mut Execution, now: Time, commands: &mut Vec<Command>) {
         .iter()
         .any(|a| matches!(a.state, ActionState::Running { .. }))
     {
+        return;
+    }
+    // Asked to stop once running actions finish: it stops, however they
+    // ended (an action told to stop ends failed; the timeline says how).
+    if let Some(reason) = e.stopping.clone() {
+        finish(e, Status::Stopped { reason }, now, commands);
         return;
     }
     if let Some(failed) = e
@@ -390,10 +409,6 @@ fn advance(e: &mut Execution, now: Time, commands: &mut Vec<Command>) {
         commands.push(record(now, reason.clone()));
         e.status = Status::Failed { reason };
         commands.push(Command::ReleaseTurn);
-        return;
-    }
-    if let Some(reason) = e.stopping.clone() {
-        finish(e, Status::Stopped { reason }, now, commands);
         return;
     }
     let next_order = e
@@ -419,6 +434,12 @@ fn advance(e: &mut Execution, now: Time, commands: &mut Vec<Command>) {
             start_action(e, i, now, commands);
         }
     }
+}
+
+/// Whether an action that runs elsewhere can be told to stop once its own
+/// actions in progress finish (CodePipeline's stop without abandoning).
+fn stops_on_request(kind: &ActionKind) -> bool {
+    matches!(kind, ActionKind::CodePipeline(_))
 }
 
 fn start_action(e: &mut Execution, i: usize, now: Time, commands: &mut Vec<Command>) {
@@ -517,6 +538,22 @@ fn step(e: &mut Execution, input: &Input, now: Time, commands: &mut Vec<Command>
             };
             action_done(e, i, state, now, commands);
         }
+        Input::ActionRunStarted { at, run } => {
+            let Some(i) = e.running(at) else { return false };
+            if e.actions[i].run.as_ref() == Some(run) {
+                return false;
+            }
+            e.actions[i].run = Some(run.clone());
+            let name = e.actions[i].name.clone();
+            commands.push(record(now, format!("{name} started {run}")));
+            // Asked to stop once running actions finish: this one is told now.
+            if e.stopping.is_some() && stops_on_request(e.kind(at.stage, i)) {
+                commands.push(Command::CancelAction {
+                    at: *at,
+                    mode: StopMode::Finish,
+                });
+            }
+        }
         Input::TimerFired { at } => {
             let Some(i) = e.running(at) else { return false };
             let ActionState::Running { since } = e.actions[i].state else {
@@ -538,7 +575,10 @@ fn step(e: &mut Execution, input: &Input, now: Time, commands: &mut Vec<Command>
                 },
                 other => {
                     if !matches!(other, ActionKind::Approval(_)) {
-                        commands.push(Command::CancelAction { at: *at });
+                        commands.push(Command::CancelAction {
+                            at: *at,
+                            mode: StopMode::Abandon,
+                        });
                     }
                     ActionState::Failed {
                         reason: format!("no result before its deadline ({now})"),
@@ -585,6 +625,7 @@ fn step(e: &mut Execution, input: &Input, now: Time, commands: &mut Vec<Command>
                         if matches!(e.actions[i].state, ActionState::Running { .. }) {
                             commands.push(Command::CancelAction {
                                 at: e.action_ref(i),
+                                mode: StopMode::Abandon,
                             });
                             e.actions[i].state = ActionState::Abandoned;
                         }
@@ -607,6 +648,20 @@ fn step(e: &mut Execution, input: &Input, now: Time, commands: &mut Vec<Command>
                         now,
                         format!("stopping once running actions finish: {reason}"),
                     ));
+                    // What runs elsewhere and can be told to stop after its
+                    // actions in progress (a CodePipeline execution) is told.
+                    for i in 0..e.actions.len() {
+                        let running = matches!(e.actions[i].state, ActionState::Running { .. });
+                        if running
+                            && e.actions[i].run.is_some()
+                            && stops_on_request(e.kind(e.stage, i))
+                        {
+                            commands.push(Command::CancelAction {
+                                at: e.action_ref(i),
+                                mode: StopMode::Finish,
+                            });
+                        }
+                    }
                     advance(e, now, commands);
                 }
             },
@@ -622,6 +677,7 @@ fn step(e: &mut Execution, input: &Input, now: Time, commands: &mut Vec<Command>
                 if again {
                     run.state = ActionState::Pending;
                     run.attempt += 1;
+                    run.run = None;
                 }
             }
             commands.push(record(

@@ -126,6 +126,16 @@ pub trait Actions: Send + Sync {
         pipeline: &str,
         execution_id: &str,
     ) -> impl Future<Output = Result<PipelineRun, OrchestratorError>> + Send;
+    /// Stops a CodePipeline execution: at once if `abandon`, else once its
+    /// actions in progress finish. One that has ended already, or is being
+    /// stopped, is left as it is.
+    fn stop_pipeline(
+        &self,
+        pipeline: &str,
+        execution_id: &str,
+        abandon: bool,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), OrchestratorError>> + Send;
     /// Has `timer` delivered back to the orchestrator after `delay_secs`.
     fn send_timer(
         &self,
@@ -298,6 +308,41 @@ impl Actions for AwsActions {
             .cloned()
             .unwrap_or(PipelineExecutionStatus::InProgress);
         Ok(pipeline_run(&status))
+    }
+
+    async fn stop_pipeline(
+        &self,
+        pipeline: &str,
+        execution_id: &str,
+        abandon: bool,
+        reason: &str,
+    ) -> Result<(), OrchestratorError> {
+        let stopped = self
+            .codepipeline
+            .stop_pipeline_execution()
+            .pipeline_name(pipeline)
+            .pipeline_execution_id(execution_id)
+            .abandon(abandon)
+            .reason(reason)
+            .send()
+            .await;
+        match stopped {
+            Ok(_) => Ok(()),
+            // Ended already, or a stop under way (a repeat): nothing to do.
+            Err(err)
+                if err.as_service_error().is_some_and(|se| {
+                    se.is_pipeline_execution_not_stoppable_exception()
+                        || se.is_duplicated_stop_request_exception()
+                }) =>
+            {
+                Ok(())
+            }
+            Err(err) if refused_for_good(&err) => {
+                tracing::error!(pipeline, execution_id, error = %service_message(&err), "the CodePipeline execution could not be stopped");
+                Ok(())
+            }
+            Err(err) => Err(aws("StopPipelineExecution", err)),
+        }
     }
 
     async fn send_timer(

@@ -31,7 +31,7 @@ use sluice::domain::deployment::{
 };
 use sluice::domain::execution::{ActionState, Input as ExecutionInput, Status, StopMode};
 use sluice::domain::pipeline::{GitRef, PipelineDefinition, Push};
-use sluice::engine::{Engine, EngineError, FaultHook, FaultPoint, TimerMessage};
+use sluice::engine::{Clock, Engine, EngineError, FaultHook, FaultPoint, TimerMessage};
 use sluice::events::HandedOver;
 use sluice::orchestrator::{Orchestrator, OrchestratorError, PipelineTimer};
 use sluice::source::start_executions;
@@ -562,11 +562,22 @@ impl Sim {
     }
 
     /// At most one execution per (pipeline, commit); in queued mode, at most
-    /// one running per pipeline.
+    /// one running per pipeline; a finished execution leaves no CodePipeline
+    /// run it started going, unless told to stop.
     fn check_executions(&self) {
         let mut by_commit: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
         let mut running: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let now = self.clock.now();
         self.table.each_execution(|e| {
+            if e.status.is_final() {
+                let going = self.actions.state.lock().unwrap().runs_going(&e.id, now);
+                if !going.is_empty() {
+                    self.violation(format!(
+                        "execution {} is {:?} but the CodePipeline runs {going:?} it started go on",
+                        e.id, e.status
+                    ));
+                }
+            }
             by_commit
                 .entry((e.pipeline.clone(), e.push.sha.clone()))
                 .or_default()

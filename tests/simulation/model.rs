@@ -812,6 +812,8 @@ impl Cloud for MemoryCloud {
 struct PipelineModelRun {
     ends_at: Time,
     succeeds: bool,
+    /// Asked to stop: it ends `Stopped` (at once if abandoned, else at its end).
+    stopped: bool,
 }
 
 #[derive(Default)]
@@ -827,6 +829,22 @@ pub struct ActionsState {
     pub handed_over: Vec<HandedOver>,
     /// How many times each invoke action's function was called, by execution.
     pub invocations: BTreeMap<String, usize>,
+}
+
+impl ActionsState {
+    /// The CodePipeline runs an execution's actions started that still run
+    /// at `now`, not asked to stop.
+    pub fn runs_going(&self, execution: &str, now: Time) -> Vec<String> {
+        let started_by = format!("{execution}-");
+        self.tokens
+            .iter()
+            .filter(|(token, _)| token.starts_with(&started_by))
+            .filter_map(|(_, id)| {
+                let run = self.runs.get(id)?;
+                (now < run.ends_at && !run.stopped).then(|| id.clone())
+            })
+            .collect()
+    }
 }
 
 /// Lambda (invoke actions), S3, CodePipeline and the pipeline timer queue.
@@ -920,9 +938,14 @@ impl Actions for MemoryActions {
                     let ends_at = self.clock.now()
                         + chrono::Duration::seconds(10 + self.dice.below(110) as i64);
                     let succeeds = self.dice.chance(0.85);
-                    state
-                        .runs
-                        .insert(id.clone(), PipelineModelRun { ends_at, succeeds });
+                    state.runs.insert(
+                        id.clone(),
+                        PipelineModelRun {
+                            ends_at,
+                            succeeds,
+                            stopped: false,
+                        },
+                    );
                     state.tokens.insert(token.to_owned(), id.clone());
                     id
                 }
@@ -948,11 +971,34 @@ impl Actions for MemoryActions {
         };
         Ok(if self.clock.now() < run.ends_at {
             PipelineRun::Running
+        } else if run.stopped {
+            PipelineRun::Ended("Stopped".into())
         } else if run.succeeds {
             PipelineRun::Succeeded
         } else {
             PipelineRun::Ended("Failed".into())
         })
+    }
+
+    async fn stop_pipeline(
+        &self,
+        _pipeline: &str,
+        execution_id: &str,
+        abandon: bool,
+        _reason: &str,
+    ) -> Result<(), OrchestratorError> {
+        self.call("StopPipelineExecution")?;
+        let now = self.clock.now();
+        let mut state = self.state.lock().unwrap();
+        if let Some(run) = state.runs.get_mut(execution_id)
+            && now < run.ends_at
+        {
+            run.stopped = true;
+            if abandon {
+                run.ends_at = now;
+            }
+        }
+        Ok(())
     }
 
     async fn send_timer(

@@ -97,6 +97,14 @@ impl Run {
         })
     }
 
+    fn clone_run(&self) -> Run {
+        Run {
+            e: self.e.clone(),
+            now: self.now,
+            commands: Vec::new(),
+        }
+    }
+
     fn running(&self) -> Vec<&str> {
         self.e
             .actions
@@ -231,7 +239,10 @@ fn a_rejection_or_a_deadline_fails_the_action() {
     assert!(
         matches!(&r.e.status, Status::Failed { reason } if reason.contains("no result before its deadline"))
     );
-    assert!(r.commands.contains(&Command::CancelAction { at: artifact }));
+    assert!(r.commands.contains(&Command::CancelAction {
+        at: artifact,
+        mode: StopMode::Abandon
+    }));
 }
 
 #[test]
@@ -267,6 +278,108 @@ fn stop_abandons_now_or_finishes_running_actions_first() {
     assert!(
         matches!(&r.e.status, Status::Stopped { reason } if reason == "freeze"),
         "test-beta never starts"
+    );
+}
+
+/// A pipeline whose one stage runs an AWS CodePipeline beside an invoke.
+fn legacy() -> Run {
+    let definition = PipelineDefinition::parse(
+        r#"
+name: app
+source: { repository: acme/app }
+stages:
+  - name: legacy
+    actions:
+      - { name: legacy, kind: codepipeline, config: { pipeline: old } }
+      - { name: lint, kind: invoke, config: { function: lint } }
+"#,
+    )
+    .unwrap();
+    let (e, commands) = Execution::create("x-1", definition, push(), t(0));
+    let mut run = Run {
+        e,
+        now: t(0),
+        commands,
+    };
+    run.feed(Input::Start);
+    run
+}
+
+fn cancels(r: &Run) -> Vec<(ActionRef, StopMode)> {
+    r.commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::CancelAction { at, mode } => Some((*at, *mode)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_stop_stops_the_codepipeline_execution_an_action_started() {
+    // Recorded once; a retry of the action forgets it.
+    let mut r = legacy();
+    let at = r.at("legacy");
+    let started = Input::ActionRunStarted {
+        at,
+        run: "cp-1".into(),
+    };
+    assert!(r.feed(started.clone()));
+    assert!(!r.feed(started), "the same run twice changes nothing");
+    assert_eq!(r.e.actions[0].run.as_deref(), Some("cp-1"));
+    assert!(cancels(&r).is_empty());
+
+    // Abandon: the run is stopped at once with the action.
+    let mut abandoned = r.clone_run();
+    assert!(abandoned.feed(Input::Stop {
+        mode: StopMode::Abandon,
+        reason: "wrong commit".into()
+    }));
+    assert!(cancels(&abandoned).contains(&(at, StopMode::Abandon)));
+    assert!(matches!(abandoned.e.status, Status::Stopped { .. }));
+
+    // Finish: the run is told to stop after its actions in progress; the
+    // execution stops once the action ends, however it ended.
+    assert!(r.feed(Input::Stop {
+        mode: StopMode::Finish,
+        reason: "freeze".into()
+    }));
+    assert_eq!(cancels(&r), [(at, StopMode::Finish)]);
+    assert_eq!(r.e.status, Status::InProgress);
+    assert!(r.pass("lint"));
+    assert!(r.fail("legacy"));
+    assert!(matches!(&r.e.status, Status::Stopped { reason } if reason == "freeze"));
+
+    // A Finish stop before the run is recorded: the record's arrival tells it.
+    let mut early = legacy();
+    assert!(early.feed(Input::Stop {
+        mode: StopMode::Finish,
+        reason: "freeze".into()
+    }));
+    assert!(cancels(&early).is_empty(), "nothing known to stop yet");
+    assert!(early.feed(Input::ActionRunStarted {
+        at,
+        run: "cp-2".into()
+    }));
+    assert_eq!(cancels(&early), [(at, StopMode::Finish)]);
+
+    // A failed run is retried as a new attempt, with no run yet.
+    let mut retried = legacy();
+    retried.feed(Input::ActionRunStarted {
+        at,
+        run: "cp-3".into(),
+    });
+    assert!(retried.fail("legacy"));
+    assert!(retried.pass("lint"));
+    assert!(matches!(retried.e.status, Status::Failed { .. }));
+    assert!(retried.feed(Input::RetryStage { failed_only: true }));
+    assert_eq!(retried.e.actions[0].run, None);
+    assert!(
+        !retried.feed(Input::ActionRunStarted {
+            at,
+            run: "cp-stale".into()
+        }),
+        "a run of the old attempt is not this attempt's"
     );
 }
 
