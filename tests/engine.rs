@@ -145,6 +145,15 @@ fn spec(version: &str, config: &str, pre: Option<&str>, post: Option<&str>) -> D
 }
 
 impl World {
+    /// Who holds the lock of `greeter:live`, the alias the tests deploy.
+    async fn live_lock_holder(&self) -> Result<Option<String>> {
+        Ok(self
+            .engine
+            .store
+            .lock_holder(&Lock::alias("greeter", "live"))
+            .await?)
+    }
+
     /// An alarm on the greeter's errors, in state INSUFFICIENT_DATA until a test sets it.
     async fn create_alarm(&self, name: &str) -> Result<()> {
         self.engine
@@ -345,14 +354,7 @@ async fn a_healthy_canary_is_gated_at_every_shift_and_promoted_whole() -> Result
         kinds.iter().filter(|k| **k == EventKind::Shifted).count(),
         2
     );
-    assert_eq!(
-        w.engine
-            .store
-            .lock_holder(&Lock::alias("greeter", "live"))
-            .await?,
-        None,
-        "lock released"
-    );
+    assert_eq!(w.live_lock_holder().await?, None, "lock released");
     Ok(())
 }
 
@@ -423,13 +425,7 @@ async fn failed_gates_and_alarms_roll_back_with_the_alias_whole() -> Result<()> 
         "{:?}",
         d.phase
     );
-    assert_eq!(
-        w.engine
-            .store
-            .lock_holder(&Lock::alias("greeter", "live"))
-            .await?,
-        None
-    );
+    assert_eq!(w.live_lock_holder().await?, None);
     Ok(())
 }
 
@@ -491,14 +487,7 @@ async fn a_worker_killed_before_any_command_is_repaired_by_resume() -> Result<()
             (target.to_owned(), vec![]),
             "{id} left the alias split"
         );
-        assert_eq!(
-            w.engine
-                .store
-                .lock_holder(&Lock::alias("greeter", "live"))
-                .await?,
-            None,
-            "{id} kept the lock"
-        );
+        assert_eq!(w.live_lock_holder().await?, None, "{id} kept the lock");
     }
     assert!(
         killed_at.len() >= 8,
@@ -1114,14 +1103,7 @@ async fn a_lock_left_by_a_finished_deployment_is_freed_for_the_next() -> Result<
         )
         .await;
     assert!(matches!(died, Err(EngineError::Injected(_))), "{died:?}");
-    assert_eq!(
-        w.engine
-            .store
-            .lock_holder(&Lock::alias("greeter", "live"))
-            .await?
-            .as_deref(),
-        Some("holder")
-    );
+    assert_eq!(w.live_lock_holder().await?.as_deref(), Some("holder"));
     // The sweep finds the waiter and frees the lock its finished holder left.
     let waiter = w.engine.resume("waiter").await?;
     assert!(
@@ -1129,14 +1111,7 @@ async fn a_lock_left_by_a_finished_deployment_is_freed_for_the_next() -> Result<
         "{:?}",
         waiter.phase
     );
-    assert_eq!(
-        w.engine
-            .store
-            .lock_holder(&Lock::alias("greeter", "live"))
-            .await?
-            .as_deref(),
-        Some("waiter")
-    );
+    assert_eq!(w.live_lock_holder().await?.as_deref(), Some("waiter"));
     assert_eq!(
         w.alias().await?,
         ("1".to_owned(), vec![("3".to_owned(), 0.1)])
@@ -1532,13 +1507,7 @@ async fn a_change_made_by_hand_is_never_written_over() -> Result<()> {
         "the alias was changed outside Sluice before step 2: it serves version 1 (revision {by_hand}); taken as an operator's rollback, the alias left as found"
     );
     assert!(timeline.contains(&said), "{timeline:#?}");
-    assert_eq!(
-        w.engine
-            .store
-            .lock_holder(&Lock::alias("greeter", "live"))
-            .await?,
-        None
-    );
+    assert_eq!(w.live_lock_holder().await?, None);
 
     // Frozen instead: the alias stays as the person left it until an operator says.
     let mut freeze = spec("3", "linear:50:2s", None, None);
@@ -1565,14 +1534,7 @@ async fn a_change_made_by_hand_is_never_written_over() -> Result<()> {
         None,
         "the sweep leaves it"
     );
-    assert_eq!(
-        w.engine
-            .store
-            .lock_holder(&Lock::alias("greeter", "live"))
-            .await?
-            .as_deref(),
-        Some("frozen")
-    );
+    assert_eq!(w.live_lock_holder().await?.as_deref(), Some("frozen"));
     w.engine.apply("frozen", Input::Resume).await?;
     let done = w.run_to_end(&["frozen"]).await?;
     assert_eq!(done[0].phase, Phase::Promoted);

@@ -538,16 +538,8 @@ stages:
         .await?;
     assert_eq!(e.status, Status::Succeeded, "{e:?}");
     let started = &e.outputs["legacy"]["pipeline_execution_id"];
-    let run = codepipeline
-        .get_pipeline_execution()
-        .pipeline_name("legacy-integration")
-        .pipeline_execution_id(started)
-        .send()
-        .await?;
-    assert_eq!(
-        run.pipeline_execution().and_then(|p| p.pipeline_name()),
-        Some("legacy-integration")
-    );
+    let run = legacy_run(&codepipeline, started).await?;
+    assert_eq!(run.pipeline_name(), Some("legacy-integration"));
 
     // Stopping an execution stops the CodePipeline execution its running
     // action started: abandoned at once, or once its actions in progress finish.
@@ -575,29 +567,15 @@ stages:
                 },
             )
             .await?;
-        let status = |codepipeline: &aws_sdk_codepipeline::Client, started: String| {
-            let codepipeline = codepipeline.clone();
-            async move {
-                let run = codepipeline
-                    .get_pipeline_execution()
-                    .pipeline_name("legacy-integration")
-                    .pipeline_execution_id(started)
-                    .send()
-                    .await?;
-                let run = run.pipeline_execution().context("execution")?;
-                anyhow::Ok((
-                    run.status().map(|s| s.as_str().to_owned()),
-                    run.status_summary().map(str::to_owned),
-                ))
-            }
-        };
-        let (now, summary) = status(&codepipeline, started.clone()).await?;
+        let run = legacy_run(&codepipeline, &started).await?;
+        let now = run.status().map(|s| s.as_str());
         assert!(
-            matches!(now.as_deref(), Some("Stopping" | "Stopped")),
+            matches!(now, Some("Stopping" | "Stopped")),
             "{mode:?}: {now:?}"
         );
         assert!(
-            summary.is_some_and(|s| s.contains(&format!("execution {id} stopped it"))),
+            run.status_summary()
+                .is_some_and(|s| s.contains(&format!("execution {id} stopped it"))),
             "{mode:?}"
         );
         let e = w
@@ -608,10 +586,10 @@ stages:
             "the CodePipeline execution to stop",
             Duration::from_secs(30),
             || {
-                let (codepipeline, started) = (&codepipeline, started.clone());
+                let (codepipeline, started) = (&codepipeline, &started);
                 async move {
-                    let (now, _) = status(codepipeline, started).await?;
-                    Ok((now.as_deref() == Some("Stopped")).then_some(()))
+                    let run = legacy_run(codepipeline, started).await?;
+                    Ok((run.status().map(|s| s.as_str()) == Some("Stopped")).then_some(()))
                 }
             },
         )
@@ -712,6 +690,21 @@ stages:
         "{reason}"
     );
     Ok(())
+}
+
+/// An execution of the CodePipeline `legacy-integration`, as CodePipeline reports it.
+async fn legacy_run(
+    codepipeline: &aws_sdk_codepipeline::Client,
+    execution_id: &str,
+) -> Result<aws_sdk_codepipeline::types::PipelineExecution> {
+    codepipeline
+        .get_pipeline_execution()
+        .pipeline_name("legacy-integration")
+        .pipeline_execution_id(execution_id)
+        .send()
+        .await?
+        .pipeline_execution
+        .context("no execution in the answer")
 }
 
 /// Two pushes in a row to a pipeline whose executions wait at an approval.
