@@ -21,6 +21,7 @@
 //! Cost: one DynamoDB write (one write unit) a control-plane call, two when
 //! the budget has sat idle since this worker last looked; no read, no lock.
 
+use crate::clock::{Clock, SystemClock};
 use crate::domain::deployment::Time;
 use crate::settings::{SettingError, number, setting};
 use crate::store::keys::Key;
@@ -87,9 +88,9 @@ impl Budget {
 
     /// Waits for a slot of the budget, then returns: call just after.
     pub async fn admit(&self) -> Result<(), BudgetError> {
-        let wait = self.reserve(chrono::Utc::now()).await?;
+        let wait = self.reserve(SystemClock.now()).await?;
         if !wait.is_zero() {
-            tokio::time::sleep(wait).await;
+            SystemClock.sleep(wait).await;
         }
         Ok(())
     }

@@ -10,6 +10,7 @@
 //! never logged.
 
 use crate::aws::service_message;
+use crate::clock::{Clock, SystemClock};
 use crate::domain::analysis::AnalysisSettings;
 use crate::domain::config::DeploymentConfig;
 use crate::domain::deployment::{
@@ -87,7 +88,7 @@ pub enum JobAnswer {
     Failed(String),
 }
 
-pub struct CodePipelineAction {
+pub struct CodePipelineAction<K = SystemClock> {
     pub store: Store,
     pub codepipeline: aws_sdk_codepipeline::Client,
     /// Sluice's own S3 access, for the copy of the input artifact.
@@ -95,6 +96,7 @@ pub struct CodePipelineAction {
     pub artifact_bucket: String,
     /// For the S3 client made with each job's artifact credentials.
     pub config: aws_config::SdkConfig,
+    pub clock: K,
 }
 
 impl CodePipelineAction {
@@ -106,9 +108,12 @@ impl CodePipelineAction {
             s3: aws_sdk_s3::Client::new(config),
             artifact_bucket: setting("SLUICE_ARTIFACT_BUCKET")?,
             config: config.clone(),
+            clock: SystemClock,
         })
     }
+}
 
+impl<K: Clock> CodePipelineAction<K> {
     /// Handles one invocation by CodePipeline.
     pub async fn handle(&self, payload: &serde_json::Value) -> Result<JobAnswer, ActionError> {
         // Parsed without echoing the event back: it holds credentials.
@@ -182,7 +187,7 @@ impl CodePipelineAction {
         if let Err(reason) = self.copy_artifact(event, bucket, key, &copy_key).await {
             return Ok(JobAnswer::Failed(reason));
         }
-        let (d, commands) = Deployment::create(&deployment_id, spec, chrono::Utc::now());
+        let (d, commands) = Deployment::create(&deployment_id, spec, self.clock.now());
         let events = crate::domain::deployment::events_of(&commands);
         // The shifter runs it from the stream; a redelivered job finds it created.
         match self.store.create(&d, &events).await {

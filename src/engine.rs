@@ -7,9 +7,9 @@
 
 mod ports;
 
+pub use crate::clock::{Clock, SystemClock};
 pub use ports::{
-    AliasState, AliasWrite, AwsCloud, Clock, Cloud, Deployments, Invocation, Readiness,
-    SystemClock, invoke,
+    AliasState, AliasWrite, AwsCloud, Cloud, Deployments, Invocation, Readiness, invoke,
 };
 
 use crate::batch::{Deadline, ITEMS_AT_ONCE, Item, run_items, sqs_response, stream_response};

@@ -4,6 +4,7 @@
 //! CloudWatch numbers since the shift against thresholds and the old version.
 
 use crate::aws::service_message;
+use crate::clock::{Clock, SystemClock};
 use crate::domain::analysis::{Counts, OnInconclusive, Verdict, judge};
 use crate::domain::hooks::{Check, HookRequest, HookResponse, HookStatus};
 use crate::domain::smoke::{Observed, S3Uri, SmokeTest, evaluate, parse_smoke_test_file};
@@ -16,10 +17,11 @@ const ANALYSIS_POLL: Duration = Duration::from_secs(1);
 
 /// The clients a hook needs, built once per process.
 #[derive(Clone)]
-pub struct HookClients {
+pub struct HookClients<K = SystemClock> {
     pub lambda: aws_sdk_lambda::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     pub s3: aws_sdk_s3::Client,
+    pub clock: K,
 }
 
 impl HookClients {
@@ -28,25 +30,33 @@ impl HookClients {
             lambda: aws_sdk_lambda::Client::new(config),
             cloudwatch: aws_sdk_cloudwatch::Client::new(config),
             s3: aws_sdk_s3::Client::new(config),
+            clock: SystemClock,
         }
     }
 }
 
-pub async fn pre_traffic(clients: &HookClients, request: &HookRequest) -> HookResponse {
+pub async fn pre_traffic<K: Clock>(
+    clients: &HookClients<K>,
+    request: &HookRequest,
+) -> HookResponse {
     let checks = smoke_tests(clients, request, &request.to_version).await;
     verdict(request, checks)
 }
 
-pub async fn post_traffic(clients: &HookClients, request: &HookRequest) -> HookResponse {
+pub async fn post_traffic<K: Clock>(
+    clients: &HookClients<K>,
+    request: &HookRequest,
+) -> HookResponse {
     let cloudwatch = &clients.cloudwatch;
     let mut checks = smoke_tests(clients, request, &request.alias).await;
     if let Some(settings) = &request.analysis {
-        let started = Instant::now();
-        let since = request.shifted_at.unwrap_or_else(chrono::Utc::now);
+        let started = clients.clock.now();
+        let since = request.shifted_at.unwrap_or(started);
         let check = loop {
             let measured = async {
-                let new = counts(cloudwatch, request, &request.to_version, since).await?;
-                let old = counts(cloudwatch, request, &request.from_version, since).await?;
+                let now = clients.clock.now();
+                let new = counts(cloudwatch, request, &request.to_version, since, now).await?;
+                let old = counts(cloudwatch, request, &request.from_version, since, now).await?;
                 Ok::<_, String>((new, old))
             }
             .await;
@@ -65,14 +75,15 @@ pub async fn post_traffic(clients: &HookClients, request: &HookRequest) -> HookR
                     }
                     OnInconclusive::Fail => break failed_check(format!("inconclusive: {why}")),
                     OnInconclusive::Wait
-                        if started.elapsed() >= Duration::from_secs(settings.max_wait_seconds) =>
+                        if clients.clock.now() - started
+                            >= chrono::Duration::seconds(settings.max_wait_seconds as i64) =>
                     {
                         break failed_check(format!(
                             "still inconclusive after {} s: {why}",
                             settings.max_wait_seconds
                         ));
                     }
-                    OnInconclusive::Wait => tokio::time::sleep(ANALYSIS_POLL).await,
+                    OnInconclusive::Wait => clients.clock.sleep(ANALYSIS_POLL).await,
                 },
             }
         };
@@ -103,6 +114,7 @@ async fn counts(
     request: &HookRequest,
     version: &str,
     since: chrono::DateTime<chrono::Utc>,
+    now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Counts, String> {
     let resource = format!("{}:{}", request.function, request.alias);
     let dims = [
@@ -111,7 +123,7 @@ async fn counts(
         ("ExecutedVersion", version),
     ];
     let start = aws_smithy_types::DateTime::from_millis(since.timestamp_millis());
-    let end = aws_smithy_types::DateTime::from_secs(chrono::Utc::now().timestamp() + 60);
+    let end = aws_smithy_types::DateTime::from_secs(now.timestamp() + 60);
     let mut sums = [0.0; 3];
     for (i, metric) in ["Invocations", "Errors", "Duration"].iter().enumerate() {
         let out = cloudwatch
@@ -156,7 +168,11 @@ async fn smoke_test_file(s3: &aws_sdk_s3::Client, uri: &S3Uri) -> Result<Vec<Smo
     parse_smoke_test_file(&body.into_bytes())
 }
 
-async fn smoke_tests(clients: &HookClients, request: &HookRequest, qualifier: &str) -> Vec<Check> {
+async fn smoke_tests<K>(
+    clients: &HookClients<K>,
+    request: &HookRequest,
+    qualifier: &str,
+) -> Vec<Check> {
     let mut checks = Vec::new();
     let mut tests = request.smoke_tests.clone();
     if let Some(uri) = &request.smoke_tests_from {

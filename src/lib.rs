@@ -7,6 +7,7 @@ pub mod api;
 pub mod aws;
 pub mod batch;
 pub mod budget;
+pub mod clock;
 pub mod codepipeline_action;
 pub mod commits;
 pub mod domain;

@@ -3,6 +3,7 @@
 //! into metrics in the `Sluice` namespace. template.yaml's dashboard and alarms
 //! name exactly these (a test checks it).
 
+use crate::clock::{Clock, SystemClock};
 use serde_json::{Map, Value, json};
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -134,7 +135,7 @@ pub fn record(metric: Metric, dimension_value: &str, value: f64) {
     if ENABLED.load(Ordering::Relaxed) {
         println!(
             "{}",
-            document(metric, dimension_value, value, chrono::Utc::now())
+            document(metric, dimension_value, value, SystemClock.now())
         );
     }
 }

@@ -2,6 +2,7 @@
 //! see pipelines, executions and deployments, and steer them. An input the
 //! current state does not take is refused with the reason, never ignored.
 
+use crate::clock::Clock;
 use crate::domain::deployment::{
     Deployment, DeploymentSpec, Event, Input as DeploymentInput, OnBusy, VersionSource, events_of,
 };
@@ -201,7 +202,7 @@ impl Operations {
         }
         self.check_targets(&spec, holder.is_some()).await?;
         let id = new_deployment_id();
-        let (d, commands) = Deployment::create(&id, spec, chrono::Utc::now());
+        let (d, commands) = Deployment::create(&id, spec, self.orchestrator.engine.clock.now());
         self.store().create(&d, &events_of(&commands)).await?;
         Ok(Submitted {
             deployment: id,
@@ -432,7 +433,9 @@ impl Operations {
             .to_string();
         let changed = old != new;
         if changed && !dry_run {
-            self.store().put_definition(&definition).await?;
+            self.store()
+                .put_definition(&definition, self.orchestrator.engine.clock.now())
+                .await?;
         }
         Ok(Applied {
             pipeline: definition.name,

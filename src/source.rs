@@ -4,6 +4,7 @@
 //! pipeline's source filter selects starts at most one execution of that
 //! pipeline, however often it is delivered.
 
+use crate::clock::{Clock, SystemClock};
 use crate::commits::{
     self, CommitEventError, DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER,
     parse_codecommit_state_change, parse_codecommit_trigger, parse_github_push,
@@ -136,9 +137,10 @@ pub struct Started {
     pub new: bool,
 }
 
-pub struct Source {
+pub struct Source<K = SystemClock> {
     pub store: Store,
     pub webhook_secret: WebhookSecret,
+    pub clock: K,
 }
 
 /// An event the source function is invoked with.
@@ -181,9 +183,12 @@ impl Source {
                 aws_sdk_secretsmanager::Client::new(config),
                 setting("SLUICE_WEBHOOK_SECRET")?,
             ),
+            clock: SystemClock,
         })
     }
+}
 
+impl<K: Clock> Source<K> {
     /// Handles any event of the function; a webhook gets an HTTP answer.
     pub async fn handle(
         &self,
@@ -281,7 +286,7 @@ impl Source {
     pub async fn pushed(&self, push: &Push) -> Result<Vec<Started>, SourceError> {
         let definitions = self.store.definitions().await?;
         let random = || uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-        Ok(start_executions(&self.store, definitions, push, chrono::Utc::now(), random).await?)
+        Ok(start_executions(&self.store, definitions, push, self.clock.now(), random).await?)
     }
 }
 

@@ -105,7 +105,7 @@ impl World {
             stack.var("SLUICE_RESOURCE_PRE_TRAFFIC_FUNCTION"),
         );
         store
-            .put_definition(&PipelineDefinition::parse(&definition)?)
+            .put_definition(&PipelineDefinition::parse(&definition)?, chrono::Utc::now())
             .await?;
         let secret = webhook_secret(&stack).await?;
         // What an operator's tool uses to approve (the API and CLI call the same).
@@ -371,7 +371,7 @@ stages:
         config: { function: greeter-long-tests, payload: { suite: recorder-hold } }
 "#;
     w.store
-        .put_definition(&PipelineDefinition::parse(definition)?)
+        .put_definition(&PipelineDefinition::parse(definition)?, chrono::Utc::now())
         .await?;
     let id = w.push_to(SHA_GOOD, "suite").await?;
     let runs = |n: usize| {
@@ -431,7 +431,7 @@ async fn a_failing_test_action_stops_the_pipeline_before_production() -> Result<
             w.stack.var("SLUICE_RESOURCE_PRE_TRAFFIC_FUNCTION"),
         );
     w.store
-        .put_definition(&PipelineDefinition::parse(&definition)?)
+        .put_definition(&PipelineDefinition::parse(&definition)?, chrono::Utc::now())
         .await?;
     // The build is there before the push: the artifact action finds it at once.
     w.upload_build(SHA_BAD, "r3").await?;
@@ -530,7 +530,7 @@ stages:
     actions:
       - { name: legacy, kind: codepipeline, config: { pipeline: legacy-integration, source_action: Source } }
 "#,
-        )?)
+        )?, chrono::Utc::now())
         .await?;
     let id = w.push_to(SHA_GOOD, "integration").await?;
     let e = w
@@ -710,8 +710,9 @@ async fn legacy_run(
 /// Two pushes in a row to a pipeline whose executions wait at an approval.
 async fn two_pushes(w: &World, mode: &str) -> Result<(String, String)> {
     w.store
-        .put_definition(&PipelineDefinition::parse(&format!(
-            r#"
+        .put_definition(
+            &PipelineDefinition::parse(&format!(
+                r#"
 name: gated
 source: {{ repository: acme/greeter, branches: {{ include: [main] }} }}
 execution_mode: {mode}
@@ -723,7 +724,9 @@ stages:
     actions:
       - {{ name: settle, kind: wait, config: {{ duration: 1s }} }}
 "#
-        ))?)
+            ))?,
+            chrono::Utc::now(),
+        )
         .await?;
     let first = w.push_to(SHA_GOOD, "gated").await?;
     w.wait_until(&first, "the first to wait for approval", |e| {
@@ -822,8 +825,9 @@ async fn superseded_executions_stop_at_a_stage_boundary() -> Result<()> {
 async fn a_failed_stage_is_retried_once_its_cause_is_fixed() -> Result<()> {
     let w = World::new().await?;
     w.store
-        .put_definition(&PipelineDefinition::parse(
-            r#"
+        .put_definition(
+            &PipelineDefinition::parse(
+                r#"
 name: integration
 source: { repository: acme/greeter, branches: { include: [main] } }
 stages:
@@ -832,7 +836,9 @@ stages:
       - { name: lint, kind: invoke, config: { function: greeter-acceptance-tests } }
       - { name: suite, kind: invoke, config: { function: integration-suite } }
 "#,
-        )?)
+            )?,
+            chrono::Utc::now(),
+        )
         .await?;
     let id = w.push_to(SHA_GOOD, "integration").await?;
     let e = w

@@ -47,7 +47,7 @@ impl World {
                 .replace("repository: acme/greeter", "repository: greeter"),
         ] {
             store
-                .put_definition(&PipelineDefinition::parse(&definition)?)
+                .put_definition(&PipelineDefinition::parse(&definition)?, chrono::Utc::now())
                 .await?;
         }
         Ok(World {

@@ -5,6 +5,7 @@ mod connect;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
+use sluice::clock::{Clock, SystemClock};
 use sluice::domain::config::ConfigError;
 use sluice::domain::deployment::{DeploymentSpec, OnBusy, OnManualChange, VersionSource};
 use sluice::domain::execution::StopMode;
@@ -573,7 +574,7 @@ async fn watch_plainly(ops: &Operations) -> Result<()> {
         }
         active = status.deployments.iter().map(|d| d.id.clone()).collect();
         if text != last {
-            let at = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+            let at = SystemClock.now().format("%Y-%m-%dT%H:%M:%SZ");
             emit(&format!("--- {at}\n{text}"));
             last = text;
         }

@@ -1,8 +1,8 @@
-//! What the engine needs from the world, as three ports: the table's
-//! deployment items, the cloud (the alias, versions, alarms, hooks, timers)
-//! and the clock. The functions plug in DynamoDB, the AWS SDK and the system
-//! clock; the deterministic simulation (tests/simulation.rs) plugs in
-//! in-memory models with the same conditional semantics.
+//! What the engine needs from the world, as ports: the table's deployment
+//! items and the cloud (the alias, versions, alarms, hooks, timers); the
+//! clock is `crate::clock`'s. The functions plug in DynamoDB, the AWS SDK
+//! and the system clock; the deterministic simulation (tests/simulation.rs)
+//! plugs in in-memory models with the same conditional semantics.
 
 use super::{EngineError, TimerMessage, aws};
 use crate::aws::service_message;
@@ -719,23 +719,4 @@ fn settled(
     Err(EngineError::Aws(format!(
         "waiting for {function}:{version} to be ready: {e:?}"
     )))
-}
-
-/// Time as the engine sees it.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> Time;
-    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
-}
-
-/// The wall clock.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Time {
-        chrono::Utc::now()
-    }
-    async fn sleep(&self, duration: Duration) {
-        tokio::time::sleep(duration).await;
-    }
 }

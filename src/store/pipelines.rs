@@ -43,6 +43,7 @@ impl Store {
     pub async fn put_definition(
         &self,
         definition: &PipelineDefinition,
+        now: Time,
     ) -> Result<Option<PipelineDefinition>, StoreError> {
         let key = Key::Definition(definition.name.clone());
         let data = serde_json::to_string(definition).map_err(|e| corrupt(key.clone(), e))?;
@@ -52,7 +53,7 @@ impl Store {
             .table_name(&self.table)
             .set_item(Some(key.item_key()))
             .item("data", s(data))
-            .item("updated_at", n(chrono::Utc::now().timestamp_millis()))
+            .item("updated_at", n(now.timestamp_millis()))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await

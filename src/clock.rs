@@ -1,0 +1,25 @@
+//! Time, for everything Sluice decides by it: the wall clock in production,
+//! a simulated one in the simulation. Nothing else reads the time.
+
+use crate::domain::deployment::Time;
+use std::future::Future;
+use std::time::Duration;
+
+/// Time as Sluice sees it.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Time;
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
+}
+
+/// The wall clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Time {
+        chrono::Utc::now()
+    }
+    async fn sleep(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+}
