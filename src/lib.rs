@@ -14,6 +14,8 @@ pub mod domain;
 pub mod engine;
 pub mod events;
 pub mod function_url;
+// For the fuzzers and tests/fuzz.rs, not an API.
+#[doc(hidden)]
 pub mod fuzz_targets;
 pub mod gates;
 pub mod metrics;
