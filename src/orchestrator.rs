@@ -75,6 +75,11 @@ pub struct PipelineTimer {
     /// What the action started, to look at again (a CodePipeline execution id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub handle: Option<String>,
+    /// Stop what the action started (`handle`), this way: a stop that failed
+    /// for a passing reason, tried again. The execution has ended already,
+    /// so nothing else would.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<StopMode>,
 }
 
 /// The deployment a deploy action starts.
@@ -370,6 +375,17 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
     }
 
     pub async fn timer(&self, timer: &PipelineTimer) -> Result<Execution, OrchestratorError> {
+        if let (Some(mode), Some(run)) = (timer.stop, &timer.handle) {
+            let e = self
+                .engine
+                .store
+                .load_execution(&timer.execution_id)
+                .await?
+                .execution;
+            // A failure again leaves the message to be delivered again.
+            self.stop_codepipeline(&e, timer.at, run, mode).await?;
+            return Ok(e);
+        }
         if timer.recheck {
             let stored = self
                 .engine
@@ -577,12 +593,21 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
                             // Finish: the record's arrival tells it (`ActionRunStarted`).
                             None => None,
                         };
-                        if let Some(run) = run {
-                            let pipeline = self.render(e, &c.pipeline);
-                            let abandon = mode == StopMode::Abandon;
-                            self.actions
-                                .stop_pipeline(&pipeline, &run, abandon, &reason)
-                                .await?;
+                        if let Some(run) = run
+                            && let Err(err) = self.stop_codepipeline(e, at, &run, mode).await
+                        {
+                            tracing::warn!(execution_id = %e.id, run, error = %err, "the CodePipeline execution could not be stopped yet; trying again");
+                            let again = PipelineTimer {
+                                execution_id: e.id.clone(),
+                                at,
+                                recheck: false,
+                                handle: Some(run),
+                                stop: Some(mode),
+                            };
+                            let when = self.now()
+                                + chrono::Duration::from_std(RECHECK_INTERVAL)
+                                    .expect("a short duration");
+                            self.enqueue(&again, when).await?;
                         }
                     }
                     _ => {}
@@ -617,6 +642,7 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
             at,
             recheck: false,
             handle: None,
+            stop: None,
         };
         self.enqueue(&timer, when).await
     }
@@ -633,6 +659,7 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
             at,
             recheck: true,
             handle,
+            stop: None,
         };
         let when =
             self.now() + chrono::Duration::from_std(RECHECK_INTERVAL).expect("a short duration");
@@ -820,6 +847,25 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
                 Err(reason) => Ok(failed(reason)),
             },
         }
+    }
+
+    /// Stops the CodePipeline execution `run` that the action at `at` started.
+    async fn stop_codepipeline(
+        &self,
+        e: &Execution,
+        at: ActionRef,
+        run: &str,
+        mode: StopMode,
+    ) -> Result<(), OrchestratorError> {
+        let ActionKind::CodePipeline(c) = &e.definition.stages[at.stage].actions[at.action].kind
+        else {
+            return Ok(());
+        };
+        let pipeline = self.render(e, &c.pipeline);
+        let reason = format!("execution {} stopped it", e.id);
+        self.actions
+            .stop_pipeline(&pipeline, run, mode == StopMode::Abandon, &reason)
+            .await
     }
 
     /// Starts the CodePipeline execution of a codepipeline action's attempt:

@@ -832,6 +832,10 @@ pub struct ActionsState {
 }
 
 impl ActionsState {
+    pub fn was_stopped(&self, run: &str) -> bool {
+        self.runs.get(run).is_some_and(|r| r.stopped)
+    }
+
     /// The CodePipeline runs an execution's actions started that still run
     /// at `now`, not asked to stop.
     pub fn runs_going(&self, execution: &str, now: Time) -> Vec<String> {
