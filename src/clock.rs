@@ -1,5 +1,7 @@
 //! Time, for everything Sluice decides by it: the wall clock in production,
-//! a simulated one in the simulation. Nothing else reads the time.
+//! a simulated one in the simulation. (Lambda's invocation deadlines and
+//! measured durations use std's clocks: they are about this process, not
+//! about the deployment's time.)
 
 use crate::domain::deployment::Time;
 use std::future::Future;

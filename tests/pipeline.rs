@@ -516,6 +516,26 @@ async fn a_codepipeline_action_runs_an_existing_aws_codepipeline_on_the_commit()
                         .actions(action("Suite", ActionCategory::Test, "CodeBuild"))
                         .build()?,
                 )
+                // Long enough (five stages, 3 s each at this scale) for a stop
+                // to land while it runs, on a busy machine too.
+                .stages(
+                    StageDeclaration::builder()
+                        .name("Load")
+                        .actions(action("Soak", ActionCategory::Test, "CodeBuild"))
+                        .build()?,
+                )
+                .stages(
+                    StageDeclaration::builder()
+                        .name("Security")
+                        .actions(action("Scan", ActionCategory::Test, "CodeBuild"))
+                        .build()?,
+                )
+                .stages(
+                    StageDeclaration::builder()
+                        .name("Report")
+                        .actions(action("Publish", ActionCategory::Test, "CodeBuild"))
+                        .build()?,
+                )
                 .build()?,
         )
         .send()

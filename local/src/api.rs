@@ -262,14 +262,14 @@ async fn dispatch(
             }
             let before = last_version(&state, &function).await;
             let running = state.invoker.latest(&function).await;
-            state.invoker.begin_update(&function, running);
+            let update = state.invoker.begin_update(&function, running);
             let resp = forward(&state, method, &uri, &headers, body).await;
             state.invoker.invalidate(&function);
             let resp =
                 with_transition(&state, Some(&function), Transition::Update, resp, before).await;
-            state
-                .invoker
-                .settle_update(&function, resp.status().is_success());
+            if resp.status().is_success() {
+                update.accepted();
+            }
             resp
         }
         (&Method::PUT, ["2015-03-31", "functions", function, "configuration"]) => {
@@ -279,7 +279,7 @@ async fn dispatch(
             }
             let dead_letter = dead_letter_of(&body);
             let running = state.invoker.latest(&function).await;
-            state.invoker.begin_update(&function, running);
+            let update = state.invoker.begin_update(&function, running);
             let resp = forward(&state, method, &uri, &headers, body).await;
             if resp.status().is_success()
                 && let Some((_, arn)) = dead_letter
@@ -289,9 +289,9 @@ async fn dispatch(
             state.invoker.invalidate(&function);
             let resp =
                 with_transition(&state, Some(&function), Transition::Update, resp, u64::MAX).await;
-            state
-                .invoker
-                .settle_update(&function, resp.status().is_success());
+            if resp.status().is_success() {
+                update.accepted();
+            }
             resp
         }
         (&Method::POST, ["2015-03-31", "functions", function, "versions"]) => {

@@ -13,6 +13,7 @@ use axum::body::Bytes;
 use rand::Rng;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -148,7 +149,9 @@ pub struct Invoker {
     /// What `$LATEST` ran before an update in progress, and whether the
     /// update request is still with moto: Lambda runs the previous code and
     /// configuration until the update is done (functions-states.html).
-    before_update: Mutex<HashMap<String, (Arc<FunctionSpec>, bool)>>,
+    before_update: Mutex<HashMap<String, KeptForUpdate>>,
+    /// Numbers each update request, so a request settles only its own part.
+    update_requests: AtomicU64,
     /// Each function qualifier's `EventInvokeConfig`, and when it was set.
     async_configs: Mutex<HashMap<(String, String), (AsyncConfig, f64)>>,
     schedule_scale: f64,
@@ -178,6 +181,7 @@ impl Invoker {
             // Lambda waits a minute before the first retry of an asynchronous invocation.
             async_retry_delay: Duration::from_secs(60).mul_f64(schedule_scale),
             before_update: Mutex::new(HashMap::new()),
+            update_requests: AtomicU64::new(0),
             async_configs: Mutex::new(HashMap::new()),
             schedule_scale,
         }
@@ -278,25 +282,42 @@ impl Invoker {
     }
 
     /// Keeps what `$LATEST` runs now, before an update request goes to moto:
-    /// from then on, until the update's window ends, invocations run it.
-    pub fn begin_update(&self, function: &str, running: Option<Arc<FunctionSpec>>) {
+    /// from then on, until the update's window ends, invocations run it. The
+    /// guard settles the request's part when dropped: refused (or the request
+    /// abandoned), unless `UpdateGuard::accepted` said otherwise.
+    pub fn begin_update(
+        &self,
+        function: &str,
+        running: Option<Arc<FunctionSpec>>,
+    ) -> UpdateGuard<'_> {
+        let request = self.update_requests.fetch_add(1, Ordering::Relaxed);
         let mut kept = self.before_update.lock().expect("before update lock");
         match running {
-            Some(spec) => kept.insert(function.to_owned(), (spec, true)),
+            Some(spec) => kept.insert(function.to_owned(), (spec, Some(request))),
             None => kept.remove(function),
         };
+        UpdateGuard {
+            invoker: self,
+            function: function.to_owned(),
+            request,
+            accepted: false,
+        }
     }
 
-    /// Ends the request's part: refused, nothing changed; accepted, the
-    /// kept code runs while the update's window (now begun) is open.
-    pub fn settle_update(&self, function: &str, accepted: bool) {
+    /// Ends an update request's part: refused, nothing changed; accepted,
+    /// the kept code runs while the update's window (now begun) is open. A
+    /// later request's part is not this one's to end.
+    fn settle_update(&self, function: &str, request: u64, accepted: bool) {
         let mut kept = self.before_update.lock().expect("before update lock");
         match kept.get_mut(function) {
-            Some((_, in_flight)) if accepted => *in_flight = false,
-            Some(_) => {
-                kept.remove(function);
+            Some((_, in_flight)) if *in_flight == Some(request) => {
+                if accepted {
+                    *in_flight = None;
+                } else {
+                    kept.remove(function);
+                }
             }
-            None => {}
+            _ => {}
         }
     }
 
@@ -304,7 +325,7 @@ impl Invoker {
     fn running_before_update(&self, function: &str) -> Option<Arc<FunctionSpec>> {
         let mut kept = self.before_update.lock().expect("before update lock");
         let (spec, in_flight) = kept.get(function)?;
-        if *in_flight || self.states.updating(function) {
+        if in_flight.is_some() || self.states.updating(function) {
             return Some(spec.clone());
         }
         kept.remove(function);
@@ -461,9 +482,11 @@ impl Invoker {
 impl Invoker {
     /// An asynchronous invocation as Lambda runs it
     /// (<https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-error-handling.html>):
-    /// a function error or a failure to run is retried, by default twice, a
-    /// minute and then two minutes later (scaled); an event older than its
-    /// maximum age (scaled) is not tried again. An event that still fails
+    /// a function error is retried, by default twice, a minute and then two
+    /// minutes later (scaled); a throttle or an error of Lambda's own is
+    /// retried from a second later, doubling to five minutes, without
+    /// counting; an event older than its maximum age (scaled) is not tried
+    /// again. An event that still fails
     /// goes to the function's dead-letter queue, with Lambda's `RequestID`,
     /// `ErrorCode` and `ErrorMessage` attributes, and to its on-failure
     /// destination as an invocation record; a success's record goes to the
@@ -482,21 +505,20 @@ impl Invoker {
         let function_arn = format!("{}:{qualifier}", self.function_arn(&target.function_name));
         let queued = Instant::now();
         let mut delay = self.async_retry_delay;
+        // Throttles and Lambda's own errors: from a second, doubling, to five
+        // minutes (scaled), until the event is too old; not counted as retries.
+        let mut backoff = Duration::from_secs(1).mul_f64(self.schedule_scale);
+        let most_backoff = Duration::from_secs(300).mul_f64(self.schedule_scale);
         let mut error = String::new();
         let mut last: Option<AsyncResponse> = None;
         let mut attempts = 0;
-        let mut condition = Condition::RetriesExhausted;
-        for attempt in 0..=config.retries() {
-            if attempt > 0 {
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-            }
+        let mut failures = 0;
+        let condition = loop {
             if queued.elapsed() > max_age {
-                condition = Condition::EventAgeExceeded;
-                break;
+                break Condition::EventAgeExceeded;
             }
             attempts += 1;
-            match self
+            let pause = match self
                 .invoke(target, payload.clone(), client_context.clone())
                 .await
             {
@@ -523,6 +545,7 @@ impl Invoker {
                     }
                     error = String::from_utf8_lossy(&response.payload).into_owned();
                     last = Some(response);
+                    None
                 }
                 Err(e) => {
                     error = e.to_string();
@@ -533,10 +556,31 @@ impl Invoker {
                         payload: serde_json::to_vec(&serde_json::json!({"errorMessage": error}))
                             .expect("JSON"),
                     });
+                    matches!(
+                        e,
+                        InvokeError::Throttled(_)
+                            | InvokeError::Service(_)
+                            | InvokeError::Conflict(_)
+                    )
+                    .then_some(backoff)
+                }
+            };
+            tracing::warn!(function = %target.function_name, attempts, %error, "asynchronous invocation failed");
+            match pause {
+                Some(pause) => {
+                    tokio::time::sleep(pause).await;
+                    backoff = (backoff * 2).min(most_backoff);
+                }
+                None => {
+                    failures += 1;
+                    if failures > config.retries() {
+                        break Condition::RetriesExhausted;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
                 }
             }
-            tracing::warn!(function = %target.function_name, attempt, %error, "asynchronous invocation failed");
-        }
+        };
         if condition == Condition::EventAgeExceeded {
             tracing::warn!(function = %target.function_name, attempts, "asynchronous invocation discarded: older than its maximum age");
         }
@@ -697,6 +741,32 @@ impl Invoker {
             .await
             .map_err(|e| format!("{e:?}"))?;
         Ok(())
+    }
+}
+
+/// What `$LATEST` ran before an update, and the update request still with
+/// moto, if one is.
+type KeptForUpdate = (Arc<FunctionSpec>, Option<u64>);
+
+/// An update request's part in what `$LATEST` runs (`Invoker::begin_update`).
+pub struct UpdateGuard<'a> {
+    invoker: &'a Invoker,
+    function: String,
+    request: u64,
+    accepted: bool,
+}
+
+impl UpdateGuard<'_> {
+    /// Lambda accepted the update: its window now decides.
+    pub fn accepted(mut self) {
+        self.accepted = true;
+    }
+}
+
+impl Drop for UpdateGuard<'_> {
+    fn drop(&mut self) {
+        self.invoker
+            .settle_update(&self.function, self.request, self.accepted);
     }
 }
 

@@ -166,7 +166,8 @@ def _refresh(execution):
 
 def _refreshed(to_dict):
     def answer(self):
-        _refresh(self)
+        with _codepipeline_lock:
+            _refresh(self)
         return to_dict(self)
 
     return answer
@@ -197,8 +198,11 @@ def _start_once_per_token(self):
     token = self._get_param("clientRequestToken")
     key = (self.current_account, self.region, self._get_param("name"), token)
     with _codepipeline_lock:
-        if token and key in _executions_by_token:
-            return json.dumps({"pipelineExecutionId": _executions_by_token[key]})
+        known = _executions_by_token.get(key) if token else None
+        pipeline = self.codepipeline_backend.pipelines.get(self._get_param("name"))
+        # A token outlives neither its execution nor a reset of the state.
+        if known and pipeline is not None and known in pipeline.executions:
+            return json.dumps({"pipelineExecutionId": known})
         answer = _start_response(self)
         if token:
             _executions_by_token[key] = json.loads(answer)["pipelineExecutionId"]

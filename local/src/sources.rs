@@ -178,6 +178,7 @@ impl EventSource {
                 ));
             }
         };
+        let fifo = text("Queue").is_some_and(|arn| arn.ends_with(".fifo"));
         let batch_size = |default: i64| match int("BatchSize") {
             None => Ok(default as i32),
             Some(n) if (1..=10_000).contains(&n) => Ok(n as i32),
@@ -239,11 +240,23 @@ impl EventSource {
                 filters: filters()?,
                 batching_window,
             },
+            "SQS" if fifo && !batching_window.is_zero() => {
+                return Err(format!(
+                    "{at}: MaximumBatchingWindowInSeconds is not supported for a FIFO queue"
+                ));
+            }
             "SQS" => EventSource::Sqs {
                 queue_arn: text("Queue")
                     .ok_or(format!("{at}: Queue (the queue's Arn) is required"))?
                     .to_owned(),
                 batch_size: match batch_size(10)? {
+                    // services-sqs-parameters.html: a FIFO queue takes
+                    // batches of 10 at most, and no batching window.
+                    n if n > 10 && fifo => {
+                        return Err(format!(
+                            "{at}: BatchSize {n}: a FIFO queue takes 10 at most"
+                        ));
+                    }
                     n if n > 10 && batching_window.is_zero() => {
                         return Err(format!(
                             "{at}: BatchSize {n} needs a MaximumBatchingWindowInSeconds of 1 or more"
@@ -530,6 +543,13 @@ async fn poll_stream(ctx: &SourceContext, target: &Target, source: EventSource) 
         let mut idle = true;
         for (shard, iterator) in iterators.iter_mut() {
             let Some(current) = iterator.clone() else {
+                // A closed shard: what it still holds goes now.
+                if let Some((held, _)) = gathered.get_mut(shard)
+                    && !held.is_empty()
+                {
+                    let batch = std::mem::take(held);
+                    mapping.deliver(ctx, target, shard, batch).await;
+                }
                 continue;
             };
             let held = gathered.get(shard).map_or(0, |(records, _)| records.len());
@@ -549,7 +569,7 @@ async fn poll_stream(ctx: &SourceContext, target: &Target, source: EventSource) 
                 }
                 Err(e) => {
                     tracing::warn!(error = ?e, stream = %stream_arn, "GetRecords failed; retrying");
-                    continue;
+                    Vec::new()
                 }
             };
             idle &= records.is_empty();
@@ -1587,6 +1607,17 @@ mod tests {
             panic!("a windowed, filtered queue is played")
         };
         assert_eq!((batch_size, batching_window), (50, Duration::from_secs(2)));
+        let fifo = |props: Value| {
+            EventSource::from_sam("F", "Q", &json!({"Type": "SQS", "Properties": props}))
+        };
+        for props in [
+            json!({"Queue": "arn:aws:sqs:r:1:q.fifo", "BatchSize": 11, "MaximumBatchingWindowInSeconds": 1}),
+            json!({"Queue": "arn:aws:sqs:r:1:q.fifo", "MaximumBatchingWindowInSeconds": 1}),
+        ] {
+            let err = fifo(props).unwrap_err();
+            assert!(err.contains("FIFO"), "{err}");
+        }
+        assert!(fifo(json!({"Queue": "arn:aws:sqs:r:1:q.fifo", "BatchSize": 10})).is_ok());
         assert!(filters[0].matches(&json!({"body": {"kind": "order"}})));
         let e = EventSource::from_sam("F", "Q", &json!({"Type": "SQS", "Properties": {"Queue": "arn:q", "FunctionResponseTypes": ["ReportBatchItemFailures"]}})).unwrap();
         assert!(matches!(
