@@ -27,6 +27,9 @@ pub struct StackOptions {
     pub schedule_scale: f64,
     /// Lambda's control-plane quota, requests per second (AWS's is 15).
     pub control_plane_rps: f64,
+    /// Execution environments one version may run at once (`None`:
+    /// sluice-local's default).
+    pub max_sandboxes_per_version: Option<usize>,
 }
 
 impl StackOptions {
@@ -47,6 +50,7 @@ impl StackOptions {
             skip_functions: Vec::new(),
             schedule_scale: 1.0,
             control_plane_rps: sluice_local_default_rps(),
+            max_sandboxes_per_version: None,
         }
     }
 }
@@ -272,6 +276,9 @@ fn start_local(
             ports.is_some(),
         )?)
         .stderr(log_file(&opts.state_dir, "sluice-local.log", true)?);
+    if let Some(most) = opts.max_sandboxes_per_version {
+        command.args(["--max-sandboxes-per-version", &most.to_string()]);
+    }
     if let Some(ports) = ports {
         command.args(["--port", &ports.lambda.to_string()]);
         for (name, port) in &ports.urls {

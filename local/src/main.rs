@@ -175,6 +175,7 @@ async fn main() -> Result<()> {
                 skip_functions: stack.skip_functions,
                 schedule_scale: stack.schedule_scale,
                 control_plane_rps: stack.control_plane_rps,
+                max_sandboxes_per_version: None,
             };
             let env =
                 tokio::task::spawn_blocking(move || launcher::start_detached(&opts)).await??;

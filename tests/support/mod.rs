@@ -42,6 +42,18 @@ pub fn start_stack_without(
     schedule_scale: f64,
     skip_functions: &[&str],
 ) -> Result<TestStack> {
+    start_stack_tuned(template, parameters, schedule_scale, |opts| {
+        opts.skip_functions = skip_functions.iter().map(|f| f.to_string()).collect();
+    })
+}
+
+/// As `start_stack`, with `tune` setting what else the test needs.
+pub fn start_stack_tuned(
+    template: Option<&str>,
+    parameters: &[(&str, &str)],
+    schedule_scale: f64,
+    tune: impl FnOnce(&mut StackOptions),
+) -> Result<TestStack> {
     // SLUICE_TEST_KEEP_STATE=1 keeps each stack's logs and state for a look
     // after the run (the path is printed).
     let keep = std::env::var_os("SLUICE_TEST_KEEP_STATE").is_some();
@@ -67,7 +79,7 @@ pub fn start_stack_without(
             .push(("ManagedFunctions".into(), "greeter".into()));
     }
     opts.schedule_scale = schedule_scale;
-    opts.skip_functions = skip_functions.iter().map(|f| f.to_string()).collect();
+    tune(&mut opts);
     let stack = LocalStack::start(&opts)?;
     Ok(TestStack { stack, dir })
 }
