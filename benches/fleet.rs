@@ -539,16 +539,18 @@ async fn quota_report(url: &str) -> Result<serde_json::Value> {
 
 /// Messages of the shifter's queue as Lambda delivers them to it.
 fn sqs_event(messages: &[aws_sdk_sqs::types::Message]) -> serde_json::Value {
-    let records: Vec<serde_json::Value> = messages
+    use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+    let mut event = SqsEvent::default();
+    event.records = messages
         .iter()
         .map(|m| {
-            serde_json::json!({
-                "messageId": m.message_id(),
-                "receiptHandle": m.receipt_handle(),
-                "body": m.body(),
-                "eventSource": "aws:sqs",
-            })
+            let mut record = SqsMessage::default();
+            record.message_id = m.message_id.clone();
+            record.receipt_handle = m.receipt_handle.clone();
+            record.body = m.body.clone();
+            record.event_source = Some("aws:sqs".into());
+            record
         })
         .collect();
-    serde_json::json!({ "Records": records })
+    serde_json::to_value(event).expect("events serialise")
 }

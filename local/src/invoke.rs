@@ -619,18 +619,7 @@ impl Invoker {
     async fn send_record(&self, source: &Target, destination: &Destination, record: Value) {
         let body = record.to_string();
         let sent = match destination {
-            Destination::Sqs(queue_arn) => match queue_url(&self.sqs, queue_arn).await {
-                Ok(url) => self
-                    .sqs
-                    .send_message()
-                    .queue_url(url)
-                    .message_body(body)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| format!("{e:?}")),
-                Err(e) => Err(e),
-            },
+            Destination::Sqs(queue_arn) => send_to_queue(&self.sqs, queue_arn, body).await,
             Destination::Lambda(function_arn) => match Target::parse(function_arn, None) {
                 Ok(target) => {
                     self.invoke_destination(target, Bytes::from(body)).await;
@@ -768,6 +757,22 @@ impl Drop for UpdateGuard<'_> {
         self.invoker
             .settle_update(&self.function, self.request, self.accepted);
     }
+}
+
+/// Sends `body` to the SQS queue `queue_arn`, as Lambda sends its records.
+pub async fn send_to_queue(
+    sqs: &aws_sdk_sqs::Client,
+    queue_arn: &str,
+    body: String,
+) -> Result<(), String> {
+    let url = queue_url(sqs, queue_arn).await?;
+    sqs.send_message()
+        .queue_url(url)
+        .message_body(body)
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(())
 }
 
 /// An SQS queue's URL from its ARN (`arn:aws:sqs:region:account:name`).

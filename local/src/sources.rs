@@ -3,7 +3,7 @@
 //! delivers events in the shape AWS sends (the `aws_lambda_events` types).
 
 use crate::filters::FilterPattern;
-use crate::invoke::{Invoker, Target, queue_url};
+use crate::invoke::{Invoker, Target, send_to_queue};
 use crate::schedule::Schedule;
 use aws_lambda_events::dynamodb::{
     Event as DynamoDbEvent, EventRecord, StreamRecord, StreamViewType,
@@ -744,18 +744,7 @@ impl StreamMapping {
                 "streamArn": self.stream_arn,
             },
         });
-        let sent = async {
-            let url = queue_url(&ctx.sqs, queue_arn).await?;
-            ctx.sqs
-                .send_message()
-                .queue_url(url)
-                .message_body(record.to_string())
-                .send()
-                .await
-                .map_err(|e| format!("{e:?}"))?;
-            Ok::<_, String>(())
-        };
-        if let Err(e) = sent.await {
+        if let Err(e) = send_to_queue(&ctx.sqs, queue_arn, record.to_string()).await {
             tracing::error!(queue = %queue_arn, error = %e, "could not record discarded records in the on-failure destination");
         }
     }
