@@ -16,7 +16,7 @@ use crate::batch::{Deadline, ITEMS_AT_ONCE, Item, run_items, sqs_response, strea
 use crate::budget::Budget;
 use crate::domain::deployment::{
     AliasUpdate, Command, Deployment, DeploymentSpec, Event, EventKind, Gate, Input, Phase, Time,
-    VersionSource, decide, pending,
+    VersionSource, decide, events_of, pending,
 };
 use crate::domain::hooks::{HookRequest, HookResponse, HookStatus};
 use crate::events::{HandedOver, QueueMessage, ShifterEvent, parse_shifter_event, queue_items};
@@ -260,20 +260,79 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         Ok(hit)
     }
 
-    /// Saves a new deployment and drives it as far as it goes now.
+    /// Saves a new deployment and takes it up as its arrival on the table's
+    /// stream would: for tests and benchmarks that run the engine without
+    /// the stream. Sluice itself only saves new deployments (`create`).
     pub async fn start(&self, id: &str, spec: DeploymentSpec) -> Result<Deployment, EngineError> {
-        let (d, commands) = Deployment::create(id, spec, self.now());
-        let (events, actions) = split(commands);
-        let stored = self.store.create(&d, &events).await?;
-        tracing::info!(deployment_id = id, "deployment created");
-        self.drive(stored, VecDeque::new(), actions, 0).await
+        self.create(id, spec).await?;
+        self.arrived(id).await
     }
 
-    /// Applies an outside input (an operator's action, a timer, an alarm) and drives on.
+    /// Saves a new deployment: the table's stream hands it to a shifter.
+    /// One saved already under `id` (a repeat) is left as it is.
+    pub async fn create(&self, id: &str, spec: DeploymentSpec) -> Result<(), EngineError> {
+        let (d, commands) = Deployment::create(id, spec, self.now());
+        match self.store.create(&d, &events_of(&commands)).await {
+            Ok(_) => {
+                tracing::info!(deployment_id = id, "deployment created");
+                Ok(())
+            }
+            Err(StoreError::AlreadyExists(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Applies an outside input (a timer, an alarm, the lock freed) and drives on.
     pub async fn apply(&self, id: &str, input: Input) -> Result<Deployment, EngineError> {
         let stored = self.store.load(id).await?;
         self.drive(stored, VecDeque::from([input]), Vec::new(), 0)
             .await
+    }
+
+    /// An operator's input (or the orchestrator's abort), decided and saved
+    /// here but run by a shifter: what the new phase needs is handed to the
+    /// shifter's queue (`HandedOver::Steered`), so the caller runs no gate
+    /// and writes no alias. Returns the deployment as saved; unchanged when
+    /// the input does not apply. If the hand-over fails, the sweep takes the
+    /// deployment up after its grace.
+    pub async fn steer(&self, id: &str, input: Input) -> Result<Deployment, EngineError> {
+        loop {
+            let stored = self.store.load(id).await?;
+            let (next, commands) = decide(&stored.deployment, &input, self.now());
+            if next == stored.deployment && commands.is_empty() {
+                if let (Input::Retry { .. }, Some(retried_as)) = (&input, &next.retried_as) {
+                    // Retried by a caller that died before saving the new
+                    // deployment: saved now (a no-op if it was).
+                    self.create(retried_as, next.spec.clone()).await?;
+                }
+                return Ok(next);
+            }
+            let (events, actions) = split(commands);
+            let saved = match self.store.save(&next, stored.version, &events).await {
+                Ok(saved) => saved,
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for e in &events {
+                tracing::info!(deployment_id = id, kind = ?e.kind, "{}", e.message);
+                count(&saved.deployment, e);
+            }
+            // The one command `pending` cannot derive again: the retry,
+            // saved as a deployment of its own.
+            for action in actions {
+                if let Command::StartDeployment { id, spec } = action {
+                    self.create(&id, *spec).await?;
+                }
+            }
+            let work = HandedOver::Steered {
+                id: id.to_owned(),
+                version: saved.version,
+            };
+            if let Err(e) = self.cloud.hand_over(&work, 0).await {
+                tracing::warn!(deployment_id = id, error = %e, "could not hand the steered deployment to a shifter; the sweep will take it up");
+            }
+            return Ok(saved.deployment);
+        }
     }
 
     /// A new deployment, from the table's stream: prepared unless a worker
@@ -370,16 +429,20 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 id,
                 version,
                 attempt,
-            }) => self.retry(id, *version, *attempt).await,
+            }) => self.take_up(id, *version, *attempt).await,
+            QueueMessage::HandedOver(HandedOver::Steered { id, version }) => {
+                self.take_up(id, *version, 0).await
+            }
             QueueMessage::HandedOver(other) => Err(EngineError::Event(format!(
                 "the shifter does not take {other}"
             ))),
         }
     }
 
-    /// Takes up a deployment handed back after a transient failure
-    /// (`HandedOver::Retry`), unless another worker has saved it since.
-    pub async fn retry(
+    /// Takes up a deployment handed over at `version` (`HandedOver::Retry`
+    /// after a transient failure, `HandedOver::Steered` after an operator's
+    /// input), unless another worker has saved it since.
+    pub async fn take_up(
         &self,
         id: &str,
         version: u64,
@@ -387,7 +450,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
     ) -> Result<Deployment, EngineError> {
         let stored = self.store.load(id).await?;
         if stored.version != version {
-            tracing::info!(deployment_id = id, "retry skipped: moved on since");
+            tracing::info!(deployment_id = id, "not taken up: moved on since");
             return Ok(stored.deployment);
         }
         self.resume_stored(stored, attempt).await
@@ -590,7 +653,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 Ok(None)
             }
             Command::StartDeployment { id, spec } => {
-                Box::pin(self.start(&id, *spec)).await?;
+                self.create(&id, *spec).await?;
                 Ok(None)
             }
             Command::Record(_) => Ok(None),

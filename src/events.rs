@@ -43,6 +43,10 @@ pub enum HandedOver {
         version: u64,
         attempt: u32,
     },
+    /// A deployment or an execution that an operator (or the orchestrator)
+    /// moved on and saved at `version` without running what that needs: its
+    /// own worker runs it, unless another worker has saved it since.
+    Steered { id: String, version: u64 },
 }
 
 impl HandedOver {
@@ -51,7 +55,8 @@ impl HandedOver {
         match self {
             HandedOver::Arrived(id)
             | HandedOver::DeploymentFinished(id)
-            | HandedOver::Retry { id, .. } => id,
+            | HandedOver::Retry { id, .. }
+            | HandedOver::Steered { id, .. } => id,
         }
     }
 }
@@ -109,6 +114,7 @@ impl std::fmt::Display for HandedOver {
             HandedOver::Retry { id, attempt, .. } => {
                 write!(f, "retry {attempt} of deployment {id}")
             }
+            HandedOver::Steered { id, version } => write!(f, "{id} steered to version {version}"),
         }
     }
 }

@@ -18,6 +18,10 @@ use crate::settings::SettingError;
 use crate::store::keys::Lock;
 use crate::store::{Store, StoreError};
 use serde::Serialize;
+use std::time::Duration;
+
+/// How long an operator's steer of a deployment waits for its shifter.
+const SETTLE_WAIT: Duration = Duration::from_secs(10);
 
 /// A deployment request that was accepted.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -301,17 +305,11 @@ impl Operations {
                 "cannot {what} deployment {id}: {why}"
             )))
         };
-        match (&action, &before.deployment.retried_as) {
-            (DeploymentAction::Retry, Some(new_id)) => {
-                return refused(format!("it was already retried as {new_id}"));
-            }
-            (DeploymentAction::Pause, _) if !before.deployment.has_bake_ahead() => {
-                return refused(format!(
-                    "it has no bake left to pause at ({})",
-                    before.deployment.status_text()
-                ));
-            }
-            _ => {}
+        if let (DeploymentAction::Pause, false) = (&action, before.deployment.has_bake_ahead()) {
+            return refused(format!(
+                "it has no bake left to pause at ({})",
+                before.deployment.status_text()
+            ));
         }
         let input = match action {
             DeploymentAction::Promote => DeploymentInput::Promote,
@@ -322,11 +320,32 @@ impl Operations {
                 new_id: new_deployment_id(),
             },
         };
-        let after = self.orchestrator.engine.apply(id, input).await?;
-        if after == before.deployment {
-            return refused(format!("it is {}", after.status_text()));
+        let engine = &self.orchestrator.engine;
+        let steered = engine.steer(id, input).await?;
+        if steered == before.deployment {
+            return match (&steered.retried_as, what) {
+                (Some(new_id), "retry") => refused(format!("it was already retried as {new_id}")),
+                _ => refused(format!("it is {}", steered.status_text())),
+            };
         }
-        Ok(after)
+        self.settled(steered).await
+    }
+
+    /// The deployment once its shifter has run what a steer asked for (a
+    /// rollback, a shift), or as saved when that takes longer than
+    /// `SETTLE_WAIT` (a gate under way): the answer comes well inside the
+    /// api function's timeout, and no operator's call runs a gate itself.
+    async fn settled(&self, steered: Deployment) -> Result<Deployment, OperationError> {
+        let clock = &self.orchestrator.engine.clock;
+        let until = clock.now() + chrono::Duration::from_std(SETTLE_WAIT).expect("a short wait");
+        let mut d = steered;
+        let mut pause = Duration::from_millis(50);
+        while d.needs_worker(clock.now()) && clock.now() < until {
+            clock.sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+            d = self.store().load(&d.id).await?.deployment;
+        }
+        Ok(d)
     }
 
     pub async fn execution(&self, id: &str) -> Result<ExecutionView, OperationError> {
@@ -384,7 +403,7 @@ impl Operations {
                 ExecutionInput::RetryStage { failed_only }
             }
         };
-        let after = self.orchestrator.apply(id, input).await?;
+        let after = self.orchestrator.steer(id, input).await?;
         if after == before {
             return Err(OperationError::Conflict(format!(
                 "cannot {what} execution {id}: it is {} in stage {}",

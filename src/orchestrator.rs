@@ -186,6 +186,9 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
                         Ok(QueueMessage::HandedOver(HandedOver::DeploymentFinished(id))) => {
                             self.deployment_finished(&id).await
                         }
+                        Ok(QueueMessage::HandedOver(HandedOver::Steered { id, version })) => {
+                            self.take_up(&id, version).await.map(|_| ())
+                        }
                         Ok(QueueMessage::HandedOver(other @ HandedOver::Retry { .. })) => {
                             Err(OrchestratorError::Event(format!(
                                 "the orchestrator does not take {other}"
@@ -326,11 +329,83 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
         Ok(())
     }
 
-    /// Applies an outside input (an operator's approval, stop or retry) and drives on.
+    /// Applies an outside input (a timer, a deployment's end, a newer
+    /// execution) and drives on.
     pub async fn apply(&self, id: &str, input: Input) -> Result<Execution, OrchestratorError> {
         let stored = self.engine.store.load_execution(id).await?;
         self.drive(stored, VecDeque::from([input]), Vec::new())
             .await
+    }
+
+    /// An operator's input (an approval, a stop, a retry), decided and saved
+    /// here but run by the orchestrator: what the new state needs is handed
+    /// to its queue (`HandedOver::Steered`), so the caller runs no action.
+    /// Returns the execution as saved; unchanged when the input does not
+    /// apply. If the hand-over fails, the sweep takes a running execution
+    /// up after its grace.
+    pub async fn steer(&self, id: &str, input: Input) -> Result<Execution, OrchestratorError> {
+        loop {
+            let stored = self.engine.store.load_execution(id).await?;
+            let (next, commands) = decide(&stored.execution, &input, self.now());
+            if next == stored.execution && commands.is_empty() {
+                return Ok(next);
+            }
+            let (events, _) = split(commands);
+            let saved = match self
+                .engine
+                .store
+                .save_execution(&next, stored.version, &events)
+                .await
+            {
+                Ok(saved) => saved,
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            for e in &events {
+                tracing::info!(execution_id = id, "{}", e.message);
+            }
+            if saved.execution.status != stored.execution.status {
+                count_end(&saved.execution, self.now());
+            }
+            let work = HandedOver::Steered {
+                id: id.to_owned(),
+                version: saved.version,
+            };
+            if let Err(e) = self.actions.hand_over(&work).await {
+                tracing::warn!(execution_id = id, error = %e, "could not hand the steered execution to the orchestrator; the sweep will take it up");
+            }
+            return Ok(saved.execution);
+        }
+    }
+
+    /// Runs what an execution steered to `version` needs, unless another
+    /// worker has saved it since. Claimed first, as the shifter claims a
+    /// deployment: the same state saved again, conditional on `version`, so
+    /// a hand-over delivered twice runs its actions once.
+    pub async fn take_up(&self, id: &str, version: u64) -> Result<Execution, OrchestratorError> {
+        let stored = self.engine.store.load_execution(id).await?;
+        if stored.version != version {
+            tracing::info!(execution_id = id, "not taken up: moved on since");
+            return Ok(stored.execution);
+        }
+        let mut claimed = stored.execution.clone();
+        claimed.updated_at = self.now();
+        match self
+            .engine
+            .store
+            .save_execution(&claimed, stored.version, &[])
+            .await
+        {
+            Ok(stored) => {
+                let actions = pending(&stored.execution, self.now());
+                self.drive(stored, VecDeque::new(), actions).await
+            }
+            Err(StoreError::Conflict(_)) => {
+                tracing::info!(execution_id = id, "taken up by another worker");
+                Ok(self.engine.store.load_execution(id).await?.execution)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Re-issues what the saved state needs (the reconcile sweep's repair).
@@ -574,9 +649,10 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
                 let reason = format!("execution {} stopped it", e.id);
                 match &e.definition.stages[at.stage].actions[at.action].kind {
                     ActionKind::Deploy(_) if mode == StopMode::Abandon => {
+                        // Decided and saved here; the shifter rolls it back.
                         let id = deployment_id(&e.id, &at);
                         let abort = DeploymentInput::Abort { reason };
-                        match self.engine.apply(&id, abort).await {
+                        match self.engine.steer(&id, abort).await {
                             Ok(_) | Err(EngineError::Store(StoreError::NotFound(_))) => {}
                             Err(err) => return Err(err.into()),
                         }

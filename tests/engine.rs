@@ -865,7 +865,11 @@ async fn operators_promote_pause_resume_abort_and_retry() -> Result<()> {
         )
         .await?;
     assert!(matches!(d.phase, Phase::Baking { step: 0, .. }));
-    let d = w.engine.apply("promoted", Input::Promote).await?;
+    // An operator's steer is decided and saved; the shifter (here, the
+    // test's) runs what it asks for, handed over on its queue.
+    let steered = w.engine.steer("promoted", Input::Promote).await?;
+    assert!(steered.skip_waits, "{steered:?}");
+    let [d] = w.run_to_end(&["promoted"]).await?.try_into().expect("one");
     assert_eq!(d.phase, Phase::Promoted);
     assert_eq!(w.hook_calls("greeter-pre-ok").len(), 4);
     assert_eq!(w.hook_calls("greeter-post-ok").len(), 4);
@@ -877,7 +881,7 @@ async fn operators_promote_pause_resume_abort_and_retry() -> Result<()> {
         .start("paused", spec("3", "canary:10:1s", None, None))
         .await?;
     assert!(matches!(d.phase, Phase::Baking { .. }));
-    w.engine.apply("paused", Input::Pause).await?;
+    w.engine.steer("paused", Input::Pause).await?;
     let d = w
         .engine
         .apply("paused", Input::TimerFired { step: 0 })
@@ -891,7 +895,7 @@ async fn operators_promote_pause_resume_abort_and_retry() -> Result<()> {
         w.alias().await?,
         ("2".to_owned(), vec![("3".to_owned(), 0.1)])
     );
-    w.engine.apply("paused", Input::Resume).await?;
+    w.engine.steer("paused", Input::Resume).await?;
     let [d] = w.run_to_end(&["paused"]).await?.try_into().expect("one");
     assert_eq!(d.phase, Phase::Promoted);
     assert_eq!(w.alias().await?, ("3".to_owned(), vec![]));
@@ -902,9 +906,9 @@ async fn operators_promote_pause_resume_abort_and_retry() -> Result<()> {
         .start("aborted", spec("2", "canary:10:1h", None, None))
         .await?;
     assert!(matches!(d.phase, Phase::Baking { .. }));
-    let d = w
+    let steered = w
         .engine
-        .apply(
+        .steer(
             "aborted",
             Input::Abort {
                 reason: "operator".into(),
@@ -912,20 +916,34 @@ async fn operators_promote_pause_resume_abort_and_retry() -> Result<()> {
         )
         .await?;
     assert!(
+        matches!(steered.phase, Phase::RollingBack { .. }),
+        "{:?}",
+        steered.phase
+    );
+    assert_eq!(
+        w.alias().await?,
+        ("3".to_owned(), vec![("2".to_owned(), 0.1)]),
+        "the steer itself writes no alias"
+    );
+    let [d] = w.run_to_end(&["aborted"]).await?.try_into().expect("one");
+    assert!(
         matches!(&d.phase, Phase::RolledBack { reason } if reason.contains("operator")),
         "{:?}",
         d.phase
     );
     assert_eq!(w.alias().await?, ("3".to_owned(), vec![]));
     w.engine
-        .apply(
+        .steer(
             "aborted",
             Input::Retry {
                 new_id: "aborted-again".into(),
             },
         )
         .await?;
+    // Saved by the steer; the table's stream hands it to a shifter.
     let again = w.engine.store.load("aborted-again").await?.deployment;
+    assert_eq!(again.phase, Phase::Created);
+    let again = w.engine.arrived("aborted-again").await?;
     assert!(
         matches!(again.phase, Phase::Baking { .. }),
         "{:?}",
@@ -942,6 +960,42 @@ async fn operators_promote_pause_resume_abort_and_retry() -> Result<()> {
             .as_deref(),
         Some("aborted-again")
     );
+
+    // A retry whose steer died between saving the old deployment and the
+    // new one: retried again, it saves the new one it named, no other.
+    let reason = "make way".to_owned();
+    w.engine
+        .steer("aborted-again", Input::Abort { reason })
+        .await?;
+    w.run_to_end(&["aborted-again"]).await?;
+    let d = w
+        .engine
+        .start(
+            "half-retried",
+            spec("2", "canary:10:1h", Some("greeter-pre-fail"), None),
+        )
+        .await?;
+    assert!(matches!(d.phase, Phase::RolledBack { .. }), "{:?}", d.phase);
+    let stored = w.engine.store.load("half-retried").await?;
+    let mut named = stored.deployment.clone();
+    named.retried_as = Some("half-retried-again".into());
+    w.engine.store.save(&named, stored.version, &[]).await?;
+    let steered = w
+        .engine
+        .steer(
+            "half-retried",
+            Input::Retry {
+                new_id: "half-retried-other".into(),
+            },
+        )
+        .await?;
+    assert_eq!(steered, named, "already retried: unchanged");
+    let saved = w.engine.store.load("half-retried-again").await?.deployment;
+    assert_eq!((saved.phase, saved.spec), (Phase::Created, d.spec));
+    assert!(matches!(
+        w.engine.store.load("half-retried-other").await,
+        Err(sluice::store::StoreError::NotFound(_))
+    ));
     Ok(())
 }
 

@@ -271,7 +271,7 @@ async fn a_push_goes_through_build_beta_approval_and_a_canary_to_live() -> Resul
         attempt: 1,
     };
     w.orchestrator
-        .apply(
+        .steer(
             &id,
             Input::Approval {
                 at,
@@ -579,7 +579,7 @@ stages:
         let started = e.actions[0].run.clone().context("run")?;
         let reason = format!("stopped with {mode:?}");
         w.orchestrator
-            .apply(
+            .steer(
                 &id,
                 Input::Stop {
                     mode,
@@ -587,12 +587,20 @@ stages:
                 },
             )
             .await?;
-        let run = legacy_run(&codepipeline, &started).await?;
-        let now = run.status().map(|s| s.as_str());
-        assert!(
-            matches!(now, Some("Stopping" | "Stopped")),
-            "{mode:?}: {now:?}"
-        );
+        // Saved by the steer; the orchestrator function, woken, stops it.
+        let run = wait_for(
+            "the CodePipeline execution to be told to stop",
+            Duration::from_secs(30),
+            || {
+                let (codepipeline, started) = (&codepipeline, &started);
+                async move {
+                    let run = legacy_run(codepipeline, started).await?;
+                    let now = run.status().map(|s| s.as_str());
+                    Ok(matches!(now, Some("Stopping" | "Stopped")).then_some(run))
+                }
+            },
+        )
+        .await?;
         assert!(
             run.status_summary()
                 .is_some_and(|s| s.contains(&format!("execution {id} stopped it"))),
@@ -787,7 +795,7 @@ async fn queued_executions_run_one_at_a_time() -> Result<()> {
         })
         .await?;
     assert!(e.actions.is_empty(), "nothing of it runs yet");
-    w.orchestrator.apply(&first, approval(0)).await?;
+    w.orchestrator.steer(&first, approval(0)).await?;
     w.wait_until(&first, "the first to succeed", |e| {
         e.status == Status::Succeeded
     })
@@ -797,7 +805,7 @@ async fn queued_executions_run_one_at_a_time() -> Result<()> {
     })
     .await?;
     w.orchestrator
-        .apply(
+        .steer(
             &second,
             Input::Stop {
                 mode: StopMode::Abandon,
@@ -821,7 +829,7 @@ async fn superseded_executions_stop_at_a_stage_boundary() -> Result<()> {
         e.superseded_by.as_deref() == Some(second.as_str())
     })
     .await?;
-    w.orchestrator.apply(&first, approval(0)).await?;
+    w.orchestrator.steer(&first, approval(0)).await?;
     let e = w
         .wait_until(&first, "the first to end", |e| e.status.is_final())
         .await?;
@@ -833,7 +841,7 @@ async fn superseded_executions_stop_at_a_stage_boundary() -> Result<()> {
         e.status == Status::InProgress && e.stage_name() == "approve"
     })
     .await?;
-    w.orchestrator.apply(&second, approval(0)).await?;
+    w.orchestrator.steer(&second, approval(0)).await?;
     w.wait_until(&second, "the second to succeed", |e| {
         e.status == Status::Succeeded
     })
@@ -854,7 +862,7 @@ stages:
   - name: test
     actions:
       - { name: lint, kind: invoke, config: { function: greeter-acceptance-tests } }
-      - { name: suite, kind: invoke, config: { function: integration-suite } }
+      - { name: suite, kind: invoke, config: { function: greeter-integration-suite } }
 "#,
             )?,
             chrono::Utc::now(),
@@ -867,7 +875,7 @@ stages:
         })
         .await?;
     assert!(
-        matches!(&e.status, Status::Failed { reason } if reason.contains("suite failed") && reason.contains("integration-suite could not be invoked")),
+        matches!(&e.status, Status::Failed { reason } if reason.contains("suite failed") && reason.contains("greeter-integration-suite could not be invoked")),
         "{:?}",
         e.status
     );
@@ -876,7 +884,7 @@ stages:
     create_function(
         &w.lambda,
         &role,
-        "integration-suite",
+        "greeter-integration-suite",
         sluice_local::code::bootstrap_zip(&binary("recorder")?, &[]),
         &[("RECORDER_DIR", &w.tests_dir.path().display().to_string())],
         5,
@@ -884,7 +892,7 @@ stages:
     .await?;
     let e = w
         .orchestrator
-        .apply(&id, Input::RetryStage { failed_only: true })
+        .steer(&id, Input::RetryStage { failed_only: true })
         .await?;
     assert_eq!(e.actions[0].attempt, 1, "lint is not run again");
     assert_eq!(e.actions[1].attempt, 2);

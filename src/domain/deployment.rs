@@ -434,6 +434,24 @@ impl Deployment {
         }
     }
 
+    /// Whether a worker has something to run for it now; not while it
+    /// waits (a bake, its turn, an operator) or once it has ended.
+    pub fn needs_worker(&self, now: Time) -> bool {
+        match &self.phase {
+            Phase::Created
+            | Phase::PreTraffic { .. }
+            | Phase::Shifting { .. }
+            | Phase::PostTraffic { .. }
+            | Phase::RollingBack { .. } => true,
+            Phase::Baking { until, .. } => !self.paused && *until <= now,
+            Phase::Queued { .. }
+            | Phase::Frozen { .. }
+            | Phase::Promoted
+            | Phase::RolledBack { .. }
+            | Phase::FailedToStart { .. } => false,
+        }
+    }
+
     /// Whether a bake is still ahead (or under way) for a pause to hold at.
     pub fn has_bake_ahead(&self) -> bool {
         let from = match &self.phase {

@@ -327,10 +327,32 @@ fn record(at: Time, message: String) -> Command {
 /// What the saved state needs done: what the reconcile sweep issues again
 /// after a worker died. Every command is idempotent.
 pub fn pending(e: &Execution, now: Time) -> Vec<Command> {
-    if !e.status.is_running() {
-        return Vec::new();
-    }
     let mut commands = Vec::new();
+    match &e.status {
+        Status::Queued => {
+            if e.definition.execution_mode == ExecutionMode::Queued {
+                commands.push(Command::TakeTurn);
+            }
+            return commands;
+        }
+        // Neither holds the turn; what a stop abandoned is stopped where it runs.
+        Status::Failed { .. }
+        | Status::Succeeded
+        | Status::Stopped { .. }
+        | Status::Superseded { .. } => {
+            for (i, run) in e.actions.iter().enumerate() {
+                if run.state == ActionState::Abandoned && runs_elsewhere(e.kind(e.stage, i)) {
+                    commands.push(Command::CancelAction {
+                        at: e.action_ref(i),
+                        mode: StopMode::Abandon,
+                    });
+                }
+            }
+            commands.push(Command::ReleaseTurn);
+            return commands;
+        }
+        Status::InProgress => {}
+    }
     for (i, run) in e.actions.iter().enumerate() {
         if let ActionState::Running { since } = run.state {
             let at = e.action_ref(i);
@@ -341,9 +363,22 @@ pub fn pending(e: &Execution, now: Time) -> Vec<Command> {
                     when: when.max(now),
                 });
             }
+            // Asked to stop once running actions finish: told again.
+            if e.stopping.is_some() && run.run.is_some() && stops_on_request(e.kind(e.stage, i)) {
+                commands.push(Command::CancelAction {
+                    at,
+                    mode: StopMode::Finish,
+                });
+            }
         }
     }
     commands
+}
+
+/// Whether an action's work goes on outside the execution until stopped:
+/// a deployment, a CodePipeline execution.
+fn runs_elsewhere(kind: &ActionKind) -> bool {
+    matches!(kind, ActionKind::Deploy(_) | ActionKind::CodePipeline(_))
 }
 
 /// When a running action times out (or, for a wait, is done).

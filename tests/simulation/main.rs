@@ -155,6 +155,12 @@ enum Work {
         id: String,
         input: ExecutionInput,
     },
+    /// The pipeline timer queue: an execution steered by an operator.
+    ExecutionSteered {
+        id: String,
+        version: u64,
+        receives: u32,
+    },
     /// On call, a person changes the alias a deployment is moving, by hand:
     /// back to the old version whole, or to a weight of their own.
     HandWrite {
@@ -207,6 +213,7 @@ fn describe(work: &Work) -> String {
         Work::ObjectCreated { key } => format!("s3 notification {key}"),
         Work::Approve { id, approved, .. } => format!("approval {approved} on {id}"),
         Work::ExecutionOperator { id, input } => format!("operator {input:?} on {id}"),
+        Work::ExecutionSteered { id, version, .. } => format!("{id} steered to {version}"),
         Work::HandWrite { id, rollback } => format!(
             "by hand: {id}'s alias {}",
             if *rollback {
@@ -347,6 +354,12 @@ impl Sim {
                     attempt,
                     receives: 1,
                 },
+                HandedOver::Steered { id, version } => Work::Retry {
+                    id,
+                    version,
+                    attempt: 0,
+                    receives: 1,
+                },
                 other => Work::Created {
                     id: other.id().to_owned(),
                     attempt: 1,
@@ -358,6 +371,11 @@ impl Sim {
             let work = match work {
                 HandedOver::Arrived(id) => Work::Arrived { id, attempt: 1 },
                 HandedOver::DeploymentFinished(id) => Work::Finished { id, attempt: 1 },
+                HandedOver::Steered { id, version } => Work::ExecutionSteered {
+                    id,
+                    version,
+                    receives: 1,
+                },
                 retry @ HandedOver::Retry { .. } => {
                     self.violation(format!("{retry} handed to the orchestrator"));
                     continue;
@@ -759,7 +777,7 @@ fn deliver(sim: Arc<Sim>, work: Work) -> Delivery {
                 version,
                 attempt,
                 receives,
-            } => match engine.retry(&id, version, attempt).await {
+            } => match engine.take_up(&id, version, attempt).await {
                 Ok(_) | Err(EngineError::Store(StoreError::NotFound(_))) => {}
                 Err(e) => {
                     failed(&e);
@@ -780,7 +798,7 @@ fn deliver(sim: Arc<Sim>, work: Work) -> Delivery {
             }
             Work::Operator { id, input } => {
                 sim.consent(&id, &input);
-                if let Err(e) = engine.apply(&id, input).await {
+                if let Err(e) = engine.steer(&id, input).await {
                     failed(&e);
                 }
             }
@@ -847,7 +865,7 @@ fn deliver(sim: Arc<Sim>, work: Work) -> Delivery {
                     .collect();
                 for id in paused {
                     sim.consent(&id, &Input::Resume);
-                    if let Err(e) = engine.apply(&id, Input::Resume).await {
+                    if let Err(e) = engine.steer(&id, Input::Resume).await {
                         failed(&e);
                     }
                 }
@@ -959,7 +977,7 @@ fn deliver(sim: Arc<Sim>, work: Work) -> Delivery {
                             by: "sim".into(),
                             comment: String::new(),
                         };
-                        if let Err(e) = orchestrator.apply(&id, input).await {
+                        if let Err(e) = orchestrator.steer(&id, input).await {
                             failed(&e);
                         }
                     }
@@ -978,10 +996,31 @@ fn deliver(sim: Arc<Sim>, work: Work) -> Delivery {
                 }
             }
             Work::ExecutionOperator { id, input } => {
-                if let Err(e) = orchestrator.apply(&id, input).await {
+                if let Err(e) = orchestrator.steer(&id, input).await {
                     failed(&e);
                 }
             }
+            Work::ExecutionSteered {
+                id,
+                version,
+                receives,
+            } => match orchestrator.take_up(&id, version).await {
+                Ok(_) | Err(OrchestratorError::Store(StoreError::NotFound(_))) => {}
+                Err(e) => {
+                    failed(&e);
+                    if receives < TIMER_MAX_RECEIVES {
+                        let receives = receives + 1;
+                        retry(
+                            PIPELINE_TIMER_VISIBILITY_SECS,
+                            Work::ExecutionSteered {
+                                id,
+                                version,
+                                receives,
+                            },
+                        );
+                    }
+                }
+            },
         }
         sim.post_timers();
         sim.check();
