@@ -335,13 +335,14 @@ pub fn pending(e: &Execution, now: Time) -> Vec<Command> {
             }
             return commands;
         }
-        // Neither holds the turn; what a stop abandoned is stopped where it runs.
+        // Neither holds the turn; what a stop abandoned is told to stop
+        // (the executor knows which kinds of action run elsewhere).
         Status::Failed { .. }
         | Status::Succeeded
         | Status::Stopped { .. }
         | Status::Superseded { .. } => {
             for (i, run) in e.actions.iter().enumerate() {
-                if run.state == ActionState::Abandoned && runs_elsewhere(e.kind(e.stage, i)) {
+                if run.state == ActionState::Abandoned {
                     commands.push(Command::CancelAction {
                         at: e.action_ref(i),
                         mode: StopMode::Abandon,
@@ -373,12 +374,6 @@ pub fn pending(e: &Execution, now: Time) -> Vec<Command> {
         }
     }
     commands
-}
-
-/// Whether an action's work goes on outside the execution until stopped:
-/// a deployment, a CodePipeline execution.
-fn runs_elsewhere(kind: &ActionKind) -> bool {
-    matches!(kind, ActionKind::Deploy(_) | ActionKind::CodePipeline(_))
 }
 
 /// When a running action times out (or, for a wait, is done).

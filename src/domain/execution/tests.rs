@@ -449,6 +449,79 @@ fn pending_reissues_running_actions() {
     );
 }
 
+/// An operator's steer is saved without its commands, which the woken
+/// orchestrator derives from the saved state: each must be derivable.
+#[test]
+fn pending_derives_what_a_steer_leaves_to_the_orchestrator() {
+    // A stop abandons: what runs is told to stop (the deployment under way
+    // is aborted; the invoke action has nothing to stop), and the turn is
+    // given up.
+    let mut r = Run::new("superseded");
+    r.pass("artifact");
+    r.commands.clear();
+    assert!(r.feed(Input::Stop {
+        mode: StopMode::Abandon,
+        reason: "wrong build".into(),
+    }));
+    let derived = pending(&r.e, r.now);
+    assert_eq!(
+        derived,
+        vec![
+            Command::CancelAction {
+                at: r.at("deploy-beta"),
+                mode: StopMode::Abandon,
+            },
+            Command::CancelAction {
+                at: r.at("lint"),
+                mode: StopMode::Abandon,
+            },
+            Command::ReleaseTurn,
+        ]
+    );
+    let decided: Vec<&Command> = r
+        .commands
+        .iter()
+        .filter(|c| !matches!(c, Command::Record(_)))
+        .collect();
+    assert!(
+        decided.iter().all(|c| derived.contains(c)),
+        "decided {decided:?}, derived {derived:?}"
+    );
+
+    // A retry in queued mode waits for the turn again.
+    let mut r = Run::new("queued");
+    assert!(r.feed(Input::Start));
+    r.pass("artifact");
+    r.fail("lint");
+    r.pass("deploy-beta");
+    assert_eq!(pending(&r.e, r.now), vec![Command::ReleaseTurn]);
+    assert!(r.feed(Input::RetryStage { failed_only: true }));
+    assert_eq!(pending(&r.e, r.now), vec![Command::TakeTurn]);
+
+    // An approval starts the next stage's actions.
+    let mut r = Run::new("parallel");
+    r.pass("artifact");
+    r.pass("deploy-beta");
+    r.pass("lint");
+    r.pass("test-beta");
+    let approval = r.at("approval");
+    r.commands.clear();
+    assert!(r.feed(Input::Approval {
+        at: approval,
+        approved: true,
+        by: "ada".into(),
+        comment: "ship it".into(),
+    }));
+    let derived = pending(&r.e, r.now);
+    for decided in r
+        .commands
+        .iter()
+        .filter(|c| !matches!(c, Command::Record(_)))
+    {
+        assert!(derived.contains(decided), "{decided:?} not in {derived:?}");
+    }
+}
+
 fn pick(e: &Execution, choice: u8, target: usize, attempt_skew: u32, secs: i64) -> Input {
     let action = if e.actions.is_empty() {
         0
