@@ -19,7 +19,10 @@ use crate::domain::deployment::{
     VersionSource, decide, events_of, pending,
 };
 use crate::domain::hooks::{HookRequest, HookResponse, HookStatus};
-use crate::events::{HandedOver, QueueMessage, ShifterEvent, parse_shifter_event, queue_items};
+use crate::drive::{self, Machine, Steered};
+use crate::events::{
+    HandedOver, QueueMessage, ShifterEvent, TimerMessage, parse_shifter_event, queue_items,
+};
 use crate::metrics::{self, Metric};
 use crate::settings::{SettingError, number, setting};
 use crate::store::keys::Lock;
@@ -27,11 +30,10 @@ use crate::store::{
     IN_FLIGHT_GRACE_SECS, LockOutcome, STUCK_AFTER_SECS, Store, StoreError, Stored, due_at,
 };
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
+use futures::future::BoxFuture;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::Instrument;
 
 /// SQS delays a message by 15 minutes at most; longer waits re-arm on arrival.
 pub const MAX_TIMER_DELAY_SECS: i64 = 900;
@@ -71,14 +73,6 @@ fn alias_lock(d: &Deployment) -> Lock {
 
 fn aws(context: &str, e: impl std::fmt::Debug) -> EngineError {
     EngineError::Aws(format!("{context}: {e:?}"))
-}
-
-/// The body of a timer message on the timer queue.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TimerMessage {
-    pub deployment_id: String,
-    pub step: usize,
 }
 
 fn hook_timeout(value: Option<String>) -> Result<Duration, SettingError> {
@@ -174,10 +168,6 @@ impl Engine {
 }
 
 impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
-    fn now(&self) -> Time {
-        self.clock.now()
-    }
-
     /// Handles one event of the shifter's sources; for timer and stream
     /// batches, returns the partial-batch answer naming the items to deliver
     /// again. `deadline` is the invocation's (Lambda's context): no item is
@@ -296,42 +286,26 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
     /// the input does not apply. If the hand-over fails, the sweep takes the
     /// deployment up after its grace.
     pub async fn steer(&self, id: &str, input: Input) -> Result<Deployment, EngineError> {
-        loop {
-            let stored = self.store.load(id).await?;
-            let (next, commands) = decide(&stored.deployment, &input, self.now());
-            if next == stored.deployment && commands.is_empty() {
-                if let (Input::Retry { .. }, Some(retried_as)) = (&input, &next.retried_as) {
+        match drive::steer(self, id, input).await? {
+            Steered::Unchanged(stored) => {
+                let d = stored.deployment;
+                if let Some(retried_as) = &d.retried_as {
                     // Retried by a caller that died before saving the new
                     // deployment: saved now (a no-op if it was).
-                    self.create(retried_as, next.spec.clone()).await?;
+                    self.create(retried_as, d.spec.clone()).await?;
                 }
-                return Ok(next);
+                Ok(d)
             }
-            let (events, actions) = split(commands);
-            let saved = match self.store.save(&next, stored.version, &events).await {
-                Ok(saved) => saved,
-                Err(StoreError::Conflict(_)) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            for e in &events {
-                tracing::info!(deployment_id = id, kind = ?e.kind, "{}", e.message);
-                count(&saved.deployment, e);
-            }
-            // The one command `pending` cannot derive again: the retry,
-            // saved as a deployment of its own.
-            for action in actions {
-                if let Command::StartDeployment { id, spec } = action {
-                    self.create(&id, *spec).await?;
+            Steered::Saved { saved, actions } => {
+                // The one command `pending` cannot derive again: the retry,
+                // saved as a deployment of its own.
+                for action in actions {
+                    if let Command::StartDeployment { id, spec } = action {
+                        self.create(&id, *spec).await?;
+                    }
                 }
+                Ok(saved.deployment)
             }
-            let work = HandedOver::Steered {
-                id: id.to_owned(),
-                version: saved.version,
-            };
-            if let Err(e) = self.cloud.hand_over(&work, 0).await {
-                tracing::warn!(deployment_id = id, error = %e, "could not hand the steered deployment to a shifter; the sweep will take it up");
-            }
-            return Ok(saved.deployment);
         }
     }
 
@@ -399,21 +373,8 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         if actions.is_empty() || d.phase.is_terminal() {
             return self.drive(stored, inputs, actions, attempt).await;
         }
-        // Claimed before the phase's commands are issued again: the same
-        // state saved with a new `updated_at`, conditional on its version.
-        // Another repairer (a second sweep, the stream's record delivered
-        // again) loses the save and runs nothing, and the sweep's grace
-        // counts from here, so a gate is never run twice at once.
-        let mut claimed = d.clone();
-        claimed.updated_at = self.now();
-        match self.store.save(&claimed, stored.version, &[]).await {
-            Ok(stored) => self.drive(stored, inputs, actions, attempt).await,
-            Err(StoreError::Conflict(_)) => {
-                tracing::info!(deployment_id = %d.id, "taken up by another worker");
-                Ok(self.store.load(&d.id).await?.deployment)
-            }
-            Err(e) => Err(e.into()),
-        }
+        // Claimed first, and the sweep's grace counts from the claim.
+        drive::claim_and_drive(self, stored, actions, attempt).await
     }
 
     /// Does what a message of the shifter's queue asks: a timer, a new
@@ -539,78 +500,11 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         actions: Vec<Command>,
         attempt: u32,
     ) -> Result<Deployment, EngineError> {
-        // Every log line of the drive carries the deployment id.
-        let span = tracing::info_span!("deployment", deployment_id = %stored.deployment.id);
-        self.drive_in_span(stored, inputs, actions, attempt)
-            .instrument(span)
-            .await
-    }
-
-    async fn drive_in_span(
-        &self,
-        mut stored: Stored,
-        mut inputs: VecDeque<Input>,
-        mut actions: Vec<Command>,
-        attempt: u32,
-    ) -> Result<Deployment, EngineError> {
-        let id = stored.deployment.id.clone();
-        loop {
-            for action in std::mem::take(&mut actions) {
-                if self
-                    .fault_at(FaultPoint::Before {
-                        deployment: &id,
-                        command: &action,
-                    })
-                    .await
-                {
-                    return Err(EngineError::Injected(format!("{action:?}")));
-                }
-                match self.execute(&stored.deployment, action).await {
-                    Ok(Some(input)) => inputs.push_back(input),
-                    Ok(None) => {}
-                    Err(e) => {
-                        self.hand_back(&stored, &e, attempt).await;
-                        return Err(e);
-                    }
-                }
-            }
-            let Some(input) = inputs.pop_front() else {
-                return Ok(stored.deployment);
-            };
-            let (next, commands) = decide(&stored.deployment, &input, self.now());
-            if next == stored.deployment && commands.is_empty() {
-                tracing::debug!(deployment_id = %id, ?input, "input ignored");
-                continue;
-            }
-            let (events, new_actions) = split(commands);
-            for e in &events {
-                tracing::info!(deployment_id = %id, kind = ?e.kind, "{}", e.message);
-            }
-            // Saved before its commands run, every time: the conditional
-            // save is the worker's claim on them, so a timer delivered again
-            // or the sweep that finds the same phase loses the save and never
-            // runs the same gate a second time.
-            match self.store.save(&next, stored.version, &events).await {
-                Ok(saved) => {
-                    for e in &events {
-                        count(&saved.deployment, e);
-                    }
-                    stored = saved;
-                    actions = new_actions;
-                }
-                Err(StoreError::Conflict(_)) => {
-                    // Another worker moved it: decide again on what it saved.
-                    tracing::info!(deployment_id = %id, "moved by another worker; deciding again");
-                    stored = self.store.load(&id).await?;
-                    inputs.push_front(input);
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        drive::drive(self, stored, inputs, actions, attempt).await
     }
 
     /// Makes one command happen; returns the fact it produced, if any.
-    async fn execute(
+    async fn execute_command(
         &self,
         d: &Deployment,
         command: Command,
@@ -883,6 +777,93 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 format!("hook {hook} answered in an unknown shape: {e}"),
             )),
         }
+    }
+}
+
+impl<S: Deployments, C: Cloud, K: Clock> Machine for Engine<S, C, K> {
+    type State = Deployment;
+    type Saved = Stored;
+    type Input = Input;
+    type Command = Command;
+    type Event = Event;
+    type Error = EngineError;
+
+    fn id(d: &Deployment) -> &str {
+        &d.id
+    }
+
+    fn decide(d: &Deployment, input: &Input, now: Time) -> (Deployment, Vec<Command>) {
+        decide(d, input, now)
+    }
+
+    fn split(commands: Vec<Command>) -> (Vec<Event>, Vec<Command>) {
+        split(commands)
+    }
+
+    fn claimed(d: &Deployment, now: Time) -> Deployment {
+        Deployment {
+            updated_at: now,
+            ..d.clone()
+        }
+    }
+
+    fn now(&self) -> Time {
+        self.clock.now()
+    }
+
+    fn span(&self, id: &str) -> tracing::Span {
+        tracing::info_span!("deployment", deployment_id = %id)
+    }
+
+    async fn load(&self, id: &str) -> Result<Stored, StoreError> {
+        self.store.load(id).await
+    }
+
+    async fn save(
+        &self,
+        d: &Deployment,
+        expected: u64,
+        events: &[Event],
+    ) -> Result<Stored, StoreError> {
+        self.store.save(d, expected, events).await
+    }
+
+    fn recorded(&self, _before: &Deployment, after: &Stored, events: &[Event]) {
+        for e in events {
+            tracing::info!(deployment_id = %after.deployment.id, kind = ?e.kind, "{}", e.message);
+            count(&after.deployment, e);
+        }
+    }
+
+    fn execute<'a>(
+        &'a self,
+        stored: &'a Stored,
+        command: Command,
+        attempt: u32,
+    ) -> BoxFuture<'a, Result<Option<Input>, EngineError>> {
+        Box::pin(async move {
+            let d = &stored.deployment;
+            let stop = FaultPoint::Before {
+                deployment: &d.id,
+                command: &command,
+            };
+            if self.fault_at(stop).await {
+                return Err(EngineError::Injected(format!("{command:?}")));
+            }
+            let done = self.execute_command(d, command).await;
+            if let Err(e) = &done {
+                self.hand_back(stored, e, attempt).await;
+            }
+            done
+        })
+    }
+
+    async fn wake(&self, id: &str, version: u64) -> Result<(), EngineError> {
+        let work = HandedOver::Steered {
+            id: id.to_owned(),
+            version,
+        };
+        self.cloud.hand_over(&work, 0).await
     }
 }
 

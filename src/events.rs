@@ -6,14 +6,42 @@
 
 use crate::batch::Item;
 use crate::domain::clip;
-use crate::engine::TimerMessage;
-use crate::orchestrator::PipelineTimer;
+use crate::domain::execution::{ActionRef, StopMode};
 use crate::store::keys::{Key, PK, SK};
 use aws_lambda_events::cloudwatch_alarms::{CloudWatchAlarmData, CloudWatchAlarmStateValue};
 use aws_lambda_events::dynamodb::Event as StreamEvent;
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use aws_lambda_events::sqs::SqsEvent;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+/// The body of a timer message on the timer queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimerMessage {
+    pub deployment_id: String,
+    pub step: usize,
+}
+
+/// The body of a message on the pipeline timer queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineTimer {
+    pub execution_id: String,
+    pub at: ActionRef,
+    /// Look again (an artifact not there yet, a CodePipeline still running)
+    /// rather than a deadline or a wait's end.
+    #[serde(default)]
+    pub recheck: bool,
+    /// What the action started, to look at again (a CodePipeline execution id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handle: Option<String>,
+    /// Stop what the action started (`handle`), this way: a stop that failed
+    /// for a passing reason, tried again. The execution has ended already,
+    /// so nothing else would.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<StopMode>,
+}
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum EventError {

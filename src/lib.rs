@@ -11,6 +11,7 @@ pub mod clock;
 pub mod codepipeline_action;
 pub mod commits;
 pub mod domain;
+pub mod drive;
 pub mod engine;
 pub mod events;
 pub mod function_url;

@@ -21,21 +21,22 @@ use crate::domain::execution::{
 use crate::domain::pipeline::{
     ActionKind, CodePipelineAction, ExecutionMode, TemplateContext, render,
 };
+use crate::drive::{self, Machine, Steered, Time};
 use crate::engine::{
     AwsCloud, Clock, Cloud, Engine, EngineError, Invocation, MAX_TIMER_DELAY_SECS, SystemClock,
 };
 use crate::events::{
-    HandedOver, OrchestratorEvent, QueueMessage, parse_orchestrator_event, queue_items,
+    HandedOver, OrchestratorEvent, PipelineTimer, QueueMessage, parse_orchestrator_event,
+    queue_items,
 };
 use crate::metrics::{self, Metric};
 use crate::settings::{SettingError, setting};
 use crate::store::keys::Lock;
 use crate::store::{LockOutcome, Store, StoreError, StoredExecution, execution_due_at};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
+use futures::future::BoxFuture;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
-use tracing::Instrument;
 
 /// The time an item of a batch is given before it is started: the
 /// orchestrator's work is saves and short calls, but for invoke actions.
@@ -60,26 +61,6 @@ pub enum OrchestratorError {
 
 fn aws(context: &str, e: impl std::fmt::Debug) -> OrchestratorError {
     OrchestratorError::Aws(format!("{context}: {e:?}"))
-}
-
-/// The body of a message on the pipeline timer queue.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PipelineTimer {
-    pub execution_id: String,
-    pub at: ActionRef,
-    /// Look again (an artifact not there yet, a CodePipeline still running)
-    /// rather than a deadline or a wait's end.
-    #[serde(default)]
-    pub recheck: bool,
-    /// What the action started, to look at again (a CodePipeline execution id).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub handle: Option<String>,
-    /// Stop what the action started (`handle`), this way: a stop that failed
-    /// for a passing reason, tried again. The execution has ended already,
-    /// so nothing else would.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stop: Option<StopMode>,
 }
 
 /// The deployment a deploy action starts.
@@ -150,10 +131,6 @@ impl Orchestrator {
 }
 
 impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
-    fn now(&self) -> chrono::DateTime<chrono::Utc> {
-        self.engine.clock.now()
-    }
-
     /// Handles one event of the orchestrator's sources; for timer and stream
     /// batches, returns the partial-batch answer naming the items to deliver
     /// again. `deadline` is the invocation's: an item is started only with a
@@ -344,68 +321,22 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
     /// apply. If the hand-over fails, the sweep takes a running execution
     /// up after its grace.
     pub async fn steer(&self, id: &str, input: Input) -> Result<Execution, OrchestratorError> {
-        loop {
-            let stored = self.engine.store.load_execution(id).await?;
-            let (next, commands) = decide(&stored.execution, &input, self.now());
-            if next == stored.execution && commands.is_empty() {
-                return Ok(next);
-            }
-            let (events, _) = split(commands);
-            let saved = match self
-                .engine
-                .store
-                .save_execution(&next, stored.version, &events)
-                .await
-            {
-                Ok(saved) => saved,
-                Err(StoreError::Conflict(_)) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            for e in &events {
-                tracing::info!(execution_id = id, "{}", e.message);
-            }
-            if saved.execution.status != stored.execution.status {
-                count_end(&saved.execution, self.now());
-            }
-            let work = HandedOver::Steered {
-                id: id.to_owned(),
-                version: saved.version,
-            };
-            if let Err(e) = self.actions.hand_over(&work).await {
-                tracing::warn!(execution_id = id, error = %e, "could not hand the steered execution to the orchestrator; the sweep will take it up");
-            }
-            return Ok(saved.execution);
-        }
+        Ok(match drive::steer(self, id, input).await? {
+            Steered::Unchanged(stored) => stored.execution,
+            Steered::Saved { saved, .. } => saved.execution,
+        })
     }
 
     /// Runs what an execution steered to `version` needs, unless another
-    /// worker has saved it since. Claimed first, as the shifter claims a
-    /// deployment: the same state saved again, conditional on `version`, so
-    /// a hand-over delivered twice runs its actions once.
+    /// worker has saved it since.
     pub async fn take_up(&self, id: &str, version: u64) -> Result<Execution, OrchestratorError> {
         let stored = self.engine.store.load_execution(id).await?;
         if stored.version != version {
             tracing::info!(execution_id = id, "not taken up: moved on since");
             return Ok(stored.execution);
         }
-        let mut claimed = stored.execution.clone();
-        claimed.updated_at = self.now();
-        match self
-            .engine
-            .store
-            .save_execution(&claimed, stored.version, &[])
-            .await
-        {
-            Ok(stored) => {
-                let actions = pending(&stored.execution, self.now());
-                self.drive(stored, VecDeque::new(), actions).await
-            }
-            Err(StoreError::Conflict(_)) => {
-                tracing::info!(execution_id = id, "taken up by another worker");
-                Ok(self.engine.store.load_execution(id).await?.execution)
-            }
-            Err(e) => Err(e.into()),
-        }
+        let actions = pending(&stored.execution, self.now());
+        drive::claim_and_drive(self, stored, actions, 0).await
     }
 
     /// Re-issues what the saved state needs (the reconcile sweep's repair).
@@ -580,61 +511,11 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
         inputs: VecDeque<Input>,
         actions: Vec<Command>,
     ) -> Result<Execution, OrchestratorError> {
-        let span = tracing::info_span!("execution", execution_id = %stored.execution.id);
-        self.drive_in_span(stored, inputs, actions)
-            .instrument(span)
-            .await
-    }
-
-    async fn drive_in_span(
-        &self,
-        mut stored: StoredExecution,
-        mut inputs: VecDeque<Input>,
-        mut actions: Vec<Command>,
-    ) -> Result<Execution, OrchestratorError> {
-        let id = stored.execution.id.clone();
-        loop {
-            for action in std::mem::take(&mut actions) {
-                if let Some(input) = self.execute(&stored.execution, action).await? {
-                    inputs.push_back(input);
-                }
-            }
-            let Some(input) = inputs.pop_front() else {
-                return Ok(stored.execution);
-            };
-            let (next, commands) = decide(&stored.execution, &input, self.now());
-            if next == stored.execution && commands.is_empty() {
-                tracing::debug!(execution_id = %id, ?input, "input ignored");
-                continue;
-            }
-            let (events, new_actions) = split(commands);
-            match self
-                .engine
-                .store
-                .save_execution(&next, stored.version, &events)
-                .await
-            {
-                Ok(saved) => {
-                    for e in &events {
-                        tracing::info!(execution_id = %id, "{}", e.message);
-                    }
-                    if saved.execution.status != stored.execution.status {
-                        count_end(&saved.execution, self.now());
-                    }
-                    stored = saved;
-                    actions = new_actions;
-                }
-                Err(StoreError::Conflict(_)) => {
-                    stored = self.engine.store.load_execution(&id).await?;
-                    inputs.push_front(input);
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        drive::drive(self, stored, inputs, actions, 0).await
     }
 
     /// Makes one command happen; returns the fact it produced, if any now.
-    async fn execute(
+    async fn execute_command(
         &self,
         e: &Execution,
         command: Command,
@@ -960,6 +841,81 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
             .as_deref()
             .map(|action| (action, e.push.sha.as_str()));
         self.actions.start_pipeline(&pipeline, &token, source).await
+    }
+}
+
+impl<S: Executions, C: Cloud, K: Clock, A: Actions> Machine for Orchestrator<S, C, K, A> {
+    type State = Execution;
+    type Saved = StoredExecution;
+    type Input = Input;
+    type Command = Command;
+    type Event = ExecutionEvent;
+    type Error = OrchestratorError;
+
+    fn id(e: &Execution) -> &str {
+        &e.id
+    }
+
+    fn decide(e: &Execution, input: &Input, now: Time) -> (Execution, Vec<Command>) {
+        decide(e, input, now)
+    }
+
+    fn split(commands: Vec<Command>) -> (Vec<ExecutionEvent>, Vec<Command>) {
+        split(commands)
+    }
+
+    fn claimed(e: &Execution, now: Time) -> Execution {
+        Execution {
+            updated_at: now,
+            ..e.clone()
+        }
+    }
+
+    fn now(&self) -> Time {
+        self.engine.clock.now()
+    }
+
+    fn span(&self, id: &str) -> tracing::Span {
+        tracing::info_span!("execution", execution_id = %id)
+    }
+
+    async fn load(&self, id: &str) -> Result<StoredExecution, StoreError> {
+        self.engine.store.load_execution(id).await
+    }
+
+    async fn save(
+        &self,
+        e: &Execution,
+        expected: u64,
+        events: &[ExecutionEvent],
+    ) -> Result<StoredExecution, StoreError> {
+        self.engine.store.save_execution(e, expected, events).await
+    }
+
+    fn recorded(&self, before: &Execution, after: &StoredExecution, events: &[ExecutionEvent]) {
+        for e in events {
+            tracing::info!(execution_id = %after.execution.id, "{}", e.message);
+        }
+        if after.execution.status != before.status {
+            count_end(&after.execution, self.now());
+        }
+    }
+
+    fn execute<'a>(
+        &'a self,
+        stored: &'a StoredExecution,
+        command: Command,
+        _attempt: u32,
+    ) -> BoxFuture<'a, Result<Option<Input>, OrchestratorError>> {
+        Box::pin(self.execute_command(&stored.execution, command))
+    }
+
+    async fn wake(&self, id: &str, version: u64) -> Result<(), OrchestratorError> {
+        let work = HandedOver::Steered {
+            id: id.to_owned(),
+            version,
+        };
+        self.actions.hand_over(&work).await
     }
 }
 

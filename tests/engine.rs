@@ -12,10 +12,9 @@ use sluice::domain::deployment::{
     VersionSource,
 };
 use sluice::engine::{
-    AwsCloud, Engine, EngineError, FaultPoint, Invocation, SystemClock, TimerMessage, invoke,
-    stop_before,
+    AwsCloud, Engine, EngineError, FaultPoint, Invocation, SystemClock, invoke, stop_before,
 };
-use sluice::events::{QueueMessage, queue_message};
+use sluice::events::{QueueMessage, TimerMessage, queue_message};
 use sluice::store::keys::Lock;
 use std::path::Path;
 use std::sync::Arc;

@@ -3,6 +3,7 @@
 
 use crate::domain::analysis::AnalysisSettings;
 use crate::domain::deployment::Gate;
+pub use crate::domain::smoke::Check;
 use crate::domain::smoke::{S3Uri, SmokeTest};
 use serde::{Deserialize, Serialize};
 
@@ -41,16 +42,6 @@ pub struct HookRequest {
 pub enum HookStatus {
     Succeeded,
     Failed,
-}
-
-/// One check a hook ran, for the timeline.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Check {
-    pub name: String,
-    pub passed: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
 }
 
 /// A hook's answer. Anything else (an error, a timeout, another shape, a

@@ -1,11 +1,20 @@
 //! Smoke tests: an event to send and what the answer must look like. The
 //! PreTraffic hook runs them against the new version before each shift.
 
-use crate::domain::hooks::Check;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// One check a hook ran (a smoke test, an analysis), for the timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    pub name: String,
+    pub passed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -4,12 +4,13 @@
 //! and the system clock; the deterministic simulation (tests/simulation.rs)
 //! plugs in in-memory models with the same conditional semantics.
 
-use super::{EngineError, TimerMessage, aws};
+use super::{EngineError, aws};
 use crate::aws::service_message;
 use crate::budget::{Budget, BudgetError};
 use crate::domain::deployment::{Deployment, Event, Time};
 use crate::domain::hooks::HookRequest;
 use crate::events::HandedOver;
+use crate::events::TimerMessage;
 use crate::store::keys::Lock;
 use crate::store::{LockOutcome, Store, StoreError, Stored};
 use aws_sdk_cloudwatch::types::StateValue;

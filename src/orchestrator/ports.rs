@@ -4,12 +4,13 @@
 //! functions plug in DynamoDB and the AWS SDK; the deterministic simulation
 //! plugs in in-memory models.
 
-use super::{OrchestratorError, PipelineTimer, aws};
+use super::{OrchestratorError, aws};
 use crate::aws::{refused_for_good, service_message};
 use crate::domain::deployment::Time;
 use crate::domain::execution::{Execution, ExecutionEvent};
 use crate::engine::{Deployments, Invocation, invoke};
 use crate::events::HandedOver;
+use crate::events::PipelineTimer;
 use crate::store::{ExecutionStart, Store, StoreError, StoredExecution};
 use aws_sdk_codepipeline::types::{
     PipelineExecutionStatus, SourceRevisionOverride, SourceRevisionType,

@@ -31,9 +31,11 @@ use sluice::domain::deployment::{
 };
 use sluice::domain::execution::{ActionState, Input as ExecutionInput, Status, StopMode};
 use sluice::domain::pipeline::{GitRef, PipelineDefinition, Push};
-use sluice::engine::{Clock, Engine, EngineError, FaultHook, FaultPoint, TimerMessage};
+use sluice::engine::{Clock, Engine, EngineError, FaultHook, FaultPoint};
 use sluice::events::HandedOver;
-use sluice::orchestrator::{Orchestrator, OrchestratorError, PipelineTimer};
+use sluice::events::PipelineTimer;
+use sluice::events::TimerMessage;
+use sluice::orchestrator::{Orchestrator, OrchestratorError};
 use sluice::source::start_executions;
 use sluice::store::{IN_FLIGHT_GRACE_SECS, StoreError};
 use std::collections::{BTreeMap, BTreeSet};

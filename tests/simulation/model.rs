@@ -8,10 +8,9 @@ use sluice::domain::execution::{Execution, ExecutionEvent, Status};
 use sluice::domain::hooks::HookRequest;
 use sluice::engine::{
     AliasState, AliasWrite, Clock, Cloud, Deployments, EngineError, Invocation, Readiness,
-    TimerMessage,
 };
-use sluice::events::HandedOver;
-use sluice::orchestrator::{Actions, Executions, OrchestratorError, PipelineRun, PipelineTimer};
+use sluice::events::{HandedOver, PipelineTimer, TimerMessage};
+use sluice::orchestrator::{Actions, Executions, OrchestratorError, PipelineRun};
 use sluice::store::keys::{Key, Lock};
 use sluice::store::{
     ExecutionStart, IN_FLIGHT_GRACE_SECS, LockOutcome, StoreError, Stored, StoredExecution, due_at,

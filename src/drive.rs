@@ -1,0 +1,216 @@
+//! The one drive loop of Sluice's two workers: load → decide → save →
+//! execute → repeat, over `Machine`, which the engine implements for
+//! deployments and the orchestrator for executions. Also the two ways in
+//! that are not a worker's own: an operator's steer (decide and save, then
+//! wake the worker) and a worker's claim on what a saved state needs.
+
+use crate::domain::deployment::Deployment;
+use crate::domain::execution::Execution;
+use crate::store::{StoreError, Stored, StoredExecution};
+use futures::future::BoxFuture;
+use std::collections::VecDeque;
+use std::future::Future;
+use tracing::Instrument;
+
+pub type Time = chrono::DateTime<chrono::Utc>;
+
+/// A state as loaded or saved, with the version its next save is
+/// conditional on.
+pub trait Versioned: Send + Sync {
+    type State;
+    fn state(&self) -> &Self::State;
+    fn version(&self) -> u64;
+}
+
+impl Versioned for Stored {
+    type State = Deployment;
+    fn state(&self) -> &Deployment {
+        &self.deployment
+    }
+    fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+impl Versioned for StoredExecution {
+    type State = Execution;
+    fn state(&self) -> &Execution {
+        &self.execution
+    }
+    fn version(&self) -> u64 {
+        self.version
+    }
+}
+
+/// A pure state machine and the ports its worker drives it with.
+pub trait Machine: Sync {
+    type State: Clone + PartialEq + Send + Sync;
+    type Saved: Versioned<State = Self::State>;
+    type Input: std::fmt::Debug + Send;
+    type Command: Send;
+    type Event: Send + Sync;
+    type Error: From<StoreError> + std::fmt::Display + Send;
+
+    fn id(state: &Self::State) -> &str;
+    fn decide(
+        state: &Self::State,
+        input: &Self::Input,
+        now: Time,
+    ) -> (Self::State, Vec<Self::Command>);
+    /// A decision's commands as its timeline lines and the commands to run.
+    fn split(commands: Vec<Self::Command>) -> (Vec<Self::Event>, Vec<Self::Command>);
+    /// The same state, touched at `now`: saved as a worker's claim on it.
+    fn claimed(state: &Self::State, now: Time) -> Self::State;
+
+    fn now(&self) -> Time;
+    /// The span every log line of a drive of `id` carries.
+    fn span(&self, id: &str) -> tracing::Span;
+    /// A consistent read.
+    fn load(&self, id: &str) -> impl Future<Output = Result<Self::Saved, StoreError>> + Send;
+    /// Saves `state` with `events`, if the saved version is still `expected`.
+    fn save(
+        &self,
+        state: &Self::State,
+        expected: u64,
+        events: &[Self::Event],
+    ) -> impl Future<Output = Result<Self::Saved, StoreError>> + Send;
+    /// Logs and counts what a save recorded.
+    fn recorded(&self, before: &Self::State, after: &Self::Saved, events: &[Self::Event]);
+    /// Makes one command happen; returns the fact it produced, if any now.
+    /// `attempt` counts how often this work was handed back after a
+    /// transient failure.
+    /// Boxed: a command may drive another state (the next deployment an
+    /// alias's lock goes to), which runs this very loop again.
+    fn execute<'a>(
+        &'a self,
+        saved: &'a Self::Saved,
+        command: Self::Command,
+        attempt: u32,
+    ) -> BoxFuture<'a, Result<Option<Self::Input>, Self::Error>>;
+    /// Hands the state saved at `version` to its own worker's queue.
+    fn wake(&self, id: &str, version: u64) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// Runs `actions`, then feeds `inputs` and what the actions produced to
+/// `decide`, saving each decision before its commands run, until nothing is
+/// left to do now (a wait, an end).
+pub async fn drive<M: Machine>(
+    machine: &M,
+    saved: M::Saved,
+    inputs: VecDeque<M::Input>,
+    actions: Vec<M::Command>,
+    attempt: u32,
+) -> Result<M::State, M::Error> {
+    let span = machine.span(M::id(saved.state()));
+    drive_in_span(machine, saved, inputs, actions, attempt)
+        .instrument(span)
+        .await
+}
+
+async fn drive_in_span<M: Machine>(
+    machine: &M,
+    mut saved: M::Saved,
+    mut inputs: VecDeque<M::Input>,
+    mut actions: Vec<M::Command>,
+    attempt: u32,
+) -> Result<M::State, M::Error> {
+    let id = M::id(saved.state()).to_owned();
+    loop {
+        for action in std::mem::take(&mut actions) {
+            if let Some(input) = machine.execute(&saved, action, attempt).await? {
+                inputs.push_back(input);
+            }
+        }
+        let Some(input) = inputs.pop_front() else {
+            return Ok(saved.state().clone());
+        };
+        let (next, commands) = M::decide(saved.state(), &input, machine.now());
+        if next == *saved.state() && commands.is_empty() {
+            tracing::debug!(?input, "input ignored");
+            continue;
+        }
+        let (events, new_actions) = M::split(commands);
+        // Saved before its commands run, every time: the conditional save is
+        // the worker's claim on them, so a message delivered again or the
+        // sweep that finds the same state loses the save and never runs the
+        // same gate or action a second time.
+        match machine.save(&next, saved.version(), &events).await {
+            Ok(after) => {
+                machine.recorded(saved.state(), &after, &events);
+                saved = after;
+                actions = new_actions;
+            }
+            Err(StoreError::Conflict(_)) => {
+                // Another worker moved it: decide again on what it saved.
+                tracing::info!("moved by another worker; deciding again");
+                saved = machine.load(&id).await?;
+                inputs.push_front(input);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// What a steer did.
+pub enum Steered<M: Machine> {
+    /// The input does not apply to the state as saved.
+    Unchanged(M::Saved),
+    /// Saved, and handed to the worker; `actions` are the decision's
+    /// commands, which the worker derives again from the saved state.
+    Saved {
+        saved: M::Saved,
+        actions: Vec<M::Command>,
+    },
+}
+
+/// An operator's input (or one worker's to another's state), decided and
+/// saved here but run by the state's own worker, woken on its queue: the
+/// caller runs no gate and no action. If the wake is lost, the sweep takes
+/// the state up after its grace.
+pub async fn steer<M: Machine>(
+    machine: &M,
+    id: &str,
+    input: M::Input,
+) -> Result<Steered<M>, M::Error> {
+    loop {
+        let before = machine.load(id).await?;
+        let (next, commands) = M::decide(before.state(), &input, machine.now());
+        if next == *before.state() && commands.is_empty() {
+            return Ok(Steered::Unchanged(before));
+        }
+        let (events, actions) = M::split(commands);
+        let saved = match machine.save(&next, before.version(), &events).await {
+            Ok(saved) => saved,
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        machine.recorded(before.state(), &saved, &events);
+        if let Err(e) = machine.wake(id, saved.version()).await {
+            tracing::warn!(id, error = %e, "could not wake the worker; the sweep will take it up");
+        }
+        return Ok(Steered::Saved { saved, actions });
+    }
+}
+
+/// Claims `saved` for this worker before running `actions`, which a saved
+/// state needs (after a steer, a crash, a transient failure): the same state
+/// saved again at `now`, conditional on its version. Another worker that
+/// claims it too (a message delivered twice, a second sweep) loses the save
+/// and runs nothing, so a gate or an action never runs twice at once.
+pub async fn claim_and_drive<M: Machine>(
+    machine: &M,
+    saved: M::Saved,
+    actions: Vec<M::Command>,
+    attempt: u32,
+) -> Result<M::State, M::Error> {
+    let claimed = M::claimed(saved.state(), machine.now());
+    match machine.save(&claimed, saved.version(), &[]).await {
+        Ok(saved) => drive(machine, saved, VecDeque::new(), actions, attempt).await,
+        Err(StoreError::Conflict(_)) => {
+            let id = M::id(saved.state());
+            tracing::info!(id, "taken up by another worker");
+            Ok(machine.load(id).await?.state().clone())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
