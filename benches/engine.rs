@@ -16,6 +16,7 @@ use aws_sdk_lambda::primitives::Blob;
 use sluice::domain::deployment::{
     Deployment, DeploymentSpec, Gate, Input, OnBusy, Phase, VersionSource,
 };
+use sluice::ports::Deployments as _;
 use sluice::store::keys::Lock;
 use sluice_local::code::bootstrap_zip;
 use sluice_local::launcher::build_dir;

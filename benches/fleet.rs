@@ -20,6 +20,7 @@ use futures::StreamExt;
 use sluice::domain::deployment::{
     Deployment, DeploymentSpec, EventKind, OnBusy, Phase, VersionSource,
 };
+use sluice::ports::Deployments as _;
 use sluice::store::Store;
 use sluice_local::code::bootstrap_zip;
 use sluice_local::launcher::build_dir;

@@ -17,6 +17,8 @@ use crate::domain::deployment::{
     Deployment, DeploymentSpec, OnBusy, OnManualChange, Phase, VersionSource,
 };
 use crate::domain::smoke::{S3Uri, SmokeTest};
+use crate::ports::Deployments;
+use crate::ports::{AwsFailure, aws};
 use crate::settings::{SettingError, setting};
 use crate::store::{Store, StoreError};
 use aws_lambda_events::event::codepipeline_job::CodePipelineJobEvent;
@@ -75,8 +77,10 @@ pub enum ActionError {
     Event(String),
 }
 
-fn aws(context: &str, e: impl std::fmt::Debug) -> ActionError {
-    ActionError::Aws(format!("{context}: {e:?}"))
+impl AwsFailure for ActionError {
+    fn aws_failure(text: String) -> Self {
+        ActionError::Aws(text)
+    }
 }
 
 /// What the function answered CodePipeline, for its caller's log.
@@ -296,7 +300,7 @@ impl<K: Clock> CodePipelineAction<K> {
                     )
                     .send()
                     .await
-                    .map_err(|e| aws("PutJobSuccessResult", e))?;
+                    .map_err(|e| aws::<ActionError>("PutJobSuccessResult", e))?;
             }
             JobAnswer::Succeeded => {
                 // The token of the last invocation names the deployment.
@@ -311,7 +315,7 @@ impl<K: Clock> CodePipelineAction<K> {
                             .revision(&version)
                             .change_identifier(&deployment_id)
                             .build()
-                            .map_err(|e| aws("CurrentRevision", e))?,
+                            .map_err(|e| aws::<ActionError>("CurrentRevision", e))?,
                     )
                     .execution_details(
                         ExecutionDetails::builder()
@@ -328,7 +332,7 @@ impl<K: Clock> CodePipelineAction<K> {
                     .output_variables("Version", version)
                     .send()
                     .await
-                    .map_err(|e| aws("PutJobSuccessResult", e))?;
+                    .map_err(|e| aws::<ActionError>("PutJobSuccessResult", e))?;
             }
             JobAnswer::Failed(reason) => {
                 let message = crate::domain::clip(reason, MAX_FAILURE_MESSAGE);
@@ -340,11 +344,11 @@ impl<K: Clock> CodePipelineAction<K> {
                             .r#type(FailureType::JobFailed)
                             .message(message)
                             .build()
-                            .map_err(|e| aws("FailureDetails", e))?,
+                            .map_err(|e| aws::<ActionError>("FailureDetails", e))?,
                     )
                     .send()
                     .await
-                    .map_err(|e| aws("PutJobFailureResult", e))?;
+                    .map_err(|e| aws::<ActionError>("PutJobFailureResult", e))?;
             }
         }
         Ok(())

@@ -5,12 +5,10 @@
 //! Everything the engine does is repeatable: a worker that dies between any
 //! two AWS calls leaves a saved phase whose commands `resume` issues again.
 
-mod ports;
-
-pub use crate::clock::{Clock, SystemClock};
-pub use ports::{
-    AliasState, AliasWrite, AwsCloud, Cloud, Deployments, Invocation, Readiness, invoke,
-};
+use crate::aws::AwsCloud;
+use crate::clock::{Clock, SystemClock};
+pub use crate::ports::EngineError;
+use crate::ports::{AliasState, AliasWrite, Cloud, Deployments, Invocation, Readiness};
 
 use crate::batch::{Deadline, ITEMS_AT_ONCE, Item, run_items, sqs_response, stream_response};
 use crate::budget::Budget;
@@ -45,34 +43,9 @@ const TRANSIENT_RETRIES: u32 = 5;
 /// early and the rest is waited out in the handler: shifts stay on schedule.
 const TIMER_EARLY_WAIT: Duration = Duration::from_secs(1);
 
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// A transient AWS failure: the phase is saved and will be retried.
-    #[error("{0}")]
-    Aws(String),
-    /// Sluice's share of the control-plane quota is spoken for `ahead`:
-    /// transient, retried once it frees.
-    #[error("{what}: the Lambda control-plane budget is spoken for {} ms ahead", .ahead.as_millis())]
-    OutOfBudget { what: String, ahead: Duration },
-    /// AWS refused the request and would refuse it again (a denied
-    /// permission, a refused parameter): the caller decides what fails.
-    #[error("{0}")]
-    Refused(String),
-    #[error("stopped before {0} by fault injection")]
-    Injected(String),
-    #[error("event: {0}")]
-    Event(String),
-}
-
 /// The lock that keeps one deployment at a time on `d`'s alias.
 fn alias_lock(d: &Deployment) -> Lock {
     Lock::alias(&d.spec.function, &d.spec.alias)
-}
-
-fn aws(context: &str, e: impl std::fmt::Debug) -> EngineError {
-    EngineError::Aws(format!("{context}: {e:?}"))
 }
 
 fn hook_timeout(value: Option<String>) -> Result<Duration, SettingError> {

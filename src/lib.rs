@@ -22,6 +22,7 @@ pub mod gates;
 pub mod metrics;
 pub mod operations;
 pub mod orchestrator;
+pub mod ports;
 pub mod settings;
 pub mod source;
 pub mod store;

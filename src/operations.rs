@@ -11,9 +11,9 @@ use crate::domain::execution::{
 };
 use crate::domain::limits;
 use crate::domain::pipeline::{ActionKind, PipelineDefinition};
-use crate::engine::{Cloud, EngineError};
-use crate::orchestrator::Actions;
-use crate::orchestrator::{Orchestrator, OrchestratorError};
+use crate::orchestrator::Orchestrator;
+use crate::ports::{Actions, Cloud, EngineError, OrchestratorError};
+use crate::ports::{Deployments, Executions};
 use crate::settings::SettingError;
 use crate::store::keys::Lock;
 use crate::store::{Store, StoreError};

@@ -6,9 +6,10 @@
 //! (`<execution>~<stage>.<action>.<attempt>`); the shifter runs it, and its
 //! end, seen on the table's stream, is the action's result.
 
-mod ports;
-
-pub use ports::{Actions, AwsActions, Executions, PipelineRun};
+use crate::aws::{AwsActions, AwsCloud};
+use crate::clock::{Clock, SystemClock};
+pub use crate::ports::OrchestratorError;
+use crate::ports::{Actions, Cloud, Executions, Invocation, PipelineRun};
 
 use crate::batch::{Deadline, ITEMS_AT_ONCE, Item, run_items, sqs_response, stream_response};
 use crate::domain::deployment::{
@@ -22,9 +23,7 @@ use crate::domain::pipeline::{
     ActionKind, CodePipelineAction, ExecutionMode, TemplateContext, render,
 };
 use crate::drive::{self, Machine, Steered, Time};
-use crate::engine::{
-    AwsCloud, Clock, Cloud, Engine, EngineError, Invocation, MAX_TIMER_DELAY_SECS, SystemClock,
-};
+use crate::engine::{Engine, EngineError, MAX_TIMER_DELAY_SECS};
 use crate::events::{
     HandedOver, OrchestratorEvent, PipelineTimer, QueueMessage, parse_orchestrator_event,
     queue_items,
@@ -45,23 +44,6 @@ const ITEM_TIME: Duration = Duration::from_secs(60);
 /// How often an artifact action looks for its object when no notification
 /// came, and a codepipeline action at the execution it started.
 pub const RECHECK_INTERVAL: Duration = Duration::from_secs(10);
-
-#[derive(Debug, thiserror::Error)]
-pub enum OrchestratorError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    /// A transient AWS failure: the saved state is retried.
-    #[error("{0}")]
-    Aws(String),
-    #[error("event: {0}")]
-    Event(String),
-}
-
-fn aws(context: &str, e: impl std::fmt::Debug) -> OrchestratorError {
-    OrchestratorError::Aws(format!("{context}: {e:?}"))
-}
 
 /// The deployment a deploy action starts.
 pub fn deployment_id(execution: &str, at: &ActionRef) -> String {
@@ -963,27 +945,6 @@ fn count_end(e: &Execution, now: chrono::DateTime<chrono::Utc>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn codepipeline_statuses_end_the_action_or_keep_it_running() {
-        use aws_sdk_codepipeline::types::PipelineExecutionStatus;
-        assert_eq!(
-            ports::pipeline_run(&PipelineExecutionStatus::Succeeded),
-            PipelineRun::Succeeded
-        );
-        for ended in ["Failed", "Stopped", "Superseded", "Cancelled"] {
-            assert_eq!(
-                ports::pipeline_run(&PipelineExecutionStatus::from(ended)),
-                PipelineRun::Ended(ended.to_owned())
-            );
-        }
-        for running in ["InProgress", "Stopping"] {
-            assert_eq!(
-                ports::pipeline_run(&PipelineExecutionStatus::from(running)),
-                PipelineRun::Running
-            );
-        }
-    }
 
     #[test]
     fn a_deployment_id_names_the_action_that_started_it() {

@@ -14,7 +14,7 @@ use crate::domain::execution::Execution;
 use crate::domain::pipeline::{PipelineDefinition, Push};
 use crate::function_url::{self, error_response, response};
 use crate::metrics::{self, Metric};
-use crate::orchestrator::Executions;
+use crate::ports::Executions;
 use crate::settings::{SettingError, setting};
 use crate::store::{ExecutionStart, Store, StoreError};
 use aws_lambda_events::event::code_commit::CodeCommitEvent;

@@ -18,6 +18,8 @@ mod pipelines;
 pub use pipelines::{ExecutionStart, INVOKE_ACTION_GRACE_SECS, StoredExecution, execution_due_at};
 
 use crate::domain::deployment::{Deployment, Event, Phase, Time};
+use crate::ports::aws;
+pub use crate::ports::{LockOutcome, StoreError, Stored};
 use crate::settings::{SettingError, number_setting, setting};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -30,38 +32,6 @@ const ACTIVE: &str = "1";
 const TIMELINE: &str = "timeline";
 /// Attributes a state item has only in some phases.
 const OPTIONAL_ATTRIBUTES: [&str; 3] = ["active", "due_at", "expires_at"];
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// Someone else saved first: reload and decide again.
-    #[error("{0} was changed by another worker")]
-    Conflict(Key),
-    #[error("{0} already exists")]
-    AlreadyExists(Key),
-    #[error("{0} not found")]
-    NotFound(Key),
-    #[error("stored {key} cannot be read: {detail}")]
-    Corrupt { key: Key, detail: String },
-    #[error("DynamoDB: {0}")]
-    Aws(String),
-}
-
-fn aws(e: impl std::fmt::Debug) -> StoreError {
-    StoreError::Aws(format!("{e:?}"))
-}
-
-/// A deployment as loaded, with the version to save against.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Stored {
-    pub deployment: Deployment,
-    pub version: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LockOutcome {
-    Acquired,
-    Busy { holder: String },
-}
 
 #[derive(Clone)]
 pub struct Store {
@@ -166,51 +136,6 @@ impl Store {
         Ok(item)
     }
 
-    /// Saves a new deployment; fails if the id is taken.
-    pub async fn create(&self, d: &Deployment, events: &[Event]) -> Result<Stored, StoreError> {
-        let mut item = self.state_item(d, 1)?;
-        item.insert(TIMELINE.into(), timeline_value(events));
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(Stored {
-                deployment: d.clone(),
-                version: 1,
-            }),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::AlreadyExists(Key::Deployment(d.id.clone())))
-            }
-            Err(e) => Err(aws(e)),
-        }
-    }
-
-    /// Saves `d` if the stored version is still `expected`, appending `events`
-    /// to its timeline in the same write; returns the new version.
-    pub async fn save(
-        &self,
-        d: &Deployment,
-        expected: u64,
-        events: &[Event],
-    ) -> Result<Stored, StoreError> {
-        let item = self.state_item(d, expected + 1)?;
-        let key = Key::Deployment(d.id.clone());
-        self.update_state(item, expected, &timeline_value(events), &key)
-            .await?;
-        Ok(Stored {
-            deployment: d.clone(),
-            version: expected + 1,
-        })
-    }
-
     /// Replaces a state item's attributes if its version is still `expected`,
     /// and appends `lines` (a list) to its timeline, in one conditional write.
     async fn update_state(
@@ -266,21 +191,8 @@ impl Store {
             {
                 Err(StoreError::Conflict(key.clone()))
             }
-            Err(e) => Err(aws(e)),
+            Err(e) => Err(aws("UpdateItem", e)),
         }
-    }
-
-    pub async fn load(&self, id: &str) -> Result<Stored, StoreError> {
-        let key = Key::Deployment(id.to_owned());
-        let (data, version) = self.load_state(&key).await?;
-        let deployment = serde_json::from_str(&data).map_err(|e| StoreError::Corrupt {
-            key,
-            detail: e.to_string(),
-        })?;
-        Ok(Stored {
-            deployment,
-            version,
-        })
     }
 
     /// A state item's data and version, without its timeline (which only grows).
@@ -296,7 +208,7 @@ impl Store {
             .consistent_read(true)
             .send()
             .await
-            .map_err(aws)?;
+            .map_err(|e| aws("GetItem", e))?;
         let item = out.item.ok_or_else(|| StoreError::NotFound(key.clone()))?;
         let corrupt = |detail: &str| StoreError::Corrupt {
             key: key.clone(),
@@ -334,7 +246,7 @@ impl Store {
             .consistent_read(true)
             .send()
             .await
-            .map_err(aws)?;
+            .map_err(|e| aws("GetItem", e))?;
         let item = out.item.ok_or_else(|| StoreError::NotFound(key.clone()))?;
         let lines = match item.get(TIMELINE) {
             Some(AttributeValue::L(lines)) => lines.as_slice(),
@@ -353,35 +265,6 @@ impl Store {
                 })
             })
             .collect()
-    }
-
-    /// Ids of every unfinished deployment.
-    pub async fn active(&self) -> Result<Vec<String>, StoreError> {
-        self.active_ids(None, None).await
-    }
-
-    /// Ids of unfinished deployments due by `now` (the reconcile sweep's work).
-    pub async fn due(&self, now: Time) -> Result<Vec<String>, StoreError> {
-        self.active_ids(Some(now), None).await
-    }
-
-    /// Deployments stuck at `now` (see `is_stuck`).
-    pub async fn stuck(&self, now: Time) -> Result<Vec<String>, StoreError> {
-        let overdue = self
-            .due(now - chrono::Duration::seconds(STUCK_AFTER_SECS))
-            .await?;
-        let mut stuck = Vec::new();
-        for id in overdue {
-            if is_stuck(&self.load(&id).await?.deployment, now) {
-                stuck.push(id);
-            }
-        }
-        Ok(stuck)
-    }
-
-    /// Deployments queued for an alias, longest waiting first.
-    pub async fn queued_for(&self, function: &str, alias: &str) -> Result<Vec<String>, StoreError> {
-        self.active_ids(None, Some((function, alias))).await
     }
 
     /// Reads `ActiveIndex` (ordered by due time): all of it, what is due by a
@@ -420,7 +303,7 @@ impl Store {
         let mut ids = Vec::new();
         let mut pages = query.into_paginator().items().send();
         while let Some(item) = pages.next().await {
-            let item = item.map_err(aws)?;
+            let item = item.map_err(|e| aws("Query", e))?;
             let key = |name: &str| item.get(name).and_then(|v| v.as_s().ok());
             if let (Some(pk), Some(sk)) = (key(PK), key(SK))
                 && let Some(Key::Deployment(id)) = Key::state_of(pk, sk)
@@ -429,79 +312,6 @@ impl Store {
             }
         }
         Ok(ids)
-    }
-
-    /// Takes `lock` for `id`; taking it again as its holder succeeds.
-    pub async fn acquire_lock(
-        &self,
-        lock: &Lock,
-        id: &str,
-        now: Time,
-    ) -> Result<LockOutcome, StoreError> {
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(Key::Lock(lock.clone()).item_key()))
-            .item("holder", s(id))
-            .item("acquired_at", n(now.timestamp_millis()))
-            .condition_expression("attribute_not_exists(pk) OR holder = :me")
-            .expression_attribute_values(":me", s(id))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(LockOutcome::Acquired),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                let holder = self.lock_holder(lock).await?.unwrap_or_default();
-                if holder.is_empty() {
-                    // Released between the two calls: try once more.
-                    return Box::pin(self.acquire_lock(lock, id, now)).await;
-                }
-                Ok(LockOutcome::Busy { holder })
-            }
-            Err(e) => Err(aws(e)),
-        }
-    }
-
-    pub async fn lock_holder(&self, lock: &Lock) -> Result<Option<String>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(Key::Lock(lock.clone()).item_key()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(aws)?;
-        Ok(out
-            .item
-            .and_then(|i| i.get("holder").and_then(|h| h.as_s().ok()).cloned()))
-    }
-
-    /// Releases `lock` if `id` holds it; releasing what one does not hold is a no-op.
-    pub async fn release_lock(&self, lock: &Lock, id: &str) -> Result<(), StoreError> {
-        let result = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(Key::Lock(lock.clone()).item_key()))
-            .condition_expression("holder = :me")
-            .expression_attribute_values(":me", s(id))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(aws(e)),
-        }
     }
 }
 
@@ -528,6 +338,169 @@ fn phase_name(phase: &Phase) -> &'static str {
         Phase::Promoted => "promoted",
         Phase::RolledBack { .. } => "rolled_back",
         Phase::FailedToStart { .. } => "failed_to_start",
+    }
+}
+
+impl crate::ports::Deployments for Store {
+    /// Saves a new deployment; fails if the id is taken.
+    async fn create(&self, d: &Deployment, events: &[Event]) -> Result<Stored, StoreError> {
+        let mut item = self.state_item(d, 1)?;
+        item.insert(TIMELINE.into(), timeline_value(events));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Stored {
+                deployment: d.clone(),
+                version: 1,
+            }),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::AlreadyExists(Key::Deployment(d.id.clone())))
+            }
+            Err(e) => Err(aws("PutItem", e)),
+        }
+    }
+
+    /// Saves `d` if the stored version is still `expected`, appending `events`
+    /// to its timeline in the same write; returns the new version.
+    async fn save(
+        &self,
+        d: &Deployment,
+        expected: u64,
+        events: &[Event],
+    ) -> Result<Stored, StoreError> {
+        let item = self.state_item(d, expected + 1)?;
+        let key = Key::Deployment(d.id.clone());
+        self.update_state(item, expected, &timeline_value(events), &key)
+            .await?;
+        Ok(Stored {
+            deployment: d.clone(),
+            version: expected + 1,
+        })
+    }
+
+    async fn load(&self, id: &str) -> Result<Stored, StoreError> {
+        let key = Key::Deployment(id.to_owned());
+        let (data, version) = self.load_state(&key).await?;
+        let deployment = serde_json::from_str(&data).map_err(|e| StoreError::Corrupt {
+            key,
+            detail: e.to_string(),
+        })?;
+        Ok(Stored {
+            deployment,
+            version,
+        })
+    }
+
+    /// Ids of every unfinished deployment.
+    async fn active(&self) -> Result<Vec<String>, StoreError> {
+        self.active_ids(None, None).await
+    }
+
+    /// Ids of unfinished deployments due by `now` (the reconcile sweep's work).
+    async fn due(&self, now: Time) -> Result<Vec<String>, StoreError> {
+        self.active_ids(Some(now), None).await
+    }
+
+    /// Deployments stuck at `now` (see `is_stuck`).
+    async fn stuck(&self, now: Time) -> Result<Vec<String>, StoreError> {
+        let overdue = self
+            .due(now - chrono::Duration::seconds(STUCK_AFTER_SECS))
+            .await?;
+        let mut stuck = Vec::new();
+        for id in overdue {
+            if is_stuck(&self.load(&id).await?.deployment, now) {
+                stuck.push(id);
+            }
+        }
+        Ok(stuck)
+    }
+
+    /// Deployments queued for an alias, longest waiting first.
+    async fn queued_for(&self, function: &str, alias: &str) -> Result<Vec<String>, StoreError> {
+        self.active_ids(None, Some((function, alias))).await
+    }
+
+    /// Takes `lock` for `id`; taking it again as its holder succeeds.
+    async fn acquire_lock(
+        &self,
+        lock: &Lock,
+        id: &str,
+        now: Time,
+    ) -> Result<LockOutcome, StoreError> {
+        loop {
+            let result = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(Key::Lock(lock.clone()).item_key()))
+                .item("holder", s(id))
+                .item("acquired_at", n(now.timestamp_millis()))
+                .condition_expression("attribute_not_exists(pk) OR holder = :me")
+                .expression_attribute_values(":me", s(id))
+                .send()
+                .await;
+            return match result {
+                Ok(_) => Ok(LockOutcome::Acquired),
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+                {
+                    match self.lock_holder(lock).await? {
+                        Some(holder) if !holder.is_empty() => Ok(LockOutcome::Busy { holder }),
+                        // Released between the two calls: try again.
+                        _ => continue,
+                    }
+                }
+                Err(e) => Err(aws("PutItem", e)),
+            };
+        }
+    }
+
+    async fn lock_holder(&self, lock: &Lock) -> Result<Option<String>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Key::Lock(lock.clone()).item_key()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| aws("GetItem", e))?;
+        Ok(out
+            .item
+            .and_then(|i| i.get("holder").and_then(|h| h.as_s().ok()).cloned()))
+    }
+
+    /// Releases `lock` if `id` holds it; releasing what one does not hold is a no-op.
+    async fn release_lock(&self, lock: &Lock, id: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Key::Lock(lock.clone()).item_key()))
+            .condition_expression("holder = :me")
+            .expression_attribute_values(":me", s(id))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(aws("DeleteItem", e)),
+        }
     }
 }
 

@@ -6,15 +6,16 @@ mod support;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
+use sluice::aws::{AwsCloud, invoke};
 use sluice::budget::Budget;
+use sluice::clock::SystemClock;
 use sluice::domain::deployment::{
     Command, Deployment, DeploymentSpec, EventKind, Input, OnBusy, OnManualChange, Phase,
     VersionSource,
 };
-use sluice::engine::{
-    AwsCloud, Engine, EngineError, FaultPoint, Invocation, SystemClock, invoke, stop_before,
-};
+use sluice::engine::{Engine, EngineError, FaultPoint, stop_before};
 use sluice::events::{QueueMessage, TimerMessage, queue_message};
+use sluice::ports::{Deployments as _, Invocation};
 use sluice::store::keys::Lock;
 use std::path::Path;
 use std::sync::Arc;

@@ -10,6 +10,7 @@ use sluice::commits::sign;
 use sluice::domain::execution::{ActionRef, Execution, Input, Status, StopMode};
 use sluice::domain::pipeline::PipelineDefinition;
 use sluice::orchestrator::Orchestrator;
+use sluice::ports::Executions as _;
 use sluice::store::Store;
 use std::time::Duration;
 use support::*;
@@ -111,19 +112,19 @@ impl World {
         // What an operator's tool uses to approve (the API and CLI call the same).
         let engine = sluice::engine::Engine {
             store: store.clone(),
-            cloud: sluice::engine::AwsCloud {
+            cloud: sluice::aws::AwsCloud {
                 lambda: lambda.clone(),
                 cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
                 sqs: aws_sdk_sqs::Client::new(&config),
                 timer_queue_url: stack.var("SLUICE_RESOURCE_TIMER_QUEUE").to_owned(),
                 budget: template_budget(&stack).await,
             },
-            clock: sluice::engine::SystemClock,
+            clock: sluice::clock::SystemClock,
             hook_timeout: Duration::from_secs(30),
             fault: None,
         };
         // Invoke actions go to sluice-local, as the engine's calls do.
-        let actions = sluice::orchestrator::AwsActions::new(
+        let actions = sluice::aws::AwsActions::new(
             &engine.cloud,
             &config,
             stack.var("SLUICE_RESOURCE_PIPELINE_TIMER_QUEUE").to_owned(),
@@ -313,7 +314,7 @@ async fn a_push_goes_through_build_beta_approval_and_a_canary_to_live() -> Resul
 fn orchestrator_at(
     w: &World,
     ahead: chrono::Duration,
-) -> Orchestrator<Store, sluice::engine::AwsCloud, Later> {
+) -> Orchestrator<Store, sluice::aws::AwsCloud, Later> {
     let o = &w.orchestrator;
     Orchestrator {
         engine: sluice::engine::Engine {
@@ -331,7 +332,7 @@ fn orchestrator_at(
 #[derive(Clone, Copy)]
 struct Later(chrono::Duration);
 
-impl sluice::engine::Clock for Later {
+impl sluice::clock::Clock for Later {
     fn now(&self) -> sluice::domain::deployment::Time {
         chrono::Utc::now() + self.0
     }

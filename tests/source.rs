@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use aws_sdk_lambda::primitives::Blob;
 use sluice::commits::sign;
 use sluice::domain::pipeline::PipelineDefinition;
+use sluice::ports::Executions as _;
 use sluice::store::Store;
 use std::time::Duration;
 use support::*;

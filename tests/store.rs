@@ -8,6 +8,7 @@ use sluice::budget::{Budget, BudgetError};
 use sluice::domain::deployment::{
     AliasUpdate, Deployment, DeploymentSpec, Input, OnBusy, VersionSource, decide, events_of,
 };
+use sluice::ports::Deployments as _;
 use sluice::store::keys::Lock;
 use sluice::store::{IN_FLIGHT_GRACE_SECS, LockOutcome, STUCK_AFTER_SECS, StoreError};
 use support::*;

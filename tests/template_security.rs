@@ -214,31 +214,59 @@ fn the_template_passes_the_review() {
     // The review looked at something.
     assert!(statements(&template).len() >= 10);
     assert!(function_patterns(&template).contains("ManagedFunctions"));
-    // The functions that run gates may invoke the stack's own hooks, whatever
-    // ManagedFunctions names, and wait on GetFunction (not the 15/s quota).
-    for runner in ["ShifterFunction", "ApiFunction"] {
-        let granted: Vec<Value> = statements(&template)
+    let granted = |function: &str| -> Vec<Value> {
+        statements(&template)
             .into_iter()
-            .filter(|(id, _)| id == runner)
+            .filter(|(id, _)| id == function)
             .map(|(_, s)| s)
-            .collect();
-        let may = |action: &str, resource: &str| {
-            granted.iter().any(|s| {
-                list(s.get("Action")).iter().any(|a| a == action)
-                    && list(s.get("Resource"))
-                        .iter()
-                        .any(|r| r.to_string().contains(resource))
-            })
-        };
-        for hook in ["PreTrafficFunction", "PostTrafficFunction"] {
-            assert!(
-                may("lambda:InvokeFunction", hook),
-                "{runner} cannot invoke {hook}"
-            );
-        }
+            .collect()
+    };
+    let may = |function: &str, action: &str, resource: &str| {
+        granted(function).iter().any(|s| {
+            list(s.get("Action")).iter().any(|a| a == action)
+                && list(s.get("Resource"))
+                    .iter()
+                    .any(|r| r.to_string().contains(resource))
+        })
+    };
+    // The shifter runs the gates: it may invoke the stack's own hooks,
+    // whatever ManagedFunctions names, and wait on GetFunction (not the
+    // 15/s quota).
+    for hook in ["PreTrafficFunction", "PostTrafficFunction"] {
         assert!(
-            may("lambda:GetFunction", "ManagedFunctions"),
-            "{runner}: GetFunction"
+            may("ShifterFunction", "lambda:InvokeFunction", hook),
+            "the shifter cannot invoke {hook}"
+        );
+    }
+    assert!(may(
+        "ShifterFunction",
+        "lambda:GetFunction",
+        "ManagedFunctions"
+    ));
+    // The API decides and saves; the workers run what it asks. It checks a
+    // request's functions and hooks, and may change or run none of them.
+    for checked in [
+        "ManagedFunctions",
+        "PreTrafficFunction",
+        "PostTrafficFunction",
+    ] {
+        assert!(
+            may("ApiFunction", "lambda:GetFunction", checked),
+            "the API cannot check {checked}"
+        );
+    }
+    for action in [
+        "lambda:InvokeFunction",
+        "lambda:UpdateAlias",
+        "lambda:PublishVersion",
+        "lambda:UpdateFunctionCode",
+        "codepipeline:StartPipelineExecution",
+    ] {
+        assert!(
+            !granted("ApiFunction")
+                .iter()
+                .any(|s| list(s.get("Action")).iter().any(|a| a == action)),
+            "the API may {action}"
         );
     }
     for hook in ["PreTrafficFunction", "PostTrafficFunction"] {

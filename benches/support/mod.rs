@@ -12,9 +12,11 @@ use aws_smithy_runtime_api::client::interceptors::context::{
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
+use sluice::aws::AwsCloud;
 use sluice::budget::Budget;
+use sluice::clock::SystemClock;
 use sluice::domain::deployment::{Deployment, DeploymentSpec};
-use sluice::engine::{AwsCloud, Engine, SystemClock};
+use sluice::engine::Engine;
 use sluice::events::TimerMessage;
 use sluice::events::{QueueMessage, queue_message};
 use sluice::store::Store;

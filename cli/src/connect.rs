@@ -2,10 +2,13 @@
 //! (its CloudFormation outputs). Either way the CLI gets the same clients.
 
 use anyhow::{Context, Result, bail};
+use sluice::aws::AwsActions;
+use sluice::aws::AwsCloud;
 use sluice::budget::{Budget, DEFAULT_PER_SECOND, LONGEST_WAIT};
-use sluice::engine::{AwsCloud, Engine, SystemClock};
+use sluice::clock::SystemClock;
+use sluice::engine::Engine;
 use sluice::operations::Operations;
-use sluice::orchestrator::{AwsActions, Orchestrator};
+use sluice::orchestrator::Orchestrator;
 use sluice::store::Store;
 use std::collections::HashMap;
 use std::path::Path;

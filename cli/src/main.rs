@@ -11,6 +11,7 @@ use sluice::domain::deployment::{DeploymentSpec, OnBusy, OnManualChange, Version
 use sluice::domain::execution::StopMode;
 use sluice::domain::smoke::S3Uri;
 use sluice::operations::{DeploymentAction, ExecutionAction, Operations, Status};
+use sluice::ports::Deployments as _;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 

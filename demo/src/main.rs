@@ -19,6 +19,7 @@ use serde::Serialize;
 use sluice::domain::deployment::{EventKind, Phase};
 use sluice::domain::execution::ActionRef;
 use sluice::orchestrator::deployment_id;
+use sluice::ports::{Deployments as _, Executions as _};
 use sluice::store::Store;
 use sluice_local::code::bootstrap_zip;
 use sluice_local::launcher::{LocalStack, StackOptions, build_dir};

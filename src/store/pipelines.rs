@@ -8,28 +8,15 @@
 //!   the execution, so a redelivered push starts nothing twice.
 
 use super::keys::{DEFINITIONS_PK, EXECUTION_PK_PREFIX, Key, PK, SK};
-use super::{ACTIVE, IN_FLIGHT_GRACE_SECS, Store, StoreError, aws, n, s};
+use super::{ACTIVE, IN_FLIGHT_GRACE_SECS, Store, StoreError, n, s};
 use crate::domain::deployment::Time;
 use crate::domain::execution::{ActionState, Execution, ExecutionEvent, Status};
 use crate::domain::pipeline::ActionKind;
 use crate::domain::pipeline::PipelineDefinition;
+use crate::ports::aws;
+pub use crate::ports::{ExecutionStart, StoredExecution};
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use std::collections::HashMap;
-
-/// An execution as loaded, with the version to save against.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredExecution {
-    pub execution: Execution,
-    pub version: u64,
-}
-
-/// What recording a push's execution did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ExecutionStart {
-    Started,
-    /// This pipeline already runs (or ran) this commit: the id of that execution.
-    AlreadyStarted(String),
-}
 
 fn corrupt(key: Key, detail: impl ToString) -> StoreError {
     StoreError::Corrupt {
@@ -57,7 +44,7 @@ impl Store {
             .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
             .send()
             .await
-            .map_err(aws)?;
+            .map_err(|e| aws("PutItem", e))?;
         out.attributes
             .as_ref()
             .map(|item| definition_of(&definition.name, item))
@@ -73,7 +60,7 @@ impl Store {
             .consistent_read(true)
             .send()
             .await
-            .map_err(aws)?;
+            .map_err(|e| aws("GetItem", e))?;
         out.item
             .as_ref()
             .map(|item| definition_of(name, item))
@@ -95,7 +82,7 @@ impl Store {
             .send();
         let mut definitions = Vec::new();
         while let Some(item) = pages.next().await {
-            let item = item.map_err(aws)?;
+            let item = item.map_err(|e| aws("Query", e))?;
             let name = item
                 .get(SK)
                 .and_then(|v| v.as_s().ok())
@@ -138,62 +125,6 @@ impl Store {
         Ok(item)
     }
 
-    /// Records a new execution and its commit, unless the commit already started one.
-    pub async fn start_execution(
-        &self,
-        e: &Execution,
-        events: &[ExecutionEvent],
-    ) -> Result<ExecutionStart, StoreError> {
-        let mut item = self.execution_item(e, 1)?;
-        item.insert(super::TIMELINE.into(), super::timeline_value(events));
-        let mut commit = Key::Commit {
-            pipeline: e.pipeline.clone(),
-            sha: e.push.sha.clone(),
-        }
-        .item_key();
-        commit.extend([
-            ("execution".to_owned(), s(&e.id)),
-            (
-                "expires_at".to_owned(),
-                n((e.created_at + self.retention).timestamp()),
-            ),
-        ]);
-        let put = |item: HashMap<String, AttributeValue>| -> Result<TransactWriteItem, StoreError> {
-            Ok(TransactWriteItem::builder()
-                .put(
-                    Put::builder()
-                        .table_name(&self.table)
-                        .set_item(Some(item))
-                        .condition_expression("attribute_not_exists(pk)")
-                        .build()
-                        .map_err(aws)?,
-                )
-                .build())
-        };
-        let result = self
-            .client
-            .transact_write_items()
-            .transact_items(put(commit)?)
-            .transact_items(put(item)?)
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(ExecutionStart::Started),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|se| se.is_transaction_canceled_exception()) =>
-            {
-                match self.execution_for_commit(&e.pipeline, &e.push.sha).await? {
-                    Some(id) => Ok(ExecutionStart::AlreadyStarted(id)),
-                    // The execution id was taken, not the commit: ids are random, so say so.
-                    None => Err(StoreError::AlreadyExists(Key::Execution(e.id.clone()))),
-                }
-            }
-            Err(err) => Err(aws(err)),
-        }
-    }
-
     /// The execution a commit started in a pipeline, if any.
     pub async fn execution_for_commit(
         &self,
@@ -214,36 +145,10 @@ impl Store {
             .consistent_read(true)
             .send()
             .await
-            .map_err(aws)?;
+            .map_err(|e| aws("GetItem", e))?;
         Ok(found
             .item
             .and_then(|i| i.get("execution").and_then(|v| v.as_s().ok()).cloned()))
-    }
-
-    pub async fn load_execution(&self, id: &str) -> Result<StoredExecution, StoreError> {
-        let key = Key::Execution(id.to_owned());
-        let (data, version) = self.load_state(&key).await?;
-        Ok(StoredExecution {
-            execution: serde_json::from_str(&data).map_err(|e| corrupt(key, e))?,
-            version,
-        })
-    }
-
-    /// Saves `e` if the stored version is still `expected`, with its new timeline lines.
-    pub async fn save_execution(
-        &self,
-        e: &Execution,
-        expected: u64,
-        events: &[ExecutionEvent],
-    ) -> Result<StoredExecution, StoreError> {
-        let item = self.execution_item(e, expected + 1)?;
-        let key = Key::Execution(e.id.clone());
-        self.update_state(item, expected, &super::timeline_value(events), &key)
-            .await?;
-        Ok(StoredExecution {
-            execution: e.clone(),
-            version: expected + 1,
-        })
     }
 
     /// An execution's timeline, oldest first.
@@ -291,7 +196,7 @@ impl Store {
             .send();
         let mut ids = Vec::new();
         while let Some(item) = pages.next().await {
-            let item = item.map_err(aws)?;
+            let item = item.map_err(|e| aws("Query", e))?;
             let key = |name: &str| item.get(name).and_then(|v| v.as_s().ok());
             if let (Some(pk), Some(sk)) = (key(PK), key(SK))
                 && let Some(Key::Execution(id)) = Key::state_of(pk, sk)
@@ -300,42 +205,6 @@ impl Store {
             }
         }
         Ok(ids)
-    }
-
-    /// Unfinished executions the reconcile sweep should look at.
-    pub async fn due_executions(
-        &self,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<Vec<String>, StoreError> {
-        self.active_executions(Some(now), None).await
-    }
-
-    /// A pipeline's executions in progress or not started yet.
-    pub async fn live_executions(&self, pipeline: &str) -> Result<Vec<String>, StoreError> {
-        self.active_executions(
-            None,
-            Some((pipeline, &[Status::Queued, Status::InProgress])),
-        )
-        .await
-    }
-
-    /// Every pipeline's executions that are not finished for good.
-    pub async fn running_executions_all(&self) -> Result<Vec<String>, StoreError> {
-        self.active_executions(None, None).await
-    }
-
-    /// A pipeline's queued executions, longest waiting first.
-    pub async fn queued_executions(&self, pipeline: &str) -> Result<Vec<String>, StoreError> {
-        let mut ids = Vec::new();
-        for id in self
-            .active_executions(None, Some((pipeline, &[Status::Queued])))
-            .await?
-        {
-            let e = self.load_execution(&id).await?.execution;
-            ids.push((e.created_at, id));
-        }
-        ids.sort();
-        Ok(ids.into_iter().map(|(_, id)| id).collect())
     }
 }
 
@@ -388,5 +257,125 @@ fn status_name(status: &Status) -> &'static str {
         Status::Failed { .. } => "failed",
         Status::Stopped { .. } => "stopped",
         Status::Superseded { .. } => "superseded",
+    }
+}
+
+impl crate::ports::Executions for Store {
+    /// Records a new execution and its commit, unless the commit already started one.
+    async fn start_execution(
+        &self,
+        e: &Execution,
+        events: &[ExecutionEvent],
+    ) -> Result<ExecutionStart, StoreError> {
+        let mut item = self.execution_item(e, 1)?;
+        item.insert(super::TIMELINE.into(), super::timeline_value(events));
+        let mut commit = Key::Commit {
+            pipeline: e.pipeline.clone(),
+            sha: e.push.sha.clone(),
+        }
+        .item_key();
+        commit.extend([
+            ("execution".to_owned(), s(&e.id)),
+            (
+                "expires_at".to_owned(),
+                n((e.created_at + self.retention).timestamp()),
+            ),
+        ]);
+        let put = |item: HashMap<String, AttributeValue>| -> Result<TransactWriteItem, StoreError> {
+            Ok(TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(item))
+                        .condition_expression("attribute_not_exists(pk)")
+                        .build()
+                        .map_err(|e| aws("building a TransactWriteItems Put", e))?,
+                )
+                .build())
+        };
+        let result = self
+            .client
+            .transact_write_items()
+            .transact_items(put(commit)?)
+            .transact_items(put(item)?)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(ExecutionStart::Started),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|se| se.is_transaction_canceled_exception()) =>
+            {
+                match self.execution_for_commit(&e.pipeline, &e.push.sha).await? {
+                    Some(id) => Ok(ExecutionStart::AlreadyStarted(id)),
+                    // The execution id was taken, not the commit: ids are random, so say so.
+                    None => Err(StoreError::AlreadyExists(Key::Execution(e.id.clone()))),
+                }
+            }
+            Err(err) => Err(aws("TransactWriteItems", err)),
+        }
+    }
+
+    async fn load_execution(&self, id: &str) -> Result<StoredExecution, StoreError> {
+        let key = Key::Execution(id.to_owned());
+        let (data, version) = self.load_state(&key).await?;
+        Ok(StoredExecution {
+            execution: serde_json::from_str(&data).map_err(|e| corrupt(key, e))?,
+            version,
+        })
+    }
+
+    /// Saves `e` if the stored version is still `expected`, with its new timeline lines.
+    async fn save_execution(
+        &self,
+        e: &Execution,
+        expected: u64,
+        events: &[ExecutionEvent],
+    ) -> Result<StoredExecution, StoreError> {
+        let item = self.execution_item(e, expected + 1)?;
+        let key = Key::Execution(e.id.clone());
+        self.update_state(item, expected, &super::timeline_value(events), &key)
+            .await?;
+        Ok(StoredExecution {
+            execution: e.clone(),
+            version: expected + 1,
+        })
+    }
+
+    /// Unfinished executions the reconcile sweep should look at.
+    async fn due_executions(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<String>, StoreError> {
+        self.active_executions(Some(now), None).await
+    }
+
+    /// A pipeline's executions in progress or not started yet.
+    async fn live_executions(&self, pipeline: &str) -> Result<Vec<String>, StoreError> {
+        self.active_executions(
+            None,
+            Some((pipeline, &[Status::Queued, Status::InProgress])),
+        )
+        .await
+    }
+
+    /// Every pipeline's executions that are not finished for good.
+    async fn running_executions_all(&self) -> Result<Vec<String>, StoreError> {
+        self.active_executions(None, None).await
+    }
+
+    /// A pipeline's queued executions, longest waiting first.
+    async fn queued_executions(&self, pipeline: &str) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::new();
+        for id in self
+            .active_executions(None, Some((pipeline, &[Status::Queued])))
+            .await?
+        {
+            let e = self.load_execution(&id).await?.execution;
+            ids.push((e.created_at, id));
+        }
+        ids.sort();
+        Ok(ids.into_iter().map(|(_, id)| id).collect())
     }
 }

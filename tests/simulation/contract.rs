@@ -9,7 +9,7 @@ use super::support::{start_stack_without, template_store};
 use sluice::domain::deployment::{Deployment, DeploymentSpec, OnBusy, Phase, Time, VersionSource};
 use sluice::domain::execution::{Execution, Status};
 use sluice::domain::pipeline::{GitRef, PipelineDefinition, Push};
-use sluice::orchestrator::Executions;
+use sluice::ports::Executions;
 use sluice::store::StoreError;
 use sluice::store::keys::Lock;
 

@@ -5,7 +5,7 @@
 use super::model::Fate;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sluice::engine::Invocation;
+use sluice::ports::Invocation;
 use std::sync::{Arc, Mutex};
 
 /// How often each fault strikes while faults are on.

@@ -25,13 +25,14 @@ use dice::Dice;
 use model::{
     AliasModel, GateName, MemoryActions, MemoryCloud, MemoryTable, Passed, SimClock, Written,
 };
+use sluice::clock::Clock;
 use sluice::domain::deployment::{
     Command, Deployment, DeploymentSpec, Gate, Input, OnBusy, OnManualChange, Phase, Time,
     VersionSource,
 };
 use sluice::domain::execution::{ActionState, Input as ExecutionInput, Status, StopMode};
 use sluice::domain::pipeline::{GitRef, PipelineDefinition, Push};
-use sluice::engine::{Clock, Engine, EngineError, FaultHook, FaultPoint};
+use sluice::engine::{Engine, EngineError, FaultHook, FaultPoint};
 use sluice::events::HandedOver;
 use sluice::events::PipelineTimer;
 use sluice::events::TimerMessage;

@@ -3,14 +3,15 @@
 //! can fail a call on the simulation's dice, before or after it takes effect
 //! (a write whose answer is lost), as the real services do.
 
+use sluice::clock::Clock;
 use sluice::domain::deployment::{Deployment, Event, Gate, Phase, Time};
 use sluice::domain::execution::{Execution, ExecutionEvent, Status};
 use sluice::domain::hooks::HookRequest;
-use sluice::engine::{
-    AliasState, AliasWrite, Clock, Cloud, Deployments, EngineError, Invocation, Readiness,
-};
+use sluice::engine::EngineError;
 use sluice::events::{HandedOver, PipelineTimer, TimerMessage};
-use sluice::orchestrator::{Actions, Executions, OrchestratorError, PipelineRun};
+use sluice::orchestrator::OrchestratorError;
+use sluice::ports::{Actions, Executions, PipelineRun};
+use sluice::ports::{AliasState, AliasWrite, Cloud, Deployments, Invocation, Readiness};
 use sluice::store::keys::{Key, Lock};
 use sluice::store::{
     ExecutionStart, IN_FLIGHT_GRACE_SECS, LockOutcome, StoreError, Stored, StoredExecution, due_at,

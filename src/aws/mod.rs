@@ -1,4 +1,13 @@
-//! One way to build AWS SDK configuration for every binary.
+//! The AWS side of Sluice: one way to build SDK configuration for every
+//! binary, and the adapters that fill the ports with the SDK's clients.
+
+mod actions;
+mod cloud;
+mod invoke;
+
+pub use actions::AwsActions;
+pub use cloud::AwsCloud;
+pub use invoke::invoke;
 
 use aws_config::environment::{
     EnvironmentVariableCredentialsProvider, EnvironmentVariableRegionProvider,
@@ -44,7 +53,7 @@ pub async fn lambda_sdk_config() -> aws_config::SdkConfig {
 /// and the Starfield root that cross-signs them. Every AWS endpoint's
 /// certificate chains to one of them (AWS documents this set as what a trust
 /// store needs for its services).
-const AMAZON_TRUST_SERVICES: &[u8] = include_bytes!("aws/amazon-trust-services.pem");
+const AMAZON_TRUST_SERVICES: &[u8] = include_bytes!("amazon-trust-services.pem");
 
 /// Which certificate authorities HTTPS connections to AWS trust.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,154 +1,12 @@
-//! What the orchestrator needs beyond the engine's ports: the table's
-//! execution items, and the outside world its actions touch (Lambda for
-//! invoke actions, S3 for artifacts, CodePipeline, its timer queue). The
-//! functions plug in DynamoDB and the AWS SDK; the deterministic simulation
-//! plugs in in-memory models.
+//! The outside world of pipeline actions through the AWS SDK: Lambda for
+//! invoke actions, S3 for artifacts, CodePipeline, the orchestrator's queue.
 
-use super::{OrchestratorError, aws};
-use crate::aws::{refused_for_good, service_message};
-use crate::domain::deployment::Time;
-use crate::domain::execution::{Execution, ExecutionEvent};
-use crate::engine::{Deployments, Invocation, invoke};
-use crate::events::HandedOver;
-use crate::events::PipelineTimer;
-use crate::store::{ExecutionStart, Store, StoreError, StoredExecution};
+use super::{AwsCloud, invoke, refused_for_good, service_message};
+use crate::events::{HandedOver, PipelineTimer};
+use crate::ports::{Actions, Invocation, OrchestratorError, PipelineRun, aws};
 use aws_sdk_codepipeline::types::{
     PipelineExecutionStatus, SourceRevisionOverride, SourceRevisionType,
 };
-use std::future::Future;
-
-/// Execution items, next to the deployments. Every write is conditional, as
-/// for deployments; `start_execution` also claims the (pipeline, commit).
-pub trait Executions: Deployments {
-    /// Records a new execution, unless its commit already started one.
-    fn start_execution(
-        &self,
-        e: &Execution,
-        events: &[ExecutionEvent],
-    ) -> impl Future<Output = Result<ExecutionStart, StoreError>> + Send;
-    fn load_execution(
-        &self,
-        id: &str,
-    ) -> impl Future<Output = Result<StoredExecution, StoreError>> + Send;
-    fn save_execution(
-        &self,
-        e: &Execution,
-        expected: u64,
-        events: &[ExecutionEvent],
-    ) -> impl Future<Output = Result<StoredExecution, StoreError>> + Send;
-    fn due_executions(
-        &self,
-        now: Time,
-    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
-    /// A pipeline's executions in progress or not started yet.
-    fn live_executions(
-        &self,
-        pipeline: &str,
-    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
-    /// Every execution not finished for good.
-    fn running_executions_all(
-        &self,
-    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
-    /// A pipeline's queued executions, longest waiting first.
-    fn queued_executions(
-        &self,
-        pipeline: &str,
-    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
-}
-
-impl Executions for Store {
-    async fn start_execution(
-        &self,
-        e: &Execution,
-        events: &[ExecutionEvent],
-    ) -> Result<ExecutionStart, StoreError> {
-        Store::start_execution(self, e, events).await
-    }
-    async fn load_execution(&self, id: &str) -> Result<StoredExecution, StoreError> {
-        Store::load_execution(self, id).await
-    }
-    async fn save_execution(
-        &self,
-        e: &Execution,
-        expected: u64,
-        events: &[ExecutionEvent],
-    ) -> Result<StoredExecution, StoreError> {
-        Store::save_execution(self, e, expected, events).await
-    }
-    async fn due_executions(&self, now: Time) -> Result<Vec<String>, StoreError> {
-        Store::due_executions(self, now).await
-    }
-    async fn live_executions(&self, pipeline: &str) -> Result<Vec<String>, StoreError> {
-        Store::live_executions(self, pipeline).await
-    }
-    async fn running_executions_all(&self) -> Result<Vec<String>, StoreError> {
-        Store::running_executions_all(self).await
-    }
-    async fn queued_executions(&self, pipeline: &str) -> Result<Vec<String>, StoreError> {
-        Store::queued_executions(self, pipeline).await
-    }
-}
-
-/// A CodePipeline execution as an action sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PipelineRun {
-    Running,
-    Succeeded,
-    /// Failed, stopped, superseded or cancelled: the status.
-    Ended(String),
-    /// CodePipeline refuses to say, for good (access denied, no such execution).
-    Refused(String),
-}
-
-/// The outside world of pipeline actions.
-pub trait Actions: Send + Sync {
-    fn invoke(
-        &self,
-        function: &str,
-        event: &serde_json::Value,
-    ) -> impl Future<Output = Result<Invocation, OrchestratorError>> + Send;
-    /// `None` if the object is not there (yet); else its version id, if any.
-    fn head_object(
-        &self,
-        bucket: &str,
-        key: &str,
-    ) -> impl Future<Output = Result<Option<Option<String>>, OrchestratorError>> + Send;
-    /// Starts a CodePipeline execution (`token` makes a repeat start nothing
-    /// new), optionally at a commit of one source action: its id, or why
-    /// CodePipeline refuses it for good (no such pipeline, access denied).
-    fn start_pipeline(
-        &self,
-        pipeline: &str,
-        token: &str,
-        source: Option<(&str, &str)>,
-    ) -> impl Future<Output = Result<Result<String, String>, OrchestratorError>> + Send;
-    fn pipeline_run(
-        &self,
-        pipeline: &str,
-        execution_id: &str,
-    ) -> impl Future<Output = Result<PipelineRun, OrchestratorError>> + Send;
-    /// Stops a CodePipeline execution: at once if `abandon`, else once its
-    /// actions in progress finish. One that has ended already, or is being
-    /// stopped, is left as it is.
-    fn stop_pipeline(
-        &self,
-        pipeline: &str,
-        execution_id: &str,
-        abandon: bool,
-        reason: &str,
-    ) -> impl Future<Output = Result<(), OrchestratorError>> + Send;
-    /// Has `timer` delivered back to the orchestrator after `delay_secs`.
-    fn send_timer(
-        &self,
-        timer: &PipelineTimer,
-        delay_secs: i32,
-    ) -> impl Future<Output = Result<(), OrchestratorError>> + Send;
-    /// Puts `work` on the orchestrator's queue, to be done by a worker of its own.
-    fn hand_over(
-        &self,
-        work: &HandedOver,
-    ) -> impl Future<Output = Result<(), OrchestratorError>> + Send;
-}
 
 /// Pipeline actions through the AWS SDK.
 #[derive(Clone, Debug)]
@@ -192,11 +50,7 @@ impl AwsActions {
     /// The engine's Lambda and SQS clients serve the actions too: invoke
     /// actions go where the engine's Lambda calls go, and each client built
     /// is init time.
-    pub fn new(
-        cloud: &crate::engine::AwsCloud,
-        config: &aws_config::SdkConfig,
-        timer_queue_url: String,
-    ) -> Self {
+    pub fn new(cloud: &AwsCloud, config: &aws_config::SdkConfig, timer_queue_url: String) -> Self {
         AwsActions {
             lambda: cloud.lambda.clone(),
             s3: aws_sdk_s3::Client::new(config),
@@ -208,7 +62,7 @@ impl AwsActions {
 }
 
 /// What a CodePipeline execution's status means for the action.
-pub(super) fn pipeline_run(status: &PipelineExecutionStatus) -> PipelineRun {
+fn pipeline_run(status: &PipelineExecutionStatus) -> PipelineRun {
     match status {
         PipelineExecutionStatus::Succeeded => PipelineRun::Succeeded,
         PipelineExecutionStatus::Failed
@@ -261,7 +115,7 @@ impl Actions for AwsActions {
                     .revision_type(SourceRevisionType::CommitId)
                     .revision_value(sha)
                     .build()
-                    .map_err(|err| aws("SourceRevisionOverride", err))?,
+                    .map_err(|err| aws::<OrchestratorError>("SourceRevisionOverride", err))?,
             );
         }
         match start.send().await {
@@ -359,7 +213,7 @@ impl Actions for AwsActions {
             .delay_seconds(delay_secs)
             .send()
             .await
-            .map_err(|err| aws("SendMessage (pipeline timer)", err))?;
+            .map_err(|err| aws::<OrchestratorError>("SendMessage (pipeline timer)", err))?;
         Ok(())
     }
 
@@ -367,5 +221,31 @@ impl Actions for AwsActions {
         work.send(&self.sqs, &self.timer_queue_url, 0)
             .await
             .map_err(|err| aws("SendMessage (work handed over)", err))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codepipeline_statuses_end_the_action_or_keep_it_running() {
+        use aws_sdk_codepipeline::types::PipelineExecutionStatus;
+        assert_eq!(
+            pipeline_run(&PipelineExecutionStatus::Succeeded),
+            PipelineRun::Succeeded
+        );
+        for ended in ["Failed", "Stopped", "Superseded", "Cancelled"] {
+            assert_eq!(
+                pipeline_run(&PipelineExecutionStatus::from(ended)),
+                PipelineRun::Ended(ended.to_owned())
+            );
+        }
+        for running in ["InProgress", "Stopping"] {
+            assert_eq!(
+                pipeline_run(&PipelineExecutionStatus::from(running)),
+                PipelineRun::Running
+            );
+        }
     }
 }

@@ -1,179 +1,20 @@
-//! What the engine needs from the world, as ports: the table's deployment
-//! items and the cloud (the alias, versions, alarms, hooks, timers); the
-//! clock is `crate::clock`'s. The functions plug in DynamoDB, the AWS SDK
-//! and the system clock; the deterministic simulation (tests/simulation.rs)
-//! plugs in in-memory models with the same conditional semantics.
+//! The cloud port through the AWS SDK: Lambda's control plane within
+//! Sluice's budget, CloudWatch alarms, hook invocations, the shifter's queue.
 
-use super::{EngineError, aws};
-use crate::aws::service_message;
+use super::{invoke, service_message};
 use crate::budget::{Budget, BudgetError};
-use crate::domain::deployment::{Deployment, Event, Time};
 use crate::domain::hooks::HookRequest;
-use crate::events::HandedOver;
-use crate::events::TimerMessage;
-use crate::store::keys::Lock;
-use crate::store::{LockOutcome, Store, StoreError, Stored};
+use crate::events::{HandedOver, TimerMessage};
+use crate::ports::{AliasState, AliasWrite, Cloud, EngineError, Invocation, Readiness, aws};
 use aws_sdk_cloudwatch::types::StateValue;
 use aws_sdk_lambda::client::Waiters;
 use aws_sdk_lambda::operation::get_function::{GetFunctionError, GetFunctionOutput};
-use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::AliasRoutingConfiguration;
 use aws_sdk_lambda::types::FunctionConfiguration;
 use aws_smithy_runtime_api::client::waiters::error::WaiterError;
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
-
-/// The deployment and lock items of the table. Every write is conditional:
-/// `save` on the version loaded, `create` on the id being free,
-/// `acquire_lock` on the lock being free or already ours.
-pub trait Deployments: Send + Sync {
-    fn create(
-        &self,
-        d: &Deployment,
-        events: &[Event],
-    ) -> impl Future<Output = Result<Stored, StoreError>> + Send;
-    fn save(
-        &self,
-        d: &Deployment,
-        expected: u64,
-        events: &[Event],
-    ) -> impl Future<Output = Result<Stored, StoreError>> + Send;
-    /// A consistent read.
-    fn load(&self, id: &str) -> impl Future<Output = Result<Stored, StoreError>> + Send;
-    /// Ids of every unfinished deployment.
-    fn active(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
-    /// Ids of unfinished deployments due by `now`.
-    fn due(&self, now: Time) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
-    fn stuck(&self, now: Time) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
-    /// Deployments queued for an alias, longest waiting first.
-    fn queued_for(
-        &self,
-        function: &str,
-        alias: &str,
-    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
-    fn acquire_lock(
-        &self,
-        lock: &Lock,
-        id: &str,
-        now: Time,
-    ) -> impl Future<Output = Result<LockOutcome, StoreError>> + Send;
-    fn lock_holder(
-        &self,
-        lock: &Lock,
-    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
-    /// Releases the lock if `id` holds it; otherwise does nothing.
-    fn release_lock(
-        &self,
-        lock: &Lock,
-        id: &str,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-}
-
-impl Deployments for Store {
-    async fn create(&self, d: &Deployment, events: &[Event]) -> Result<Stored, StoreError> {
-        Store::create(self, d, events).await
-    }
-    async fn save(
-        &self,
-        d: &Deployment,
-        expected: u64,
-        events: &[Event],
-    ) -> Result<Stored, StoreError> {
-        Store::save(self, d, expected, events).await
-    }
-    async fn load(&self, id: &str) -> Result<Stored, StoreError> {
-        Store::load(self, id).await
-    }
-    async fn active(&self) -> Result<Vec<String>, StoreError> {
-        Store::active(self).await
-    }
-    async fn due(&self, now: Time) -> Result<Vec<String>, StoreError> {
-        Store::due(self, now).await
-    }
-    async fn stuck(&self, now: Time) -> Result<Vec<String>, StoreError> {
-        Store::stuck(self, now).await
-    }
-    async fn queued_for(&self, function: &str, alias: &str) -> Result<Vec<String>, StoreError> {
-        Store::queued_for(self, function, alias).await
-    }
-    async fn acquire_lock(
-        &self,
-        lock: &Lock,
-        id: &str,
-        now: Time,
-    ) -> Result<LockOutcome, StoreError> {
-        Store::acquire_lock(self, lock, id, now).await
-    }
-    async fn lock_holder(&self, lock: &Lock) -> Result<Option<String>, StoreError> {
-        Store::lock_holder(self, lock).await
-    }
-    async fn release_lock(&self, lock: &Lock, id: &str) -> Result<(), StoreError> {
-        Store::release_lock(self, lock, id).await
-    }
-}
-
-/// An alias as read: what it serves and the revision a write must name.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AliasState {
-    pub version: String,
-    /// Extra versions and their weights (0 to 1); empty when whole.
-    pub weights: HashMap<String, f64>,
-    pub revision: Option<String>,
-}
-
-/// Lambda keeps weights as doubles: a routing read back is compared to the
-/// one written within this.
-const WEIGHT_TOLERANCE: f64 = 1e-9;
-
-impl AliasState {
-    /// Whether the alias sends traffic as `primary` plus `weights` would.
-    pub fn routes(&self, primary: &str, weights: &HashMap<String, f64>) -> bool {
-        let nonzero = |w: &HashMap<String, f64>| w.values().filter(|f| **f > 0.0).count();
-        self.version == primary
-            && nonzero(&self.weights) == nonzero(weights)
-            && weights.iter().all(|(version, fraction)| {
-                *fraction <= 0.0
-                    || self
-                        .weights
-                        .get(version)
-                        .is_some_and(|f| (f - fraction).abs() < WEIGHT_TOLERANCE)
-            })
-    }
-}
-
-/// As a timeline says it: "version 1", "version 1 with 30% on version 2".
-impl std::fmt::Display for AliasState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "version {}", self.version)?;
-        let mut extra: Vec<_> = self.weights.iter().filter(|(_, w)| **w > 0.0).collect();
-        extra.sort_by(|a, b| a.0.cmp(b.0));
-        for (i, (version, weight)) in extra.into_iter().enumerate() {
-            let joint = if i == 0 { " with" } else { " and" };
-            let percent = (weight * 100.0 * 1e6).round() / 1e6;
-            write!(f, "{joint} {percent}% on version {version}")?;
-        }
-        Ok(())
-    }
-}
-
-/// How a conditional alias write ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AliasWrite {
-    /// The alias is now at `revision`.
-    Written { revision: Option<String> },
-    /// Someone wrote the alias since the revision named.
-    Stale,
-}
-
-/// Whether a version can take traffic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Readiness {
-    /// This version exists and is `Active`.
-    Ready(String),
-    /// It cannot be used, and trying again will not change that: why.
-    Refused(String),
-}
 
 /// How long a worker waits for Lambda to finish a function update or to
 /// activate a version before it leaves the deployment to be retried.
@@ -207,123 +48,6 @@ where
         ),
         None => true,
     }
-}
-
-/// How a synchronous invocation ended, short of throttling (an `Err`,
-/// retried later): hooks and pipeline invoke actions alike.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Invocation {
-    /// The function ran and answered this payload.
-    Answered(Vec<u8>),
-    /// The function ran and raised this error message.
-    Raised(String),
-    /// The function could not be run (missing, denied, timed out).
-    NotRun(String),
-}
-
-/// Invokes `function` and sorts out how it ended; `Err` only when Lambda
-/// throttled the call, which is worth trying again.
-pub async fn invoke(
-    lambda: &aws_sdk_lambda::Client,
-    function: &str,
-    payload: Vec<u8>,
-    timeout: Option<Duration>,
-) -> Result<
-    Invocation,
-    aws_sdk_lambda::error::SdkError<
-        aws_sdk_lambda::operation::invoke::InvokeError,
-        aws_sdk_lambda::config::http::HttpResponse,
-    >,
-> {
-    // The function's run is the call: it gets `timeout`, or none.
-    let call = lambda
-        .invoke()
-        .function_name(function)
-        .payload(Blob::new(payload))
-        .customize()
-        .config_override(
-            aws_sdk_lambda::config::Builder::default()
-                .timeout_config(crate::aws::work_timeouts(timeout)),
-        );
-    let out = match call.send().await {
-        Ok(out) => out,
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|se| se.is_too_many_requests_exception()) =>
-        {
-            return Err(e);
-        }
-        Err(e) => return Ok(Invocation::NotRun(service_message(&e))),
-    };
-    let payload = out
-        .payload()
-        .map(|p| p.as_ref().to_vec())
-        .unwrap_or_default();
-    if out.function_error().is_some() {
-        let detail: serde_json::Value = serde_json::from_slice(&payload).unwrap_or_default();
-        let message = detail["errorMessage"].as_str().unwrap_or("no message");
-        return Ok(Invocation::Raised(message.to_owned()));
-    }
-    Ok(Invocation::Answered(payload))
-}
-
-/// Lambda, CloudWatch and the timer queue, as the engine uses them.
-pub trait Cloud: Send + Sync {
-    /// `None` if the alias does not exist.
-    fn read_alias(
-        &self,
-        function: &str,
-        alias: &str,
-    ) -> impl Future<Output = Result<Option<AliasState>, EngineError>> + Send;
-    /// Sets the alias if its revision is still `revision`.
-    fn write_alias(
-        &self,
-        function: &str,
-        alias: &str,
-        primary: &str,
-        weights: &HashMap<String, f64>,
-        revision: Option<&str>,
-    ) -> impl Future<Output = Result<AliasWrite, EngineError>> + Send;
-    /// Whether `version` exists and can be invoked, once it is `Active`.
-    fn ready_version(
-        &self,
-        function: &str,
-        version: &str,
-    ) -> impl Future<Output = Result<Readiness, EngineError>> + Send;
-    /// Publishes the artifact as a new version and waits until it is `Active`.
-    /// `Err` is for what is worth trying again (throttled, a conflicting
-    /// update, Lambda unavailable); `Refused` for what is not.
-    fn publish(
-        &self,
-        function: &str,
-        bucket: &str,
-        key: &str,
-        object_version: Option<&str>,
-    ) -> impl Future<Output = Result<Readiness, EngineError>> + Send;
-    /// Whether each named alarm that exists is in ALARM.
-    fn alarms_in_alarm(
-        &self,
-        names: &[String],
-    ) -> impl Future<Output = Result<HashMap<String, bool>, EngineError>> + Send;
-    fn invoke_hook(
-        &self,
-        hook: &str,
-        request: &HookRequest,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<Invocation, EngineError>> + Send;
-    /// Has `message` delivered back to the engine after `delay_secs`.
-    fn send_timer(
-        &self,
-        message: &TimerMessage,
-        delay_secs: i32,
-    ) -> impl Future<Output = Result<(), EngineError>> + Send;
-    /// Puts `work` on the engine's queue, to be done by a worker of its own
-    /// after `delay_secs` (0 to 900).
-    fn hand_over(
-        &self,
-        work: &HandedOver,
-        delay_secs: i32,
-    ) -> impl Future<Output = Result<(), EngineError>> + Send;
 }
 
 /// The cloud through the AWS SDK.
@@ -593,7 +317,7 @@ impl Cloud for AwsCloud {
             .set_alarm_names(Some(names.to_vec()))
             .send()
             .await
-            .map_err(|e| aws("DescribeAlarms", e))?;
+            .map_err(|e| aws::<EngineError>("DescribeAlarms", e))?;
         let metric = out
             .metric_alarms()
             .iter()
@@ -629,7 +353,7 @@ impl Cloud for AwsCloud {
             .delay_seconds(delay_secs)
             .send()
             .await
-            .map_err(|e| aws("SendMessage (timer)", e))?;
+            .map_err(|e| aws::<EngineError>("SendMessage (timer)", e))?;
         Ok(())
     }
 
