@@ -20,7 +20,8 @@ use crate::domain::execution::{
     events_of, pending,
 };
 use crate::domain::pipeline::{
-    ActionKind, CodePipelineAction, ExecutionMode, TemplateContext, render,
+    ActionKind, ArtifactAction, CodePipelineAction, DeployAction, ExecutionMode, InvokeAction,
+    TemplateContext, render,
 };
 use crate::drive::{self, Machine, Steered, Time};
 use crate::engine::{Engine, EngineError, MAX_TIMER_DELAY_SECS};
@@ -665,126 +666,158 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
         e: &Execution,
         at: ActionRef,
     ) -> Result<Option<Input>, OrchestratorError> {
-        let action = &e.definition.stages[at.stage].actions[at.action];
-        let failed = |reason: String| Some(Input::ActionFailed { at, reason });
-        let succeeded = |detail: String, outputs: BTreeMap<String, String>| {
-            Some(Input::ActionSucceeded {
-                at,
-                detail,
-                outputs,
-            })
-        };
-        match &action.kind {
-            ActionKind::Invoke(invoke) => {
-                let function = self.render(e, &invoke.function);
-                let event = serde_json::json!({
-                    "pipeline": e.pipeline,
-                    "execution": e.id,
-                    "stage": e.definition.stages[at.stage].name,
-                    "action": action.name,
-                    "attempt": at.attempt,
-                    "commit": {
-                        "repository": e.push.repository,
-                        "ref": e.push.reference.name(),
-                        "sha": e.push.sha,
-                    },
-                    "outputs": e.outputs,
-                    "payload": invoke.payload,
-                });
-                Ok(match self.actions.invoke(&function, &event).await? {
-                    Invocation::Answered(_) => {
-                        succeeded(format!("{function} answered"), BTreeMap::new())
-                    }
-                    Invocation::Raised(message) => failed(format!("{function} failed: {message}")),
-                    Invocation::NotRun(why) => {
-                        failed(format!("{function} could not be invoked: {why}"))
-                    }
-                })
-            }
-            ActionKind::Artifact(art) => {
-                let (bucket, key) = self.artifact_location(e, art);
-                match self.actions.head_object(&bucket, &key).await? {
-                    Some(version_id) => {
-                        let mut outputs = BTreeMap::from([
-                            ("bucket".to_owned(), bucket.clone()),
-                            ("key".to_owned(), key.clone()),
-                        ]);
-                        if let Some(v) = version_id {
-                            outputs.insert("version_id".into(), v);
-                        }
-                        Ok(succeeded(format!("s3://{bucket}/{key} is there"), outputs))
-                    }
-                    None => {
-                        // Not built yet: the bucket's notification wakes it, a recheck covers a lost one.
-                        self.recheck_later(e, at, None).await?;
-                        Ok(None)
-                    }
-                }
-            }
-            ActionKind::Deploy(deploy) => {
-                let id = deployment_id(&e.id, &at);
-                let source = match (&deploy.artifact, &deploy.version) {
-                    (Some(artifact), _) => match e.outputs.get(artifact) {
-                        Some(out) => VersionSource::Artifact {
-                            bucket: out.get("bucket").cloned().unwrap_or_default(),
-                            key: out.get("key").cloned().unwrap_or_default(),
-                            object_version: out.get("version_id").cloned(),
-                        },
-                        None => {
-                            return Ok(failed(format!("artifact {artifact} has no output")));
-                        }
-                    },
-                    (None, Some(version)) => VersionSource::Version(self.render(e, version)),
-                    (None, None) => return Ok(failed("no artifact or version".into())),
-                };
-                let spec = DeploymentSpec {
-                    function: self.render(e, &deploy.function),
-                    alias: self.render(e, &deploy.alias),
-                    source,
-                    config: deploy.config.clone(),
-                    pre_traffic_hook: deploy.pre_traffic_hook.clone(),
-                    post_traffic_hook: deploy.post_traffic_hook.clone(),
-                    alarms: deploy.alarms.clone(),
-                    on_busy: deploy.on_busy,
-                    on_manual_change: deploy.on_manual_change,
-                    smoke_tests: deploy.smoke_tests.clone(),
-                    smoke_tests_from: deploy.smoke_tests_from.clone(),
-                    analysis: deploy.analysis.clone(),
-                };
-                // Names come from templates: checked once rendered, before
-                // anything is written.
-                let problems = spec.problems();
-                if !problems.is_empty() {
-                    return Ok(failed(format!("deployment: {}", problems.join("; "))));
-                }
-                let (d, commands) = Deployment::create(&id, spec, self.now());
-                let events = crate::domain::deployment::events_of(&commands);
-                // The shifter runs it from the stream; a repeat finds it created.
-                match self.engine.store.create(&d, &events).await {
-                    Ok(_) => Ok(None),
-                    Err(StoreError::AlreadyExists(_)) => {
-                        let existing = self.engine.store.load(&id).await?.deployment;
-                        Ok(deployment_result(&existing, at))
-                    }
-                    Err(err) => Err(err.into()),
-                }
-            }
+        match &e.definition.stages[at.stage].actions[at.action].kind {
+            ActionKind::Invoke(invoke) => self.run_invoke(e, at, invoke).await,
+            ActionKind::Artifact(art) => self.run_artifact(e, at, art).await,
+            ActionKind::Deploy(deploy) => self.run_deploy(e, at, deploy).await,
             // A person answers it; the deadline timer covers silence.
             ActionKind::Approval(_) => Ok(None),
             // Only a timer: it is not run.
             ActionKind::Wait(_) => Ok(None),
-            ActionKind::CodePipeline(c) => match self.start_codepipeline(e, at, c).await? {
-                // Known already (a repeat): look at how it goes.
-                Ok(id) if e.actions[at.action].run.as_ref() == Some(&id) => {
-                    self.check_codepipeline(e, at, &id).await
-                }
-                // Recorded first, so a stop can stop it; looked at later.
-                Ok(id) => {
-                    self.recheck_later(e, at, Some(id.clone())).await?;
-                    Ok(Some(Input::ActionRunStarted { at, run: id }))
-                }
-                Err(reason) => Ok(failed(reason)),
+            ActionKind::CodePipeline(c) => self.run_codepipeline(e, at, c).await,
+        }
+    }
+
+    /// Invokes the action's function with the execution's context.
+    async fn run_invoke(
+        &self,
+        e: &Execution,
+        at: ActionRef,
+        invoke: &InvokeAction,
+    ) -> Result<Option<Input>, OrchestratorError> {
+        let action = &e.definition.stages[at.stage].actions[at.action];
+        let function = self.render(e, &invoke.function);
+        let event = serde_json::json!({
+            "pipeline": e.pipeline,
+            "execution": e.id,
+            "stage": e.definition.stages[at.stage].name,
+            "action": action.name,
+            "attempt": at.attempt,
+            "commit": {
+                "repository": e.push.repository,
+                "ref": e.push.reference.name(),
+                "sha": e.push.sha,
             },
+            "outputs": e.outputs,
+            "payload": invoke.payload,
+        });
+        Ok(match self.actions.invoke(&function, &event).await? {
+            Invocation::Answered(_) => {
+                succeeded(at, format!("{function} answered"), BTreeMap::new())
+            }
+            Invocation::Raised(message) => failed(at, format!("{function} failed: {message}")),
+            Invocation::NotRun(why) => {
+                failed(at, format!("{function} could not be invoked: {why}"))
+            }
+        })
+    }
+
+    /// Looks for the artifact; succeeds once it is there.
+    async fn run_artifact(
+        &self,
+        e: &Execution,
+        at: ActionRef,
+        art: &ArtifactAction,
+    ) -> Result<Option<Input>, OrchestratorError> {
+        let (bucket, key) = self.artifact_location(e, art);
+        match self.actions.head_object(&bucket, &key).await? {
+            Some(version_id) => {
+                let mut outputs = BTreeMap::from([
+                    ("bucket".to_owned(), bucket.clone()),
+                    ("key".to_owned(), key.clone()),
+                ]);
+                if let Some(v) = version_id {
+                    outputs.insert("version_id".into(), v);
+                }
+                Ok(succeeded(
+                    at,
+                    format!("s3://{bucket}/{key} is there"),
+                    outputs,
+                ))
+            }
+            None => {
+                // Not built yet: the bucket's notification wakes it, a recheck covers a lost one.
+                self.recheck_later(e, at, None).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Saves the deployment the action asks for: the shifter runs it, and
+    /// its end is the action's result.
+    async fn run_deploy(
+        &self,
+        e: &Execution,
+        at: ActionRef,
+        deploy: &DeployAction,
+    ) -> Result<Option<Input>, OrchestratorError> {
+        let id = deployment_id(&e.id, &at);
+        let source = match (&deploy.artifact, &deploy.version) {
+            (Some(artifact), _) => match e.outputs.get(artifact) {
+                Some(out) => VersionSource::Artifact {
+                    bucket: out.get("bucket").cloned().unwrap_or_default(),
+                    key: out.get("key").cloned().unwrap_or_default(),
+                    object_version: out.get("version_id").cloned(),
+                },
+                None => {
+                    return Ok(failed(at, format!("artifact {artifact} has no output")));
+                }
+            },
+            (None, Some(version)) => VersionSource::Version(self.render(e, version)),
+            (None, None) => return Ok(failed(at, "no artifact or version".into())),
+        };
+        let spec = DeploymentSpec {
+            function: self.render(e, &deploy.function),
+            alias: self.render(e, &deploy.alias),
+            source,
+            config: deploy.config.clone(),
+            pre_traffic_hook: deploy.pre_traffic_hook.clone(),
+            post_traffic_hook: deploy.post_traffic_hook.clone(),
+            alarms: deploy.alarms.clone(),
+            on_busy: deploy.on_busy,
+            on_manual_change: deploy.on_manual_change,
+            smoke_tests: deploy.smoke_tests.clone(),
+            smoke_tests_from: deploy.smoke_tests_from.clone(),
+            analysis: deploy.analysis.clone(),
+        };
+        // Names come from templates: checked once rendered, before
+        // anything is written.
+        let problems = spec.problems();
+        if !problems.is_empty() {
+            return Ok(failed(at, format!("deployment: {}", problems.join("; "))));
+        }
+        let (d, commands) = Deployment::create(&id, spec, self.now());
+        let events = crate::domain::deployment::events_of(&commands);
+        // The shifter runs it from the stream; a repeat finds it created.
+        match self.engine.store.create(&d, &events).await {
+            Ok(_) => Ok(None),
+            Err(StoreError::AlreadyExists(_)) => {
+                let existing = self.engine.store.load(&id).await?.deployment;
+                Ok(deployment_result(&existing, at))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Starts the CodePipeline execution of the action's attempt, or looks
+    /// at the one it started.
+    async fn run_codepipeline(
+        &self,
+        e: &Execution,
+        at: ActionRef,
+        c: &CodePipelineAction,
+    ) -> Result<Option<Input>, OrchestratorError> {
+        match self.start_codepipeline(e, at, c).await? {
+            // Known already (a repeat): look at how it goes.
+            Ok(id) if e.actions[at.action].run.as_ref() == Some(&id) => {
+                self.check_codepipeline(e, at, &id).await
+            }
+            // Recorded first, so a stop can stop it; looked at later.
+            Ok(id) => {
+                self.recheck_later(e, at, Some(id.clone())).await?;
+                Ok(Some(Input::ActionRunStarted { at, run: id }))
+            }
+            Err(reason) => Ok(failed(at, reason)),
         }
     }
 
@@ -899,6 +932,20 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Machine for Orchestrator<S, 
         };
         self.actions.hand_over(&work).await
     }
+}
+
+/// An action's failure, as its result.
+fn failed(at: ActionRef, reason: String) -> Option<Input> {
+    Some(Input::ActionFailed { at, reason })
+}
+
+/// An action's success, as its result.
+fn succeeded(at: ActionRef, detail: String, outputs: BTreeMap<String, String>) -> Option<Input> {
+    Some(Input::ActionSucceeded {
+        at,
+        detail,
+        outputs,
+    })
 }
 
 /// A finished deployment as its action's result; `None` while it runs.

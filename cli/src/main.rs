@@ -60,38 +60,7 @@ enum Command {
         watch: bool,
     },
     /// Start a deployment of a function's alias.
-    Deploy {
-        function: String,
-        #[arg(long)]
-        alias: String,
-        /// A published version.
-        #[arg(
-            long,
-            conflicts_with = "artifact",
-            required_unless_present = "artifact"
-        )]
-        version: Option<String>,
-        /// A zip to publish, as s3://bucket/key.
-        #[arg(long)]
-        artifact: Option<String>,
-        /// canary:10:5m, linear:20:1m, steps:..., or a CodeDeploy name.
-        #[arg(long, default_value = "AllAtOnce")]
-        config: String,
-        #[arg(long)]
-        pre_hook: Option<String>,
-        #[arg(long)]
-        post_hook: Option<String>,
-        #[arg(long = "alarm")]
-        alarms: Vec<String>,
-        /// Fail at once if another deployment holds the alias (default: wait).
-        #[arg(long)]
-        refuse_if_busy: bool,
-        /// If someone else changes the alias mid-way, freeze the deployment
-        /// until an operator resumes or aborts it (default: take it as a
-        /// rollback). The alias is left as found either way.
-        #[arg(long)]
-        freeze_on_manual_change: bool,
-    },
+    Deploy(DeployArgs),
     /// Deployments.
     Deployment {
         #[command(subcommand)]
@@ -214,6 +183,83 @@ fn emit(line: &str) {
     }
 }
 
+#[derive(Debug, clap::Args)]
+struct DeployArgs {
+    function: String,
+    #[arg(long)]
+    alias: String,
+    /// A published version.
+    #[arg(
+        long,
+        conflicts_with = "artifact",
+        required_unless_present = "artifact"
+    )]
+    version: Option<String>,
+    /// A zip to publish, as s3://bucket/key.
+    #[arg(long)]
+    artifact: Option<String>,
+    /// canary:10:5m, linear:20:1m, steps:..., or a CodeDeploy name.
+    #[arg(long, default_value = "AllAtOnce")]
+    config: String,
+    #[arg(long)]
+    pre_hook: Option<String>,
+    #[arg(long)]
+    post_hook: Option<String>,
+    #[arg(long = "alarm")]
+    alarms: Vec<String>,
+    /// Fail at once if another deployment holds the alias (default: wait).
+    #[arg(long)]
+    refuse_if_busy: bool,
+    /// If someone else changes the alias mid-way, freeze the deployment
+    /// until an operator resumes or aborts it (default: take it as a
+    /// rollback). The alias is left as found either way.
+    #[arg(long)]
+    freeze_on_manual_change: bool,
+}
+
+impl DeployArgs {
+    /// The request these arguments make.
+    fn spec(self) -> Result<DeploymentSpec> {
+        let source = match (self.version, self.artifact) {
+            (Some(v), _) => VersionSource::Version(v),
+            (None, Some(uri)) => {
+                let uri: S3Uri = uri.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+                VersionSource::Artifact {
+                    bucket: uri.bucket,
+                    key: uri.key,
+                    object_version: None,
+                }
+            }
+            (None, None) => bail!("give --version or --artifact"),
+        };
+        Ok(DeploymentSpec {
+            function: self.function,
+            alias: self.alias,
+            source,
+            config: self
+                .config
+                .parse()
+                .map_err(|e: ConfigError| anyhow::anyhow!("{e}"))?,
+            pre_traffic_hook: self.pre_hook,
+            post_traffic_hook: self.post_hook,
+            alarms: self.alarms,
+            on_busy: if self.refuse_if_busy {
+                OnBusy::Refuse
+            } else {
+                OnBusy::Queue
+            },
+            on_manual_change: if self.freeze_on_manual_change {
+                OnManualChange::Freeze
+            } else {
+                OnManualChange::Rollback
+            },
+            smoke_tests: vec![],
+            smoke_tests_from: None,
+            analysis: None,
+        })
+    }
+}
+
 async fn run(cli: Cli) -> Result<()> {
     let env_file = cli.env_file.clone().or_else(|| {
         let default = PathBuf::from(".sluice-local/env");
@@ -226,89 +272,10 @@ async fn run(cli: Cli) -> Result<()> {
     let out = cli.output;
     match cli.command {
         Command::Status { watch } => status(&ops, out, watch).await?,
-        Command::Deploy {
-            function,
-            alias,
-            version,
-            artifact,
-            config,
-            pre_hook,
-            post_hook,
-            alarms,
-            refuse_if_busy,
-            freeze_on_manual_change,
-        } => {
-            let source = match (version, artifact) {
-                (Some(v), _) => VersionSource::Version(v),
-                (None, Some(uri)) => {
-                    let uri: S3Uri = uri.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-                    VersionSource::Artifact {
-                        bucket: uri.bucket,
-                        key: uri.key,
-                        object_version: None,
-                    }
-                }
-                (None, None) => bail!("give --version or --artifact"),
-            };
-            let spec = DeploymentSpec {
-                function,
-                alias,
-                source,
-                config: config
-                    .parse()
-                    .map_err(|e: ConfigError| anyhow::anyhow!("{e}"))?,
-                pre_traffic_hook: pre_hook,
-                post_traffic_hook: post_hook,
-                alarms,
-                on_busy: if refuse_if_busy {
-                    OnBusy::Refuse
-                } else {
-                    OnBusy::Queue
-                },
-                on_manual_change: if freeze_on_manual_change {
-                    OnManualChange::Freeze
-                } else {
-                    OnManualChange::Rollback
-                },
-                smoke_tests: vec![],
-                smoke_tests_from: None,
-                analysis: None,
-            };
-            let submitted = ops.deploy(spec).await?;
-            let id = &submitted.deployment;
-            print(out, &json!(submitted), || match &submitted.queued_behind {
-                Some(holder) => format!(
-                    "deployment {id} queued behind {holder}, which holds the alias: sluice deployment show {id}"
-                ),
-                None => format!("deployment {id} started: sluice deployment show {id}"),
-            });
-        }
+        Command::Deploy(args) => deploy(&ops, out, args.spec()?).await?,
         Command::Deployment {
             command: DeploymentCommand::Show { id },
-        } => {
-            let view = ops.deployment(&id).await?;
-            print(out, &json!(view), || {
-                let d = &view.deployment;
-                let mut text = format!(
-                    "{} {}:{}  {} → {}  {}% on the new version  {}\n",
-                    d.id,
-                    d.spec.function,
-                    d.spec.alias,
-                    d.from_version.as_deref().unwrap_or("?"),
-                    d.to_version.as_deref().unwrap_or("?"),
-                    d.weight,
-                    d.status_text()
-                );
-                for e in &view.timeline {
-                    text.push_str(&format!(
-                        "  {}  {}\n",
-                        e.at.format("%H:%M:%S%.3f"),
-                        e.message
-                    ));
-                }
-                text
-            });
-        }
+        } => show_deployment(&ops, out, &id).await?,
         Command::Promote { id } => {
             steer_deployment(&ops, out, &id, DeploymentAction::Promote).await?
         }
@@ -323,49 +290,12 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Pipeline { command } => pipeline(&ops, out, command).await?,
         Command::Execution {
             command: ExecutionCommand::Show { id },
-        } => {
-            let view = ops.execution(&id).await?;
-            print(out, &json!(view), || {
-                let e = &view.execution;
-                let mut text = format!(
-                    "{} {} at {} ({})  stage {}  {}\n",
-                    e.id,
-                    e.pipeline,
-                    &e.push.sha[..e.push.sha.len().min(7)],
-                    e.push.reference.name(),
-                    e.stage_name(),
-                    e.status
-                );
-                for a in &e.actions {
-                    text.push_str(&format!("  {}  {}\n", a.name, a.state));
-                }
-                for line in &view.timeline {
-                    text.push_str(&format!(
-                        "  {}  {}\n",
-                        line.at.format("%H:%M:%S%.3f"),
-                        line.message
-                    ));
-                }
-                text
-            });
-        }
+        } => show_execution(&ops, out, &id).await?,
         Command::Approve { execution, comment } => {
-            let by = std::env::var("USER").unwrap_or_else(|_| "an operator".into());
-            let action = ExecutionAction::Approval {
-                approved: true,
-                by,
-                comment,
-            };
-            steer_execution(&ops, out, &execution, action).await?
+            approval(&ops, out, &execution, true, comment).await?
         }
         Command::Reject { execution, comment } => {
-            let by = std::env::var("USER").unwrap_or_else(|_| "an operator".into());
-            let action = ExecutionAction::Approval {
-                approved: false,
-                by,
-                comment,
-            };
-            steer_execution(&ops, out, &execution, action).await?
+            approval(&ops, out, &execution, false, comment).await?
         }
         Command::Stop {
             execution,
@@ -391,6 +321,89 @@ async fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+async fn deploy(ops: &Operations, out: Output, spec: DeploymentSpec) -> Result<()> {
+    let submitted = ops.deploy(spec).await?;
+    let id = &submitted.deployment;
+    print(out, &json!(submitted), || match &submitted.queued_behind {
+        Some(holder) => format!(
+            "deployment {id} queued behind {holder}, which holds the alias: sluice deployment show {id}"
+        ),
+        None => format!("deployment {id} started: sluice deployment show {id}"),
+    });
+    Ok(())
+}
+
+async fn show_deployment(ops: &Operations, out: Output, id: &str) -> Result<()> {
+    let view = ops.deployment(id).await?;
+    print(out, &json!(view), || {
+        let d = &view.deployment;
+        let mut text = format!(
+            "{} {}:{}  {} → {}  {}% on the new version  {}\n",
+            d.id,
+            d.spec.function,
+            d.spec.alias,
+            d.from_version.as_deref().unwrap_or("?"),
+            d.to_version.as_deref().unwrap_or("?"),
+            d.weight,
+            d.status_text()
+        );
+        for e in &view.timeline {
+            text.push_str(&format!(
+                "  {}  {}\n",
+                e.at.format("%H:%M:%S%.3f"),
+                e.message
+            ));
+        }
+        text
+    });
+    Ok(())
+}
+
+async fn show_execution(ops: &Operations, out: Output, id: &str) -> Result<()> {
+    let view = ops.execution(id).await?;
+    print(out, &json!(view), || {
+        let e = &view.execution;
+        let mut text = format!(
+            "{} {} at {} ({})  stage {}  {}\n",
+            e.id,
+            e.pipeline,
+            &e.push.sha[..e.push.sha.len().min(7)],
+            e.push.reference.name(),
+            e.stage_name(),
+            e.status
+        );
+        for a in &e.actions {
+            text.push_str(&format!("  {}  {}\n", a.name, a.state));
+        }
+        for line in &view.timeline {
+            text.push_str(&format!(
+                "  {}  {}\n",
+                line.at.format("%H:%M:%S%.3f"),
+                line.message
+            ));
+        }
+        text
+    });
+    Ok(())
+}
+
+/// An approval answered: approved or rejected, by the user running the CLI.
+async fn approval(
+    ops: &Operations,
+    out: Output,
+    execution: &str,
+    approved: bool,
+    comment: String,
+) -> Result<()> {
+    let by = std::env::var("USER").unwrap_or_else(|_| "an operator".into());
+    let action = ExecutionAction::Approval {
+        approved,
+        by,
+        comment,
+    };
+    steer_execution(ops, out, execution, action).await
 }
 
 async fn steer_deployment(

@@ -680,29 +680,47 @@ fn next_step(
 }
 
 fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command>) -> bool {
-    let started = !matches!(d.phase, Phase::Created | Phase::Queued { .. });
-    match (&d.phase.clone(), input) {
-        (phase, Input::Retry { new_id }) => {
-            let retryable = matches!(
-                phase,
-                Phase::RolledBack { .. } | Phase::FailedToStart { .. }
-            );
-            if !retryable || d.retried_as.is_some() {
-                return false;
-            }
-            d.retried_as = Some(new_id.clone());
-            commands.push(record(
-                now,
-                EventKind::Retried,
-                format!("retried as {new_id}"),
-            ));
-            commands.push(Command::StartDeployment {
-                id: new_id.clone(),
-                spec: Box::new(d.spec.clone()),
-            });
-        }
-        (phase, _) if phase.is_terminal() => return false,
+    if let Input::Retry { new_id } = input {
+        return retried(d, new_id, now, commands);
+    }
+    match d.phase.clone() {
+        phase if phase.is_terminal() => false,
+        Phase::Created | Phase::Queued { .. } => before_start(d, input, now, commands),
+        Phase::Frozen { step, .. } => frozen(d, step, input, now, commands),
+        Phase::RollingBack { reason } => rolling_back(d, reason, input, now, commands),
+        Phase::PreTraffic { .. }
+        | Phase::Shifting { .. }
+        | Phase::PostTraffic { .. }
+        | Phase::Baking { .. } => under_way(d, input, now, commands),
+        Phase::Promoted | Phase::RolledBack { .. } | Phase::FailedToStart { .. } => false,
+    }
+}
 
+/// A retry of a deployment that ended without promoting: a new one.
+fn retried(d: &mut Deployment, new_id: &str, now: Time, commands: &mut Vec<Command>) -> bool {
+    let retryable = matches!(
+        d.phase,
+        Phase::RolledBack { .. } | Phase::FailedToStart { .. }
+    );
+    if !retryable || d.retried_as.is_some() {
+        return false;
+    }
+    d.retried_as = Some(new_id.to_owned());
+    commands.push(record(
+        now,
+        EventKind::Retried,
+        format!("retried as {new_id}"),
+    ));
+    commands.push(Command::StartDeployment {
+        id: new_id.to_owned(),
+        spec: Box::new(d.spec.clone()),
+    });
+    true
+}
+
+/// Created or queued: preparing, waiting for the lock, or stopped before any shift.
+fn before_start(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command>) -> bool {
+    match (&d.phase, input) {
         (
             Phase::Created,
             Input::Prepared {
@@ -710,62 +728,13 @@ fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command
                 to_version,
                 revision,
             },
-        ) => {
-            d.from_version = Some(from_version.clone());
-            d.to_version = Some(to_version.clone());
-            d.alias_revision = revision.clone();
-            if from_version == to_version {
-                // Nothing to shift: Prepare read the alias whole on this
-                // version. No write either: one issued from a finished phase
-                // could land after the lock has passed to the next deployment.
-                d.weight = 100.0;
-                commands.push(record(
-                    now,
-                    EventKind::Promoted,
-                    format!(
-                        "{}:{} already serves version {to_version}",
-                        d.spec.function, d.spec.alias
-                    ),
-                ));
-                enter(d, Phase::Promoted, now, commands);
-                return true;
-            }
-            commands.push(record(
-                now,
-                EventKind::Prepared,
-                format!("version {from_version} → {to_version}"),
-            ));
-            enter(d, Phase::PreTraffic { step: 0 }, now, commands);
-        }
+        ) => prepared(d, from_version, to_version, revision, now, commands),
         (Phase::Created, Input::PrepareFailed { reason }) => {
             fail_to_start(d, reason.clone(), now, commands);
         }
-        (Phase::Created, Input::LockBusy { holder }) => match d.spec.on_busy {
-            OnBusy::Refuse => {
-                let reason = format!(
-                    "{}:{} is being deployed by {holder}",
-                    d.spec.function, d.spec.alias
-                );
-                fail_to_start(d, reason, now, commands);
-            }
-            OnBusy::Queue => {
-                commands.push(record(
-                    now,
-                    EventKind::Queued,
-                    format!("waiting for {holder}"),
-                ));
-                enter(
-                    d,
-                    Phase::Queued {
-                        holder: holder.clone(),
-                    },
-                    now,
-                    commands,
-                );
-            }
-        },
+        (Phase::Created, Input::LockBusy { holder }) => lock_busy(d, holder, now, commands),
         (Phase::Queued { .. }, Input::LockFreed) => enter(d, Phase::Created, now, commands),
-        (Phase::Created | Phase::Queued { .. }, Input::Abort { reason }) => {
+        (_, Input::Abort { reason }) => {
             fail_to_start(
                 d,
                 format!("aborted before any shift: {reason}"),
@@ -773,7 +742,71 @@ fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command
                 commands,
             );
         }
+        _ => return pause_resume_or_promote(d, input, now, commands),
+    }
+    true
+}
 
+fn prepared(
+    d: &mut Deployment,
+    from_version: &str,
+    to_version: &str,
+    revision: &Option<String>,
+    now: Time,
+    commands: &mut Vec<Command>,
+) {
+    d.from_version = Some(from_version.to_owned());
+    d.to_version = Some(to_version.to_owned());
+    d.alias_revision = revision.clone();
+    if from_version == to_version {
+        // Nothing to shift: Prepare read the alias whole on this
+        // version. No write either: one issued from a finished phase
+        // could land after the lock has passed to the next deployment.
+        d.weight = 100.0;
+        commands.push(record(
+            now,
+            EventKind::Promoted,
+            format!(
+                "{}:{} already serves version {to_version}",
+                d.spec.function, d.spec.alias
+            ),
+        ));
+        enter(d, Phase::Promoted, now, commands);
+        return;
+    }
+    commands.push(record(
+        now,
+        EventKind::Prepared,
+        format!("version {from_version} → {to_version}"),
+    ));
+    enter(d, Phase::PreTraffic { step: 0 }, now, commands);
+}
+
+fn lock_busy(d: &mut Deployment, holder: &str, now: Time, commands: &mut Vec<Command>) {
+    match d.spec.on_busy {
+        OnBusy::Refuse => {
+            let reason = format!(
+                "{}:{} is being deployed by {holder}",
+                d.spec.function, d.spec.alias
+            );
+            fail_to_start(d, reason, now, commands);
+        }
+        OnBusy::Queue => {
+            commands.push(record(
+                now,
+                EventKind::Queued,
+                format!("waiting for {holder}"),
+            ));
+            let holder = holder.to_owned();
+            enter(d, Phase::Queued { holder }, now, commands);
+        }
+    }
+}
+
+/// Gating, shifting or baking: the steps go on; an alarm, a failed
+/// analysis or an abort rolls back.
+fn under_way(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command>) -> bool {
+    match (&d.phase.clone(), input) {
         (
             Phase::PreTraffic { step },
             Input::GateResult {
@@ -783,10 +816,9 @@ fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command
                 reason,
             },
         ) if step == s => {
-            if !gate_recorded(d, Gate::PreTraffic, *step, *passed, reason, now, commands) {
-                return true;
+            if gate_recorded(d, Gate::PreTraffic, *step, *passed, reason, now, commands) {
+                enter(d, Phase::Shifting { step: *step }, now, commands);
             }
-            enter(d, Phase::Shifting { step: *step }, now, commands);
         }
         (
             Phase::Shifting { step },
@@ -794,25 +826,7 @@ fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command
                 update: AliasUpdate::Step(s),
                 revision,
             },
-        ) if step == s => {
-            d.weight = d.step_weight(*step);
-            d.alias_revision = revision.clone();
-            d.shifted_at = Some(now);
-            if *step == 0 {
-                // The schedule runs from the first shift.
-                d.planned_at = Some(now);
-            }
-            commands.push(record(
-                now,
-                EventKind::Shifted,
-                format!(
-                    "{}% on version {}",
-                    d.weight,
-                    d.to_version.clone().unwrap_or_default()
-                ),
-            ));
-            enter(d, Phase::PostTraffic { step: *step }, now, commands);
-        }
+        ) if step == s => shifted(d, *step, revision, now, commands),
         (
             Phase::PostTraffic { step },
             Input::GateResult {
@@ -822,93 +836,156 @@ fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command
                 reason,
             },
         ) if step == s => {
-            if !gate_recorded(d, Gate::PostTraffic, *step, *passed, reason, now, commands) {
-                return true;
-            }
-            if *step == d.last_step() {
-                commands.push(record(
-                    now,
-                    EventKind::Promoted,
-                    format!(
-                        "version {} serves 100%",
-                        d.to_version.clone().unwrap_or_default()
-                    ),
-                ));
-                enter(d, Phase::Promoted, now, commands);
-            } else {
-                after_step(d, *step, now, commands);
+            if gate_recorded(d, Gate::PostTraffic, *step, *passed, reason, now, commands) {
+                step_passed(d, *step, now, commands);
             }
         }
         (Phase::Baking { step, until }, Input::TimerFired { step: s }) if step == s => {
-            if d.paused {
-                return false;
-            }
-            if now < *until {
-                // Early (a timer's granularity): wait out the rest.
-                commands.push(Command::StartTimer {
-                    step: *step,
-                    at: *until,
-                });
-                return true;
-            }
-            let late = now - *until;
-            if late > ChronoDuration::seconds(1) {
-                commands.push(record(
-                    now,
-                    EventKind::Late,
-                    format!(
-                        "step {} starts {}s after its bake ended: the wake-up came late",
-                        step + 2,
-                        late.num_seconds()
-                    ),
-                ));
-            }
-            next_step(d, *step, *until, now, commands);
+            return bake_ended(d, *step, *until, now, commands);
         }
         (Phase::Shifting { step }, Input::AliasChangedByHand { found, revision }) => {
-            d.alias_revision = revision.clone();
-            let what = format!(
-                "the alias was changed outside Sluice before step {}: it serves {found} (revision {})",
-                step + 1,
-                revision.as_deref().unwrap_or("unknown")
-            );
-            match d.spec.on_manual_change {
-                OnManualChange::Rollback => {
-                    commands.push(record(
-                        now,
-                        EventKind::RolledBack,
-                        format!("{what}; taken as an operator's rollback, the alias left as found"),
-                    ));
-                    let reason = format!("the alias was changed outside Sluice: it serves {found}");
-                    enter(d, Phase::RolledBack { reason }, now, commands);
-                }
-                OnManualChange::Freeze => {
-                    commands.push(record(
-                        now,
-                        EventKind::Paused,
-                        format!(
-                            "{what}; frozen, the alias left as found: resume goes on from it, abort rolls back"
-                        ),
-                    ));
-                    let (step, found) = (*step, found.clone());
-                    enter(d, Phase::Frozen { step, found }, now, commands);
-                }
-            }
+            changed_by_hand(d, *step, found, revision, now, commands);
         }
-        (Phase::RollingBack { reason }, Input::AliasChangedByHand { found, revision }) => {
-            d.alias_revision = revision.clone();
+        (_, Input::AlarmRaised { alarm }) => {
+            roll_back(d, format!("alarm {alarm} is in ALARM"), now, commands);
+        }
+        (_, Input::AnalysisFailed { reason }) => {
+            roll_back(d, format!("analysis failed: {reason}"), now, commands);
+        }
+        (_, Input::Abort { reason }) => {
+            roll_back(d, format!("aborted: {reason}"), now, commands);
+        }
+        _ => return pause_resume_or_promote(d, input, now, commands),
+    }
+    true
+}
+
+/// The alias took `step`'s weight.
+fn shifted(
+    d: &mut Deployment,
+    step: usize,
+    revision: &Option<String>,
+    now: Time,
+    commands: &mut Vec<Command>,
+) {
+    d.weight = d.step_weight(step);
+    d.alias_revision = revision.clone();
+    d.shifted_at = Some(now);
+    if step == 0 {
+        // The schedule runs from the first shift.
+        d.planned_at = Some(now);
+    }
+    commands.push(record(
+        now,
+        EventKind::Shifted,
+        format!(
+            "{}% on version {}",
+            d.weight,
+            d.to_version.clone().unwrap_or_default()
+        ),
+    ));
+    enter(d, Phase::PostTraffic { step }, now, commands);
+}
+
+/// `step`'s PostTraffic gate passed: promoted after the last step, else baking.
+fn step_passed(d: &mut Deployment, step: usize, now: Time, commands: &mut Vec<Command>) {
+    if step != d.last_step() {
+        after_step(d, step, now, commands);
+        return;
+    }
+    commands.push(record(
+        now,
+        EventKind::Promoted,
+        format!(
+            "version {} serves 100%",
+            d.to_version.clone().unwrap_or_default()
+        ),
+    ));
+    enter(d, Phase::Promoted, now, commands);
+}
+
+/// `step`'s bake timer fired; false when it changes nothing (paused).
+fn bake_ended(
+    d: &mut Deployment,
+    step: usize,
+    until: Time,
+    now: Time,
+    commands: &mut Vec<Command>,
+) -> bool {
+    if d.paused {
+        return false;
+    }
+    if now < until {
+        // Early (a timer's granularity): wait out the rest.
+        commands.push(Command::StartTimer { step, at: until });
+        return true;
+    }
+    let late = now - until;
+    if late > ChronoDuration::seconds(1) {
+        commands.push(record(
+            now,
+            EventKind::Late,
+            format!(
+                "step {} starts {}s after its bake ended: the wake-up came late",
+                step + 2,
+                late.num_seconds()
+            ),
+        ));
+    }
+    next_step(d, step, until, now, commands);
+    true
+}
+
+/// Someone else wrote the alias before `step`'s shift: taken as their
+/// rollback, or frozen, as the deployment asks.
+fn changed_by_hand(
+    d: &mut Deployment,
+    step: usize,
+    found: &str,
+    revision: &Option<String>,
+    now: Time,
+    commands: &mut Vec<Command>,
+) {
+    d.alias_revision = revision.clone();
+    let what = format!(
+        "the alias was changed outside Sluice before step {}: it serves {found} (revision {})",
+        step + 1,
+        revision.as_deref().unwrap_or("unknown")
+    );
+    match d.spec.on_manual_change {
+        OnManualChange::Rollback => {
             commands.push(record(
                 now,
                 EventKind::RolledBack,
-                format!(
-                    "the alias was changed outside Sluice during the rollback: it serves {found} (revision {}); left as found",
-                    revision.as_deref().unwrap_or("unknown")
-                ),
+                format!("{what}; taken as an operator's rollback, the alias left as found"),
             ));
-            let reason = reason.clone();
+            let reason = format!("the alias was changed outside Sluice: it serves {found}");
             enter(d, Phase::RolledBack { reason }, now, commands);
         }
-        (Phase::Frozen { step, .. }, Input::Resume | Input::Promote) => {
+        OnManualChange::Freeze => {
+            commands.push(record(
+                now,
+                EventKind::Paused,
+                format!(
+                    "{what}; frozen, the alias left as found: resume goes on from it, abort rolls back"
+                ),
+            ));
+            let found = found.to_owned();
+            enter(d, Phase::Frozen { step, found }, now, commands);
+        }
+    }
+}
+
+/// Frozen: only an operator moves it (resume, promote or abort).
+fn frozen(
+    d: &mut Deployment,
+    step: usize,
+    input: &Input,
+    now: Time,
+    commands: &mut Vec<Command>,
+) -> bool {
+    match input {
+        Input::Resume | Input::Promote => {
             // An operator's word: Sluice goes on from the alias as found.
             let promote = matches!(input, Input::Promote);
             d.paused = false;
@@ -922,22 +999,39 @@ fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command
                 },
                 format!("resumed from the alias as found, at step {}", step + 1),
             ));
-            enter(d, Phase::Shifting { step: *step }, now, commands);
+            enter(d, Phase::Shifting { step }, now, commands);
         }
-        // Frozen: only an operator moves it (resume, promote or abort).
-        (
-            Phase::Frozen { .. },
-            Input::AlarmRaised { .. } | Input::AnalysisFailed { .. } | Input::Pause,
-        ) => {
-            return false;
+        Input::Abort { reason } => roll_back(d, format!("aborted: {reason}"), now, commands),
+        _ => return false,
+    }
+    true
+}
+
+/// Rolling back: only the rollback's write (or someone else's) ends it.
+fn rolling_back(
+    d: &mut Deployment,
+    reason: String,
+    input: &Input,
+    now: Time,
+    commands: &mut Vec<Command>,
+) -> bool {
+    match input {
+        Input::AliasChangedByHand { found, revision } => {
+            d.alias_revision = revision.clone();
+            commands.push(record(
+                now,
+                EventKind::RolledBack,
+                format!(
+                    "the alias was changed outside Sluice during the rollback: it serves {found} (revision {}); left as found",
+                    revision.as_deref().unwrap_or("unknown")
+                ),
+            ));
+            enter(d, Phase::RolledBack { reason }, now, commands);
         }
-        (
-            Phase::RollingBack { reason },
-            Input::AliasUpdated {
-                update: AliasUpdate::Rollback,
-                revision,
-            },
-        ) => {
+        Input::AliasUpdated {
+            update: AliasUpdate::Rollback,
+            revision,
+        } => {
             d.weight = 0.0;
             d.alias_revision = revision.clone();
             commands.push(record(
@@ -948,27 +1042,24 @@ fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command
                     d.from_version.clone().unwrap_or_default()
                 ),
             ));
-            enter(
-                d,
-                Phase::RolledBack {
-                    reason: reason.clone(),
-                },
-                now,
-                commands,
-            );
+            enter(d, Phase::RolledBack { reason }, now, commands);
         }
+        _ => return false,
+    }
+    true
+}
 
-        (Phase::RollingBack { .. }, _) => return false,
-        (_, Input::AlarmRaised { alarm }) if started => {
-            roll_back(d, format!("alarm {alarm} is in ALARM"), now, commands);
-        }
-        (_, Input::AnalysisFailed { reason }) if started => {
-            roll_back(d, format!("analysis failed: {reason}"), now, commands);
-        }
-        (_, Input::Abort { reason }) if started => {
-            roll_back(d, format!("aborted: {reason}"), now, commands);
-        }
-        (phase, Input::Pause) => {
+/// An operator's pause, resume or promote of a deployment that is not
+/// frozen; anything else does not apply.
+fn pause_resume_or_promote(
+    d: &mut Deployment,
+    input: &Input,
+    now: Time,
+    commands: &mut Vec<Command>,
+) -> bool {
+    let phase = d.phase.clone();
+    match input {
+        Input::Pause => {
             if d.paused {
                 return false;
             }
@@ -980,7 +1071,7 @@ fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command
             };
             commands.push(record(now, EventKind::Paused, format!("paused {when}")));
         }
-        (phase, Input::Resume) => {
+        Input::Resume => {
             if !d.paused {
                 return false;
             }
@@ -988,14 +1079,14 @@ fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command
             commands.push(record(now, EventKind::Resumed, "resumed".into()));
             // Only a bake waits on the pause; anything else in flight carries on as it was.
             if let Phase::Baking { step, until } = phase {
-                if now >= *until {
-                    next_step(d, *step, now, now, commands);
+                if now >= until {
+                    next_step(d, step, now, now, commands);
                 } else {
                     commands.extend(pending(d, now));
                 }
             }
         }
-        (phase, Input::Promote) => {
+        Input::Promote => {
             if d.skip_waits && !d.paused {
                 return false;
             }
@@ -1007,7 +1098,7 @@ fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command
                 "remaining waits skipped; gates still run".into(),
             ));
             if let Phase::Baking { step, .. } = phase {
-                next_step(d, *step, now, now, commands);
+                next_step(d, step, now, now, commands);
             }
         }
         _ => return false,

@@ -584,39 +584,7 @@ fn step(e: &mut Execution, input: &Input, now: Time, commands: &mut Vec<Command>
                 });
             }
         }
-        Input::TimerFired { at } => {
-            let Some(i) = e.running(at) else { return false };
-            let ActionState::Running { since } = e.actions[i].state else {
-                return false;
-            };
-            let kind = e.kind(at.stage, i).clone();
-            match deadline(&kind, since) {
-                Some(due) if due <= now => {}
-                // Early: the executor's timer granularity; it fires again.
-                Some(due) => {
-                    commands.push(Command::StartTimer { at: *at, when: due });
-                    return true;
-                }
-                None => return false,
-            }
-            let state = match kind {
-                ActionKind::Wait(w) => ActionState::Succeeded {
-                    detail: format!("waited {}", humantime::format_duration(w.duration.0)),
-                },
-                other => {
-                    if !matches!(other, ActionKind::Approval(_)) {
-                        commands.push(Command::CancelAction {
-                            at: *at,
-                            mode: StopMode::Abandon,
-                        });
-                    }
-                    ActionState::Failed {
-                        reason: format!("no result before its deadline ({now})"),
-                    }
-                }
-            };
-            action_done(e, i, state, now, commands);
-        }
+        Input::TimerFired { at } => return timer_fired(e, at, now, commands),
         Input::Approval {
             at,
             approved,
@@ -638,100 +606,8 @@ fn step(e: &mut Execution, input: &Input, now: Time, commands: &mut Vec<Command>
             };
             action_done(e, i, state, now, commands);
         }
-        Input::Stop { mode, reason } => match &e.status {
-            Status::Queued | Status::Failed { .. } => {
-                finish(
-                    e,
-                    Status::Stopped {
-                        reason: reason.clone(),
-                    },
-                    now,
-                    commands,
-                );
-            }
-            Status::InProgress => match mode {
-                StopMode::Abandon => {
-                    for i in 0..e.actions.len() {
-                        if matches!(e.actions[i].state, ActionState::Running { .. }) {
-                            commands.push(Command::CancelAction {
-                                at: e.action_ref(i),
-                                mode: StopMode::Abandon,
-                            });
-                            e.actions[i].state = ActionState::Abandoned;
-                        }
-                    }
-                    finish(
-                        e,
-                        Status::Stopped {
-                            reason: reason.clone(),
-                        },
-                        now,
-                        commands,
-                    );
-                }
-                StopMode::Finish => {
-                    if e.stopping.is_some() {
-                        return false;
-                    }
-                    e.stopping = Some(reason.clone());
-                    commands.push(record(
-                        now,
-                        format!("stopping once running actions finish: {reason}"),
-                    ));
-                    // What runs elsewhere and can be told to stop after its
-                    // actions in progress (a CodePipeline execution) is told.
-                    for i in 0..e.actions.len() {
-                        let running = matches!(e.actions[i].state, ActionState::Running { .. });
-                        if running
-                            && e.actions[i].run.is_some()
-                            && stops_on_request(e.kind(e.stage, i))
-                        {
-                            commands.push(Command::CancelAction {
-                                at: e.action_ref(i),
-                                mode: StopMode::Finish,
-                            });
-                        }
-                    }
-                    advance(e, now, commands);
-                }
-            },
-            _ => return false,
-        },
-        Input::RetryStage { failed_only } => {
-            if !matches!(e.status, Status::Failed { .. }) {
-                return false;
-            }
-            e.stopping = None;
-            for run in &mut e.actions {
-                let again = !failed_only || matches!(run.state, ActionState::Failed { .. });
-                if again {
-                    run.state = ActionState::Pending;
-                    run.attempt += 1;
-                    run.run = None;
-                }
-            }
-            commands.push(record(
-                now,
-                format!(
-                    "stage {} retried ({})",
-                    e.stage_name(),
-                    if *failed_only {
-                        "failed actions"
-                    } else {
-                        "all actions"
-                    }
-                ),
-            ));
-            if e.definition.execution_mode == ExecutionMode::Queued {
-                // Another execution may have the turn now: wait for it, as a new one does.
-                e.status = Status::Queued;
-                commands.push(record(now, WAITING_FOR_TURN.into()));
-                commands.push(Command::TakeTurn);
-            } else {
-                e.status = Status::InProgress;
-                advance(e, now, commands);
-            }
-        }
+        Input::Stop { mode, reason } => return stop(e, mode, reason, now, commands),
+        Input::RetryStage { failed_only } => return retry_stage(e, *failed_only, now, commands),
         Input::Supersede { by } => match e.status {
             Status::Queued | Status::Failed { .. } => {
                 finish(e, Status::Superseded { by: by.clone() }, now, commands);
@@ -745,6 +621,154 @@ fn step(e: &mut Execution, input: &Input, now: Time, commands: &mut Vec<Command>
             }
             _ => return false,
         },
+    }
+    true
+}
+
+/// A running action's timer: a wait ends, a deadline fails it.
+fn timer_fired(e: &mut Execution, at: &ActionRef, now: Time, commands: &mut Vec<Command>) -> bool {
+    let Some(i) = e.running(at) else { return false };
+    let ActionState::Running { since } = e.actions[i].state else {
+        return false;
+    };
+    let kind = e.kind(at.stage, i).clone();
+    match deadline(&kind, since) {
+        Some(due) if due <= now => {}
+        // Early: the executor's timer granularity; it fires again.
+        Some(due) => {
+            commands.push(Command::StartTimer { at: *at, when: due });
+            return true;
+        }
+        None => return false,
+    }
+    let state = match kind {
+        ActionKind::Wait(w) => ActionState::Succeeded {
+            detail: format!("waited {}", humantime::format_duration(w.duration.0)),
+        },
+        other => {
+            if !matches!(other, ActionKind::Approval(_)) {
+                commands.push(Command::CancelAction {
+                    at: *at,
+                    mode: StopMode::Abandon,
+                });
+            }
+            ActionState::Failed {
+                reason: format!("no result before its deadline ({now})"),
+            }
+        }
+    };
+    action_done(e, i, state, now, commands);
+    true
+}
+
+/// An operator's stop: at once (abandoning what runs) or once running
+/// actions finish.
+fn stop(
+    e: &mut Execution,
+    mode: &StopMode,
+    reason: &str,
+    now: Time,
+    commands: &mut Vec<Command>,
+) -> bool {
+    match &e.status {
+        Status::Queued | Status::Failed { .. } => {
+            finish(
+                e,
+                Status::Stopped {
+                    reason: reason.to_owned(),
+                },
+                now,
+                commands,
+            );
+        }
+        Status::InProgress => match mode {
+            StopMode::Abandon => {
+                for i in 0..e.actions.len() {
+                    if matches!(e.actions[i].state, ActionState::Running { .. }) {
+                        commands.push(Command::CancelAction {
+                            at: e.action_ref(i),
+                            mode: StopMode::Abandon,
+                        });
+                        e.actions[i].state = ActionState::Abandoned;
+                    }
+                }
+                finish(
+                    e,
+                    Status::Stopped {
+                        reason: reason.to_owned(),
+                    },
+                    now,
+                    commands,
+                );
+            }
+            StopMode::Finish => {
+                if e.stopping.is_some() {
+                    return false;
+                }
+                e.stopping = Some(reason.to_owned());
+                commands.push(record(
+                    now,
+                    format!("stopping once running actions finish: {reason}"),
+                ));
+                // What runs elsewhere and can be told to stop after its
+                // actions in progress (a CodePipeline execution) is told.
+                for i in 0..e.actions.len() {
+                    let running = matches!(e.actions[i].state, ActionState::Running { .. });
+                    if running && e.actions[i].run.is_some() && stops_on_request(e.kind(e.stage, i))
+                    {
+                        commands.push(Command::CancelAction {
+                            at: e.action_ref(i),
+                            mode: StopMode::Finish,
+                        });
+                    }
+                }
+                advance(e, now, commands);
+            }
+        },
+        _ => return false,
+    }
+    true
+}
+
+/// An operator's retry of a failed stage: its failed actions, or all.
+fn retry_stage(
+    e: &mut Execution,
+    failed_only: bool,
+    now: Time,
+    commands: &mut Vec<Command>,
+) -> bool {
+    if !matches!(e.status, Status::Failed { .. }) {
+        return false;
+    }
+    e.stopping = None;
+    for run in &mut e.actions {
+        let again = !failed_only || matches!(run.state, ActionState::Failed { .. });
+        if again {
+            run.state = ActionState::Pending;
+            run.attempt += 1;
+            run.run = None;
+        }
+    }
+    commands.push(record(
+        now,
+        format!(
+            "stage {} retried ({})",
+            e.stage_name(),
+            if failed_only {
+                "failed actions"
+            } else {
+                "all actions"
+            }
+        ),
+    ));
+    if e.definition.execution_mode == ExecutionMode::Queued {
+        // Another execution may have the turn now: wait for it, as a new one does.
+        e.status = Status::Queued;
+        commands.push(record(now, WAITING_FOR_TURN.into()));
+        commands.push(Command::TakeTurn);
+    } else {
+        e.status = Status::InProgress;
+        advance(e, now, commands);
     }
     true
 }
