@@ -23,7 +23,7 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::domain::deployment::Time;
-use crate::settings::{SettingError, number, setting};
+use crate::settings::Settings;
 use crate::store::keys::Key;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
@@ -38,7 +38,6 @@ pub const DEFAULT_PER_SECOND: u64 = 10;
 /// The longest a call waits in its worker for a slot; past that it is
 /// refused and its step retried later (a worker must not sleep out a queue).
 pub const LONGEST_WAIT: Duration = Duration::from_secs(10);
-const PER_SECOND_SETTING: &str = "SLUICE_CONTROL_PLANE_BUDGET";
 /// Conditional writes lost to other workers before a call gives up.
 const ATTEMPTS: usize = 8;
 
@@ -75,15 +74,14 @@ impl Budget {
         }
     }
 
-    /// The table of `SLUICE_TABLE` and `SLUICE_CONTROL_PLANE_BUDGET` calls a
-    /// second (10; at most the quota, 15).
-    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, SettingError> {
-        Ok(Budget::new(
+    /// The table's budget of `settings.control_plane_budget` calls a second.
+    pub fn from_settings(config: &aws_config::SdkConfig, settings: &Settings) -> Self {
+        Budget::new(
             Client::new(config),
-            setting("SLUICE_TABLE")?,
-            per_second(std::env::var(PER_SECOND_SETTING).ok())?,
+            settings.table.clone(),
+            settings.control_plane_budget,
             LONGEST_WAIT,
-        ))
+        )
     }
 
     /// Waits for a slot of the budget, then returns: call just after.
@@ -203,33 +201,4 @@ fn tat(item: Option<&HashMap<String, AttributeValue>>) -> Option<i64> {
 
 fn n(v: i64) -> AttributeValue {
     AttributeValue::N(v.to_string())
-}
-
-/// The budget a second the setting gives: a whole number from 1 to the quota.
-fn per_second(value: Option<String>) -> Result<u64, SettingError> {
-    let per_second = number(PER_SECOND_SETTING, value, DEFAULT_PER_SECOND)?;
-    if !(1..=LAMBDA_CONTROL_PLANE_QUOTA).contains(&per_second) {
-        return Err(SettingError {
-            name: PER_SECOND_SETTING,
-            problem: format!(
-                "{per_second} must be from 1 to {LAMBDA_CONTROL_PLANE_QUOTA}, Lambda's quota"
-            ),
-        });
-    }
-    Ok(per_second)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_setting_is_a_share_of_the_quota() {
-        assert_eq!(per_second(None).unwrap(), 10);
-        assert_eq!(per_second(Some("15".into())).unwrap(), 15);
-        for bad in ["0", "16", "ten", "-1"] {
-            let e = per_second(Some(bad.into())).unwrap_err().to_string();
-            assert!(e.starts_with("SLUICE_CONTROL_PLANE_BUDGET: "), "{e}");
-        }
-    }
 }

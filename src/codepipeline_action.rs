@@ -19,7 +19,7 @@ use crate::domain::deployment::{
 use crate::domain::smoke::{S3Uri, SmokeTest};
 use crate::ports::Deployments;
 use crate::ports::{AwsFailure, aws};
-use crate::settings::{SettingError, setting};
+use crate::settings::Settings;
 use crate::store::{Store, StoreError};
 use aws_lambda_events::event::codepipeline_job::CodePipelineJobEvent;
 use aws_sdk_codepipeline::types::{CurrentRevision, ExecutionDetails, FailureDetails, FailureType};
@@ -104,16 +104,16 @@ pub struct CodePipelineAction<K = SystemClock> {
 }
 
 impl CodePipelineAction {
-    /// From the function's environment: `SLUICE_TABLE`, `SLUICE_ARTIFACT_BUCKET`.
-    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, SettingError> {
-        Ok(CodePipelineAction {
-            store: Store::from_env(config)?,
+    /// The action over DynamoDB, CodePipeline and S3.
+    pub fn from_settings(config: &aws_config::SdkConfig, settings: &Settings) -> Self {
+        CodePipelineAction {
+            store: Store::from_settings(config, settings),
             codepipeline: aws_sdk_codepipeline::Client::new(config),
             s3: aws_sdk_s3::Client::new(config),
-            artifact_bucket: setting("SLUICE_ARTIFACT_BUCKET")?,
+            artifact_bucket: settings.artifact_bucket.clone(),
             config: config.clone(),
             clock: SystemClock,
-        })
+        }
     }
 }
 

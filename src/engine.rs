@@ -8,7 +8,7 @@
 use crate::aws::AwsCloud;
 use crate::clock::{Clock, SystemClock};
 pub use crate::ports::EngineError;
-use crate::ports::{AliasState, AliasWrite, Cloud, Deployments, Invocation, Readiness};
+use crate::ports::{AliasState, AliasWrite, Cloud, Deployments, FaultPoint, Invocation, Readiness};
 
 use crate::batch::{Deadline, ITEMS_AT_ONCE, Item, run_items, sqs_response, stream_response};
 use crate::budget::Budget;
@@ -22,7 +22,7 @@ use crate::events::{
     HandedOver, QueueMessage, ShifterEvent, TimerMessage, parse_shifter_event, queue_items,
 };
 use crate::metrics::{self, Metric};
-use crate::settings::{SettingError, number, setting};
+use crate::settings::Settings;
 use crate::store::keys::Lock;
 use crate::store::{
     IN_FLIGHT_GRACE_SECS, LockOutcome, STUCK_AFTER_SECS, Store, StoreError, Stored, due_at,
@@ -30,7 +30,6 @@ use crate::store::{
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// SQS delays a message by 15 minutes at most; longer waits re-arm on arrival.
@@ -48,50 +47,6 @@ fn alias_lock(d: &Deployment) -> Lock {
     Lock::alias(&d.spec.function, &d.spec.alias)
 }
 
-fn hook_timeout(value: Option<String>) -> Result<Duration, SettingError> {
-    let name = "SLUICE_HOOK_TIMEOUT_SECONDS";
-    let secs = number(name, value, 60)?;
-    if secs == 0 || secs as i64 >= IN_FLIGHT_GRACE_SECS {
-        return Err(SettingError {
-            name,
-            problem: format!(
-                "{secs} is out of range: from 1 to {} seconds (the reconcile sweep's grace)",
-                IN_FLIGHT_GRACE_SECS - 1
-            ),
-        });
-    }
-    Ok(Duration::from_secs(secs))
-}
-
-/// Where a worker may be stopped or held (tests inject faults there).
-#[derive(Debug)]
-pub enum FaultPoint<'a> {
-    /// Before `deployment`'s worker executes a command.
-    Before {
-        deployment: &'a str,
-        command: &'a Command,
-    },
-    /// In an alias update of `deployment`: the write, conditional on the
-    /// revision Sluice last left, is about to be sent.
-    AliasWrite { deployment: &'a str },
-}
-
-/// Decides, possibly after waiting, whether to stop the worker at a point:
-/// tests kill a worker mid-way, or hold one while another overtakes it.
-pub type FaultHook = Arc<
-    dyn Fn(FaultPoint<'_>) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
-        + Send
-        + Sync,
->;
-
-/// A fault hook that stops the worker before the commands `stop` picks.
-pub fn stop_before(stop: impl Fn(&Command) -> bool + Send + Sync + 'static) -> FaultHook {
-    Arc::new(move |point| {
-        let stops = matches!(point, FaultPoint::Before { command, .. } if stop(command));
-        Box::pin(async move { stops })
-    })
-}
-
 /// How often an alias update is tried again when the alias changed between
 /// its read and its write.
 const ALIAS_WRITE_ATTEMPTS: usize = 5;
@@ -105,7 +60,6 @@ pub struct Engine<S = Store, C = AwsCloud, K = SystemClock> {
     pub clock: K,
     /// How long a hook may take before its gate fails.
     pub hook_timeout: Duration,
-    pub fault: Option<FaultHook>,
 }
 
 fn split(commands: Vec<Command>) -> (Vec<Event>, Vec<Command>) {
@@ -121,22 +75,18 @@ fn split(commands: Vec<Command>) -> (Vec<Event>, Vec<Command>) {
 }
 
 impl Engine {
-    /// Builds the engine from the function's environment (template.yaml sets it):
-    /// `SLUICE_TABLE`, `SLUICE_TIMER_QUEUE_URL`, and optionally
-    /// `SLUICE_HISTORY_RETENTION_DAYS` (90), `SLUICE_HOOK_TIMEOUT_SECONDS` (60)
-    /// and `SLUICE_CONTROL_PLANE_BUDGET` (10).
-    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, SettingError> {
-        Ok(Engine {
-            store: Store::from_env(config)?,
+    /// The engine over DynamoDB, the AWS SDK and the wall clock.
+    pub fn from_settings(config: &aws_config::SdkConfig, settings: &Settings) -> Self {
+        Engine {
+            store: Store::from_settings(config, settings),
             cloud: AwsCloud::new(
                 config,
-                setting("SLUICE_TIMER_QUEUE_URL")?,
-                Budget::from_env(config)?,
+                settings.timer_queue_url.clone(),
+                Budget::from_settings(config, settings),
             ),
             clock: SystemClock,
-            hook_timeout: hook_timeout(std::env::var("SLUICE_HOOK_TIMEOUT_SECONDS").ok())?,
-            fault: None,
-        })
+            hook_timeout: settings.hook_timeout,
+        }
     }
 }
 
@@ -527,13 +477,6 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         }
     }
 
-    async fn fault_at(&self, point: FaultPoint<'_>) -> bool {
-        match &self.fault {
-            Some(fault) => fault(point).await,
-            None => false,
-        }
-    }
-
     /// Sets the alias's weights: one `UpdateAlias`, conditional on the
     /// revision Sluice's last write left (saved with the deployment), so it
     /// costs one control-plane call. Lambda refuses it if anyone wrote the
@@ -565,7 +508,8 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         }
         for _ in 0..ALIAS_WRITE_ATTEMPTS {
             if self
-                .fault_at(FaultPoint::AliasWrite { deployment: &d.id })
+                .cloud
+                .checkpoint(FaultPoint::AliasWrite { deployment: &d.id })
                 .await
             {
                 return Err(EngineError::Injected("UpdateAlias".into()));
@@ -820,7 +764,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Machine for Engine<S, C, K> {
                 deployment: &d.id,
                 command: &command,
             };
-            if self.fault_at(stop).await {
+            if self.cloud.checkpoint(stop).await {
                 return Err(EngineError::Injected(format!("{command:?}")));
             }
             let done = self.execute_command(d, command).await;
@@ -869,28 +813,4 @@ fn fractions(additional: &Option<(String, f64)>) -> HashMap<String, f64> {
         .iter()
         .map(|(version, percent)| (version.clone(), percent / 100.0))
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_hook_timeout_must_fit_in_the_sweeps_grace() {
-        assert_eq!(hook_timeout(None).unwrap(), Duration::from_secs(60));
-        assert_eq!(
-            hook_timeout(Some("89".into())).unwrap(),
-            Duration::from_secs(89)
-        );
-        for bad in ["0", "90", "600", "ten", "-1"] {
-            let e = hook_timeout(Some(bad.into())).unwrap_err();
-            assert_eq!(e.name, "SLUICE_HOOK_TIMEOUT_SECONDS", "{bad}");
-        }
-        assert!(
-            hook_timeout(Some("90".into()))
-                .unwrap_err()
-                .to_string()
-                .contains("from 1 to 89 seconds")
-        );
-    }
 }

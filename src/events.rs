@@ -89,29 +89,6 @@ impl HandedOver {
     }
 }
 
-impl HandedOver {
-    /// Puts it on a worker's queue (`queue_url`), to be taken after
-    /// `delay_secs` (0 to 900, SQS's range).
-    pub async fn send(
-        &self,
-        sqs: &aws_sdk_sqs::Client,
-        queue_url: &str,
-        delay_secs: i32,
-    ) -> Result<
-        (),
-        aws_sdk_sqs::error::SdkError<aws_sdk_sqs::operation::send_message::SendMessageError>,
-    > {
-        let body = serde_json::to_string(self).expect("work handed over serialises");
-        sqs.send_message()
-            .queue_url(queue_url)
-            .message_body(body)
-            .delay_seconds(delay_secs)
-            .send()
-            .await
-            .map(|_| ())
-    }
-}
-
 /// A queue batch as items to run: a timer keyed by what `timer_key` says it
 /// moves, work handed over by its id, a body that could not be read by its
 /// message alone.

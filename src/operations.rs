@@ -14,7 +14,7 @@ use crate::domain::pipeline::{ActionKind, PipelineDefinition};
 use crate::orchestrator::Orchestrator;
 use crate::ports::{Actions, Cloud, EngineError, OrchestratorError};
 use crate::ports::{Deployments, Executions};
-use crate::settings::SettingError;
+use crate::settings::Settings;
 use crate::store::keys::Lock;
 use crate::store::{Store, StoreError};
 use serde::Serialize;
@@ -157,10 +157,10 @@ pub struct Operations {
 }
 
 impl Operations {
-    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, SettingError> {
-        Ok(Operations {
-            orchestrator: Orchestrator::from_env(config)?,
-        })
+    pub fn from_settings(config: &aws_config::SdkConfig, settings: &Settings) -> Self {
+        Operations {
+            orchestrator: Orchestrator::from_settings(config, settings),
+        }
     }
 
     pub fn store(&self) -> &Store {

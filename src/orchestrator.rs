@@ -30,7 +30,7 @@ use crate::events::{
     queue_items,
 };
 use crate::metrics::{self, Metric};
-use crate::settings::{SettingError, setting};
+use crate::settings::Settings;
 use crate::store::keys::Lock;
 use crate::store::{LockOutcome, Store, StoreError, StoredExecution, execution_due_at};
 use futures::StreamExt;
@@ -96,20 +96,19 @@ fn split(commands: Vec<Command>) -> (Vec<ExecutionEvent>, Vec<Command>) {
 }
 
 impl Orchestrator {
-    /// From the function's environment: the engine's settings, plus
-    /// `SLUICE_PIPELINE_TIMER_QUEUE_URL` and `SLUICE_ARTIFACT_BUCKET`.
-    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, SettingError> {
-        let engine = Engine::from_env(config)?;
+    /// The orchestrator over the engine's ports and the AWS SDK's.
+    pub fn from_settings(config: &aws_config::SdkConfig, settings: &Settings) -> Self {
+        let engine = Engine::from_settings(config, settings);
         let actions = AwsActions::new(
             &engine.cloud,
             config,
-            setting("SLUICE_PIPELINE_TIMER_QUEUE_URL")?,
+            settings.pipeline_timer_queue_url.clone(),
         );
-        Ok(Orchestrator {
+        Orchestrator {
             engine,
             actions,
-            artifact_bucket: setting("SLUICE_ARTIFACT_BUCKET")?,
-        })
+            artifact_bucket: settings.artifact_bucket.clone(),
+        }
     }
 }
 

@@ -8,7 +8,7 @@
 //! (tests/simulation) plugs in in-memory models with the same conditional
 //! semantics.
 
-use crate::domain::deployment::{Deployment, Event, Time};
+use crate::domain::deployment::{Command, Deployment, Event, Time};
 use crate::domain::execution::{Execution, ExecutionEvent};
 use crate::domain::hooks::HookRequest;
 use crate::events::{HandedOver, PipelineTimer, TimerMessage};
@@ -282,6 +282,20 @@ pub enum Invocation {
     NotRun(String),
 }
 
+/// Where a worker is about to act on the cloud: the checkpoints where
+/// tests inject faults through the port (`Cloud::checkpoint`).
+#[derive(Debug)]
+pub enum FaultPoint<'a> {
+    /// Before `deployment`'s worker executes a command.
+    Before {
+        deployment: &'a str,
+        command: &'a Command,
+    },
+    /// In an alias update of `deployment`: the write, conditional on the
+    /// revision Sluice last left, is about to be sent.
+    AliasWrite { deployment: &'a str },
+}
+
 /// Lambda, CloudWatch and the timer queue, as the engine uses them.
 pub trait Cloud: Send + Sync {
     /// `None` if the alias does not exist.
@@ -339,6 +353,13 @@ pub trait Cloud: Send + Sync {
         work: &HandedOver,
         delay_secs: i32,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Whether the worker stops at `point`, after any wait there. The cloud
+    /// never stops one; a test's port stops or holds workers here, so the
+    /// engine under test is the production engine.
+    fn checkpoint(&self, point: FaultPoint<'_>) -> impl Future<Output = bool> + Send {
+        let _ = point;
+        async { false }
+    }
 }
 
 /// A CodePipeline execution as an action sees it.

@@ -1,5 +1,107 @@
-//! Function settings from the environment (template.yaml sets them): a
-//! missing or malformed one is an error that names it.
+//! Sluice's settings, read once per process and passed to the constructors:
+//! from the environment in a function (template.yaml sets it), from the
+//! stack's outputs in the CLI. A missing or malformed one is an error that
+//! names it.
+
+use crate::budget::{DEFAULT_PER_SECOND, LAMBDA_CONTROL_PLANE_QUOTA};
+use crate::store::IN_FLIGHT_GRACE_SECS;
+use std::time::Duration;
+
+/// Every setting of a Sluice process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `SLUICE_TABLE`: the state table.
+    pub table: String,
+    /// `SLUICE_TIMER_QUEUE_URL`: the shifter's queue.
+    pub timer_queue_url: String,
+    /// `SLUICE_PIPELINE_TIMER_QUEUE_URL`: the orchestrator's queue.
+    pub pipeline_timer_queue_url: String,
+    /// `SLUICE_ARTIFACT_BUCKET`.
+    pub artifact_bucket: String,
+    /// `SLUICE_HISTORY_RETENTION_DAYS` (90): how long finished work is kept.
+    pub history_retention: chrono::Duration,
+    /// `SLUICE_CONTROL_PLANE_BUDGET` (10): Lambda control-plane calls a
+    /// second, for all of Sluice's workers together.
+    pub control_plane_budget: u64,
+    /// `SLUICE_HOOK_TIMEOUT_SECONDS` (60): how long a hook may take before
+    /// its gate fails.
+    pub hook_timeout: Duration,
+    /// `SLUICE_WEBHOOK_SECRET`: the webhook secret's ARN or name; only the
+    /// source function has one.
+    pub webhook_secret: Option<String>,
+}
+
+impl Settings {
+    /// The process's environment, read once.
+    pub fn from_env() -> Result<Self, SettingError> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// The settings `var` gives by their environment names: the
+    /// environment, or what the CLI discovered of a stack.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, SettingError> {
+        let required = |name: &'static str| {
+            var(name).ok_or_else(|| SettingError {
+                name,
+                problem: "is not set".into(),
+            })
+        };
+        let retention_days = number(
+            "SLUICE_HISTORY_RETENTION_DAYS",
+            var("SLUICE_HISTORY_RETENTION_DAYS"),
+            90,
+        )?;
+        Ok(Settings {
+            table: required("SLUICE_TABLE")?,
+            timer_queue_url: required("SLUICE_TIMER_QUEUE_URL")?,
+            pipeline_timer_queue_url: required("SLUICE_PIPELINE_TIMER_QUEUE_URL")?,
+            artifact_bucket: required("SLUICE_ARTIFACT_BUCKET")?,
+            history_retention: chrono::Duration::days(retention_days as i64),
+            control_plane_budget: control_plane_budget(var("SLUICE_CONTROL_PLANE_BUDGET"))?,
+            hook_timeout: hook_timeout(var("SLUICE_HOOK_TIMEOUT_SECONDS"))?,
+            webhook_secret: var("SLUICE_WEBHOOK_SECRET"),
+        })
+    }
+
+    /// The webhook secret, where a function needs it.
+    pub fn webhook_secret(&self) -> Result<String, SettingError> {
+        self.webhook_secret.clone().ok_or(SettingError {
+            name: "SLUICE_WEBHOOK_SECRET",
+            problem: "is not set".into(),
+        })
+    }
+}
+
+/// A share of Lambda's control-plane quota.
+fn control_plane_budget(value: Option<String>) -> Result<u64, SettingError> {
+    let name = "SLUICE_CONTROL_PLANE_BUDGET";
+    let per_second = number(name, value, DEFAULT_PER_SECOND)?;
+    if !(1..=LAMBDA_CONTROL_PLANE_QUOTA).contains(&per_second) {
+        return Err(SettingError {
+            name,
+            problem: format!(
+                "{per_second} must be from 1 to {LAMBDA_CONTROL_PLANE_QUOTA}, Lambda's quota"
+            ),
+        });
+    }
+    Ok(per_second)
+}
+
+/// A hook's time, which must end inside the reconcile sweep's grace.
+fn hook_timeout(value: Option<String>) -> Result<Duration, SettingError> {
+    let name = "SLUICE_HOOK_TIMEOUT_SECONDS";
+    let secs = number(name, value, 60)?;
+    if secs == 0 || secs as i64 >= IN_FLIGHT_GRACE_SECS {
+        return Err(SettingError {
+            name,
+            problem: format!(
+                "{secs} is out of range: from 1 to {} seconds (the reconcile sweep's grace)",
+                IN_FLIGHT_GRACE_SECS - 1
+            ),
+        });
+    }
+    Ok(Duration::from_secs(secs))
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("{name}: {problem}")]
@@ -8,28 +110,86 @@ pub struct SettingError {
     pub problem: String,
 }
 
-pub fn setting(name: &'static str) -> Result<String, SettingError> {
-    std::env::var(name).map_err(|_| SettingError {
-        name,
-        problem: "is not set".into(),
-    })
-}
-
-pub fn number_setting(name: &'static str, default: u64) -> Result<u64, SettingError> {
-    number(name, std::env::var(name).ok(), default)
-}
-
 /// `value` as a whole number, `default` when absent.
-pub fn number(
-    name: &'static str,
-    value: Option<String>,
-    default: u64,
-) -> Result<u64, SettingError> {
+fn number(name: &'static str, value: Option<String>, default: u64) -> Result<u64, SettingError> {
     match value {
         None => Ok(default),
         Some(text) => text.parse().map_err(|_| SettingError {
             name,
             problem: format!("{text:?} is not a whole number"),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(extra: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let mut all: Vec<(String, String)> = [
+            ("SLUICE_TABLE", "t"),
+            ("SLUICE_TIMER_QUEUE_URL", "q"),
+            ("SLUICE_PIPELINE_TIMER_QUEUE_URL", "p"),
+            ("SLUICE_ARTIFACT_BUCKET", "b"),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        all.reverse();
+        move |name| all.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+
+    #[test]
+    fn settings_have_their_defaults_and_name_what_is_missing() {
+        let s = Settings::from_vars(vars(&[])).unwrap();
+        assert_eq!(s.history_retention, chrono::Duration::days(90));
+        assert_eq!(s.control_plane_budget, 10);
+        assert_eq!(s.hook_timeout, Duration::from_secs(60));
+        assert_eq!(s.webhook_secret, None);
+        assert_eq!(
+            s.webhook_secret().unwrap_err().name,
+            "SLUICE_WEBHOOK_SECRET"
+        );
+        let e = Settings::from_vars(|name| vars(&[])(name).filter(|_| name != "SLUICE_TABLE"))
+            .unwrap_err();
+        assert_eq!(e.to_string(), "SLUICE_TABLE: is not set");
+        let e =
+            Settings::from_vars(vars(&[("SLUICE_HISTORY_RETENTION_DAYS", "a year")])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "SLUICE_HISTORY_RETENTION_DAYS: \"a year\" is not a whole number"
+        );
+    }
+
+    #[test]
+    fn the_budget_is_a_share_of_the_quota() {
+        assert_eq!(control_plane_budget(None).unwrap(), 10);
+        assert_eq!(control_plane_budget(Some("15".into())).unwrap(), 15);
+        for bad in ["0", "16", "ten", "-1"] {
+            let e = control_plane_budget(Some(bad.into()))
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("SLUICE_CONTROL_PLANE_BUDGET: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_hook_timeout_must_fit_in_the_sweeps_grace() {
+        assert_eq!(hook_timeout(None).unwrap(), Duration::from_secs(60));
+        assert_eq!(
+            hook_timeout(Some("89".into())).unwrap(),
+            Duration::from_secs(89)
+        );
+        for bad in ["0", "90", "600", "ten", "-1"] {
+            let e = hook_timeout(Some(bad.into())).unwrap_err();
+            assert_eq!(e.name, "SLUICE_HOOK_TIMEOUT_SECONDS", "{bad}");
+        }
+        assert!(
+            hook_timeout(Some("90".into()))
+                .unwrap_err()
+                .to_string()
+                .contains("from 1 to 89 seconds")
+        );
     }
 }

@@ -15,7 +15,7 @@ use crate::domain::pipeline::{PipelineDefinition, Push};
 use crate::function_url::{self, error_response, response};
 use crate::metrics::{self, Metric};
 use crate::ports::Executions;
-use crate::settings::{SettingError, setting};
+use crate::settings::{SettingError, Settings};
 use crate::store::{ExecutionStart, Store, StoreError};
 use aws_lambda_events::event::code_commit::CodeCommitEvent;
 use aws_lambda_events::event::lambda_function_urls::{
@@ -174,14 +174,17 @@ pub fn parse_source_event(payload: &serde_json::Value) -> Result<SourceEvent, So
 }
 
 impl Source {
-    /// Builds the source from the function's environment: `SLUICE_TABLE` and
-    /// `SLUICE_WEBHOOK_SECRET` (the secret's ARN or name).
-    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, SettingError> {
+    /// The source over DynamoDB and Secrets Manager: the settings must name
+    /// the webhook secret.
+    pub fn from_settings(
+        config: &aws_config::SdkConfig,
+        settings: &Settings,
+    ) -> Result<Self, SettingError> {
         Ok(Source {
-            store: Store::from_env(config)?,
+            store: Store::from_settings(config, settings),
             webhook_secret: WebhookSecret::new(
                 aws_sdk_secretsmanager::Client::new(config),
-                setting("SLUICE_WEBHOOK_SECRET")?,
+                settings.webhook_secret()?,
             ),
             clock: SystemClock,
         })

@@ -20,7 +20,7 @@ pub use pipelines::{ExecutionStart, INVOKE_ACTION_GRACE_SECS, StoredExecution, e
 use crate::domain::deployment::{Deployment, Event, Phase, Time};
 use crate::ports::aws;
 pub use crate::ports::{LockOutcome, StoreError, Stored};
-use crate::settings::{SettingError, number_setting, setting};
+use crate::settings::Settings;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use keys::{Key, Lock, PK, SK};
@@ -79,15 +79,13 @@ pub fn is_stuck(d: &Deployment, now: Time) -> bool {
 pub const IN_FLIGHT_GRACE_SECS: i64 = 90;
 
 impl Store {
-    /// The table of `SLUICE_TABLE`, keeping finished work for
-    /// `SLUICE_HISTORY_RETENTION_DAYS` (90).
-    pub fn from_env(config: &aws_config::SdkConfig) -> Result<Self, SettingError> {
-        let retention = number_setting("SLUICE_HISTORY_RETENTION_DAYS", 90)?;
-        Ok(Store::new(
+    /// The table of the settings, keeping finished work for their retention.
+    pub fn from_settings(config: &aws_config::SdkConfig, settings: &Settings) -> Self {
+        Store::new(
             Client::new(config),
-            setting("SLUICE_TABLE")?,
-            chrono::Duration::days(retention as i64),
-        ))
+            settings.table.clone(),
+            settings.history_retention,
+        )
     }
 
     pub fn new(client: Client, table: impl Into<String>, retention: chrono::Duration) -> Self {

@@ -13,9 +13,11 @@ use sluice::domain::deployment::{
     Command, Deployment, DeploymentSpec, EventKind, Input, OnBusy, OnManualChange, Phase,
     VersionSource,
 };
-use sluice::engine::{Engine, EngineError, FaultPoint, stop_before};
+use sluice::engine::{Engine, EngineError};
 use sluice::events::{QueueMessage, TimerMessage, queue_message};
+use sluice::ports::FaultPoint;
 use sluice::ports::{Deployments as _, Invocation};
+use sluice::store::Store;
 use sluice::store::keys::Lock;
 use std::path::Path;
 use std::sync::Arc;
@@ -25,9 +27,13 @@ use support::*;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
+/// The production engine over the local stack, its cloud with checkpoints
+/// where a test injects faults.
+type TestEngine = Engine<Store, Checkpointed<AwsCloud>>;
+
 struct World {
     stack: TestStack,
-    engine: Engine,
+    engine: TestEngine,
     lambda: aws_sdk_lambda::Client,
     hooks: tempfile::TempDir,
 }
@@ -108,16 +114,18 @@ async fn world_of(stack: TestStack) -> Result<World> {
     tokio::try_join!(greeter, futures::future::try_join_all(hook_functions))?;
     let engine = Engine {
         store: template_store(&stack).await,
-        cloud: AwsCloud {
-            lambda: lambda.clone(),
-            cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
-            sqs: aws_sdk_sqs::Client::new(&config),
-            timer_queue_url: stack.var("SLUICE_RESOURCE_TIMER_QUEUE").to_owned(),
-            budget: template_budget(&stack).await,
+        cloud: Checkpointed {
+            inner: AwsCloud {
+                lambda: lambda.clone(),
+                cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
+                sqs: aws_sdk_sqs::Client::new(&config),
+                timer_queue_url: stack.var("SLUICE_RESOURCE_TIMER_QUEUE").to_owned(),
+                budget: template_budget(&stack).await,
+            },
+            faults: None,
         },
         clock: SystemClock,
         hook_timeout: Duration::from_secs(10),
-        fault: None,
     };
     Ok(World {
         stack,
@@ -158,6 +166,7 @@ impl World {
     async fn create_alarm(&self, name: &str) -> Result<()> {
         self.engine
             .cloud
+            .inner
             .cloudwatch
             .put_metric_alarm()
             .alarm_name(name)
@@ -222,7 +231,7 @@ impl World {
         self.run_with(&self.engine, ids).await
     }
 
-    async fn run_with(&self, engine: &Engine, ids: &[&str]) -> Result<Vec<Deployment>> {
+    async fn run_with(&self, engine: &TestEngine, ids: &[&str]) -> Result<Vec<Deployment>> {
         let until = Instant::now() + DEADLINE;
         loop {
             let mut done = Vec::new();
@@ -251,8 +260,8 @@ impl World {
     /// off the queue (waits up to 1 s for one), as the shifter's event source
     /// takes them.
     async fn take_timers(&self) -> Result<Vec<QueueMessage<TimerMessage>>> {
-        let sqs = &self.engine.cloud.sqs;
-        let queue = &self.engine.cloud.timer_queue_url;
+        let sqs = &self.engine.cloud.inner.sqs;
+        let queue = &self.engine.cloud.inner.timer_queue_url;
         let received = sqs
             .receive_message()
             .queue_url(queue)
@@ -386,7 +395,7 @@ async fn failed_gates_and_alarms_roll_back_with_the_alias_whole() -> Result<()> 
     );
 
     // An alarm in ALARM fails the gate of the next step, after the first shift.
-    let cw = &w.engine.cloud.cloudwatch;
+    let cw = &w.engine.cloud.inner.cloudwatch;
     w.create_alarm("greeter-errors").await?;
     let mut watched = spec("2", "canary:10:1s", None, None);
     watched.alarms = vec!["greeter-errors".into()];
@@ -431,7 +440,7 @@ async fn failed_gates_and_alarms_roll_back_with_the_alias_whole() -> Result<()> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_killed_before_any_command_is_repaired_by_resume() -> Result<()> {
-    let mut w = world().await?;
+    let w = world().await?;
     // Kill the worker before the n-th command it executes, for every n the deployment has.
     let mut killed_at = Vec::new();
     for n in 0.. {
@@ -439,7 +448,7 @@ async fn a_worker_killed_before_any_command_is_repaired_by_resume() -> Result<()
         let counter = Arc::new(AtomicUsize::new(0));
         let seen = counter.clone();
         let crashing = Engine {
-            fault: Some(stop_before(move |_: &Command| {
+            cloud: w.engine.cloud.with(stop_before(move |_: &Command| {
                 seen.fetch_add(1, Ordering::SeqCst) == n
             })),
             ..w.engine.clone()
@@ -493,7 +502,6 @@ async fn a_worker_killed_before_any_command_is_repaired_by_resume() -> Result<()
         killed_at.len() >= 8,
         "only {killed_at:?} commands were interrupted"
     );
-    w.engine.fault = None;
     Ok(())
 }
 
@@ -662,6 +670,7 @@ async fn the_shifter_function_runs_deployments_from_its_event_sources() -> Resul
     );
     w.engine
         .cloud
+        .inner
         .cloudwatch
         .set_alarm_state()
         .alarm_name("greeter-live-errors")
@@ -1145,7 +1154,10 @@ async fn a_lock_left_by_a_finished_deployment_is_freed_for_the_next() -> Result<
     );
     // The holder's worker dies after the rollback, before releasing the lock.
     let dies_at_release = Engine {
-        fault: Some(stop_before(|c: &Command| matches!(c, Command::ReleaseLock))),
+        cloud: w
+            .engine
+            .cloud
+            .with(stop_before(|c: &Command| matches!(c, Command::ReleaseLock))),
         ..w.engine.clone()
     };
     let died = dies_at_release
@@ -1176,7 +1188,7 @@ async fn a_lock_left_by_a_finished_deployment_is_freed_for_the_next() -> Result<
 /// A fault hook that holds the worker the first time it reaches a point `at`
 /// picks: `reached` is notified, and the worker waits for `release`.
 struct Hold {
-    hook: sluice::engine::FaultHook,
+    hook: FaultHook,
     reached: Arc<tokio::sync::Notify>,
     release: Arc<tokio::sync::Notify>,
 }
@@ -1186,7 +1198,7 @@ fn hold_once(at: impl Fn(&FaultPoint) -> bool + Send + Sync + 'static) -> Hold {
     let release = Arc::new(tokio::sync::Notify::new());
     let held = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (r, g) = (reached.clone(), release.clone());
-    let hook: sluice::engine::FaultHook = Arc::new(move |point| {
+    let hook: FaultHook = Arc::new(move |point| {
         let hold = at(&point) && !held.swap(true, Ordering::SeqCst);
         let (r, g) = (r.clone(), g.clone());
         Box::pin(async move {
@@ -1224,7 +1236,7 @@ async fn a_worker_overtaken_by_a_rollback_never_splits_the_alias_again() -> Resu
     for (n, hold) in holds.into_iter().enumerate() {
         let id = format!("overtaken-{n}");
         let slow = Engine {
-            fault: Some(hold.hook.clone()),
+            cloud: w.engine.cloud.with(hold.hook.clone()),
             ..w.engine.clone()
         };
         let forward = tokio::spawn({
@@ -1290,7 +1302,7 @@ async fn a_gate_under_way_is_not_run_again_by_a_redelivery_or_the_sweep() -> Res
         )
     });
     let worker = Engine {
-        fault: Some(hold.hook.clone()),
+        cloud: w.engine.cloud.with(hold.hook.clone()),
         ..w.engine.clone()
     };
     let first = tokio::spawn(async move {
@@ -1348,9 +1360,12 @@ async fn a_deployment_out_of_budget_is_handed_back_and_finished_without_the_swee
         others.reserve(chrono::Utc::now()).await?;
     }
     let starved = Engine {
-        cloud: AwsCloud {
-            budget,
-            ..w.engine.cloud.clone()
+        cloud: Checkpointed {
+            inner: AwsCloud {
+                budget,
+                ..w.engine.cloud.inner.clone()
+            },
+            faults: None,
         },
         ..w.engine.clone()
     };
@@ -1405,7 +1420,7 @@ async fn a_gate_a_timer_started_is_not_run_again_by_a_redelivery_or_the_sweep() 
         )
     });
     let worker = Engine {
-        fault: Some(hold.hook.clone()),
+        cloud: w.engine.cloud.with(hold.hook.clone()),
         ..w.engine.clone()
     };
     let timer = message.clone();
@@ -1606,7 +1621,7 @@ async fn an_alias_that_changes_under_every_write_fails_the_worker_and_resume_rep
     let lambda = w.lambda.clone();
     let on = meddle.clone();
     let meddling = Engine {
-        fault: Some(Arc::new(move |point| {
+        cloud: w.engine.cloud.with(Arc::new(move |point| {
             let lambda = lambda.clone();
             let meddles =
                 on.load(Ordering::SeqCst) && matches!(point, FaultPoint::AliasWrite { .. });
@@ -1712,7 +1727,7 @@ impl World {
     /// and the errors the workers met.
     async fn run_through_faults(
         &self,
-        faulty: &Engine,
+        faulty: &TestEngine,
         id: &str,
     ) -> Result<(Deployment, Vec<String>)> {
         let until = Instant::now() + Duration::from_secs(120);
@@ -2019,9 +2034,12 @@ async fn a_lambda_api_that_stops_answering_at_a_gate_fails_it_and_the_rollback_c
             .build(),
     );
     let faulty = Engine {
-        cloud: AwsCloud {
-            lambda,
-            ..w.engine.cloud.clone()
+        cloud: Checkpointed {
+            inner: AwsCloud {
+                lambda,
+                ..w.engine.cloud.inner.clone()
+            },
+            faults: None,
         },
         ..w.engine.clone()
     };

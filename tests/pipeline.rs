@@ -121,7 +121,6 @@ impl World {
             },
             clock: sluice::clock::SystemClock,
             hook_timeout: Duration::from_secs(30),
-            fault: None,
         };
         // Invoke actions go to sluice-local, as the engine's calls do.
         let actions = sluice::aws::AwsActions::new(
@@ -322,7 +321,6 @@ fn orchestrator_at(
             cloud: o.engine.cloud.clone(),
             clock: Later(ahead),
             hook_timeout: o.engine.hook_timeout,
-            fault: None,
         },
         actions: o.actions.clone(),
         artifact_bucket: o.artifact_bucket.clone(),

@@ -213,7 +213,6 @@ pub fn recorded_engine(
         },
         clock: SystemClock,
         hook_timeout,
-        fault: None,
     }
 }
 

@@ -2,17 +2,10 @@
 //! (its CloudFormation outputs). Either way the CLI gets the same clients.
 
 use anyhow::{Context, Result, bail};
-use sluice::aws::AwsActions;
-use sluice::aws::AwsCloud;
-use sluice::budget::{Budget, DEFAULT_PER_SECOND, LONGEST_WAIT};
-use sluice::clock::SystemClock;
-use sluice::engine::Engine;
 use sluice::operations::Operations;
-use sluice::orchestrator::Orchestrator;
-use sluice::store::Store;
+use sluice::settings::Settings;
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
 
 /// What `sluice-local` writes: `export KEY='value'` lines.
 pub fn read_env_file(path: &Path) -> Result<HashMap<String, String>> {
@@ -37,37 +30,31 @@ pub fn read_env_file(path: &Path) -> Result<HashMap<String, String>> {
     Ok(vars)
 }
 
+/// Operations on the stack `settings` describe. Lambda may answer at an
+/// endpoint of its own (the local stack's), hence its client apart.
 fn operations(
     config: &aws_config::SdkConfig,
     lambda: aws_sdk_lambda::Client,
-    table: String,
-    timer_queue_url: String,
-    pipeline_timer_queue_url: String,
-    artifact_bucket: String,
+    settings: &Settings,
 ) -> Operations {
-    let dynamodb = aws_sdk_dynamodb::Client::new(config);
-    let engine = Engine {
-        store: Store::new(dynamodb.clone(), table.clone(), chrono::Duration::days(90)),
-        cloud: AwsCloud {
-            lambda,
-            cloudwatch: aws_sdk_cloudwatch::Client::new(config),
-            sqs: aws_sdk_sqs::Client::new(config),
-            timer_queue_url,
-            // An operator's steer draws on the workers' budget.
-            budget: Budget::new(dynamodb, table, DEFAULT_PER_SECOND, LONGEST_WAIT),
-        },
-        clock: SystemClock,
-        hook_timeout: Duration::from_secs(60),
-        fault: None,
-    };
-    let actions = AwsActions::new(&engine.cloud, config, pipeline_timer_queue_url);
-    Operations {
-        orchestrator: Orchestrator {
-            engine,
-            actions,
-            artifact_bucket,
-        },
-    }
+    let mut ops = Operations::from_settings(config, settings);
+    ops.orchestrator.engine.cloud.lambda = lambda.clone();
+    ops.orchestrator.actions.lambda = lambda;
+    ops
+}
+
+/// Settings from what a stack says of itself, by their environment names.
+fn settings(found: impl Fn(&str) -> Result<String>) -> Result<Settings> {
+    let vars: HashMap<&str, String> = [
+        ("SLUICE_TABLE", "StateTableName"),
+        ("SLUICE_TIMER_QUEUE_URL", "TimerQueueUrl"),
+        ("SLUICE_PIPELINE_TIMER_QUEUE_URL", "PipelineTimerQueueUrl"),
+        ("SLUICE_ARTIFACT_BUCKET", "ArtifactBucketName"),
+    ]
+    .into_iter()
+    .map(|(setting, output)| Ok((setting, found(output)?)))
+    .collect::<Result<_>>()?;
+    Ok(Settings::from_vars(|name| vars.get(name).cloned())?)
 }
 
 /// The local stack described by `sluice-local`'s env file.
@@ -96,14 +83,16 @@ pub async fn local(env_file: &Path) -> Result<Operations> {
             .endpoint_url(var("AWS_ENDPOINT_URL_LAMBDA")?)
             .build(),
     );
-    Ok(operations(
-        &config,
-        lambda,
-        var("SLUICE_RESOURCE_STATE_TABLE")?,
-        var("SLUICE_RESOURCE_TIMER_QUEUE")?,
-        var("SLUICE_RESOURCE_PIPELINE_TIMER_QUEUE")?,
-        var("SLUICE_RESOURCE_ARTIFACT_BUCKET")?,
-    ))
+    let settings = settings(|output| {
+        let resource = match output {
+            "StateTableName" => "SLUICE_RESOURCE_STATE_TABLE",
+            "TimerQueueUrl" => "SLUICE_RESOURCE_TIMER_QUEUE",
+            "PipelineTimerQueueUrl" => "SLUICE_RESOURCE_PIPELINE_TIMER_QUEUE",
+            _ => "SLUICE_RESOURCE_ARTIFACT_BUCKET",
+        };
+        var(resource)
+    })?;
+    Ok(operations(&config, lambda, &settings))
 }
 
 /// A stack deployed with `sam deploy`, found by its outputs.
@@ -129,13 +118,11 @@ pub async fn deployed(stack: &str) -> Result<Operations> {
             .cloned()
             .with_context(|| format!("stack {stack} has no output {name}: is it Sluice?"))
     };
+    let settings = settings(output)?;
     Ok(operations(
         &config,
         aws_sdk_lambda::Client::new(&config),
-        output("StateTableName")?,
-        output("TimerQueueUrl")?,
-        output("PipelineTimerQueueUrl")?,
-        output("ArtifactBucketName")?,
+        &settings,
     ))
 }
 

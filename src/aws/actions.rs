@@ -1,7 +1,7 @@
 //! The outside world of pipeline actions through the AWS SDK: Lambda for
 //! invoke actions, S3 for artifacts, CodePipeline, the orchestrator's queue.
 
-use super::{AwsCloud, invoke, refused_for_good, service_message};
+use super::{AwsCloud, invoke, refused_for_good, send_to_queue, service_message};
 use crate::events::{HandedOver, PipelineTimer};
 use crate::ports::{Actions, Invocation, OrchestratorError, PipelineRun, aws};
 use aws_sdk_codepipeline::types::{
@@ -205,20 +205,13 @@ impl Actions for AwsActions {
         timer: &PipelineTimer,
         delay_secs: i32,
     ) -> Result<(), OrchestratorError> {
-        let body = serde_json::to_string(timer).expect("timers serialise");
-        self.sqs
-            .send_message()
-            .queue_url(&self.timer_queue_url)
-            .message_body(body)
-            .delay_seconds(delay_secs)
-            .send()
+        send_to_queue(&self.sqs, &self.timer_queue_url, timer, delay_secs)
             .await
-            .map_err(|err| aws::<OrchestratorError>("SendMessage (pipeline timer)", err))?;
-        Ok(())
+            .map_err(|err| aws("SendMessage (pipeline timer)", err))
     }
 
     async fn hand_over(&self, work: &HandedOver) -> Result<(), OrchestratorError> {
-        work.send(&self.sqs, &self.timer_queue_url, 0)
+        send_to_queue(&self.sqs, &self.timer_queue_url, work, 0)
             .await
             .map_err(|err| aws("SendMessage (work handed over)", err))
     }

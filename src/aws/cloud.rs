@@ -1,7 +1,7 @@
 //! The cloud port through the AWS SDK: Lambda's control plane within
 //! Sluice's budget, CloudWatch alarms, hook invocations, the shifter's queue.
 
-use super::{invoke, service_message};
+use super::{invoke, send_to_queue, service_message};
 use crate::budget::{Budget, BudgetError};
 use crate::domain::hooks::HookRequest;
 use crate::events::{HandedOver, TimerMessage};
@@ -345,20 +345,13 @@ impl Cloud for AwsCloud {
     }
 
     async fn send_timer(&self, message: &TimerMessage, delay_secs: i32) -> Result<(), EngineError> {
-        let body = serde_json::to_string(message).expect("timer messages serialise");
-        self.sqs
-            .send_message()
-            .queue_url(&self.timer_queue_url)
-            .message_body(body)
-            .delay_seconds(delay_secs)
-            .send()
+        send_to_queue(&self.sqs, &self.timer_queue_url, message, delay_secs)
             .await
-            .map_err(|e| aws::<EngineError>("SendMessage (timer)", e))?;
-        Ok(())
+            .map_err(|e| aws("SendMessage (timer)", e))
     }
 
     async fn hand_over(&self, work: &HandedOver, delay_secs: i32) -> Result<(), EngineError> {
-        work.send(&self.sqs, &self.timer_queue_url, delay_secs)
+        send_to_queue(&self.sqs, &self.timer_queue_url, work, delay_secs)
             .await
             .map_err(|e| aws("SendMessage (work handed over)", e))
     }

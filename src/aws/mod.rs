@@ -170,6 +170,26 @@ impl HttpClient for OneConnector {
     }
 }
 
+/// Puts `message`, as JSON, on the queue at `queue_url`, to be delivered
+/// after `delay_secs` (0 to 900, SQS's range): a worker's timers and the
+/// work the workers hand each other.
+pub(crate) async fn send_to_queue(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    message: &impl serde::Serialize,
+    delay_secs: i32,
+) -> Result<(), aws_sdk_sqs::error::SdkError<aws_sdk_sqs::operation::send_message::SendMessageError>>
+{
+    let body = serde_json::to_string(message).expect("queue messages serialise");
+    sqs.send_message()
+        .queue_url(queue_url)
+        .message_body(body)
+        .delay_seconds(delay_secs)
+        .send()
+        .await
+        .map(|_| ())
+}
+
 /// Whether AWS would answer the same request the same way again: a denied
 /// permission, a request it refuses, or something that does not exist.
 /// Retrying cannot help; the caller fails what asked for it, with the reason.

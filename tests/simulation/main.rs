@@ -32,11 +32,12 @@ use sluice::domain::deployment::{
 };
 use sluice::domain::execution::{ActionState, Input as ExecutionInput, Status, StopMode};
 use sluice::domain::pipeline::{GitRef, PipelineDefinition, Push};
-use sluice::engine::{Engine, EngineError, FaultHook, FaultPoint};
+use sluice::engine::{Engine, EngineError};
 use sluice::events::HandedOver;
 use sluice::events::PipelineTimer;
 use sluice::events::TimerMessage;
 use sluice::orchestrator::{Orchestrator, OrchestratorError};
+use sluice::ports::FaultPoint;
 use sluice::source::start_executions;
 use sluice::store::{IN_FLIGHT_GRACE_SECS, StoreError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -45,6 +46,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
+use support::FaultHook;
 
 type SimEngine = Engine<MemoryTable, MemoryCloud, SimClock>;
 type SimOrchestrator = Orchestrator<MemoryTable, MemoryCloud, SimClock, MemoryActions>;
@@ -1528,8 +1530,8 @@ fn run_world(plan: &Plan) -> Outcome {
             cloud: cloud.clone(),
             clock: sim.clock.clone(),
             hook_timeout: Duration::from_secs(60),
-            fault: Some(fault_hook(Arc::downgrade(&sim))),
         };
+        cloud.inject(fault_hook(Arc::downgrade(&sim)));
         let orchestrator = Orchestrator {
             engine: engine.clone(),
             actions,

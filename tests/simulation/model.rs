@@ -10,7 +10,7 @@ use sluice::domain::hooks::HookRequest;
 use sluice::engine::EngineError;
 use sluice::events::{HandedOver, PipelineTimer, TimerMessage};
 use sluice::orchestrator::OrchestratorError;
-use sluice::ports::{Actions, Executions, PipelineRun};
+use sluice::ports::{Actions, Executions, FaultPoint, PipelineRun};
 use sluice::ports::{AliasState, AliasWrite, Cloud, Deployments, Invocation, Readiness};
 use sluice::store::keys::{Key, Lock};
 use sluice::store::{
@@ -571,6 +571,8 @@ pub struct MemoryCloud {
     /// Read (never written, no dice) to say who held the alias at each write.
     table: MemoryTable,
     clock: SimClock,
+    /// Where workers die or are overtaken: the simulation's, set once it exists.
+    faults: Arc<std::sync::OnceLock<crate::support::FaultHook>>,
 }
 
 fn transient(what: &str) -> EngineError {
@@ -584,7 +586,13 @@ impl MemoryCloud {
             dice,
             table,
             clock,
+            faults: Arc::default(),
         }
+    }
+
+    /// Stops or holds workers at the checkpoints as `faults` says.
+    pub fn inject(&self, faults: crate::support::FaultHook) {
+        assert!(self.faults.set(faults).is_ok(), "faults injected once");
     }
 
     fn call(&self, what: &str) -> Result<(), EngineError> {
@@ -805,6 +813,13 @@ impl Cloud for MemoryCloud {
             return Err(transient("SendMessage (work handed over, answer lost)"));
         }
         Ok(())
+    }
+
+    async fn checkpoint(&self, point: FaultPoint<'_>) -> bool {
+        match self.faults.get() {
+            Some(faults) => faults(point).await,
+            None => false,
+        }
     }
 }
 

@@ -4,10 +4,17 @@
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_lambda::primitives::Blob;
+use sluice::domain::deployment::Command;
+use sluice::domain::hooks::HookRequest;
+use sluice::engine::EngineError;
+use sluice::events::{HandedOver, TimerMessage};
+use sluice::ports::{AliasState, AliasWrite, Cloud, FaultPoint, Invocation, Readiness};
 use sluice_local::code::bootstrap_zip;
 use sluice_local::launcher::{LocalStack, StackOptions, build_dir};
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub fn workspace_root() -> PathBuf {
@@ -307,4 +314,98 @@ pub async fn webhook_secret(stack: &LocalStack) -> Result<String> {
         .await?
         .secret_string
         .context("the generated secret")
+}
+
+/// Decides, possibly after waiting, whether to stop a worker at a point:
+/// tests kill a worker mid-way, or hold one while another overtakes it.
+pub type FaultHook = Arc<
+    dyn Fn(FaultPoint<'_>) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync,
+>;
+
+/// A fault hook that stops the worker before the commands `stop` picks.
+pub fn stop_before(stop: impl Fn(&Command) -> bool + Send + Sync + 'static) -> FaultHook {
+    Arc::new(move |point| {
+        let stops = matches!(point, FaultPoint::Before { command, .. } if stop(command));
+        Box::pin(async move { stops })
+    })
+}
+
+/// The cloud with faults injected at its checkpoints: the engine under
+/// test is the production engine, only its port differs.
+#[derive(Clone)]
+pub struct Checkpointed<C> {
+    pub inner: C,
+    pub faults: Option<FaultHook>,
+}
+
+impl<C: Clone> Checkpointed<C> {
+    /// The same cloud, stopped or held where `faults` says.
+    pub fn with(&self, faults: FaultHook) -> Self {
+        Checkpointed {
+            inner: self.inner.clone(),
+            faults: Some(faults),
+        }
+    }
+}
+
+impl<C: Cloud> Cloud for Checkpointed<C> {
+    async fn read_alias(
+        &self,
+        function: &str,
+        alias: &str,
+    ) -> Result<Option<AliasState>, EngineError> {
+        self.inner.read_alias(function, alias).await
+    }
+    async fn write_alias(
+        &self,
+        function: &str,
+        alias: &str,
+        primary: &str,
+        weights: &HashMap<String, f64>,
+        revision: Option<&str>,
+    ) -> Result<AliasWrite, EngineError> {
+        self.inner
+            .write_alias(function, alias, primary, weights, revision)
+            .await
+    }
+    async fn ready_version(&self, function: &str, version: &str) -> Result<Readiness, EngineError> {
+        self.inner.ready_version(function, version).await
+    }
+    async fn publish(
+        &self,
+        function: &str,
+        bucket: &str,
+        key: &str,
+        object_version: Option<&str>,
+    ) -> Result<Readiness, EngineError> {
+        self.inner
+            .publish(function, bucket, key, object_version)
+            .await
+    }
+    async fn alarms_in_alarm(
+        &self,
+        names: &[String],
+    ) -> Result<HashMap<String, bool>, EngineError> {
+        self.inner.alarms_in_alarm(names).await
+    }
+    async fn invoke_hook(
+        &self,
+        hook: &str,
+        request: &HookRequest,
+        timeout: Duration,
+    ) -> Result<Invocation, EngineError> {
+        self.inner.invoke_hook(hook, request, timeout).await
+    }
+    async fn send_timer(&self, message: &TimerMessage, delay_secs: i32) -> Result<(), EngineError> {
+        self.inner.send_timer(message, delay_secs).await
+    }
+    async fn hand_over(&self, work: &HandedOver, delay_secs: i32) -> Result<(), EngineError> {
+        self.inner.hand_over(work, delay_secs).await
+    }
+    async fn checkpoint(&self, point: FaultPoint<'_>) -> bool {
+        match &self.faults {
+            Some(faults) => faults(point).await,
+            None => false,
+        }
+    }
 }

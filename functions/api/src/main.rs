@@ -10,7 +10,8 @@ use sluice::operations::Operations;
 async fn main() -> Result<(), Error> {
     sluice::telemetry::init(sluice::telemetry::LogFormat::detect());
     let config = sluice::aws::lambda_sdk_config().await;
-    let operations = Operations::from_env(&config)?;
+    let settings = sluice::settings::Settings::from_env()?;
+    let operations = Operations::from_settings(&config, &settings);
     let operations = &operations;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<LambdaFunctionUrlRequest>| async move {

@@ -10,7 +10,8 @@ use sluice::codepipeline_action::CodePipelineAction;
 async fn main() -> Result<(), Error> {
     sluice::telemetry::init(sluice::telemetry::LogFormat::detect());
     let config = sluice::aws::lambda_sdk_config().await;
-    let action = CodePipelineAction::from_env(&config)?;
+    let settings = sluice::settings::Settings::from_env()?;
+    let action = CodePipelineAction::from_settings(&config, &settings);
     let action = &action;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         action

@@ -14,7 +14,8 @@ use sluice::orchestrator::Orchestrator;
 async fn main() -> Result<(), Error> {
     sluice::telemetry::init(sluice::telemetry::LogFormat::detect());
     let config = sluice::aws::lambda_sdk_config().await;
-    let orchestrator = Orchestrator::from_env(&config)?;
+    let settings = sluice::settings::Settings::from_env()?;
+    let orchestrator = Orchestrator::from_settings(&config, &settings);
     let orchestrator = &orchestrator;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let deadline = Some(event.context.deadline());

@@ -12,7 +12,8 @@ use sluice::engine::Engine;
 async fn main() -> Result<(), Error> {
     sluice::telemetry::init(sluice::telemetry::LogFormat::detect());
     let config = sluice::aws::lambda_sdk_config().await;
-    let engine = Engine::from_env(&config)?;
+    let settings = sluice::settings::Settings::from_env()?;
+    let engine = Engine::from_settings(&config, &settings);
     let engine = &engine;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         let deadline = Some(event.context.deadline());

@@ -11,7 +11,8 @@ use sluice::source::Source;
 async fn main() -> Result<(), Error> {
     sluice::telemetry::init(sluice::telemetry::LogFormat::detect());
     let config = sluice::aws::lambda_sdk_config().await;
-    let source = Source::from_env(&config)?;
+    let settings = sluice::settings::Settings::from_env()?;
+    let source = Source::from_settings(&config, &settings)?;
     let source = &source;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         source.handle(&event.payload).await.map_err(Error::from)
