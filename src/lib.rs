@@ -10,7 +10,8 @@ pub mod budget;
 pub mod clock;
 pub mod codepipeline_action;
 pub mod commits;
-pub mod domain;
+/// The pure core, a crate of its own so that its purity is the compiler's to check.
+pub use sluice_domain as domain;
 pub mod drive;
 pub mod engine;
 pub mod events;

@@ -1,10 +1,10 @@
 //! The hook contract: what a PreTraffic or PostTraffic hook function is sent,
 //! and what it answers. Any Lambda that speaks it can gate a shift.
 
-use crate::domain::analysis::AnalysisSettings;
-use crate::domain::deployment::Gate;
-pub use crate::domain::smoke::Check;
-use crate::domain::smoke::{S3Uri, SmokeTest};
+use crate::analysis::AnalysisSettings;
+use crate::deployment::Gate;
+pub use crate::smoke::Check;
+use crate::smoke::{S3Uri, SmokeTest};
 use serde::{Deserialize, Serialize};
 
 /// Sent to a hook function (synchronously, with a deadline) before or after
@@ -78,7 +78,7 @@ mod tests {
     use super::*;
 
     fn sample(name: &str) -> String {
-        std::fs::read_to_string(format!("{}/events/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+        std::fs::read_to_string(format!("{}/../events/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
     }
 
     #[test]

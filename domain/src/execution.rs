@@ -6,7 +6,7 @@
 //! duplicate and out-of-order inputs change nothing: every action result
 //! names the stage, action and attempt it is for.
 
-use crate::domain::pipeline::{ActionKind, ExecutionMode, PipelineDefinition, Push};
+use crate::pipeline::{ActionKind, ExecutionMode, PipelineDefinition, Push};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -260,8 +260,8 @@ impl Execution {
             format!(
                 "started by {} {} at {}{}",
                 match e.push.reference {
-                    crate::domain::pipeline::GitRef::Branch(_) => "a push to",
-                    crate::domain::pipeline::GitRef::Tag(_) => "the tag",
+                    crate::pipeline::GitRef::Branch(_) => "a push to",
+                    crate::pipeline::GitRef::Tag(_) => "the tag",
                 },
                 e.push.reference.name(),
                 short(&e.push.sha),

@@ -1,5 +1,5 @@
 use super::*;
-use crate::domain::pipeline::GitRef;
+use crate::pipeline::GitRef;
 use chrono::TimeZone;
 use proptest::prelude::*;
 

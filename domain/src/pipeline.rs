@@ -2,11 +2,11 @@
 //! executions go through. A definition is YAML (or JSON, which is YAML too);
 //! validation reports every problem with its path, not only the first.
 
-use crate::domain::analysis::AnalysisSettings;
-use crate::domain::config::DeploymentConfig;
-use crate::domain::deployment::{OnBusy, OnManualChange};
-use crate::domain::names;
-use crate::domain::smoke::{S3Uri, SmokeTest};
+use crate::analysis::AnalysisSettings;
+use crate::config::DeploymentConfig;
+use crate::deployment::{OnBusy, OnManualChange};
+use crate::names;
+use crate::smoke::{S3Uri, SmokeTest};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};

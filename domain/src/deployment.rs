@@ -12,9 +12,9 @@
 //! gate, alarm, failed analysis or abort → rolling back (alias 100% on the old
 //! version) → rolled back.
 
-use crate::domain::analysis::AnalysisSettings;
-use crate::domain::config::{DeploymentConfig, Schedule};
-use crate::domain::smoke::{S3Uri, SmokeTest};
+use crate::analysis::AnalysisSettings;
+use crate::config::{DeploymentConfig, Schedule};
+use crate::smoke::{S3Uri, SmokeTest};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -95,7 +95,7 @@ impl DeploymentSpec {
     /// field, checked against AWS's patterns (`names`): nothing AWS would
     /// refuse is written down as a deployment.
     pub fn problems(&self) -> Vec<String> {
-        use crate::domain::{limits, names};
+        use crate::{limits, names};
         type Rule = fn(&str) -> Result<(), String>;
         let mut named: Vec<(String, &str, Rule)> = vec![
             ("function".into(), &self.function, names::function),

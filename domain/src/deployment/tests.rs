@@ -838,9 +838,9 @@ fn a_spec_refuses_unknown_fields_and_names_aws_would_refuse() {
     );
 
     let mut huge = spec("AllAtOnce");
-    huge.smoke_tests = vec![crate::domain::smoke::SmokeTest {
+    huge.smoke_tests = vec![crate::smoke::SmokeTest {
         name: "big".into(),
-        event: serde_json::json!({ "blob": "x".repeat(crate::domain::limits::MAX_SPEC_BYTES) }),
+        event: serde_json::json!({ "blob": "x".repeat(crate::limits::MAX_SPEC_BYTES) }),
         expect: Default::default(),
     }];
     let problems = huge.problems();
