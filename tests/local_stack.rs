@@ -1266,6 +1266,29 @@ async fn functions_go_through_lambdas_states_and_refuse_what_lambda_refuses() ->
         "the update's code runs once it is done"
     );
 
+    // Two updates sent at once: Lambda takes one and refuses the other.
+    let update = |description: &'static str| {
+        lambda
+            .update_function_configuration()
+            .function_name("greeter")
+            .description(description)
+            .send()
+    };
+    let (first, second) = tokio::join!(update("first"), update("second"));
+    match (first, second) {
+        (Ok(_), Err(refused)) | (Err(refused), Ok(_)) => {
+            conflict(refused.into(), "an update sent beside another")
+        }
+        (first, second) => panic!(
+            "expected one update taken, not {}",
+            [first.is_ok(), second.is_ok()]
+                .iter()
+                .filter(|ok| **ok)
+                .count()
+        ),
+    }
+    wait_updated(&lambda, "greeter").await?;
+
     // The published version is Pending before it can be invoked.
     let published = lambda
         .publish_version()

@@ -254,9 +254,12 @@ async fn dispatch(
         }
         (&Method::PUT, ["2015-03-31", "functions", function, "code"]) => {
             let function = short_name(function);
-            if let Some(conflict) = update_conflict(&state, &function) {
-                return conflict;
-            }
+            let arn = state.invoker.function_arn(&function);
+            // Held until the update is answered: another change meanwhile is refused.
+            let _claim = match state.invoker.states().claim_update(&function, &arn) {
+                Ok(claim) => claim,
+                Err(why) => return resource_conflict(&why),
+            };
             if let Err(resp) = capture_code(&state, &body, "").await {
                 return resp;
             }
@@ -274,9 +277,12 @@ async fn dispatch(
         }
         (&Method::PUT, ["2015-03-31", "functions", function, "configuration"]) => {
             let function = short_name(function);
-            if let Some(conflict) = update_conflict(&state, &function) {
-                return conflict;
-            }
+            let arn = state.invoker.function_arn(&function);
+            // Held until the update is answered: another change meanwhile is refused.
+            let _claim = match state.invoker.states().claim_update(&function, &arn) {
+                Ok(claim) => claim,
+                Err(why) => return resource_conflict(&why),
+            };
             let dead_letter = dead_letter_of(&body);
             let running = state.invoker.latest(&function).await;
             let update = state.invoker.begin_update(&function, running);
@@ -545,11 +551,11 @@ fn over_quota(wait: Duration) -> Response {
 fn update_conflict(state: &ApiState, function: &str) -> Option<Response> {
     let arn = state.invoker.function_arn(function);
     let why = state.invoker.states().update_conflict(function, &arn)?;
-    Some(lambda_error(
-        StatusCode::CONFLICT,
-        "ResourceConflictException",
-        &why,
-    ))
+    Some(resource_conflict(&why))
+}
+
+fn resource_conflict(why: &str) -> Response {
+    lambda_error(StatusCode::CONFLICT, "ResourceConflictException", why)
 }
 
 /// The function's highest published version (0: none), read from moto

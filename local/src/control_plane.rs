@@ -72,6 +72,28 @@ struct Windows {
     updating_until: Option<Instant>,
     /// Versions published through sluice-local, `Pending` until then.
     versions: HashMap<String, Instant>,
+    /// An update accepted and not yet answered (`UpdateClaim`): its window
+    /// starts when it is answered, and nothing else may change the
+    /// function meanwhile.
+    claimed: bool,
+}
+
+/// An update of a function claimed before it is made: while it is held, any
+/// other change of the function is refused as one made during an update.
+/// Dropped once the update is answered, by which time `begin` has opened
+/// the update's window if it was accepted.
+pub struct UpdateClaim<'a> {
+    states: &'a FunctionStates,
+    function: String,
+}
+
+impl Drop for UpdateClaim<'_> {
+    fn drop(&mut self) {
+        let mut windows = self.states.windows.lock().expect("states lock");
+        if let Some(w) = windows.get_mut(&self.function) {
+            w.claimed = false;
+        }
+    }
 }
 
 /// The state windows of the functions created and changed through sluice-local.
@@ -129,18 +151,28 @@ impl FunctionStates {
     /// Why Lambda refuses to change `function` now (`ResourceConflictException`),
     /// if it does: while it is `Pending`, or an update is in progress.
     pub fn update_conflict(&self, function: &str, function_arn: &str) -> Option<String> {
-        let now = Instant::now();
         let windows = self.windows.lock().expect("states lock");
-        let w = windows.get(function)?;
-        if open(w.pending_until, now) {
-            Some(pending_message())
-        } else if open(w.updating_until, now) {
-            Some(format!(
-                "The operation cannot be performed at this time. An update is in progress for resource: {function_arn}"
-            ))
-        } else {
-            None
+        conflict(windows.get(function)?, function_arn, Instant::now())
+    }
+
+    /// Claims `function` for an update, or says why Lambda refuses one now:
+    /// the check and the claim are one step, so of two updates sent at once
+    /// one is refused, as Lambda refuses it.
+    pub fn claim_update(
+        &self,
+        function: &str,
+        function_arn: &str,
+    ) -> Result<UpdateClaim<'_>, String> {
+        let mut windows = self.windows.lock().expect("states lock");
+        let w = windows.entry(function.to_owned()).or_default();
+        if let Some(why) = conflict(w, function_arn, Instant::now()) {
+            return Err(why);
         }
+        w.claimed = true;
+        Ok(UpdateClaim {
+            states: self,
+            function: function.to_owned(),
+        })
     }
 
     /// Whether an update of the function is in progress now.
@@ -192,6 +224,18 @@ impl FunctionStates {
             };
         }
         ACTIVE
+    }
+}
+
+fn conflict(w: &Windows, function_arn: &str, now: Instant) -> Option<String> {
+    if open(w.pending_until, now) {
+        Some(pending_message())
+    } else if w.claimed || open(w.updating_until, now) {
+        Some(format!(
+            "The operation cannot be performed at this time. An update is in progress for resource: {function_arn}"
+        ))
+    } else {
+        None
     }
 }
 
@@ -635,6 +679,26 @@ mod tests {
         let instant = FunctionStates::new(0.0);
         instant.begin("g", Transition::Create, None);
         assert_eq!(instant.status("g", "$LATEST"), ACTIVE);
+    }
+
+    #[test]
+    fn an_update_is_claimed_before_it_is_made_so_a_second_is_refused() {
+        let states = FunctionStates::new(1.0);
+        let arn = "arn:aws:lambda:us-east-1:123456789012:function:f";
+        let claim = states.claim_update("f", arn).expect("nothing in the way");
+        // Sent while the first is on its way: refused, as during an update.
+        let refused = states.claim_update("f", arn).err().expect("refused");
+        assert!(refused.contains("An update is in progress"), "{refused}");
+        assert!(states.update_conflict("f", arn).is_some());
+        // Refused by moto, say: the claim goes, and no window opens.
+        drop(claim);
+        assert_eq!(states.update_conflict("f", arn), None);
+        // Accepted: the window opens before the claim goes.
+        let claim = states.claim_update("f", arn).expect("free again");
+        states.begin("f", Transition::Update, None);
+        drop(claim);
+        assert!(states.update_conflict("f", arn).is_some());
+        assert!(states.claim_update("f", arn).is_err());
     }
 
     #[test]
