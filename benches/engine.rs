@@ -92,7 +92,7 @@ async fn main() -> Result<()> {
 
     let calls = Calls::default();
     let engine = support::recorded_engine(&stack, &sdk, &calls, Duration::from_secs(10));
-    let lambda = engine.cloud.lambda.clone();
+    let lambda = engine.cloud().lambda.clone();
 
     // The app: two versions of the greeter behind `live`, and an alarm to raise.
     let role = support::role(&sdk, "bench").await?;
@@ -128,7 +128,7 @@ async fn main() -> Result<()> {
         .function_version("1")
         .send()
         .await?;
-    let cloudwatch = &engine.cloud.cloudwatch;
+    let cloudwatch = &engine.cloud().cloudwatch;
     cloudwatch
         .put_metric_alarm()
         .alarm_name("app-errors")
@@ -159,9 +159,9 @@ async fn main() -> Result<()> {
         d.phase = Phase::PreTraffic { step: 0 };
         d.from_version = Some(on.to_string());
         d.to_version = Some(other(on).to_owned());
-        engine.store.create(&d, &[]).await?;
+        engine.store().create(&d, &[]).await?;
         engine
-            .store
+            .store()
             .acquire_lock(&Lock::alias("app", "live"), &id, chrono::Utc::now())
             .await?;
         // A hook result: the gate passes; the alias takes 10%.

@@ -69,7 +69,7 @@ async fn main() -> Result<()> {
     let sdk = stack.sdk_config().await;
     let calls = Calls::default();
     let engine = support::recorded_engine(&stack, &sdk, &calls, Duration::from_secs(30));
-    let lambda = engine.cloud.lambda.clone();
+    let lambda = engine.cloud().lambda.clone();
 
     // The app (greeter 1 and 2), its aliases on 1, and the hook.
     let role = support::role(&sdk, "fleet").await?;
@@ -179,10 +179,10 @@ async fn main() -> Result<()> {
         pollers.spawn(async move {
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 let Ok(received) = engine
-                    .cloud
+                    .cloud()
                     .sqs
                     .receive_message()
-                    .queue_url(&engine.cloud.timer_queue_url)
+                    .queue_url(&engine.cloud().timer_queue_url)
                     .max_number_of_messages(10)
                     .wait_time_seconds(1)
                     .send()

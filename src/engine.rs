@@ -55,11 +55,66 @@ const ALIAS_WRITE_ATTEMPTS: usize = 5;
 /// wall clock in the functions, in-memory models in the simulation.
 #[derive(Clone)]
 pub struct Engine<S = Store, C = AwsCloud, K = SystemClock> {
-    pub store: S,
-    pub cloud: C,
-    pub clock: K,
+    pub(crate) store: S,
+    pub(crate) cloud: C,
+    pub(crate) clock: K,
     /// How long a hook may take before its gate fails.
-    pub hook_timeout: Duration,
+    pub(crate) hook_timeout: Duration,
+}
+
+impl<S, C, K> Engine<S, C, K> {
+    pub fn new(store: S, cloud: C, clock: K, hook_timeout: Duration) -> Self {
+        Engine {
+            store,
+            cloud,
+            clock,
+            hook_timeout,
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub fn cloud(&self) -> &C {
+        &self.cloud
+    }
+
+    pub fn clock(&self) -> &K {
+        &self.clock
+    }
+
+    pub fn hook_timeout(&self) -> Duration {
+        self.hook_timeout
+    }
+
+    /// The same engine over another cloud (a test's, with faults).
+    pub fn with_cloud<C2>(&self, cloud: C2) -> Engine<S, C2, K>
+    where
+        S: Clone,
+        K: Clone,
+    {
+        Engine::new(
+            self.store.clone(),
+            cloud,
+            self.clock.clone(),
+            self.hook_timeout,
+        )
+    }
+
+    /// The same engine over another table client.
+    pub fn with_store<S2>(&self, store: S2) -> Engine<S2, C, K>
+    where
+        C: Clone,
+        K: Clone,
+    {
+        Engine::new(
+            store,
+            self.cloud.clone(),
+            self.clock.clone(),
+            self.hook_timeout,
+        )
+    }
 }
 
 fn split(commands: Vec<Command>) -> (Vec<Event>, Vec<Command>) {

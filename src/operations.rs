@@ -153,14 +153,16 @@ pub fn new_deployment_id() -> String {
 
 #[derive(Clone)]
 pub struct Operations {
-    pub orchestrator: Orchestrator,
+    orchestrator: Orchestrator,
 }
 
 impl Operations {
     pub fn from_settings(config: &aws_config::SdkConfig, settings: &Settings) -> Self {
-        Operations {
-            orchestrator: Orchestrator::from_settings(config, settings),
-        }
+        Operations::new(Orchestrator::from_settings(config, settings))
+    }
+
+    pub fn new(orchestrator: Orchestrator) -> Self {
+        Operations { orchestrator }
     }
 
     pub fn store(&self) -> &Store {

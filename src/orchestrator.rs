@@ -81,9 +81,31 @@ pub fn deployment_origin(deployment_id: &str) -> Option<(String, ActionRef)> {
 pub struct Orchestrator<S = Store, C = AwsCloud, K = SystemClock, A = AwsActions> {
     /// Deployments are the engine's: the orchestrator creates them and aborts
     /// them. Its table and clock are the orchestrator's too.
-    pub engine: Engine<S, C, K>,
-    pub actions: A,
-    pub artifact_bucket: String,
+    pub(crate) engine: Engine<S, C, K>,
+    pub(crate) actions: A,
+    pub(crate) artifact_bucket: String,
+}
+
+impl<S, C, K, A> Orchestrator<S, C, K, A> {
+    pub fn new(engine: Engine<S, C, K>, actions: A, artifact_bucket: String) -> Self {
+        Orchestrator {
+            engine,
+            actions,
+            artifact_bucket,
+        }
+    }
+
+    pub fn engine(&self) -> &Engine<S, C, K> {
+        &self.engine
+    }
+
+    pub fn actions(&self) -> &A {
+        &self.actions
+    }
+
+    pub fn artifact_bucket(&self) -> &str {
+        &self.artifact_bucket
+    }
 }
 
 fn split(commands: Vec<Command>) -> (Vec<ExecutionEvent>, Vec<Command>) {

@@ -112,9 +112,9 @@ async fn world_of(stack: TestStack) -> Result<World> {
         }
     });
     tokio::try_join!(greeter, futures::future::try_join_all(hook_functions))?;
-    let engine = Engine {
-        store: template_store(&stack).await,
-        cloud: Checkpointed {
+    let engine = Engine::new(
+        template_store(&stack).await,
+        Checkpointed {
             inner: AwsCloud {
                 lambda: lambda.clone(),
                 cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
@@ -124,9 +124,9 @@ async fn world_of(stack: TestStack) -> Result<World> {
             },
             faults: None,
         },
-        clock: SystemClock,
-        hook_timeout: Duration::from_secs(10),
-    };
+        SystemClock,
+        Duration::from_secs(10),
+    );
     Ok(World {
         stack,
         engine,
@@ -157,7 +157,7 @@ impl World {
     async fn live_lock_holder(&self) -> Result<Option<String>> {
         Ok(self
             .engine
-            .store
+            .store()
             .lock_holder(&Lock::alias("greeter", "live"))
             .await?)
     }
@@ -165,7 +165,7 @@ impl World {
     /// An alarm on the greeter's errors, in state INSUFFICIENT_DATA until a test sets it.
     async fn create_alarm(&self, name: &str) -> Result<()> {
         self.engine
-            .cloud
+            .cloud()
             .inner
             .cloudwatch
             .put_metric_alarm()
@@ -236,7 +236,7 @@ impl World {
         loop {
             let mut done = Vec::new();
             for id in ids {
-                let d = self.engine.store.load(id).await?.deployment;
+                let d = self.engine.store().load(id).await?.deployment;
                 if d.phase.is_terminal() {
                     done.push(d);
                 }
@@ -260,8 +260,8 @@ impl World {
     /// off the queue (waits up to 1 s for one), as the shifter's event source
     /// takes them.
     async fn take_timers(&self) -> Result<Vec<QueueMessage<TimerMessage>>> {
-        let sqs = &self.engine.cloud.inner.sqs;
-        let queue = &self.engine.cloud.inner.timer_queue_url;
+        let sqs = &self.engine.cloud().inner.sqs;
+        let queue = &self.engine.cloud().inner.timer_queue_url;
         let received = sqs
             .receive_message()
             .queue_url(queue)
@@ -395,7 +395,7 @@ async fn failed_gates_and_alarms_roll_back_with_the_alias_whole() -> Result<()> 
     );
 
     // An alarm in ALARM fails the gate of the next step, after the first shift.
-    let cw = &w.engine.cloud.inner.cloudwatch;
+    let cw = &w.engine.cloud().inner.cloudwatch;
     w.create_alarm("greeter-errors").await?;
     let mut watched = spec("2", "canary:10:1s", None, None);
     watched.alarms = vec!["greeter-errors".into()];
@@ -447,12 +447,11 @@ async fn a_worker_killed_before_any_command_is_repaired_by_resume() -> Result<()
         let id = format!("crash-{n}");
         let counter = Arc::new(AtomicUsize::new(0));
         let seen = counter.clone();
-        let crashing = Engine {
-            cloud: w.engine.cloud.with(stop_before(move |_: &Command| {
-                seen.fetch_add(1, Ordering::SeqCst) == n
-            })),
-            ..w.engine.clone()
-        };
+        let crashing =
+            w.engine
+                .with_cloud(w.engine.cloud().with(stop_before(move |_: &Command| {
+                    seen.fetch_add(1, Ordering::SeqCst) == n
+                })));
         let target = if n % 2 == 0 { "2" } else { "3" };
         let outcome = async {
             crashing
@@ -539,7 +538,7 @@ async fn two_deployments_on_one_alias_never_interleave() -> Result<()> {
     };
     let promoted_at = w
         .engine
-        .store
+        .store()
         .events(winner)
         .await?
         .into_iter()
@@ -548,7 +547,7 @@ async fn two_deployments_on_one_alias_never_interleave() -> Result<()> {
         .at;
     let prepared_at = w
         .engine
-        .store
+        .store()
         .events(waiter)
         .await?
         .into_iter()
@@ -611,7 +610,7 @@ async fn shifter_world_with(parameters: &[(&str, &str)]) -> Result<World> {
 async fn the_shifter_function_runs_deployments_from_its_event_sources() -> Result<()> {
     let w = shifter_world().await?;
     let finished = |id: &'static str| {
-        let store = w.engine.store.clone();
+        let store = w.engine.store().clone();
         move || {
             let store = store.clone();
             async move {
@@ -640,7 +639,7 @@ async fn the_shifter_function_runs_deployments_from_its_event_sources() -> Resul
             _ => None,
         })
         .collect();
-    w.engine.store.create(&d, &events).await?;
+    w.engine.store().create(&d, &events).await?;
     let done = wait_for("the shifter to promote", DEADLINE, finished("via-stream"))
         .await
         .with_context(|| w.stack.log_tail())?;
@@ -658,9 +657,9 @@ async fn the_shifter_function_runs_deployments_from_its_event_sources() -> Resul
     let mut watched = spec("3", "canary:10:1h", None, None);
     watched.alarms = vec!["greeter-live-errors".into()];
     let (d, _) = Deployment::create("watched", watched, chrono::Utc::now());
-    w.engine.store.create(&d, &[]).await?;
+    w.engine.store().create(&d, &[]).await?;
     wait_for("the first shift", DEADLINE, || async {
-        let d = w.engine.store.load("watched").await?.deployment;
+        let d = w.engine.store().load("watched").await?.deployment;
         Ok(matches!(d.phase, Phase::Baking { .. }).then_some(()))
     })
     .await?;
@@ -669,7 +668,7 @@ async fn the_shifter_function_runs_deployments_from_its_event_sources() -> Resul
         ("2".to_owned(), vec![("3".to_owned(), 0.1)])
     );
     w.engine
-        .cloud
+        .cloud()
         .inner
         .cloudwatch
         .set_alarm_state()
@@ -692,7 +691,7 @@ async fn the_shifter_function_runs_deployments_from_its_event_sources() -> Resul
     let mut outside = spec("2", "AllAtOnce", None, None);
     outside.function = "billing".into();
     let (d, _) = Deployment::create("outside", outside, chrono::Utc::now());
-    w.engine.store.create(&d, &[]).await?;
+    w.engine.store().create(&d, &[]).await?;
     let done = wait_for("the refusal", DEADLINE, finished("outside"))
         .await
         .with_context(|| w.stack.log_tail())?;
@@ -717,7 +716,7 @@ async fn the_shifter_function_runs_deployments_from_its_event_sources() -> Resul
         spec("3", "linear:50:2s", None, None),
         chrono::Utc::now(),
     );
-    w.engine.store.create(&d, &[]).await?;
+    w.engine.store().create(&d, &[]).await?;
     w.wait_phase("by-hand", "the first shift", |p| {
         matches!(p, Phase::Baking { .. })
     })
@@ -776,7 +775,7 @@ async fn a_slow_gate_holds_back_only_its_own_deployment() -> Result<()> {
         let mut spec = spec("2", "AllAtOnce", Some(hook), None);
         spec.alias = alias.into();
         let (d, _) = Deployment::create(id, spec, chrono::Utc::now());
-        let store = w.engine.store.clone();
+        let store = w.engine.store().clone();
         async move { store.create(&d, &[]).await }
     };
 
@@ -796,7 +795,12 @@ async fn a_slow_gate_holds_back_only_its_own_deployment() -> Result<()> {
         let done = w.wait_phase(&id, "its end", Phase::is_terminal).await?;
         assert_eq!(done.phase, Phase::Promoted, "{id}");
     }
-    let slow = w.engine.store.load("recorder-hold-suite").await?.deployment;
+    let slow = w
+        .engine
+        .store()
+        .load("recorder-hold-suite")
+        .await?
+        .deployment;
     assert_eq!(slow.phase, Phase::PreTraffic { step: 0 });
     assert_eq!(
         w.hook_calls("greeter-pre-slow").len(),
@@ -824,7 +828,7 @@ async fn sluice_local_restarts_alone_and_the_deployment_goes_on() -> Result<()> 
         spec("2", "linear:50:3s", Some("greeter-pre-ok"), None),
         chrono::Utc::now(),
     );
-    w.engine.store.create(&d, &[]).await?;
+    w.engine.store().create(&d, &[]).await?;
     w.wait_phase("through-a-restart", "the first shift", |p| {
         matches!(p, Phase::Baking { step: 0, .. })
     })
@@ -950,7 +954,7 @@ async fn operators_promote_pause_resume_abort_and_retry() -> Result<()> {
         )
         .await?;
     // Saved by the steer; the table's stream hands it to a shifter.
-    let again = w.engine.store.load("aborted-again").await?.deployment;
+    let again = w.engine.store().load("aborted-again").await?.deployment;
     assert_eq!(again.phase, Phase::Created);
     let again = w.engine.arrived("aborted-again").await?;
     assert!(
@@ -961,7 +965,7 @@ async fn operators_promote_pause_resume_abort_and_retry() -> Result<()> {
     assert_eq!(again.spec, d.spec);
     assert_eq!(
         w.engine
-            .store
+            .store()
             .load("aborted")
             .await?
             .deployment
@@ -985,10 +989,10 @@ async fn operators_promote_pause_resume_abort_and_retry() -> Result<()> {
         )
         .await?;
     assert!(matches!(d.phase, Phase::RolledBack { .. }), "{:?}", d.phase);
-    let stored = w.engine.store.load("half-retried").await?;
+    let stored = w.engine.store().load("half-retried").await?;
     let mut named = stored.deployment.clone();
     named.retried_as = Some("half-retried-again".into());
-    w.engine.store.save(&named, stored.version, &[]).await?;
+    w.engine.store().save(&named, stored.version, &[]).await?;
     let steered = w
         .engine
         .steer(
@@ -999,10 +1003,15 @@ async fn operators_promote_pause_resume_abort_and_retry() -> Result<()> {
         )
         .await?;
     assert_eq!(steered, named, "already retried: unchanged");
-    let saved = w.engine.store.load("half-retried-again").await?.deployment;
+    let saved = w
+        .engine
+        .store()
+        .load("half-retried-again")
+        .await?
+        .deployment;
     assert_eq!((saved.phase, saved.spec), (Phase::Created, d.spec));
     assert!(matches!(
-        w.engine.store.load("half-retried-other").await,
+        w.engine.store().load("half-retried-other").await,
         Err(sluice::store::StoreError::NotFound(_))
     ));
     Ok(())
@@ -1023,7 +1032,7 @@ async fn the_pre_traffic_hook_stops_a_version_that_fails_its_smoke_tests() -> Re
     healthy.smoke_tests = smoke.clone();
     let d = w.engine.start("smoke-passes", healthy).await?;
     assert_eq!(d.phase, Phase::Promoted, "{:?}", d.phase);
-    let timeline = w.engine.store.events("smoke-passes").await?;
+    let timeline = w.engine.store().events("smoke-passes").await?;
     assert!(
         timeline
             .iter()
@@ -1048,7 +1057,7 @@ async fn the_pre_traffic_hook_stops_a_version_that_fails_its_smoke_tests() -> Re
     from_file.smoke_tests_from = Some(format!("s3://{bucket}/smoke/greeter.yaml").parse().unwrap());
     let d = w.engine.start("smoke-file", from_file).await?;
     assert_eq!(d.phase, Phase::Promoted, "{:?}", d.phase);
-    let timeline = w.engine.store.events("smoke-file").await?;
+    let timeline = w.engine.store().events("smoke-file").await?;
     assert!(
         timeline
             .iter()
@@ -1153,13 +1162,11 @@ async fn a_lock_left_by_a_finished_deployment_is_freed_for_the_next() -> Result<
         waiter.phase
     );
     // The holder's worker dies after the rollback, before releasing the lock.
-    let dies_at_release = Engine {
-        cloud: w
-            .engine
-            .cloud
+    let dies_at_release = w.engine.with_cloud(
+        w.engine
+            .cloud()
             .with(stop_before(|c: &Command| matches!(c, Command::ReleaseLock))),
-        ..w.engine.clone()
-    };
+    );
     let died = dies_at_release
         .apply(
             "holder",
@@ -1235,10 +1242,9 @@ async fn a_worker_overtaken_by_a_rollback_never_splits_the_alias_again() -> Resu
     ];
     for (n, hold) in holds.into_iter().enumerate() {
         let id = format!("overtaken-{n}");
-        let slow = Engine {
-            cloud: w.engine.cloud.with(hold.hook.clone()),
-            ..w.engine.clone()
-        };
+        let slow = w
+            .engine
+            .with_cloud(w.engine.cloud().with(hold.hook.clone()));
         let forward = tokio::spawn({
             let id = id.clone();
             async move { slow.start(&id, spec("2", "canary:10:1h", None, None)).await }
@@ -1246,7 +1252,7 @@ async fn a_worker_overtaken_by_a_rollback_never_splits_the_alias_again() -> Resu
         tokio::time::timeout(DEADLINE, hold.reached.notified())
             .await
             .context("the worker did not reach the held point")?;
-        let saved = w.engine.store.load(&id).await?.deployment;
+        let saved = w.engine.store().load(&id).await?.deployment;
         assert!(
             matches!(saved.phase, Phase::Shifting { step: 0 }),
             "{:?}",
@@ -1276,7 +1282,7 @@ async fn a_worker_overtaken_by_a_rollback_never_splits_the_alias_again() -> Resu
             .await
             .context("the held worker did not finish")???;
         assert_eq!(w.alias().await?, ("1".to_owned(), vec![]), "{id}");
-        let end = w.engine.store.load(&id).await?.deployment;
+        let end = w.engine.store().load(&id).await?.deployment;
         assert!(
             matches!(end.phase, Phase::RolledBack { .. }),
             "{:?}",
@@ -1301,10 +1307,9 @@ async fn a_gate_under_way_is_not_run_again_by_a_redelivery_or_the_sweep() -> Res
             }
         )
     });
-    let worker = Engine {
-        cloud: w.engine.cloud.with(hold.hook.clone()),
-        ..w.engine.clone()
-    };
+    let worker = w
+        .engine
+        .with_cloud(w.engine.cloud().with(hold.hook.clone()));
     let first = tokio::spawn(async move {
         worker
             .start("once", spec("2", "AllAtOnce", Some("greeter-pre-ok"), None))
@@ -1359,16 +1364,13 @@ async fn a_deployment_out_of_budget_is_handed_back_and_finished_without_the_swee
     for _ in 0..3 {
         others.reserve(chrono::Utc::now()).await?;
     }
-    let starved = Engine {
-        cloud: Checkpointed {
-            inner: AwsCloud {
-                budget,
-                ..w.engine.cloud.inner.clone()
-            },
-            faults: None,
+    let starved = w.engine.with_cloud(Checkpointed {
+        inner: AwsCloud {
+            budget,
+            ..w.engine.cloud().inner.clone()
         },
-        ..w.engine.clone()
-    };
+        faults: None,
+    });
     let failed = starved
         .start(
             "starved",
@@ -1379,7 +1381,7 @@ async fn a_deployment_out_of_budget_is_handed_back_and_finished_without_the_swee
         matches!(failed, Err(EngineError::OutOfBudget { .. })),
         "{failed:?}"
     );
-    let saved = w.engine.store.load("starved").await?.deployment;
+    let saved = w.engine.store().load("starved").await?.deployment;
     assert_eq!(saved.phase, Phase::Created);
 
     let done = w.run_to_end(&["starved"]).await?;
@@ -1419,17 +1421,16 @@ async fn a_gate_a_timer_started_is_not_run_again_by_a_redelivery_or_the_sweep() 
             }
         )
     });
-    let worker = Engine {
-        cloud: w.engine.cloud.with(hold.hook.clone()),
-        ..w.engine.clone()
-    };
+    let worker = w
+        .engine
+        .with_cloud(w.engine.cloud().with(hold.hook.clone()));
     let timer = message.clone();
     let first = tokio::spawn(async move { worker.timer(&timer).await });
     tokio::time::timeout(DEADLINE, hold.reached.notified())
         .await
         .context("the timer's worker did not reach the gate")?;
 
-    let saved = w.engine.store.load("timed").await?.deployment;
+    let saved = w.engine.store().load("timed").await?.deployment;
     assert_eq!(
         saved.phase,
         Phase::PreTraffic { step: 1 },
@@ -1486,7 +1487,7 @@ impl World {
         reached: impl Fn(&Phase) -> bool,
     ) -> Result<Deployment> {
         wait_for(&format!("{id}: {what}"), DEADLINE, || async {
-            let d = self.engine.store.load(id).await?.deployment;
+            let d = self.engine.store().load(id).await?.deployment;
             Ok(reached(&d.phase).then_some(d))
         })
         .await
@@ -1522,7 +1523,7 @@ impl World {
     async fn run_until(&self, id: &str, done: impl Fn(&Phase) -> bool) -> Result<Deployment> {
         let until = Instant::now() + DEADLINE;
         loop {
-            let d = self.engine.store.load(id).await?.deployment;
+            let d = self.engine.store().load(id).await?.deployment;
             if done(&d.phase) {
                 return Ok(d);
             }
@@ -1566,7 +1567,7 @@ async fn a_change_made_by_hand_is_never_written_over() -> Result<()> {
     );
     let timeline: Vec<String> = w
         .engine
-        .store
+        .store()
         .events("console")
         .await?
         .into_iter()
@@ -1620,8 +1621,9 @@ async fn an_alias_that_changes_under_every_write_fails_the_worker_and_resume_rep
     let meddle = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let lambda = w.lambda.clone();
     let on = meddle.clone();
-    let meddling = Engine {
-        cloud: w.engine.cloud.with(Arc::new(move |point| {
+    let meddling = w
+        .engine
+        .with_cloud(w.engine.cloud().with(Arc::new(move |point| {
             let lambda = lambda.clone();
             let meddles =
                 on.load(Ordering::SeqCst) && matches!(point, FaultPoint::AliasWrite { .. });
@@ -1638,9 +1640,7 @@ async fn an_alias_that_changes_under_every_write_fails_the_worker_and_resume_rep
                 }
                 false
             })
-        })),
-        ..w.engine.clone()
-    };
+        })));
     let baking = meddling
         .start("meddled", spec("2", "linear:50:1s", None, None))
         .await?;
@@ -1669,7 +1669,7 @@ async fn an_alias_that_changes_under_every_write_fails_the_worker_and_resume_rep
         w.alias().await?,
         ("1".to_owned(), vec![("2".to_owned(), 0.5)])
     );
-    let saved = w.engine.store.load("meddled").await?.deployment;
+    let saved = w.engine.store().load("meddled").await?.deployment;
     assert!(
         matches!(saved.phase, Phase::Shifting { step: 1 }),
         "{:?}",
@@ -1711,7 +1711,7 @@ async fn calm_timeline(w: &World) -> Result<Vec<EventKind>> {
 /// not what, and is left out.
 async fn timeline_kinds(w: &World, id: &str) -> Result<Vec<EventKind>> {
     Ok(w.engine
-        .store
+        .store()
         .events(id)
         .await?
         .iter()
@@ -1733,7 +1733,7 @@ impl World {
         let until = Instant::now() + Duration::from_secs(120);
         let mut errors = Vec::new();
         loop {
-            let d = self.engine.store.load(id).await?.deployment;
+            let d = self.engine.store().load(id).await?.deployment;
             if d.phase.is_terminal() {
                 return Ok((d, errors));
             }
@@ -1837,17 +1837,14 @@ async fn dynamodb_writes_refused_or_unanswered_are_repaired_without_doing_anythi
             .interceptor(faults.clone())
             .build(),
     );
-    let faulty = Engine {
-        store: sluice::store::Store::new(
-            dynamodb,
-            w.stack.var("SLUICE_RESOURCE_STATE_TABLE"),
-            chrono::Duration::days(1),
-        ),
-        ..w.engine.clone()
-    };
+    let faulty = w.engine.with_store(sluice::store::Store::new(
+        dynamodb,
+        w.stack.var("SLUICE_RESOURCE_STATE_TABLE"),
+        chrono::Duration::days(1),
+    ));
     let mut starts = 0;
     // The operator tries again until the deployment exists.
-    while let Err(sluice::store::StoreError::NotFound(_)) = w.engine.store.load("faulty").await {
+    while let Err(sluice::store::StoreError::NotFound(_)) = w.engine.store().load("faulty").await {
         starts += 1;
         anyhow::ensure!(starts < 10, "the deployment was never created");
         let _ = faulty
@@ -1981,14 +1978,11 @@ async fn moto_stopped_mid_deployment_fails_the_worker_in_time_and_the_sweep_fini
         .to_builder()
         .timeout_config(sluice::aws::api_timeouts())
         .build();
-    let faulty = Engine {
-        store: sluice::store::Store::new(
-            aws_sdk_dynamodb::Client::new(&config),
-            w.stack.var("SLUICE_RESOURCE_STATE_TABLE"),
-            chrono::Duration::days(1),
-        ),
-        ..w.engine.clone()
-    };
+    let faulty = w.engine.with_store(sluice::store::Store::new(
+        aws_sdk_dynamodb::Client::new(&config),
+        w.stack.var("SLUICE_RESOURCE_STATE_TABLE"),
+        chrono::Duration::days(1),
+    ));
     faulty
         .start(
             "outage",
@@ -2033,16 +2027,13 @@ async fn a_lambda_api_that_stops_answering_at_a_gate_fails_it_and_the_rollback_c
             )
             .build(),
     );
-    let faulty = Engine {
-        cloud: Checkpointed {
-            inner: AwsCloud {
-                lambda,
-                ..w.engine.cloud.inner.clone()
-            },
-            faults: None,
+    let faulty = w.engine.with_cloud(Checkpointed {
+        inner: AwsCloud {
+            lambda,
+            ..w.engine.cloud().inner.clone()
         },
-        ..w.engine.clone()
-    };
+        faults: None,
+    });
     let d = faulty
         .start(
             "cut-off",
@@ -2067,7 +2058,7 @@ async fn a_lambda_api_that_stops_answering_at_a_gate_fails_it_and_the_rollback_c
         // rollback's alias write cannot be sent either.
         let failed = faulty.resume("cut-off").await;
         assert!(matches!(failed, Err(EngineError::Aws(_))), "{failed:?}");
-        let saved = w.engine.store.load("cut-off").await?.deployment;
+        let saved = w.engine.store().load("cut-off").await?.deployment;
         assert!(
             matches!(&saved.phase, Phase::RollingBack { reason } if reason.contains("could not run")),
             "{:?}",
@@ -2225,7 +2216,7 @@ async fn a_zip_deploy_waits_out_updates_and_pending_versions_and_survives_thrott
         .await
         .expect_err("every call throttled");
     assert!(format!("{err}").contains("TooManyRequests"), "{err}");
-    let d = w.engine.store.load("throttled").await?.deployment;
+    let d = w.engine.store().load("throttled").await?.deployment;
     assert_eq!(d.phase, Phase::Created, "still to be started");
     throttle(&w, Some(0)).await?;
     let d = w.engine.resume("throttled").await?;
@@ -2271,12 +2262,12 @@ impl World {
             );
             s.alias = alias.clone();
             let (d, _) = Deployment::create(alias, s, chrono::Utc::now());
-            self.engine.store.create(&d, &[]).await?;
+            self.engine.store().create(&d, &[]).await?;
         }
         let done = wait_for("every deployment to finish", deadline, || async {
             let mut done = Vec::new();
             for alias in aliases {
-                let d = self.engine.store.load(alias).await?.deployment;
+                let d = self.engine.store().load(alias).await?.deployment;
                 if !d.phase.is_terminal() {
                     return Ok(None);
                 }

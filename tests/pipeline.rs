@@ -110,29 +110,29 @@ impl World {
             .await?;
         let secret = webhook_secret(&stack).await?;
         // What an operator's tool uses to approve (the API and CLI call the same).
-        let engine = sluice::engine::Engine {
-            store: store.clone(),
-            cloud: sluice::aws::AwsCloud {
+        let engine = sluice::engine::Engine::new(
+            store.clone(),
+            sluice::aws::AwsCloud {
                 lambda: lambda.clone(),
                 cloudwatch: aws_sdk_cloudwatch::Client::new(&config),
                 sqs: aws_sdk_sqs::Client::new(&config),
                 timer_queue_url: stack.var("SLUICE_RESOURCE_TIMER_QUEUE").to_owned(),
                 budget: template_budget(&stack).await,
             },
-            clock: sluice::clock::SystemClock,
-            hook_timeout: Duration::from_secs(30),
-        };
+            sluice::clock::SystemClock,
+            Duration::from_secs(30),
+        );
         // Invoke actions go to sluice-local, as the engine's calls do.
         let actions = sluice::aws::AwsActions::new(
-            &engine.cloud,
+            engine.cloud(),
             &config,
             stack.var("SLUICE_RESOURCE_PIPELINE_TIMER_QUEUE").to_owned(),
         );
-        let orchestrator = Orchestrator {
+        let orchestrator = Orchestrator::new(
             engine,
             actions,
-            artifact_bucket: stack.var("SLUICE_RESOURCE_ARTIFACT_BUCKET").to_owned(),
-        };
+            stack.var("SLUICE_RESOURCE_ARTIFACT_BUCKET").to_owned(),
+        );
         Ok(World {
             s3: aws_sdk_s3::Client::new(&config),
             stack,
@@ -315,16 +315,16 @@ fn orchestrator_at(
     ahead: chrono::Duration,
 ) -> Orchestrator<Store, sluice::aws::AwsCloud, Later> {
     let o = &w.orchestrator;
-    Orchestrator {
-        engine: sluice::engine::Engine {
-            store: o.engine.store.clone(),
-            cloud: o.engine.cloud.clone(),
-            clock: Later(ahead),
-            hook_timeout: o.engine.hook_timeout,
-        },
-        actions: o.actions.clone(),
-        artifact_bucket: o.artifact_bucket.clone(),
-    }
+    Orchestrator::new(
+        sluice::engine::Engine::new(
+            o.engine().store().clone(),
+            o.engine().cloud().clone(),
+            Later(ahead),
+            o.engine().hook_timeout(),
+        ),
+        o.actions().clone(),
+        o.artifact_bucket().to_owned(),
+    )
 }
 
 #[derive(Clone, Copy)]

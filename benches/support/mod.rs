@@ -171,8 +171,8 @@ pub fn recorded_engine(
     calls: &Calls,
     hook_timeout: Duration,
 ) -> Engine {
-    Engine {
-        store: Store::new(
+    Engine::new(
+        Store::new(
             aws_sdk_dynamodb::Client::from_conf(
                 aws_sdk_dynamodb::config::Builder::from(sdk)
                     .interceptor(calls.clone())
@@ -181,7 +181,7 @@ pub fn recorded_engine(
             stack.var("SLUICE_RESOURCE_STATE_TABLE"),
             chrono::Duration::days(1),
         ),
-        cloud: AwsCloud {
+        AwsCloud {
             lambda: aws_sdk_lambda::Client::from_conf(
                 aws_sdk_lambda::config::Builder::from(sdk)
                     .endpoint_url(stack.var("AWS_ENDPOINT_URL_LAMBDA"))
@@ -211,9 +211,9 @@ pub fn recorded_engine(
                 sluice::budget::LONGEST_WAIT,
             ),
         },
-        clock: SystemClock,
+        SystemClock,
         hook_timeout,
-    }
+    )
 }
 
 /// Runs a deployment to its end, playing the shifter's timer handler: its
@@ -232,10 +232,10 @@ pub async fn run_with_timers(
     while !d.phase.is_terminal() {
         anyhow::ensure!(Instant::now() < deadline, "{id} is still {:?}", d.phase);
         let received = engine
-            .cloud
+            .cloud()
             .sqs
             .receive_message()
-            .queue_url(&engine.cloud.timer_queue_url)
+            .queue_url(&engine.cloud().timer_queue_url)
             .wait_time_seconds(1)
             .send()
             .await?;
@@ -268,10 +268,10 @@ pub fn queued_id(message: &QueueMessage<TimerMessage>) -> &str {
 /// Deletes a timer message the shifter has handled, as its poller does.
 pub async fn delete_timer(engine: &Engine, message: &Message) -> Result<()> {
     engine
-        .cloud
+        .cloud()
         .sqs
         .delete_message()
-        .queue_url(&engine.cloud.timer_queue_url)
+        .queue_url(&engine.cloud().timer_queue_url)
         .receipt_handle(message.receipt_handle().unwrap_or_default())
         .send()
         .await?;

@@ -2,8 +2,14 @@
 //! (its CloudFormation outputs). Either way the CLI gets the same clients.
 
 use anyhow::{Context, Result, bail};
+use sluice::aws::{AwsActions, AwsCloud};
+use sluice::budget::Budget;
+use sluice::clock::SystemClock;
+use sluice::engine::Engine;
 use sluice::operations::Operations;
+use sluice::orchestrator::Orchestrator;
 use sluice::settings::Settings;
+use sluice::store::Store;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -37,10 +43,26 @@ fn operations(
     lambda: aws_sdk_lambda::Client,
     settings: &Settings,
 ) -> Operations {
-    let mut ops = Operations::from_settings(config, settings);
-    ops.orchestrator.engine.cloud.lambda = lambda.clone();
-    ops.orchestrator.actions.lambda = lambda;
-    ops
+    let cloud = AwsCloud {
+        lambda,
+        ..AwsCloud::new(
+            config,
+            settings.timer_queue_url.clone(),
+            Budget::from_settings(config, settings),
+        )
+    };
+    let actions = AwsActions::new(&cloud, config, settings.pipeline_timer_queue_url.clone());
+    let engine = Engine::new(
+        Store::from_settings(config, settings),
+        cloud,
+        SystemClock,
+        settings.hook_timeout,
+    );
+    Operations::new(Orchestrator::new(
+        engine,
+        actions,
+        settings.artifact_bucket.clone(),
+    ))
 }
 
 /// Settings from what a stack says of itself, by their environment names.

@@ -1525,18 +1525,9 @@ fn run_world(plan: &Plan) -> Outcome {
             shifted: Mutex::default(),
             depth: AtomicUsize::new(0),
         });
-        let engine = Engine {
-            store: table.clone(),
-            cloud: cloud.clone(),
-            clock: sim.clock.clone(),
-            hook_timeout: Duration::from_secs(60),
-        };
+        let engine = Engine::new(table.clone(), cloud.clone(), sim.clock.clone(), Duration::from_secs(60));
         cloud.inject(fault_hook(Arc::downgrade(&sim)));
-        let orchestrator = Orchestrator {
-            engine: engine.clone(),
-            actions,
-            artifact_bucket: ARTIFACT_BUCKET.into(),
-        };
+        let orchestrator = Orchestrator::new(engine.clone(), actions, ARTIFACT_BUCKET.into());
         assert!(sim.engine.set(engine).is_ok());
         assert!(sim.orchestrator.set(orchestrator).is_ok());
         lay_out(&sim, plan);
