@@ -87,8 +87,14 @@ pub trait Machine: Sync {
         command: Self::Command,
         attempt: u32,
     ) -> BoxFuture<'a, Result<Option<Self::Input>, Self::Error>>;
-    /// Hands the state saved at `version` to its own worker's queue.
-    fn wake(&self, id: &str, version: u64) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// Hands the state saved at `version` to its own worker's queue, with
+    /// the commands the decision that saved it issued.
+    fn wake(
+        &self,
+        id: &str,
+        version: u64,
+        commands: Vec<Self::Command>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
 }
 
 /// Runs `actions`, then feeds `inputs` and what the actions produced to
@@ -155,18 +161,25 @@ async fn drive_in_span<M: Machine>(
 pub enum Steered<M: Machine> {
     /// The input does not apply to the state as saved.
     Unchanged(M::Saved),
-    /// Saved, and handed to the worker; `actions` are the decision's
-    /// commands, which the worker derives again from the saved state.
+    /// Saved; `actions` are the decision's commands, for the worker.
     Saved {
         saved: M::Saved,
         actions: Vec<M::Command>,
     },
 }
 
+/// A steer as its caller sees it: the state as saved, whether the input
+/// changed it, and whether the state's worker was woken to act on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SteerOutcome<T> {
+    pub state: T,
+    pub changed: bool,
+    pub woken: bool,
+}
+
 /// An operator's input (or one worker's to another's state), decided and
-/// saved here but run by the state's own worker, woken on its queue: the
-/// caller runs no gate and no action. If the wake is lost, the sweep takes
-/// the state up after its grace.
+/// saved here, conditional on the version read, but acted on by the
+/// state's own worker (`wake`): the caller runs no gate and no action.
 pub async fn steer<M: Machine>(
     machine: &M,
     id: &str,
@@ -185,10 +198,25 @@ pub async fn steer<M: Machine>(
             Err(e) => return Err(e.into()),
         };
         machine.recorded(before.state(), &saved, &events);
-        if let Err(e) = machine.wake(id, saved.version()).await {
-            tracing::warn!(id, error = %e, "could not wake the worker; the sweep will take it up");
-        }
         return Ok(Steered::Saved { saved, actions });
+    }
+}
+
+/// Wakes the worker of a steered state to run `commands`, if there are
+/// any: a decision that issued none (a pause, say) leaves whatever runs to
+/// go on as it was. Returns whether the worker was woken. A wake that
+/// cannot be sent is logged: the sweep takes up a state that is due.
+pub async fn wake<M: Machine>(machine: &M, saved: &M::Saved, commands: Vec<M::Command>) -> bool {
+    if commands.is_empty() {
+        return false;
+    }
+    let id = M::id(saved.state());
+    match machine.wake(id, saved.version(), commands).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(id, error = %e, "could not wake the worker; the sweep will take it up");
+            false
+        }
     }
 }
 
@@ -203,13 +231,24 @@ pub async fn claim_and_drive<M: Machine>(
     actions: Vec<M::Command>,
     attempt: u32,
 ) -> Result<M::State, M::Error> {
+    match claim(machine, &saved).await? {
+        Some(claimed) => drive(machine, claimed, VecDeque::new(), actions, attempt).await,
+        None => Ok(machine.load(M::id(saved.state())).await?.state().clone()),
+    }
+}
+
+/// The claim of `claim_and_drive` alone: `None` if another worker saved
+/// the state first.
+pub async fn claim<M: Machine>(
+    machine: &M,
+    saved: &M::Saved,
+) -> Result<Option<M::Saved>, M::Error> {
     let claimed = M::claimed(saved.state(), machine.now());
     match machine.save(&claimed, saved.version(), &[]).await {
-        Ok(saved) => drive(machine, saved, VecDeque::new(), actions, attempt).await,
+        Ok(claimed) => Ok(Some(claimed)),
         Err(StoreError::Conflict(_)) => {
-            let id = M::id(saved.state());
-            tracing::info!(id, "taken up by another worker");
-            Ok(machine.load(id).await?.state().clone())
+            tracing::info!(id = M::id(saved.state()), "taken up by another worker");
+            Ok(None)
         }
         Err(e) => Err(e.into()),
     }

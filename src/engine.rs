@@ -17,7 +17,7 @@ use crate::domain::deployment::{
     VersionSource, decide, events_of, pending,
 };
 use crate::domain::hooks::{HookRequest, HookResponse, HookStatus};
-use crate::drive::{self, Machine, Steered};
+use crate::drive::{self, Machine, SteerOutcome, Steered};
 use crate::events::{
     HandedOver, QueueMessage, ShifterEvent, TimerMessage, parse_shifter_event, queue_items,
 };
@@ -258,33 +258,64 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
     }
 
     /// An operator's input (or the orchestrator's abort), decided and saved
-    /// here but run by a shifter: what the new phase needs is handed to the
-    /// shifter's queue (`HandedOver::Steered`), so the caller runs no gate
-    /// and writes no alias. Returns the deployment as saved; unchanged when
-    /// the input does not apply. If the hand-over fails, the sweep takes the
-    /// deployment up after its grace.
-    pub async fn steer(&self, id: &str, input: Input) -> Result<Deployment, EngineError> {
+    /// here, then run by a shifter: the commands the decision issued are
+    /// handed to its queue (`HandedOver::SteeredDeployment`), so the caller
+    /// runs no gate and writes no alias.
+    pub async fn steer(
+        &self,
+        id: &str,
+        input: Input,
+    ) -> Result<SteerOutcome<Deployment>, EngineError> {
+        let retry = matches!(input, Input::Retry { .. });
         match drive::steer(self, id, input).await? {
             Steered::Unchanged(stored) => {
                 let d = stored.deployment;
-                if let Some(retried_as) = &d.retried_as {
+                if let (true, Some(retried_as)) = (retry, &d.retried_as) {
                     // Retried by a caller that died before saving the new
                     // deployment: saved now (a no-op if it was).
                     self.create(retried_as, d.spec.clone()).await?;
                 }
-                Ok(d)
+                Ok(SteerOutcome {
+                    state: d,
+                    changed: false,
+                    woken: false,
+                })
             }
             Steered::Saved { saved, actions } => {
-                // The one command `pending` cannot derive again: the retry,
-                // saved as a deployment of its own.
+                // A retry's new deployment is saved here, not run: the
+                // table's stream hands it to a shifter.
+                let mut commands = Vec::new();
                 for action in actions {
-                    if let Command::StartDeployment { id, spec } = action {
-                        self.create(&id, *spec).await?;
+                    match action {
+                        Command::StartDeployment { id, spec } => self.create(&id, *spec).await?,
+                        other => commands.push(other),
                     }
                 }
-                Ok(saved.deployment)
+                let woken = drive::wake(self, &saved, commands).await;
+                Ok(SteerOutcome {
+                    state: saved.deployment,
+                    changed: true,
+                    woken,
+                })
             }
         }
+    }
+
+    /// Runs what a steer of `id` to `version` decided, unless another
+    /// worker has saved it since: any save after the steer is a worker's
+    /// that runs its own commands, or a claim that runs all `pending` has.
+    pub async fn run_steered(
+        &self,
+        id: &str,
+        version: u64,
+        commands: Vec<Command>,
+    ) -> Result<Deployment, EngineError> {
+        let stored = self.store.load(id).await?;
+        if stored.version != version {
+            tracing::info!(deployment_id = id, "not taken up: moved on since");
+            return Ok(stored.deployment);
+        }
+        drive::claim_and_drive(self, stored, commands, 0).await
     }
 
     /// A new deployment, from the table's stream: prepared unless a worker
@@ -297,6 +328,25 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
             return Ok(stored.deployment);
         }
         self.resume_stored(stored, 0).await
+    }
+
+    /// The deployment holding `lock`, if it is still under way: a holder
+    /// that ended without releasing it (its worker died first, or a steer's
+    /// release was never run) is released for it.
+    pub async fn live_holder(&self, lock: &Lock) -> Result<Option<String>, EngineError> {
+        let Some(holder) = self.store.lock_holder(lock).await? else {
+            return Ok(None);
+        };
+        let ended = match self.store.load(&holder).await {
+            Ok(h) => h.deployment.phase.is_terminal(),
+            Err(StoreError::NotFound(_)) => true,
+            Err(e) => return Err(e.into()),
+        };
+        if !ended {
+            return Ok(Some(holder));
+        }
+        self.store.release_lock(lock, &holder).await?;
+        Ok(None)
     }
 
     /// Re-issues what the saved phase needs: the reconcile sweep's repair.
@@ -320,29 +370,16 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
     async fn resume_stored(&self, stored: Stored, attempt: u32) -> Result<Deployment, EngineError> {
         let d = &stored.deployment;
         let mut inputs = VecDeque::new();
-        match &d.phase {
-            Phase::Queued { .. } => {
-                // A holder that finished without releasing (it died first) is released for it.
-                let current = self.store.lock_holder(&alias_lock(d)).await?;
-                let holder_done = match &current {
-                    None => true,
-                    Some(h) => match self.store.load(h).await {
-                        Ok(other) => other.deployment.phase.is_terminal(),
-                        Err(StoreError::NotFound(_)) => true,
-                        Err(e) => return Err(e.into()),
-                    },
-                };
-                if holder_done {
-                    if let Some(h) = &current {
-                        self.store.release_lock(&alias_lock(d), h).await?;
-                    }
-                    inputs.push_back(Input::LockFreed);
-                }
-            }
-            Phase::Baking { step, until } if !d.paused && *until <= self.now() => {
-                inputs.push_back(Input::TimerFired { step: *step });
-            }
-            _ => {}
+        // Queued behind a holder that may have ended without releasing the lock.
+        let waiting = matches!(d.phase, Phase::Queued { .. });
+        if waiting && self.live_holder(&alias_lock(d)).await?.is_none() {
+            inputs.push_back(Input::LockFreed);
+        }
+        if let Phase::Baking { step, until } = d.phase
+            && !d.paused
+            && until <= self.now()
+        {
+            inputs.push_back(Input::TimerFired { step });
         }
         if !inputs.is_empty() {
             return self.drive(stored, inputs, Vec::new(), attempt).await;
@@ -369,18 +406,19 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 version,
                 attempt,
             }) => self.take_up(id, *version, *attempt).await,
-            QueueMessage::HandedOver(HandedOver::Steered { id, version }) => {
-                self.take_up(id, *version, 0).await
-            }
+            QueueMessage::HandedOver(HandedOver::SteeredDeployment {
+                id,
+                version,
+                commands,
+            }) => self.run_steered(id, *version, commands.clone()).await,
             QueueMessage::HandedOver(other) => Err(EngineError::Event(format!(
                 "the shifter does not take {other}"
             ))),
         }
     }
 
-    /// Takes up a deployment handed over at `version` (`HandedOver::Retry`
-    /// after a transient failure, `HandedOver::Steered` after an operator's
-    /// input), unless another worker has saved it since.
+    /// Takes up a deployment handed back at `version` after a transient
+    /// failure (`HandedOver::Retry`), unless another worker has saved it since.
     pub async fn take_up(
         &self,
         id: &str,
@@ -630,12 +668,19 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
 
     async fn prepare(&self, d: &Deployment) -> Result<Input, EngineError> {
         let (function, alias) = (&d.spec.function, &d.spec.alias);
-        if let LockOutcome::Busy { holder } = self
-            .store
-            .acquire_lock(&alias_lock(d), &d.id, self.now())
-            .await?
+        let lock = alias_lock(d);
+        if let LockOutcome::Busy { holder } =
+            self.store.acquire_lock(&lock, &d.id, self.now()).await?
         {
-            return Ok(Input::LockBusy { holder });
+            // Taken again once a holder that ended without releasing it is released.
+            if self.live_holder(&lock).await?.is_some() {
+                return Ok(Input::LockBusy { holder });
+            }
+            if let LockOutcome::Busy { holder } =
+                self.store.acquire_lock(&lock, &d.id, self.now()).await?
+            {
+                return Ok(Input::LockBusy { holder });
+            }
         }
         let current = match self.cloud.read_alias(function, alias).await {
             Ok(Some(current)) => current,
@@ -830,10 +875,16 @@ impl<S: Deployments, C: Cloud, K: Clock> Machine for Engine<S, C, K> {
         })
     }
 
-    async fn wake(&self, id: &str, version: u64) -> Result<(), EngineError> {
-        let work = HandedOver::Steered {
+    async fn wake(
+        &self,
+        id: &str,
+        version: u64,
+        commands: Vec<Command>,
+    ) -> Result<(), EngineError> {
+        let work = HandedOver::SteeredDeployment {
             id: id.to_owned(),
             version,
+            commands,
         };
         self.cloud.hand_over(&work, 0).await
     }

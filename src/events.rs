@@ -71,10 +71,20 @@ pub enum HandedOver {
         version: u64,
         attempt: u32,
     },
-    /// A deployment or an execution that an operator (or the orchestrator)
-    /// moved on and saved at `version` without running what that needs: its
-    /// own worker runs it, unless another worker has saved it since.
-    Steered { id: String, version: u64 },
+    /// A deployment that an operator (or the orchestrator) moved on and
+    /// saved at `version`, with the commands that decision issued: the
+    /// shifter runs them, unless another worker has saved it since.
+    SteeredDeployment {
+        id: String,
+        version: u64,
+        commands: Vec<crate::domain::deployment::Command>,
+    },
+    /// The same for an execution, run by the orchestrator.
+    SteeredExecution {
+        id: String,
+        version: u64,
+        commands: Vec<crate::domain::execution::Command>,
+    },
 }
 
 impl HandedOver {
@@ -84,7 +94,8 @@ impl HandedOver {
             HandedOver::Arrived(id)
             | HandedOver::DeploymentFinished(id)
             | HandedOver::Retry { id, .. }
-            | HandedOver::Steered { id, .. } => id,
+            | HandedOver::SteeredDeployment { id, .. }
+            | HandedOver::SteeredExecution { id, .. } => id,
         }
     }
 }
@@ -119,7 +130,10 @@ impl std::fmt::Display for HandedOver {
             HandedOver::Retry { id, attempt, .. } => {
                 write!(f, "retry {attempt} of deployment {id}")
             }
-            HandedOver::Steered { id, version } => write!(f, "{id} steered to version {version}"),
+            HandedOver::SteeredDeployment { id, version, .. }
+            | HandedOver::SteeredExecution { id, version, .. } => {
+                write!(f, "{id} steered to version {version}")
+            }
         }
     }
 }

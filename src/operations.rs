@@ -197,8 +197,9 @@ impl Operations {
             return Err(OperationError::Invalid(problems.join("; ")));
         }
         let holder = self
-            .store()
-            .lock_holder(&Lock::alias(&spec.function, &spec.alias))
+            .orchestrator
+            .engine
+            .live_holder(&Lock::alias(&spec.function, &spec.alias))
             .await?;
         if let (Some(holder), OnBusy::Refuse) = (&holder, spec.on_busy) {
             return Err(OperationError::Conflict(format!(
@@ -322,15 +323,18 @@ impl Operations {
                 new_id: new_deployment_id(),
             },
         };
-        let engine = &self.orchestrator.engine;
-        let steered = engine.steer(id, input).await?;
-        if steered == before.deployment {
-            return match (&steered.retried_as, what) {
+        let steered = self.orchestrator.engine.steer(id, input).await?;
+        if !steered.changed {
+            let d = &steered.state;
+            return match (&d.retried_as, what) {
                 (Some(new_id), "retry") => refused(format!("it was already retried as {new_id}")),
-                _ => refused(format!("it is {}", steered.status_text())),
+                _ => refused(format!("it is {}", d.status_text())),
             };
         }
-        self.settled(steered).await
+        if !steered.woken {
+            return Ok(steered.state);
+        }
+        self.settled(steered.state).await
     }
 
     /// The deployment once its shifter has run what a steer asked for (a
@@ -405,15 +409,16 @@ impl Operations {
                 ExecutionInput::RetryStage { failed_only }
             }
         };
-        let after = self.orchestrator.steer(id, input).await?;
-        if after == before {
+        let steered = self.orchestrator.steer(id, input).await?;
+        if !steered.changed {
+            let e = &steered.state;
             return Err(OperationError::Conflict(format!(
                 "cannot {what} execution {id}: it is {} in stage {}",
-                after.status,
-                after.stage_name()
+                e.status,
+                e.stage_name()
             )));
         }
-        Ok(after)
+        Ok(steered.state)
     }
 
     /// Validates a definition (YAML or JSON), diffs it against the stored one

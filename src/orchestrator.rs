@@ -23,7 +23,7 @@ use crate::domain::pipeline::{
     ActionKind, ArtifactAction, CodePipelineAction, DeployAction, ExecutionMode, InvokeAction,
     TemplateContext, render,
 };
-use crate::drive::{self, Machine, Steered, Time};
+use crate::drive::{self, Machine, SteerOutcome, Steered, Time};
 use crate::engine::{Engine, EngineError, MAX_TIMER_DELAY_SECS};
 use crate::events::{
     HandedOver, OrchestratorEvent, PipelineTimer, QueueMessage, parse_orchestrator_event,
@@ -167,14 +167,17 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
                         Ok(QueueMessage::HandedOver(HandedOver::DeploymentFinished(id))) => {
                             self.deployment_finished(&id).await
                         }
-                        Ok(QueueMessage::HandedOver(HandedOver::Steered { id, version })) => {
-                            self.take_up(&id, version).await.map(|_| ())
-                        }
-                        Ok(QueueMessage::HandedOver(other @ HandedOver::Retry { .. })) => {
-                            Err(OrchestratorError::Event(format!(
-                                "the orchestrator does not take {other}"
-                            )))
-                        }
+                        Ok(QueueMessage::HandedOver(HandedOver::SteeredExecution {
+                            id,
+                            version,
+                            commands,
+                        })) => self.run_steered(&id, version, commands).await.map(|_| ()),
+                        Ok(QueueMessage::HandedOver(
+                            other @ (HandedOver::Retry { .. }
+                            | HandedOver::SteeredDeployment { .. }),
+                        )) => Err(OrchestratorError::Event(format!(
+                            "the orchestrator does not take {other}"
+                        ))),
                         Err(reason) => Err(OrchestratorError::Event(reason)),
                     };
                     match done {
@@ -319,28 +322,63 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
     }
 
     /// An operator's input (an approval, a stop, a retry), decided and saved
-    /// here but run by the orchestrator: what the new state needs is handed
-    /// to its queue (`HandedOver::Steered`), so the caller runs no action.
-    /// Returns the execution as saved; unchanged when the input does not
-    /// apply. If the hand-over fails, the sweep takes a running execution
-    /// up after its grace.
-    pub async fn steer(&self, id: &str, input: Input) -> Result<Execution, OrchestratorError> {
+    /// here, then run by the orchestrator: the commands the decision issued
+    /// are handed to its queue (`HandedOver::SteeredExecution`), so the
+    /// caller runs no action.
+    pub async fn steer(
+        &self,
+        id: &str,
+        input: Input,
+    ) -> Result<SteerOutcome<Execution>, OrchestratorError> {
         Ok(match drive::steer(self, id, input).await? {
-            Steered::Unchanged(stored) => stored.execution,
-            Steered::Saved { saved, .. } => saved.execution,
+            Steered::Unchanged(stored) => SteerOutcome {
+                state: stored.execution,
+                changed: false,
+                woken: false,
+            },
+            Steered::Saved { saved, actions } => {
+                let woken = drive::wake(self, &saved, actions).await;
+                SteerOutcome {
+                    state: saved.execution,
+                    changed: true,
+                    woken,
+                }
+            }
         })
     }
 
-    /// Runs what an execution steered to `version` needs, unless another
-    /// worker has saved it since.
-    pub async fn take_up(&self, id: &str, version: u64) -> Result<Execution, OrchestratorError> {
+    /// Runs what a steer of `id` to `version` decided, unless another
+    /// worker has saved it since. A run that fails is handed over again at
+    /// the version its claim saved, so a stop's cancellations are not lost
+    /// with the first try.
+    pub async fn run_steered(
+        &self,
+        id: &str,
+        version: u64,
+        commands: Vec<Command>,
+    ) -> Result<Execution, OrchestratorError> {
         let stored = self.engine.store.load_execution(id).await?;
         if stored.version != version {
             tracing::info!(execution_id = id, "not taken up: moved on since");
             return Ok(stored.execution);
         }
-        let actions = pending(&stored.execution, self.now());
-        drive::claim_and_drive(self, stored, actions, 0).await
+        let Some(claimed) = drive::claim(self, &stored).await? else {
+            return Ok(self.engine.store.load_execution(id).await?.execution);
+        };
+        let claimed_version = claimed.version;
+        let done = drive::drive(self, claimed, VecDeque::new(), commands.clone(), 0).await;
+        if let Err(e) = &done
+            && self.engine.store.load_execution(id).await?.version == claimed_version
+        {
+            tracing::warn!(execution_id = id, error = %e, "a steer's commands failed; handed over again");
+            let again = HandedOver::SteeredExecution {
+                id: id.to_owned(),
+                version: claimed_version,
+                commands,
+            };
+            self.actions.hand_over(&again).await?;
+        }
+        done
     }
 
     /// Re-issues what the saved state needs (the reconcile sweep's repair).
@@ -946,10 +984,16 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Machine for Orchestrator<S, 
         Box::pin(self.execute_command(&stored.execution, command))
     }
 
-    async fn wake(&self, id: &str, version: u64) -> Result<(), OrchestratorError> {
-        let work = HandedOver::Steered {
+    async fn wake(
+        &self,
+        id: &str,
+        version: u64,
+        commands: Vec<Command>,
+    ) -> Result<(), OrchestratorError> {
+        let work = HandedOver::SteeredExecution {
             id: id.to_owned(),
             version,
+            commands,
         };
         self.actions.hand_over(&work).await
     }

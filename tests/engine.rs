@@ -10,11 +10,11 @@ use sluice::aws::{AwsCloud, invoke};
 use sluice::budget::Budget;
 use sluice::clock::SystemClock;
 use sluice::domain::deployment::{
-    Command, Deployment, DeploymentSpec, EventKind, Input, OnBusy, OnManualChange, Phase,
-    VersionSource,
+    AliasUpdate, Command, Deployment, DeploymentSpec, EventKind, Input, OnBusy, OnManualChange,
+    Phase, VersionSource,
 };
 use sluice::engine::{Engine, EngineError};
-use sluice::events::{QueueMessage, TimerMessage, queue_message};
+use sluice::events::{HandedOver, QueueMessage, TimerMessage, queue_message};
 use sluice::ports::FaultPoint;
 use sluice::ports::{Deployments as _, Invocation};
 use sluice::store::Store;
@@ -880,7 +880,7 @@ async fn operators_promote_pause_resume_abort_and_retry() -> Result<()> {
     assert!(matches!(d.phase, Phase::Baking { step: 0, .. }));
     // An operator's steer is decided and saved; the shifter (here, the
     // test's) runs what it asks for, handed over on its queue.
-    let steered = w.engine.steer("promoted", Input::Promote).await?;
+    let steered = w.engine.steer("promoted", Input::Promote).await?.state;
     assert!(steered.skip_waits, "{steered:?}");
     let [d] = w.run_to_end(&["promoted"]).await?.try_into().expect("one");
     assert_eq!(d.phase, Phase::Promoted);
@@ -927,7 +927,8 @@ async fn operators_promote_pause_resume_abort_and_retry() -> Result<()> {
                 reason: "operator".into(),
             },
         )
-        .await?;
+        .await?
+        .state;
     assert!(
         matches!(steered.phase, Phase::RollingBack { .. }),
         "{:?}",
@@ -1002,7 +1003,8 @@ async fn operators_promote_pause_resume_abort_and_retry() -> Result<()> {
             },
         )
         .await?;
-    assert_eq!(steered, named, "already retried: unchanged");
+    assert!(!steered.changed && !steered.woken);
+    assert_eq!(steered.state, named, "already retried: unchanged");
     let saved = w
         .engine
         .store()
@@ -1014,6 +1016,69 @@ async fn operators_promote_pause_resume_abort_and_retry() -> Result<()> {
         w.engine.store().load("half-retried-other").await,
         Err(sluice::store::StoreError::NotFound(_))
     ));
+    Ok(())
+}
+
+/// A steer hands the shifter only what its decision issued: a pause during
+/// a gate under way wakes no one (the gate is not run a second time), an
+/// abort hands over the rollback alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_steer_during_a_gate_hands_the_shifter_only_what_it_decided() -> Result<()> {
+    let w = world().await?;
+    let hold = hold_once(|p| {
+        matches!(
+            p,
+            FaultPoint::Before {
+                command: Command::RunGate { .. },
+                ..
+            }
+        )
+    });
+    let worker = w
+        .engine
+        .with_cloud(w.engine.cloud().with(hold.hook.clone()));
+    let first = tokio::spawn(async move {
+        let spec = spec("2", "canary:10:1h", Some("greeter-pre-ok"), None);
+        worker.start("steered", spec).await
+    });
+    tokio::time::timeout(DEADLINE, hold.reached.notified())
+        .await
+        .context("the worker did not reach its gate")?;
+
+    let paused = w.engine.steer("steered", Input::Pause).await?;
+    assert!(paused.changed && paused.state.paused);
+    assert!(!paused.woken, "a pause issues nothing to run");
+    let reason = "operator".to_owned();
+    let aborted = w.engine.steer("steered", Input::Abort { reason }).await?;
+    assert!(aborted.changed && aborted.woken);
+    let handed = w.take_timers().await?;
+    let [QueueMessage::HandedOver(HandedOver::SteeredDeployment { id, commands, .. })] =
+        handed.as_slice()
+    else {
+        bail!("expected the abort's hand-over alone, got {handed:?}");
+    };
+    assert_eq!(id, "steered");
+    assert!(
+        matches!(
+            commands.as_slice(),
+            [Command::SetAlias {
+                update: AliasUpdate::Rollback,
+                ..
+            }]
+        ),
+        "{commands:?}"
+    );
+
+    // The held worker's gate ends; its result no longer applies.
+    hold.release.notify_one();
+    first.await??;
+    for message in &handed {
+        w.engine.run_queued(message).await?;
+    }
+    let [d] = w.run_to_end(&["steered"]).await?.try_into().expect("one");
+    assert!(matches!(d.phase, Phase::RolledBack { .. }), "{:?}", d.phase);
+    assert_eq!(w.hook_calls("greeter-pre-ok").len(), 1, "the gate ran once");
+    assert_eq!(w.alias().await?, ("1".to_owned(), vec![]));
     Ok(())
 }
 

@@ -892,7 +892,8 @@ stages:
     let e = w
         .orchestrator
         .steer(&id, Input::RetryStage { failed_only: true })
-        .await?;
+        .await?
+        .state;
     assert_eq!(e.actions[0].attempt, 1, "lint is not run again");
     assert_eq!(e.actions[1].attempt, 2);
     let e = w

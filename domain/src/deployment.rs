@@ -684,7 +684,6 @@ fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command
         return retried(d, new_id, now, commands);
     }
     match d.phase.clone() {
-        phase if phase.is_terminal() => false,
         Phase::Created | Phase::Queued { .. } => before_start(d, input, now, commands),
         Phase::Frozen { step, .. } => frozen(d, step, input, now, commands),
         Phase::RollingBack { reason } => rolling_back(d, reason, input, now, commands),

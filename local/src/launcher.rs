@@ -170,10 +170,19 @@ fn log_file(state_dir: &Path, name: &str, append: bool) -> Result<std::fs::File>
         .with_context(|| format!("opening {}", path.display()))
 }
 
+/// The end of a log, and the error it reported if any: a failure's backtrace
+/// would otherwise push its message out of the last lines.
 fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
+    let last = lines[lines.len().saturating_sub(20)..].join("\n");
+    match lines.iter().rposition(|l| l.starts_with("Error:")) {
+        Some(at) if at + 20 < lines.len() => {
+            let error = lines[at..(at + 12).min(lines.len())].join("\n");
+            format!("{error}\n...\n{last}")
+        }
+        _ => last,
+    }
 }
 
 fn spawn(mut command: Command, detached: bool) -> Result<Child> {
@@ -524,4 +533,29 @@ pub fn stop_detached(state_dir: &Path) -> Result<()> {
     let _ = std::fs::remove_file(state_dir.join("env"));
     let _ = std::fs::remove_file(state_dir.join(STACK_OPTIONS_FILE));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_start_shows_its_error_above_the_backtrace() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("sluice-local.log");
+        let backtrace: Vec<String> = (0..40).map(|n| format!("  {n}: frame")).collect();
+        std::fs::write(
+            &log,
+            format!(
+                "starting\nError: port 4566 is taken\n{}",
+                backtrace.join("\n")
+            ),
+        )
+        .unwrap();
+        let shown = tail(&log);
+        assert!(shown.starts_with("Error: port 4566 is taken"), "{shown}");
+        assert!(shown.ends_with("  39: frame"), "{shown}");
+        std::fs::write(&log, "one\ntwo\n").unwrap();
+        assert_eq!(tail(&log), "one\ntwo");
+    }
 }

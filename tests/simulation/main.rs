@@ -30,7 +30,9 @@ use sluice::domain::deployment::{
     Command, Deployment, DeploymentSpec, Gate, Input, OnBusy, OnManualChange, Phase, Time,
     VersionSource,
 };
-use sluice::domain::execution::{ActionState, Input as ExecutionInput, Status, StopMode};
+use sluice::domain::execution::{
+    ActionState, Command as ExecutionCommand, Input as ExecutionInput, Status, StopMode,
+};
 use sluice::domain::pipeline::{GitRef, PipelineDefinition, Push};
 use sluice::engine::{Engine, EngineError};
 use sluice::events::HandedOver;
@@ -160,10 +162,20 @@ enum Work {
         id: String,
         input: ExecutionInput,
     },
-    /// The pipeline timer queue: an execution steered by an operator.
+    /// The pipeline timer queue: an execution steered by an operator, with
+    /// the commands the steer decided.
     ExecutionSteered {
         id: String,
         version: u64,
+        commands: Vec<ExecutionCommand>,
+        receives: u32,
+    },
+    /// The timer queue: a deployment steered by an operator or the
+    /// orchestrator, with the commands the steer decided.
+    Steered {
+        id: String,
+        version: u64,
+        commands: Vec<Command>,
         receives: u32,
     },
     /// On call, a person changes the alias a deployment is moving, by hand:
@@ -218,7 +230,9 @@ fn describe(work: &Work) -> String {
         Work::ObjectCreated { key } => format!("s3 notification {key}"),
         Work::Approve { id, approved, .. } => format!("approval {approved} on {id}"),
         Work::ExecutionOperator { id, input } => format!("operator {input:?} on {id}"),
-        Work::ExecutionSteered { id, version, .. } => format!("{id} steered to {version}"),
+        Work::ExecutionSteered { id, version, .. } | Work::Steered { id, version, .. } => {
+            format!("{id} steered to {version}")
+        }
         Work::HandWrite { id, rollback } => format!(
             "by hand: {id}'s alias {}",
             if *rollback {
@@ -359,10 +373,14 @@ impl Sim {
                     attempt,
                     receives: 1,
                 },
-                HandedOver::Steered { id, version } => Work::Retry {
+                HandedOver::SteeredDeployment {
                     id,
                     version,
-                    attempt: 0,
+                    commands,
+                } => Work::Steered {
+                    id,
+                    version,
+                    commands,
                     receives: 1,
                 },
                 other => Work::Created {
@@ -376,13 +394,18 @@ impl Sim {
             let work = match work {
                 HandedOver::Arrived(id) => Work::Arrived { id, attempt: 1 },
                 HandedOver::DeploymentFinished(id) => Work::Finished { id, attempt: 1 },
-                HandedOver::Steered { id, version } => Work::ExecutionSteered {
+                HandedOver::SteeredExecution {
                     id,
                     version,
+                    commands,
+                } => Work::ExecutionSteered {
+                    id,
+                    version,
+                    commands,
                     receives: 1,
                 },
-                retry @ HandedOver::Retry { .. } => {
-                    self.violation(format!("{retry} handed to the orchestrator"));
+                other @ (HandedOver::Retry { .. } | HandedOver::SteeredDeployment { .. }) => {
+                    self.violation(format!("{other} handed to the orchestrator"));
                     continue;
                 }
             };
@@ -1008,8 +1031,12 @@ fn deliver(sim: Arc<Sim>, work: Work) -> Delivery {
             Work::ExecutionSteered {
                 id,
                 version,
+                commands,
                 receives,
-            } => match orchestrator.take_up(&id, version).await {
+            } => match orchestrator
+                .run_steered(&id, version, commands.clone())
+                .await
+            {
                 Ok(_) | Err(OrchestratorError::Store(StoreError::NotFound(_))) => {}
                 Err(e) => {
                     failed(&e);
@@ -1020,10 +1047,29 @@ fn deliver(sim: Arc<Sim>, work: Work) -> Delivery {
                             Work::ExecutionSteered {
                                 id,
                                 version,
+                                commands,
                                 receives,
                             },
                         );
                     }
+                }
+            },
+            Work::Steered {
+                id,
+                version,
+                commands,
+                receives,
+            } => match engine.run_steered(&id, version, commands.clone()).await {
+                Ok(_) | Err(EngineError::Store(StoreError::NotFound(_))) => {}
+                Err(e) => {
+                    failed(&e);
+                    let again = Work::Steered {
+                        id,
+                        version,
+                        commands,
+                        receives: receives + 1,
+                    };
+                    sim.receive_again(receives, again);
                 }
             },
         }
