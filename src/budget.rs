@@ -24,6 +24,7 @@
 use crate::clock::{Clock, SystemClock};
 use crate::domain::deployment::Time;
 use crate::settings::Settings;
+pub use crate::settings::{DEFAULT_PER_SECOND, LAMBDA_CONTROL_PLANE_QUOTA};
 use crate::store::keys::Key;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
@@ -32,9 +33,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-/// Lambda's quota for the control plane, per account and Region.
-pub const LAMBDA_CONTROL_PLANE_QUOTA: u64 = 15;
-pub const DEFAULT_PER_SECOND: u64 = 10;
 /// The longest a call waits in its worker for a slot; past that it is
 /// refused and its step retried later (a worker must not sleep out a queue).
 pub const LONGEST_WAIT: Duration = Duration::from_secs(10);

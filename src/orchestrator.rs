@@ -32,7 +32,8 @@ use crate::events::{
 use crate::metrics::{self, Metric};
 use crate::settings::Settings;
 use crate::store::keys::Lock;
-use crate::store::{LockOutcome, Store, StoreError, StoredExecution, execution_due_at};
+use crate::store::pipelines::execution_due_at;
+use crate::store::{LockOutcome, Store, StoreError, StoredExecution};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use std::collections::{BTreeMap, VecDeque};

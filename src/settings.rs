@@ -3,9 +3,12 @@
 //! stack's outputs in the CLI. A missing or malformed one is an error that
 //! names it.
 
-use crate::budget::{DEFAULT_PER_SECOND, LAMBDA_CONTROL_PLANE_QUOTA};
-use crate::store::IN_FLIGHT_GRACE_SECS;
+use crate::domain::deployment::IN_FLIGHT_GRACE_SECS;
 use std::time::Duration;
+
+/// Lambda's quota for the control plane, per account and Region.
+pub const LAMBDA_CONTROL_PLANE_QUOTA: u64 = 15;
+pub const DEFAULT_PER_SECOND: u64 = 10;
 
 /// Every setting of a Sluice process.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,13 +13,12 @@
 //! Every write is conditional, so two workers racing on one item cannot both win.
 
 pub mod keys;
-mod pipelines;
+pub mod pipelines;
 
-pub use pipelines::{ExecutionStart, INVOKE_ACTION_GRACE_SECS, StoredExecution, execution_due_at};
-
+pub use crate::domain::deployment::IN_FLIGHT_GRACE_SECS;
 use crate::domain::deployment::{Deployment, Event, Phase, Time};
 use crate::ports::aws;
-pub use crate::ports::{LockOutcome, StoreError, Stored};
+pub use crate::ports::{ExecutionStart, LockOutcome, StoreError, Stored, StoredExecution};
 use crate::settings::Settings;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -72,11 +71,6 @@ pub fn is_stuck(d: &Deployment, now: Time) -> bool {
         && due_at(d, chrono::Duration::seconds(IN_FLIGHT_GRACE_SECS))
             .is_some_and(|due| due + chrono::Duration::seconds(STUCK_AFTER_SECS) <= now)
 }
-
-/// The grace before the sweep picks up a phase that should have moved: longer
-/// than a hook may run (`SLUICE_HOOK_TIMEOUT_SECONDS`), so the sweep does not
-/// run a gate again while its first run is still under way.
-pub const IN_FLIGHT_GRACE_SECS: i64 = 90;
 
 impl Store {
     /// The table of the settings, keeping finished work for their retention.

@@ -399,7 +399,7 @@ stages:
     );
 
     // Past the longest a worker lives, the sweep starts the suite again.
-    let past = chrono::Duration::seconds(sluice::store::INVOKE_ACTION_GRACE_SECS + 60);
+    let past = chrono::Duration::seconds(sluice::store::pipelines::INVOKE_ACTION_GRACE_SECS + 60);
     let later = orchestrator_at(&w, past);
     let sweep = tokio::spawn(async move { later.reconcile().await });
     wait_for(

@@ -409,7 +409,7 @@ fn the_dashboard_shows_exactly_the_metrics_sluice_emits() {
 /// live, or a suite still running would be started again beside itself.
 #[test]
 fn the_sweep_waits_out_the_longest_a_worker_running_an_action_lives() {
-    use sluice::store::INVOKE_ACTION_GRACE_SECS;
+    use sluice::store::pipelines::INVOKE_ACTION_GRACE_SECS;
     let template =
         Template::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("template.yaml"))
             .expect("template.yaml parses");

@@ -268,6 +268,11 @@ pub enum Input {
     },
 }
 
+/// The grace before the sweep picks up a phase that should have moved: longer
+/// than a hook may run (`SLUICE_HOOK_TIMEOUT_SECONDS`), so the sweep does not
+/// run a gate again while its first run is still under way.
+pub const IN_FLIGHT_GRACE_SECS: i64 = 90;
+
 /// Intentions; the executor makes them happen, in order, after the state is saved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]

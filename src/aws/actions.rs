@@ -1,7 +1,9 @@
 //! The outside world of pipeline actions through the AWS SDK: Lambda for
 //! invoke actions, S3 for artifacts, CodePipeline, the orchestrator's queue.
 
-use super::{AwsCloud, invoke, refused_for_good, send_to_queue, service_message};
+use super::cloud::AwsCloud;
+use super::config::{refused_for_good, send_to_queue, service_message};
+use super::invoke::invoke;
 use crate::events::{HandedOver, PipelineTimer};
 use crate::ports::{Actions, Invocation, OrchestratorError, PipelineRun, aws};
 use aws_sdk_codepipeline::types::{

@@ -1,7 +1,8 @@
 //! The cloud port through the AWS SDK: Lambda's control plane within
 //! Sluice's budget, CloudWatch alarms, hook invocations, the shifter's queue.
 
-use super::{invoke, send_to_queue, service_message};
+use super::config::{send_to_queue, service_message};
+use super::invoke::invoke;
 use crate::budget::{Budget, BudgetError};
 use crate::domain::hooks::HookRequest;
 use crate::events::{HandedOver, TimerMessage};

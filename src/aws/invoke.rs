@@ -1,7 +1,7 @@
 //! One synchronous invocation, sorted by how it ended: hooks and pipeline
 //! invoke actions alike.
 
-use super::service_message;
+use super::config::{service_message, work_timeouts};
 use crate::ports::Invocation;
 use aws_sdk_lambda::primitives::Blob;
 use std::time::Duration;
@@ -27,8 +27,7 @@ pub async fn invoke(
         .payload(Blob::new(payload))
         .customize()
         .config_override(
-            aws_sdk_lambda::config::Builder::default()
-                .timeout_config(crate::aws::work_timeouts(timeout)),
+            aws_sdk_lambda::config::Builder::default().timeout_config(work_timeouts(timeout)),
         );
     let out = match call.send().await {
         Ok(out) => out,

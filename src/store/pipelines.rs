@@ -14,7 +14,7 @@ use crate::domain::execution::{ActionState, Execution, ExecutionEvent, Status};
 use crate::domain::pipeline::ActionKind;
 use crate::domain::pipeline::PipelineDefinition;
 use crate::ports::aws;
-pub use crate::ports::{ExecutionStart, StoredExecution};
+use crate::ports::{ExecutionStart, StoredExecution};
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use std::collections::HashMap;
 

@@ -13,9 +13,10 @@ use sluice::orchestrator::OrchestratorError;
 use sluice::ports::{Actions, Executions, FaultPoint, PipelineRun};
 use sluice::ports::{AliasState, AliasWrite, Cloud, Deployments, Invocation, Readiness};
 use sluice::store::keys::{Key, Lock};
+use sluice::store::pipelines::execution_due_at;
 use sluice::store::{
     ExecutionStart, IN_FLIGHT_GRACE_SECS, LockOutcome, StoreError, Stored, StoredExecution, due_at,
-    execution_due_at, is_stuck,
+    is_stuck,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
