@@ -22,7 +22,7 @@ use crate::events::{
     HandedOver, QueueMessage, ShifterEvent, TimerMessage, parse_shifter_event, queue_items,
 };
 use crate::metrics::{self, Metric};
-use crate::settings::Settings;
+use crate::settings::{DEFAULT_STACK_NAME, Settings};
 use crate::store::keys::Lock;
 use crate::store::{
     IN_FLIGHT_GRACE_SECS, LockOutcome, STUCK_AFTER_SECS, Store, StoreError, Stored, due_at,
@@ -60,6 +60,8 @@ pub struct Engine<S = Store, C = AwsCloud, K = SystemClock> {
     pub(crate) clock: K,
     /// How long a hook may take before its gate fails.
     pub(crate) hook_timeout: Duration,
+    /// The dimension of the stack-wide metrics it records.
+    pub(crate) stack_name: String,
 }
 
 impl<S, C, K> Engine<S, C, K> {
@@ -69,6 +71,15 @@ impl<S, C, K> Engine<S, C, K> {
             cloud,
             clock,
             hook_timeout,
+            stack_name: DEFAULT_STACK_NAME.into(),
+        }
+    }
+
+    /// The same engine recording its stack-wide metrics under `stack_name`.
+    pub fn named(self, stack_name: impl Into<String>) -> Self {
+        Engine {
+            stack_name: stack_name.into(),
+            ..self
         }
     }
 
@@ -141,6 +152,7 @@ impl Engine {
             ),
             clock: SystemClock,
             hook_timeout: settings.hook_timeout,
+            stack_name: settings.stack_name.clone(),
         }
     }
 }
@@ -487,7 +499,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         }
         metrics::record(
             Metric::StuckDeployments,
-            &metrics::stack_name(),
+            &self.stack_name,
             stuck.len() as f64,
         );
         Ok((ids.len(), failures))
@@ -629,7 +641,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 .any(|(primary, additional)| current.routes(primary, &fractions(additional)));
             if !left_by_sluice {
                 tracing::warn!(deployment_id = %d.id, found = %current, "the alias was changed outside Sluice");
-                metrics::emit(Metric::ManualAliasChanges, &metrics::stack_name());
+                metrics::emit(Metric::ManualAliasChanges, &self.stack_name);
                 return Ok(Some(Input::AliasChangedByHand {
                     found: current.to_string(),
                     revision: current.revision,

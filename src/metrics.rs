@@ -120,11 +120,6 @@ pub fn document(
     Value::Object(doc)
 }
 
-/// The stack the function belongs to (`SLUICE_STACK_NAME`), for stack-wide gauges.
-pub fn stack_name() -> String {
-    std::env::var("SLUICE_STACK_NAME").unwrap_or_else(|_| "sluice".into())
-}
-
 /// Counts one of `metric` (a count), for CloudWatch to pick up from the function's log.
 pub fn emit(metric: Metric, dimension_value: &str) {
     record(metric, dimension_value, 1.0);

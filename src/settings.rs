@@ -10,6 +10,9 @@ use std::time::Duration;
 pub const LAMBDA_CONTROL_PLANE_QUOTA: u64 = 15;
 pub const DEFAULT_PER_SECOND: u64 = 10;
 
+/// The stack name when none is set (samconfig.toml's).
+pub const DEFAULT_STACK_NAME: &str = "sluice";
+
 /// Every setting of a Sluice process.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -32,6 +35,8 @@ pub struct Settings {
     /// `SLUICE_WEBHOOK_SECRET`: the webhook secret's ARN or name; only the
     /// source function has one.
     pub webhook_secret: Option<String>,
+    /// `SLUICE_STACK_NAME` ("sluice"): the dimension of Sluice's stack-wide metrics.
+    pub stack_name: String,
 }
 
 impl Settings {
@@ -63,6 +68,7 @@ impl Settings {
             control_plane_budget: control_plane_budget(var("SLUICE_CONTROL_PLANE_BUDGET"))?,
             hook_timeout: hook_timeout(var("SLUICE_HOOK_TIMEOUT_SECONDS"))?,
             webhook_secret: var("SLUICE_WEBHOOK_SECRET"),
+            stack_name: var("SLUICE_STACK_NAME").unwrap_or_else(|| DEFAULT_STACK_NAME.into()),
         })
     }
 
@@ -150,6 +156,7 @@ mod tests {
         assert_eq!(s.control_plane_budget, 10);
         assert_eq!(s.hook_timeout, Duration::from_secs(60));
         assert_eq!(s.webhook_secret, None);
+        assert_eq!(s.stack_name, "sluice");
         assert_eq!(
             s.webhook_secret().unwrap_err().name,
             "SLUICE_WEBHOOK_SECRET"

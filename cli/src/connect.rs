@@ -57,7 +57,8 @@ fn operations(
         cloud,
         SystemClock,
         settings.hook_timeout,
-    );
+    )
+    .named(settings.stack_name.clone());
     Operations::new(Orchestrator::new(
         engine,
         actions,
