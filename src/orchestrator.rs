@@ -612,7 +612,9 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
                     }
                     _ => {}
                 }
-                Ok(None)
+                // Told, or its stop scheduled: saved, so the sweep stops
+                // looking for an abandoned action to tell.
+                Ok((mode == StopMode::Abandon).then_some(Input::ActionStopped { at }))
             }
             Command::TakeTurn => {
                 Box::pin(self.take_turn(&e.pipeline)).await?;

@@ -57,6 +57,7 @@ impl std::fmt::Display for ActionState {
             ActionState::Succeeded { detail } => write!(f, "succeeded: {detail}"),
             ActionState::Failed { reason } => write!(f, "failed: {reason}"),
             ActionState::Abandoned => write!(f, "abandoned"),
+            ActionState::Stopped => write!(f, "abandoned and stopped"),
         }
     }
 }
@@ -89,8 +90,11 @@ pub enum ActionState {
     Failed {
         reason: String,
     },
-    /// Stopped by an operator before it finished.
+    /// Stopped by an operator before it finished; what it started (a
+    /// deployment, a CodePipeline execution) is still to be told to stop.
     Abandoned,
+    /// Abandoned, and what it started was told to stop.
+    Stopped,
 }
 
 /// One action of the current stage.
@@ -198,6 +202,11 @@ pub enum Input {
     /// A newer execution started (superseded mode): stop at the next stage boundary.
     Supersede {
         by: String,
+    },
+    /// What an abandoned action started was told to stop (its deployment
+    /// aborted, its CodePipeline execution stopped, or that stop scheduled).
+    ActionStopped {
+        at: ActionRef,
     },
 }
 
@@ -608,6 +617,20 @@ fn step(e: &mut Execution, input: &Input, now: Time, commands: &mut Vec<Command>
         }
         Input::Stop { mode, reason } => return stop(e, mode, reason, now, commands),
         Input::RetryStage { failed_only } => return retry_stage(e, *failed_only, now, commands),
+        Input::ActionStopped { at } => {
+            let Some(run) = e.actions.get_mut(at.action) else {
+                return false;
+            };
+            if e.stage != at.stage
+                || run.attempt != at.attempt
+                || run.state != ActionState::Abandoned
+            {
+                return false;
+            }
+            run.state = ActionState::Stopped;
+            let name = run.name.clone();
+            commands.push(record(now, format!("{name} was told to stop")));
+        }
         Input::Supersede { by } => match e.status {
             Status::Queued | Status::Failed { .. } => {
                 finish(e, Status::Superseded { by: by.clone() }, now, commands);

@@ -209,8 +209,8 @@ impl Store {
 }
 
 /// How long the sweep leaves an execution with an invoke action under way:
-/// longer than a worker that runs one can live (the orchestrator's and the
-/// API's `Timeout`, 900 s, Lambda's most), so a test suite of several minutes
+/// longer than a worker that runs one can live (the orchestrator's `Timeout`,
+/// 900 s, Lambda's most), so a test suite of several minutes
 /// is not started again while it runs.
 pub const INVOKE_ACTION_GRACE_SECS: i64 = 960;
 
@@ -219,6 +219,16 @@ pub const INVOKE_ACTION_GRACE_SECS: i64 = 960;
 /// a failed one, which waits for a retry).
 pub fn execution_due_at(e: &Execution) -> Option<Option<Time>> {
     match &e.status {
+        // Ended, but an abandoned action's deployment or CodePipeline
+        // execution is still to be told to stop: due, so the sweep tells it
+        // if the orchestrator's hand-over was lost.
+        status
+            if status.is_final() && e.actions.iter().any(|a| a.state == ActionState::Abandoned) =>
+        {
+            Some(Some(
+                e.updated_at + chrono::Duration::seconds(IN_FLIGHT_GRACE_SECS),
+            ))
+        }
         status if status.is_final() => None,
         Status::Failed { .. } => Some(None),
         // After a grace: a worker that died mid-way. An invoke action runs
@@ -377,5 +387,50 @@ impl crate::ports::Executions for Store {
         }
         ids.sort();
         Ok(ids.into_iter().map(|(_, id)| id).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::execution::{Input, StopMode, decide};
+    use crate::domain::pipeline::{GitRef, Push};
+
+    /// A stopped execution stays due until what its abandoned actions
+    /// started was told to stop: a lost hand-over is the sweep's to repair.
+    #[test]
+    fn a_stop_is_due_until_its_abandoned_actions_are_told() {
+        let definition = PipelineDefinition::parse(
+            "name: app\nsource: { repository: acme/app }\nstages:\n  - name: live\n    actions:\n      - { name: deploy, kind: deploy, config: { function: app, alias: live, version: \"2\", config: AllAtOnce } }\n",
+        )
+        .unwrap();
+        let push = Push {
+            repository: "acme/app".into(),
+            reference: GitRef::Branch("main".into()),
+            sha: "9a1f3c2e8b7d4a6f5e0c1b2a3d4e5f60718293a4".into(),
+            deleted: false,
+            forced: false,
+            changed_paths: None,
+            message: None,
+            author: None,
+        };
+        let now = chrono::Utc::now();
+        let (e, _) = Execution::create("x-1", definition, push, now);
+        let (e, _) = decide(&e, &Input::Start, now);
+        let stop = Input::Stop {
+            mode: StopMode::Abandon,
+            reason: "wrong build".into(),
+        };
+        let (e, _) = decide(&e, &stop, now);
+        assert!(e.status.is_final());
+        let grace = chrono::Duration::seconds(IN_FLIGHT_GRACE_SECS);
+        assert_eq!(execution_due_at(&e), Some(Some(e.updated_at + grace)));
+        let at = crate::domain::execution::ActionRef {
+            stage: 0,
+            action: 0,
+            attempt: 1,
+        };
+        let (e, _) = decide(&e, &Input::ActionStopped { at }, now);
+        assert_eq!(execution_due_at(&e), None);
     }
 }

@@ -487,6 +487,14 @@ fn pending_derives_what_a_steer_leaves_to_the_orchestrator() {
         decided.iter().all(|c| derived.contains(c)),
         "decided {decided:?}, derived {derived:?}"
     );
+    // Once told, an abandoned action is not told again.
+    for name in ["deploy-beta", "lint"] {
+        let at = r.at(name);
+        assert!(r.feed(Input::ActionStopped { at }), "{name}");
+    }
+    assert_eq!(pending(&r.e, r.now), vec![Command::ReleaseTurn]);
+    let at = r.at("lint");
+    assert!(!r.feed(Input::ActionStopped { at }), "told once");
 
     // A retry in queued mode waits for the turn again.
     let mut r = Run::new("queued");
