@@ -231,25 +231,32 @@ pub async fn claim_and_drive<M: Machine>(
     actions: Vec<M::Command>,
     attempt: u32,
 ) -> Result<M::State, M::Error> {
-    match claim(machine, &saved).await? {
-        Some(claimed) => drive(machine, claimed, VecDeque::new(), actions, attempt).await,
-        None => Ok(machine.load(M::id(saved.state())).await?.state().clone()),
-    }
-}
-
-/// The claim of `claim_and_drive` alone: `None` if another worker saved
-/// the state first.
-pub async fn claim<M: Machine>(
-    machine: &M,
-    saved: &M::Saved,
-) -> Result<Option<M::Saved>, M::Error> {
     let claimed = M::claimed(saved.state(), machine.now());
     match machine.save(&claimed, saved.version(), &[]).await {
-        Ok(claimed) => Ok(Some(claimed)),
+        Ok(claimed) => drive(machine, claimed, VecDeque::new(), actions, attempt).await,
         Err(StoreError::Conflict(_)) => {
-            tracing::info!(id = M::id(saved.state()), "taken up by another worker");
-            Ok(None)
+            let id = M::id(saved.state());
+            tracing::info!(id, "taken up by another worker");
+            Ok(machine.load(id).await?.state().clone())
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Runs the commands a steer of `id` to `version` decided (its wake), unless
+/// another worker has saved the state since: any later save is a worker's
+/// that runs its own commands, or a claim that runs all `pending` has. A
+/// run that fails is left to the sweep, which finds the state due.
+pub async fn run_steered<M: Machine>(
+    machine: &M,
+    id: &str,
+    version: u64,
+    commands: Vec<M::Command>,
+) -> Result<M::State, M::Error> {
+    let saved = machine.load(id).await?;
+    if saved.version() != version {
+        tracing::info!(id, "not taken up: moved on since");
+        return Ok(saved.state().clone());
+    }
+    claim_and_drive(machine, saved, commands, 0).await
 }

@@ -91,10 +91,6 @@ impl<S, C, K> Engine<S, C, K> {
         &self.cloud
     }
 
-    pub fn clock(&self) -> &K {
-        &self.clock
-    }
-
     pub fn hook_timeout(&self) -> Duration {
         self.hook_timeout
     }
@@ -313,21 +309,14 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         }
     }
 
-    /// Runs what a steer of `id` to `version` decided, unless another
-    /// worker has saved it since: any save after the steer is a worker's
-    /// that runs its own commands, or a claim that runs all `pending` has.
+    /// Runs what a steer decided (`HandedOver::SteeredDeployment`).
     pub async fn run_steered(
         &self,
         id: &str,
         version: u64,
         commands: Vec<Command>,
     ) -> Result<Deployment, EngineError> {
-        let stored = self.store.load(id).await?;
-        if stored.version != version {
-            tracing::info!(deployment_id = id, "not taken up: moved on since");
-            return Ok(stored.deployment);
-        }
-        drive::claim_and_drive(self, stored, commands, 0).await
+        drive::run_steered(self, id, version, commands).await
     }
 
     /// A new deployment, from the table's stream: prepared unless a worker

@@ -314,6 +314,7 @@ impl Operations {
                 before.deployment.status_text()
             ));
         }
+        let retry = matches!(action, DeploymentAction::Retry);
         let input = match action {
             DeploymentAction::Promote => DeploymentInput::Promote,
             DeploymentAction::Pause => DeploymentInput::Pause,
@@ -326,8 +327,8 @@ impl Operations {
         let steered = self.orchestrator.engine.steer(id, input).await?;
         if !steered.changed {
             let d = &steered.state;
-            return match (&d.retried_as, what) {
-                (Some(new_id), "retry") => refused(format!("it was already retried as {new_id}")),
+            return match (&d.retried_as, retry) {
+                (Some(new_id), true) => refused(format!("it was already retried as {new_id}")),
                 _ => refused(format!("it is {}", d.status_text())),
             };
         }

@@ -348,38 +348,14 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
         })
     }
 
-    /// Runs what a steer of `id` to `version` decided, unless another
-    /// worker has saved it since. A run that fails is handed over again at
-    /// the version its claim saved, so a stop's cancellations are not lost
-    /// with the first try.
+    /// Runs what a steer decided (`HandedOver::SteeredExecution`).
     pub async fn run_steered(
         &self,
         id: &str,
         version: u64,
         commands: Vec<Command>,
     ) -> Result<Execution, OrchestratorError> {
-        let stored = self.engine.store.load_execution(id).await?;
-        if stored.version != version {
-            tracing::info!(execution_id = id, "not taken up: moved on since");
-            return Ok(stored.execution);
-        }
-        let Some(claimed) = drive::claim(self, &stored).await? else {
-            return Ok(self.engine.store.load_execution(id).await?.execution);
-        };
-        let claimed_version = claimed.version;
-        let done = drive::drive(self, claimed, VecDeque::new(), commands.clone(), 0).await;
-        if let Err(e) = &done
-            && self.engine.store.load_execution(id).await?.version == claimed_version
-        {
-            tracing::warn!(execution_id = id, error = %e, "a steer's commands failed; handed over again");
-            let again = HandedOver::SteeredExecution {
-                id: id.to_owned(),
-                version: claimed_version,
-                commands,
-            };
-            self.actions.hand_over(&again).await?;
-        }
-        done
+        drive::run_steered(self, id, version, commands).await
     }
 
     /// Re-issues what the saved state needs (the reconcile sweep's repair).

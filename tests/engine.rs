@@ -283,6 +283,36 @@ impl World {
         Ok(timers)
     }
 
+    /// Starts `id` on a worker of its own, held before its first gate runs:
+    /// released by `hold.release`, the worker's result in the handle.
+    async fn held_at_its_first_gate(
+        &self,
+        id: &str,
+        spec: DeploymentSpec,
+    ) -> Result<(
+        Hold,
+        tokio::task::JoinHandle<Result<Deployment, EngineError>>,
+    )> {
+        let hold = hold_once(|p| {
+            matches!(
+                p,
+                FaultPoint::Before {
+                    command: Command::RunGate { .. },
+                    ..
+                }
+            )
+        });
+        let worker = self
+            .engine
+            .with_cloud(self.engine.cloud().with(hold.hook.clone()));
+        let id = id.to_owned();
+        let first = tokio::spawn(async move { worker.start(&id, spec).await });
+        tokio::time::timeout(DEADLINE, hold.reached.notified())
+            .await
+            .context("the worker did not reach its gate")?;
+        Ok((hold, first))
+    }
+
     /// What a hook was sent, oldest first.
     fn hook_calls(&self, hook: &str) -> Vec<(String, u64, f64)> {
         calls(&self.hooks.path().join(hook))
@@ -1025,25 +1055,8 @@ async fn operators_promote_pause_resume_abort_and_retry() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_steer_during_a_gate_hands_the_shifter_only_what_it_decided() -> Result<()> {
     let w = world().await?;
-    let hold = hold_once(|p| {
-        matches!(
-            p,
-            FaultPoint::Before {
-                command: Command::RunGate { .. },
-                ..
-            }
-        )
-    });
-    let worker = w
-        .engine
-        .with_cloud(w.engine.cloud().with(hold.hook.clone()));
-    let first = tokio::spawn(async move {
-        let spec = spec("2", "canary:10:1h", Some("greeter-pre-ok"), None);
-        worker.start("steered", spec).await
-    });
-    tokio::time::timeout(DEADLINE, hold.reached.notified())
-        .await
-        .context("the worker did not reach its gate")?;
+    let spec = spec("2", "canary:10:1h", Some("greeter-pre-ok"), None);
+    let (hold, first) = w.held_at_its_first_gate("steered", spec).await?;
 
     let paused = w.engine.steer("steered", Input::Pause).await?;
     assert!(paused.changed && paused.state.paused);
@@ -1363,26 +1376,8 @@ async fn a_worker_overtaken_by_a_rollback_never_splits_the_alias_again() -> Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_gate_under_way_is_not_run_again_by_a_redelivery_or_the_sweep() -> Result<()> {
     let w = world().await?;
-    let hold = hold_once(|p| {
-        matches!(
-            p,
-            FaultPoint::Before {
-                command: Command::RunGate { .. },
-                ..
-            }
-        )
-    });
-    let worker = w
-        .engine
-        .with_cloud(w.engine.cloud().with(hold.hook.clone()));
-    let first = tokio::spawn(async move {
-        worker
-            .start("once", spec("2", "AllAtOnce", Some("greeter-pre-ok"), None))
-            .await
-    });
-    tokio::time::timeout(DEADLINE, hold.reached.notified())
-        .await
-        .context("the worker did not reach its gate")?;
+    let spec = spec("2", "AllAtOnce", Some("greeter-pre-ok"), None);
+    let (hold, first) = w.held_at_its_first_gate("once", spec).await?;
 
     // The stream's record of the new deployment, delivered again.
     let again = w.engine.arrived("once").await?;
