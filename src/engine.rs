@@ -7,8 +7,11 @@
 
 use crate::aws::AwsCloud;
 use crate::clock::{Clock, SystemClock};
+use crate::domain::analysis::{Measurement, MetricTiming};
 pub use crate::ports::EngineError;
-use crate::ports::{AliasState, AliasWrite, Cloud, Deployments, FaultPoint, Invocation, Readiness};
+use crate::ports::{
+    AliasState, AliasWrite, Cloud, Deployments, FaultPoint, Invocation, MetricQuery, Readiness,
+};
 
 use crate::batch::{Deadline, ITEMS_AT_ONCE, Item, run_items, sqs_response, stream_response};
 use crate::budget::Budget;
@@ -62,6 +65,8 @@ pub struct Engine<S = Store, C = AwsCloud, K = SystemClock> {
     pub(crate) hook_timeout: Duration,
     /// The dimension of the stack-wide metrics it records.
     pub(crate) stack_name: String,
+    /// When CloudWatch has Lambda's periods, for the analysis.
+    pub(crate) metric_timing: MetricTiming,
 }
 
 impl<S, C, K> Engine<S, C, K> {
@@ -72,6 +77,15 @@ impl<S, C, K> Engine<S, C, K> {
             clock,
             hook_timeout,
             stack_name: DEFAULT_STACK_NAME.into(),
+            metric_timing: MetricTiming::default(),
+        }
+    }
+
+    /// The same engine reading Lambda's metrics on `timing` (a scaled local stack's).
+    pub fn timed(self, metric_timing: MetricTiming) -> Self {
+        Engine {
+            metric_timing,
+            ..self
         }
     }
 
@@ -101,12 +115,14 @@ impl<S, C, K> Engine<S, C, K> {
         S: Clone,
         K: Clone,
     {
-        Engine::new(
-            self.store.clone(),
+        Engine {
+            store: self.store.clone(),
             cloud,
-            self.clock.clone(),
-            self.hook_timeout,
-        )
+            clock: self.clock.clone(),
+            hook_timeout: self.hook_timeout,
+            stack_name: self.stack_name.clone(),
+            metric_timing: self.metric_timing,
+        }
     }
 
     /// The same engine over another table client.
@@ -115,12 +131,14 @@ impl<S, C, K> Engine<S, C, K> {
         C: Clone,
         K: Clone,
     {
-        Engine::new(
+        Engine {
             store,
-            self.cloud.clone(),
-            self.clock.clone(),
-            self.hook_timeout,
-        )
+            cloud: self.cloud.clone(),
+            clock: self.clock.clone(),
+            hook_timeout: self.hook_timeout,
+            stack_name: self.stack_name.clone(),
+            metric_timing: self.metric_timing,
+        }
     }
 }
 
@@ -149,6 +167,7 @@ impl Engine {
             clock: SystemClock,
             hook_timeout: settings.hook_timeout,
             stack_name: settings.stack_name.clone(),
+            metric_timing: settings.metric_timing,
         }
     }
 }
@@ -376,9 +395,8 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         if waiting && self.live_holder(&alias_lock(d)).await?.is_none() {
             inputs.push_back(Input::LockFreed);
         }
-        if let Phase::Baking { step, until } = d.phase
-            && !d.paused
-            && until <= self.now()
+        if let Phase::Baking { step, .. } = d.phase
+            && d.bake_wake().is_some_and(|at| at <= self.now())
         {
             inputs.push_back(Input::TimerFired { step });
         }
@@ -497,10 +515,10 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
     /// A timer message from the queue.
     pub async fn timer(&self, message: &TimerMessage) -> Result<Deployment, EngineError> {
         let stored = self.store.load(&message.deployment_id).await?;
-        if let Phase::Baking { step, until } = stored.deployment.phase
+        if let Phase::Baking { step, .. } = stored.deployment.phase
             && step == message.step
-            && !stored.deployment.paused
-            && let Ok(early) = (until - self.now()).to_std()
+            && let Some(wake) = stored.deployment.bake_wake()
+            && let Ok(early) = (wake - self.now()).to_std()
             && early <= TIMER_EARLY_WAIT
         {
             self.clock.sleep(early).await;
@@ -548,6 +566,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 self.cloud.send_timer(&message, delay).await?;
                 Ok(None)
             }
+            Command::Measure { step, from, to } => Ok(Some(self.measure(d, step, from, to).await)),
             Command::ReleaseLock => {
                 self.store.release_lock(&alias_lock(d), &d.id).await?;
                 // Wake the longest-waiting deployment of this alias; if this fails,
@@ -723,7 +742,33 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
             from_version,
             to_version,
             revision: current.revision,
+            metric_timing: Some(self.metric_timing),
         })
+    }
+
+    /// Reads CloudWatch for `step`'s analysis. A failure is a fact for the
+    /// deployment to weigh (read again, or its missing-data policy), not an
+    /// error that holds the worker.
+    async fn measure(&self, d: &Deployment, step: usize, from: Time, to: Time) -> Input {
+        let query = MetricQuery {
+            function: d.spec.function.clone(),
+            alias: d.spec.alias.clone(),
+            new_version: d.to_version.clone().unwrap_or_default(),
+            old_version: d.from_version.clone().unwrap_or_default(),
+            from,
+            to,
+            period_secs: d.metric_timing.period_secs,
+        };
+        match self.cloud.measure(&query).await {
+            Ok((new, old)) => Input::Measured {
+                step,
+                measurement: Measurement { from, to, new, old },
+            },
+            Err(e) => Input::MeasureFailed {
+                step,
+                reason: e.to_string(),
+            },
+        }
     }
 
     async fn run_gate(
@@ -768,9 +813,6 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
             gate,
             smoke_tests: d.spec.smoke_tests.clone(),
             smoke_tests_from: d.spec.smoke_tests_from.clone(),
-            analysis: d.spec.analysis.clone(),
-            // The PostTraffic gate starts when the shift is acknowledged.
-            shifted_at: (gate == Gate::PostTraffic).then_some(d.updated_at),
         };
         let payload = match self
             .cloud

@@ -8,6 +8,7 @@
 //! (tests/simulation) plugs in in-memory models with the same conditional
 //! semantics.
 
+use crate::domain::analysis::Counts;
 use crate::domain::deployment::{Command, Deployment, Event, Time};
 use crate::domain::execution::{Execution, ExecutionEvent};
 use crate::domain::hooks::HookRequest;
@@ -208,6 +209,19 @@ pub trait Executions: Deployments {
     ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 }
 
+/// What an analysis reads: the calls through `function:alias` that each
+/// version served over the whole periods `[from, to)`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MetricQuery {
+    pub function: String,
+    pub alias: String,
+    pub new_version: String,
+    pub old_version: String,
+    pub from: Time,
+    pub to: Time,
+    pub period_secs: u32,
+}
+
 /// An alias as read: what it serves and the revision a write must name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AliasState {
@@ -340,6 +354,12 @@ pub trait Cloud: Send + Sync {
         request: &HookRequest,
         timeout: Duration,
     ) -> impl Future<Output = Result<Invocation, EngineError>> + Send;
+    /// Both versions' numbers over the query's periods (new, old): one
+    /// CloudWatch request for all series.
+    fn measure(
+        &self,
+        query: &MetricQuery,
+    ) -> impl Future<Output = Result<(Counts, Counts), EngineError>> + Send;
     /// Has `message` delivered back to the engine after `delay_secs`.
     fn send_timer(
         &self,

@@ -3,6 +3,7 @@
 //! stack's outputs in the CLI. A missing or malformed one is an error that
 //! names it.
 
+use crate::domain::analysis::MetricTiming;
 use crate::domain::deployment::IN_FLIGHT_GRACE_SECS;
 use std::time::Duration;
 
@@ -37,6 +38,11 @@ pub struct Settings {
     pub webhook_secret: Option<String>,
     /// `SLUICE_STACK_NAME` ("sluice"): the dimension of Sluice's stack-wide metrics.
     pub stack_name: String,
+    /// `SLUICE_METRIC_PERIOD_SECONDS` (60) and `SLUICE_METRIC_LAG_SECONDS`
+    /// (120): Lambda's metric period, and how long after a period closes
+    /// the analysis reads it. AWS's by default; the local stack sets both
+    /// to its scaled time.
+    pub metric_timing: MetricTiming,
 }
 
 impl Settings {
@@ -69,6 +75,10 @@ impl Settings {
             hook_timeout: hook_timeout(var("SLUICE_HOOK_TIMEOUT_SECONDS"))?,
             webhook_secret: var("SLUICE_WEBHOOK_SECRET"),
             stack_name: var("SLUICE_STACK_NAME").unwrap_or_else(|| DEFAULT_STACK_NAME.into()),
+            metric_timing: metric_timing(
+                var("SLUICE_METRIC_PERIOD_SECONDS"),
+                var("SLUICE_METRIC_LAG_SECONDS"),
+            )?,
         })
     }
 
@@ -110,6 +120,40 @@ fn hook_timeout(value: Option<String>) -> Result<Duration, SettingError> {
         });
     }
     Ok(Duration::from_secs(secs))
+}
+
+/// Lambda's metric period (whole seconds, as CloudWatch's are) and the
+/// analysis's read delay (seconds, fractions allowed for a scaled stack).
+fn metric_timing(
+    period: Option<String>,
+    lag: Option<String>,
+) -> Result<MetricTiming, SettingError> {
+    let defaults = MetricTiming::default();
+    let period_name = "SLUICE_METRIC_PERIOD_SECONDS";
+    let period_secs = number(period_name, period, defaults.period_secs as u64)?;
+    if !(1..=3600).contains(&period_secs) {
+        return Err(SettingError {
+            name: period_name,
+            problem: format!("{period_secs} must be from 1 to 3600 seconds"),
+        });
+    }
+    let lag_name = "SLUICE_METRIC_LAG_SECONDS";
+    let lag_ms = match lag {
+        None => defaults.lag_ms,
+        Some(text) => match text.parse::<f64>() {
+            Ok(secs) if (0.0..=3600.0).contains(&secs) => (secs * 1000.0).round() as u64,
+            _ => {
+                return Err(SettingError {
+                    name: lag_name,
+                    problem: format!("{text:?} is not a number of seconds from 0 to 3600"),
+                });
+            }
+        },
+    };
+    Ok(MetricTiming {
+        period_secs: period_secs as u32,
+        lag_ms,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,5 +245,21 @@ mod tests {
                 .to_string()
                 .contains("from 1 to 89 seconds")
         );
+    }
+
+    #[test]
+    fn metric_timing_is_aws_by_default_and_scaled_when_told() {
+        assert_eq!(metric_timing(None, None).unwrap(), MetricTiming::default());
+        let scaled = metric_timing(Some("3".into()), Some("6.5".into())).unwrap();
+        assert_eq!((scaled.period_secs, scaled.lag_ms), (3, 6_500));
+        for (period, lag, named) in [
+            (Some("0"), None, "SLUICE_METRIC_PERIOD_SECONDS"),
+            (Some("1.5"), None, "SLUICE_METRIC_PERIOD_SECONDS"),
+            (None, Some("-1"), "SLUICE_METRIC_LAG_SECONDS"),
+            (None, Some("soon"), "SLUICE_METRIC_LAG_SECONDS"),
+        ] {
+            let e = metric_timing(period.map(Into::into), lag.map(Into::into)).unwrap_err();
+            assert_eq!(e.name, named, "{period:?} {lag:?}");
+        }
     }
 }

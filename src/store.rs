@@ -53,9 +53,9 @@ fn n(v: impl ToString) -> AttributeValue {
 pub fn due_at(d: &Deployment, grace: chrono::Duration) -> Option<Time> {
     match &d.phase {
         p if p.is_terminal() => None,
-        Phase::Baking { until, .. } if !d.paused => Some(*until),
-        // Paused, or frozen: only an operator moves it.
-        Phase::Baking { .. } | Phase::Frozen { .. } => None,
+        // Its next read or its end; paused with nothing to read, only an operator moves it.
+        Phase::Baking { .. } => d.bake_wake(),
+        Phase::Frozen { .. } => None,
         _ => Some(d.updated_at + grace),
     }
 }

@@ -21,7 +21,7 @@ use sluice::store::Store;
 use sluice::store::keys::Lock;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -43,10 +43,16 @@ struct World {
 /// The engine runs in the test itself: the template's shifter is left out, and
 /// the pipeline functions, which these tests do not use.
 async fn world() -> Result<World> {
-    world_of(start_stack_without(
+    world_at(1.0).await
+}
+
+/// The same world at a schedule scale: the analysis tests' minutes pass in
+/// seconds, and the engine reads Lambda's metrics on the stack's timing.
+async fn world_at(schedule_scale: f64) -> Result<World> {
+    let mut w = world_of(start_stack_without(
         Some("template.yaml"),
         &[],
-        1.0,
+        schedule_scale,
         &[
             "ShifterFunction",
             "SourceFunction",
@@ -54,7 +60,9 @@ async fn world() -> Result<World> {
             "CodePipelineActionFunction",
         ],
     )?)
-    .await
+    .await?;
+    w.engine = w.engine.clone().timed(stack_metric_timing(&w.stack)?);
+    Ok(w)
 }
 
 async fn world_of(stack: TestStack) -> Result<World> {
@@ -1170,22 +1178,14 @@ async fn the_pre_traffic_hook_stops_a_version_that_fails_its_smoke_tests() -> Re
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn post_traffic_analysis_judges_real_traffic_through_the_alias() -> Result<()> {
-    let w = world().await?;
-    let hook = w
-        .stack
-        .var("SLUICE_RESOURCE_POST_TRAFFIC_FUNCTION")
-        .to_owned();
-    let analysis: sluice::domain::analysis::AnalysisSettings = serde_json::from_value(
-        serde_json::json!({
-            "max_error_rate": 5.0, "min_invocations": 10, "on_inconclusive": "wait", "max_wait_seconds": 8
-        }),
-    )?;
-    // Callers keep using the alias while the deployments run.
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+/// Callers using the alias until the returned flag is set.
+fn traffic_through_the_alias(
+    w: &World,
+    callers: usize,
+) -> (Arc<AtomicBool>, tokio::task::JoinSet<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
     let mut traffic = tokio::task::JoinSet::new();
-    for _ in 0..2 {
+    for _ in 0..callers {
         let (lambda, stop) = (w.lambda.clone(), stop.clone());
         traffic.spawn(async move {
             while !stop.load(Ordering::Relaxed) {
@@ -1198,29 +1198,124 @@ async fn post_traffic_analysis_judges_real_traffic_through_the_alias() -> Result
             }
         });
     }
+    (stop, traffic)
+}
 
-    let mut healthy = spec("2", "AllAtOnce", None, Some(&hook));
+/// The analysis judged only periods published before its verdict: the last
+/// period it read had closed a read delay (longer than sluice-local's
+/// publication lag) before the verdict. Returns the verdict's line.
+async fn assert_judged_published_periods(w: &World, id: &str) -> Result<String> {
+    let stored = w.engine.store().load(id).await?.deployment;
+    let analysis = stored.analysis.clone().context("the analysis's progress")?;
+    let timing = stored.metric_timing;
+    let events = w.engine.store().events(id).await?;
+    assert!(
+        analysis.through > analysis.from,
+        "{analysis:?}: no period read\n{events:#?}"
+    );
+    let verdict = events
+        .iter()
+        .rev()
+        .find(|e| e.message.contains("error rate"))
+        .with_context(|| format!("no verdict in {events:?}"))?;
+    assert!(
+        timing.readable_at(analysis.through) <= verdict.at,
+        "read {} before it was published ({})",
+        analysis.through,
+        verdict.at
+    );
+    Ok(verdict.message.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn analysis_passes_a_healthy_version_and_rolls_back_a_bad_one_on_published_minutes()
+-> Result<()> {
+    // A minute is 3 s: published 3 to 4.5 s after it closes, read 6 s after.
+    let w = world_at(0.05).await?;
+    let analysis: sluice::domain::analysis::AnalysisSettings = serde_json::from_value(
+        serde_json::json!({"max_error_rate": 5.0, "min_invocations": 10, "on_inconclusive": "fail"}),
+    )?;
+    let (stop, mut traffic) = traffic_through_the_alias(&w, 4);
+
+    // A one-second bake is shorter than one published period: extended.
+    let mut healthy = spec("2", "canary:20:1s", None, None);
     healthy.analysis = Some(analysis.clone());
-    let d = w.engine.start("analysed-healthy", healthy).await?;
+    w.engine.start("analysed-healthy", healthy).await?;
+    let [d] = &w.run_to_end(&["analysed-healthy"]).await?[..] else {
+        bail!("one deployment")
+    };
     assert_eq!(d.phase, Phase::Promoted, "{:?}", d.phase);
+    let verdict = assert_judged_published_periods(&w, "analysed-healthy").await?;
+    assert!(
+        verdict.starts_with("analysis at step 1 passed: error rate"),
+        "{verdict}"
+    );
+    let events = w.engine.store().events("analysed-healthy").await?;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message.contains("bake extended to")),
+        "{events:?}"
+    );
 
-    // Version 4 fails 30% of its calls.
+    // Version 4 fails 30% of its calls; its bake of an hour ends at the
+    // first published period that shows it.
     let v4 = w.publish_failing("0.3").await?;
-    let mut failing = spec(&v4, "canary:10:1h", None, Some(&hook));
+    let mut failing = spec(&v4, "canary:20:1h", None, None);
     failing.analysis = Some(analysis);
-    let d = w.engine.start("analysed-failing", failing).await?;
+    w.engine.start("analysed-failing", failing).await?;
+    let [d] = &w.run_to_end(&["analysed-failing"]).await?[..] else {
+        bail!("one deployment")
+    };
     stop.store(true, Ordering::Relaxed);
     while traffic.join_next().await.is_some() {}
     assert!(
-        matches!(&d.phase, Phase::RolledBack { reason } if reason.contains("PostTraffic") && reason.contains("error rate")),
+        matches!(&d.phase, Phase::RolledBack { reason } if reason.starts_with("analysis failed at 20%: error rate")),
         "{:?}",
         d.phase
     );
+    assert_judged_published_periods(&w, "analysed-failing").await?;
     assert_eq!(
         w.alias().await?,
         ("2".to_owned(), vec![]),
         "back to 100% on the old version"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_watch_after_promotion_rolls_back_a_version_bad_at_100_percent() -> Result<()> {
+    let w = world_at(0.05).await?;
+    let (stop, mut traffic) = traffic_through_the_alias(&w, 2);
+    // All at once: no bake judged it before it served every caller.
+    let v4 = w.publish_failing("0.3").await?;
+    let mut watched = spec(&v4, "AllAtOnce", None, None);
+    watched.analysis = Some(serde_json::from_value(serde_json::json!({
+        "max_error_rate": 5.0, "min_invocations": 10, "watch_after_promotion_seconds": 3600
+    }))?);
+    let d = w.engine.start("watched", watched).await?;
+    assert!(
+        matches!(d.phase, Phase::Baking { step: 0, .. }),
+        "{:?}",
+        d.phase
+    );
+    assert_eq!(
+        w.alias().await?,
+        (v4.clone(), vec![]),
+        "100% on the new version"
+    );
+    let [d] = &w.run_to_end(&["watched"]).await?[..] else {
+        bail!("one deployment")
+    };
+    stop.store(true, Ordering::Relaxed);
+    while traffic.join_next().await.is_some() {}
+    assert!(
+        matches!(&d.phase, Phase::RolledBack { reason } if reason.starts_with("analysis failed at 100%: error rate")),
+        "{:?}",
+        d.phase
+    );
+    assert_judged_published_periods(&w, "watched").await?;
+    assert_eq!(w.alias().await?, ("1".to_owned(), vec![]));
     Ok(())
 }
 

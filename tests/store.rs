@@ -72,6 +72,7 @@ async fn deployments_save_conditionally_keep_a_timeline_and_lock_their_alias() -
         from_version: "1".into(),
         to_version: "2".into(),
         revision: None,
+        metric_timing: None,
     };
     let (next, commands) = decide(&stored.deployment, &input, t1);
     let saved = store

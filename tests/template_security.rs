@@ -8,7 +8,8 @@ use serde_json::Value;
 use sluice_local::template::Template;
 
 /// Actions that have no resource-level permissions: `*` is the only resource they take.
-const NO_RESOURCE_LEVEL: [&str; 6] = [
+const NO_RESOURCE_LEVEL: [&str; 7] = [
+    "cloudwatch:GetMetricData",
     "cloudwatch:GetMetricStatistics",
     "cloudwatch:PutMetricData",
     "codepipeline:PutJobSuccessResult",

@@ -1,13 +1,27 @@
-//! Metric analysis of the new version against thresholds and against the old
-//! version (the baseline), from the invocations each served through the alias.
+//! Metric analysis of the new version, judged by the engine during each bake
+//! over whole, closed, published CloudWatch periods: against thresholds, and
+//! against the old version (the baseline) over the same periods.
+//!
+//! Lambda sends its metrics to CloudWatch as one-minute datapoints
+//! (<https://docs.aws.amazon.com/lambda/latest/dg/monitoring-metrics.html>:
+//! "Lambda sends metric data to CloudWatch in 1-minute intervals"), and a
+//! minute is readable only some time after it closes. A minute not yet
+//! published looks exactly like a minute with no calls (Lambda sends no
+//! datapoint for an idle minute), so Sluice reads a minute only once it is
+//! sure to be published: `MetricTiming`.
 
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
 
-/// What to do when the new version has served too few calls to judge.
+type Time = DateTime<Utc>;
+
+/// What to do when the new version has served too few calls to judge, or
+/// CloudWatch could not be read, by the end of a bake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnInconclusive {
-    /// Keep watching until enough calls arrive or `max_wait_seconds` pass; then fail.
+    /// Keep baking, judging each newly published minute, for up to
+    /// `max_wait_seconds`; then fail.
     #[default]
     Wait,
     Pass,
@@ -20,7 +34,8 @@ pub struct AnalysisSettings {
     /// Highest error rate of the new version, in percent.
     #[serde(default = "default_max_error_rate")]
     pub max_error_rate: f64,
-    /// How far (percentage points) the new version's error rate may exceed the old one's.
+    /// How far (percentage points) the new version's error rate may exceed
+    /// the old one's over the same minutes.
     #[serde(default = "default_baseline_margin")]
     pub baseline_margin: f64,
     /// Highest average duration of the new version, in ms.
@@ -31,9 +46,14 @@ pub struct AnalysisSettings {
     pub min_invocations: u64,
     #[serde(default)]
     pub on_inconclusive: OnInconclusive,
-    /// With `wait`: how long to keep watching for enough calls.
+    /// With `wait`: how long past the bake's end to keep watching for enough calls.
     #[serde(default = "default_max_wait")]
     pub max_wait_seconds: u64,
+    /// After the last shift (100%), keep judging the new version for this
+    /// long, and roll back if it goes bad; the deployment is promoted at
+    /// the window's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_after_promotion_seconds: Option<u64>,
 }
 
 fn default_max_error_rate() -> f64 {
@@ -46,7 +66,7 @@ fn default_min_invocations() -> u64 {
     20
 }
 fn default_max_wait() -> u64 {
-    40
+    300
 }
 
 impl Default for AnalysisSettings {
@@ -55,8 +75,117 @@ impl Default for AnalysisSettings {
     }
 }
 
+impl AnalysisSettings {
+    /// What is wrong with the values, each named.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (field, value) in [
+            ("max_error_rate", self.max_error_rate),
+            ("baseline_margin", self.baseline_margin),
+        ] {
+            if !(0.0..=100.0).contains(&value) {
+                problems.push(format!(
+                    "analysis.{field}: {value} is not a percentage (0 to 100)"
+                ));
+            }
+        }
+        if let Some(ms) = self.max_avg_duration_ms
+            && !(ms > 0.0 && ms.is_finite())
+        {
+            problems.push(format!(
+                "analysis.max_avg_duration_ms: {ms} must be above 0"
+            ));
+        }
+        if self.min_invocations == 0 {
+            problems.push("analysis.min_invocations must be at least 1".into());
+        }
+        if self.watch_after_promotion_seconds == Some(0) {
+            problems.push(
+                "analysis.watch_after_promotion_seconds must be above 0 (leave it out for no watch)"
+                    .into(),
+            );
+        }
+        problems
+    }
+}
+
+/// When CloudWatch has Lambda's datapoints: `period` long, each readable
+/// `lag` after its period closes. Sluice's settings give it (AWS's by
+/// default; the local stack scales both, like every time it keeps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricTiming {
+    pub period_secs: u32,
+    pub lag_ms: u64,
+}
+
+/// AWS's: one-minute datapoints, read two minutes after their minute
+/// closes. AWS documents no bound on the publication delay; two minutes is
+/// past what Lambda's minutes take to appear in practice, and a minute read
+/// too early is not lost, only counted at the next read.
+impl Default for MetricTiming {
+    fn default() -> Self {
+        MetricTiming {
+            period_secs: 60,
+            lag_ms: 120_000,
+        }
+    }
+}
+
+impl MetricTiming {
+    pub fn period(&self) -> ChronoDuration {
+        ChronoDuration::seconds(self.period_secs.max(1) as i64)
+    }
+
+    pub fn lag(&self) -> ChronoDuration {
+        ChronoDuration::milliseconds(self.lag_ms as i64)
+    }
+
+    fn floor(&self, t: Time) -> Time {
+        let period_ms = self.period().num_milliseconds();
+        let ms = t.timestamp_millis();
+        DateTime::from_timestamp_millis(ms - ms.rem_euclid(period_ms)).unwrap_or(t)
+    }
+
+    /// The first period boundary at or after `t`: a period that began
+    /// before the shift mixes traffic from before it.
+    pub fn boundary_after(&self, t: Time) -> Time {
+        let floor = self.floor(t);
+        if floor == t { t } else { floor + self.period() }
+    }
+
+    /// The end of the newest period readable at `now`.
+    pub fn readable_through(&self, now: Time) -> Time {
+        self.floor(now - self.lag())
+    }
+
+    /// When the period ending at `end` can be read.
+    pub fn readable_at(&self, end: Time) -> Time {
+        end + self.lag()
+    }
+
+    /// `[from, to)` as people read it: "minutes 10:41-10:43".
+    pub fn describe(&self, from: Time, to: Time) -> String {
+        let last = to - self.period();
+        let format = if self.period_secs % 60 == 0 {
+            "%H:%M"
+        } else {
+            "%H:%M:%S"
+        };
+        let unit = if self.period_secs == 60 {
+            "minute"
+        } else {
+            "period"
+        };
+        if last <= from {
+            format!("{unit} {}", from.format(format))
+        } else {
+            format!("{unit}s {}-{}", from.format(format), last.format(format))
+        }
+    }
+}
+
 /// One version's numbers over the window.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Counts {
     pub invocations: f64,
     pub errors: f64,
@@ -72,54 +201,94 @@ impl Counts {
             0.0
         }
     }
+
+    fn describe(&self) -> String {
+        format!(
+            "{:.1}% ({} of {} calls)",
+            self.error_rate(),
+            self.errors,
+            self.invocations
+        )
+    }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// What CloudWatch said of both versions over the periods `[from, to)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    pub from: Time,
+    pub to: Time,
+    pub new: Counts,
+    pub old: Counts,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verdict", content = "detail", rename_all = "snake_case")]
 pub enum Verdict {
     Pass(String),
     Fail(String),
-    /// Too little traffic: the caller applies `on_inconclusive`.
+    /// Too little traffic: the deployment applies `on_inconclusive`.
     Inconclusive(String),
 }
 
-pub fn judge(settings: &AnalysisSettings, new: &Counts, baseline: &Counts) -> Verdict {
+impl Verdict {
+    pub fn detail(&self) -> &str {
+        match self {
+            Verdict::Pass(d) | Verdict::Fail(d) | Verdict::Inconclusive(d) => d,
+        }
+    }
+}
+
+/// The verdict on `m`, its measured values next to the thresholds.
+pub fn judge(settings: &AnalysisSettings, m: &Measurement, timing: &MetricTiming) -> Verdict {
+    let (new, old) = (&m.new, &m.old);
+    let window = timing.describe(m.from, m.to);
     if new.invocations < settings.min_invocations as f64 {
         return Verdict::Inconclusive(format!(
-            "the new version served {} calls; {} are needed to judge",
+            "the new version served {} calls in {window}; {} are needed to judge",
             new.invocations, settings.min_invocations
         ));
     }
     let rate = new.error_rate();
+    let baseline_counts = old.invocations >= settings.min_invocations as f64;
+    let baseline = if baseline_counts {
+        format!("old version {}", old.describe())
+    } else {
+        format!("old version {} calls, too few to compare", old.invocations)
+    };
+    let measured = format!(
+        "error rate {:.1}% ({} of {} calls, {window})",
+        rate, new.errors, new.invocations
+    );
     if rate > settings.max_error_rate {
         return Verdict::Fail(format!(
-            "error rate {rate:.1}% of {} calls is above {}%",
-            new.invocations, settings.max_error_rate
+            "{measured} > {}%; {baseline}",
+            settings.max_error_rate
         ));
     }
-    if baseline.invocations >= settings.min_invocations as f64 {
-        let base = baseline.error_rate();
-        if rate > base + settings.baseline_margin {
-            return Verdict::Fail(format!(
-                "error rate {rate:.1}% is above the old version's {base:.1}% by more than {} points",
-                settings.baseline_margin
-            ));
-        }
+    if baseline_counts && rate > old.error_rate() + settings.baseline_margin {
+        return Verdict::Fail(format!(
+            "{measured} > the old version's rate + {} points; {baseline}",
+            settings.baseline_margin
+        ));
     }
-    if let Some(max) = settings.max_avg_duration_ms {
-        let avg = new.duration_ms / new.invocations;
-        if avg > max {
-            return Verdict::Fail(format!("average duration {avg:.0} ms is above {max} ms"));
-        }
+    let avg = new.duration_ms / new.invocations;
+    if let Some(max) = settings.max_avg_duration_ms
+        && avg > max
+    {
+        return Verdict::Fail(format!(
+            "average duration {avg:.0} ms ({window}) > {max} ms; {measured}"
+        ));
     }
     Verdict::Pass(format!(
-        "error rate {rate:.1}% over {} calls",
-        new.invocations
+        "{measured} <= {}%, average duration {avg:.0} ms; {baseline}",
+        settings.max_error_rate
     ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeZone;
 
     fn counts(invocations: f64, errors: f64) -> Counts {
         Counts {
@@ -129,26 +298,46 @@ mod tests {
         }
     }
 
+    fn at(h: u32, m: u32, s: u32) -> Time {
+        Utc.with_ymd_and_hms(2026, 12, 3, h, m, s).unwrap()
+    }
+
+    fn measured(new: Counts, old: Counts) -> Measurement {
+        Measurement {
+            from: at(10, 41, 0),
+            to: at(10, 44, 0),
+            new,
+            old,
+        }
+    }
+
     #[test]
-    fn verdicts_follow_thresholds_and_baseline() {
+    fn verdicts_follow_thresholds_and_baseline_and_show_the_values() {
         let s = AnalysisSettings {
             max_error_rate: 5.0,
             ..Default::default()
         };
+        let timing = MetricTiming::default();
+        let judged = |new, old| judge(&s, &measured(new, old), &timing);
         assert!(matches!(
-            judge(&s, &counts(5.0, 0.0), &counts(100.0, 0.0)),
-            Verdict::Inconclusive(_)
+            judged(counts(5.0, 0.0), counts(100.0, 0.0)),
+            Verdict::Inconclusive(r) if r.contains("served 5 calls in minutes 10:41-10:43")
         ));
-        assert!(
-            matches!(judge(&s, &counts(100.0, 30.0), &counts(900.0, 0.0)), Verdict::Fail(r) if r.contains("30.0%"))
+        let too_many = judged(counts(169.0, 12.0), counts(700.0, 3.0));
+        assert_eq!(
+            too_many,
+            Verdict::Fail(
+                "error rate 7.1% (12 of 169 calls, minutes 10:41-10:43) > 5%; old version 0.4% (3 of 700 calls)"
+                    .into()
+            )
         );
         // Under the threshold but well above the old version.
         assert!(
-            matches!(judge(&s, &counts(100.0, 4.0), &counts(900.0, 0.0)), Verdict::Fail(r) if r.contains("old version"))
+            matches!(judged(counts(100.0, 4.0), counts(900.0, 0.0)), Verdict::Fail(r) if r.contains("old version 0.0%"))
         );
         // The old version errs as much: not the new version's fault.
         assert!(matches!(
-            judge(&s, &counts(100.0, 4.0), &counts(900.0, 36.0)),
+            judged(counts(100.0, 4.0), counts(900.0, 36.0)),
             Verdict::Pass(_)
         ));
         let slow = AnalysisSettings {
@@ -156,17 +345,56 @@ mod tests {
             ..s.clone()
         };
         assert!(
-            matches!(judge(&slow, &counts(100.0, 0.0), &counts(0.0, 0.0)), Verdict::Fail(r) if r.contains("duration"))
+            matches!(judge(&slow, &measured(counts(100.0, 0.0), counts(0.0, 0.0)), &timing), Verdict::Fail(r) if r.contains("average duration 10 ms"))
         );
     }
 
     #[test]
-    fn settings_have_safe_defaults_and_refuse_typos() {
+    fn a_period_is_read_only_once_closed_and_published() {
+        let timing = MetricTiming {
+            period_secs: 60,
+            lag_ms: 90_000,
+        };
+        assert_eq!(timing.boundary_after(at(10, 40, 20)), at(10, 41, 0));
+        assert_eq!(timing.boundary_after(at(10, 41, 0)), at(10, 41, 0));
+        // 10:43:29 - 1:30 = 10:41:59: only minutes ending by 10:41 are out.
+        assert_eq!(timing.readable_through(at(10, 43, 29)), at(10, 41, 0));
+        assert_eq!(timing.readable_through(at(10, 43, 30)), at(10, 42, 0));
+        assert_eq!(timing.readable_at(at(10, 42, 0)), at(10, 43, 30));
+        assert_eq!(
+            timing.describe(at(10, 41, 0), at(10, 42, 0)),
+            "minute 10:41"
+        );
+        let scaled = MetricTiming {
+            period_secs: 3,
+            lag_ms: 6_000,
+        };
+        assert_eq!(
+            scaled.describe(at(10, 41, 0), at(10, 41, 9)),
+            "periods 10:41:00-10:41:06"
+        );
+    }
+
+    #[test]
+    fn settings_have_safe_defaults_and_refuse_typos_and_nonsense() {
         let s = AnalysisSettings::default();
         assert_eq!(
             (s.max_error_rate, s.min_invocations, s.on_inconclusive),
             (1.0, 20, OnInconclusive::Wait)
         );
+        assert!(s.problems().is_empty());
         assert!(serde_json::from_str::<AnalysisSettings>(r#"{"max_eror_rate": 2}"#).is_err());
+        let bad: AnalysisSettings = serde_json::from_str(
+            r#"{"max_error_rate": 120, "min_invocations": 0, "watch_after_promotion_seconds": 0}"#,
+        )
+        .unwrap();
+        let problems = bad.problems().join("; ");
+        for named in [
+            "max_error_rate",
+            "min_invocations",
+            "watch_after_promotion_seconds",
+        ] {
+            assert!(problems.contains(named), "{problems}");
+        }
     }
 }

@@ -11,8 +11,16 @@
 //! {PreTraffic gate → shift → PostTraffic gate → bake} → promoted. Any failed
 //! gate, alarm, failed analysis or abort → rolling back (alias 100% on the old
 //! version) → rolled back.
+//!
+//! With `analysis`, each bake judges the new version's CloudWatch numbers
+//! over whole periods after the shift as they are published (timers wake
+//! the worker for each: no worker waits for CloudWatch), and a bake lasts
+//! at least until its first whole period is readable. An optional watch
+//! after the last shift keeps judging at 100% before the promotion.
 
-use crate::analysis::AnalysisSettings;
+use crate::analysis::{
+    AnalysisSettings, Measurement, MetricTiming, OnInconclusive, Verdict, judge,
+};
 use crate::config::{DeploymentConfig, Schedule};
 use crate::smoke::{S3Uri, SmokeTest};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
@@ -85,7 +93,7 @@ pub struct DeploymentSpec {
     /// Sent to the hooks: more smoke tests, kept in a file in S3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smoke_tests_from: Option<S3Uri>,
-    /// Sent to the hooks: how the PostTraffic hook judges the new version's metrics.
+    /// How each bake judges the new version's CloudWatch metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisSettings>,
 }
@@ -129,6 +137,16 @@ impl DeploymentSpec {
             && (bucket.is_empty() || key.is_empty())
         {
             problems.push("source.artifact needs a bucket and a key".into());
+        }
+        if let Some(analysis) = &self.analysis {
+            problems.extend(analysis.problems());
+            let shifts = self.config.schedule().steps.len();
+            if shifts == 1 && analysis.watch_after_promotion_seconds.is_none() {
+                problems.push(format!(
+                    "analysis: {} shifts all traffic at once, so no bake is left to judge in; set analysis.watch_after_promotion_seconds to judge the new version at 100% before the promotion, or leave analysis out",
+                    self.config
+                ));
+            }
         }
         let size = serde_json::to_vec(self).map_or(0, |json| json.len());
         if let Err(why) = limits::bytes("the spec as JSON", size, limits::MAX_SPEC_BYTES) {
@@ -220,6 +238,9 @@ pub enum Input {
         to_version: String,
         #[serde(default)]
         revision: Option<String>,
+        /// When the worker's CloudWatch publishes Lambda's metrics (AWS's if left out).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metric_timing: Option<MetricTiming>,
     },
     PrepareFailed {
         reason: String,
@@ -252,7 +273,14 @@ pub enum Input {
     AlarmRaised {
         alarm: String,
     },
-    AnalysisFailed {
+    /// CloudWatch's numbers for `step`'s analysis (`Command::Measure`).
+    Measured {
+        step: usize,
+        measurement: Measurement,
+    },
+    /// CloudWatch could not be read for `step`'s analysis.
+    MeasureFailed {
+        step: usize,
         reason: String,
     },
     /// Skip the remaining waits; the gates still run.
@@ -295,6 +323,12 @@ pub enum Command {
         step: usize,
         at: Time,
     },
+    /// Read both versions' numbers over the whole periods `[from, to)`.
+    Measure {
+        step: usize,
+        from: Time,
+        to: Time,
+    },
     ReleaseLock,
     StartDeployment {
         id: String,
@@ -313,6 +347,8 @@ pub enum EventKind {
     GateFailed,
     Shifted,
     Baking,
+    /// An analysis verdict, or a read of CloudWatch that failed.
+    Analysed,
     Paused,
     Resumed,
     /// A step started later than its bake's end, and why.
@@ -331,6 +367,64 @@ pub struct Event {
     pub at: Time,
     pub kind: EventKind,
     pub message: String,
+}
+
+/// Where a bake's analysis stands: the periods judged so far and the verdict on them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnalysisProgress {
+    /// The step whose bake (or, at the last step, whose watch) it judges.
+    pub step: usize,
+    /// The first whole period after the shift: the window's start.
+    pub from: Time,
+    /// The end of the periods judged so far (`from` before the first read).
+    pub through: Time,
+    /// The verdict over `[from, through)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    /// Why the last read of CloudWatch failed, and when to read again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<Time>,
+    /// With `on_inconclusive: wait`, once the bake ended short of a
+    /// verdict: the latest the verdict may come.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_until: Option<Time>,
+}
+
+impl AnalysisProgress {
+    fn new(step: usize, from: Time) -> Self {
+        AnalysisProgress {
+            step,
+            from,
+            through: from,
+            verdict: None,
+            failed: None,
+            retry_at: None,
+            wait_until: None,
+        }
+    }
+
+    /// When the next read may find something new: the next period's
+    /// publication, or the retry of a failed read.
+    fn next_read(&self, timing: &MetricTiming) -> Time {
+        let published = timing.readable_at(self.through + timing.period());
+        self.retry_at
+            .map_or(published, |retry| retry.max(published))
+    }
+
+    fn read_due(&self, timing: &MetricTiming, now: Time) -> bool {
+        self.next_read(timing) <= now
+    }
+
+    /// When a bake that ends at `until` may end: later while it waits for
+    /// data, but not once a verdict has come.
+    fn holds_until(&self, until: Time) -> Time {
+        match (&self.verdict, self.wait_until) {
+            (Some(Verdict::Pass(_)), _) | (_, None) => until,
+            (_, Some(wait)) => wait.max(until),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -361,6 +455,12 @@ pub struct Deployment {
     /// unless an operator promotes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shifted_at: Option<Time>,
+    /// When CloudWatch publishes Lambda's periods, as the preparing worker knows it.
+    #[serde(default)]
+    pub metric_timing: MetricTiming,
+    /// The analysis of the current (or last) bake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisProgress>,
     pub created_at: Time,
     pub updated_at: Time,
 }
@@ -382,6 +482,8 @@ impl Deployment {
             retried_as: None,
             planned_at: None,
             shifted_at: None,
+            metric_timing: MetricTiming::default(),
+            analysis: None,
             created_at: now,
             updated_at: now,
             spec,
@@ -405,6 +507,27 @@ impl Deployment {
         self.schedule.steps.len() - 1
     }
 
+    /// The analysis of `step`'s bake, if it has one.
+    fn analysis_of(&self, step: usize) -> Option<&AnalysisProgress> {
+        self.analysis.as_ref().filter(|a| a.step == step)
+    }
+
+    /// When a baking deployment next needs its worker: its analysis's next
+    /// read, or the end of its bake (and of any wait for data). A paused
+    /// bake does not end, but its analysis keeps reading.
+    pub fn bake_wake(&self) -> Option<Time> {
+        let Phase::Baking { step, until } = &self.phase else {
+            return None;
+        };
+        let analysis = self.analysis_of(*step);
+        let read = analysis.map(|a| a.next_read(&self.metric_timing));
+        let end = (!self.paused).then(|| analysis.map_or(*until, |a| a.holds_until(*until)));
+        match (read, end) {
+            (Some(read), Some(end)) => Some(read.min(end)),
+            (read, end) => read.or(end),
+        }
+    }
+
     pub fn step_weight(&self, step: usize) -> f64 {
         self.schedule.steps[step].weight
     }
@@ -423,6 +546,11 @@ impl Deployment {
             Phase::PostTraffic { step } => {
                 format!("step {}/{steps}: PostTraffic gate{paused}", step + 1)
             }
+            Phase::Baking { step, until } if *step == self.last_step() => format!(
+                "step {}/{steps}: 100%, watched{paused} until {} before the promotion",
+                step + 1,
+                until.format("%H:%M:%S")
+            ),
             Phase::Baking { step, until } => format!(
                 "step {}/{steps}: baking{paused}, next shift {}",
                 step + 1,
@@ -448,7 +576,7 @@ impl Deployment {
             | Phase::Shifting { .. }
             | Phase::PostTraffic { .. }
             | Phase::RollingBack { .. } => true,
-            Phase::Baking { until, .. } => !self.paused && *until <= now,
+            Phase::Baking { .. } => self.bake_wake().is_some_and(|at| at <= now),
             Phase::Queued { .. }
             | Phase::Frozen { .. }
             | Phase::Promoted
@@ -554,13 +682,11 @@ pub fn pending(d: &Deployment, now: Time) -> Vec<Command> {
             step: *step,
             weight: d.step_weight(*step),
         }],
-        Phase::Baking { step, until } if !d.paused && *until > now => {
-            vec![Command::StartTimer {
-                step: *step,
-                at: *until,
-            }]
-        }
-        Phase::Baking { .. } => vec![],
+        // Once due, a timer's input (`TimerFired`) reads or ends the bake.
+        Phase::Baking { step, .. } => match d.bake_wake() {
+            Some(at) if at > now => vec![Command::StartTimer { step: *step, at }],
+            _ => vec![],
+        },
         Phase::RollingBack { .. } => vec![Command::SetAlias {
             primary: from,
             additional: None,
@@ -640,16 +766,18 @@ fn gate_recorded(
     passed
 }
 
-/// After `step`'s PostTraffic gate: bake for the step's bake from its shift,
-/// or go straight on when waits are skipped or the gate outlasted the bake.
+/// After `step`'s PostTraffic gate: bake for the step's bake from its shift
+/// (at least until its analysis has a whole period to judge), or go straight
+/// on when waits are skipped or the gate outlasted the bake.
 fn after_step(d: &mut Deployment, step: usize, now: Time, commands: &mut Vec<Command>) {
     let bake = d.schedule.steps[step].bake;
-    if d.skip_waits || bake.is_zero() {
+    if d.skip_waits || (bake.is_zero() && d.spec.analysis.is_none()) {
         next_step(d, step, now, now, commands);
         return;
     }
     let shifted = d.shifted_at.unwrap_or(now);
     let until = shifted + ChronoDuration::from_std(bake).unwrap_or(ChronoDuration::MAX);
+    let until = start_analysis(d, step, until, now, commands);
     if until <= now {
         commands.push(record(
             now,
@@ -670,6 +798,38 @@ fn after_step(d: &mut Deployment, step: usize, now: Time, commands: &mut Vec<Com
         format!("watching {}% until {until}", d.step_weight(step)),
     ));
     enter(d, Phase::Baking { step, until }, now, commands);
+}
+
+/// Starts the analysis of `step`'s bake, which ends at `until`; returns the
+/// bake's end, later if the first whole period after the shift is not
+/// readable by then (said in the timeline): a bake never ends on no data.
+fn start_analysis(
+    d: &mut Deployment,
+    step: usize,
+    until: Time,
+    now: Time,
+    commands: &mut Vec<Command>,
+) -> Time {
+    if d.spec.analysis.is_none() {
+        return until;
+    }
+    let timing = d.metric_timing;
+    let from = timing.boundary_after(d.shifted_at.unwrap_or(now));
+    d.analysis = Some(AnalysisProgress::new(step, from));
+    let first = timing.readable_at(from + timing.period());
+    if first <= until {
+        return until;
+    }
+    commands.push(record(
+        now,
+        EventKind::Baking,
+        format!(
+            "step {}'s bake extended to {first} (from {until}): its analysis needs {} after the shift, readable then",
+            step + 1,
+            timing.describe(from, from + timing.period())
+        ),
+    ));
+    first
 }
 
 /// Starts the step after `step`, which was due at `planned`.
@@ -731,8 +891,12 @@ fn before_start(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec
                 from_version,
                 to_version,
                 revision,
+                metric_timing,
             },
-        ) => prepared(d, from_version, to_version, revision, now, commands),
+        ) => {
+            d.metric_timing = metric_timing.unwrap_or_default();
+            prepared(d, from_version, to_version, revision, now, commands);
+        }
         (Phase::Created, Input::PrepareFailed { reason }) => {
             fail_to_start(d, reason.clone(), now, commands);
         }
@@ -845,16 +1009,25 @@ fn under_way(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Co
             }
         }
         (Phase::Baking { step, until }, Input::TimerFired { step: s }) if step == s => {
-            return bake_ended(d, *step, *until, now, commands);
+            return bake_timer(d, *step, *until, now, commands);
+        }
+        (
+            Phase::Baking { step, until },
+            Input::Measured {
+                step: s,
+                measurement,
+            },
+        ) if step == s => {
+            return measured(d, *step, *until, measurement, now, commands);
+        }
+        (Phase::Baking { step, until }, Input::MeasureFailed { step: s, reason }) if step == s => {
+            return measure_failed(d, *step, *until, reason, now, commands);
         }
         (Phase::Shifting { step }, Input::AliasChangedByHand { found, revision }) => {
             changed_by_hand(d, *step, found, revision, now, commands);
         }
         (_, Input::AlarmRaised { alarm }) => {
             roll_back(d, format!("alarm {alarm} is in ALARM"), now, commands);
-        }
-        (_, Input::AnalysisFailed { reason }) => {
-            roll_back(d, format!("analysis failed: {reason}"), now, commands);
         }
         (_, Input::Abort { reason }) => {
             roll_back(d, format!("aborted: {reason}"), now, commands);
@@ -891,12 +1064,35 @@ fn shifted(
     enter(d, Phase::PostTraffic { step }, now, commands);
 }
 
-/// `step`'s PostTraffic gate passed: promoted after the last step, else baking.
+/// `step`'s PostTraffic gate passed: baking, or after the last step
+/// promoted (once watched, with `watch_after_promotion_seconds`).
 fn step_passed(d: &mut Deployment, step: usize, now: Time, commands: &mut Vec<Command>) {
     if step != d.last_step() {
         after_step(d, step, now, commands);
         return;
     }
+    let watch = d
+        .spec
+        .analysis
+        .as_ref()
+        .and_then(|a| a.watch_after_promotion_seconds);
+    match watch {
+        Some(secs) if !d.skip_waits => {
+            let shifted = d.shifted_at.unwrap_or(now);
+            let until = shifted + ChronoDuration::seconds(secs as i64);
+            let until = start_analysis(d, step, until, now, commands);
+            commands.push(record(
+                now,
+                EventKind::Baking,
+                format!("watching 100% until {until} before the promotion"),
+            ));
+            enter(d, Phase::Baking { step, until }, now, commands);
+        }
+        _ => promoted(d, now, commands),
+    }
+}
+
+fn promoted(d: &mut Deployment, now: Time, commands: &mut Vec<Command>) {
     commands.push(record(
         now,
         EventKind::Promoted,
@@ -908,7 +1104,152 @@ fn step_passed(d: &mut Deployment, step: usize, now: Time, commands: &mut Vec<Co
     enter(d, Phase::Promoted, now, commands);
 }
 
-/// `step`'s bake timer fired; false when it changes nothing (paused).
+/// The bake of `step` is over (or skipped), due at `planned`: the next
+/// step, or the promotion after the last step's watch.
+fn bake_over(
+    d: &mut Deployment,
+    step: usize,
+    planned: Time,
+    now: Time,
+    commands: &mut Vec<Command>,
+) {
+    if step == d.last_step() {
+        promoted(d, now, commands);
+    } else {
+        next_step(d, step, planned, now, commands);
+    }
+}
+
+/// A timer for `step`'s bake: reads the analysis's newly published
+/// periods, or ends the bake, or waits on; false when it changes nothing.
+fn bake_timer(
+    d: &mut Deployment,
+    step: usize,
+    until: Time,
+    now: Time,
+    commands: &mut Vec<Command>,
+) -> bool {
+    let timing = d.metric_timing;
+    if let Some(a) = d.analysis_of(step)
+        && a.read_due(&timing, now)
+    {
+        commands.push(Command::Measure {
+            step,
+            from: a.from,
+            to: timing.readable_through(now),
+        });
+        return true;
+    }
+    match d.bake_wake() {
+        None => false,
+        Some(at) if at > now => {
+            // Early (a timer's granularity, or a read ahead of the end).
+            commands.push(Command::StartTimer { step, at });
+            true
+        }
+        Some(_) => bake_ended(d, step, until, now, commands),
+    }
+}
+
+/// What the analysis of a bake that has ended concludes.
+enum Conclusion {
+    GoOn(String),
+    RollBack(String),
+    WaitUntil(Time, String),
+}
+
+fn conclude(d: &Deployment, a: &AnalysisProgress, until: Time, now: Time) -> Conclusion {
+    let settings = d.spec.analysis.clone().unwrap_or_default();
+    let step = a.step + 1;
+    let why = match (&a.verdict, &a.failed) {
+        (Some(Verdict::Pass(why)), _) => {
+            return Conclusion::GoOn(format!("analysis at step {step} passed: {why}"));
+        }
+        (_, Some(failed)) => format!("CloudWatch could not be read: {failed}"),
+        (Some(verdict), None) => verdict.detail().to_owned(),
+        (None, None) => "no period after the shift was readable".to_owned(),
+    };
+    match settings.on_inconclusive {
+        OnInconclusive::Pass => Conclusion::GoOn(format!(
+            "analysis at step {step} inconclusive, passed as on_inconclusive says: {why}"
+        )),
+        OnInconclusive::Fail => Conclusion::RollBack(format!("inconclusive: {why}")),
+        OnInconclusive::Wait => match a.wait_until {
+            None if settings.max_wait_seconds > 0 => Conclusion::WaitUntil(
+                until + ChronoDuration::seconds(settings.max_wait_seconds as i64),
+                why,
+            ),
+            Some(wait) if wait > now => Conclusion::WaitUntil(wait, why),
+            _ => Conclusion::RollBack(format!(
+                "still inconclusive {} s after the bake: {why}",
+                settings.max_wait_seconds
+            )),
+        },
+    }
+}
+
+/// CloudWatch's numbers for `step`: judged at once; a failure rolls back.
+fn measured(
+    d: &mut Deployment,
+    step: usize,
+    until: Time,
+    m: &Measurement,
+    now: Time,
+    commands: &mut Vec<Command>,
+) -> bool {
+    let timing = d.metric_timing;
+    let settings = d.spec.analysis.clone().unwrap_or_default();
+    let Some(a) = d.analysis.as_mut().filter(|a| a.step == step) else {
+        return false;
+    };
+    // A read of other periods, or of no more than judged already: stale.
+    if m.from != a.from || m.to <= a.through {
+        return false;
+    }
+    let verdict = judge(&settings, m, &timing);
+    a.through = m.to;
+    a.verdict = Some(verdict.clone());
+    a.failed = None;
+    a.retry_at = None;
+    if let Verdict::Fail(why) = verdict {
+        let reason = format!("analysis failed at {}%: {why}", d.weight);
+        roll_back(d, reason, now, commands);
+        return true;
+    }
+    bake_timer(d, step, until, now, commands);
+    true
+}
+
+/// CloudWatch could not be read for `step`: read again a period later; the
+/// bake's end applies `on_inconclusive` if it never can.
+fn measure_failed(
+    d: &mut Deployment,
+    step: usize,
+    until: Time,
+    reason: &str,
+    now: Time,
+    commands: &mut Vec<Command>,
+) -> bool {
+    let retry = now + d.metric_timing.period();
+    let Some(a) = d.analysis.as_mut().filter(|a| a.step == step) else {
+        return false;
+    };
+    a.failed = Some(reason.to_owned());
+    a.retry_at = Some(retry);
+    commands.push(record(
+        now,
+        EventKind::Analysed,
+        format!(
+            "step {}: CloudWatch could not be read ({reason}); read again at {retry}",
+            step + 1
+        ),
+    ));
+    bake_timer(d, step, until, now, commands);
+    true
+}
+
+/// `step`'s bake (and any wait for data) has ended: the analysis
+/// concludes, then the deployment goes on; false when it changes nothing (paused).
 fn bake_ended(
     d: &mut Deployment,
     step: usize,
@@ -919,12 +1260,38 @@ fn bake_ended(
     if d.paused {
         return false;
     }
-    if now < until {
-        // Early (a timer's granularity): wait out the rest.
-        commands.push(Command::StartTimer { step, at: until });
-        return true;
+    let mut planned = until;
+    if let Some(a) = d.analysis_of(step).cloned() {
+        match conclude(d, &a, until, now) {
+            Conclusion::GoOn(line) => {
+                commands.push(record(now, EventKind::Analysed, line));
+                planned = a.wait_until.map_or(until, |w| w.min(now).max(until));
+            }
+            Conclusion::RollBack(why) => {
+                let reason = format!("analysis failed at {}%: {why}", d.weight);
+                roll_back(d, reason, now, commands);
+                return true;
+            }
+            Conclusion::WaitUntil(wait, why) => {
+                if a.wait_until.is_none() {
+                    commands.push(record(
+                        now,
+                        EventKind::Analysed,
+                        format!(
+                            "step {}: no verdict at the bake's end ({why}); watching for data until {wait}",
+                            step + 1
+                        ),
+                    ));
+                }
+                if let Some(a) = d.analysis.as_mut() {
+                    a.wait_until = Some(wait);
+                }
+                commands.extend(pending(d, now));
+                return true;
+            }
+        }
     }
-    let late = now - until;
+    let late = now - planned;
     if late > ChronoDuration::seconds(1) {
         commands.push(record(
             now,
@@ -936,7 +1303,7 @@ fn bake_ended(
             ),
         ));
     }
-    next_step(d, step, until, now, commands);
+    bake_over(d, step, planned, now, commands);
     true
 }
 
@@ -1081,13 +1448,10 @@ fn pause_resume_or_promote(
             }
             d.paused = false;
             commands.push(record(now, EventKind::Resumed, "resumed".into()));
-            // Only a bake waits on the pause; anything else in flight carries on as it was.
+            // Only a bake waits on the pause; anything else in flight carries
+            // on as it was. A bake that ended while paused ends now.
             if let Phase::Baking { step, until } = phase {
-                if now >= until {
-                    next_step(d, step, now, now, commands);
-                } else {
-                    commands.extend(pending(d, now));
-                }
+                bake_timer(d, step, until.max(now), now, commands);
             }
         }
         Input::Promote => {
@@ -1102,7 +1466,7 @@ fn pause_resume_or_promote(
                 "remaining waits skipped; gates still run".into(),
             ));
             if let Phase::Baking { step, .. } = phase {
-                next_step(d, step, now, now, commands);
+                bake_over(d, step, now, now, commands);
             }
         }
         _ => return false,

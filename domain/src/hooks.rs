@@ -1,7 +1,6 @@
 //! The hook contract: what a PreTraffic or PostTraffic hook function is sent,
 //! and what it answers. Any Lambda that speaks it can gate a shift.
 
-use crate::analysis::AnalysisSettings;
 use crate::deployment::Gate;
 pub use crate::smoke::Check;
 use crate::smoke::{S3Uri, SmokeTest};
@@ -30,12 +29,6 @@ pub struct HookRequest {
     /// More smoke tests, in a YAML or JSON file in S3; a file that cannot be read fails the gate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smoke_tests_from: Option<S3Uri>,
-    /// How a PostTraffic hook judges the new version's metrics.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub analysis: Option<AnalysisSettings>,
-    /// For PostTraffic: when the alias took this step's weight (the analysis window's start).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shifted_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,22 +2,84 @@
 //! Throttles, Duration) put into CloudWatch with the dimensions Lambda uses,
 //! `ExecutedVersion` included, so alarms and analysis read real numbers.
 //!
-//! As Lambda does, they are published as statistic sets (count, sum, min,
-//! max) per metric and dimension set, aggregated over a short window off the
-//! invocation path: a data point per call would outrun moto at a few hundred
-//! calls a second and arrive late.
+//! As Lambda does, they are sent as one datapoint per period (a minute,
+//! scaled like every time the local stack keeps) per metric and dimension
+//! set: a statistic set (count, sum, min, max) stamped with its period's
+//! start. "Lambda sends metric data to CloudWatch in 1-minute intervals"
+//! (<https://docs.aws.amazon.com/lambda/latest/dg/monitoring-metrics.html>),
+//! so a minute is readable only after it has closed, and later still: each
+//! period is put a publication lag after it closes (a period, plus up to
+//! half a period more, at random), never at once. An analysis that reads a
+//! minute too early sees it empty here as it would on AWS.
 
 use aws_sdk_cloudwatch::Client as CloudWatchClient;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit, StatisticSet};
+use rand::Rng;
 use std::collections::HashMap;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 pub const NAMESPACE: &str = "AWS/Lambda";
 /// Data points per PutMetricData call: AWS takes 1,000 but also at most 1 MB a
 /// request, and moto's server refuses form bodies over 500 KB.
 const MAX_BATCH: usize = 200;
+
+/// When the local stack's Lambda publishes its metrics, and when Sluice may
+/// read them (its `SLUICE_METRIC_*` settings), at a schedule scale.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetricTiming {
+    /// One datapoint per series per period: a minute, scaled (whole seconds,
+    /// as CloudWatch's periods are).
+    pub period: Duration,
+    /// A period is put this long after it closes...
+    pub lag: Duration,
+    /// ...plus up to this much more.
+    pub jitter: Duration,
+}
+
+impl MetricTiming {
+    pub fn scaled(schedule_scale: f64) -> Self {
+        let period = Duration::from_secs((60.0 * schedule_scale).round().max(1.0) as u64);
+        MetricTiming {
+            period,
+            lag: period,
+            jitter: period / 2,
+        }
+    }
+
+    /// How long after a period closes Sluice reads it: past the latest
+    /// publication, as its default (two minutes) is on AWS.
+    pub fn read_delay(&self) -> Duration {
+        self.period * 2
+    }
+
+    /// The settings that tell Sluice's functions (and the stack's clients) the timing.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            (
+                "SLUICE_METRIC_PERIOD_SECONDS".into(),
+                self.period.as_secs().to_string(),
+            ),
+            (
+                "SLUICE_METRIC_LAG_SECONDS".into(),
+                self.read_delay().as_secs_f64().to_string(),
+            ),
+        ]
+    }
+
+    /// The start of the period `at` falls in.
+    fn period_start(&self, at: SystemTime) -> SystemTime {
+        let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let period = self.period.as_secs().max(1);
+        UNIX_EPOCH + Duration::from_secs(since.as_secs() - since.as_secs() % period)
+    }
+
+    /// When the period starting at `start` is put: closed, then lagged.
+    fn published_at(&self, start: SystemTime, extra: Duration) -> SystemTime {
+        start + self.period + self.lag + extra.min(self.jitter)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct InvocationRecord {
@@ -35,10 +97,10 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Starts the background publisher; it flushes every `interval`.
-    pub fn start(client: CloudWatchClient, interval: Duration) -> Self {
+    /// Starts the background publisher.
+    pub fn start(client: CloudWatchClient, timing: MetricTiming) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(publish(client, rx, interval));
+        tokio::spawn(publish(client, rx, timing));
         Metrics { queue: tx }
     }
 
@@ -50,10 +112,9 @@ impl Metrics {
 /// One metric under one dimension set.
 type SeriesKey = (&'static str, Vec<(String, String)>);
 
-/// A statistic set being gathered, stamped with its first sample's time.
+/// A period's statistic set being gathered.
 #[derive(Debug, Clone, Copy)]
 struct Aggregate {
-    first: SystemTime,
     count: f64,
     sum: f64,
     min: f64,
@@ -61,9 +122,8 @@ struct Aggregate {
 }
 
 impl Aggregate {
-    fn new(at: SystemTime, value: f64) -> Self {
+    fn new(value: f64) -> Self {
         Aggregate {
-            first: at,
             count: 1.0,
             sum: value,
             min: value,
@@ -79,41 +139,76 @@ impl Aggregate {
     }
 }
 
+/// The periods gathered and not yet put, with when each is to be put.
+#[derive(Default)]
+struct Periods {
+    open: HashMap<SystemTime, (SystemTime, HashMap<SeriesKey, Aggregate>)>,
+}
+
+impl Periods {
+    fn add(&mut self, timing: &MetricTiming, at: SystemTime, record: &InvocationRecord) {
+        let start = timing.period_start(at);
+        let (_, series) = self.open.entry(start).or_insert_with(|| {
+            let extra = timing.jitter.mul_f64(rand::rng().random_range(0.0..=1.0));
+            (timing.published_at(start, extra), HashMap::new())
+        });
+        for (key, value) in samples(record) {
+            series
+                .entry(key)
+                .and_modify(|a| a.add(value))
+                .or_insert_with(|| Aggregate::new(value));
+        }
+    }
+
+    /// The datapoints of the periods due to be put by `now`.
+    fn due(&mut self, now: SystemTime) -> Vec<MetricDatum> {
+        let due: Vec<SystemTime> = self
+            .open
+            .iter()
+            .filter(|(_, (publish_at, _))| *publish_at <= now)
+            .map(|(start, _)| *start)
+            .collect();
+        due.into_iter()
+            .filter_map(|start| self.open.remove(&start).map(|(_, s)| (start, s)))
+            .flat_map(|(start, series)| {
+                series
+                    .into_iter()
+                    .map(move |(key, agg)| datum(key, agg, start))
+            })
+            .collect()
+    }
+
+    fn all(&mut self) -> Vec<MetricDatum> {
+        self.due(SystemTime::UNIX_EPOCH + Duration::from_secs(u32::MAX as u64 * 16))
+    }
+}
+
 async fn publish(
     client: CloudWatchClient,
     mut rx: mpsc::UnboundedReceiver<(SystemTime, InvocationRecord)>,
-    interval: Duration,
+    timing: MetricTiming,
 ) {
-    let mut pending: HashMap<SeriesKey, Aggregate> = HashMap::new();
-    let mut tick = tokio::time::interval(interval);
+    let mut periods = Periods::default();
+    // Often enough that a period is put within a few percent of its time.
+    let mut tick = tokio::time::interval((timing.period / 20).max(Duration::from_millis(50)));
     loop {
         tokio::select! {
             item = rx.recv() => match item {
-                Some((at, record)) => {
-                    for (key, value) in samples(&record) {
-                        pending
-                            .entry(key)
-                            .and_modify(|a| a.add(value))
-                            .or_insert_with(|| Aggregate::new(at, value));
-                    }
-                }
+                Some((at, record)) => periods.add(&timing, at, &record),
                 None => break,
             },
             _ = tick.tick() => {
-                if !pending.is_empty() {
-                    flush(&client, std::mem::take(&mut pending)).await;
+                let due = periods.due(SystemTime::now());
+                if !due.is_empty() {
+                    flush(&client, due).await;
                 }
             }
         }
     }
-    flush(&client, pending).await;
+    flush(&client, periods.all()).await;
 }
 
-async fn flush(client: &CloudWatchClient, pending: HashMap<SeriesKey, Aggregate>) {
-    let data: Vec<MetricDatum> = pending
-        .into_iter()
-        .map(|(key, agg)| datum(key, agg))
-        .collect();
+async fn flush(client: &CloudWatchClient, data: Vec<MetricDatum>) {
     for chunk in data.chunks(MAX_BATCH) {
         if let Err(e) = client
             .put_metric_data()
@@ -127,7 +222,7 @@ async fn flush(client: &CloudWatchClient, pending: HashMap<SeriesKey, Aggregate>
     }
 }
 
-fn datum((name, dims): SeriesKey, agg: Aggregate) -> MetricDatum {
+fn datum((name, dims): SeriesKey, agg: Aggregate, period_start: SystemTime) -> MetricDatum {
     let unit = if name == "Duration" {
         StandardUnit::Milliseconds
     } else {
@@ -149,7 +244,7 @@ fn datum((name, dims): SeriesKey, agg: Aggregate) -> MetricDatum {
                 .build(),
         )
         .unit(unit)
-        .timestamp(DateTime::from(agg.first))
+        .timestamp(DateTime::from(period_start))
         .build()
 }
 
@@ -220,11 +315,14 @@ mod tests {
         };
         assert_eq!(super::samples(&unqualified).len(), 3);
 
-        let now = SystemTime::now();
-        let mut agg = Aggregate::new(now, 1.0);
+        let mut agg = Aggregate::new(1.0);
         agg.add(0.0);
         agg.add(1.0);
-        let d = datum(("Errors", vec![("FunctionName".into(), "f".into())]), agg);
+        let d = datum(
+            ("Errors", vec![("FunctionName".into(), "f".into())]),
+            agg,
+            UNIX_EPOCH,
+        );
         let stats = d.statistic_values().unwrap();
         assert_eq!(
             (
@@ -235,5 +333,60 @@ mod tests {
             ),
             (Some(3.0), Some(2.0), Some(0.0), Some(1.0))
         );
+    }
+
+    #[test]
+    fn a_period_is_put_once_closed_and_lagged_stamped_with_its_start() {
+        let timing = MetricTiming::scaled(1.0);
+        assert_eq!(
+            (
+                timing.period,
+                timing.lag,
+                timing.jitter,
+                timing.read_delay()
+            ),
+            (
+                Duration::from_secs(60),
+                Duration::from_secs(60),
+                Duration::from_secs(30),
+                Duration::from_secs(120)
+            )
+        );
+        assert_eq!(MetricTiming::scaled(0.05).period, Duration::from_secs(3));
+        assert_eq!(MetricTiming::scaled(0.001).period, Duration::from_secs(1));
+        let minute = |m: u64| UNIX_EPOCH + Duration::from_secs(1_800_000_000 + 60 * m);
+        let mut periods = Periods::default();
+        periods.add(
+            &timing,
+            minute(0) + Duration::from_secs(10),
+            &record("2", true),
+        );
+        periods.add(
+            &timing,
+            minute(0) + Duration::from_secs(50),
+            &record("2", false),
+        );
+        periods.add(
+            &timing,
+            minute(1) + Duration::from_secs(5),
+            &record("2", false),
+        );
+        // Closed at 1:00, put between 2:00 and 2:30.
+        assert!(periods.due(minute(2) - Duration::from_millis(1)).is_empty());
+        let first = periods.due(minute(2) + Duration::from_secs(30));
+        assert_eq!(first.len(), 9, "one datum per metric and dimension set");
+        assert!(
+            first
+                .iter()
+                .all(|d| d.timestamp() == Some(&DateTime::from(minute(0))))
+        );
+        let errors: f64 = first
+            .iter()
+            .filter(|d| d.metric_name() == Some("Errors") && d.dimensions().len() == 3)
+            .filter_map(|d| d.statistic_values()?.sum())
+            .sum();
+        assert_eq!(errors, 1.0);
+        assert!(periods.due(minute(2) + Duration::from_secs(59)).is_empty());
+        assert_eq!(periods.due(minute(3) + Duration::from_secs(30)).len(), 9);
     }
 }

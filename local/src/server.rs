@@ -6,7 +6,7 @@ use crate::code::CodeStore;
 use crate::control_plane::{Quota, Rates};
 use crate::iam::Authorizer;
 use crate::invoke::Invoker;
-use crate::metrics::Metrics;
+use crate::metrics::{MetricTiming, Metrics};
 use crate::provision::Provisioner;
 use crate::sandbox::{Pool, SandboxSettings};
 use crate::sources::{self, SourceContext};
@@ -107,11 +107,16 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         .await
         .with_context(|| format!("binding 127.0.0.1:{}", opts.port))?;
     let lambda_endpoint = format!("http://{}", listener.local_addr()?);
-    let base_env = stack_env(&opts.moto_endpoint, &lambda_endpoint, &opts.region);
+    // Lambda's metrics come a scaled minute at a time; Sluice and the
+    // stack's clients are told when they can be read.
+    let metric_timing = MetricTiming::scaled(opts.schedule_scale);
+    let mut base_env = stack_env(&opts.moto_endpoint, &lambda_endpoint, &opts.region);
+    base_env.extend(metric_timing.env());
 
     // Functions reach every service through sluice-local, which checks
     // each call against their execution role before passing it to moto.
-    let function_env = stack_env(&lambda_endpoint, &lambda_endpoint, &opts.region);
+    let mut function_env = stack_env(&lambda_endpoint, &lambda_endpoint, &opts.region);
+    function_env.extend(metric_timing.env());
     let pool = Pool::new(
         code.clone(),
         SandboxSettings {
@@ -120,10 +125,7 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         },
         opts.max_sandboxes_per_version,
     );
-    let metrics = Metrics::start(
-        aws_sdk_cloudwatch::Client::new(&moto),
-        Duration::from_millis(200),
-    );
+    let metrics = Metrics::start(aws_sdk_cloudwatch::Client::new(&moto), metric_timing);
     let moto_lambda = aws_sdk_lambda::Client::new(&moto);
     let invoker = Arc::new(Invoker::new(
         &moto,

@@ -4,10 +4,15 @@
 use super::config::{send_to_queue, service_message};
 use super::invoke::invoke;
 use crate::budget::{Budget, BudgetError};
+use crate::domain::analysis::Counts;
+use crate::domain::deployment::Time;
 use crate::domain::hooks::HookRequest;
 use crate::events::{HandedOver, TimerMessage};
+use crate::ports::MetricQuery;
 use crate::ports::{AliasState, AliasWrite, Cloud, EngineError, Invocation, Readiness, aws};
-use aws_sdk_cloudwatch::types::StateValue;
+use aws_sdk_cloudwatch::types::{
+    Dimension, Metric, MetricDataQuery, MetricStat, StateValue, StatusCode,
+};
 use aws_sdk_lambda::client::Waiters;
 use aws_sdk_lambda::operation::get_function::{GetFunctionError, GetFunctionOutput};
 use aws_sdk_lambda::types::AliasRoutingConfiguration;
@@ -16,6 +21,13 @@ use aws_smithy_runtime_api::client::waiters::error::WaiterError;
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
+
+/// The series an analysis sums for each version.
+const ANALYSED_METRICS: [&str; 3] = ["Invocations", "Errors", "Duration"];
+
+fn smithy_time(t: Time) -> aws_smithy_types::DateTime {
+    aws_smithy_types::DateTime::from_millis(t.timestamp_millis())
+}
 
 /// How long a worker waits for Lambda to finish a function update or to
 /// activate a version before it leaves the deployment to be retried.
@@ -343,6 +355,82 @@ impl Cloud for AwsCloud {
         invoke(&self.lambda, hook, payload, Some(timeout))
             .await
             .map_err(|e| aws("Invoke (hook throttled)", e))
+    }
+
+    /// One GetMetricData request (and its pages) for the six series: each
+    /// version's Invocations, Errors and Duration through the alias, by
+    /// `ExecutedVersion`, summed over the query's whole periods.
+    async fn measure(&self, query: &MetricQuery) -> Result<(Counts, Counts), EngineError> {
+        let resource = format!("{}:{}", query.function, query.alias);
+        let series = |version: &str, metric: &str| {
+            let dimensions = [
+                ("FunctionName", query.function.as_str()),
+                ("Resource", resource.as_str()),
+                ("ExecutedVersion", version),
+            ]
+            .into_iter()
+            .map(|(n, v)| Dimension::builder().name(n).value(v).build())
+            .collect();
+            MetricStat::builder()
+                .metric(
+                    Metric::builder()
+                        .namespace("AWS/Lambda")
+                        .metric_name(metric)
+                        .set_dimensions(Some(dimensions))
+                        .build(),
+                )
+                .period(query.period_secs as i32)
+                .stat("Sum")
+                .build()
+        };
+        let mut queries = Vec::new();
+        for (who, version) in [("new", &query.new_version), ("old", &query.old_version)] {
+            for metric in ANALYSED_METRICS {
+                queries.push(
+                    MetricDataQuery::builder()
+                        .id(format!("{who}_{}", metric.to_lowercase()))
+                        .metric_stat(series(version, metric))
+                        .build(),
+                );
+            }
+        }
+        let mut sums: HashMap<String, f64> = HashMap::new();
+        let mut next_token = None;
+        loop {
+            let out = self
+                .cloudwatch
+                .get_metric_data()
+                .set_metric_data_queries(Some(queries.clone()))
+                .start_time(smithy_time(query.from))
+                .end_time(smithy_time(query.to))
+                .set_next_token(next_token)
+                .send()
+                .await
+                .map_err(|e| aws::<EngineError>("GetMetricData", e))?;
+            for result in out.metric_data_results() {
+                if result.status_code() == Some(&StatusCode::InternalError) {
+                    return Err(EngineError::Aws(format!(
+                        "GetMetricData: CloudWatch could not read {}",
+                        result.id().unwrap_or("a series")
+                    )));
+                }
+                let id = result.id().unwrap_or_default().to_owned();
+                *sums.entry(id).or_default() += result.values().iter().sum::<f64>();
+            }
+            next_token = out.next_token().map(str::to_owned);
+            if next_token.is_none() {
+                break;
+            }
+        }
+        let counts = |who: &str| {
+            let sum = |metric: &str| sums.get(&format!("{who}_{metric}")).copied().unwrap_or(0.0);
+            Counts {
+                invocations: sum("invocations"),
+                errors: sum("errors"),
+                duration_ms: sum("duration"),
+            }
+        };
+        Ok((counts("new"), counts("old")))
     }
 
     async fn send_timer(&self, message: &TimerMessage, delay_secs: i32) -> Result<(), EngineError> {

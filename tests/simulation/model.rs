@@ -4,6 +4,7 @@
 //! (a write whose answer is lost), as the real services do.
 
 use sluice::clock::Clock;
+use sluice::domain::analysis::Counts;
 use sluice::domain::deployment::{Deployment, Event, Gate, Phase, Time};
 use sluice::domain::execution::{Execution, ExecutionEvent, Status};
 use sluice::domain::hooks::HookRequest;
@@ -11,7 +12,9 @@ use sluice::engine::EngineError;
 use sluice::events::{HandedOver, PipelineTimer, TimerMessage};
 use sluice::orchestrator::OrchestratorError;
 use sluice::ports::{Actions, Executions, FaultPoint, PipelineRun};
-use sluice::ports::{AliasState, AliasWrite, Cloud, Deployments, Invocation, Readiness};
+use sluice::ports::{
+    AliasState, AliasWrite, Cloud, Deployments, Invocation, MetricQuery, Readiness,
+};
 use sluice::store::keys::{Key, Lock};
 use sluice::store::pipelines::execution_due_at;
 use sluice::store::{
@@ -752,6 +755,17 @@ impl Cloud for MemoryCloud {
             .iter()
             .filter_map(|n| Some((n.clone(), *state.alarms.get(n)?)))
             .collect())
+    }
+
+    /// A healthy new version, unless CloudWatch fails the read.
+    async fn measure(&self, _query: &MetricQuery) -> Result<(Counts, Counts), EngineError> {
+        self.call("GetMetricData")?;
+        let healthy = Counts {
+            invocations: 100.0,
+            errors: 0.0,
+            duration_ms: 1000.0,
+        };
+        Ok((healthy, healthy))
     }
 
     async fn invoke_hook(

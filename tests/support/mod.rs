@@ -4,11 +4,14 @@
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_lambda::primitives::Blob;
+use sluice::domain::analysis::{Counts, MetricTiming};
 use sluice::domain::deployment::Command;
 use sluice::domain::hooks::HookRequest;
 use sluice::engine::EngineError;
 use sluice::events::{HandedOver, TimerMessage};
-use sluice::ports::{AliasState, AliasWrite, Cloud, FaultPoint, Invocation, Readiness};
+use sluice::ports::{
+    AliasState, AliasWrite, Cloud, FaultPoint, Invocation, MetricQuery, Readiness,
+};
 use sluice_local::code::bootstrap_zip;
 use sluice_local::launcher::{LocalStack, StackOptions, build_dir};
 use std::collections::HashMap;
@@ -89,6 +92,17 @@ pub fn start_stack_tuned(
     tune(&mut opts);
     let stack = LocalStack::start(&opts)?;
     Ok(TestStack { stack, dir })
+}
+
+/// When the stack's CloudWatch has Lambda's periods, as Sluice's functions
+/// there are told (`SLUICE_METRIC_*` in the stack's env).
+pub fn stack_metric_timing(stack: &TestStack) -> Result<MetricTiming> {
+    let period: u32 = stack.var("SLUICE_METRIC_PERIOD_SECONDS").parse()?;
+    let lag: f64 = stack.var("SLUICE_METRIC_LAG_SECONDS").parse()?;
+    Ok(MetricTiming {
+        period_secs: period,
+        lag_ms: (lag * 1000.0) as u64,
+    })
 }
 
 /// A built binary of the workspace (`cargo build --workspace --bins` builds them).
@@ -395,6 +409,9 @@ impl<C: Cloud> Cloud for Checkpointed<C> {
         timeout: Duration,
     ) -> Result<Invocation, EngineError> {
         self.inner.invoke_hook(hook, request, timeout).await
+    }
+    async fn measure(&self, query: &MetricQuery) -> Result<(Counts, Counts), EngineError> {
+        self.inner.measure(query).await
     }
     async fn send_timer(&self, message: &TimerMessage, delay_secs: i32) -> Result<(), EngineError> {
         self.inner.send_timer(message, delay_secs).await

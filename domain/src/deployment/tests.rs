@@ -85,6 +85,7 @@ impl Run {
             from_version: "1".into(),
             to_version: "2".into(),
             revision: None,
+            metric_timing: None,
         }));
     }
 
@@ -228,7 +229,7 @@ fn a_failed_pre_traffic_gate_rolls_back_before_any_traffic() {
 }
 
 #[test]
-fn a_failed_post_traffic_analysis_after_the_first_shift_rolls_back() {
+fn a_failed_post_traffic_gate_after_the_first_shift_rolls_back() {
     let mut r = Run::new("linear:10:10s");
     r.prepared();
     r.gate(Gate::PreTraffic, 0, true);
@@ -439,6 +440,7 @@ fn the_same_version_finishes_at_once_without_touching_the_alias() {
         from_version: "2".into(),
         to_version: "2".into(),
         revision: None,
+        metric_timing: None,
     }));
     assert_eq!(r.d.phase, Phase::Promoted);
     // Prepare read the alias whole on "2"; a write from the finished phase
@@ -477,6 +479,7 @@ fn stale_duplicate_and_out_of_order_inputs_change_nothing() {
             from_version: "7".into(),
             to_version: "8".into(),
             revision: None,
+            metric_timing: None,
         },
         Input::LockFreed,
         Input::Resume,
@@ -523,6 +526,7 @@ fn revisions_from_prepare_and_each_write_are_kept_for_the_next_write() {
         from_version: "1".into(),
         to_version: "2".into(),
         revision: Some("r0".into()),
+        metric_timing: None,
     }));
     assert_eq!(r.d.alias_revision.as_deref(), Some("r0"));
     r.gate(Gate::PreTraffic, 0, true);
@@ -571,7 +575,10 @@ fn a_change_by_hand_ends_the_deployment_as_found_or_freezes_it_for_an_operator()
     assert_eq!(pending(&r.d, t(1)), vec![]);
     for ignored in [
         Input::AlarmRaised { alarm: "a".into() },
-        Input::AnalysisFailed { reason: "r".into() },
+        Input::MeasureFailed {
+            step: 0,
+            reason: "r".into(),
+        },
         Input::Pause,
         Input::TimerFired { step: 0 },
     ] {
@@ -604,13 +611,14 @@ fn a_change_by_hand_ends_the_deployment_as_found_or_freezes_it_for_an_operator()
 
 /// Picks an input from generated numbers: mostly what the phase waits for (so
 /// deployments progress), otherwise anything, stale steps included.
-fn pick_input(d: &Deployment, choice: u8, step: usize, passed: bool) -> Input {
+fn pick_input(d: &Deployment, choice: u8, step: usize, passed: bool, now: Time) -> Input {
     let n = d.schedule.steps.len();
     let expected = match &d.phase {
         Phase::Created => Some(Input::Prepared {
             from_version: "1".into(),
             to_version: "2".into(),
             revision: None,
+            metric_timing: None,
         }),
         Phase::Queued { .. } => Some(Input::LockFreed),
         Phase::PreTraffic { step } => Some(Input::GateResult {
@@ -629,7 +637,11 @@ fn pick_input(d: &Deployment, choice: u8, step: usize, passed: bool) -> Input {
             passed,
             reason: String::new(),
         }),
-        Phase::Baking { step, .. } => Some(Input::TimerFired { step: *step }),
+        Phase::Baking { step, .. } => match &d.analysis {
+            // Half the time, what CloudWatch says of the periods readable now.
+            Some(a) if choice % 2 == 0 => Some(measurement(a.step, a.from, d, passed, now)),
+            _ => Some(Input::TimerFired { step: *step }),
+        },
         Phase::Frozen { .. } => Some(Input::Resume),
         Phase::RollingBack { .. } => Some(Input::AliasUpdated {
             update: AliasUpdate::Rollback,
@@ -666,7 +678,13 @@ fn pick_input(d: &Deployment, choice: u8, step: usize, passed: bool) -> Input {
         },
         4 => Input::TimerFired { step },
         5 => Input::AlarmRaised { alarm: "a".into() },
-        6 => Input::AnalysisFailed { reason: "r".into() },
+        6 => match &d.analysis {
+            Some(a) => measurement(step, a.from, d, passed, now),
+            None => Input::MeasureFailed {
+                step,
+                reason: "r".into(),
+            },
+        },
         7 => Input::Promote,
         8 => Input::Pause,
         9 => Input::Resume,
@@ -687,6 +705,23 @@ fn pick_input(d: &Deployment, choice: u8, step: usize, passed: bool) -> Input {
             from_version: "1".into(),
             to_version: "2".into(),
             revision: None,
+            metric_timing: None,
+        },
+    }
+}
+
+/// CloudWatch's answer for `step` over the periods readable at `now`: a
+/// healthy new version, or one that fails every call.
+fn measurement(step: usize, from: Time, d: &Deployment, healthy: bool, now: Time) -> Input {
+    let to = d.metric_timing.readable_through(now);
+    let errors = if healthy { 0.0 } else { 100.0 };
+    Input::Measured {
+        step,
+        measurement: Measurement {
+            from,
+            to,
+            new: counts(100.0, errors),
+            old: counts(900.0, 0.0),
         },
     }
 }
@@ -712,6 +747,11 @@ proptest! {
         if config % 2 == 1 {
             asked.on_manual_change = OnManualChange::Freeze;
         }
+        // Half the runs judge their bakes, and watch after the last shift.
+        let analysed = inputs.len() % 2 == 0;
+        if analysed {
+            asked.analysis = Some(serde_json::from_str(r#"{"watch_after_promotion_seconds": 300}"#).unwrap());
+        }
         let (mut d, first) = Deployment::create("d", asked, t(0));
         let mut now = t(0);
         let mut alias: (String, Option<(String, f64)>) = ("1".into(), None);
@@ -725,16 +765,29 @@ proptest! {
         prop_assert!(!first_touches, "creating a deployment moved the alias");
         for (choice, step, passed, advance) in inputs {
             now += ChronoDuration::seconds(advance);
-            let input = pick_input(&d, choice, step, passed);
+            let input = pick_input(&d, choice, step, passed, now);
             let before = d.clone();
             let (after, commands) = decide(&d, &input, now);
             if after == before {
-                // Ignored, or an early timer re-armed for the bake in progress.
+                // Ignored, or an early timer re-armed for the bake's next wake, or a read.
                 let rearm = match (&before.phase, commands.as_slice()) {
-                    (Phase::Baking { step, until }, [Command::StartTimer { step: s, at }]) => s == step && at == until,
+                    (Phase::Baking { step, .. }, [Command::StartTimer { step: s, at }]) => s == step && Some(*at) == before.bake_wake(),
+                    (Phase::Baking { step, .. }, [Command::Measure { step: s, .. }]) => s == step,
                     _ => false,
                 };
                 prop_assert!(commands.is_empty() || rearm, "an ignored input issued {:?}", commands);
+            }
+            // A bad version seen by the analysis is rolled back at once.
+            if let Input::Measured { measurement, .. } = &input
+                && measurement.new.errors > 0.0
+                && after != before
+            {
+                prop_assert!(matches!(after.phase, Phase::RollingBack { .. }), "{:?}", after.phase);
+            }
+            // Promoted only after the watch, when there is one.
+            if analysed && matches!(after.phase, Phase::Promoted) && !matches!(before.phase, Phase::Promoted) {
+                let watched = matches!(before.phase, Phase::Baking { .. });
+                prop_assert!(watched || after.skip_waits, "promoted from {:?} without the watch", before.phase);
             }
             if let Input::GateResult { gate: Gate::PreTraffic, step, passed: true, .. } = &input
                 && matches!(before.phase, Phase::PreTraffic { step: s } if s == *step)
@@ -851,4 +904,351 @@ fn a_spec_refuses_unknown_fields_and_names_aws_would_refuse() {
             && problems[0].contains("smoke_tests_from"),
         "{problems:?}"
     );
+}
+
+// Analysis: judged by the deployment over whole, published periods.
+
+fn analysed(config: &str, analysis: &str) -> Run {
+    let mut asked = spec(config);
+    asked.analysis = Some(serde_json::from_str(analysis).unwrap());
+    let (d, commands) = Deployment::create("d-1", asked, t(0));
+    let mut run = Run {
+        d,
+        now: t(0),
+        commands: Vec::new(),
+        alias: ("1".into(), None),
+    };
+    run.absorb(commands);
+    run.prepared();
+    run
+}
+
+fn counts(invocations: f64, errors: f64) -> crate::analysis::Counts {
+    crate::analysis::Counts {
+        invocations,
+        errors,
+        duration_ms: invocations * 10.0,
+    }
+}
+
+impl Run {
+    /// The last read the deployment asked for.
+    fn last_measure(&self) -> (usize, Time, Time) {
+        self.commands
+            .iter()
+            .rev()
+            .find_map(|c| match c {
+                Command::Measure { step, from, to } => Some((*step, *from, *to)),
+                _ => None,
+            })
+            .expect("a Measure command")
+    }
+
+    /// Answers the last read with `new` calls on the new version (and a healthy old one).
+    fn measured(&mut self, new: crate::analysis::Counts) -> bool {
+        let (step, from, to) = self.last_measure();
+        self.feed(Input::Measured {
+            step,
+            measurement: Measurement {
+                from,
+                to,
+                new,
+                old: counts(900.0, 0.0),
+            },
+        })
+    }
+
+    fn timeline(&self) -> Vec<String> {
+        events_of(&self.commands)
+            .into_iter()
+            .map(|e| e.message)
+            .collect()
+    }
+}
+
+#[test]
+fn analysis_reads_only_published_periods_and_extends_a_bake_too_short_for_one() {
+    // AWS's timing: minutes, read two minutes after they close. t(0) is on a minute.
+    let mut r = analysed("canary:10:1m", r#"{"max_error_rate": 5}"#);
+    r.at(10);
+    shift_step(&mut r, 0, 5);
+    // Shifted at 0:15: the first whole minute is 1:00-2:00, readable at 4:00,
+    // past the one-minute bake's end at 1:15.
+    assert_eq!(
+        r.d.phase,
+        Phase::Baking {
+            step: 0,
+            until: t(240)
+        }
+    );
+    assert!(
+        r.timeline()
+            .iter()
+            .any(|l| l.contains("bake extended to") && l.contains("minute")),
+        "{:?}",
+        r.timeline()
+    );
+    assert_eq!(
+        r.commands.last(),
+        Some(&Command::StartTimer {
+            step: 0,
+            at: t(240)
+        })
+    );
+    // A timer a little early reads nothing and is set again.
+    r.at(239);
+    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert_eq!(
+        r.commands.last(),
+        Some(&Command::StartTimer {
+            step: 0,
+            at: t(240)
+        })
+    );
+    r.at(240);
+    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert_eq!(r.last_measure(), (0, t(60), t(120)));
+    assert!(r.measured(counts(100.0, 1.0)));
+    assert_eq!(r.d.phase, Phase::PreTraffic { step: 1 });
+    assert!(
+        r.timeline().iter().any(|l| l.starts_with(
+            "analysis at step 1 passed: error rate 1.0% (1 of 100 calls, minute 08:01)"
+        )),
+        "{:?}",
+        r.timeline()
+    );
+    // The same answer again, or a read of fewer periods, changes nothing.
+    let before = r.d.clone();
+    assert!(!r.measured(counts(100.0, 1.0)));
+    assert_eq!(r.d, before);
+}
+
+#[test]
+fn analysis_rolls_back_as_soon_as_a_published_period_shows_a_bad_version() {
+    let mut r = analysed("canary:10:10m", r#"{"max_error_rate": 5}"#);
+    shift_step(&mut r, 0, 5);
+    let Phase::Baking { until, .. } = r.d.phase else {
+        panic!("{:?}", r.d.phase)
+    };
+    assert_eq!(until, t(605));
+    // The first minute (1:00-2:00) is read at 4:00, long before the bake ends.
+    assert_eq!(
+        r.commands.last(),
+        Some(&Command::StartTimer {
+            step: 0,
+            at: t(240)
+        })
+    );
+    r.at(240);
+    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.measured(counts(100.0, 0.0)));
+    assert!(matches!(r.d.phase, Phase::Baking { step: 0, .. }));
+    assert_eq!(
+        r.commands.last(),
+        Some(&Command::StartTimer {
+            step: 0,
+            at: t(300)
+        })
+    );
+    r.at(300);
+    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert_eq!(r.last_measure(), (0, t(60), t(180)));
+    assert!(r.measured(counts(169.0, 12.0)));
+    let Phase::RollingBack { reason } = &r.d.phase else {
+        panic!("{:?}", r.d.phase)
+    };
+    assert_eq!(
+        reason,
+        "analysis failed at 10%: error rate 7.1% (12 of 169 calls, minutes 08:01-08:02) > 5%; old version 0.0% (0 of 900 calls)"
+    );
+    assert_eq!(r.alias, ("1".into(), None));
+}
+
+#[test]
+fn too_little_traffic_follows_on_inconclusive() {
+    // fail: rolled back at the bake's end.
+    let mut r = analysed("canary:10:1m", r#"{"on_inconclusive": "fail"}"#);
+    shift_step(&mut r, 0, 5);
+    r.at(240);
+    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.measured(counts(3.0, 0.0)));
+    assert!(
+        matches!(&r.d.phase, Phase::RollingBack { reason } if reason.contains("inconclusive: the new version served 3 calls")),
+        "{:?}",
+        r.d.phase
+    );
+    // pass: goes on, saying so.
+    let mut r = analysed("canary:10:1m", r#"{"on_inconclusive": "pass"}"#);
+    shift_step(&mut r, 0, 5);
+    r.at(240);
+    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.measured(counts(3.0, 0.0)));
+    assert_eq!(r.d.phase, Phase::PreTraffic { step: 1 });
+    assert!(
+        r.timeline()
+            .iter()
+            .any(|l| l.contains("passed as on_inconclusive says"))
+    );
+    // wait: keeps reading new periods, goes on at the first verdict...
+    let mut r = analysed("canary:10:1m", r#"{"max_wait_seconds": 180}"#);
+    shift_step(&mut r, 0, 5);
+    r.at(240);
+    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.measured(counts(3.0, 0.0)));
+    assert!(matches!(r.d.phase, Phase::Baking { step: 0, .. }));
+    assert!(
+        r.timeline()
+            .iter()
+            .any(|l| l.contains("watching for data until"))
+    );
+    assert_eq!(
+        r.commands.last(),
+        Some(&Command::StartTimer {
+            step: 0,
+            at: t(300)
+        })
+    );
+    r.at(300);
+    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.measured(counts(40.0, 0.0)));
+    assert_eq!(r.d.phase, Phase::PreTraffic { step: 1 });
+    // ...and fails when none comes by its end.
+    let mut r = analysed("canary:10:1m", r#"{"max_wait_seconds": 100}"#);
+    shift_step(&mut r, 0, 5);
+    for at in [240, 300] {
+        r.at(at);
+        assert!(r.feed(Input::TimerFired { step: 0 }));
+        assert!(r.measured(counts(3.0 + at as f64 / 100.0, 0.0)));
+    }
+    assert_eq!(
+        r.commands.last(),
+        Some(&Command::StartTimer {
+            step: 0,
+            at: t(340)
+        })
+    );
+    r.at(340);
+    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(
+        matches!(&r.d.phase, Phase::RollingBack { reason } if reason.contains("still inconclusive 100 s after the bake")),
+        "{:?}",
+        r.d.phase
+    );
+}
+
+#[test]
+fn a_failed_read_is_retried_and_written_down_then_judged_by_policy() {
+    let mut r = analysed("canary:10:1m", r#"{"on_inconclusive": "fail"}"#);
+    shift_step(&mut r, 0, 5);
+    r.at(240);
+    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.feed(Input::MeasureFailed {
+        step: 0,
+        reason: "Throttling: Rate exceeded".into(),
+    }));
+    assert!(
+        r.timeline()
+            .iter()
+            .any(|l| l.contains("CloudWatch could not be read (Throttling: Rate exceeded)")),
+        "{:?}",
+        r.timeline()
+    );
+    assert!(
+        matches!(&r.d.phase, Phase::RollingBack { reason } if reason.contains("inconclusive: CloudWatch could not be read")),
+        "{:?}",
+        r.d.phase
+    );
+    // Within a longer bake the read is tried again a period later.
+    let mut r = analysed("canary:10:10m", "{}");
+    shift_step(&mut r, 0, 5);
+    r.at(240);
+    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.feed(Input::MeasureFailed {
+        step: 0,
+        reason: "ServiceUnavailable".into(),
+    }));
+    assert!(matches!(r.d.phase, Phase::Baking { step: 0, .. }));
+    assert_eq!(
+        r.commands.last(),
+        Some(&Command::StartTimer {
+            step: 0,
+            at: t(300)
+        })
+    );
+    r.at(300);
+    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert_eq!(r.last_measure(), (0, t(60), t(180)));
+}
+
+#[test]
+fn a_paused_bake_keeps_reading_and_rolls_back_a_bad_version() {
+    let mut r = analysed("canary:10:10m", r#"{"max_error_rate": 5}"#);
+    shift_step(&mut r, 0, 5);
+    assert!(r.feed(Input::Pause));
+    assert_eq!(r.d.bake_wake(), Some(t(240)));
+    r.at(240);
+    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.measured(counts(100.0, 50.0)));
+    assert!(matches!(r.d.phase, Phase::RollingBack { .. }));
+}
+
+#[test]
+fn the_watch_after_promotion_rolls_back_a_version_that_goes_bad_at_100_percent() {
+    let settings = r#"{"max_error_rate": 5, "watch_after_promotion_seconds": 600}"#;
+    let mut r = analysed("AllAtOnce", settings);
+    shift_step(&mut r, 0, 5);
+    assert_eq!(r.alias, ("2".into(), None));
+    assert_eq!(
+        r.d.phase,
+        Phase::Baking {
+            step: 0,
+            until: t(605)
+        }
+    );
+    assert!(r.d.status_text().contains("100%, watched until"));
+    assert!(
+        !r.commands.contains(&Command::ReleaseLock),
+        "the lock is held while watched"
+    );
+    r.at(240);
+    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.measured(counts(100.0, 0.0)));
+    r.at(300);
+    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.measured(counts(200.0, 30.0)));
+    assert!(
+        matches!(&r.d.phase, Phase::RollingBack { reason } if reason.starts_with("analysis failed at 100%"))
+    );
+    assert_eq!(r.alias, ("1".into(), None));
+
+    // A version that stays healthy is promoted at the watch's end.
+    let mut r = analysed("AllAtOnce", settings);
+    shift_step(&mut r, 0, 5);
+    let mut at = 240;
+    while matches!(r.d.phase, Phase::Baking { .. }) {
+        r.at(at);
+        assert!(r.feed(Input::TimerFired { step: 0 }));
+        if matches!(r.commands.last(), Some(Command::Measure { .. })) {
+            assert!(r.measured(counts(at as f64, 0.0)));
+        }
+        at += 60;
+    }
+    assert_eq!(r.d.phase, Phase::Promoted);
+    // At the first timer past the watch's end (11:00), after reading the minute published then.
+    assert_eq!(r.d.updated_at, t(660));
+    assert_eq!(r.last_measure(), (0, t(60), t(540)));
+}
+
+#[test]
+fn analysis_with_no_bake_to_judge_in_is_refused() {
+    let mut asked = spec("AllAtOnce");
+    asked.analysis = Some(Default::default());
+    let problems = asked.problems().join("; ");
+    assert!(
+        problems.contains("no bake is left to judge in"),
+        "{problems}"
+    );
+    asked.analysis =
+        Some(serde_json::from_str(r#"{"watch_after_promotion_seconds": 300}"#).unwrap());
+    assert!(asked.problems().is_empty(), "{:?}", asked.problems());
 }
