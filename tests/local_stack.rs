@@ -42,7 +42,8 @@ async fn metric_sum(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn weighted_alias_splits_traffic_and_reports_the_version_that_ran() -> Result<()> {
-    let stack = start_stack(None, &[], 1.0)?;
+    // Lambda's minutes pass in 6 s: the metrics below come within the deadline.
+    let stack = start_stack(None, &[], 0.1)?;
     let lambda = stack.lambda().await;
     let role = function_role(&stack).await?;
     create_function(&lambda, &role, "greeter", greeter_zip("release-a")?, &[], 5).await?;
@@ -168,12 +169,19 @@ async fn weighted_alias_splits_traffic_and_reports_the_version_that_ran() -> Res
                 .await?;
             anyhow::ensure!(out.function_error().is_none(), "unexpected function error");
             let body: Value = serde_json::from_slice(out.payload().context("payload")?.as_ref())?;
-            Ok((out.executed_version().unwrap_or_default().to_owned(), body))
+            let answered = std::time::SystemTime::now();
+            Ok((
+                out.executed_version().unwrap_or_default().to_owned(),
+                body,
+                answered,
+            ))
         });
     }
     let mut by_version: HashMap<String, usize> = HashMap::new();
+    let mut last_answer = std::time::UNIX_EPOCH;
     while let Some(joined) = tasks.join_next().await {
-        let (executed, body) = joined??;
+        let (executed, body, answered) = joined??;
+        last_answer = last_answer.max(answered);
         // The header names the version whose code answered.
         assert_eq!(body["version"], executed.as_str());
         let expected_release = if executed == "2" {
@@ -203,6 +211,38 @@ async fn weighted_alias_splits_traffic_and_reports_the_version_that_ran() -> Res
     );
 
     let cw = aws_sdk_cloudwatch::Client::new(&stack.sdk_config().await);
+    // As on AWS, a minute is not readable until it has closed and been
+    // published a while after: the last call's is not there yet.
+    let period: u64 = stack.var("SLUICE_METRIC_PERIOD_SECONDS").parse()?;
+    let last_secs = last_answer.duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let last_period = last_secs - last_secs % period;
+    let in_last_period = cw
+        .get_metric_statistics()
+        .namespace("AWS/Lambda")
+        .metric_name("Invocations")
+        .dimensions(
+            Dimension::builder()
+                .name("FunctionName")
+                .value("greeter")
+                .build(),
+        )
+        .start_time(aws_smithy_types::DateTime::from_secs(last_period as i64))
+        .end_time(aws_smithy_types::DateTime::from_secs(
+            (last_period + period) as i64,
+        ))
+        .period(period as i32)
+        .statistics(Statistic::Sum)
+        .send()
+        .await?;
+    let asked_by = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    // Published a period after it closes at the earliest.
+    if asked_by.as_secs() < last_period + 2 * period {
+        assert_eq!(
+            in_last_period.datapoints(),
+            [],
+            "the minute of the last call was readable before it was published"
+        );
+    }
     for (version, count) in [("1", old), ("2", new)] {
         let dims = [
             ("FunctionName", "greeter"),
@@ -225,7 +265,8 @@ async fn weighted_alias_splits_traffic_and_reports_the_version_that_ran() -> Res
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failing_slow_and_crashing_versions_fail_like_lambda_without_leaking() -> Result<()> {
-    let stack = start_stack(None, &[], 1.0)?;
+    // Lambda's minutes pass in 6 s: the metrics below come within the deadline.
+    let stack = start_stack(None, &[], 0.1)?;
     let lambda = stack.lambda().await;
     let role = function_role(&stack).await?;
     let zip = greeter_zip("bad")?;

@@ -10,6 +10,7 @@
 //! datapoint for an idle minute), so Sluice reads a minute only once it is
 //! sure to be published: `MetricTiming`.
 
+use crate::config::DeploymentConfig;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -76,8 +77,8 @@ impl Default for AnalysisSettings {
 }
 
 impl AnalysisSettings {
-    /// What is wrong with the values, each named.
-    pub fn problems(&self) -> Vec<String> {
+    /// What is wrong with the values, each named, for a deployment on `config`.
+    pub fn problems(&self, config: &DeploymentConfig) -> Vec<String> {
         let mut problems = Vec::new();
         for (field, value) in [
             ("max_error_rate", self.max_error_rate),
@@ -104,6 +105,11 @@ impl AnalysisSettings {
                 "analysis.watch_after_promotion_seconds must be above 0 (leave it out for no watch)"
                     .into(),
             );
+        }
+        if config.schedule().steps.len() == 1 && self.watch_after_promotion_seconds.is_none() {
+            problems.push(format!(
+                "analysis: {config} shifts all traffic at once, so no bake is left to judge in; set analysis.watch_after_promotion_seconds to judge the new version at 100% before the promotion, or leave analysis out"
+            ));
         }
         problems
     }
@@ -146,11 +152,9 @@ impl MetricTiming {
         DateTime::from_timestamp_millis(ms - ms.rem_euclid(period_ms)).unwrap_or(t)
     }
 
-    /// The first period boundary at or after `t`: a period that began
-    /// before the shift mixes traffic from before it.
-    pub fn boundary_after(&self, t: Time) -> Time {
-        let floor = self.floor(t);
-        if floor == t { t } else { floor + self.period() }
+    /// The start of the period `t` falls in.
+    pub fn period_of(&self, t: Time) -> Time {
+        self.floor(t)
     }
 
     /// The end of the newest period readable at `now`.
@@ -355,8 +359,8 @@ mod tests {
             period_secs: 60,
             lag_ms: 90_000,
         };
-        assert_eq!(timing.boundary_after(at(10, 40, 20)), at(10, 41, 0));
-        assert_eq!(timing.boundary_after(at(10, 41, 0)), at(10, 41, 0));
+        assert_eq!(timing.period_of(at(10, 40, 20)), at(10, 40, 0));
+        assert_eq!(timing.period_of(at(10, 41, 0)), at(10, 41, 0));
         // 10:43:29 - 1:30 = 10:41:59: only minutes ending by 10:41 are out.
         assert_eq!(timing.readable_through(at(10, 43, 29)), at(10, 41, 0));
         assert_eq!(timing.readable_through(at(10, 43, 30)), at(10, 42, 0));
@@ -382,13 +386,14 @@ mod tests {
             (s.max_error_rate, s.min_invocations, s.on_inconclusive),
             (1.0, 20, OnInconclusive::Wait)
         );
-        assert!(s.problems().is_empty());
+        let canary = "canary:10:5m".parse().unwrap();
+        assert!(s.problems(&canary).is_empty());
         assert!(serde_json::from_str::<AnalysisSettings>(r#"{"max_eror_rate": 2}"#).is_err());
         let bad: AnalysisSettings = serde_json::from_str(
             r#"{"max_error_rate": 120, "min_invocations": 0, "watch_after_promotion_seconds": 0}"#,
         )
         .unwrap();
-        let problems = bad.problems().join("; ");
+        let problems = bad.problems(&canary).join("; ");
         for named in [
             "max_error_rate",
             "min_invocations",

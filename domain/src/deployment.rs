@@ -139,14 +139,7 @@ impl DeploymentSpec {
             problems.push("source.artifact needs a bucket and a key".into());
         }
         if let Some(analysis) = &self.analysis {
-            problems.extend(analysis.problems());
-            let shifts = self.config.schedule().steps.len();
-            if shifts == 1 && analysis.watch_after_promotion_seconds.is_none() {
-                problems.push(format!(
-                    "analysis: {} shifts all traffic at once, so no bake is left to judge in; set analysis.watch_after_promotion_seconds to judge the new version at 100% before the promotion, or leave analysis out",
-                    self.config
-                ));
-            }
+            problems.extend(analysis.problems(&self.config));
         }
         let size = serde_json::to_vec(self).map_or(0, |json| json.len());
         if let Err(why) = limits::bytes("the spec as JSON", size, limits::MAX_SPEC_BYTES) {
@@ -801,8 +794,14 @@ fn after_step(d: &mut Deployment, step: usize, now: Time, commands: &mut Vec<Com
 }
 
 /// Starts the analysis of `step`'s bake, which ends at `until`; returns the
-/// bake's end, later if the first whole period after the shift is not
-/// readable by then (said in the timeline): a bake never ends on no data.
+/// bake's end, later if the period of the shift is not readable by then
+/// (said in the timeline): a bake never ends on no data. The window starts
+/// with the shift's own period: the series are the new version's calls
+/// through the alias, and there were none before its first shift (calls of
+/// a smoke test by version number are another `Resource`), so every call
+/// it counts was made at this step's weight or a lower one of the same
+/// deployment, and a version bad from its first call is seen a period
+/// sooner.
 fn start_analysis(
     d: &mut Deployment,
     step: usize,
@@ -814,7 +813,7 @@ fn start_analysis(
         return until;
     }
     let timing = d.metric_timing;
-    let from = timing.boundary_after(d.shifted_at.unwrap_or(now));
+    let from = timing.period_of(d.shifted_at.unwrap_or(now));
     d.analysis = Some(AnalysisProgress::new(step, from));
     let first = timing.readable_at(from + timing.period());
     if first <= until {
@@ -824,8 +823,10 @@ fn start_analysis(
         now,
         EventKind::Baking,
         format!(
-            "step {}'s bake extended to {first} (from {until}): its analysis needs {} after the shift, readable then",
+            "step {}'s bake extended to {} (from {}): its analysis needs {}, the shift's, readable then",
             step + 1,
+            first.format("%H:%M:%S"),
+            until.format("%H:%M:%S"),
             timing.describe(from, from + timing.period())
         ),
     ));

@@ -668,6 +668,11 @@ fn check_action(
                     problems,
                 );
             }
+            if let Some(analysis) = &d.analysis {
+                for why in analysis.problems(&d.config) {
+                    problem(problems, path, why);
+                }
+            }
             match (&d.artifact, &d.version) {
                 (Some(_), Some(_)) | (None, None) => problem(
                     problems,
@@ -827,7 +832,7 @@ stages:
   - name: build
     actions:
       - { name: deploy, kind: deploy, config: { function: app, alias: live, artifact: missing, config: "canary:200:5s" } }
-      - { name: deploy2, kind: deploy, config: { function: app, alias: live, config: AllAtOnce } }
+      - { name: deploy2, kind: deploy, config: { function: app, alias: live, config: AllAtOnce, analysis: { min_invocations: 0 } } }
       - { name: test, kind: test, run_order: 0 }
       - { name: wait, kind: wait, config: { duration: soon } }
       - { name: artifact, kind: approval }
@@ -843,6 +848,8 @@ stages:
             "stages[1].name: stage \"build\" is defined twice",
             "stages[1].actions[0].config.config: deployment config \"canary:200:5s\": percent \"200\" must be above 0 and below 100",
             "stages[1].actions[1].config: give exactly one of",
+            "stages[1].actions[1].config: analysis.min_invocations must be at least 1",
+            "stages[1].actions[1].config: analysis: AllAtOnce shifts all traffic at once",
             "stages[1].actions[2].run_order: must be from 1 to 999",
             "stages[1].actions[2].kind: unknown kind \"test\"",
             "stages[1].actions[3].config.duration: ",

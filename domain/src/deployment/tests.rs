@@ -972,13 +972,13 @@ fn analysis_reads_only_published_periods_and_extends_a_bake_too_short_for_one() 
     let mut r = analysed("canary:10:1m", r#"{"max_error_rate": 5}"#);
     r.at(10);
     shift_step(&mut r, 0, 5);
-    // Shifted at 0:15: the first whole minute is 1:00-2:00, readable at 4:00,
-    // past the one-minute bake's end at 1:15.
+    // Shifted at 0:15: its minute, 0:00-1:00, is readable at 3:00, past
+    // the one-minute bake's end at 1:15.
     assert_eq!(
         r.d.phase,
         Phase::Baking {
             step: 0,
-            until: t(240)
+            until: t(180)
         }
     );
     assert!(
@@ -992,27 +992,27 @@ fn analysis_reads_only_published_periods_and_extends_a_bake_too_short_for_one() 
         r.commands.last(),
         Some(&Command::StartTimer {
             step: 0,
-            at: t(240)
+            at: t(180)
         })
     );
     // A timer a little early reads nothing and is set again.
-    r.at(239);
+    r.at(179);
     assert!(r.feed(Input::TimerFired { step: 0 }));
     assert_eq!(
         r.commands.last(),
         Some(&Command::StartTimer {
             step: 0,
-            at: t(240)
+            at: t(180)
         })
     );
-    r.at(240);
+    r.at(180);
     assert!(r.feed(Input::TimerFired { step: 0 }));
-    assert_eq!(r.last_measure(), (0, t(60), t(120)));
+    assert_eq!(r.last_measure(), (0, t(0), t(60)));
     assert!(r.measured(counts(100.0, 1.0)));
     assert_eq!(r.d.phase, Phase::PreTraffic { step: 1 });
     assert!(
         r.timeline().iter().any(|l| l.starts_with(
-            "analysis at step 1 passed: error rate 1.0% (1 of 100 calls, minute 08:01)"
+            "analysis at step 1 passed: error rate 1.0% (1 of 100 calls, minute 08:00)"
         )),
         "{:?}",
         r.timeline()
@@ -1031,7 +1031,18 @@ fn analysis_rolls_back_as_soon_as_a_published_period_shows_a_bad_version() {
         panic!("{:?}", r.d.phase)
     };
     assert_eq!(until, t(605));
-    // The first minute (1:00-2:00) is read at 4:00, long before the bake ends.
+    // The shift's minute (0:00-1:00) is read at 3:00, long before the bake ends.
+    assert_eq!(
+        r.commands.last(),
+        Some(&Command::StartTimer {
+            step: 0,
+            at: t(180)
+        })
+    );
+    r.at(180);
+    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.measured(counts(100.0, 0.0)));
+    assert!(matches!(r.d.phase, Phase::Baking { step: 0, .. }));
     assert_eq!(
         r.commands.last(),
         Some(&Command::StartTimer {
@@ -1041,25 +1052,14 @@ fn analysis_rolls_back_as_soon_as_a_published_period_shows_a_bad_version() {
     );
     r.at(240);
     assert!(r.feed(Input::TimerFired { step: 0 }));
-    assert!(r.measured(counts(100.0, 0.0)));
-    assert!(matches!(r.d.phase, Phase::Baking { step: 0, .. }));
-    assert_eq!(
-        r.commands.last(),
-        Some(&Command::StartTimer {
-            step: 0,
-            at: t(300)
-        })
-    );
-    r.at(300);
-    assert!(r.feed(Input::TimerFired { step: 0 }));
-    assert_eq!(r.last_measure(), (0, t(60), t(180)));
+    assert_eq!(r.last_measure(), (0, t(0), t(120)));
     assert!(r.measured(counts(169.0, 12.0)));
     let Phase::RollingBack { reason } = &r.d.phase else {
         panic!("{:?}", r.d.phase)
     };
     assert_eq!(
         reason,
-        "analysis failed at 10%: error rate 7.1% (12 of 169 calls, minutes 08:01-08:02) > 5%; old version 0.0% (0 of 900 calls)"
+        "analysis failed at 10%: error rate 7.1% (12 of 169 calls, minutes 08:00-08:01) > 5%; old version 0.0% (0 of 900 calls)"
     );
     assert_eq!(r.alias, ("1".into(), None));
 }
@@ -1115,19 +1115,18 @@ fn too_little_traffic_follows_on_inconclusive() {
     // ...and fails when none comes by its end.
     let mut r = analysed("canary:10:1m", r#"{"max_wait_seconds": 100}"#);
     shift_step(&mut r, 0, 5);
-    for at in [240, 300] {
-        r.at(at);
-        assert!(r.feed(Input::TimerFired { step: 0 }));
-        assert!(r.measured(counts(3.0 + at as f64 / 100.0, 0.0)));
-    }
+    r.at(240);
+    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.measured(counts(3.0, 0.0)));
+    // The bake ended at 3:00: the wait's end, 4:40, comes before the next read.
     assert_eq!(
         r.commands.last(),
         Some(&Command::StartTimer {
             step: 0,
-            at: t(340)
+            at: t(280)
         })
     );
-    r.at(340);
+    r.at(280);
     assert!(r.feed(Input::TimerFired { step: 0 }));
     assert!(
         matches!(&r.d.phase, Phase::RollingBack { reason } if reason.contains("still inconclusive 100 s after the bake")),
@@ -1177,7 +1176,7 @@ fn a_failed_read_is_retried_and_written_down_then_judged_by_policy() {
     );
     r.at(300);
     assert!(r.feed(Input::TimerFired { step: 0 }));
-    assert_eq!(r.last_measure(), (0, t(60), t(180)));
+    assert_eq!(r.last_measure(), (0, t(0), t(180)));
 }
 
 #[test]
@@ -1185,7 +1184,7 @@ fn a_paused_bake_keeps_reading_and_rolls_back_a_bad_version() {
     let mut r = analysed("canary:10:10m", r#"{"max_error_rate": 5}"#);
     shift_step(&mut r, 0, 5);
     assert!(r.feed(Input::Pause));
-    assert_eq!(r.d.bake_wake(), Some(t(240)));
+    assert_eq!(r.d.bake_wake(), Some(t(180)));
     r.at(240);
     assert!(r.feed(Input::TimerFired { step: 0 }));
     assert!(r.measured(counts(100.0, 50.0)));
@@ -1236,7 +1235,7 @@ fn the_watch_after_promotion_rolls_back_a_version_that_goes_bad_at_100_percent()
     assert_eq!(r.d.phase, Phase::Promoted);
     // At the first timer past the watch's end (11:00), after reading the minute published then.
     assert_eq!(r.d.updated_at, t(660));
-    assert_eq!(r.last_measure(), (0, t(60), t(540)));
+    assert_eq!(r.last_measure(), (0, t(0), t(540)));
 }
 
 #[test]
