@@ -233,6 +233,16 @@ async fn every_subcommand_works_against_the_local_stack() -> Result<()> {
         ],
         "config",
     )?;
+    // Analysis settings are strict, and checked against the config.
+    let deploy_v2 = ["deploy", "greeter", "--alias", "live", "--version", "2"];
+    cli.fails(
+        &[&deploy_v2[..], &["--analysis", r#"{"max_eror_rate": 2}"#]].concat(),
+        "--analysis: unknown field `max_eror_rate`",
+    )?;
+    cli.fails(
+        &[&deploy_v2[..], &["--analysis", r#"{"max_error_rate": 2}"#]].concat(),
+        "analysis: AllAtOnce shifts all traffic at once",
+    )?;
 
     // Executions: a push waits for approval; approve it; what no longer applies is refused.
     let secret = webhook_secret(&cli.stack).await?;

@@ -215,6 +215,11 @@ struct DeployArgs {
     /// rollback). The alias is left as found either way.
     #[arg(long)]
     freeze_on_manual_change: bool,
+    /// Judge each bake on CloudWatch, as JSON: '{"max_error_rate": 2,
+    /// "min_invocations": 50, "watch_after_promotion_seconds": 600}' (see the
+    /// README's Analysis). A misspelled field is refused.
+    #[arg(long, value_name = "JSON")]
+    analysis: Option<String>,
 }
 
 impl DeployArgs {
@@ -255,7 +260,11 @@ impl DeployArgs {
             },
             smoke_tests: vec![],
             smoke_tests_from: None,
-            analysis: None,
+            analysis: self
+                .analysis
+                .map(|json| serde_json::from_str(&json))
+                .transpose()
+                .context("--analysis")?,
         })
     }
 }

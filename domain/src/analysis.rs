@@ -170,7 +170,7 @@ impl MetricTiming {
     /// `[from, to)` as people read it: "minutes 10:41-10:43".
     pub fn describe(&self, from: Time, to: Time) -> String {
         let last = to - self.period();
-        let format = if self.period_secs % 60 == 0 {
+        let format = if self.period_secs.is_multiple_of(60) {
             "%H:%M"
         } else {
             "%H:%M:%S"

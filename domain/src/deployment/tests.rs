@@ -639,7 +639,9 @@ fn pick_input(d: &Deployment, choice: u8, step: usize, passed: bool, now: Time) 
         }),
         Phase::Baking { step, .. } => match &d.analysis {
             // Half the time, what CloudWatch says of the periods readable now.
-            Some(a) if choice % 2 == 0 => Some(measurement(a.step, a.from, d, passed, now)),
+            Some(a) if choice.is_multiple_of(2) => {
+                Some(measurement(a.step, a.from, d, passed, now))
+            }
             _ => Some(Input::TimerFired { step: *step }),
         },
         Phase::Frozen { .. } => Some(Input::Resume),
