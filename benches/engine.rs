@@ -74,6 +74,8 @@ fn spec(version: &str, config: &str, alarms: Vec<String>) -> DeploymentSpec {
         smoke_tests: vec![],
         smoke_tests_from: None,
         analysis: None,
+        hook_invocation: Default::default(),
+        hook_timeout_seconds: None,
     }
 }
 

@@ -53,6 +53,8 @@ fn spec(alias: &str) -> DeploymentSpec {
         smoke_tests: vec![],
         smoke_tests_from: None,
         analysis: None,
+        hook_invocation: Default::default(),
+        hook_timeout_seconds: None,
     }
 }
 

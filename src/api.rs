@@ -14,7 +14,13 @@
 //! GET  /deployments/{id}
 //! POST /deployments/{id}/promote|pause|resume|retry
 //! POST /deployments/{id}/abort              {"reason"}
+//! POST /hook-reports                        {"token", "status": "Succeeded"|"Failed", "reason", "checks"}
+//! POST /hook-heartbeats                     {"token"}
 //! ```
+//!
+//! An asynchronous hook reports with the single-use token its request
+//! carried (`callbackToken`); a token no gate waits for is a 404, one past
+//! its gate's deadline a 409.
 //!
 //! Answers are JSON; errors are `{"error": "..."}` with 400 (the request is
 //! malformed, or a field is over its bound: `domain::limits`), 404 (no such
@@ -23,10 +29,13 @@
 
 use crate::domain::deployment::DeploymentSpec;
 use crate::domain::execution::StopMode;
+use crate::domain::hooks::{Check, HookResponse, HookStatus};
 use crate::domain::limits;
 use crate::engine::EngineError;
 use crate::function_url::{self, error_response, response};
-use crate::operations::{DeploymentAction, ExecutionAction, OperationError, Operations};
+use crate::operations::{
+    DeploymentAction, ExecutionAction, HookCallback, OperationError, Operations,
+};
 use aws_lambda_events::event::lambda_function_urls::{
     LambdaFunctionUrlRequest, LambdaFunctionUrlResponse,
 };
@@ -74,6 +83,24 @@ struct AbortBody {
 
 fn aborted_by_api() -> String {
     "aborted through the API".into()
+}
+
+/// An asynchronous hook's report: its token and the hook contract's answer.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HookReportBody {
+    token: String,
+    status: HookStatus,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    checks: Vec<Check>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HookHeartbeatBody {
+    token: String,
 }
 
 /// A request answered with an error: its status and message.
@@ -172,6 +199,27 @@ async fn route(ops: &Operations, request: &LambdaFunctionUrlRequest) -> Answer {
         ["status"] => {
             allow("GET")?;
             ok(ops.status().await.map_err(failed)?)
+        }
+        ["hook-reports"] => {
+            allow("POST")?;
+            let report: HookReportBody = parse(&body)?;
+            let answer = HookResponse {
+                status: report.status,
+                reason: report.reason,
+                checks: report.checks,
+            };
+            let d = ops
+                .hook_callback(&report.token, HookCallback::Report(answer))
+                .await;
+            ok(json!({ "deployment": d.map_err(failed)? }))
+        }
+        ["hook-heartbeats"] => {
+            allow("POST")?;
+            let beat: HookHeartbeatBody = parse(&body)?;
+            let d = ops
+                .hook_callback(&beat.token, HookCallback::Heartbeat)
+                .await;
+            ok(json!({ "deployment": d.map_err(failed)? }))
         }
         ["pipelines"] => {
             allow("GET")?;

@@ -14,7 +14,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::domain::analysis::AnalysisSettings;
 use crate::domain::config::DeploymentConfig;
 use crate::domain::deployment::{
-    Deployment, DeploymentSpec, OnBusy, OnManualChange, Phase, VersionSource,
+    Deployment, DeploymentSpec, HookInvocation, OnBusy, OnManualChange, Phase, VersionSource,
 };
 use crate::domain::smoke::{S3Uri, SmokeTest};
 use crate::ports::Deployments;
@@ -52,6 +52,10 @@ pub struct UserParameters {
     pub smoke_tests_from: Option<S3Uri>,
     #[serde(default)]
     pub analysis: Option<AnalysisSettings>,
+    #[serde(default)]
+    pub hook_invocation: HookInvocation,
+    #[serde(default)]
+    pub hook_timeout_seconds: Option<u64>,
 }
 
 impl UserParameters {
@@ -180,6 +184,8 @@ impl<K: Clock> CodePipelineAction<K> {
             smoke_tests: params.smoke_tests,
             smoke_tests_from: params.smoke_tests_from,
             analysis: params.analysis,
+            hook_invocation: params.hook_invocation,
+            hook_timeout_seconds: params.hook_timeout_seconds,
         };
         let problems = spec.problems();
         if !problems.is_empty() {

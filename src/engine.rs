@@ -16,8 +16,8 @@ use crate::ports::{
 use crate::batch::{Deadline, ITEMS_AT_ONCE, Item, run_items, sqs_response, stream_response};
 use crate::budget::Budget;
 use crate::domain::deployment::{
-    AliasUpdate, Command, Deployment, DeploymentSpec, Event, EventKind, Gate, Input, Phase, Time,
-    VersionSource, decide, events_of, pending,
+    AliasUpdate, Command, Deployment, DeploymentSpec, Event, EventKind, Gate, HookInvocation,
+    Input, Phase, Time, VersionSource, decide, events_of, pending, token_digest,
 };
 use crate::domain::hooks::{HookRequest, HookResponse, HookStatus};
 use crate::drive::{self, Machine, SteerOutcome, Steered};
@@ -400,6 +400,11 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         {
             inputs.push_back(Input::TimerFired { step });
         }
+        if let Some(w) = d.waiting_hook()
+            && d.hook_deadline().is_some_and(|at| at <= self.now())
+        {
+            inputs.push_back(Input::TimerFired { step: w.step });
+        }
         if !inputs.is_empty() {
             return self.drive(stored, inputs, Vec::new(), attempt).await;
         }
@@ -567,6 +572,16 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 Ok(None)
             }
             Command::Measure { step, from, to } => Ok(Some(self.measure(d, step, from, to).await)),
+            Command::InvokeHook {
+                gate,
+                step,
+                weight,
+                token,
+                deadline,
+            } => {
+                let request = hook_request(d, gate, step, weight, deadline, Some(token.clone()));
+                self.start_hook(d, &request, &token).await.map(Some)
+            }
             Command::ReleaseLock => {
                 self.store.release_lock(&alias_lock(d), &d.id).await?;
                 // Wake the longest-waiting deployment of this alias; if this fails,
@@ -746,6 +761,34 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         })
     }
 
+    /// Invokes an asynchronous hook; its report comes by its token.
+    async fn start_hook(
+        &self,
+        d: &Deployment,
+        request: &HookRequest,
+        token: &str,
+    ) -> Result<Input, EngineError> {
+        let (gate, step) = (request.gate, request.step - 1);
+        let hook = match gate {
+            Gate::PreTraffic => d.spec.pre_traffic_hook.as_deref(),
+            Gate::PostTraffic => d.spec.post_traffic_hook.as_deref(),
+        }
+        .unwrap_or_default();
+        match self.cloud.start_hook(hook, request).await? {
+            Invocation::NotRun(why) | Invocation::Raised(why) => Ok(Input::GateResult {
+                gate,
+                step,
+                passed: false,
+                reason: format!("hook {hook} could not be invoked: {why}"),
+            }),
+            Invocation::Answered(_) => Ok(Input::HookInvoked {
+                gate,
+                step,
+                token_sha256: token_digest(token),
+            }),
+        }
+    }
+
     /// Reads CloudWatch for `step`'s analysis. A failure is a fact for the
     /// deployment to weigh (read again, or its missing-data policy), not an
     /// error that holds the worker.
@@ -801,19 +844,17 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         let Some(hook) = hook else {
             return Ok(verdict(true, "no hook; alarms OK".into()));
         };
-        let request = HookRequest {
-            deployment_id: d.id.clone(),
-            function: d.spec.function.clone(),
-            alias: d.spec.alias.clone(),
-            from_version: d.from_version.clone().unwrap_or_default(),
-            to_version: d.to_version.clone().unwrap_or_default(),
-            step: step + 1,
-            steps: d.schedule.steps.len(),
-            weight,
-            gate,
-            smoke_tests: d.spec.smoke_tests.clone(),
-            smoke_tests_from: d.spec.smoke_tests_from.clone(),
-        };
+        if d.spec.hook_invocation == HookInvocation::Async {
+            // Invoked once its token's digest is saved (`Command::InvokeHook`).
+            return Ok(Input::HookStarted {
+                gate,
+                step,
+                token: callback_token(&d.id),
+            });
+        }
+        let deadline = self.now()
+            + chrono::Duration::from_std(self.hook_timeout).unwrap_or(chrono::Duration::MAX);
+        let request = hook_request(d, gate, step, weight, deadline, None);
         let payload = match self
             .cloud
             .invoke_hook(hook, &request, self.hook_timeout)
@@ -931,6 +972,51 @@ impl<S: Deployments, C: Cloud, K: Clock> Machine for Engine<S, C, K> {
         };
         self.cloud.hand_over(&work, 0).await
     }
+}
+
+/// What a hook is sent: the deployment, the step and its weight, the gate
+/// and its deadline, and for an asynchronous hook the token it reports with.
+fn hook_request(
+    d: &Deployment,
+    gate: Gate,
+    step: usize,
+    weight: f64,
+    deadline: Time,
+    callback_token: Option<String>,
+) -> HookRequest {
+    HookRequest {
+        deployment_id: d.id.clone(),
+        function: d.spec.function.clone(),
+        alias: d.spec.alias.clone(),
+        from_version: d.from_version.clone().unwrap_or_default(),
+        to_version: d.to_version.clone().unwrap_or_default(),
+        step: step + 1,
+        steps: d.schedule.steps.len(),
+        weight,
+        gate,
+        deadline: Some(deadline),
+        callback_token,
+        smoke_tests: d.spec.smoke_tests.clone(),
+        smoke_tests_from: d.spec.smoke_tests_from.clone(),
+    }
+}
+
+/// A single-use callback token: the deployment's id (so a report finds
+/// it), then 244 random bits from the OS's generator. Only its digest is saved.
+pub fn callback_token(deployment_id: &str) -> String {
+    format!(
+        "{deployment_id}.{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// The deployment a callback token is for.
+pub fn token_deployment(token: &str) -> Option<&str> {
+    token
+        .rsplit_once('.')
+        .map(|(id, _)| id)
+        .filter(|id| !id.is_empty())
 }
 
 /// Counts what a saved timeline line means in Sluice's metrics.

@@ -5,12 +5,15 @@
 use crate::clock::Clock;
 use crate::domain::deployment::{
     Deployment, DeploymentSpec, Event, Input as DeploymentInput, OnBusy, VersionSource, events_of,
+    token_digest,
 };
 use crate::domain::execution::{
     ActionRef, ActionState, Execution, ExecutionEvent, Input as ExecutionInput, StopMode,
 };
+use crate::domain::hooks::{HookResponse, HookStatus};
 use crate::domain::limits;
 use crate::domain::pipeline::{ActionKind, PipelineDefinition};
+use crate::engine::token_deployment;
 use crate::orchestrator::Orchestrator;
 use crate::ports::{Actions, Cloud, EngineError, OrchestratorError};
 use crate::ports::{Deployments, Executions};
@@ -112,6 +115,15 @@ impl DeploymentAction {
             DeploymentAction::Retry => "retry",
         }
     }
+}
+
+/// What an asynchronous hook says by its callback token.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HookCallback {
+    /// Its verdict: the gate passes or fails with it.
+    Report(HookResponse),
+    /// It is still at work: its deadline moves a timeout on.
+    Heartbeat,
 }
 
 /// An operator's steer of an execution.
@@ -336,6 +348,58 @@ impl Operations {
             return Ok(steered.state);
         }
         self.settled(steered.state).await
+    }
+
+    /// An asynchronous hook's report or heartbeat. A token that no gate
+    /// waits for (unknown, forged, used, or its gate over) is not found;
+    /// one whose deadline has passed is refused. Either way nothing changes.
+    pub async fn hook_callback(
+        &self,
+        token: &str,
+        callback: HookCallback,
+    ) -> Result<Deployment, OperationError> {
+        let unknown = || OperationError::NotFound {
+            what: "waiting hook for this callback token",
+            id: "(unknown, used, or its gate is over)".into(),
+        };
+        let id = token_deployment(token).ok_or_else(unknown)?;
+        let stored = match self.store().load(id).await {
+            Ok(stored) => stored,
+            Err(StoreError::NotFound(_)) => return Err(unknown()),
+            Err(e) => return Err(e.into()),
+        };
+        // Digests, not tokens, are compared: what a timing could tell of
+        // a digest says nothing of the token that would match it.
+        let digest = token_digest(token);
+        if stored
+            .deployment
+            .waiting_hook()
+            .is_none_or(|w| w.token_sha256 != digest)
+        {
+            return Err(unknown());
+        }
+        let input = match callback {
+            HookCallback::Report(answer) => {
+                let reason = answer.summary();
+                limits::text("reason", &reason).map_err(OperationError::Invalid)?;
+                DeploymentInput::HookReported {
+                    token: token.to_owned(),
+                    passed: answer.status == HookStatus::Succeeded,
+                    reason,
+                }
+            }
+            HookCallback::Heartbeat => DeploymentInput::HookHeartbeat {
+                token: token.to_owned(),
+            },
+        };
+        let steered = self.orchestrator.engine.steer(id, input).await?;
+        if !steered.changed {
+            return Err(OperationError::Conflict(format!(
+                "deployment {id}'s gate no longer takes this token: its deadline passed ({})",
+                steered.state.status_text()
+            )));
+        }
+        Ok(steered.state)
     }
 
     /// The deployment once its shifter has run what a steer asked for (a

@@ -817,6 +817,8 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
             smoke_tests: deploy.smoke_tests.clone(),
             smoke_tests_from: deploy.smoke_tests_from.clone(),
             analysis: deploy.analysis.clone(),
+            hook_invocation: deploy.hook_invocation,
+            hook_timeout_seconds: deploy.hook_timeout_seconds,
         };
         // Names come from templates: checked once rendered, before
         // anything is written.

@@ -354,6 +354,12 @@ pub trait Cloud: Send + Sync {
         request: &HookRequest,
         timeout: Duration,
     ) -> impl Future<Output = Result<Invocation, EngineError>> + Send;
+    /// Invokes an asynchronous hook: `Answered` once Lambda took the event.
+    fn start_hook(
+        &self,
+        hook: &str,
+        request: &HookRequest,
+    ) -> impl Future<Output = Result<Invocation, EngineError>> + Send;
     /// Both versions' numbers over the query's periods (new, old): one
     /// CloudWatch request for all series.
     fn measure(

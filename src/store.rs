@@ -56,6 +56,10 @@ pub fn due_at(d: &Deployment, grace: chrono::Duration) -> Option<Time> {
         // Its next read or its end; paused with nothing to read, only an operator moves it.
         Phase::Baking { .. } => d.bake_wake(),
         Phase::Frozen { .. } => None,
+        // An asynchronous hook is waited for until its deadline.
+        Phase::PreTraffic { .. } | Phase::PostTraffic { .. } if d.hook_deadline().is_some() => {
+            d.hook_deadline()
+        }
         _ => Some(d.updated_at + grace),
     }
 }
@@ -516,6 +520,8 @@ mod tests {
             smoke_tests: vec![],
             smoke_tests_from: None,
             analysis: None,
+            hook_invocation: Default::default(),
+            hook_timeout_seconds: None,
         };
         let t0 = chrono::Utc::now();
         let (mut d, _) = Deployment::create("d", spec, t0);

@@ -157,6 +157,8 @@ fn spec(version: &str, config: &str, pre: Option<&str>, post: Option<&str>) -> D
         smoke_tests: vec![],
         smoke_tests_from: None,
         analysis: None,
+        hook_invocation: Default::default(),
+        hook_timeout_seconds: None,
     }
 }
 

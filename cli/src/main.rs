@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 use sluice::clock::{Clock, SystemClock};
 use sluice::domain::config::ConfigError;
-use sluice::domain::deployment::{DeploymentSpec, OnBusy, OnManualChange, VersionSource};
+use sluice::domain::deployment::{
+    DeploymentSpec, HookInvocation, OnBusy, OnManualChange, VersionSource,
+};
 use sluice::domain::execution::StopMode;
 use sluice::domain::smoke::S3Uri;
 use sluice::operations::{DeploymentAction, ExecutionAction, Operations, Status};
@@ -220,6 +222,11 @@ struct DeployArgs {
     /// README's Analysis). A misspelled field is refused.
     #[arg(long, value_name = "JSON")]
     analysis: Option<String>,
+    /// Invoke the hooks asynchronously: each reports with the callback
+    /// token its request carries (POST /hook-reports), within SECONDS
+    /// without a report or heartbeat (default 900, at most 3600).
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1)]
+    async_hooks: Option<Option<u64>>,
 }
 
 impl DeployArgs {
@@ -265,6 +272,12 @@ impl DeployArgs {
                 .map(|json| serde_json::from_str(&json))
                 .transpose()
                 .context("--analysis")?,
+            hook_invocation: if self.async_hooks.is_some() {
+                HookInvocation::Async
+            } else {
+                HookInvocation::Sync
+            },
+            hook_timeout_seconds: self.async_hooks.flatten(),
         })
     }
 }

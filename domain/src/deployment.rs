@@ -96,7 +96,55 @@ pub struct DeploymentSpec {
     /// How each bake judges the new version's CloudWatch metrics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisSettings>,
+    /// How the hooks are invoked and answer: synchronously (the default),
+    /// or asynchronously, reporting with a callback token.
+    #[serde(default, skip_serializing_if = "HookInvocation::is_sync")]
+    pub hook_invocation: HookInvocation,
+    /// With asynchronous hooks: how long a hook may go without reporting or
+    /// heartbeating before its gate fails (`DEFAULT_ASYNC_HOOK_SECS`, at
+    /// most `MAX_ASYNC_HOOK_SECS` in all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_timeout_seconds: Option<u64>,
 }
+
+/// How a deployment's hooks are invoked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookInvocation {
+    /// Invoked synchronously; the answer is the hook's return value, within
+    /// the stack's hook timeout (a minute).
+    #[default]
+    Sync,
+    /// Invoked asynchronously with a single-use callback token; the hook
+    /// reports through Sluice's API (or heartbeats) within its timeout.
+    Async,
+}
+
+impl HookInvocation {
+    fn is_sync(&self) -> bool {
+        *self == HookInvocation::Sync
+    }
+}
+
+/// What is wrong with how the hooks are to be invoked, each named.
+pub fn hook_problems(invocation: HookInvocation, timeout_seconds: Option<u64>) -> Vec<String> {
+    match (invocation, timeout_seconds) {
+        (HookInvocation::Sync, Some(_)) => vec![
+            "hook_timeout_seconds applies to asynchronous hooks only (hook_invocation: async)"
+                .into(),
+        ],
+        (_, Some(secs)) if !(1..=MAX_ASYNC_HOOK_SECS).contains(&secs) => vec![format!(
+            "hook_timeout_seconds: {secs} must be from 1 to {MAX_ASYNC_HOOK_SECS} (an hour, as CodeDeploy allows)"
+        )],
+        _ => vec![],
+    }
+}
+
+/// An asynchronous hook's default time without a report or a heartbeat.
+pub const DEFAULT_ASYNC_HOOK_SECS: u64 = 900;
+/// The longest an asynchronous hook may run, heartbeats included: an hour,
+/// as CodeDeploy allows.
+pub const MAX_ASYNC_HOOK_SECS: u64 = 3600;
 
 impl DeploymentSpec {
     /// What is wrong with the names and values of the spec, each with its
@@ -141,6 +189,10 @@ impl DeploymentSpec {
         if let Some(analysis) = &self.analysis {
             problems.extend(analysis.problems(&self.config));
         }
+        problems.extend(hook_problems(
+            self.hook_invocation,
+            self.hook_timeout_seconds,
+        ));
         let size = serde_json::to_vec(self).map_or(0, |json| json.len());
         if let Err(why) = limits::bytes("the spec as JSON", size, limits::MAX_SPEC_BYTES) {
             problems.push(format!(
@@ -266,6 +318,29 @@ pub enum Input {
     AlarmRaised {
         alarm: String,
     },
+    /// The gate's alarms passed and its asynchronous hook is to be invoked
+    /// with `token` (minted by the worker; only its digest is saved).
+    HookStarted {
+        gate: Gate,
+        step: usize,
+        token: String,
+    },
+    /// Lambda took the asynchronous invocation of the hook holding `token_sha256`.
+    HookInvoked {
+        gate: Gate,
+        step: usize,
+        token_sha256: String,
+    },
+    /// An asynchronous hook's report, by its callback token.
+    HookReported {
+        token: String,
+        passed: bool,
+        reason: String,
+    },
+    /// An asynchronous hook is still at work: its deadline moves on.
+    HookHeartbeat {
+        token: String,
+    },
     /// CloudWatch's numbers for `step`'s analysis (`Command::Measure`).
     Measured {
         step: usize,
@@ -316,6 +391,14 @@ pub enum Command {
         step: usize,
         at: Time,
     },
+    /// Invoke the gate's hook asynchronously with its callback token.
+    InvokeHook {
+        gate: Gate,
+        step: usize,
+        weight: f64,
+        token: String,
+        deadline: Time,
+    },
     /// Read both versions' numbers over the whole periods `[from, to)`.
     Measure {
         step: usize,
@@ -342,6 +425,8 @@ pub enum EventKind {
     Baking,
     /// An analysis verdict, or a read of CloudWatch that failed.
     Analysed,
+    /// An asynchronous hook was invoked, or heartbeat.
+    HookWaiting,
     Paused,
     Resumed,
     /// A step started later than its bake's end, and why.
@@ -420,6 +505,29 @@ impl AnalysisProgress {
     }
 }
 
+/// An asynchronous hook under way: its gate waits for a report bearing the
+/// token whose digest this is, until `deadline`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HookWait {
+    pub gate: Gate,
+    pub step: usize,
+    /// SHA-256 of the callback token, in hex: the token itself is not saved.
+    pub token_sha256: String,
+    pub started_at: Time,
+    pub deadline: Time,
+    /// Whether Lambda took the invocation: until then a repair mints a new token.
+    pub invoked: bool,
+}
+
+/// The digest under which a callback token is saved and looked up.
+pub fn token_digest(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Deployment {
     pub id: String,
@@ -454,6 +562,9 @@ pub struct Deployment {
     /// The analysis of the current (or last) bake.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisProgress>,
+    /// The asynchronous hook the current gate waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_wait: Option<HookWait>,
     pub created_at: Time,
     pub updated_at: Time,
 }
@@ -477,6 +588,7 @@ impl Deployment {
             shifted_at: None,
             metric_timing: MetricTiming::default(),
             analysis: None,
+            hook_wait: None,
             created_at: now,
             updated_at: now,
             spec,
@@ -498,6 +610,33 @@ impl Deployment {
 
     fn last_step(&self) -> usize {
         self.schedule.steps.len() - 1
+    }
+
+    /// The asynchronous hook the current gate waits for, if any.
+    pub fn waiting_hook(&self) -> Option<&HookWait> {
+        let (gate, step) = match self.phase {
+            Phase::PreTraffic { step } => (Gate::PreTraffic, step),
+            Phase::PostTraffic { step } => (Gate::PostTraffic, step),
+            _ => return None,
+        };
+        self.hook_wait
+            .as_ref()
+            .filter(|w| w.gate == gate && w.step == step)
+    }
+
+    /// When an invoked asynchronous hook's gate fails unless it reports.
+    pub fn hook_deadline(&self) -> Option<Time> {
+        self.waiting_hook()
+            .filter(|w| w.invoked)
+            .map(|w| w.deadline)
+    }
+
+    fn hook_name(&self, gate: Gate) -> &str {
+        let hook = match gate {
+            Gate::PreTraffic => &self.spec.pre_traffic_hook,
+            Gate::PostTraffic => &self.spec.post_traffic_hook,
+        };
+        hook.as_deref().unwrap_or("(none)")
     }
 
     /// The analysis of `step`'s bake, if it has one.
@@ -532,6 +671,18 @@ impl Deployment {
         match &self.phase {
             Phase::Created => "starting".into(),
             Phase::Queued { holder } => format!("queued behind {holder}"),
+            Phase::PreTraffic { step } | Phase::PostTraffic { step }
+                if self.hook_deadline().is_some() =>
+            {
+                let w = self.waiting_hook().expect("a hook wait");
+                format!(
+                    "step {}/{steps}: {} gate{paused}, waiting for {}'s report until {}",
+                    step + 1,
+                    gate_name(w.gate),
+                    self.hook_name(w.gate),
+                    w.deadline.format("%H:%M:%S")
+                )
+            }
             Phase::PreTraffic { step } => {
                 format!("step {}/{steps}: PreTraffic gate{paused}", step + 1)
             }
@@ -564,11 +715,10 @@ impl Deployment {
     /// waits (a bake, its turn, an operator) or once it has ended.
     pub fn needs_worker(&self, now: Time) -> bool {
         match &self.phase {
-            Phase::Created
-            | Phase::PreTraffic { .. }
-            | Phase::Shifting { .. }
-            | Phase::PostTraffic { .. }
-            | Phase::RollingBack { .. } => true,
+            Phase::PreTraffic { .. } | Phase::PostTraffic { .. } => {
+                self.hook_deadline().is_none_or(|deadline| deadline <= now)
+            }
+            Phase::Created | Phase::Shifting { .. } | Phase::RollingBack { .. } => true,
             Phase::Baking { .. } => self.bake_wake().is_some_and(|at| at <= now),
             Phase::Queued { .. }
             | Phase::Frozen { .. }
@@ -656,11 +806,19 @@ pub fn pending(d: &Deployment, now: Time) -> Vec<Command> {
     match &d.phase {
         Phase::Created => vec![Command::Prepare],
         Phase::Queued { .. } => vec![],
-        Phase::PreTraffic { step } => vec![Command::RunGate {
-            gate: Gate::PreTraffic,
-            step: *step,
-            weight: d.step_weight(*step),
-        }],
+        Phase::PreTraffic { step } | Phase::PostTraffic { step } => match d.hook_deadline() {
+            // An invoked hook is waited for; one not known to be invoked is
+            // started again, under a new token.
+            Some(deadline) => vec![Command::StartTimer {
+                step: *step,
+                at: deadline,
+            }],
+            None => vec![Command::RunGate {
+                gate: gate_of(&d.phase),
+                step: *step,
+                weight: d.step_weight(*step),
+            }],
+        },
         Phase::Shifting { step } => {
             let (primary, additional) = d.routing_at(d.step_weight(*step));
             vec![Command::SetAlias {
@@ -670,11 +828,6 @@ pub fn pending(d: &Deployment, now: Time) -> Vec<Command> {
             }]
         }
         Phase::Frozen { .. } => vec![],
-        Phase::PostTraffic { step } => vec![Command::RunGate {
-            gate: Gate::PostTraffic,
-            step: *step,
-            weight: d.step_weight(*step),
-        }],
         // Once due, a timer's input (`TimerFired`) reads or ends the bake.
         Phase::Baking { step, .. } => match d.bake_wake() {
             Some(at) if at > now => vec![Command::StartTimer { step: *step, at }],
@@ -720,6 +873,21 @@ fn fail_to_start(d: &mut Deployment, reason: String, now: Time, commands: &mut V
     enter(d, Phase::FailedToStart { reason }, now, commands);
 }
 
+fn gate_name(gate: Gate) -> &'static str {
+    match gate {
+        Gate::PreTraffic => "PreTraffic",
+        Gate::PostTraffic => "PostTraffic",
+    }
+}
+
+/// The gate of a gate phase.
+fn gate_of(phase: &Phase) -> Gate {
+    match phase {
+        Phase::PostTraffic { .. } => Gate::PostTraffic,
+        _ => Gate::PreTraffic,
+    }
+}
+
 /// Records a gate's result; a failed gate starts the rollback. Returns whether it passed.
 fn gate_recorded(
     d: &mut Deployment,
@@ -730,10 +898,8 @@ fn gate_recorded(
     now: Time,
     commands: &mut Vec<Command>,
 ) -> bool {
-    let name = match gate {
-        Gate::PreTraffic => "PreTraffic",
-        Gate::PostTraffic => "PostTraffic",
-    };
+    let name = gate_name(gate);
+    d.hook_wait = None;
     let kind = if passed {
         EventKind::GatePassed
     } else {
@@ -973,7 +1139,9 @@ fn lock_busy(d: &mut Deployment, holder: &str, now: Time, commands: &mut Vec<Com
 }
 
 /// Gating, shifting or baking: the steps go on; an alarm, a failed
-/// analysis or an abort rolls back.
+/// analysis or an abort rolls back. While an asynchronous hook is waited
+/// for, only its report (or its deadline) passes the gate; a failure (its
+/// invocation refused) still fails it.
 fn under_way(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command>) -> bool {
     match (&d.phase.clone(), input) {
         (
@@ -984,10 +1152,45 @@ fn under_way(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Co
                 passed,
                 reason,
             },
+        ) if step == s && !(*passed && d.waiting_hook().is_some()) => {
+            gate_ended(d, Gate::PreTraffic, *step, *passed, reason, now, commands)
+        }
+        (
+            Phase::PreTraffic { step } | Phase::PostTraffic { step },
+            Input::HookStarted {
+                gate,
+                step: s,
+                token,
+            },
+        ) if step == s && *gate == gate_of(&d.phase) => {
+            hook_started(d, *gate, *step, token, now, commands);
+        }
+        (
+            Phase::PreTraffic { step } | Phase::PostTraffic { step },
+            Input::HookInvoked {
+                gate,
+                step: s,
+                token_sha256,
+            },
+        ) if step == s => return hook_invoked(d, *gate, token_sha256, now, commands),
+        (
+            Phase::PreTraffic { .. } | Phase::PostTraffic { .. },
+            Input::HookReported {
+                token,
+                passed,
+                reason,
+            },
+        ) => {
+            return hook_reported(d, token, *passed, reason, now, commands);
+        }
+        (Phase::PreTraffic { .. } | Phase::PostTraffic { .. }, Input::HookHeartbeat { token }) => {
+            return hook_heartbeat(d, token, now, commands);
+        }
+        (
+            Phase::PreTraffic { step } | Phase::PostTraffic { step },
+            Input::TimerFired { step: s },
         ) if step == s => {
-            if gate_recorded(d, Gate::PreTraffic, *step, *passed, reason, now, commands) {
-                enter(d, Phase::Shifting { step: *step }, now, commands);
-            }
+            return hook_timer(d, now, commands);
         }
         (
             Phase::Shifting { step },
@@ -1004,10 +1207,8 @@ fn under_way(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Co
                 passed,
                 reason,
             },
-        ) if step == s => {
-            if gate_recorded(d, Gate::PostTraffic, *step, *passed, reason, now, commands) {
-                step_passed(d, *step, now, commands);
-            }
+        ) if step == s && !(*passed && d.waiting_hook().is_some()) => {
+            gate_ended(d, Gate::PostTraffic, *step, *passed, reason, now, commands)
         }
         (Phase::Baking { step, until }, Input::TimerFired { step: s }) if step == s => {
             return bake_timer(d, *step, *until, now, commands);
@@ -1035,6 +1236,168 @@ fn under_way(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Co
         }
         _ => return pause_resume_or_promote(d, input, now, commands),
     }
+    true
+}
+
+/// A gate's verdict: the shift after a passed PreTraffic gate, the bake
+/// (or the promotion) after a passed PostTraffic gate, else the rollback.
+fn gate_ended(
+    d: &mut Deployment,
+    gate: Gate,
+    step: usize,
+    passed: bool,
+    reason: &str,
+    now: Time,
+    commands: &mut Vec<Command>,
+) {
+    if !gate_recorded(d, gate, step, passed, reason, now, commands) {
+        return;
+    }
+    match gate {
+        Gate::PreTraffic => enter(d, Phase::Shifting { step }, now, commands),
+        Gate::PostTraffic => step_passed(d, step, now, commands),
+    }
+}
+
+/// The gate's asynchronous hook is to be invoked with `token`: its digest
+/// is saved first, so a report that comes at once finds it.
+fn hook_started(
+    d: &mut Deployment,
+    gate: Gate,
+    step: usize,
+    token: &str,
+    now: Time,
+    commands: &mut Vec<Command>,
+) {
+    let timeout = d
+        .spec
+        .hook_timeout_seconds
+        .unwrap_or(DEFAULT_ASYNC_HOOK_SECS);
+    let deadline = now + ChronoDuration::seconds(timeout as i64);
+    d.hook_wait = Some(HookWait {
+        gate,
+        step,
+        token_sha256: token_digest(token),
+        started_at: now,
+        deadline,
+        invoked: false,
+    });
+    commands.push(Command::InvokeHook {
+        gate,
+        step,
+        weight: d.step_weight(step),
+        token: token.to_owned(),
+        deadline,
+    });
+}
+
+/// The waiting hook, if `token_sha256` is its token's and it is still due.
+fn matching_hook<'a>(
+    d: &'a mut Deployment,
+    token_sha256: &str,
+    now: Time,
+) -> Option<&'a mut HookWait> {
+    let (gate, step) = (gate_of(&d.phase), d.waiting_hook()?.step);
+    d.hook_wait.as_mut().filter(|w| {
+        w.gate == gate && w.step == step && w.token_sha256 == token_sha256 && now <= w.deadline
+    })
+}
+
+fn hook_invoked(
+    d: &mut Deployment,
+    gate: Gate,
+    token_sha256: &str,
+    now: Time,
+    commands: &mut Vec<Command>,
+) -> bool {
+    let hook = d.hook_name(gate).to_owned();
+    let Some(w) = matching_hook(d, token_sha256, now).filter(|w| !w.invoked && w.gate == gate)
+    else {
+        return false;
+    };
+    w.invoked = true;
+    let (step, deadline) = (w.step, w.deadline);
+    commands.push(record(
+        now,
+        EventKind::HookWaiting,
+        format!(
+            "{} at step {}: {hook} invoked asynchronously; it reports by {deadline}",
+            gate_name(gate),
+            step + 1
+        ),
+    ));
+    commands.push(Command::StartTimer { step, at: deadline });
+    true
+}
+
+/// A report by callback token: the gate's verdict, if the token is the
+/// waiting hook's and its deadline has not passed; else nothing changes.
+fn hook_reported(
+    d: &mut Deployment,
+    token: &str,
+    passed: bool,
+    reason: &str,
+    now: Time,
+    commands: &mut Vec<Command>,
+) -> bool {
+    let Some(w) = matching_hook(d, &token_digest(token), now) else {
+        return false;
+    };
+    let (gate, step) = (w.gate, w.step);
+    gate_ended(d, gate, step, passed, reason, now, commands);
+    true
+}
+
+/// A heartbeat: the deadline moves to a timeout from now, within the hour
+/// the hook may take in all.
+fn hook_heartbeat(d: &mut Deployment, token: &str, now: Time, commands: &mut Vec<Command>) -> bool {
+    let timeout = d
+        .spec
+        .hook_timeout_seconds
+        .unwrap_or(DEFAULT_ASYNC_HOOK_SECS);
+    let Some(w) = matching_hook(d, &token_digest(token), now) else {
+        return false;
+    };
+    let latest = w.started_at + ChronoDuration::seconds(MAX_ASYNC_HOOK_SECS as i64);
+    let deadline = (now + ChronoDuration::seconds(timeout as i64)).min(latest);
+    if deadline <= w.deadline {
+        return false;
+    }
+    w.deadline = deadline;
+    let (step, invoked) = (w.step, w.invoked);
+    commands.push(record(
+        now,
+        EventKind::HookWaiting,
+        format!(
+            "step {}: the hook is at work; it reports by {deadline}",
+            step + 1
+        ),
+    ));
+    if invoked {
+        commands.push(Command::StartTimer { step, at: deadline });
+    }
+    true
+}
+
+/// A timer for an asynchronous hook's deadline: early ones wait on (a
+/// heartbeat moved it); at the deadline the gate fails.
+fn hook_timer(d: &mut Deployment, now: Time, commands: &mut Vec<Command>) -> bool {
+    let Some(w) = d.waiting_hook().filter(|w| w.invoked).cloned() else {
+        return false;
+    };
+    if now < w.deadline {
+        commands.push(Command::StartTimer {
+            step: w.step,
+            at: w.deadline,
+        });
+        return true;
+    }
+    let reason = format!(
+        "{} neither reported nor heartbeat by its deadline, {}",
+        d.hook_name(w.gate),
+        w.deadline
+    );
+    gate_ended(d, w.gate, w.step, false, &reason, now, commands);
     true
 }
 

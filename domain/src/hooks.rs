@@ -23,6 +23,14 @@ pub struct HookRequest {
     /// Percent of traffic on the new version: about to be (PreTraffic) or now (PostTraffic).
     pub weight: f64,
     pub gate: Gate,
+    /// When the gate fails unless the hook has answered (or, asynchronous,
+    /// reported or heartbeat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<chrono::DateTime<chrono::Utc>>,
+    /// For an asynchronous hook: the single-use token it reports with
+    /// (`POST /hook-reports`) or heartbeats with (`POST /hook-heartbeats`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_token: Option<String>,
     /// The deployment's smoke tests (what a PreTraffic hook runs against `to_version`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub smoke_tests: Vec<SmokeTest>,

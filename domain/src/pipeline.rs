@@ -4,7 +4,7 @@
 
 use crate::analysis::AnalysisSettings;
 use crate::config::DeploymentConfig;
-use crate::deployment::{OnBusy, OnManualChange};
+use crate::deployment::{HookInvocation, OnBusy, OnManualChange, hook_problems};
 use crate::names;
 use crate::smoke::{S3Uri, SmokeTest};
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -111,6 +111,10 @@ pub struct DeployAction {
     pub smoke_tests_from: Option<S3Uri>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisSettings>,
+    #[serde(default)]
+    pub hook_invocation: HookInvocation,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -672,6 +676,9 @@ fn check_action(
                 for why in analysis.problems(&d.config) {
                     problem(problems, path, why);
                 }
+            }
+            for why in hook_problems(d.hook_invocation, d.hook_timeout_seconds) {
+                problem(problems, path, why);
             }
             match (&d.artifact, &d.version) {
                 (Some(_), Some(_)) | (None, None) => problem(

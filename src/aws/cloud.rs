@@ -357,6 +357,27 @@ impl Cloud for AwsCloud {
             .map_err(|e| aws("Invoke (hook throttled)", e))
     }
 
+    async fn start_hook(
+        &self,
+        hook: &str,
+        request: &HookRequest,
+    ) -> Result<Invocation, EngineError> {
+        let payload = serde_json::to_vec(request).expect("hook requests serialise");
+        let invoked = self
+            .lambda
+            .invoke()
+            .function_name(hook)
+            .invocation_type(aws_sdk_lambda::types::InvocationType::Event)
+            .payload(aws_sdk_lambda::primitives::Blob::new(payload))
+            .send()
+            .await;
+        match invoked {
+            Ok(_) => Ok(Invocation::Answered(Vec::new())),
+            Err(e) if worth_retrying(&e) => Err(aws("Invoke (asynchronous hook)", e)),
+            Err(e) => Ok(Invocation::NotRun(service_message(&e))),
+        }
+    }
+
     /// One GetMetricData request (and its pages) for the six series: each
     /// version's Invocations, Errors and Duration through the alias, by
     /// `ExecutedVersion`, summed over the query's whole periods.

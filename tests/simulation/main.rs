@@ -1404,6 +1404,8 @@ fn lay_out(sim: &Sim, plan: &Plan) {
             smoke_tests: vec![],
             smoke_tests_from: None,
             analysis: None,
+            hook_invocation: Default::default(),
+            hook_timeout_seconds: None,
         };
         sim.schedule(
             at,

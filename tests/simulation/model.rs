@@ -757,6 +757,17 @@ impl Cloud for MemoryCloud {
             .collect())
     }
 
+    /// The simulation's hooks answer synchronously.
+    async fn start_hook(
+        &self,
+        _hook: &str,
+        _request: &HookRequest,
+    ) -> Result<Invocation, EngineError> {
+        Err(EngineError::Refused(
+            "the simulation runs synchronous hooks only".into(),
+        ))
+    }
+
     /// A healthy new version, unless CloudWatch fails the read.
     async fn measure(&self, _query: &MetricQuery) -> Result<(Counts, Counts), EngineError> {
         self.call("GetMetricData")?;

@@ -410,6 +410,13 @@ impl<C: Cloud> Cloud for Checkpointed<C> {
     ) -> Result<Invocation, EngineError> {
         self.inner.invoke_hook(hook, request, timeout).await
     }
+    async fn start_hook(
+        &self,
+        hook: &str,
+        request: &HookRequest,
+    ) -> Result<Invocation, EngineError> {
+        self.inner.start_hook(hook, request).await
+    }
     async fn measure(&self, query: &MetricQuery) -> Result<(Counts, Counts), EngineError> {
         self.inner.measure(query).await
     }

@@ -20,6 +20,8 @@ fn spec(config: &str) -> DeploymentSpec {
         smoke_tests: vec![],
         smoke_tests_from: None,
         analysis: None,
+        hook_invocation: Default::default(),
+        hook_timeout_seconds: None,
     }
 }
 
@@ -621,6 +623,11 @@ fn pick_input(d: &Deployment, choice: u8, step: usize, passed: bool, now: Time) 
             metric_timing: None,
         }),
         Phase::Queued { .. } => Some(Input::LockFreed),
+        Phase::PreTraffic { .. } | Phase::PostTraffic { .. }
+            if d.spec.hook_invocation == HookInvocation::Async =>
+        {
+            Some(async_hook_input(d, choice, passed))
+        }
         Phase::PreTraffic { step } => Some(Input::GateResult {
             gate: Gate::PreTraffic,
             step: *step,
@@ -712,6 +719,33 @@ fn pick_input(d: &Deployment, choice: u8, step: usize, passed: bool, now: Time) 
     }
 }
 
+/// The next fact of an asynchronous gate: the worker's token, Lambda's
+/// acknowledgement, then the hook's report (or, now and then, a heartbeat
+/// or a timer). The token is the gate's own, so the model can report with it.
+fn async_hook_input(d: &Deployment, choice: u8, passed: bool) -> Input {
+    let (gate, step) = match d.phase {
+        Phase::PostTraffic { step } => (Gate::PostTraffic, step),
+        Phase::PreTraffic { step } => (Gate::PreTraffic, step),
+        _ => unreachable!("a gate phase"),
+    };
+    let token = format!("d.{gate:?}-{step}");
+    match d.waiting_hook() {
+        None => Input::HookStarted { gate, step, token },
+        Some(w) if !w.invoked && choice % 3 == 0 => Input::HookInvoked {
+            gate,
+            step,
+            token_sha256: w.token_sha256.clone(),
+        },
+        Some(_) if choice % 7 == 0 => Input::HookHeartbeat { token },
+        Some(_) if choice % 11 == 0 => Input::TimerFired { step },
+        Some(_) => Input::HookReported {
+            token,
+            passed,
+            reason: String::new(),
+        },
+    }
+}
+
 /// CloudWatch's answer for `step` over the periods readable at `now`: a
 /// healthy new version, or one that fails every call.
 fn measurement(step: usize, from: Time, d: &Deployment, healthy: bool, now: Time) -> Input {
@@ -754,6 +788,11 @@ proptest! {
         if analysed {
             asked.analysis = Some(serde_json::from_str(r#"{"watch_after_promotion_seconds": 300}"#).unwrap());
         }
+        // A third of the runs gate with asynchronous hooks.
+        if inputs.len() % 3 == 0 {
+            asked.hook_invocation = HookInvocation::Async;
+            asked.hook_timeout_seconds = Some(600);
+        }
         let (mut d, first) = Deployment::create("d", asked, t(0));
         let mut now = t(0);
         let mut alias: (String, Option<(String, f64)>) = ("1".into(), None);
@@ -795,6 +834,20 @@ proptest! {
                 && matches!(before.phase, Phase::PreTraffic { step: s } if s == *step)
             {
                 pre_passed = Some(*step);
+            }
+            if let Input::HookReported { passed: true, .. } = &input
+                && let Phase::PreTraffic { step } = before.phase
+                && matches!(after.phase, Phase::Shifting { .. })
+            {
+                pre_passed = Some(step);
+            }
+            // An asynchronous gate ends only by its hook's report or its deadline.
+            if let (Some(w), Phase::PreTraffic { .. } | Phase::PostTraffic { .. }) = (before.waiting_hook(), &before.phase)
+                && after.phase != before.phase
+                && !matches!(after.phase, Phase::RollingBack { .. } | Phase::RolledBack { .. } | Phase::FailedToStart { .. })
+            {
+                prop_assert!(matches!(input, Input::HookReported { .. }), "{:?} ended the gate", input);
+                prop_assert!(now <= w.deadline, "a report after the deadline counted");
             }
             if matches!(input, Input::AliasChangedByHand { .. }) && after != before {
                 by_hand = true;
@@ -1252,4 +1305,241 @@ fn analysis_with_no_bake_to_judge_in_is_refused() {
     asked.analysis =
         Some(serde_json::from_str(r#"{"watch_after_promotion_seconds": 300}"#).unwrap());
     assert!(asked.problems().is_empty(), "{:?}", asked.problems());
+}
+
+// Asynchronous hooks: invoked with a single-use token, reported by it.
+
+fn async_run(timeout: Option<u64>) -> Run {
+    let mut asked = spec("canary:10:5m");
+    asked.hook_invocation = HookInvocation::Async;
+    asked.hook_timeout_seconds = timeout;
+    let (d, commands) = Deployment::create("d-1", asked, t(0));
+    let mut run = Run {
+        d,
+        now: t(0),
+        commands: Vec::new(),
+        alias: ("1".into(), None),
+    };
+    run.absorb(commands);
+    run.prepared();
+    run
+}
+
+impl Run {
+    /// The worker's part of an asynchronous gate: mints `token`, and Lambda takes the event.
+    fn hook_invoked(&mut self, gate: Gate, step: usize, token: &str) {
+        assert!(self.feed(Input::HookStarted {
+            gate,
+            step,
+            token: token.into(),
+        }));
+        assert!(
+            matches!(self.commands.last(), Some(Command::InvokeHook { token: t, .. }) if t == token),
+            "{:?}",
+            self.commands.last()
+        );
+        assert!(self.feed(Input::HookInvoked {
+            gate,
+            step,
+            token_sha256: token_digest(token),
+        }));
+    }
+
+    fn report(&mut self, token: &str, passed: bool) -> bool {
+        self.feed(Input::HookReported {
+            token: token.into(),
+            passed,
+            reason: if passed { "suite green" } else { "suite red" }.into(),
+        })
+    }
+}
+
+#[test]
+fn an_asynchronous_hook_gates_by_its_report_and_its_token_is_single_use() {
+    let mut r = async_run(Some(600));
+    r.hook_invoked(Gate::PreTraffic, 0, "d-1.secret-a");
+    // Only the digest is saved, and the worker waits for nothing.
+    let wait = r.d.hook_wait.clone().expect("a hook wait");
+    assert_eq!(wait.token_sha256, token_digest("d-1.secret-a"));
+    assert!(!serde_json::to_string(&r.d).unwrap().contains("secret-a"));
+    assert_eq!(r.d.hook_deadline(), Some(t(600)));
+    assert!(!r.d.needs_worker(t(599)));
+    assert!(r.d.status_text().contains("waiting for pre's report until"));
+    assert_eq!(
+        pending(&r.d, t(1)),
+        vec![Command::StartTimer {
+            step: 0,
+            at: t(600)
+        }],
+        "a repair waits, it does not invoke the hook again"
+    );
+    // A wrong token, or one for another gate, changes nothing.
+    r.at(300);
+    let before = r.d.clone();
+    assert!(!r.report("d-1.guessed", true));
+    assert!(!r.feed(Input::HookHeartbeat {
+        token: "d-1.guessed".into()
+    }));
+    assert_eq!(r.d, before);
+    // The report passes the gate; the alias moves.
+    assert!(r.report("d-1.secret-a", true));
+    assert_eq!(r.alias, ("1".into(), Some(("2".into(), 10.0))));
+    assert!(r.d.hook_wait.is_none());
+    // Used: again, it changes nothing.
+    let before = r.d.clone();
+    assert!(!r.report("d-1.secret-a", false));
+    assert_eq!(r.d, before);
+    // The PostTraffic gate's hook gets a token of its own; a failed report rolls back.
+    assert!(r.feed(Input::AliasUpdated {
+        update: AliasUpdate::Step(0),
+        revision: None,
+    }));
+    r.hook_invoked(Gate::PostTraffic, 0, "d-1.secret-b");
+    assert!(
+        !r.report("d-1.secret-a", true),
+        "the PreTraffic token is spent"
+    );
+    assert!(r.report("d-1.secret-b", false));
+    assert!(
+        matches!(&r.d.phase, Phase::RollingBack { reason } if reason == "PostTraffic gate failed at 10%: suite red"),
+        "{:?}",
+        r.d.phase
+    );
+}
+
+#[test]
+fn an_asynchronous_hook_fails_its_gate_at_its_deadline_unless_it_heartbeats() {
+    // Silent: the gate fails at its deadline, and a late report changes nothing.
+    let mut r = async_run(Some(60));
+    r.hook_invoked(Gate::PreTraffic, 0, "d-1.s");
+    r.at(30);
+    assert!(r.feed(Input::TimerFired { step: 0 }), "early: re-armed");
+    assert_eq!(
+        r.commands.last(),
+        Some(&Command::StartTimer { step: 0, at: t(60) })
+    );
+    r.at(61);
+    let before = r.d.clone();
+    assert!(!r.report("d-1.s", true), "a report after the deadline");
+    assert_eq!(r.d, before);
+    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(
+        matches!(&r.d.phase, Phase::RollingBack { reason } if reason.contains("pre neither reported nor heartbeat by its deadline")),
+        "{:?}",
+        r.d.phase
+    );
+    assert_eq!(r.alias, ("1".into(), None));
+
+    // Heartbeats carry it past its first deadline, up to the hour in all.
+    let mut r = async_run(Some(60));
+    r.hook_invoked(Gate::PreTraffic, 0, "d-1.s");
+    r.at(50);
+    assert!(r.feed(Input::HookHeartbeat {
+        token: "d-1.s".into()
+    }));
+    assert_eq!(r.d.hook_deadline(), Some(t(110)));
+    assert_eq!(
+        r.commands.last(),
+        Some(&Command::StartTimer {
+            step: 0,
+            at: t(110)
+        })
+    );
+    r.at(60);
+    assert!(
+        r.feed(Input::TimerFired { step: 0 }),
+        "the first deadline's timer re-arms"
+    );
+    assert!(matches!(r.d.phase, Phase::PreTraffic { step: 0 }));
+    r.at(3590);
+    let before = r.d.clone();
+    assert!(
+        !r.feed(Input::HookHeartbeat {
+            token: "d-1.s".into()
+        }),
+        "past its deadline"
+    );
+    assert_eq!(r.d, before);
+    let mut r = async_run(Some(600));
+    r.hook_invoked(Gate::PreTraffic, 0, "d-1.s");
+    for at in (500..3500).step_by(500) {
+        r.at(at);
+        assert!(r.feed(Input::HookHeartbeat {
+            token: "d-1.s".into()
+        }));
+    }
+    assert_eq!(r.d.hook_deadline(), Some(t(3600)), "an hour at most");
+    r.at(3500);
+    assert!(
+        !r.feed(Input::HookHeartbeat {
+            token: "d-1.s".into()
+        }),
+        "no further than the hour"
+    );
+    r.at(3550);
+    assert!(r.report("d-1.s", true));
+    assert!(matches!(r.d.phase, Phase::Shifting { step: 0 }));
+}
+
+#[test]
+fn a_hook_not_known_to_be_invoked_is_started_again_under_a_new_token() {
+    let mut r = async_run(None);
+    assert!(r.feed(Input::HookStarted {
+        gate: Gate::PreTraffic,
+        step: 0,
+        token: "d-1.first".into(),
+    }));
+    // The worker died before Lambda took the event: a repair runs the gate again.
+    assert_eq!(
+        pending(&r.d, t(1)),
+        vec![Command::RunGate {
+            gate: Gate::PreTraffic,
+            step: 0,
+            weight: 10.0
+        }]
+    );
+    assert_eq!(
+        r.d.hook_wait.as_ref().map(|w| w.deadline),
+        Some(t(900)),
+        "15 minutes by default"
+    );
+    r.hook_invoked(Gate::PreTraffic, 0, "d-1.second");
+    assert!(!r.report("d-1.first", true), "the first token was replaced");
+    assert!(r.report("d-1.second", true));
+    // A report before Lambda's acknowledgement is saved still counts.
+    let mut r = async_run(None);
+    assert!(r.feed(Input::HookStarted {
+        gate: Gate::PreTraffic,
+        step: 0,
+        token: "d-1.quick".into(),
+    }));
+    assert!(r.report("d-1.quick", true));
+    assert!(!r.feed(Input::HookInvoked {
+        gate: Gate::PreTraffic,
+        step: 0,
+        token_sha256: token_digest("d-1.quick"),
+    }));
+}
+
+#[test]
+fn hook_settings_are_checked() {
+    let mut asked = spec("canary:10:5m");
+    asked.hook_timeout_seconds = Some(60);
+    assert!(
+        asked
+            .problems()
+            .join("; ")
+            .contains("applies to asynchronous hooks only")
+    );
+    asked.hook_invocation = HookInvocation::Async;
+    assert!(asked.problems().is_empty());
+    asked.hook_timeout_seconds = Some(3601);
+    assert!(
+        asked
+            .problems()
+            .join("; ")
+            .contains("must be from 1 to 3600")
+    );
+    let json = r#"{"function":"f","alias":"a","source":{"version":"2"},"config":"AllAtOnce","hook_invocation":"later"}"#;
+    assert!(serde_json::from_str::<DeploymentSpec>(json).is_err());
 }
