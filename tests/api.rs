@@ -523,3 +523,193 @@ async fn the_api_runs_every_operation_and_refuses_what_does_not_apply() -> Resul
         .await?;
     Ok(())
 }
+
+/// The requests a recording hook was sent, oldest first.
+fn recorded_requests(dir: &std::path::Path) -> Result<Vec<Value>> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let modified = std::fs::metadata(&path)?.modified()?;
+            found.push((modified, serde_json::from_slice(&std::fs::read(&path)?)?));
+        }
+    }
+    found.sort_by_key(|(at, _)| *at);
+    Ok(found.into_iter().map(|(_, v)| v).collect())
+}
+
+/// Waits until the wall clock passes `at` (a deadline the test must outlast).
+async fn outlast(at: chrono::DateTime<chrono::Utc>) {
+    if let Ok(left) = (at - chrono::Utc::now()).to_std() {
+        tokio::time::sleep(left + Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_asynchronous_hook_reports_and_heartbeats_through_the_api_with_its_token() -> Result<()>
+{
+    let stack = start_stack_without(
+        Some("template.yaml"),
+        &[("ManagedFunctions", "greeter*")],
+        0.1,
+        &["CodePipelineActionFunction", "PostTrafficFunction"],
+    )?;
+    greeter_live_on_1(&stack, 3).await?;
+    // The hook records what it is sent and answers nothing: an event's answer is dropped.
+    let recorded = tempfile::tempdir()?;
+    let lambda = stack.lambda().await;
+    let role = function_role(&stack).await?;
+    let zip = sluice_local::code::bootstrap_zip(&binary("recorder")?, &[]);
+    let dir = recorded.path().to_str().context("path")?;
+    create_function(
+        &lambda,
+        &role,
+        "greeter-suite",
+        zip,
+        &[("RECORDER_DIR", dir)],
+        5,
+    )
+    .await?;
+    let api = Api {
+        url: stack.var("SLUICE_URL_API_FUNCTION").to_owned(),
+        stack,
+        http: reqwest::Client::new(),
+    };
+    let deploy = |version: &str, timeout: u64| {
+        json!({
+            "function": "greeter", "alias": "live", "source": {"version": version},
+            "config": "AllAtOnce", "pre_traffic_hook": "greeter-suite",
+            "hook_invocation": "async", "hook_timeout_seconds": timeout
+        })
+        .to_string()
+    };
+    let recorded_path = recorded.path().to_owned();
+    let request_number = |n: usize| {
+        let dir = recorded_path.clone();
+        async move {
+            wait_for("the hook's request", Duration::from_secs(30), || async {
+                Ok(recorded_requests(&dir)?.into_iter().nth(n))
+            })
+            .await
+        }
+    };
+    let show = |id: String| {
+        let api = &api;
+        async move { api.ok("GET", &format!("/deployments/{id}"), "").await }
+    };
+
+    // 1: reports after outlasting its first deadline, kept alive by heartbeats.
+    let started = api.ok("POST", "/deployments", &deploy("2", 6)).await?;
+    let id = started["deployment"].as_str().context("id")?.to_owned();
+    let request = request_number(0).await?;
+    assert_eq!(
+        (
+            request["deploymentId"].as_str(),
+            request["gate"].as_str(),
+            request["toVersion"].as_str()
+        ),
+        (Some(id.as_str()), Some("PreTraffic"), Some("2")),
+        "{request}"
+    );
+    let token = request["callbackToken"]
+        .as_str()
+        .context("a callback token")?
+        .to_owned();
+    let first_deadline: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(request["deadline"].clone())?;
+    let report = |token: &str, status: &str| {
+        json!({"token": token, "status": status, "reason": format!("suite says {status}")})
+            .to_string()
+    };
+    // What no gate waits for, or is not the contract's shape, changes nothing.
+    let forged = format!("{id}.{}", "0".repeat(64));
+    for wrong in [forged.as_str(), "not-a-token", ""] {
+        api.refused(
+            "POST",
+            "/hook-reports",
+            &report(wrong, "Succeeded"),
+            404,
+            "no waiting hook",
+        )
+        .await?;
+    }
+    api.refused(
+        "POST",
+        "/hook-reports",
+        &json!({"token": token, "status": "Succeeded", "reaosn": "typo"}).to_string(),
+        400,
+        "unknown field `reaosn`",
+    )
+    .await?;
+    let beat = json!({"token": token}).to_string();
+    while chrono::Utc::now() < first_deadline + chrono::Duration::seconds(2) {
+        api.ok("POST", "/hook-heartbeats", &beat).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let shown = show(id.clone()).await?;
+    assert_eq!(
+        shown["deployment"]["phase"]["phase"], "pre_traffic",
+        "{shown}"
+    );
+    api.ok("POST", "/hook-reports", &report(&token, "Succeeded"))
+        .await?;
+    let promoted = wait_for("the promotion", Duration::from_secs(30), || async {
+        let shown = show(id.clone()).await?;
+        Ok((shown["deployment"]["phase"]["phase"] == "promoted").then_some(shown))
+    })
+    .await?;
+    let timeline = promoted["timeline"].to_string();
+    assert!(
+        timeline.contains("PreTraffic at step 1: suite says Succeeded"),
+        "{timeline}"
+    );
+    // Used: a second report finds no gate.
+    api.refused(
+        "POST",
+        "/hook-reports",
+        &report(&token, "Failed"),
+        404,
+        "no waiting hook",
+    )
+    .await?;
+    assert_eq!(
+        recorded_requests(recorded.path())?.len(),
+        1,
+        "the hook ran once"
+    );
+
+    // 2: silent, its gate fails at its own deadline; a late report changes nothing.
+    let started = api.ok("POST", "/deployments", &deploy("3", 2)).await?;
+    let id = started["deployment"].as_str().context("id")?.to_owned();
+    let request = request_number(1).await?;
+    let token = request["callbackToken"]
+        .as_str()
+        .context("a callback token")?
+        .to_owned();
+    let ended = wait_for("the deadline", Duration::from_secs(30), || async {
+        let shown = show(id.clone()).await?;
+        Ok((shown["deployment"]["phase"]["phase"] == "rolled_back").then_some(shown))
+    })
+    .await?;
+    let reason = ended["deployment"]["phase"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.contains("greeter-suite neither reported nor heartbeat by its deadline"),
+        "{reason}"
+    );
+    outlast(serde_json::from_value(request["deadline"].clone())?).await;
+    api.refused(
+        "POST",
+        "/hook-reports",
+        &report(&token, "Succeeded"),
+        404,
+        "no waiting hook",
+    )
+    .await?;
+    assert_eq!(
+        show(id).await?["deployment"]["phase"]["phase"],
+        "rolled_back"
+    );
+    Ok(())
+}
