@@ -19,7 +19,7 @@ use crate::domain::deployment::{
     AliasUpdate, Command, Deployment, DeploymentSpec, Event, EventKind, Gate, HookInvocation,
     Input, Phase, Time, VersionSource, decide, events_of, pending, token_digest,
 };
-use crate::domain::hooks::{HookRequest, HookResponse, HookStatus};
+use crate::domain::hooks::{CodeDeployHookEvent, HookRequest, HookResponse, HookStatus};
 use crate::drive::{self, Machine, SteerOutcome, Steered};
 use crate::events::{
     HandedOver, QueueMessage, ShifterEvent, TimerMessage, parse_shifter_event, queue_items,
@@ -580,7 +580,17 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 deadline,
             } => {
                 let request = hook_request(d, gate, step, weight, deadline, Some(token.clone()));
-                self.start_hook(d, &request, &token).await.map(Some)
+                let payload = match d.spec.hook_invocation {
+                    HookInvocation::CodeDeploy => serde_json::to_vec(&CodeDeployHookEvent {
+                        deployment_id: d.id.clone(),
+                        lifecycle_event_hook_execution_id: token.clone(),
+                    }),
+                    _ => serde_json::to_vec(&request),
+                }
+                .expect("hook events serialise");
+                self.start_hook(d, gate, step, payload, &token)
+                    .await
+                    .map(Some)
             }
             Command::ReleaseLock => {
                 self.store.release_lock(&alias_lock(d), &d.id).await?;
@@ -761,20 +771,21 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         })
     }
 
-    /// Invokes an asynchronous hook; its report comes by its token.
+    /// Invokes an asynchronous hook with `payload`; its report comes by its token.
     async fn start_hook(
         &self,
         d: &Deployment,
-        request: &HookRequest,
+        gate: Gate,
+        step: usize,
+        payload: Vec<u8>,
         token: &str,
     ) -> Result<Input, EngineError> {
-        let (gate, step) = (request.gate, request.step - 1);
         let hook = match gate {
             Gate::PreTraffic => d.spec.pre_traffic_hook.as_deref(),
             Gate::PostTraffic => d.spec.post_traffic_hook.as_deref(),
         }
         .unwrap_or_default();
-        match self.cloud.start_hook(hook, request).await? {
+        match self.cloud.start_hook(hook, payload).await? {
             Invocation::NotRun(why) | Invocation::Raised(why) => Ok(Input::GateResult {
                 gate,
                 step,
@@ -844,7 +855,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         let Some(hook) = hook else {
             return Ok(verdict(true, "no hook; alarms OK".into()));
         };
-        if d.spec.hook_invocation == HookInvocation::Async {
+        if d.spec.hook_invocation.reports_later() {
             // Invoked once its token's digest is saved (`Command::InvokeHook`).
             return Ok(Input::HookStarted {
                 gate,

@@ -20,6 +20,7 @@ pub mod function_url;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod gates;
+pub mod hook_reports;
 pub mod metrics;
 pub mod operations;
 pub mod orchestrator;

@@ -354,11 +354,11 @@ pub trait Cloud: Send + Sync {
         request: &HookRequest,
         timeout: Duration,
     ) -> impl Future<Output = Result<Invocation, EngineError>> + Send;
-    /// Invokes an asynchronous hook: `Answered` once Lambda took the event.
+    /// Invokes an asynchronous hook with its event: `Answered` once Lambda took it.
     fn start_hook(
         &self,
         hook: &str,
-        request: &HookRequest,
+        payload: Vec<u8>,
     ) -> impl Future<Output = Result<Invocation, EngineError>> + Send;
     /// Both versions' numbers over the query's periods (new, old): one
     /// CloudWatch request for all series.

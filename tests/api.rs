@@ -546,8 +546,7 @@ async fn outlast(at: chrono::DateTime<chrono::Utc>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_asynchronous_hook_reports_and_heartbeats_through_the_api_with_its_token() -> Result<()>
-{
+async fn asynchronous_and_codedeploy_style_hooks_report_by_their_single_use_token() -> Result<()> {
     let stack = start_stack_without(
         Some("template.yaml"),
         &[("ManagedFunctions", "greeter*")],
@@ -710,6 +709,141 @@ async fn an_asynchronous_hook_reports_and_heartbeats_through_the_api_with_its_to
     assert_eq!(
         show(id).await?["deployment"]["phase"]["phase"],
         "rolled_back"
+    );
+
+    // 3: CodeDeploy's hook event and report, as CodeDeploy's API takes it, at
+    // the public hook-reports URL: the token authorises, once.
+    let reports_url = api.stack.var("SLUICE_URL_HOOK_REPORTS_FUNCTION").to_owned();
+    let put_status = |deployment: &str, token: &str, status: &str| {
+        let body = json!({
+            "deploymentId": deployment, "lifecycleEventHookExecutionId": token, "status": status
+        });
+        let request = api
+            .http
+            .post(&reports_url)
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amz-target", sluice::hook_reports::TARGET)
+            .body(body.to_string());
+        async move {
+            let answer = request.send().await?;
+            let status = answer.status().as_u16();
+            let value: Value = answer.json().await?;
+            anyhow::Ok((status, value))
+        }
+    };
+    let codedeploy_style = |version: &str, hook: &str| {
+        json!({
+            "function": "greeter", "alias": "live", "source": {"version": version},
+            "config": "AllAtOnce", "pre_traffic_hook": hook, "hook_invocation": "codedeploy"
+        })
+        .to_string()
+    };
+    let started = api
+        .ok(
+            "POST",
+            "/deployments",
+            &codedeploy_style("3", "greeter-suite"),
+        )
+        .await?;
+    let id = started["deployment"].as_str().context("id")?.to_owned();
+    let event = request_number(2).await?;
+    assert_eq!(event["DeploymentId"].as_str(), Some(id.as_str()), "{event}");
+    let token = event["LifecycleEventHookExecutionId"]
+        .as_str()
+        .context("CodeDeploy's hook event")?
+        .to_owned();
+    for (deployment, token, status, kind) in [
+        (
+            "d-OTHER",
+            token.as_str(),
+            "Succeeded",
+            "InvalidLifecycleEventHookExecutionIdException",
+        ),
+        (
+            id.as_str(),
+            forged.as_str(),
+            "Succeeded",
+            "InvalidLifecycleEventHookExecutionIdException",
+        ),
+        (
+            id.as_str(),
+            token.as_str(),
+            "InProgress",
+            "InvalidLifecycleEventHookExecutionStatusException",
+        ),
+    ] {
+        let (got, value) = put_status(deployment, token, status).await?;
+        assert_eq!(
+            (got, value["__type"].as_str()),
+            (400, Some(kind)),
+            "{value}"
+        );
+    }
+    let (got, value) = put_status(&id, &token, "Succeeded").await?;
+    assert_eq!(got, 200, "{value}");
+    assert_eq!(
+        value["lifecycleEventHookExecutionId"].as_str(),
+        Some(token.as_str())
+    );
+    let (got, value) = put_status(&id, &token, "Failed").await?;
+    assert_eq!(
+        (got, value["__type"].as_str()),
+        (400, Some("InvalidLifecycleEventHookExecutionIdException")),
+        "a replay: {value}"
+    );
+    let wait_ended = |id: String| {
+        let show = &show;
+        async move {
+            wait_for("the deployment's end", Duration::from_secs(30), || async {
+                let shown = show(id.clone()).await?;
+                let phase = shown["deployment"]["phase"]["phase"]
+                    .as_str()
+                    .unwrap_or_default();
+                Ok(matches!(phase, "promoted" | "rolled_back").then_some(shown))
+            })
+            .await
+        }
+    };
+    let ended = wait_ended(id).await?;
+    assert_eq!(ended["deployment"]["phase"]["phase"], "promoted", "{ended}");
+
+    // 4: an unchanged CodeDeploy hook, reporting with the AWS SDK, gates both ways.
+    let hook_zip = sluice_local::code::bootstrap_zip(&binary("codedeploy-hook")?, &[]);
+    for (name, status) in [
+        ("greeter-cd-pass", "Succeeded"),
+        ("greeter-cd-fail", "Failed"),
+    ] {
+        let env = [
+            ("HOOK_STATUS", status),
+            ("AWS_ENDPOINT_URL_CODEDEPLOY", reports_url.as_str()),
+        ];
+        create_function(&lambda, &role, name, hook_zip.clone(), &env, 10).await?;
+    }
+    let passing = api
+        .ok(
+            "POST",
+            "/deployments",
+            &codedeploy_style("1", "greeter-cd-pass"),
+        )
+        .await?;
+    let ended = wait_ended(passing["deployment"].as_str().context("id")?.to_owned()).await?;
+    assert_eq!(ended["deployment"]["phase"]["phase"], "promoted", "{ended}");
+    let failing = api
+        .ok(
+            "POST",
+            "/deployments",
+            &codedeploy_style("2", "greeter-cd-fail"),
+        )
+        .await?;
+    let ended = wait_ended(failing["deployment"].as_str().context("id")?.to_owned()).await?;
+    let reason = ended["deployment"]["phase"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.starts_with(
+            "PreTraffic gate failed before 100%: reported Failed with PutLifecycleEventHookExecutionStatus"
+        ),
+        "{ended}"
     );
     Ok(())
 }

@@ -18,9 +18,11 @@ const NO_RESOURCE_LEVEL: [&str; 7] = [
     "xray:PutTelemetryRecords",
 ];
 
-/// The one function whose URL is public: GitHub cannot sign with SigV4, so the
-/// function checks the webhook's HMAC signature itself.
-const PUBLIC_URLS: [&str; 1] = ["SourceFunction"];
+/// The functions whose URLs are public: GitHub cannot sign with SigV4, so the
+/// source function checks the webhook's HMAC signature itself; a CodeDeploy
+/// hook's SDK signs for codedeploy, which IAM auth cannot check, so the
+/// hook-reports function takes only reports bearing a gate's single-use token.
+const PUBLIC_URLS: [&str; 2] = ["SourceFunction", "HookReportsFunction"];
 
 /// Event types through which Lambda invokes a function asynchronously.
 const ASYNC_EVENTS: [&str; 5] = [

@@ -118,11 +118,23 @@ pub enum HookInvocation {
     /// Invoked asynchronously with a single-use callback token; the hook
     /// reports through Sluice's API (or heartbeats) within its timeout.
     Async,
+    /// Invoked asynchronously with CodeDeploy's hook event (`DeploymentId`,
+    /// `LifecycleEventHookExecutionId`, the latter the callback token): an
+    /// existing CodeDeploy hook reports with
+    /// `PutLifecycleEventHookExecutionStatus`, its SDK pointed at Sluice's
+    /// hook-reports URL (`AWS_ENDPOINT_URL_CODEDEPLOY`).
+    #[serde(rename = "codedeploy")]
+    CodeDeploy,
 }
 
 impl HookInvocation {
     fn is_sync(&self) -> bool {
         *self == HookInvocation::Sync
+    }
+
+    /// Whether the gate waits for a report by callback token.
+    pub fn reports_later(&self) -> bool {
+        !self.is_sync()
     }
 }
 

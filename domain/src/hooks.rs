@@ -39,6 +39,16 @@ pub struct HookRequest {
     pub smoke_tests_from: Option<S3Uri>,
 }
 
+/// What CodeDeploy sends a Lambda lifecycle hook, and what Sluice sends a
+/// hook of `hook_invocation: codedeploy`: the hook reports with both ids.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct CodeDeployHookEvent {
+    pub deployment_id: String,
+    /// Sluice's callback token.
+    pub lifecycle_event_hook_execution_id: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HookStatus {
     Succeeded,

@@ -357,12 +357,7 @@ impl Cloud for AwsCloud {
             .map_err(|e| aws("Invoke (hook throttled)", e))
     }
 
-    async fn start_hook(
-        &self,
-        hook: &str,
-        request: &HookRequest,
-    ) -> Result<Invocation, EngineError> {
-        let payload = serde_json::to_vec(request).expect("hook requests serialise");
+    async fn start_hook(&self, hook: &str, payload: Vec<u8>) -> Result<Invocation, EngineError> {
         let invoked = self
             .lambda
             .invoke()

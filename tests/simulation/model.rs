@@ -758,11 +758,7 @@ impl Cloud for MemoryCloud {
     }
 
     /// The simulation's hooks answer synchronously.
-    async fn start_hook(
-        &self,
-        _hook: &str,
-        _request: &HookRequest,
-    ) -> Result<Invocation, EngineError> {
+    async fn start_hook(&self, _hook: &str, _payload: Vec<u8>) -> Result<Invocation, EngineError> {
         Err(EngineError::Refused(
             "the simulation runs synchronous hooks only".into(),
         ))

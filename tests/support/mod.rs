@@ -410,12 +410,8 @@ impl<C: Cloud> Cloud for Checkpointed<C> {
     ) -> Result<Invocation, EngineError> {
         self.inner.invoke_hook(hook, request, timeout).await
     }
-    async fn start_hook(
-        &self,
-        hook: &str,
-        request: &HookRequest,
-    ) -> Result<Invocation, EngineError> {
-        self.inner.start_hook(hook, request).await
+    async fn start_hook(&self, hook: &str, payload: Vec<u8>) -> Result<Invocation, EngineError> {
+        self.inner.start_hook(hook, payload).await
     }
     async fn measure(&self, query: &MetricQuery) -> Result<(Counts, Counts), EngineError> {
         self.inner.measure(query).await
