@@ -594,14 +594,16 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
             }
             Command::ReleaseLock => {
                 self.store.release_lock(&alias_lock(d), &d.id).await?;
-                // Wake the longest-waiting deployment of this alias; if this fails,
-                // the reconcile sweep wakes it later.
+                // Wake the longest-waiting deployment of this alias: saved and
+                // handed to a worker of its own, not driven here, so a chain of
+                // queued deployments is never a chain of nested drives. If this
+                // fails, the reconcile sweep wakes it later.
                 let queued = self
                     .store
                     .queued_for(&d.spec.function, &d.spec.alias)
                     .await?;
                 if let Some(next) = queued.first()
-                    && let Err(e) = Box::pin(self.apply(next, Input::LockFreed)).await
+                    && let Err(e) = self.steer(next, Input::LockFreed).await
                 {
                     tracing::warn!(deployment_id = %next, error = %e, "could not wake the next deployment");
                 }

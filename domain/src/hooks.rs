@@ -105,6 +105,14 @@ mod tests {
         assert!(response.summary().starts_with("checks failed"));
         let minimal: HookResponse = serde_json::from_str(r#"{"status":"Succeeded"}"#).unwrap();
         assert_eq!(minimal.summary(), "0 checks passed");
+        assert!(request.deadline.is_some());
+        let codedeploy: CodeDeployHookEvent =
+            serde_json::from_str(&sample("codedeploy-hook-event.json")).unwrap();
+        assert!(
+            codedeploy
+                .lifecycle_event_hook_execution_id
+                .starts_with(&format!("{}.", codedeploy.deployment_id))
+        );
     }
 
     #[test]

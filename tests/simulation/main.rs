@@ -58,6 +58,8 @@ const ALIAS: &str = "live";
 const ALARMS: [&str; 2] = ["errors", "latency"];
 /// As template.yaml has them.
 const RECONCILE_EVERY_SECS: i64 = 60;
+/// How long an analysed deployment watches its new version at 100%.
+const ANALYSIS_WATCH_SECS: u64 = 120;
 const TIMER_VISIBILITY_SECS: i64 = 1800;
 const TIMER_MAX_RECEIVES: u32 = 5;
 const STREAM_RETRIES: u32 = 10;
@@ -1403,7 +1405,14 @@ fn lay_out(sim: &Sim, plan: &Plan) {
             },
             smoke_tests: vec![],
             smoke_tests_from: None,
-            analysis: None,
+            // Some judge their bakes on CloudWatch's late minutes (read on
+            // timers, failing as the dice say), and watch after 100%.
+            analysis: dice.chance(0.3).then(|| {
+                serde_json::from_value(serde_json::json!({
+                    "on_inconclusive": "fail", "watch_after_promotion_seconds": ANALYSIS_WATCH_SECS
+                }))
+                .expect("analysis settings parse")
+            }),
             hook_invocation: Default::default(),
             hook_timeout_seconds: None,
         };
@@ -1678,7 +1687,17 @@ fn deadline(table: &MemoryTable) -> chrono::Duration {
     let mut per_alias: BTreeMap<(String, String), chrono::Duration> = BTreeMap::new();
     let slack = chrono::Duration::seconds(IN_FLIGHT_GRACE_SECS + 2 * RECONCILE_EVERY_SECS);
     table.each_active(|d: &Deployment| {
-        let bake = chrono::Duration::from_std(d.schedule.total_bake()).unwrap();
+        let mut bake = chrono::Duration::from_std(d.schedule.total_bake()).unwrap();
+        if d.spec.analysis.is_some() {
+            // Each bake lasts at least until the minute of its shift is read
+            // (a minute, and the read delay, after it began), and the watch.
+            let first_read =
+                chrono::Duration::from_std(Duration::from_secs(d.metric_timing.period_secs as u64))
+                    .unwrap()
+                    + d.metric_timing.lag();
+            bake += first_read * d.schedule.steps.len() as i32
+                + chrono::Duration::seconds(ANALYSIS_WATCH_SECS as i64);
+        }
         *per_alias
             .entry((d.spec.function.clone(), d.spec.alias.clone()))
             .or_insert(slack) += bake + slack;
