@@ -13,9 +13,9 @@
 //! version) → rolled back.
 //!
 //! With `analysis`, each bake judges the new version's CloudWatch numbers
-//! over whole periods after the shift as they are published (timers wake
-//! the worker for each: no worker waits for CloudWatch), and a bake lasts
-//! at least until its first whole period is readable. An optional watch
+//! over whole periods, from the shift's, as they are published (timers
+//! wake the worker for each: no worker waits for CloudWatch), and a bake
+//! lasts at least until the shift's period is readable. An optional watch
 //! after the last shift keeps judging at 100% before the promotion.
 
 use crate::analysis::{
@@ -464,7 +464,7 @@ pub struct Event {
 pub struct AnalysisProgress {
     /// The step whose bake (or, at the last step, whose watch) it judges.
     pub step: usize,
-    /// The first whole period after the shift: the window's start.
+    /// The period of the shift: the window's start.
     pub from: Time,
     /// The end of the periods judged so far (`from` before the first read).
     pub through: Time,

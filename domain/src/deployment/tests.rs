@@ -731,13 +731,13 @@ fn async_hook_input(d: &Deployment, choice: u8, passed: bool) -> Input {
     let token = format!("d.{gate:?}-{step}");
     match d.waiting_hook() {
         None => Input::HookStarted { gate, step, token },
-        Some(w) if !w.invoked && choice % 3 == 0 => Input::HookInvoked {
+        Some(w) if !w.invoked && choice.is_multiple_of(3) => Input::HookInvoked {
             gate,
             step,
             token_sha256: w.token_sha256.clone(),
         },
-        Some(_) if choice % 7 == 0 => Input::HookHeartbeat { token },
-        Some(_) if choice % 11 == 0 => Input::TimerFired { step },
+        Some(_) if choice.is_multiple_of(7) => Input::HookHeartbeat { token },
+        Some(_) if choice.is_multiple_of(11) => Input::TimerFired { step },
         Some(_) => Input::HookReported {
             token,
             passed,
