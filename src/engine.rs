@@ -768,6 +768,12 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         Ok(Input::Prepared {
             from_version,
             to_version,
+            // `function:alias` → `function`.
+            function_arn: current
+                .arn
+                .as_deref()
+                .and_then(|arn| arn.rsplit_once(':'))
+                .map(|(function, _)| function.to_owned()),
             revision: current.revision,
             metric_timing: Some(self.metric_timing),
         })
@@ -1003,6 +1009,8 @@ fn hook_request(
         alias: d.spec.alias.clone(),
         from_version: d.from_version.clone().unwrap_or_default(),
         to_version: d.to_version.clone().unwrap_or_default(),
+        from_version_arn: version_arn(d, &d.from_version),
+        to_version_arn: version_arn(d, &d.to_version),
         step: step + 1,
         steps: d.schedule.steps.len(),
         weight,
@@ -1012,6 +1020,14 @@ fn hook_request(
         smoke_tests: d.spec.smoke_tests.clone(),
         smoke_tests_from: d.spec.smoke_tests_from.clone(),
     }
+}
+
+fn version_arn(d: &Deployment, version: &Option<String>) -> Option<String> {
+    Some(format!(
+        "{}:{}",
+        d.function_arn.as_ref()?,
+        version.as_ref()?
+    ))
 }
 
 /// A single-use callback token: the deployment's id (so a report finds

@@ -229,6 +229,8 @@ pub struct AliasState {
     /// Extra versions and their weights (0 to 1); empty when whole.
     pub weights: HashMap<String, f64>,
     pub revision: Option<String>,
+    /// The alias's ARN, as Lambda gives it.
+    pub arn: Option<String>,
 }
 
 /// Lambda keeps weights as doubles: a routing read back is compared to the

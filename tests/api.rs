@@ -610,6 +610,15 @@ async fn asynchronous_and_codedeploy_style_hooks_report_by_their_single_use_toke
         (Some(id.as_str()), Some("PreTraffic"), Some("2")),
         "{request}"
     );
+    // Everything a hook needs, the versions' ARNs included.
+    for (field, version) in [("fromVersionArn", "1"), ("toVersionArn", "2")] {
+        let arn = request[field].as_str().unwrap_or_default();
+        assert!(
+            arn.starts_with("arn:aws:lambda:")
+                && arn.ends_with(&format!(":function:greeter:{version}")),
+            "{field}: {request}"
+        );
+    }
     let token = request["callbackToken"]
         .as_str()
         .context("a callback token")?

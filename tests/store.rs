@@ -75,6 +75,7 @@ async fn deployments_save_conditionally_keep_a_timeline_and_lock_their_alias() -
         to_version: "2".into(),
         revision: None,
         metric_timing: None,
+        function_arn: None,
     };
     let (next, commands) = decide(&stored.deployment, &input, t1);
     let saved = store

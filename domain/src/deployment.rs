@@ -298,6 +298,9 @@ pub enum Input {
         /// When the worker's CloudWatch publishes Lambda's metrics (AWS's if left out).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         metric_timing: Option<MetricTiming>,
+        /// The function's ARN (from the alias's), for the hooks.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        function_arn: Option<String>,
     },
     PrepareFailed {
         reason: String,
@@ -568,6 +571,10 @@ pub struct Deployment {
     /// unless an operator promotes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shifted_at: Option<Time>,
+    /// The function's unqualified ARN, read when prepared: hooks are sent
+    /// the versions' ARNs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_arn: Option<String>,
     /// When CloudWatch publishes Lambda's periods, as the preparing worker knows it.
     #[serde(default)]
     pub metric_timing: MetricTiming,
@@ -598,6 +605,7 @@ impl Deployment {
             retried_as: None,
             planned_at: None,
             shifted_at: None,
+            function_arn: None,
             metric_timing: MetricTiming::default(),
             analysis: None,
             hook_wait: None,
@@ -1071,9 +1079,11 @@ fn before_start(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec
                 to_version,
                 revision,
                 metric_timing,
+                function_arn,
             },
         ) => {
             d.metric_timing = metric_timing.unwrap_or_default();
+            d.function_arn = function_arn.clone();
             prepared(d, from_version, to_version, revision, now, commands);
         }
         (Phase::Created, Input::PrepareFailed { reason }) => {

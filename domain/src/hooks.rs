@@ -17,6 +17,11 @@ pub struct HookRequest {
     pub alias: String,
     pub from_version: String,
     pub to_version: String,
+    /// The versions' qualified ARNs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_version_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_version_arn: Option<String>,
     /// 1-based, as shown to people.
     pub step: usize,
     pub steps: usize,

@@ -187,6 +187,7 @@ impl Cloud for AwsCloud {
                     .cloned()
                     .unwrap_or_default(),
                 revision: a.revision_id().map(str::to_owned),
+                arn: a.alias_arn().map(str::to_owned),
             })),
             Err(e)
                 if e.as_service_error()

@@ -649,6 +649,7 @@ impl Cloud for MemoryCloud {
                 version: a.version.clone(),
                 weights: a.weights.clone().into_iter().collect(),
                 revision: Some(a.revision.to_string()),
+                arn: None,
             }))
     }
 

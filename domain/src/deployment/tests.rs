@@ -88,6 +88,7 @@ impl Run {
             to_version: "2".into(),
             revision: None,
             metric_timing: None,
+            function_arn: None,
         }));
     }
 
@@ -443,6 +444,7 @@ fn the_same_version_finishes_at_once_without_touching_the_alias() {
         to_version: "2".into(),
         revision: None,
         metric_timing: None,
+        function_arn: None,
     }));
     assert_eq!(r.d.phase, Phase::Promoted);
     // Prepare read the alias whole on "2"; a write from the finished phase
@@ -482,6 +484,7 @@ fn stale_duplicate_and_out_of_order_inputs_change_nothing() {
             to_version: "8".into(),
             revision: None,
             metric_timing: None,
+            function_arn: None,
         },
         Input::LockFreed,
         Input::Resume,
@@ -529,6 +532,7 @@ fn revisions_from_prepare_and_each_write_are_kept_for_the_next_write() {
         to_version: "2".into(),
         revision: Some("r0".into()),
         metric_timing: None,
+        function_arn: None,
     }));
     assert_eq!(r.d.alias_revision.as_deref(), Some("r0"));
     r.gate(Gate::PreTraffic, 0, true);
@@ -621,6 +625,7 @@ fn pick_input(d: &Deployment, choice: u8, step: usize, passed: bool, now: Time) 
             to_version: "2".into(),
             revision: None,
             metric_timing: None,
+            function_arn: None,
         }),
         Phase::Queued { .. } => Some(Input::LockFreed),
         Phase::PreTraffic { .. } | Phase::PostTraffic { .. }
@@ -715,6 +720,7 @@ fn pick_input(d: &Deployment, choice: u8, step: usize, passed: bool, now: Time) 
             to_version: "2".into(),
             revision: None,
             metric_timing: None,
+            function_arn: None,
         },
     }
 }
