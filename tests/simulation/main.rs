@@ -1514,6 +1514,8 @@ struct Outcome {
     deployments: usize,
     promoted: usize,
     rolled_back: usize,
+    /// Rolled back by the analysis of a bake or of the watch after 100%.
+    by_analysis: usize,
     /// Ended by a person's change of the alias, left as found.
     taken_by_hand: usize,
     /// Times on call found a deployment frozen by a person's change.
@@ -1668,6 +1670,9 @@ fn run_world(plan: &Plan) -> Outcome {
             taken_by_hand: count(
                 |p| matches!(p, Phase::RolledBack { reason } if reason.contains("changed outside Sluice")),
             ),
+            by_analysis: count(
+                |p| matches!(p, Phase::RolledBack { reason } if reason.starts_with("analysis failed")),
+            ),
             frozen: sim.answered_freezes.lock().unwrap().len(),
             failed_to_start: count(|p| matches!(p, Phase::FailedToStart { .. })),
             executions: executions.len(),
@@ -1735,6 +1740,7 @@ fn run_worlds(seed: u64, worlds: u64, deployments: usize, pushes: usize) -> Tota
         totals.promoted += outcome.promoted;
         totals.rolled_back += outcome.rolled_back;
         totals.taken_by_hand += outcome.taken_by_hand;
+        totals.by_analysis += outcome.by_analysis;
         totals.frozen += outcome.frozen;
         totals.failed_to_start += outcome.failed_to_start;
         totals.executions += outcome.executions;
@@ -1750,6 +1756,8 @@ struct Totals {
     deployments: usize,
     promoted: usize,
     rolled_back: usize,
+    /// Rolled back by the analysis of a bake or of the watch after 100%.
+    by_analysis: usize,
     /// Ended by a person's change of the alias, left as found.
     taken_by_hand: usize,
     /// Times on call found a deployment frozen by a person's change.
@@ -1780,6 +1788,7 @@ fn deployments_never_strand_traffic_skip_a_gate_or_stall_under_faults() {
         "{totals:?}"
     );
     assert!(totals.taken_by_hand > 0 && totals.frozen > 0, "{totals:?}");
+    assert!(totals.by_analysis > 0, "{totals:?}");
 }
 
 #[test]

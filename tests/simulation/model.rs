@@ -765,7 +765,8 @@ impl Cloud for MemoryCloud {
         ))
     }
 
-    /// A healthy new version, unless CloudWatch fails the read.
+    /// Mostly a healthy new version, now and then a failing one (rolled
+    /// back by the analysis), unless CloudWatch fails the read.
     async fn measure(&self, _query: &MetricQuery) -> Result<(Counts, Counts), EngineError> {
         self.call("GetMetricData")?;
         let healthy = Counts {
@@ -773,7 +774,15 @@ impl Cloud for MemoryCloud {
             errors: 0.0,
             duration_ms: 1000.0,
         };
-        Ok((healthy, healthy))
+        let new = if self.dice.chance(0.05) {
+            Counts {
+                errors: 40.0,
+                ..healthy
+            }
+        } else {
+            healthy
+        };
+        Ok((new, healthy))
     }
 
     async fn invoke_hook(
