@@ -820,6 +820,8 @@ proptest! {
                 let rearm = match (&before.phase, commands.as_slice()) {
                     (Phase::Baking { step, .. }, [Command::StartTimer { step: s, at }]) => s == step && Some(*at) == before.bake_wake(),
                     (Phase::Baking { step, .. }, [Command::Measure { step: s, .. }]) => s == step,
+                    // An asynchronous hook's timer, early: re-armed for its deadline.
+                    (Phase::PreTraffic { step } | Phase::PostTraffic { step }, [Command::StartTimer { step: s, at }]) => s == step && Some(*at) == before.hook_deadline(),
                     _ => false,
                 };
                 prop_assert!(commands.is_empty() || rearm, "an ignored input issued {:?}", commands);
