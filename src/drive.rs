@@ -79,8 +79,9 @@ pub trait Machine: Sync {
     /// Makes one command happen; returns the fact it produced, if any now.
     /// `attempt` counts how often this work was handed back after a
     /// transient failure.
-    /// Boxed: a command may drive another state (the next deployment an
-    /// alias's lock goes to), which runs this very loop again.
+    /// Boxed: the commands' futures differ by command, and one state's
+    /// command may steer another (a released lock wakes the next deployment,
+    /// saved and handed to a worker, never driven in this loop).
     fn execute<'a>(
         &'a self,
         saved: &'a Self::Saved,

@@ -788,11 +788,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         payload: Vec<u8>,
         token: &str,
     ) -> Result<Input, EngineError> {
-        let hook = match gate {
-            Gate::PreTraffic => d.spec.pre_traffic_hook.as_deref(),
-            Gate::PostTraffic => d.spec.post_traffic_hook.as_deref(),
-        }
-        .unwrap_or_default();
+        let hook = d.hook(gate).unwrap_or_default();
         match self.cloud.start_hook(hook, payload).await? {
             Invocation::NotRun(why) | Invocation::Raised(why) => Ok(Input::GateResult {
                 gate,
@@ -856,11 +852,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 }
             }
         }
-        let hook = match gate {
-            Gate::PreTraffic => &d.spec.pre_traffic_hook,
-            Gate::PostTraffic => &d.spec.post_traffic_hook,
-        };
-        let Some(hook) = hook else {
+        let Some(hook) = d.hook(gate) else {
             return Ok(verdict(true, "no hook; alarms OK".into()));
         };
         if d.spec.hook_invocation.reports_later() {

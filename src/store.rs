@@ -56,11 +56,8 @@ pub fn due_at(d: &Deployment, grace: chrono::Duration) -> Option<Time> {
         // Its next read or its end; paused with nothing to read, only an operator moves it.
         Phase::Baking { .. } => d.bake_wake(),
         Phase::Frozen { .. } => None,
-        // An asynchronous hook is waited for until its deadline.
-        Phase::PreTraffic { .. } | Phase::PostTraffic { .. } if d.hook_deadline().is_some() => {
-            d.hook_deadline()
-        }
-        _ => Some(d.updated_at + grace),
+        // An invoked asynchronous hook is waited for until its deadline.
+        _ => d.hook_deadline().or(Some(d.updated_at + grace)),
     }
 }
 

@@ -236,6 +236,12 @@ impl World {
         Ok((a.function_version().unwrap_or_default().to_owned(), weights))
     }
 
+    /// Plays the shifter's timer-queue handler until `id` is finished.
+    async fn run_one_to_end(&self, id: &str) -> Result<Deployment> {
+        let mut ended = self.run_to_end(&[id]).await?;
+        ended.pop().context("the deployment")
+    }
+
     /// Plays the shifter's timer-queue handler until every id is finished.
     async fn run_to_end(&self, ids: &[&str]) -> Result<Vec<Deployment>> {
         self.run_with(&self.engine, ids).await
@@ -1180,27 +1186,39 @@ async fn the_pre_traffic_hook_stops_a_version_that_fails_its_smoke_tests() -> Re
     Ok(())
 }
 
-/// Callers using the alias until the returned flag is set.
-fn traffic_through_the_alias(
-    w: &World,
-    callers: usize,
-) -> (Arc<AtomicBool>, tokio::task::JoinSet<()>) {
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut traffic = tokio::task::JoinSet::new();
-    for _ in 0..callers {
-        let (lambda, stop) = (w.lambda.clone(), stop.clone());
-        traffic.spawn(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let _ = lambda
-                    .invoke()
-                    .function_name("greeter")
-                    .qualifier("live")
-                    .send()
-                    .await;
-            }
-        });
+/// Callers using the alias until stopped.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    callers: tokio::task::JoinSet<()>,
+}
+
+impl Traffic {
+    fn through_the_alias(w: &World, callers: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut traffic = tokio::task::JoinSet::new();
+        for _ in 0..callers {
+            let (lambda, stop) = (w.lambda.clone(), stop.clone());
+            traffic.spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = lambda
+                        .invoke()
+                        .function_name("greeter")
+                        .qualifier("live")
+                        .send()
+                        .await;
+                }
+            });
+        }
+        Traffic {
+            stop,
+            callers: traffic,
+        }
     }
-    (stop, traffic)
+
+    async fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        while self.callers.join_next().await.is_some() {}
+    }
 }
 
 /// The analysis judged only periods published before its verdict: the last
@@ -1237,15 +1255,13 @@ async fn analysis_passes_a_healthy_version_and_rolls_back_a_bad_one_on_published
     let analysis: sluice::domain::analysis::AnalysisSettings = serde_json::from_value(
         serde_json::json!({"max_error_rate": 5.0, "min_invocations": 10, "on_inconclusive": "fail"}),
     )?;
-    let (stop, mut traffic) = traffic_through_the_alias(&w, 4);
+    let traffic = Traffic::through_the_alias(&w, 4);
 
     // A one-second bake is shorter than one published period: extended.
     let mut healthy = spec("2", "canary:20:1s", None, None);
     healthy.analysis = Some(analysis.clone());
     w.engine.start("analysed-healthy", healthy).await?;
-    let [d] = &w.run_to_end(&["analysed-healthy"]).await?[..] else {
-        bail!("one deployment")
-    };
+    let d = &w.run_one_to_end("analysed-healthy").await?;
     assert_eq!(d.phase, Phase::Promoted, "{:?}", d.phase);
     let verdict = assert_judged_published_periods(&w, "analysed-healthy").await?;
     assert!(
@@ -1266,11 +1282,8 @@ async fn analysis_passes_a_healthy_version_and_rolls_back_a_bad_one_on_published
     let mut failing = spec(&v4, "canary:20:1h", None, None);
     failing.analysis = Some(analysis);
     w.engine.start("analysed-failing", failing).await?;
-    let [d] = &w.run_to_end(&["analysed-failing"]).await?[..] else {
-        bail!("one deployment")
-    };
-    stop.store(true, Ordering::Relaxed);
-    while traffic.join_next().await.is_some() {}
+    let d = &w.run_one_to_end("analysed-failing").await?;
+    traffic.stop().await;
     assert!(
         matches!(&d.phase, Phase::RolledBack { reason } if reason.starts_with("analysis failed at 20%: error rate")),
         "{:?}",
@@ -1288,7 +1301,7 @@ async fn analysis_passes_a_healthy_version_and_rolls_back_a_bad_one_on_published
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_watch_after_promotion_rolls_back_a_version_bad_at_100_percent() -> Result<()> {
     let w = world_at(0.05).await?;
-    let (stop, mut traffic) = traffic_through_the_alias(&w, 2);
+    let traffic = Traffic::through_the_alias(&w, 2);
     // All at once: no bake judged it before it served every caller.
     let v4 = w.publish_failing("0.3").await?;
     let mut watched = spec(&v4, "AllAtOnce", None, None);
@@ -1306,11 +1319,8 @@ async fn the_watch_after_promotion_rolls_back_a_version_bad_at_100_percent() -> 
         (v4.clone(), vec![]),
         "100% on the new version"
     );
-    let [d] = &w.run_to_end(&["watched"]).await?[..] else {
-        bail!("one deployment")
-    };
-    stop.store(true, Ordering::Relaxed);
-    while traffic.join_next().await.is_some() {}
+    let d = &w.run_one_to_end("watched").await?;
+    traffic.stop().await;
     assert!(
         matches!(&d.phase, Phase::RolledBack { reason } if reason.starts_with("analysis failed at 100%: error rate")),
         "{:?}",

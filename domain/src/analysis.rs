@@ -126,8 +126,9 @@ pub struct MetricTiming {
 
 /// AWS's: one-minute datapoints, read two minutes after their minute
 /// closes. AWS documents no bound on the publication delay; two minutes is
-/// past what Lambda's minutes take to appear in practice, and a minute read
-/// too early is not lost, only counted at the next read.
+/// past what Lambda's minutes take to appear in practice. Within a bake a
+/// minute read too early is counted at the next read, as reads are
+/// cumulative; one still unpublished at a bake's end is not judged.
 impl Default for MetricTiming {
     fn default() -> Self {
         MetricTiming {

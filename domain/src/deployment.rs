@@ -511,7 +511,7 @@ impl AnalysisProgress {
     }
 
     /// When a bake that ends at `until` may end: later while it waits for
-    /// data, but not once a verdict has come.
+    /// data (`on_inconclusive: wait`), but not once the analysis has passed.
     fn holds_until(&self, until: Time) -> Time {
         match (&self.verdict, self.wait_until) {
             (Some(Verdict::Pass(_)), _) | (_, None) => until,
@@ -651,12 +651,16 @@ impl Deployment {
             .map(|w| w.deadline)
     }
 
+    /// The hook function of `gate`, if the deployment names one.
+    pub fn hook(&self, gate: Gate) -> Option<&str> {
+        match gate {
+            Gate::PreTraffic => self.spec.pre_traffic_hook.as_deref(),
+            Gate::PostTraffic => self.spec.post_traffic_hook.as_deref(),
+        }
+    }
+
     fn hook_name(&self, gate: Gate) -> &str {
-        let hook = match gate {
-            Gate::PreTraffic => &self.spec.pre_traffic_hook,
-            Gate::PostTraffic => &self.spec.post_traffic_hook,
-        };
-        hook.as_deref().unwrap_or("(none)")
+        self.hook(gate).unwrap_or("(none)")
     }
 
     /// The analysis of `step`'s bake, if it has one.
