@@ -189,7 +189,11 @@ async fn main() -> Result<()> {
         )
         .await;
         let start = Instant::now();
-        let d = engine.apply(&id, Input::TimerFired { step: 0 }).await?;
+        let input = Input::TimerFired {
+            step: 0,
+            at: Some(until),
+        };
+        let d = engine.apply(&id, input).await?;
         timer.push(first_after(&calls, "UpdateAlias", start).context("no UpdateAlias")? - start);
         anyhow::ensure!(d.phase == Phase::Promoted, "{id} ended {:?}", d.phase);
         on = if on == 1 { 2 } else { 1 };

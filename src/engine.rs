@@ -395,15 +395,10 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         if waiting && self.live_holder(&alias_lock(d)).await?.is_none() {
             inputs.push_back(Input::LockFreed);
         }
-        if let Phase::Baking { step, .. } = d.phase
-            && d.bake_wake().is_some_and(|at| at <= self.now())
+        if let Some((step, at)) = d.wake()
+            && at <= self.now()
         {
-            inputs.push_back(Input::TimerFired { step });
-        }
-        if let Some(w) = d.waiting_hook()
-            && d.hook_deadline().is_some_and(|at| at <= self.now())
-        {
-            inputs.push_back(Input::TimerFired { step: w.step });
+            inputs.push_back(Input::TimerFired { step, at: None });
         }
         if !inputs.is_empty() {
             return self.drive(stored, inputs, Vec::new(), attempt).await;
@@ -520,15 +515,17 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
     /// A timer message from the queue.
     pub async fn timer(&self, message: &TimerMessage) -> Result<Deployment, EngineError> {
         let stored = self.store.load(&message.deployment_id).await?;
-        if let Phase::Baking { step, .. } = stored.deployment.phase
-            && step == message.step
-            && let Some(wake) = stored.deployment.bake_wake()
+        if let Some(wake) = message.at
+            && stored.deployment.wake() == Some((message.step, wake))
             && let Ok(early) = (wake - self.now()).to_std()
             && early <= TIMER_EARLY_WAIT
         {
             self.clock.sleep(early).await;
         }
-        let input = Input::TimerFired { step: message.step };
+        let input = Input::TimerFired {
+            step: message.step,
+            at: message.at,
+        };
         self.drive(stored, VecDeque::from([input]), Vec::new(), 0)
             .await
     }
@@ -567,6 +564,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 let message = TimerMessage {
                     deployment_id: d.id.clone(),
                     step,
+                    at: Some(at),
                 };
                 self.cloud.send_timer(&message, delay).await?;
                 Ok(None)

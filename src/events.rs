@@ -6,6 +6,7 @@
 
 use crate::batch::Item;
 use crate::domain::clip;
+use crate::domain::deployment::Time;
 use crate::domain::execution::{ActionRef, StopMode};
 use crate::store::keys::{Key, PK, SK};
 use aws_lambda_events::cloudwatch_alarms::{CloudWatchAlarmData, CloudWatchAlarmStateValue};
@@ -21,6 +22,9 @@ use serde_json::Value;
 pub struct TimerMessage {
     pub deployment_id: String,
     pub step: usize,
+    /// The wake it was armed for: once the wake has moved, it is stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<Time>,
 }
 
 /// The body of a message on the pipeline timer queue.
@@ -382,7 +386,8 @@ mod tests {
                 "059f36b4-87a3-44ab-83d2-661975830a7d".into(),
                 Ok(QueueMessage::Timer(TimerMessage {
                     deployment_id: "d-4f1c".into(),
-                    step: 0
+                    step: 0,
+                    at: Some("2026-11-23T02:13:25Z".parse().unwrap()),
                 }))
             )]))
         );

@@ -4,8 +4,8 @@
 
 use crate::clock::Clock;
 use crate::domain::deployment::{
-    Deployment, DeploymentSpec, Event, Input as DeploymentInput, OnBusy, VersionSource, events_of,
-    token_digest,
+    Deployment, DeploymentSpec, Event, Input as DeploymentInput, MAX_ASYNC_HOOK_SECS, OnBusy,
+    VersionSource, events_of, token_digest,
 };
 use crate::domain::execution::{
     ActionRef, ActionState, Execution, ExecutionEvent, Input as ExecutionInput, StopMode,
@@ -378,28 +378,38 @@ impl Operations {
         {
             return Err(unknown());
         }
+        let heartbeat = matches!(callback, HookCallback::Heartbeat);
         let input = match callback {
-            HookCallback::Report(answer) => {
-                let reason = answer.summary();
-                limits::text("reason", &reason).map_err(OperationError::Invalid)?;
-                DeploymentInput::HookReported {
-                    token: token.to_owned(),
-                    passed: answer.status == HookStatus::Succeeded,
-                    reason,
-                }
-            }
+            // The hook's own words, only shown: cut rather than refused, so
+            // a long failure message still fails the gate.
+            HookCallback::Report(answer) => DeploymentInput::HookReported {
+                token: token.to_owned(),
+                passed: answer.status == HookStatus::Succeeded,
+                reason: limits::shortened(&answer.summary()),
+            },
             HookCallback::Heartbeat => DeploymentInput::HookHeartbeat {
                 token: token.to_owned(),
             },
         };
         let steered = self.orchestrator.engine.steer(id, input).await?;
-        if !steered.changed {
-            return Err(OperationError::Conflict(format!(
+        if steered.changed {
+            return Ok(steered.state);
+        }
+        let now = self.orchestrator.engine.clock.now();
+        let waiting = steered
+            .state
+            .waiting_hook()
+            .filter(|w| w.token_sha256 == digest && now < w.deadline);
+        Err(OperationError::Conflict(match waiting {
+            Some(w) if heartbeat => format!(
+                "deployment {id}'s hook has had the {MAX_ASYNC_HOOK_SECS} s a hook may take in all: its deadline stays {}, by which it must report",
+                w.deadline
+            ),
+            _ => format!(
                 "deployment {id}'s gate no longer takes this token: its deadline passed ({})",
                 steered.state.status_text()
-            )));
-        }
-        Ok(steered.state)
+            ),
+        }))
     }
 
     /// The deployment once its shifter has run what a steer asked for (a

@@ -686,10 +686,42 @@ async fn asynchronous_and_codedeploy_style_hooks_report_by_their_single_use_toke
         "the hook ran once"
     );
 
-    // 2: silent, its gate fails at its own deadline; a late report changes nothing.
-    let started = api.ok("POST", "/deployments", &deploy("3", 2)).await?;
+    // 2: given the whole hour at once, a heartbeat cannot extend it and says
+    // so; a failure's long account is cut, not refused, and fails the gate.
+    let started = api.ok("POST", "/deployments", &deploy("3", 3600)).await?;
     let id = started["deployment"].as_str().context("id")?.to_owned();
     let request = request_number(1).await?;
+    let token = request["callbackToken"]
+        .as_str()
+        .context("a callback token")?
+        .to_owned();
+    api.refused(
+        "POST",
+        "/hook-heartbeats",
+        &json!({"token": token}).to_string(),
+        409,
+        "has had the 3600 s a hook may take in all",
+    )
+    .await?;
+    let long = json!({"token": token, "status": "Failed", "reason": "x".repeat(1500)});
+    api.ok("POST", "/hook-reports", &long.to_string()).await?;
+    let ended = wait_for("the rollback", Duration::from_secs(30), || async {
+        let shown = show(id.clone()).await?;
+        Ok((shown["deployment"]["phase"]["phase"] == "rolled_back").then_some(shown))
+    })
+    .await?;
+    let reason = ended["deployment"]["phase"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        reason.starts_with("PreTraffic gate failed before 100%: xxx") && reason.ends_with("x…"),
+        "{reason}"
+    );
+
+    // 3: silent, its gate fails at its own deadline; a late report changes nothing.
+    let started = api.ok("POST", "/deployments", &deploy("3", 2)).await?;
+    let id = started["deployment"].as_str().context("id")?.to_owned();
+    let request = request_number(2).await?;
     let token = request["callbackToken"]
         .as_str()
         .context("a callback token")?
@@ -720,7 +752,7 @@ async fn asynchronous_and_codedeploy_style_hooks_report_by_their_single_use_toke
         "rolled_back"
     );
 
-    // 3: CodeDeploy's hook event and report, as CodeDeploy's API takes it, at
+    // 4: CodeDeploy's hook event and report, as CodeDeploy's API takes it, at
     // the public hook-reports URL: the token authorises, once.
     let reports_url = api.stack.var("SLUICE_URL_HOOK_REPORTS_FUNCTION").to_owned();
     let put_status = |deployment: &str, token: &str, status: &str| {
@@ -755,7 +787,7 @@ async fn asynchronous_and_codedeploy_style_hooks_report_by_their_single_use_toke
         )
         .await?;
     let id = started["deployment"].as_str().context("id")?.to_owned();
-    let event = request_number(2).await?;
+    let event = request_number(3).await?;
     assert_eq!(event["DeploymentId"].as_str(), Some(id.as_str()), "{event}");
     let token = event["LifecycleEventHookExecutionId"]
         .as_str()

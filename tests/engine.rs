@@ -940,11 +940,12 @@ async fn operators_promote_pause_resume_abort_and_retry() -> Result<()> {
         .start("paused", spec("3", "canary:10:1s", None, None))
         .await?;
     assert!(matches!(d.phase, Phase::Baking { .. }));
+    let armed = Input::TimerFired {
+        step: 0,
+        at: d.wake().map(|(_, at)| at),
+    };
     w.engine.steer("paused", Input::Pause).await?;
-    let d = w
-        .engine
-        .apply("paused", Input::TimerFired { step: 0 })
-        .await?;
+    let d = w.engine.apply("paused", armed).await?;
     assert!(
         matches!(d.phase, Phase::Baking { .. }) && d.paused,
         "{:?}",

@@ -327,8 +327,14 @@ pub enum Input {
         found: String,
         revision: Option<String>,
     },
+    /// A timer for `step`: one armed for `at` (`Command::StartTimer`), or
+    /// without `at` the sweep's, for whatever is due. A timer for a wake
+    /// that has since moved is stale and changes nothing: the move armed
+    /// its own.
     TimerFired {
         step: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<Time>,
     },
     AlarmRaised {
         alarm: String,
@@ -684,6 +690,18 @@ impl Deployment {
         }
     }
 
+    /// When the deployment next needs a timer, and for which step: its
+    /// bake's wake, or its invoked hook's deadline.
+    pub fn wake(&self) -> Option<(usize, Time)> {
+        match &self.phase {
+            Phase::Baking { step, .. } => self.bake_wake().map(|at| (*step, at)),
+            _ => {
+                let step = self.waiting_hook()?.step;
+                self.hook_deadline().map(|at| (step, at))
+            }
+        }
+    }
+
     pub fn step_weight(&self, step: usize) -> f64 {
         self.schedule.steps[step].weight
     }
@@ -752,7 +770,8 @@ impl Deployment {
         }
     }
 
-    /// Whether a bake is still ahead (or under way) for a pause to hold at.
+    /// Whether a bake is still ahead (or under way) for a pause to hold at:
+    /// a step's own, or one its analysis or the watch after 100% needs.
     pub fn has_bake_ahead(&self) -> bool {
         let from = match &self.phase {
             Phase::Created | Phase::Queued { .. } => 0,
@@ -763,9 +782,10 @@ impl Deployment {
             | Phase::Frozen { step, .. } => *step,
             _ => return false,
         };
-        self.schedule.steps[from..]
-            .iter()
-            .any(|s| !s.bake.is_zero())
+        self.spec.analysis.is_some()
+            || self.schedule.steps[from..]
+                .iter()
+                .any(|s| !s.bake.is_zero())
     }
 
     /// The alias that puts `weight` percent on the new version: the primary
@@ -877,8 +897,24 @@ pub fn decide(state: &Deployment, input: &Input, now: Time) -> (Deployment, Vec<
     if !applied {
         return (state.clone(), Vec::new());
     }
+    arm_moved_wake(state, &d, now, &mut commands);
     d.updated_at = now;
     (d, commands)
+}
+
+/// Whatever moved the wake (a bake's next read or end, a hook's deadline)
+/// arms a timer for it, in this one place; the timer armed for the old wake
+/// is then stale (`Input::TimerFired`), so no chain of timers is ever doubled.
+fn arm_moved_wake(before: &Deployment, after: &Deployment, now: Time, commands: &mut Vec<Command>) {
+    let Some((step, at)) = after.wake() else {
+        return;
+    };
+    let armed = commands
+        .iter()
+        .any(|c| matches!(c, Command::StartTimer { at: a, .. } if *a == at));
+    if at > now && !armed && before.wake() != Some((step, at)) {
+        commands.push(Command::StartTimer { step, at });
+    }
 }
 
 /// Moves to `phase` and issues what it needs.
@@ -951,7 +987,8 @@ fn gate_recorded(
 
 /// After `step`'s PostTraffic gate: bake for the step's bake from its shift
 /// (at least until its analysis has a whole period to judge), or go straight
-/// on when waits are skipped or the gate outlasted the bake.
+/// on when waits are skipped or, with no analysis to read first, the gate
+/// outlasted the bake.
 fn after_step(d: &mut Deployment, step: usize, now: Time, commands: &mut Vec<Command>) {
     let bake = d.schedule.steps[step].bake;
     if d.skip_waits || (bake.is_zero() && d.spec.analysis.is_none()) {
@@ -961,32 +998,56 @@ fn after_step(d: &mut Deployment, step: usize, now: Time, commands: &mut Vec<Com
     let shifted = d.shifted_at.unwrap_or(now);
     let until = shifted + ChronoDuration::from_std(bake).unwrap_or(ChronoDuration::MAX);
     let until = start_analysis(d, step, until, now, commands);
-    if until <= now {
+    if until > now {
         commands.push(record(
             now,
             EventKind::Baking,
-            format!(
-                "step {} goes on at once: step {}'s bake of {} from its shift at {shifted} ended while its PostTraffic gate ran",
-                step + 2,
-                step + 1,
-                humantime::format_duration(bake)
-            ),
+            format!("watching {}% until {until}", d.step_weight(step)),
         ));
+        bake_until(d, step, until, now, commands);
+        return;
+    }
+    let ended = format!(
+        "step {}'s bake of {} from its shift at {shifted} ended while its PostTraffic gate ran",
+        step + 1,
+        humantime::format_duration(bake)
+    );
+    if d.spec.analysis.is_none() {
+        let line = format!("step {} goes on at once: {ended}", step + 2);
+        commands.push(record(now, EventKind::Baking, line));
         next_step(d, step, until, now, commands);
         return;
     }
-    commands.push(record(
-        now,
-        EventKind::Baking,
-        format!("watching {}% until {until}", d.step_weight(step)),
-    ));
+    let line = format!(
+        "{ended}: its analysis judges what is published before step {} starts",
+        step + 2
+    );
+    commands.push(record(now, EventKind::Baking, line));
+    bake_until(d, step, until, now, commands);
+}
+
+/// Bakes `step` until `until`, its wake's timer armed; a wake already due
+/// (a gate that outlasted the bake, a period published by then) is acted
+/// on at once, since no timer would come for it.
+fn bake_until(
+    d: &mut Deployment,
+    step: usize,
+    until: Time,
+    now: Time,
+    commands: &mut Vec<Command>,
+) {
     enter(d, Phase::Baking { step, until }, now, commands);
+    if d.bake_wake().is_some_and(|at| at <= now) {
+        bake_timer(d, step, until, None, now, commands);
+    }
 }
 
 /// Starts the analysis of `step`'s bake, which ends at `until`; returns the
 /// bake's end, later if the period of the shift is not readable by then
 /// (said in the timeline): a bake never ends on no data. The window starts
-/// with the shift's own period: the series are the new version's calls
+/// where the previous step's analysis stopped reading (the periods its bake
+/// ended before they were published are judged here, not skipped), or at
+/// the first shift's own period: the series are the new version's calls
 /// through the alias, and there were none before its first shift (calls of
 /// a smoke test by version number are another `Resource`), so every call
 /// it counts was made at this step's weight or a lower one of the same
@@ -1003,9 +1064,10 @@ fn start_analysis(
         return until;
     }
     let timing = d.metric_timing;
-    let from = timing.period_of(d.shifted_at.unwrap_or(now));
+    let shift_period = timing.period_of(d.shifted_at.unwrap_or(now));
+    let from = d.analysis.as_ref().map_or(shift_period, |a| a.through);
     d.analysis = Some(AnalysisProgress::new(step, from));
-    let first = timing.readable_at(from + timing.period());
+    let first = timing.readable_at(shift_period + timing.period());
     if first <= until {
         return until;
     }
@@ -1017,7 +1079,7 @@ fn start_analysis(
             step + 1,
             first.format("%H:%M:%S"),
             until.format("%H:%M:%S"),
-            timing.describe(from, from + timing.period())
+            timing.describe(shift_period, shift_period + timing.period())
         ),
     ));
     first
@@ -1188,7 +1250,12 @@ fn under_way(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Co
                 step: s,
                 token,
             },
-        ) if step == s && *gate == gate_of(&d.phase) => {
+            // Not over an invoked hook: a second gate run racing the first
+            // must not invoke it again.
+        ) if step == s
+            && *gate == gate_of(&d.phase)
+            && d.waiting_hook().is_none_or(|w| !w.invoked) =>
+        {
             hook_started(d, *gate, *step, token, now, commands);
         }
         (
@@ -1214,9 +1281,9 @@ fn under_way(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Co
         }
         (
             Phase::PreTraffic { step } | Phase::PostTraffic { step },
-            Input::TimerFired { step: s },
+            Input::TimerFired { step: s, at },
         ) if step == s => {
-            return hook_timer(d, now, commands);
+            return hook_timer(d, *at, now, commands);
         }
         (
             Phase::Shifting { step },
@@ -1236,8 +1303,8 @@ fn under_way(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Co
         ) if step == s && !(*passed && d.waiting_hook().is_some()) => {
             gate_ended(d, Gate::PostTraffic, *step, *passed, reason, now, commands)
         }
-        (Phase::Baking { step, until }, Input::TimerFired { step: s }) if step == s => {
-            return bake_timer(d, *step, *until, now, commands);
+        (Phase::Baking { step, until }, Input::TimerFired { step: s, at }) if step == s => {
+            return bake_timer(d, *step, *until, *at, now, commands);
         }
         (
             Phase::Baking { step, until },
@@ -1352,7 +1419,6 @@ fn hook_invoked(
             step + 1
         ),
     ));
-    commands.push(Command::StartTimer { step, at: deadline });
     true
 }
 
@@ -1390,7 +1456,7 @@ fn hook_heartbeat(d: &mut Deployment, token: &str, now: Time, commands: &mut Vec
         return false;
     }
     w.deadline = deadline;
-    let (step, invoked) = (w.step, w.invoked);
+    let step = w.step;
     commands.push(record(
         now,
         EventKind::HookWaiting,
@@ -1399,19 +1465,26 @@ fn hook_heartbeat(d: &mut Deployment, token: &str, now: Time, commands: &mut Vec
             step + 1
         ),
     ));
-    if invoked {
-        commands.push(Command::StartTimer { step, at: deadline });
-    }
     true
 }
 
-/// A timer for an asynchronous hook's deadline: early ones wait on (a
-/// heartbeat moved it); at the deadline the gate fails.
-fn hook_timer(d: &mut Deployment, now: Time, commands: &mut Vec<Command>) -> bool {
+/// A timer for an asynchronous hook's deadline (`fired_for` its own, none
+/// for the sweep's): at the deadline the gate fails; the deadline's own
+/// timer come early (SQS's longest delay is shorter) waits on; one for a
+/// deadline a heartbeat has moved is stale.
+fn hook_timer(
+    d: &mut Deployment,
+    fired_for: Option<Time>,
+    now: Time,
+    commands: &mut Vec<Command>,
+) -> bool {
     let Some(w) = d.waiting_hook().filter(|w| w.invoked).cloned() else {
         return false;
     };
     if now < w.deadline {
+        if fired_for != Some(w.deadline) {
+            return false;
+        }
         commands.push(Command::StartTimer {
             step: w.step,
             at: w.deadline,
@@ -1476,7 +1549,7 @@ fn step_passed(d: &mut Deployment, step: usize, now: Time, commands: &mut Vec<Co
                 EventKind::Baking,
                 format!("watching 100% until {until} before the promotion"),
             ));
-            enter(d, Phase::Baking { step, until }, now, commands);
+            bake_until(d, step, until, now, commands);
         }
         _ => promoted(d, now, commands),
     }
@@ -1510,12 +1583,15 @@ fn bake_over(
     }
 }
 
-/// A timer for `step`'s bake: reads the analysis's newly published
-/// periods, or ends the bake, or waits on; false when it changes nothing.
+/// A timer for `step`'s bake (`fired_for` the wake it was armed for; none
+/// for the sweep's, or when called on entering or after a read): reads the
+/// analysis's newly published periods, or ends the bake, or, the wake's own
+/// timer come early, waits on; false when it changes nothing (a stale timer).
 fn bake_timer(
     d: &mut Deployment,
     step: usize,
     until: Time,
+    fired_for: Option<Time>,
     now: Time,
     commands: &mut Vec<Command>,
 ) -> bool {
@@ -1533,7 +1609,10 @@ fn bake_timer(
     match d.bake_wake() {
         None => false,
         Some(at) if at > now => {
-            // Early (a timer's granularity, or a read ahead of the end).
+            if fired_for != Some(at) {
+                return false;
+            }
+            // Early: SQS delays whole seconds, 15 minutes at most.
             commands.push(Command::StartTimer { step, at });
             true
         }
@@ -1606,7 +1685,7 @@ fn measured(
         roll_back(d, reason, now, commands);
         return true;
     }
-    bake_timer(d, step, until, now, commands);
+    bake_timer(d, step, until, None, now, commands);
     true
 }
 
@@ -1634,7 +1713,7 @@ fn measure_failed(
             step + 1
         ),
     ));
-    bake_timer(d, step, until, now, commands);
+    bake_timer(d, step, until, None, now, commands);
     true
 }
 
@@ -1687,7 +1766,7 @@ fn bake_ended(
             now,
             EventKind::Late,
             format!(
-                "step {} starts {}s after its bake ended: the wake-up came late",
+                "step {} starts {}s after its bake ended at {planned}",
                 step + 2,
                 late.num_seconds()
             ),
@@ -1841,7 +1920,7 @@ fn pause_resume_or_promote(
             // Only a bake waits on the pause; anything else in flight carries
             // on as it was. A bake that ended while paused ends now.
             if let Phase::Baking { step, until } = phase {
-                bake_timer(d, step, until.max(now), now, commands);
+                bake_timer(d, step, until.max(now), None, now, commands);
             }
         }
         Input::Promote => {

@@ -1172,10 +1172,12 @@ fn interference(sim: &Sim, id: &str) -> Option<Work> {
     Some(match sim.dice.below(10) {
         0..=3 => Work::Created { id, attempt: 1 },
         4..=5 => match d.phase {
-            Phase::Baking { step, .. } => Work::Timer {
+            // A timer delivered twice, or the one for a wake since moved.
+            Phase::Baking { step, until } => Work::Timer {
                 message: TimerMessage {
                     deployment_id: id,
                     step,
+                    at: Some(d.bake_wake().unwrap_or(until)),
                 },
                 receives: 1,
             },

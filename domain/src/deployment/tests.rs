@@ -25,6 +25,12 @@ fn spec(config: &str) -> DeploymentSpec {
     }
 }
 
+/// The timer armed for `d`'s wake if it is `step`'s, else the sweep's.
+fn armed_timer(d: &Deployment, step: usize) -> Input {
+    let at = d.wake().filter(|(s, _)| *s == step).map(|(_, at)| at);
+    Input::TimerFired { step, at }
+}
+
 /// Drives a deployment and keeps what an observer sees: the alias and the commands.
 struct Run {
     d: Deployment,
@@ -66,6 +72,12 @@ impl Run {
         self.d = d;
         self.absorb(commands);
         changed
+    }
+
+    /// The timer armed for the deployment's wake fires (or, none armed
+    /// for `step`, the sweep's).
+    fn timer(&mut self, step: usize) -> bool {
+        self.feed(armed_timer(&self.d, step))
     }
 
     fn at(&mut self, secs: i64) -> &mut Self {
@@ -137,7 +149,7 @@ fn a_healthy_canary_gates_every_shift_and_ends_whole_on_the_new_version() {
             .contains(&Command::StartTimer { step: 0, at: t(5) })
     );
     r.at(5);
-    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.timer(0));
     assert!(r.gate(Gate::PreTraffic, 1, true));
     assert_eq!(
         r.alias,
@@ -185,9 +197,9 @@ fn a_bake_runs_from_its_shift_so_no_two_shifts_are_closer_than_the_bake() {
     assert!(matches!(r.d.phase, Phase::Baking { step: 0, until } if until == t(12)));
     // The wake-up comes late (an outage): said, and the next bake runs from its own shift.
     r.at(60);
-    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.timer(0));
     let said = r.commands.iter().any(|c| {
-        matches!(c, Command::Record(e) if e.message == "step 2 starts 48s after its bake ended: the wake-up came late")
+        matches!(c, Command::Record(e) if e.message == "step 2 starts 48s after its bake ended at 2027-01-15 08:00:12 UTC")
     });
     assert!(said, "{:?}", r.commands);
     assert_eq!(r.d.planned_at, Some(t(12)), "due then, for StepLatency");
@@ -195,12 +207,12 @@ fn a_bake_runs_from_its_shift_so_no_two_shifts_are_closer_than_the_bake() {
     assert!(matches!(r.d.phase, Phase::Baking { step: 1, until } if until == t(72)));
     // Slow gates delay the shift; the bake is still whole after it.
     r.at(72);
-    assert!(r.feed(Input::TimerFired { step: 1 }));
+    assert!(r.timer(1));
     shift_step(&mut r, 2, 6);
     assert!(matches!(r.d.phase, Phase::Baking { step: 2, until } if until == t(88)));
     // A PostTraffic gate that outlasts the bake: the next step goes on at once, gated as ever.
     r.at(88);
-    assert!(r.feed(Input::TimerFired { step: 2 }));
+    assert!(r.timer(2));
     shift_step(&mut r, 3, 12);
     assert_eq!(r.d.phase, Phase::PreTraffic { step: 4 });
     assert_eq!(
@@ -269,7 +281,7 @@ fn an_alarm_mid_bake_rolls_back_at_once() {
     assert_eq!(r.alias, ("1".into(), None));
     // The bake's timer arriving later changes nothing.
     r.at(300);
-    assert!(!r.feed(Input::TimerFired { step: 0 }));
+    assert!(!r.timer(0));
 }
 
 #[test]
@@ -319,10 +331,7 @@ fn pause_holds_the_bake_and_resume_goes_on() {
     });
     r.gate(Gate::PostTraffic, 0, true);
     r.at(10);
-    assert!(
-        !r.feed(Input::TimerFired { step: 0 }),
-        "a paused bake does not end"
-    );
+    assert!(!r.timer(0), "a paused bake does not end");
     assert!(!r.feed(Input::Pause), "pausing twice changes nothing");
     r.at(60);
     assert!(r.feed(Input::Resume));
@@ -350,10 +359,7 @@ fn resume_before_the_bake_ends_restarts_the_timer() {
             .contains(&Command::StartTimer { step: 0, at: t(10) })
     );
     r.at(9);
-    assert!(
-        r.feed(Input::TimerFired { step: 0 }),
-        "an early timer re-arms"
-    );
+    assert!(r.timer(0), "an early timer re-arms");
     assert!(matches!(r.d.phase, Phase::Baking { .. }));
     assert_eq!(
         r.commands.last(),
@@ -478,7 +484,7 @@ fn stale_duplicate_and_out_of_order_inputs_change_nothing() {
             update: AliasUpdate::Rollback,
             revision: None,
         },
-        Input::TimerFired { step: 0 },
+        Input::TimerFired { step: 0, at: None },
         Input::Prepared {
             from_version: "7".into(),
             to_version: "8".into(),
@@ -586,7 +592,7 @@ fn a_change_by_hand_ends_the_deployment_as_found_or_freezes_it_for_an_operator()
             reason: "r".into(),
         },
         Input::Pause,
-        Input::TimerFired { step: 0 },
+        Input::TimerFired { step: 0, at: None },
     ] {
         assert!(
             !r.feed(ignored.clone()),
@@ -654,7 +660,7 @@ fn pick_input(d: &Deployment, choice: u8, step: usize, passed: bool, now: Time) 
             Some(a) if choice.is_multiple_of(2) => {
                 Some(measurement(a.step, a.from, d, passed, now))
             }
-            _ => Some(Input::TimerFired { step: *step }),
+            _ => Some(armed_timer(d, *step)),
         },
         Phase::Frozen { .. } => Some(Input::Resume),
         Phase::RollingBack { .. } => Some(Input::AliasUpdated {
@@ -690,7 +696,8 @@ fn pick_input(d: &Deployment, choice: u8, step: usize, passed: bool, now: Time) 
             update: AliasUpdate::Rollback,
             revision: None,
         },
-        4 => Input::TimerFired { step },
+        4 if choice.is_multiple_of(2) => armed_timer(d, step),
+        4 => Input::TimerFired { step, at: None },
         5 => Input::AlarmRaised { alarm: "a".into() },
         6 => match &d.analysis {
             Some(a) => measurement(step, a.from, d, passed, now),
@@ -743,7 +750,7 @@ fn async_hook_input(d: &Deployment, choice: u8, passed: bool) -> Input {
             token_sha256: w.token_sha256.clone(),
         },
         Some(_) if choice.is_multiple_of(7) => Input::HookHeartbeat { token },
-        Some(_) if choice.is_multiple_of(11) => Input::TimerFired { step },
+        Some(_) if choice.is_multiple_of(11) => armed_timer(d, step),
         Some(_) => Input::HookReported {
             token,
             passed,
@@ -808,6 +815,7 @@ proptest! {
         let mut touched = false;
         // A person's routing is on the alias (until Sluice is told to go on).
         let mut by_hand = false;
+        let mut armed: std::collections::HashSet<Time> = std::collections::HashSet::new();
         let first_touches = first.iter().any(|c| matches!(c, Command::SetAlias { .. }));
         prop_assert!(!first_touches, "creating a deployment moved the alias");
         for (choice, step, passed, advance) in inputs {
@@ -900,6 +908,16 @@ proptest! {
                 _ => {}
             }
             prop_assert!(after.weight >= 0.0 && after.weight <= 100.0);
+            // A wake ahead has its timer, and a decision arms one at most.
+            let timers: Vec<Time> = commands.iter().filter_map(|c| match c {
+                Command::StartTimer { at, .. } => Some(*at),
+                _ => None,
+            }).collect();
+            prop_assert!(timers.len() <= 1, "{:?} armed {:?}", input, timers);
+            armed.extend(timers);
+            if let Some((_, at)) = after.wake() {
+                prop_assert!(at <= now || armed.contains(&at), "no timer for the wake at {} after {:?}", at, input);
+            }
             d = after;
         }
     }
@@ -1060,7 +1078,7 @@ fn analysis_reads_only_published_periods_and_extends_a_bake_too_short_for_one() 
     );
     // A timer a little early reads nothing and is set again.
     r.at(179);
-    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.timer(0));
     assert_eq!(
         r.commands.last(),
         Some(&Command::StartTimer {
@@ -1069,7 +1087,7 @@ fn analysis_reads_only_published_periods_and_extends_a_bake_too_short_for_one() 
         })
     );
     r.at(180);
-    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.timer(0));
     assert_eq!(r.last_measure(), (0, t(0), t(60)));
     assert!(r.measured(counts(100.0, 1.0)));
     assert_eq!(r.d.phase, Phase::PreTraffic { step: 1 });
@@ -1103,7 +1121,7 @@ fn analysis_rolls_back_as_soon_as_a_published_period_shows_a_bad_version() {
         })
     );
     r.at(180);
-    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.timer(0));
     assert!(r.measured(counts(100.0, 0.0)));
     assert!(matches!(r.d.phase, Phase::Baking { step: 0, .. }));
     assert_eq!(
@@ -1114,7 +1132,7 @@ fn analysis_rolls_back_as_soon_as_a_published_period_shows_a_bad_version() {
         })
     );
     r.at(240);
-    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.timer(0));
     assert_eq!(r.last_measure(), (0, t(0), t(120)));
     assert!(r.measured(counts(169.0, 12.0)));
     let Phase::RollingBack { reason } = &r.d.phase else {
@@ -1133,7 +1151,7 @@ fn too_little_traffic_follows_on_inconclusive() {
     let mut r = analysed("canary:10:1m", r#"{"on_inconclusive": "fail"}"#);
     shift_step(&mut r, 0, 5);
     r.at(240);
-    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.timer(0));
     assert!(r.measured(counts(3.0, 0.0)));
     assert!(
         matches!(&r.d.phase, Phase::RollingBack { reason } if reason.contains("inconclusive: the new version served 3 calls")),
@@ -1144,7 +1162,7 @@ fn too_little_traffic_follows_on_inconclusive() {
     let mut r = analysed("canary:10:1m", r#"{"on_inconclusive": "pass"}"#);
     shift_step(&mut r, 0, 5);
     r.at(240);
-    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.timer(0));
     assert!(r.measured(counts(3.0, 0.0)));
     assert_eq!(r.d.phase, Phase::PreTraffic { step: 1 });
     assert!(
@@ -1156,7 +1174,7 @@ fn too_little_traffic_follows_on_inconclusive() {
     let mut r = analysed("canary:10:1m", r#"{"max_wait_seconds": 180}"#);
     shift_step(&mut r, 0, 5);
     r.at(240);
-    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.timer(0));
     assert!(r.measured(counts(3.0, 0.0)));
     assert!(matches!(r.d.phase, Phase::Baking { step: 0, .. }));
     assert!(
@@ -1172,14 +1190,14 @@ fn too_little_traffic_follows_on_inconclusive() {
         })
     );
     r.at(300);
-    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.timer(0));
     assert!(r.measured(counts(40.0, 0.0)));
     assert_eq!(r.d.phase, Phase::PreTraffic { step: 1 });
     // ...and fails when none comes by its end.
     let mut r = analysed("canary:10:1m", r#"{"max_wait_seconds": 100}"#);
     shift_step(&mut r, 0, 5);
     r.at(240);
-    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.timer(0));
     assert!(r.measured(counts(3.0, 0.0)));
     // The bake ended at 3:00: the wait's end, 4:40, comes before the next read.
     assert_eq!(
@@ -1190,7 +1208,7 @@ fn too_little_traffic_follows_on_inconclusive() {
         })
     );
     r.at(280);
-    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.timer(0));
     assert!(
         matches!(&r.d.phase, Phase::RollingBack { reason } if reason.contains("still inconclusive 100 s after the bake")),
         "{:?}",
@@ -1203,7 +1221,7 @@ fn a_failed_read_is_retried_and_written_down_then_judged_by_policy() {
     let mut r = analysed("canary:10:1m", r#"{"on_inconclusive": "fail"}"#);
     shift_step(&mut r, 0, 5);
     r.at(240);
-    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.timer(0));
     assert!(r.feed(Input::MeasureFailed {
         step: 0,
         reason: "Throttling: Rate exceeded".into(),
@@ -1224,7 +1242,7 @@ fn a_failed_read_is_retried_and_written_down_then_judged_by_policy() {
     let mut r = analysed("canary:10:10m", "{}");
     shift_step(&mut r, 0, 5);
     r.at(240);
-    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.timer(0));
     assert!(r.feed(Input::MeasureFailed {
         step: 0,
         reason: "ServiceUnavailable".into(),
@@ -1238,7 +1256,7 @@ fn a_failed_read_is_retried_and_written_down_then_judged_by_policy() {
         })
     );
     r.at(300);
-    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.timer(0));
     assert_eq!(r.last_measure(), (0, t(0), t(180)));
 }
 
@@ -1249,7 +1267,7 @@ fn a_paused_bake_keeps_reading_and_rolls_back_a_bad_version() {
     assert!(r.feed(Input::Pause));
     assert_eq!(r.d.bake_wake(), Some(t(180)));
     r.at(240);
-    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.timer(0));
     assert!(r.measured(counts(100.0, 50.0)));
     assert!(matches!(r.d.phase, Phase::RollingBack { .. }));
 }
@@ -1273,10 +1291,10 @@ fn the_watch_after_promotion_rolls_back_a_version_that_goes_bad_at_100_percent()
         "the lock is held while watched"
     );
     r.at(240);
-    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.timer(0));
     assert!(r.measured(counts(100.0, 0.0)));
     r.at(300);
-    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.timer(0));
     assert!(r.measured(counts(200.0, 30.0)));
     assert!(
         matches!(&r.d.phase, Phase::RollingBack { reason } if reason.starts_with("analysis failed at 100%"))
@@ -1289,7 +1307,7 @@ fn the_watch_after_promotion_rolls_back_a_version_that_goes_bad_at_100_percent()
     let mut at = 240;
     while matches!(r.d.phase, Phase::Baking { .. }) {
         r.at(at);
-        assert!(r.feed(Input::TimerFired { step: 0 }));
+        assert!(r.timer(0));
         if matches!(r.commands.last(), Some(Command::Measure { .. })) {
             assert!(r.measured(counts(at as f64, 0.0)));
         }
@@ -1421,7 +1439,7 @@ fn an_asynchronous_hook_fails_its_gate_at_its_deadline_unless_it_heartbeats() {
     let mut r = async_run(Some(60));
     r.hook_invoked(Gate::PreTraffic, 0, "d-1.s");
     r.at(30);
-    assert!(r.feed(Input::TimerFired { step: 0 }), "early: re-armed");
+    assert!(r.timer(0), "early: re-armed");
     assert_eq!(
         r.commands.last(),
         Some(&Command::StartTimer { step: 0, at: t(60) })
@@ -1430,7 +1448,7 @@ fn an_asynchronous_hook_fails_its_gate_at_its_deadline_unless_it_heartbeats() {
     let before = r.d.clone();
     assert!(!r.report("d-1.s", true), "a report after the deadline");
     assert_eq!(r.d, before);
-    assert!(r.feed(Input::TimerFired { step: 0 }));
+    assert!(r.timer(0));
     assert!(
         matches!(&r.d.phase, Phase::RollingBack { reason } if reason.contains("pre neither reported nor heartbeat by its deadline")),
         "{:?}",
@@ -1454,10 +1472,15 @@ fn an_asynchronous_hook_fails_its_gate_at_its_deadline_unless_it_heartbeats() {
         })
     );
     r.at(60);
+    let before = r.d.clone();
     assert!(
-        r.feed(Input::TimerFired { step: 0 }),
-        "the first deadline's timer re-arms"
+        !r.feed(Input::TimerFired {
+            step: 0,
+            at: Some(t(60))
+        }),
+        "the first deadline's timer is stale: the heartbeat armed its own"
     );
+    assert_eq!(r.d, before);
     assert!(matches!(r.d.phase, Phase::PreTraffic { step: 0 }));
     r.at(3590);
     let before = r.d.clone();
@@ -1550,4 +1573,141 @@ fn hook_settings_are_checked() {
     );
     let json = r#"{"function":"f","alias":"a","source":{"version":"2"},"config":"AllAtOnce","hook_invocation":"later"}"#;
     assert!(serde_json::from_str::<DeploymentSpec>(json).is_err());
+}
+
+/// The timers armed so far, in order.
+fn timers(r: &Run) -> Vec<Time> {
+    r.commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::StartTimer { at, .. } => Some(*at),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_move_of_a_wake_arms_one_timer_and_the_old_ones_go_stale() {
+    let mut r = async_run(Some(60));
+    r.hook_invoked(Gate::PreTraffic, 0, "d-1.s");
+    assert_eq!(timers(&r), vec![t(60)], "the invocation arms the deadline");
+    for at in [10, 20, 30] {
+        r.at(at);
+        assert!(r.feed(Input::HookHeartbeat {
+            token: "d-1.s".into()
+        }));
+    }
+    assert_eq!(timers(&r), vec![t(60), t(70), t(80), t(90)]);
+    // Each timer fires; only the last deadline's acts, once.
+    r.commands.clear();
+    for at in [60, 70, 80] {
+        r.at(at);
+        let fired = Input::TimerFired {
+            step: 0,
+            at: Some(t(at)),
+        };
+        assert!(!r.feed(fired), "the timer for {at} s is stale");
+    }
+    assert!(r.commands.is_empty(), "{:?}", r.commands);
+    // The sweep's timer, not due, changes nothing either.
+    assert!(!r.feed(Input::TimerFired { step: 0, at: None }));
+    r.at(90);
+    assert!(r.timer(0));
+    assert!(matches!(r.d.phase, Phase::RollingBack { .. }));
+
+    // A hook that reports early leaves its deadline's timer behind: in the
+    // bake that follows it is stale, so the bake's own chain is not doubled.
+    let mut r = async_run(Some(60));
+    r.hook_invoked(Gate::PreTraffic, 0, "d-1.a");
+    assert!(r.report("d-1.a", true));
+    assert!(r.feed(Input::AliasUpdated {
+        update: AliasUpdate::Step(0),
+        revision: None,
+    }));
+    r.at(10);
+    r.hook_invoked(Gate::PostTraffic, 0, "d-1.b");
+    assert!(r.report("d-1.b", true));
+    assert!(matches!(r.d.phase, Phase::Baking { step: 0, until } if until == t(300)));
+    r.commands.clear();
+    for at in [60, 70] {
+        r.at(at);
+        let leftover = Input::TimerFired {
+            step: 0,
+            at: Some(t(at)),
+        };
+        assert!(!r.feed(leftover), "the hook's timer for {at} s");
+    }
+    assert!(r.commands.is_empty(), "{:?}", r.commands);
+    r.at(300);
+    assert!(r.timer(0));
+    assert_eq!(r.d.phase, Phase::PreTraffic { step: 1 });
+}
+
+#[test]
+fn a_second_gate_run_does_not_invoke_a_hook_already_invoked() {
+    let mut r = async_run(None);
+    r.hook_invoked(Gate::PreTraffic, 0, "d-1.first");
+    r.commands.clear();
+    assert!(!r.feed(Input::HookStarted {
+        gate: Gate::PreTraffic,
+        step: 0,
+        token: "d-1.racing".into(),
+    }));
+    assert!(r.commands.is_empty(), "{:?}", r.commands);
+    assert!(r.report("d-1.first", true), "the first token still holds");
+}
+
+#[test]
+fn a_gate_that_outlasts_the_bake_still_has_its_analysis_read_first() {
+    let mut r = analysed("steps:10@1m,50@1m,100", r#"{"max_error_rate": 5}"#);
+    r.at(10);
+    shift_step(&mut r, 0, 5);
+    r.at(180);
+    assert!(r.timer(0));
+    assert_eq!(r.last_measure(), (0, t(0), t(60)));
+    assert!(r.measured(counts(100.0, 0.0)));
+    assert_eq!(r.d.phase, Phase::PreTraffic { step: 1 });
+    assert!(r.gate(Gate::PreTraffic, 1, true));
+    assert!(r.feed(Input::AliasUpdated {
+        update: AliasUpdate::Step(1),
+        revision: None,
+    }));
+    // Shifted at 3:00, its bake extended to 6:00 for its minute; its
+    // PostTraffic gate runs to 6:40: the periods published by then are
+    // read before step 3, from where step 1 stopped reading (1:00).
+    r.commands.clear();
+    r.at(400);
+    assert!(r.gate(Gate::PostTraffic, 1, true));
+    assert!(
+        matches!(r.d.phase, Phase::Baking { step: 1, until } if until == t(360)),
+        "{:?}",
+        r.d.phase
+    );
+    assert_eq!(r.last_measure(), (1, t(60), t(240)));
+    assert!(r.measured(counts(100.0, 30.0)));
+    assert!(
+        matches!(&r.d.phase, Phase::RollingBack { reason } if reason.starts_with("analysis failed at 50%")),
+        "{:?}",
+        r.d.phase
+    );
+}
+
+#[test]
+fn a_watch_entered_already_due_reads_at_once() {
+    let settings = r#"{"max_error_rate": 5, "watch_after_promotion_seconds": 60}"#;
+    let mut r = analysed("AllAtOnce", settings);
+    assert!(r.d.has_bake_ahead(), "the watch is a bake a pause holds at");
+    r.at(5);
+    assert!(r.gate(Gate::PreTraffic, 0, true));
+    assert!(r.feed(Input::AliasUpdated {
+        update: AliasUpdate::Step(0),
+        revision: None,
+    }));
+    assert!(r.d.has_bake_ahead());
+    r.at(400);
+    assert!(r.gate(Gate::PostTraffic, 0, true));
+    assert!(matches!(r.d.phase, Phase::Baking { step: 0, .. }));
+    assert_eq!(r.last_measure(), (0, t(0), t(240)));
+    assert!(r.measured(counts(100.0, 0.0)));
+    assert_eq!(r.d.phase, Phase::Promoted);
 }
