@@ -814,6 +814,11 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
             from,
             to,
             period_secs: d.metric_timing.period_secs,
+            p99: d
+                .spec
+                .analysis
+                .as_ref()
+                .is_some_and(|a| a.max_p99_duration_ms.is_some()),
         };
         match self.cloud.measure(&query).await {
             Ok((new, old)) => Input::Measured {

@@ -220,6 +220,8 @@ pub struct MetricQuery {
     pub from: Time,
     pub to: Time,
     pub period_secs: u32,
+    /// Also the new version's p99 duration over the whole window.
+    pub p99: bool,
 }
 
 /// An alias as read: what it serves and the revision a write must name.

@@ -196,9 +196,18 @@ impl World {
 
     /// Publishes the greeter's current code as a version failing `rate` of its calls.
     async fn publish_failing(&self, rate: &str) -> Result<String> {
-        let env = aws_sdk_lambda::types::Environment::builder()
-            .variables("GREETER_MODE", "failing")
-            .variables("GREETER_FAILURE_RATE", rate)
+        self.publish_in_mode(&[("GREETER_MODE", "failing"), ("GREETER_FAILURE_RATE", rate)])
+            .await
+    }
+
+    /// Publishes a version of the greeter with these `GREETER_*` settings.
+    async fn publish_in_mode(&self, settings: &[(&str, &str)]) -> Result<String> {
+        let env = settings
+            .iter()
+            .fold(
+                aws_sdk_lambda::types::Environment::builder(),
+                |env, (k, v)| env.variables(*k, *v),
+            )
             .build();
         self.lambda
             .update_function_configuration()
@@ -1253,9 +1262,11 @@ async fn analysis_passes_a_healthy_version_and_rolls_back_a_bad_one_on_published
 -> Result<()> {
     // A minute is 3 s: published 3 to 4.5 s after it closes, read 6 s after.
     let w = world_at(0.05).await?;
-    let analysis: sluice::domain::analysis::AnalysisSettings = serde_json::from_value(
-        serde_json::json!({"max_error_rate": 5.0, "min_invocations": 10, "on_inconclusive": "fail"}),
-    )?;
+    let analysis: sluice::domain::analysis::AnalysisSettings =
+        serde_json::from_value(serde_json::json!({
+            "max_error_rate": 5.0, "min_invocations": 10, "on_inconclusive": "fail",
+            "max_p99_duration_ms": 250
+        }))?;
     let traffic = Traffic::through_the_alias(&w, 4);
 
     // A one-second bake is shorter than one published period: extended.
@@ -1266,7 +1277,7 @@ async fn analysis_passes_a_healthy_version_and_rolls_back_a_bad_one_on_published
     assert_eq!(d.phase, Phase::Promoted, "{:?}", d.phase);
     let verdict = assert_judged_published_periods(&w, "analysed-healthy").await?;
     assert!(
-        verdict.starts_with("analysis at step 1 passed: error rate"),
+        verdict.starts_with("analysis at step 1 passed: error rate") && verdict.contains(", p99 "),
         "{verdict}"
     );
     let events = w.engine.store().events("analysed-healthy").await?;
@@ -1281,10 +1292,9 @@ async fn analysis_passes_a_healthy_version_and_rolls_back_a_bad_one_on_published
     // first published period that shows it.
     let v4 = w.publish_failing("0.3").await?;
     let mut failing = spec(&v4, "canary:20:1h", None, None);
-    failing.analysis = Some(analysis);
+    failing.analysis = Some(analysis.clone());
     w.engine.start("analysed-failing", failing).await?;
     let d = &w.run_one_to_end("analysed-failing").await?;
-    traffic.stop().await;
     assert!(
         matches!(&d.phase, Phase::RolledBack { reason } if reason.starts_with("analysis failed at 20%: error rate")),
         "{:?}",
@@ -1296,6 +1306,28 @@ async fn analysis_passes_a_healthy_version_and_rolls_back_a_bad_one_on_published
         ("2".to_owned(), vec![]),
         "back to 100% on the old version"
     );
+
+    // Version 5 answers every call, in 400 ms: over the p99 bound of 250 ms
+    // (CloudWatch's percentile of the window's durations), without an error.
+    let v5 = w
+        .publish_in_mode(&[("GREETER_MODE", "slow"), ("GREETER_DELAY_MS", "400")])
+        .await?;
+    let mut slow = spec(&v5, "canary:20:1h", None, None);
+    slow.analysis = Some(analysis);
+    w.engine.start("analysed-slow", slow).await?;
+    let d = &w.run_one_to_end("analysed-slow").await?;
+    traffic.stop().await;
+    let Phase::RolledBack { reason } = &d.phase else {
+        panic!("{:?}", d.phase)
+    };
+    let p99: f64 = reason
+        .strip_prefix("analysis failed at 20%: p99 duration ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|ms| ms.parse().ok())
+        .with_context(|| format!("not a p99 verdict: {reason}"))?;
+    assert!((400.0..1000.0).contains(&p99), "{reason}");
+    assert!(reason.contains("error rate 0.0%"), "{reason}");
+    assert_eq!(w.alias().await?, ("2".to_owned(), vec![]));
     Ok(())
 }
 

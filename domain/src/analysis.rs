@@ -42,6 +42,10 @@ pub struct AnalysisSettings {
     /// Highest average duration of the new version, in ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_avg_duration_ms: Option<f64>,
+    /// Highest 99th percentile of the new version's durations over the
+    /// window, in ms (CloudWatch's `p99` of Lambda's `Duration`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_p99_duration_ms: Option<f64>,
     /// Calls the new version must serve before a verdict.
     #[serde(default = "default_min_invocations")]
     pub min_invocations: u64,
@@ -90,12 +94,15 @@ impl AnalysisSettings {
                 ));
             }
         }
-        if let Some(ms) = self.max_avg_duration_ms
-            && !(ms > 0.0 && ms.is_finite())
-        {
-            problems.push(format!(
-                "analysis.max_avg_duration_ms: {ms} must be above 0"
-            ));
+        for (field, value) in [
+            ("max_avg_duration_ms", self.max_avg_duration_ms),
+            ("max_p99_duration_ms", self.max_p99_duration_ms),
+        ] {
+            if let Some(ms) = value
+                && !(ms > 0.0 && ms.is_finite())
+            {
+                problems.push(format!("analysis.{field}: {ms} must be above 0"));
+            }
         }
         if self.min_invocations == 0 {
             problems.push("analysis.min_invocations must be at least 1".into());
@@ -196,6 +203,10 @@ pub struct Counts {
     pub errors: f64,
     /// Sum of durations in ms (for the average).
     pub duration_ms: f64,
+    /// The 99th percentile of the durations over the whole window, in ms,
+    /// when it was asked for and CloudWatch had it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_duration_ms: Option<f64>,
 }
 
 impl Counts {
@@ -284,8 +295,22 @@ pub fn judge(settings: &AnalysisSettings, m: &Measurement, timing: &MetricTiming
             "average duration {avg:.0} ms ({window}) > {max} ms; {measured}"
         ));
     }
+    let mut durations = format!("average duration {avg:.0} ms");
+    if let Some(max) = settings.max_p99_duration_ms {
+        let Some(p99) = new.p99_duration_ms else {
+            return Verdict::Inconclusive(format!(
+                "CloudWatch gave no p99 duration for the new version in {window}"
+            ));
+        };
+        if p99 > max {
+            return Verdict::Fail(format!(
+                "p99 duration {p99:.0} ms ({window}) > {max} ms; {durations}, {measured}"
+            ));
+        }
+        durations += &format!(", p99 {p99:.0} ms <= {max} ms");
+    }
     Verdict::Pass(format!(
-        "{measured} <= {}%, average duration {avg:.0} ms; {baseline}",
+        "{measured} <= {}%, {durations}; {baseline}",
         settings.max_error_rate
     ))
 }
@@ -300,6 +325,7 @@ mod tests {
             invocations,
             errors,
             duration_ms: invocations * 10.0,
+            p99_duration_ms: None,
         }
     }
 
@@ -352,6 +378,30 @@ mod tests {
         assert!(
             matches!(judge(&slow, &measured(counts(100.0, 0.0), counts(0.0, 0.0)), &timing), Verdict::Fail(r) if r.contains("average duration 10 ms"))
         );
+        // The tail: a p99 over its bound fails a version whose average is fine.
+        let tail = AnalysisSettings {
+            max_p99_duration_ms: Some(200.0),
+            ..s.clone()
+        };
+        let with_p99 = |p99| Counts {
+            p99_duration_ms: p99,
+            ..counts(100.0, 0.0)
+        };
+        let judged = |new| judge(&tail, &measured(new, counts(900.0, 0.0)), &timing);
+        assert_eq!(
+            judged(with_p99(Some(450.0))),
+            Verdict::Fail(
+                "p99 duration 450 ms (minutes 10:41-10:43) > 200 ms; average duration 10 ms, error rate 0.0% (0 of 100 calls, minutes 10:41-10:43)"
+                    .into()
+            )
+        );
+        assert!(
+            matches!(judged(with_p99(Some(120.0))), Verdict::Pass(r) if r.contains("average duration 10 ms, p99 120 ms <= 200 ms"))
+        );
+        assert!(
+            matches!(judged(with_p99(None)), Verdict::Inconclusive(r) if r.contains("no p99 duration")),
+            "asked for and not given is not a pass"
+        );
     }
 
     #[test]
@@ -391,7 +441,7 @@ mod tests {
         assert!(s.problems(&canary).is_empty());
         assert!(serde_json::from_str::<AnalysisSettings>(r#"{"max_eror_rate": 2}"#).is_err());
         let bad: AnalysisSettings = serde_json::from_str(
-            r#"{"max_error_rate": 120, "min_invocations": 0, "watch_after_promotion_seconds": 0}"#,
+            r#"{"max_error_rate": 120, "min_invocations": 0, "watch_after_promotion_seconds": 0, "max_p99_duration_ms": -1}"#,
         )
         .unwrap();
         let problems = bad.problems(&canary).join("; ");
@@ -399,6 +449,7 @@ mod tests {
             "max_error_rate",
             "min_invocations",
             "watch_after_promotion_seconds",
+            "max_p99_duration_ms: -1 must be above 0",
         ] {
             assert!(problems.contains(named), "{problems}");
         }

@@ -4,8 +4,10 @@
 //!
 //! As Lambda does, they are sent as one datapoint per period (a minute,
 //! scaled like every time the local stack keeps) per metric and dimension
-//! set: a statistic set (count, sum, min, max) stamped with its period's
-//! start. "Lambda sends metric data to CloudWatch in 1-minute intervals"
+//! set, stamped with its period's start: a statistic set (count, sum, min,
+//! max), or for `Duration` the period's values and their counts, from which
+//! CloudWatch computes percentiles (it cannot from a statistic set:
+//! <https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_GetMetricStatistics.html>). "Lambda sends metric data to CloudWatch in 1-minute intervals"
 //! (<https://docs.aws.amazon.com/lambda/latest/dg/monitoring-metrics.html>),
 //! so a minute is readable only after it has closed, and later still: each
 //! period is put a publication lag after it closes (a period, plus up to
@@ -16,14 +18,19 @@ use aws_sdk_cloudwatch::Client as CloudWatchClient;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit, StatisticSet};
 use rand::Rng;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 pub const NAMESPACE: &str = "AWS/Lambda";
-/// Data points per PutMetricData call: AWS takes 1,000 but also at most 1 MB a
-/// request, and moto's server refuses form bodies over 500 KB.
-const MAX_BATCH: usize = 200;
+/// Data points and values per PutMetricData call: AWS takes 1,000 datums
+/// but also at most 1 MB a request, and moto's server refuses form bodies
+/// over 500 KB.
+const MAX_BATCH: usize = 2_000;
+/// Distinct values in one datum (PutMetricData's `Values`, at most 150).
+const MAX_VALUES: usize = 150;
+/// Durations are sent to a hundredth of a millisecond.
+const VALUES_PER_MS: f64 = 100.0;
 
 /// When the local stack's Lambda publishes its metrics, and when Sluice may
 /// read them (its `SLUICE_METRIC_*` settings), at a schedule scale.
@@ -112,23 +119,28 @@ impl Metrics {
 /// One metric under one dimension set.
 type SeriesKey = (&'static str, Vec<(String, String)>);
 
-/// A period's statistic set being gathered.
-#[derive(Debug, Clone, Copy)]
+/// A period's statistic set being gathered, and for a distribution (a
+/// duration) its values, counted.
+#[derive(Debug, Clone)]
 struct Aggregate {
     count: f64,
     sum: f64,
     min: f64,
     max: f64,
+    values: Option<BTreeMap<u64, f64>>,
 }
 
 impl Aggregate {
-    fn new(value: f64) -> Self {
-        Aggregate {
-            count: 1.0,
-            sum: value,
+    fn new(value: f64, distribution: bool) -> Self {
+        let mut a = Aggregate {
+            count: 0.0,
+            sum: 0.0,
             min: value,
             max: value,
-        }
+            values: distribution.then(BTreeMap::new),
+        };
+        a.add(value);
+        a
     }
 
     fn add(&mut self, value: f64) {
@@ -136,6 +148,11 @@ impl Aggregate {
         self.sum += value;
         self.min = self.min.min(value);
         self.max = self.max.max(value);
+        if let Some(values) = &mut self.values {
+            *values
+                .entry((value * VALUES_PER_MS).round() as u64)
+                .or_default() += 1.0;
+        }
     }
 }
 
@@ -153,10 +170,11 @@ impl Periods {
             (timing.published_at(start, extra), HashMap::new())
         });
         for (key, value) in samples(record) {
+            let distribution = key.0 == "Duration";
             series
                 .entry(key)
                 .and_modify(|a| a.add(value))
-                .or_insert_with(|| Aggregate::new(value));
+                .or_insert_with(|| Aggregate::new(value, distribution));
         }
     }
 
@@ -173,7 +191,7 @@ impl Periods {
             .flat_map(|(start, series)| {
                 series
                     .into_iter()
-                    .map(move |(key, agg)| datum(key, agg, start))
+                    .flat_map(move |(key, agg)| data(key, agg, start))
             })
             .collect()
     }
@@ -209,11 +227,22 @@ async fn publish(
 }
 
 async fn flush(client: &CloudWatchClient, data: Vec<MetricDatum>) {
-    for chunk in data.chunks(MAX_BATCH) {
+    let mut chunks: Vec<Vec<MetricDatum>> = Vec::new();
+    let mut weight = MAX_BATCH;
+    for datum in data {
+        let w = 1 + datum.values().len();
+        if weight + w > MAX_BATCH {
+            chunks.push(Vec::new());
+            weight = 0;
+        }
+        weight += w;
+        chunks.last_mut().expect("a chunk").push(datum);
+    }
+    for chunk in chunks {
         if let Err(e) = client
             .put_metric_data()
             .namespace(NAMESPACE)
-            .set_metric_data(Some(chunk.to_vec()))
+            .set_metric_data(Some(chunk.clone()))
             .send()
             .await
         {
@@ -222,30 +251,48 @@ async fn flush(client: &CloudWatchClient, data: Vec<MetricDatum>) {
     }
 }
 
-fn datum((name, dims): SeriesKey, agg: Aggregate, period_start: SystemTime) -> MetricDatum {
+/// A series' period as datums: one statistic set, or its values in
+/// datums of at most `MAX_VALUES` each.
+fn data((name, dims): SeriesKey, agg: Aggregate, period_start: SystemTime) -> Vec<MetricDatum> {
     let unit = if name == "Duration" {
         StandardUnit::Milliseconds
     } else {
         StandardUnit::Count
     };
-    MetricDatum::builder()
-        .metric_name(name)
-        .set_dimensions(Some(
-            dims.into_iter()
-                .map(|(n, v)| Dimension::builder().name(n).value(v).build())
-                .collect(),
-        ))
-        .statistic_values(
-            StatisticSet::builder()
-                .sample_count(agg.count)
-                .sum(agg.sum)
-                .minimum(agg.min)
-                .maximum(agg.max)
-                .build(),
-        )
-        .unit(unit)
-        .timestamp(DateTime::from(period_start))
-        .build()
+    let dimensions: Vec<Dimension> = dims
+        .into_iter()
+        .map(|(n, v)| Dimension::builder().name(n).value(v).build())
+        .collect();
+    let datum = || {
+        MetricDatum::builder()
+            .metric_name(name)
+            .set_dimensions(Some(dimensions.clone()))
+            .unit(unit.clone())
+            .timestamp(DateTime::from(period_start))
+    };
+    let Some(values) = agg.values else {
+        let stats = StatisticSet::builder()
+            .sample_count(agg.count)
+            .sum(agg.sum)
+            .minimum(agg.min)
+            .maximum(agg.max)
+            .build();
+        return vec![datum().statistic_values(stats).build()];
+    };
+    let values: Vec<(u64, f64)> = values.into_iter().collect();
+    values
+        .chunks(MAX_VALUES)
+        .map(|chunk| {
+            let (values, counts) = chunk
+                .iter()
+                .map(|(v, count)| (*v as f64 / VALUES_PER_MS, *count))
+                .unzip();
+            datum()
+                .set_values(Some(values))
+                .set_counts(Some(counts))
+                .build()
+        })
+        .collect()
 }
 
 /// The samples of one invocation, under each dimension set Lambda uses:
@@ -315,14 +362,16 @@ mod tests {
         };
         assert_eq!(super::samples(&unqualified).len(), 3);
 
-        let mut agg = Aggregate::new(1.0);
+        let mut agg = Aggregate::new(1.0, false);
         agg.add(0.0);
         agg.add(1.0);
-        let d = datum(
+        let [d] = data(
             ("Errors", vec![("FunctionName".into(), "f".into())]),
             agg,
             UNIX_EPOCH,
-        );
+        )
+        .try_into()
+        .expect("one datum");
         let stats = d.statistic_values().unwrap();
         assert_eq!(
             (
@@ -333,6 +382,27 @@ mod tests {
             ),
             (Some(3.0), Some(2.0), Some(0.0), Some(1.0))
         );
+
+        // Durations go as values and counts, at most 150 to a datum, for percentiles.
+        let mut durations = Aggregate::new(0.5, true);
+        for ms in 1..=200 {
+            durations.add(ms as f64);
+        }
+        durations.add(7.004);
+        let sent = data(
+            ("Duration", vec![("FunctionName".into(), "f".into())]),
+            durations,
+            UNIX_EPOCH,
+        );
+        assert_eq!(
+            sent.iter().map(|d| d.values().len()).collect::<Vec<_>>(),
+            vec![150, 51]
+        );
+        assert!(sent.iter().all(|d| d.statistic_values().is_none()));
+        let counted: f64 = sent.iter().flat_map(|d| d.counts()).sum();
+        assert_eq!(counted, 202.0);
+        let seven = sent[0].values().iter().position(|v| *v == 7.0).unwrap();
+        assert_eq!(sent[0].counts()[seven], 2.0, "7.004 ms is sent as 7.00");
     }
 
     #[test]

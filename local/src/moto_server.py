@@ -31,6 +31,14 @@ once the actions in progress finish. Here each stage takes
 CODEPIPELINE_STAGE_SECONDS, multiplied by the stack's schedule scale
 (SLUICE_SCHEDULE_SCALE), like every other time of the local stack.
 
+moto's CloudWatch has no percentiles: a `pNN.NN` statistic comes back as
+nothing. CloudWatch computes them from the raw values of a period, and from
+a statistic set only when its SampleCount is 1 or its Minimum equals its
+Maximum; with no such value in a period, there is no datapoint
+(https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_GetMetricStatistics.html).
+Here percentiles are computed that way (nearest rank), and a period without
+one gives no datapoint, as on AWS.
+
 sluice-local's launcher writes this file into the stack's state directory and
 runs it with the Python of `.venv` (or SLUICE_MOTO_PYTHON):
 `moto_server.py -H HOST -p PORT`.
@@ -38,7 +46,9 @@ runs it with the Python of `.venv` (or SLUICE_MOTO_PYTHON):
 
 import copy
 import json
+import math
 import os
+import re
 import sys
 import threading
 import time
@@ -49,6 +59,7 @@ from moto.dynamodb.models.dynamo_type import DynamoType
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
 from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
+from moto.cloudwatch.models import CloudWatchBackend, Statistics
 from moto.codepipeline.models import CodePipelineBackend, PipelineExecution
 from moto.codepipeline.responses import CodePipelineResponse
 from moto.core.exceptions import JsonRESTError
@@ -240,6 +251,39 @@ def _stop_pipeline_execution(self):
     return json.dumps({"pipelineExecutionId": execution_id})
 
 
+_PERCENTILE = re.compile(r"^p(\d{1,2}(?:\.\d{1,2})?|100)$")
+_moto_statistic = Statistics.get_statistics_for_type
+
+
+def _statistic(self, stat):
+    match = _PERCENTILE.match(stat)
+    if not match:
+        return _moto_statistic(self, stat)
+    values = list(self.metric_single_values_list)
+    for aggregated in self.metric_aggregated_list:
+        if aggregated.sample_count == 1 or aggregated.min == aggregated.max:
+            values += [aggregated.max] * int(aggregated.sample_count)
+    if not values or min(values) < 0:
+        return None
+    values.sort()
+    rank = math.ceil(float(match.group(1)) / 100 * len(values))
+    return values[max(rank, 1) - 1]
+
+
+_moto_get_metric_data = CloudWatchBackend.get_metric_data
+
+
+def _get_metric_data(self, *args, **kwargs):
+    results = _moto_get_metric_data(self, *args, **kwargs)
+    for result in results:
+        kept = [(v, t) for v, t in zip(result["values"], result["timestamps"]) if v is not None]
+        result["values"] = [v for v, _ in kept]
+        result["timestamps"] = [t for _, t in kept]
+    return results
+
+
+Statistics.get_statistics_for_type = _statistic
+CloudWatchBackend.get_metric_data = _get_metric_data
 CodePipelineResponse.start_pipeline_execution = _start_once_per_token
 CodePipelineResponse.stop_pipeline_execution = _stop_pipeline_execution
 

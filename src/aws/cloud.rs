@@ -24,6 +24,7 @@ use std::time::Duration;
 
 /// The series an analysis sums for each version.
 const ANALYSED_METRICS: [&str; 3] = ["Invocations", "Errors", "Duration"];
+const P99_ID: &str = "new_p99_duration";
 
 fn smithy_time(t: Time) -> aws_smithy_types::DateTime {
     aws_smithy_types::DateTime::from_millis(t.timestamp_millis())
@@ -379,7 +380,7 @@ impl Cloud for AwsCloud {
     /// `ExecutedVersion`, summed over the query's whole periods.
     async fn measure(&self, query: &MetricQuery) -> Result<(Counts, Counts), EngineError> {
         let resource = format!("{}:{}", query.function, query.alias);
-        let series = |version: &str, metric: &str| {
+        let series = |version: &str, metric: &str, stat: &str, period_secs: i64| {
             let dimensions = [
                 ("FunctionName", query.function.as_str()),
                 ("Resource", resource.as_str()),
@@ -396,21 +397,34 @@ impl Cloud for AwsCloud {
                         .set_dimensions(Some(dimensions))
                         .build(),
                 )
-                .period(query.period_secs as i32)
-                .stat("Sum")
+                .period(period_secs as i32)
+                .stat(stat)
                 .build()
         };
+        let period = query.period_secs as i64;
         let mut queries = Vec::new();
         for (who, version) in [("new", &query.new_version), ("old", &query.old_version)] {
             for metric in ANALYSED_METRICS {
                 queries.push(
                     MetricDataQuery::builder()
                         .id(format!("{who}_{}", metric.to_lowercase()))
-                        .metric_stat(series(version, metric))
+                        .metric_stat(series(version, metric, "Sum", period))
                         .build(),
                 );
             }
         }
+        // A percentile is not a sum of periods' percentiles: one period,
+        // the whole window, gives the window's.
+        let window = (query.to - query.from).num_seconds().max(period);
+        if query.p99 {
+            queries.push(
+                MetricDataQuery::builder()
+                    .id(P99_ID)
+                    .metric_stat(series(&query.new_version, "Duration", "p99", window))
+                    .build(),
+            );
+        }
+        let mut p99 = None;
         let mut sums: HashMap<String, f64> = HashMap::new();
         let mut next_token = None;
         loop {
@@ -432,6 +446,10 @@ impl Cloud for AwsCloud {
                     )));
                 }
                 let id = result.id().unwrap_or_default().to_owned();
+                if id == P99_ID {
+                    p99 = result.values().iter().copied().reduce(f64::max).or(p99);
+                    continue;
+                }
                 *sums.entry(id).or_default() += result.values().iter().sum::<f64>();
             }
             next_token = out.next_token().map(str::to_owned);
@@ -445,9 +463,14 @@ impl Cloud for AwsCloud {
                 invocations: sum("invocations"),
                 errors: sum("errors"),
                 duration_ms: sum("duration"),
+                p99_duration_ms: None,
             }
         };
-        Ok((counts("new"), counts("old")))
+        let new = Counts {
+            p99_duration_ms: p99,
+            ..counts("new")
+        };
+        Ok((new, counts("old")))
     }
 
     async fn send_timer(&self, message: &TimerMessage, delay_secs: i32) -> Result<(), EngineError> {

@@ -773,6 +773,7 @@ impl Cloud for MemoryCloud {
             invocations: 100.0,
             errors: 0.0,
             duration_ms: 1000.0,
+            p99_duration_ms: Some(12.0),
         };
         let new = if self.dice.chance(0.05) {
             Counts {

@@ -1009,6 +1009,7 @@ fn counts(invocations: f64, errors: f64) -> crate::analysis::Counts {
         invocations,
         errors,
         duration_ms: invocations * 10.0,
+        p99_duration_ms: None,
     }
 }
 
