@@ -27,6 +27,43 @@ pub enum CommitEventError {
     WrongSignature,
     #[error("malformed push event: {0}")]
     Malformed(String),
+    #[error(
+        "content type {0:?}: GitHub's webhooks are application/json or application/x-www-form-urlencoded"
+    )]
+    UnsupportedContentType(String),
+}
+
+/// The JSON of a webhook delivery, in either content type GitHub offers
+/// (<https://docs.github.com/en/webhooks/using-webhooks/creating-webhooks>):
+/// `application/json` is the body itself; `application/x-www-form-urlencoded`
+/// (GitHub's default) carries it in the `payload` field. The signature
+/// covers the raw body, so it is checked before this.
+pub fn webhook_json<'a>(
+    content_type: Option<&str>,
+    body: &'a [u8],
+) -> Result<std::borrow::Cow<'a, [u8]>, CommitEventError> {
+    let media = content_type
+        .unwrap_or_default()
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    match media.as_str() {
+        "application/json" => Ok(body.into()),
+        "application/x-www-form-urlencoded" => form_urlencoded::parse(body)
+            .find(|(name, _)| name == "payload")
+            .map(|(_, payload)| payload.into_owned().into_bytes().into())
+            .ok_or_else(|| {
+                CommitEventError::Malformed(
+                    "a form-encoded delivery carries its event in a payload field, and this has none"
+                        .into(),
+                )
+            }),
+        _ => Err(CommitEventError::UnsupportedContentType(
+            content_type.unwrap_or("(none)").to_owned(),
+        )),
+    }
 }
 
 /// Checks GitHub's `X-Hub-Signature-256` against the raw body with each
@@ -344,6 +381,34 @@ mod tests {
 
         forced["ref"] = "refs/notes/commits".into();
         assert_eq!(parse_github_push(forced.to_string().as_bytes()), Ok(None));
+    }
+
+    #[test]
+    fn both_of_githubs_content_types_give_the_json() {
+        let json = br#"{"ref": "refs/heads/main", "a": "b&c=d"}"#;
+        let form = format!(
+            "payload={}",
+            form_urlencoded::byte_serialize(json).collect::<String>()
+        );
+        for (content_type, body) in [
+            ("application/json", json.as_slice()),
+            ("Application/JSON; charset=utf-8", json.as_slice()),
+            ("application/x-www-form-urlencoded", form.as_bytes()),
+        ] {
+            assert_eq!(
+                webhook_json(Some(content_type), body).as_deref(),
+                Ok(json.as_slice()),
+                "{content_type}"
+            );
+        }
+        assert!(matches!(
+            webhook_json(Some("application/x-www-form-urlencoded"), b"payloads=1"),
+            Err(CommitEventError::Malformed(m)) if m.contains("payload field")
+        ));
+        assert_eq!(
+            webhook_json(None, json),
+            Err(CommitEventError::UnsupportedContentType("(none)".into()))
+        );
     }
 
     #[test]

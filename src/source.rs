@@ -255,6 +255,11 @@ impl<K: Clock> Source<K> {
             }
         }
         let event = header(EVENT_HEADER).unwrap_or_default();
+        let body = match commits::webhook_json(header("content-type").as_deref(), &body) {
+            Ok(json) => json,
+            Err(e @ CommitEventError::UnsupportedContentType(_)) => return error_response(415, e),
+            Err(e) => return error_response(400, e),
+        };
         match event.as_str() {
             "ping" => return response(200, serde_json::json!({ "pong": true })),
             "push" => {}

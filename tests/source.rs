@@ -68,10 +68,21 @@ impl World {
         body: &[u8],
         signature: Option<String>,
     ) -> Result<(u16, serde_json::Value)> {
+        self.deliver_as("application/json", event, body, signature)
+            .await
+    }
+
+    async fn deliver_as(
+        &self,
+        content_type: &str,
+        event: &str,
+        body: &[u8],
+        signature: Option<String>,
+    ) -> Result<(u16, serde_json::Value)> {
         let mut request = self
             .http
             .post(&self.url)
-            .header("content-type", "application/json")
+            .header("content-type", content_type)
             .header("x-github-event", event)
             .header("x-github-delivery", uuid::Uuid::new_v4().to_string())
             .header("user-agent", "GitHub-Hookshot/sluice-test")
@@ -158,6 +169,70 @@ async fn a_signed_push_starts_one_execution_however_often_it_is_delivered() -> R
     assert!(
         timeline[0].message.contains("a push to main at 9a1f3c2"),
         "{timeline:?}"
+    );
+    Ok(())
+}
+
+/// GitHub's default content type: the event in a `payload` form field,
+/// signed over the form body as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_encoded_push_is_read_from_its_payload_and_signed_over_the_raw_body() -> Result<()> {
+    let w = World::new().await?;
+    let before = w.items().await?;
+    let form = |json: &[u8]| {
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("payload", std::str::from_utf8(json).expect("UTF-8"))
+            .finish()
+            .into_bytes()
+    };
+    let body = form(PUSH);
+    let secret = w.secret.as_bytes();
+    const FORM: &str = "application/x-www-form-urlencoded";
+    // Signed over the JSON inside rather than the body sent: refused.
+    let (status, _) = w
+        .deliver_as(FORM, "push", &body, Some(sign(PUSH, secret)))
+        .await?;
+    assert_eq!(status, 401);
+    // No payload field, or a content type GitHub does not send.
+    let empty = b"other=1".to_vec();
+    let (status, answer) = w
+        .deliver_as(FORM, "push", &empty, Some(sign(&empty, secret)))
+        .await?;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("payload field")
+    );
+    let (status, answer) = w
+        .deliver_as("text/plain", "push", PUSH, Some(sign(PUSH, secret)))
+        .await?;
+    assert_eq!(status, 415, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("\"text/plain\"")
+    );
+    assert_eq!(w.items().await?, before, "nothing was written");
+
+    let (status, answer) = w
+        .deliver_as(
+            &format!("{FORM}; charset=utf-8"),
+            "push",
+            &body,
+            Some(sign(&body, secret)),
+        )
+        .await?;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["executions"][0]["pipeline"], "greeter");
+    assert_eq!(answer["executions"][0]["new"], true);
+    // The same push as JSON is the same push: nothing new.
+    let (status, answer) = w.push(PUSH).await?;
+    assert_eq!(
+        (status, answer["executions"][0]["new"].clone()),
+        (200, false.into())
     );
     Ok(())
 }
