@@ -10,6 +10,7 @@ pub mod budget;
 pub mod clock;
 pub mod codepipeline_action;
 pub mod commits;
+pub mod custom_resource;
 /// The pure core, a crate of its own so that its purity is the compiler's to check.
 pub use sluice_domain as domain;
 pub mod drive;

@@ -5,7 +5,7 @@
 use crate::clock::Clock;
 use crate::domain::deployment::{
     Deployment, DeploymentSpec, Event, Input as DeploymentInput, MAX_ASYNC_HOOK_SECS, OnBusy,
-    VersionSource, events_of, token_digest,
+    ReplyTo, VersionSource, events_of, token_digest,
 };
 use crate::domain::execution::{
     ActionRef, ActionState, Execution, ExecutionEvent, Input as ExecutionInput, StopMode,
@@ -181,6 +181,10 @@ impl Operations {
         &self.orchestrator.engine.store
     }
 
+    pub fn engine(&self) -> &crate::engine::Engine {
+        &self.orchestrator.engine
+    }
+
     pub async fn status(&self) -> Result<Status, OperationError> {
         let store = self.store();
         let pipelines = store.definitions().await?.into_iter().map(|d| d.name);
@@ -204,6 +208,16 @@ impl Operations {
     /// one cheap read each), then starts it. Nothing is written for a
     /// request that cannot start; a busy alias refuses or queues as asked.
     pub async fn deploy(&self, spec: DeploymentSpec) -> Result<Submitted, OperationError> {
+        self.start(&new_deployment_id(), spec, None).await
+    }
+
+    /// `deploy` as `id`, telling `reply_to` the outcome once it has ended.
+    pub async fn start(
+        &self,
+        id: &str,
+        spec: DeploymentSpec,
+        reply_to: Option<ReplyTo>,
+    ) -> Result<Submitted, OperationError> {
         let problems = spec.problems();
         if !problems.is_empty() {
             return Err(OperationError::Invalid(problems.join("; ")));
@@ -220,11 +234,11 @@ impl Operations {
             )));
         }
         self.check_targets(&spec, holder.is_some()).await?;
-        let id = new_deployment_id();
-        let (d, commands) = Deployment::create(&id, spec, self.orchestrator.engine.clock.now());
+        let (mut d, commands) = Deployment::create(id, spec, self.orchestrator.engine.clock.now());
+        d.reply_to = reply_to;
         self.store().create(&d, &events_of(&commands)).await?;
         Ok(Submitted {
-            deployment: id,
+            deployment: id.to_owned(),
             queued_behind: holder,
         })
     }

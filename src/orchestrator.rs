@@ -201,7 +201,10 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
                     .chain(
                         finished_deployments
                             .into_iter()
-                            .filter(|i| deployment_origin(&i.id).is_some())
+                            .filter(|i| {
+                                deployment_origin(&i.id).is_some()
+                                    || crate::custom_resource::is_rollout(&i.id)
+                            })
                             .map(|i| (i.sequence_number, HandedOver::DeploymentFinished(i.id))),
                     )
                     .map(|(sequence_number, work)| Item {
@@ -443,8 +446,17 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
             .await
     }
 
-    /// A deployment ended: if an execution's deploy action started it, that action ends too.
+    /// A deployment ended: if an execution's deploy action started it, that
+    /// action ends too; if a CloudFormation request waits for it, it is answered.
     pub async fn deployment_finished(&self, deployment_id: &str) -> Result<(), OrchestratorError> {
+        if crate::custom_resource::is_rollout(deployment_id) {
+            let d = self.engine.store.load(deployment_id).await?.deployment;
+            if let Some((url, body)) = crate::custom_resource::answer_when_ended(&d) {
+                self.actions.answer_cloudformation(&url, body).await?;
+                tracing::info!(deployment_id, "CloudFormation answered");
+            }
+            return Ok(());
+        }
         let Some((execution, at)) = deployment_origin(deployment_id) else {
             return Ok(());
         };

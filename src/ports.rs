@@ -451,4 +451,10 @@ pub trait Actions: Send + Sync {
         &self,
         work: &HandedOver,
     ) -> impl Future<Output = Result<(), OrchestratorError>> + Send;
+    /// PUTs a CloudFormation custom resource's answer to its presigned URL.
+    fn answer_cloudformation(
+        &self,
+        url: &str,
+        body: Vec<u8>,
+    ) -> impl Future<Output = Result<(), OrchestratorError>> + Send;
 }

@@ -215,6 +215,49 @@ impl DeploymentSpec {
     }
 }
 
+impl DeploymentSpec {
+    /// The least time a run of this spec takes from its first shift to its
+    /// end, gates aside: its bakes, each at least as long as the analysis
+    /// needs to read the shift's period (`timing`), and the watch after 100%.
+    pub fn shortest_run(&self, timing: &MetricTiming) -> std::time::Duration {
+        let steps = self.config.schedule().steps;
+        let analysed = self.analysis.as_ref();
+        let read = timing.lag().to_std().unwrap_or_default();
+        let bakes: std::time::Duration = steps[..steps.len() - 1]
+            .iter()
+            .map(|s| {
+                if analysed.is_some() {
+                    s.bake.max(read)
+                } else {
+                    s.bake
+                }
+            })
+            .sum();
+        let watch = analysed
+            .and_then(|a| a.watch_after_promotion_seconds)
+            .map_or(std::time::Duration::ZERO, |secs| {
+                std::time::Duration::from_secs(secs).max(read)
+            });
+        bakes + watch
+    }
+}
+
+/// Who waits for a deployment's end besides its timeline, told the outcome
+/// once it has ended: a CloudFormation custom resource's request
+/// (`src/custom_resource.rs`). Only carried here: the deployment does not act on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "to", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ReplyTo {
+    CloudFormation {
+        /// A presigned S3 URL, good for about two hours.
+        response_url: String,
+        stack_id: String,
+        request_id: String,
+        logical_resource_id: String,
+        physical_resource_id: String,
+    },
+}
+
 /// Named as CodeDeploy names its lifecycle hooks, in the hook contract too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Gate {
@@ -590,6 +633,9 @@ pub struct Deployment {
     /// The asynchronous hook the current gate waits for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hook_wait: Option<HookWait>,
+    /// Who is told the outcome once it has ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<ReplyTo>,
     pub created_at: Time,
     pub updated_at: Time,
 }
@@ -615,6 +661,7 @@ impl Deployment {
             metric_timing: MetricTiming::default(),
             analysis: None,
             hook_wait: None,
+            reply_to: None,
             created_at: now,
             updated_at: now,
             spec,

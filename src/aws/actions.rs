@@ -18,6 +18,8 @@ pub struct AwsActions {
     pub codepipeline: aws_sdk_codepipeline::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub timer_queue_url: String,
+    /// For presigned URLs (CloudFormation's answers).
+    pub https: reqwest::Client,
 }
 
 impl AwsActions {
@@ -59,6 +61,9 @@ impl AwsActions {
             codepipeline: aws_sdk_codepipeline::Client::new(config),
             sqs: cloud.sqs.clone(),
             timer_queue_url,
+            https: super::config::https_client(super::config::Trust::for_lambda(|name| {
+                std::env::var_os(name)
+            })),
         }
     }
 }
@@ -216,6 +221,16 @@ impl Actions for AwsActions {
         send_to_queue(&self.sqs, &self.timer_queue_url, work, 0)
             .await
             .map_err(|err| aws("SendMessage (work handed over)", err))
+    }
+
+    async fn answer_cloudformation(
+        &self,
+        url: &str,
+        body: Vec<u8>,
+    ) -> Result<(), OrchestratorError> {
+        crate::custom_resource::put_answer(&self.https, url, body)
+            .await
+            .map_err(OrchestratorError::Aws)
     }
 }
 

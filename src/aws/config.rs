@@ -84,6 +84,27 @@ impl Trust {
     }
 }
 
+/// A plain HTTPS client (for presigned URLs) trusting what the SDK's
+/// clients trust.
+pub fn https_client(trust: Trust) -> reqwest::Client {
+    let builder = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(API_TIMEOUT);
+    let builder = match trust {
+        Trust::AmazonTrustServices => {
+            let roots = reqwest::Certificate::from_pem_bundle(AMAZON_TRUST_SERVICES)
+                .expect("the compiled-in roots are PEM");
+            roots
+                .into_iter()
+                .fold(builder.tls_built_in_root_certs(false), |b, root| {
+                    b.add_root_certificate(root)
+                })
+        }
+        Trust::System => builder.tls_built_in_native_certs(true),
+    };
+    builder.build().expect("an HTTPS client builds")
+}
+
 /// The SDK's default connect timeout, which [`OneConnector`] applies itself.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
 

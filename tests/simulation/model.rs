@@ -1086,4 +1086,13 @@ impl Actions for MemoryActions {
         }
         Ok(())
     }
+
+    /// The simulation starts no custom resource rollouts.
+    async fn answer_cloudformation(
+        &self,
+        url: &str,
+        _body: Vec<u8>,
+    ) -> Result<(), OrchestratorError> {
+        panic!("no deployment of the simulation answers CloudFormation ({url})")
+    }
 }

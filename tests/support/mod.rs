@@ -212,6 +212,22 @@ pub async fn create_function(
 /// The sample app as operators' tests want it: `versions` published versions
 /// of the same code (1 to `versions`), and alias `live` on version 1.
 pub async fn greeter_live_on_1(stack: &LocalStack, versions: usize) -> Result<()> {
+    greeter_with_versions(stack, versions).await?;
+    stack
+        .lambda()
+        .await
+        .create_alias()
+        .function_name("greeter")
+        .name("live")
+        .function_version("1")
+        .send()
+        .await?;
+    Ok(())
+}
+
+/// The sample app with `versions` published versions of the same code (1
+/// to `versions`), and no alias.
+pub async fn greeter_with_versions(stack: &LocalStack, versions: usize) -> Result<()> {
     let lambda = stack.lambda().await;
     let role = function_role(stack).await?;
     create_function(&lambda, &role, "greeter", greeter_zip("r1")?, &[], 5).await?;
@@ -230,13 +246,6 @@ pub async fn greeter_live_on_1(stack: &LocalStack, versions: usize) -> Result<()
             .await?;
         wait_updated(&lambda, "greeter").await?;
     }
-    lambda
-        .create_alias()
-        .function_name("greeter")
-        .name("live")
-        .function_version("1")
-        .send()
-        .await?;
     Ok(())
 }
 

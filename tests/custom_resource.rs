@@ -1,0 +1,333 @@
+//! `Custom::SluiceRollout` driven as CloudFormation drives it: Create, Update
+//! and Delete requests invoked asynchronously on the template's provider,
+//! each with a presigned PUT URL on the local S3 as its `ResponseURL`; the
+//! answers are read back from S3.
+
+mod support;
+
+use anyhow::{Context, Result};
+use aws_sdk_s3::presigning::PresigningConfig;
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::*;
+
+const STACK_ID: &str = "arn:aws:cloudformation:us-east-1:123456789012:stack/greeter-app/7c1c3a40";
+
+struct Cfn {
+    stack: TestStack,
+    lambda: aws_sdk_lambda::Client,
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    provider: String,
+}
+
+impl Cfn {
+    /// Sends a request as CloudFormation does (an `Event` invocation) and
+    /// returns the answer PUT to its response URL.
+    async fn request(&self, request_id: &str, mut request: Value) -> Result<Value> {
+        let key = format!("answers/{request_id}");
+        // A request delivered again is answered again, at the same URL.
+        self.s3
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await?;
+        let url = self
+            .s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .presigned(PresigningConfig::expires_in(Duration::from_secs(7200))?)
+            .await?
+            .uri()
+            .to_owned();
+        request["RequestId"] = request_id.into();
+        request["ResponseURL"] = url.into();
+        request["StackId"] = STACK_ID.into();
+        request["ResourceType"] = "Custom::SluiceRollout".into();
+        request["ServiceToken"] =
+            "arn:aws:lambda:us-east-1:123456789012:function:RolloutResource".into();
+        if request["LogicalResourceId"].is_null() {
+            request["LogicalResourceId"] = "GreeterRollout".into();
+        }
+        self.lambda
+            .invoke()
+            .function_name(&self.provider)
+            .invocation_type(aws_sdk_lambda::types::InvocationType::Event)
+            .payload(aws_sdk_lambda::primitives::Blob::new(request.to_string()))
+            .send()
+            .await?;
+        wait_for(
+            "CloudFormation's answer",
+            Duration::from_secs(90),
+            || async {
+                match self
+                    .s3
+                    .get_object()
+                    .bucket(&self.bucket)
+                    .key(&key)
+                    .send()
+                    .await
+                {
+                    Ok(object) => {
+                        let body = object.body.collect().await?.into_bytes();
+                        Ok(Some(serde_json::from_slice(&body)?))
+                    }
+                    Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => Ok(None),
+                    Err(e) => Err(e.into()),
+                }
+            },
+        )
+        .await
+    }
+
+    async fn alias(&self) -> Result<Option<(String, bool)>> {
+        match self
+            .lambda
+            .get_alias()
+            .function_name("greeter")
+            .name("live")
+            .send()
+            .await
+        {
+            Ok(a) => Ok(Some((
+                a.function_version().unwrap_or_default().to_owned(),
+                a.routing_config()
+                    .and_then(|r| r.additional_version_weights())
+                    .is_some_and(|w| !w.is_empty()),
+            ))),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_not_found_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The deployments in the table.
+    async fn deployments(&self) -> Result<Vec<String>> {
+        let out = aws_sdk_dynamodb::Client::new(&self.stack.sdk_config().await)
+            .scan()
+            .table_name(self.stack.var("SLUICE_RESOURCE_STATE_TABLE"))
+            .send()
+            .await?;
+        let mut ids: Vec<String> = out
+            .items()
+            .iter()
+            .filter_map(|i| {
+                i["pk"]
+                    .as_s()
+                    .ok()?
+                    .strip_prefix("DEPLOY#")
+                    .map(str::to_owned)
+            })
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+}
+
+fn properties(version: &str, extra: Value) -> Value {
+    let mut p = json!({
+        "ServiceToken": "arn:aws:lambda:us-east-1:123456789012:function:RolloutResource",
+        "ServiceTimeout": "600",
+        "FunctionName": "greeter", "Alias": "live", "Version": version,
+        "Type": "canary:50:1s",
+        "Hooks": {"PreTraffic": "greeter-pre-ok"}
+    });
+    for (k, v) in extra.as_object().expect("an object") {
+        p[k] = v.clone();
+    }
+    p
+}
+
+fn status_and_reason(answer: &Value) -> (&str, &str) {
+    (
+        answer["Status"].as_str().unwrap_or_default(),
+        answer["Reason"].as_str().unwrap_or_default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_apps_stack_rolls_out_through_the_custom_resource() -> Result<()> {
+    let stack = start_stack_without(
+        Some("template.yaml"),
+        &[("ManagedFunctions", "greeter*")],
+        0.1,
+        &[
+            "SourceFunction",
+            "CodePipelineActionFunction",
+            "ApiFunction",
+            "HookReportsFunction",
+        ],
+    )?;
+    greeter_with_versions(&stack, 4).await?;
+    let lambda = stack.lambda().await;
+    let role = function_role(&stack).await?;
+    let recorder = binary("recorder")?;
+    let hooks = tempfile::tempdir()?;
+    for (name, status) in [
+        ("greeter-pre-ok", "Succeeded"),
+        ("greeter-pre-fail", "Failed"),
+    ] {
+        let dir = hooks.path().join(name);
+        std::fs::create_dir_all(&dir)?;
+        let reply =
+            format!(r#"{{"status":"{status}","reason":"{name} says {status}","checks":[]}}"#);
+        let env = [
+            ("RECORDER_DIR", dir.to_str().context("path")?),
+            ("RECORDER_REPLY", reply.as_str()),
+        ];
+        create_function(
+            &lambda,
+            &role,
+            name,
+            sluice_local::code::bootstrap_zip(&recorder, &[]),
+            &env,
+            5,
+        )
+        .await?;
+    }
+    let config = stack.sdk_config().await;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&config)
+            .force_path_style(true)
+            .build(),
+    );
+    let bucket = "cloudformation-answers".to_owned();
+    s3.create_bucket().bucket(&bucket).send().await?;
+    let cfn = Cfn {
+        provider: stack
+            .var("SLUICE_RESOURCE_ROLLOUT_RESOURCE_FUNCTION")
+            .to_owned(),
+        stack,
+        lambda,
+        s3,
+        bucket,
+    };
+
+    // Bad properties: FAILED, naming the property; nothing made.
+    let typo = properties("1", json!({"Hooks": {"PreTrafic": "greeter-pre-ok"}}));
+    let answer = cfn
+        .request(
+            "create-typo",
+            json!({"RequestType": "Create", "ResourceProperties": typo}),
+        )
+        .await?;
+    assert_eq!(status_and_reason(&answer).0, "FAILED", "{answer}");
+    assert!(
+        status_and_reason(&answer)
+            .1
+            .contains("unknown field `PreTrafic`"),
+        "{answer}"
+    );
+    let too_long = properties("1", json!({"Type": "Canary10Percent15Minutes"}));
+    let answer = cfn
+        .request(
+            "create-long",
+            json!({"RequestType": "Create", "ResourceProperties": too_long}),
+        )
+        .await?;
+    assert!(
+        status_and_reason(&answer)
+            .1
+            .contains("600 s CloudFormation waits"),
+        "{answer}"
+    );
+    assert_eq!(cfn.alias().await?, None, "nothing made");
+    // CloudFormation deletes what a failed create named: nothing to do.
+    let answer = cfn
+        .request(
+            "delete-failed-create",
+            json!({"RequestType": "Delete", "PhysicalResourceId": answer["PhysicalResourceId"], "ResourceProperties": too_long}),
+        )
+        .await?;
+    assert_eq!(status_and_reason(&answer).0, "SUCCESS", "{answer}");
+
+    // Create: the alias is made on the version, no rollout.
+    let v1 = properties("1", json!({}));
+    let answer = cfn
+        .request(
+            "create",
+            json!({"RequestType": "Create", "ResourceProperties": v1}),
+        )
+        .await?;
+    assert_eq!(
+        (
+            status_and_reason(&answer).0,
+            answer["PhysicalResourceId"].as_str()
+        ),
+        ("SUCCESS", Some("greeter:live")),
+        "{answer}"
+    );
+    assert_eq!(cfn.alias().await?, Some(("1".to_owned(), false)));
+    assert_eq!(cfn.deployments().await?, Vec::<String>::new());
+
+    // Update to version 2: a gated rollout, answered once promoted.
+    let v2 = properties("2", json!({}));
+    let update = |new: &Value, old: &Value| {
+        json!({"RequestType": "Update", "PhysicalResourceId": "greeter:live",
+               "ResourceProperties": new, "OldResourceProperties": old})
+    };
+    let answer = cfn.request("update-2", update(&v2, &v1)).await?;
+    assert_eq!(status_and_reason(&answer), ("SUCCESS", ""), "{answer}");
+    assert_eq!(answer["Data"]["Version"], "2");
+    assert_eq!(cfn.alias().await?, Some(("2".to_owned(), false)));
+    let rolled_out = cfn.deployments().await?;
+    assert_eq!(rolled_out.len(), 1, "{rolled_out:?}");
+    assert!(rolled_out[0].starts_with("cfn-"));
+
+    // Update to version 3 through a failing gate: FAILED with the rollback's reason.
+    let v3 = properties("3", json!({"Hooks": {"PreTraffic": "greeter-pre-fail"}}));
+    let answer = cfn.request("update-3", update(&v3, &v2)).await?;
+    let (status, reason) = status_and_reason(&answer);
+    assert_eq!(status, "FAILED", "{answer}");
+    assert!(
+        reason.contains("PreTraffic gate failed")
+            && reason.contains("greeter-pre-fail says Failed"),
+        "{reason}"
+    );
+    assert_eq!(cfn.alias().await?, Some(("2".to_owned(), false)));
+    let after_failure = cfn.deployments().await?;
+    assert_eq!(after_failure.len(), 2);
+
+    // CloudFormation rolls the stack back, sending the old properties: the
+    // alias already serves version 2 whole, so nothing starts.
+    let answer = cfn.request("rollback-to-2", update(&v2, &v3)).await?;
+    assert_eq!(status_and_reason(&answer).0, "SUCCESS", "{answer}");
+    assert_eq!(cfn.alias().await?, Some(("2".to_owned(), false)));
+    assert_eq!(
+        cfn.deployments().await?,
+        after_failure,
+        "no rollout started"
+    );
+
+    // The failed request delivered again: the same rollout's answer, nothing new.
+    let answer = cfn.request("update-3", update(&v3, &v2)).await?;
+    assert_eq!(status_and_reason(&answer).0, "FAILED", "{answer}");
+    assert_eq!(cfn.deployments().await?, after_failure);
+
+    // A version ARN, as `!Ref Function.Version` gives it.
+    let arn = format!(
+        "arn:aws:lambda:{}:123456789012:function:greeter:4",
+        cfn.stack.var("AWS_REGION")
+    );
+    let v4 = properties(&arn, json!({}));
+    let answer = cfn.request("update-4", update(&v4, &v2)).await?;
+    assert_eq!(status_and_reason(&answer).0, "SUCCESS", "{answer}");
+    assert_eq!(cfn.alias().await?, Some(("4".to_owned(), false)));
+
+    // Delete: the alias stays, serving what it serves.
+    let answer = cfn
+        .request(
+            "delete",
+            json!({"RequestType": "Delete", "PhysicalResourceId": "greeter:live", "ResourceProperties": v4}),
+        )
+        .await?;
+    assert_eq!(status_and_reason(&answer).0, "SUCCESS", "{answer}");
+    assert_eq!(cfn.alias().await?, Some(("4".to_owned(), false)));
+    Ok(())
+}
