@@ -39,7 +39,8 @@ lint: venv
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	sam validate --lint --template template.yaml
-	cfn-lint template.yaml tests/fixtures/*.yaml
+	sam validate --lint --template examples/greeter/template.yaml
+	cfn-lint template.yaml examples/greeter/template.yaml tests/fixtures/*.yaml
 
 # The tests' dev-dependencies turn on more features of shared crates than the
 # binaries alone need; built with every target at once, the binaries and the

@@ -692,6 +692,52 @@ mod tests {
         );
     }
 
+    /// The example app's template says what this module reads: its
+    /// properties, intrinsic functions resolved as CloudFormation would.
+    #[test]
+    fn the_example_apps_rollout_is_read_as_written() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/greeter/template.yaml"
+        );
+        let template: serde_yaml_ng::Value =
+            serde_yaml_ng::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        fn resolved(v: serde_yaml_ng::Value) -> Value {
+            use serde_yaml_ng::Value as Y;
+            match v {
+                Y::Tagged(t) => match (t.tag.to_string().as_str(), t.value) {
+                    ("!Ref", Y::String(r)) if r == "Greeter.Version" => {
+                        json!("arn:aws:lambda:us-east-1:123456789012:function:greeter:12")
+                    }
+                    ("!Ref", Y::String(r)) if r == "Greeter" => json!("greeter"),
+                    ("!Ref", Y::String(r)) => json!(r),
+                    (tag, value) => panic!("{tag} {value:?} is not resolved here"),
+                },
+                Y::Mapping(m) if m.keys().any(|k| k.as_str() == Some("Fn::ImportValue")) => {
+                    json!("arn:aws:lambda:us-east-1:123456789012:function:sluice-RolloutResource")
+                }
+                Y::Mapping(m) => Value::Object(
+                    m.into_iter()
+                        .map(|(k, v)| (k.as_str().unwrap().to_owned(), resolved(v)))
+                        .collect(),
+                ),
+                Y::Sequence(items) => Value::Array(items.into_iter().map(resolved).collect()),
+                other => serde_json::to_value(other).unwrap(),
+            }
+        }
+        let properties = resolved(template["Resources"]["GreeterRollout"]["Properties"].clone());
+        let p = RolloutProperties::parse(&properties).unwrap();
+        let spec = p.spec(&MetricTiming::default()).unwrap();
+        assert_eq!(
+            (spec.source, spec.alarms, p.physical_id()),
+            (
+                VersionSource::Version("12".into()),
+                vec!["GreeterErrors".to_owned()],
+                "greeter:live".to_owned()
+            )
+        );
+    }
+
     #[test]
     fn a_version_arn_gives_its_number_and_must_be_the_functions() {
         let arn = "arn:aws:lambda:us-east-1:123456789012:function:greeter:7";
@@ -749,6 +795,55 @@ mod tests {
                 .unwrap_err()
                 .contains("from 1 to 3600")
         );
+    }
+
+    /// An answer refused once is delivered on the next attempt, as sent:
+    /// the same body, and no content type (the URL is signed without one).
+    #[tokio::test]
+    async fn an_answer_is_tried_again_until_the_url_takes_it() {
+        use std::sync::{Arc, Mutex};
+        /// Each PUT: its content type, and its body.
+        type Puts = Arc<Mutex<Vec<(Option<String>, Vec<u8>)>>>;
+        let seen: Puts = Arc::default();
+        let recorded = seen.clone();
+        let app = axum::Router::new().route(
+            "/answer",
+            axum::routing::put(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let recorded = recorded.clone();
+                    async move {
+                        let mut seen = recorded.lock().unwrap();
+                        let content_type = headers
+                            .get("content-type")
+                            .map(|v| v.to_str().unwrap().to_owned());
+                        seen.push((content_type, body.to_vec()));
+                        if seen.len() == 1 {
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE
+                        } else {
+                            axum::http::StatusCode::OK
+                        }
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/answer", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let http = reqwest::Client::new();
+        put_answer(&http, &url, b"{\"Status\":\"SUCCESS\"}".to_vec())
+            .await
+            .unwrap();
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2);
+        assert!(
+            seen.iter()
+                .all(|(content_type, body)| content_type.is_none()
+                    && body.as_slice() == b"{\"Status\":\"SUCCESS\"}")
+        );
+        // Nobody there: given up after three attempts, saying why.
+        let gone = url.replace("/answer", "/nothing-here");
+        let why = put_answer(&http, &gone, Vec::new()).await.unwrap_err();
+        assert!(why.contains("404"), "{why}");
     }
 
     #[test]

@@ -24,7 +24,12 @@ struct Cfn {
 impl Cfn {
     /// Sends a request as CloudFormation does (an `Event` invocation) and
     /// returns the answer PUT to its response URL.
-    async fn request(&self, request_id: &str, mut request: Value) -> Result<Value> {
+    async fn request(&self, request_id: &str, request: Value) -> Result<Value> {
+        self.send(request_id, request).await?;
+        self.answer(request_id).await
+    }
+
+    async fn send(&self, request_id: &str, mut request: Value) -> Result<()> {
         let key = format!("answers/{request_id}");
         // A request delivered again is answered again, at the same URL.
         self.s3
@@ -58,6 +63,12 @@ impl Cfn {
             .payload(aws_sdk_lambda::primitives::Blob::new(request.to_string()))
             .send()
             .await?;
+        Ok(())
+    }
+
+    /// The answer to `request_id`, once PUT.
+    async fn answer(&self, request_id: &str) -> Result<Value> {
+        let key = format!("answers/{request_id}");
         wait_for(
             "CloudFormation's answer",
             Duration::from_secs(90),
@@ -320,14 +331,37 @@ async fn an_apps_stack_rolls_out_through_the_custom_resource() -> Result<()> {
     assert_eq!(status_and_reason(&answer).0, "SUCCESS", "{answer}");
     assert_eq!(cfn.alias().await?, Some(("4".to_owned(), false)));
 
-    // Delete: the alias stays, serving what it serves.
+    // A long rollout under way: another resource on the same alias is
+    // refused (never two rollouts on one alias)...
+    let slow = properties("3", json!({"Type": "canary:50:5m"}));
+    cfn.send("update-slow", update(&slow, &v4)).await?;
+    wait_for("the first shift", Duration::from_secs(60), || async {
+        Ok((cfn.alias().await? == Some(("4".to_owned(), true))).then_some(()))
+    })
+    .await?;
+    let mut other = update(&slow, &v4);
+    other["LogicalResourceId"] = "AnotherRollout".into();
+    let answer = cfn.request("update-other", other).await?;
+    let (status, reason) = status_and_reason(&answer);
+    assert_eq!(status, "FAILED", "{answer}");
+    assert!(reason.contains("busy with deployment cfn-"), "{reason}");
+
+    // ...and deleting the resource aborts it: rolled back, then answered;
+    // the alias stays, whole on what it served before.
     let answer = cfn
         .request(
             "delete",
-            json!({"RequestType": "Delete", "PhysicalResourceId": "greeter:live", "ResourceProperties": v4}),
+            json!({"RequestType": "Delete", "PhysicalResourceId": "greeter:live", "ResourceProperties": slow}),
         )
         .await?;
     assert_eq!(status_and_reason(&answer).0, "SUCCESS", "{answer}");
     assert_eq!(cfn.alias().await?, Some(("4".to_owned(), false)));
+    let answer = cfn.answer("update-slow").await?;
+    let (status, reason) = status_and_reason(&answer);
+    assert_eq!(status, "FAILED", "{answer}");
+    assert!(
+        reason.contains("aborted: the stack") && reason.contains("deleted GreeterRollout"),
+        "{reason}"
+    );
     Ok(())
 }
