@@ -8,10 +8,12 @@
 //! (<https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/crpg-ref-requests.html>,
 //! `crpg-ref-responses.html`), for at most the resource's `ServiceTimeout`
 //! (3,600 s at most and by default). What needs no rollout is answered at
-//! once; a rollout is a deployment whose `reply_to` carries the request, and
-//! the orchestrator answers when it ends (`reply_when_ended`): SUCCESS when
-//! promoted, FAILED with the rollback's reason otherwise, so the stack update
-//! fails and CloudFormation rolls the stack back.
+//! once; a rollout is a deployment with a deadline before CloudFormation's
+//! (aborted then, so an answer always comes in time), and the request waits
+//! for its end as a waiter item: the orchestrator answers when the table's
+//! stream shows the end (`answers_owed`), SUCCESS when promoted, FAILED with
+//! the rollback's reason otherwise, so the stack update fails and
+//! CloudFormation rolls the stack back.
 //!
 //! - Create: an alias that does not exist is created on the version; one
 //!   already serving it is taken as it is; one serving another version is
@@ -21,13 +23,17 @@
 //!   rolled back already, and no rollout starts); else a rollout. The same
 //!   request delivered again (same `RequestId`) is the same rollout.
 //! - Delete: the alias is left as it serves (it may carry traffic; it goes with
-//!   its function); a rollout of this resource still running is aborted first.
+//!   its function); a rollout of this resource still running is aborted, and
+//!   the delete answered once it has ended.
+//! - A request for the version this resource's rollout still under way
+//!   started from (CloudFormation stopped waiting, and rolls the stack back):
+//!   that rollout is aborted, and the request answered once it rolled back.
 
 use crate::clock::Clock;
 use crate::domain::analysis::{AnalysisSettings, MetricTiming};
 use crate::domain::config::DeploymentConfig;
 use crate::domain::deployment::{
-    Deployment, DeploymentSpec, HookInvocation, Input, OnBusy, OnManualChange, Phase, ReplyTo,
+    Deployment, DeploymentSpec, HookInvocation, Input, OnBusy, OnManualChange, Phase, Time,
     VersionSource,
 };
 use crate::operations::{OperationError, Operations};
@@ -37,7 +43,7 @@ use aws_lambda_events::event::cloudformation::{
     CloudFormationCustomResourceRequest, CloudFormationCustomResourceResponse,
     CloudFormationCustomResourceResponseStatus,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -49,9 +55,11 @@ pub const DEFAULT_SERVICE_TIMEOUT_SECS: u64 = 3600;
 /// What the gates and the writes of a rollout take beyond its bakes, at least.
 const GATES_MARGIN: Duration = Duration::from_secs(60);
 /// An answer's whole body may be at most 4,096 bytes.
-const MAX_REASON_BYTES: usize = 3000;
-/// How long a Delete waits for the rollout it aborted to be rolled back.
-const ABORT_WAIT: Duration = Duration::from_secs(30);
+const MAX_ANSWER_BYTES: usize = 4096;
+/// A rollout ends this long before CloudFormation stops waiting (its
+/// deadline: aborted then, by a timer or the minutely sweep), leaving time to
+/// roll back and answer.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(120);
 
 /// Whether a deployment was started by this resource.
 pub fn is_rollout(deployment_id: &str) -> bool {
@@ -203,30 +211,32 @@ impl RolloutProperties {
             ));
         }
         let least = spec.shortest_run(timing) + GATES_MARGIN;
-        if least > Duration::from_secs(waits) {
+        if least + DEADLINE_MARGIN > Duration::from_secs(waits) {
             return Err(format!(
-                "a rollout with {} takes at least {} s (its bakes{}, and a minute for gates and shifts), longer than the {waits} s CloudFormation waits (ServiceTimeout, at most 3600): choose a shorter Type or raise ServiceTimeout",
+                "a rollout with {} takes at least {} s (its bakes{}, and a minute for gates and shifts), and Sluice ends one {} s before CloudFormation stops waiting, to roll back and answer; CloudFormation waits {waits} s (ServiceTimeout, at most 3600): choose a shorter Type or raise ServiceTimeout",
                 spec.config,
                 least.as_secs(),
                 if spec.analysis.is_some() {
                     ", each long enough for analysis, and the watch"
                 } else {
                     ""
-                }
+                },
+                DEADLINE_MARGIN.as_secs()
             ));
         }
         Ok(spec)
     }
 }
 
-/// What the provider answers, now or when the rollout ends.
+/// What the provider answers, now or when a deployment ends.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
     Now {
         failed: Option<String>,
-        data: HashMap<String, String>,
+        version: String,
+        deployment: String,
     },
-    /// The deployment started (or already running) answers when it ends.
+    /// Deployment `0` answers when it ends.
     Later(String),
 }
 
@@ -234,40 +244,37 @@ impl Answer {
     fn success(version: &str) -> Self {
         Answer::Now {
             failed: None,
-            data: HashMap::from([("Version".to_owned(), version.to_owned())]),
+            version: version.to_owned(),
+            deployment: String::new(),
         }
     }
 
     fn failed(reason: impl Into<String>) -> Self {
         Answer::Now {
             failed: Some(reason.into()),
-            data: HashMap::new(),
+            version: String::new(),
+            deployment: String::new(),
         }
     }
 }
 
-/// The parts of a request every answer copies.
-#[derive(Debug, Clone, PartialEq)]
-struct Request {
-    request_id: String,
+/// The parts of a request every answer copies. A FAILED answer names the
+/// resource as it was (`PhysicalResourceId` of the request), a SUCCESS as
+/// it now is (another function or alias is another resource, and
+/// CloudFormation then deletes the old one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Reply {
     response_url: String,
     stack_id: String,
+    request_id: String,
     logical_resource_id: String,
     physical_resource_id: String,
+    failed_physical_resource_id: String,
 }
 
-impl Request {
-    fn reply_to(&self) -> ReplyTo {
-        ReplyTo::CloudFormation {
-            response_url: self.response_url.clone(),
-            stack_id: self.stack_id.clone(),
-            request_id: self.request_id.clone(),
-            logical_resource_id: self.logical_resource_id.clone(),
-            physical_resource_id: self.physical_resource_id.clone(),
-        }
-    }
-
-    /// The deployment this request starts: the same for each delivery of it.
+impl Reply {
+    /// The deployment a rollout request starts: the same for each delivery of it.
     fn deployment_id(&self) -> String {
         let digest = crate::domain::deployment::token_digest(&format!(
             "{}\n{}",
@@ -275,84 +282,153 @@ impl Request {
         ));
         format!("{DEPLOYMENT_PREFIX}{}", &digest[..20])
     }
-}
 
-/// The answer's document, as CloudFormation reads it.
-pub fn response_body(
-    reply: &ReplyTo,
-    failed: Option<&str>,
-    data: HashMap<String, String>,
-) -> Vec<u8> {
-    let ReplyTo::CloudFormation {
-        stack_id,
-        request_id,
-        logical_resource_id,
-        physical_resource_id,
-        ..
-    } = reply;
-    let mut response = CloudFormationCustomResourceResponse::default();
-    response.status = match failed {
-        None => CloudFormationCustomResourceResponseStatus::Success,
-        Some(_) => CloudFormationCustomResourceResponseStatus::Failed,
-    };
-    response.reason = failed.map(|why| {
-        let cut = crate::domain::clip(why, MAX_REASON_BYTES);
-        if cut.len() < why.len() {
-            format!("{cut}…")
-        } else {
-            cut.to_owned()
+    /// The answer's document, as CloudFormation reads it, within its 4,096 bytes.
+    fn body(&self, failed: Option<&str>, version: &str, deployment: &str) -> Vec<u8> {
+        let mut response = CloudFormationCustomResourceResponse::default();
+        response.status = match failed {
+            None => CloudFormationCustomResourceResponseStatus::Success,
+            Some(_) => CloudFormationCustomResourceResponseStatus::Failed,
+        };
+        response.physical_resource_id = match failed {
+            None => self.physical_resource_id.clone(),
+            Some(_) => self.failed_physical_resource_id.clone(),
+        };
+        response.stack_id = self.stack_id.clone();
+        response.request_id = self.request_id.clone();
+        response.logical_resource_id = self.logical_resource_id.clone();
+        // The same keys in every answer, for a template's `Fn::GetAtt`.
+        response.data = HashMap::from([
+            ("Version".to_owned(), version.to_owned()),
+            ("DeploymentId".to_owned(), deployment.to_owned()),
+        ]);
+        let mut reason = failed.map(str::to_owned);
+        loop {
+            response.reason = reason.clone();
+            let body = serde_json::to_vec(&response).expect("a response serialises");
+            match &reason {
+                // Escapes can make a reason longer as JSON than as text: cut until it fits.
+                Some(why) if body.len() > MAX_ANSWER_BYTES && why.len() > 1 => {
+                    let cut = crate::domain::clip(why, why.len() * 3 / 4);
+                    reason = Some(format!("{}…", cut.trim_end_matches('…')));
+                }
+                _ => return body,
+            }
         }
-    });
-    response.physical_resource_id = physical_resource_id.clone();
-    response.stack_id = stack_id.clone();
-    response.request_id = request_id.clone();
-    response.logical_resource_id = logical_resource_id.clone();
-    response.data = data;
-    serde_json::to_vec(&response).expect("a response serialises")
-}
-
-/// Where and what to answer for a deployment that has ended, if anyone waits.
-pub fn answer_when_ended(d: &Deployment) -> Option<(String, Vec<u8>)> {
-    let reply = d.reply_to.as_ref()?;
-    let ReplyTo::CloudFormation { response_url, .. } = reply;
-    let version = d.to_version.clone().unwrap_or_default();
-    let (failed, data) = match &d.phase {
-        Phase::Promoted => (
-            None,
-            HashMap::from([
-                ("Version".to_owned(), version),
-                ("DeploymentId".to_owned(), d.id.clone()),
-            ]),
-        ),
-        Phase::RolledBack { reason } | Phase::FailedToStart { reason } => (
-            Some(format!("Sluice deployment {}: {reason}", d.id)),
-            HashMap::new(),
-        ),
-        _ => return None,
-    };
-    Some((
-        response_url.clone(),
-        response_body(reply, failed.as_deref(), data),
-    ))
-}
-
-/// PUTs an answer to its presigned URL: tried three times, a second and then
-/// two apart; the caller's retries (its queue's) take over after that.
-pub async fn put_answer(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<(), String> {
-    let mut last = String::new();
-    for attempt in 0..3u32 {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_secs(1 << (attempt - 1))).await;
-        }
-        // No content type: the URL is signed without one.
-        match http.put(url).body(body.clone()).send().await {
-            Ok(answer) if answer.status().is_success() => return Ok(()),
-            Ok(answer) => last = format!("the response URL answered {}", answer.status()),
-            Err(e) => last = format!("the response URL could not be reached: {e}"),
-        }
-        tracing::warn!(attempt, error = %last, "CloudFormation answer not delivered");
     }
-    Err(last)
+}
+
+/// What a waiter expects of the deployment it waits for: a rollout's
+/// request, its promotion; a stack rollback's, that the rollout it aborted
+/// rolled back; a delete's, its end.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Expect {
+    Promoted,
+    RolledBack,
+    Ended,
+}
+
+/// A request waiting for a deployment's end (the waiter item's data).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Waiting {
+    reply: Reply,
+    expect: Expect,
+    version: String,
+}
+
+impl Waiting {
+    /// The answer for `d`, once it has ended.
+    fn answer(&self, d: &Deployment) -> Option<Vec<u8>> {
+        let said = |reason: &str| format!("Sluice deployment {}: {reason}", d.id);
+        let failed = match (&d.phase, self.expect) {
+            (Phase::Promoted, Expect::Promoted | Expect::Ended) => None,
+            (
+                Phase::RolledBack { .. } | Phase::FailedToStart { .. },
+                Expect::RolledBack | Expect::Ended,
+            ) => None,
+            (Phase::RolledBack { reason } | Phase::FailedToStart { reason }, Expect::Promoted) => {
+                Some(said(reason))
+            }
+            (Phase::Promoted, Expect::RolledBack) => Some(said(&format!(
+                "promoted before its abort took effect: the alias serves version {}",
+                d.to_version.clone().unwrap_or_default()
+            ))),
+            _ => return None,
+        };
+        Some(self.reply.body(failed.as_deref(), &self.version, &d.id))
+    }
+}
+
+/// An answer owed to a waiter of a deployment that has ended: PUT `body`
+/// to `url`, then remove the waiter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Owed {
+    pub waiter: String,
+    pub url: String,
+    pub body: Vec<u8>,
+}
+
+/// The answers owed for deployment `id` if it has ended (none while it is
+/// under way). Asked by the orchestrator when the table's stream shows the
+/// end, and by the provider when a deployment it waits on may have ended
+/// first; a waiter that cannot be read is dropped, said in the log.
+pub async fn answers_owed<S: Deployments>(store: &S, id: &str) -> Result<Vec<Owed>, StoreError> {
+    let d = store.load(id).await?.deployment;
+    if !d.phase.is_terminal() {
+        return Ok(Vec::new());
+    }
+    let mut owed = Vec::new();
+    for (waiter, data) in store.waiters(id).await? {
+        match serde_json::from_str::<Waiting>(&data) {
+            Ok(waiting) => owed.extend(waiting.answer(&d).map(|body| Owed {
+                waiter,
+                url: waiting.reply.response_url,
+                body,
+            })),
+            Err(e) => {
+                tracing::error!(deployment_id = id, waiter, error = %e, "a waiter that cannot be read is dropped");
+                store.remove_waiter(id, &waiter).await?;
+            }
+        }
+    }
+    Ok(owed)
+}
+
+/// How long an answer is tried before the caller's own retries take over.
+pub const ORCHESTRATOR_PATIENCE: Duration = Duration::from_secs(120);
+const PROVIDER_PATIENCE: Duration = Duration::from_secs(20);
+
+/// PUTs an answer to its presigned URL, trying again (a second, then
+/// doubling) while it fails for a passing reason, for up to `patience`. A
+/// refusal (4xx: an expired or foreign URL) will not pass: logged, and done.
+pub async fn put_answer(
+    http: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+    patience: Duration,
+) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_secs(1);
+    loop {
+        // No content type: the URL is signed without one.
+        let why = match http.put(url).body(body.clone()).send().await {
+            Ok(answer) if answer.status().is_success() => return Ok(()),
+            Ok(answer) if answer.status().is_client_error() => {
+                tracing::error!(status = %answer.status(), "CloudFormation's response URL refused the answer: it may have expired, and the stack waits until its ServiceTimeout");
+                return Ok(());
+            }
+            Ok(answer) => format!("the response URL answered {}", answer.status()),
+            Err(e) => format!("the response URL could not be reached: {e}"),
+        };
+        tracing::warn!(error = %why, "CloudFormation answer not delivered yet");
+        if started.elapsed() + pause > patience {
+            return Err(why);
+        }
+        tokio::time::sleep(pause).await;
+        pause *= 2;
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -393,81 +469,186 @@ impl RolloutProvider {
         }
     }
 
-    /// Handles one request: answers it now, or leaves the answer to the
-    /// rollout's end. Returns the answer given or promised.
+    fn store(&self) -> &crate::store::Store {
+        self.operations.store()
+    }
+
+    fn now(&self) -> Time {
+        self.operations.engine().clock.now()
+    }
+
+    /// Handles one request: answers it now, or leaves the answer to a
+    /// deployment's end. Returns the answer given or promised.
     pub async fn handle(&self, payload: &Value) -> Result<Answer, ProviderError> {
         let request: CloudFormationCustomResourceRequest = serde_json::from_value(payload.clone())
             .map_err(|e| ProviderError::Event(e.to_string()))?;
-        let (request, answer) = match request {
+        let reply = |request_id: String,
+                     response_url: String,
+                     stack_id: String,
+                     logical_resource_id: String,
+                     physical: String,
+                     was: String| Reply {
+            response_url,
+            stack_id,
+            request_id,
+            logical_resource_id,
+            physical_resource_id: physical,
+            failed_physical_resource_id: was,
+        };
+        let (reply, answer) = match request {
             CloudFormationCustomResourceRequest::Create(r) => {
                 let parsed = RolloutProperties::parse(&r.resource_properties);
                 let physical = parsed.as_ref().map_or_else(
                     |_| format!("{}-not-created", r.logical_resource_id),
                     RolloutProperties::physical_id,
                 );
-                let request = Request {
-                    request_id: r.request_id,
-                    response_url: r.response_url,
-                    stack_id: r.stack_id,
-                    logical_resource_id: r.logical_resource_id,
-                    physical_resource_id: physical,
-                };
+                let reply = reply(
+                    r.request_id,
+                    r.response_url,
+                    r.stack_id,
+                    r.logical_resource_id,
+                    physical.clone(),
+                    physical,
+                );
                 let answer = match parsed {
-                    Ok(props) => self.roll_out(&props, &request).await?,
+                    Ok(props) => self.roll_out(&props, &reply).await?,
                     Err(why) => Answer::failed(why),
                 };
-                (request, answer)
+                (reply, answer)
             }
             CloudFormationCustomResourceRequest::Update(r) => {
                 let parsed = RolloutProperties::parse(&r.resource_properties);
-                // Another function or alias is another resource: CloudFormation
-                // then deletes the old one.
                 let physical = parsed.as_ref().map_or(
                     r.physical_resource_id.clone(),
                     RolloutProperties::physical_id,
                 );
-                let request = Request {
-                    request_id: r.request_id,
-                    response_url: r.response_url,
-                    stack_id: r.stack_id,
-                    logical_resource_id: r.logical_resource_id,
-                    physical_resource_id: physical,
-                };
+                let reply = reply(
+                    r.request_id,
+                    r.response_url,
+                    r.stack_id,
+                    r.logical_resource_id,
+                    physical,
+                    r.physical_resource_id,
+                );
                 let answer = match parsed {
-                    Ok(props) => self.roll_out(&props, &request).await?,
+                    Ok(props) => self.roll_out(&props, &reply).await?,
                     Err(why) => Answer::failed(why),
                 };
-                (request, answer)
+                (reply, answer)
             }
             CloudFormationCustomResourceRequest::Delete(r) => {
-                let request = Request {
-                    request_id: r.request_id,
-                    response_url: r.response_url,
-                    stack_id: r.stack_id,
-                    logical_resource_id: r.logical_resource_id,
-                    physical_resource_id: r.physical_resource_id,
-                };
+                let reply = reply(
+                    r.request_id,
+                    r.response_url,
+                    r.stack_id,
+                    r.logical_resource_id,
+                    r.physical_resource_id.clone(),
+                    r.physical_resource_id,
+                );
                 let answer = match RolloutProperties::parse(&r.resource_properties) {
-                    Ok(props) if props.physical_id() == request.physical_resource_id => {
-                        self.delete(&props, &request).await?
+                    Ok(props) if props.physical_id() == reply.physical_resource_id => {
+                        self.delete(&props, &reply).await?
                     }
                     // Never created, or replaced by another alias: nothing to do.
-                    _ => Answer::Now {
-                        failed: None,
-                        data: HashMap::new(),
-                    },
+                    _ => Answer::success(""),
                 };
-                (request, answer)
+                (reply, answer)
             }
             _ => return Err(ProviderError::Event("an unknown RequestType".into())),
         };
-        if let Answer::Now { failed, data } = &answer {
-            tracing::info!(request_id = %request.request_id, logical_resource_id = %request.logical_resource_id, failed = ?failed, "answering CloudFormation");
-            let body = response_body(&request.reply_to(), failed.as_deref(), data.clone());
-            put_answer(&self.http, &request.response_url, body)
+        if let Answer::Now {
+            failed,
+            version,
+            deployment,
+        } = &answer
+        {
+            tracing::info!(request_id = %reply.request_id, logical_resource_id = %reply.logical_resource_id, failed = ?failed, "answering CloudFormation");
+            let body = reply.body(failed.as_deref(), version, deployment);
+            put_answer(&self.http, &reply.response_url, body, PROVIDER_PATIENCE)
                 .await
                 .map_err(ProviderError::Answer)?;
         }
+        Ok(answer)
+    }
+
+    /// `reply` waits for deployment `id`: answered when it ends, or now if
+    /// it has ended already (its end may have been seen before the waiter
+    /// was saved; answering twice says the same thing twice).
+    async fn wait_for(
+        &self,
+        id: &str,
+        reply: &Reply,
+        expect: Expect,
+        version: &str,
+    ) -> Result<Answer, ProviderError> {
+        let waiting = Waiting {
+            reply: reply.clone(),
+            expect,
+            version: version.to_owned(),
+        };
+        let data = serde_json::to_string(&waiting).expect("a waiter serialises");
+        let until = self.now() + chrono::Duration::hours(3);
+        self.store()
+            .add_waiter(id, &reply.request_id, &data, until)
+            .await?;
+        Ok(Answer::Later(id.to_owned()))
+    }
+
+    /// Answers what waits on `id` if it has ended already.
+    async fn answer_if_ended(&self, id: &str) -> Result<(), ProviderError> {
+        for owed in answers_owed(self.store(), id).await? {
+            put_answer(&self.http, &owed.url, owed.body, PROVIDER_PATIENCE)
+                .await
+                .map_err(ProviderError::Answer)?;
+            self.store().remove_waiter(id, &owed.waiter).await?;
+        }
+        Ok(())
+    }
+
+    /// The rollout of this resource (same stack, same logical id) holding
+    /// the alias, if any.
+    async fn own_holder(
+        &self,
+        props: &RolloutProperties,
+        reply: &Reply,
+    ) -> Result<Option<Deployment>, ProviderError> {
+        let engine = self.operations.engine();
+        let lock = crate::store::keys::Lock::alias(&props.function_name, &props.alias);
+        let Some(holder) = engine.live_holder(&lock).await? else {
+            return Ok(None);
+        };
+        let ours = self
+            .store()
+            .waiters(&holder)
+            .await?
+            .iter()
+            .any(|(_, data)| {
+                serde_json::from_str::<Waiting>(data).is_ok_and(|w| {
+                    w.reply.stack_id == reply.stack_id
+                        && w.reply.logical_resource_id == reply.logical_resource_id
+                })
+            });
+        if !ours {
+            return Ok(None);
+        }
+        Ok(Some(self.store().load(&holder).await?.deployment))
+    }
+
+    /// Aborts `d` (this resource's earlier rollout), `reply` answered once it has ended.
+    async fn abort_then_answer(
+        &self,
+        d: &Deployment,
+        reply: &Reply,
+        expect: Expect,
+        version: &str,
+        reason: String,
+    ) -> Result<Answer, ProviderError> {
+        let answer = self.wait_for(&d.id, reply, expect, version).await?;
+        self.operations
+            .engine()
+            .steer(&d.id, Input::Abort { reason })
+            .await?;
+        self.answer_if_ended(&d.id).await?;
         Ok(answer)
     }
 
@@ -475,7 +656,7 @@ impl RolloutProvider {
     async fn roll_out(
         &self,
         props: &RolloutProperties,
-        request: &Request,
+        reply: &Reply,
     ) -> Result<Answer, ProviderError> {
         let spec = match props.spec(&self.metric_timing) {
             Ok(spec) => spec,
@@ -484,23 +665,51 @@ impl RolloutProvider {
         let VersionSource::Version(version) = &spec.source else {
             unreachable!("a rollout names its version");
         };
-        // This very request, delivered again: the rollout it started.
-        let id = request.deployment_id();
-        match self.operations.store().load(&id).await {
+        // This very request, delivered again: the rollout it started,
+        // answered again if it has ended (its waiter is gone once answered).
+        let id = reply.deployment_id();
+        match self.store().load(&id).await {
             Ok(stored) => {
-                return Ok(match answer_when_ended(&stored.deployment) {
-                    Some(_) if stored.deployment.phase == Phase::Promoted => {
-                        Answer::success(version)
-                    }
-                    Some(_) => Answer::failed(format!(
-                        "Sluice deployment {id}: {}",
-                        stored.deployment.status_text()
-                    )),
-                    None => Answer::Later(id),
+                let d = stored.deployment;
+                return Ok(match &d.phase {
+                    Phase::Promoted => Answer::Now {
+                        failed: None,
+                        version: version.clone(),
+                        deployment: id,
+                    },
+                    Phase::RolledBack { reason } | Phase::FailedToStart { reason } => Answer::Now {
+                        failed: Some(format!("Sluice deployment {id}: {reason}")),
+                        version: String::new(),
+                        deployment: id,
+                    },
+                    _ => Answer::Later(id),
                 });
             }
             Err(StoreError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
+        }
+        // This resource's earlier rollout still under way: CloudFormation
+        // stopped waiting for it. Sent back to the version it started
+        // from (the stack's rollback), it is aborted, and this request
+        // answered once it has rolled back.
+        if let Some(earlier) = self.own_holder(props, reply).await? {
+            if earlier.from_version.as_deref() == Some(version.as_str()) {
+                let reason = format!(
+                    "CloudFormation stopped waiting for it, and rolls {} back to version {version}",
+                    reply.logical_resource_id
+                );
+                return self
+                    .abort_then_answer(&earlier, reply, Expect::RolledBack, version, reason)
+                    .await;
+            }
+            return Ok(Answer::failed(format!(
+                "this resource's earlier rollout, Sluice deployment {}, is still under way ({}); it ends by its deadline, {}",
+                earlier.id,
+                earlier.status_text(),
+                earlier
+                    .deadline
+                    .map_or("unknown".to_owned(), |d| d.to_string())
+            )));
         }
         let cloud = &self.operations.engine().cloud;
         match cloud.read_alias(&spec.function, &spec.alias).await {
@@ -512,15 +721,20 @@ impl RolloutProvider {
             Err(EngineError::Refused(why)) => return Ok(Answer::failed(why)),
             Err(e) => return Err(e.into()),
         }
-        match self
-            .operations
-            .start(&id, spec, Some(request.reply_to()))
-            .await
-        {
-            Ok(_) => Ok(Answer::Later(id)),
+        let waits = props
+            .service_timeout
+            .unwrap_or(DEFAULT_SERVICE_TIMEOUT_SECS);
+        let deadline = self.now() + chrono::Duration::seconds(waits as i64)
+            - chrono::Duration::from_std(DEADLINE_MARGIN).expect("short");
+        let answer = self.wait_for(&id, reply, Expect::Promoted, version).await?;
+        match self.operations.start(&id, spec, Some(deadline)).await {
+            Ok(_) => Ok(answer),
             Err(OperationError::Invalid(why) | OperationError::Conflict(why)) => {
+                self.store().remove_waiter(&id, &reply.request_id).await?;
                 Ok(Answer::failed(why))
             }
+            // Passing (the table, the Lambda API): the invocation fails and
+            // Lambda delivers it again; the waiter is the same then.
             Err(e) => Err(e.into()),
         }
     }
@@ -555,14 +769,13 @@ impl RolloutProvider {
             Ok(_) => Ok(Answer::success(version)),
             Err(e) => {
                 let service = e.as_service_error();
-                // Made meanwhile (another delivery of this request): read again.
+                // Made meanwhile (another delivery of this request): tried again.
                 if service.is_some_and(|s| s.is_resource_conflict_exception()) {
                     return Err(ProviderError::Aws(
                         "the alias was created meanwhile; the request is tried again".into(),
                     ));
                 }
-                let refused = service.map(|s| s.to_string());
-                match refused {
+                match service.map(|s| s.to_string()) {
                     Some(why) => Ok(Answer::failed(format!(
                         "CreateAlias {}:{}: {why}",
                         spec.function, spec.alias
@@ -573,55 +786,22 @@ impl RolloutProvider {
         }
     }
 
-    /// A Delete: the alias stays; this resource's rollout still running is
-    /// aborted, and answered for once rolled back.
+    /// A Delete: the alias stays; this resource's rollout still under way
+    /// is aborted, and the delete answered once it has ended.
     async fn delete(
         &self,
         props: &RolloutProperties,
-        request: &Request,
+        reply: &Reply,
     ) -> Result<Answer, ProviderError> {
-        let engine = self.operations.engine();
-        let lock = crate::store::keys::Lock::alias(&props.function_name, &props.alias);
-        let Some(holder) = engine.live_holder(&lock).await? else {
-            return Ok(Answer::success(&props.version));
+        let Some(earlier) = self.own_holder(props, reply).await? else {
+            return Ok(Answer::success(""));
         };
-        let ours = engine
-            .store
-            .load(&holder)
-            .await?
-            .deployment
-            .reply_to
-            .is_some_and(|r| {
-                let ReplyTo::CloudFormation {
-                    stack_id,
-                    logical_resource_id,
-                    ..
-                } = r;
-                stack_id == request.stack_id && logical_resource_id == request.logical_resource_id
-            });
-        if !ours {
-            return Ok(Answer::success(&props.version));
-        }
         let reason = format!(
             "the stack {} deleted {}",
-            request.stack_id, request.logical_resource_id
+            reply.stack_id, reply.logical_resource_id
         );
-        engine.steer(&holder, Input::Abort { reason }).await?;
-        let clock = &engine.clock;
-        let until = clock.now() + chrono::Duration::from_std(ABORT_WAIT).expect("short");
-        loop {
-            let d = engine.store.load(&holder).await?.deployment;
-            if d.phase.is_terminal() {
-                return Ok(Answer::success(&props.version));
-            }
-            if clock.now() >= until {
-                return Ok(Answer::failed(format!(
-                    "deployment {holder} was aborted but has not rolled back yet ({}): delete again once it has",
-                    d.status_text()
-                )));
-            }
-            clock.sleep(Duration::from_millis(500)).await;
-        }
+        self.abort_then_answer(&earlier, reply, Expect::Ended, "", reason)
+            .await
     }
 }
 
@@ -769,7 +949,7 @@ mod tests {
         .unwrap();
         let why = long.spec(&timing).unwrap_err();
         assert!(
-            why.contains("takes at least 1860 s") && why.contains("1800 s CloudFormation waits"),
+            why.contains("takes at least 1860 s") && why.contains("CloudFormation waits 1800 s"),
             "{why}"
         );
         let fits =
@@ -798,82 +978,145 @@ mod tests {
     }
 
     /// An answer refused once is delivered on the next attempt, as sent:
-    /// the same body, and no content type (the URL is signed without one).
+    /// the same body, and no content type (the URL is signed without one);
+    /// a URL that refuses it for good (an expired one) is not tried again.
     #[tokio::test]
-    async fn an_answer_is_tried_again_until_the_url_takes_it() {
+    async fn an_answer_is_tried_again_while_it_may_pass() {
         use std::sync::{Arc, Mutex};
-        /// Each PUT: its content type, and its body.
-        type Puts = Arc<Mutex<Vec<(Option<String>, Vec<u8>)>>>;
+        /// Each PUT: its path, content type and body.
+        type Puts = Arc<Mutex<Vec<(String, Option<String>, Vec<u8>)>>>;
         let seen: Puts = Arc::default();
         let recorded = seen.clone();
-        let app = axum::Router::new().route(
-            "/answer",
-            axum::routing::put(
-                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                    let recorded = recorded.clone();
-                    async move {
-                        let mut seen = recorded.lock().unwrap();
-                        let content_type = headers
-                            .get("content-type")
-                            .map(|v| v.to_str().unwrap().to_owned());
-                        seen.push((content_type, body.to_vec()));
-                        if seen.len() == 1 {
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE
-                        } else {
-                            axum::http::StatusCode::OK
-                        }
+        let app = axum::Router::new().fallback(axum::routing::put(
+            move |uri: axum::http::Uri, headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let recorded = recorded.clone();
+                async move {
+                    let mut seen = recorded.lock().unwrap();
+                    let content_type = headers
+                        .get("content-type")
+                        .map(|v| v.to_str().unwrap().to_owned());
+                    seen.push((uri.path().to_owned(), content_type, body.to_vec()));
+                    let tries = seen.iter().filter(|(p, ..)| p == uri.path()).count();
+                    match uri.path() {
+                        "/flaky" if tries == 1 => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "/flaky" => axum::http::StatusCode::OK,
+                        "/expired" => axum::http::StatusCode::FORBIDDEN,
+                        _ => axum::http::StatusCode::BAD_GATEWAY,
                     }
-                },
-            ),
-        );
+                }
+            },
+        ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/answer", listener.local_addr().unwrap());
+        let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
         let http = reqwest::Client::new();
-        put_answer(&http, &url, b"{\"Status\":\"SUCCESS\"}".to_vec())
+        let body = b"{\"Status\":\"SUCCESS\"}".to_vec();
+        let patience = Duration::from_secs(2);
+        put_answer(&http, &format!("{base}/flaky"), body.clone(), patience)
             .await
             .unwrap();
+        put_answer(&http, &format!("{base}/expired"), body.clone(), patience)
+            .await
+            .unwrap();
+        let why = put_answer(&http, &format!("{base}/down"), body.clone(), patience)
+            .await
+            .unwrap_err();
+        assert!(why.contains("502"), "{why}");
         let seen = seen.lock().unwrap().clone();
-        assert_eq!(seen.len(), 2);
+        let paths: Vec<&str> = seen.iter().map(|(p, ..)| p.as_str()).collect();
+        assert_eq!(paths, ["/flaky", "/flaky", "/expired", "/down", "/down"]);
         assert!(
             seen.iter()
-                .all(|(content_type, body)| content_type.is_none()
-                    && body.as_slice() == b"{\"Status\":\"SUCCESS\"}")
+                .all(|(_, content_type, sent)| content_type.is_none() && *sent == body)
         );
-        // Nobody there: given up after three attempts, saying why.
-        let gone = url.replace("/answer", "/nothing-here");
-        let why = put_answer(&http, &gone, Vec::new()).await.unwrap_err();
-        assert!(why.contains("404"), "{why}");
     }
 
-    #[test]
-    fn an_answer_copies_the_request_and_fits_cloudformations_limit() {
-        let reply = ReplyTo::CloudFormation {
+    fn reply() -> Reply {
+        Reply {
             response_url: "https://example/put".into(),
             stack_id: "arn:aws:cloudformation:us-east-1:123456789012:stack/app/1".into(),
             request_id: "r-1".into(),
             logical_resource_id: "GreeterRollout".into(),
-            physical_resource_id: "greeter:live".into(),
-        };
-        let body: Value = serde_json::from_slice(&response_body(
-            &reply,
-            Some(&"x".repeat(10_000)),
-            HashMap::new(),
-        ))
-        .unwrap();
+            physical_resource_id: "greeter:prod".into(),
+            failed_physical_resource_id: "greeter:live".into(),
+        }
+    }
+
+    #[test]
+    fn an_answer_copies_the_request_and_fits_cloudformations_limit() {
+        // Quotes and control characters grow as JSON: cut until it fits.
+        let long = "\"\u{1}".repeat(3000);
+        let body = reply().body(Some(&long), "", "");
+        assert!(body.len() <= 4096, "{} bytes", body.len());
+        let body: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["Status"], "FAILED");
         assert_eq!(body["RequestId"], "r-1");
-        assert_eq!(body["PhysicalResourceId"], "greeter:live");
-        assert!(serde_json::to_vec(&body).unwrap().len() <= 4096);
-        let ok: Value = serde_json::from_slice(&response_body(
-            &reply,
-            None,
-            HashMap::from([("Version".into(), "3".into())]),
-        ))
-        .unwrap();
+        assert!(body["Reason"].as_str().unwrap().ends_with('…'));
         assert_eq!(
-            (ok["Status"].clone(), ok["Data"]["Version"].clone()),
-            (json!("SUCCESS"), json!("3"))
+            body["PhysicalResourceId"], "greeter:live",
+            "a failure names the resource as it was"
         );
+        let ok: Value = serde_json::from_slice(&reply().body(None, "3", "cfn-1")).unwrap();
+        assert_eq!(
+            (
+                ok["Status"].clone(),
+                ok["PhysicalResourceId"].clone(),
+                ok["Data"].clone()
+            ),
+            (
+                json!("SUCCESS"),
+                json!("greeter:prod"),
+                json!({"Version": "3", "DeploymentId": "cfn-1"})
+            )
+        );
+    }
+
+    #[test]
+    fn each_waiter_is_answered_for_what_it_expects() {
+        let (d, _) = Deployment::create(
+            "cfn-1",
+            RolloutProperties::parse(&props(json!({})))
+                .unwrap()
+                .spec(&MetricTiming::default())
+                .unwrap(),
+            chrono::Utc::now(),
+        );
+        let ended = |phase: Phase| Deployment { phase, ..d.clone() };
+        let rolled_back = ended(Phase::RolledBack {
+            reason: "alarm x is in ALARM".into(),
+        });
+        let promoted = ended(Phase::Promoted);
+        let status = |expect, d: &Deployment| {
+            let waiting = Waiting {
+                reply: reply(),
+                expect,
+                version: "3".into(),
+            };
+            let body: Value = serde_json::from_slice(&waiting.answer(d)?).unwrap();
+            Some((
+                body["Status"].as_str().unwrap().to_owned(),
+                body["Reason"].as_str().unwrap_or("").to_owned(),
+            ))
+        };
+        assert_eq!(status(Expect::Promoted, &promoted).unwrap().0, "SUCCESS");
+        assert_eq!(
+            status(Expect::Promoted, &rolled_back).unwrap(),
+            (
+                "FAILED".into(),
+                "Sluice deployment cfn-1: alarm x is in ALARM".into()
+            )
+        );
+        assert_eq!(
+            status(Expect::RolledBack, &rolled_back).unwrap().0,
+            "SUCCESS"
+        );
+        assert!(
+            status(Expect::RolledBack, &promoted)
+                .unwrap()
+                .1
+                .contains("promoted before its abort")
+        );
+        assert_eq!(status(Expect::Ended, &promoted).unwrap().0, "SUCCESS");
+        assert_eq!(status(Expect::Ended, &d), None, "not ended: no answer yet");
     }
 }

@@ -5,7 +5,7 @@
 use crate::clock::Clock;
 use crate::domain::deployment::{
     Deployment, DeploymentSpec, Event, Input as DeploymentInput, MAX_ASYNC_HOOK_SECS, OnBusy,
-    ReplyTo, VersionSource, events_of, token_digest,
+    VersionSource, events_of, token_digest,
 };
 use crate::domain::execution::{
     ActionRef, ActionState, Execution, ExecutionEvent, Input as ExecutionInput, StopMode,
@@ -211,12 +211,12 @@ impl Operations {
         self.start(&new_deployment_id(), spec, None).await
     }
 
-    /// `deploy` as `id`, telling `reply_to` the outcome once it has ended.
+    /// `deploy` as `id`, aborted if still under way at `deadline`.
     pub async fn start(
         &self,
         id: &str,
         spec: DeploymentSpec,
-        reply_to: Option<ReplyTo>,
+        deadline: Option<crate::domain::deployment::Time>,
     ) -> Result<Submitted, OperationError> {
         let problems = spec.problems();
         if !problems.is_empty() {
@@ -235,7 +235,7 @@ impl Operations {
         }
         self.check_targets(&spec, holder.is_some()).await?;
         let (mut d, commands) = Deployment::create(id, spec, self.orchestrator.engine.clock.now());
-        d.reply_to = reply_to;
+        d.deadline = deadline;
         self.store().create(&d, &events_of(&commands)).await?;
         Ok(Submitted {
             deployment: id.to_owned(),

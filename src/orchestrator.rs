@@ -450,10 +450,13 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
     /// action ends too; if a CloudFormation request waits for it, it is answered.
     pub async fn deployment_finished(&self, deployment_id: &str) -> Result<(), OrchestratorError> {
         if crate::custom_resource::is_rollout(deployment_id) {
-            let d = self.engine.store.load(deployment_id).await?.deployment;
-            if let Some((url, body)) = crate::custom_resource::answer_when_ended(&d) {
-                self.actions.answer_cloudformation(&url, body).await?;
-                tracing::info!(deployment_id, "CloudFormation answered");
+            let store = &self.engine.store;
+            for owed in crate::custom_resource::answers_owed(store, deployment_id).await? {
+                self.actions
+                    .answer_cloudformation(&owed.url, owed.body)
+                    .await?;
+                tracing::info!(deployment_id, waiter = %owed.waiter, "CloudFormation answered");
+                store.remove_waiter(deployment_id, &owed.waiter).await?;
             }
             return Ok(());
         }

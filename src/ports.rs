@@ -168,6 +168,26 @@ pub trait Deployments: Send + Sync {
         lock: &Lock,
         id: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Someone waits for deployment `id` to end (a CloudFormation request,
+    /// `custom_resource`): `data` to tell it, kept under `waiter` until
+    /// removed, or until `until` when no one waits any more.
+    fn add_waiter(
+        &self,
+        id: &str,
+        waiter: &str,
+        data: &str,
+        until: Time,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The waiters of deployment `id`: (waiter, data).
+    fn waiters(
+        &self,
+        id: &str,
+    ) -> impl Future<Output = Result<Vec<(String, String)>, StoreError>> + Send;
+    fn remove_waiter(
+        &self,
+        id: &str,
+        waiter: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// Execution items, next to the deployments. Every write is conditional, as

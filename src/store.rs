@@ -51,13 +51,18 @@ fn n(v: impl ToString) -> AttributeValue {
 /// When the reconcile sweep should look at a deployment: at the end of a
 /// bake; for a phase in flight, after `grace` (a worker that died mid-phase).
 pub fn due_at(d: &Deployment, grace: chrono::Duration) -> Option<Time> {
-    match &d.phase {
+    let due = match &d.phase {
         p if p.is_terminal() => None,
         // Its next read or its end; paused with nothing to read, only an operator moves it.
         Phase::Baking { .. } => d.bake_wake(),
         Phase::Frozen { .. } => None,
         // An invoked asynchronous hook is waited for until its deadline.
         _ => d.hook_deadline().or(Some(d.updated_at + grace)),
+    };
+    // A deployment with a deadline is aborted then, if a timer has not.
+    match (due, d.abort_at()) {
+        (Some(due), Some(deadline)) => Some(due.min(deadline)),
+        (due, deadline) => due.or(deadline),
     }
 }
 
@@ -473,6 +478,71 @@ impl crate::ports::Deployments for Store {
             .and_then(|i| i.get("holder").and_then(|h| h.as_s().ok()).cloned()))
     }
 
+    async fn add_waiter(
+        &self,
+        id: &str,
+        waiter: &str,
+        data: &str,
+        until: Time,
+    ) -> Result<(), StoreError> {
+        let key = Key::Waiter {
+            deployment: id.to_owned(),
+            name: waiter.to_owned(),
+        };
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(key.item_key()))
+            .item("data", s(data))
+            .item("expires_at", n(until.timestamp()))
+            .send()
+            .await
+            .map_err(|e| aws("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn waiters(&self, id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :waiter)")
+            .expression_attribute_values(":pk", s(Key::Deployment(id.to_owned()).pk()))
+            .expression_attribute_values(":waiter", s(keys::WAITER))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| aws("Query", e))?;
+        Ok(out
+            .items()
+            .iter()
+            .filter_map(|item| {
+                let name = item
+                    .get(keys::SK)?
+                    .as_s()
+                    .ok()?
+                    .strip_prefix(keys::WAITER)?;
+                let data = item.get("data")?.as_s().ok()?;
+                Some((name.to_owned(), data.clone()))
+            })
+            .collect())
+    }
+
+    async fn remove_waiter(&self, id: &str, waiter: &str) -> Result<(), StoreError> {
+        let key = Key::Waiter {
+            deployment: id.to_owned(),
+            name: waiter.to_owned(),
+        };
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key.item_key()))
+            .send()
+            .await
+            .map_err(|e| aws("DeleteItem", e))?;
+        Ok(())
+    }
+
     /// Releases `lock` if `id` holds it; releasing what one does not hold is a no-op.
     async fn release_lock(&self, lock: &Lock, id: &str) -> Result<(), StoreError> {
         let result = self
@@ -537,7 +607,18 @@ mod tests {
         ));
         d.paused = true;
         assert!(!is_stuck(&d, until + chrono::Duration::days(1)));
+        // A deadline makes even a paused bake due: the sweep aborts it then.
+        let grace = chrono::Duration::seconds(IN_FLIGHT_GRACE_SECS);
+        d.deadline = Some(until + chrono::Duration::hours(1));
+        assert_eq!(due_at(&d, grace), d.deadline);
+        d.paused = false;
+        assert_eq!(due_at(&d, grace), Some(until), "the bake's end comes first");
         d.phase = Phase::Promoted;
         assert!(!is_stuck(&d, until + chrono::Duration::days(1)));
+        assert_eq!(
+            due_at(&d, grace),
+            None,
+            "ended: the deadline no longer applies"
+        );
     }
 }

@@ -457,6 +457,7 @@ async fn the_api_runs_every_operation_and_refuses_what_does_not_apply() -> Resul
     let answer: Value = api
         .http
         .post(api.stack.var("SLUICE_URL_SOURCE_FUNCTION"))
+        .header("content-type", "application/json")
         .header("x-github-event", "push")
         .header(
             "x-hub-signature-256",

@@ -249,6 +249,7 @@ async fn every_subcommand_works_against_the_local_stack() -> Result<()> {
     let body = std::fs::read(workspace_root().join("events/github-push.json"))?;
     let answer: Value = reqwest::Client::new()
         .post(cli.stack.var("SLUICE_URL_SOURCE_FUNCTION"))
+        .header("content-type", "application/json")
         .header("x-github-event", "push")
         .header("x-hub-signature-256", sign(&body, secret.as_bytes()))
         .body(body)

@@ -128,6 +128,7 @@ impl Cfn {
         let mut ids: Vec<String> = out
             .items()
             .iter()
+            .filter(|i| i["sk"].as_s().is_ok_and(|sk| sk == "STATE"))
             .filter_map(|i| {
                 i["pk"]
                     .as_s()
@@ -245,7 +246,7 @@ async fn an_apps_stack_rolls_out_through_the_custom_resource() -> Result<()> {
     assert!(
         status_and_reason(&answer)
             .1
-            .contains("600 s CloudFormation waits"),
+            .contains("CloudFormation waits 600 s"),
         "{answer}"
     );
     assert_eq!(cfn.alias().await?, None, "nothing made");
@@ -346,8 +347,27 @@ async fn an_apps_stack_rolls_out_through_the_custom_resource() -> Result<()> {
     assert_eq!(status, "FAILED", "{answer}");
     assert!(reason.contains("busy with deployment cfn-"), "{reason}");
 
-    // ...and deleting the resource aborts it: rolled back, then answered;
-    // the alias stays, whole on what it served before.
+    // CloudFormation stops waiting for it and rolls the stack back, sending
+    // the version it started from: it is aborted, and the rollback answered
+    // once the alias is whole on that version again.
+    let answer = cfn.request("rollback-slow", update(&v4, &slow)).await?;
+    assert_eq!(status_and_reason(&answer).0, "SUCCESS", "{answer}");
+    assert_eq!(cfn.alias().await?, Some(("4".to_owned(), false)));
+    let answer = cfn.answer("update-slow").await?;
+    let (status, reason) = status_and_reason(&answer);
+    assert_eq!(status, "FAILED", "{answer}");
+    assert!(
+        reason.contains("CloudFormation stopped waiting for it"),
+        "{reason}"
+    );
+
+    // Deleting the resource aborts its rollout under way: rolled back, then
+    // answered; the alias stays, whole on what it served before.
+    cfn.send("update-slow-again", update(&slow, &v4)).await?;
+    wait_for("the first shift", Duration::from_secs(60), || async {
+        Ok((cfn.alias().await? == Some(("4".to_owned(), true))).then_some(()))
+    })
+    .await?;
     let answer = cfn
         .request(
             "delete",
@@ -356,7 +376,7 @@ async fn an_apps_stack_rolls_out_through_the_custom_resource() -> Result<()> {
         .await?;
     assert_eq!(status_and_reason(&answer).0, "SUCCESS", "{answer}");
     assert_eq!(cfn.alias().await?, Some(("4".to_owned(), false)));
-    let answer = cfn.answer("update-slow").await?;
+    let answer = cfn.answer("update-slow-again").await?;
     let (status, reason) = status_and_reason(&answer);
     assert_eq!(status, "FAILED", "{answer}");
     assert!(

@@ -157,6 +157,7 @@ impl World {
         let body = serde_json::to_vec(&body)?;
         let answer: serde_json::Value = reqwest::Client::new()
             .post(self.stack.var("SLUICE_URL_SOURCE_FUNCTION"))
+            .header("content-type", "application/json")
             .header("x-github-event", "push")
             .header("x-hub-signature-256", sign(&body, self.secret.as_bytes()))
             .body(body)

@@ -271,8 +271,12 @@ async fn bad_deliveries_are_refused_and_write_nothing() -> Result<()> {
             .contains("malformed push event")
     );
 
+    // Over 1 MB of event: refused once read; over 3 MB sent: before the signature.
     let big = vec![b' '; 1024 * 1024 + 1];
     let (status, _) = w.push(&big).await?;
+    assert_eq!(status, 413);
+    let huge = vec![b' '; 3 * 1024 * 1024 + 1];
+    let (status, _) = w.deliver("push", &huge, None).await?;
     assert_eq!(status, 413);
 
     let ping = br#"{"zen": "Design for failure.", "hook_id": 1}"#;

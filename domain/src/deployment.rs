@@ -242,22 +242,6 @@ impl DeploymentSpec {
     }
 }
 
-/// Who waits for a deployment's end besides its timeline, told the outcome
-/// once it has ended: a CloudFormation custom resource's request
-/// (`src/custom_resource.rs`). Only carried here: the deployment does not act on it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "to", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ReplyTo {
-    CloudFormation {
-        /// A presigned S3 URL, good for about two hours.
-        response_url: String,
-        stack_id: String,
-        request_id: String,
-        logical_resource_id: String,
-        physical_resource_id: String,
-    },
-}
-
 /// Named as CodeDeploy names its lifecycle hooks, in the hook contract too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Gate {
@@ -633,9 +617,11 @@ pub struct Deployment {
     /// The asynchronous hook the current gate waits for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hook_wait: Option<HookWait>,
-    /// Who is told the outcome once it has ended.
+    /// By when it must have ended: still under way then, it is aborted
+    /// (a caller that stops waiting, such as CloudFormation, finds the
+    /// alias whole on the old version).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reply_to: Option<ReplyTo>,
+    pub deadline: Option<Time>,
     pub created_at: Time,
     pub updated_at: Time,
 }
@@ -661,7 +647,7 @@ impl Deployment {
             metric_timing: MetricTiming::default(),
             analysis: None,
             hook_wait: None,
-            reply_to: None,
+            deadline: None,
             created_at: now,
             updated_at: now,
             spec,
@@ -738,14 +724,35 @@ impl Deployment {
     }
 
     /// When the deployment next needs a timer, and for which step: its
-    /// bake's wake, or its invoked hook's deadline.
+    /// bake's wake, or its invoked hook's deadline, or its own deadline.
     pub fn wake(&self) -> Option<(usize, Time)> {
-        match &self.phase {
+        let own = match &self.phase {
             Phase::Baking { step, .. } => self.bake_wake().map(|at| (*step, at)),
-            _ => {
-                let step = self.waiting_hook()?.step;
-                self.hook_deadline().map(|at| (step, at))
-            }
+            _ => self
+                .waiting_hook()
+                .and_then(|w| self.hook_deadline().map(|at| (w.step, at))),
+        };
+        match (own, self.abort_at()) {
+            (Some((step, at)), Some(deadline)) => Some((step, at.min(deadline))),
+            (own, deadline) => own.or(deadline.map(|at| (self.step_at(), at))),
+        }
+    }
+
+    /// The deadline, while it still applies: not once ended or rolling back.
+    pub fn abort_at(&self) -> Option<Time> {
+        let over = self.phase.is_terminal() || matches!(self.phase, Phase::RollingBack { .. });
+        self.deadline.filter(|_| !over)
+    }
+
+    /// The step the deployment is at (0 before its first).
+    fn step_at(&self) -> usize {
+        match &self.phase {
+            Phase::PreTraffic { step }
+            | Phase::Shifting { step }
+            | Phase::PostTraffic { step }
+            | Phase::Baking { step, .. }
+            | Phase::Frozen { step, .. } => *step,
+            _ => 0,
         }
     }
 
@@ -803,6 +810,9 @@ impl Deployment {
     /// Whether a worker has something to run for it now; not while it
     /// waits (a bake, its turn, an operator) or once it has ended.
     pub fn needs_worker(&self, now: Time) -> bool {
+        if self.abort_at().is_some_and(|at| at <= now) {
+            return true;
+        }
         match &self.phase {
             Phase::PreTraffic { .. } | Phase::PostTraffic { .. } => {
                 self.hook_deadline().is_none_or(|deadline| deadline <= now)
@@ -1147,6 +1157,21 @@ fn next_step(
 fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command>) -> bool {
     if let Input::Retry { new_id } = input {
         return retried(d, new_id, now, commands);
+    }
+    if let (Input::TimerFired { step, at }, Some(deadline)) = (input, d.abort_at()) {
+        if deadline <= now {
+            // As an operator's abort: rolled back, or ended before any shift.
+            let reason = format!("it had not ended by its deadline, {deadline}");
+            return self::step(d, &Input::Abort { reason }, now, commands);
+        }
+        if *at == Some(deadline) && d.wake() == Some((*step, deadline)) {
+            // The deadline's own timer, early (SQS delays 15 minutes at most).
+            commands.push(Command::StartTimer {
+                step: *step,
+                at: deadline,
+            });
+            return true;
+        }
     }
     match d.phase.clone() {
         Phase::Created | Phase::Queued { .. } => before_start(d, input, now, commands),

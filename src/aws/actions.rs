@@ -228,7 +228,8 @@ impl Actions for AwsActions {
         url: &str,
         body: Vec<u8>,
     ) -> Result<(), OrchestratorError> {
-        crate::custom_resource::put_answer(&self.https, url, body)
+        let patience = crate::custom_resource::ORCHESTRATOR_PATIENCE;
+        crate::custom_resource::put_answer(&self.https, url, body, patience)
             .await
             .map_err(OrchestratorError::Aws)
     }

@@ -11,6 +11,7 @@
 //! | one deployment per alias | `LOCK#<function>#<alias>` | `LOCK` |
 //! | a queued pipeline's turn | `TURN#<pipeline>` | `LOCK` |
 //! | the Lambda control-plane budget | `BUDGET#lambda-control-plane` | `BUDGET` |
+//! | who waits for a deployment's end | `DEPLOY#<id>` | `WAITER#<name>` |
 //!
 //! A function name, an alias and a pipeline name hold no `#` (their patterns
 //! refuse it), so no two items share keys.
@@ -25,6 +26,8 @@ pub const SK: &str = "sk";
 const DEPLOY: &str = "DEPLOY#";
 const EXEC: &str = "EXEC#";
 const STATE: &str = "STATE";
+/// The sort-key prefix of a deployment's waiters.
+pub const WAITER: &str = "WAITER#";
 
 /// What holds a lock item: an alias (one deployment at a time), or a
 /// queued pipeline's turn (one execution at a time). Each has its own key
@@ -57,12 +60,13 @@ pub enum Key {
     Commit { pipeline: String, sha: String },
     Lock(Lock),
     ControlPlaneBudget,
+    Waiter { deployment: String, name: String },
 }
 
 impl Key {
     pub fn pk(&self) -> String {
         match self {
-            Key::Deployment(id) => format!("{DEPLOY}{id}"),
+            Key::Deployment(id) | Key::Waiter { deployment: id, .. } => format!("{DEPLOY}{id}"),
             Key::Execution(id) => format!("{EXEC}{id}"),
             Key::Definition(_) => DEFINITIONS_PK.to_owned(),
             Key::Commit { pipeline, sha } => format!("COMMIT#{pipeline}#{sha}"),
@@ -79,6 +83,7 @@ impl Key {
             Key::Commit { .. } => "COMMIT".to_owned(),
             Key::Lock(_) => "LOCK".to_owned(),
             Key::ControlPlaneBudget => "BUDGET".to_owned(),
+            Key::Waiter { name, .. } => format!("{WAITER}{name}"),
         }
     }
 
@@ -117,6 +122,9 @@ impl std::fmt::Display for Key {
             }
             Key::Lock(Lock::PipelineTurn(pipeline)) => write!(f, "the turn of pipeline {pipeline}"),
             Key::ControlPlaneBudget => write!(f, "the control-plane budget"),
+            Key::Waiter { deployment, name } => {
+                write!(f, "{name}, waiting for deployment {deployment}")
+            }
         }
     }
 }
@@ -144,6 +152,10 @@ mod tests {
             Key::Lock(Lock::alias("PIPELINE", "shop")),
             Key::Lock(Lock::pipeline_turn("shop")),
             Key::ControlPlaneBudget,
+            Key::Waiter {
+                deployment: "d-1".into(),
+                name: "r-1".into(),
+            },
         ];
         let pairs: std::collections::HashSet<_> = keys.iter().map(|k| (k.pk(), k.sk())).collect();
         assert_eq!(pairs.len(), keys.len(), "two items share keys: {pairs:?}");

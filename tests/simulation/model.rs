@@ -68,6 +68,7 @@ struct ExecutionRow {
 #[derive(Default)]
 struct Table {
     rows: BTreeMap<String, Row>,
+    waiters: BTreeMap<(String, String), String>,
     locks: BTreeMap<Lock, String>,
     executions: BTreeMap<String, ExecutionRow>,
     /// Which execution each (pipeline, commit) started.
@@ -374,6 +375,36 @@ impl Deployments for MemoryTable {
         if fate == Fate::AnswerLost {
             return Err(injected("DeleteItem (lock, answer lost)"));
         }
+        Ok(())
+    }
+
+    async fn add_waiter(
+        &self,
+        id: &str,
+        waiter: &str,
+        data: &str,
+        _until: Time,
+    ) -> Result<(), StoreError> {
+        let mut table = self.table.lock().unwrap();
+        table
+            .waiters
+            .insert((id.to_owned(), waiter.to_owned()), data.to_owned());
+        Ok(())
+    }
+
+    async fn waiters(&self, id: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let table = self.table.lock().unwrap();
+        Ok(table
+            .waiters
+            .iter()
+            .filter(|((d, _), _)| d == id)
+            .map(|((_, w), data)| (w.clone(), data.clone()))
+            .collect())
+    }
+
+    async fn remove_waiter(&self, id: &str, waiter: &str) -> Result<(), StoreError> {
+        let mut table = self.table.lock().unwrap();
+        table.waiters.remove(&(id.to_owned(), waiter.to_owned()));
         Ok(())
     }
 }

@@ -25,6 +25,11 @@ fn spec(config: &str) -> DeploymentSpec {
     }
 }
 
+/// Whether a run's deployment gets a deadline, beside the configs that always do.
+fn choice_deadline(d: &Deployment) -> bool {
+    d.spec.hook_invocation == HookInvocation::Async && d.spec.analysis.is_some()
+}
+
 /// The timer armed for `d`'s wake if it is `step`'s, else the sweep's.
 fn armed_timer(d: &Deployment, step: usize) -> Input {
     let at = d.wake().filter(|(s, _)| *s == step).map(|(_, at)| at);
@@ -807,6 +812,10 @@ proptest! {
             asked.hook_timeout_seconds = Some(600);
         }
         let (mut d, first) = Deployment::create("d", asked, t(0));
+        // A fifth of the runs must end by a deadline (as a CloudFormation rollout does).
+        if config % 5 == 0 || choice_deadline(&d) {
+            d.deadline = Some(t(2000));
+        }
         let mut now = t(0);
         let mut alias: (String, Option<(String, f64)>) = ("1".into(), None);
         // The next schedule step a forward shift may set, and the gate that must precede it.
@@ -826,6 +835,8 @@ proptest! {
             if after == before {
                 // Ignored, or an early timer re-armed for the bake's next wake, or a read.
                 let rearm = match (&before.phase, commands.as_slice()) {
+                    // The deadline's own timer, early.
+                    (_, [Command::StartTimer { at, .. }]) if Some(*at) == before.abort_at() => true,
                     (Phase::Baking { step, .. }, [Command::StartTimer { step: s, at }]) => s == step && Some(*at) == before.bake_wake(),
                     (Phase::Baking { step, .. }, [Command::Measure { step: s, .. }]) => s == step,
                     // An asynchronous hook's timer, early: re-armed for its deadline.
@@ -908,6 +919,13 @@ proptest! {
                 _ => {}
             }
             prop_assert!(after.weight >= 0.0 && after.weight <= 100.0);
+            // Past its deadline, the first timer ends it (rolled back, or never started).
+            if let (Input::TimerFired { .. }, Some(deadline)) = (&input, before.abort_at())
+                && deadline <= now
+            {
+                let ending = matches!(after.phase, Phase::RollingBack { .. } | Phase::RolledBack { .. } | Phase::FailedToStart { .. });
+                prop_assert!(ending, "past its deadline, {:?}", after.phase);
+            }
             // A wake ahead has its timer, and a decision arms one at most.
             let timers: Vec<Time> = commands.iter().filter_map(|c| match c {
                 Command::StartTimer { at, .. } => Some(*at),
@@ -915,8 +933,10 @@ proptest! {
             }).collect();
             prop_assert!(timers.len() <= 1, "{:?} armed {:?}", input, timers);
             armed.extend(timers);
+            // (A deadline no timer was armed for is the minutely sweep's.)
             if let Some((_, at)) = after.wake() {
-                prop_assert!(at <= now || armed.contains(&at), "no timer for the wake at {} after {:?}", at, input);
+                let swept = Some(at) == after.abort_at();
+                prop_assert!(at <= now || armed.contains(&at) || swept, "no timer for the wake at {} after {:?}", at, input);
             }
             d = after;
         }
@@ -1711,4 +1731,62 @@ fn a_watch_entered_already_due_reads_at_once() {
     assert_eq!(r.last_measure(), (0, t(0), t(240)));
     assert!(r.measured(counts(100.0, 0.0)));
     assert_eq!(r.d.phase, Phase::Promoted);
+}
+
+#[test]
+fn a_deployment_not_ended_by_its_deadline_is_aborted() {
+    // Baking: rolled back at the deadline, though its bake ends later.
+    let mut r = Run::new("canary:10:1h");
+    r.d.deadline = Some(t(600));
+    r.prepared();
+    shift_step(&mut r, 0, 5);
+    assert_eq!(r.d.wake(), Some((0, t(600))), "the deadline comes first");
+    r.at(599);
+    assert!(!r.feed(Input::TimerFired { step: 0, at: None }), "not yet");
+    // Its own timer come early (SQS's longest delay is 15 minutes): armed again.
+    r.commands.clear();
+    assert!(r.feed(Input::TimerFired {
+        step: 0,
+        at: Some(t(600))
+    }));
+    assert_eq!(
+        r.commands,
+        vec![Command::StartTimer {
+            step: 0,
+            at: t(600)
+        }]
+    );
+    r.at(600);
+    assert!(r.timer(0));
+    assert!(
+        matches!(&r.d.phase, Phase::RollingBack { reason } if reason.contains("had not ended by its deadline")),
+        "{:?}",
+        r.d.phase
+    );
+    assert_eq!(r.alias, ("1".into(), None));
+    assert_eq!(
+        r.d.wake(),
+        None,
+        "rolling back: the deadline no longer applies"
+    );
+
+    // Before its first shift (a gate still running): rolled back, and the gate's answer comes too late.
+    let mut r = Run::new("canary:10:1h");
+    r.d.deadline = Some(t(60));
+    r.prepared();
+    assert!(r.d.needs_worker(t(61)));
+    r.at(61);
+    assert!(r.feed(Input::TimerFired { step: 0, at: None }));
+    assert!(
+        matches!(
+            r.d.phase,
+            Phase::FailedToStart { .. } | Phase::RollingBack { .. }
+        ),
+        "{:?}",
+        r.d.phase
+    );
+    assert!(
+        !r.gate(Gate::PreTraffic, 0, true),
+        "the gate's late answer changes nothing"
+    );
 }
