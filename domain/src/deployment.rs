@@ -218,11 +218,14 @@ impl DeploymentSpec {
 impl DeploymentSpec {
     /// The least time a run of this spec takes from its first shift to its
     /// end, gates aside: its bakes, each at least as long as the analysis
-    /// needs to read the shift's period (`timing`), and the watch after 100%.
+    /// needs to read a whole period after the shift (`timing`), and the
+    /// watch after 100%.
     pub fn shortest_run(&self, timing: &MetricTiming) -> std::time::Duration {
         let steps = self.config.schedule().steps;
         let analysed = self.analysis.as_ref();
-        let read = timing.lag().to_std().unwrap_or_default();
+        let read = (timing.period() + timing.lag())
+            .to_std()
+            .unwrap_or_default();
         let bakes: std::time::Duration = steps[..steps.len() - 1]
             .iter()
             .map(|s| {
@@ -1100,8 +1103,8 @@ fn bake_until(
 }
 
 /// Starts the analysis of `step`'s bake, which ends at `until`; returns the
-/// bake's end, later if the period of the shift is not readable by then
-/// (said in the timeline): a bake never ends on no data. The window starts
+/// bake's end, later if the first whole period after the shift is not
+/// readable by then (said in the timeline): a bake never ends on no data. The window starts
 /// where the previous step's analysis stopped reading (the periods its bake
 /// ended before they were published are judged here, not skipped), or at
 /// the first shift's own period: the series are the new version's calls
@@ -1121,10 +1124,18 @@ fn start_analysis(
         return until;
     }
     let timing = d.metric_timing;
-    let shift_period = timing.period_of(d.shifted_at.unwrap_or(now));
+    let shifted = d.shifted_at.unwrap_or(now);
+    let shift_period = timing.period_of(shifted);
     let from = d.analysis.as_ref().map_or(shift_period, |a| a.through);
     d.analysis = Some(AnalysisProgress::new(step, from));
-    let first = timing.readable_at(shift_period + timing.period());
+    // The first period served at this weight throughout: a shift late in
+    // its period leaves that period a few calls, too few to judge.
+    let whole = if shifted == shift_period {
+        shift_period
+    } else {
+        shift_period + timing.period()
+    };
+    let first = timing.readable_at(whole + timing.period());
     if first <= until {
         return until;
     }
@@ -1132,11 +1143,11 @@ fn start_analysis(
         now,
         EventKind::Baking,
         format!(
-            "step {}'s bake extended to {} (from {}): its analysis needs {}, the shift's, readable then",
+            "step {}'s bake extended to {} (from {}): its analysis needs {}, the first whole one at this weight, readable then",
             step + 1,
             first.format("%H:%M:%S"),
             until.format("%H:%M:%S"),
-            timing.describe(shift_period, shift_period + timing.period())
+            timing.describe(whole, whole + timing.period())
         ),
     ));
     first

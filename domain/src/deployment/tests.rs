@@ -1074,19 +1074,18 @@ fn analysis_reads_only_published_periods_and_extends_a_bake_too_short_for_one() 
     let mut r = analysed("canary:10:1m", r#"{"max_error_rate": 5}"#);
     r.at(10);
     shift_step(&mut r, 0, 5);
-    // Shifted at 0:15: its minute, 0:00-1:00, is readable at 3:00, past
-    // the one-minute bake's end at 1:15.
+    // Shifted at 0:15: the first whole minute at 10%, 1:00-2:00, is
+    // readable at 4:00, past the one-minute bake's end at 1:15.
     assert_eq!(
         r.d.phase,
         Phase::Baking {
             step: 0,
-            until: t(180)
+            until: t(240)
         }
     );
     assert!(
-        r.timeline()
-            .iter()
-            .any(|l| l.contains("bake extended to") && l.contains("minute")),
+        r.timeline().iter().any(|l| l.contains("bake extended to")
+            && l.contains("minute 08:01, the first whole one at this weight")),
         "{:?}",
         r.timeline()
     );
@@ -1107,14 +1106,21 @@ fn analysis_reads_only_published_periods_and_extends_a_bake_too_short_for_one() 
             at: t(180)
         })
     );
+    // The shift's own minute is read at 3:00, and judged, but the bake waits
+    // for the first whole one.
     r.at(180);
     assert!(r.timer(0));
     assert_eq!(r.last_measure(), (0, t(0), t(60)));
+    assert!(r.measured(counts(2.0, 0.0)));
+    assert!(matches!(r.d.phase, Phase::Baking { step: 0, .. }));
+    r.at(240);
+    assert!(r.timer(0));
+    assert_eq!(r.last_measure(), (0, t(0), t(120)));
     assert!(r.measured(counts(100.0, 1.0)));
     assert_eq!(r.d.phase, Phase::PreTraffic { step: 1 });
     assert!(
         r.timeline().iter().any(|l| l.starts_with(
-            "analysis at step 1 passed: error rate 1.0% (1 of 100 calls, minute 08:00)"
+            "analysis at step 1 passed: error rate 1.0% (1 of 100 calls, minutes 08:00-08:01)"
         )),
         "{:?}",
         r.timeline()
@@ -1215,12 +1221,12 @@ fn too_little_traffic_follows_on_inconclusive() {
     assert!(r.measured(counts(40.0, 0.0)));
     assert_eq!(r.d.phase, Phase::PreTraffic { step: 1 });
     // ...and fails when none comes by its end.
-    let mut r = analysed("canary:10:1m", r#"{"max_wait_seconds": 100}"#);
+    let mut r = analysed("canary:10:1m", r#"{"max_wait_seconds": 40}"#);
     shift_step(&mut r, 0, 5);
     r.at(240);
     assert!(r.timer(0));
     assert!(r.measured(counts(3.0, 0.0)));
-    // The bake ended at 3:00: the wait's end, 4:40, comes before the next read.
+    // The bake ended at 4:00: the wait's end, 4:40, comes before the next read (5:00).
     assert_eq!(
         r.commands.last(),
         Some(&Command::StartTimer {
@@ -1231,7 +1237,7 @@ fn too_little_traffic_follows_on_inconclusive() {
     r.at(280);
     assert!(r.timer(0));
     assert!(
-        matches!(&r.d.phase, Phase::RollingBack { reason } if reason.contains("still inconclusive 100 s after the bake")),
+        matches!(&r.d.phase, Phase::RollingBack { reason } if reason.contains("still inconclusive 40 s after the bake")),
         "{:?}",
         r.d.phase
     );
@@ -1683,28 +1689,30 @@ fn a_gate_that_outlasts_the_bake_still_has_its_analysis_read_first() {
     let mut r = analysed("steps:10@1m,50@1m,100", r#"{"max_error_rate": 5}"#);
     r.at(10);
     shift_step(&mut r, 0, 5);
-    r.at(180);
-    assert!(r.timer(0));
-    assert_eq!(r.last_measure(), (0, t(0), t(60)));
-    assert!(r.measured(counts(100.0, 0.0)));
+    for (at, through) in [(180, 60), (240, 120)] {
+        r.at(at);
+        assert!(r.timer(0));
+        assert_eq!(r.last_measure(), (0, t(0), t(through)));
+        assert!(r.measured(counts(100.0, 0.0)));
+    }
     assert_eq!(r.d.phase, Phase::PreTraffic { step: 1 });
     assert!(r.gate(Gate::PreTraffic, 1, true));
     assert!(r.feed(Input::AliasUpdated {
         update: AliasUpdate::Step(1),
         revision: None,
     }));
-    // Shifted at 3:00, its bake extended to 6:00 for its minute; its
-    // PostTraffic gate runs to 6:40: the periods published by then are
-    // read before step 3, from where step 1 stopped reading (1:00).
+    // Shifted at 4:00, its bake extended to 7:00 for its minute; its
+    // PostTraffic gate runs to 7:40: the periods published by then are
+    // read before step 3, from where step 1 stopped reading (2:00).
     r.commands.clear();
-    r.at(400);
+    r.at(460);
     assert!(r.gate(Gate::PostTraffic, 1, true));
     assert!(
-        matches!(r.d.phase, Phase::Baking { step: 1, until } if until == t(360)),
+        matches!(r.d.phase, Phase::Baking { step: 1, until } if until == t(420)),
         "{:?}",
         r.d.phase
     );
-    assert_eq!(r.last_measure(), (1, t(60), t(240)));
+    assert_eq!(r.last_measure(), (1, t(120), t(300)));
     assert!(r.measured(counts(100.0, 30.0)));
     assert!(
         matches!(&r.d.phase, Phase::RollingBack { reason } if reason.starts_with("analysis failed at 50%")),
