@@ -945,7 +945,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Machine for Engine<S, C, K> {
 
     fn recorded(&self, _before: &Deployment, after: &Stored, events: &[Event]) {
         for e in events {
-            tracing::info!(deployment_id = %after.deployment.id, kind = ?e.kind, "{}", e.message);
+            log_event(&after.deployment, e);
             count(&after.deployment, e);
         }
     }
@@ -1044,6 +1044,24 @@ pub fn token_deployment(token: &str) -> Option<&str> {
 }
 
 /// Counts what a saved timeline line means in Sluice's metrics.
+/// A timeline line as a log event, with what the dashboard's Logs Insights
+/// widgets show and filter on (template.yaml; a test holds them to these
+/// fields).
+pub fn log_event(d: &Deployment, event: &Event) {
+    tracing::info!(
+        deployment_id = %d.id,
+        function = %d.spec.function,
+        alias = %d.spec.alias,
+        from_version = d.from_version.as_deref().unwrap_or(""),
+        to_version = d.to_version.as_deref().unwrap_or(""),
+        weight = d.weight,
+        phase = crate::store::phase_name(&d.phase),
+        kind = ?event.kind,
+        "{}",
+        event.message
+    );
+}
+
 fn count(d: &Deployment, event: &Event) {
     let metric = match event.kind {
         EventKind::Shifted => {

@@ -964,7 +964,7 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Machine for Orchestrator<S, 
 
     fn recorded(&self, before: &Execution, after: &StoredExecution, events: &[ExecutionEvent]) {
         for e in events {
-            tracing::info!(execution_id = %after.execution.id, "{}", e.message);
+            log_execution_event(&after.execution, e);
         }
         if after.execution.status != before.status {
             count_end(&after.execution, self.now());
@@ -1048,6 +1048,20 @@ fn count_end(e: &Execution, now: chrono::DateTime<chrono::Utc>) {
     }
     let took = (now - e.created_at).num_milliseconds().max(0);
     metrics::record(Metric::ExecutionDuration, &e.pipeline, took as f64 / 1000.0);
+}
+
+/// An execution's timeline line as a log event, with what the dashboard's
+/// Logs Insights widget shows (template.yaml; a test holds it to these fields).
+pub fn log_execution_event(e: &Execution, event: &ExecutionEvent) {
+    tracing::info!(
+        execution_id = %e.id,
+        pipeline = %e.pipeline,
+        status = crate::store::pipelines::status_name(&e.status),
+        stage = e.stage_name(),
+        commit = crate::domain::clip(&e.push.sha, 7),
+        "{}",
+        event.message
+    );
 }
 
 #[cfg(test)]

@@ -323,7 +323,8 @@ fn timeline_value<T: serde::Serialize>(events: &[T]) -> AttributeValue {
     )
 }
 
-fn phase_name(phase: &Phase) -> &'static str {
+/// The phase as the state item (and the log) names it.
+pub fn phase_name(phase: &Phase) -> &'static str {
     match phase {
         Phase::Created => "created",
         Phase::Queued { .. } => "queued",

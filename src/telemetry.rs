@@ -27,18 +27,31 @@ impl LogFormat {
 /// Inside Lambda it also turns on Sluice's metrics (`metrics`).
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == LogFormat::Json {
-        crate::metrics::enable();
-    }
     let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => {
+            crate::metrics::enable();
+            tracing::subscriber::set_global_default(json_subscriber(std::io::stderr, filter))
+                .map_err(|e| e.to_string())
+        }
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init()
+            .map_err(|e| e.to_string()),
     };
+}
+
+/// The JSON lines the functions log, written to `writer`: what the
+/// dashboard's Logs Insights queries read (a test reads them so).
+pub fn json_subscriber<W>(writer: W, filter: EnvFilter) -> impl tracing::Subscriber + Send + Sync
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .finish()
 }

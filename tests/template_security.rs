@@ -403,7 +403,7 @@ fn the_dashboard_shows_exactly_the_metrics_sluice_emits() {
     }
     filled.push_str(rest);
     let parsed: Value = serde_json::from_str(&filled).expect("the dashboard body is JSON");
-    assert_eq!(parsed["widgets"].as_array().map(Vec::len), Some(8));
+    assert_eq!(parsed["widgets"].as_array().map(Vec::len), Some(11));
 }
 
 /// The pipeline sweep leaves an execution whose invoke action is under way
@@ -426,5 +426,134 @@ fn the_sweep_waits_out_the_longest_a_worker_running_an_action_lives() {
             timeout < INVOKE_ACTION_GRACE_SECS,
             "{id}'s Timeout ({timeout} s) must stay under the sweep's grace ({INVOKE_ACTION_GRACE_SECS} s)"
         );
+    }
+}
+
+/// Lines the functions log, as they write them (JSON, one event a line).
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The fields the dashboard's Logs Insights queries name are fields the
+/// functions log: a deployment's and an execution's timeline lines, through
+/// the functions' own JSON format.
+#[test]
+fn the_dashboards_log_queries_name_fields_the_functions_log() {
+    use sluice::domain::deployment::{Deployment, Event, EventKind};
+    use sluice::domain::execution::{Execution, ExecutionEvent};
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = sluice::telemetry::json_subscriber(
+        move || writer.clone(),
+        tracing_subscriber::EnvFilter::new("info"),
+    );
+    let spec = serde_json::from_value(serde_json::json!({
+        "function": "greeter", "alias": "live", "source": {"version": "2"}, "config": "AllAtOnce"
+    }))
+    .unwrap();
+    let now = chrono::Utc::now();
+    let (d, _) = Deployment::create("d-1", spec, now);
+    let definition = sluice::domain::pipeline::PipelineDefinition::parse(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/pipelines/greeter.yaml"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let push = sluice::domain::pipeline::Push {
+        repository: "acme/greeter".into(),
+        reference: sluice::domain::pipeline::GitRef::parse("refs/heads/main").unwrap(),
+        sha: "9a1f3c2e8b7d4a6f5e0c1b2a3d4e5f60718293a4".into(),
+        deleted: false,
+        forced: false,
+        changed_paths: None,
+        message: None,
+        author: None,
+    };
+    let (e, _) = Execution::create("e-1", definition, push, now);
+    tracing::subscriber::with_default(subscriber, || {
+        let event = Event {
+            at: now,
+            kind: EventKind::Shifted,
+            message: "10% on version 2".into(),
+        };
+        sluice::engine::log_event(&d, &event);
+        let event = ExecutionEvent {
+            at: now,
+            message: "a push to main".into(),
+        };
+        sluice::orchestrator::log_execution_event(&e, &event);
+    });
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logged: std::collections::BTreeSet<String> = text
+        .lines()
+        .flat_map(|line| {
+            let object: serde_json::Map<String, Value> =
+                serde_json::from_str(line).expect("a JSON line");
+            object.keys().cloned().collect::<Vec<_>>()
+        })
+        .collect();
+    for field in ["deployment_id", "kind", "weight", "execution_id", "message"] {
+        assert!(logged.contains(field), "{field} not in {logged:?}");
+    }
+
+    let template =
+        Template::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("template.yaml"))
+            .expect("template.yaml parses");
+    let body = template.resources["Dashboard"]
+        .properties
+        .pointer("/DashboardBody/Fn::Sub")
+        .and_then(Value::as_str)
+        .expect("a dashboard body");
+    let queries: Vec<&str> = body
+        .split(r#""query": ""#)
+        .skip(1)
+        .map(|rest| rest.split_once('"').expect("a closed query").0)
+        .collect();
+    assert_eq!(queries.len(), 3, "{queries:?}");
+    const LANGUAGE: [&str; 17] = [
+        "SOURCE",
+        "fields",
+        "filter",
+        "sort",
+        "desc",
+        "limit",
+        "stats",
+        "by",
+        "max",
+        "bin",
+        "in",
+        "and",
+        "or",
+        "not",
+        "ispresent",
+        "like",
+        "count",
+    ];
+    for query in queries {
+        for command in query.split(" | ").filter(|c| !c.starts_with("SOURCE")) {
+            // Quoted text is a value, `@` fields are Logs Insights' own.
+            let unquoted: String = command.split('\'').step_by(2).collect::<Vec<_>>().join(" ");
+            for word in unquoted
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '@'))
+                .filter(|w| !w.is_empty() && !w.starts_with('@'))
+                .filter(|w| !w.starts_with(|c: char| c.is_ascii_digit()))
+            {
+                assert!(
+                    LANGUAGE.contains(&word) || logged.contains(word),
+                    "the dashboard's query names {word:?}, which no function logs ({logged:?}): {command}"
+                );
+            }
+        }
     }
 }

@@ -259,7 +259,8 @@ fn definition_of(
     serde_json::from_str(data).map_err(|e| corrupt(Key::Definition(name.to_owned()), e))
 }
 
-fn status_name(status: &Status) -> &'static str {
+/// The status as the state item (and the log) names it.
+pub fn status_name(status: &Status) -> &'static str {
     match status {
         Status::Queued => "queued",
         Status::InProgress => "in_progress",
