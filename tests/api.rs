@@ -598,7 +598,8 @@ async fn asynchronous_and_codedeploy_style_hooks_report_by_their_single_use_toke
         async move { api.ok("GET", &format!("/deployments/{id}"), "").await }
     };
 
-    // 1: reports after outlasting its first deadline, kept alive by heartbeats.
+    // 1: reports after three (scaled) minutes, past its first deadline, kept
+    // alive by heartbeats.
     let started = api.ok("POST", "/deployments", &deploy("2", 6)).await?;
     let id = started["deployment"].as_str().context("id")?.to_owned();
     let request = request_number(0).await?;
@@ -650,8 +651,11 @@ async fn asynchronous_and_codedeploy_style_hooks_report_by_their_single_use_toke
         "unknown field `reaosn`",
     )
     .await?;
+    // A suite of three minutes at the stack's scale (0.1): 18 s, three
+    // times its 6 s timeout, kept alive by a heartbeat every 2 s.
     let beat = json!({"token": token}).to_string();
-    while chrono::Utc::now() < first_deadline + chrono::Duration::seconds(2) {
+    let reports_at = first_deadline - chrono::Duration::seconds(6) + chrono::Duration::seconds(18);
+    while chrono::Utc::now() < reports_at {
         api.ok("POST", "/hook-heartbeats", &beat).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
