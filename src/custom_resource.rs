@@ -56,10 +56,14 @@ pub const DEFAULT_SERVICE_TIMEOUT_SECS: u64 = 3600;
 const GATES_MARGIN: Duration = Duration::from_secs(60);
 /// An answer's whole body may be at most 4,096 bytes.
 const MAX_ANSWER_BYTES: usize = 4096;
+/// A request is handled at most this long after CloudFormation sent it
+/// (the provider's `MaximumEventAgeInSeconds`, template.yaml): Sluice cannot
+/// tell how long it waited.
+const MAX_REQUEST_AGE: Duration = Duration::from_secs(300);
 /// A rollout ends this long before CloudFormation stops waiting (its
-/// deadline: aborted then, by a timer or the minutely sweep), leaving time to
-/// roll back and answer.
-const DEADLINE_MARGIN: Duration = Duration::from_secs(120);
+/// deadline: aborted then, by a timer or the minutely sweep), leaving time
+/// for a late request, the rollback and the answer.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(120 + MAX_REQUEST_AGE.as_secs());
 
 /// Whether a deployment was started by this resource.
 pub fn is_rollout(deployment_id: &str) -> bool {
@@ -336,6 +340,9 @@ struct Waiting {
     reply: Reply,
     expect: Expect,
     version: String,
+    /// When the request was first handled: its deliveries again (Lambda's
+    /// retries) keep the deadline it set.
+    received_at: Time,
 }
 
 impl Waiting {
@@ -420,7 +427,8 @@ pub async fn put_answer(
                 return Ok(());
             }
             Ok(answer) => format!("the response URL answered {}", answer.status()),
-            Err(e) => format!("the response URL could not be reached: {e}"),
+            // Without the URL: it is a credential.
+            Err(e) => format!("the response URL could not be reached: {}", e.without_url()),
         };
         tracing::warn!(error = %why, "CloudFormation answer not delivered yet");
         if started.elapsed() + pause > patience {
@@ -585,6 +593,7 @@ impl RolloutProvider {
             reply: reply.clone(),
             expect,
             version: version.to_owned(),
+            received_at: self.received_at(id, reply).await?,
         };
         let data = serde_json::to_string(&waiting).expect("a waiter serialises");
         let until = self.now() + chrono::Duration::hours(3);
@@ -592,6 +601,21 @@ impl RolloutProvider {
             .add_waiter(id, &reply.request_id, &data, until)
             .await?;
         Ok(Answer::Later(id.to_owned()))
+    }
+
+    /// When this request was first handled: now, or as its waiter on `id`
+    /// says if an earlier delivery saved one.
+    async fn received_at(&self, id: &str, reply: &Reply) -> Result<Time, ProviderError> {
+        let earlier = self
+            .store()
+            .waiters(id)
+            .await?
+            .into_iter()
+            .find_map(|(name, data)| {
+                let waiting: Waiting = serde_json::from_str(&data).ok()?;
+                (name == reply.request_id).then_some(waiting.received_at)
+            });
+        Ok(earlier.unwrap_or_else(|| self.now()))
     }
 
     /// Answers what waits on `id` if it has ended already.
@@ -617,6 +641,10 @@ impl RolloutProvider {
         let Some(holder) = engine.live_holder(&lock).await? else {
             return Ok(None);
         };
+        // This request's own rollout, started by a delivery running beside this one.
+        if holder == reply.deployment_id() {
+            return Ok(None);
+        }
         let ours = self
             .store()
             .waiters(&holder)
@@ -724,12 +752,22 @@ impl RolloutProvider {
         let waits = props
             .service_timeout
             .unwrap_or(DEFAULT_SERVICE_TIMEOUT_SECS);
-        let deadline = self.now() + chrono::Duration::seconds(waits as i64)
+        let received = self.received_at(&id, reply).await?;
+        let deadline = received + chrono::Duration::seconds(waits as i64)
             - chrono::Duration::from_std(DEADLINE_MARGIN).expect("short");
+        if deadline <= self.now() {
+            return Ok(Answer::failed(format!(
+                "the request, first handled at {received}, is too late: CloudFormation's wait is nearly over"
+            )));
+        }
         let answer = self.wait_for(&id, reply, Expect::Promoted, version).await?;
         match self.operations.start(&id, spec, Some(deadline)).await {
             Ok(_) => Ok(answer),
             Err(OperationError::Invalid(why) | OperationError::Conflict(why)) => {
+                // Refused because a delivery beside this one started it: its answer is owed.
+                if self.store().load(&id).await.is_ok() {
+                    return Ok(answer);
+                }
                 self.store().remove_waiter(&id, &reply.request_id).await?;
                 Ok(Answer::failed(why))
             }
@@ -1091,6 +1129,7 @@ mod tests {
                 reply: reply(),
                 expect,
                 version: "3".into(),
+                received_at: chrono::Utc::now(),
             };
             let body: Value = serde_json::from_slice(&waiting.answer(d)?).unwrap();
             Some((

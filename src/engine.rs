@@ -515,6 +515,15 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
     /// A timer message from the queue.
     pub async fn timer(&self, message: &TimerMessage) -> Result<Deployment, EngineError> {
         let stored = self.store.load(&message.deployment_id).await?;
+        // The deadline's own timer, come early (SQS delays 15 minutes at
+        // most): sent on again, nothing decided or saved.
+        if let Some(at) = message.at
+            && stored.deployment.abort_at() == Some(at)
+            && at - self.now() > chrono::Duration::from_std(TIMER_EARLY_WAIT).expect("short")
+        {
+            self.cloud.send_timer(message, self.timer_delay(at)).await?;
+            return Ok(stored.deployment);
+        }
         if let Some(wake) = message.at
             && stored.deployment.wake() == Some((message.step, wake))
             && let Ok(early) = (wake - self.now()).to_std()
@@ -528,6 +537,14 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         };
         self.drive(stored, VecDeque::from([input]), Vec::new(), 0)
             .await
+    }
+
+    /// SQS's delay for a timer due `at`: rounded down, the handler waiting
+    /// out the last second (`TIMER_EARLY_WAIT`); at most 15 minutes.
+    fn timer_delay(&self, at: Time) -> i32 {
+        (at - self.now())
+            .num_seconds()
+            .clamp(0, MAX_TIMER_DELAY_SECS) as i32
     }
 
     async fn drive(
@@ -557,16 +574,14 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 update,
             } => self.set_alias(d, primary, additional, update).await,
             Command::StartTimer { step, at } => {
-                // Rounded down: the handler waits out the last second (`TIMER_EARLY_WAIT`).
-                let delay = (at - self.now())
-                    .num_seconds()
-                    .clamp(0, MAX_TIMER_DELAY_SECS) as i32;
                 let message = TimerMessage {
                     deployment_id: d.id.clone(),
                     step,
                     at: Some(at),
                 };
-                self.cloud.send_timer(&message, delay).await?;
+                self.cloud
+                    .send_timer(&message, self.timer_delay(at))
+                    .await?;
                 Ok(None)
             }
             Command::Measure { step, from, to } => Ok(Some(self.measure(d, step, from, to).await)),

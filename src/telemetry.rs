@@ -30,8 +30,12 @@ pub fn init(format: LogFormat) {
     let _ = match format {
         LogFormat::Json => {
             crate::metrics::enable();
-            tracing::subscriber::set_global_default(json_subscriber(std::io::stderr, filter))
-                .map_err(|e| e.to_string())
+            // `try_init`, so the `log` records of HTTP and TLS crates come too.
+            tracing_subscriber::util::SubscriberInitExt::try_init(json_subscriber(
+                std::io::stderr,
+                filter,
+            ))
+            .map_err(|e| e.to_string())
         }
         LogFormat::Text => tracing_subscriber::fmt()
             .with_env_filter(filter)

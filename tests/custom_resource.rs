@@ -334,7 +334,10 @@ async fn an_apps_stack_rolls_out_through_the_custom_resource() -> Result<()> {
 
     // A long rollout under way: another resource on the same alias is
     // refused (never two rollouts on one alias)...
-    let slow = properties("3", json!({"Type": "canary:50:5m"}));
+    let slow = properties(
+        "3",
+        json!({"Type": "canary:50:5m", "ServiceTimeout": "3600"}),
+    );
     cfn.send("update-slow", update(&slow, &v4)).await?;
     wait_for("the first shift", Duration::from_secs(60), || async {
         Ok((cfn.alias().await? == Some(("4".to_owned(), true))).then_some(()))

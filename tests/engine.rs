@@ -1265,7 +1265,7 @@ async fn analysis_passes_a_healthy_version_and_rolls_back_a_bad_one_on_published
     let analysis: sluice::domain::analysis::AnalysisSettings =
         serde_json::from_value(serde_json::json!({
             "max_error_rate": 5.0, "min_invocations": 10, "on_inconclusive": "fail",
-            "max_p99_duration_ms": 250
+            "max_p99_duration_ms": 700
         }))?;
     let traffic = Traffic::through_the_alias(&w, 4);
 
@@ -1307,13 +1307,18 @@ async fn analysis_passes_a_healthy_version_and_rolls_back_a_bad_one_on_published
         "back to 100% on the old version"
     );
 
-    // Version 5 answers every call, in 400 ms: over the p99 bound of 250 ms
-    // (CloudWatch's percentile of the window's durations), without an error.
+    // Version 5 answers every call, in a second: over the p99 bound of 700
+    // ms (CloudWatch's percentile of the window's durations; a healthy
+    // version's stays far under it on a loaded machine), without an error.
     let v5 = w
-        .publish_in_mode(&[("GREETER_MODE", "slow"), ("GREETER_DELAY_MS", "400")])
+        .publish_in_mode(&[("GREETER_MODE", "slow"), ("GREETER_DELAY_MS", "1000")])
         .await?;
     let mut slow = spec(&v5, "canary:20:1h", None, None);
-    slow.analysis = Some(analysis);
+    // Slow calls are fewer: a period holds a handful.
+    slow.analysis = Some(sluice::domain::analysis::AnalysisSettings {
+        min_invocations: 5,
+        ..analysis
+    });
     w.engine.start("analysed-slow", slow).await?;
     let d = &w.run_one_to_end("analysed-slow").await?;
     traffic.stop().await;
@@ -1325,7 +1330,7 @@ async fn analysis_passes_a_healthy_version_and_rolls_back_a_bad_one_on_published
         .and_then(|rest| rest.split(' ').next())
         .and_then(|ms| ms.parse().ok())
         .with_context(|| format!("not a p99 verdict: {reason}"))?;
-    assert!((400.0..1000.0).contains(&p99), "{reason}");
+    assert!((1000.0..3000.0).contains(&p99), "{reason}");
     assert!(reason.contains("error rate 0.0%"), "{reason}");
     assert_eq!(w.alias().await?, ("2".to_owned(), vec![]));
     Ok(())

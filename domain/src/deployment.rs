@@ -1169,20 +1169,14 @@ fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command
     if let Input::Retry { new_id } = input {
         return retried(d, new_id, now, commands);
     }
-    if let (Input::TimerFired { step, at }, Some(deadline)) = (input, d.abort_at()) {
-        if deadline <= now {
-            // As an operator's abort: rolled back, or ended before any shift.
-            let reason = format!("it had not ended by its deadline, {deadline}");
-            return self::step(d, &Input::Abort { reason }, now, commands);
-        }
-        if *at == Some(deadline) && d.wake() == Some((*step, deadline)) {
-            // The deadline's own timer, early (SQS delays 15 minutes at most).
-            commands.push(Command::StartTimer {
-                step: *step,
-                at: deadline,
-            });
-            return true;
-        }
+    // Any timer past the deadline aborts, as an operator's abort does:
+    // rolled back, or ended before any shift. (The deadline's own timer
+    // come early is sent again by the engine, unsaved.)
+    if let (Input::TimerFired { .. }, Some(deadline)) = (input, d.abort_at())
+        && deadline <= now
+    {
+        let reason = format!("it had not ended by its deadline, {deadline}");
+        return self::step(d, &Input::Abort { reason }, now, commands);
     }
     match d.phase.clone() {
         Phase::Created | Phase::Queued { .. } => before_start(d, input, now, commands),
