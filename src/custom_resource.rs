@@ -490,68 +490,48 @@ impl RolloutProvider {
     pub async fn handle(&self, payload: &Value) -> Result<Answer, ProviderError> {
         let request: CloudFormationCustomResourceRequest = serde_json::from_value(payload.clone())
             .map_err(|e| ProviderError::Event(e.to_string()))?;
-        let reply = |request_id: String,
-                     response_url: String,
-                     stack_id: String,
-                     logical_resource_id: String,
-                     physical: String,
-                     was: String| Reply {
-            response_url,
-            stack_id,
-            request_id,
-            logical_resource_id,
-            physical_resource_id: physical,
-            failed_physical_resource_id: was,
-        };
+        let reply =
+            |request_id, response_url, stack_id, logical_resource_id, was: Option<String>| {
+                let was = was.unwrap_or_default();
+                Reply {
+                    response_url,
+                    stack_id,
+                    request_id,
+                    logical_resource_id,
+                    physical_resource_id: was.clone(),
+                    failed_physical_resource_id: was,
+                }
+            };
         let (reply, answer) = match request {
             CloudFormationCustomResourceRequest::Create(r) => {
-                let parsed = RolloutProperties::parse(&r.resource_properties);
-                let physical = parsed.as_ref().map_or_else(
-                    |_| format!("{}-not-created", r.logical_resource_id),
-                    RolloutProperties::physical_id,
-                );
                 let reply = reply(
                     r.request_id,
                     r.response_url,
                     r.stack_id,
                     r.logical_resource_id,
-                    physical.clone(),
-                    physical,
+                    None,
                 );
-                let answer = match parsed {
-                    Ok(props) => self.roll_out(&props, &reply).await?,
-                    Err(why) => Answer::failed(why),
-                };
-                (reply, answer)
+                self.create_or_update(reply, &r.resource_properties).await?
             }
             CloudFormationCustomResourceRequest::Update(r) => {
-                let parsed = RolloutProperties::parse(&r.resource_properties);
-                let physical = parsed.as_ref().map_or(
-                    r.physical_resource_id.clone(),
-                    RolloutProperties::physical_id,
-                );
+                let was = Some(r.physical_resource_id);
                 let reply = reply(
                     r.request_id,
                     r.response_url,
                     r.stack_id,
                     r.logical_resource_id,
-                    physical,
-                    r.physical_resource_id,
+                    was,
                 );
-                let answer = match parsed {
-                    Ok(props) => self.roll_out(&props, &reply).await?,
-                    Err(why) => Answer::failed(why),
-                };
-                (reply, answer)
+                self.create_or_update(reply, &r.resource_properties).await?
             }
             CloudFormationCustomResourceRequest::Delete(r) => {
+                let was = Some(r.physical_resource_id);
                 let reply = reply(
                     r.request_id,
                     r.response_url,
                     r.stack_id,
                     r.logical_resource_id,
-                    r.physical_resource_id.clone(),
-                    r.physical_resource_id,
+                    was,
                 );
                 let answer = match RolloutProperties::parse(&r.resource_properties) {
                     Ok(props) if props.physical_id() == reply.physical_resource_id => {
@@ -577,6 +557,32 @@ impl RolloutProvider {
                 .map_err(ProviderError::Answer)?;
         }
         Ok(answer)
+    }
+
+    /// A Create (`reply` names no resource yet) or an Update: the resource
+    /// is the alias the properties name; a FAILED answer names it as it was
+    /// (a failed Create: one CloudFormation then deletes, as nothing).
+    async fn create_or_update(
+        &self,
+        mut reply: Reply,
+        properties: &Value,
+    ) -> Result<(Reply, Answer), ProviderError> {
+        let parsed = RolloutProperties::parse(properties);
+        if reply.failed_physical_resource_id.is_empty() {
+            reply.failed_physical_resource_id = match &parsed {
+                Ok(props) => props.physical_id(),
+                Err(_) => format!("{}-not-created", reply.logical_resource_id),
+            };
+        }
+        reply.physical_resource_id = match &parsed {
+            Ok(props) => props.physical_id(),
+            Err(_) => reply.failed_physical_resource_id.clone(),
+        };
+        let answer = match parsed {
+            Ok(props) => self.roll_out(&props, &reply).await?,
+            Err(why) => Answer::failed(why),
+        };
+        Ok((reply, answer))
     }
 
     /// `reply` waits for deployment `id`: answered when it ends, or now if

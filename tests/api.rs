@@ -597,6 +597,20 @@ async fn asynchronous_and_codedeploy_style_hooks_report_by_their_single_use_toke
         let api = &api;
         async move { api.ok("GET", &format!("/deployments/{id}"), "").await }
     };
+    // Waits for deployment `id` to have rolled back; its reason.
+    let rollback_reason = |id: String| async move {
+        let ended = wait_for("the rollback", Duration::from_secs(30), || async {
+            let shown = show(id.clone()).await?;
+            Ok((shown["deployment"]["phase"]["phase"] == "rolled_back").then_some(shown))
+        })
+        .await?;
+        anyhow::Ok(
+            ended["deployment"]["phase"]["reason"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    };
 
     // 1: reports after three (scaled) minutes, past its first deadline, kept
     // alive by heartbeats.
@@ -710,14 +724,7 @@ async fn asynchronous_and_codedeploy_style_hooks_report_by_their_single_use_toke
     .await?;
     let long = json!({"token": token, "status": "Failed", "reason": "x".repeat(1500)});
     api.ok("POST", "/hook-reports", &long.to_string()).await?;
-    let ended = wait_for("the rollback", Duration::from_secs(30), || async {
-        let shown = show(id.clone()).await?;
-        Ok((shown["deployment"]["phase"]["phase"] == "rolled_back").then_some(shown))
-    })
-    .await?;
-    let reason = ended["deployment"]["phase"]["reason"]
-        .as_str()
-        .unwrap_or_default();
+    let reason = rollback_reason(id.clone()).await?;
     assert!(
         reason.starts_with("PreTraffic gate failed before 100%: xxx") && reason.ends_with("x…"),
         "{reason}"
@@ -731,14 +738,7 @@ async fn asynchronous_and_codedeploy_style_hooks_report_by_their_single_use_toke
         .as_str()
         .context("a callback token")?
         .to_owned();
-    let ended = wait_for("the deadline", Duration::from_secs(30), || async {
-        let shown = show(id.clone()).await?;
-        Ok((shown["deployment"]["phase"]["phase"] == "rolled_back").then_some(shown))
-    })
-    .await?;
-    let reason = ended["deployment"]["phase"]["reason"]
-        .as_str()
-        .unwrap_or_default();
+    let reason = rollback_reason(id.clone()).await?;
     assert!(
         reason.contains("greeter-suite neither reported nor heartbeat by its deadline"),
         "{reason}"

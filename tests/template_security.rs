@@ -210,9 +210,7 @@ fn problems(template: &Template) -> Vec<String> {
 
 #[test]
 fn the_template_passes_the_review() {
-    let template =
-        Template::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("template.yaml"))
-            .expect("template.yaml parses");
+    let template = sluice_template();
     assert_eq!(problems(&template), Vec::<String>::new());
     // The review looked at something.
     assert!(statements(&template).len() >= 10);
@@ -332,6 +330,21 @@ Resources:
     );
 }
 
+fn sluice_template() -> Template {
+    Template::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("template.yaml"))
+        .expect("template.yaml parses")
+}
+
+/// The dashboard's body, before its `${...}` substitutions.
+fn dashboard_body(template: &Template) -> String {
+    template.resources["Dashboard"]
+        .properties
+        .pointer("/DashboardBody/Fn::Sub")
+        .and_then(Value::as_str)
+        .expect("a dashboard body")
+        .to_owned()
+}
+
 /// The `Sluice` metric names a dashboard body's SEARCH expressions ask for.
 fn dashboard_metrics(body: &str) -> std::collections::BTreeSet<String> {
     let mut names = std::collections::BTreeSet::new();
@@ -350,14 +363,9 @@ fn dashboard_metrics(body: &str) -> std::collections::BTreeSet<String> {
 #[test]
 fn the_dashboard_shows_exactly_the_metrics_sluice_emits() {
     use sluice::metrics::Metric;
-    let template =
-        Template::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("template.yaml"))
-            .expect("template.yaml parses");
-    let body = template.resources["Dashboard"]
-        .properties
-        .pointer("/DashboardBody/Fn::Sub")
-        .and_then(Value::as_str)
-        .expect("a dashboard body");
+    let template = sluice_template();
+    let body = dashboard_body(&template);
+    let body = body.as_str();
     let shown = dashboard_metrics(body);
     let emitted: std::collections::BTreeSet<String> =
         Metric::ALL.iter().map(|m| m.name().to_owned()).collect();
@@ -413,9 +421,7 @@ fn the_dashboard_shows_exactly_the_metrics_sluice_emits() {
 #[test]
 fn the_sweep_waits_out_the_longest_a_worker_running_an_action_lives() {
     use sluice::store::pipelines::INVOKE_ACTION_GRACE_SECS;
-    let template =
-        Template::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("template.yaml"))
-            .expect("template.yaml parses");
+    let template = sluice_template();
     for id in ["OrchestratorFunction", "ApiFunction"] {
         let timeout = template.resources[id]
             .properties
@@ -507,14 +513,7 @@ fn the_dashboards_log_queries_name_fields_the_functions_log() {
         assert!(logged.contains(field), "{field} not in {logged:?}");
     }
 
-    let template =
-        Template::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("template.yaml"))
-            .expect("template.yaml parses");
-    let body = template.resources["Dashboard"]
-        .properties
-        .pointer("/DashboardBody/Fn::Sub")
-        .and_then(Value::as_str)
-        .expect("a dashboard body");
+    let body = dashboard_body(&sluice_template());
     let queries: Vec<&str> = body
         .split(r#""query": ""#)
         .skip(1)
