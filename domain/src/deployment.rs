@@ -908,7 +908,12 @@ fn record(at: Time, kind: EventKind, message: String) -> Command {
 pub fn pending(d: &Deployment, now: Time) -> Vec<Command> {
     let from = d.from_version.clone().unwrap_or_default();
     match &d.phase {
-        Phase::Created => vec![Command::Prepare],
+        // The deadline's timer is armed with the first command (the
+        // minutely sweep covers a lost one).
+        Phase::Created => {
+            let deadline = d.abort_at().map(|at| Command::StartTimer { step: 0, at });
+            std::iter::once(Command::Prepare).chain(deadline).collect()
+        }
         Phase::Queued { .. } => vec![],
         Phase::PreTraffic { step } | Phase::PostTraffic { step } => match d.hook_deadline() {
             // An invoked hook is waited for; one not known to be invoked is

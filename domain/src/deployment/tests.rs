@@ -1740,6 +1740,22 @@ fn a_watch_entered_already_due_reads_at_once() {
 }
 
 #[test]
+fn a_deployment_with_a_deadline_arms_its_timer_with_its_first_command() {
+    let mut r = Run::new("canary:10:1h");
+    r.d.deadline = Some(t(600));
+    assert_eq!(
+        pending(&r.d, t(0)),
+        vec![
+            Command::Prepare,
+            Command::StartTimer {
+                step: 0,
+                at: t(600)
+            }
+        ]
+    );
+}
+
+#[test]
 fn a_deployment_not_ended_by_its_deadline_is_aborted() {
     // Baking: rolled back at the deadline, though its bake ends later.
     let mut r = Run::new("canary:10:1h");
