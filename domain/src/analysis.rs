@@ -210,6 +210,17 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// What was counted since `earlier` (a read of a shorter window from
+    /// the same start); the window's p99 says nothing of the part.
+    pub fn since(&self, earlier: &Counts) -> Counts {
+        Counts {
+            invocations: (self.invocations - earlier.invocations).max(0.0),
+            errors: (self.errors - earlier.errors).max(0.0),
+            duration_ms: (self.duration_ms - earlier.duration_ms).max(0.0),
+            p99_duration_ms: None,
+        }
+    }
+
     pub fn error_rate(&self) -> f64 {
         if self.invocations > 0.0 {
             100.0 * self.errors / self.invocations

@@ -19,7 +19,7 @@
 //! after the last shift keeps judging at 100% before the promotion.
 
 use crate::analysis::{
-    AnalysisSettings, Measurement, MetricTiming, OnInconclusive, Verdict, judge,
+    AnalysisSettings, Counts, Measurement, MetricTiming, OnInconclusive, Verdict, judge,
 };
 use crate::config::{DeploymentConfig, Schedule};
 use crate::smoke::{S3Uri, SmokeTest};
@@ -519,6 +519,10 @@ pub struct AnalysisProgress {
     /// verdict: the latest the verdict may come.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_until: Option<Time>,
+    /// Both versions' numbers over `[from, through)`, for the newly
+    /// published periods' own verdict at the next read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted: Option<(Counts, Counts)>,
 }
 
 impl AnalysisProgress {
@@ -531,6 +535,7 @@ impl AnalysisProgress {
             failed: None,
             retry_at: None,
             wait_until: None,
+            counted: None,
         }
     }
 
@@ -1757,7 +1762,21 @@ fn measured(
     if m.from != a.from || m.to <= a.through {
         return false;
     }
-    let verdict = judge(&settings, m, &timing);
+    let mut verdict = judge(&settings, m, &timing);
+    // The newly published periods alone too: a version that goes bad late
+    // in a long bake is not hidden by its good minutes before.
+    if let (false, Some((new, old))) = (matches!(verdict, Verdict::Fail(_)), &a.counted) {
+        let recent = Measurement {
+            from: a.through,
+            to: m.to,
+            new: m.new.since(new),
+            old: m.old.since(old),
+        };
+        if let fail @ Verdict::Fail(_) = judge(&settings, &recent, &timing) {
+            verdict = fail;
+        }
+    }
+    a.counted = Some((m.new, m.old));
     a.through = m.to;
     a.verdict = Some(verdict.clone());
     a.failed = None;

@@ -1807,3 +1807,37 @@ fn a_deployment_not_ended_by_its_deadline_is_aborted() {
         "the gate's late answer changes nothing"
     );
 }
+
+#[test]
+fn a_version_that_goes_bad_late_is_judged_on_its_newest_minutes_too() {
+    let mut r = analysed(
+        "canary:10:30m",
+        r#"{"max_error_rate": 5, "baseline_margin": 5}"#,
+    );
+    shift_step(&mut r, 0, 5);
+    // Three good minutes, then one that fails every call: 1.3% over the
+    // window, 100% in the new minute.
+    for (at, new) in [
+        (180, counts(1000.0, 0.0)),
+        (240, counts(2000.0, 0.0)),
+        (300, counts(3000.0, 0.0)),
+    ] {
+        r.at(at);
+        assert!(r.timer(0));
+        assert!(r.measured(new));
+        assert!(matches!(r.d.phase, Phase::Baking { .. }), "{:?}", r.d.phase);
+    }
+    r.at(360);
+    assert!(r.timer(0));
+    assert_eq!(r.last_measure(), (0, t(0), t(240)));
+    assert!(r.measured(counts(3040.0, 40.0)));
+    let Phase::RollingBack { reason } = &r.d.phase else {
+        panic!("{:?}", r.d.phase)
+    };
+    assert!(
+        reason.starts_with(
+            "analysis failed at 10%: error rate 100.0% (40 of 40 calls, minute 08:03) > 5%"
+        ),
+        "{reason}"
+    );
+}
