@@ -335,7 +335,8 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         version: u64,
         commands: Vec<Command>,
     ) -> Result<Deployment, EngineError> {
-        drive::run_steered(self, id, version, commands).await
+        // On the heap: a drive's future is large, and callers nest it.
+        Box::pin(drive::run_steered(self, id, version, commands)).await
     }
 
     /// A new deployment, from the table's stream: prepared unless a worker
@@ -408,7 +409,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
             return self.drive(stored, inputs, actions, attempt).await;
         }
         // Claimed first, and the sweep's grace counts from the claim.
-        drive::claim_and_drive(self, stored, actions, attempt).await
+        Box::pin(drive::claim_and_drive(self, stored, actions, attempt)).await
     }
 
     /// Does what a message of the shifter's queue asks: a timer, a new
@@ -554,7 +555,8 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         actions: Vec<Command>,
         attempt: u32,
     ) -> Result<Deployment, EngineError> {
-        drive::drive(self, stored, inputs, actions, attempt).await
+        // On the heap: a drive's future is large, and callers nest it.
+        Box::pin(drive::drive(self, stored, inputs, actions, attempt)).await
     }
 
     /// Makes one command happen; returns the fact it produced, if any.

@@ -520,9 +520,10 @@ pub struct AnalysisProgress {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_until: Option<Time>,
     /// Both versions' numbers over `[from, through)`, for the newly
-    /// published periods' own verdict at the next read.
+    /// published periods' own verdict at the next read. Boxed: a deployment
+    /// is moved through the workers' futures, whose size it multiplies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub counted: Option<(Counts, Counts)>,
+    pub counted: Option<Box<(Counts, Counts)>>,
 }
 
 impl AnalysisProgress {
@@ -1765,7 +1766,8 @@ fn measured(
     let mut verdict = judge(&settings, m, &timing);
     // The newly published periods alone too: a version that goes bad late
     // in a long bake is not hidden by its good minutes before.
-    if let (false, Some((new, old))) = (matches!(verdict, Verdict::Fail(_)), &a.counted) {
+    if let (false, Some(counted)) = (matches!(verdict, Verdict::Fail(_)), &a.counted) {
+        let (new, old) = counted.as_ref();
         let recent = Measurement {
             from: a.through,
             to: m.to,
@@ -1776,7 +1778,7 @@ fn measured(
             verdict = fail;
         }
     }
-    a.counted = Some((m.new, m.old));
+    a.counted = Some(Box::new((m.new, m.old)));
     a.through = m.to;
     a.verdict = Some(verdict.clone());
     a.failed = None;
