@@ -348,24 +348,30 @@ struct Waiting {
 impl Waiting {
     /// The answer for `d`, once it has ended.
     fn answer(&self, d: &Deployment) -> Option<Vec<u8>> {
-        let said = |reason: &str| format!("Sluice deployment {}: {reason}", d.id);
-        let failed = match (&d.phase, self.expect) {
-            (Phase::Promoted, Expect::Promoted | Expect::Ended) => None,
-            (
-                Phase::RolledBack { .. } | Phase::FailedToStart { .. },
-                Expect::RolledBack | Expect::Ended,
-            ) => None,
-            (Phase::RolledBack { reason } | Phase::FailedToStart { reason }, Expect::Promoted) => {
-                Some(said(reason))
-            }
-            (Phase::Promoted, Expect::RolledBack) => Some(said(&format!(
-                "promoted before its abort took effect: the alias serves version {}",
-                d.to_version.clone().unwrap_or_default()
-            ))),
-            _ => return None,
-        };
+        let failed = outcome(d, self.expect)?;
         Some(self.reply.body(failed.as_deref(), &self.version, &d.id))
     }
+}
+
+/// How `d` ended, for a request expecting `expect`: `None` while under
+/// way, else the FAILED answer's reason, if it is one.
+fn outcome(d: &Deployment, expect: Expect) -> Option<Option<String>> {
+    let said = |reason: &str| format!("Sluice deployment {}: {reason}", d.id);
+    Some(match (&d.phase, expect) {
+        (Phase::Promoted, Expect::Promoted | Expect::Ended) => None,
+        (
+            Phase::RolledBack { .. } | Phase::FailedToStart { .. },
+            Expect::RolledBack | Expect::Ended,
+        ) => None,
+        (Phase::RolledBack { reason } | Phase::FailedToStart { reason }, Expect::Promoted) => {
+            Some(said(reason))
+        }
+        (Phase::Promoted, Expect::RolledBack) => Some(said(&format!(
+            "promoted before its abort took effect: the alias serves version {}",
+            d.to_version.clone().unwrap_or_default()
+        ))),
+        _ => return None,
+    })
 }
 
 /// An answer owed to a waiter of a deployment that has ended: PUT `body`
@@ -467,12 +473,11 @@ impl RolloutProvider {
     pub fn from_settings(
         config: &aws_config::SdkConfig,
         settings: &crate::settings::Settings,
-        http: reqwest::Client,
     ) -> Self {
         RolloutProvider {
             operations: Operations::from_settings(config, settings),
             lambda: aws_sdk_lambda::Client::new(config),
-            http,
+            http: crate::aws::lambda_https_client(),
             metric_timing: settings.metric_timing,
         }
     }
@@ -704,19 +709,13 @@ impl RolloutProvider {
         let id = reply.deployment_id();
         match self.store().load(&id).await {
             Ok(stored) => {
-                let d = stored.deployment;
-                return Ok(match &d.phase {
-                    Phase::Promoted => Answer::Now {
-                        failed: None,
+                return Ok(match outcome(&stored.deployment, Expect::Promoted) {
+                    Some(failed) => Answer::Now {
+                        failed,
                         version: version.clone(),
                         deployment: id,
                     },
-                    Phase::RolledBack { reason } | Phase::FailedToStart { reason } => Answer::Now {
-                        failed: Some(format!("Sluice deployment {id}: {reason}")),
-                        version: String::new(),
-                        deployment: id,
-                    },
-                    _ => Answer::Later(id),
+                    None => Answer::Later(id),
                 });
             }
             Err(StoreError::NotFound(_)) => {}

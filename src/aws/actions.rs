@@ -61,9 +61,7 @@ impl AwsActions {
             codepipeline: aws_sdk_codepipeline::Client::new(config),
             sqs: cloud.sqs.clone(),
             timer_queue_url,
-            https: super::config::https_client(super::config::Trust::for_lambda(|name| {
-                std::env::var_os(name)
-            })),
+            https: super::config::lambda_https_client(),
         }
     }
 }

@@ -105,6 +105,11 @@ pub fn https_client(trust: Trust) -> reqwest::Client {
     builder.build().expect("an HTTPS client builds")
 }
 
+/// [`https_client`] inside a Lambda function: trusting what its SDK clients do.
+pub fn lambda_https_client() -> reqwest::Client {
+    https_client(Trust::for_lambda(|name| std::env::var_os(name)))
+}
+
 /// The SDK's default connect timeout, which [`OneConnector`] applies itself.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(3100);
 

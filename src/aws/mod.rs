@@ -10,6 +10,7 @@ pub use actions::AwsActions;
 pub use cloud::AwsCloud;
 pub use config::{
     API_ATTEMPT_TIMEOUT, API_TIMEOUT, Trust, api_timeouts, http_client, https_client,
-    lambda_sdk_config, refused_for_good, sdk_config, service_message, work_timeouts,
+    lambda_https_client, lambda_sdk_config, refused_for_good, sdk_config, service_message,
+    work_timeouts,
 };
 pub use invoke::invoke;

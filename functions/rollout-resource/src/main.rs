@@ -4,7 +4,6 @@
 
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use serde_json::Value;
-use sluice::aws::{Trust, https_client};
 use sluice::custom_resource::RolloutProvider;
 
 // A sandbox gets one event at a time: one thread serves it, and starts sooner.
@@ -13,8 +12,7 @@ async fn main() -> Result<(), Error> {
     sluice::telemetry::init(sluice::telemetry::LogFormat::detect());
     let config = sluice::aws::lambda_sdk_config().await;
     let settings = sluice::settings::Settings::from_env()?;
-    let https = https_client(Trust::for_lambda(|name| std::env::var_os(name)));
-    let provider = RolloutProvider::from_settings(&config, &settings, https);
+    let provider = RolloutProvider::from_settings(&config, &settings);
     let provider = &provider;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
         provider
