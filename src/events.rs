@@ -6,8 +6,9 @@
 
 use crate::batch::Item;
 use crate::domain::clip;
-use crate::domain::deployment::Time;
-use crate::domain::execution::{ActionRef, StopMode};
+use crate::domain::deployment::{Deployment, Time};
+use crate::domain::execution::{ActionRef, Execution, StopMode};
+use crate::notices::{Report, deployment_reports, execution_reports};
 use crate::store::keys::{Key, PK, SK};
 use aws_lambda_events::cloudwatch_alarms::{CloudWatchAlarmData, CloudWatchAlarmStateValue};
 use aws_lambda_events::dynamodb::Event as StreamEvent;
@@ -292,6 +293,8 @@ pub enum OrchestratorEvent {
     Table {
         new_executions: Vec<StreamItem>,
         finished_deployments: Vec<StreamItem>,
+        /// What each change is to tell (`notices`), by its record's sequence number.
+        reports: Vec<(String, Report)>,
     },
     /// An S3 "Object Created" event (EventBridge).
     ObjectCreated {
@@ -302,6 +305,32 @@ pub enum OrchestratorEvent {
 }
 
 const FINISHED_PHASES: [&str; 3] = ["promoted", "rolled_back", "failed_to_start"];
+
+/// What a state item's change is to tell, from its images' `data` (the
+/// saved state as JSON): nothing for an item removed (its retention ended),
+/// nor for one that cannot be read, which is logged and holds back no
+/// other record.
+fn reports_of(key: &Key, old: Option<&str>, new: Option<&str>) -> Vec<Report> {
+    fn parsed<T: serde::de::DeserializeOwned>(key: &Key, data: &str) -> Option<T> {
+        serde_json::from_str(data)
+            .inspect_err(|e| tracing::warn!(item = %key, error = %e, "a stream image that is not a state: nothing reported"))
+            .ok()
+    }
+    let Some(new) = new else {
+        return Vec::new();
+    };
+    match key {
+        Key::Deployment(_) => parsed::<Deployment>(key, new).map_or_else(Vec::new, |new| {
+            let old = old.and_then(|o| parsed::<Deployment>(key, o));
+            deployment_reports(old.as_ref(), &new)
+        }),
+        Key::Execution(_) => parsed::<Execution>(key, new).map_or_else(Vec::new, |new| {
+            let old = old.and_then(|o| parsed::<Execution>(key, o));
+            execution_reports(old.as_ref(), &new)
+        }),
+        _ => Vec::new(),
+    }
+}
 
 /// Tells the orchestrator's event sources apart by their shape.
 pub fn parse_orchestrator_event(payload: &Value) -> Result<OrchestratorEvent, EventError> {
@@ -320,12 +349,18 @@ pub fn parse_orchestrator_event(payload: &Value) -> Result<OrchestratorEvent, Ev
                 serde_json::from_value(payload.clone()).map_err(malformed("DynamoDB stream"))?;
             let mut new_executions = Vec::new();
             let mut finished_deployments = Vec::new();
+            let mut reports = Vec::new();
             for record in &event.records {
                 let change = serde_json::to_value(&record.change).unwrap_or_default();
                 let text = |pointer: &str| change.pointer(pointer).and_then(Value::as_str);
                 let finished = |image: &str| {
                     text(&format!("/{image}/phase/S")).is_some_and(|p| FINISHED_PHASES.contains(&p))
                 };
+                if let Some(key) = state_key(&record.change.keys) {
+                    let sequence_number = record.change.sequence_number.clone().unwrap_or_default();
+                    let told = reports_of(&key, text("/OldImage/data/S"), text("/NewImage/data/S"));
+                    reports.extend(told.into_iter().map(|r| (sequence_number.clone(), r)));
+                }
                 match state_key(&record.change.keys) {
                     Some(Key::Execution(id)) if record.event_name == "INSERT" => {
                         push_once(&mut new_executions, StreamItem::of(record, &id));
@@ -339,6 +374,7 @@ pub fn parse_orchestrator_event(payload: &Value) -> Result<OrchestratorEvent, Ev
             return Ok(OrchestratorEvent::Table {
                 new_executions,
                 finished_deployments,
+                reports,
             });
         }
         _ => {}
@@ -451,6 +487,7 @@ mod tests {
                     sequence_number: "4421584500000000017450439102".into(),
                     id: "9a1f3c2-0c1e2d3f~1.0.1".into()
                 }],
+                reports: Vec::new(),
             })
         );
         let Ok(OrchestratorEvent::Queue(timers)) =

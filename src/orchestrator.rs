@@ -77,6 +77,12 @@ pub fn deployment_origin(deployment_id: &str) -> Option<(String, ActionRef)> {
     ))
 }
 
+/// What a stream record gives the orchestrator to pass on.
+enum StreamWork {
+    HandOver(HandedOver),
+    Report(crate::notices::Report),
+}
+
 /// The orchestrator over the engine's ports and its own (see `ports`).
 #[derive(Clone)]
 pub struct Orchestrator<S = Store, C = AwsCloud, K = SystemClock, A = AwsActions> {
@@ -122,11 +128,12 @@ impl Orchestrator {
     /// The orchestrator over the engine's ports and the AWS SDK's.
     pub fn from_settings(config: &aws_config::SdkConfig, settings: &Settings) -> Self {
         let engine = Engine::from_settings(config, settings);
-        let actions = AwsActions::new(
+        let mut actions = AwsActions::new(
             &engine.cloud,
             config,
             settings.pipeline_timer_queue_url.clone(),
         );
+        actions.report_queue_url = settings.reporting.queue_url.clone();
         Orchestrator {
             engine,
             actions,
@@ -192,10 +199,11 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
             OrchestratorEvent::Table {
                 new_executions,
                 finished_deployments,
+                reports,
             } => {
                 // Handed over, not done here: see `HandedOver`. Only the
                 // deployments a pipeline started concern the orchestrator.
-                let items = new_executions
+                let handed_over = new_executions
                     .into_iter()
                     .map(|i| (i.sequence_number, HandedOver::Arrived(i.id)))
                     .chain(
@@ -210,11 +218,20 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
                     .map(|(sequence_number, work)| Item {
                         id: sequence_number,
                         key: execution_key(work.id()),
-                        value: work,
-                    })
-                    .collect();
+                        value: StreamWork::HandOver(work),
+                    });
+                // What the change tells goes to the reporter's queue.
+                let reported = reports.into_iter().map(|(sequence_number, report)| Item {
+                    id: sequence_number,
+                    key: report.subject_id().to_owned(),
+                    value: StreamWork::Report(report),
+                });
+                let items = handed_over.chain(reported).collect();
                 let again = run_items(items, deadline, |work| async move {
-                    self.actions.hand_over(&work).await
+                    match work {
+                        StreamWork::HandOver(work) => self.actions.hand_over(&work).await,
+                        StreamWork::Report(report) => self.actions.report(&report).await,
+                    }
                 })
                 .await;
                 Ok(stream_response(again))

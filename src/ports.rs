@@ -471,6 +471,12 @@ pub trait Actions: Send + Sync {
         &self,
         work: &HandedOver,
     ) -> impl Future<Output = Result<(), OrchestratorError>> + Send;
+    /// Puts what a change tells on the reporter's queue (left out where
+    /// the stack has no reporter).
+    fn report(
+        &self,
+        report: &crate::notices::Report,
+    ) -> impl Future<Output = Result<(), OrchestratorError>> + Send;
     /// PUTs a CloudFormation custom resource's answer to its presigned URL.
     fn answer_cloudformation(
         &self,

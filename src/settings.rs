@@ -43,6 +43,54 @@ pub struct Settings {
     /// the analysis reads it. AWS's by default; the local stack sets both
     /// to its scaled time.
     pub metric_timing: MetricTiming,
+    /// Where notices and commit statuses go (see `notices`).
+    pub reporting: Reporting,
+}
+
+/// Where notices and commit statuses go. Unset or empty, each is left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reporting {
+    /// `SLUICE_REPORT_QUEUE_URL`: the reporter's queue, which the
+    /// orchestrator hands what the stream tells to.
+    pub queue_url: Option<String>,
+    /// `SLUICE_NOTIFICATION_TOPIC_ARN`: the SNS topic of notices.
+    pub topic_arn: Option<String>,
+    /// `SLUICE_EVENT_BUS` ("default"): the EventBridge bus of notices.
+    pub event_bus: String,
+    /// `SLUICE_GITHUB_TOKEN_SECRET`: the secret holding the GitHub token
+    /// that posts commit statuses.
+    pub github_token_secret: Option<String>,
+    /// `SLUICE_GITHUB_API_URL` ("https://api.github.com"; GitHub Enterprise
+    /// Server's is `https://<host>/api/v3`).
+    pub github_api_url: String,
+    /// `SLUICE_DASHBOARD_URL`: where a commit status links to.
+    pub dashboard_url: Option<String>,
+}
+
+pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
+
+impl Reporting {
+    fn from_vars(var: &impl Fn(&str) -> Option<String>) -> Result<Self, SettingError> {
+        let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let github_api_url = set("SLUICE_GITHUB_API_URL")
+            .unwrap_or_else(|| DEFAULT_GITHUB_API_URL.to_owned())
+            .trim_end_matches('/')
+            .to_owned();
+        if !(github_api_url.starts_with("https://") || github_api_url.starts_with("http://")) {
+            return Err(SettingError {
+                name: "SLUICE_GITHUB_API_URL",
+                problem: format!("{github_api_url:?} is not an http(s) URL"),
+            });
+        }
+        Ok(Reporting {
+            queue_url: set("SLUICE_REPORT_QUEUE_URL"),
+            topic_arn: set("SLUICE_NOTIFICATION_TOPIC_ARN"),
+            event_bus: set("SLUICE_EVENT_BUS").unwrap_or_else(|| "default".to_owned()),
+            github_token_secret: set("SLUICE_GITHUB_TOKEN_SECRET"),
+            github_api_url,
+            dashboard_url: set("SLUICE_DASHBOARD_URL"),
+        })
+    }
 }
 
 impl Settings {
@@ -79,6 +127,7 @@ impl Settings {
                 var("SLUICE_METRIC_PERIOD_SECONDS"),
                 var("SLUICE_METRIC_LAG_SECONDS"),
             )?,
+            reporting: Reporting::from_vars(&var)?,
         })
     }
 
@@ -201,6 +250,21 @@ mod tests {
         assert_eq!(s.hook_timeout, Duration::from_secs(60));
         assert_eq!(s.webhook_secret, None);
         assert_eq!(s.stack_name, "sluice");
+        assert_eq!(s.reporting.queue_url, None);
+        assert_eq!(s.reporting.event_bus, "default");
+        assert_eq!(s.reporting.github_api_url, "https://api.github.com");
+        let ghes = Settings::from_vars(vars(&[
+            ("SLUICE_GITHUB_API_URL", "https://git.example.com/api/v3/"),
+            ("SLUICE_NOTIFICATION_TOPIC_ARN", ""),
+        ]))
+        .unwrap();
+        assert_eq!(
+            ghes.reporting.github_api_url,
+            "https://git.example.com/api/v3"
+        );
+        assert_eq!(ghes.reporting.topic_arn, None, "empty is unset");
+        let bad = Settings::from_vars(vars(&[("SLUICE_GITHUB_API_URL", "api.github.com")]));
+        assert_eq!(bad.unwrap_err().name, "SLUICE_GITHUB_API_URL");
         assert_eq!(
             s.webhook_secret().unwrap_err().name,
             "SLUICE_WEBHOOK_SECRET"

@@ -29,6 +29,8 @@ pub const ACTIVE_INDEX: &str = "ActiveIndex";
 const ACTIVE: &str = "1";
 /// The state item's list of timeline events (JSON strings), appended by each save.
 const TIMELINE: &str = "timeline";
+/// Digests of the messages noted in the timeline beside the state (`note_once`).
+const NOTED: &str = "noted";
 /// Attributes a state item has only in some phases.
 const OPTIONAL_ATTRIBUTES: [&str; 3] = ["active", "due_at", "expires_at"];
 
@@ -230,6 +232,42 @@ impl Store {
     }
 
     /// A state item's timeline, oldest first.
+    /// Appends `line` to a state item's timeline, if the item is there and
+    /// no line saying `message` was noted before: the item keeps a digest
+    /// of each message noted, so two workers noting at once note it once.
+    async fn note_once(&self, key: &Key, message: &str, line: &str) -> Result<(), StoreError> {
+        use sha2::Digest;
+        let digest = hex::encode(&sha2::Sha256::digest(message.as_bytes())[..12]);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key.item_key()))
+            .update_expression(
+                "SET #t = list_append(if_not_exists(#t, :none), :line) ADD #n :digests",
+            )
+            .condition_expression("attribute_exists(pk) AND NOT contains(#n, :digest)")
+            .expression_attribute_names("#t", TIMELINE)
+            .expression_attribute_names("#n", NOTED)
+            .expression_attribute_values(":none", AttributeValue::L(Vec::new()))
+            .expression_attribute_values(":line", AttributeValue::L(vec![s(line)]))
+            .expression_attribute_values(":digests", AttributeValue::Ss(vec![digest.clone()]))
+            .expression_attribute_values(":digest", s(digest))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Noted already, or the item is gone (its retention ended).
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(aws("UpdateItem", e)),
+        }
+    }
+
     async fn timeline<T: serde::de::DeserializeOwned>(
         &self,
         key: &Key,

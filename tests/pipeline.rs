@@ -61,14 +61,17 @@ struct World {
 
 impl World {
     async fn new() -> Result<World> {
+        World::with_parameters(&[]).await
+    }
+
+    /// A world whose stack has these template parameters too.
+    async fn with_parameters(parameters: &[(&str, &str)]) -> Result<World> {
         // Every function of the template, with its schedules played ten times faster.
         // The orchestrator may invoke only what ManagedFunctions names: the
         // test function shares the greeter's prefix.
-        let stack = start_stack(
-            Some("template.yaml"),
-            &[("ManagedFunctions", "greeter*")],
-            0.1,
-        )?;
+        let mut all = vec![("ManagedFunctions", "greeter*")];
+        all.extend_from_slice(parameters);
+        let stack = start_stack(Some("template.yaml"), &all, 0.1)?;
         let config = stack.sdk_config().await;
         let lambda = stack.lambda().await;
         let role = function_role(&stack).await?;
@@ -905,5 +908,390 @@ stages:
     assert_eq!(e.status, Status::Succeeded);
     let runs = read_json_files(w.tests_dir.path());
     assert_eq!(runs.len(), 2, "lint once, the suite once: {runs:?}");
+    Ok(())
+}
+
+const REPORTED_PIPELINE: &str = r#"
+name: greeter
+source:
+  repository: acme/greeter
+  branches: { include: [main] }
+stages:
+  - name: build
+    actions:
+      - { name: artifact, kind: artifact, config: { key: "builds/{repo}/{sha}/greeter.zip", timeout: 2m } }
+  - name: live
+    actions:
+      - name: deploy-live
+        kind: deploy
+        config:
+          function: greeter
+          alias: live
+          artifact: artifact
+          config: "canary:50:1s"
+          pre_traffic_hook: PRE_TRAFFIC
+          smoke_tests:
+            - { name: greets, event: { name: Ada }, expect: { fields: { /message: "Hello, Ada!" } } }
+"#;
+
+/// An SQS queue of the stack's moto, and its ARN.
+async fn queue(stack: &TestStack, name: &str) -> Result<(aws_sdk_sqs::Client, String, String)> {
+    let sqs = aws_sdk_sqs::Client::new(&stack.sdk_config().await);
+    let url = sqs
+        .create_queue()
+        .queue_name(name)
+        .send()
+        .await?
+        .queue_url
+        .context("queue url")?;
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await?
+        .attributes
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .cloned()
+        })
+        .context("queue arn")?;
+    Ok((sqs, url, arn))
+}
+
+/// The messages on a queue by now (waiting a second for the first).
+async fn drain(sqs: &aws_sdk_sqs::Client, url: &str, into: &mut Vec<String>) -> Result<()> {
+    loop {
+        let got = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await?;
+        let messages = got.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return Ok(());
+        }
+        for m in messages {
+            into.push(m.body().unwrap_or_default().to_owned());
+            sqs.delete_message()
+                .queue_url(url)
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .send()
+                .await?;
+        }
+    }
+}
+
+/// A push's facts reach the people watching: a commit status per stage and
+/// per deploy action on GitHub (a stand-in that checks and records each
+/// request), and a notice per deployment start, promotion, rollback and
+/// execution end on the SNS topic and EventBridge's default bus. A token
+/// that is missing or wrong skips the statuses, says so in the timeline,
+/// and holds nothing back; GitHub down is tried again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_push_reports_commit_statuses_and_notices() -> Result<()> {
+    let github = github::FakeGitHub::start().await?;
+    let w = World::with_parameters(&[("GitHubApiUrl", &github.url)]).await?;
+    let definition = REPORTED_PIPELINE.replace(
+        "PRE_TRAFFIC",
+        w.stack.var("SLUICE_RESOURCE_PRE_TRAFFIC_FUNCTION"),
+    );
+    w.store
+        .put_definition(&PipelineDefinition::parse(&definition)?, chrono::Utc::now())
+        .await?;
+    // What a user would wire: a queue on the topic, a rule on the bus.
+    let config = w.stack.sdk_config().await;
+    let topic = w.stack.var("SLUICE_RESOURCE_NOTIFICATION_TOPIC").to_owned();
+    let (sqs, sns_queue, sns_queue_arn) = queue(&w.stack, "notices-by-sns").await?;
+    aws_sdk_sns::Client::new(&config)
+        .subscribe()
+        .topic_arn(&topic)
+        .protocol("sqs")
+        .endpoint(&sns_queue_arn)
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await?;
+    let (_, bus_queue, bus_queue_arn) = queue(&w.stack, "notices-by-eventbridge").await?;
+    let events = aws_sdk_eventbridge::Client::new(&config);
+    events
+        .put_rule()
+        .name("sluice-notices")
+        .event_pattern(r#"{"source": ["sluice"]}"#)
+        .send()
+        .await?;
+    events
+        .put_targets()
+        .rule("sluice-notices")
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("queue")
+                .arn(&bus_queue_arn)
+                .build()?,
+        )
+        .send()
+        .await?;
+    let secrets = aws_sdk_secretsmanager::Client::new(&config);
+    let token_secret = w
+        .stack
+        .var("SLUICE_RESOURCE_GIT_HUB_TOKEN_SECRET")
+        .to_owned();
+    let set_token = |token: &'static str| {
+        let secrets = secrets.clone();
+        let token_secret = token_secret.clone();
+        async move {
+            secrets
+                .put_secret_value()
+                .secret_id(token_secret)
+                .secret_string(token)
+                .send()
+                .await
+        }
+    };
+    let timeline_says = |id: String, what: &'static str| {
+        let store = w.store.clone();
+        async move {
+            wait_for(what, Duration::from_secs(60), || async {
+                let lines = store.execution_events(&id).await?;
+                Ok(lines.iter().any(|l| l.message.contains(what)).then_some(()))
+            })
+            .await
+        }
+    };
+    let succeeded = |e: &Execution| e.status == Status::Succeeded;
+
+    // 1. No token yet (the stack's "unset"): the push runs, the timeline says so.
+    const SHA_UNSET: &str = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3";
+    w.upload_build(SHA_UNSET, "r2").await?;
+    let unset = w.push(SHA_UNSET).await?;
+    w.wait_until(&unset, "the first push to succeed", succeeded)
+        .await?;
+    timeline_says(unset.clone(), "holds no GitHub token").await?;
+    assert!(github.requests().is_empty(), "{:?}", github.requests());
+
+    // 2. A wrong token: GitHub's 401, said once in the timeline.
+    set_token("ghp-revoked").await?;
+    const SHA_WRONG: &str = "d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4";
+    w.upload_build(SHA_WRONG, "r3").await?;
+    let wrong = w.push(SHA_WRONG).await?;
+    w.wait_until(&wrong, "the second push to succeed", succeeded)
+        .await?;
+    timeline_says(
+        wrong.clone(),
+        "GitHub refused the token (401 Bad credentials)",
+    )
+    .await?;
+    let lines = w.store.execution_events(&wrong).await?;
+    assert_eq!(
+        lines.iter().filter(|l| l.message.contains("401")).count(),
+        1,
+        "said once: {lines:?}"
+    );
+
+    // 3. The right token, and GitHub down for the first status: tried again.
+    set_token(github::TOKEN).await?;
+    github.script.lock().unwrap().push_back((502, vec![]));
+    w.upload_build(SHA_GOOD, "r4").await?;
+    let good = w.push(SHA_GOOD).await?;
+    w.wait_until(&good, "the third push to succeed", succeeded)
+        .await?;
+    // 4. A build whose smoke test fails: rolled back, the execution failed.
+    let bad_zip = sluice_local::code::bootstrap_zip(
+        &binary("greeter")?,
+        &[
+            ("release", b"r5"),
+            ("greeter.env", b"GREETER_MODE=failing\n"),
+        ],
+    );
+    w.s3.put_object()
+        .bucket(w.stack.var("SLUICE_RESOURCE_ARTIFACT_BUCKET"))
+        .key(format!("builds/acme/greeter/{SHA_BAD}/greeter.zip"))
+        .body(bad_zip.into())
+        .send()
+        .await?;
+    let bad = w.push(SHA_BAD).await?;
+    w.wait_until(&bad, "the fourth push to fail", |e| {
+        matches!(e.status, Status::Failed { .. })
+    })
+    .await?;
+
+    // The last status of each context of a commit, once every one is final.
+    let last_of = |sha: &str| {
+        let mut last = std::collections::BTreeMap::new();
+        for r in github.requests() {
+            if r.answered == 201 && r.path == format!("/repos/acme/greeter/statuses/{sha}") {
+                last.insert(
+                    r.body["context"].as_str().unwrap_or_default().to_owned(),
+                    r.body.clone(),
+                );
+            }
+        }
+        last
+    };
+    let settled = |sha: &'static str| {
+        let last_of = &last_of;
+        async move {
+            wait_for(
+                "every status of the commit to be final",
+                Duration::from_secs(60),
+                || async {
+                    let last = last_of(sha);
+                    Ok(
+                        (last.len() == 3 && last.values().all(|s| s["state"] != "pending"))
+                            .then_some(last),
+                    )
+                },
+            )
+            .await
+        }
+    };
+    let good_statuses = settled(SHA_GOOD)
+        .await
+        .with_context(|| format!("{:#?}\n{}", github.requests(), w.stack.log_tail()))?;
+    for context in [
+        "sluice/greeter/build",
+        "sluice/greeter/live",
+        "sluice/greeter/live/deploy-live",
+    ] {
+        assert_eq!(
+            good_statuses[context]["state"], "success",
+            "{context}: {good_statuses:?}"
+        );
+    }
+    assert!(
+        good_statuses["sluice/greeter/live/deploy-live"]["description"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("promoted version ") && d.ends_with(" of greeter:live")),
+        "{good_statuses:?}"
+    );
+    assert!(
+        good_statuses["sluice/greeter/build"]["target_url"]
+            .as_str()
+            .is_some_and(|u| u.contains("#dashboards:name=")),
+        "a status links to the dashboard: {good_statuses:?}"
+    );
+    // The status GitHub answered 502 is posted again (10 s later), as it
+    // is by then.
+    wait_for(
+        "the failed status to be posted again",
+        Duration::from_secs(60),
+        || async {
+            let requests = github.requests();
+            let failed = requests
+                .iter()
+                .position(|r| r.answered == 502)
+                .context("the request GitHub failed")?;
+            let again = requests[failed + 1..].iter().find(|r| {
+                r.answered == 201
+                    && r.path == requests[failed].path
+                    && r.body["context"] == requests[failed].body["context"]
+            });
+            Ok(again.map(|r| assert_ne!(r.body["state"], "pending", "{r:?}")))
+        },
+    )
+    .await?;
+    let requests = github.requests();
+    // The weight on the way, while the canary ran.
+    assert!(
+        requests.iter().any(|r| r.path.ends_with(SHA_GOOD)
+            && r.body["state"] == "pending"
+            && r.body["description"]
+                .as_str()
+                .is_some_and(|d| d.starts_with("step 1/2: 50% on version"))),
+        "{requests:?}"
+    );
+    let bad_statuses = settled(SHA_BAD).await?;
+    assert_eq!(bad_statuses["sluice/greeter/build"]["state"], "success");
+    for context in ["sluice/greeter/live", "sluice/greeter/live/deploy-live"] {
+        assert_eq!(
+            bad_statuses[context]["state"], "failure",
+            "{context}: {bad_statuses:?}"
+        );
+    }
+    assert!(
+        bad_statuses["sluice/greeter/live/deploy-live"]["description"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("rolled back: ")),
+        "{bad_statuses:?}"
+    );
+
+    // The notices: by SNS (raw) and by EventBridge, for both pushes.
+    let deployed = |e: &str| format!("{e}~1.0.1");
+    let wanted = [
+        (deployed(&good), "deployment_started"),
+        (deployed(&good), "deployment_promoted"),
+        (good.clone(), "execution_ended"),
+        (deployed(&bad), "deployment_started"),
+        (deployed(&bad), "deployment_rolled_back"),
+        (bad.clone(), "execution_ended"),
+    ];
+    let id_of = |n: &serde_json::Value| {
+        n["deployment_id"]
+            .as_str()
+            .or(n["execution_id"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let have = |got: &[serde_json::Value]| {
+        wanted
+            .iter()
+            .all(|(id, event)| got.iter().any(|n| id_of(n) == *id && n["event"] == *event))
+    };
+    let (mut by_sns, mut by_bus) = (Vec::new(), Vec::new());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        drain(&sqs, &sns_queue, &mut by_sns).await?;
+        drain(&sqs, &bus_queue, &mut by_bus).await?;
+        // A message's text, then its JSON.
+        let sns_notices: Vec<serde_json::Value> = by_sns
+            .iter()
+            .filter_map(|m| serde_json::from_str(m.rsplit_once("\n\n")?.1).ok())
+            .collect();
+        let bus_events: Vec<serde_json::Value> = by_bus
+            .iter()
+            .filter_map(|m| serde_json::from_str(m).ok())
+            .collect();
+        let details: Vec<serde_json::Value> =
+            bus_events.iter().map(|e| e["detail"].clone()).collect();
+        if have(&sns_notices) && have(&details) {
+            let rolled_back = |n: &&serde_json::Value| {
+                id_of(n) == deployed(&bad) && n["event"] == "deployment_rolled_back"
+            };
+            let by_mail = by_sns
+                .iter()
+                .find(|m| m.contains("rolled back") && m.contains(&deployed(&bad)))
+                .context("the rollback's message")?;
+            assert!(by_mail.contains("Reason: "), "{by_mail}");
+            let notice = sns_notices.iter().find(rolled_back).context("rollback")?;
+            assert!(
+                notice["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("greets")),
+                "the reason names the failed smoke test: {notice}"
+            );
+            let event = bus_events
+                .iter()
+                .find(|e| rolled_back(&&e["detail"]))
+                .context("the rollback's event")?;
+            assert_eq!(event["source"], "sluice");
+            assert_eq!(event["detail-type"], "Sluice Deployment Rolled Back");
+            assert_eq!(event["detail"]["stack"], w.stack.var("SLUICE_STACK_NAME"));
+            assert_eq!(event["detail"]["execution_id"], bad.as_str());
+            let ended = bus_events
+                .iter()
+                .find(|e| {
+                    e["detail"]["execution_id"] == good.as_str()
+                        && e["detail"]["event"] == "execution_ended"
+                })
+                .context("the good push's end")?;
+            assert_eq!(ended["detail"]["status"], "succeeded");
+            assert_eq!(ended["detail"]["sha"], SHA_GOOD);
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("notices missing:\nby SNS {by_sns:#?}\nby EventBridge {by_bus:#?}");
+        }
+    }
     Ok(())
 }

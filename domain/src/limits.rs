@@ -36,7 +36,12 @@ pub fn bytes(what: &str, len: usize, max: usize) -> Result<(), String> {
 /// `text` cut to `MAX_TEXT_CHARS`, marked as cut: for outside text that is
 /// only shown (a commit message), which must not fail what carries it.
 pub fn shortened(text: &str) -> String {
-    match text.char_indices().nth(MAX_TEXT_CHARS) {
+    shortened_to(text, MAX_TEXT_CHARS)
+}
+
+/// `text` cut to `max` characters, marked as cut (one more character).
+pub fn shortened_to(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
         None => text.to_owned(),
         Some((end, _)) => format!("{}…", &text[..end]),
     }

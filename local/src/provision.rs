@@ -103,6 +103,7 @@ impl Provisioner<'_> {
                 "AWS::SQS::Queue" => self.queue(ctx, &id, &props).await,
                 "AWS::S3::Bucket" => self.bucket(ctx, &id, &props).await,
                 "AWS::SecretsManager::Secret" => self.secret(ctx, &id, &props).await,
+                "AWS::SNS::Topic" => self.topic(ctx, &id, &props).await,
                 "AWS::Serverless::Function" if self.skip_functions.contains(&id) => {
                     tracing::info!(function = %id, "left out (--skip-function)");
                     placeholder(ctx, &id);
@@ -298,6 +299,27 @@ impl Provisioner<'_> {
     }
 
     /// A secret with its `SecretString`, or a random one for `GenerateSecretString`.
+    /// A topic; as CloudFormation's, its `Ref` is its ARN
+    /// (<https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-sns-topic.html>).
+    async fn topic(&self, ctx: &mut StackContext, id: &str, props: &Value) -> Result<()> {
+        let client = aws_sdk_sns::Client::new(self.moto);
+        let name = string_or(props, "TopicName", || ctx.generated_name(id));
+        let arn = client
+            .create_topic()
+            .name(&name)
+            .send()
+            .await
+            .map_err(|e| anyhow!("CreateTopic {name}: {e:?}"))?
+            .topic_arn
+            .ok_or_else(|| anyhow!("CreateTopic {name}: no ARN"))?;
+        ctx.refs.insert(id.to_owned(), json!(arn));
+        ctx.attributes
+            .insert((id.into(), "TopicArn".into()), json!(arn));
+        ctx.attributes
+            .insert((id.into(), "TopicName".into()), json!(name));
+        Ok(())
+    }
+
     async fn secret(&self, ctx: &mut StackContext, id: &str, props: &Value) -> Result<()> {
         let client = aws_sdk_secretsmanager::Client::new(self.moto);
         let name = string_or(props, "Name", || ctx.generated_name(id));

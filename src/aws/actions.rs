@@ -18,6 +18,8 @@ pub struct AwsActions {
     pub codepipeline: aws_sdk_codepipeline::Client,
     pub sqs: aws_sdk_sqs::Client,
     pub timer_queue_url: String,
+    /// The reporter's queue, if the stack has one.
+    pub report_queue_url: Option<String>,
     /// For presigned URLs (CloudFormation's answers).
     pub https: reqwest::Client,
 }
@@ -61,6 +63,7 @@ impl AwsActions {
             codepipeline: aws_sdk_codepipeline::Client::new(config),
             sqs: cloud.sqs.clone(),
             timer_queue_url,
+            report_queue_url: None,
             https: super::config::lambda_https_client(),
         }
     }
@@ -219,6 +222,15 @@ impl Actions for AwsActions {
         send_to_queue(&self.sqs, &self.timer_queue_url, work, 0)
             .await
             .map_err(|err| aws("SendMessage (work handed over)", err))
+    }
+
+    async fn report(&self, report: &crate::notices::Report) -> Result<(), OrchestratorError> {
+        let Some(queue) = &self.report_queue_url else {
+            return Ok(());
+        };
+        send_to_queue(&self.sqs, queue, report, 0)
+            .await
+            .map_err(|err| aws("SendMessage (report)", err))
     }
 
     async fn answer_cloudformation(

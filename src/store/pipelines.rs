@@ -156,6 +156,18 @@ impl Store {
         self.timeline(&Key::Execution(id.to_owned())).await
     }
 
+    /// Adds `event` to an execution's timeline unless a line has said the
+    /// same already: what happened beside its state (a report that
+    /// failed), which changes neither its state nor its version.
+    pub async fn note_execution(&self, id: &str, event: &ExecutionEvent) -> Result<(), StoreError> {
+        self.note_once(
+            &Key::Execution(id.to_owned()),
+            &event.message,
+            &serde_json::to_string(event).expect("events serialise"),
+        )
+        .await
+    }
+
     /// Ids of unfinished executions from `ActiveIndex`, oldest due first:
     /// all, those due by a time, or those of one pipeline in one status.
     async fn active_executions(

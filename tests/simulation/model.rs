@@ -1118,6 +1118,11 @@ impl Actions for MemoryActions {
         Ok(())
     }
 
+    /// The simulation reads no stream records, which is where reports come from.
+    async fn report(&self, report: &sluice::notices::Report) -> Result<(), OrchestratorError> {
+        panic!("the simulation reports nothing ({report:?})")
+    }
+
     /// The simulation starts no custom resource rollouts.
     async fn answer_cloudformation(
         &self,

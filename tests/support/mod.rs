@@ -438,3 +438,127 @@ impl<C: Cloud> Cloud for Checkpointed<C> {
         }
     }
 }
+
+/// A stand-in for GitHub's commit-status API (no emulator of it exists):
+/// it checks each request as GitHub would (the route, a bearer token, the
+/// headers GitHub asks for, the body's fields), records it with its answer,
+/// and answers 201, or first what a test scripted.
+/// <https://docs.github.com/en/rest/commits/statuses#create-a-commit-status>
+pub mod github {
+    use axum::http::{HeaderMap, StatusCode, Uri};
+    use serde_json::{Value, json};
+    use std::collections::VecDeque;
+    use std::sync::{Arc, Mutex};
+
+    /// The token it accepts.
+    pub const TOKEN: &str = "ghp-sluice-test-token";
+
+    #[derive(Debug, Clone)]
+    pub struct Request {
+        pub path: String,
+        pub authorization: String,
+        pub body: Value,
+        pub answered: u16,
+    }
+
+    /// An answer to give instead of the usual: a status and its headers.
+    pub type Scripted = (u16, Vec<(&'static str, &'static str)>);
+
+    #[derive(Clone, Default)]
+    pub struct FakeGitHub {
+        pub url: String,
+        pub requests: Arc<Mutex<Vec<Request>>>,
+        pub script: Arc<Mutex<VecDeque<Scripted>>>,
+    }
+
+    impl FakeGitHub {
+        pub async fn start() -> anyhow::Result<FakeGitHub> {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let fake = FakeGitHub {
+                url: format!("http://{}", listener.local_addr()?),
+                ..FakeGitHub::default()
+            };
+            let state = fake.clone();
+            let app = axum::Router::new().fallback(
+                move |uri: Uri, headers: HeaderMap, body: axum::body::Bytes| {
+                    let state = state.clone();
+                    async move { state.answer(&uri, &headers, &body) }
+                },
+            );
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            Ok(fake)
+        }
+
+        /// What was asked, in order.
+        pub fn requests(&self) -> Vec<Request> {
+            self.requests.lock().unwrap().clone()
+        }
+
+        fn answer(
+            &self,
+            uri: &Uri,
+            headers: &HeaderMap,
+            body: &[u8],
+        ) -> (StatusCode, HeaderMap, String) {
+            let header = |name: &str| {
+                headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            let (code, extra, message) = self.judge(uri.path(), &header, &parsed);
+            self.requests.lock().unwrap().push(Request {
+                path: uri.path().to_owned(),
+                authorization: header("authorization"),
+                body: parsed,
+                answered: code,
+            });
+            let mut out = HeaderMap::new();
+            for (k, v) in extra {
+                out.insert(k, v.parse().unwrap());
+            }
+            let text = if code == 201 {
+                json!({"state": "ok"}).to_string()
+            } else {
+                json!({"message": message}).to_string()
+            };
+            (StatusCode::from_u16(code).unwrap(), out, text)
+        }
+
+        fn judge(
+            &self,
+            path: &str,
+            header: &impl Fn(&str) -> String,
+            body: &Value,
+        ) -> (u16, Vec<(&'static str, &'static str)>, &'static str) {
+            if let Some((code, extra)) = self.script.lock().unwrap().pop_front() {
+                return (code, extra, "scripted");
+            }
+            let parts: Vec<&str> = path.split('/').collect();
+            if !matches!(parts.as_slice(), ["", "repos", _, _, "statuses", sha] if sha.len() >= 7) {
+                return (404, vec![], "Not Found");
+            }
+            if header("authorization") != format!("Bearer {TOKEN}") {
+                return (401, vec![], "Bad credentials");
+            }
+            if header("user-agent").is_empty()
+                || header("accept") != "application/vnd.github+json"
+                || header("x-github-api-version").is_empty()
+            {
+                return (400, vec![], "missing headers");
+            }
+            let state_ok = body["state"]
+                .as_str()
+                .is_some_and(|s| ["pending", "success", "failure", "error"].contains(&s));
+            let description_ok = body["description"]
+                .as_str()
+                .is_some_and(|d| d.chars().count() <= 140);
+            if !state_ok || !description_ok || !body["context"].is_string() {
+                return (422, vec![], "Validation Failed");
+            }
+            (201, vec![], "")
+        }
+    }
+}

@@ -53,6 +53,8 @@ pub fn accesses(request: &Request) -> Result<Vec<Access>, String> {
         "secretsmanager" => secrets_manager(request),
         "lambda" => lambda(request),
         "codepipeline" => codepipeline(request),
+        "sns" => sns(request),
+        "events" => eventbridge(request),
         other => Err(format!(
             "sluice-local does not know the IAM actions of service {other:?}"
         )),
@@ -351,6 +353,55 @@ fn secrets_manager(request: &Request) -> Result<Vec<Access>, String> {
             resource: Resource::SecretName(name.to_owned()),
         }]),
         None => Ok(vec![access(action, "*")]),
+    }
+}
+
+/// SNS's query protocol: a topic's actions act on the topic
+/// (<https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsns.html>).
+fn sns(request: &Request) -> Result<Vec<Access>, String> {
+    let params = form(request.body);
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let operation = get("Action").ok_or("an SNS request without Action")?;
+    let action = format!("sns:{operation}");
+    match get("TopicArn").or_else(|| get("TargetArn")) {
+        Some(topic) => Ok(vec![access(action, topic)]),
+        None if matches!(operation.as_str(), "ListTopics" | "CreateTopic") => {
+            Ok(vec![access(action, "*")])
+        }
+        None => Err(format!("sns:{operation} names no topic")),
+    }
+}
+
+/// EventBridge: `PutEvents` acts on each entry's bus, the account's
+/// default one when an entry names none
+/// (<https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazoneventbridge.html>).
+fn eventbridge(request: &Request) -> Result<Vec<Access>, String> {
+    let (_, operation) = target(request)?;
+    let body = json_body(request)?;
+    let action = format!("events:{operation}");
+    let bus = |name: Option<&str>| {
+        let name = name.unwrap_or("default");
+        if name.starts_with("arn:") {
+            name.to_owned()
+        } else {
+            format!(
+                "arn:aws:events:{}:{}:event-bus/{name}",
+                request.region, request.account
+            )
+        }
+    };
+    match operation {
+        "PutEvents" => {
+            let entries = body
+                .get("Entries")
+                .and_then(Value::as_array)
+                .ok_or("Entries is missing")?;
+            Ok(entries
+                .iter()
+                .map(|e| access(&action, bus(str_field(e, "EventBusName"))))
+                .collect())
+        }
+        _ => Ok(vec![access(action, "*")]),
     }
 }
 
