@@ -62,6 +62,30 @@ fn the_demo_promotes_the_good_push_and_rolls_back_the_two_bad_ones() -> Result<(
     assert!(failed_on_new > 0, "{}", pushes[2]["traffic"]);
     assert_eq!(pushes[2]["traffic"]["by_version"]["2"]["failed"], 0);
 
+    // Each push's commit statuses, as the demo's stand-in for GitHub took
+    // them: the build passed every time; the rollout's say its verdict.
+    for (push, live) in [(0, "success"), (1, "failure"), (2, "failure")] {
+        let statuses = &pushes[push]["statuses"];
+        assert_eq!(
+            statuses["sluice/demo/build"]["state"], "success",
+            "{statuses}"
+        );
+        assert_eq!(statuses["sluice/demo/live"]["state"], live, "{statuses}");
+        let deploy = &statuses["sluice/demo/live/deploy-live"];
+        assert_eq!(deploy["state"], live, "{statuses}");
+        let says = if live == "success" {
+            "promoted version "
+        } else {
+            "rolled back: "
+        };
+        assert!(
+            deploy["description"]
+                .as_str()
+                .is_some_and(|d| d.starts_with(says)),
+            "{statuses}"
+        );
+    }
+
     // Its verdict lines are what an operator reads.
     for verdict in [
         "PROMOTED",

@@ -1295,3 +1295,94 @@ async fn a_push_reports_commit_statuses_and_notices() -> Result<()> {
     }
     Ok(())
 }
+
+/// Each answer GitHub may give a commit status, and what the reporter makes
+/// of it: tried again later (5xx, rate limits, no answer) or given up
+/// (a wrong token, no access, a refused status).
+#[tokio::test]
+async fn githubs_answers_are_tried_again_or_given_up_as_they_deserve() -> Result<()> {
+    use sluice::notices::{CommitState, StatusLine};
+    use sluice::reporter::{GitHubApi, Posted};
+    let fake = github::FakeGitHub::start().await?;
+    let api = GitHubApi {
+        http: reqwest::Client::new(),
+        url: fake.url.clone(),
+    };
+    let line = StatusLine {
+        state: CommitState::Pending,
+        description: "step 1/3: 10% on version 7 of greeter:live".into(),
+    };
+    let post = |token: &'static str| {
+        let api = api.clone();
+        let line = line.clone();
+        async move {
+            api.post_status(
+                token,
+                ("acme", "greeter"),
+                SHA_GOOD,
+                "sluice/greeter/live/deploy-live",
+                &line,
+                Some("https://console.example/dashboard"),
+            )
+            .await
+        }
+    };
+    assert_eq!(post(github::TOKEN).await, Posted::Done);
+    let sent = &fake.requests()[0];
+    assert_eq!(
+        sent.path,
+        format!("/repos/acme/greeter/statuses/{SHA_GOOD}")
+    );
+    assert_eq!(sent.body["state"], "pending");
+    assert_eq!(sent.body["target_url"], "https://console.example/dashboard");
+
+    let later = |p: Posted| matches!(p, Posted::Later(_));
+    let refused = |p: Posted, says: &str| matches!(&p, Posted::Refused(why) if why.contains(says));
+    fake.script.lock().unwrap().extend([
+        (502, vec![]),
+        (403, vec![("x-ratelimit-remaining", "0")]),
+        (429, vec![("retry-after", "30")]),
+        (403, vec![]),
+        (404, vec![]),
+        (422, vec![]),
+    ]);
+    assert!(later(post(github::TOKEN).await), "a 5xx is tried again");
+    assert!(later(post(github::TOKEN).await), "the primary rate limit");
+    assert!(later(post(github::TOKEN).await), "a secondary rate limit");
+    assert!(refused(post(github::TOKEN).await, "commit statuses: write"));
+    assert!(refused(post(github::TOKEN).await, "knows no acme/greeter"));
+    assert!(refused(
+        post(github::TOKEN).await,
+        "refused the status (422"
+    ));
+    assert!(refused(
+        post("ghp-wrong").await,
+        "refused the token (401 Bad credentials)"
+    ));
+    let answered: Vec<u16> = fake.requests().iter().map(|r| r.answered).collect();
+    assert_eq!(answered, [201, 502, 403, 429, 403, 404, 422, 401]);
+
+    // Nobody listening: tried again later.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let nowhere = format!("http://{}", closed.local_addr()?);
+    drop(closed);
+    let gone = GitHubApi {
+        http: reqwest::Client::new(),
+        url: nowhere,
+    };
+    let p = gone
+        .post_status(
+            github::TOKEN,
+            ("acme", "greeter"),
+            SHA_GOOD,
+            "c",
+            &line,
+            None,
+        )
+        .await;
+    assert!(
+        matches!(&p, Posted::Later(why) if why.contains("did not answer")),
+        "{p:?}"
+    );
+    Ok(())
+}

@@ -8,7 +8,10 @@
 //! start (stopped by the PreTraffic gate before any traffic), and one that
 //! fails real callers only (caught by analysis after the first shift). It ends
 //! with the timelines and a verdict per push, and stops all it started.
+//! The commit statuses Sluice posts go to a recorder that stands in for
+//! GitHub (`github`), and each push shows its own.
 
+mod github;
 mod hook;
 mod traffic;
 
@@ -128,6 +131,8 @@ struct Verdict {
     shifted: bool,
     seconds: f64,
     traffic: traffic::Tally,
+    /// The last commit status of each context, as GitHub would show them.
+    statuses: std::collections::BTreeMap<String, github::Status>,
 }
 
 #[tokio::main]
@@ -212,11 +217,14 @@ async fn run(json: bool) -> Result<()> {
     // A minute in 3 s: Lambda's metrics come a (scaled) minute at a time,
     // readable a while after it closes, as on AWS, and analysis waits for them.
     opts.schedule_scale = DEMO_SCALE;
+    let github = github::StatusRecorder::start().await?;
+    opts.parameters
+        .push(("GitHubApiUrl".into(), github.url.clone()));
     say("starting the local stack (moto + sluice-local) with template.yaml's resources");
     let stack = LocalStack::start(&opts)?;
     let env_file = state.join("env");
     let outcome = tokio::select! {
-        outcome = demo(&stack, &env_file, work.path(), &root) => outcome,
+        outcome = demo(&stack, &github, &env_file, work.path(), &root) => outcome,
         _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
     };
     say("stopping the local stack");
@@ -272,6 +280,7 @@ fn describe(v: &Verdict) -> String {
 /// Everything between the stack's start and its stop.
 async fn demo(
     stack: &LocalStack,
+    github: &github::StatusRecorder,
     env_file: &Path,
     work: &Path,
     root: &Path,
@@ -347,6 +356,18 @@ async fn demo(
         "the pipeline was not applied"
     );
 
+    say(format!(
+        "commit statuses: a token in the stack's GitHub token secret; GitHub's API stands in at {}",
+        github.url
+    ));
+    aws_sdk_secretsmanager::Client::new(&config)
+        .put_secret_value()
+        .secret_id(stack.var("SLUICE_RESOURCE_GIT_HUB_TOKEN_SECRET"))
+        .secret_string(github::TOKEN)
+        .send()
+        .await
+        .context("putting the GitHub token")?;
+
     say("creating the repository: its post-receive hook posts signed GitHub webhooks and builds");
     let bare = work.join("greeter.git");
     let clone = work.join("greeter");
@@ -407,9 +428,11 @@ async fn demo(
             }
             _ => Expected::EndedOtherwise,
         };
+        let statuses = commit_statuses(github, &sha).await?;
         verdicts.push(Verdict {
             push,
             title: release.title,
+            statuses,
             sha,
             execution,
             deployment,
@@ -432,6 +455,29 @@ async fn demo(
         );
     }
     Ok(verdicts)
+}
+
+/// The commit statuses of `sha` once each context's is final, as GitHub
+/// would show them, printed.
+async fn commit_statuses(
+    github: &github::StatusRecorder,
+    sha: &str,
+) -> Result<std::collections::BTreeMap<String, github::Status>> {
+    // The build's, the stage live's and its deployment's.
+    let latest = wait(Duration::from_secs(20), "the commit's statuses", || async {
+        let latest = github.latest(sha);
+        Ok((latest.len() == 3 && latest.values().all(|s| s.state != "pending")).then_some(latest))
+    })
+    .await?;
+    println!(
+        "    GitHub statuses of {} ({} posted on the way):",
+        &sha[..7],
+        github.count(sha)
+    );
+    for s in latest.values() {
+        println!("      {:<8} {:<30} {}", s.state, s.context, s.description);
+    }
+    Ok(latest)
 }
 
 /// Shows the execution until it ends: the CLI's live status on a terminal,

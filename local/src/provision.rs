@@ -97,6 +97,10 @@ impl Provisioner<'_> {
         let mut out = Provisioned::default();
         for id in template.creation_order()? {
             let resource = &template.resources[&id];
+            if !ctx.creates(resource) {
+                tracing::info!(resource = %id, "left out: its condition does not hold");
+                continue;
+            }
             let props = ctx.resolve(&resource.properties, &format!("Resources.{id}.Properties"))?;
             match resource.kind.as_str() {
                 "AWS::DynamoDB::Table" => self.table(ctx, &id, &props).await,

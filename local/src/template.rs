@@ -3,8 +3,9 @@
 //! and which event sources feed them.
 //!
 //! Intrinsic functions are resolved the way CloudFormation would, for the subset
-//! a Sluice template uses: `Ref`, `Fn::GetAtt`, `Fn::Sub`, `Fn::Join`, `Fn::Select`
-//! and the pseudo parameters. Anything else is an error that names where it was.
+//! a Sluice template uses: `Ref`, `Fn::GetAtt`, `Fn::Sub`, `Fn::Join`, `Fn::Select`,
+//! `Fn::If` and the pseudo parameters; `Conditions` decide which resources are
+//! created. Anything else is an error that names where it was.
 
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -98,6 +99,8 @@ pub struct Template {
     pub resources: BTreeMap<String, Resource>,
     /// Each parameter's declaration (`Type`, `Default`, `AllowedPattern`, ...).
     parameters: BTreeMap<String, Value>,
+    /// Each condition's expression, by name.
+    conditions: BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -106,6 +109,8 @@ pub struct Resource {
     pub kind: String,
     pub properties: Value,
     pub metadata: Value,
+    /// The condition it is created under, if any.
+    pub condition: Option<String>,
 }
 
 impl Template {
@@ -152,12 +157,32 @@ impl Template {
                     kind,
                     properties,
                     metadata: body.get("Metadata").cloned().unwrap_or_else(|| json!({})),
+                    condition: body
+                        .get("Condition")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
                 },
             );
+        }
+        let conditions: BTreeMap<String, Value> = doc
+            .get("Conditions")
+            .and_then(Value::as_object)
+            .map(|c| c.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        if let Some((id, r)) = resources.iter().find(|(_, r)| {
+            r.condition
+                .as_ref()
+                .is_some_and(|c| !conditions.contains_key(c))
+        }) {
+            return Err(invalid(
+                format!("Resources.{id}.Condition"),
+                format!("no condition {:?} is declared", r.condition),
+            ));
         }
         Ok(Template {
             resources,
             parameters,
+            conditions,
         })
     }
 
@@ -336,6 +361,8 @@ pub struct StackContext {
     pub refs: HashMap<String, Value>,
     /// `Fn::GetAtt` of each resource created so far, by (logical id, attribute).
     pub attributes: HashMap<(String, String), Value>,
+    /// Whether each condition holds, for the parameters given.
+    pub conditions: HashMap<String, bool>,
 }
 
 impl StackContext {
@@ -346,14 +373,88 @@ impl StackContext {
         account_id: &str,
         overrides: &HashMap<String, String>,
     ) -> Result<Self, TemplateError> {
-        Ok(StackContext {
+        let mut ctx = StackContext {
             stack_name: stack_name.to_owned(),
             region: region.to_owned(),
             account_id: account_id.to_owned(),
             parameters: parameter_values(template, overrides)?,
             refs: HashMap::new(),
             attributes: HashMap::new(),
-        })
+            conditions: HashMap::new(),
+        };
+        for name in template.conditions.keys() {
+            let holds = ctx.truth(
+                &json!({ "Condition": name }),
+                &template.conditions,
+                &format!("Conditions.{name}"),
+                0,
+            )?;
+            ctx.conditions.insert(name.clone(), holds);
+        }
+        Ok(ctx)
+    }
+
+    /// Whether a resource is created: it has no condition, or its condition holds.
+    pub fn creates(&self, resource: &Resource) -> bool {
+        resource
+            .condition
+            .as_ref()
+            .is_none_or(|c| self.conditions.get(c).copied().unwrap_or(false))
+    }
+
+    /// A condition's value: `Fn::Equals`, `Fn::Not`, `Fn::And`, `Fn::Or`
+    /// and `Condition`, as CloudFormation evaluates them
+    /// (<https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/intrinsic-function-reference-conditions.html>).
+    fn truth(
+        &self,
+        expression: &Value,
+        conditions: &BTreeMap<String, Value>,
+        at: &str,
+        depth: usize,
+    ) -> Result<bool, TemplateError> {
+        // `depth` counts the conditions named on the way here.
+        if depth > conditions.len() {
+            return Err(invalid(at, "conditions refer to each other in a circle"));
+        }
+        let Some((key, arg)) = expression
+            .as_object()
+            .filter(|m| m.len() == 1)
+            .and_then(|m| m.iter().next())
+        else {
+            return Err(invalid(
+                at,
+                "a condition is one of Fn::Equals, Fn::Not, Fn::And, Fn::Or, Condition",
+            ));
+        };
+        let each = |items: &Value| -> Result<Vec<bool>, TemplateError> {
+            items
+                .as_array()
+                .ok_or_else(|| invalid(at, format!("{key} takes a list")))?
+                .iter()
+                .map(|c| self.truth(c, conditions, at, depth))
+                .collect()
+        };
+        match key.as_str() {
+            "Condition" => {
+                let name = arg.as_str().unwrap_or_default();
+                let inner = conditions
+                    .get(name)
+                    .ok_or_else(|| invalid(at, format!("no condition {name:?} is declared")))?;
+                self.truth(inner, conditions, &format!("Conditions.{name}"), depth + 1)
+            }
+            "Fn::Equals" => match arg.as_array().map(Vec::as_slice) {
+                Some([a, b]) => Ok(scalar_text(&self.resolve(a, at)?, at)?
+                    == scalar_text(&self.resolve(b, at)?, at)?),
+                _ => Err(invalid(at, "Fn::Equals takes [value, value]")),
+            },
+            "Fn::Not" => match each(arg)?.as_slice() {
+                [one] => Ok(!one),
+                _ => Err(invalid(at, "Fn::Not takes [condition]")),
+            },
+            "Fn::And" => Ok(each(arg)?.iter().all(|c| *c)),
+            "Fn::Or" => Ok(each(arg)?.iter().any(|c| *c)),
+            other => Err(invalid(at, format!("{other} is not a condition function"))),
+        }
     }
 
     /// The name CloudFormation would generate, without the random suffix so
@@ -371,6 +472,15 @@ impl StackContext {
                     "Ref" => self.resolve_ref(arg, at),
                     "Fn::GetAtt" => self.resolve_get_att(arg, at),
                     "Fn::Sub" => self.resolve_sub(arg, at),
+                    "Fn::If" => match arg.as_array().map(Vec::as_slice) {
+                        Some([Value::String(name), then, otherwise]) => {
+                            let holds = self.conditions.get(name).copied().ok_or_else(|| {
+                                invalid(at, format!("Fn::If names no declared condition {name:?}"))
+                            })?;
+                            self.resolve(if holds { then } else { otherwise }, at)
+                        }
+                        _ => Err(invalid(at, "Fn::If takes [condition, value, value]")),
+                    },
                     "Fn::Join" => {
                         let parts = self.resolve(arg, at)?;
                         match parts.as_array().map(Vec::as_slice) {
@@ -610,6 +720,51 @@ Resources:
         assert_eq!(vars["WHERE"], "eu-west-1/s-state/${Literal}");
         assert_eq!(vars["JOINED"], "a:prod");
         assert!(vars.get("GONE").is_none());
+    }
+
+    #[test]
+    fn conditions_decide_what_is_created_and_what_fn_if_gives() {
+        let t = Template::parse(
+            r#"
+Parameters:
+  Email: {Type: String, Default: ""}
+Conditions:
+  HasEmail: !Not [!Equals [!Ref Email, ""]]
+  NoEmail: !Not [!Condition HasEmail]
+  Both: !And [!Condition HasEmail, !Condition NoEmail]
+Resources:
+  Topic: {Type: AWS::SNS::Topic, Properties: {DisplayName: !If [HasEmail, mailed, quiet]}}
+  Mail: {Type: AWS::SNS::Subscription, Condition: HasEmail, Properties: {Endpoint: !Ref Email}}
+"#,
+        )
+        .unwrap();
+        let stack = |email: &str| {
+            let overrides = HashMap::from([("Email".to_owned(), email.to_owned())]);
+            StackContext::new(&t, "s", "eu-west-1", "123456789012", &overrides).unwrap()
+        };
+        let quiet = stack("");
+        assert!(!quiet.creates(&t.resources["Mail"]));
+        assert!(quiet.creates(&t.resources["Topic"]));
+        assert!(!quiet.conditions["Both"]);
+        let topic = quiet
+            .resolve(&t.resources["Topic"].properties, "Topic")
+            .unwrap();
+        assert_eq!(topic["DisplayName"], "quiet");
+        let mailed = stack("ops@example.com");
+        assert!(mailed.creates(&t.resources["Mail"]));
+        let topic = mailed
+            .resolve(&t.resources["Topic"].properties, "Topic")
+            .unwrap();
+        assert_eq!(topic["DisplayName"], "mailed");
+        let undeclared = Template::parse(
+            "Resources:\n  Mail: {Type: AWS::SNS::Subscription, Condition: Nope}\n",
+        );
+        assert!(
+            undeclared
+                .unwrap_err()
+                .to_string()
+                .contains("Resources.Mail.Condition")
+        );
     }
 
     #[test]

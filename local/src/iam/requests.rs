@@ -586,6 +586,37 @@ mod tests {
     }
 
     #[test]
+    fn sns_publishes_to_its_topic_and_eventbridge_to_each_entrys_bus() {
+        let topic = "arn:aws:sns:us-east-1:123456789012:notices";
+        let got = classify(
+            "sns",
+            Method::POST,
+            "/",
+            &[],
+            &format!("Action=Publish&Version=2010-03-31&TopicArn={topic}&Message=hi"),
+        )
+        .unwrap();
+        assert_eq!(arns(got), vec![pair("sns:Publish", topic)]);
+        assert!(classify("sns", Method::POST, "/", &[], "Action=Publish&Message=hi").is_err());
+        let got = classify(
+            "events",
+            Method::POST,
+            "/",
+            &[("x-amz-target", "AWSEvents.PutEvents")],
+            r#"{"Entries":[{"Source":"sluice"},{"Source":"sluice","EventBusName":"ops"}]}"#,
+        )
+        .unwrap();
+        let bus = "arn:aws:events:us-east-1:123456789012:event-bus/";
+        assert_eq!(
+            arns(got),
+            vec![
+                pair("events:PutEvents", &format!("{bus}default")),
+                pair("events:PutEvents", &format!("{bus}ops")),
+            ]
+        );
+    }
+
+    #[test]
     fn dynamodb_items_tables_indexes_and_transactions() {
         let t = "arn:aws:dynamodb:us-east-1:123456789012:table/";
         let got = classify(
