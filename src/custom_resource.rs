@@ -800,14 +800,16 @@ impl RolloutProvider {
             )));
         }
         let created = self
-            .lambda
-            .create_alias()
-            .function_name(&spec.function)
-            .name(&spec.alias)
-            .function_version(version)
-            .description("made by Sluice's Custom::SluiceRollout")
-            .send()
-            .await;
+            .operations
+            .engine()
+            .cloud
+            .create_alias(
+                &spec.function,
+                &spec.alias,
+                version,
+                "made by Sluice's Custom::SluiceRollout",
+            )
+            .await?;
         match created {
             Ok(_) => Ok(Answer::success(version)),
             Err(e) => {

@@ -119,6 +119,35 @@ impl AwsCloud {
         unreachable!("the attempts end in a return")
     }
 
+    /// Creates an alias on `version`, within the control-plane budget: the
+    /// SDK's answer, or a transient failure (out of budget).
+    pub async fn create_alias(
+        &self,
+        function: &str,
+        alias: &str,
+        version: &str,
+        description: &str,
+    ) -> Result<
+        Result<
+            aws_sdk_lambda::operation::create_alias::CreateAliasOutput,
+            LambdaSdkError<aws_sdk_lambda::operation::create_alias::CreateAliasError>,
+        >,
+        EngineError,
+    > {
+        self.budgeted("CreateAlias", |once| {
+            self.lambda
+                .create_alias()
+                .function_name(function)
+                .name(alias)
+                .function_version(version)
+                .description(description)
+                .customize()
+                .config_override(once)
+                .send()
+        })
+        .await
+    }
+
     /// A slot of the control-plane budget for the call `what`; a budget
     /// spoken for further ahead than a worker waits is a transient failure:
     /// the step is retried, as a throttled call is.
