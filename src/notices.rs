@@ -390,14 +390,15 @@ pub enum CommitState {
 
 /// A commit status without its context: what it says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StatusLine {
     pub state: CommitState,
     /// At most `MAX_DESCRIPTION_CHARS`.
     pub description: String,
 }
 
-/// GitHub keeps a status's description short; a longer one is cut, with
-/// the whole reason in the timeline the status links to.
+/// GitHub keeps a status's description short; a longer one is cut (the
+/// whole reason is in the timelines and the notices).
 pub const MAX_DESCRIPTION_CHARS: usize = 139;
 
 fn line(state: CommitState, description: impl AsRef<str>) -> StatusLine {
@@ -511,22 +512,12 @@ mod tests {
     use crate::domain::pipeline::{GitRef, PipelineDefinition};
 
     fn deployment(id: &str) -> Deployment {
-        let spec = DeploymentSpec {
-            function: "greeter".into(),
-            alias: "live".into(),
-            source: VersionSource::Version("2".into()),
-            config: "canary:10:5m".parse().unwrap(),
-            pre_traffic_hook: None,
-            post_traffic_hook: None,
-            alarms: vec![],
-            on_manual_change: Default::default(),
-            on_busy: Default::default(),
-            smoke_tests: vec![],
-            smoke_tests_from: None,
-            analysis: None,
-            hook_invocation: Default::default(),
-            hook_timeout_seconds: None,
-        };
+        let spec = DeploymentSpec::new(
+            "greeter",
+            "live",
+            VersionSource::Version("2".into()),
+            "canary:10:5m".parse().unwrap(),
+        );
         let (mut d, _) = Deployment::create(id, spec, chrono::Utc::now());
         d.from_version = Some("1".into());
         d.to_version = Some("2".into());

@@ -5,10 +5,10 @@
 //! Reporting never fails a rollout: it runs after the fact, on its own
 //! queue. A notice SNS or EventBridge refuses is delivered again (and ends
 //! in the dead-letter queue, which alarms). A commit status GitHub cannot
-//! take now (5xx, rate limits, no answer) is tried again later, up to
-//! `STATUS_ATTEMPTS` times; one it refuses (a missing or wrong token, no
-//! access, too many statuses) is given up at once. Either way the
-//! execution's timeline says so, once.
+//! take now (5xx, rate limits, no answer) is tried again later, for about
+//! two hours (`STATUS_ATTEMPTS`); one it refuses (a wrong token, no access,
+//! a refused status) is given up at once. Either way the execution's
+//! timeline says so, once.
 
 use crate::batch::{Deadline, Item, run_items, sqs_response};
 use crate::domain::clip;
@@ -24,26 +24,46 @@ use crate::store::Store;
 use aws_lambda_events::sqs::SqsEvent;
 use std::time::{Duration, Instant};
 
-/// How many times a commit status is tried before it is given up.
-pub const STATUS_ATTEMPTS: u32 = 5;
+/// How many times a commit status is tried before it is given up: with
+/// `retry_delay`, about two hours, longer than most GitHub incidents and
+/// than its primary rate limit's hour.
+pub const STATUS_ATTEMPTS: u32 = 12;
 
-/// How long before the next try of a status GitHub could not take: SQS
-/// delays a message up to 900 s.
-fn retry_delay_secs(attempts_made: u32) -> i32 {
-    match attempts_made {
+/// The longest delay SQS gives a message.
+const MAX_DELAY: Duration = Duration::from_secs(900);
+
+/// How long before the next try of a status GitHub could not take, after
+/// `attempts_made` tries: at least what GitHub asked for (`asked`), at
+/// most SQS's longest delay.
+fn retry_delay(attempts_made: u32, asked: Option<Duration>) -> Duration {
+    let scheduled = Duration::from_secs(match attempts_made {
         0 | 1 => 10,
         2 => 30,
         3 => 90,
-        _ => 270,
-    }
+        4 => 270,
+        _ => 900,
+    });
+    asked.map_or(scheduled, |a| a.max(scheduled)).min(MAX_DELAY)
 }
+
+/// How long GitHub may take to answer one post: a stuck connection must
+/// not hold the item past its time.
+const GITHUB_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How many posts one report makes while the state it shows keeps moving,
+/// before it is handed on (`StatusReport` with no line, a few seconds on).
+const POSTS_AT_ONCE: usize = 5;
+
+/// What one item may take in all before it is handed on: its posts, the
+/// reads around them and a message (the function's timeout is 120 s).
+const ITEM_LIMIT: Duration = Duration::from_secs(75);
 
 /// How long a token read from Secrets Manager is used before it is read
 /// again: a token put in the secret is taken up within this.
 const TOKEN_TTL: Duration = Duration::from_secs(300);
 
-/// The time an item of a batch is given: a few calls with the API timeout.
-const ITEM_TIME: Duration = Duration::from_secs(20);
+/// The time an item of a batch is given: `ITEM_LIMIT` and the answer's.
+const ITEM_TIME: Duration = Duration::from_secs(80);
 
 /// What the secret holds until a token is put in it (template.yaml).
 const NO_TOKEN: &str = "unset";
@@ -68,10 +88,25 @@ impl AwsFailure for ReportError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Posted {
     Done,
-    /// It may be taken later (GitHub down or limiting, no answer).
-    Later(String),
-    /// It will not be taken as it is (token, access, the status itself).
+    /// It may be taken later (GitHub down or limiting, no answer); `after`
+    /// is how long GitHub asked to wait, if it said.
+    Later {
+        why: String,
+        after: Option<Duration>,
+    },
+    /// GitHub refused the token (401): it may have been replaced since.
+    BadToken(String),
+    /// It will not be taken as it is (access, the status itself).
     Refused(String),
+}
+
+impl Posted {
+    fn later(why: impl Into<String>) -> Self {
+        Posted::Later {
+            why: why.into(),
+            after: None,
+        }
+    }
 }
 
 /// GitHub's REST API for commit statuses
@@ -105,6 +140,7 @@ impl GitHubApi {
         let sent = self
             .http
             .post(format!("{}/repos/{owner}/{repo}/statuses/{sha}", self.url))
+            .timeout(GITHUB_TIMEOUT)
             .bearer_auth(token)
             .header("accept", "application/vnd.github+json")
             .header("x-github-api-version", "2022-11-28")
@@ -116,7 +152,7 @@ impl GitHubApi {
             .await;
         let answer = match sent {
             Ok(answer) => answer,
-            Err(e) => return Posted::Later(format!("GitHub did not answer: {e}")),
+            Err(e) => return Posted::later(format!("GitHub did not answer: {e}")),
         };
         let code = answer.status().as_u16();
         let header = |name: &str| {
@@ -126,22 +162,37 @@ impl GitHubApi {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned)
         };
-        // GitHub says a rate limit was hit by these, on a 403 or a 429
+        // A rate limit is a 429, or a 403 that says so: by its headers or
+        // its message. GitHub asks to wait `retry-after` seconds, or until
+        // `x-ratelimit-reset`, or else a minute
         // (<https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api>).
-        let limited = header("x-ratelimit-remaining").as_deref() == Some("0")
-            || header("retry-after").is_some();
+        let seconds = |name: &str| header(name).and_then(|v| v.trim().parse::<i64>().ok());
+        let asked = seconds("retry-after")
+            .or_else(|| {
+                (header("x-ratelimit-remaining").as_deref() == Some("0"))
+                    .then(|| {
+                        seconds("x-ratelimit-reset").map(|at| at - chrono::Utc::now().timestamp())
+                    })
+                    .flatten()
+            })
+            .map(|s| Duration::from_secs(s.max(1) as u64));
+        let exhausted = header("x-ratelimit-remaining").as_deref() == Some("0");
         let text = answer.text().await.unwrap_or_default();
         let message = serde_json::from_str::<serde_json::Value>(&text)
             .ok()
             .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
             .unwrap_or_else(|| clip(&text, 200).to_owned());
+        let limited = code == 429
+            || (code == 403
+                && (asked.is_some() || exhausted || message.to_lowercase().contains("rate limit")));
         let repository = format!("{owner}/{repo}");
         match code {
             200..=299 => Posted::Done,
-            403 | 429 if limited => {
-                Posted::Later(format!("GitHub's rate limit ({code}): {message}"))
-            }
-            401 => Posted::Refused(format!(
+            _ if limited => Posted::Later {
+                why: format!("GitHub's rate limit ({code}): {message}"),
+                after: Some(asked.unwrap_or(Duration::from_secs(60))),
+            },
+            401 => Posted::BadToken(format!(
                 "GitHub refused the token (401 {message}): put a valid one in the token secret"
             )),
             403 => Posted::Refused(format!(
@@ -152,7 +203,7 @@ impl GitHubApi {
                 "GitHub knows no {repository} that the token can see (404 {message})"
             )),
             422 => Posted::Refused(format!("GitHub refused the status (422 {message})")),
-            500.. => Posted::Later(format!("GitHub answered {code}: {message}")),
+            500.. => Posted::later(format!("GitHub answered {code}: {message}")),
             _ => Posted::Refused(format!("GitHub answered {code}: {message}")),
         }
     }
@@ -330,7 +381,7 @@ impl Reporter {
                 return Err(if denied_or_gone {
                     Posted::Refused(why)
                 } else {
-                    Posted::Later(why)
+                    Posted::later(why)
                 });
             }
         };
@@ -348,7 +399,9 @@ impl Reporter {
     }
 
     /// The status a report names, as its execution and deployment are now:
-    /// `None` if there is none to post (not from GitHub, not reached).
+    /// `None` if there is none to post (not from GitHub, not reached, or a
+    /// deploy action's attempt that a later one has replaced: the context
+    /// is the later one's).
     async fn current_status(
         &self,
         report: &StatusReport,
@@ -371,7 +424,8 @@ impl Reporter {
                 let action = deployment_origin(id).and_then(|(_, at)| {
                     let stage = e.definition.stages.get(at.stage)?;
                     let action = stage.actions.get(at.action)?;
-                    Some(status_context(&e.pipeline, &stage.name, Some(&action.name)))
+                    is_current_attempt(&e, id, &action.name, at)
+                        .then(|| status_context(&e.pipeline, &stage.name, Some(&action.name)))
                 });
                 match action {
                     Some(context) => {
@@ -386,16 +440,35 @@ impl Reporter {
     }
 
     /// Posts the status a report carries, then the status as it is now
-    /// if that differs: however late or out of order reports are read, and
-    /// however many reporters post one context at once, each one's last
-    /// post is the newest state it saw after its other posts.
+    /// while that differs from the last posted: however late, repeated or
+    /// out of order reports are read, and however many reporters post one
+    /// context at once, each one's last post is the newest state it saw
+    /// after posting. A state still moving after `POSTS_AT_ONCE` posts is
+    /// handed on, to be posted as it is then.
     pub async fn commit_status(&self, report: &StatusReport) -> Result<(), ReportError> {
-        let Some(secret) = self.settings.github_token_secret.clone() else {
+        if self.settings.github_token_secret.is_none() {
             return Ok(());
-        };
+        }
+        match tokio::time::timeout(ITEM_LIMIT, self.post_until_settled(report)).await {
+            Ok(done) => done,
+            Err(_) => {
+                let why = format!("posting took over {} s", ITEM_LIMIT.as_secs());
+                self.later(report, &report.execution, why, None).await
+            }
+        }
+    }
+
+    async fn post_until_settled(&self, report: &StatusReport) -> Result<(), ReportError> {
+        let secret = self
+            .settings
+            .github_token_secret
+            .clone()
+            .unwrap_or_default();
         let mut posted: Option<StatusLine> = None;
         let mut carried = report.line.clone();
-        for _ in 0..3 {
+        // A token GitHub refused: read again once, as it may have been replaced.
+        let mut refused_token: Option<String> = None;
+        for _ in 0..POSTS_AT_ONCE {
             let current = match self.current_status(report).await {
                 Err(ReportError::Store(StoreError::NotFound(_))) => return Ok(()),
                 other => other?,
@@ -415,14 +488,10 @@ impl Reporter {
                     );
                     return self.not_posted(&execution.id, &why).await;
                 }
-                Err(Posted::Later(why)) => return self.later(report, &execution.id, why).await,
-                Err(other) => {
-                    let why = match other {
-                        Posted::Refused(why) | Posted::Later(why) => why,
-                        Posted::Done => unreachable!("a token's error"),
-                    };
-                    return self.not_posted(&execution.id, &why).await;
+                Err(Posted::Later { why, after }) => {
+                    return self.later(report, &execution.id, why, after).await;
                 }
+                Err(other) => return self.not_posted(&execution.id, &given_up(other)).await,
             };
             let repository = github_repository(&execution.push).expect("checked");
             let outcome = self
@@ -447,16 +516,29 @@ impl Reporter {
                     );
                     posted = Some(line);
                 }
-                Posted::Later(why) => return self.later(report, &execution.id, why).await,
-                Posted::Refused(why) => {
-                    if why.contains("(401") {
-                        self.forget_token().await;
+                Posted::BadToken(why) => {
+                    self.forget_token().await;
+                    if refused_token.as_ref() == Some(&token) {
+                        return self.not_posted(&execution.id, &why).await;
                     }
-                    return self.not_posted(&execution.id, &why).await;
+                    refused_token = Some(token);
+                    carried = Some(line);
                 }
+                Posted::Later { why, after } => {
+                    return self.later(report, &execution.id, why, after).await;
+                }
+                Posted::Refused(why) => return self.not_posted(&execution.id, &why).await,
             }
         }
-        Ok(())
+        // Still moving: posted again as it is in a few seconds.
+        self.send_again(
+            StatusReport {
+                line: None,
+                ..report.clone()
+            },
+            Duration::from_secs(5),
+        )
+        .await
     }
 
     /// Tries a status again later, or gives it up after `STATUS_ATTEMPTS`.
@@ -465,23 +547,29 @@ impl Reporter {
         report: &StatusReport,
         execution: &str,
         why: String,
+        asked: Option<Duration>,
     ) -> Result<(), ReportError> {
         let attempts = report.attempt + 1;
-        if attempts >= STATUS_ATTEMPTS {
+        if attempts >= STATUS_ATTEMPTS || self.settings.queue_url.is_none() {
             let why = format!("given up after {attempts} attempts: {why}");
             return self.not_posted(execution, &why).await;
         }
-        let Some(queue) = &self.settings.queue_url else {
-            return self.not_posted(execution, &why).await;
-        };
         tracing::warn!(execution_id = %execution, attempt = attempts, reason = %why, "commit status to be tried again");
         // Tried again as the state will be then.
-        let again = Report::CommitStatus(StatusReport {
+        let again = StatusReport {
             line: None,
             attempt: attempts,
             ..report.clone()
-        });
-        crate::aws::send_to_queue(&self.sqs, queue, &again, retry_delay_secs(attempts))
+        };
+        self.send_again(again, retry_delay(attempts, asked)).await
+    }
+
+    async fn send_again(&self, report: StatusReport, after: Duration) -> Result<(), ReportError> {
+        let Some(queue) = &self.settings.queue_url else {
+            return Ok(());
+        };
+        let delay = after.min(MAX_DELAY).as_secs() as i32;
+        crate::aws::send_to_queue(&self.sqs, queue, &Report::CommitStatus(report), delay)
             .await
             .map_err(|e| aws("SendMessage (report)", e))
     }
@@ -497,14 +585,90 @@ impl Reporter {
     }
 }
 
+/// Why a status is given up, from what refused it.
+fn given_up(posted: Posted) -> String {
+    match posted {
+        Posted::Refused(why) | Posted::BadToken(why) | Posted::Later { why, .. } => why,
+        Posted::Done => "posted".to_owned(),
+    }
+}
+
+/// Whether deployment `id` is its deploy action's current attempt: a stage
+/// retried starts another, whose status the context shows from then on.
+fn is_current_attempt(
+    e: &crate::domain::execution::Execution,
+    id: &str,
+    action: &str,
+    at: crate::domain::execution::ActionRef,
+) -> bool {
+    if let Some(done) = e.outputs.get(action).and_then(|o| o.get("deployment")) {
+        return done == id;
+    }
+    e.stage != at.stage
+        || e.actions
+            .get(at.action)
+            .is_none_or(|run| run.attempt == at.attempt)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn statuses_are_tried_again_later_and_later() {
-        let delays: Vec<i32> = (1..STATUS_ATTEMPTS).map(retry_delay_secs).collect();
-        assert_eq!(delays, vec![10, 30, 90, 270]);
-        assert!(delays.iter().all(|d| *d <= 900), "SQS delays at most 900 s");
+    fn only_a_deploy_actions_current_attempt_has_its_status_posted() {
+        use crate::domain::execution::{ActionRef, ActionRun, ActionState, Execution};
+        use crate::domain::pipeline::{GitRef, PipelineDefinition, Push};
+        let definition = PipelineDefinition::parse(
+            "name: p\nsource: {repository: acme/app}\nstages:\n  - name: live\n    actions: [{name: deploy, kind: deploy, config: {function: app, alias: live, version: '2', config: AllAtOnce}}]\n",
+        )
+        .unwrap();
+        let push = Push {
+            repository: "acme/app".into(),
+            reference: GitRef::Branch("main".into()),
+            sha: "a1b2c3d4".into(),
+            deleted: false,
+            forced: false,
+            changed_paths: None,
+            message: None,
+            author: None,
+        };
+        let (mut e, _) = Execution::create("e", definition, push, chrono::Utc::now());
+        let at = |attempt| ActionRef {
+            stage: 0,
+            action: 0,
+            attempt,
+        };
+        // The stage retried: its action's second attempt runs.
+        e.actions = vec![ActionRun {
+            name: "deploy".into(),
+            run_order: 1,
+            state: ActionState::Running {
+                since: chrono::Utc::now(),
+            },
+            attempt: 2,
+            run: None,
+        }];
+        assert!(!is_current_attempt(&e, "e~0.0.1", "deploy", at(1)));
+        assert!(is_current_attempt(&e, "e~0.0.2", "deploy", at(2)));
+        // Done: the output names the attempt that counts.
+        e.outputs.insert(
+            "deploy".into(),
+            [("deployment".to_owned(), "e~0.0.2".to_owned())].into(),
+        );
+        assert!(!is_current_attempt(&e, "e~0.0.1", "deploy", at(1)));
+        assert!(is_current_attempt(&e, "e~0.0.2", "deploy", at(2)));
+    }
+
+    #[test]
+    fn statuses_are_tried_again_later_and_later_for_about_two_hours() {
+        let delays: Vec<u64> = (1..STATUS_ATTEMPTS)
+            .map(|n| retry_delay(n, None).as_secs())
+            .collect();
+        assert_eq!(delays[..5], [10, 30, 90, 270, 900]);
+        let total: u64 = delays.iter().sum();
+        assert!((6000..=8000).contains(&total), "{total} s");
+        // GitHub's ask is kept, within what SQS allows.
+        assert_eq!(retry_delay(1, Some(Duration::from_secs(60))).as_secs(), 60);
+        assert_eq!(retry_delay(1, Some(Duration::from_secs(3000))), MAX_DELAY);
     }
 }

@@ -231,7 +231,6 @@ impl Store {
         self.timeline(&Key::Deployment(id.to_owned())).await
     }
 
-    /// A state item's timeline, oldest first.
     /// Appends `line` to a state item's timeline, if the item is there and
     /// no line saying `message` was noted before: the item keeps a digest
     /// of each message noted, so two workers noting at once note it once.
@@ -268,6 +267,7 @@ impl Store {
         }
     }
 
+    /// A state item's timeline, oldest first.
     async fn timeline<T: serde::de::DeserializeOwned>(
         &self,
         key: &Key,
@@ -614,20 +614,13 @@ mod tests {
     #[test]
     fn only_overdue_deployments_that_are_not_waiting_their_turn_are_stuck() {
         let spec = DeploymentSpec {
-            function: "greeter".into(),
-            alias: "live".into(),
-            source: VersionSource::Version("2".into()),
-            config: "canary:10:5m".parse().unwrap(),
-            pre_traffic_hook: None,
-            post_traffic_hook: None,
-            alarms: vec![],
-            on_manual_change: Default::default(),
             on_busy: OnBusy::Queue,
-            smoke_tests: vec![],
-            smoke_tests_from: None,
-            analysis: None,
-            hook_invocation: Default::default(),
-            hook_timeout_seconds: None,
+            ..DeploymentSpec::new(
+                "greeter",
+                "live",
+                VersionSource::Version("2".into()),
+                "canary:10:5m".parse().unwrap(),
+            )
         };
         let t0 = chrono::Utc::now();
         let (mut d, _) = Deployment::create("d", spec, t0);

@@ -15,7 +15,10 @@ use sluice::store::Store;
 use std::time::Duration;
 use support::*;
 
-const PIPELINE: &str = r#"
+/// The pipeline's parts, as literals so that `concat!` can put pipelines together.
+macro_rules! head_and_build {
+    () => {
+        r#"
 name: greeter
 source:
   repository: acme/greeter
@@ -24,18 +27,12 @@ stages:
   - name: build
     actions:
       - { name: artifact, kind: artifact, config: { key: "builds/{repo}/{sha}/greeter.zip", timeout: 2m } }
-  - name: beta
-    actions:
-      - name: deploy-beta
-        kind: deploy
-        config: { function: greeter, alias: beta, artifact: artifact, config: AllAtOnce }
-      - name: test-beta
-        kind: invoke
-        config: { function: greeter-acceptance-tests, payload: { suite: smoke } }
-  - name: approve
-    actions:
-      - { name: release-manager, kind: approval, config: { timeout: 10m } }
-  - name: live
+"#
+    };
+}
+macro_rules! live_canary {
+    () => {
+        r#"  - name: live
     actions:
       - name: deploy-live
         kind: deploy
@@ -47,7 +44,26 @@ stages:
           pre_traffic_hook: PRE_TRAFFIC
           smoke_tests:
             - { name: greets, event: { name: Ada }, expect: { fields: { /message: "Hello, Ada!" } } }
-"#;
+"#
+    };
+}
+
+const PIPELINE: &str = concat!(
+    head_and_build!(),
+    r#"  - name: beta
+    actions:
+      - name: deploy-beta
+        kind: deploy
+        config: { function: greeter, alias: beta, artifact: artifact, config: AllAtOnce }
+      - name: test-beta
+        kind: invoke
+        config: { function: greeter-acceptance-tests, payload: { suite: smoke } }
+  - name: approve
+    actions:
+      - { name: release-manager, kind: approval, config: { timeout: 10m } }
+"#,
+    live_canary!()
+);
 
 struct World {
     stack: TestStack,
@@ -911,28 +927,8 @@ stages:
     Ok(())
 }
 
-const REPORTED_PIPELINE: &str = r#"
-name: greeter
-source:
-  repository: acme/greeter
-  branches: { include: [main] }
-stages:
-  - name: build
-    actions:
-      - { name: artifact, kind: artifact, config: { key: "builds/{repo}/{sha}/greeter.zip", timeout: 2m } }
-  - name: live
-    actions:
-      - name: deploy-live
-        kind: deploy
-        config:
-          function: greeter
-          alias: live
-          artifact: artifact
-          config: "canary:50:1s"
-          pre_traffic_hook: PRE_TRAFFIC
-          smoke_tests:
-            - { name: greets, event: { name: Ada }, expect: { fields: { /message: "Hello, Ada!" } } }
-"#;
+/// Built and rolled out to live: the stages a commit status is posted for.
+const REPORTED_PIPELINE: &str = concat!(head_and_build!(), live_canary!());
 
 /// An SQS queue of the stack's moto, and its ARN.
 async fn queue(stack: &TestStack, name: &str) -> Result<(aws_sdk_sqs::Client, String, String)> {
@@ -1091,7 +1087,11 @@ async fn a_push_reports_commit_statuses_and_notices() -> Result<()> {
 
     // 3. The right token, and GitHub down for the first status: tried again.
     set_token(github::TOKEN).await?;
-    github.script.lock().unwrap().push_back((502, vec![]));
+    github
+        .script
+        .lock()
+        .unwrap()
+        .push_back((502, vec![], "Server Error"));
     w.upload_build(SHA_GOOD, "r4").await?;
     let good = w.push(SHA_GOOD).await?;
     w.wait_until(&good, "the third push to succeed", succeeded)
@@ -1336,31 +1336,57 @@ async fn githubs_answers_are_tried_again_or_given_up_as_they_deserve() -> Result
     assert_eq!(sent.body["state"], "pending");
     assert_eq!(sent.body["target_url"], "https://console.example/dashboard");
 
-    let later = |p: Posted| matches!(p, Posted::Later(_));
+    let later = |p: Posted, wait: Option<u64>| matches!(p, Posted::Later { after, .. } if after.map(|a| a.as_secs()) == wait);
     let refused = |p: Posted, says: &str| matches!(&p, Posted::Refused(why) if why.contains(says));
     fake.script.lock().unwrap().extend([
-        (502, vec![]),
-        (403, vec![("x-ratelimit-remaining", "0")]),
-        (429, vec![("retry-after", "30")]),
-        (403, vec![]),
-        (404, vec![]),
-        (422, vec![]),
+        (502, vec![], "Server Error"),
+        (
+            403,
+            vec![("x-ratelimit-remaining", "0")],
+            "API rate limit exceeded",
+        ),
+        (429, vec![("retry-after", "30")], "slow down"),
+        (429, vec![], "slow down"),
+        (403, vec![], "You have exceeded a secondary rate limit"),
+        (
+            403,
+            vec![],
+            "Resource not accessible by personal access token",
+        ),
+        (404, vec![], "Not Found"),
+        (422, vec![], "Validation Failed"),
     ]);
-    assert!(later(post(github::TOKEN).await), "a 5xx is tried again");
-    assert!(later(post(github::TOKEN).await), "the primary rate limit");
-    assert!(later(post(github::TOKEN).await), "a secondary rate limit");
+    assert!(
+        later(post(github::TOKEN).await, None),
+        "a 5xx is tried again"
+    );
+    assert!(
+        later(post(github::TOKEN).await, Some(60)),
+        "the primary rate limit, with no reset said: a minute"
+    );
+    assert!(
+        later(post(github::TOKEN).await, Some(30)),
+        "as retry-after asks"
+    );
+    assert!(
+        later(post(github::TOKEN).await, Some(60)),
+        "a 429 says nothing more"
+    );
+    assert!(
+        later(post(github::TOKEN).await, Some(60)),
+        "a secondary rate limit, said in the message only"
+    );
     assert!(refused(post(github::TOKEN).await, "commit statuses: write"));
     assert!(refused(post(github::TOKEN).await, "knows no acme/greeter"));
     assert!(refused(
         post(github::TOKEN).await,
         "refused the status (422"
     ));
-    assert!(refused(
-        post("ghp-wrong").await,
-        "refused the token (401 Bad credentials)"
-    ));
+    assert!(
+        matches!(post("ghp-wrong").await, Posted::BadToken(why) if why.contains("401 Bad credentials"))
+    );
     let answered: Vec<u16> = fake.requests().iter().map(|r| r.answered).collect();
-    assert_eq!(answered, [201, 502, 403, 429, 403, 404, 422, 401]);
+    assert_eq!(answered, [201, 502, 403, 429, 429, 403, 403, 404, 422, 401]);
 
     // Nobody listening: tried again later.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -1381,7 +1407,7 @@ async fn githubs_answers_are_tried_again_or_given_up_as_they_deserve() -> Result
         )
         .await;
     assert!(
-        matches!(&p, Posted::Later(why) if why.contains("did not answer")),
+        matches!(&p, Posted::Later { why, .. } if why.contains("did not answer")),
         "{p:?}"
     );
     Ok(())

@@ -15,20 +15,13 @@ use support::*;
 
 fn spec() -> DeploymentSpec {
     DeploymentSpec {
-        function: "greeter".into(),
-        alias: "live".into(),
-        source: VersionSource::Version("2".into()),
-        config: "canary:10:5m".parse().unwrap(),
-        pre_traffic_hook: None,
-        post_traffic_hook: None,
-        alarms: vec![],
-        on_manual_change: Default::default(),
         on_busy: OnBusy::Queue,
-        smoke_tests: vec![],
-        smoke_tests_from: None,
-        analysis: None,
-        hook_invocation: Default::default(),
-        hook_timeout_seconds: None,
+        ..DeploymentSpec::new(
+            "greeter",
+            "live",
+            VersionSource::Version("2".into()),
+            "canary:10:5m".parse().unwrap(),
+        )
     }
 }
 

@@ -198,6 +198,7 @@ impl MetricTiming {
 
 /// One version's numbers over the window.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Counts {
     pub invocations: f64,
     pub errors: f64,

@@ -159,6 +159,32 @@ pub const DEFAULT_ASYNC_HOOK_SECS: u64 = 900;
 pub const MAX_ASYNC_HOOK_SECS: u64 = 3600;
 
 impl DeploymentSpec {
+    /// `function:alias` to `source` through `config`, with no hooks, alarms,
+    /// smoke tests or analysis, and the defaults of the rest.
+    pub fn new(
+        function: &str,
+        alias: &str,
+        source: VersionSource,
+        config: DeploymentConfig,
+    ) -> Self {
+        DeploymentSpec {
+            function: function.to_owned(),
+            alias: alias.to_owned(),
+            source,
+            config,
+            pre_traffic_hook: None,
+            post_traffic_hook: None,
+            alarms: Vec::new(),
+            on_busy: OnBusy::default(),
+            on_manual_change: OnManualChange::default(),
+            smoke_tests: Vec::new(),
+            smoke_tests_from: None,
+            analysis: None,
+            hook_invocation: HookInvocation::default(),
+            hook_timeout_seconds: None,
+        }
+    }
+
     /// What is wrong with the names and values of the spec, each with its
     /// field, checked against AWS's patterns (`names`): nothing AWS would
     /// refuse is written down as a deployment.

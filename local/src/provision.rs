@@ -302,7 +302,6 @@ impl Provisioner<'_> {
         Ok(())
     }
 
-    /// A secret with its `SecretString`, or a random one for `GenerateSecretString`.
     /// A topic; as CloudFormation's, its `Ref` is its ARN
     /// (<https://docs.aws.amazon.com/AWSCloudFormation/latest/TemplateReference/aws-resource-sns-topic.html>).
     async fn topic(&self, ctx: &mut StackContext, id: &str, props: &Value) -> Result<()> {
@@ -324,6 +323,7 @@ impl Provisioner<'_> {
         Ok(())
     }
 
+    /// A secret with its `SecretString`, or a random one for `GenerateSecretString`.
     async fn secret(&self, ctx: &mut StackContext, id: &str, props: &Value) -> Result<()> {
         let client = aws_sdk_secretsmanager::Client::new(self.moto);
         let name = string_or(props, "Name", || ctx.generated_name(id));

@@ -461,8 +461,8 @@ pub mod github {
         pub answered: u16,
     }
 
-    /// An answer to give instead of the usual: a status and its headers.
-    pub type Scripted = (u16, Vec<(&'static str, &'static str)>);
+    /// An answer to give instead of the usual: a status, its headers, its message.
+    pub type Scripted = (u16, Vec<(&'static str, &'static str)>, &'static str);
 
     #[derive(Clone, Default)]
     pub struct FakeGitHub {
@@ -533,8 +533,8 @@ pub mod github {
             header: &impl Fn(&str) -> String,
             body: &Value,
         ) -> (u16, Vec<(&'static str, &'static str)>, &'static str) {
-            if let Some((code, extra)) = self.script.lock().unwrap().pop_front() {
-                return (code, extra, "scripted");
+            if let Some(scripted) = self.script.lock().unwrap().pop_front() {
+                return scripted;
             }
             let parts: Vec<&str> = path.split('/').collect();
             if !matches!(parts.as_slice(), ["", "repos", _, _, "statuses", sha] if sha.len() >= 7) {
