@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export SAM_CLI_TELEMETRY := 0
 STATE_DIR := .sluice-local
 
-.PHONY: help venv build build-all lint test demo fuzz dev dev-restart dev-down sam-build bench bench-local bench-engine bench-fleet clean
+.PHONY: help venv build build-all lint test demo fuzz dev dev-restart dev-down sam-build bench bench-local bench-engine bench-fleet bench-webhook clean
 
 help:
 	@echo "make demo         the main job on the local stack: three pushes, three verdicts"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench-local  latency of invokes through sluice-local, and cold starts"
 	@echo "make bench-engine reaction latency, DynamoDB requests per step, schedule drift"
 	@echo "make bench-fleet  500 deployments at once, and the cost of a deployment"
+	@echo "make bench-webhook a signed push to its first shift, hop by hop"
 
 venv: $(STAMP)
 
@@ -123,6 +124,10 @@ bench-fleet: venv $(BENCH_STAMP)
 	cargo build --release -p sluice-local -p greeter -p recorder
 	cargo bench --bench fleet
 	python benches/plot_weights.py
+
+bench-webhook: venv
+	cargo build --release --workspace --bins
+	cargo bench --bench webhook
 
 clean: dev-down
 	rm -rf $(STATE_DIR) .aws-sam

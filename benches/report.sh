@@ -21,6 +21,7 @@ section() {
     section "Functions: size and cold init" cargo bench --quiet --bench functions
     section "Deployment engine: reaction, DynamoDB requests per step, drift" cargo bench --quiet --bench engine
     section "sluice-local: what it adds to an invocation" cargo bench --quiet -p sluice-local --bench invoke
+    section "Webhook to first shift" cargo bench --quiet --bench webhook
     section "500 deployments at once, and the cost of one" cargo bench --quiet --bench fleet
     python benches/plot_weights.py >&2
     printf '## Weight over time\n\nOne deployment run alone after the fleet, from its timeline (`python benches/plot_weights.py`, from `target/bench/weights.csv`):\n\n![weight over time](benches/weight-over-time.png)\n'

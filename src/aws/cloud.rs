@@ -13,11 +13,8 @@ use crate::ports::{AliasState, AliasWrite, Cloud, EngineError, Invocation, Readi
 use aws_sdk_cloudwatch::types::{
     Dimension, Metric, MetricDataQuery, MetricStat, StateValue, StatusCode,
 };
-use aws_sdk_lambda::client::Waiters;
-use aws_sdk_lambda::operation::get_function::{GetFunctionError, GetFunctionOutput};
 use aws_sdk_lambda::types::AliasRoutingConfiguration;
 use aws_sdk_lambda::types::FunctionConfiguration;
-use aws_smithy_runtime_api::client::waiters::error::WaiterError;
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
@@ -516,83 +513,108 @@ impl Cloud for AwsCloud {
 }
 
 impl AwsCloud {
-    /// Waits until no update of `function` is in progress (the SDK's
-    /// `FunctionUpdatedV2` waiter); `Refused` if the last update failed.
+    /// Waits until no update of `function` is in progress; `Refused` if
+    /// the last update failed.
     async fn wait_updated(&self, function: &str) -> Result<Readiness, EngineError> {
-        let waited = self
-            .lambda
-            .wait_until_function_updated_v2()
-            .function_name(function)
-            .wait(STATE_WAIT)
-            .await
-            .map(|_| ());
-        settled(function, "$LATEST", waited, |config| {
-            let reason = config.and_then(|c| c.last_update_status_reason());
-            format!(
-                "the last update of {function} failed: {}",
-                reason.unwrap_or("no reason given")
-            )
+        self.poll_state(function, "$LATEST", |c| {
+            match c.last_update_status().map(|s| s.as_str()) {
+                Some("InProgress") => StatePoll::Wait,
+                Some("Failed") => StatePoll::Failed(format!(
+                    "the last update of {function} failed: {}",
+                    c.last_update_status_reason().unwrap_or("no reason given")
+                )),
+                _ => StatePoll::Ready,
+            }
         })
+        .await
     }
 
-    /// Waits until `version` of `function` is `Active` (the SDK's
-    /// `FunctionActiveV2` waiter, on `GetFunction`).
+    /// Waits until `version` of `function` is `Active`.
     async fn wait_active(&self, function: &str, version: &str) -> Result<Readiness, EngineError> {
-        let waited = self
-            .lambda
-            .wait_until_function_active_v2()
-            .function_name(function)
-            .qualifier(version)
-            .wait(STATE_WAIT)
-            .await
-            .map(|_| ());
-        settled(function, version, waited, |config| {
-            let reason = config.and_then(|c| c.state_reason());
-            format!(
+        self.poll_state(function, version, |c| match c.state().map(|s| s.as_str()) {
+            Some("Active") => StatePoll::Ready,
+            Some("Failed") => StatePoll::Failed(format!(
                 "version {version} of {function} is in state Failed: {}",
-                reason.unwrap_or("no reason given")
-            )
+                c.state_reason().unwrap_or("no reason given")
+            )),
+            _ => StatePoll::Wait,
         })
+        .await
+    }
+
+    /// Reads `function:qualifier` with `GetFunction` until `read` says its
+    /// state window has ended, for up to `STATE_WAIT`. Not the SDK's
+    /// waiters: they sleep a second and more between reads, so a window of
+    /// 1 to 3 s cost up to 2 s more on the way from a push to its first
+    /// shift (BENCHMARKS.md, "Webhook to first shift").
+    async fn poll_state(
+        &self,
+        function: &str,
+        qualifier: &str,
+        read: impl Fn(&FunctionConfiguration) -> StatePoll,
+    ) -> Result<Readiness, EngineError> {
+        let give_up = std::time::Instant::now() + STATE_WAIT;
+        let mut pauses = STATE_POLLS
+            .iter()
+            .copied()
+            .chain(std::iter::repeat(STATE_POLLS[STATE_POLLS.len() - 1]));
+        loop {
+            let got = self
+                .lambda
+                .get_function()
+                .function_name(function)
+                .qualifier(qualifier)
+                .send()
+                .await;
+            match got {
+                Ok(out) => match out.configuration().map_or(StatePoll::Wait, &read) {
+                    StatePoll::Ready => return Ok(Readiness::Ready(qualifier.to_owned())),
+                    StatePoll::Failed(why) => return Ok(Readiness::Refused(why)),
+                    StatePoll::Wait => {}
+                },
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|se| se.is_resource_not_found_exception()) =>
+                {
+                    return Ok(Readiness::Refused(if qualifier == "$LATEST" {
+                        format!("function {function} does not exist")
+                    } else {
+                        format!("version {qualifier} of {function} does not exist")
+                    }));
+                }
+                Err(e) => {
+                    return Err(EngineError::Aws(format!(
+                        "waiting for {function}:{qualifier} to be ready: {e:?}"
+                    )));
+                }
+            }
+            if std::time::Instant::now() >= give_up {
+                return Err(EngineError::Aws(format!(
+                    "waiting for {function}:{qualifier} to be ready: still not after {} s",
+                    STATE_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(pauses.next().expect("endless")).await;
+        }
     }
 }
 
-/// How a `GetFunction` waiter ended: the state reached (`Ready`); a failed
-/// state, said by `failed` from the last configuration read, or a function
-/// or version that does not exist (`Refused`); or no answer in time
-/// (retried later).
-fn settled(
-    function: &str,
-    version: &str,
-    waited: Result<(), WaiterError<GetFunctionOutput, GetFunctionError>>,
-    failed: impl FnOnce(Option<&FunctionConfiguration>) -> String,
-) -> Result<Readiness, EngineError> {
-    let e = match waited {
-        Ok(()) => return Ok(Readiness::Ready(version.to_owned())),
-        Err(WaiterError::FailureState(state)) => {
-            let config = state
-                .final_poll()
-                .as_result()
-                .ok()
-                .and_then(|o| o.configuration());
-            return Ok(Readiness::Refused(failed(config)));
-        }
-        Err(e) => e,
-    };
-    let not_found = match &e {
-        WaiterError::OperationFailed(failed) => failed
-            .error()
-            .as_service_error()
-            .is_some_and(|se| se.is_resource_not_found_exception()),
-        _ => false,
-    };
-    if not_found {
-        return Ok(Readiness::Refused(if version == "$LATEST" {
-            format!("function {function} does not exist")
-        } else {
-            format!("version {version} of {function} does not exist")
-        }));
-    }
-    Err(EngineError::Aws(format!(
-        "waiting for {function}:{version} to be ready: {e:?}"
-    )))
+/// What a read of a function's state says.
+enum StatePoll {
+    Ready,
+    Wait,
+    Failed(String),
 }
+
+/// The pauses between reads of a function's state: Lambda's windows last a
+/// second or a few
+/// (<https://docs.aws.amazon.com/lambda/latest/dg/functions-states.html>),
+/// so the first reads come soon; later ones back off, as every worker's
+/// reads share `GetFunction`'s 100 a second.
+const STATE_POLLS: [Duration; 5] = [
+    Duration::from_millis(200),
+    Duration::from_millis(300),
+    Duration::from_millis(500),
+    Duration::from_millis(800),
+    Duration::from_millis(1200),
+];
