@@ -167,7 +167,12 @@ async fn weighted_alias_splits_traffic_and_reports_the_version_that_ran() -> Res
                 ))
                 .send()
                 .await?;
-            anyhow::ensure!(out.function_error().is_none(), "unexpected function error");
+            anyhow::ensure!(
+                out.function_error().is_none(),
+                "unexpected function error {:?}: {}",
+                out.function_error(),
+                String::from_utf8_lossy(out.payload().map(|p| p.as_ref()).unwrap_or_default())
+            );
             let body: Value = serde_json::from_slice(out.payload().context("payload")?.as_ref())?;
             let answered = std::time::SystemTime::now();
             Ok((
