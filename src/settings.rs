@@ -77,14 +77,13 @@ impl Reporting {
             .trim_end_matches('/')
             .to_owned();
         // The token goes with every request: in the clear only to this host.
-        let loopback = [
-            "http://127.0.0.1:",
-            "http://127.0.0.1/",
-            "http://localhost:",
-        ]
-        .iter()
-        .any(|p| github_api_url.starts_with(p));
-        if !(github_api_url.starts_with("https://") || loopback) {
+        let allowed = reqwest::Url::parse(&github_api_url).is_ok_and(|url| {
+            url.scheme() == "https"
+                || (url.scheme() == "http"
+                    && url.username().is_empty()
+                    && matches!(url.host_str(), Some("127.0.0.1" | "localhost")))
+        });
+        if !allowed {
             return Err(SettingError {
                 name: "SLUICE_GITHUB_API_URL",
                 problem: format!("{github_api_url:?} is not an https URL (or http on 127.0.0.1)"),
@@ -271,7 +270,11 @@ mod tests {
             "https://git.example.com/api/v3"
         );
         assert_eq!(ghes.reporting.topic_arn, None, "empty is unset");
-        for bad in ["api.github.com", "http://git.example.com/api/v3"] {
+        for bad in [
+            "api.github.com",
+            "http://git.example.com/api/v3",
+            "http://localhost:@git.example.com/",
+        ] {
             let bad = Settings::from_vars(vars(&[("SLUICE_GITHUB_API_URL", bad)]));
             assert_eq!(bad.unwrap_err().name, "SLUICE_GITHUB_API_URL");
         }
