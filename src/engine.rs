@@ -345,7 +345,11 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
     /// that died.
     pub async fn arrived(&self, id: &str) -> Result<Deployment, EngineError> {
         let stored = self.store.load(id).await?;
-        if stored.deployment.phase != Phase::Created {
+        // Saved since its creation (version 1) and still `Created`: a worker
+        // has claimed it and is preparing it. A record delivered again must
+        // not prepare it beside that worker (a second upload, a publish in
+        // conflict); the sweep repairs a worker that died, after the grace.
+        if stored.deployment.phase != Phase::Created || stored.version > 1 {
             return Ok(stored.deployment);
         }
         self.resume_stored(stored, 0).await

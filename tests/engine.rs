@@ -1515,6 +1515,45 @@ async fn a_worker_overtaken_by_a_rollback_never_splits_the_alias_again() -> Resu
     Ok(())
 }
 
+/// A new deployment's record delivered again while the worker that claimed
+/// it is preparing it (uploading, publishing) leaves it to that worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redelivered_arrival_does_not_prepare_a_deployment_twice() -> Result<()> {
+    let w = world().await?;
+    let hold = hold_once(|p| {
+        matches!(
+            p,
+            FaultPoint::Before {
+                command: Command::Prepare,
+                ..
+            }
+        )
+    });
+    let worker = w
+        .engine
+        .with_cloud(w.engine.cloud().with(hold.hook.clone()));
+    let spec = spec("2", "AllAtOnce", None, None);
+    let first = tokio::spawn(async move { worker.start("prepared-once", spec).await });
+    tokio::time::timeout(DEADLINE, hold.reached.notified())
+        .await
+        .context("the worker did not reach its Prepare")?;
+    let claimed = w.engine.store().load("prepared-once").await?;
+    assert_eq!(claimed.deployment.phase, Phase::Created);
+    assert_eq!(claimed.version, 2, "claimed by the first worker");
+
+    let again = w.engine.arrived("prepared-once").await?;
+    assert_eq!(again.phase, Phase::Created);
+    let after = w.engine.store().load("prepared-once").await?;
+    assert_eq!(after.version, 2, "the redelivery claimed nothing");
+
+    hold.release.notify_one();
+    let done = tokio::time::timeout(DEADLINE, first)
+        .await
+        .context("the held worker did not finish")???;
+    assert_eq!(done.phase, Phase::Promoted);
+    Ok(())
+}
+
 /// The stream delivers a new deployment at least once, and the sweep lists
 /// what its index says is due: neither may run a gate again while the worker
 /// that has the deployment is running it.
