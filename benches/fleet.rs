@@ -16,9 +16,8 @@ mod support;
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_lambda::primitives::Blob;
-use futures::StreamExt;
 use sluice::domain::deployment::{
-    Deployment, DeploymentSpec, EventKind, OnBusy, Phase, VersionSource,
+    AliasLeft, Deployment, DeploymentSpec, EventKind, OnBusy, Phase, VersionSource,
 };
 use sluice::ports::Deployments as _;
 use sluice::store::Store;
@@ -32,7 +31,7 @@ use support::Calls;
 
 const CONFIG: &str = "steps:10@10s,50@10s,100";
 /// SQS pollers taking timer batches, as Lambda's event source mapping scales out.
-const POLLERS: usize = 8;
+const POLLERS: usize = 12;
 
 fn percentile(samples: &mut [f64], p: f64) -> f64 {
     samples.sort_by(f64::total_cmp);
@@ -122,26 +121,43 @@ async fn main() -> Result<()> {
     )
     .await?;
     support::wait_ready(&lambda, "fleet-hook").await?;
-    let aliases: Vec<String> = (0..deployments).map(|i| format!("live-{i}")).collect();
-    for alias in &aliases {
-        lambda
-            .create_alias()
-            .function_name("app")
-            .name(alias)
-            .function_version("1")
-            .send()
-            .await?;
-    }
-    // Lambda's control-plane quota, as sluice-local plays it for all callers.
-    let quota_url = format!("{}/_sluice/quota", stack.var("AWS_ENDPOINT_URL_LAMBDA"));
-    let quota_before = quota_report(&quota_url).await?;
-    let fleet_start = Instant::now();
     // The bench watches through a client of its own, so the counts are the engine's alone.
     let watch = Store::new(
         aws_sdk_dynamodb::Client::new(&sdk),
         stack.var("SLUICE_RESOURCE_STATE_TABLE"),
         chrono::Duration::days(1),
     );
+    // Each alias as an earlier deployment of Sluice's left it, whole on 1
+    // (its lock item says so): a team's alias that ships many times a day.
+    // A first deployment on an alias reads it once more (`GetAlias`).
+    let aliases: Vec<String> = (0..deployments).map(|i| format!("live-{i}")).collect();
+    for alias in &aliases {
+        let created = lambda
+            .create_alias()
+            .function_name("app")
+            .name(alias)
+            .function_version("1")
+            .send()
+            .await?;
+        let lock = sluice::store::keys::Lock::alias("app", alias);
+        let earlier = format!("earlier-{alias}");
+        watch
+            .acquire_lock(&lock, &earlier, chrono::Utc::now())
+            .await?;
+        let left = AliasLeft {
+            version: "1".into(),
+            revision: created.revision_id().context("revision")?.to_owned(),
+            function_arn: created
+                .alias_arn()
+                .and_then(|arn| arn.rsplit_once(':'))
+                .map(|(function, _)| function.to_owned()),
+        };
+        watch.release_lock(&lock, &earlier, Some(&left)).await?;
+    }
+    // Lambda's control-plane quota, as sluice-local plays it for all callers.
+    let quota_url = format!("{}/_sluice/quota", stack.var("AWS_ENDPOINT_URL_LAMBDA"));
+    let quota_before = quota_report(&quota_url).await?;
+    let fleet_start = Instant::now();
     // Time the engine spends in its entry points: the shifter's billed time.
     let busy = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let timed = |busy: &Arc<std::sync::atomic::AtomicU64>, since: Instant| {
@@ -151,29 +167,10 @@ async fn main() -> Result<()> {
         );
     };
 
-    // All at once: each start drives its deployment to its first bake.
-    let started = Instant::now();
-    let mut starts = tokio::task::JoinSet::new();
-    for (i, alias) in aliases.iter().enumerate() {
-        let (engine, alias, busy) = (engine.clone(), alias.clone(), busy.clone());
-        starts.spawn(async move {
-            let since = Instant::now();
-            let outcome = engine.start(&format!("fleet-{i}"), spec(&alias)).await;
-            timed(&busy, since);
-            outcome
-        });
-    }
-    let mut failed_workers = 0;
-    while let Some(outcome) = starts.join_next().await {
-        if outcome?.is_err() {
-            failed_workers += 1;
-        }
-    }
-    let all_started = started.elapsed();
-
-    // Timer pollers, and the sweep's repair of what a failed worker left.
+    // Timer pollers, from the start: a start out of budget is handed back
+    // to the queue, as in the shifter.
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let failures = Arc::new(std::sync::atomic::AtomicUsize::new(failed_workers));
+    let failures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut pollers = tokio::task::JoinSet::new();
     for _ in 0..POLLERS {
         let (engine, done, failures, busy) =
@@ -214,60 +211,68 @@ async fn main() -> Result<()> {
                         .collect(),
                 };
                 failures.fetch_add(again.len(), std::sync::atomic::Ordering::Relaxed);
-                for m in received.messages() {
-                    if !again.iter().any(|id| Some(id.as_str()) == m.message_id()) {
-                        // A failed delete is redelivered, as in Lambda's poller.
-                        let _ = support::delete_timer(&engine, m).await;
-                    }
-                }
+                let done: Vec<_> = received
+                    .messages()
+                    .iter()
+                    .filter(|m| !again.iter().any(|id| Some(id.as_str()) == m.message_id()))
+                    .collect();
+                // One request for the batch, as Lambda's poller deletes; a
+                // failed delete is redelivered.
+                let _ = support::delete_timers(&engine, &done).await;
             }
         });
     }
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let ids: Vec<String> = (0..deployments).map(|i| format!("fleet-{i}")).collect();
-    let finished = loop {
-        let mut open = 0;
-        let mut all = Vec::with_capacity(ids.len());
-        let mut stalled = Vec::new();
-        for id in &ids {
-            let d = watch.load(id).await?.deployment;
-            if !d.phase.is_terminal() {
-                open += 1;
-                // A phase no worker is moving (its worker failed) is resumed,
-                // as the sweep does after its grace.
-                if !matches!(d.phase, Phase::Baking { .. })
-                    && chrono::Utc::now() - d.updated_at
-                        > chrono::Duration::seconds(sluice::store::IN_FLIGHT_GRACE_SECS)
-                {
-                    stalled.push(id.clone());
-                }
-            }
-            all.push(d);
+    // All at once: each start drives its deployment to its first bake.
+    let started = Instant::now();
+    let started_at = chrono::Utc::now();
+    let mut starts = tokio::task::JoinSet::new();
+    for (i, alias) in aliases.iter().enumerate() {
+        let (engine, alias, busy) = (engine.clone(), alias.clone(), busy.clone());
+        starts.spawn(async move {
+            let since = Instant::now();
+            let outcome = engine.start(&format!("fleet-{i}"), spec(&alias)).await;
+            timed(&busy, since);
+            outcome
+        });
+    }
+    let mut failed_workers = 0;
+    while let Some(outcome) = starts.join_next().await {
+        if outcome?.is_err() {
+            failed_workers += 1;
         }
-        // Side by side, as many at once as the sweep runs.
-        futures::stream::iter(stalled)
-            .for_each_concurrent(sluice::batch::ITEMS_AT_ONCE, |id| {
-                let (engine, failures, busy) = (&engine, &failures, &busy);
-                async move {
-                    let since = Instant::now();
-                    if engine.resume(&id).await.is_err() {
-                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    timed(busy, since);
-                }
-            })
-            .await;
+    }
+    let all_started = started.elapsed();
+    failures.fetch_add(failed_workers, std::sync::atomic::Ordering::Relaxed);
+
+    // Done when the active index holds none: one Query a pass. The sweep
+    // repairs what a failed worker left, once a minute as the shifter's
+    // schedule runs it.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut swept = Instant::now();
+    loop {
+        let open = watch.active().await?.len();
         if open == 0 {
-            break all;
+            break;
         }
         if Instant::now() > deadline {
             bail!("{open} of {deployments} deployments did not finish in 10 minutes");
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
-    let wall = started.elapsed();
+        if swept.elapsed() >= Duration::from_secs(60) {
+            swept = Instant::now();
+            let since = Instant::now();
+            let (_, failed) = engine.reconcile().await?;
+            failures.fetch_add(failed.len(), std::sync::atomic::Ordering::Relaxed);
+            timed(&busy, since);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     while pollers.join_next().await.is_some() {}
+    let ids: Vec<String> = (0..deployments).map(|i| format!("fleet-{i}")).collect();
+    let mut finished = Vec::with_capacity(ids.len());
+    for id in &ids {
+        finished.push(watch.load(id).await?.deployment);
+    }
     let fleet_calls = calls.totals(fleet_start);
     let quota_after = quota_report(&quota_url).await?;
 
@@ -282,6 +287,7 @@ async fn main() -> Result<()> {
         .iter()
         .map(|s| s.bake.as_secs_f64())
         .collect();
+    let mut last_end = started_at;
     for (d, alias) in finished.iter().zip(&aliases) {
         if d.phase != Phase::Promoted {
             violations.push(format!("{} ended {:?}", d.id, d.phase));
@@ -300,6 +306,9 @@ async fn main() -> Result<()> {
             violations.push(format!("{alias} is not whole on 2: {a:?}"));
         }
         let events = watch.events(&d.id).await?;
+        if let Some(end) = events.iter().rfind(|e| e.kind == EventKind::Promoted) {
+            last_end = last_end.max(end.at);
+        }
         // A step's lateness is said in the timeline (`Late`), and depends on
         // the load: the shape compared is the rest.
         if events.iter().any(|e| e.kind == EventKind::Late) {
@@ -330,6 +339,8 @@ async fn main() -> Result<()> {
         ));
     }
 
+    // From the starts to the last promotion, as the timelines say.
+    let wall = (last_end - started_at).to_std().unwrap_or_default();
     let shifts = deployments * finished[0].schedule.steps.len();
     println!(
         "{deployments} deployments at once ({CONFIG}, PreTraffic and PostTraffic hooks at every shift, {POLLERS} timer pollers; release build, local stack)"

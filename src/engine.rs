@@ -16,8 +16,8 @@ use crate::ports::{
 use crate::batch::{Deadline, ITEMS_AT_ONCE, Item, run_items, sqs_response, stream_response};
 use crate::budget::Budget;
 use crate::domain::deployment::{
-    AliasUpdate, Command, Deployment, DeploymentSpec, Event, EventKind, Gate, HookInvocation,
-    Input, Phase, Time, VersionSource, decide, events_of, pending, token_digest,
+    AliasLeft, AliasUpdate, Command, Deployment, DeploymentSpec, Event, EventKind, Gate,
+    HookInvocation, Input, Phase, Time, VersionSource, decide, events_of, pending, token_digest,
 };
 use crate::domain::hooks::{CodeDeployHookEvent, HookRequest, HookResponse, HookStatus};
 use crate::drive::{self, Machine, SteerOutcome, Steered};
@@ -238,21 +238,27 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         }
     }
 
-    /// Rolls back every running deployment that watches `alarm`.
+    /// Rolls back every running deployment that watches `alarm`, side by
+    /// side. Each is tried; if any fails, the event fails after all were
+    /// tried, and its retry finds the ones rolled back already ended.
     pub async fn alarm_raised(&self, alarm: &str) -> Result<usize, EngineError> {
-        let mut hit = 0;
-        for id in self.store.active().await? {
-            let stored = self.store.load(&id).await?;
-            if stored.deployment.spec.alarms.iter().any(|a| a == alarm) {
-                hit += 1;
+        let watching = self.store.watching(alarm).await?;
+        let hit = watching.len();
+        let failed: Vec<EngineError> = futures::stream::iter(watching)
+            .map(|stored| {
                 let input = Input::AlarmRaised {
                     alarm: alarm.to_owned(),
                 };
                 self.drive(stored, VecDeque::from([input]), Vec::new(), 0)
-                    .await?;
-            }
+            })
+            .buffer_unordered(ITEMS_AT_ONCE)
+            .filter_map(|driven| async move { driven.err() })
+            .collect()
+            .await;
+        match failed.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(hit),
         }
-        Ok(hit)
     }
 
     /// Saves a new deployment and takes it up as its arrival on the table's
@@ -370,7 +376,8 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         if !ended {
             return Ok(Some(holder));
         }
-        self.store.release_lock(lock, &holder).await?;
+        // Not knowing how the holder left the alias, the next reads it.
+        self.store.release_lock(lock, &holder, None).await?;
         Ok(None)
     }
 
@@ -612,7 +619,9 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                     .map(Some)
             }
             Command::ReleaseLock => {
-                self.store.release_lock(&alias_lock(d), &d.id).await?;
+                self.store
+                    .release_lock(&alias_lock(d), &d.id, d.alias_left().as_ref())
+                    .await?;
                 // Wake the longest-waiting deployment of this alias: saved and
                 // handed to a worker of its own, not driven here, so a chain of
                 // queued deployments is never a chain of nested drives. If this
@@ -735,20 +744,20 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
     async fn prepare(&self, d: &Deployment) -> Result<Input, EngineError> {
         let (function, alias) = (&d.spec.function, &d.spec.alias);
         let lock = alias_lock(d);
-        if let LockOutcome::Busy { holder } =
-            self.store.acquire_lock(&lock, &d.id, self.now()).await?
-        {
-            // Taken again once a holder that ended without releasing it is released.
-            if self.live_holder(&lock).await?.is_some() {
-                return Ok(Input::LockBusy { holder });
+        let left = match self.store.acquire_lock(&lock, &d.id, self.now()).await? {
+            LockOutcome::Acquired { left } => left,
+            LockOutcome::Busy { holder } => {
+                // Taken again once a holder that ended without releasing it is released.
+                if self.live_holder(&lock).await?.is_some() {
+                    return Ok(Input::LockBusy { holder });
+                }
+                match self.store.acquire_lock(&lock, &d.id, self.now()).await? {
+                    LockOutcome::Acquired { left } => left,
+                    LockOutcome::Busy { holder } => return Ok(Input::LockBusy { holder }),
+                }
             }
-            if let LockOutcome::Busy { holder } =
-                self.store.acquire_lock(&lock, &d.id, self.now()).await?
-            {
-                return Ok(Input::LockBusy { holder });
-            }
-        }
-        let current = match self.cloud.read_alias(function, alias).await {
+        };
+        let current = match self.alias_at_start(function, alias, left).await {
             Ok(Some(current)) => current,
             Ok(None) => {
                 return Ok(Input::PrepareFailed {
@@ -796,6 +805,31 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
             revision: current.revision,
             metric_timing: Some(self.metric_timing),
         })
+    }
+
+    /// The alias a deployment starts from. As the last deployment left it
+    /// when that is known and the alias still serves that version
+    /// (`GetFunction`, outside the control-plane quota): no `GetAlias`, and
+    /// the first shift's write names the revision it left, so Lambda refuses
+    /// it if anyone has written the alias since (a split, say), and the
+    /// deployment takes it as a change by hand. Otherwise read.
+    async fn alias_at_start(
+        &self,
+        function: &str,
+        alias: &str,
+        left: Option<AliasLeft>,
+    ) -> Result<Option<AliasState>, EngineError> {
+        if let Some(left) = left
+            && self.cloud.alias_version(function, alias).await?.as_deref() == Some(&left.version)
+        {
+            return Ok(Some(AliasState {
+                version: left.version,
+                weights: HashMap::new(),
+                revision: Some(left.revision),
+                arn: left.function_arn.map(|arn| format!("{arn}:{alias}")),
+            }));
+        }
+        self.cloud.read_alias(function, alias).await
     }
 
     /// Invokes an asynchronous hook with `payload`; its report comes by its token.
@@ -961,6 +995,15 @@ impl<S: Deployments, C: Cloud, K: Clock> Machine for Engine<S, C, K> {
         expected: u64,
         events: &[Event],
     ) -> Result<Stored, StoreError> {
+        // An alias call follows this save: its budget slot is taken beside it.
+        if matches!(d.phase, Phase::Shifting { .. } | Phase::RollingBack { .. }) {
+            let (saved, ()) = tokio::join!(
+                self.store.save(d, expected, events),
+                self.cloud
+                    .reserve_alias_call(&d.spec.function, &d.spec.alias)
+            );
+            return saved;
+        }
         self.store.save(d, expected, events).await
     }
 

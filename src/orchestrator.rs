@@ -315,7 +315,7 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
             .acquire_lock(&turn, next, self.now())
             .await?
         {
-            LockOutcome::Acquired => {
+            LockOutcome::Acquired { .. } => {
                 Box::pin(self.apply(next, Input::Start)).await?;
             }
             LockOutcome::Busy { holder } => {
@@ -326,7 +326,7 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
                     Err(e) => return Err(e.into()),
                 };
                 if done {
-                    self.engine.store.release_lock(&turn, &holder).await?;
+                    self.engine.store.release_lock(&turn, &holder, None).await?;
                     Box::pin(self.take_turn(pipeline)).await?;
                 }
             }
@@ -631,7 +631,7 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
             Command::ReleaseTurn => {
                 if e.definition.execution_mode == ExecutionMode::Queued {
                     let turn = Lock::pipeline_turn(&e.pipeline);
-                    self.engine.store.release_lock(&turn, &e.id).await?;
+                    self.engine.store.release_lock(&turn, &e.id, None).await?;
                     Box::pin(self.take_turn(&e.pipeline)).await?;
                 }
                 Ok(None)
@@ -860,9 +860,22 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
         }
         let (d, commands) = Deployment::create(&id, spec, self.now());
         let events = crate::domain::deployment::events_of(&commands);
-        // The shifter runs it from the stream; a repeat finds it created.
+        // Handed to the shifter's queue at once: the table's stream, polled
+        // four times a second, would deliver it a poll later, and still does
+        // if this hand-over is lost (the second arrival finds it taken up).
+        // A repeat finds it created.
         match self.engine.store.create(&d, &events).await {
-            Ok(_) => Ok(None),
+            Ok(_) => {
+                if let Err(e) = self
+                    .engine
+                    .cloud
+                    .hand_over(&HandedOver::Arrived(id.clone()), 0)
+                    .await
+                {
+                    tracing::warn!(deployment_id = %id, error = %e, "not handed over; the stream delivers it");
+                }
+                Ok(None)
+            }
             Err(StoreError::AlreadyExists(_)) => {
                 let existing = self.engine.store.load(&id).await?.deployment;
                 Ok(deployment_result(&existing, at))

@@ -9,7 +9,7 @@
 //! semantics.
 
 use crate::domain::analysis::Counts;
-use crate::domain::deployment::{Command, Deployment, Event, Time};
+use crate::domain::deployment::{AliasLeft, Command, Deployment, Event, Time};
 use crate::domain::execution::{Execution, ExecutionEvent};
 use crate::domain::hooks::HookRequest;
 use crate::events::{HandedOver, PipelineTimer, TimerMessage};
@@ -77,8 +77,14 @@ pub struct Stored {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LockOutcome {
-    Acquired,
-    Busy { holder: String },
+    /// Taken; with the alias as the last deployment to hold the lock left
+    /// it, when that one knew (`Deployment::alias_left`).
+    Acquired {
+        left: Option<AliasLeft>,
+    },
+    Busy {
+        holder: String,
+    },
 }
 
 /// An execution as loaded, with the version to save against.
@@ -143,6 +149,11 @@ pub trait Deployments: Send + Sync {
     fn load(&self, id: &str) -> impl Future<Output = Result<Stored, StoreError>> + Send;
     /// Ids of every unfinished deployment.
     fn active(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+    /// Unfinished deployments that watch `alarm`, as the active index has
+    /// them: maybe a moment behind, so a save on one conflicts and is
+    /// decided again on what is saved.
+    fn watching(&self, alarm: &str)
+    -> impl Future<Output = Result<Vec<Stored>, StoreError>> + Send;
     /// Ids of unfinished deployments due by `now`.
     fn due(&self, now: Time) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
     fn stuck(&self, now: Time) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
@@ -162,11 +173,13 @@ pub trait Deployments: Send + Sync {
         &self,
         lock: &Lock,
     ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
-    /// Releases the lock if `id` holds it; otherwise does nothing.
+    /// Releases the lock if `id` holds it, keeping how it `left` the alias
+    /// for the next holder (`None`: not known); otherwise does nothing.
     fn release_lock(
         &self,
         lock: &Lock,
         id: &str,
+        left: Option<&AliasLeft>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Someone waits for deployment `id` to end (a CloudFormation request,
     /// `custom_resource`): `data` to tell it, kept under `waiter` until
@@ -351,6 +364,14 @@ pub trait Cloud: Send + Sync {
         weights: &HashMap<String, f64>,
         revision: Option<&str>,
     ) -> impl Future<Output = Result<AliasWrite, EngineError>> + Send;
+    /// The version an alias serves as its primary, by `GetFunction` (outside
+    /// the control-plane quota); `None` if the alias does not exist. It
+    /// cannot tell a split alias from a whole one.
+    fn alias_version(
+        &self,
+        function: &str,
+        alias: &str,
+    ) -> impl Future<Output = Result<Option<String>, EngineError>> + Send;
     /// Whether `version` exists and can be invoked, once it is `Active`.
     fn ready_version(
         &self,
@@ -403,6 +424,14 @@ pub trait Cloud: Send + Sync {
         work: &HandedOver,
         delay_secs: i32,
     ) -> impl Future<Output = Result<(), EngineError>> + Send;
+    /// Takes the control-plane budget's slot for the next call on an alias
+    /// now, side by side with the save that authorises the call, which
+    /// then waits for that slot instead of asking for one. A cloud without
+    /// a budget has nothing to take.
+    fn reserve_alias_call(&self, function: &str, alias: &str) -> impl Future<Output = ()> + Send {
+        let _ = (function, alias);
+        async {}
+    }
     /// Whether the worker stops at `point`, after any wait there. The cloud
     /// never stops one; a test's port stops or holds workers here, so the
     /// engine under test is the production engine.

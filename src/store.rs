@@ -16,7 +16,7 @@ pub mod keys;
 pub mod pipelines;
 
 pub use crate::domain::deployment::IN_FLIGHT_GRACE_SECS;
-use crate::domain::deployment::{Deployment, Event, Phase, Time};
+use crate::domain::deployment::{AliasLeft, Deployment, Event, Phase, Time};
 use crate::ports::aws;
 pub use crate::ports::{ExecutionStart, LockOutcome, StoreError, Stored, StoredExecution};
 use crate::settings::Settings;
@@ -442,6 +442,54 @@ impl crate::ports::Deployments for Store {
         self.active_ids(None, None).await
     }
 
+    /// One `Query` of the active index, which projects each item's state:
+    /// no read per deployment.
+    async fn watching(&self, alarm: &str) -> Result<Vec<Stored>, StoreError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(ACTIVE_INDEX)
+            .key_condition_expression("active = :a")
+            .expression_attribute_values(":a", s(ACTIVE))
+            .projection_expression("#pk, #sk, #d, #v")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_names("#d", "data")
+            .expression_attribute_names("#v", "version");
+        let mut watching = Vec::new();
+        let mut pages = query.into_paginator().items().send();
+        while let Some(item) = pages.next().await {
+            let item = item.map_err(|e| aws("Query", e))?;
+            let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok());
+            let (Some(pk), Some(sk)) = (text(PK), text(SK)) else {
+                continue;
+            };
+            let Some(key @ Key::Deployment(_)) = Key::state_of(pk, sk) else {
+                continue;
+            };
+            let corrupt = |detail: String| StoreError::Corrupt {
+                key: key.clone(),
+                detail,
+            };
+            let data = text("data").ok_or_else(|| corrupt("no data".into()))?;
+            let deployment: Deployment =
+                serde_json::from_str(data).map_err(|e| corrupt(e.to_string()))?;
+            let version = item
+                .get("version")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| corrupt("no version".into()))?;
+            if deployment.spec.alarms.iter().any(|a| a == alarm) {
+                watching.push(Stored {
+                    deployment,
+                    version,
+                });
+            }
+        }
+        Ok(watching)
+    }
+
     /// Ids of unfinished deployments due by `now` (the reconcile sweep's work).
     async fn due(&self, now: Time) -> Result<Vec<String>, StoreError> {
         self.active_ids(Some(now), None).await
@@ -466,7 +514,9 @@ impl crate::ports::Deployments for Store {
         self.active_ids(None, Some((function, alias))).await
     }
 
-    /// Takes `lock` for `id`; taking it again as its holder succeeds.
+    /// Takes `lock` for `id`; taking it again as its holder succeeds. The
+    /// item outlives its holders (a release removes the holder only), so
+    /// the write returns how the last holder left the alias.
     async fn acquire_lock(
         &self,
         lock: &Lock,
@@ -476,17 +526,20 @@ impl crate::ports::Deployments for Store {
         loop {
             let result = self
                 .client
-                .put_item()
+                .update_item()
                 .table_name(&self.table)
-                .set_item(Some(Key::Lock(lock.clone()).item_key()))
-                .item("holder", s(id))
-                .item("acquired_at", n(now.timestamp_millis()))
-                .condition_expression("attribute_not_exists(pk) OR holder = :me")
+                .set_key(Some(Key::Lock(lock.clone()).item_key()))
+                .update_expression("SET holder = :me, acquired_at = :now")
+                .condition_expression("attribute_not_exists(holder) OR holder = :me")
                 .expression_attribute_values(":me", s(id))
+                .expression_attribute_values(":now", n(now.timestamp_millis()))
+                .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
                 .send()
                 .await;
             return match result {
-                Ok(_) => Ok(LockOutcome::Acquired),
+                Ok(out) => Ok(LockOutcome::Acquired {
+                    left: out.attributes.as_ref().and_then(alias_left),
+                }),
                 Err(e)
                     if e.as_service_error()
                         .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
@@ -497,7 +550,7 @@ impl crate::ports::Deployments for Store {
                         _ => continue,
                     }
                 }
-                Err(e) => Err(aws("PutItem", e)),
+                Err(e) => Err(aws("UpdateItem", e)),
             };
         }
     }
@@ -582,18 +635,40 @@ impl crate::ports::Deployments for Store {
         Ok(())
     }
 
-    /// Releases `lock` if `id` holds it; releasing what one does not hold is a no-op.
-    async fn release_lock(&self, lock: &Lock, id: &str) -> Result<(), StoreError> {
-        let result = self
+    /// Releases `lock` if `id` holds it, keeping `left` on the item for the
+    /// next holder (or removing what an earlier holder kept, when `None`);
+    /// releasing what one does not hold is a no-op.
+    async fn release_lock(
+        &self,
+        lock: &Lock,
+        id: &str,
+        left: Option<&AliasLeft>,
+    ) -> Result<(), StoreError> {
+        let mut update = self
             .client
-            .delete_item()
+            .update_item()
             .table_name(&self.table)
             .set_key(Some(Key::Lock(lock.clone()).item_key()))
             .condition_expression("holder = :me")
-            .expression_attribute_values(":me", s(id))
-            .send()
-            .await;
-        match result {
+            .expression_attribute_values(":me", s(id));
+        let expression = match left {
+            None => "REMOVE holder, acquired_at, left_version, left_revision, left_function_arn",
+            Some(left) => {
+                update = update
+                    .expression_attribute_values(":version", s(&left.version))
+                    .expression_attribute_values(":revision", s(&left.revision));
+                match &left.function_arn {
+                    Some(arn) => {
+                        update = update.expression_attribute_values(":arn", s(arn));
+                        "REMOVE holder, acquired_at SET left_version = :version, left_revision = :revision, left_function_arn = :arn"
+                    }
+                    None => {
+                        "REMOVE holder, acquired_at, left_function_arn SET left_version = :version, left_revision = :revision"
+                    }
+                }
+            }
+        };
+        match update.update_expression(expression).send().await {
             Ok(_) => Ok(()),
             Err(e)
                 if e.as_service_error()
@@ -601,9 +676,19 @@ impl crate::ports::Deployments for Store {
             {
                 Ok(())
             }
-            Err(e) => Err(aws("DeleteItem", e)),
+            Err(e) => Err(aws("UpdateItem", e)),
         }
     }
+}
+
+/// How a lock item's last holder left its alias, if it kept that.
+fn alias_left(item: &HashMap<String, AttributeValue>) -> Option<AliasLeft> {
+    let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+    Some(AliasLeft {
+        version: text("left_version")?,
+        revision: text("left_revision")?,
+        function_arn: text("left_function_arn"),
+    })
 }
 
 #[cfg(test)]

@@ -129,6 +129,7 @@ async fn world_of(stack: TestStack) -> Result<World> {
                 sqs: aws_sdk_sqs::Client::new(&config),
                 timer_queue_url: stack.var("SLUICE_RESOURCE_TIMER_QUEUE").to_owned(),
                 budget: template_budget(&stack).await,
+                reserved: Default::default(),
             },
             faults: None,
         },
@@ -1856,6 +1857,88 @@ async fn a_change_made_by_hand_is_never_written_over() -> Result<()> {
     Ok(())
 }
 
+/// A deployment after one of Sluice's starts from the alias as that one
+/// left it: no `GetAlias`, one `UpdateAlias` a shift. A person's change in
+/// between is seen: another version by `GetFunction` (the deployment reads
+/// the alias and starts from what the person left), a split by Lambda
+/// refusing the first write (taken as the person's, never written over).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deployment_starts_from_the_alias_as_the_last_one_left_it() -> Result<()> {
+    let w = world().await?;
+    let config = "linear:50:1s";
+    let calls = |w: &World| {
+        let url = format!("{}/_sluice/quota", w.stack.var("AWS_ENDPOINT_URL_LAMBDA"));
+        async move {
+            let answer: Value = reqwest::get(url).await?.error_for_status()?.json().await?;
+            let count = |operation: &str| {
+                answer["requests"]["by_operation"][operation]["allowed"]
+                    .as_u64()
+                    .unwrap_or(0)
+            };
+            anyhow::Ok((count("GetAlias"), count("UpdateAlias")))
+        }
+    };
+    let run = |id: &'static str, version: &'static str| {
+        let w = &w;
+        async move {
+            w.engine
+                .start(id, spec(version, config, None, None))
+                .await?;
+            w.run_until(id, Phase::is_terminal).await
+        }
+    };
+    assert_eq!(run("first", "2").await?.phase, Phase::Promoted);
+
+    let before = calls(&w).await?;
+    let second = run("second", "3").await?;
+    let after = calls(&w).await?;
+    assert_eq!(second.phase, Phase::Promoted);
+    assert_eq!(second.from_version.as_deref(), Some("2"));
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (0, 2),
+        "(GetAlias, UpdateAlias) for two shifts"
+    );
+    assert_eq!(w.alias().await?, ("3".to_owned(), vec![]));
+
+    // A person points the alias elsewhere: read, and started from.
+    w.set_alias_by_hand("1", &[]).await?;
+    let before = calls(&w).await?;
+    let third = run("third", "2").await?;
+    let after = calls(&w).await?;
+    assert_eq!(third.phase, Phase::Promoted);
+    assert_eq!(third.from_version.as_deref(), Some("1"));
+    assert_eq!((after.0 - before.0, after.1 - before.1), (1, 2));
+
+    // A person splits it, the version unchanged: the first write is refused.
+    let by_hand = w.set_alias_by_hand("2", &[("1", 0.2)]).await?;
+    let fourth = run("fourth", "3").await?;
+    assert_eq!(
+        fourth.phase,
+        Phase::RolledBack {
+            reason:
+                "the alias was changed outside Sluice: it serves version 2 with 20% on version 1"
+                    .into()
+        }
+    );
+    assert_eq!(
+        w.alias().await?,
+        ("2".to_owned(), vec![("1".to_owned(), 0.2)])
+    );
+    assert_eq!(w.alias_revision().await?, by_hand, "never written over");
+
+    // Left as found, so the next one reads the alias again (and is refused
+    // for the split, as any deployment is).
+    let fifth = run("fifth", "3").await?;
+    assert!(
+        matches!(&fifth.phase, Phase::FailedToStart { reason } if reason.contains("split")),
+        "{:?}",
+        fifth.phase
+    );
+    assert_eq!(w.live_lock_holder().await?, None);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_alias_that_changes_under_every_write_fails_the_worker_and_resume_repairs_it()
 -> Result<()> {
@@ -2466,6 +2549,50 @@ async fn a_zip_deploy_waits_out_updates_and_pending_versions_and_survives_thrott
     let d = w.engine.resume("throttled").await?;
     assert_eq!(d.phase, Phase::Promoted, "{:?}", d.phase);
     assert_eq!(w.alias().await?, ("5".to_owned(), vec![]));
+
+    // GetFunction's own quota held to 1 a second, as when many workers
+    // watch their windows at once: a throttled read of the update's or the
+    // version's state is a wait, not a failure.
+    s3.put_object()
+        .bucket(&bucket)
+        .key("builds/greeter-r6.zip")
+        .body(greeter_zip("r6")?.into())
+        .send()
+        .await?;
+    let quota = format!("{}/_sluice/quota", w.stack.var("AWS_ENDPOINT_URL_LAMBDA"));
+    let get_function_throttled = || async {
+        let answer: Value = reqwest::get(&quota)
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        anyhow::Ok(
+            answer["requests"]["get_function"]["throttled"]
+                .as_u64()
+                .unwrap_or(0),
+        )
+    };
+    let before = get_function_throttled().await?;
+    let http = reqwest::Client::new();
+    http.post(format!("{quota}?get_function=1"))
+        .send()
+        .await?
+        .error_for_status()?;
+    let d = w
+        .engine
+        .start("reads-throttled", from_zip("builds/greeter-r6.zip"))
+        .await;
+    http.post(format!("{quota}?get_function=100"))
+        .send()
+        .await?
+        .error_for_status()?;
+    let d = d?;
+    assert_eq!(d.phase, Phase::Promoted, "{:?}", d.phase);
+    assert_eq!(w.alias().await?, ("6".to_owned(), vec![]));
+    assert!(
+        get_function_throttled().await? > before,
+        "the state reads were throttled"
+    );
     Ok(())
 }
 

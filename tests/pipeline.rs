@@ -137,6 +137,7 @@ impl World {
                 sqs: aws_sdk_sqs::Client::new(&config),
                 timer_queue_url: stack.var("SLUICE_RESOURCE_TIMER_QUEUE").to_owned(),
                 budget: template_budget(&stack).await,
+                reserved: Default::default(),
             },
             sluice::clock::SystemClock,
             Duration::from_secs(30),

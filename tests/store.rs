@@ -6,7 +6,8 @@ use anyhow::Result;
 use chrono::{TimeZone, Utc};
 use sluice::budget::{Budget, BudgetError};
 use sluice::domain::deployment::{
-    AliasUpdate, Deployment, DeploymentSpec, Input, OnBusy, VersionSource, decide, events_of,
+    AliasLeft, AliasUpdate, Deployment, DeploymentSpec, Input, OnBusy, VersionSource, decide,
+    events_of,
 };
 use sluice::ports::Deployments as _;
 use sluice::store::keys::Lock;
@@ -125,13 +126,13 @@ async fn deployments_save_conditionally_keep_a_timeline_and_lock_their_alias() -
         store
             .acquire_lock(&Lock::alias("greeter", "live"), "d-1", t1)
             .await?,
-        LockOutcome::Acquired
+        LockOutcome::Acquired { left: None }
     );
     assert_eq!(
         store
             .acquire_lock(&Lock::alias("greeter", "live"), "d-1", t1)
             .await?,
-        LockOutcome::Acquired
+        LockOutcome::Acquired { left: None }
     );
     assert_eq!(
         store
@@ -142,7 +143,7 @@ async fn deployments_save_conditionally_keep_a_timeline_and_lock_their_alias() -
         }
     );
     store
-        .release_lock(&Lock::alias("greeter", "live"), "d-2")
+        .release_lock(&Lock::alias("greeter", "live"), "d-2", None)
         .await?;
     assert_eq!(
         store
@@ -151,14 +152,36 @@ async fn deployments_save_conditionally_keep_a_timeline_and_lock_their_alias() -
             .as_deref(),
         Some("d-1")
     );
+    // The holder keeps how it left the alias for the next one.
+    let left = AliasLeft {
+        version: "7".into(),
+        revision: "0c1d".into(),
+        function_arn: Some("arn:aws:lambda:us-east-1:123456789012:function:greeter".into()),
+    };
     store
-        .release_lock(&Lock::alias("greeter", "live"), "d-1")
+        .release_lock(&Lock::alias("greeter", "live"), "d-1", Some(&left))
         .await?;
+    assert_eq!(
+        store.lock_holder(&Lock::alias("greeter", "live")).await?,
+        None
+    );
     assert_eq!(
         store
             .acquire_lock(&Lock::alias("greeter", "live"), "d-2", t1)
             .await?,
-        LockOutcome::Acquired
+        LockOutcome::Acquired {
+            left: Some(left.clone())
+        }
+    );
+    // One that does not know clears it.
+    store
+        .release_lock(&Lock::alias("greeter", "live"), "d-2", None)
+        .await?;
+    assert_eq!(
+        store
+            .acquire_lock(&Lock::alias("greeter", "live"), "d-3", t1)
+            .await?,
+        LockOutcome::Acquired { left: None }
     );
     Ok(())
 }

@@ -210,6 +210,7 @@ pub fn recorded_engine(
                 sluice::budget::DEFAULT_PER_SECOND,
                 sluice::budget::LONGEST_WAIT,
             ),
+            reserved: Default::default(),
         },
         SystemClock,
         hook_timeout,
@@ -265,15 +266,34 @@ pub fn queued_id(message: &QueueMessage<TimerMessage>) -> &str {
     }
 }
 
-/// Deletes a timer message the shifter has handled, as its poller does.
-pub async fn delete_timer(engine: &Engine, message: &Message) -> Result<()> {
+/// Deletes timer messages the shifter has handled, in one request, as
+/// its poller does.
+pub async fn delete_timers(engine: &Engine, messages: &[&Message]) -> Result<()> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let entries = messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                .id(i.to_string())
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     engine
         .cloud()
         .sqs
-        .delete_message()
+        .delete_message_batch()
         .queue_url(&engine.cloud().timer_queue_url)
-        .receipt_handle(message.receipt_handle().unwrap_or_default())
+        .set_entries(Some(entries))
         .send()
         .await?;
     Ok(())
+}
+
+/// Deletes one timer message the shifter has handled.
+pub async fn delete_timer(engine: &Engine, message: &Message) -> Result<()> {
+    delete_timers(engine, &[message]).await
 }

@@ -332,6 +332,16 @@ impl Phase {
     }
 }
 
+/// An alias as an ended deployment left it: whole on `version`, at
+/// `revision` (`Deployment::alias_left`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasLeft {
+    pub version: String,
+    pub revision: String,
+    /// The function's unqualified ARN.
+    pub function_arn: Option<String>,
+}
+
 /// Which alias update an acknowledgement is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -626,6 +636,10 @@ pub struct Deployment {
     /// by anyone else is refused and seen, never written over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alias_revision: Option<String>,
+    /// The alias was last seen changed by someone else and left as found:
+    /// what it routes at `alias_revision` is theirs, not a write of Sluice's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub alias_left_as_found: bool,
     pub paused: bool,
     pub skip_waits: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -673,6 +687,7 @@ impl Deployment {
             to_version: None,
             weight: 0.0,
             alias_revision: None,
+            alias_left_as_found: false,
             paused: false,
             skip_waits: false,
             retried_as: None,
@@ -892,6 +907,28 @@ impl Deployment {
         } else {
             (from, Some((to, weight)))
         }
+    }
+
+    /// How an ended deployment leaves its alias, when Sluice knows it: whole
+    /// on one version at `alias_revision`, by its own write (or as read
+    /// whole when it was prepared). The alias's lock keeps it once
+    /// released, so the next deployment of the alias starts from it with no
+    /// `GetAlias`: its first write names this revision, and Lambda refuses
+    /// it if anyone has written the alias since.
+    pub fn alias_left(&self) -> Option<AliasLeft> {
+        if self.alias_left_as_found {
+            return None;
+        }
+        let version = match &self.phase {
+            Phase::Promoted => self.to_version.clone()?,
+            Phase::RolledBack { .. } if self.weight == 0.0 => self.from_version.clone()?,
+            _ => return None,
+        };
+        Some(AliasLeft {
+            version,
+            revision: self.alias_revision.clone()?,
+            function_arn: self.function_arn.clone(),
+        })
     }
 
     /// The routings Sluice may have left on the alias since its last
@@ -1295,6 +1332,7 @@ fn prepared(
     d.from_version = Some(from_version.to_owned());
     d.to_version = Some(to_version.to_owned());
     d.alias_revision = revision.clone();
+    d.alias_left_as_found = false;
     if from_version == to_version {
         // Nothing to shift: Prepare read the alias whole on this
         // version. No write either: one issued from a finished phase
@@ -1624,6 +1662,7 @@ fn shifted(
 ) {
     d.weight = d.step_weight(step);
     d.alias_revision = revision.clone();
+    d.alias_left_as_found = false;
     d.shifted_at = Some(now);
     if step == 0 {
         // The schedule runs from the first shift.
@@ -1916,6 +1955,7 @@ fn changed_by_hand(
     commands: &mut Vec<Command>,
 ) {
     d.alias_revision = revision.clone();
+    d.alias_left_as_found = true;
     let what = format!(
         "the alias was changed outside Sluice before step {}: it serves {found} (revision {})",
         step + 1,
@@ -1987,6 +2027,7 @@ fn rolling_back(
     match input {
         Input::AliasChangedByHand { found, revision } => {
             d.alias_revision = revision.clone();
+            d.alias_left_as_found = true;
             commands.push(record(
                 now,
                 EventKind::RolledBack,
@@ -2003,6 +2044,7 @@ fn rolling_back(
         } => {
             d.weight = 0.0;
             d.alias_revision = revision.clone();
+            d.alias_left_as_found = false;
             commands.push(record(
                 now,
                 EventKind::RolledBack,

@@ -172,21 +172,29 @@ async fn dispatch(
             return (StatusCode::OK, json!({ "throttle": left }).to_string()).into_response();
         }
         (&Method::POST, ["_sluice", "quota"]) => {
-            return match query_param(&uri, "control_plane").map(|r| r.parse::<f64>()) {
-                Some(Ok(rate)) if rate.is_finite() && rate >= 1.0 => {
-                    state.quota.set_control_plane(rate);
-                    (
-                        StatusCode::OK,
-                        json!({ "rates": state.quota.rates() }).to_string(),
-                    )
-                        .into_response()
-                }
-                _ => lambda_error(
+            let asked: Vec<_> = [
+                ("control_plane", Api::ControlPlane),
+                ("get_function", Api::GetFunction),
+            ]
+            .into_iter()
+            .filter_map(|(name, api)| Some((api, query_param(&uri, name)?.parse::<f64>())))
+            .collect();
+            let valid = |r: &Result<f64, _>| r.as_ref().is_ok_and(|r| r.is_finite() && *r >= 1.0);
+            if asked.is_empty() || !asked.iter().all(|(_, r)| valid(r)) {
+                return lambda_error(
                     StatusCode::BAD_REQUEST,
                     "InvalidParameterValueException",
-                    "expected ?control_plane=<requests per second, 1 or more>",
-                ),
-            };
+                    "expected ?control_plane=<rate> and/or ?get_function=<rate>: requests per second, 1 or more",
+                );
+            }
+            for (api, rate) in asked {
+                state.quota.set_rate(api, rate.expect("checked"));
+            }
+            return (
+                StatusCode::OK,
+                json!({ "rates": state.quota.rates() }).to_string(),
+            )
+                .into_response();
         }
         (&Method::GET, ["_sluice", "quota"]) => {
             let report = json!({ "rates": state.quota.rates(), "requests": state.quota.report() });

@@ -436,13 +436,20 @@ impl Quota {
         *self.rates.lock().expect("quota lock")
     }
 
-    /// Holds the control plane to another rate from now on (tests set up a
-    /// stack at AWS's rate, then squeeze it); the counts go on.
-    pub fn set_control_plane(&self, rate: f64) {
+    /// Holds one quota (the control plane's or `GetFunction`'s) to another
+    /// rate from now on (tests set up a stack at AWS's rates, then squeeze
+    /// one); the counts go on.
+    pub fn set_rate(&self, api: Api, rate: f64) {
         let mut rates = self.rates.lock().expect("quota lock");
-        rates.control_plane = rate;
+        let (slot, bucket) = match api {
+            Api::ControlPlane => (&mut rates.control_plane, 0),
+            Api::GetFunction => (&mut rates.get_function, 1),
+            Api::GetPolicy => (&mut rates.get_policy, 2),
+            Api::Uncounted => return,
+        };
+        *slot = rate;
         let mut inner = self.inner.lock().expect("quota lock");
-        inner.0[0] = Bucket::new(rate, Instant::now());
+        inner.0[bucket] = Bucket::new(rate, Instant::now());
     }
 
     /// Counts a request (`api`'s quota, as `operation`); `Err` with the

@@ -17,7 +17,9 @@ use aws_sdk_lambda::types::AliasRoutingConfiguration;
 use aws_sdk_lambda::types::FunctionConfiguration;
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// The series an analysis sums for each version.
 const ANALYSED_METRICS: [&str; 3] = ["Invocations", "Errors", "Duration"];
@@ -70,7 +72,17 @@ pub struct AwsCloud {
     pub timer_queue_url: String,
     /// Every Lambda control-plane call waits for a slot of it first.
     pub budget: Budget,
+    /// Slots taken ahead for an alias's next call (`reserve_alias_call`),
+    /// by `function:alias`.
+    pub reserved: ReservedSlots,
 }
+
+/// Slots of the budget taken ahead, by `function:alias`; shared by clones.
+pub type ReservedSlots = Arc<Mutex<HashMap<String, Instant>>>;
+
+/// A slot taken ahead is used by a call this soon after it, or dropped: a
+/// stale one (its save lost, say) would add a call to a later slot's.
+const RESERVED_SLOT_FRESH: Duration = Duration::from_millis(250);
 
 impl AwsCloud {
     pub fn new(config: &aws_config::SdkConfig, timer_queue_url: String, budget: Budget) -> Self {
@@ -80,6 +92,7 @@ impl AwsCloud {
             sqs: aws_sdk_sqs::Client::new(config),
             timer_queue_url,
             budget,
+            reserved: Arc::default(),
         }
     }
 
@@ -92,15 +105,34 @@ impl AwsCloud {
     async fn budgeted<T, E, Fut>(
         &self,
         what: &str,
+        call: impl FnMut(aws_sdk_lambda::config::Builder) -> Fut,
+    ) -> Result<Result<T, LambdaSdkError<E>>, EngineError>
+    where
+        Fut: Future<Output = Result<T, LambdaSdkError<E>>>,
+        E: aws_sdk_lambda::error::ProvideErrorMetadata,
+    {
+        self.budgeted_on(what, None, call).await
+    }
+
+    /// `budgeted`, for a call on `alias` (`function:alias`): its first
+    /// attempt takes the slot reserved for it, if one was.
+    async fn budgeted_on<T, E, Fut>(
+        &self,
+        what: &str,
+        alias: Option<String>,
         mut call: impl FnMut(aws_sdk_lambda::config::Builder) -> Fut,
     ) -> Result<Result<T, LambdaSdkError<E>>, EngineError>
     where
         Fut: Future<Output = Result<T, LambdaSdkError<E>>>,
         E: aws_sdk_lambda::error::ProvideErrorMetadata,
     {
+        let mut reserved = alias.and_then(|alias| self.take_reserved(&alias));
         let mut backoff = Duration::from_millis(100);
         for attempt in 1.. {
-            self.admit(what).await?;
+            match reserved.take() {
+                Some(slot) => tokio::time::sleep_until(slot).await,
+                None => self.admit(what).await?,
+            }
             let once = aws_sdk_lambda::config::Builder::default()
                 .retry_config(aws_config::retry::RetryConfig::disabled());
             let result = call(once).await;
@@ -143,6 +175,16 @@ impl AwsCloud {
                 .send()
         })
         .await
+    }
+
+    /// The slot reserved for `alias`'s next call, if it is still fresh.
+    fn take_reserved(&self, alias: &str) -> Option<Instant> {
+        let slot = self
+            .reserved
+            .lock()
+            .expect("reserved slots")
+            .remove(alias)?;
+        (Instant::now() <= slot + RESERVED_SLOT_FRESH).then_some(slot)
     }
 
     /// A slot of the control-plane budget for the call `what`; a budget
@@ -195,7 +237,7 @@ impl Cloud for AwsCloud {
         alias: &str,
     ) -> Result<Option<AliasState>, EngineError> {
         let read = self
-            .budgeted("GetAlias", |once| {
+            .budgeted_on("GetAlias", Some(format!("{function}:{alias}")), |once| {
                 self.lambda
                     .get_alias()
                     .function_name(function)
@@ -230,6 +272,49 @@ impl Cloud for AwsCloud {
         }
     }
 
+    async fn alias_version(
+        &self,
+        function: &str,
+        alias: &str,
+    ) -> Result<Option<String>, EngineError> {
+        match self
+            .lambda
+            .get_function()
+            .function_name(function)
+            .qualifier(alias)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .configuration()
+                .and_then(|c| c.version())
+                .map(str::to_owned)),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_resource_not_found_exception()) =>
+            {
+                Ok(None)
+            }
+            Err(e) if worth_retrying(&e) => Err(aws("GetFunction", e)),
+            Err(e) => Err(EngineError::Refused(format!(
+                "GetFunction {function}:{alias}: {}",
+                service_message(&e)
+            ))),
+        }
+    }
+
+    async fn reserve_alias_call(&self, function: &str, alias: &str) {
+        let asked = Instant::now();
+        match self.budget.reserve(chrono::Utc::now()).await {
+            Ok(wait) => {
+                let mut reserved = self.reserved.lock().expect("reserved slots");
+                reserved.insert(format!("{function}:{alias}"), asked + wait);
+            }
+            // The call asks for its own slot, and is told the same.
+            Err(e) => tracing::debug!(error = %e, "no slot taken ahead"),
+        }
+    }
+
     async fn write_alias(
         &self,
         function: &str,
@@ -239,7 +324,7 @@ impl Cloud for AwsCloud {
         revision: Option<&str>,
     ) -> Result<AliasWrite, EngineError> {
         let written = self
-            .budgeted("UpdateAlias", |once| {
+            .budgeted_on("UpdateAlias", Some(format!("{function}:{alias}")), |once| {
                 self.lambda
                     .update_alias()
                     .function_name(function)
@@ -553,12 +638,14 @@ impl AwsCloud {
         qualifier: &str,
         read: impl Fn(&FunctionConfiguration) -> StatePoll,
     ) -> Result<Readiness, EngineError> {
-        let give_up = std::time::Instant::now() + STATE_WAIT;
-        let mut pauses = STATE_POLLS
-            .iter()
-            .copied()
-            .chain(std::iter::repeat(STATE_POLLS[STATE_POLLS.len() - 1]));
+        let started = std::time::Instant::now();
+        let give_up = started + STATE_WAIT;
         loop {
+            let mut pause = if started.elapsed() < STATE_POLL_QUICKLY {
+                STATE_POLL
+            } else {
+                STATE_POLL_SLOWLY
+            };
             let got = self
                 .lambda
                 .get_function()
@@ -582,6 +669,12 @@ impl AwsCloud {
                         format!("version {qualifier} of {function} does not exist")
                     }));
                 }
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|se| se.is_too_many_requests_exception()) =>
+                {
+                    pause = STATE_POLL_SLOWLY;
+                }
                 Err(e) => {
                     return Err(EngineError::Aws(format!(
                         "waiting for {function}:{qualifier} to be ready: {e:?}"
@@ -594,7 +687,7 @@ impl AwsCloud {
                     STATE_WAIT.as_secs()
                 )));
             }
-            tokio::time::sleep(pauses.next().expect("endless")).await;
+            tokio::time::sleep(pause).await;
         }
     }
 }
@@ -606,15 +699,13 @@ enum StatePoll {
     Failed(String),
 }
 
-/// The pauses between reads of a function's state: Lambda's windows last a
-/// second or a few
+/// The pause between reads of a function's state while its window is
+/// young: Lambda's windows last a second or a few
 /// (<https://docs.aws.amazon.com/lambda/latest/dg/functions-states.html>),
-/// so the first reads come soon; later ones back off, as every worker's
-/// reads share `GetFunction`'s 100 a second.
-const STATE_POLLS: [Duration; 5] = [
-    Duration::from_millis(200),
-    Duration::from_millis(300),
-    Duration::from_millis(500),
-    Duration::from_millis(800),
-    Duration::from_millis(1200),
-];
+/// and every pause is up to as much time more on a push's way to its first
+/// shift. The reads share `GetFunction`'s own quota (100 a second for the
+/// account, apart from the control plane's), so after `STATE_POLL_QUICKLY`
+/// they slow to `STATE_POLL_SLOWLY`, and a throttled read is a wait.
+const STATE_POLL: Duration = Duration::from_millis(100);
+const STATE_POLL_QUICKLY: Duration = Duration::from_secs(5);
+const STATE_POLL_SLOWLY: Duration = Duration::from_secs(1);

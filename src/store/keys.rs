@@ -8,7 +8,7 @@
 //! | an execution | `EXEC#<id>` | `STATE` |
 //! | a pipeline definition | `PIPELINES` | `<name>` |
 //! | the execution a commit started | `COMMIT#<pipeline>#<sha>` | `COMMIT` |
-//! | one deployment per alias | `LOCK#<function>#<alias>` | `LOCK` |
+//! | one deployment per alias, and how the last one left it | `LOCK#<function>#<alias>` | `LOCK` |
 //! | a queued pipeline's turn | `TURN#<pipeline>` | `LOCK` |
 //! | the Lambda control-plane budget | `BUDGET#lambda-control-plane` | `BUDGET` |
 //! | who waits for a deployment's end | `DEPLOY#<id>` | `WAITER#<name>` |

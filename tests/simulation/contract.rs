@@ -6,7 +6,9 @@
 use super::dice::Dice;
 use super::model::MemoryTable;
 use super::support::{start_stack_without, template_store};
-use sluice::domain::deployment::{Deployment, DeploymentSpec, OnBusy, Phase, Time, VersionSource};
+use sluice::domain::deployment::{
+    AliasLeft, Deployment, DeploymentSpec, OnBusy, Phase, Time, VersionSource,
+};
 use sluice::domain::execution::{Execution, Status};
 use sluice::domain::pipeline::{GitRef, PipelineDefinition, Push};
 use sluice::ports::Executions;
@@ -51,7 +53,9 @@ async fn script<T: Executions>(table: &T, now: Time) -> Vec<String> {
     queued.phase = Phase::Queued {
         holder: "c-first".into(),
     };
-    let (mut baking, _) = Deployment::create("c-baking", spec("other"), at(2));
+    let mut watched = spec("other");
+    watched.alarms = vec!["errors".into()];
+    let (mut baking, _) = Deployment::create("c-baking", watched, at(2));
     baking.phase = Phase::Baking {
         step: 0,
         until: at(30),
@@ -94,18 +98,51 @@ async fn script<T: Executions>(table: &T, now: Time) -> Vec<String> {
             .acquire_lock(&Lock::alias("app", "live"), "c-first", at(0))
             .await,
     ));
+    let left = AliasLeft {
+        version: "2".into(),
+        revision: "r-7".into(),
+        function_arn: Some("arn:aws:lambda:us-east-1:123456789012:function:app".into()),
+    };
     out.push(said(
         table
-            .release_lock(&Lock::alias("app", "live"), "c-queued")
+            .release_lock(&Lock::alias("app", "live"), "c-queued", Some(&left))
             .await,
     ));
     out.push(said(table.lock_holder(&Lock::alias("app", "live")).await));
     out.push(said(
         table
-            .release_lock(&Lock::alias("app", "live"), "c-first")
+            .release_lock(&Lock::alias("app", "live"), "c-first", Some(&left))
             .await,
     ));
     out.push(said(table.lock_holder(&Lock::alias("app", "live")).await));
+    // How the last holder left the alias goes to the next; a release that
+    // does not know it clears it.
+    let without_arn = AliasLeft {
+        function_arn: None,
+        ..left.clone()
+    };
+    for release in [Some(&without_arn), None] {
+        out.push(said(
+            table
+                .acquire_lock(&Lock::alias("app", "live"), "c-next", at(1))
+                .await,
+        ));
+        out.push(said(
+            table
+                .release_lock(&Lock::alias("app", "live"), "c-next", release)
+                .await,
+        ));
+    }
+    out.push(said(
+        table
+            .acquire_lock(&Lock::alias("app", "live"), "c-next", at(1))
+            .await,
+    ));
+    out.push(said(
+        table
+            .release_lock(&Lock::alias("app", "live"), "c-next", None)
+            .await,
+    ));
     // The index: what is active, due, stuck and queued, in its order.
     out.push(said(table.active().await));
     for secs in [0, 10, 40, 200, 100_000] {
@@ -113,6 +150,15 @@ async fn script<T: Executions>(table: &T, now: Time) -> Vec<String> {
         out.push(said(table.stuck(at(secs)).await));
     }
     out.push(said(table.queued_for("app", "live").await));
+    // What watches an alarm, with the version to save against.
+    for alarm in ["errors", "latency"] {
+        out.push(said(table.watching(alarm).await.map(|stored| {
+            stored
+                .into_iter()
+                .map(|s| (s.deployment.id, s.version))
+                .collect::<Vec<_>>()
+        })));
+    }
     out.push(said(table.queued_for("app", "other").await));
     let mut done = moved.clone();
     done.phase = Phase::Promoted;

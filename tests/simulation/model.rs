@@ -5,7 +5,7 @@
 
 use sluice::clock::Clock;
 use sluice::domain::analysis::Counts;
-use sluice::domain::deployment::{Deployment, Event, Gate, Phase, Time};
+use sluice::domain::deployment::{AliasLeft, Deployment, Event, Gate, Phase, Time};
 use sluice::domain::execution::{Execution, ExecutionEvent, Status};
 use sluice::domain::hooks::HookRequest;
 use sluice::engine::EngineError;
@@ -70,6 +70,8 @@ struct Table {
     rows: BTreeMap<String, Row>,
     waiters: BTreeMap<(String, String), String>,
     locks: BTreeMap<Lock, String>,
+    /// How each lock's last holder left its alias (kept on the lock item).
+    left: BTreeMap<Lock, AliasLeft>,
     executions: BTreeMap<String, ExecutionRow>,
     /// Which execution each (pipeline, commit) started.
     commits: BTreeMap<(String, String), String>,
@@ -307,6 +309,22 @@ impl Deployments for MemoryTable {
         Ok(self.active_by(|_, _| true))
     }
 
+    async fn watching(&self, alarm: &str) -> Result<Vec<Stored>, StoreError> {
+        self.read_fate("Query")?;
+        let table = self.table.lock().unwrap();
+        Ok(table
+            .rows
+            .values()
+            .filter(|row| {
+                !row.parsed.phase.is_terminal() && row.parsed.spec.alarms.iter().any(|a| a == alarm)
+            })
+            .map(|row| Stored {
+                deployment: row.parsed.clone(),
+                version: row.version,
+            })
+            .collect())
+    }
+
     async fn due(&self, now: Time) -> Result<Vec<String>, StoreError> {
         self.read_fate("Query")?;
         Ok(self.active_by(|row, _| row.due_at.is_some_and(|due| due <= now)))
@@ -344,12 +362,14 @@ impl Deployments for MemoryTable {
                     holder: holder.clone(),
                 },
                 _ => {
-                    table.locks.insert(key, id.to_owned());
-                    LockOutcome::Acquired
+                    table.locks.insert(key.clone(), id.to_owned());
+                    LockOutcome::Acquired {
+                        left: table.left.get(&key).cloned(),
+                    }
                 }
             }
         };
-        if fate == Fate::AnswerLost && outcome == LockOutcome::Acquired {
+        if fate == Fate::AnswerLost && matches!(outcome, LockOutcome::Acquired { .. }) {
             return Err(injected("PutItem (lock, answer lost)"));
         }
         Ok(outcome)
@@ -360,7 +380,12 @@ impl Deployments for MemoryTable {
         Ok(self.table.lock().unwrap().locks.get(lock).cloned())
     }
 
-    async fn release_lock(&self, lock: &Lock, id: &str) -> Result<(), StoreError> {
+    async fn release_lock(
+        &self,
+        lock: &Lock,
+        id: &str,
+        left: Option<&AliasLeft>,
+    ) -> Result<(), StoreError> {
         let fate = self.dice.store_fate();
         if fate == Fate::Fails {
             return Err(injected("DeleteItem (lock)"));
@@ -370,6 +395,10 @@ impl Deployments for MemoryTable {
             let key = lock.clone();
             if table.locks.get(&key).is_some_and(|h| h == id) {
                 table.locks.remove(&key);
+                match left {
+                    Some(left) => table.left.insert(key, left.clone()),
+                    None => table.left.remove(&key),
+                };
             }
         }
         if fate == Fate::AnswerLost {
@@ -738,6 +767,19 @@ impl Cloud for MemoryCloud {
         Ok(AliasWrite::Written {
             revision: Some(after_revision.to_string()),
         })
+    }
+
+    async fn alias_version(
+        &self,
+        function: &str,
+        alias: &str,
+    ) -> Result<Option<String>, EngineError> {
+        self.call("GetFunction")?;
+        let state = self.state.lock().unwrap();
+        Ok(state
+            .aliases
+            .get(&(function.to_owned(), alias.to_owned()))
+            .map(|a| a.version.clone()))
     }
 
     async fn ready_version(&self, function: &str, version: &str) -> Result<Readiness, EngineError> {

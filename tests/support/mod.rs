@@ -379,6 +379,16 @@ impl<C: Cloud> Cloud for Checkpointed<C> {
     ) -> Result<Option<AliasState>, EngineError> {
         self.inner.read_alias(function, alias).await
     }
+    async fn alias_version(
+        &self,
+        function: &str,
+        alias: &str,
+    ) -> Result<Option<String>, EngineError> {
+        self.inner.alias_version(function, alias).await
+    }
+    async fn reserve_alias_call(&self, function: &str, alias: &str) {
+        self.inner.reserve_alias_call(function, alias).await
+    }
     async fn write_alias(
         &self,
         function: &str,

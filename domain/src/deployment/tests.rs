@@ -555,6 +555,70 @@ fn revisions_from_prepare_and_each_write_are_kept_for_the_next_write() {
 }
 
 #[test]
+fn an_ended_deployment_says_how_it_left_the_alias_only_when_sluice_wrote_it_last() {
+    let prepared = |r: &mut Run| {
+        assert!(r.feed(Input::Prepared {
+            from_version: "1".into(),
+            to_version: "2".into(),
+            revision: Some("r0".into()),
+            metric_timing: None,
+            function_arn: Some("arn:aws:lambda:us-east-1:123456789012:function:greeter".into()),
+        }));
+    };
+    let left = |version: &str, revision: &str| {
+        Some(AliasLeft {
+            version: version.into(),
+            revision: revision.into(),
+            function_arn: Some("arn:aws:lambda:us-east-1:123456789012:function:greeter".into()),
+        })
+    };
+    // Promoted: whole on the new version, at its last write's revision.
+    let mut r = Run::new("AllAtOnce");
+    prepared(&mut r);
+    assert_eq!(r.d.alias_left(), None, "not ended");
+    r.gate(Gate::PreTraffic, 0, true);
+    r.feed(Input::AliasUpdated {
+        update: AliasUpdate::Step(0),
+        revision: Some("r1".into()),
+    });
+    r.gate(Gate::PostTraffic, 0, true);
+    assert_eq!(r.d.phase, Phase::Promoted);
+    assert_eq!(r.d.alias_left(), left("2", "r1"));
+
+    // Rolled back by its own write: whole on the old version.
+    let mut r = Run::new("linear:50:10s");
+    prepared(&mut r);
+    r.gate(Gate::PreTraffic, 0, true);
+    r.feed(Input::AliasUpdated {
+        update: AliasUpdate::Step(0),
+        revision: Some("r1".into()),
+    });
+    r.gate(Gate::PostTraffic, 0, false);
+    assert_eq!(r.d.alias_left(), None, "rolling back");
+    r.feed(Input::AliasUpdated {
+        update: AliasUpdate::Rollback,
+        revision: Some("r2".into()),
+    });
+    assert!(matches!(r.d.phase, Phase::RolledBack { .. }));
+    assert_eq!(r.d.alias_left(), left("1", "r2"));
+
+    // Left as a person changed it: not Sluice's to say.
+    let mut r = Run::new("linear:50:10s");
+    prepared(&mut r);
+    r.gate(Gate::PreTraffic, 0, true);
+    assert!(r.feed(changed_by_hand()));
+    assert!(matches!(r.d.phase, Phase::RolledBack { .. }));
+    assert_eq!(r.d.alias_left(), None);
+
+    // Failed to start: the alias was never Sluice's.
+    let mut r = Run::new("linear:50:10s");
+    assert!(r.feed(Input::PrepareFailed {
+        reason: "alias greeter:live does not exist".into()
+    }));
+    assert_eq!(r.d.alias_left(), None);
+}
+
+#[test]
 fn a_change_by_hand_ends_the_deployment_as_found_or_freezes_it_for_an_operator() {
     // Default: taken as an operator's rollback; nothing more is written.
     let mut r = Run::new("linear:50:10s");
