@@ -245,11 +245,21 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         let watching = self.store.watching(alarm).await?;
         let hit = watching.len();
         let failed: Vec<EngineError> = futures::stream::iter(watching)
-            .map(|stored| {
+            .map(|stored| async move {
                 let input = Input::AlarmRaised {
                     alarm: alarm.to_owned(),
                 };
+                // The index may show a phase the deployment has left (still
+                // `Created` while it shifts), where the alarm changes
+                // nothing: decided on the saved state instead.
+                let (next, commands) = decide(&stored.deployment, &input, self.now());
+                let stored = if next == stored.deployment && commands.is_empty() {
+                    self.store.load(&stored.deployment.id).await?
+                } else {
+                    stored
+                };
                 self.drive(stored, VecDeque::from([input]), Vec::new(), 0)
+                    .await
             })
             .buffer_unordered(ITEMS_AT_ONCE)
             .filter_map(|driven| async move { driven.err() })
@@ -653,8 +663,12 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
     ///   rollback say): nothing is written, so a late write never splits the
     ///   alias again;
     /// - this very write landed (its answer or its save was lost): done;
-    /// - Sluice's own earlier write, or a change that moved no traffic
-    ///   (a description): written again on the new revision;
+    /// - Sluice's own earlier write: written again on the new revision;
+    /// - before the first shift, by the worker that entered it at its first
+    ///   try (so no write of this deployment's can have landed), the alias
+    ///   whole on the old version: it changed without moving traffic since
+    ///   Sluice last saw it (an edited description, a re-created alias), and
+    ///   is written again on the new revision;
     /// - anything else is a person's: never written over
     ///   (`Input::AliasChangedByHand`).
     async fn set_alias(
@@ -674,7 +688,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
             };
             revision = current.revision;
         }
-        for _ in 0..ALIAS_WRITE_ATTEMPTS {
+        for attempt in 0..ALIAS_WRITE_ATTEMPTS {
             if self
                 .cloud
                 .checkpoint(FaultPoint::AliasWrite { deployment: &d.id })
@@ -702,7 +716,13 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 .routings_left_by_sluice()
                 .iter()
                 .any(|(primary, additional)| current.routes(primary, &fractions(additional)));
-            if !left_by_sluice {
+            let untouched_start = attempt == 0
+                && d.claims == 0
+                && d.weight == 0.0
+                && matches!(update, AliasUpdate::Step(_))
+                && current.weights.is_empty()
+                && d.from_version.as_deref() == Some(current.version.as_str());
+            if !left_by_sluice && !untouched_start {
                 tracing::warn!(deployment_id = %d.id, found = %current, "the alias was changed outside Sluice");
                 metrics::emit(Metric::ManualAliasChanges, &self.stack_name);
                 return Ok(Some(Input::AliasChangedByHand {
@@ -757,7 +777,8 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 }
             }
         };
-        let current = match self.alias_at_start(function, alias, left).await {
+        let from_left = left.is_some();
+        let mut current = match self.alias_at_start(function, alias, left).await {
             Ok(Some(current)) => current,
             Ok(None) => {
                 return Ok(Input::PrepareFailed {
@@ -775,7 +796,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 ),
             });
         }
-        let from_version = current.version;
+        let from_version = current.version.clone();
         // The version must be `Active` before its first gate invokes it.
         let readiness = match &d.spec.source {
             VersionSource::Version(v) => self.cloud.ready_version(function, v).await?,
@@ -793,6 +814,26 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
             Readiness::Ready(v) => v,
             Readiness::Refused(reason) => return Ok(Input::PrepareFailed { reason }),
         };
+        if from_left && to_version == current.version {
+            // Nothing to shift, so no write to find a split: read it.
+            current = match self.cloud.read_alias(function, alias).await {
+                Ok(Some(read)) if read.weights.is_empty() => read,
+                Ok(Some(_)) => {
+                    return Ok(Input::PrepareFailed {
+                        reason: format!(
+                            "alias {function}:{alias} is split between versions; it must serve one version to start"
+                        ),
+                    });
+                }
+                Ok(None) => {
+                    return Ok(Input::PrepareFailed {
+                        reason: format!("alias {function}:{alias} does not exist"),
+                    });
+                }
+                Err(EngineError::Refused(reason)) => return Ok(Input::PrepareFailed { reason }),
+                Err(e) => return Err(e),
+            };
+        }
         Ok(Input::Prepared {
             from_version,
             to_version,
@@ -811,8 +852,8 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
     /// when that is known and the alias still serves that version
     /// (`GetFunction`, outside the control-plane quota): no `GetAlias`, and
     /// the first shift's write names the revision it left, so Lambda refuses
-    /// it if anyone has written the alias since (a split, say), and the
-    /// deployment takes it as a change by hand. Otherwise read.
+    /// it if anyone has written the alias since (`set_alias` tells a split,
+    /// a person's, from a change that moved no traffic). Otherwise read.
     async fn alias_at_start(
         &self,
         function: &str,
@@ -973,6 +1014,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Machine for Engine<S, C, K> {
     fn claimed(d: &Deployment, now: Time) -> Deployment {
         Deployment {
             updated_at: now,
+            claims: d.claims + 1,
             ..d.clone()
         }
     }
@@ -995,7 +1037,8 @@ impl<S: Deployments, C: Cloud, K: Clock> Machine for Engine<S, C, K> {
         expected: u64,
         events: &[Event],
     ) -> Result<Stored, StoreError> {
-        // An alias call follows this save: its budget slot is taken beside it.
+        // An alias call follows this save when its worker runs the phase's
+        // command: that call's budget slot is taken beside it.
         if matches!(d.phase, Phase::Shifting { .. } | Phase::RollingBack { .. }) {
             let (saved, ()) = tokio::join!(
                 self.store.save(d, expected, events),

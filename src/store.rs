@@ -514,9 +514,9 @@ impl crate::ports::Deployments for Store {
         self.active_ids(None, Some((function, alias))).await
     }
 
-    /// Takes `lock` for `id`; taking it again as its holder succeeds. The
-    /// item outlives its holders (a release removes the holder only), so
-    /// the write returns how the last holder left the alias.
+    /// Takes `lock` for `id`; taking it again as its holder succeeds. An
+    /// alias's lock is given with how its last deployment left the alias
+    /// (its own item beside the lock, read once the lock is taken).
     async fn acquire_lock(
         &self,
         lock: &Lock,
@@ -526,19 +526,18 @@ impl crate::ports::Deployments for Store {
         loop {
             let result = self
                 .client
-                .update_item()
+                .put_item()
                 .table_name(&self.table)
-                .set_key(Some(Key::Lock(lock.clone()).item_key()))
-                .update_expression("SET holder = :me, acquired_at = :now")
-                .condition_expression("attribute_not_exists(holder) OR holder = :me")
+                .set_item(Some(Key::Lock(lock.clone()).item_key()))
+                .item("holder", s(id))
+                .item("acquired_at", n(now.timestamp_millis()))
+                .condition_expression("attribute_not_exists(pk) OR holder = :me")
                 .expression_attribute_values(":me", s(id))
-                .expression_attribute_values(":now", n(now.timestamp_millis()))
-                .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
                 .send()
                 .await;
             return match result {
-                Ok(out) => Ok(LockOutcome::Acquired {
-                    left: out.attributes.as_ref().and_then(alias_left),
+                Ok(_) => Ok(LockOutcome::Acquired {
+                    left: self.alias_left(lock).await?,
                 }),
                 Err(e)
                     if e.as_service_error()
@@ -550,7 +549,7 @@ impl crate::ports::Deployments for Store {
                         _ => continue,
                     }
                 }
-                Err(e) => Err(aws("UpdateItem", e)),
+                Err(e) => Err(aws("PutItem", e)),
             };
         }
     }
@@ -635,60 +634,108 @@ impl crate::ports::Deployments for Store {
         Ok(())
     }
 
-    /// Releases `lock` if `id` holds it, keeping `left` on the item for the
-    /// next holder (or removing what an earlier holder kept, when `None`);
-    /// releasing what one does not hold is a no-op.
+    /// Releases `lock` if `id` holds it; releasing what one does not hold
+    /// is a no-op. Then, for an alias, keeps `left` for the next holder
+    /// (`None` removes what an earlier one kept): only a holder's release
+    /// writes it. Lost between the two writes, it is an earlier holder's
+    /// or none, and either is safe: the next deployment's first write names
+    /// its revision, which Lambda refuses if the alias changed since.
     async fn release_lock(
         &self,
         lock: &Lock,
         id: &str,
         left: Option<&AliasLeft>,
     ) -> Result<(), StoreError> {
-        let mut update = self
+        let result = self
             .client
-            .update_item()
+            .delete_item()
             .table_name(&self.table)
             .set_key(Some(Key::Lock(lock.clone()).item_key()))
             .condition_expression("holder = :me")
-            .expression_attribute_values(":me", s(id));
-        let expression = match left {
-            None => "REMOVE holder, acquired_at, left_version, left_revision, left_function_arn",
-            Some(left) => {
-                update = update
-                    .expression_attribute_values(":version", s(&left.version))
-                    .expression_attribute_values(":revision", s(&left.revision));
-                match &left.function_arn {
-                    Some(arn) => {
-                        update = update.expression_attribute_values(":arn", s(arn));
-                        "REMOVE holder, acquired_at SET left_version = :version, left_revision = :revision, left_function_arn = :arn"
-                    }
-                    None => {
-                        "REMOVE holder, acquired_at, left_function_arn SET left_version = :version, left_revision = :revision"
-                    }
-                }
-            }
-        };
-        match update.update_expression(expression).send().await {
-            Ok(_) => Ok(()),
+            .expression_attribute_values(":me", s(id))
+            .send()
+            .await;
+        match result {
+            Ok(_) => {}
             Err(e)
                 if e.as_service_error()
                     .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
             {
-                Ok(())
+                return Ok(());
             }
-            Err(e) => Err(aws("UpdateItem", e)),
+            Err(e) => return Err(aws("DeleteItem", e)),
         }
+        let Lock::Alias { function, alias } = lock else {
+            return Ok(());
+        };
+        let key = Key::AliasLeft {
+            function: function.clone(),
+            alias: alias.clone(),
+        };
+        match left {
+            Some(left) => {
+                let mut put = self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .set_item(Some(key.item_key()))
+                    .item("version", s(&left.version))
+                    .item("revision", s(&left.revision));
+                if let Some(arn) = &left.function_arn {
+                    put = put.item("function_arn", s(arn));
+                }
+                put.send().await.map_err(|e| aws("PutItem", e))?;
+            }
+            None => {
+                self.client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key.item_key()))
+                    .send()
+                    .await
+                    .map_err(|e| aws("DeleteItem", e))?;
+            }
+        }
+        Ok(())
     }
 }
 
-/// How a lock item's last holder left its alias, if it kept that.
-fn alias_left(item: &HashMap<String, AttributeValue>) -> Option<AliasLeft> {
-    let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
-    Some(AliasLeft {
-        version: text("left_version")?,
-        revision: text("left_revision")?,
-        function_arn: text("left_function_arn"),
-    })
+impl Store {
+    /// How the last deployment of `lock`'s alias left it, if it said.
+    async fn alias_left(&self, lock: &Lock) -> Result<Option<AliasLeft>, StoreError> {
+        let Lock::Alias { function, alias } = lock else {
+            return Ok(None);
+        };
+        let key = Key::AliasLeft {
+            function: function.clone(),
+            alias: alias.clone(),
+        };
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key.item_key()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| aws("GetItem", e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+        Ok(Some(AliasLeft {
+            version: text("version").ok_or_else(|| corrupt_left(&key))?,
+            revision: text("revision").ok_or_else(|| corrupt_left(&key))?,
+            function_arn: text("function_arn"),
+        }))
+    }
+}
+
+fn corrupt_left(key: &Key) -> StoreError {
+    StoreError::Corrupt {
+        key: key.clone(),
+        detail: "no version or revision".into(),
+    }
 }
 
 #[cfg(test)]

@@ -1860,23 +1860,21 @@ async fn a_change_made_by_hand_is_never_written_over() -> Result<()> {
 /// A deployment after one of Sluice's starts from the alias as that one
 /// left it: no `GetAlias`, one `UpdateAlias` a shift. A person's change in
 /// between is seen: another version by `GetFunction` (the deployment reads
-/// the alias and starts from what the person left), a split by Lambda
-/// refusing the first write (taken as the person's, never written over).
+/// the alias and starts from what the person left), a change that moved
+/// no traffic by Lambda refusing the first write (written again), a split
+/// the same way (taken as the person's, never written over).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deployment_starts_from_the_alias_as_the_last_one_left_it() -> Result<()> {
     let w = world().await?;
     let config = "linear:50:1s";
-    let calls = |w: &World| {
-        let url = format!("{}/_sluice/quota", w.stack.var("AWS_ENDPOINT_URL_LAMBDA"));
-        async move {
-            let answer: Value = reqwest::get(url).await?.error_for_status()?.json().await?;
-            let count = |operation: &str| {
-                answer["requests"]["by_operation"][operation]["allowed"]
-                    .as_u64()
-                    .unwrap_or(0)
-            };
-            anyhow::Ok((count("GetAlias"), count("UpdateAlias")))
-        }
+    let calls = |w: &World| async move {
+        let requests = quota_requests(w).await?;
+        let count = |operation: &str| {
+            requests["by_operation"][operation]["allowed"]
+                .as_u64()
+                .unwrap_or(0)
+        };
+        anyhow::Ok((count("GetAlias"), count("UpdateAlias")))
     };
     let run = |id: &'static str, version: &'static str| {
         let w = &w;
@@ -1910,30 +1908,61 @@ async fn a_deployment_starts_from_the_alias_as_the_last_one_left_it() -> Result<
     assert_eq!(third.from_version.as_deref(), Some("1"));
     assert_eq!((after.0 - before.0, after.1 - before.1), (1, 2));
 
-    // A person splits it, the version unchanged: the first write is refused.
-    let by_hand = w.set_alias_by_hand("2", &[("1", 0.2)]).await?;
-    let fourth = run("fourth", "3").await?;
+    // A change that moves no traffic (a description edited): the first
+    // write is refused, the alias read, and written again.
+    w.lambda
+        .update_alias()
+        .function_name("greeter")
+        .name("live")
+        .description("edited by hand")
+        .send()
+        .await?;
+    let before = calls(&w).await?;
+    let edited = run("edited", "3").await?;
+    let after = calls(&w).await?;
+    assert_eq!(edited.phase, Phase::Promoted, "{:?}", edited.phase);
+    assert_eq!((after.0 - before.0, after.1 - before.1), (1, 3));
+
+    // A person splits it, the version unchanged: the first write is
+    // refused, and the split is theirs.
+    let by_hand = w.set_alias_by_hand("3", &[("1", 0.2)]).await?;
+    let split = run("split", "2").await?;
     assert_eq!(
-        fourth.phase,
+        split.phase,
         Phase::RolledBack {
-            reason:
-                "the alias was changed outside Sluice: it serves version 2 with 20% on version 1"
-                    .into()
+            reason: "the alias was changed outside Sluice: it serves version 3 with 20% on version 1"
+                .into()
         }
     );
     assert_eq!(
         w.alias().await?,
-        ("2".to_owned(), vec![("1".to_owned(), 0.2)])
+        ("3".to_owned(), vec![("1".to_owned(), 0.2)])
     );
     assert_eq!(w.alias_revision().await?, by_hand, "never written over");
 
     // Left as found, so the next one reads the alias again (and is refused
     // for the split, as any deployment is).
-    let fifth = run("fifth", "3").await?;
+    let refused = run("refused", "2").await?;
     assert!(
-        matches!(&fifth.phase, Phase::FailedToStart { reason } if reason.contains("split")),
+        matches!(&refused.phase, Phase::FailedToStart { reason } if reason.contains("split")),
         "{:?}",
-        fifth.phase
+        refused.phase
+    );
+
+    // The version left is the one asked for, so there is no write to find
+    // a split: the alias is read.
+    w.set_alias_by_hand("3", &[]).await?;
+    assert_eq!(run("whole", "2").await?.phase, Phase::Promoted);
+    w.set_alias_by_hand("2", &[("1", 0.2)]).await?;
+    let same = run("same", "2").await?;
+    assert!(
+        matches!(&same.phase, Phase::FailedToStart { reason } if reason.contains("split")),
+        "{:?}",
+        same.phase
+    );
+    assert_eq!(
+        w.alias().await?,
+        ("2".to_owned(), vec![("1".to_owned(), 0.2)])
     );
     assert_eq!(w.live_lock_holder().await?, None);
     Ok(())
@@ -2561,16 +2590,8 @@ async fn a_zip_deploy_waits_out_updates_and_pending_versions_and_survives_thrott
         .await?;
     let quota = format!("{}/_sluice/quota", w.stack.var("AWS_ENDPOINT_URL_LAMBDA"));
     let get_function_throttled = || async {
-        let answer: Value = reqwest::get(&quota)
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        anyhow::Ok(
-            answer["requests"]["get_function"]["throttled"]
-                .as_u64()
-                .unwrap_or(0),
-        )
+        let requests = quota_requests(&w).await?;
+        anyhow::Ok(requests["get_function"]["throttled"].as_u64().unwrap_or(0))
     };
     let before = get_function_throttled().await?;
     let http = reqwest::Client::new();
@@ -2614,9 +2635,14 @@ async fn lift_control_plane(w: &World) -> Result<()> {
 
 /// The control plane's throttled and allowed counts so far.
 async fn quota_counts(w: &World) -> Result<Value> {
+    Ok(quota_requests(w).await?["control_plane"].clone())
+}
+
+/// Lambda's request counts so far, by quota and by operation, all callers.
+async fn quota_requests(w: &World) -> Result<Value> {
     let url = format!("{}/_sluice/quota", w.stack.var("AWS_ENDPOINT_URL_LAMBDA"));
     let answer: Value = reqwest::get(url).await?.error_for_status()?.json().await?;
-    Ok(answer["requests"]["control_plane"].clone())
+    Ok(answer["requests"].clone())
 }
 
 impl World {

@@ -364,7 +364,7 @@ pub enum Input {
         /// When the worker's CloudWatch publishes Lambda's metrics (AWS's if left out).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         metric_timing: Option<MetricTiming>,
-        /// The function's ARN (from the alias's), for the hooks.
+        /// The function's unqualified ARN, for the hooks.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         function_arn: Option<String>,
     },
@@ -460,7 +460,8 @@ pub const IN_FLIGHT_GRACE_SECS: i64 = 90;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
 pub enum Command {
-    /// Take the alias lock, publish or resolve the new version, read the alias.
+    /// Take the alias lock, publish or resolve the new version, and find the
+    /// alias (as its last deployment left it, or read).
     Prepare,
     /// Run the gate (hook function and alarm check) for `step` at `weight`.
     RunGate {
@@ -612,6 +613,10 @@ pub struct HookWait {
     pub invoked: bool,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
 /// The digest under which a callback token is saved and looked up.
 pub fn token_digest(token: &str) -> String {
     use sha2::Digest;
@@ -636,10 +641,16 @@ pub struct Deployment {
     /// by anyone else is refused and seen, never written over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alias_revision: Option<String>,
-    /// The alias was last seen changed by someone else and left as found:
-    /// what it routes at `alias_revision` is theirs, not a write of Sluice's.
+    /// What the alias routes at `alias_revision` is Sluice's: its own
+    /// write, or the whole alias it was prepared from. False once a change
+    /// by someone else was seen (and in states saved before it was kept).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub alias_left_as_found: bool,
+    pub alias_routed_by_sluice: bool,
+    /// Workers that claimed the current phase since it was entered (a
+    /// repair, a redelivery, a hand-back): 0 while only the worker that
+    /// entered it has acted on it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub claims: u32,
     pub paused: bool,
     pub skip_waits: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -687,7 +698,8 @@ impl Deployment {
             to_version: None,
             weight: 0.0,
             alias_revision: None,
-            alias_left_as_found: false,
+            alias_routed_by_sluice: false,
+            claims: 0,
             paused: false,
             skip_waits: false,
             retried_as: None,
@@ -910,13 +922,13 @@ impl Deployment {
     }
 
     /// How an ended deployment leaves its alias, when Sluice knows it: whole
-    /// on one version at `alias_revision`, by its own write (or as read
-    /// whole when it was prepared). The alias's lock keeps it once
+    /// on one version at `alias_revision`, by its own write (or as found
+    /// whole when it was prepared). Kept beside the alias's lock once
     /// released, so the next deployment of the alias starts from it with no
     /// `GetAlias`: its first write names this revision, and Lambda refuses
     /// it if anyone has written the alias since.
     pub fn alias_left(&self) -> Option<AliasLeft> {
-        if self.alias_left_as_found {
+        if !self.alias_routed_by_sluice {
             return None;
         }
         let version = match &self.phase {
@@ -1054,6 +1066,7 @@ fn arm_moved_wake(before: &Deployment, after: &Deployment, now: Time, commands: 
 /// Moves to `phase` and issues what it needs.
 fn enter(d: &mut Deployment, phase: Phase, now: Time, commands: &mut Vec<Command>) {
     d.phase = phase;
+    d.claims = 0;
     commands.extend(pending(d, now));
 }
 
@@ -1332,9 +1345,9 @@ fn prepared(
     d.from_version = Some(from_version.to_owned());
     d.to_version = Some(to_version.to_owned());
     d.alias_revision = revision.clone();
-    d.alias_left_as_found = false;
+    d.alias_routed_by_sluice = true;
     if from_version == to_version {
-        // Nothing to shift: Prepare read the alias whole on this
+        // Nothing to shift: Prepare found the alias whole on this
         // version. No write either: one issued from a finished phase
         // could land after the lock has passed to the next deployment.
         d.weight = 100.0;
@@ -1662,7 +1675,7 @@ fn shifted(
 ) {
     d.weight = d.step_weight(step);
     d.alias_revision = revision.clone();
-    d.alias_left_as_found = false;
+    d.alias_routed_by_sluice = true;
     d.shifted_at = Some(now);
     if step == 0 {
         // The schedule runs from the first shift.
@@ -1955,7 +1968,7 @@ fn changed_by_hand(
     commands: &mut Vec<Command>,
 ) {
     d.alias_revision = revision.clone();
-    d.alias_left_as_found = true;
+    d.alias_routed_by_sluice = false;
     let what = format!(
         "the alias was changed outside Sluice before step {}: it serves {found} (revision {})",
         step + 1,
@@ -2027,7 +2040,7 @@ fn rolling_back(
     match input {
         Input::AliasChangedByHand { found, revision } => {
             d.alias_revision = revision.clone();
-            d.alias_left_as_found = true;
+            d.alias_routed_by_sluice = false;
             commands.push(record(
                 now,
                 EventKind::RolledBack,
@@ -2044,7 +2057,7 @@ fn rolling_back(
         } => {
             d.weight = 0.0;
             d.alias_revision = revision.clone();
-            d.alias_left_as_found = false;
+            d.alias_routed_by_sluice = true;
             commands.push(record(
                 now,
                 EventKind::RolledBack,

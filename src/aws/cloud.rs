@@ -82,7 +82,7 @@ pub type ReservedSlots = Arc<Mutex<HashMap<String, Instant>>>;
 
 /// A slot taken ahead is used by a call this soon after it, or dropped: a
 /// stale one (its save lost, say) would add a call to a later slot's.
-const RESERVED_SLOT_FRESH: Duration = Duration::from_millis(250);
+const RESERVED_SLOT_FRESH: Duration = Duration::from_millis(50);
 
 impl AwsCloud {
     pub fn new(config: &aws_config::SdkConfig, timer_queue_url: String, budget: Budget) -> Self {

@@ -8,7 +8,8 @@
 //! | an execution | `EXEC#<id>` | `STATE` |
 //! | a pipeline definition | `PIPELINES` | `<name>` |
 //! | the execution a commit started | `COMMIT#<pipeline>#<sha>` | `COMMIT` |
-//! | one deployment per alias, and how the last one left it | `LOCK#<function>#<alias>` | `LOCK` |
+//! | one deployment per alias | `LOCK#<function>#<alias>` | `LOCK` |
+//! | how the alias's last deployment left it | `LOCK#<function>#<alias>` | `LEFT` |
 //! | a queued pipeline's turn | `TURN#<pipeline>` | `LOCK` |
 //! | the Lambda control-plane budget | `BUDGET#lambda-control-plane` | `BUDGET` |
 //! | who waits for a deployment's end | `DEPLOY#<id>` | `WAITER#<name>` |
@@ -59,6 +60,8 @@ pub enum Key {
     Definition(String),
     Commit { pipeline: String, sha: String },
     Lock(Lock),
+    /// How the last deployment of an alias left it, beside its lock.
+    AliasLeft { function: String, alias: String },
     ControlPlaneBudget,
     Waiter { deployment: String, name: String },
 }
@@ -70,7 +73,9 @@ impl Key {
             Key::Execution(id) => format!("{EXEC}{id}"),
             Key::Definition(_) => DEFINITIONS_PK.to_owned(),
             Key::Commit { pipeline, sha } => format!("COMMIT#{pipeline}#{sha}"),
-            Key::Lock(Lock::Alias { function, alias }) => format!("LOCK#{function}#{alias}"),
+            Key::Lock(Lock::Alias { function, alias }) | Key::AliasLeft { function, alias } => {
+                format!("LOCK#{function}#{alias}")
+            }
             Key::Lock(Lock::PipelineTurn(pipeline)) => format!("TURN#{pipeline}"),
             Key::ControlPlaneBudget => "BUDGET#lambda-control-plane".to_owned(),
         }
@@ -82,6 +87,7 @@ impl Key {
             Key::Definition(name) => name.clone(),
             Key::Commit { .. } => "COMMIT".to_owned(),
             Key::Lock(_) => "LOCK".to_owned(),
+            Key::AliasLeft { .. } => "LEFT".to_owned(),
             Key::ControlPlaneBudget => "BUDGET".to_owned(),
             Key::Waiter { name, .. } => format!("{WAITER}{name}"),
         }
@@ -121,6 +127,9 @@ impl std::fmt::Display for Key {
                 write!(f, "the lock of {function}:{alias}")
             }
             Key::Lock(Lock::PipelineTurn(pipeline)) => write!(f, "the turn of pipeline {pipeline}"),
+            Key::AliasLeft { function, alias } => {
+                write!(f, "how {function}:{alias} was left")
+            }
             Key::ControlPlaneBudget => write!(f, "the control-plane budget"),
             Key::Waiter { deployment, name } => {
                 write!(f, "{name}, waiting for deployment {deployment}")
@@ -151,6 +160,10 @@ mod tests {
             },
             Key::Lock(Lock::alias("PIPELINE", "shop")),
             Key::Lock(Lock::pipeline_turn("shop")),
+            Key::AliasLeft {
+                function: "PIPELINE".into(),
+                alias: "shop".into(),
+            },
             Key::ControlPlaneBudget,
             Key::Waiter {
                 deployment: "d-1".into(),
