@@ -4,6 +4,7 @@
 //! pipeline's source filter selects starts at most one execution of that
 //! pipeline, however often it is delivered.
 
+use crate::aws::config::send_to_queue;
 use crate::clock::{Clock, SystemClock};
 use crate::commits::{
     self, CommitEventError, DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER,
@@ -12,6 +13,7 @@ use crate::commits::{
 use crate::domain::deployment::Time;
 use crate::domain::execution::Execution;
 use crate::domain::pipeline::{PipelineDefinition, Push};
+use crate::events::HandedOver;
 use crate::function_url::{self, error_response, response};
 use crate::metrics::{self, Metric};
 use crate::ports::Executions;
@@ -143,6 +145,9 @@ pub struct Source<K = SystemClock> {
     pub store: Store,
     pub webhook_secret: WebhookSecret,
     pub clock: K,
+    pub sqs: aws_sdk_sqs::Client,
+    /// The orchestrator's queue, where a new execution is handed at once.
+    pub pipeline_queue_url: String,
 }
 
 /// An event the source function is invoked with.
@@ -189,6 +194,8 @@ impl Source {
                 settings.webhook_secret()?,
             ),
             clock: SystemClock,
+            sqs: aws_sdk_sqs::Client::new(config),
+            pipeline_queue_url: settings.pipeline_timer_queue_url.clone(),
         })
     }
 }
@@ -299,7 +306,19 @@ impl<K: Clock> Source<K> {
     pub async fn pushed(&self, push: &Push) -> Result<Vec<Started>, SourceError> {
         let definitions = self.store.definitions().await?;
         let random = || uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-        Ok(start_executions(&self.store, definitions, push, self.clock.now(), random).await?)
+        let started = start_executions(&self.store, definitions, push, self.clock.now(), random).await?;
+        // Handed to the orchestrator's queue at once: the table's stream,
+        // polled four times a second, would deliver them a poll later, and
+        // still does if a hand-over is lost (the second arrival finds the
+        // execution started).
+        let handed = started.iter().filter(|s| s.new).map(|s| async move {
+            let work = HandedOver::Arrived(s.execution.clone());
+            if let Err(e) = send_to_queue(&self.sqs, &self.pipeline_queue_url, &work, 0).await {
+                tracing::warn!(execution_id = %s.execution, error = ?e, "not handed over; the stream delivers it");
+            }
+        });
+        futures::future::join_all(handed).await;
+        Ok(started)
     }
 }
 
