@@ -4,7 +4,7 @@
 //! pipeline's source filter selects starts at most one execution of that
 //! pipeline, however often it is delivered.
 
-use crate::aws::config::send_to_queue;
+use crate::aws::send_to_queue;
 use crate::clock::{Clock, SystemClock};
 use crate::commits::{
     self, CommitEventError, DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER,
@@ -306,7 +306,8 @@ impl<K: Clock> Source<K> {
     pub async fn pushed(&self, push: &Push) -> Result<Vec<Started>, SourceError> {
         let definitions = self.store.definitions().await?;
         let random = || uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-        let started = start_executions(&self.store, definitions, push, self.clock.now(), random).await?;
+        let started =
+            start_executions(&self.store, definitions, push, self.clock.now(), random).await?;
         // Handed to the orchestrator's queue at once: the table's stream,
         // polled four times a second, would deliver them a poll later, and
         // still does if a hand-over is lost (the second arrival finds the

@@ -1867,8 +1867,8 @@ async fn a_change_made_by_hand_is_never_written_over() -> Result<()> {
 async fn a_deployment_starts_from_the_alias_as_the_last_one_left_it() -> Result<()> {
     let w = world().await?;
     let config = "linear:50:1s";
-    let calls = |w: &World| async move {
-        let requests = quota_requests(w).await?;
+    let calls = || async {
+        let requests = quota_requests(&w).await?;
         let count = |operation: &str| {
             requests["by_operation"][operation]["allowed"]
                 .as_u64()
@@ -1887,9 +1887,9 @@ async fn a_deployment_starts_from_the_alias_as_the_last_one_left_it() -> Result<
     };
     assert_eq!(run("first", "2").await?.phase, Phase::Promoted);
 
-    let before = calls(&w).await?;
+    let before = calls().await?;
     let second = run("second", "3").await?;
-    let after = calls(&w).await?;
+    let after = calls().await?;
     assert_eq!(second.phase, Phase::Promoted);
     assert_eq!(second.from_version.as_deref(), Some("2"));
     assert_eq!(
@@ -1901,9 +1901,9 @@ async fn a_deployment_starts_from_the_alias_as_the_last_one_left_it() -> Result<
 
     // A person points the alias elsewhere: read, and started from.
     w.set_alias_by_hand("1", &[]).await?;
-    let before = calls(&w).await?;
+    let before = calls().await?;
     let third = run("third", "2").await?;
-    let after = calls(&w).await?;
+    let after = calls().await?;
     assert_eq!(third.phase, Phase::Promoted);
     assert_eq!(third.from_version.as_deref(), Some("1"));
     assert_eq!((after.0 - before.0, after.1 - before.1), (1, 2));
@@ -1917,9 +1917,9 @@ async fn a_deployment_starts_from_the_alias_as_the_last_one_left_it() -> Result<
         .description("edited by hand")
         .send()
         .await?;
-    let before = calls(&w).await?;
+    let before = calls().await?;
     let edited = run("edited", "3").await?;
-    let after = calls(&w).await?;
+    let after = calls().await?;
     assert_eq!(edited.phase, Phase::Promoted, "{:?}", edited.phase);
     assert_eq!((after.0 - before.0, after.1 - before.1), (1, 3));
 
@@ -1930,8 +1930,9 @@ async fn a_deployment_starts_from_the_alias_as_the_last_one_left_it() -> Result<
     assert_eq!(
         split.phase,
         Phase::RolledBack {
-            reason: "the alias was changed outside Sluice: it serves version 3 with 20% on version 1"
-                .into()
+            reason:
+                "the alias was changed outside Sluice: it serves version 3 with 20% on version 1"
+                    .into()
         }
     );
     assert_eq!(

@@ -58,12 +58,21 @@ pub enum Key {
     Deployment(String),
     Execution(String),
     Definition(String),
-    Commit { pipeline: String, sha: String },
+    Commit {
+        pipeline: String,
+        sha: String,
+    },
     Lock(Lock),
     /// How the last deployment of an alias left it, beside its lock.
-    AliasLeft { function: String, alias: String },
+    AliasLeft {
+        function: String,
+        alias: String,
+    },
     ControlPlaneBudget,
-    Waiter { deployment: String, name: String },
+    Waiter {
+        deployment: String,
+        name: String,
+    },
 }
 
 impl Key {
