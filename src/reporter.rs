@@ -22,6 +22,7 @@ use crate::ports::{AwsFailure, Deployments, Executions, StoreError, aws};
 use crate::settings::{Reporting, Settings};
 use crate::store::Store;
 use aws_lambda_events::sqs::SqsEvent;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How many times a commit status is tried before it is given up: with
@@ -113,12 +114,33 @@ impl Posted {
 /// (<https://docs.github.com/en/rest/commits/statuses#create-a-commit-status>).
 #[derive(Clone, Debug)]
 pub struct GitHubApi {
-    pub http: reqwest::Client,
+    /// Built at the first post: loading the system's trust store takes
+    /// milliseconds of every cold start, and most batches post no status.
+    http: Arc<OnceLock<reqwest::Client>>,
+    make_http: fn() -> reqwest::Client,
     /// `https://api.github.com`, or a GitHub Enterprise Server's `/api/v3`.
     pub url: String,
 }
 
 impl GitHubApi {
+    /// GitHub at `url`, through `http`.
+    pub fn new(url: String, http: reqwest::Client) -> Self {
+        GitHubApi {
+            http: Arc::new(OnceLock::from(http)),
+            make_http: || unreachable!("the client is given"),
+            url,
+        }
+    }
+
+    /// GitHub at `url`, through a client `make_http` builds when first needed.
+    pub fn lazy(url: String, make_http: fn() -> reqwest::Client) -> Self {
+        GitHubApi {
+            http: Arc::default(),
+            make_http,
+            url,
+        }
+    }
+
     /// Posts `status` under `context` on commit `sha` of `owner/repo`.
     pub async fn post_status(
         &self,
@@ -139,6 +161,7 @@ impl GitHubApi {
         }
         let sent = self
             .http
+            .get_or_init(self.make_http)
             .post(format!("{}/repos/{owner}/{repo}/statuses/{sha}", self.url))
             .timeout(GITHUB_TIMEOUT)
             .bearer_auth(token)
@@ -232,7 +255,7 @@ impl Reporter {
     pub fn new(
         store: Store,
         config: &aws_config::SdkConfig,
-        http: reqwest::Client,
+        github: GitHubApi,
         settings: Reporting,
         stack_name: String,
     ) -> Self {
@@ -242,10 +265,7 @@ impl Reporter {
             events: aws_sdk_eventbridge::Client::new(config),
             secrets: aws_sdk_secretsmanager::Client::new(config),
             sqs: aws_sdk_sqs::Client::new(config),
-            github: GitHubApi {
-                http,
-                url: settings.github_api_url.clone(),
-            },
+            github,
             settings,
             stack_name,
             token: tokio::sync::Mutex::new(None),
@@ -259,7 +279,9 @@ impl Reporter {
         Reporter::new(
             Store::from_settings(config, settings),
             config,
-            crate::aws::https_client(crate::aws::Trust::System),
+            GitHubApi::lazy(settings.reporting.github_api_url.clone(), || {
+                crate::aws::https_client(crate::aws::Trust::System)
+            }),
             settings.reporting.clone(),
             settings.stack_name.clone(),
         )

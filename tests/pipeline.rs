@@ -1086,13 +1086,14 @@ async fn a_push_reports_commit_statuses_and_notices() -> Result<()> {
         "said once: {lines:?}"
     );
 
-    // 3. The right token, and GitHub down for the first status: tried again.
+    // 3. The right token, and GitHub down for the build's first status:
+    // tried again.
     set_token(github::TOKEN).await?;
-    github
-        .script
-        .lock()
-        .unwrap()
-        .push_back((502, vec![], "Server Error"));
+    github.script_for.lock().unwrap().push((
+        SHA_GOOD.into(),
+        "sluice/greeter/build".into(),
+        (502, vec![], "Server Error"),
+    ));
     w.upload_build(SHA_GOOD, "r4").await?;
     let good = w.push(SHA_GOOD).await?;
     w.wait_until(&good, "the third push to succeed", succeeded)
@@ -1172,8 +1173,8 @@ async fn a_push_reports_commit_statuses_and_notices() -> Result<()> {
             .is_some_and(|u| u.contains("#dashboards:name=")),
         "a status links to the dashboard: {good_statuses:?}"
     );
-    // The status GitHub answered 502 is posted again (10 s later), as it
-    // is by then.
+    // The status GitHub answered 502 (the build's pending) is posted again
+    // 10 s later, as it is by then: the build has passed.
     wait_for(
         "the failed status to be posted again",
         Duration::from_secs(60),
@@ -1183,8 +1184,11 @@ async fn a_push_reports_commit_statuses_and_notices() -> Result<()> {
                 .iter()
                 .position(|r| r.answered == 502)
                 .context("the request GitHub failed")?;
+            // The retry, not a later report's post of the same context.
+            let retry_at = requests[failed].at + Duration::from_secs(10);
             let again = requests[failed + 1..].iter().find(|r| {
                 r.answered == 201
+                    && r.at >= retry_at
                     && r.path == requests[failed].path
                     && r.body["context"] == requests[failed].body["context"]
             });
@@ -1305,10 +1309,7 @@ async fn githubs_answers_are_tried_again_or_given_up_as_they_deserve() -> Result
     use sluice::notices::{CommitState, StatusLine};
     use sluice::reporter::{GitHubApi, Posted};
     let fake = github::FakeGitHub::start().await?;
-    let api = GitHubApi {
-        http: reqwest::Client::new(),
-        url: fake.url.clone(),
-    };
+    let api = GitHubApi::new(fake.url.clone(), reqwest::Client::new());
     let line = StatusLine {
         state: CommitState::Pending,
         description: "step 1/3: 10% on version 7 of greeter:live".into(),
@@ -1393,10 +1394,7 @@ async fn githubs_answers_are_tried_again_or_given_up_as_they_deserve() -> Result
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let nowhere = format!("http://{}", closed.local_addr()?);
     drop(closed);
-    let gone = GitHubApi {
-        http: reqwest::Client::new(),
-        url: nowhere,
-    };
+    let gone = GitHubApi::new(nowhere, reqwest::Client::new());
     let p = gone
         .post_status(
             github::TOKEN,

@@ -469,6 +469,7 @@ pub mod github {
         pub authorization: String,
         pub body: Value,
         pub answered: u16,
+        pub at: std::time::Instant,
     }
 
     /// An answer to give instead of the usual: a status, its headers, its message.
@@ -479,6 +480,8 @@ pub mod github {
         pub url: String,
         pub requests: Arc<Mutex<Vec<Request>>>,
         pub script: Arc<Mutex<VecDeque<Scripted>>>,
+        /// Answers for the first request of a (commit, context), whenever it comes.
+        pub script_for: Arc<Mutex<Vec<(String, String, Scripted)>>>,
     }
 
     impl FakeGitHub {
@@ -524,6 +527,7 @@ pub mod github {
                 authorization: header("authorization"),
                 body: parsed,
                 answered: code,
+                at: std::time::Instant::now(),
             });
             let mut out = HeaderMap::new();
             for (k, v) in extra {
@@ -546,6 +550,13 @@ pub mod github {
             if let Some(scripted) = self.script.lock().unwrap().pop_front() {
                 return scripted;
             }
+            let mut script_for = self.script_for.lock().unwrap();
+            if let Some(i) = script_for.iter().position(|(sha, context, _)| {
+                path.ends_with(&format!("/statuses/{sha}")) && body["context"] == context.as_str()
+            }) {
+                return script_for.remove(i).2;
+            }
+            drop(script_for);
             let parts: Vec<&str> = path.split('/').collect();
             if !matches!(parts.as_slice(), ["", "repos", _, _, "statuses", sha] if sha.len() >= 7) {
                 return (404, vec![], "Not Found");
