@@ -128,7 +128,7 @@ async fn main() -> Result<()> {
         chrono::Duration::days(1),
     );
     // Each alias as an earlier deployment of Sluice's left it, whole on 1
-    // (its lock item says so): a team's alias that ships many times a day.
+    // (its `LEFT` item says so): a team's alias that ships many times a day.
     // A first deployment on an alias reads it once more (`GetAlias`).
     let aliases: Vec<String> = (0..deployments).map(|i| format!("live-{i}")).collect();
     for alias in &aliases {

@@ -664,11 +664,11 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
     ///   alias again;
     /// - this very write landed (its answer or its save was lost): done;
     /// - Sluice's own earlier write: written again on the new revision;
-    /// - before the first shift, by the worker that entered it at its first
-    ///   try (so no write of this deployment's can have landed), the alias
-    ///   whole on the old version: it changed without moving traffic since
-    ///   Sluice last saw it (an edited description, a re-created alias), and
-    ///   is written again on the new revision;
+    /// - before the first shift, by the worker that entered it, at the first
+    ///   request it sent (so no write of this deployment's can have landed),
+    ///   the alias whole on the old version: it changed without moving
+    ///   traffic since Sluice last saw it (an edited description, a
+    ///   re-created alias), and is written again on the new revision;
     /// - anything else is a person's: never written over
     ///   (`Input::AliasChangedByHand`).
     async fn set_alias(
@@ -700,9 +700,12 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 .cloud
                 .write_alias(function, alias, &primary, &weights, revision.as_deref())
                 .await?;
-            if let AliasWrite::Written { revision } = written {
-                return Ok(Some(Input::AliasUpdated { update, revision }));
-            }
+            let after_retry = match written {
+                AliasWrite::Written { revision } => {
+                    return Ok(Some(Input::AliasUpdated { update, revision }));
+                }
+                AliasWrite::Stale { after_retry } => after_retry,
+            };
             let Some(current) = self.alias_unless_moved_on(d, update).await? else {
                 return Ok(None);
             };
@@ -717,6 +720,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 .iter()
                 .any(|(primary, additional)| current.routes(primary, &fractions(additional)));
             let untouched_start = attempt == 0
+                && !after_retry
                 && d.claims == 0
                 && d.weight == 0.0
                 && matches!(update, AliasUpdate::Step(_))
@@ -777,10 +781,9 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 }
             }
         };
-        let from_left = left.is_some();
-        let mut current = match self.alias_at_start(function, alias, left).await {
-            Ok(Some(current)) => current,
-            Ok(None) => {
+        let (mut current, from_left) = match self.alias_at_start(function, alias, left).await {
+            Ok((Some(current), from_left)) => (current, from_left),
+            Ok((None, _)) => {
                 return Ok(Input::PrepareFailed {
                     reason: format!("alias {function}:{alias} does not exist"),
                 });
@@ -796,7 +799,6 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 ),
             });
         }
-        let from_version = current.version.clone();
         // The version must be `Active` before its first gate invokes it.
         let readiness = match &d.spec.source {
             VersionSource::Version(v) => self.cloud.ready_version(function, v).await?,
@@ -835,7 +837,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
             };
         }
         Ok(Input::Prepared {
-            from_version,
+            from_version: current.version.clone(),
             to_version,
             // `function:alias` → `function`.
             function_arn: current
@@ -854,23 +856,25 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
     /// the first shift's write names the revision it left, so Lambda refuses
     /// it if anyone has written the alias since (`set_alias` tells a split,
     /// a person's, from a change that moved no traffic). Otherwise read.
+    /// Also says whether it started from what was left.
     async fn alias_at_start(
         &self,
         function: &str,
         alias: &str,
         left: Option<AliasLeft>,
-    ) -> Result<Option<AliasState>, EngineError> {
+    ) -> Result<(Option<AliasState>, bool), EngineError> {
         if let Some(left) = left
             && self.cloud.alias_version(function, alias).await?.as_deref() == Some(&left.version)
         {
-            return Ok(Some(AliasState {
+            let state = AliasState {
                 version: left.version,
                 weights: HashMap::new(),
                 revision: Some(left.revision),
                 arn: left.function_arn.map(|arn| format!("{arn}:{alias}")),
-            }));
+            };
+            return Ok((Some(state), true));
         }
-        self.cloud.read_alias(function, alias).await
+        Ok((self.cloud.read_alias(function, alias).await?, false))
     }
 
     /// Invokes an asynchronous hook with `payload`; its report comes by its token.

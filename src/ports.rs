@@ -308,8 +308,10 @@ impl std::fmt::Display for AliasState {
 pub enum AliasWrite {
     /// The alias is now at `revision`.
     Written { revision: Option<String> },
-    /// Someone wrote the alias since the revision named.
-    Stale,
+    /// Someone wrote the alias since the revision named. `after_retry`:
+    /// this was not the first attempt sent (an earlier one went unanswered
+    /// or was refused), so an earlier attempt may have landed.
+    Stale { after_retry: bool },
 }
 
 /// Whether a version can take traffic.

@@ -34,6 +34,9 @@ const MAX_WEBHOOK_SENT: usize = 3 * MAX_WEBHOOK_BODY;
 
 /// How long the webhook secret is cached before it is read again.
 const SECRET_TTL: Duration = Duration::from_secs(300);
+/// The longest a new execution's hand-over to the orchestrator's queue may
+/// hold the webhook's answer; the stream delivers it anyway.
+const HAND_OVER_WITHIN: Duration = Duration::from_secs(1);
 /// A signature that does not match re-reads the secret (it may have just
 /// rotated), but not more often than this: bad requests cannot drive reads.
 const SECRET_REFRESH_MIN: Duration = Duration::from_secs(1);
@@ -312,10 +315,18 @@ impl<K: Clock> Source<K> {
         // polled four times a second, would deliver them a poll later, and
         // still does if a hand-over is lost (the second arrival finds the
         // execution started).
+        // At most a second each: GitHub waits 10 s for the answer.
         let handed = started.iter().filter(|s| s.new).map(|s| async move {
             let work = HandedOver::Arrived(s.execution.clone());
-            if let Err(e) = send_to_queue(&self.sqs, &self.pipeline_queue_url, &work, 0).await {
-                tracing::warn!(execution_id = %s.execution, error = ?e, "not handed over; the stream delivers it");
+            let send = send_to_queue(&self.sqs, &self.pipeline_queue_url, &work, 0);
+            match tokio::time::timeout(HAND_OVER_WITHIN, send).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(execution_id = %s.execution, error = ?e, "not handed over; the stream delivers it");
+                }
+                Err(_) => {
+                    tracing::warn!(execution_id = %s.execution, "not handed over in time; the stream delivers it");
+                }
             }
         });
         futures::future::join_all(handed).await;

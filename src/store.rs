@@ -8,9 +8,12 @@
 //!   conditional write that saves the state it explains: one request per save
 //!   (a transaction would cost twice the write units and another request).
 //! - a lock item: at most one deployment per alias, one execution per
-//!   queued pipeline.
+//!   queued pipeline; beside an alias's lock, how its last deployment left
+//!   the alias (`LEFT`, written by a holder's release only).
 //!
-//! Every write is conditional, so two workers racing on one item cannot both win.
+//! Every write of state, locks and budget is conditional, so two workers
+//! racing on one item cannot both win; the `LEFT` item is not, and need not
+//! be: the revision it names is checked by Lambda at the next write.
 
 pub mod keys;
 pub mod pipelines;
@@ -523,7 +526,9 @@ impl crate::ports::Deployments for Store {
         id: &str,
         now: Time,
     ) -> Result<LockOutcome, StoreError> {
-        loop {
+        for _ in 0..LOCK_ATTEMPTS {
+            // A lock item without a holder is free too (kept by code of
+            // before the `LEFT` item).
             let result = self
                 .client
                 .put_item()
@@ -531,7 +536,7 @@ impl crate::ports::Deployments for Store {
                 .set_item(Some(Key::Lock(lock.clone()).item_key()))
                 .item("holder", s(id))
                 .item("acquired_at", n(now.timestamp_millis()))
-                .condition_expression("attribute_not_exists(pk) OR holder = :me")
+                .condition_expression("attribute_not_exists(holder) OR holder = :me")
                 .expression_attribute_values(":me", s(id))
                 .send()
                 .await;
@@ -552,6 +557,10 @@ impl crate::ports::Deployments for Store {
                 Err(e) => Err(aws("PutItem", e)),
             };
         }
+        Err(StoreError::Aws(format!(
+            "{}: taken and released under each of {LOCK_ATTEMPTS} attempts",
+            Key::Lock(lock.clone())
+        )))
     }
 
     async fn lock_holder(&self, lock: &Lock) -> Result<Option<String>, StoreError> {
@@ -723,20 +732,22 @@ impl Store {
             return Ok(None);
         };
         let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+        let (Some(version), Some(revision)) = (text("version"), text("revision")) else {
+            // Not knowing it only costs a read of the alias.
+            tracing::warn!(item = %key, "no version or revision: the alias is read");
+            return Ok(None);
+        };
         Ok(Some(AliasLeft {
-            version: text("version").ok_or_else(|| corrupt_left(&key))?,
-            revision: text("revision").ok_or_else(|| corrupt_left(&key))?,
+            version,
+            revision,
             function_arn: text("function_arn"),
         }))
     }
 }
 
-fn corrupt_left(key: &Key) -> StoreError {
-    StoreError::Corrupt {
-        key: key.clone(),
-        detail: "no version or revision".into(),
-    }
-}
+/// Takes of a lock that found it released between its write and its read
+/// before giving up (a lock taken and freed that fast, again and again).
+const LOCK_ATTEMPTS: usize = 5;
 
 #[cfg(test)]
 mod tests {

@@ -323,8 +323,10 @@ impl Cloud for AwsCloud {
         weights: &HashMap<String, f64>,
         revision: Option<&str>,
     ) -> Result<AliasWrite, EngineError> {
+        let sent = std::sync::atomic::AtomicU32::new(0);
         let written = self
             .budgeted_on("UpdateAlias", Some(format!("{function}:{alias}")), |once| {
+                sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.lambda
                     .update_alias()
                     .function_name(function)
@@ -349,7 +351,9 @@ impl Cloud for AwsCloud {
                 if e.as_service_error()
                     .is_some_and(|se| se.is_precondition_failed_exception()) =>
             {
-                Ok(AliasWrite::Stale)
+                Ok(AliasWrite::Stale {
+                    after_retry: sent.load(std::sync::atomic::Ordering::Relaxed) > 1,
+                })
             }
             Err(e) => Err(aws("UpdateAlias", e)),
         }

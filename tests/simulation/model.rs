@@ -70,7 +70,7 @@ struct Table {
     rows: BTreeMap<String, Row>,
     waiters: BTreeMap<(String, String), String>,
     locks: BTreeMap<Lock, String>,
-    /// How each lock's last holder left its alias (kept on the lock item).
+    /// How each alias's last holder left it (its `LEFT` item).
     left: BTreeMap<Lock, AliasLeft>,
     executions: BTreeMap<String, ExecutionRow>,
     /// Which execution each (pipeline, commit) started.
@@ -395,6 +395,11 @@ impl Deployments for MemoryTable {
             let key = lock.clone();
             if table.locks.get(&key).is_some_and(|h| h == id) {
                 table.locks.remove(&key);
+                // The `LEFT` item is a second write: lost, the earlier
+                // holder's stays.
+                if self.dice.store_fate() == Fate::Fails {
+                    return Err(injected("PutItem (left)"));
+                }
                 match left {
                     Some(left) => table.left.insert(key, left.clone()),
                     None => table.left.remove(&key),
@@ -732,7 +737,7 @@ impl Cloud for MemoryCloud {
                 return Err(EngineError::Aws("UpdateAlias: no such alias".into()));
             };
             if revision.is_some_and(|r| r != current.revision.to_string()) {
-                return Ok(AliasWrite::Stale);
+                return Ok(AliasWrite::Stale { after_retry: false });
             }
             let before = current.clone();
             current.version = primary.to_owned();
@@ -762,6 +767,12 @@ impl Cloud for MemoryCloud {
             revision
         };
         if fate == Fate::AnswerLost {
+            // The SDK's retry of an unanswered write, on the same revision,
+            // is refused by the write that landed; or the worker sees the
+            // failure.
+            if after_revision % 2 == 0 {
+                return Ok(AliasWrite::Stale { after_retry: true });
+            }
             return Err(transient("UpdateAlias (answer lost)"));
         }
         Ok(AliasWrite::Written {
