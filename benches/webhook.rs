@@ -8,8 +8,8 @@
 //! the artifact) and deploys to `live` with a PreTraffic gate. Each hop's
 //! time comes from the webhook's answer and the deployment's timeline:
 //! received → execution saved (the webhook's answer) → deployment created
-//! (the stream to the orchestrator, the artifact found, the stage begun) →
-//! version published (the stream to the shifter, the lock, `UpdateFunctionCode`,
+//! (handed to the orchestrator, the artifact found, the stage begun) →
+//! version published (handed to the shifter, the lock, `UpdateFunctionCode`,
 //! the function's update, `PublishVersion`, the version's `Pending`) →
 //! PreTraffic passed → first shift. The function-state windows Lambda
 //! imposes are measured apart, read every 50 ms: what the shifter's waiters
@@ -314,8 +314,8 @@ async fn run(stack: &LocalStack) -> Result<()> {
     );
     let names = [
         "webhook received → execution saved (the source function's answer)",
-        "saved → deployment created (stream to the orchestrator, artifact found)",
-        "created → version published (stream to the shifter, lock, code, waits)",
+        "saved → deployment created (handed to the orchestrator, artifact found)",
+        "created → version published (handed to the shifter, lock, code, waits)",
         "published → PreTraffic passed (the hook's smoke test)",
         "PreTraffic passed → first shift (UpdateAlias)",
     ];
