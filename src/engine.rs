@@ -45,6 +45,25 @@ const TRANSIENT_RETRIES: u32 = 5;
 /// early and the rest is waited out in the handler: shifts stay on schedule.
 const TIMER_EARLY_WAIT: Duration = Duration::from_secs(1);
 
+/// An alias as found for a start: whole, or why no deployment can start
+/// from it (redelivering the deployment would only be refused again); a
+/// transient failure stays an error.
+fn whole_alias(
+    function: &str,
+    alias: &str,
+    found: Result<Option<AliasState>, EngineError>,
+) -> Result<Result<AliasState, String>, EngineError> {
+    match found {
+        Ok(Some(a)) if a.weights.is_empty() => Ok(Ok(a)),
+        Ok(Some(_)) => Ok(Err(format!(
+            "alias {function}:{alias} is split between versions; it must serve one version to start"
+        ))),
+        Ok(None) => Ok(Err(format!("alias {function}:{alias} does not exist"))),
+        Err(EngineError::Refused(reason)) => Ok(Err(reason)),
+        Err(e) => Err(e),
+    }
+}
+
 /// The lock that keeps one deployment at a time on `d`'s alias.
 fn alias_lock(d: &Deployment) -> Lock {
     Lock::alias(&d.spec.function, &d.spec.alias)
@@ -781,24 +800,14 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 }
             }
         };
-        let (mut current, from_left) = match self.alias_at_start(function, alias, left).await {
-            Ok((Some(current), from_left)) => (current, from_left),
-            Ok((None, _)) => {
-                return Ok(Input::PrepareFailed {
-                    reason: format!("alias {function}:{alias} does not exist"),
-                });
-            }
-            // Redelivering the deployment would only be refused again.
-            Err(EngineError::Refused(reason)) => return Ok(Input::PrepareFailed { reason }),
-            Err(e) => return Err(e),
+        let (found, from_left) = match self.alias_at_start(function, alias, left).await {
+            Ok((found, from_left)) => (Ok(found), from_left),
+            Err(e) => (Err(e), false),
         };
-        if !current.weights.is_empty() {
-            return Ok(Input::PrepareFailed {
-                reason: format!(
-                    "alias {function}:{alias} is split between versions; it must serve one version to start"
-                ),
-            });
-        }
+        let mut current = match whole_alias(function, alias, found)? {
+            Ok(current) => current,
+            Err(reason) => return Ok(Input::PrepareFailed { reason }),
+        };
         // The version must be `Active` before its first gate invokes it.
         let readiness = match &d.spec.source {
             VersionSource::Version(v) => self.cloud.ready_version(function, v).await?,
@@ -818,22 +827,10 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         };
         if from_left && to_version == current.version {
             // Nothing to shift, so no write to find a split: read it.
-            current = match self.cloud.read_alias(function, alias).await {
-                Ok(Some(read)) if read.weights.is_empty() => read,
-                Ok(Some(_)) => {
-                    return Ok(Input::PrepareFailed {
-                        reason: format!(
-                            "alias {function}:{alias} is split between versions; it must serve one version to start"
-                        ),
-                    });
-                }
-                Ok(None) => {
-                    return Ok(Input::PrepareFailed {
-                        reason: format!("alias {function}:{alias} does not exist"),
-                    });
-                }
-                Err(EngineError::Refused(reason)) => return Ok(Input::PrepareFailed { reason }),
-                Err(e) => return Err(e),
+            let read = self.cloud.read_alias(function, alias).await;
+            current = match whole_alias(function, alias, read)? {
+                Ok(read) => read,
+                Err(reason) => return Ok(Input::PrepareFailed { reason }),
             };
         }
         Ok(Input::Prepared {

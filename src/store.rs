@@ -213,20 +213,7 @@ impl Store {
             .await
             .map_err(|e| aws("GetItem", e))?;
         let item = out.item.ok_or_else(|| StoreError::NotFound(key.clone()))?;
-        let corrupt = |detail: &str| StoreError::Corrupt {
-            key: key.clone(),
-            detail: detail.to_owned(),
-        };
-        let data = item
-            .get("data")
-            .and_then(|v| v.as_s().ok())
-            .ok_or_else(|| corrupt("no data"))?;
-        let version = item
-            .get("version")
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| corrupt("no version"))?;
-        Ok((data.clone(), version))
+        data_and_version(key, &item)
     }
 
     /// The deployment's timeline, oldest first.
@@ -352,6 +339,48 @@ impl Store {
         }
         Ok(ids)
     }
+
+    /// Deletes `key`'s item, if there is one.
+    async fn delete(&self, key: &Key) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key.item_key()))
+            .send()
+            .await
+            .map_err(|e| aws("DeleteItem", e))?;
+        Ok(())
+    }
+
+    /// How the last deployment of `lock`'s alias left it, if it said.
+    async fn alias_left(&self, lock: &Lock) -> Result<Option<AliasLeft>, StoreError> {
+        let Some(key) = Key::left_of(lock) else {
+            return Ok(None);
+        };
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key.item_key()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| aws("GetItem", e))?;
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
+        let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
+        let (Some(version), Some(revision)) = (text("version"), text("revision")) else {
+            // Not knowing it only costs a read of the alias.
+            tracing::warn!(item = %key, "no version or revision: the alias is read");
+            return Ok(None);
+        };
+        Ok(Some(AliasLeft {
+            version,
+            revision,
+            function_arn: text("function_arn"),
+        }))
+    }
 }
 
 /// Timeline lines as a DynamoDB list of JSON strings.
@@ -471,18 +500,12 @@ impl crate::ports::Deployments for Store {
             let Some(key @ Key::Deployment(_)) = Key::state_of(pk, sk) else {
                 continue;
             };
-            let corrupt = |detail: String| StoreError::Corrupt {
-                key: key.clone(),
-                detail,
-            };
-            let data = text("data").ok_or_else(|| corrupt("no data".into()))?;
+            let (data, version) = data_and_version(&key, &item)?;
             let deployment: Deployment =
-                serde_json::from_str(data).map_err(|e| corrupt(e.to_string()))?;
-            let version = item
-                .get("version")
-                .and_then(|v| v.as_n().ok())
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| corrupt("no version".into()))?;
+                serde_json::from_str(&data).map_err(|e| StoreError::Corrupt {
+                    key: key.clone(),
+                    detail: e.to_string(),
+                })?;
             if deployment.spec.alarms.iter().any(|a| a == alarm) {
                 watching.push(Stored {
                     deployment,
@@ -629,18 +652,11 @@ impl crate::ports::Deployments for Store {
     }
 
     async fn remove_waiter(&self, id: &str, waiter: &str) -> Result<(), StoreError> {
-        let key = Key::Waiter {
+        self.delete(&Key::Waiter {
             deployment: id.to_owned(),
             name: waiter.to_owned(),
-        };
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key.item_key()))
-            .send()
-            .await
-            .map_err(|e| aws("DeleteItem", e))?;
-        Ok(())
+        })
+        .await
     }
 
     /// Releases `lock` if `id` holds it; releasing what one does not hold
@@ -674,12 +690,8 @@ impl crate::ports::Deployments for Store {
             }
             Err(e) => return Err(aws("DeleteItem", e)),
         }
-        let Lock::Alias { function, alias } = lock else {
+        let Some(key) = Key::left_of(lock) else {
             return Ok(());
-        };
-        let key = Key::AliasLeft {
-            function: function.clone(),
-            alias: alias.clone(),
         };
         match left {
             Some(left) => {
@@ -695,54 +707,31 @@ impl crate::ports::Deployments for Store {
                 }
                 put.send().await.map_err(|e| aws("PutItem", e))?;
             }
-            None => {
-                self.client
-                    .delete_item()
-                    .table_name(&self.table)
-                    .set_key(Some(key.item_key()))
-                    .send()
-                    .await
-                    .map_err(|e| aws("DeleteItem", e))?;
-            }
+            None => self.delete(&key).await?,
         }
         Ok(())
     }
 }
 
-impl Store {
-    /// How the last deployment of `lock`'s alias left it, if it said.
-    async fn alias_left(&self, lock: &Lock) -> Result<Option<AliasLeft>, StoreError> {
-        let Lock::Alias { function, alias } = lock else {
-            return Ok(None);
-        };
-        let key = Key::AliasLeft {
-            function: function.clone(),
-            alias: alias.clone(),
-        };
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key.item_key()))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| aws("GetItem", e))?;
-        let Some(item) = out.item else {
-            return Ok(None);
-        };
-        let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok()).cloned();
-        let (Some(version), Some(revision)) = (text("version"), text("revision")) else {
-            // Not knowing it only costs a read of the alias.
-            tracing::warn!(item = %key, "no version or revision: the alias is read");
-            return Ok(None);
-        };
-        Ok(Some(AliasLeft {
-            version,
-            revision,
-            function_arn: text("function_arn"),
-        }))
-    }
+/// A state item's `data` and `version`.
+fn data_and_version(
+    key: &Key,
+    item: &HashMap<String, AttributeValue>,
+) -> Result<(String, u64), StoreError> {
+    let corrupt = |detail: &str| StoreError::Corrupt {
+        key: key.clone(),
+        detail: detail.to_owned(),
+    };
+    let data = item
+        .get("data")
+        .and_then(|v| v.as_s().ok())
+        .ok_or_else(|| corrupt("no data"))?;
+    let version = item
+        .get("version")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| corrupt("no version"))?;
+    Ok((data.clone(), version))
 }
 
 /// Takes of a lock that found it released between its write and its read

@@ -76,6 +76,18 @@ pub enum Key {
 }
 
 impl Key {
+    /// The item beside an alias's lock that says how its last deployment
+    /// left it; a pipeline's turn has none.
+    pub fn left_of(lock: &Lock) -> Option<Key> {
+        match lock {
+            Lock::Alias { function, alias } => Some(Key::AliasLeft {
+                function: function.clone(),
+                alias: alias.clone(),
+            }),
+            Lock::PipelineTurn(_) => None,
+        }
+    }
+
     pub fn pk(&self) -> String {
         match self {
             Key::Deployment(id) | Key::Waiter { deployment: id, .. } => format!("{DEPLOY}{id}"),
