@@ -244,9 +244,11 @@ async fn main() -> Result<()> {
     let all_started = started.elapsed();
     failures.fetch_add(failed_workers, std::sync::atomic::Ordering::Relaxed);
 
-    // Done when the active index holds none: one Query a pass. The sweep
-    // repairs what a failed worker left, once a minute as the shifter's
-    // schedule runs it.
+    // Done when the active index holds none: one Query a pass, every 2 s
+    // (moto reads every item of the table for a query of an index: watching
+    // more often would load the local stack the engine runs on, and the
+    // total is read from the timelines anyway). The sweep repairs what a
+    // failed worker left, once a minute as the shifter's schedule runs it.
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut swept = Instant::now();
     loop {
@@ -264,7 +266,7 @@ async fn main() -> Result<()> {
             failures.fetch_add(failed.len(), std::sync::atomic::Ordering::Relaxed);
             timed(&busy, since);
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
     }
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     while pollers.join_next().await.is_some() {}

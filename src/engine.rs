@@ -654,15 +654,19 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 // Wake the longest-waiting deployment of this alias: saved and
                 // handed to a worker of its own, not driven here, so a chain of
                 // queued deployments is never a chain of nested drives. If this
-                // fails, the reconcile sweep wakes it later.
-                let queued = self
-                    .store
-                    .queued_for(&d.spec.function, &d.spec.alias)
-                    .await?;
-                if let Some(next) = queued.first()
-                    && let Err(e) = self.steer(next, Input::LockFreed).await
-                {
-                    tracing::warn!(deployment_id = %next, error = %e, "could not wake the next deployment");
+                // fails (say the index is still being built after an upgrade),
+                // the reconcile sweep wakes it later: the release stands.
+                match self.store.queued_for(&d.spec.function, &d.spec.alias).await {
+                    Ok(queued) => {
+                        if let Some(next) = queued.first()
+                            && let Err(e) = self.steer(next, Input::LockFreed).await
+                        {
+                            tracing::warn!(deployment_id = %next, error = %e, "could not wake the next deployment");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not read what is queued for the alias");
+                    }
                 }
                 Ok(None)
             }

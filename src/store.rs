@@ -4,7 +4,10 @@
 //! - a deployment's state item: the deployment as JSON in `data`, its `version`
 //!   for optimistic locking, and, while it is not finished, `active` and
 //!   `due_at` (epoch ms), which put it in the sparse `ActiveIndex` that the
-//!   reconcile sweep reads. Its `timeline` list is appended by the same
+//!   reconcile sweep reads; while queued behind an alias's lock, also
+//!   `queued_on` (the lock's key), which puts it in the sparse
+//!   `QueuedIndex`, so a release finds the next in line without reading
+//!   every active deployment. Its `timeline` list is appended by the same
 //!   conditional write that saves the state it explains: one request per save
 //!   (a transaction would cost twice the write units and another request).
 //! - a lock item: at most one deployment per alias, one execution per
@@ -30,12 +33,15 @@ use std::collections::HashMap;
 
 pub const ACTIVE_INDEX: &str = "ActiveIndex";
 const ACTIVE: &str = "1";
+/// Deployments queued behind an alias's lock, by its key, oldest due first.
+pub const QUEUED_INDEX: &str = "QueuedIndex";
+const QUEUED_ON: &str = "queued_on";
 /// The state item's list of timeline events (JSON strings), appended by each save.
 const TIMELINE: &str = "timeline";
 /// Digests of the messages noted in the timeline beside the state (`note_once`).
 const NOTED: &str = "noted";
 /// Attributes a state item has only in some phases.
-const OPTIONAL_ATTRIBUTES: [&str; 3] = ["active", "due_at", "expires_at"];
+const OPTIONAL_ATTRIBUTES: [&str; 4] = ["active", "due_at", "expires_at", QUEUED_ON];
 
 #[derive(Clone)]
 pub struct Store {
@@ -119,6 +125,10 @@ impl Store {
             ("alias".to_owned(), s(&d.spec.alias)),
             ("phase".to_owned(), s(phase_name(&d.phase))),
         ]);
+        if matches!(d.phase, Phase::Queued { .. }) {
+            let lock = Key::Lock(Lock::alias(&d.spec.function, &d.spec.alias));
+            item.insert(QUEUED_ON.into(), s(lock.pk()));
+        }
         match due_at(d, chrono::Duration::seconds(IN_FLIGHT_GRACE_SECS)) {
             Some(due) => {
                 item.insert("active".into(), s(ACTIVE));
@@ -293,39 +303,28 @@ impl Store {
             .collect()
     }
 
-    /// Reads `ActiveIndex` (ordered by due time): all of it, what is due by a
-    /// time, or what is queued for one alias.
-    async fn active_ids(
-        &self,
-        due_by: Option<Time>,
-        queued_for: Option<(&str, &str)>,
-    ) -> Result<Vec<String>, StoreError> {
-        let mut query = self
+    /// Reads `ActiveIndex` (ordered by due time): all of it, or what is due
+    /// by a time.
+    async fn active_ids(&self, due_by: Option<Time>) -> Result<Vec<String>, StoreError> {
+        let query = self
             .client
             .query()
             .table_name(&self.table)
             .index_name(ACTIVE_INDEX)
             .expression_attribute_values(":a", s(ACTIVE));
-        query = match due_by {
+        let query = match due_by {
             Some(now) => query
                 .key_condition_expression("active = :a AND due_at <= :now")
                 .expression_attribute_values(":now", n(now.timestamp_millis())),
             None => query.key_condition_expression("active = :a"),
         };
-        if let Some((function, alias)) = queued_for {
-            query = query
-                .filter_expression("phase = :queued AND #f = :f AND #al = :al")
-                .expression_attribute_names("#f", "function")
-                .expression_attribute_names("#al", "alias")
-                .expression_attribute_values(
-                    ":queued",
-                    s(phase_name(&Phase::Queued {
-                        holder: String::new(),
-                    })),
-                )
-                .expression_attribute_values(":f", s(function))
-                .expression_attribute_values(":al", s(alias));
-        }
+        Self::deployment_ids(query).await
+    }
+
+    /// The deployments a query's pages list, in their order.
+    async fn deployment_ids(
+        query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    ) -> Result<Vec<String>, StoreError> {
         let mut ids = Vec::new();
         let mut pages = query.into_paginator().items().send();
         while let Some(item) = pages.next().await {
@@ -471,7 +470,7 @@ impl crate::ports::Deployments for Store {
 
     /// Ids of every unfinished deployment.
     async fn active(&self) -> Result<Vec<String>, StoreError> {
-        self.active_ids(None, None).await
+        self.active_ids(None).await
     }
 
     /// One `Query` of the active index, which projects each item's state:
@@ -518,7 +517,7 @@ impl crate::ports::Deployments for Store {
 
     /// Ids of unfinished deployments due by `now` (the reconcile sweep's work).
     async fn due(&self, now: Time) -> Result<Vec<String>, StoreError> {
-        self.active_ids(Some(now), None).await
+        self.active_ids(Some(now)).await
     }
 
     /// Deployments stuck at `now` (see `is_stuck`).
@@ -537,7 +536,16 @@ impl crate::ports::Deployments for Store {
 
     /// Deployments queued for an alias, longest waiting first.
     async fn queued_for(&self, function: &str, alias: &str) -> Result<Vec<String>, StoreError> {
-        self.active_ids(None, Some((function, alias))).await
+        let lock = Key::Lock(Lock::alias(function, alias));
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(QUEUED_INDEX)
+            .key_condition_expression("#q = :lock")
+            .expression_attribute_names("#q", QUEUED_ON)
+            .expression_attribute_values(":lock", s(lock.pk()));
+        Self::deployment_ids(query).await
     }
 
     /// Takes `lock` for `id`; taking it again as its holder succeeds. An

@@ -39,6 +39,14 @@ Maximum; with no such value in a period, there is no datapoint
 Here percentiles are computed that way (nearest rank), and a period without
 one gives no datapoint, as on AWS.
 
+moto's server is also slower than it need be, which under load is a local
+stack harsher than AWS (every service's requests queue on one Python
+process), so three costs that change no answer are cut: the dispatcher lists
+moto's package directory and tries every service's URL patterns for each
+request (the answer for a host is kept); each request is logged to moto.log;
+and SQS's ReceiveMessage builds all of a queue's attributes, counting its
+messages, for each message it looks at (only the retention period is read).
+
 sluice-local's launcher writes this file into the stack's state directory and
 runs it with the Python of `.venv` (or SLUICE_MOTO_PYTHON):
 `moto_server.py -H HOST -p PORT`.
@@ -46,6 +54,7 @@ runs it with the Python of `.venv` (or SLUICE_MOTO_PYTHON):
 
 import copy
 import json
+import logging
 import math
 import os
 import re
@@ -63,7 +72,10 @@ from moto.cloudwatch.models import CloudWatchBackend, Statistics
 from moto.codepipeline.models import CodePipelineBackend, PipelineExecution
 from moto.codepipeline.responses import CodePipelineResponse
 from moto.core.exceptions import JsonRESTError
+from moto.core.utils import unix_time
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 from moto.server import main
+from moto.sqs.models import SQSBackend
 
 _one_at_a_time = threading.Lock()
 
@@ -286,5 +298,29 @@ Statistics.get_statistics_for_type = _statistic
 CloudWatchBackend.get_metric_data = _get_metric_data
 CodePipelineResponse.start_pipeline_execution = _start_once_per_token
 CodePipelineResponse.stop_pipeline_execution = _stop_pipeline_execution
+
+_backend_for_host = DomainDispatcherApplication.get_backend_for_host
+_backends_by_host = {}
+
+
+def _kept_backend_for_host(self, host):
+    # Called under the dispatcher's lock; a host's backend never changes.
+    if host not in _backends_by_host:
+        _backends_by_host[host] = _backend_for_host(self, host)
+    return _backends_by_host[host]
+
+
+DomainDispatcherApplication.get_backend_for_host = _kept_backend_for_host
+
+
+def _within_retention(self, queue_name, message):
+    period = int(self.get_queue(queue_name).message_retention_period)
+    return period + message.sent_timestamp / 1000 > unix_time()
+
+
+SQSBackend.is_message_valid_based_on_retention_period = _within_retention
+
+# werkzeug logs each request at INFO; its warnings and errors still show.
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 sys.exit(main())

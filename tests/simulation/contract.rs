@@ -66,7 +66,10 @@ async fn script<T: Executions>(table: &T, now: Time) -> Vec<String> {
         until: at(5),
     };
     paused.paused = true;
-    for d in [&first, &queued, &baking, &paused] {
+    // Queued behind the same holder, later: second in line.
+    let (mut queued_later, _) = Deployment::create("c-queued-later", spec("live"), at(4));
+    queued_later.phase = queued.phase.clone();
+    for d in [&first, &queued, &baking, &paused, &queued_later] {
         out.push(said(table.create(d, &[]).await.map(|s| s.version)));
     }
     out.push(said(table.create(&first, &[]).await.map(|s| s.version)));
@@ -160,6 +163,11 @@ async fn script<T: Executions>(table: &T, now: Time) -> Vec<String> {
         })));
     }
     out.push(said(table.queued_for("app", "other").await));
+    // Out of the queue (its turn came): the next in line is the later one.
+    let mut turn = queued.clone();
+    turn.phase = Phase::Created;
+    out.push(said(table.save(&turn, 1, &[]).await.map(|s| s.version)));
+    out.push(said(table.queued_for("app", "live").await));
     let mut done = moved.clone();
     done.phase = Phase::Promoted;
     out.push(said(table.save(&done, 2, &[]).await.map(|s| s.version)));
