@@ -59,6 +59,12 @@ pub trait Machine: Sync {
     ) -> (Self::State, Vec<Self::Command>);
     /// A decision's commands as its timeline lines and the commands to run.
     fn split(commands: Vec<Self::Command>) -> (Vec<Self::Event>, Vec<Self::Command>);
+    /// The input `command` would produce without a request (a gate with
+    /// nothing to run): decided with the decision that issued it, so the
+    /// two are one save.
+    fn settled_at_once(_state: &Self::State, _command: &Self::Command) -> Option<Self::Input> {
+        None
+    }
     /// The same state, touched at `now`: saved as a worker's claim on it.
     fn claimed(state: &Self::State, now: Time) -> Self::State;
 
@@ -136,7 +142,7 @@ async fn drive_in_span<M: Machine>(
             tracing::debug!(?input, "input ignored");
             continue;
         }
-        let (events, new_actions) = M::split(commands);
+        let (next, events, new_actions) = settle(machine, next, commands);
         // Saved before its commands run, every time: the conditional save is
         // the worker's claim on them, so a message delivered again or the
         // sweep that finds the same state loses the save and never runs the
@@ -156,6 +162,30 @@ async fn drive_in_span<M: Machine>(
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// A decision's timeline lines and commands, with a lone command whose
+/// input is known without a request decided at once (`settled_at_once`):
+/// a gate with nothing to run passes in the save that enters it.
+fn settle<M: Machine>(
+    machine: &M,
+    mut state: M::State,
+    commands: Vec<M::Command>,
+) -> (M::State, Vec<M::Event>, Vec<M::Command>) {
+    let (mut events, mut actions) = M::split(commands);
+    while let [only] = actions.as_slice()
+        && let Some(input) = M::settled_at_once(&state, only)
+    {
+        let (next, commands) = M::decide(&state, &input, machine.now());
+        if next == state && commands.is_empty() {
+            break;
+        }
+        let (more, next_actions) = M::split(commands);
+        state = next;
+        events.extend(more);
+        actions = next_actions;
+    }
+    (state, events, actions)
 }
 
 /// What a steer did.
@@ -192,7 +222,7 @@ pub async fn steer<M: Machine>(
         if next == *before.state() && commands.is_empty() {
             return Ok(Steered::Unchanged(before));
         }
-        let (events, actions) = M::split(commands);
+        let (next, events, actions) = settle(machine, next, commands);
         let saved = match machine.save(&next, before.version(), &events).await {
             Ok(saved) => saved,
             Err(StoreError::Conflict(_)) => continue,

@@ -17,7 +17,8 @@ use crate::batch::{Deadline, ITEMS_AT_ONCE, Item, run_items, sqs_response, strea
 use crate::budget::Budget;
 use crate::domain::deployment::{
     AliasLeft, AliasUpdate, Command, Deployment, DeploymentSpec, Event, EventKind, Gate,
-    HookInvocation, Input, Phase, Time, VersionSource, decide, events_of, pending, token_digest,
+    HookInvocation, Input, Phase, Time, VersionSource, decide, events_of, pending, settled_at_once,
+    token_digest,
 };
 use crate::domain::hooks::{CodeDeployHookEvent, HookRequest, HookResponse, HookStatus};
 use crate::drive::{self, Machine, SteerOutcome, Steered};
@@ -940,6 +941,9 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         step: usize,
         weight: f64,
     ) -> Result<Input, EngineError> {
+        if let Some(passed) = settled_at_once(d, &Command::RunGate { gate, step, weight }) {
+            return Ok(passed);
+        }
         let verdict = |passed: bool, reason: String| Input::GateResult {
             gate,
             step,
@@ -1014,6 +1018,10 @@ impl<S: Deployments, C: Cloud, K: Clock> Machine for Engine<S, C, K> {
 
     fn split(commands: Vec<Command>) -> (Vec<Event>, Vec<Command>) {
         split(commands)
+    }
+
+    fn settled_at_once(d: &Deployment, command: &Command) -> Option<Input> {
+        settled_at_once(d, command)
     }
 
     fn claimed(d: &Deployment, now: Time) -> Deployment {

@@ -423,6 +423,47 @@ async fn a_healthy_canary_is_gated_at_every_shift_and_promoted_whole() -> Result
     Ok(())
 }
 
+/// A gate with nothing to run (no hook, no alarm) passes in the save that
+/// enters it: a save fewer a gate than a gate that reads an alarm, for the
+/// same timeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gate_with_nothing_to_run_costs_no_save_of_its_own() -> Result<()> {
+    let w = world().await?;
+    w.create_alarm("greeter-calm").await?;
+    let mut watched = spec("1", "canary:10:1s", None, None);
+    watched.alarms = vec!["greeter-calm".into()];
+    let runs = [
+        ("bare", spec("2", "canary:10:1s", None, None)),
+        ("watched", watched),
+    ];
+    let mut saves = Vec::new();
+    let mut timelines = Vec::new();
+    for (id, spec) in runs {
+        w.engine.start(id, spec).await?;
+        let [done] = w.run_to_end(&[id]).await?.try_into().expect("one");
+        assert_eq!(done.phase, Phase::Promoted, "{id}");
+        saves.push(w.engine.store().load(id).await?.version);
+        timelines.push(timeline_kinds(&w, id).await?);
+    }
+    assert_eq!(timelines[0], timelines[1], "one timeline shape");
+    assert_eq!(saves[1] - saves[0], 4, "2 steps, 2 gates each: {saves:?}");
+    let passed: Vec<String> = w
+        .engine
+        .store()
+        .events("bare")
+        .await?
+        .into_iter()
+        .filter(|e| e.kind == EventKind::GatePassed)
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(passed.len(), 4, "{passed:?}");
+    assert!(
+        passed.iter().all(|m| m.contains("nothing to run")),
+        "{passed:?}"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failed_gates_and_alarms_roll_back_with_the_alias_whole() -> Result<()> {
     let w = world().await?;
