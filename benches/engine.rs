@@ -76,6 +76,8 @@ fn spec(version: &str, config: &str, alarms: Vec<String>) -> DeploymentSpec {
         analysis: None,
         hook_invocation: Default::default(),
         hook_timeout_seconds: None,
+        rollback: Default::default(),
+        frozen_for_seconds: None,
     }
 }
 

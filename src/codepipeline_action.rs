@@ -14,7 +14,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::domain::analysis::AnalysisSettings;
 use crate::domain::config::DeploymentConfig;
 use crate::domain::deployment::{
-    Deployment, DeploymentSpec, HookInvocation, OnBusy, OnManualChange, Phase, VersionSource,
+    Deployment, DeploymentSpec, HookInvocation, OnBusy, OnManualChange, Phase, RollbackPolicy,
+    VersionSource,
 };
 use crate::domain::smoke::{S3Uri, SmokeTest};
 use crate::ports::Deployments;
@@ -56,6 +57,10 @@ pub struct UserParameters {
     pub hook_invocation: HookInvocation,
     #[serde(default)]
     pub hook_timeout_seconds: Option<u64>,
+    #[serde(default)]
+    pub rollback: RollbackPolicy,
+    #[serde(default)]
+    pub frozen_for_seconds: Option<u64>,
 }
 
 impl UserParameters {
@@ -186,6 +191,8 @@ impl<K: Clock> CodePipelineAction<K> {
             analysis: params.analysis,
             hook_invocation: params.hook_invocation,
             hook_timeout_seconds: params.hook_timeout_seconds,
+            rollback: params.rollback,
+            frozen_for_seconds: params.frozen_for_seconds,
         };
         let problems = spec.problems();
         if !problems.is_empty() {

@@ -33,8 +33,8 @@ use crate::clock::Clock;
 use crate::domain::analysis::{AnalysisSettings, MetricTiming};
 use crate::domain::config::DeploymentConfig;
 use crate::domain::deployment::{
-    Deployment, DeploymentSpec, HookInvocation, Input, OnBusy, OnManualChange, Phase, Time,
-    VersionSource,
+    Deployment, DeploymentSpec, HookInvocation, Input, OnBusy, OnManualChange, Phase,
+    RollbackPolicy, Time, VersionSource,
 };
 use crate::operations::{OperationError, Operations};
 use crate::ports::{Cloud, Deployments, EngineError};
@@ -100,6 +100,12 @@ pub struct RolloutProperties {
     hook_timeout_seconds: Option<u64>,
     #[serde(default)]
     on_manual_change: OnManualChange,
+    /// `immediate` or `freeze`; a frozen rollout still ends by its
+    /// deadline, before CloudFormation stops waiting.
+    #[serde(default)]
+    rollback: RollbackPolicy,
+    #[serde(default, deserialize_with = "number_or_text")]
+    frozen_for_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -203,6 +209,8 @@ impl RolloutProperties {
             analysis,
             hook_invocation: self.hook_invocation,
             hook_timeout_seconds: self.hook_timeout_seconds,
+            rollback: self.rollback,
+            frozen_for_seconds: self.frozen_for_seconds,
         };
         let problems = spec.problems();
         if !problems.is_empty() {

@@ -955,7 +955,12 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
             for name in &d.spec.alarms {
                 match found.get(name) {
                     None => return Ok(verdict(false, format!("alarm {name} does not exist"))),
-                    Some(true) => return Ok(verdict(false, format!("alarm {name} is in ALARM"))),
+                    // An alarm rolls back at once, whatever the rollback policy.
+                    Some(true) => {
+                        return Ok(Input::AlarmRaised {
+                            alarm: name.clone(),
+                        });
+                    }
                     Some(false) => {}
                 }
             }

@@ -63,6 +63,8 @@ pub enum Notice {
     DeploymentPromoted(DeploymentNotice),
     DeploymentRolledBack(DeploymentNotice),
     DeploymentFailedToStart(DeploymentNotice),
+    /// A failure froze it, its split held for an operator (`rollback: freeze`).
+    DeploymentFrozen(DeploymentNotice),
     ExecutionEnded(ExecutionNotice),
 }
 
@@ -127,6 +129,7 @@ impl Notice {
             Notice::DeploymentPromoted(_) => "Sluice Deployment Promoted",
             Notice::DeploymentRolledBack(_) => "Sluice Deployment Rolled Back",
             Notice::DeploymentFailedToStart(_) => "Sluice Deployment Failed To Start",
+            Notice::DeploymentFrozen(_) => "Sluice Deployment Frozen",
             Notice::ExecutionEnded(_) => "Sluice Execution Ended",
         }
     }
@@ -138,6 +141,7 @@ impl Notice {
             Notice::DeploymentPromoted(_) => "deployment_promoted",
             Notice::DeploymentRolledBack(_) => "deployment_rolled_back",
             Notice::DeploymentFailedToStart(_) => "deployment_failed_to_start",
+            Notice::DeploymentFrozen(_) => "deployment_frozen",
             Notice::ExecutionEnded(_) => "execution_ended",
         }
     }
@@ -148,7 +152,8 @@ impl Notice {
             Notice::DeploymentStarted(d)
             | Notice::DeploymentPromoted(d)
             | Notice::DeploymentRolledBack(d)
-            | Notice::DeploymentFailedToStart(d) => &d.deployment_id,
+            | Notice::DeploymentFailedToStart(d)
+            | Notice::DeploymentFrozen(d) => &d.deployment_id,
             Notice::ExecutionEnded(e) => &e.execution_id,
         }
     }
@@ -162,6 +167,7 @@ impl Notice {
             Notice::DeploymentPromoted(d) => format!("{} promoted", d.headline()),
             Notice::DeploymentRolledBack(d) => format!("{} rolled back", d.headline()),
             Notice::DeploymentFailedToStart(d) => format!("{} failed to start", d.headline()),
+            Notice::DeploymentFrozen(d) => format!("{} frozen", d.headline()),
             Notice::ExecutionEnded(e) => format!(
                 "{} {} at {}: {}",
                 e.pipeline,
@@ -190,7 +196,8 @@ impl Notice {
             Notice::DeploymentStarted(d)
             | Notice::DeploymentPromoted(d)
             | Notice::DeploymentRolledBack(d)
-            | Notice::DeploymentFailedToStart(d) => {
+            | Notice::DeploymentFailedToStart(d)
+            | Notice::DeploymentFrozen(d) => {
                 lines.push(format!(
                     "Deployment {} of {}:{} ({}): {}.",
                     d.deployment_id,
@@ -236,7 +243,8 @@ impl DeploymentNotice {
         let reason = match &d.phase {
             Phase::RolledBack { reason }
             | Phase::RollingBack { reason }
-            | Phase::FailedToStart { reason } => Some(reason.clone()),
+            | Phase::FailedToStart { reason }
+            | Phase::FrozenOnFailure { reason, .. } => Some(reason.clone()),
             _ => None,
         };
         let verdict = d.analysis.as_ref().and_then(|a| a.verdict.as_ref());
@@ -295,6 +303,12 @@ pub fn deployment_reports(old: Option<&Deployment>, new: &Deployment) -> Vec<Rep
     let ended = |d: &Deployment| d.phase.is_terminal();
     if has_started(new) && !old.is_some_and(has_started) {
         reports.push(Report::Notice(Box::new(Notice::DeploymentStarted(
+            DeploymentNotice::of(new),
+        ))));
+    }
+    let frozen = |d: &Deployment| matches!(d.phase, Phase::FrozenOnFailure { .. });
+    if frozen(new) && !old.is_some_and(frozen) {
+        reports.push(Report::Notice(Box::new(Notice::DeploymentFrozen(
             DeploymentNotice::of(new),
         ))));
     }
@@ -467,6 +481,14 @@ pub fn deployment_status(d: &Deployment) -> StatusLine {
             format!(
                 "frozen at {}% on {target}: the alias was changed outside Sluice",
                 d.weight
+            ),
+        ),
+        Phase::FrozenOnFailure { reason, until, .. } => line(
+            CommitState::Pending,
+            format!(
+                "frozen at {}% on {target}: {reason}; rolled back at {} unless an operator aborts or promotes",
+                d.weight,
+                until.format("%H:%M:%S UTC")
             ),
         ),
         Phase::RollingBack { reason } => {

@@ -851,6 +851,8 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
             analysis: deploy.analysis.clone(),
             hook_invocation: deploy.hook_invocation,
             hook_timeout_seconds: deploy.hook_timeout_seconds,
+            rollback: deploy.rollback,
+            frozen_for_seconds: deploy.frozen_for_seconds,
         };
         // Names come from templates: checked once rendered, before
         // anything is written.

@@ -67,6 +67,8 @@ pub fn due_at(d: &Deployment, grace: chrono::Duration) -> Option<Time> {
         // Its next read or its end; paused with nothing to read, only an operator moves it.
         Phase::Baking { .. } => d.bake_wake(),
         Phase::Frozen { .. } => None,
+        // Owned, waiting for an operator: due when its wait ends.
+        Phase::FrozenOnFailure { until, .. } => Some(*until),
         // An invoked asynchronous hook is waited for until its deadline.
         _ => d.hook_deadline().or(Some(d.updated_at + grace)),
     };
@@ -402,6 +404,7 @@ pub fn phase_name(phase: &Phase) -> &'static str {
         Phase::PostTraffic { .. } => "post_traffic",
         Phase::Baking { .. } => "baking",
         Phase::Frozen { .. } => "frozen",
+        Phase::FrozenOnFailure { .. } => "frozen_on_failure",
         Phase::RollingBack { .. } => "rolling_back",
         Phase::Promoted => "promoted",
         Phase::RolledBack { .. } => "rolled_back",

@@ -10,8 +10,8 @@ use sluice::aws::{AwsCloud, invoke};
 use sluice::budget::Budget;
 use sluice::clock::SystemClock;
 use sluice::domain::deployment::{
-    AliasUpdate, Command, Deployment, DeploymentSpec, EventKind, Input, OnBusy, OnManualChange,
-    Phase, VersionSource,
+    AliasUpdate, Command, Deployment, DeploymentSpec, EventKind, Gate, Input, OnBusy,
+    OnManualChange, Phase, RollbackPolicy, VersionSource,
 };
 use sluice::engine::{Engine, EngineError};
 use sluice::events::{HandedOver, QueueMessage, TimerMessage, queue_message};
@@ -160,6 +160,8 @@ fn spec(version: &str, config: &str, pre: Option<&str>, post: Option<&str>) -> D
         analysis: None,
         hook_invocation: Default::default(),
         hook_timeout_seconds: None,
+        rollback: Default::default(),
+        frozen_for_seconds: None,
     }
 }
 
@@ -461,6 +463,79 @@ async fn a_gate_with_nothing_to_run_costs_no_save_of_its_own() -> Result<()> {
         passed.iter().all(|m| m.contains("nothing to run")),
         "{passed:?}"
     );
+    Ok(())
+}
+
+/// Under the freeze policy a failed gate holds the split: until an
+/// operator's abort, or, without one, until its wait ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gate_failed_under_the_freeze_policy_holds_the_split_until_an_abort_or_its_wait_ends()
+-> Result<()> {
+    let w = world().await?;
+    let mut frozen = spec(
+        "2",
+        "canary:10:1s",
+        Some("greeter-pre-ok"),
+        Some("greeter-pre-fail"),
+    );
+    frozen.rollback = RollbackPolicy::Freeze;
+    let split = ("1".to_owned(), vec![("2".to_owned(), 0.1)]);
+    let d = w.engine.start("frozen", frozen.clone()).await?;
+    assert!(
+        matches!(
+            &d.phase,
+            Phase::FrozenOnFailure {
+                step: 0,
+                gate: Some(Gate::PostTraffic),
+                ..
+            }
+        ),
+        "{:?}",
+        d.phase
+    );
+    assert_eq!(w.alias().await?, split, "the split held");
+    // Owned, not stuck, and not due for the sweep before its wait ends.
+    let an_hour_less = chrono::Utc::now() + chrono::Duration::minutes(59);
+    assert!(w.engine.store().due(an_hour_less).await?.is_empty());
+    assert!(w.engine.store().stuck(an_hour_less).await?.is_empty());
+    w.engine
+        .steer(
+            "frozen",
+            Input::Abort {
+                reason: "a person looked".into(),
+            },
+        )
+        .await?;
+    let [done] = w.run_to_end(&["frozen"]).await?.try_into().expect("one");
+    assert!(
+        matches!(&done.phase, Phase::RolledBack { reason } if reason.contains("a person looked")),
+        "{:?}",
+        done.phase
+    );
+    assert_eq!(w.alias().await?, ("1".to_owned(), vec![]));
+
+    // Without an operator's word, it rolls back when its wait ends.
+    frozen.frozen_for_seconds = Some(2);
+    let d = w.engine.start("frozen-briefly", frozen).await?;
+    assert!(
+        matches!(d.phase, Phase::FrozenOnFailure { .. }),
+        "{:?}",
+        d.phase
+    );
+    assert_eq!(w.alias().await?, split);
+    let [done] = w
+        .run_to_end(&["frozen-briefly"])
+        .await?
+        .try_into()
+        .expect("one");
+    assert!(
+        matches!(&done.phase, Phase::RolledBack { reason } if reason.contains("no operator's word")),
+        "{:?}",
+        done.phase
+    );
+    assert_eq!(w.alias().await?, ("1".to_owned(), vec![]));
+    let kinds = timeline_kinds(&w, "frozen-briefly").await?;
+    assert!(kinds.contains(&EventKind::Frozen), "{kinds:?}");
     Ok(())
 }
 

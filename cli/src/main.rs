@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use sluice::clock::{Clock, SystemClock};
 use sluice::domain::config::ConfigError;
 use sluice::domain::deployment::{
-    DeploymentSpec, HookInvocation, OnBusy, OnManualChange, VersionSource,
+    DeploymentSpec, HookInvocation, OnBusy, OnManualChange, RollbackPolicy, VersionSource,
 };
 use sluice::domain::execution::StopMode;
 use sluice::domain::smoke::S3Uri;
@@ -227,6 +227,13 @@ struct DeployArgs {
     /// without a report or heartbeat (default 900, at most 3600).
     #[arg(long, value_name = "SECONDS", num_args = 0..=1)]
     async_hooks: Option<Option<u64>>,
+    /// When a gate or an analysis fails with traffic on the new version,
+    /// hold the split and freeze for an operator (abort rolls back; resume
+    /// or promote go on, the failed gate run again); rolled back after
+    /// SECONDS without either (default 3600, at most a week). An alarm or
+    /// an abort still rolls back at once.
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1)]
+    freeze_on_failure: Option<Option<u64>>,
 }
 
 impl DeployArgs {
@@ -278,6 +285,12 @@ impl DeployArgs {
                 HookInvocation::Sync
             },
             hook_timeout_seconds: self.async_hooks.flatten(),
+            rollback: if self.freeze_on_failure.is_some() {
+                RollbackPolicy::Freeze
+            } else {
+                RollbackPolicy::Immediate
+            },
+            frozen_for_seconds: self.freeze_on_failure.flatten(),
         })
     }
 }

@@ -68,6 +68,46 @@ pub enum OnManualChange {
     Freeze,
 }
 
+/// What a failed gate or analysis does once the new version has traffic.
+/// An alarm, an abort and the deployment's deadline roll back at once
+/// whatever the policy; before the first shift there is nothing to hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackPolicy {
+    /// All traffic back on the old version at once.
+    #[default]
+    Immediate,
+    /// The split held, the deployment frozen for an operator: abort rolls
+    /// back; resume or promote go on, the failed gate run again. Rolled
+    /// back after `frozen_for_seconds` without either (for a new version
+    /// that ran a migration the old one cannot read, say).
+    Freeze,
+}
+
+impl RollbackPolicy {
+    fn is_immediate(&self) -> bool {
+        *self == RollbackPolicy::Immediate
+    }
+}
+
+/// How long a deployment frozen on a failure waits for an operator by default.
+pub const DEFAULT_FROZEN_SECS: u64 = 3600;
+/// The longest it may wait: a week.
+pub const MAX_FROZEN_SECS: u64 = 7 * 24 * 3600;
+
+/// What is wrong with the rollback policy's settings, each named.
+pub fn rollback_problems(policy: RollbackPolicy, frozen_for_seconds: Option<u64>) -> Vec<String> {
+    match (policy, frozen_for_seconds) {
+        (RollbackPolicy::Immediate, Some(_)) => {
+            vec!["frozen_for_seconds applies to rollback: freeze only".into()]
+        }
+        (_, Some(secs)) if !(1..=MAX_FROZEN_SECS).contains(&secs) => vec![format!(
+            "frozen_for_seconds: {secs} must be from 1 to {MAX_FROZEN_SECS} (a week)"
+        )],
+        _ => vec![],
+    }
+}
+
 /// What an operator or a pipeline asks for. Strict: a misspelled field
 /// (`pre_traffic_hok`) is refused, never read as a gate left out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,6 +145,13 @@ pub struct DeploymentSpec {
     /// most `MAX_ASYNC_HOOK_SECS` in all).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hook_timeout_seconds: Option<u64>,
+    /// What a failed gate or analysis does once there is traffic to hold.
+    #[serde(default, skip_serializing_if = "RollbackPolicy::is_immediate")]
+    pub rollback: RollbackPolicy,
+    /// With `rollback: freeze`: how long the deployment waits frozen for
+    /// an operator before it rolls back (`DEFAULT_FROZEN_SECS`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen_for_seconds: Option<u64>,
 }
 
 /// How a deployment's hooks are invoked.
@@ -182,6 +229,8 @@ impl DeploymentSpec {
             analysis: None,
             hook_invocation: HookInvocation::default(),
             hook_timeout_seconds: None,
+            rollback: RollbackPolicy::default(),
+            frozen_for_seconds: None,
         }
     }
 
@@ -231,6 +280,7 @@ impl DeploymentSpec {
             self.hook_invocation,
             self.hook_timeout_seconds,
         ));
+        problems.extend(rollback_problems(self.rollback, self.frozen_for_seconds));
         let size = serde_json::to_vec(self).map_or(0, |json| json.len());
         if let Err(why) = limits::bytes("the spec as JSON", size, limits::MAX_SPEC_BYTES) {
             problems.push(format!(
@@ -309,6 +359,15 @@ pub enum Phase {
     Frozen {
         step: usize,
         found: String,
+    },
+    /// A gate (`gate`) or the bake's analysis (none) failed at `step`, and
+    /// the deployment holds its split for an operator
+    /// (`RollbackPolicy::Freeze`): rolled back at `until` without one.
+    FrozenOnFailure {
+        step: usize,
+        gate: Option<Gate>,
+        reason: String,
+        until: Time,
     },
     /// The alias is being put back to 100% old.
     RollingBack {
@@ -520,6 +579,8 @@ pub enum EventKind {
     /// A step started later than its bake's end, and why.
     Late,
     PromoteRequested,
+    /// A failure froze the deployment, its split held for an operator.
+    Frozen,
     Promoted,
     RollbackStarted,
     RolledBack,
@@ -790,6 +851,7 @@ impl Deployment {
     pub fn wake(&self) -> Option<(usize, Time)> {
         let own = match &self.phase {
             Phase::Baking { step, .. } => self.bake_wake().map(|at| (*step, at)),
+            Phase::FrozenOnFailure { step, until, .. } => Some((*step, *until)),
             _ => self
                 .waiting_hook()
                 .and_then(|w| self.hook_deadline().map(|at| (w.step, at))),
@@ -862,6 +924,17 @@ impl Deployment {
                 "step {}/{steps}: frozen, the alias was changed outside Sluice (it serves {found}): resume or abort",
                 step + 1
             ),
+            Phase::FrozenOnFailure {
+                step,
+                reason,
+                until,
+                ..
+            } => format!(
+                "step {}/{steps}: frozen at {}% ({reason}): abort, resume or promote by {}, else rolled back then",
+                step + 1,
+                self.weight,
+                until.format("%H:%M:%S")
+            ),
             Phase::RollingBack { reason } => format!("rolling back: {reason}"),
             Phase::RolledBack { reason } => format!("rolled back: {reason}"),
             Phase::FailedToStart { reason } => format!("failed to start: {reason}"),
@@ -881,6 +954,7 @@ impl Deployment {
             }
             Phase::Created | Phase::Shifting { .. } | Phase::RollingBack { .. } => true,
             Phase::Baking { .. } => self.bake_wake().is_some_and(|at| at <= now),
+            Phase::FrozenOnFailure { until, .. } => *until <= now,
             Phase::Queued { .. }
             | Phase::Frozen { .. }
             | Phase::Promoted
@@ -898,7 +972,8 @@ impl Deployment {
             | Phase::Shifting { step }
             | Phase::PostTraffic { step }
             | Phase::Baking { step, .. }
-            | Phase::Frozen { step, .. } => *step,
+            | Phase::Frozen { step, .. }
+            | Phase::FrozenOnFailure { step, .. } => *step,
             _ => return false,
         };
         self.spec.analysis.is_some()
@@ -1036,6 +1111,11 @@ pub fn pending(d: &Deployment, now: Time) -> Vec<Command> {
             }]
         }
         Phase::Frozen { .. } => vec![],
+        Phase::FrozenOnFailure { step, until, .. } if *until > now => vec![Command::StartTimer {
+            step: *step,
+            at: *until,
+        }],
+        Phase::FrozenOnFailure { .. } => vec![],
         // Once due, a timer's input (`TimerFired`) reads or ends the bake.
         Phase::Baking { step, .. } => match d.bake_wake() {
             Some(at) if at > now => vec![Command::StartTimer { step: *step, at }],
@@ -1093,6 +1173,48 @@ fn roll_back(d: &mut Deployment, reason: String, now: Time, commands: &mut Vec<C
     enter(d, Phase::RollingBack { reason }, now, commands);
 }
 
+/// A gate (`gate`) or the analysis (none) judged the new version bad at
+/// `step`: rolled back, or, as the spec's policy may ask, frozen with the
+/// split held (with no traffic on the new version, there is none to hold).
+fn judged_bad(
+    d: &mut Deployment,
+    step: usize,
+    gate: Option<Gate>,
+    reason: String,
+    now: Time,
+    commands: &mut Vec<Command>,
+) {
+    if d.spec.rollback != RollbackPolicy::Freeze || d.weight <= 0.0 {
+        roll_back(d, reason, now, commands);
+        return;
+    }
+    let secs = d.spec.frozen_for_seconds.unwrap_or(DEFAULT_FROZEN_SECS);
+    let until = now + ChronoDuration::seconds(secs as i64);
+    commands.push(record(
+        now,
+        EventKind::Frozen,
+        format!(
+            "{reason}; frozen at {}%: abort rolls back, resume or promote go on ({}), and without either it rolls back at {until}",
+            d.weight,
+            match gate {
+                Some(gate) => format!("the {} gate run again", gate_name(gate)),
+                None => "the analysis taken as passed".into(),
+            }
+        ),
+    ));
+    enter(
+        d,
+        Phase::FrozenOnFailure {
+            step,
+            gate,
+            reason,
+            until,
+        },
+        now,
+        commands,
+    );
+}
+
 fn fail_to_start(d: &mut Deployment, reason: String, now: Time, commands: &mut Vec<Command>) {
     commands.push(record(now, EventKind::FailedToStart, reason.clone()));
     enter(d, Phase::FailedToStart { reason }, now, commands);
@@ -1140,8 +1262,10 @@ fn gate_recorded(
             Gate::PreTraffic => format!("before {}%", d.step_weight(step)),
             Gate::PostTraffic => format!("at {}%", d.weight),
         };
-        roll_back(
+        judged_bad(
             d,
+            step,
+            Some(gate),
             format!("{name} gate failed {at}: {reason}"),
             now,
             commands,
@@ -1286,6 +1410,12 @@ fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command
     match d.phase.clone() {
         Phase::Created | Phase::Queued { .. } => before_start(d, input, now, commands),
         Phase::Frozen { step, .. } => frozen(d, step, input, now, commands),
+        Phase::FrozenOnFailure {
+            step,
+            gate,
+            reason,
+            until,
+        } => frozen_on_failure(d, step, gate, &reason, until, input, now, commands),
         Phase::RollingBack { reason } => rolling_back(d, reason, input, now, commands),
         Phase::PreTraffic { .. }
         | Phase::Shifting { .. }
@@ -1881,7 +2011,7 @@ fn measured(
     a.retry_at = None;
     if let Verdict::Fail(why) = verdict {
         let reason = format!("analysis failed at {}%: {why}", d.weight);
-        roll_back(d, reason, now, commands);
+        judged_bad(d, step, None, reason, now, commands);
         return true;
     }
     bake_timer(d, step, until, None, now, commands);
@@ -1937,7 +2067,7 @@ fn bake_ended(
             }
             Conclusion::RollBack(why) => {
                 let reason = format!("analysis failed at {}%: {why}", d.weight);
-                roll_back(d, reason, now, commands);
+                judged_bad(d, step, None, reason, now, commands);
                 return true;
             }
             Conclusion::WaitUntil(wait, why) => {
@@ -2042,6 +2172,74 @@ fn frozen(
             enter(d, Phase::Shifting { step }, now, commands);
         }
         Input::Abort { reason } => roll_back(d, format!("aborted: {reason}"), now, commands),
+        _ => return false,
+    }
+    true
+}
+
+/// Frozen on a failure, the split held: an operator's abort rolls back, a
+/// resume or a promote goes on with the failed gate run again (the
+/// analysis's failure taken as passed), an alarm rolls back, and so does
+/// the end of the wait.
+#[allow(clippy::too_many_arguments)]
+fn frozen_on_failure(
+    d: &mut Deployment,
+    step: usize,
+    gate: Option<Gate>,
+    reason: &str,
+    until: Time,
+    input: &Input,
+    now: Time,
+    commands: &mut Vec<Command>,
+) -> bool {
+    match input {
+        Input::Resume | Input::Promote => {
+            let promote = matches!(input, Input::Promote);
+            d.paused = false;
+            d.skip_waits |= promote;
+            let (kind, how) = if promote {
+                (
+                    EventKind::PromoteRequested,
+                    "remaining waits skipped; gates still run",
+                )
+            } else {
+                (EventKind::Resumed, "on schedule")
+            };
+            let again = match gate {
+                Some(gate) => format!("its {} gate runs again", gate_name(gate)),
+                None => "its analysis's failure taken as passed".into(),
+            };
+            commands.push(record(
+                now,
+                kind,
+                format!(
+                    "going on from step {} over \"{reason}\": {again}; {how}",
+                    step + 1
+                ),
+            ));
+            match gate {
+                Some(Gate::PreTraffic) => enter(d, Phase::PreTraffic { step }, now, commands),
+                Some(Gate::PostTraffic) => enter(d, Phase::PostTraffic { step }, now, commands),
+                None => bake_over(d, step, now, now, commands),
+            }
+        }
+        Input::Abort { reason } => roll_back(d, format!("aborted: {reason}"), now, commands),
+        Input::AlarmRaised { alarm } => {
+            roll_back(d, format!("alarm {alarm} is in ALARM"), now, commands);
+        }
+        Input::TimerFired { at, .. } if now >= until || *at == Some(until) => {
+            if now < until {
+                // The wait's own timer come early (SQS delays 15 minutes at most).
+                commands.push(Command::StartTimer { step, at: until });
+            } else {
+                roll_back(
+                    d,
+                    format!("frozen with no operator's word by {until}: {reason}"),
+                    now,
+                    commands,
+                );
+            }
+        }
         _ => return false,
     }
     true

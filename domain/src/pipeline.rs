@@ -4,7 +4,9 @@
 
 use crate::analysis::AnalysisSettings;
 use crate::config::DeploymentConfig;
-use crate::deployment::{HookInvocation, OnBusy, OnManualChange, hook_problems};
+use crate::deployment::{
+    HookInvocation, OnBusy, OnManualChange, RollbackPolicy, hook_problems, rollback_problems,
+};
 use crate::names;
 use crate::smoke::{S3Uri, SmokeTest};
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -115,6 +117,10 @@ pub struct DeployAction {
     pub hook_invocation: HookInvocation,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hook_timeout_seconds: Option<u64>,
+    #[serde(default)]
+    pub rollback: RollbackPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen_for_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -678,6 +684,9 @@ fn check_action(
                 }
             }
             for why in hook_problems(d.hook_invocation, d.hook_timeout_seconds) {
+                problem(problems, path, why);
+            }
+            for why in rollback_problems(d.rollback, d.frozen_for_seconds) {
                 problem(problems, path, why);
             }
             match (&d.artifact, &d.version) {

@@ -31,6 +31,8 @@ fn spec(alias: &str) -> DeploymentSpec {
         analysis: None,
         hook_invocation: Default::default(),
         hook_timeout_seconds: None,
+        rollback: Default::default(),
+        frozen_for_seconds: None,
     }
 }
 

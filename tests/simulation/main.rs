@@ -27,8 +27,8 @@ use model::{
 };
 use sluice::clock::Clock;
 use sluice::domain::deployment::{
-    Command, Deployment, DeploymentSpec, Gate, Input, OnBusy, OnManualChange, Phase, Time,
-    VersionSource,
+    Command, Deployment, DeploymentSpec, Gate, Input, OnBusy, OnManualChange, Phase,
+    RollbackPolicy, Time, VersionSource,
 };
 use sluice::domain::execution::{
     ActionState, Command as ExecutionCommand, Input as ExecutionInput, Status, StopMode,
@@ -56,6 +56,8 @@ type SimOrchestrator = Orchestrator<MemoryTable, MemoryCloud, SimClock, MemoryAc
 const FUNCTIONS: [&str; 4] = ["orders", "payments", "search", "email"];
 const ALIAS: &str = "live";
 const ALARMS: [&str; 2] = ["errors", "latency"];
+/// Marks the key of a failure's freeze among the freezes answered.
+const FAILURE_FREEZE: &str = "failure until ";
 /// As template.yaml has them.
 const RECONCILE_EVERY_SECS: i64 = 60;
 /// How long an analysed deployment watches its new version at 100%.
@@ -263,7 +265,8 @@ struct Sim {
     violations: Mutex<Vec<String>>,
     /// Each deployment's last forward shift: when, and to which step.
     shifted: Mutex<BTreeMap<String, (Time, usize)>>,
-    /// Frozen deployments an operator has been scheduled to answer.
+    /// Frozen deployments an operator has been scheduled to answer (those
+    /// frozen on a failure keyed by `FAILURE_FREEZE` and their wait's end).
     answered_freezes: Mutex<BTreeSet<(String, usize, String)>>,
     /// CodePipeline runs still going when the execution that started them
     /// had ended (run → execution): each must be stopped in the end.
@@ -494,9 +497,29 @@ impl Sim {
     }
 
     /// On call answers a frozen deployment, some minutes later: resumes it
-    /// from the alias as found, or aborts it.
+    /// from the alias as found, or aborts it. One frozen on a failure is
+    /// aborted, promoted (its gate run again), or left to the end of its
+    /// wait.
     fn answer_freezes(&self) {
         for d in self.table.deployments() {
+            if let Phase::FrozenOnFailure { step, until, .. } = &d.phase {
+                let key = (d.id.clone(), *step, format!("{FAILURE_FREEZE}{until}"));
+                if !self.answered_freezes.lock().unwrap().insert(key) {
+                    continue;
+                }
+                let input = match self.dice.below(3) {
+                    0 => Input::Abort {
+                        reason: "on call rolled it back".into(),
+                    },
+                    1 => Input::Promote,
+                    _ => continue,
+                };
+                self.schedule_in(
+                    30 + self.dice.below(300) as i64,
+                    Work::Operator { id: d.id, input },
+                );
+                continue;
+            }
             let Phase::Frozen { step, found } = &d.phase else {
                 continue;
             };
@@ -739,6 +762,7 @@ fn owns_the_alias(phase: &Phase) -> bool {
             | Phase::PostTraffic { .. }
             | Phase::Baking { .. }
             | Phase::Frozen { .. }
+            | Phase::FrozenOnFailure { .. }
             | Phase::RollingBack { .. }
     )
 }
@@ -1383,7 +1407,7 @@ fn lay_out(sim: &Sim, plan: &Plan) {
             },
             v => VersionSource::Version((v - 5).to_string()),
         };
-        let spec = DeploymentSpec {
+        let mut spec = DeploymentSpec {
             function: function.into(),
             alias: ALIAS.into(),
             source,
@@ -1417,7 +1441,15 @@ fn lay_out(sim: &Sim, plan: &Plan) {
             }),
             hook_invocation: Default::default(),
             hook_timeout_seconds: None,
+            rollback: RollbackPolicy::Immediate,
+            frozen_for_seconds: None,
         };
+        // Some hold their split on a failure, for an operator or the end
+        // of their wait.
+        if dice.chance(0.3) {
+            spec.rollback = RollbackPolicy::Freeze;
+            spec.frozen_for_seconds = Some(60 + dice.below(600));
+        }
         sim.schedule(
             at,
             Work::Start {
@@ -1522,6 +1554,10 @@ struct Outcome {
     taken_by_hand: usize,
     /// Times on call found a deployment frozen by a person's change.
     frozen: usize,
+    /// Times a failure froze a deployment (`rollback: freeze`).
+    frozen_on_failure: usize,
+    /// Rolled back at the end of a failure's freeze, with no operator's word.
+    ended_by_wait: usize,
     failed_to_start: usize,
     executions: usize,
     succeeded: usize,
@@ -1662,6 +1698,13 @@ fn run_world(plan: &Plan) -> Outcome {
             }
         }
         let count = |f: fn(&Phase) -> bool| deployments.iter().filter(|d| f(&d.phase)).count();
+        let freezes = |on_failure: bool| {
+            let answered = sim.answered_freezes.lock().unwrap();
+            answered
+                .iter()
+                .filter(|(_, _, key)| key.starts_with(FAILURE_FREEZE) == on_failure)
+                .count()
+        };
         let violations = sim.violations.lock().unwrap().clone();
         Outcome {
             violations,
@@ -1675,7 +1718,11 @@ fn run_world(plan: &Plan) -> Outcome {
             by_analysis: count(
                 |p| matches!(p, Phase::RolledBack { reason } if reason.starts_with("analysis failed")),
             ),
-            frozen: sim.answered_freezes.lock().unwrap().len(),
+            frozen: freezes(false),
+            frozen_on_failure: freezes(true),
+            ended_by_wait: count(
+                |p| matches!(p, Phase::RolledBack { reason } if reason.contains("no operator's word")),
+            ),
             failed_to_start: count(|p| matches!(p, Phase::FailedToStart { .. })),
             executions: executions.len(),
             succeeded: executions
@@ -1744,6 +1791,8 @@ fn run_worlds(seed: u64, worlds: u64, deployments: usize, pushes: usize) -> Tota
         totals.taken_by_hand += outcome.taken_by_hand;
         totals.by_analysis += outcome.by_analysis;
         totals.frozen += outcome.frozen;
+        totals.frozen_on_failure += outcome.frozen_on_failure;
+        totals.ended_by_wait += outcome.ended_by_wait;
         totals.failed_to_start += outcome.failed_to_start;
         totals.executions += outcome.executions;
         totals.succeeded += outcome.succeeded;
@@ -1764,6 +1813,10 @@ struct Totals {
     taken_by_hand: usize,
     /// Times on call found a deployment frozen by a person's change.
     frozen: usize,
+    /// Times a failure froze a deployment (`rollback: freeze`).
+    frozen_on_failure: usize,
+    /// Rolled back at the end of a failure's freeze, with no operator's word.
+    ended_by_wait: usize,
     failed_to_start: usize,
     executions: usize,
     succeeded: usize,
@@ -1790,6 +1843,10 @@ fn deployments_never_strand_traffic_skip_a_gate_or_stall_under_faults() {
         "{totals:?}"
     );
     assert!(totals.taken_by_hand > 0 && totals.frozen > 0, "{totals:?}");
+    assert!(
+        totals.frozen_on_failure > 0 && totals.ended_by_wait > 0,
+        "{totals:?}"
+    );
     assert!(totals.by_analysis > 0, "{totals:?}");
 }
 

@@ -22,6 +22,8 @@ fn spec(config: &str) -> DeploymentSpec {
         analysis: None,
         hook_invocation: Default::default(),
         hook_timeout_seconds: None,
+        rollback: Default::default(),
+        frozen_for_seconds: None,
     }
 }
 
@@ -1904,4 +1906,202 @@ fn a_version_that_goes_bad_late_is_judged_on_its_newest_minutes_too() {
         ),
         "{reason}"
     );
+}
+
+/// A linear rollout with the freeze policy, its first step shifted.
+fn frozen_run(frozen_for: Option<u64>) -> Run {
+    let mut r = Run::new("linear:10:10s");
+    r.d.spec.rollback = RollbackPolicy::Freeze;
+    r.d.spec.frozen_for_seconds = frozen_for;
+    r.prepared();
+    r.gate(Gate::PreTraffic, 0, true);
+    r.feed(Input::AliasUpdated {
+        update: AliasUpdate::Step(0),
+        revision: None,
+    });
+    r
+}
+
+#[test]
+fn a_failed_gate_under_the_freeze_policy_holds_the_split_until_an_abort() {
+    let mut r = frozen_run(None);
+    let writes = |r: &Run| {
+        r.commands
+            .iter()
+            .filter(|c| matches!(c, Command::SetAlias { .. }))
+            .count()
+    };
+    let before = writes(&r);
+    assert!(r.gate(Gate::PostTraffic, 0, false));
+    let Phase::FrozenOnFailure {
+        step, gate, until, ..
+    } = r.d.phase.clone()
+    else {
+        panic!("{:?}", r.d.phase)
+    };
+    assert_eq!((step, gate), (0, Some(Gate::PostTraffic)));
+    assert_eq!(until, t(DEFAULT_FROZEN_SECS as i64));
+    assert_eq!(writes(&r), before, "the split is held: no alias write");
+    assert_eq!(r.alias, ("1".into(), Some(("2".into(), 10.0))));
+    assert_eq!(r.d.wake(), Some((0, until)), "its wait's end is armed");
+    assert!(
+        r.commands
+            .contains(&Command::StartTimer { step: 0, at: until })
+    );
+    assert!(
+        r.d.status_text().contains("frozen at 10%"),
+        "{}",
+        r.d.status_text()
+    );
+    // Neither a pause nor a gate result nor a timer before its end moves it.
+    r.at(60);
+    assert!(!r.feed(Input::Pause));
+    assert!(!r.gate(Gate::PostTraffic, 0, true));
+    assert!(!r.feed(Input::TimerFired {
+        step: 0,
+        at: Some(t(30))
+    }));
+    // The wait's own timer come early (SQS's 15 minutes) is armed again.
+    assert!(r.feed(Input::TimerFired {
+        step: 0,
+        at: Some(until)
+    }));
+    assert!(matches!(r.d.phase, Phase::FrozenOnFailure { .. }));
+    assert!(r.feed(Input::Abort {
+        reason: "ops".into()
+    }));
+    assert_eq!(r.alias, ("1".into(), None), "aborted: rolled back at once");
+    assert!(matches!(&r.d.phase, Phase::RollingBack { reason } if reason.contains("ops")));
+}
+
+#[test]
+fn a_frozen_deployment_rolls_back_at_the_end_of_its_wait_or_on_an_alarm() {
+    let mut r = frozen_run(Some(120));
+    assert!(r.gate(Gate::PostTraffic, 0, false));
+    r.at(119);
+    r.timer(0);
+    assert!(matches!(r.d.phase, Phase::FrozenOnFailure { .. }));
+    r.at(120);
+    assert!(r.timer(0));
+    assert!(
+        matches!(&r.d.phase, Phase::RollingBack { reason } if reason.contains("no operator's word") && reason.contains("PostTraffic")),
+        "{:?}",
+        r.d.phase
+    );
+    assert_eq!(r.alias, ("1".into(), None));
+
+    let mut r = frozen_run(Some(120));
+    assert!(r.gate(Gate::PostTraffic, 0, false));
+    r.at(5);
+    assert!(r.feed(Input::AlarmRaised {
+        alarm: "errors".into()
+    }));
+    assert!(matches!(&r.d.phase, Phase::RollingBack { reason } if reason.contains("errors")));
+}
+
+#[test]
+fn a_resumed_or_promoted_frozen_deployment_runs_its_failed_gate_again() {
+    // PostTraffic failed at 10%: resume runs it again at that step.
+    let mut r = frozen_run(None);
+    assert!(r.gate(Gate::PostTraffic, 0, false));
+    r.at(30);
+    assert!(r.feed(Input::Resume));
+    assert_eq!(r.d.phase, Phase::PostTraffic { step: 0 });
+    assert_eq!(r.gates_run().last(), Some(&(Gate::PostTraffic, 0)));
+    assert!(!r.d.skip_waits);
+    // It fails again: frozen again, with a new wait.
+    assert!(r.gate(Gate::PostTraffic, 0, false));
+    assert!(
+        matches!(r.d.phase, Phase::FrozenOnFailure { until, .. } if until == t(30 + DEFAULT_FROZEN_SECS as i64))
+    );
+    // A promote skips the waits, and still runs the gate.
+    assert!(r.feed(Input::Promote));
+    assert!(r.d.skip_waits);
+    assert_eq!(r.d.phase, Phase::PostTraffic { step: 0 });
+    assert!(r.gate(Gate::PostTraffic, 0, true));
+    assert_eq!(
+        r.d.phase,
+        Phase::PreTraffic { step: 1 },
+        "no bake: waits skipped"
+    );
+
+    // A PreTraffic gate failed before 20%: the alias holds 10%, and resume
+    // runs that gate again.
+    let mut r = frozen_run(None);
+    assert!(r.gate(Gate::PostTraffic, 0, true));
+    r.at(10);
+    assert!(r.timer(0));
+    assert_eq!(r.d.phase, Phase::PreTraffic { step: 1 });
+    assert!(r.gate(Gate::PreTraffic, 1, false));
+    assert!(matches!(
+        r.d.phase,
+        Phase::FrozenOnFailure {
+            step: 1,
+            gate: Some(Gate::PreTraffic),
+            ..
+        }
+    ));
+    assert_eq!(r.alias, ("1".into(), Some(("2".into(), 10.0))));
+    assert!(r.feed(Input::Resume));
+    assert_eq!(r.d.phase, Phase::PreTraffic { step: 1 });
+}
+
+#[test]
+fn with_no_traffic_on_the_new_version_the_freeze_policy_rolls_back() {
+    let mut r = Run::new("linear:10:10s");
+    r.d.spec.rollback = RollbackPolicy::Freeze;
+    r.prepared();
+    assert!(r.gate(Gate::PreTraffic, 0, false));
+    assert!(
+        matches!(
+            r.d.phase,
+            Phase::RollingBack { .. } | Phase::RolledBack { .. }
+        ),
+        "{:?}",
+        r.d.phase
+    );
+}
+
+#[test]
+fn the_freeze_policy_s_wait_is_checked_when_asked_for() {
+    let mut asked = spec("linear:10:10s");
+    asked.frozen_for_seconds = Some(60);
+    assert_eq!(
+        asked.problems(),
+        vec!["frozen_for_seconds applies to rollback: freeze only".to_owned()]
+    );
+    asked.rollback = RollbackPolicy::Freeze;
+    assert!(asked.problems().is_empty());
+    for secs in [0, MAX_FROZEN_SECS + 1] {
+        asked.frozen_for_seconds = Some(secs);
+        assert_eq!(
+            asked.problems(),
+            vec![format!(
+                "frozen_for_seconds: {secs} must be from 1 to {MAX_FROZEN_SECS} (a week)"
+            )]
+        );
+    }
+    let json = r#"{"function":"f","alias":"live","source":{"version":"2"},"config":"AllAtOnce","rollback":"frozen"}"#;
+    let refused = serde_json::from_str::<DeploymentSpec>(json).unwrap_err();
+    assert!(refused.to_string().contains("frozen"), "{refused}");
+}
+
+#[test]
+fn a_failed_analysis_under_the_freeze_policy_holds_and_a_resume_takes_it_as_passed() {
+    let mut r = analysed("steps:10@1m,50@1m,100", r#"{"max_error_rate": 5}"#);
+    r.d.spec.rollback = RollbackPolicy::Freeze;
+    r.at(10);
+    shift_step(&mut r, 0, 5);
+    r.at(180);
+    assert!(r.timer(0));
+    assert!(r.measured(counts(100.0, 30.0)));
+    assert!(
+        matches!(&r.d.phase, Phase::FrozenOnFailure { step: 0, gate: None, reason, .. } if reason.starts_with("analysis failed at 10%")),
+        "{:?}",
+        r.d.phase
+    );
+    assert_eq!(r.alias, ("1".into(), Some(("2".into(), 10.0))));
+    r.at(200);
+    assert!(r.feed(Input::Resume));
+    assert_eq!(r.d.phase, Phase::PreTraffic { step: 1 });
 }
