@@ -62,7 +62,7 @@ enum Command {
         watch: bool,
     },
     /// Start a deployment of a function's alias.
-    Deploy(DeployArgs),
+    Deploy(Box<DeployArgs>),
     /// Deployments.
     Deployment {
         #[command(subcommand)]
@@ -307,7 +307,7 @@ async fn run(cli: Cli) -> Result<()> {
     let out = cli.output;
     match cli.command {
         Command::Status { watch } => status(&ops, out, watch).await?,
-        Command::Deploy(args) => deploy(&ops, out, args.spec()?).await?,
+        Command::Deploy(args) => deploy(&ops, out, (*args).spec()?).await?,
         Command::Deployment {
             command: DeploymentCommand::Show { id },
         } => show_deployment(&ops, out, &id).await?,
