@@ -232,17 +232,26 @@ async fn main() -> Result<()> {
         let (engine, alias, busy) = (engine.clone(), alias.clone(), busy.clone());
         starts.spawn(async move {
             let since = Instant::now();
-            let outcome = engine.start(&format!("fleet-{i}"), spec(&alias)).await;
+            let id = format!("fleet-{i}");
+            // A start refused by a transient error is made again, as the
+            // API's caller or the orchestrator's stream retry does (a
+            // repeat of a saved one goes on from it).
+            let mut errors = Vec::new();
+            for _ in 0..3 {
+                match engine.start(&id, spec(&alias)).await {
+                    Ok(_) => break,
+                    Err(e) => errors.push(format!("{id}: {e}")),
+                }
+            }
             timed(&busy, since);
-            outcome
+            errors
         });
     }
-    let mut failed_workers = 0;
-    while let Some(outcome) = starts.join_next().await {
-        if outcome?.is_err() {
-            failed_workers += 1;
-        }
+    let mut start_errors = Vec::new();
+    while let Some(errors) = starts.join_next().await {
+        start_errors.extend(errors?);
     }
+    let failed_workers = start_errors.len();
     let all_started = started.elapsed();
     failures.fetch_add(failed_workers, std::sync::atomic::Ordering::Relaxed);
 
@@ -274,9 +283,19 @@ async fn main() -> Result<()> {
     while pollers.join_next().await.is_some() {}
     let ids: Vec<String> = (0..deployments).map(|i| format!("fleet-{i}")).collect();
     let mut finished = Vec::with_capacity(ids.len());
+    let mut never_created = Vec::new();
     for id in &ids {
-        finished.push(watch.load(id).await?.deployment);
+        match watch.load(id).await {
+            Ok(stored) => finished.push(stored.deployment),
+            Err(sluice::store::StoreError::NotFound(_)) => never_created.push(id.clone()),
+            Err(e) => return Err(e.into()),
+        }
     }
+    anyhow::ensure!(
+        never_created.is_empty(),
+        "{} deployments were never created ({never_created:?}); the starts' errors: {start_errors:?}",
+        never_created.len()
+    );
     let fleet_calls = calls.totals(fleet_start);
     let quota_after = quota_report(&quota_url).await?;
 
@@ -367,6 +386,13 @@ async fn main() -> Result<()> {
         percentile(&mut lateness, 1.0)
     );
     println!("deployments with a step the timeline says was late: {late_deployments}");
+    if !start_errors.is_empty() {
+        println!(
+            "starts that failed and were made again: {} (first: {})",
+            start_errors.len(),
+            start_errors[0]
+        );
+    }
     println!(
         "starts, queue messages and resumes that did not finish their work (out of budget and handed back, or failed): {}",
         failures.load(std::sync::atomic::Ordering::Relaxed)
