@@ -16,7 +16,7 @@ use crate::ports::{
 use crate::batch::{Deadline, ITEMS_AT_ONCE, Item, run_items, sqs_response, stream_response};
 use crate::budget::Budget;
 use crate::domain::deployment::{
-    AliasLeft, AliasUpdate, Command, Deployment, DeploymentSpec, Event, EventKind, Gate,
+    AliasLeft, AliasUpdate, BackStage, Command, Deployment, DeploymentSpec, Event, EventKind, Gate,
     HookInvocation, Input, Phase, Time, VersionSource, decide, events_of, pending, settled_at_once,
     token_digest,
 };
@@ -1057,7 +1057,16 @@ impl<S: Deployments, C: Cloud, K: Clock> Machine for Engine<S, C, K> {
     ) -> Result<Stored, StoreError> {
         // An alias call follows this save when its worker runs the phase's
         // command: that call's budget slot is taken beside it.
-        if matches!(d.phase, Phase::Shifting { .. } | Phase::RollingBack { .. }) {
+        let writes_alias = matches!(
+            d.phase,
+            Phase::Shifting { .. }
+                | Phase::RollingBack { .. }
+                | Phase::SteppingBack {
+                    stage: BackStage::Shifting,
+                    ..
+                }
+        );
+        if writes_alias {
             let (saved, ()) = tokio::join!(
                 self.store.save(d, expected, events),
                 self.cloud
@@ -1135,6 +1144,7 @@ fn hook_request(
         steps: d.schedule.steps.len(),
         weight,
         gate,
+        stepping_back: matches!(d.phase, Phase::SteppingBack { .. }),
         deadline: Some(deadline),
         callback_token,
         smoke_tests: d.spec.smoke_tests.clone(),

@@ -31,8 +31,15 @@ pub async fn pre_traffic(clients: &HookClients, request: &HookRequest) -> HookRe
 
 /// Smoke tests through the alias, after a shift. The new version's metrics
 /// are judged by the deployment itself, over CloudWatch's published minutes.
+/// While a gradual rollback steps back, the old version is judged, by its
+/// number: it is what the traffic goes back to.
 pub async fn post_traffic(clients: &HookClients, request: &HookRequest) -> HookResponse {
-    let checks = smoke_tests(clients, request, &request.alias).await;
+    let qualifier = if request.stepping_back {
+        &request.from_version
+    } else {
+        &request.alias
+    };
+    let checks = smoke_tests(clients, request, qualifier).await;
     verdict(request, checks)
 }
 

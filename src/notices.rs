@@ -244,7 +244,8 @@ impl DeploymentNotice {
             Phase::RolledBack { reason }
             | Phase::RollingBack { reason }
             | Phase::FailedToStart { reason }
-            | Phase::FrozenOnFailure { reason, .. } => Some(reason.clone()),
+            | Phase::FrozenOnFailure { reason, .. }
+            | Phase::SteppingBack { reason, .. } => Some(reason.clone()),
             _ => None,
         };
         let verdict = d.analysis.as_ref().and_then(|a| a.verdict.as_ref());
@@ -486,10 +487,14 @@ pub fn deployment_status(d: &Deployment) -> StatusLine {
         Phase::FrozenOnFailure { reason, until, .. } => line(
             CommitState::Pending,
             format!(
-                "frozen at {}% on {target}: {reason}; rolled back at {} unless an operator aborts or promotes",
+                "frozen at {}% on {target}: {reason}; abort, resume or promote by {}, else rolled back then",
                 d.weight,
-                until.format("%H:%M:%S UTC")
+                until.format("%Y-%m-%d %H:%M:%S UTC")
             ),
+        ),
+        Phase::SteppingBack { reason, .. } => line(
+            CommitState::Pending,
+            format!("stepping back at {}% on {target}: {reason}", d.weight),
         ),
         Phase::RollingBack { reason } => {
             line(CommitState::Pending, format!("rolling back: {reason}"))

@@ -22,7 +22,7 @@ pub mod keys;
 pub mod pipelines;
 
 pub use crate::domain::deployment::IN_FLIGHT_GRACE_SECS;
-use crate::domain::deployment::{AliasLeft, Deployment, Event, Phase, Time};
+use crate::domain::deployment::{AliasLeft, BackStage, Deployment, Event, Phase, Time};
 use crate::ports::aws;
 pub use crate::ports::{ExecutionStart, LockOutcome, StoreError, Stored, StoredExecution};
 use crate::settings::Settings;
@@ -69,6 +69,10 @@ pub fn due_at(d: &Deployment, grace: chrono::Duration) -> Option<Time> {
         Phase::Frozen { .. } => None,
         // Owned, waiting for an operator: due when its wait ends.
         Phase::FrozenOnFailure { until, .. } => Some(*until),
+        Phase::SteppingBack {
+            stage: BackStage::Baking { until },
+            ..
+        } => Some(*until),
         // An invoked asynchronous hook is waited for until its deadline.
         _ => d.hook_deadline().or(Some(d.updated_at + grace)),
     };
@@ -405,6 +409,7 @@ pub fn phase_name(phase: &Phase) -> &'static str {
         Phase::Baking { .. } => "baking",
         Phase::Frozen { .. } => "frozen",
         Phase::FrozenOnFailure { .. } => "frozen_on_failure",
+        Phase::SteppingBack { .. } => "stepping_back",
         Phase::RollingBack { .. } => "rolling_back",
         Phase::Promoted => "promoted",
         Phase::RolledBack { .. } => "rolled_back",

@@ -10,7 +10,7 @@ use sluice::aws::{AwsCloud, invoke};
 use sluice::budget::Budget;
 use sluice::clock::SystemClock;
 use sluice::domain::deployment::{
-    AliasUpdate, Command, Deployment, DeploymentSpec, EventKind, Gate, Input, OnBusy,
+    AliasUpdate, Command, Deployment, DeploymentSpec, EventKind, FailedCheck, Gate, Input, OnBusy,
     OnManualChange, Phase, RollbackPolicy, VersionSource,
 };
 use sluice::engine::{Engine, EngineError};
@@ -486,7 +486,7 @@ async fn a_gate_failed_under_the_freeze_policy_holds_the_split_until_an_abort_or
             &d.phase,
             Phase::FrozenOnFailure {
                 step: 0,
-                gate: Some(Gate::PostTraffic),
+                failed: FailedCheck::Gate(Gate::PostTraffic),
                 ..
             }
         ),
@@ -536,6 +536,87 @@ async fn a_gate_failed_under_the_freeze_policy_holds_the_split_until_an_abort_or
     assert_eq!(w.alias().await?, ("1".to_owned(), vec![]));
     let kinds = timeline_kinds(&w, "frozen-briefly").await?;
     assert!(kinds.contains(&EventKind::Frozen), "{kinds:?}");
+    Ok(())
+}
+
+/// Under the gradual policy a gate failed at 50% steps the weight back
+/// down: to 10%, judged by the PostTraffic gate on the old version and
+/// baked, then to 0%.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_gradual_rollback_walks_the_weight_down_judged_at_each_step_to_0() -> Result<()> {
+    let w = world().await?;
+    let hook = "greeter-post-fails-at-50";
+    let dir = w.hooks.path().join(hook);
+    std::fs::create_dir_all(&dir)?;
+    let reply = |status: &str| {
+        format!(r#"{{"status":"{status}","reason":"{hook} says {status}","checks":[]}}"#)
+    };
+    let replies = format!(
+        "[{},{},{}]",
+        reply("Succeeded"),
+        reply("Failed"),
+        reply("Succeeded")
+    );
+    let role = function_role(&w.stack).await?;
+    let zip = sluice_local::code::bootstrap_zip(&binary("recorder")?, &[]);
+    let env = [
+        ("RECORDER_DIR", dir.to_str().context("path")?),
+        ("RECORDER_REPLIES", replies.as_str()),
+    ];
+    create_function(&w.lambda, &role, hook, zip, &env, 5).await?;
+    let mut gradual = spec(
+        "2",
+        "steps:10@1s,50@1s,100",
+        Some("greeter-pre-ok"),
+        Some(hook),
+    );
+    gradual.rollback = RollbackPolicy::Gradual;
+    w.engine.start("gradual", gradual).await?;
+    let [done] = w.run_to_end(&["gradual"]).await?.try_into().expect("one");
+    assert!(
+        matches!(&done.phase, Phase::RolledBack { reason } if reason.contains("PostTraffic gate failed at 50%")),
+        "{:?}",
+        done.phase
+    );
+    assert_eq!(w.alias().await?, ("1".to_owned(), vec![]));
+    assert_eq!(
+        w.hook_calls(hook),
+        vec![
+            ("PostTraffic".into(), 1, 10.0),
+            ("PostTraffic".into(), 2, 50.0),
+            ("PostTraffic".into(), 1, 10.0)
+        ]
+    );
+    let stepping_back: Vec<bool> = std::fs::read_dir(&dir)?
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .map(|e| -> Result<bool> {
+            let request: Value = serde_json::from_slice(&std::fs::read(e.path())?)?;
+            Ok(request["steppingBack"] == Value::Bool(true))
+        })
+        .collect::<Result<_>>()?;
+    assert_eq!(
+        stepping_back.iter().filter(|b| **b).count(),
+        1,
+        "only the gate on the way down judges the old version"
+    );
+    let shifts: Vec<String> = w
+        .engine
+        .store()
+        .events("gradual")
+        .await?
+        .into_iter()
+        .filter(|e| e.kind == EventKind::Shifted)
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(
+        shifts,
+        vec![
+            "10% on version 2",
+            "50% on version 2",
+            "10% on version 2, stepping back"
+        ]
+    );
     Ok(())
 }
 

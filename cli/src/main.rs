@@ -234,6 +234,12 @@ struct DeployArgs {
     /// an abort still rolls back at once.
     #[arg(long, value_name = "SECONDS", num_args = 0..=1)]
     freeze_on_failure: Option<Option<u64>>,
+    /// When a gate or an analysis fails with traffic on the new version,
+    /// step its weight back down the schedule in reverse, each lower weight
+    /// judged by the PostTraffic gate on the old version and baked; an
+    /// alarm, an abort or a gate failed on the way down go to 0% at once.
+    #[arg(long, conflicts_with = "freeze_on_failure")]
+    gradual_rollback: bool,
 }
 
 impl DeployArgs {
@@ -287,6 +293,8 @@ impl DeployArgs {
             hook_timeout_seconds: self.async_hooks.flatten(),
             rollback: if self.freeze_on_failure.is_some() {
                 RollbackPolicy::Freeze
+            } else if self.gradual_rollback {
+                RollbackPolicy::Gradual
             } else {
                 RollbackPolicy::Immediate
             },

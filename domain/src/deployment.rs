@@ -77,6 +77,11 @@ pub enum RollbackPolicy {
     /// All traffic back on the old version at once.
     #[default]
     Immediate,
+    /// The new version's weight stepped back down the schedule in
+    /// reverse: at each lower weight the PostTraffic gate judges the old
+    /// version (`HookRequest::stepping_back`), then the step's bake; a
+    /// gate failed on the way down goes to 0% at once.
+    Gradual,
     /// The split held, the deployment frozen for an operator: abort rolls
     /// back; resume or promote go on, the failed gate run again. Rolled
     /// back after `frozen_for_seconds` without either (for a new version
@@ -96,9 +101,18 @@ pub const DEFAULT_FROZEN_SECS: u64 = 3600;
 pub const MAX_FROZEN_SECS: u64 = 7 * 24 * 3600;
 
 /// What is wrong with the rollback policy's settings, each named.
-pub fn rollback_problems(policy: RollbackPolicy, frozen_for_seconds: Option<u64>) -> Vec<String> {
+pub fn rollback_problems(
+    policy: RollbackPolicy,
+    frozen_for_seconds: Option<u64>,
+    hook_invocation: HookInvocation,
+) -> Vec<String> {
+    if policy == RollbackPolicy::Gradual && hook_invocation.reports_later() {
+        return vec![
+            "rollback: gradual needs synchronous hooks (hook_invocation: sync): the gates on the way down answer at once".into(),
+        ];
+    }
     match (policy, frozen_for_seconds) {
-        (RollbackPolicy::Immediate, Some(_)) => {
+        (RollbackPolicy::Immediate | RollbackPolicy::Gradual, Some(_)) => {
             vec!["frozen_for_seconds applies to rollback: freeze only".into()]
         }
         (_, Some(secs)) if !(1..=MAX_FROZEN_SECS).contains(&secs) => vec![format!(
@@ -280,7 +294,11 @@ impl DeploymentSpec {
             self.hook_invocation,
             self.hook_timeout_seconds,
         ));
-        problems.extend(rollback_problems(self.rollback, self.frozen_for_seconds));
+        problems.extend(rollback_problems(
+            self.rollback,
+            self.frozen_for_seconds,
+            self.hook_invocation,
+        ));
         let size = serde_json::to_vec(self).map_or(0, |json| json.len());
         if let Err(why) = limits::bytes("the spec as JSON", size, limits::MAX_SPEC_BYTES) {
             problems.push(format!(
@@ -360,14 +378,22 @@ pub enum Phase {
         step: usize,
         found: String,
     },
-    /// A gate (`gate`) or the bake's analysis (none) failed at `step`, and
-    /// the deployment holds its split for an operator
+    /// A check (`failed`) judged the new version bad at `step`, and the
+    /// deployment holds its split for an operator
     /// (`RollbackPolicy::Freeze`): rolled back at `until` without one.
     FrozenOnFailure {
         step: usize,
-        gate: Option<Gate>,
+        failed: FailedCheck,
         reason: String,
         until: Time,
+    },
+    /// A gradual rollback (`RollbackPolicy::Gradual`): the new version's
+    /// weight goes down the schedule in reverse, to `step`'s weight, then
+    /// to 0% (`RollingBack`).
+    SteppingBack {
+        step: usize,
+        stage: BackStage,
+        reason: String,
     },
     /// The alias is being put back to 100% old.
     RollingBack {
@@ -380,6 +406,29 @@ pub enum Phase {
     FailedToStart {
         reason: String,
     },
+}
+
+/// What froze a deployment on a failure, for it to go on from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailedCheck {
+    /// A gate: run again when the deployment goes on.
+    Gate(Gate),
+    /// The analysis of the bake that was to end at `bake_ends`: waived for
+    /// that step when the deployment goes on, the rest of the bake watched.
+    Analysis { bake_ends: Time },
+}
+
+/// Where a gradual rollback is at its step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackStage {
+    /// The alias is being set to the step's weight.
+    Shifting,
+    /// The PostTraffic gate judges the old version at that weight.
+    Gate,
+    /// Watching that weight until `until` (the step's bake).
+    Baking { until: Time },
 }
 
 impl Phase {
@@ -406,6 +455,8 @@ pub struct AliasLeft {
 #[serde(rename_all = "snake_case")]
 pub enum AliasUpdate {
     Step(usize),
+    /// A gradual rollback's step down to `step`'s weight.
+    StepBack(usize),
     Rollback,
 }
 
@@ -852,6 +903,11 @@ impl Deployment {
         let own = match &self.phase {
             Phase::Baking { step, .. } => self.bake_wake().map(|at| (*step, at)),
             Phase::FrozenOnFailure { step, until, .. } => Some((*step, *until)),
+            Phase::SteppingBack {
+                step,
+                stage: BackStage::Baking { until },
+                ..
+            } => Some((*step, *until)),
             _ => self
                 .waiting_hook()
                 .and_then(|w| self.hook_deadline().map(|at| (w.step, at))),
@@ -933,7 +989,24 @@ impl Deployment {
                 "step {}/{steps}: frozen at {}% ({reason}): abort, resume or promote by {}, else rolled back then",
                 step + 1,
                 self.weight,
-                until.format("%H:%M:%S")
+                until.format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+            Phase::SteppingBack {
+                step,
+                stage,
+                reason,
+            } => format!(
+                "stepping back ({reason}): {}",
+                match stage {
+                    BackStage::Shifting => format!("setting {}%", self.step_weight(*step)),
+                    BackStage::Gate =>
+                        format!("PostTraffic gate on the old version at {}%", self.weight),
+                    BackStage::Baking { until } => format!(
+                        "watching {}% until {}",
+                        self.weight,
+                        until.format("%H:%M:%S")
+                    ),
+                }
             ),
             Phase::RollingBack { reason } => format!("rolling back: {reason}"),
             Phase::RolledBack { reason } => format!("rolled back: {reason}"),
@@ -954,7 +1027,12 @@ impl Deployment {
             }
             Phase::Created | Phase::Shifting { .. } | Phase::RollingBack { .. } => true,
             Phase::Baking { .. } => self.bake_wake().is_some_and(|at| at <= now),
-            Phase::FrozenOnFailure { until, .. } => *until <= now,
+            Phase::FrozenOnFailure { until, .. }
+            | Phase::SteppingBack {
+                stage: BackStage::Baking { until },
+                ..
+            } => *until <= now,
+            Phase::SteppingBack { .. } => true,
             Phase::Queued { .. }
             | Phase::Frozen { .. }
             | Phase::Promoted
@@ -1025,7 +1103,10 @@ impl Deployment {
     /// among them: a first shift may have landed unrecorded, and a person's
     /// rollback of it looks the same, so it is taken as theirs.
     pub fn routings_left_by_sluice(&self) -> Vec<(String, Option<(String, f64)>)> {
-        let rolling_back = matches!(self.phase, Phase::RollingBack { .. });
+        let rolling_back = matches!(
+            self.phase,
+            Phase::RollingBack { .. } | Phase::SteppingBack { .. }
+        );
         let mut routings = Vec::new();
         if self.weight > 0.0 || rolling_back {
             routings.push(self.routing_at(self.weight));
@@ -1116,6 +1197,26 @@ pub fn pending(d: &Deployment, now: Time) -> Vec<Command> {
             at: *until,
         }],
         Phase::FrozenOnFailure { .. } => vec![],
+        Phase::SteppingBack { step, stage, .. } => match stage {
+            BackStage::Shifting => {
+                let (primary, additional) = d.routing_at(d.step_weight(*step));
+                vec![Command::SetAlias {
+                    primary,
+                    additional,
+                    update: AliasUpdate::StepBack(*step),
+                }]
+            }
+            BackStage::Gate => vec![Command::RunGate {
+                gate: Gate::PostTraffic,
+                step: *step,
+                weight: d.weight,
+            }],
+            BackStage::Baking { until } if *until > now => vec![Command::StartTimer {
+                step: *step,
+                at: *until,
+            }],
+            BackStage::Baking { .. } => vec![],
+        },
         // Once due, a timer's input (`TimerFired`) reads or ends the bake.
         Phase::Baking { step, .. } => match d.bake_wake() {
             Some(at) if at > now => vec![Command::StartTimer { step: *step, at }],
@@ -1173,17 +1274,21 @@ fn roll_back(d: &mut Deployment, reason: String, now: Time, commands: &mut Vec<C
     enter(d, Phase::RollingBack { reason }, now, commands);
 }
 
-/// A gate (`gate`) or the analysis (none) judged the new version bad at
-/// `step`: rolled back, or, as the spec's policy may ask, frozen with the
-/// split held (with no traffic on the new version, there is none to hold).
+/// A check (`failed`) judged the new version bad at `step`: rolled back,
+/// or, as the spec's policy may ask, stepped back gradually or frozen with
+/// the split held (with no traffic on the new version, there is neither).
 fn judged_bad(
     d: &mut Deployment,
     step: usize,
-    gate: Option<Gate>,
+    failed: FailedCheck,
     reason: String,
     now: Time,
     commands: &mut Vec<Command>,
 ) {
+    if d.spec.rollback == RollbackPolicy::Gradual && d.weight > 0.0 {
+        step_back(d, reason, now, commands);
+        return;
+    }
     if d.spec.rollback != RollbackPolicy::Freeze || d.weight <= 0.0 {
         roll_back(d, reason, now, commands);
         return;
@@ -1196,23 +1301,60 @@ fn judged_bad(
         format!(
             "{reason}; frozen at {}%: abort rolls back, resume or promote go on ({}), and without either it rolls back at {until}",
             d.weight,
-            match gate {
-                Some(gate) => format!("the {} gate run again", gate_name(gate)),
-                None => "the analysis taken as passed".into(),
-            }
+            going_on(&failed)
         ),
     ));
     enter(
         d,
         Phase::FrozenOnFailure {
             step,
-            gate,
+            failed,
             reason,
             until,
         },
         now,
         commands,
     );
+}
+
+/// The next step down from the weight the alias holds: the highest step
+/// below it, or, past the first, 0% (the rollback's write, `RollingBack`).
+fn step_back(d: &mut Deployment, reason: String, now: Time, commands: &mut Vec<Command>) {
+    let below = (0..d.schedule.steps.len())
+        .rev()
+        .find(|s| d.step_weight(*s) < d.weight);
+    let way: Vec<String> = below
+        .map(|s| {
+            (0..=s)
+                .rev()
+                .map(|s| format!("{}%", d.step_weight(s)))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !matches!(d.phase, Phase::SteppingBack { .. }) {
+        commands.push(record(
+            now,
+            EventKind::RollbackStarted,
+            format!(
+                "{reason}; stepping back from {}%: {}0%, each lower weight judged by the PostTraffic gate on the old version",
+                d.weight,
+                way.iter().map(|w| format!("{w} → ")).collect::<String>()
+            ),
+        ));
+    }
+    match below {
+        Some(step) => enter(
+            d,
+            Phase::SteppingBack {
+                step,
+                stage: BackStage::Shifting,
+                reason,
+            },
+            now,
+            commands,
+        ),
+        None => enter(d, Phase::RollingBack { reason }, now, commands),
+    }
 }
 
 fn fail_to_start(d: &mut Deployment, reason: String, now: Time, commands: &mut Vec<Command>) {
@@ -1265,7 +1407,7 @@ fn gate_recorded(
         judged_bad(
             d,
             step,
-            Some(gate),
+            FailedCheck::Gate(gate),
             format!("{name} gate failed {at}: {reason}"),
             now,
             commands,
@@ -1412,10 +1554,15 @@ fn step(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Command
         Phase::Frozen { step, .. } => frozen(d, step, input, now, commands),
         Phase::FrozenOnFailure {
             step,
-            gate,
+            failed,
             reason,
             until,
-        } => frozen_on_failure(d, step, gate, &reason, until, input, now, commands),
+        } => frozen_on_failure(d, step, failed, &reason, until, input, now, commands),
+        Phase::SteppingBack {
+            step,
+            stage,
+            reason,
+        } => stepping_back(d, step, stage, reason, input, now, commands),
         Phase::RollingBack { reason } => rolling_back(d, reason, input, now, commands),
         Phase::PreTraffic { .. }
         | Phase::Shifting { .. }
@@ -2011,7 +2158,8 @@ fn measured(
     a.retry_at = None;
     if let Verdict::Fail(why) = verdict {
         let reason = format!("analysis failed at {}%: {why}", d.weight);
-        judged_bad(d, step, None, reason, now, commands);
+        let failed = FailedCheck::Analysis { bake_ends: until };
+        judged_bad(d, step, failed, reason, now, commands);
         return true;
     }
     bake_timer(d, step, until, None, now, commands);
@@ -2067,7 +2215,8 @@ fn bake_ended(
             }
             Conclusion::RollBack(why) => {
                 let reason = format!("analysis failed at {}%: {why}", d.weight);
-                judged_bad(d, step, None, reason, now, commands);
+                let failed = FailedCheck::Analysis { bake_ends: until };
+                judged_bad(d, step, failed, reason, now, commands);
                 return true;
             }
             Conclusion::WaitUntil(wait, why) => {
@@ -2177,15 +2326,25 @@ fn frozen(
     true
 }
 
-/// Frozen on a failure, the split held: an operator's abort rolls back, a
-/// resume or a promote goes on with the failed gate run again (the
-/// analysis's failure taken as passed), an alarm rolls back, and so does
-/// the end of the wait.
+/// What going on from a freeze does about its failed check.
+fn going_on(failed: &FailedCheck) -> String {
+    match failed {
+        FailedCheck::Gate(gate) => format!("the {} gate run again", gate_name(*gate)),
+        FailedCheck::Analysis { .. } => {
+            "the step's analysis waived, the rest of its bake watched".into()
+        }
+    }
+}
+
+/// Frozen on a failure, the split held: an operator's abort rolls back; a
+/// resume or a promote goes on from the failed check (`going_on`), the
+/// schedule counted from then; an alarm rolls back, and so does the end of
+/// the wait.
 #[allow(clippy::too_many_arguments)]
 fn frozen_on_failure(
     d: &mut Deployment,
     step: usize,
-    gate: Option<Gate>,
+    failed: FailedCheck,
     reason: &str,
     until: Time,
     input: &Input,
@@ -2203,24 +2362,36 @@ fn frozen_on_failure(
                     "remaining waits skipped; gates still run",
                 )
             } else {
-                (EventKind::Resumed, "on schedule")
-            };
-            let again = match gate {
-                Some(gate) => format!("its {} gate runs again", gate_name(gate)),
-                None => "its analysis's failure taken as passed".into(),
+                (EventKind::Resumed, "on schedule from now")
             };
             commands.push(record(
                 now,
                 kind,
                 format!(
-                    "going on from step {} over \"{reason}\": {again}; {how}",
-                    step + 1
+                    "going on from step {} over \"{reason}\": {}; {how}",
+                    step + 1,
+                    going_on(&failed)
                 ),
             ));
-            match gate {
-                Some(Gate::PreTraffic) => enter(d, Phase::PreTraffic { step }, now, commands),
-                Some(Gate::PostTraffic) => enter(d, Phase::PostTraffic { step }, now, commands),
-                None => bake_over(d, step, now, now, commands),
+            match failed {
+                FailedCheck::Gate(Gate::PreTraffic) => {
+                    // Its step is due now, not when the freeze began.
+                    d.planned_at = Some(now);
+                    enter(d, Phase::PreTraffic { step }, now, commands);
+                }
+                FailedCheck::Gate(Gate::PostTraffic) => {
+                    // The bake after it watches the weight from now.
+                    d.shifted_at = Some(now);
+                    enter(d, Phase::PostTraffic { step }, now, commands);
+                }
+                FailedCheck::Analysis { bake_ends } => {
+                    d.analysis = None;
+                    if d.skip_waits || bake_ends <= now {
+                        bake_over(d, step, now, now, commands);
+                    } else {
+                        bake_until(d, step, bake_ends, now, commands);
+                    }
+                }
             }
         }
         Input::Abort { reason } => roll_back(d, format!("aborted: {reason}"), now, commands),

@@ -27,6 +27,10 @@ pub struct HookRequest {
     pub steps: usize,
     /// Percent of traffic on the new version: about to be (PreTraffic) or now (PostTraffic).
     pub weight: f64,
+    /// A gradual rollback is stepping the new version's weight down: the
+    /// PostTraffic gate judges the old version (`from_version`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stepping_back: bool,
     pub gate: Gate,
     /// When the gate fails unless the hook has answered (or, asynchronous,
     /// reported or heartbeat).

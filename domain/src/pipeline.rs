@@ -686,7 +686,7 @@ fn check_action(
             for why in hook_problems(d.hook_invocation, d.hook_timeout_seconds) {
                 problem(problems, path, why);
             }
-            for why in rollback_problems(d.rollback, d.frozen_for_seconds) {
+            for why in rollback_problems(d.rollback, d.frozen_for_seconds, d.hook_invocation) {
                 problem(problems, path, why);
             }
             match (&d.artifact, &d.version) {

@@ -763,6 +763,7 @@ fn owns_the_alias(phase: &Phase) -> bool {
             | Phase::Baking { .. }
             | Phase::Frozen { .. }
             | Phase::FrozenOnFailure { .. }
+            | Phase::SteppingBack { .. }
             | Phase::RollingBack { .. }
     )
 }
@@ -1445,10 +1446,14 @@ fn lay_out(sim: &Sim, plan: &Plan) {
             frozen_for_seconds: None,
         };
         // Some hold their split on a failure, for an operator or the end
-        // of their wait.
-        if dice.chance(0.3) {
-            spec.rollback = RollbackPolicy::Freeze;
-            spec.frozen_for_seconds = Some(60 + dice.below(600));
+        // of their wait; some step back down gradually.
+        match dice.below(10) {
+            0..=2 => {
+                spec.rollback = RollbackPolicy::Freeze;
+                spec.frozen_for_seconds = Some(60 + dice.below(600));
+            }
+            3..=5 => spec.rollback = RollbackPolicy::Gradual,
+            _ => {}
         }
         sim.schedule(
             at,

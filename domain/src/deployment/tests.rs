@@ -1934,12 +1934,15 @@ fn a_failed_gate_under_the_freeze_policy_holds_the_split_until_an_abort() {
     let before = writes(&r);
     assert!(r.gate(Gate::PostTraffic, 0, false));
     let Phase::FrozenOnFailure {
-        step, gate, until, ..
+        step,
+        failed,
+        until,
+        ..
     } = r.d.phase.clone()
     else {
         panic!("{:?}", r.d.phase)
     };
-    assert_eq!((step, gate), (0, Some(Gate::PostTraffic)));
+    assert_eq!((step, failed), (0, FailedCheck::Gate(Gate::PostTraffic)));
     assert_eq!(until, t(DEFAULT_FROZEN_SECS as i64));
     assert_eq!(writes(&r), before, "the split is held: no alias write");
     assert_eq!(r.alias, ("1".into(), Some(("2".into(), 10.0))));
@@ -2037,7 +2040,7 @@ fn a_resumed_or_promoted_frozen_deployment_runs_its_failed_gate_again() {
         r.d.phase,
         Phase::FrozenOnFailure {
             step: 1,
-            gate: Some(Gate::PreTraffic),
+            failed: FailedCheck::Gate(Gate::PreTraffic),
             ..
         }
     ));
@@ -2096,7 +2099,7 @@ fn a_failed_analysis_under_the_freeze_policy_holds_and_a_resume_takes_it_as_pass
     assert!(r.timer(0));
     assert!(r.measured(counts(100.0, 30.0)));
     assert!(
-        matches!(&r.d.phase, Phase::FrozenOnFailure { step: 0, gate: None, reason, .. } if reason.starts_with("analysis failed at 10%")),
+        matches!(&r.d.phase, Phase::FrozenOnFailure { step: 0, failed: FailedCheck::Analysis { .. }, reason, .. } if reason.starts_with("analysis failed at 10%")),
         "{:?}",
         r.d.phase
     );
@@ -2104,4 +2107,234 @@ fn a_failed_analysis_under_the_freeze_policy_holds_and_a_resume_takes_it_as_pass
     r.at(200);
     assert!(r.feed(Input::Resume));
     assert_eq!(r.d.phase, Phase::PreTraffic { step: 1 });
+}
+
+#[test]
+fn a_frozen_deployment_resumed_mid_bake_watches_the_rest_of_it_and_one_resumed_after_its_gate_bakes_anew()
+ {
+    // The analysis fails at its first read, 3 minutes into a 10-minute
+    // bake: resumed, the step's analysis is waived and the bake waited out.
+    let mut r = analysed("steps:10@10m,50@1m,100", r#"{"max_error_rate": 5}"#);
+    r.d.spec.rollback = RollbackPolicy::Freeze;
+    r.at(10);
+    shift_step(&mut r, 0, 5);
+    r.at(180);
+    assert!(r.timer(0));
+    assert!(r.measured(counts(100.0, 30.0)));
+    let Phase::FrozenOnFailure {
+        failed: FailedCheck::Analysis { bake_ends },
+        ..
+    } = r.d.phase.clone()
+    else {
+        panic!("{:?}", r.d.phase)
+    };
+    assert!(bake_ends > t(200), "{bake_ends}");
+    r.at(200);
+    assert!(r.feed(Input::Resume));
+    assert_eq!(
+        r.d.phase,
+        Phase::Baking {
+            step: 0,
+            until: bake_ends
+        }
+    );
+    assert!(r.d.analysis.is_none(), "waived for this step");
+    r.at((bake_ends - t(0)).num_seconds());
+    assert!(r.timer(0));
+    assert_eq!(r.d.phase, Phase::PreTraffic { step: 1 });
+
+    // A PostTraffic gate failed at t0 and run again on a resume at t30:
+    // passed, its step's 10 s bake counts from the resume.
+    let mut r = frozen_run(None);
+    assert!(r.gate(Gate::PostTraffic, 0, false));
+    r.at(30);
+    assert!(r.feed(Input::Resume));
+    assert!(r.gate(Gate::PostTraffic, 0, true));
+    assert_eq!(
+        r.d.phase,
+        Phase::Baking {
+            step: 0,
+            until: t(40)
+        }
+    );
+}
+
+/// The alias writes a run made, as percents on the new version.
+fn weights_written(r: &Run) -> Vec<f64> {
+    r.commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::SetAlias { additional, .. } => {
+                Some(additional.as_ref().map_or_else(|| 0.0, |(_, w)| *w))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// A `steps:10@30s,50@30s,100` rollout with the gradual policy, its second
+/// step shifted (50%).
+fn stepping_run() -> Run {
+    let mut r = Run::new("steps:10@30s,50@30s,100");
+    r.d.spec.rollback = RollbackPolicy::Gradual;
+    r.prepared();
+    for (step, at) in [(0, 0), (1, 30)] {
+        r.at(at);
+        if step > 0 {
+            assert!(r.timer(step - 1));
+        }
+        assert!(r.gate(Gate::PreTraffic, step, true));
+        assert!(r.feed(Input::AliasUpdated {
+            update: AliasUpdate::Step(step),
+            revision: None,
+        }));
+        if step == 0 {
+            assert!(r.gate(Gate::PostTraffic, 0, true));
+        }
+    }
+    r
+}
+
+#[test]
+fn a_gradual_rollback_walks_the_weights_down_each_judged_and_baked_and_ends_at_0() {
+    let mut r = stepping_run();
+    assert!(r.gate(Gate::PostTraffic, 1, false));
+    assert!(
+        matches!(
+            &r.d.phase,
+            Phase::SteppingBack {
+                step: 0,
+                stage: BackStage::Shifting,
+                reason
+            } if reason.contains("PostTraffic gate failed at 50%")
+        ),
+        "{:?}",
+        r.d.phase
+    );
+    assert!(r.feed(Input::AliasUpdated {
+        update: AliasUpdate::StepBack(0),
+        revision: None,
+    }));
+    assert_eq!(r.d.weight, 10.0);
+    assert_eq!(r.alias, ("1".into(), Some(("2".into(), 10.0))));
+    // The PostTraffic gate judges the old version at 10%, then its bake.
+    assert_eq!(
+        r.commands.last(),
+        Some(&Command::RunGate {
+            gate: Gate::PostTraffic,
+            step: 0,
+            weight: 10.0
+        })
+    );
+    assert!(r.gate(Gate::PostTraffic, 0, true));
+    let Phase::SteppingBack {
+        stage: BackStage::Baking { until },
+        ..
+    } = r.d.phase.clone()
+    else {
+        panic!("{:?}", r.d.phase)
+    };
+    assert_eq!(until, t(60), "step 1's bake of 30 s");
+    assert_eq!(r.d.wake(), Some((0, until)));
+    r.at(45);
+    assert!(!r.timer(1), "another step's timer is stale");
+    r.at(60);
+    assert!(r.timer(0));
+    assert!(
+        matches!(r.d.phase, Phase::RollingBack { .. }),
+        "{:?}",
+        r.d.phase
+    );
+    assert!(r.feed(Input::AliasUpdated {
+        update: AliasUpdate::Rollback,
+        revision: None,
+    }));
+    assert!(matches!(r.d.phase, Phase::RolledBack { .. }));
+    assert_eq!(weights_written(&r), vec![10.0, 50.0, 10.0, 0.0]);
+    assert_eq!(r.alias, ("1".into(), None));
+}
+
+#[test]
+fn on_the_way_down_a_failed_gate_an_alarm_or_an_abort_go_to_0_at_once() {
+    for input in [
+        Input::GateResult {
+            gate: Gate::PostTraffic,
+            step: 0,
+            passed: false,
+            reason: "old version sick too".into(),
+        },
+        Input::AlarmRaised {
+            alarm: "errors".into(),
+        },
+        Input::Abort {
+            reason: "ops".into(),
+        },
+    ] {
+        let mut r = stepping_run();
+        assert!(r.gate(Gate::PostTraffic, 1, false));
+        assert!(r.feed(Input::AliasUpdated {
+            update: AliasUpdate::StepBack(0),
+            revision: None,
+        }));
+        assert!(r.feed(input.clone()), "{input:?}");
+        assert!(
+            matches!(r.d.phase, Phase::RollingBack { .. }),
+            "{input:?}: {:?}",
+            r.d.phase
+        );
+        assert_eq!(r.alias, ("1".into(), None), "{input:?}");
+    }
+    // An alarm while the first step down is being written: at once too.
+    let mut r = stepping_run();
+    assert!(r.gate(Gate::PostTraffic, 1, false));
+    assert!(r.feed(Input::AlarmRaised {
+        alarm: "errors".into()
+    }));
+    assert_eq!(r.alias, ("1".into(), None));
+}
+
+#[test]
+fn a_gradual_rollback_from_the_first_step_or_before_any_shift_goes_to_0() {
+    let mut r = Run::new("steps:10@30s,50@30s,100");
+    r.d.spec.rollback = RollbackPolicy::Gradual;
+    r.prepared();
+    assert!(r.gate(Gate::PreTraffic, 0, true));
+    assert!(r.feed(Input::AliasUpdated {
+        update: AliasUpdate::Step(0),
+        revision: None,
+    }));
+    assert!(r.gate(Gate::PostTraffic, 0, false));
+    assert!(
+        matches!(r.d.phase, Phase::RollingBack { .. }),
+        "{:?}",
+        r.d.phase
+    );
+    assert_eq!(r.alias, ("1".into(), None));
+
+    let mut r = Run::new("steps:10@30s,50@30s,100");
+    r.d.spec.rollback = RollbackPolicy::Gradual;
+    r.prepared();
+    assert!(r.gate(Gate::PreTraffic, 0, false));
+    assert!(matches!(
+        r.d.phase,
+        Phase::RollingBack { .. } | Phase::RolledBack { .. }
+    ));
+}
+
+#[test]
+fn a_gradual_rollback_needs_synchronous_hooks() {
+    let mut asked = spec("linear:10:10s");
+    asked.rollback = RollbackPolicy::Gradual;
+    assert!(asked.problems().is_empty());
+    asked.hook_invocation = HookInvocation::Async;
+    assert_eq!(
+        asked.problems(),
+        vec!["rollback: gradual needs synchronous hooks (hook_invocation: sync): the gates on the way down answer at once".to_owned()]
+    );
+    asked.hook_invocation = HookInvocation::Sync;
+    asked.frozen_for_seconds = Some(60);
+    assert_eq!(
+        asked.problems(),
+        vec!["frozen_for_seconds applies to rollback: freeze only".to_owned()]
+    );
 }
