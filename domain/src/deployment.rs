@@ -2416,6 +2416,129 @@ fn frozen_on_failure(
     true
 }
 
+/// A gradual rollback at `step`: its write lands, the PostTraffic gate
+/// judges the old version at the lower weight, the step's bake passes, and
+/// the next step down follows; a failed gate, an alarm, an abort or the
+/// deadline go to 0% at once, and a person's change of the alias is left
+/// as found.
+fn stepping_back(
+    d: &mut Deployment,
+    step: usize,
+    stage: BackStage,
+    reason: String,
+    input: &Input,
+    now: Time,
+    commands: &mut Vec<Command>,
+) -> bool {
+    match (&stage, input) {
+        (
+            BackStage::Shifting,
+            Input::AliasUpdated {
+                update: AliasUpdate::StepBack(s),
+                revision,
+            },
+        ) if *s == step => {
+            d.weight = d.step_weight(step);
+            d.alias_revision = revision.clone();
+            d.alias_routed_by_sluice = true;
+            d.shifted_at = Some(now);
+            commands.push(record(
+                now,
+                EventKind::Shifted,
+                format!(
+                    "{}% on version {}, stepping back",
+                    d.weight,
+                    d.to_version.clone().unwrap_or_default()
+                ),
+            ));
+            let stage = BackStage::Gate;
+            enter(
+                d,
+                Phase::SteppingBack {
+                    step,
+                    stage,
+                    reason,
+                },
+                now,
+                commands,
+            );
+        }
+        (BackStage::Shifting, Input::AliasChangedByHand { .. }) => {
+            return rolling_back(d, reason, input, now, commands);
+        }
+        (
+            BackStage::Gate,
+            Input::GateResult {
+                gate: Gate::PostTraffic,
+                step: s,
+                passed,
+                reason: why,
+            },
+        ) if *s == step => {
+            let line = format!(
+                "PostTraffic on the old version at {}%, stepping back: {why}",
+                d.weight
+            );
+            if !passed {
+                commands.push(record(now, EventKind::GateFailed, line));
+                let reason = format!(
+                    "{reason}; then the PostTraffic gate failed at {}% on the way down: {why}",
+                    d.weight
+                );
+                roll_back(d, reason, now, commands);
+                return true;
+            }
+            commands.push(record(now, EventKind::GatePassed, line));
+            let bake = d.schedule.steps[step].bake;
+            let until = now + ChronoDuration::from_std(bake).unwrap_or(ChronoDuration::MAX);
+            if d.skip_waits || until <= now {
+                step_back(d, reason, now, commands);
+            } else {
+                commands.push(record(
+                    now,
+                    EventKind::Baking,
+                    format!("watching {}% until {until}, stepping back", d.weight),
+                ));
+                let stage = BackStage::Baking { until };
+                enter(
+                    d,
+                    Phase::SteppingBack {
+                        step,
+                        stage,
+                        reason,
+                    },
+                    now,
+                    commands,
+                );
+            }
+        }
+        (BackStage::Baking { until }, Input::TimerFired { at, .. })
+            if now >= *until || *at == Some(*until) =>
+        {
+            if now < *until {
+                // The bake's own timer come early (SQS delays 15 minutes at most).
+                commands.push(Command::StartTimer { step, at: *until });
+            } else {
+                step_back(d, reason, now, commands);
+            }
+        }
+        (_, Input::AlarmRaised { alarm }) => {
+            let reason = format!("{reason}; then alarm {alarm} is in ALARM on the way down");
+            roll_back(d, reason, now, commands);
+        }
+        (_, Input::Abort { reason: why }) => {
+            roll_back(
+                d,
+                format!("{reason}; aborted on the way down: {why}"),
+                now,
+                commands,
+            );
+        }
+        _ => return false,
+    }
+    true
+}
+
 /// Rolling back: only the rollback's write (or someone else's) ends it.
 fn rolling_back(
     d: &mut Deployment,

@@ -27,7 +27,7 @@ use model::{
 };
 use sluice::clock::Clock;
 use sluice::domain::deployment::{
-    Command, Deployment, DeploymentSpec, Gate, Input, OnBusy, OnManualChange, Phase,
+    Command, Deployment, DeploymentSpec, EventKind, Gate, Input, OnBusy, OnManualChange, Phase,
     RollbackPolicy, Time, VersionSource,
 };
 use sluice::domain::execution::{
@@ -1563,6 +1563,8 @@ struct Outcome {
     frozen_on_failure: usize,
     /// Rolled back at the end of a failure's freeze, with no operator's word.
     ended_by_wait: usize,
+    /// Stepped down at least one weight by a gradual rollback.
+    stepped_back: usize,
     failed_to_start: usize,
     executions: usize,
     succeeded: usize,
@@ -1728,6 +1730,14 @@ fn run_world(plan: &Plan) -> Outcome {
             ended_by_wait: count(
                 |p| matches!(p, Phase::RolledBack { reason } if reason.contains("no operator's word")),
             ),
+            stepped_back: deployments
+                .iter()
+                .filter(|d| {
+                    table.timeline(&d.id).iter().any(|e| {
+                        e.kind == EventKind::Shifted && e.message.ends_with("stepping back")
+                    })
+                })
+                .count(),
             failed_to_start: count(|p| matches!(p, Phase::FailedToStart { .. })),
             executions: executions.len(),
             succeeded: executions
@@ -1798,6 +1808,7 @@ fn run_worlds(seed: u64, worlds: u64, deployments: usize, pushes: usize) -> Tota
         totals.frozen += outcome.frozen;
         totals.frozen_on_failure += outcome.frozen_on_failure;
         totals.ended_by_wait += outcome.ended_by_wait;
+        totals.stepped_back += outcome.stepped_back;
         totals.failed_to_start += outcome.failed_to_start;
         totals.executions += outcome.executions;
         totals.succeeded += outcome.succeeded;
@@ -1822,6 +1833,8 @@ struct Totals {
     frozen_on_failure: usize,
     /// Rolled back at the end of a failure's freeze, with no operator's word.
     ended_by_wait: usize,
+    /// Stepped down at least one weight by a gradual rollback.
+    stepped_back: usize,
     failed_to_start: usize,
     executions: usize,
     succeeded: usize,
@@ -1849,7 +1862,7 @@ fn deployments_never_strand_traffic_skip_a_gate_or_stall_under_faults() {
     );
     assert!(totals.taken_by_hand > 0 && totals.frozen > 0, "{totals:?}");
     assert!(
-        totals.frozen_on_failure > 0 && totals.ended_by_wait > 0,
+        totals.frozen_on_failure > 0 && totals.ended_by_wait > 0 && totals.stepped_back > 0,
         "{totals:?}"
     );
     assert!(totals.by_analysis > 0, "{totals:?}");

@@ -112,6 +112,16 @@ impl MemoryTable {
         table.rows.values().map(|r| r.parsed.clone()).collect()
     }
 
+    /// A deployment's timeline, without the dice.
+    pub fn timeline(&self, id: &str) -> Vec<Event> {
+        let table = self.table.lock().unwrap();
+        table
+            .rows
+            .get(id)
+            .map(|r| r.timeline.clone())
+            .unwrap_or_default()
+    }
+
     pub fn peek(&self, id: &str) -> Option<Deployment> {
         let table = self.table.lock().unwrap();
         table.rows.get(id).map(|r| r.parsed.clone())

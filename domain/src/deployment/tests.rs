@@ -2090,7 +2090,7 @@ fn the_freeze_policy_s_wait_is_checked_when_asked_for() {
 }
 
 #[test]
-fn a_failed_analysis_under_the_freeze_policy_holds_and_a_resume_takes_it_as_passed() {
+fn a_failed_analysis_under_the_freeze_policy_holds_and_a_resume_after_its_bake_goes_on() {
     let mut r = analysed("steps:10@1m,50@1m,100", r#"{"max_error_rate": 5}"#);
     r.d.spec.rollback = RollbackPolicy::Freeze;
     r.at(10);
@@ -2104,7 +2104,8 @@ fn a_failed_analysis_under_the_freeze_policy_holds_and_a_resume_takes_it_as_pass
         r.d.phase
     );
     assert_eq!(r.alias, ("1".into(), Some(("2".into(), 10.0))));
-    r.at(200);
+    // Past the bake's end (4:00): the next step, its analysis waived.
+    r.at(300);
     assert!(r.feed(Input::Resume));
     assert_eq!(r.d.phase, Phase::PreTraffic { step: 1 });
 }
