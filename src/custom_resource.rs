@@ -100,8 +100,8 @@ pub struct RolloutProperties {
     hook_timeout_seconds: Option<u64>,
     #[serde(default)]
     on_manual_change: OnManualChange,
-    /// `immediate` or `freeze`; a frozen rollout still ends by its
-    /// deadline, before CloudFormation stops waiting.
+    /// `immediate`, `gradual` or `freeze`; a frozen rollout still ends
+    /// by its deadline, before CloudFormation stops waiting.
     #[serde(default)]
     rollback: RollbackPolicy,
     #[serde(default, deserialize_with = "number_or_text")]

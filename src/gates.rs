@@ -26,7 +26,7 @@ impl HookClients {
 
 pub async fn pre_traffic(clients: &HookClients, request: &HookRequest) -> HookResponse {
     let checks = smoke_tests(clients, request, &request.to_version).await;
-    verdict(request, checks)
+    verdict(&format!("version {}", request.to_version), checks)
 }
 
 /// Smoke tests through the alias, after a shift. The new version's metrics
@@ -34,13 +34,13 @@ pub async fn pre_traffic(clients: &HookClients, request: &HookRequest) -> HookRe
 /// While a gradual rollback steps back, the old version is judged, by its
 /// number: it is what the traffic goes back to.
 pub async fn post_traffic(clients: &HookClients, request: &HookRequest) -> HookResponse {
-    let qualifier = if request.stepping_back {
-        &request.from_version
+    let (qualifier, tested) = if request.stepping_back {
+        (&request.from_version, "version")
     } else {
-        &request.alias
+        (&request.alias, "alias")
     };
     let checks = smoke_tests(clients, request, qualifier).await;
-    verdict(request, checks)
+    verdict(&format!("{tested} {qualifier}"), checks)
 }
 
 /// Reads the deployment's smoke-test file from S3.
@@ -118,7 +118,8 @@ async fn run_smoke_test(
     }
 }
 
-fn verdict(request: &HookRequest, checks: Vec<Check>) -> HookResponse {
+/// The hook's answer on `tested` (what the smoke tests invoked).
+fn verdict(tested: &str, checks: Vec<Check>) -> HookResponse {
     let failed: Vec<String> = checks
         .iter()
         .filter(|c| !c.passed)
@@ -131,19 +132,11 @@ fn verdict(request: &HookRequest, checks: Vec<Check>) -> HookResponse {
         ),
         (false, true) => (
             HookStatus::Succeeded,
-            format!(
-                "{} checks passed on version {}",
-                checks.len(),
-                request.to_version
-            ),
+            format!("{} checks passed on {tested}", checks.len()),
         ),
         (false, false) => (
             HookStatus::Failed,
-            format!(
-                "checks failed on version {}: {}",
-                request.to_version,
-                failed.join("; ")
-            ),
+            format!("checks failed on {tested}: {}", failed.join("; ")),
         ),
     };
     HookResponse {

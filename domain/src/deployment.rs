@@ -1097,23 +1097,39 @@ impl Deployment {
     }
 
     /// The routings Sluice may have left on the alias since its last
-    /// recorded write: the weight last acknowledged and, while rolling back,
-    /// any step's (a shift in flight when the rollback began may land late).
+    /// recorded write: the weight last acknowledged and, while rolling back
+    /// or stepping back, the one a write still in flight may leave.
     /// Before the first shift is acknowledged, the old version whole is not
     /// among them: a first shift may have landed unrecorded, and a person's
     /// rollback of it looks the same, so it is taken as theirs.
     pub fn routings_left_by_sluice(&self) -> Vec<(String, Option<(String, f64)>)> {
-        let rolling_back = matches!(
-            self.phase,
-            Phase::RollingBack { .. } | Phase::SteppingBack { .. }
-        );
         let mut routings = Vec::new();
+        let rolling_back = matches!(self.phase, Phase::RollingBack { .. });
         if self.weight > 0.0 || rolling_back {
             routings.push(self.routing_at(self.weight));
         }
-        if rolling_back {
-            let steps = self.schedule.steps.iter();
-            routings.extend(steps.map(|s| self.routing_at(s.weight)));
+        // A write that may still be in flight: the step above (a shift
+        // overtaken by the rollback) or below (a step back); never any
+        // other step's weight, which would be a person's.
+        let weights = self.schedule.steps.iter().map(|s| s.weight);
+        let above = weights
+            .clone()
+            .filter(|w| *w > self.weight)
+            .reduce(f64::min);
+        let below = weights.filter(|w| *w < self.weight).reduce(f64::max);
+        match self.phase {
+            Phase::RollingBack { .. } => {
+                routings.extend(
+                    [above, below]
+                        .into_iter()
+                        .flatten()
+                        .map(|w| self.routing_at(w)),
+                );
+            }
+            Phase::SteppingBack { .. } => {
+                routings.extend(below.map(|w| self.routing_at(w)));
+            }
+            _ => {}
         }
         routings
     }
@@ -1332,6 +1348,8 @@ fn step_back(d: &mut Deployment, reason: String, now: Time, commands: &mut Vec<C
         })
         .unwrap_or_default();
     if !matches!(d.phase, Phase::SteppingBack { .. }) {
+        // No step is due on a schedule any more: no lateness to count.
+        d.planned_at = None;
         commands.push(record(
             now,
             EventKind::RollbackStarted,
@@ -2491,7 +2509,8 @@ fn stepping_back(
             commands.push(record(now, EventKind::GatePassed, line));
             let bake = d.schedule.steps[step].bake;
             let until = now + ChronoDuration::from_std(bake).unwrap_or(ChronoDuration::MAX);
-            if d.skip_waits || until <= now {
+            // A promote's skipped waits were for the way up.
+            if until <= now {
                 step_back(d, reason, now, commands);
             } else {
                 commands.push(record(

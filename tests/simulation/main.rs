@@ -697,6 +697,13 @@ impl Sim {
             return;
         };
         let (before, after) = (w.before.percent_on(to), w.after.percent_on(to));
+        // A gradual rollback only ever lowers the new version's weight.
+        if after > before && matches!(holder.phase, Phase::SteppingBack { .. }) {
+            self.violation(format!(
+                "{name} raised from {before}% to {after}% on {to} while {} stepped back",
+                holder.id
+            ));
+        }
         if after <= before || holder.from_version.as_deref() == Some(to) {
             return;
         }
