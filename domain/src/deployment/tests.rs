@@ -2339,3 +2339,27 @@ fn a_gradual_rollback_needs_synchronous_hooks() {
         vec!["frozen_for_seconds applies to rollback: freeze only".to_owned()]
     );
 }
+
+#[test]
+fn only_a_write_that_may_be_in_flight_counts_as_sluice_s_besides_the_last_one() {
+    // Stepped back to 10% and baking: no write in flight; a person's 100%
+    // (or any other step's weight) is theirs.
+    let mut r = stepping_run();
+    assert!(r.gate(Gate::PostTraffic, 1, false));
+    assert!(r.feed(Input::AliasUpdated {
+        update: AliasUpdate::StepBack(0),
+        revision: None,
+    }));
+    assert!(r.gate(Gate::PostTraffic, 0, true));
+    let split = |w: f64| ("1".to_owned(), Some(("2".to_owned(), w)));
+    assert_eq!(r.d.routings_left_by_sluice(), vec![split(10.0)]);
+    // Rolling back from 10%: the 50% shift or the 0% step may still land,
+    // never the 100% of the last step.
+    r.at(30);
+    assert!(r.feed(Input::Abort {
+        reason: "ops".into()
+    }));
+    let routings = r.d.routings_left_by_sluice();
+    assert!(routings.contains(&split(10.0)) && routings.contains(&split(50.0)));
+    assert!(!routings.contains(&("2".to_owned(), None)), "{routings:?}");
+}
