@@ -2313,6 +2313,19 @@ fn changed_by_hand(
     }
 }
 
+/// An operator's resume or promote of a frozen deployment: unpaused, and a
+/// promote's remaining waits skipped. Returns the timeline line's kind.
+fn goes_on(d: &mut Deployment, input: &Input) -> EventKind {
+    let promote = matches!(input, Input::Promote);
+    d.paused = false;
+    d.skip_waits |= promote;
+    if promote {
+        EventKind::PromoteRequested
+    } else {
+        EventKind::Resumed
+    }
+}
+
 /// Frozen: only an operator moves it (resume, promote or abort).
 fn frozen(
     d: &mut Deployment,
@@ -2324,16 +2337,10 @@ fn frozen(
     match input {
         Input::Resume | Input::Promote => {
             // An operator's word: Sluice goes on from the alias as found.
-            let promote = matches!(input, Input::Promote);
-            d.paused = false;
-            d.skip_waits |= promote;
+            let kind = goes_on(d, input);
             commands.push(record(
                 now,
-                if promote {
-                    EventKind::PromoteRequested
-                } else {
-                    EventKind::Resumed
-                },
+                kind,
                 format!("resumed from the alias as found, at step {}", step + 1),
             ));
             enter(d, Phase::Shifting { step }, now, commands);
@@ -2371,16 +2378,11 @@ fn frozen_on_failure(
 ) -> bool {
     match input {
         Input::Resume | Input::Promote => {
-            let promote = matches!(input, Input::Promote);
-            d.paused = false;
-            d.skip_waits |= promote;
-            let (kind, how) = if promote {
-                (
-                    EventKind::PromoteRequested,
-                    "remaining waits skipped; gates still run",
-                )
+            let kind = goes_on(d, input);
+            let how = if kind == EventKind::PromoteRequested {
+                "remaining waits skipped; gates still run"
             } else {
-                (EventKind::Resumed, "on schedule from now")
+                "on schedule from now"
             };
             commands.push(record(
                 now,
