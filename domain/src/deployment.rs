@@ -1361,18 +1361,26 @@ fn step_back(d: &mut Deployment, reason: String, now: Time, commands: &mut Vec<C
         ));
     }
     match below {
-        Some(step) => enter(
-            d,
-            Phase::SteppingBack {
-                step,
-                stage: BackStage::Shifting,
-                reason,
-            },
-            now,
-            commands,
-        ),
+        Some(step) => back_at(d, step, BackStage::Shifting, reason, now, commands),
         None => enter(d, Phase::RollingBack { reason }, now, commands),
     }
+}
+
+/// Enters `stage` of a gradual rollback's step `step`.
+fn back_at(
+    d: &mut Deployment,
+    step: usize,
+    stage: BackStage,
+    reason: String,
+    now: Time,
+    commands: &mut Vec<Command>,
+) {
+    let phase = Phase::SteppingBack {
+        step,
+        stage,
+        reason,
+    };
+    enter(d, phase, now, commands);
 }
 
 fn fail_to_start(d: &mut Deployment, reason: String, now: Time, commands: &mut Vec<Command>) {
@@ -2471,17 +2479,7 @@ fn stepping_back(
                     d.to_version.clone().unwrap_or_default()
                 ),
             ));
-            let stage = BackStage::Gate;
-            enter(
-                d,
-                Phase::SteppingBack {
-                    step,
-                    stage,
-                    reason,
-                },
-                now,
-                commands,
-            );
+            back_at(d, step, BackStage::Gate, reason, now, commands);
         }
         (BackStage::Shifting, Input::AliasChangedByHand { .. }) => {
             return rolling_back(d, reason, input, now, commands);
@@ -2520,17 +2518,7 @@ fn stepping_back(
                     EventKind::Baking,
                     format!("watching {}% until {until}, stepping back", d.weight),
                 ));
-                let stage = BackStage::Baking { until };
-                enter(
-                    d,
-                    Phase::SteppingBack {
-                        step,
-                        stage,
-                        reason,
-                    },
-                    now,
-                    commands,
-                );
+                back_at(d, step, BackStage::Baking { until }, reason, now, commands);
             }
         }
         (BackStage::Baking { until }, Input::TimerFired { at, .. })
