@@ -78,6 +78,7 @@ fn spec(version: &str, config: &str, alarms: Vec<String>) -> DeploymentSpec {
         hook_timeout_seconds: None,
         rollback: Default::default(),
         frozen_for_seconds: None,
+        group: vec![],
     }
 }
 

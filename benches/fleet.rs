@@ -56,6 +56,7 @@ fn spec(alias: &str) -> DeploymentSpec {
         hook_timeout_seconds: None,
         rollback: Default::default(),
         frozen_for_seconds: None,
+        group: vec![],
     }
 }
 

@@ -193,6 +193,8 @@ impl<K: Clock> CodePipelineAction<K> {
             hook_timeout_seconds: params.hook_timeout_seconds,
             rollback: params.rollback,
             frozen_for_seconds: params.frozen_for_seconds,
+
+            group: Vec::new(),
         };
         let problems = spec.problems();
         if !problems.is_empty() {

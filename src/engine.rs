@@ -17,10 +17,12 @@ use crate::batch::{Deadline, ITEMS_AT_ONCE, Item, run_items, sqs_response, strea
 use crate::budget::Budget;
 use crate::domain::deployment::{
     AliasLeft, AliasUpdate, BackStage, Command, Deployment, DeploymentSpec, Event, EventKind, Gate,
-    HookInvocation, Input, Phase, Time, VersionSource, decide, events_of, pending, settled_at_once,
-    token_digest,
+    HookInvocation, Input, MemberState, Phase, PreparedMember, Time, VersionSource, decide,
+    events_of, pending, settled_at_once, token_digest,
 };
-use crate::domain::hooks::{CodeDeployHookEvent, HookRequest, HookResponse, HookStatus};
+use crate::domain::hooks::{
+    CodeDeployHookEvent, HookMember, HookRequest, HookResponse, HookStatus,
+};
 use crate::drive::{self, Machine, SteerOutcome, Steered};
 use crate::events::{
     HandedOver, QueueMessage, ShifterEvent, TimerMessage, parse_shifter_event, queue_items,
@@ -65,9 +67,16 @@ fn whole_alias(
     }
 }
 
-/// The lock that keeps one deployment at a time on `d`'s alias.
-fn alias_lock(d: &Deployment) -> Lock {
-    Lock::alias(&d.spec.function, &d.spec.alias)
+/// The lock that keeps one deployment at a time on member `m`'s alias.
+fn alias_lock(d: &Deployment, m: usize) -> Lock {
+    let (function, alias) = d.target(m);
+    Lock::alias(function, alias)
+}
+
+/// Whether an alias update moves the new version forward (or a step back
+/// down): one that fails for good rolls the deployment back.
+fn moves_forward(update: AliasUpdate) -> bool {
+    matches!(update, AliasUpdate::Step(_) | AliasUpdate::StepBack(_))
 }
 
 /// How often an alias update is tried again when the alias changed between
@@ -433,8 +442,9 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         let d = &stored.deployment;
         let mut inputs = VecDeque::new();
         // Queued behind a holder that may have ended without releasing the lock.
-        let waiting = matches!(d.phase, Phase::Queued { .. });
-        if waiting && self.live_holder(&alias_lock(d)).await?.is_none() {
+        if let Phase::Queued { member, .. } = d.phase
+            && self.live_holder(&alias_lock(d, member)).await?.is_none()
+        {
             inputs.push_back(Input::LockFreed);
         }
         if let Some((step, at)) = d.wake()
@@ -615,7 +625,17 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 primary,
                 additional,
                 update,
-            } => self.set_alias(d, primary, additional, update).await,
+                member,
+            } => match self.set_alias(d, member, primary, additional, update).await {
+                Err(EngineError::Refused(reason)) if moves_forward(update) => {
+                    Ok(Some(Input::AliasWriteFailed {
+                        update,
+                        member,
+                        reason,
+                    }))
+                }
+                written => written,
+            },
             Command::StartTimer { step, at } => {
                 let message = TimerMessage {
                     deployment_id: d.id.clone(),
@@ -649,25 +669,9 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                     .map(Some)
             }
             Command::ReleaseLock => {
-                self.store
-                    .release_lock(&alias_lock(d), &d.id, d.alias_left().as_ref())
-                    .await?;
-                // Wake the longest-waiting deployment of this alias: saved and
-                // handed to a worker of its own, not driven here, so a chain of
-                // queued deployments is never a chain of nested drives. If this
-                // fails (say the index is still being built after an upgrade),
-                // the reconcile sweep wakes it later: the release stands.
-                match self.store.queued_for(&d.spec.function, &d.spec.alias).await {
-                    Ok(queued) => {
-                        if let Some(next) = queued.first()
-                            && let Err(e) = self.steer(next, Input::LockFreed).await
-                        {
-                            tracing::warn!(deployment_id = %next, error = %e, "could not wake the next deployment");
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not read what is queued for the alias");
-                    }
+                for m in 0..d.members() {
+                    self.release_and_wake(d, m, d.alias_left(m).as_ref())
+                        .await?;
                 }
                 Ok(None)
             }
@@ -679,7 +683,38 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         }
     }
 
-    /// Sets the alias's weights: one `UpdateAlias`, conditional on the
+    /// Releases member `m`'s alias lock, keeping `left` beside it, and wakes
+    /// the longest-waiting deployment of that alias: saved and handed to a
+    /// worker of its own, not driven here, so a chain of queued deployments
+    /// is never a chain of nested drives. If the wake fails (say the index
+    /// is still being built after an upgrade), the reconcile sweep wakes it
+    /// later: the release stands.
+    async fn release_and_wake(
+        &self,
+        d: &Deployment,
+        m: usize,
+        left: Option<&AliasLeft>,
+    ) -> Result<(), EngineError> {
+        self.store
+            .release_lock(&alias_lock(d, m), &d.id, left)
+            .await?;
+        let (function, alias) = d.target(m);
+        match self.store.queued_for(function, alias).await {
+            Ok(queued) => {
+                if let Some(next) = queued.first()
+                    && let Err(e) = self.steer(next, Input::LockFreed).await
+                {
+                    tracing::warn!(deployment_id = %next, error = %e, "could not wake the next deployment");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read what is queued for the alias");
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets member `member`'s alias's weights: one `UpdateAlias`, conditional on the
     /// revision Sluice's last write left (saved with the deployment), so it
     /// costs one control-plane call. Lambda refuses it if anyone wrote the
     /// alias since; only then is the alias read, to tell whose write it was:
@@ -698,16 +733,18 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
     async fn set_alias(
         &self,
         d: &Deployment,
+        member: usize,
         primary: String,
         additional: Option<(String, f64)>,
         update: AliasUpdate,
     ) -> Result<Option<Input>, EngineError> {
         let weights = fractions(&additional);
-        let (function, alias) = (&d.spec.function, &d.spec.alias);
-        let mut revision = d.alias_revision.clone();
+        let (function, alias) = d.target(member);
+        let state = d.member(member);
+        let mut revision = state.alias_revision.clone();
         if revision.is_none() {
             // Saved before revisions were kept: the alias is read first.
-            let Some(current) = self.alias_unless_moved_on(d, update).await? else {
+            let Some(current) = self.alias_unless_moved_on(d, member, update).await? else {
                 return Ok(None);
             };
             revision = current.revision;
@@ -726,36 +763,42 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 .await?;
             let after_retry = match written {
                 AliasWrite::Written { revision } => {
-                    return Ok(Some(Input::AliasUpdated { update, revision }));
+                    return Ok(Some(Input::AliasUpdated {
+                        update,
+                        revision,
+                        member,
+                    }));
                 }
                 AliasWrite::Stale { after_retry } => after_retry,
             };
-            let Some(current) = self.alias_unless_moved_on(d, update).await? else {
+            let Some(current) = self.alias_unless_moved_on(d, member, update).await? else {
                 return Ok(None);
             };
             if current.routes(&primary, &weights) {
                 return Ok(Some(Input::AliasUpdated {
                     update,
                     revision: current.revision,
+                    member,
                 }));
             }
             let left_by_sluice = d
-                .routings_left_by_sluice()
+                .routings_left_by_sluice(member)
                 .iter()
                 .any(|(primary, additional)| current.routes(primary, &fractions(additional)));
             let untouched_start = attempt == 0
                 && !after_retry
                 && d.claims == 0
-                && d.weight == 0.0
+                && state.weight == 0.0
                 && matches!(update, AliasUpdate::Step(_))
                 && current.weights.is_empty()
-                && d.from_version.as_deref() == Some(current.version.as_str());
+                && state.from_version.as_deref() == Some(current.version.as_str());
             if !left_by_sluice && !untouched_start {
-                tracing::warn!(deployment_id = %d.id, found = %current, "the alias was changed outside Sluice");
+                tracing::warn!(deployment_id = %d.id, found = %current, alias = %d.target_name(member), "the alias was changed outside Sluice");
                 metrics::emit(Metric::ManualAliasChanges, &self.stack_name);
                 return Ok(Some(Input::AliasChangedByHand {
                     found: current.to_string(),
                     revision: current.revision,
+                    member,
                 }));
             }
             tracing::info!(deployment_id = %d.id, "the alias changed since Sluice's last write, not its traffic; writing again");
@@ -773,9 +816,10 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
     async fn alias_unless_moved_on(
         &self,
         d: &Deployment,
+        member: usize,
         update: AliasUpdate,
     ) -> Result<Option<AliasState>, EngineError> {
-        let (function, alias) = (&d.spec.function, &d.spec.alias);
+        let (function, alias) = d.target(member);
         let Some(current) = self.cloud.read_alias(function, alias).await? else {
             return Err(EngineError::Aws(format!(
                 "GetAlias: alias {function}:{alias} does not exist"
@@ -789,32 +833,100 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         Ok(Some(current))
     }
 
+    /// Takes every member's alias lock, in one order (by function and
+    /// alias), so two groups never each hold what the other waits for;
+    /// a lock held by another deployment gives back the ones taken here
+    /// and queues. Then prepares each member, in the group's order.
     async fn prepare(&self, d: &Deployment) -> Result<Input, EngineError> {
-        let (function, alias) = (&d.spec.function, &d.spec.alias);
-        let lock = alias_lock(d);
-        let left = match self.store.acquire_lock(&lock, &d.id, self.now()).await? {
-            LockOutcome::Acquired { left } => left,
+        let mut order: Vec<usize> = (0..d.members()).collect();
+        order.sort_by_key(|m| d.target(*m));
+        let mut left: Vec<Option<AliasLeft>> = vec![None; d.members()];
+        let mut taken = Vec::new();
+        for m in order {
+            match self.take_lock(d, m).await? {
+                Ok(found) => {
+                    left[m] = found;
+                    taken.push(m);
+                }
+                Err(holder) => {
+                    // Given back as found, with what the last deployment left.
+                    for t in taken {
+                        self.release_and_wake(d, t, left[t].as_ref()).await?;
+                    }
+                    return Ok(Input::LockBusy { holder, member: m });
+                }
+            }
+        }
+        let mut group = Vec::new();
+        let mut own = None;
+        for (m, left) in left.into_iter().enumerate() {
+            let member = match self.prepare_member(d, m, left).await? {
+                Ok(member) => member,
+                Err(reason) if d.members() > 1 => {
+                    let reason = format!("{}: {reason}", d.target_name(m));
+                    return Ok(Input::PrepareFailed { reason });
+                }
+                Err(reason) => return Ok(Input::PrepareFailed { reason }),
+            };
+            if m == 0 {
+                own = Some(member);
+            } else {
+                group.push(member);
+            }
+        }
+        let own = own.expect("the deployment's own function");
+        Ok(Input::Prepared {
+            from_version: own.from_version,
+            to_version: own.to_version,
+            function_arn: own.function_arn,
+            revision: own.revision,
+            metric_timing: Some(self.metric_timing),
+            group,
+        })
+    }
+
+    /// Takes member `m`'s alias lock: how the last deployment left the
+    /// alias, or the live holder that has it.
+    async fn take_lock(
+        &self,
+        d: &Deployment,
+        m: usize,
+    ) -> Result<Result<Option<AliasLeft>, String>, EngineError> {
+        let lock = alias_lock(d, m);
+        match self.store.acquire_lock(&lock, &d.id, self.now()).await? {
+            LockOutcome::Acquired { left } => Ok(Ok(left)),
             LockOutcome::Busy { holder } => {
                 // Taken again once a holder that ended without releasing it is released.
                 if self.live_holder(&lock).await?.is_some() {
-                    return Ok(Input::LockBusy { holder });
+                    return Ok(Err(holder));
                 }
                 match self.store.acquire_lock(&lock, &d.id, self.now()).await? {
-                    LockOutcome::Acquired { left } => left,
-                    LockOutcome::Busy { holder } => return Ok(Input::LockBusy { holder }),
+                    LockOutcome::Acquired { left } => Ok(Ok(left)),
+                    LockOutcome::Busy { holder } => Ok(Err(holder)),
                 }
             }
-        };
+        }
+    }
+
+    /// Member `m`'s alias found whole and its new version ready (published
+    /// from its artifact, or resolved), or why it cannot start.
+    async fn prepare_member(
+        &self,
+        d: &Deployment,
+        m: usize,
+        left: Option<AliasLeft>,
+    ) -> Result<Result<PreparedMember, String>, EngineError> {
+        let (function, alias) = d.target(m);
         let (found, from_left) = match self.alias_at_start(function, alias, left).await {
             Ok((found, from_left)) => (Ok(found), from_left),
             Err(e) => (Err(e), false),
         };
         let mut current = match whole_alias(function, alias, found)? {
             Ok(current) => current,
-            Err(reason) => return Ok(Input::PrepareFailed { reason }),
+            Err(reason) => return Ok(Err(reason)),
         };
         // The version must be `Active` before its first gate invokes it.
-        let readiness = match &d.spec.source {
+        let readiness = match d.spec.source_of(m) {
             VersionSource::Version(v) => self.cloud.ready_version(function, v).await?,
             VersionSource::Artifact {
                 bucket,
@@ -828,17 +940,17 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         };
         let to_version = match readiness {
             Readiness::Ready(v) => v,
-            Readiness::Refused(reason) => return Ok(Input::PrepareFailed { reason }),
+            Readiness::Refused(reason) => return Ok(Err(reason)),
         };
         if from_left && to_version == current.version {
             // Nothing to shift, so no write to find a split: read it.
             let read = self.cloud.read_alias(function, alias).await;
             current = match whole_alias(function, alias, read)? {
                 Ok(read) => read,
-                Err(reason) => return Ok(Input::PrepareFailed { reason }),
+                Err(reason) => return Ok(Err(reason)),
             };
         }
-        Ok(Input::Prepared {
+        Ok(Ok(PreparedMember {
             from_version: current.version.clone(),
             to_version,
             // `function:alias` → `function`.
@@ -848,8 +960,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 .and_then(|arn| arn.rsplit_once(':'))
                 .map(|(function, _)| function.to_owned()),
             revision: current.revision,
-            metric_timing: Some(self.metric_timing),
-        })
+        }))
     }
 
     /// The alias a deployment starts from. As the last deployment left it
@@ -908,29 +1019,48 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
     /// deployment to weigh (read again, or its missing-data policy), not an
     /// error that holds the worker.
     async fn measure(&self, d: &Deployment, step: usize, from: Time, to: Time) -> Input {
-        let query = MetricQuery {
-            function: d.spec.function.clone(),
-            alias: d.spec.alias.clone(),
-            new_version: d.to_version.clone().unwrap_or_default(),
-            old_version: d.from_version.clone().unwrap_or_default(),
-            from,
-            to,
-            period_secs: d.metric_timing.period_secs,
-            p99: d
-                .spec
-                .analysis
-                .as_ref()
-                .is_some_and(|a| a.max_p99_duration_ms.is_some()),
-        };
-        match self.cloud.measure(&query).await {
-            Ok((new, old)) => Input::Measured {
-                step,
-                measurement: Measurement { from, to, new, old },
-            },
-            Err(e) => Input::MeasureFailed {
-                step,
-                reason: e.to_string(),
-            },
+        let p99 = d
+            .spec
+            .analysis
+            .as_ref()
+            .is_some_and(|a| a.max_p99_duration_ms.is_some());
+        let mut measured = Vec::new();
+        // Every member's, one after another: a group's reads are few (one
+        // a period) and CloudWatch's quota is the account's.
+        for m in 0..d.members() {
+            let (function, alias) = d.target(m);
+            let state = d.member(m);
+            let query = MetricQuery {
+                function: function.to_owned(),
+                alias: alias.to_owned(),
+                new_version: state.to_version.unwrap_or_default(),
+                old_version: state.from_version.unwrap_or_default(),
+                from,
+                to,
+                period_secs: d.metric_timing.period_secs,
+                p99,
+            };
+            match self.cloud.measure(&query).await {
+                Ok((new, old)) => measured.push(Measurement { from, to, new, old }),
+                Err(e) if d.members() > 1 => {
+                    return Input::MeasureFailed {
+                        step,
+                        reason: format!("{}: {e}", d.target_name(m)),
+                    };
+                }
+                Err(e) => {
+                    return Input::MeasureFailed {
+                        step,
+                        reason: e.to_string(),
+                    };
+                }
+            }
+        }
+        let measurement = measured.remove(0);
+        Input::Measured {
+            step,
+            measurement,
+            group: measured,
         }
     }
 
@@ -1055,8 +1185,9 @@ impl<S: Deployments, C: Cloud, K: Clock> Machine for Engine<S, C, K> {
         expected: u64,
         events: &[Event],
     ) -> Result<Stored, StoreError> {
-        // An alias call follows this save when its worker runs the phase's
-        // command: that call's budget slot is taken beside it.
+        // Alias calls follow this save when its worker runs the phase's
+        // commands (one a member still to write): their budget slots are
+        // taken beside it.
         let writes_alias = matches!(
             d.phase,
             Phase::Shifting { .. }
@@ -1067,11 +1198,12 @@ impl<S: Deployments, C: Cloud, K: Clock> Machine for Engine<S, C, K> {
                 }
         );
         if writes_alias {
-            let (saved, ()) = tokio::join!(
-                self.store.save(d, expected, events),
-                self.cloud
-                    .reserve_alias_call(&d.spec.function, &d.spec.alias)
-            );
+            let to_write = (0..d.members()).filter(|m| d.moves(*m) && !d.landed.contains(m));
+            let reserved = futures::future::join_all(to_write.map(|m| {
+                let (function, alias) = d.target(m);
+                self.cloud.reserve_alias_call(function, alias)
+            }));
+            let (saved, _) = tokio::join!(self.store.save(d, expected, events), reserved);
             return saved;
         }
         self.store.save(d, expected, events).await
@@ -1099,9 +1231,27 @@ impl<S: Deployments, C: Cloud, K: Clock> Machine for Engine<S, C, K> {
             if self.cloud.checkpoint(stop).await {
                 return Err(EngineError::Injected(format!("{command:?}")));
             }
+            let forward_write = match &command {
+                Command::SetAlias { update, member, .. } if moves_forward(*update) => {
+                    Some((*update, *member))
+                }
+                _ => None,
+            };
             let done = self.execute_command(d, command).await;
-            if let Err(e) = &done {
-                self.hand_back(stored, e, attempt).await;
+            match (&done, forward_write) {
+                // Still failing after its retries: the deployment rolls
+                // back rather than wait half-shifted for the sweep.
+                (Err(EngineError::Aws(reason)), Some((update, member)))
+                    if attempt >= TRANSIENT_RETRIES =>
+                {
+                    return Ok(Some(Input::AliasWriteFailed {
+                        update,
+                        member,
+                        reason: format!("{reason} (after {TRANSIENT_RETRIES} retries)"),
+                    }));
+                }
+                (Err(e), _) => self.hand_back(stored, e, attempt).await,
+                _ => {}
             }
             done
         })
@@ -1145,11 +1295,33 @@ fn hook_request(
         weight,
         gate,
         stepping_back: matches!(d.phase, Phase::SteppingBack { .. }),
+        group: (1..d.members())
+            .map(|m| {
+                let (function, alias) = d.target(m);
+                let state = d.member(m);
+                HookMember {
+                    function: function.to_owned(),
+                    alias: alias.to_owned(),
+                    from_version_arn: member_version_arn(&state, &state.from_version),
+                    to_version_arn: member_version_arn(&state, &state.to_version),
+                    from_version: state.from_version.unwrap_or_default(),
+                    to_version: state.to_version.unwrap_or_default(),
+                }
+            })
+            .collect(),
         deadline: Some(deadline),
         callback_token,
         smoke_tests: d.spec.smoke_tests.clone(),
         smoke_tests_from: d.spec.smoke_tests_from.clone(),
     }
+}
+
+fn member_version_arn(state: &MemberState, version: &Option<String>) -> Option<String> {
+    Some(format!(
+        "{}:{}",
+        state.function_arn.as_ref()?,
+        version.as_ref()?
+    ))
 }
 
 fn version_arn(d: &Deployment, version: &Option<String>) -> Option<String> {

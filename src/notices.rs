@@ -476,7 +476,9 @@ pub fn deployment_status(d: &Deployment) -> StatusLine {
     );
     match &d.phase {
         Phase::Created => line(CommitState::Pending, format!("starting {}", d.spec.config)),
-        Phase::Queued { holder } => line(CommitState::Pending, format!("queued behind {holder}")),
+        Phase::Queued { holder, .. } => {
+            line(CommitState::Pending, format!("queued behind {holder}"))
+        }
         Phase::Frozen { .. } => line(
             CommitState::Pending,
             format!(
@@ -608,6 +610,7 @@ mod tests {
             &created,
             Phase::Queued {
                 holder: "d-0".into(),
+                member: 0,
             },
             0.0,
         );
@@ -653,6 +656,7 @@ mod tests {
             retry_at: None,
             wait_until: None,
             counted: None,
+            group_counted: vec![],
         });
         let reports = deployment_reports(Some(&back), &done);
         assert_eq!(notices(&reports), ["deployment_rolled_back"]);

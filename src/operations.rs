@@ -222,51 +222,70 @@ impl Operations {
         if !problems.is_empty() {
             return Err(OperationError::Invalid(problems.join("; ")));
         }
-        let holder = self
-            .orchestrator
-            .engine
-            .live_holder(&Lock::alias(&spec.function, &spec.alias))
-            .await?;
-        if let (Some(holder), OnBusy::Refuse) = (&holder, spec.on_busy) {
+        // Each member's alias: held by another deployment, or free.
+        let mut holders = Vec::new();
+        for (function, alias) in spec.targets() {
+            let lock = Lock::alias(function, alias);
+            holders.push(self.orchestrator.engine.live_holder(&lock).await?);
+        }
+        if let OnBusy::Refuse = spec.on_busy
+            && let Some((m, holder)) = holders
+                .iter()
+                .enumerate()
+                .find_map(|(m, h)| h.as_ref().map(|h| (m, h)))
+        {
+            let (function, alias) = spec.targets().nth(m).expect("a member");
             return Err(OperationError::Conflict(format!(
-                "{}:{} is busy with deployment {holder}, and this one was asked to refuse if busy",
-                spec.function, spec.alias
+                "{function}:{alias} is busy with deployment {holder}, and this one was asked to refuse if busy"
             )));
         }
-        self.check_targets(&spec, holder.is_some()).await?;
+        let mut problems = Vec::new();
+        for (m, holder) in holders.iter().enumerate() {
+            problems.extend(self.target_problems(&spec, m, holder.is_some()).await?);
+        }
+        problems.extend(self.hook_problems(&spec).await?);
+        if !problems.is_empty() {
+            return Err(OperationError::Invalid(problems.join("; ")));
+        }
         let (mut d, commands) = Deployment::create(id, spec, self.orchestrator.engine.clock.now());
         d.deadline = deadline;
         self.store().create(&d, &events_of(&commands)).await?;
         Ok(Submitted {
             deployment: id.to_owned(),
-            queued_behind: holder,
+            queued_behind: holders.into_iter().flatten().next(),
         })
     }
 
-    /// `busy`: another deployment holds the alias, so it may be split now;
-    /// that one leaves it whole before this one starts.
-    async fn check_targets(&self, spec: &DeploymentSpec, busy: bool) -> Result<(), OperationError> {
+    /// What is wrong with member `m` of the request (0: its own function)
+    /// as AWS has it, each named: the function, its alias serving one
+    /// version, the version or artifact. `busy`: another deployment holds
+    /// the alias, so it may be split now; that one leaves it whole before
+    /// this one starts.
+    async fn target_problems(
+        &self,
+        spec: &DeploymentSpec,
+        m: usize,
+        busy: bool,
+    ) -> Result<Vec<String>, OperationError> {
         let cloud = &self.orchestrator.engine.cloud;
-        let (function, alias) = (&spec.function, &spec.alias);
-        let invalid = |why: String| Err(OperationError::Invalid(why));
+        let (function, alias) = spec.targets().nth(m).expect("a member");
         if let Some(why) = cloud.unusable_function(function, None).await? {
-            return invalid(format!("function {function} {why}"));
+            return Ok(vec![format!("function {function} {why}")]);
         }
+        let mut problems = Vec::new();
         match cloud.read_alias(function, alias).await {
-            Ok(Some(a)) if !a.weights.is_empty() && !busy => {
-                return invalid(format!(
-                    "alias {function}:{alias} is split between versions; it must serve one version to start"
-                ));
-            }
+            Ok(Some(a)) if !a.weights.is_empty() && !busy => problems.push(format!(
+                "alias {function}:{alias} is split between versions; it must serve one version to start"
+            )),
             Ok(Some(_)) => {}
-            Ok(None) => return invalid(format!("alias {function}:{alias} does not exist")),
-            Err(EngineError::Refused(why)) => return invalid(why),
+            Ok(None) => problems.push(format!("alias {function}:{alias} does not exist")),
+            Err(EngineError::Refused(why)) => problems.push(why),
             Err(e) => return Err(e.into()),
         }
-        match &spec.source {
+        match spec.source_of(m) {
             VersionSource::Version(v) => {
                 if let Some(why) = cloud.unusable_function(function, Some(v)).await? {
-                    return invalid(format!("version {v} of {function} {why}"));
+                    problems.push(format!("version {v} of {function} {why}"));
                 }
             }
             VersionSource::Artifact {
@@ -276,28 +295,34 @@ impl Operations {
             } => {
                 let actions = &self.orchestrator.actions;
                 if actions.head_object(bucket, key).await?.is_none() {
-                    return invalid(format!("artifact s3://{bucket}/{key} does not exist"));
-                }
-                if let Some(version) = object_version
+                    problems.push(format!("artifact s3://{bucket}/{key} does not exist"));
+                } else if let Some(version) = object_version
                     && !actions.has_object_version(bucket, key, version).await?
                 {
-                    return invalid(format!(
+                    problems.push(format!(
                         "version {version} of artifact s3://{bucket}/{key} does not exist"
                     ));
                 }
             }
         }
+        Ok(problems)
+    }
+
+    /// What is wrong with the request's hooks: each must be a function Sluice may invoke.
+    async fn hook_problems(&self, spec: &DeploymentSpec) -> Result<Vec<String>, OperationError> {
+        let cloud = &self.orchestrator.engine.cloud;
+        let mut problems = Vec::new();
         for hook in [&spec.pre_traffic_hook, &spec.post_traffic_hook]
             .into_iter()
             .flatten()
         {
             if let Some(why) = cloud.unusable_function(hook, None).await? {
-                return invalid(format!(
+                problems.push(format!(
                     "hook {hook} {why} (Sluice may invoke its own hooks and the functions ManagedFunctions names)"
                 ));
             }
         }
-        Ok(())
+        Ok(problems)
     }
 
     pub async fn deployment(&self, id: &str) -> Result<DeploymentView, OperationError> {

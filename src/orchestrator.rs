@@ -13,7 +13,7 @@ use crate::ports::{Actions, Cloud, Executions, Invocation, PipelineRun};
 
 use crate::batch::{Deadline, ITEMS_AT_ONCE, Item, run_items, sqs_response, stream_response};
 use crate::domain::deployment::{
-    Deployment, DeploymentSpec, Input as DeploymentInput, Phase, VersionSource,
+    Deployment, DeploymentSpec, Input as DeploymentInput, MemberSpec, Phase, VersionSource,
 };
 use crate::domain::execution::{
     ActionRef, ActionState, Command, Execution, ExecutionEvent, Input, Status, StopMode, decide,
@@ -822,20 +822,34 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
         deploy: &DeployAction,
     ) -> Result<Option<Input>, OrchestratorError> {
         let id = deployment_id(&e.id, &at);
-        let source = match (&deploy.artifact, &deploy.version) {
-            (Some(artifact), _) => match e.outputs.get(artifact) {
-                Some(out) => VersionSource::Artifact {
-                    bucket: out.get("bucket").cloned().unwrap_or_default(),
-                    key: out.get("key").cloned().unwrap_or_default(),
-                    object_version: out.get("version_id").cloned(),
+        let source_of =
+            |artifact: &Option<String>, version: &Option<String>| match (artifact, version) {
+                (Some(artifact), _) => match e.outputs.get(artifact) {
+                    Some(out) => Ok(VersionSource::Artifact {
+                        bucket: out.get("bucket").cloned().unwrap_or_default(),
+                        key: out.get("key").cloned().unwrap_or_default(),
+                        object_version: out.get("version_id").cloned(),
+                    }),
+                    None => Err(format!("artifact {artifact} has no output")),
                 },
-                None => {
-                    return Ok(failed(at, format!("artifact {artifact} has no output")));
-                }
-            },
-            (None, Some(version)) => VersionSource::Version(self.render(e, version)),
-            (None, None) => return Ok(failed(at, "no artifact or version".into())),
+                (None, Some(version)) => Ok(VersionSource::Version(self.render(e, version))),
+                (None, None) => Err("no artifact or version".to_owned()),
+            };
+        let source = match source_of(&deploy.artifact, &deploy.version) {
+            Ok(source) => source,
+            Err(why) => return Ok(failed(at, why)),
         };
+        let mut group = Vec::new();
+        for (i, member) in deploy.group.iter().enumerate() {
+            match source_of(&member.artifact, &member.version) {
+                Ok(source) => group.push(MemberSpec {
+                    function: self.render(e, &member.function),
+                    alias: self.render(e, &member.alias),
+                    source,
+                }),
+                Err(why) => return Ok(failed(at, format!("group[{i}]: {why}"))),
+            }
+        }
         let spec = DeploymentSpec {
             function: self.render(e, &deploy.function),
             alias: self.render(e, &deploy.alias),
@@ -853,6 +867,7 @@ impl<S: Executions, C: Cloud, K: Clock, A: Actions> Orchestrator<S, C, K, A> {
             hook_timeout_seconds: deploy.hook_timeout_seconds,
             rollback: deploy.rollback,
             frozen_for_seconds: deploy.frozen_for_seconds,
+            group,
         };
         // Names come from templates: checked once rendered, before
         // anything is written.

@@ -131,8 +131,10 @@ impl Store {
             ("alias".to_owned(), s(&d.spec.alias)),
             ("phase".to_owned(), s(phase_name(&d.phase))),
         ]);
-        if matches!(d.phase, Phase::Queued { .. }) {
-            let lock = Key::Lock(Lock::alias(&d.spec.function, &d.spec.alias));
+        if let Phase::Queued { member, .. } = d.phase {
+            // The alias whose holder it waits for (a group's member's).
+            let (function, alias) = d.target(member);
+            let lock = Key::Lock(Lock::alias(function, alias));
             item.insert(QUEUED_ON.into(), s(lock.pk()));
         }
         match due_at(d, chrono::Duration::seconds(IN_FLIGHT_GRACE_SECS)) {
@@ -777,6 +779,7 @@ mod tests {
         assert!(is_stuck(&d, late));
         d.phase = Phase::Queued {
             holder: "other".into(),
+            member: 0,
         };
         assert!(!is_stuck(&d, late));
         let until = t0 + chrono::Duration::minutes(5);

@@ -162,6 +162,7 @@ fn spec(version: &str, config: &str, pre: Option<&str>, post: Option<&str>) -> D
         hook_timeout_seconds: None,
         rollback: Default::default(),
         frozen_for_seconds: None,
+        group: vec![],
     }
 }
 

@@ -65,6 +65,7 @@ async fn deployments_save_conditionally_keep_a_timeline_and_lock_their_alias() -
 
     let t1 = t0 + chrono::Duration::seconds(1);
     let input = Input::Prepared {
+        group: vec![],
         from_version: "1".into(),
         to_version: "2".into(),
         revision: None,
@@ -102,6 +103,7 @@ async fn deployments_save_conditionally_keep_a_timeline_and_lock_their_alias() -
             reason: "test".into(),
         },
         Input::AliasUpdated {
+            member: 0,
             update: AliasUpdate::Rollback,
             revision: None,
         },

@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 use sluice::clock::{Clock, SystemClock};
 use sluice::domain::config::ConfigError;
 use sluice::domain::deployment::{
-    DeploymentSpec, HookInvocation, OnBusy, OnManualChange, RollbackPolicy, VersionSource,
+    DeploymentSpec, HookInvocation, MemberSpec, OnBusy, OnManualChange, RollbackPolicy,
+    VersionSource,
 };
 use sluice::domain::execution::StopMode;
 use sluice::domain::smoke::S3Uri;
@@ -240,6 +241,40 @@ struct DeployArgs {
     /// alarm, an abort or a gate failed on the way down go to 0% at once.
     #[arg(long, conflicts_with = "freeze_on_failure")]
     gradual_rollback: bool,
+    /// Another function to move in lockstep with this one (a release
+    /// group, up to 20 functions in all), as FUNCTION:ALIAS=VERSION or
+    /// FUNCTION:ALIAS=s3://bucket/key.zip; repeat for each. The gates run
+    /// once a step for the whole group, and any failure rolls every
+    /// member back.
+    #[arg(long = "group", value_name = "FUNCTION:ALIAS=SOURCE")]
+    group: Vec<String>,
+}
+
+/// A `--group` member: `function:alias=version` or `function:alias=s3://bucket/key`.
+fn group_member(text: &str) -> Result<MemberSpec> {
+    let (target, source) = text.split_once('=').with_context(|| {
+        format!("--group {text}: write FUNCTION:ALIAS=VERSION or FUNCTION:ALIAS=s3://bucket/key")
+    })?;
+    let (function, alias) = target
+        .rsplit_once(':')
+        .with_context(|| format!("--group {text}: {target:?} must be FUNCTION:ALIAS"))?;
+    let source = if source.starts_with("s3://") {
+        let uri: S3Uri = source
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--group {text}: {e}"))?;
+        VersionSource::Artifact {
+            bucket: uri.bucket,
+            key: uri.key,
+            object_version: None,
+        }
+    } else {
+        VersionSource::Version(source.to_owned())
+    };
+    Ok(MemberSpec {
+        function: function.to_owned(),
+        alias: alias.to_owned(),
+        source,
+    })
 }
 
 impl DeployArgs {
@@ -291,6 +326,11 @@ impl DeployArgs {
                 HookInvocation::Sync
             },
             hook_timeout_seconds: self.async_hooks.flatten(),
+            group: self
+                .group
+                .iter()
+                .map(|member| group_member(member))
+                .collect::<Result<_>>()?,
             rollback: if self.freeze_on_failure.is_some() {
                 RollbackPolicy::Freeze
             } else if self.gradual_rollback {

@@ -122,6 +122,22 @@ pub fn rollback_problems(
     }
 }
 
+/// Another function a deployment moves in lockstep with its own (a
+/// release group): its alias goes from the version it serves to `source`
+/// at every step, gated, watched and rolled back with the group's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberSpec {
+    pub function: String,
+    pub alias: String,
+    pub source: VersionSource,
+}
+
+/// The most functions a release group moves, its own included: each step
+/// costs one alias write a member, within Lambda's 15 control-plane
+/// requests a second.
+pub const MAX_GROUP_MEMBERS: usize = 20;
+
 /// What an operator or a pipeline asks for. Strict: a misspelled field
 /// (`pre_traffic_hok`) is refused, never read as a gate left out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -166,6 +182,12 @@ pub struct DeploymentSpec {
     /// an operator before it rolls back (`DEFAULT_FROZEN_SECS`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frozen_for_seconds: Option<u64>,
+    /// More functions moved in lockstep with `function` (a release group,
+    /// `MAX_GROUP_MEMBERS` in all): the gates run once a step for the
+    /// whole group, the alarms and the analysis cover every member, and
+    /// any failure rolls every member back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group: Vec<MemberSpec>,
 }
 
 /// How a deployment's hooks are invoked.
@@ -245,6 +267,24 @@ impl DeploymentSpec {
             hook_timeout_seconds: None,
             rollback: RollbackPolicy::default(),
             frozen_for_seconds: None,
+            group: Vec::new(),
+        }
+    }
+
+    /// The functions and aliases it moves: its own, then its group's.
+    pub fn targets(&self) -> impl Iterator<Item = (&str, &str)> {
+        std::iter::once((self.function.as_str(), self.alias.as_str())).chain(
+            self.group
+                .iter()
+                .map(|m| (m.function.as_str(), m.alias.as_str())),
+        )
+    }
+
+    /// Member `m`'s source: the deployment's own (0), or its group's.
+    pub fn source_of(&self, m: usize) -> &VersionSource {
+        match m {
+            0 => &self.source,
+            m => &self.group[m - 1].source,
         }
     }
 
@@ -260,6 +300,17 @@ impl DeploymentSpec {
         ];
         if let VersionSource::Version(v) = &self.source {
             named.push(("source.version".into(), v, names::version));
+        }
+        for (i, member) in self.group.iter().enumerate() {
+            named.push((
+                format!("group[{i}].function"),
+                &member.function,
+                names::function,
+            ));
+            named.push((format!("group[{i}].alias"), &member.alias, names::alias));
+            if let VersionSource::Version(v) = &member.source {
+                named.push((format!("group[{i}].source.version"), v, names::version));
+            }
         }
         for (field, hook) in [
             ("pre_traffic_hook", &self.pre_traffic_hook),
@@ -282,11 +333,20 @@ impl DeploymentSpec {
                 }
             })
             .collect();
-        if let VersionSource::Artifact { bucket, key, .. } = &self.source
-            && (bucket.is_empty() || key.is_empty())
-        {
-            problems.push("source.artifact needs a bucket and a key".into());
+        let sources = std::iter::once(("source".to_owned(), &self.source)).chain(
+            self.group
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (format!("group[{i}].source"), &m.source)),
+        );
+        for (field, source) in sources {
+            if let VersionSource::Artifact { bucket, key, .. } = source
+                && (bucket.is_empty() || key.is_empty())
+            {
+                problems.push(format!("{field}.artifact needs a bucket and a key"));
+            }
         }
+        problems.extend(self.group_problems());
         if let Some(analysis) = &self.analysis {
             problems.extend(analysis.problems(&self.config));
         }
@@ -310,6 +370,32 @@ impl DeploymentSpec {
 }
 
 impl DeploymentSpec {
+    /// What is wrong with the release group as such, each named: its
+    /// size, an alias named twice, a setting that applies to one function.
+    fn group_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.group.len() + 1 > MAX_GROUP_MEMBERS {
+            problems.push(format!(
+                "group: {} functions with {}, at most {MAX_GROUP_MEMBERS} in a group",
+                self.group.len() + 1,
+                self.function
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, (function, alias)) in self.targets().enumerate() {
+            if !seen.insert((function, alias)) {
+                problems.push(format!(
+                    "group[{}]: {function}:{alias} is in the group twice",
+                    i - 1
+                ));
+            }
+        }
+        if !self.group.is_empty() && self.on_manual_change == OnManualChange::Freeze {
+            problems.push("on_manual_change: freeze applies to one function; a group rolls its other members back when a member's alias is changed by hand".into());
+        }
+        problems
+    }
+
     /// The least time a run of this spec takes from its first shift to its
     /// end, gates aside: its bakes, each at least as long as the analysis
     /// needs to read a whole period after the shift (`timing`), and the
@@ -351,9 +437,11 @@ pub enum Gate {
 pub enum Phase {
     /// Waiting for the lock and the versions.
     Created,
-    /// Another deployment holds the alias.
+    /// Another deployment holds the alias (of the group's member `member`).
     Queued {
         holder: String,
+        #[serde(default, skip_serializing_if = "is_zero_usize")]
+        member: usize,
     },
     /// The PreTraffic gate of `step` is running.
     PreTraffic {
@@ -477,12 +565,19 @@ pub enum Input {
         /// The function's unqualified ARN, for the hooks.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         function_arn: Option<String>,
+        /// The same of each of the group's other members, in order.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        group: Vec<PreparedMember>,
     },
     PrepareFailed {
         reason: String,
     },
+    /// Another deployment holds the alias of member `member` (0: the
+    /// deployment's own function).
     LockBusy {
         holder: String,
+        #[serde(default, skip_serializing_if = "is_zero_usize")]
+        member: usize,
     },
     LockFreed,
     GateResult {
@@ -491,17 +586,30 @@ pub enum Input {
         passed: bool,
         reason: String,
     },
-    /// Sluice's write landed; the alias is at `revision`.
+    /// Sluice's write landed on `member`'s alias, now at `revision`.
     AliasUpdated {
         update: AliasUpdate,
         #[serde(default)]
         revision: Option<String>,
+        #[serde(default, skip_serializing_if = "is_zero_usize")]
+        member: usize,
     },
-    /// Sluice's write was refused: someone else changed the alias, which
-    /// now serves `found`, at `revision`.
+    /// Sluice's write was refused: someone else changed `member`'s alias,
+    /// which now serves `found`, at `revision`.
     AliasChangedByHand {
         found: String,
         revision: Option<String>,
+        #[serde(default, skip_serializing_if = "is_zero_usize")]
+        member: usize,
+    },
+    /// Sluice's write to `member`'s alias failed for good (refused, or
+    /// still failing after its retries): the deployment rolls back, so a
+    /// group is never left half-shifted.
+    AliasWriteFailed {
+        update: AliasUpdate,
+        #[serde(default, skip_serializing_if = "is_zero_usize")]
+        member: usize,
+        reason: String,
     },
     /// A timer for `step`: one armed for `at` (`Command::StartTimer`), or
     /// without `at` the sweep's, for whatever is due. A timer for a wake
@@ -538,10 +646,13 @@ pub enum Input {
     HookHeartbeat {
         token: String,
     },
-    /// CloudWatch's numbers for `step`'s analysis (`Command::Measure`).
+    /// CloudWatch's numbers for `step`'s analysis (`Command::Measure`):
+    /// the deployment's own function's, and each other member's in order.
     Measured {
         step: usize,
         measurement: Measurement,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        group: Vec<Measurement>,
     },
     /// CloudWatch could not be read for `step`'s analysis.
     MeasureFailed {
@@ -579,11 +690,14 @@ pub enum Command {
         step: usize,
         weight: f64,
     },
-    /// Set the alias: `primary` version, and `additional` (version, percent) if split.
+    /// Set `member`'s alias: `primary` version, and `additional` (version,
+    /// percent) if split.
     SetAlias {
         primary: String,
         additional: Option<(String, f64)>,
         update: AliasUpdate,
+        #[serde(default, skip_serializing_if = "is_zero_usize")]
+        member: usize,
     },
     StartTimer {
         step: usize,
@@ -597,12 +711,14 @@ pub enum Command {
         token: String,
         deadline: Time,
     },
-    /// Read both versions' numbers over the whole periods `[from, to)`.
+    /// Read both versions' numbers over the whole periods `[from, to)`, of
+    /// every member.
     Measure {
         step: usize,
         from: Time,
         to: Time,
     },
+    /// Release every member's alias lock.
     ReleaseLock,
     StartDeployment {
         id: String,
@@ -673,6 +789,9 @@ pub struct AnalysisProgress {
     /// is moved through the workers' futures, whose size it multiplies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counted: Option<Box<(Counts, Counts)>>,
+    /// The same of each of the group's other members, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_counted: Vec<(Counts, Counts)>,
 }
 
 impl AnalysisProgress {
@@ -686,6 +805,7 @@ impl AnalysisProgress {
             retry_at: None,
             wait_until: None,
             counted: None,
+            group_counted: Vec::new(),
         }
     }
 
@@ -727,6 +847,40 @@ pub struct HookWait {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn is_zero_usize(n: &usize) -> bool {
+    *n == 0
+}
+
+/// What preparing found of a group member other than the deployment's own
+/// function (`Input::Prepared`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreparedMember {
+    pub from_version: String,
+    pub to_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_arn: Option<String>,
+}
+
+/// Where one member of a release group stands on its alias. The
+/// deployment's own function's is its own fields (`Deployment::member`);
+/// each other member's is kept in `Deployment::group`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemberState {
+    pub from_version: Option<String>,
+    pub to_version: Option<String>,
+    /// Percent on the new version as last acknowledged on this alias.
+    pub weight: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias_revision: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub alias_routed_by_sluice: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function_arn: Option<String>,
 }
 
 /// The digest under which a callback token is saved and looked up.
@@ -789,6 +943,14 @@ pub struct Deployment {
     /// The asynchronous hook the current gate waits for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hook_wait: Option<HookWait>,
+    /// The group's other members, in the spec's order, once prepared.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group: Vec<MemberState>,
+    /// The members (0: the deployment's own function) whose alias write of
+    /// the current phase has landed: a write phase ends when every member
+    /// that moves has, so the group never leaves it half-shifted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub landed: Vec<usize>,
     /// By when it must have ended: still under way then, it is aborted
     /// (a caller that stops waiting, such as CloudFormation, finds the
     /// alias whole on the old version).
@@ -821,21 +983,32 @@ impl Deployment {
             metric_timing: MetricTiming::default(),
             analysis: None,
             hook_wait: None,
+            group: Vec::new(),
+            landed: Vec::new(),
             deadline: None,
             created_at: now,
             updated_at: now,
             spec,
         };
+        let what = d
+            .spec
+            .targets()
+            .enumerate()
+            .map(|(m, (function, alias))| {
+                format!(
+                    "{} to {function}:{alias}",
+                    describe_source(d.spec.source_of(m))
+                )
+            })
+            .collect::<Vec<_>>();
+        let group = match what.len() {
+            1 => String::new(),
+            n => format!(" (a release group of {n}, in lockstep)"),
+        };
         let mut commands = vec![record(
             now,
             EventKind::Created,
-            format!(
-                "deploy {} to {}:{} with {}",
-                describe_source(&d.spec.source),
-                d.spec.function,
-                d.spec.alias,
-                d.spec.config
-            ),
+            format!("deploy {}{group} with {}", what.join(", "), d.spec.config),
         )];
         commands.extend(pending(&d, now));
         (d, commands)
@@ -946,7 +1119,13 @@ impl Deployment {
         let paused = if self.paused { " (paused)" } else { "" };
         match &self.phase {
             Phase::Created => "starting".into(),
-            Phase::Queued { holder } => format!("queued behind {holder}"),
+            Phase::Queued { holder, member } if self.members() > 1 => {
+                format!(
+                    "queued behind {holder}, which holds {}",
+                    self.target_name(*member)
+                )
+            }
+            Phase::Queued { holder, .. } => format!("queued behind {holder}"),
             Phase::PreTraffic { step } | Phase::PostTraffic { step }
                 if self.hook_deadline().is_some() =>
             {
@@ -962,6 +1141,13 @@ impl Deployment {
             Phase::PreTraffic { step } => {
                 format!("step {}/{steps}: PreTraffic gate{paused}", step + 1)
             }
+            Phase::Shifting { step } if self.members() > 1 => format!(
+                "step {}/{steps}: shifting{paused}, {} of {} members at {}%",
+                step + 1,
+                self.landed.len() + (0..self.members()).filter(|m| !self.moves(*m)).count(),
+                self.members(),
+                self.step_weight(*step)
+            ),
             Phase::Shifting { step } => format!("step {}/{steps}: shifting{paused}", step + 1),
             Phase::PostTraffic { step } => {
                 format!("step {}/{steps}: PostTraffic gate{paused}", step + 1)
@@ -1060,11 +1246,73 @@ impl Deployment {
                 .any(|s| !s.bake.is_zero())
     }
 
-    /// The alias that puts `weight` percent on the new version: the primary
-    /// version, and the new one with its percent when split.
-    pub fn routing_at(&self, weight: f64) -> (String, Option<(String, f64)>) {
-        let from = self.from_version.clone().unwrap_or_default();
-        let to = self.to_version.clone().unwrap_or_default();
+    /// How many functions it moves: its own and its group's.
+    pub fn members(&self) -> usize {
+        1 + self.spec.group.len()
+    }
+
+    /// Member `m`'s function and alias (0: the deployment's own).
+    pub fn target(&self, m: usize) -> (&str, &str) {
+        self.spec
+            .targets()
+            .nth(m)
+            .expect("a member of the deployment")
+    }
+
+    /// `function:alias` of member `m`.
+    pub fn target_name(&self, m: usize) -> String {
+        let (function, alias) = self.target(m);
+        format!("{function}:{alias}")
+    }
+
+    /// Where member `m` stands on its alias (before it is prepared, nowhere).
+    pub fn member(&self, m: usize) -> MemberState {
+        if m == 0 {
+            return MemberState {
+                from_version: self.from_version.clone(),
+                to_version: self.to_version.clone(),
+                weight: self.weight,
+                alias_revision: self.alias_revision.clone(),
+                alias_routed_by_sluice: self.alias_routed_by_sluice,
+                function_arn: self.function_arn.clone(),
+            };
+        }
+        self.group.get(m - 1).cloned().unwrap_or_default()
+    }
+
+    fn update_member(&mut self, m: usize, update: impl FnOnce(&mut MemberState)) {
+        let mut state = self.member(m);
+        update(&mut state);
+        if m == 0 {
+            self.from_version = state.from_version;
+            self.to_version = state.to_version;
+            self.weight = state.weight;
+            self.alias_revision = state.alias_revision;
+            self.alias_routed_by_sluice = state.alias_routed_by_sluice;
+            self.function_arn = state.function_arn;
+        } else if let Some(slot) = self.group.get_mut(m - 1) {
+            *slot = state;
+        }
+    }
+
+    /// Whether member `m` has anything to shift: a member whose alias
+    /// serves its new version already is left alone.
+    pub fn moves(&self, m: usize) -> bool {
+        let state = self.member(m);
+        state.from_version != state.to_version
+    }
+
+    /// Whether every member that moves has taken the current write phase's write.
+    fn all_landed(&self) -> bool {
+        (0..self.members()).all(|m| !self.moves(m) || self.landed.contains(&m))
+    }
+
+    /// The alias of member `m` that puts `weight` percent on its new
+    /// version: the primary version, and the new one with its percent when split.
+    pub fn routing_at(&self, m: usize, weight: f64) -> (String, Option<(String, f64)>) {
+        let state = self.member(m);
+        let from = state.from_version.unwrap_or_default();
+        let to = state.to_version.unwrap_or_default();
         if weight >= 100.0 {
             (to, None)
         } else if weight <= 0.0 {
@@ -1074,64 +1322,78 @@ impl Deployment {
         }
     }
 
-    /// How an ended deployment leaves its alias, when Sluice knows it: whole
-    /// on one version at `alias_revision`, by its own write (or as found
-    /// whole when it was prepared). Kept beside the alias's lock once
-    /// released, so the next deployment of the alias starts from it with no
-    /// `GetAlias`: its first write names this revision, and Lambda refuses
-    /// it if anyone has written the alias since.
-    pub fn alias_left(&self) -> Option<AliasLeft> {
-        if !self.alias_routed_by_sluice {
+    /// How an ended deployment leaves member `m`'s alias, when Sluice knows
+    /// it: whole on one version at `alias_revision`, by its own write (or
+    /// as found whole when it was prepared). Kept beside the alias's lock
+    /// once released, so the next deployment of the alias starts from it
+    /// with no `GetAlias`: its first write names this revision, and Lambda
+    /// refuses it if anyone has written the alias since.
+    pub fn alias_left(&self, m: usize) -> Option<AliasLeft> {
+        let state = self.member(m);
+        if !state.alias_routed_by_sluice {
             return None;
         }
         let version = match &self.phase {
-            Phase::Promoted => self.to_version.clone()?,
-            Phase::RolledBack { .. } if self.weight == 0.0 => self.from_version.clone()?,
+            Phase::Promoted => state.to_version?,
+            // A member that never moved is as it was found.
+            Phase::RolledBack { .. } if state.weight == 0.0 || !self.moves(m) => {
+                state.from_version?
+            }
             _ => return None,
         };
         Some(AliasLeft {
             version,
-            revision: self.alias_revision.clone()?,
-            function_arn: self.function_arn.clone(),
+            revision: state.alias_revision?,
+            function_arn: state.function_arn,
         })
     }
 
-    /// The routings Sluice may have left on the alias since its last
-    /// recorded write: the weight last acknowledged and, while rolling back
-    /// or stepping back, the one a write still in flight may leave.
+    /// The routings Sluice may have left on member `m`'s alias since its
+    /// last recorded write: the weight last acknowledged and, while rolling
+    /// back or stepping back, the one a write still in flight may leave.
     /// Before the first shift is acknowledged, the old version whole is not
     /// among them: a first shift may have landed unrecorded, and a person's
     /// rollback of it looks the same, so it is taken as theirs.
-    pub fn routings_left_by_sluice(&self) -> Vec<(String, Option<(String, f64)>)> {
+    pub fn routings_left_by_sluice(&self, m: usize) -> Vec<(String, Option<(String, f64)>)> {
+        let weight = self.member(m).weight;
         let mut routings = Vec::new();
         let rolling_back = matches!(self.phase, Phase::RollingBack { .. });
-        if self.weight > 0.0 || rolling_back {
-            routings.push(self.routing_at(self.weight));
+        if weight > 0.0 || rolling_back {
+            routings.push(self.routing_at(m, weight));
         }
         // A write that may still be in flight: the step above (a shift
         // overtaken by the rollback) or below (a step back); never any
         // other step's weight, which would be a person's.
         let weights = self.schedule.steps.iter().map(|s| s.weight);
-        let above = weights
-            .clone()
-            .filter(|w| *w > self.weight)
-            .reduce(f64::min);
-        let below = weights.filter(|w| *w < self.weight).reduce(f64::max);
+        let above = weights.clone().filter(|w| *w > weight).reduce(f64::min);
+        let below = weights.filter(|w| *w < weight).reduce(f64::max);
         match self.phase {
             Phase::RollingBack { .. } => {
                 routings.extend(
                     [above, below]
                         .into_iter()
                         .flatten()
-                        .map(|w| self.routing_at(w)),
+                        .map(|w| self.routing_at(m, w)),
                 );
             }
             Phase::SteppingBack { .. } => {
-                routings.extend(below.map(|w| self.routing_at(w)));
+                routings.extend(below.map(|w| self.routing_at(m, w)));
             }
             _ => {}
         }
         routings
+    }
+
+    /// Each member's versions, for the timeline: `4 → 5` alone, or
+    /// `api:live 4 → 5, worker:live 2 → 3` in a group.
+    fn versions_text(&self, describe: impl Fn(&MemberState) -> String) -> String {
+        if self.members() == 1 {
+            return describe(&self.member(0));
+        }
+        (0..self.members())
+            .map(|m| format!("{} {}", self.target_name(m), describe(&self.member(m))))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -1177,7 +1439,6 @@ pub fn settled_at_once(d: &Deployment, command: &Command) -> Option<Input> {
 
 /// The commands the current phase needs; what the reconciler re-issues after a crash.
 pub fn pending(d: &Deployment, now: Time) -> Vec<Command> {
-    let from = d.from_version.clone().unwrap_or_default();
     match &d.phase {
         // The deadline's timer is armed with the first command (the
         // minutely sweep covers a lost one).
@@ -1199,14 +1460,7 @@ pub fn pending(d: &Deployment, now: Time) -> Vec<Command> {
                 weight: d.step_weight(*step),
             }],
         },
-        Phase::Shifting { step } => {
-            let (primary, additional) = d.routing_at(d.step_weight(*step));
-            vec![Command::SetAlias {
-                primary,
-                additional,
-                update: AliasUpdate::Step(*step),
-            }]
-        }
+        Phase::Shifting { step } => alias_writes(d, d.step_weight(*step), AliasUpdate::Step(*step)),
         Phase::Frozen { .. } => vec![],
         Phase::FrozenOnFailure { step, until, .. } if *until > now => vec![Command::StartTimer {
             step: *step,
@@ -1215,12 +1469,7 @@ pub fn pending(d: &Deployment, now: Time) -> Vec<Command> {
         Phase::FrozenOnFailure { .. } => vec![],
         Phase::SteppingBack { step, stage, .. } => match stage {
             BackStage::Shifting => {
-                let (primary, additional) = d.routing_at(d.step_weight(*step));
-                vec![Command::SetAlias {
-                    primary,
-                    additional,
-                    update: AliasUpdate::StepBack(*step),
-                }]
+                alias_writes(d, d.step_weight(*step), AliasUpdate::StepBack(*step))
             }
             BackStage::Gate => vec![Command::RunGate {
                 gate: Gate::PostTraffic,
@@ -1238,15 +1487,28 @@ pub fn pending(d: &Deployment, now: Time) -> Vec<Command> {
             Some(at) if at > now => vec![Command::StartTimer { step: *step, at }],
             _ => vec![],
         },
-        Phase::RollingBack { .. } => vec![Command::SetAlias {
-            primary: from,
-            additional: None,
-            update: AliasUpdate::Rollback,
-        }],
+        Phase::RollingBack { .. } => alias_writes(d, 0.0, AliasUpdate::Rollback),
         Phase::Promoted | Phase::RolledBack { .. } | Phase::FailedToStart { .. } => {
             vec![Command::ReleaseLock]
         }
     }
+}
+
+/// The writes that put `weight` on every member that moves and has not
+/// taken this phase's write yet: one `UpdateAlias` a member.
+fn alias_writes(d: &Deployment, weight: f64, update: AliasUpdate) -> Vec<Command> {
+    (0..d.members())
+        .filter(|m| d.moves(*m) && !d.landed.contains(m))
+        .map(|member| {
+            let (primary, additional) = d.routing_at(member, weight);
+            Command::SetAlias {
+                primary,
+                additional,
+                update,
+                member,
+            }
+        })
+        .collect()
 }
 
 /// The state machine. Returns the state unchanged and no commands when the
@@ -1282,6 +1544,69 @@ fn arm_moved_wake(before: &Deployment, after: &Deployment, now: Time, commands: 
 fn enter(d: &mut Deployment, phase: Phase, now: Time, commands: &mut Vec<Command>) {
     d.phase = phase;
     d.claims = 0;
+    d.landed.clear();
+    commands.extend(pending(d, now));
+}
+
+/// Member `m`'s write of the current phase landed at `weight`, its alias
+/// at `revision`. Returns whether every member's has: the phase is done.
+fn landed(d: &mut Deployment, m: usize, weight: f64, revision: &Option<String>) -> bool {
+    d.update_member(m, |state| {
+        state.weight = weight;
+        state.alias_revision = revision.clone();
+        state.alias_routed_by_sluice = true;
+    });
+    if !d.landed.contains(&m) {
+        d.landed.push(m);
+    }
+    d.all_landed()
+}
+
+/// A person changed member `m`'s alias in a group while Sluice was
+/// writing the group's aliases: that alias is left as found, and every
+/// other member rolled back (or, all done, the deployment ends).
+fn group_member_changed_by_hand(
+    d: &mut Deployment,
+    m: usize,
+    found: &str,
+    revision: &Option<String>,
+    reason: String,
+    now: Time,
+    commands: &mut Vec<Command>,
+) {
+    d.update_member(m, |state| {
+        state.alias_revision = revision.clone();
+        state.alias_routed_by_sluice = false;
+    });
+    let what = format!(
+        "the alias {} was changed outside Sluice: it serves {found} (revision {}); left as found",
+        d.target_name(m),
+        revision.as_deref().unwrap_or("unknown")
+    );
+    let landed = if matches!(d.phase, Phase::RollingBack { .. }) {
+        commands.push(record(
+            now,
+            EventKind::RollbackStarted,
+            format!("{what}, during the rollback"),
+        ));
+        let mut landed = d.landed.clone();
+        landed.push(m);
+        landed
+    } else {
+        commands.push(record(
+            now,
+            EventKind::RollbackStarted,
+            format!("{what}; the group's other members roll back"),
+        ));
+        vec![m]
+    };
+    d.phase = Phase::RollingBack { reason };
+    d.claims = 0;
+    d.landed = landed;
+    if d.all_landed() {
+        rolled_back(d, now, commands);
+        return;
+    }
     commands.extend(pending(d, now));
 }
 
@@ -1631,16 +1956,39 @@ fn before_start(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec
                 revision,
                 metric_timing,
                 function_arn,
+                group,
             },
         ) => {
+            if group.len() != d.spec.group.len() {
+                let reason = format!(
+                    "prepared {} of the group's {} other members",
+                    group.len(),
+                    d.spec.group.len()
+                );
+                fail_to_start(d, reason, now, commands);
+                return true;
+            }
             d.metric_timing = metric_timing.unwrap_or_default();
             d.function_arn = function_arn.clone();
+            d.group = group
+                .iter()
+                .map(|m| MemberState {
+                    from_version: Some(m.from_version.clone()),
+                    to_version: Some(m.to_version.clone()),
+                    weight: 0.0,
+                    alias_revision: m.revision.clone(),
+                    alias_routed_by_sluice: true,
+                    function_arn: m.function_arn.clone(),
+                })
+                .collect();
             prepared(d, from_version, to_version, revision, now, commands);
         }
         (Phase::Created, Input::PrepareFailed { reason }) => {
             fail_to_start(d, reason.clone(), now, commands);
         }
-        (Phase::Created, Input::LockBusy { holder }) => lock_busy(d, holder, now, commands),
+        (Phase::Created, Input::LockBusy { holder, member }) if *member < d.members() => {
+            lock_busy(d, holder, *member, now, commands)
+        }
         (Phase::Queued { .. }, Input::LockFreed) => enter(d, Phase::Created, now, commands),
         (_, Input::Abort { reason }) => {
             fail_to_start(
@@ -1667,47 +2015,60 @@ fn prepared(
     d.to_version = Some(to_version.to_owned());
     d.alias_revision = revision.clone();
     d.alias_routed_by_sluice = true;
-    if from_version == to_version {
-        // Nothing to shift: Prepare found the alias whole on this
+    if !(0..d.members()).any(|m| d.moves(m)) {
+        // Nothing to shift: Prepare found every alias whole on its new
         // version. No write either: one issued from a finished phase
         // could land after the lock has passed to the next deployment.
         d.weight = 100.0;
-        commands.push(record(
-            now,
-            EventKind::Promoted,
+        let line = if d.members() == 1 {
             format!(
                 "{}:{} already serves version {to_version}",
                 d.spec.function, d.spec.alias
-            ),
-        ));
+            )
+        } else {
+            format!(
+                "every member already serves its new version: {}",
+                d.versions_text(|m| m.to_version.clone().unwrap_or_default())
+            )
+        };
+        commands.push(record(now, EventKind::Promoted, line));
         enter(d, Phase::Promoted, now, commands);
         return;
     }
-    commands.push(record(
-        now,
-        EventKind::Prepared,
-        format!("version {from_version} → {to_version}"),
-    ));
+    let line = d.versions_text(|m| {
+        let (from, to) = (m.from_version.as_deref(), m.to_version.as_deref());
+        match (from.unwrap_or_default(), to.unwrap_or_default()) {
+            (from, to) if from == to => format!("already on {to}, left as it is"),
+            (from, to) if d.members() == 1 => format!("version {from} → {to}"),
+            (from, to) => format!("{from} → {to}"),
+        }
+    });
+    commands.push(record(now, EventKind::Prepared, line));
     enter(d, Phase::PreTraffic { step: 0 }, now, commands);
 }
 
-fn lock_busy(d: &mut Deployment, holder: &str, now: Time, commands: &mut Vec<Command>) {
+fn lock_busy(
+    d: &mut Deployment,
+    holder: &str,
+    member: usize,
+    now: Time,
+    commands: &mut Vec<Command>,
+) {
+    let target = d.target_name(member);
     match d.spec.on_busy {
         OnBusy::Refuse => {
-            let reason = format!(
-                "{}:{} is being deployed by {holder}",
-                d.spec.function, d.spec.alias
-            );
+            let reason = format!("{target} is being deployed by {holder}");
             fail_to_start(d, reason, now, commands);
         }
         OnBusy::Queue => {
-            commands.push(record(
-                now,
-                EventKind::Queued,
-                format!("waiting for {holder}"),
-            ));
+            let line = if d.members() == 1 {
+                format!("waiting for {holder}")
+            } else {
+                format!("waiting for {holder}, which holds {target}")
+            };
+            commands.push(record(now, EventKind::Queued, line));
             let holder = holder.to_owned();
-            enter(d, Phase::Queued { holder }, now, commands);
+            enter(d, Phase::Queued { holder, member }, now, commands);
         }
     }
 }
@@ -1776,8 +2137,13 @@ fn under_way(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Co
             Input::AliasUpdated {
                 update: AliasUpdate::Step(s),
                 revision,
+                member,
             },
-        ) if step == s => shifted(d, *step, revision, now, commands),
+        ) if step == s && *member < d.members() && !d.landed.contains(member) => {
+            if landed(d, *member, d.step_weight(*step), revision) {
+                shifted(d, *step, now, commands);
+            }
+        }
         (
             Phase::PostTraffic { step },
             Input::GateResult {
@@ -1797,15 +2163,46 @@ fn under_way(d: &mut Deployment, input: &Input, now: Time, commands: &mut Vec<Co
             Input::Measured {
                 step: s,
                 measurement,
+                group,
             },
         ) if step == s => {
-            return measured(d, *step, *until, measurement, now, commands);
+            return measured(d, *step, *until, measurement, group, now, commands);
         }
         (Phase::Baking { step, until }, Input::MeasureFailed { step: s, reason }) if step == s => {
             return measure_failed(d, *step, *until, reason, now, commands);
         }
-        (Phase::Shifting { step }, Input::AliasChangedByHand { found, revision }) => {
-            changed_by_hand(d, *step, found, revision, now, commands);
+        (
+            Phase::Shifting { step },
+            Input::AliasWriteFailed {
+                update: AliasUpdate::Step(s),
+                member,
+                reason,
+            },
+        ) if step == s && *member < d.members() && !d.landed.contains(member) => {
+            let reason = format!(
+                "the shift of {} to {}% failed: {reason}",
+                d.target_name(*member),
+                d.step_weight(*step)
+            );
+            roll_back(d, reason, now, commands);
+        }
+        (
+            Phase::Shifting { step },
+            Input::AliasChangedByHand {
+                found,
+                revision,
+                member,
+            },
+        ) if *member < d.members() && !d.landed.contains(member) => {
+            if d.members() > 1 {
+                let reason = format!(
+                    "the alias {} was changed outside Sluice: it serves {found}",
+                    d.target_name(*member)
+                );
+                group_member_changed_by_hand(d, *member, found, revision, reason, now, commands);
+            } else {
+                changed_by_hand(d, *step, found, revision, now, commands);
+            }
         }
         (_, Input::AlarmRaised { alarm }) => {
             roll_back(d, format!("alarm {alarm} is in ALARM"), now, commands);
@@ -1986,32 +2383,32 @@ fn hook_timer(
     true
 }
 
-/// The alias took `step`'s weight.
-fn shifted(
-    d: &mut Deployment,
-    step: usize,
-    revision: &Option<String>,
-    now: Time,
-    commands: &mut Vec<Command>,
-) {
+/// Every member's alias took `step`'s weight.
+fn shifted(d: &mut Deployment, step: usize, now: Time, commands: &mut Vec<Command>) {
     d.weight = d.step_weight(step);
-    d.alias_revision = revision.clone();
-    d.alias_routed_by_sluice = true;
     d.shifted_at = Some(now);
     if step == 0 {
         // The schedule runs from the first shift.
         d.planned_at = Some(now);
     }
-    commands.push(record(
-        now,
-        EventKind::Shifted,
-        format!(
-            "{}% on version {}",
+    commands.push(record(now, EventKind::Shifted, shifted_line(d, "")));
+    enter(d, Phase::PostTraffic { step }, now, commands);
+}
+
+/// `10% on version 5`, or on each member's new version in a group.
+fn shifted_line(d: &Deployment, how: &str) -> String {
+    if d.members() == 1 {
+        return format!(
+            "{}% on version {}{how}",
             d.weight,
             d.to_version.clone().unwrap_or_default()
-        ),
-    ));
-    enter(d, Phase::PostTraffic { step }, now, commands);
+        );
+    }
+    format!(
+        "{}% on every member's new version{how}: {}",
+        d.weight,
+        d.versions_text(|m| m.to_version.clone().unwrap_or_default())
+    )
 }
 
 /// `step`'s PostTraffic gate passed: baking, or after the last step
@@ -2043,14 +2440,18 @@ fn step_passed(d: &mut Deployment, step: usize, now: Time, commands: &mut Vec<Co
 }
 
 fn promoted(d: &mut Deployment, now: Time, commands: &mut Vec<Command>) {
-    commands.push(record(
-        now,
-        EventKind::Promoted,
+    let line = if d.members() == 1 {
         format!(
             "version {} serves 100%",
             d.to_version.clone().unwrap_or_default()
-        ),
-    ));
+        )
+    } else {
+        format!(
+            "every member's new version serves 100%: {}",
+            d.versions_text(|m| m.to_version.clone().unwrap_or_default())
+        )
+    };
+    commands.push(record(now, EventKind::Promoted, line));
     enter(d, Phase::Promoted, now, commands);
 }
 
@@ -2144,40 +2545,60 @@ fn conclude(d: &Deployment, a: &AnalysisProgress, until: Time, now: Time) -> Con
     }
 }
 
-/// CloudWatch's numbers for `step`: judged at once; a failure rolls back.
+/// CloudWatch's numbers for `step`, of every member: judged at once; a
+/// failure rolls back.
+#[allow(clippy::too_many_arguments)]
 fn measured(
     d: &mut Deployment,
     step: usize,
     until: Time,
     m: &Measurement,
+    group: &[Measurement],
     now: Time,
     commands: &mut Vec<Command>,
 ) -> bool {
     let timing = d.metric_timing;
     let settings = d.spec.analysis.clone().unwrap_or_default();
+    let names: Vec<String> = (0..d.members()).map(|m| d.target_name(m)).collect();
     let Some(a) = d.analysis.as_mut().filter(|a| a.step == step) else {
         return false;
     };
-    // A read of other periods, or of no more than judged already: stale.
-    if m.from != a.from || m.to <= a.through {
+    // A read of other periods, or of no more than judged already, or not
+    // of every member: stale.
+    let stale = |g: &Measurement| g.from != m.from || g.to != m.to;
+    if m.from != a.from
+        || m.to <= a.through
+        || names.len() != group.len() + 1
+        || group.iter().any(stale)
+    {
         return false;
     }
-    let mut verdict = judge(&settings, m, &timing);
-    // The newly published periods alone too: a version that goes bad late
-    // in a long bake is not hidden by its good minutes before.
-    if let (false, Some(counted)) = (matches!(verdict, Verdict::Fail(_)), &a.counted) {
-        let (new, old) = counted.as_ref();
-        let recent = Measurement {
-            from: a.through,
-            to: m.to,
-            new: m.new.since(new),
-            old: m.old.since(old),
-        };
-        if let fail @ Verdict::Fail(_) = judge(&settings, &recent, &timing) {
-            verdict = fail;
-        }
-    }
+    let before: Vec<Option<(Counts, Counts)>> = std::iter::once(a.counted.as_deref().copied())
+        .chain((0..group.len()).map(|i| a.group_counted.get(i).copied()))
+        .collect();
+    let verdicts = std::iter::once(m)
+        .chain(group)
+        .zip(&before)
+        .map(|(m, before)| {
+            let verdict = judge(&settings, m, &timing);
+            // The newly published periods alone too: a version that goes bad
+            // late in a long bake is not hidden by its good minutes before.
+            if let (false, Some((new, old))) = (matches!(verdict, Verdict::Fail(_)), before) {
+                let recent = Measurement {
+                    from: a.through,
+                    to: m.to,
+                    new: m.new.since(new),
+                    old: m.old.since(old),
+                };
+                if let fail @ Verdict::Fail(_) = judge(&settings, &recent, &timing) {
+                    return fail;
+                }
+            }
+            verdict
+        });
+    let verdict = group_verdict(verdicts.collect(), &names);
     a.counted = Some(Box::new((m.new, m.old)));
+    a.group_counted = group.iter().map(|g| (g.new, g.old)).collect();
     a.through = m.to;
     a.verdict = Some(verdict.clone());
     a.failed = None;
@@ -2190,6 +2611,31 @@ fn measured(
     }
     bake_timer(d, step, until, None, now, commands);
     true
+}
+
+/// A group's verdict from its members' (`names` in the same order): the
+/// first failure, else the first without a verdict, else a pass; each
+/// named by its member's alias in a group.
+fn group_verdict(verdicts: Vec<Verdict>, names: &[String]) -> Verdict {
+    if verdicts.len() == 1 {
+        return verdicts.into_iter().next().expect("one verdict");
+    }
+    let named = |i: usize, v: &Verdict| format!("{}: {}", names[i], v.detail());
+    let first = |pick: fn(&Verdict) -> bool| verdicts.iter().enumerate().find(|(_, v)| pick(v));
+    if let Some((i, v)) = first(|v| matches!(v, Verdict::Fail(_))) {
+        return Verdict::Fail(named(i, v));
+    }
+    if let Some((i, v)) = first(|v| matches!(v, Verdict::Inconclusive(_))) {
+        return Verdict::Inconclusive(named(i, v));
+    }
+    Verdict::Pass(
+        verdicts
+            .iter()
+            .enumerate()
+            .map(|(i, v)| named(i, v))
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
 }
 
 /// CloudWatch could not be read for `step`: read again a period later; the
@@ -2464,24 +2910,48 @@ fn stepping_back(
             Input::AliasUpdated {
                 update: AliasUpdate::StepBack(s),
                 revision,
+                member,
             },
-        ) if *s == step => {
+        ) if *s == step && *member < d.members() && !d.landed.contains(member) => {
+            if !landed(d, *member, d.step_weight(step), revision) {
+                return true;
+            }
             d.weight = d.step_weight(step);
-            d.alias_revision = revision.clone();
-            d.alias_routed_by_sluice = true;
             d.shifted_at = Some(now);
             commands.push(record(
                 now,
                 EventKind::Shifted,
-                format!(
-                    "{}% on version {}, stepping back",
-                    d.weight,
-                    d.to_version.clone().unwrap_or_default()
-                ),
+                shifted_line(d, ", stepping back"),
             ));
             back_at(d, step, BackStage::Gate, reason, now, commands);
         }
-        (BackStage::Shifting, Input::AliasChangedByHand { .. }) => {
+        (
+            BackStage::Shifting,
+            Input::AliasWriteFailed {
+                update: AliasUpdate::StepBack(s),
+                member,
+                reason: why,
+            },
+        ) if *s == step && *member < d.members() && !d.landed.contains(member) => {
+            let reason = format!(
+                "{reason}; then the step back of {} to {}% failed: {why}",
+                d.target_name(*member),
+                d.step_weight(step)
+            );
+            roll_back(d, reason, now, commands);
+        }
+        (
+            BackStage::Shifting,
+            Input::AliasChangedByHand {
+                found,
+                revision,
+                member,
+            },
+        ) if *member < d.members() && !d.landed.contains(member) => {
+            if d.members() > 1 {
+                group_member_changed_by_hand(d, *member, found, revision, reason, now, commands);
+                return true;
+            }
             return rolling_back(d, reason, input, now, commands);
         }
         (
@@ -2548,7 +3018,8 @@ fn stepping_back(
     true
 }
 
-/// Rolling back: only the rollback's write (or someone else's) ends it.
+/// Rolling back: only the rollback's writes (or someone else's) end it,
+/// once every member's has landed.
 fn rolling_back(
     d: &mut Deployment,
     reason: String,
@@ -2557,7 +3028,19 @@ fn rolling_back(
     commands: &mut Vec<Command>,
 ) -> bool {
     match input {
-        Input::AliasChangedByHand { found, revision } => {
+        Input::AliasChangedByHand {
+            found,
+            revision,
+            member,
+        } if d.members() > 1 => {
+            if d.landed.contains(member) {
+                return false;
+            }
+            group_member_changed_by_hand(d, *member, found, revision, reason, now, commands);
+        }
+        Input::AliasChangedByHand {
+            found, revision, ..
+        } => {
             d.alias_revision = revision.clone();
             d.alias_routed_by_sluice = false;
             commands.push(record(
@@ -2573,23 +3056,36 @@ fn rolling_back(
         Input::AliasUpdated {
             update: AliasUpdate::Rollback,
             revision,
-        } => {
-            d.weight = 0.0;
-            d.alias_revision = revision.clone();
-            d.alias_routed_by_sluice = true;
-            commands.push(record(
-                now,
-                EventKind::RolledBack,
-                format!(
-                    "version {} serves 100% again",
-                    d.from_version.clone().unwrap_or_default()
-                ),
-            ));
-            enter(d, Phase::RolledBack { reason }, now, commands);
+            member,
+        } if *member < d.members() && !d.landed.contains(member) => {
+            if landed(d, *member, 0.0, revision) {
+                rolled_back(d, now, commands);
+            }
         }
         _ => return false,
     }
     true
+}
+
+/// Every member's rollback write has landed (or was left to a person).
+fn rolled_back(d: &mut Deployment, now: Time, commands: &mut Vec<Command>) {
+    let Phase::RollingBack { reason } = d.phase.clone() else {
+        return;
+    };
+    let line = if d.members() == 1 {
+        format!(
+            "version {} serves 100% again",
+            d.from_version.clone().unwrap_or_default()
+        )
+    } else {
+        format!(
+            "every member serves its old version again ({})",
+            d.versions_text(|m| m.from_version.clone().unwrap_or_default())
+        )
+    };
+    d.weight = 0.0;
+    commands.push(record(now, EventKind::RolledBack, line));
+    enter(d, Phase::RolledBack { reason }, now, commands);
 }
 
 /// An operator's pause, resume or promote of a deployment that is not

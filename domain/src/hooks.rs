@@ -32,6 +32,10 @@ pub struct HookRequest {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stepping_back: bool,
     pub gate: Gate,
+    /// A release group's other members, moved in lockstep with `function`
+    /// (each at `weight`): a hook judges the whole group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group: Vec<HookMember>,
     /// When the gate fails unless the hook has answered (or, asynchronous,
     /// reported or heartbeat).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -46,6 +50,20 @@ pub struct HookRequest {
     /// More smoke tests, in a YAML or JSON file in S3; a file that cannot be read fails the gate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smoke_tests_from: Option<S3Uri>,
+}
+
+/// One more member of a release group, as a hook is told of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HookMember {
+    pub function: String,
+    pub alias: String,
+    pub from_version: String,
+    pub to_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_version_arn: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_version_arn: Option<String>,
 }
 
 /// What CodeDeploy sends a Lambda lifecycle hook, and what Sluice sends a

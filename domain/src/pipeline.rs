@@ -5,7 +5,8 @@
 use crate::analysis::AnalysisSettings;
 use crate::config::DeploymentConfig;
 use crate::deployment::{
-    HookInvocation, OnBusy, OnManualChange, RollbackPolicy, hook_problems, rollback_problems,
+    HookInvocation, MAX_GROUP_MEMBERS, OnBusy, OnManualChange, RollbackPolicy, hook_problems,
+    rollback_problems,
 };
 use crate::names;
 use crate::smoke::{S3Uri, SmokeTest};
@@ -121,6 +122,22 @@ pub struct DeployAction {
     pub rollback: RollbackPolicy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frozen_for_seconds: Option<u64>,
+    /// More functions moved in lockstep with `function` (a release group).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group: Vec<DeployMember>,
+}
+
+/// One more function of a deploy action's release group, with its own
+/// artifact or version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployMember {
+    pub function: String,
+    pub alias: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -643,17 +660,45 @@ fn check_action(
             );
         }
         ActionKind::Deploy(d) => {
-            check_template(
-                &d.function,
-                variables,
-                &format!("{path}.function"),
-                problems,
+            let own = DeployMember {
+                function: d.function.clone(),
+                alias: d.alias.clone(),
+                artifact: d.artifact.clone(),
+                version: d.version.clone(),
+            };
+            let members = std::iter::once((path.to_owned(), &own)).chain(
+                d.group
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| (format!("{path}.group[{i}]"), m)),
             );
-            check_template(&d.alias, variables, &format!("{path}.alias"), problems);
-            let named: [(&str, Option<&String>, NameRule); 5] = [
-                ("function", Some(&d.function), names::function),
-                ("alias", Some(&d.alias), names::alias),
-                ("version", d.version.as_ref(), names::version),
+            let mut literal = HashSet::new();
+            for (at, member) in members {
+                check_deploy_target(member, variables, artifacts_before, &at, problems);
+                let templated = |text: &str| text.contains('{');
+                if !templated(&member.function)
+                    && !templated(&member.alias)
+                    && !literal.insert((member.function.clone(), member.alias.clone()))
+                {
+                    problem(
+                        problems,
+                        at,
+                        format!("{}:{} is in the group twice", member.function, member.alias),
+                    );
+                }
+            }
+            if d.group.len() + 1 > MAX_GROUP_MEMBERS {
+                problem(
+                    problems,
+                    format!("{path}.group"),
+                    format!(
+                        "{} functions with {}, at most {MAX_GROUP_MEMBERS} in a group",
+                        d.group.len() + 1,
+                        d.function
+                    ),
+                );
+            }
+            let named: [(&str, Option<&String>, NameRule); 2] = [
                 (
                     "pre_traffic_hook",
                     d.pre_traffic_hook.as_ref(),
@@ -689,21 +734,12 @@ fn check_action(
             for why in rollback_problems(d.rollback, d.frozen_for_seconds, d.hook_invocation) {
                 problem(problems, path, why);
             }
-            match (&d.artifact, &d.version) {
-                (Some(_), Some(_)) | (None, None) => problem(
+            if !d.group.is_empty() && d.on_manual_change == OnManualChange::Freeze {
+                problem(
                     problems,
                     path,
-                    "give exactly one of `artifact` (an artifact action of an earlier stage) or `version`",
-                ),
-                (Some(artifact), None) if !artifacts_before.contains(artifact) => problem(
-                    problems,
-                    format!("{path}.artifact"),
-                    format!("{artifact:?} is not an artifact action of an earlier stage"),
-                ),
-                (None, Some(version)) => {
-                    check_template(version, variables, &format!("{path}.version"), problems)
-                }
-                _ => {}
+                    "on_manual_change: freeze applies to one function; a group rolls its other members back when a member's alias is changed by hand",
+                );
             }
         }
         ActionKind::CodePipeline(c) => check_template(
@@ -717,6 +753,50 @@ fn check_action(
 }
 
 type NameRule = fn(&str) -> Result<(), String>;
+
+/// A deploy action's function, alias and new version (its own, or a group
+/// member's at `path`).
+fn check_deploy_target(
+    d: &DeployMember,
+    variables: &BTreeMap<String, String>,
+    artifacts_before: &HashSet<String>,
+    path: &str,
+    problems: &mut Vec<Problem>,
+) {
+    check_template(
+        &d.function,
+        variables,
+        &format!("{path}.function"),
+        problems,
+    );
+    check_template(&d.alias, variables, &format!("{path}.alias"), problems);
+    let named: [(&str, Option<&String>, NameRule); 3] = [
+        ("function", Some(&d.function), names::function),
+        ("alias", Some(&d.alias), names::alias),
+        ("version", d.version.as_ref(), names::version),
+    ];
+    for (field, value, rule) in named {
+        if let Some(value) = value {
+            check_literal_name(value, rule, &format!("{path}.{field}"), problems);
+        }
+    }
+    match (&d.artifact, &d.version) {
+        (Some(_), Some(_)) | (None, None) => problem(
+            problems,
+            path,
+            "give exactly one of `artifact` (an artifact action of an earlier stage) or `version`",
+        ),
+        (Some(artifact), None) if !artifacts_before.contains(artifact) => problem(
+            problems,
+            format!("{path}.artifact"),
+            format!("{artifact:?} is not an artifact action of an earlier stage"),
+        ),
+        (None, Some(version)) => {
+            check_template(version, variables, &format!("{path}.version"), problems)
+        }
+        _ => {}
+    }
+}
 
 /// A name written out in full (no `{...}` to fill in at run time) is checked
 /// against AWS's pattern when the definition is applied, not when a push

@@ -33,6 +33,7 @@ fn spec(alias: &str) -> DeploymentSpec {
         hook_timeout_seconds: None,
         rollback: Default::default(),
         frozen_for_seconds: None,
+        group: vec![],
     }
 }
 
@@ -54,6 +55,7 @@ async fn script<T: Executions>(table: &T, now: Time) -> Vec<String> {
     let (mut queued, _) = Deployment::create("c-queued", spec("live"), at(1));
     queued.phase = Phase::Queued {
         holder: "c-first".into(),
+        member: 0,
     };
     let mut watched = spec("other");
     watched.alarms = vec!["errors".into()];

@@ -1451,6 +1451,7 @@ fn lay_out(sim: &Sim, plan: &Plan) {
             hook_timeout_seconds: None,
             rollback: RollbackPolicy::Immediate,
             frozen_for_seconds: None,
+            group: vec![],
         };
         // Some hold their split on a failure, for an operator or the end
         // of their wait; some step back down gradually.

@@ -24,6 +24,7 @@ fn spec(config: &str) -> DeploymentSpec {
         hook_timeout_seconds: None,
         rollback: Default::default(),
         frozen_for_seconds: None,
+        group: vec![],
     }
 }
 
@@ -103,6 +104,7 @@ impl Run {
 
     fn prepared(&mut self) {
         assert!(self.feed(Input::Prepared {
+            group: vec![],
             from_version: "1".into(),
             to_version: "2".into(),
             revision: None,
@@ -146,6 +148,7 @@ fn a_healthy_canary_gates_every_shift_and_ends_whole_on_the_new_version() {
     assert!(r.gate(Gate::PreTraffic, 0, true));
     assert_eq!(r.alias, ("1".into(), Some(("2".into(), 10.0))));
     assert!(r.feed(Input::AliasUpdated {
+        member: 0,
         update: AliasUpdate::Step(0),
         revision: None,
     }));
@@ -164,6 +167,7 @@ fn a_healthy_canary_gates_every_shift_and_ends_whole_on_the_new_version() {
         "the last step flips the alias and clears routing"
     );
     assert!(r.feed(Input::AliasUpdated {
+        member: 0,
         update: AliasUpdate::Step(1),
         revision: None,
     }));
@@ -188,6 +192,7 @@ fn shift_step(r: &mut Run, step: usize, gate_secs: i64) {
     r.now = start + ChronoDuration::seconds(gate_secs);
     assert!(r.gate(Gate::PreTraffic, step, true));
     assert!(r.feed(Input::AliasUpdated {
+        member: 0,
         update: AliasUpdate::Step(step),
         revision: None,
     }));
@@ -244,6 +249,7 @@ fn a_failed_pre_traffic_gate_rolls_back_before_any_traffic() {
         }
     )));
     assert!(r.feed(Input::AliasUpdated {
+        member: 0,
         update: AliasUpdate::Rollback,
         revision: None,
     }));
@@ -256,12 +262,14 @@ fn a_failed_post_traffic_gate_after_the_first_shift_rolls_back() {
     r.prepared();
     r.gate(Gate::PreTraffic, 0, true);
     r.feed(Input::AliasUpdated {
+        member: 0,
         update: AliasUpdate::Step(0),
         revision: None,
     });
     assert!(r.gate(Gate::PostTraffic, 0, false));
     assert_eq!(r.alias, ("1".into(), None));
     r.feed(Input::AliasUpdated {
+        member: 0,
         update: AliasUpdate::Rollback,
         revision: None,
     });
@@ -277,6 +285,7 @@ fn an_alarm_mid_bake_rolls_back_at_once() {
     r.prepared();
     r.gate(Gate::PreTraffic, 0, true);
     r.feed(Input::AliasUpdated {
+        member: 0,
         update: AliasUpdate::Step(0),
         revision: None,
     });
@@ -297,6 +306,7 @@ fn promote_skips_waits_but_not_gates() {
     r.prepared();
     r.gate(Gate::PreTraffic, 0, true);
     r.feed(Input::AliasUpdated {
+        member: 0,
         update: AliasUpdate::Step(0),
         revision: None,
     });
@@ -314,6 +324,7 @@ fn promote_skips_waits_but_not_gates() {
         }
         r.gate(Gate::PreTraffic, step, true);
         r.feed(Input::AliasUpdated {
+            member: 0,
             update: AliasUpdate::Step(step),
             revision: None,
         });
@@ -333,6 +344,7 @@ fn pause_holds_the_bake_and_resume_goes_on() {
         "pausing during a gate takes effect at the bake"
     );
     r.feed(Input::AliasUpdated {
+        member: 0,
         update: AliasUpdate::Step(0),
         revision: None,
     });
@@ -352,6 +364,7 @@ fn resume_before_the_bake_ends_restarts_the_timer() {
     r.prepared();
     r.gate(Gate::PreTraffic, 0, true);
     r.feed(Input::AliasUpdated {
+        member: 0,
         update: AliasUpdate::Step(0),
         revision: None,
     });
@@ -380,6 +393,7 @@ fn abort_rolls_back_and_retry_starts_a_new_deployment_once() {
     r.prepared();
     r.gate(Gate::PreTraffic, 0, true);
     r.feed(Input::AliasUpdated {
+        member: 0,
         update: AliasUpdate::Step(0),
         revision: None,
     });
@@ -393,6 +407,7 @@ fn abort_rolls_back_and_retry_starts_a_new_deployment_once() {
         "no retry while rolling back"
     );
     r.feed(Input::AliasUpdated {
+        member: 0,
         update: AliasUpdate::Rollback,
         revision: None,
     });
@@ -416,6 +431,7 @@ fn abort_rolls_back_and_retry_starts_a_new_deployment_once() {
 fn a_busy_alias_queues_or_refuses_by_configuration() {
     let mut r = Run::new("AllAtOnce");
     assert!(r.feed(Input::LockBusy {
+        member: 0,
         holder: "d-0".into()
     }));
     assert!(matches!(r.d.phase, Phase::Queued { .. }));
@@ -435,6 +451,7 @@ fn a_busy_alias_queues_or_refuses_by_configuration() {
     let (d, commands) = decide(
         &d,
         &Input::LockBusy {
+            member: 0,
             holder: "d-0".into(),
         },
         t(1),
@@ -453,6 +470,7 @@ fn the_same_version_finishes_at_once_without_touching_the_alias() {
     let mut r = Run::new("canary:10:5m");
     r.commands.clear();
     assert!(r.feed(Input::Prepared {
+        group: vec![],
         from_version: "2".into(),
         to_version: "2".into(),
         revision: None,
@@ -484,15 +502,18 @@ fn stale_duplicate_and_out_of_order_inputs_change_nothing() {
             reason: String::new(),
         },
         Input::AliasUpdated {
+            member: 0,
             update: AliasUpdate::Step(0),
             revision: None,
         },
         Input::AliasUpdated {
+            member: 0,
             update: AliasUpdate::Rollback,
             revision: None,
         },
         Input::TimerFired { step: 0, at: None },
         Input::Prepared {
+            group: vec![],
             from_version: "7".into(),
             to_version: "8".into(),
             revision: None,
@@ -519,7 +540,8 @@ fn pending_reissues_what_a_crash_interrupted() {
         vec![Command::SetAlias {
             primary: "1".into(),
             additional: Some(("2".into(), 10.0)),
-            update: AliasUpdate::Step(0)
+            update: AliasUpdate::Step(0),
+            member: 0,
         }]
     );
     let json = serde_json::to_string(&r.d).unwrap();
@@ -532,6 +554,7 @@ fn pending_reissues_what_a_crash_interrupted() {
 
 fn changed_by_hand() -> Input {
     Input::AliasChangedByHand {
+        member: 0,
         found: "version 1".into(),
         revision: Some("r-hand".into()),
     }
@@ -541,6 +564,7 @@ fn changed_by_hand() -> Input {
 fn revisions_from_prepare_and_each_write_are_kept_for_the_next_write() {
     let mut r = Run::new("linear:50:10s");
     assert!(r.feed(Input::Prepared {
+        group: vec![],
         from_version: "1".into(),
         to_version: "2".into(),
         revision: Some("r0".into()),
@@ -550,6 +574,7 @@ fn revisions_from_prepare_and_each_write_are_kept_for_the_next_write() {
     assert_eq!(r.d.alias_revision.as_deref(), Some("r0"));
     r.gate(Gate::PreTraffic, 0, true);
     assert!(r.feed(Input::AliasUpdated {
+        member: 0,
         update: AliasUpdate::Step(0),
         revision: Some("r1".into()),
     }));
@@ -560,6 +585,7 @@ fn revisions_from_prepare_and_each_write_are_kept_for_the_next_write() {
 fn an_ended_deployment_says_how_it_left_the_alias_only_when_sluice_wrote_it_last() {
     let prepared = |r: &mut Run| {
         assert!(r.feed(Input::Prepared {
+            group: vec![],
             from_version: "1".into(),
             to_version: "2".into(),
             revision: Some("r0".into()),
@@ -577,32 +603,35 @@ fn an_ended_deployment_says_how_it_left_the_alias_only_when_sluice_wrote_it_last
     // Promoted: whole on the new version, at its last write's revision.
     let mut r = Run::new("AllAtOnce");
     prepared(&mut r);
-    assert_eq!(r.d.alias_left(), None, "not ended");
+    assert_eq!(r.d.alias_left(0), None, "not ended");
     r.gate(Gate::PreTraffic, 0, true);
     r.feed(Input::AliasUpdated {
+        member: 0,
         update: AliasUpdate::Step(0),
         revision: Some("r1".into()),
     });
     r.gate(Gate::PostTraffic, 0, true);
     assert_eq!(r.d.phase, Phase::Promoted);
-    assert_eq!(r.d.alias_left(), left("2", "r1"));
+    assert_eq!(r.d.alias_left(0), left("2", "r1"));
 
     // Rolled back by its own write: whole on the old version.
     let mut r = Run::new("linear:50:10s");
     prepared(&mut r);
     r.gate(Gate::PreTraffic, 0, true);
     r.feed(Input::AliasUpdated {
+        member: 0,
         update: AliasUpdate::Step(0),
         revision: Some("r1".into()),
     });
     r.gate(Gate::PostTraffic, 0, false);
-    assert_eq!(r.d.alias_left(), None, "rolling back");
+    assert_eq!(r.d.alias_left(0), None, "rolling back");
     r.feed(Input::AliasUpdated {
+        member: 0,
         update: AliasUpdate::Rollback,
         revision: Some("r2".into()),
     });
     assert!(matches!(r.d.phase, Phase::RolledBack { .. }));
-    assert_eq!(r.d.alias_left(), left("1", "r2"));
+    assert_eq!(r.d.alias_left(0), left("1", "r2"));
 
     // Left as a person changed it: not Sluice's to say.
     let mut r = Run::new("linear:50:10s");
@@ -610,14 +639,14 @@ fn an_ended_deployment_says_how_it_left_the_alias_only_when_sluice_wrote_it_last
     r.gate(Gate::PreTraffic, 0, true);
     assert!(r.feed(changed_by_hand()));
     assert!(matches!(r.d.phase, Phase::RolledBack { .. }));
-    assert_eq!(r.d.alias_left(), None);
+    assert_eq!(r.d.alias_left(0), None);
 
     // Failed to start: the alias was never Sluice's.
     let mut r = Run::new("linear:50:10s");
     assert!(r.feed(Input::PrepareFailed {
         reason: "alias greeter:live does not exist".into()
     }));
-    assert_eq!(r.d.alias_left(), None);
+    assert_eq!(r.d.alias_left(0), None);
 }
 
 #[test]
@@ -698,6 +727,7 @@ fn pick_input(d: &Deployment, choice: u8, step: usize, passed: bool, now: Time) 
     let n = d.schedule.steps.len();
     let expected = match &d.phase {
         Phase::Created => Some(Input::Prepared {
+            group: vec![],
             from_version: "1".into(),
             to_version: "2".into(),
             revision: None,
@@ -717,6 +747,7 @@ fn pick_input(d: &Deployment, choice: u8, step: usize, passed: bool, now: Time) 
             reason: String::new(),
         }),
         Phase::Shifting { step } => Some(Input::AliasUpdated {
+            member: 0,
             update: AliasUpdate::Step(*step),
             revision: None,
         }),
@@ -735,6 +766,7 @@ fn pick_input(d: &Deployment, choice: u8, step: usize, passed: bool, now: Time) 
         },
         Phase::Frozen { .. } => Some(Input::Resume),
         Phase::RollingBack { .. } => Some(Input::AliasUpdated {
+            member: 0,
             update: AliasUpdate::Rollback,
             revision: None,
         }),
@@ -760,10 +792,12 @@ fn pick_input(d: &Deployment, choice: u8, step: usize, passed: bool, now: Time) 
             reason: String::new(),
         },
         2 => Input::AliasUpdated {
+            member: 0,
             update: AliasUpdate::Step(step),
             revision: None,
         },
         3 => Input::AliasUpdated {
+            member: 0,
             update: AliasUpdate::Rollback,
             revision: None,
         },
@@ -785,15 +819,18 @@ fn pick_input(d: &Deployment, choice: u8, step: usize, passed: bool, now: Time) 
             new_id: "again".into(),
         },
         12 => Input::LockBusy {
+            member: 0,
             holder: "other".into(),
         },
         13 => Input::LockFreed,
         14 => Input::PrepareFailed { reason: "p".into() },
         15 if choice.is_multiple_of(3) => Input::AliasChangedByHand {
+            member: 0,
             found: "version 1 with 33.3% on version 2".into(),
             revision: Some("by-hand".into()),
         },
         _ => Input::Prepared {
+            group: vec![],
             from_version: "1".into(),
             to_version: "2".into(),
             revision: None,
@@ -836,6 +873,7 @@ fn measurement(step: usize, from: Time, d: &Deployment, healthy: bool, now: Time
     let to = d.metric_timing.readable_through(now);
     let errors = if healthy { 0.0 } else { 100.0 };
     Input::Measured {
+        group: vec![],
         step,
         measurement: Measurement {
             from,
@@ -946,7 +984,7 @@ proptest! {
                 prop_assert!(left, "a change by hand led to {:?}", after.phase);
             }
             for c in &commands {
-                if let Command::SetAlias { primary, additional, update } = c {
+                if let Command::SetAlias { primary, additional, update, .. } = c {
                     touched = true;
                     // Only an operator's word takes the alias back from a person.
                     prop_assert!(!by_hand || matches!(before.phase, Phase::Frozen { .. }), "wrote over a change by hand");
@@ -1114,6 +1152,7 @@ impl Run {
     fn measured(&mut self, new: crate::analysis::Counts) -> bool {
         let (step, from, to) = self.last_measure();
         self.feed(Input::Measured {
+            group: vec![],
             step,
             measurement: Measurement {
                 from,
@@ -1508,6 +1547,7 @@ fn an_asynchronous_hook_gates_by_its_report_and_its_token_is_single_use() {
     assert_eq!(r.d, before);
     // The PostTraffic gate's hook gets a token of its own; a failed report rolls back.
     assert!(r.feed(Input::AliasUpdated {
+        member: 0,
         update: AliasUpdate::Step(0),
         revision: None,
     }));
@@ -1712,6 +1752,7 @@ fn every_move_of_a_wake_arms_one_timer_and_the_old_ones_go_stale() {
     r.hook_invoked(Gate::PreTraffic, 0, "d-1.a");
     assert!(r.report("d-1.a", true));
     assert!(r.feed(Input::AliasUpdated {
+        member: 0,
         update: AliasUpdate::Step(0),
         revision: None,
     }));
@@ -1762,6 +1803,7 @@ fn a_gate_that_outlasts_the_bake_still_has_its_analysis_read_first() {
     assert_eq!(r.d.phase, Phase::PreTraffic { step: 1 });
     assert!(r.gate(Gate::PreTraffic, 1, true));
     assert!(r.feed(Input::AliasUpdated {
+        member: 0,
         update: AliasUpdate::Step(1),
         revision: None,
     }));
@@ -1793,6 +1835,7 @@ fn a_watch_entered_already_due_reads_at_once() {
     r.at(5);
     assert!(r.gate(Gate::PreTraffic, 0, true));
     assert!(r.feed(Input::AliasUpdated {
+        member: 0,
         update: AliasUpdate::Step(0),
         revision: None,
     }));
@@ -1916,6 +1959,7 @@ fn frozen_run(frozen_for: Option<u64>) -> Run {
     r.prepared();
     r.gate(Gate::PreTraffic, 0, true);
     r.feed(Input::AliasUpdated {
+        member: 0,
         update: AliasUpdate::Step(0),
         revision: None,
     });
@@ -2186,6 +2230,7 @@ fn stepping_run() -> Run {
         }
         assert!(r.gate(Gate::PreTraffic, step, true));
         assert!(r.feed(Input::AliasUpdated {
+            member: 0,
             update: AliasUpdate::Step(step),
             revision: None,
         }));
@@ -2213,6 +2258,7 @@ fn a_gradual_rollback_walks_the_weights_down_each_judged_and_baked_and_ends_at_0
         r.d.phase
     );
     assert!(r.feed(Input::AliasUpdated {
+        member: 0,
         update: AliasUpdate::StepBack(0),
         revision: None,
     }));
@@ -2247,6 +2293,7 @@ fn a_gradual_rollback_walks_the_weights_down_each_judged_and_baked_and_ends_at_0
         r.d.phase
     );
     assert!(r.feed(Input::AliasUpdated {
+        member: 0,
         update: AliasUpdate::Rollback,
         revision: None,
     }));
@@ -2274,6 +2321,7 @@ fn on_the_way_down_a_failed_gate_an_alarm_or_an_abort_go_to_0_at_once() {
         let mut r = stepping_run();
         assert!(r.gate(Gate::PostTraffic, 1, false));
         assert!(r.feed(Input::AliasUpdated {
+            member: 0,
             update: AliasUpdate::StepBack(0),
             revision: None,
         }));
@@ -2301,6 +2349,7 @@ fn a_gradual_rollback_from_the_first_step_or_before_any_shift_goes_to_0() {
     r.prepared();
     assert!(r.gate(Gate::PreTraffic, 0, true));
     assert!(r.feed(Input::AliasUpdated {
+        member: 0,
         update: AliasUpdate::Step(0),
         revision: None,
     }));
@@ -2347,19 +2396,464 @@ fn only_a_write_that_may_be_in_flight_counts_as_sluice_s_besides_the_last_one() 
     let mut r = stepping_run();
     assert!(r.gate(Gate::PostTraffic, 1, false));
     assert!(r.feed(Input::AliasUpdated {
+        member: 0,
         update: AliasUpdate::StepBack(0),
         revision: None,
     }));
     assert!(r.gate(Gate::PostTraffic, 0, true));
     let split = |w: f64| ("1".to_owned(), Some(("2".to_owned(), w)));
-    assert_eq!(r.d.routings_left_by_sluice(), vec![split(10.0)]);
+    assert_eq!(r.d.routings_left_by_sluice(0), vec![split(10.0)]);
     // Rolling back from 10%: the 50% shift or the 0% step may still land,
     // never the 100% of the last step.
     r.at(30);
     assert!(r.feed(Input::Abort {
         reason: "ops".into()
     }));
-    let routings = r.d.routings_left_by_sluice();
+    let routings = r.d.routings_left_by_sluice(0);
     assert!(routings.contains(&split(10.0)) && routings.contains(&split(50.0)));
     assert!(!routings.contains(&("2".to_owned(), None)), "{routings:?}");
+}
+
+/// A release group: greeter (the deployment's own), worker and cron, each
+/// from version 1 to 2, 10% then 100%.
+fn group_run(config: &str) -> Run {
+    let mut asked = spec(config);
+    asked.group = ["worker", "cron"]
+        .iter()
+        .map(|function| MemberSpec {
+            function: (*function).into(),
+            alias: "live".into(),
+            source: VersionSource::Version("2".into()),
+        })
+        .collect();
+    let (d, commands) = Deployment::create("g-1", asked, t(0));
+    let mut r = Run {
+        d,
+        now: t(0),
+        commands: Vec::new(),
+        alias: ("1".into(), None),
+    };
+    r.absorb(commands);
+    let member = |from: &str| PreparedMember {
+        from_version: from.into(),
+        to_version: "2".into(),
+        revision: Some(format!("r-{from}")),
+        function_arn: None,
+    };
+    assert!(r.feed(Input::Prepared {
+        from_version: "1".into(),
+        to_version: "2".into(),
+        revision: None,
+        metric_timing: None,
+        function_arn: None,
+        group: vec![member("1"), member("1")],
+    }));
+    r
+}
+
+/// The alias writes issued since `from` (an index into the run's commands): (member, update, additional).
+fn writes_since(r: &Run, from: usize) -> Vec<(usize, AliasUpdate, Option<(String, f64)>)> {
+    r.commands[from..]
+        .iter()
+        .filter_map(|c| match c {
+            Command::SetAlias {
+                member,
+                update,
+                additional,
+                ..
+            } => Some((*member, *update, additional.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn landed_on(r: &mut Run, member: usize, update: AliasUpdate) -> bool {
+    r.feed(Input::AliasUpdated {
+        update,
+        revision: Some(format!("m{member}")),
+        member,
+    })
+}
+
+#[test]
+fn a_group_shifts_every_member_in_the_same_step_and_gates_once_for_all() {
+    let mut r = group_run("canary:10:5s");
+    assert!(r.gate(Gate::PreTraffic, 0, true));
+    let split = Some(("2".to_owned(), 10.0));
+    assert_eq!(
+        writes_since(&r, 0),
+        (0..3)
+            .map(|m| (m, AliasUpdate::Step(0), split.clone()))
+            .collect::<Vec<_>>()
+    );
+    // Two of three landed: still shifting, nothing more issued, and the
+    // sweep's repair writes only the third.
+    let before = r.commands.len();
+    assert!(landed_on(&mut r, 2, AliasUpdate::Step(0)));
+    assert!(landed_on(&mut r, 0, AliasUpdate::Step(0)));
+    assert!(
+        !landed_on(&mut r, 0, AliasUpdate::Step(0)),
+        "a repeat changes nothing"
+    );
+    assert_eq!(r.d.phase, Phase::Shifting { step: 0 });
+    assert_eq!(r.commands.len(), before);
+    assert_eq!(
+        pending(&r.d, r.now),
+        vec![Command::SetAlias {
+            primary: "1".into(),
+            additional: split.clone(),
+            update: AliasUpdate::Step(0),
+            member: 1,
+        }]
+    );
+    assert_eq!(
+        r.d.status_text(),
+        "step 1/2: shifting, 2 of 3 members at 10%"
+    );
+    assert!(landed_on(&mut r, 1, AliasUpdate::Step(0)));
+    assert_eq!(r.d.phase, Phase::PostTraffic { step: 0 });
+    assert!((0..3).all(|m| r.d.member(m).weight == 10.0));
+    assert_eq!(r.d.member(1).alias_revision.as_deref(), Some("m1"));
+    let shifted = events_of(&r.commands)
+        .into_iter()
+        .find(|e| e.kind == EventKind::Shifted)
+        .unwrap();
+    assert_eq!(
+        shifted.message,
+        "10% on every member's new version: greeter:live 2, worker:live 2, cron:live 2"
+    );
+    // One gate per step for the whole group.
+    assert!(r.gate(Gate::PostTraffic, 0, true));
+    r.at(5);
+    assert!(r.timer(0));
+    assert!(r.gate(Gate::PreTraffic, 1, true));
+    for m in [1, 0, 2] {
+        assert!(landed_on(&mut r, m, AliasUpdate::Step(1)));
+    }
+    assert!(r.gate(Gate::PostTraffic, 1, true));
+    assert_eq!(r.d.phase, Phase::Promoted);
+    assert_eq!(
+        r.gates_run(),
+        vec![
+            (Gate::PreTraffic, 0),
+            (Gate::PostTraffic, 0),
+            (Gate::PreTraffic, 1),
+            (Gate::PostTraffic, 1)
+        ]
+    );
+    // Each member's alias is left for the next deployment of it.
+    assert_eq!(
+        r.d.alias_left(2),
+        Some(AliasLeft {
+            version: "2".into(),
+            revision: "m2".into(),
+            function_arn: None
+        })
+    );
+}
+
+#[test]
+fn a_failure_in_a_group_rolls_every_member_back_even_mid_shift() {
+    // An abort with one member's shift landed and two not: every member is
+    // written back, the rollback ends once all three have landed.
+    let mut r = group_run("canary:10:5s");
+    assert!(r.gate(Gate::PreTraffic, 0, true));
+    assert!(landed_on(&mut r, 1, AliasUpdate::Step(0)));
+    let from = r.commands.len();
+    assert!(r.feed(Input::Abort { reason: "x".into() }));
+    assert_eq!(
+        writes_since(&r, from),
+        (0..3)
+            .map(|m| (m, AliasUpdate::Rollback, None))
+            .collect::<Vec<_>>()
+    );
+    assert!(landed_on(&mut r, 0, AliasUpdate::Rollback));
+    assert!(landed_on(&mut r, 2, AliasUpdate::Rollback));
+    assert!(matches!(r.d.phase, Phase::RollingBack { .. }));
+    assert!(landed_on(&mut r, 1, AliasUpdate::Rollback));
+    assert!(matches!(r.d.phase, Phase::RolledBack { .. }));
+    assert!((0..3).all(|m| r.d.member(m).weight == 0.0));
+    let last = events_of(&r.commands).pop().unwrap();
+    assert_eq!(
+        last.message,
+        "every member serves its old version again (greeter:live 1, worker:live 1, cron:live 1)"
+    );
+
+    // A PreTraffic gate failed at step 2 rolls all three back from 10%.
+    let mut r = group_run("linear:50:5s");
+    assert!(r.gate(Gate::PreTraffic, 0, true));
+    for m in 0..3 {
+        landed_on(&mut r, m, AliasUpdate::Step(0));
+    }
+    assert!(r.gate(Gate::PostTraffic, 0, true));
+    r.at(5);
+    assert!(r.timer(0));
+    let from = r.commands.len();
+    assert!(r.gate(Gate::PreTraffic, 1, false));
+    assert_eq!(writes_since(&r, from).len(), 3);
+
+    // A member's write that fails for good rolls the group back.
+    let mut r = group_run("canary:10:5s");
+    assert!(r.gate(Gate::PreTraffic, 0, true));
+    assert!(landed_on(&mut r, 0, AliasUpdate::Step(0)));
+    assert!(r.feed(Input::AliasWriteFailed {
+        update: AliasUpdate::Step(0),
+        member: 2,
+        reason: "AccessDeniedException".into(),
+    }));
+    let Phase::RollingBack { reason } = &r.d.phase else {
+        panic!("{:?}", r.d.phase)
+    };
+    assert_eq!(
+        reason,
+        "the shift of cron:live to 10% failed: AccessDeniedException"
+    );
+    // While rolling back, a failed write changes nothing: the sweep tries again.
+    assert!(!r.feed(Input::AliasWriteFailed {
+        update: AliasUpdate::Rollback,
+        member: 2,
+        reason: "again".into(),
+    }));
+}
+
+#[test]
+fn a_member_changed_by_hand_is_left_as_found_and_the_others_roll_back() {
+    let mut r = group_run("canary:10:5s");
+    assert!(r.gate(Gate::PreTraffic, 0, true));
+    assert!(landed_on(&mut r, 0, AliasUpdate::Step(0)));
+    let from = r.commands.len();
+    assert!(r.feed(Input::AliasChangedByHand {
+        found: "version 3".into(),
+        revision: Some("by-hand".into()),
+        member: 1,
+    }));
+    // Member 1 is not written; 0 and 2 are rolled back.
+    assert_eq!(
+        writes_since(&r, from),
+        vec![
+            (0, AliasUpdate::Rollback, None),
+            (2, AliasUpdate::Rollback, None)
+        ]
+    );
+    assert!(!r.d.member(1).alias_routed_by_sluice);
+    // Another change by hand during the rollback: left as found too.
+    assert!(r.feed(Input::AliasChangedByHand {
+        found: "version 4".into(),
+        revision: Some("by-hand-2".into()),
+        member: 2,
+    }));
+    assert!(landed_on(&mut r, 0, AliasUpdate::Rollback));
+    assert!(matches!(r.d.phase, Phase::RolledBack { .. }));
+    assert!(r.d.alias_left(0).is_some());
+    assert_eq!(r.d.alias_left(1), None);
+    assert_eq!(r.d.alias_left(2), None);
+}
+
+#[test]
+fn a_group_s_analysis_judges_every_member_and_names_the_one_that_fails() {
+    let mut r = group_run("canary:10:5m");
+    r.d.spec.analysis = Some(serde_json::from_str("{}").unwrap());
+    assert!(r.gate(Gate::PreTraffic, 0, true));
+    for m in 0..3 {
+        landed_on(&mut r, m, AliasUpdate::Step(0));
+    }
+    assert!(r.gate(Gate::PostTraffic, 0, true));
+    let a = r.d.analysis.clone().expect("an analysis");
+    let read = |errors: f64| Measurement {
+        from: a.from,
+        to: a.from + ChronoDuration::minutes(2),
+        new: counts(100.0, errors),
+        old: counts(900.0, 0.0),
+    };
+    r.at(400);
+    // Not every member's numbers: stale.
+    assert!(!r.feed(Input::Measured {
+        step: 0,
+        measurement: read(0.0),
+        group: vec![read(0.0)],
+    }));
+    assert!(r.feed(Input::Measured {
+        step: 0,
+        measurement: read(0.0),
+        group: vec![read(0.0), read(50.0)],
+    }));
+    let Phase::RollingBack { reason } = &r.d.phase else {
+        panic!("{:?}", r.d.phase)
+    };
+    assert!(
+        reason.starts_with("analysis failed at 10%: cron:live: "),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_group_queues_behind_the_holder_of_any_member_s_alias() {
+    let (mut d, _) = Deployment::create("g", group_run("canary:10:5s").d.spec, t(0));
+    let (queued, _) = decide(
+        &d,
+        &Input::LockBusy {
+            holder: "other".into(),
+            member: 2,
+        },
+        t(1),
+    );
+    assert_eq!(
+        queued.phase,
+        Phase::Queued {
+            holder: "other".into(),
+            member: 2
+        }
+    );
+    assert_eq!(
+        queued.status_text(),
+        "queued behind other, which holds cron:live"
+    );
+    // A member the deployment does not have: not applied.
+    let (same, commands) = decide(
+        &d,
+        &Input::LockBusy {
+            holder: "other".into(),
+            member: 3,
+        },
+        t(1),
+    );
+    assert_eq!((same, commands.len()), (d.clone(), 0));
+    // Prepared with fewer members than asked: it fails to start.
+    d.phase = Phase::Created;
+    let (failed, _) = decide(
+        &d,
+        &Input::Prepared {
+            from_version: "1".into(),
+            to_version: "2".into(),
+            revision: None,
+            metric_timing: None,
+            function_arn: None,
+            group: vec![],
+        },
+        t(1),
+    );
+    assert!(matches!(failed.phase, Phase::FailedToStart { .. }));
+}
+
+#[test]
+fn a_member_already_on_its_new_version_is_left_alone() {
+    let mut asked = group_run("canary:10:5s").d.spec;
+    asked.group.truncate(1);
+    let (d, _) = Deployment::create("g", asked, t(0));
+    let (d, commands) = decide(
+        &d,
+        &Input::Prepared {
+            from_version: "1".into(),
+            to_version: "2".into(),
+            revision: None,
+            metric_timing: None,
+            function_arn: None,
+            group: vec![PreparedMember {
+                from_version: "2".into(),
+                to_version: "2".into(),
+                revision: None,
+                function_arn: None,
+            }],
+        },
+        t(1),
+    );
+    assert_eq!(
+        events_of(&commands)[0].message,
+        "greeter:live 1 → 2, worker:live already on 2, left as it is"
+    );
+    let (d, commands) = decide(
+        &d,
+        &Input::GateResult {
+            gate: Gate::PreTraffic,
+            step: 0,
+            passed: true,
+            reason: "ok".into(),
+        },
+        t(2),
+    );
+    let writes: Vec<usize> = commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::SetAlias { member, .. } => Some(*member),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(writes, vec![0]);
+    let (d, _) = decide(
+        &d,
+        &Input::AliasUpdated {
+            update: AliasUpdate::Step(0),
+            revision: None,
+            member: 0,
+        },
+        t(3),
+    );
+    assert_eq!(d.phase, Phase::PostTraffic { step: 0 });
+}
+
+#[test]
+fn a_group_is_refused_with_each_problem_named() {
+    let mut asked = group_run("canary:10:5s").d.spec;
+    assert!(asked.problems().is_empty(), "{:?}", asked.problems());
+    asked.group.push(MemberSpec {
+        function: "greeter".into(),
+        alias: "live".into(),
+        source: VersionSource::Version("3".into()),
+    });
+    asked.group.push(MemberSpec {
+        function: "bad name!".into(),
+        alias: "".into(),
+        source: VersionSource::Artifact {
+            bucket: "".into(),
+            key: "k".into(),
+            object_version: None,
+        },
+    });
+    asked.on_manual_change = OnManualChange::Freeze;
+    let problems = asked.problems();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("group[3].function: ")),
+        "{problems:?}"
+    );
+    assert!(
+        problems.contains(&"group[3].alias must not be empty".to_owned()),
+        "{problems:?}"
+    );
+    assert!(
+        problems.contains(&"group[3].source.artifact needs a bucket and a key".to_owned()),
+        "{problems:?}"
+    );
+    assert!(
+        problems.contains(&"group[2]: greeter:live is in the group twice".to_owned()),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("on_manual_change: freeze applies to one function")),
+        "{problems:?}"
+    );
+
+    let mut asked = group_run("canary:10:5s").d.spec;
+    asked.group = (0..MAX_GROUP_MEMBERS)
+        .map(|i| MemberSpec {
+            function: format!("f{i}"),
+            alias: "live".into(),
+            source: VersionSource::Version("2".into()),
+        })
+        .collect();
+    assert_eq!(
+        asked.problems(),
+        vec![format!(
+            "group: 21 functions with greeter, at most 20 in a group"
+        )]
+    );
+    // Strict: a misspelled member field is refused by name.
+    let typo = r#"{"function":"w","alias":"live","sorce":{"version":"2"}}"#;
+    let err = serde_json::from_str::<MemberSpec>(typo)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown field `sorce`"), "{err}");
 }
