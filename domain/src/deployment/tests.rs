@@ -2451,8 +2451,11 @@ fn group_run(config: &str) -> Run {
     r
 }
 
-/// The alias writes issued since `from` (an index into the run's commands): (member, update, additional).
-fn writes_since(r: &Run, from: usize) -> Vec<(usize, AliasUpdate, Option<(String, f64)>)> {
+/// An alias write as issued: its member, its update and the new version's share.
+type Write = (usize, AliasUpdate, Option<(String, f64)>);
+
+/// The alias writes issued since `from` (an index into the run's commands).
+fn writes_since(r: &Run, from: usize) -> Vec<Write> {
     r.commands[from..]
         .iter()
         .filter_map(|c| match c {
