@@ -10,8 +10,8 @@ use sluice::aws::{AwsCloud, invoke};
 use sluice::budget::Budget;
 use sluice::clock::SystemClock;
 use sluice::domain::deployment::{
-    AliasUpdate, Command, Deployment, DeploymentSpec, EventKind, FailedCheck, Gate, Input, OnBusy,
-    OnManualChange, Phase, RollbackPolicy, VersionSource,
+    AliasUpdate, Command, Deployment, DeploymentSpec, EventKind, FailedCheck, Gate, Input,
+    MemberSpec, OnBusy, OnManualChange, Phase, RollbackPolicy, VersionSource,
 };
 use sluice::engine::{Engine, EngineError};
 use sluice::events::{HandedOver, QueueMessage, TimerMessage, queue_message};
@@ -72,31 +72,7 @@ async fn world_of(stack: TestStack) -> Result<World> {
     let hooks = tempfile::tempdir()?;
     // Each function waits out Lambda's state windows: the hooks are made
     // while the greeter's versions are.
-    let greeter = async {
-        create_function(&lambda, &role, "greeter", greeter_zip("r1")?, &[], 5).await?;
-        for release in ["r1", "r2", "r3"] {
-            lambda
-                .update_function_code()
-                .function_name("greeter")
-                .zip_file(aws_sdk_lambda::primitives::Blob::new(greeter_zip(release)?))
-                .send()
-                .await?;
-            wait_updated(&lambda, "greeter").await?;
-            lambda
-                .publish_version()
-                .function_name("greeter")
-                .send()
-                .await?;
-        }
-        lambda
-            .create_alias()
-            .function_name("greeter")
-            .name("live")
-            .function_version("1")
-            .send()
-            .await?;
-        anyhow::Ok(())
-    };
+    let greeter = released_greeter(&lambda, &role, "greeter");
     let recorder = binary("recorder")?;
     let hook_functions = [
         ("greeter-pre-ok", "Succeeded"),
@@ -164,6 +140,30 @@ fn spec(version: &str, config: &str, pre: Option<&str>, post: Option<&str>) -> D
         frozen_for_seconds: None,
         group: vec![],
     }
+}
+
+/// A function of the greeter's code with versions 1 to 3 published and
+/// `live` on 1.
+async fn released_greeter(lambda: &aws_sdk_lambda::Client, role: &str, name: &str) -> Result<()> {
+    create_function(lambda, role, name, greeter_zip("r1")?, &[], 5).await?;
+    for release in ["r1", "r2", "r3"] {
+        lambda
+            .update_function_code()
+            .function_name(name)
+            .zip_file(aws_sdk_lambda::primitives::Blob::new(greeter_zip(release)?))
+            .send()
+            .await?;
+        wait_updated(lambda, name).await?;
+        lambda.publish_version().function_name(name).send().await?;
+    }
+    lambda
+        .create_alias()
+        .function_name(name)
+        .name("live")
+        .function_version("1")
+        .send()
+        .await?;
+    Ok(())
 }
 
 impl World {
@@ -2974,5 +2974,237 @@ async fn a_fleet_held_to_the_control_plane_quota_is_throttled_yet_all_promoted()
         by_operation["UpdateAlias"]["allowed"].as_u64() >= Some(16),
         "two shifts for each of eight deployments: {by_operation}"
     );
+    Ok(())
+}
+
+/// The group the release-group tests deploy with the greeter: two more
+/// functions of its code, versions 1 to 3, `live` on 1.
+const MEMBERS: [&str; 2] = ["worker", "cron"];
+
+impl World {
+    async fn add_group_members(&self) -> Result<()> {
+        let role = function_role(&self.stack).await?;
+        futures::future::try_join_all(
+            MEMBERS.map(|name| released_greeter(&self.lambda, &role, name)),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Each of the group's aliases (the greeter's first) as its primary
+    /// version and the new version's weight (0 when whole).
+    async fn group_aliases(&self) -> Result<Vec<(String, f64)>> {
+        let mut found = Vec::new();
+        for name in std::iter::once("greeter").chain(MEMBERS) {
+            let a = self
+                .lambda
+                .get_alias()
+                .function_name(name)
+                .name("live")
+                .send()
+                .await?;
+            let weight = a
+                .routing_config()
+                .and_then(|r| r.additional_version_weights())
+                .and_then(|w| w.values().next().copied())
+                .unwrap_or(0.0);
+            found.push((a.function_version().unwrap_or_default().to_owned(), weight));
+        }
+        Ok(found)
+    }
+}
+
+/// The greeter to `version` with the two other members to it too.
+fn group_spec(version: &str, config: &str, pre: Option<&str>) -> DeploymentSpec {
+    let mut grouped = spec(version, config, pre, Some("greeter-post-ok"));
+    grouped.group = MEMBERS
+        .iter()
+        .map(|name| MemberSpec {
+            function: (*name).into(),
+            alias: "live".into(),
+            source: VersionSource::Version(version.into()),
+        })
+        .collect();
+    grouped
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_release_group_moves_in_lockstep_and_rolls_back_as_a_whole() -> Result<()> {
+    let w = world().await?;
+    w.add_group_members().await?;
+
+    // Promoted in lockstep: after each step, every member's alias has the
+    // same weight on its new version.
+    let d = w
+        .engine
+        .start(
+            "group",
+            group_spec("2", "steps:10@1s,50@1s,100", Some("greeter-pre-ok")),
+        )
+        .await?;
+    assert!(
+        matches!(d.phase, Phase::Baking { step: 0, .. }),
+        "{:?}",
+        d.phase
+    );
+    assert_eq!(w.group_aliases().await?, vec![("1".to_owned(), 0.1); 3]);
+    w.run_until("group", |p| matches!(p, Phase::Baking { step: 1, .. }))
+        .await?;
+    assert_eq!(w.group_aliases().await?, vec![("1".to_owned(), 0.5); 3]);
+    let done = w.run_one_to_end("group").await?;
+    assert_eq!(done.phase, Phase::Promoted);
+    assert_eq!(w.group_aliases().await?, vec![("2".to_owned(), 0.0); 3]);
+    // One gate a step for the whole group, told of every member.
+    assert_eq!(
+        w.hook_calls("greeter-pre-ok"),
+        vec![
+            ("PreTraffic".into(), 1, 10.0),
+            ("PreTraffic".into(), 2, 50.0),
+            ("PreTraffic".into(), 3, 100.0)
+        ]
+    );
+    let request: Value = std::fs::read_dir(w.hooks.path().join("greeter-pre-ok"))?
+        .flatten()
+        .find(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .map(|e| -> Result<Value> { Ok(serde_json::from_slice(&std::fs::read(e.path())?)?) })
+        .context("a recorded request")??;
+    let members: Vec<&str> = request["group"]
+        .as_array()
+        .context("the group in the hook request")?
+        .iter()
+        .filter_map(|m| m["function"].as_str())
+        .collect();
+    assert_eq!(members, MEMBERS);
+    for name in std::iter::once("greeter").chain(MEMBERS) {
+        let holder = w
+            .engine
+            .store()
+            .lock_holder(&Lock::alias(name, "live"))
+            .await?;
+        assert_eq!(holder, None, "{name}'s lock released");
+    }
+
+    // A PreTraffic gate that fails at step 2 rolls all three back.
+    let hook = "group-pre-fails-at-2";
+    let dir = w.hooks.path().join(hook);
+    std::fs::create_dir_all(&dir)?;
+    let reply = |status: &str| {
+        format!(r#"{{"status":"{status}","reason":"{hook} says {status}","checks":[]}}"#)
+    };
+    let replies = format!("[{},{}]", reply("Succeeded"), reply("Failed"));
+    let role = function_role(&w.stack).await?;
+    let zip = sluice_local::code::bootstrap_zip(&binary("recorder")?, &[]);
+    let env = [
+        ("RECORDER_DIR", dir.to_str().context("path")?),
+        ("RECORDER_REPLIES", replies.as_str()),
+    ];
+    create_function(&w.lambda, &role, hook, zip, &env, 5).await?;
+    w.engine
+        .start("group-fails", group_spec("3", "linear:50:1s", Some(hook)))
+        .await?;
+    let done = w.run_one_to_end("group-fails").await?;
+    assert!(
+        matches!(&done.phase, Phase::RolledBack { reason } if reason.contains("PreTraffic gate failed before 100%")),
+        "{:?}",
+        done.phase
+    );
+    assert_eq!(w.group_aliases().await?, vec![("2".to_owned(), 0.0); 3]);
+
+    // An alarm on one member rolls every member back.
+    w.create_alarm("worker-errors").await?;
+    let mut watched = group_spec("3", "canary:10:1h", None);
+    watched.alarms = vec!["worker-errors".into()];
+    let d = w.engine.start("group-alarmed", watched).await?;
+    assert!(matches!(d.phase, Phase::Baking { .. }), "{:?}", d.phase);
+    assert_eq!(w.group_aliases().await?, vec![("2".to_owned(), 0.1); 3]);
+    assert_eq!(w.engine.alarm_raised("worker-errors").await?, 1);
+    let done = w.engine.store().load("group-alarmed").await?.deployment;
+    assert!(
+        matches!(&done.phase, Phase::RolledBack { reason } if reason.contains("worker-errors is in ALARM")),
+        "{:?}",
+        done.phase
+    );
+    assert_eq!(w.group_aliases().await?, vec![("2".to_owned(), 0.0); 3]);
+    let last = w
+        .engine
+        .store()
+        .events("group-alarmed")
+        .await?
+        .pop()
+        .context("a line")?;
+    assert_eq!(
+        last.message,
+        "every member serves its old version again (greeter:live 2, worker:live 2, cron:live 2)"
+    );
+    Ok(())
+}
+
+/// A worker killed before each of a group's alias writes in turn (between
+/// two members' writes, at every position): the sweep's repair finishes
+/// the group, promoted whole on every member, never half-shifted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_between_two_members_writes_converges_at_each_position() -> Result<()> {
+    let w = world().await?;
+    w.add_group_members().await?;
+    let mut killed_at = Vec::new();
+    for n in 0.. {
+        let id = format!("group-crash-{n}");
+        let writes = Arc::new(AtomicUsize::new(0));
+        let seen = writes.clone();
+        let crashing =
+            w.engine
+                .with_cloud(w.engine.cloud().with(stop_before(move |c: &Command| {
+                    matches!(c, Command::SetAlias { .. })
+                        && seen.fetch_add(1, Ordering::SeqCst) == n
+                })));
+        let target = if n % 2 == 0 { "2" } else { "3" };
+        let outcome = async {
+            crashing
+                .start(&id, group_spec(target, "linear:50:1s", None))
+                .await?;
+            w.run_with(&crashing, &[&id]).await
+        }
+        .await;
+        let crashed = outcome
+            .as_ref()
+            .err()
+            .and_then(|e| e.downcast_ref::<EngineError>())
+            .is_some_and(|e| matches!(e, EngineError::Injected(_)));
+        if !crashed {
+            outcome?;
+            break;
+        }
+        killed_at.push(n);
+        let saved = w.engine.store().load(&id).await?.deployment;
+        if let Phase::Shifting { step } = saved.phase {
+            // Saved mid-step: each member at this step's weight or the one before.
+            let weights: Vec<f64> = (0..3).map(|m| saved.member(m).weight).collect();
+            let allowed = [
+                saved.step_weight(step),
+                step.checked_sub(1).map_or(0.0, |s| saved.step_weight(s)),
+            ];
+            assert!(
+                weights.iter().all(|w| allowed.contains(w)),
+                "{id}: {weights:?}"
+            );
+        }
+        let until = Instant::now() + DEADLINE;
+        let d = loop {
+            let d = w.engine.resume(&id).await?;
+            if d.phase.is_terminal() {
+                break d;
+            }
+            anyhow::ensure!(Instant::now() < until, "{id} stuck in {:?}", d.phase);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(d.phase, Phase::Promoted, "{id}");
+        assert_eq!(
+            w.group_aliases().await?,
+            vec![(target.to_owned(), 0.0); 3],
+            "{id} left a member split"
+        );
+    }
+    // Two steps of three writes each.
+    assert_eq!(killed_at, (0..6).collect::<Vec<_>>());
     Ok(())
 }
