@@ -27,8 +27,8 @@ use model::{
 };
 use sluice::clock::Clock;
 use sluice::domain::deployment::{
-    Command, Deployment, DeploymentSpec, EventKind, Gate, Input, OnBusy, OnManualChange, Phase,
-    RollbackPolicy, Time, VersionSource,
+    Command, Deployment, DeploymentSpec, EventKind, Gate, Input, MemberSpec, OnBusy,
+    OnManualChange, Phase, RollbackPolicy, Time, VersionSource,
 };
 use sluice::domain::execution::{
     ActionState, Command as ExecutionCommand, Input as ExecutionInput, Status, StopMode,
@@ -595,7 +595,26 @@ impl Sim {
                         h.id, h.phase
                     )),
                     Some(h) => {
-                        let ours = [h.from_version.as_deref(), h.to_version.as_deref()];
+                        let member = h.member(member_of(h, function, alias).unwrap_or(0));
+                        // A group between its writes holds every member at its weight.
+                        let between_writes = matches!(
+                            h.phase,
+                            Phase::PreTraffic { .. }
+                                | Phase::PostTraffic { .. }
+                                | Phase::Baking { .. }
+                                | Phase::FrozenOnFailure { .. }
+                        );
+                        let on_new = member
+                            .to_version
+                            .as_deref()
+                            .map_or(0.0, |to| state.percent_on(to));
+                        if h.members() > 1 && between_writes && (on_new - h.weight).abs() > 1e-6 {
+                            self.violation(format!(
+                                "{function}:{alias} is at {on_new}% while its group {} is at {}% in {:?}",
+                                h.id, h.weight, h.phase
+                            ));
+                        }
+                        let ours = [member.from_version.as_deref(), member.to_version.as_deref()];
                         let versions = std::iter::once(&state.version).chain(state.weights.keys());
                         for v in versions {
                             if !ours.contains(&Some(v.as_str())) {
@@ -610,14 +629,21 @@ impl Sim {
             }
         }
         let mut owners: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+        let mut groups = Vec::new();
         self.table.each_active(|d| {
             if owns_the_alias(&d.phase) {
-                owners
-                    .entry((d.spec.function.clone(), d.spec.alias.clone()))
-                    .or_default()
-                    .push(d.id.clone());
+                for (function, alias) in d.spec.targets() {
+                    owners
+                        .entry((function.to_owned(), alias.to_owned()))
+                        .or_default()
+                        .push(d.id.clone());
+                }
             }
+            groups.extend(group_problem(d));
         });
+        for problem in groups {
+            self.violation(problem);
+        }
         self.check_executions();
         for ((function, alias), ids) in owners {
             if ids.len() > 1 {
@@ -689,7 +715,8 @@ impl Sim {
             }
             return;
         };
-        let Some(to) = holder.to_version.as_deref() else {
+        let member = holder.member(member_of(holder, &w.function, &w.alias).unwrap_or(0));
+        let Some(to) = member.to_version.as_deref() else {
             self.violation(format!(
                 "{name} written by {} before it knew its versions",
                 holder.id
@@ -704,7 +731,7 @@ impl Sim {
                 holder.id
             ));
         }
-        if after <= before || holder.from_version.as_deref() == Some(to) {
+        if after <= before || member.from_version.as_deref() == Some(to) {
             return;
         }
         let Some(step) = holder
@@ -722,7 +749,8 @@ impl Sim {
         // A bake is a bake: the next shift waits for the whole of it, unless promoted.
         let now = w.at;
         let mut shifted = self.shifted.lock().unwrap();
-        if let Some((at, previous)) = shifted.get(&holder.id)
+        let key = format!("{} {name}", holder.id);
+        if let Some((at, previous)) = shifted.get(&key)
             && previous + 1 == step
             && !holder.skip_waits
         {
@@ -737,7 +765,7 @@ impl Sim {
                 ));
             }
         }
-        shifted.insert(holder.id.clone(), (now, step));
+        shifted.insert(key, (now, step));
         drop(shifted);
         let gate = |gate, step| Passed {
             deployment: holder.id.clone(),
@@ -758,6 +786,51 @@ impl Sim {
             ));
         }
     }
+}
+
+/// The member of `d` that moves `function:alias`, if any.
+fn member_of(d: &Deployment, function: &str, alias: &str) -> Option<usize> {
+    (0..d.members()).find(|m| d.target(*m) == (function, alias))
+}
+
+/// The release-group invariant of a saved state: every member at the same
+/// step, or within one write of it while the step's writes land, or
+/// rolling back together.
+fn group_problem(d: &Deployment) -> Option<String> {
+    if d.members() == 1 || d.group.is_empty() || d.phase.is_terminal() {
+        return None;
+    }
+    let weights: Vec<f64> = (0..d.members())
+        .filter(|m| d.moves(*m))
+        .map(|m| d.member(m).weight)
+        .collect();
+    let step_weight = |step: usize| d.step_weight(step);
+    let allowed: Vec<f64> = match &d.phase {
+        Phase::RollingBack { .. } => return None,
+        Phase::Shifting { step } => {
+            vec![
+                step_weight(*step),
+                step.checked_sub(1).map_or(0.0, step_weight),
+            ]
+        }
+        Phase::SteppingBack {
+            step,
+            stage: sluice::domain::deployment::BackStage::Shifting,
+            ..
+        } => vec![step_weight(*step), step_weight(*step + 1)],
+        _ => vec![d.weight],
+    };
+    let off: Vec<f64> = weights
+        .iter()
+        .copied()
+        .filter(|w| !allowed.iter().any(|a| (a - w).abs() < 1e-9))
+        .collect();
+    (!off.is_empty()).then(|| {
+        format!(
+            "group {} saved in {:?} with its members at {weights:?}",
+            d.id, d.phase
+        )
+    })
 }
 
 /// Phases in which a deployment has the alias to itself.
@@ -866,18 +939,20 @@ fn deliver(sim: Arc<Sim>, work: Work) -> Delivery {
             }
             Work::HandWrite { id, rollback } => {
                 if let Some(d) = sim.table.peek(&id).filter(|d| owns_the_alias(&d.phase))
-                    && let (Some(from), Some(to)) = (d.from_version.clone(), d.to_version.clone())
+                    && let m = sim.dice.below(d.members() as u64) as usize
+                    && let state = d.member(m)
+                    && let (Some(from), Some(to)) = (state.from_version, state.to_version)
                 {
-                    sim.cloud
-                        .write_by_hand(&d.spec.function, &d.spec.alias, |a| {
-                            a.version = from;
-                            a.weights = if rollback {
-                                BTreeMap::new()
-                            } else {
-                                // No step of any generated schedule.
-                                BTreeMap::from([(to, 0.333)])
-                            };
-                        });
+                    let (function, alias) = d.target(m);
+                    sim.cloud.write_by_hand(function, alias, |a| {
+                        a.version = from;
+                        a.weights = if rollback {
+                            BTreeMap::new()
+                        } else {
+                            // No step of any generated schedule.
+                            BTreeMap::from([(to, 0.333)])
+                        };
+                    });
                 }
             }
             Work::Alarm {
@@ -1463,6 +1538,37 @@ fn lay_out(sim: &Sim, plan: &Plan) {
             3..=5 => spec.rollback = RollbackPolicy::Gradual,
             _ => {}
         }
+        // A quarter move one or two more functions in lockstep (a release group).
+        if dice.chance(0.25) {
+            let others: Vec<&str> = FUNCTIONS
+                .iter()
+                .copied()
+                .filter(|f| *f != function)
+                .collect();
+            let first = dice.below(others.len() as u64) as usize;
+            let size = 1 + dice.below(2) as usize;
+            spec.group = (0..size)
+                .map(|i| {
+                    let member = others[(first + i) % others.len()];
+                    let source = if dice.chance(0.5) {
+                        VersionSource::Artifact {
+                            bucket: "artifacts".into(),
+                            key: format!("{member}/{n}.zip"),
+                            object_version: None,
+                        }
+                    } else {
+                        VersionSource::Version((1 + dice.below(3)).to_string())
+                    };
+                    MemberSpec {
+                        function: member.into(),
+                        alias: ALIAS.into(),
+                        source,
+                    }
+                })
+                .collect();
+            // A person's change of one member's alias rolls the others back.
+            spec.on_manual_change = OnManualChange::Rollback;
+        }
         sim.schedule(
             at,
             Work::Start {
@@ -1574,6 +1680,9 @@ struct Outcome {
     /// Stepped down at least one weight by a gradual rollback.
     stepped_back: usize,
     failed_to_start: usize,
+    /// Release groups promoted, and rolled back, as a whole.
+    groups_promoted: usize,
+    groups_rolled_back: usize,
     executions: usize,
     succeeded: usize,
     deliveries: u64,
@@ -1742,11 +1851,19 @@ fn run_world(plan: &Plan) -> Outcome {
                 .iter()
                 .filter(|d| {
                     table.timeline(&d.id).iter().any(|e| {
-                        e.kind == EventKind::Shifted && e.message.ends_with("stepping back")
+                        e.kind == EventKind::Shifted && e.message.contains("stepping back")
                     })
                 })
                 .count(),
             failed_to_start: count(|p| matches!(p, Phase::FailedToStart { .. })),
+            groups_promoted: deployments
+                .iter()
+                .filter(|d| d.members() > 1 && d.phase == Phase::Promoted)
+                .count(),
+            groups_rolled_back: deployments
+                .iter()
+                .filter(|d| d.members() > 1 && matches!(d.phase, Phase::RolledBack { .. }))
+                .count(),
             executions: executions.len(),
             succeeded: executions
                 .iter()
@@ -1775,9 +1892,11 @@ fn deadline(table: &MemoryTable) -> chrono::Duration {
             bake += first_read * d.schedule.steps.len() as i32
                 + chrono::Duration::seconds(ANALYSIS_WATCH_SECS as i64);
         }
-        *per_alias
-            .entry((d.spec.function.clone(), d.spec.alias.clone()))
-            .or_insert(slack) += bake + slack;
+        for (function, alias) in d.spec.targets() {
+            *per_alias
+                .entry((function.to_owned(), alias.to_owned()))
+                .or_insert(slack) += bake + slack;
+        }
     });
     // An execution runs its stages one after another, within their
     // timeouts; a queued pipeline runs its executions one at a time.
@@ -1817,6 +1936,8 @@ fn run_worlds(seed: u64, worlds: u64, deployments: usize, pushes: usize) -> Tota
         totals.frozen_on_failure += outcome.frozen_on_failure;
         totals.ended_by_wait += outcome.ended_by_wait;
         totals.stepped_back += outcome.stepped_back;
+        totals.groups_promoted += outcome.groups_promoted;
+        totals.groups_rolled_back += outcome.groups_rolled_back;
         totals.failed_to_start += outcome.failed_to_start;
         totals.executions += outcome.executions;
         totals.succeeded += outcome.succeeded;
@@ -1844,6 +1965,9 @@ struct Totals {
     /// Stepped down at least one weight by a gradual rollback.
     stepped_back: usize,
     failed_to_start: usize,
+    /// Release groups promoted, and rolled back, as a whole.
+    groups_promoted: usize,
+    groups_rolled_back: usize,
     executions: usize,
     succeeded: usize,
     deliveries: u64,
@@ -1874,6 +1998,10 @@ fn deployments_never_strand_traffic_skip_a_gate_or_stall_under_faults() {
         "{totals:?}"
     );
     assert!(totals.by_analysis > 0, "{totals:?}");
+    assert!(
+        totals.groups_promoted > 0 && totals.groups_rolled_back > 0,
+        "{totals:?}"
+    );
 }
 
 #[test]
