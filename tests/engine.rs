@@ -3136,6 +3136,54 @@ async fn a_release_group_moves_in_lockstep_and_rolls_back_as_a_whole() -> Result
         last.message,
         "every member serves its old version again (greeter:live 2, worker:live 2, cron:live 2)"
     );
+
+    // A member's shift refused for good (its alias deleted while the worker
+    // was about to write it): the group rolls back, never half-shifted. The
+    // deleted alias's own rollback waits for it to exist again.
+    let hold = hold_once(|p| {
+        matches!(
+            p,
+            FaultPoint::Before {
+                command: Command::SetAlias { member: 2, .. },
+                ..
+            }
+        )
+    });
+    let held = w
+        .engine
+        .with_cloud(w.engine.cloud().with(hold.hook.clone()));
+    let forward = tokio::spawn(async move {
+        held.start("group-refused", group_spec("3", "canary:10:1h", None))
+            .await
+    });
+    tokio::time::timeout(DEADLINE, hold.reached.notified())
+        .await
+        .context("the worker did not reach cron's write")?;
+    w.lambda
+        .delete_alias()
+        .function_name("cron")
+        .name("live")
+        .send()
+        .await?;
+    hold.release.notify_one();
+    let ended = tokio::time::timeout(DEADLINE, forward).await??;
+    assert!(ended.is_err(), "cron's rollback cannot land: {ended:?}");
+    let d = w.engine.store().load("group-refused").await?.deployment;
+    assert!(
+        matches!(&d.phase, Phase::RollingBack { reason } if reason.starts_with("the shift of cron:live to 10% failed: UpdateAlias of cron:live refused: ResourceNotFoundException")),
+        "{:?}",
+        d.phase
+    );
+    w.lambda
+        .create_alias()
+        .function_name("cron")
+        .name("live")
+        .function_version("2")
+        .send()
+        .await?;
+    let d = w.engine.resume("group-refused").await?;
+    assert!(matches!(d.phase, Phase::RolledBack { .. }), "{:?}", d.phase);
+    assert_eq!(w.group_aliases().await?, vec![("2".to_owned(), 0.0); 3]);
     Ok(())
 }
 

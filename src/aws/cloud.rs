@@ -355,6 +355,18 @@ impl Cloud for AwsCloud {
                     after_retry: sent.load(std::sync::atomic::Ordering::Relaxed) > 1,
                 })
             }
+            // Refused for good (the alias or version gone, the write denied):
+            // a shift rolls back rather than be tried forever.
+            Err(e) if !worth_retrying(&e) => {
+                let se = e.as_service_error();
+                Err(EngineError::Refused(format!(
+                    "UpdateAlias of {function}:{alias} refused: {} {}",
+                    se.and_then(aws_sdk_lambda::error::ProvideErrorMetadata::code)
+                        .unwrap_or("error"),
+                    se.and_then(aws_sdk_lambda::error::ProvideErrorMetadata::message)
+                        .unwrap_or_default()
+                )))
+            }
             Err(e) => Err(aws("UpdateAlias", e)),
         }
     }
