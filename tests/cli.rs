@@ -61,9 +61,10 @@ impl Cli {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_subcommand_works_against_the_local_stack() -> Result<()> {
+    // The greeter and its release-group sibling are Sluice's to deploy.
     let stack = start_stack_without(
         Some("template.yaml"),
-        &[],
+        &[("ManagedFunctions", "greeter*")],
         0.1,
         &["CodePipelineActionFunction", "PostTrafficFunction"],
     )?;
@@ -328,6 +329,49 @@ async fn every_subcommand_works_against_the_local_stack() -> Result<()> {
         "{:?}: {}",
         piped.status,
         String::from_utf8_lossy(&piped.stderr)
+    );
+
+    // A release group: refused with each problem named before anything is
+    // written; then promoted in lockstep, each member shown.
+    live_on_1(&cli.stack, "greeter-worker", 2).await?;
+    cli.fails(
+        &[&deploy_v2[..], &["--group", "worker=2"]].concat(),
+        "--group worker=2: \"worker\" must be FUNCTION:ALIAS",
+    )?;
+    cli.fails(
+        &[&deploy_v2[..], &["--group", "greeter:live=3"]].concat(),
+        "group[0]: greeter:live is in the group twice",
+    )?;
+    cli.fails(
+        &[
+            &deploy_v2[..],
+            &[
+                "--group",
+                "greeter-worker:live=7",
+                "--group",
+                "greeter-worker:staging=2",
+            ],
+        ]
+        .concat(),
+        "version 7 of greeter-worker does not exist; alias greeter-worker:staging does not exist",
+    )?;
+    let grouped = cli.json(&[&deploy_v2[..], &["--group", "greeter-worker:live=2"]].concat())?;
+    let grouped = grouped["deployment"].as_str().context("id")?.to_owned();
+    let shown = wait_for(
+        "the group to be promoted",
+        Duration::from_secs(60),
+        || async {
+            let shown = cli.run(&["deployment", "show", &grouped])?;
+            Ok(shown.stdout.contains("promoted").then_some(shown))
+        },
+    )
+    .await?;
+    assert!(
+        shown
+            .stdout
+            .contains("  + greeter-worker:live 100.0% v1 → v2"),
+        "{}",
+        shown.stdout
     );
 
     // --help has examples.

@@ -432,6 +432,9 @@ async fn show_deployment(ops: &Operations, out: Output, id: &str) -> Result<()> 
             d.weight,
             d.status_text()
         );
+        for line in member_lines(d) {
+            text.push_str(&format!("{line}\n"));
+        }
         for e in &view.timeline {
             text.push_str(&format!(
                 "  {}  {}\n",
@@ -592,12 +595,32 @@ async fn status(ops: &Operations, out: Output, watch: bool) -> Result<()> {
                 d.to_version.as_deref().unwrap_or("?"),
                 d.status_text()
             ));
+            // A release group's other members, each under the group's bar.
+            for m in 1..d.members() {
+                let bar = shown.entry(format!("{}/{m}", d.id)).or_insert_with(|| {
+                    let bar = bars.add(indicatif::ProgressBar::new(100).with_style(style.clone()));
+                    bar.set_prefix(format!("+ {}", d.target_name(m)));
+                    bar
+                });
+                let member = d.member(m);
+                bar.set_position(member.weight.round() as u64);
+                bar.set_message(format!(
+                    "v{} → v{}  in {}'s group",
+                    member.from_version.as_deref().unwrap_or("?"),
+                    member.to_version.as_deref().unwrap_or("?"),
+                    d.id
+                ));
+            }
         }
         // Those no longer active have ended: their last state stays on screen.
-        for (id, bar) in shown.iter() {
-            if !bar.is_finished() && !deployments.iter().any(|d| &d.id == id) {
+        for (key, bar) in shown.iter() {
+            let (id, member) = match key.split_once('/') {
+                Some((id, m)) => (id, m.parse().unwrap_or(0)),
+                None => (key.as_str(), 0),
+            };
+            if !bar.is_finished() && !deployments.iter().any(|d| d.id == id) {
                 let ended = ops.store().load(id).await?.deployment;
-                bar.set_position(ended.weight.round() as u64);
+                bar.set_position(ended.member(member).weight.round() as u64);
                 bar.finish_with_message(ended.status_text());
             }
         }
@@ -606,6 +629,23 @@ async fn status(ops: &Operations, out: Output, watch: bool) -> Result<()> {
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
+}
+
+/// A release group's other members, a line each: its alias, its versions
+/// and its weight as last acknowledged.
+fn member_lines(d: &sluice::domain::deployment::Deployment) -> Vec<String> {
+    (1..d.members())
+        .map(|m| {
+            let member = d.member(m);
+            format!(
+                "  + {} {:>5.1}% v{} → v{}",
+                d.target_name(m),
+                member.weight,
+                member.from_version.as_deref().unwrap_or("?"),
+                member.to_version.as_deref().unwrap_or("?")
+            )
+        })
+        .collect()
 }
 
 /// What `status` shows as text.
@@ -642,6 +682,9 @@ fn status_text(status: &Status) -> String {
             d.status_text(),
             d.id
         ));
+        for line in member_lines(d) {
+            text.push_str(&format!("{line}\n"));
+        }
     }
     if pipelines.is_empty() && deployments.is_empty() {
         text.push_str("no pipelines and no active deployments\n");

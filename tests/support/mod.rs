@@ -212,12 +212,18 @@ pub async fn create_function(
 /// The sample app as operators' tests want it: `versions` published versions
 /// of the same code (1 to `versions`), and alias `live` on version 1.
 pub async fn greeter_live_on_1(stack: &LocalStack, versions: usize) -> Result<()> {
-    greeter_with_versions(stack, versions).await?;
+    live_on_1(stack, "greeter", versions).await
+}
+
+/// A function of the sample app's code named `name`, with `versions`
+/// published versions and `live` on 1.
+pub async fn live_on_1(stack: &LocalStack, name: &str, versions: usize) -> Result<()> {
+    with_versions(stack, name, versions).await?;
     stack
         .lambda()
         .await
         .create_alias()
-        .function_name("greeter")
+        .function_name(name)
         .name("live")
         .function_version("1")
         .send()
@@ -228,23 +234,24 @@ pub async fn greeter_live_on_1(stack: &LocalStack, versions: usize) -> Result<()
 /// The sample app with `versions` published versions of the same code (1
 /// to `versions`), and no alias.
 pub async fn greeter_with_versions(stack: &LocalStack, versions: usize) -> Result<()> {
+    with_versions(stack, "greeter", versions).await
+}
+
+/// `greeter_with_versions` under another function name.
+async fn with_versions(stack: &LocalStack, name: &str, versions: usize) -> Result<()> {
     let lambda = stack.lambda().await;
     let role = function_role(stack).await?;
-    create_function(&lambda, &role, "greeter", greeter_zip("r1")?, &[], 5).await?;
+    create_function(&lambda, &role, name, greeter_zip("r1")?, &[], 5).await?;
     for _ in 0..versions {
-        lambda
-            .publish_version()
-            .function_name("greeter")
-            .send()
-            .await?;
+        lambda.publish_version().function_name(name).send().await?;
         // A version is published only when something changed.
         lambda
             .update_function_configuration()
-            .function_name("greeter")
+            .function_name(name)
             .description(format!("after {}", uuid_like()))
             .send()
             .await?;
-        wait_updated(&lambda, "greeter").await?;
+        wait_updated(&lambda, name).await?;
     }
     Ok(())
 }
