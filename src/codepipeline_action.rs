@@ -14,8 +14,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::domain::analysis::AnalysisSettings;
 use crate::domain::config::DeploymentConfig;
 use crate::domain::deployment::{
-    Deployment, DeploymentSpec, HookInvocation, OnBusy, OnManualChange, Phase, RollbackPolicy,
-    VersionSource,
+    Deployment, DeploymentSpec, HookInvocation, MemberSpec, OnBusy, OnManualChange, Phase,
+    RollbackPolicy, VersionSource,
 };
 use crate::domain::smoke::{S3Uri, SmokeTest};
 use crate::ports::Deployments;
@@ -61,6 +61,23 @@ pub struct UserParameters {
     pub rollback: RollbackPolicy,
     #[serde(default)]
     pub frozen_for_seconds: Option<u64>,
+    /// More functions moved in lockstep with `function` (a release group).
+    #[serde(default)]
+    pub group: Vec<GroupMember>,
+}
+
+/// One more function of the action's release group: a version already
+/// published, or the zip of another of the action's input artifacts (by
+/// its name), published as the first one is.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupMember {
+    pub function: String,
+    pub alias: String,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub input_artifact: Option<String>,
 }
 
 impl UserParameters {
@@ -172,6 +189,45 @@ impl<K: Clock> CodePipelineAction<K> {
         };
         let deployment_id = format!("codepipeline-{job_id}");
         let copy_key = format!("codepipeline/{job_id}.zip");
+        // Each member's source; its zip, if any, copied with the first one's.
+        let mut group = Vec::new();
+        let mut copies = vec![(bucket.clone(), key.clone(), copy_key.clone())];
+        for (i, member) in params.group.iter().enumerate() {
+            let source = match (&member.version, &member.input_artifact) {
+                (Some(version), None) => VersionSource::Version(version.clone()),
+                (None, Some(name)) => {
+                    let location = data
+                        .input_artifacts
+                        .iter()
+                        .find(|a| a.name.as_deref() == Some(name.as_str()))
+                        .map(|a| &a.location.s3_location);
+                    let Some((Some(bucket), Some(key))) =
+                        location.map(|l| (l.bucket_name.clone(), l.object_key.clone()))
+                    else {
+                        return Ok(JobAnswer::Failed(format!(
+                            "UserParameters: group[{i}].input_artifact: {name:?} is not an input artifact of the action in S3"
+                        )));
+                    };
+                    let member_key = format!("codepipeline/{job_id}-{}.zip", i + 1);
+                    copies.push((bucket, key, member_key.clone()));
+                    VersionSource::Artifact {
+                        bucket: self.artifact_bucket.clone(),
+                        key: member_key,
+                        object_version: None,
+                    }
+                }
+                _ => {
+                    return Ok(JobAnswer::Failed(format!(
+                        "UserParameters: group[{i}]: give exactly one of version or input_artifact"
+                    )));
+                }
+            };
+            group.push(MemberSpec {
+                function: member.function.clone(),
+                alias: member.alias.clone(),
+                source,
+            });
+        }
         let spec = DeploymentSpec {
             function: params.function,
             alias: params.alias,
@@ -193,8 +249,7 @@ impl<K: Clock> CodePipelineAction<K> {
             hook_timeout_seconds: params.hook_timeout_seconds,
             rollback: params.rollback,
             frozen_for_seconds: params.frozen_for_seconds,
-
-            group: Vec::new(),
+            group,
         };
         let problems = spec.problems();
         if !problems.is_empty() {
@@ -203,8 +258,10 @@ impl<K: Clock> CodePipelineAction<K> {
                 problems.join("; ")
             )));
         }
-        if let Err(reason) = self.copy_artifact(event, bucket, key, &copy_key).await {
-            return Ok(JobAnswer::Failed(reason));
+        for (bucket, key, copy_key) in &copies {
+            if let Err(reason) = self.copy_artifact(event, bucket, key, copy_key).await {
+                return Ok(JobAnswer::Failed(reason));
+            }
         }
         let (d, commands) = Deployment::create(&deployment_id, spec, self.clock.now());
         let events = crate::domain::deployment::events_of(&commands);

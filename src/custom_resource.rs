@@ -211,7 +211,6 @@ impl RolloutProperties {
             hook_timeout_seconds: self.hook_timeout_seconds,
             rollback: self.rollback,
             frozen_for_seconds: self.frozen_for_seconds,
-
             group: Vec::new(),
         };
         let problems = spec.problems();

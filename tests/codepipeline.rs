@@ -302,6 +302,28 @@ async fn failed_gates_and_bad_parameters_fail_the_job_with_the_reason() -> Resul
             json!({"function": "greeter", "alias": "live", "config": "AllAtOnce", "pre_traffic_hok": "h"}),
             "pre_traffic_hok",
         ),
+        // A release group's members: strict, each source one of two, an
+        // input artifact the action has, no alias twice.
+        (
+            "job-6",
+            json!({"function": "greeter", "alias": "live", "config": "AllAtOnce", "group": [{"function": "worker", "alias": "live", "verison": "2"}]}),
+            "unknown field `verison`",
+        ),
+        (
+            "job-7",
+            json!({"function": "greeter", "alias": "live", "config": "AllAtOnce", "group": [{"function": "worker", "alias": "live", "version": "2", "input_artifact": "x"}]}),
+            "group[0]: give exactly one of version or input_artifact",
+        ),
+        (
+            "job-8",
+            json!({"function": "greeter", "alias": "live", "config": "AllAtOnce", "group": [{"function": "worker", "alias": "live", "input_artifact": "WorkerZip"}]}),
+            "group[0].input_artifact: \"WorkerZip\" is not an input artifact",
+        ),
+        (
+            "job-9",
+            json!({"function": "greeter", "alias": "live", "config": "AllAtOnce", "group": [{"function": "greeter", "alias": "live", "version": "2"}]}),
+            "group[0]: greeter:live is in the group twice",
+        ),
     ] {
         let (operation, body) = w.run_job(job, params).await?;
         assert_eq!(operation, "CodePipeline_20150709.PutJobFailureResult");
