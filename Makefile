@@ -10,7 +10,7 @@ STATE_DIR := .sluice-local
 .PHONY: help venv build build-all lint test demo fuzz dev dev-restart dev-down sam-build bench bench-local bench-engine bench-fleet bench-webhook clean
 
 help:
-	@echo "make demo         the main job on the local stack: three pushes, three verdicts"
+	@echo "make demo         the main job on the local stack: four pushes, four verdicts"
 	@echo "make test         every check and test (what CI runs)"
 	@echo "make fuzz         libFuzzer on every parser of outside input (nightly; FUZZ_SECONDS per target)"
 	@echo "make dev          start moto + sluice-local in the background; source $(STATE_DIR)/env"

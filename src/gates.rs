@@ -25,8 +25,8 @@ impl HookClients {
 }
 
 pub async fn pre_traffic(clients: &HookClients, request: &HookRequest) -> HookResponse {
-    let checks = smoke_tests(clients, request, &request.to_version).await;
-    verdict(&format!("version {}", request.to_version), checks)
+    let checks = smoke_tests(clients, request, Invoke::NewVersion).await;
+    verdict(&tested(request, Invoke::NewVersion), checks)
 }
 
 /// Smoke tests through the alias, after a shift. The new version's metrics
@@ -34,13 +34,70 @@ pub async fn pre_traffic(clients: &HookClients, request: &HookRequest) -> HookRe
 /// While a gradual rollback steps back, the old version is judged, by its
 /// number: it is what the traffic goes back to.
 pub async fn post_traffic(clients: &HookClients, request: &HookRequest) -> HookResponse {
-    let (qualifier, tested) = if request.stepping_back {
-        (&request.from_version, "version")
+    let invoke = if request.stepping_back {
+        Invoke::OldVersion
     } else {
-        (&request.alias, "alias")
+        Invoke::Alias
     };
-    let checks = smoke_tests(clients, request, qualifier).await;
-    verdict(&format!("{tested} {qualifier}"), checks)
+    let checks = smoke_tests(clients, request, invoke).await;
+    verdict(&tested(request, invoke), checks)
+}
+
+/// What a smoke test invokes of the function it names.
+#[derive(Clone, Copy)]
+enum Invoke {
+    NewVersion,
+    Alias,
+    OldVersion,
+}
+
+/// The function and qualifier a smoke test invokes: the member it names
+/// (by default the deployment's own function), as `invoke` says.
+fn target(
+    request: &HookRequest,
+    test: &SmokeTest,
+    invoke: Invoke,
+) -> Result<(String, String), String> {
+    let own = (
+        request.function.as_str(),
+        [&request.to_version, &request.alias, &request.from_version],
+    );
+    let members = request.group.iter().map(|m| {
+        (
+            m.function.as_str(),
+            [&m.to_version, &m.alias, &m.from_version],
+        )
+    });
+    let wanted = test.function.as_deref().unwrap_or(&request.function);
+    let Some((function, [new, alias, old])) = std::iter::once(own)
+        .chain(members)
+        .find(|(f, _)| *f == wanted)
+    else {
+        return Err(format!("{wanted} is not a function this deployment moves"));
+    };
+    let qualifier = match invoke {
+        Invoke::NewVersion => new,
+        Invoke::Alias => alias,
+        Invoke::OldVersion => old,
+    };
+    Ok((function.to_owned(), qualifier.clone()))
+}
+
+/// What the smoke tests invoked, for the hook's answer.
+fn tested(request: &HookRequest, invoke: Invoke) -> String {
+    if !request.group.is_empty() {
+        return match invoke {
+            Invoke::NewVersion => "the group's new versions",
+            Invoke::Alias => "the group's aliases",
+            Invoke::OldVersion => "the group's old versions",
+        }
+        .into();
+    }
+    match invoke {
+        Invoke::NewVersion => format!("version {}", request.to_version),
+        Invoke::Alias => format!("alias {}", request.alias),
+        Invoke::OldVersion => format!("version {}", request.from_version),
+    }
 }
 
 /// Reads the deployment's smoke-test file from S3.
@@ -60,7 +117,7 @@ async fn smoke_test_file(s3: &aws_sdk_s3::Client, uri: &S3Uri) -> Result<Vec<Smo
     parse_smoke_test_file(&body.into_bytes())
 }
 
-async fn smoke_tests(clients: &HookClients, request: &HookRequest, qualifier: &str) -> Vec<Check> {
+async fn smoke_tests(clients: &HookClients, request: &HookRequest, invoke: Invoke) -> Vec<Check> {
     let mut checks = Vec::new();
     let mut tests = request.smoke_tests.clone();
     if let Some(uri) = &request.smoke_tests_from {
@@ -74,7 +131,16 @@ async fn smoke_tests(clients: &HookClients, request: &HookRequest, qualifier: &s
         }
     }
     for test in &tests {
-        let check = run_smoke_test(&clients.lambda, &request.function, qualifier, test).await;
+        let check = match target(request, test, invoke) {
+            Ok((function, qualifier)) => {
+                run_smoke_test(&clients.lambda, &function, &qualifier, test).await
+            }
+            Err(why) => Check {
+                name: test.name.clone(),
+                passed: false,
+                detail: Some(why),
+            },
+        };
         tracing::info!(deployment_id = %request.deployment_id, check = %check.name, passed = check.passed, detail = ?check.detail, "smoke test");
         checks.push(check);
     }

@@ -10,7 +10,7 @@ use std::process::Command;
 use support::workspace_root;
 
 #[test]
-fn the_demo_promotes_the_good_push_and_rolls_back_the_two_bad_ones() -> Result<()> {
+fn the_demo_promotes_the_good_pushes_and_rolls_back_the_two_bad_ones() -> Result<()> {
     let out = Command::new(build_dir().join("sluice-demo"))
         .args(["run", "--json"])
         .current_dir(workspace_root())
@@ -25,7 +25,7 @@ fn the_demo_promotes_the_good_push_and_rolls_back_the_two_bad_ones() -> Result<(
     let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
         .with_context(|| format!("no JSON summary:\n{stdout}"))?;
     let pushes = summary["pushes"].as_array().context("pushes")?;
-    assert_eq!(pushes.len(), 3, "{summary}");
+    assert_eq!(pushes.len(), 4, "{summary}");
 
     // 1: promoted through its shifts, and it served real traffic without an error.
     assert_eq!(pushes[0]["phase"]["phase"], "promoted");
@@ -86,11 +86,27 @@ fn the_demo_promotes_the_good_push_and_rolls_back_the_two_bad_ones() -> Result<(
         );
     }
 
+    // 4: a release group, the greeter and its worker, promoted together:
+    // both aliases on the push's build, its statuses those of its pipeline.
+    assert_eq!(pushes[3]["phase"]["phase"], "promoted", "{}", pushes[3]);
+    assert_eq!(
+        pushes[3]["members"],
+        serde_json::json!(["greeter:live on v5", "greeter-worker:live on v2"]),
+        "{}",
+        pushes[3]
+    );
+    let statuses = &pushes[3]["statuses"];
+    assert_eq!(
+        statuses["sluice/demo-group/live/deploy-live"]["state"], "success",
+        "{statuses}"
+    );
+
     // Its verdict lines are what an operator reads.
     for verdict in [
         "PROMOTED",
         "ROLLED BACK by a gate",
         "ROLLED BACK by analysis",
+        "PROMOTED as one release group: greeter:live on v5, greeter-worker:live on v2",
     ] {
         assert!(stdout.contains(verdict), "{verdict}:\n{stdout}");
     }

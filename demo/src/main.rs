@@ -6,7 +6,10 @@
 //! below). Then it pushes three releases while traffic flows through the
 //! alias: a healthy one (promoted through every gated shift), one that cannot
 //! start (stopped by the PreTraffic gate before any traffic), and one that
-//! fails real callers only (caught by analysis after the first shift). It ends
+//! fails real callers only (caught by analysis after the first shift). A
+//! fourth push, to the `release-group` branch (`pipelines/demo-group.yaml`),
+//! moves the greeter and a second sample function, `greeter-worker`,
+//! together: one release group, promoted or rolled back as a whole. It ends
 //! with the timelines and a verdict per push, and stops all it started.
 //! The commit statuses Sluice posts go to a recorder that stands in for
 //! GitHub (`github`), and each push shows its own.
@@ -31,8 +34,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const PIPELINE: &str = "demo";
 const REPOSITORY: &str = "demo/greeter";
+/// The sample app's functions: the greeter, and the worker the fourth
+/// push releases with it.
+const FUNCTIONS: [&str; 2] = ["greeter", "greeter-worker"];
 /// The deployment an execution's deploy action started: the demo pipeline's
 /// stage `live`, its first action, first attempt.
 fn live_deployment(execution: &str) -> String {
@@ -53,7 +58,7 @@ const PUSH_DEADLINE: Duration = Duration::from_secs(150);
 
 #[derive(Parser)]
 #[command(
-    about = "Sluice's demo on the local stack: three pushes, three verdicts",
+    about = "Sluice's demo on the local stack: four pushes, four verdicts",
     after_help = "Examples:\n  make demo                      # builds, then runs `sluice-demo run`\n  sluice-demo run --json         # a JSON summary as the last line (the test suite reads it)"
 )]
 struct Cli {
@@ -81,10 +86,13 @@ enum DemoCommand {
     },
 }
 
-/// One push of the demo: what it ships and what Sluice must make of it.
+/// One push of the demo: what it ships, where, and what Sluice must make of it.
 struct Release {
     title: &'static str,
     settings: &'static str,
+    /// The branch pushed, and the pipeline that takes its pushes.
+    branch: &'static str,
+    pipeline: &'static str,
     expected: Expected,
 }
 
@@ -98,21 +106,34 @@ enum Expected {
     EndedOtherwise,
 }
 
-const RELEASES: [Release; 3] = [
+const RELEASES: [Release; 4] = [
     Release {
         title: "a friendlier greeting",
         settings: "GREETER_MODE=healthy\n",
+        branch: "main",
+        pipeline: "demo",
         expected: Expected::Promoted,
     },
     Release {
         title: "a release that cannot start",
         settings: "GREETER_MODE=crash\n",
+        branch: "main",
+        pipeline: "demo",
         expected: Expected::RolledBackByGate,
     },
     Release {
         title: "stricter name parsing",
         settings: "# Names with digits in them now fail: the smoke test's do not have any.\nGREETER_MODE=picky\n",
+        branch: "main",
+        pipeline: "demo",
         expected: Expected::RolledBackByAnalysis,
+    },
+    Release {
+        title: "the greeter and its worker, released together",
+        settings: "# One release group: both functions move in lockstep.\nGREETER_MODE=healthy\n",
+        branch: "release-group",
+        pipeline: "demo-group",
+        expected: Expected::Promoted,
     },
 ];
 
@@ -129,6 +150,9 @@ struct Verdict {
     phase: Phase,
     /// Whether any traffic was shifted to the new version.
     shifted: bool,
+    /// Each alias it moved and the version it left there: one, or a
+    /// release group's every member.
+    members: Vec<String>,
     seconds: f64,
     traffic: traffic::Tally,
     /// The last commit status of each context, as GitHub would show them.
@@ -211,9 +235,9 @@ async fn run(json: bool) -> Result<()> {
     let state = work.path().join("stack");
     let mut opts = StackOptions::for_checkout(&root, &build_dir(), &state);
     opts.template = Some(root.join("template.yaml"));
-    // Sluice may rewrite the sample app, and nothing else.
+    // Sluice may rewrite the sample app's functions, and nothing else.
     opts.parameters
-        .push(("ManagedFunctions".into(), "greeter".into()));
+        .push(("ManagedFunctions".into(), "greeter*".into()));
     // A minute in 3 s: Lambda's metrics come a (scaled) minute at a time,
     // readable a while after it closes, as on AWS, and analysis waits for them.
     opts.schedule_scale = DEMO_SCALE;
@@ -265,7 +289,15 @@ async fn run(json: bool) -> Result<()> {
 
 fn describe(v: &Verdict) -> String {
     match (&v.phase, v.outcome) {
+        (Phase::Promoted, _) if v.members.len() > 1 => format!(
+            "PROMOTED as one release group: {}, every shift gated for both",
+            v.members.join(", ")
+        ),
         (Phase::Promoted, _) => "PROMOTED: live serves the new version, every shift gated".into(),
+        (Phase::RolledBack { reason }, _) if v.members.len() > 1 => format!(
+            "ROLLED BACK as one release group ({}): {reason}",
+            v.members.join(", ")
+        ),
         (Phase::RolledBack { reason }, Expected::RolledBackByGate) => {
             format!("ROLLED BACK by a gate before any traffic: {reason}")
         }
@@ -293,7 +325,9 @@ async fn demo(
         chrono::Duration::days(1),
     );
 
-    say("creating the sample app: function greeter, version 1 behind alias live");
+    say(
+        "creating the sample app: functions greeter and greeter-worker, version 1 behind alias live",
+    );
     let greeter = build_dir().join("greeter");
     let binary =
         std::fs::read(&greeter).with_context(|| format!("reading {}", greeter.display()))?;
@@ -307,54 +341,65 @@ async fn demo(
         .context("the role")?
         .arn()
         .to_owned();
-    lambda
-        .create_function()
-        .function_name("greeter")
-        .runtime(aws_sdk_lambda::types::Runtime::from("provided.al2023"))
-        .handler("bootstrap")
-        .role(role)
-        .timeout(5)
-        .code(
-            aws_sdk_lambda::types::FunctionCode::builder()
-                .zip_file(bootstrap_zip(&binary, &[("release", b"initial")]).into())
-                .build(),
-        )
-        .send()
-        .await?;
-    // Lambda creates a function `Pending`: it can be published once `Active`.
-    lambda
-        .wait_until_function_active_v2()
-        .function_name("greeter")
-        .wait(Duration::from_secs(60))
-        .await
-        .context("waiting for the greeter to be active")?;
-    let first = lambda
-        .publish_version()
-        .function_name("greeter")
-        .send()
-        .await?;
-    lambda
-        .create_alias()
-        .function_name("greeter")
-        .name("live")
-        .function_version(first.version().unwrap_or("1"))
-        .send()
-        .await?;
+    for function in FUNCTIONS {
+        lambda
+            .create_function()
+            .function_name(function)
+            .runtime(aws_sdk_lambda::types::Runtime::from("provided.al2023"))
+            .handler("bootstrap")
+            .role(&role)
+            .timeout(5)
+            .code(
+                aws_sdk_lambda::types::FunctionCode::builder()
+                    .zip_file(bootstrap_zip(&binary, &[("release", b"initial")]).into())
+                    .build(),
+            )
+            .send()
+            .await?;
+    }
+    for function in FUNCTIONS {
+        // Lambda creates a function `Pending`: it can be published once `Active`.
+        lambda
+            .wait_until_function_active_v2()
+            .function_name(function)
+            .wait(Duration::from_secs(60))
+            .await
+            .with_context(|| format!("waiting for {function} to be active"))?;
+        let first = lambda
+            .publish_version()
+            .function_name(function)
+            .send()
+            .await?;
+        lambda
+            .create_alias()
+            .function_name(function)
+            .name("live")
+            .function_version(first.version().unwrap_or("1"))
+            .send()
+            .await?;
+    }
 
-    say("applying pipelines/demo.yaml with the CLI");
-    let pipeline_file = root.join("pipelines/demo.yaml");
-    let applied = sluice(
-        env_file,
-        &["pipeline", "apply", "-f", &pipeline_file.to_string_lossy()],
-    )?;
-    // The whole definition is the diff of a new pipeline: its verdict suffices.
-    println!("    $ sluice pipeline apply -f pipelines/demo.yaml");
-    println!("    {}", applied.lines().last().unwrap_or_default());
-    let applied = sluice(env_file, &["pipeline", "list"])?;
-    ensure!(
-        applied.lines().any(|l| l == PIPELINE),
-        "the pipeline was not applied"
-    );
+    say("applying pipelines/demo.yaml and pipelines/demo-group.yaml with the CLI");
+    for pipeline in ["demo", "demo-group"] {
+        let file = format!("pipelines/{pipeline}.yaml");
+        let applied = sluice(
+            env_file,
+            &[
+                "pipeline",
+                "apply",
+                "-f",
+                &root.join(&file).to_string_lossy(),
+            ],
+        )?;
+        // The whole definition is the diff of a new pipeline: its verdict suffices.
+        println!("    $ sluice pipeline apply -f {file}");
+        println!("    {}", applied.lines().last().unwrap_or_default());
+        let listed = sluice(env_file, &["pipeline", "list"])?;
+        ensure!(
+            listed.lines().any(|l| l == pipeline),
+            "the pipeline {pipeline} was not applied"
+        );
+    }
 
     say(format!(
         "commit statuses: a token in the stack's GitHub token secret; GitHub's API stands in at {}",
@@ -403,16 +448,19 @@ async fn demo(
             release.title,
             release.settings.lines().last().unwrap_or_default()
         ));
+        if git(&clone, &["branch", "--show-current"])? != release.branch {
+            git(&clone, &["checkout", "--quiet", "-B", release.branch])?;
+        }
         std::fs::write(clone.join("greeter.env"), release.settings)?;
         git(&clone, &["add", "-A"])?;
         git(&clone, &["commit", "--quiet", "-m", release.title])?;
         let sha = git(&clone, &["rev-parse", "HEAD"])?;
         let pushed = Instant::now();
         traffic.next_window();
-        git(&clone, &["push", "--quiet", "origin", "main"])?;
+        git(&clone, &["push", "--quiet", "origin", release.branch])?;
 
         let execution = wait(PUSH_DEADLINE, "the push's execution", || async {
-            Ok(store.execution_for_commit(PIPELINE, &sha).await?)
+            Ok(store.execution_for_commit(release.pipeline, &sha).await?)
         })
         .await?;
         follow(env_file, &store, &execution).await?;
@@ -429,7 +477,18 @@ async fn demo(
             _ => Expected::EndedOtherwise,
         };
         let statuses = commit_statuses(github, &sha).await?;
+        let members = (0..d.members())
+            .map(|m| {
+                let member = d.member(m);
+                let left = match d.phase {
+                    Phase::Promoted => member.to_version,
+                    _ => member.from_version,
+                };
+                format!("{} on v{}", d.target_name(m), left.unwrap_or_default())
+            })
+            .collect();
         verdicts.push(Verdict {
+            members,
             push,
             title: release.title,
             statuses,

@@ -347,6 +347,15 @@ impl DeploymentSpec {
             }
         }
         problems.extend(self.group_problems());
+        for (i, test) in self.smoke_tests.iter().enumerate() {
+            if let Some(function) = &test.function
+                && !self.targets().any(|(f, _)| f == function)
+            {
+                problems.push(format!(
+                    "smoke_tests[{i}].function: {function} is not a function this deployment moves"
+                ));
+            }
+        }
         if let Some(analysis) = &self.analysis {
             problems.extend(analysis.problems(&self.config));
         }

@@ -20,6 +20,10 @@ pub struct Check {
 #[serde(deny_unknown_fields)]
 pub struct SmokeTest {
     pub name: String,
+    /// The release-group member it invokes, by function name (by default
+    /// the deployment's own function).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
     /// The invocation payload (default `{}`).
     #[serde(default = "empty_object")]
     pub event: Value,

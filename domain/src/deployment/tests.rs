@@ -1096,6 +1096,7 @@ fn a_spec_refuses_unknown_fields_and_names_aws_would_refuse() {
     let mut huge = spec("AllAtOnce");
     huge.smoke_tests = vec![crate::smoke::SmokeTest {
         name: "big".into(),
+        function: None,
         event: serde_json::json!({ "blob": "x".repeat(crate::limits::MAX_SPEC_BYTES) }),
         expect: Default::default(),
     }];
