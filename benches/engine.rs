@@ -5,6 +5,8 @@
 //! - DynamoDB requests per step of a deployment.
 //! - Drift of a `linear:10:10s` deployment's shifts from its schedule, with
 //!   timers through the SQS timer queue as the shifter receives them.
+//! - The time a release group's step takes, 5 and 20 members, one alias
+//!   write a member within the Lambda control-plane budget.
 //!
 //! Times come from SDK interceptors on the engine's own clients.
 
@@ -14,7 +16,7 @@ mod support;
 use anyhow::{Context, Result};
 use aws_sdk_lambda::primitives::Blob;
 use sluice::domain::deployment::{
-    Deployment, DeploymentSpec, Gate, Input, OnBusy, Phase, VersionSource,
+    Deployment, DeploymentSpec, EventKind, Gate, Input, MemberSpec, OnBusy, Phase, VersionSource,
 };
 use sluice::ports::Deployments as _;
 use sluice::store::keys::Lock;
@@ -83,6 +85,9 @@ fn spec(version: &str, config: &str, alarms: Vec<String>) -> DeploymentSpec {
 }
 
 const SAMPLES: usize = 30;
+
+/// Deployments of each release group size, each of two steps.
+const GROUP_RUNS: usize = 3;
 
 /// How long a deployment of this bench may take to run to its end.
 const RUN_WITHIN: Duration = Duration::from_secs(180);
@@ -293,6 +298,75 @@ async fn main() -> Result<()> {
         })
         .collect();
 
+    // A release group's step: the group's gate passes (no hook, no alarm),
+    // then one UpdateAlias a member, each within the budget, until the
+    // last lands; timed from the gate's line to the shift's on the
+    // timeline. Members `m1`..`m19`, each with versions 1 and 2.
+    let mut member_on: BTreeMap<String, u32> = BTreeMap::new();
+    for i in 1..20 {
+        let name = format!("m{i}");
+        lambda
+            .create_function()
+            .function_name(&name)
+            .runtime(aws_sdk_lambda::types::Runtime::from("provided.al2023"))
+            .handler("bootstrap")
+            .role(&role)
+            .code(
+                aws_sdk_lambda::types::FunctionCode::builder()
+                    .zip_file(Blob::new(bootstrap_zip(&greeter, &[("release", b"1")])))
+                    .build(),
+            )
+            .publish(true)
+            .send()
+            .await?;
+        support::wait_ready(&lambda, &name).await?;
+        lambda
+            .update_function_code()
+            .function_name(&name)
+            .zip_file(Blob::new(bootstrap_zip(&greeter, &[("release", b"2")])))
+            .send()
+            .await?;
+        support::wait_ready(&lambda, &name).await?;
+        lambda.publish_version().function_name(&name).send().await?;
+        lambda
+            .create_alias()
+            .function_name(&name)
+            .name("live")
+            .function_version("1")
+            .send()
+            .await?;
+        member_on.insert(name, 1);
+    }
+    let mut group_steps: Vec<(usize, Vec<Duration>)> = Vec::new();
+    for members in [5, 20] {
+        let mut steps = Vec::new();
+        for run in 0..GROUP_RUNS {
+            let mut grouped = spec(other(on), "linear:50:1s", vec![]);
+            for i in 1..members {
+                let name = format!("m{i}");
+                let now_on = member_on[&name];
+                grouped.group.push(MemberSpec {
+                    function: name.clone(),
+                    alias: "live".into(),
+                    source: VersionSource::Version(other(now_on).into()),
+                });
+                member_on.insert(name, if now_on == 1 { 2 } else { 1 });
+            }
+            let id = format!("group-{members}-{run}");
+            tokio::time::sleep(calm * members as u32).await;
+            let (d, _) = support::run_with_timers(&engine, &id, grouped, RUN_WITHIN).await?;
+            anyhow::ensure!(d.phase == Phase::Promoted, "{id} ended {:?}", d.phase);
+            on = if on == 1 { 2 } else { 1 };
+            let timeline = engine.store().events(&id).await?;
+            for pair in timeline.windows(2) {
+                if pair[1].kind == EventKind::Shifted && pair[0].kind == EventKind::GatePassed {
+                    steps.push((pair[1].at - pair[0].at).to_std().unwrap_or_default());
+                }
+            }
+        }
+        group_steps.push((members, steps));
+    }
+
     println!("sluice engine benchmark (release build, local stack, {SAMPLES} samples per input)");
     for (name, samples) in [
         ("hook result", &mut hook),
@@ -323,6 +397,15 @@ async fn main() -> Result<()> {
         ms(percentile(&mut drift.clone(), 0.5)),
         ms(*drift.iter().max().unwrap_or(&Duration::ZERO))
     );
+    for (members, steps) in &mut group_steps {
+        println!(
+            "release group step, {members:>2} members (gate passed → every alias written): median {}  max {}   ({} steps; one UpdateAlias a member, {} a second in the budget)",
+            ms(percentile(steps, 0.5)),
+            ms(*steps.iter().max().unwrap_or(&Duration::ZERO)),
+            steps.len(),
+            sluice::budget::DEFAULT_PER_SECOND
+        );
+    }
     println!("time per call, as the engine's clients see it:");
     for (op, n, median, p99) in latencies(&calls, bench_start) {
         println!(
