@@ -192,34 +192,43 @@ impl<K: Clock> CodePipelineAction<K> {
         // Each member's source; its zip, if any, copied with the first one's.
         let mut group = Vec::new();
         let mut copies = vec![(bucket.clone(), key.clone(), copy_key.clone())];
+        let mut problems = Vec::new();
         for (i, member) in params.group.iter().enumerate() {
+            let location = |name: &str| {
+                let found = data
+                    .input_artifacts
+                    .iter()
+                    .find(|a| a.name.as_deref() == Some(name))?;
+                let l = &found.location.s3_location;
+                Some((l.bucket_name.clone()?, l.object_key.clone()?))
+            };
+            // A member refused here stays in place (never deployed: the job
+            // fails), so the spec's problems name the others by their index.
+            let refused = VersionSource::Version("1".into());
             let source = match (&member.version, &member.input_artifact) {
                 (Some(version), None) => VersionSource::Version(version.clone()),
-                (None, Some(name)) => {
-                    let location = data
-                        .input_artifacts
-                        .iter()
-                        .find(|a| a.name.as_deref() == Some(name.as_str()))
-                        .map(|a| &a.location.s3_location);
-                    let Some((Some(bucket), Some(key))) =
-                        location.map(|l| (l.bucket_name.clone(), l.object_key.clone()))
-                    else {
-                        return Ok(JobAnswer::Failed(format!(
-                            "UserParameters: group[{i}].input_artifact: {name:?} is not an input artifact of the action in S3"
-                        )));
-                    };
-                    let member_key = format!("codepipeline/{job_id}-{}.zip", i + 1);
-                    copies.push((bucket, key, member_key.clone()));
-                    VersionSource::Artifact {
-                        bucket: self.artifact_bucket.clone(),
-                        key: member_key,
-                        object_version: None,
+                (None, Some(name)) => match location(name) {
+                    Some((bucket, key)) => {
+                        let member_key = format!("codepipeline/{job_id}-{}.zip", i + 1);
+                        copies.push((bucket, key, member_key.clone()));
+                        VersionSource::Artifact {
+                            bucket: self.artifact_bucket.clone(),
+                            key: member_key,
+                            object_version: None,
+                        }
                     }
-                }
+                    None => {
+                        problems.push(format!(
+                            "group[{i}].input_artifact: {name:?} is not an input artifact of the action in S3"
+                        ));
+                        refused
+                    }
+                },
                 _ => {
-                    return Ok(JobAnswer::Failed(format!(
-                        "UserParameters: group[{i}]: give exactly one of version or input_artifact"
-                    )));
+                    problems.push(format!(
+                        "group[{i}]: give exactly one of version or input_artifact"
+                    ));
+                    refused
                 }
             };
             group.push(MemberSpec {
@@ -251,7 +260,7 @@ impl<K: Clock> CodePipelineAction<K> {
             frozen_for_seconds: params.frozen_for_seconds,
             group,
         };
-        let problems = spec.problems();
+        problems.extend(spec.problems());
         if !problems.is_empty() {
             return Ok(JobAnswer::Failed(format!(
                 "UserParameters: {}",

@@ -125,7 +125,7 @@ async fn drive_in_span<M: Machine>(
     mut saved: M::Saved,
     mut inputs: VecDeque<M::Input>,
     mut actions: Vec<M::Command>,
-    attempt: u32,
+    mut attempt: u32,
 ) -> Result<M::State, M::Error> {
     let id = M::id(saved.state()).to_owned();
     loop {
@@ -152,6 +152,8 @@ async fn drive_in_span<M: Machine>(
                 machine.recorded(saved.state(), &after, &events);
                 saved = after;
                 actions = new_actions;
+                // New work: its hand-backs are counted afresh.
+                attempt = 0;
             }
             Err(StoreError::Conflict(_)) => {
                 // Another worker moved it: decide again on what it saved.

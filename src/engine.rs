@@ -17,8 +17,8 @@ use crate::batch::{Deadline, ITEMS_AT_ONCE, Item, run_items, sqs_response, strea
 use crate::budget::Budget;
 use crate::domain::deployment::{
     AliasLeft, AliasUpdate, BackStage, Command, Deployment, DeploymentSpec, Event, EventKind, Gate,
-    HookInvocation, Input, MemberState, Phase, PreparedMember, Time, VersionSource, decide,
-    events_of, pending, settled_at_once, token_digest,
+    HookInvocation, Input, Phase, PreparedMember, Time, VersionSource, decide, events_of, pending,
+    settled_at_once, token_digest,
 };
 use crate::domain::hooks::{
     CodeDeployHookEvent, HookMember, HookRequest, HookResponse, HookStatus,
@@ -627,13 +627,14 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 update,
                 member,
             } => match self.set_alias(d, member, primary, additional, update).await {
-                Err(EngineError::Refused(reason)) if moves_forward(update) => {
-                    Ok(Some(Input::AliasWriteFailed {
-                        update,
-                        member,
-                        reason,
-                    }))
-                }
+                // Refused for good: a fact for the deployment (a shift rolls
+                // back; a rollback leaves that alias to a person), so the
+                // other members' writes go on.
+                Err(EngineError::Refused(reason)) => Ok(Some(Input::AliasWriteFailed {
+                    update,
+                    member,
+                    reason,
+                })),
                 written => written,
             },
             Command::StartTimer { step, at } => {
@@ -857,24 +858,24 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
                 }
             }
         }
-        let mut group = Vec::new();
-        let mut own = None;
-        for (m, left) in left.into_iter().enumerate() {
-            let member = match self.prepare_member(d, m, left).await? {
-                Ok(member) => member,
-                Err(reason) if d.members() > 1 => {
-                    let reason = format!("{}: {reason}", d.target_name(m));
-                    return Ok(Input::PrepareFailed { reason });
-                }
-                Err(reason) => return Ok(Input::PrepareFailed { reason }),
-            };
-            if m == 0 {
-                own = Some(member);
-            } else {
-                group.push(member);
+        // Every alias found whole before any version is published.
+        let mut found = Vec::new();
+        for (m, last) in left.iter().enumerate() {
+            match self.alias_found(d, m, last.clone()).await? {
+                Ok(alias) => found.push(alias),
+                Err(reason) => return self.cannot_start(d, &left, m, reason).await,
             }
         }
-        let own = own.expect("the deployment's own function");
+        let mut prepared = Vec::new();
+        for (m, (current, from_left)) in found.into_iter().enumerate() {
+            match self.version_ready(d, m, current, from_left).await? {
+                Ok(member) => prepared.push(member),
+                Err(reason) => return self.cannot_start(d, &left, m, reason).await,
+            }
+        }
+        let mut prepared = prepared.into_iter();
+        let own = prepared.next().expect("the deployment's own function");
+        let group = prepared.collect();
         Ok(Input::Prepared {
             from_version: own.from_version,
             to_version: own.to_version,
@@ -908,23 +909,52 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         }
     }
 
-    /// Member `m`'s alias found whole and its new version ready (published
-    /// from its artifact, or resolved), or why it cannot start.
-    async fn prepare_member(
+    /// Why member `m` cannot start, once every lock taken is given back as
+    /// found (with what the last deployment left beside it).
+    async fn cannot_start(
+        &self,
+        d: &Deployment,
+        left: &[Option<AliasLeft>],
+        m: usize,
+        reason: String,
+    ) -> Result<Input, EngineError> {
+        for (taken, left) in left.iter().enumerate() {
+            self.release_and_wake(d, taken, left.as_ref()).await?;
+        }
+        let reason = if d.members() > 1 {
+            format!("{}: {reason}", d.target_name(m))
+        } else {
+            reason
+        };
+        Ok(Input::PrepareFailed { reason })
+    }
+
+    /// Member `m`'s alias, found whole (and whether as its last deployment
+    /// left it), or why it cannot start.
+    async fn alias_found(
         &self,
         d: &Deployment,
         m: usize,
         left: Option<AliasLeft>,
-    ) -> Result<Result<PreparedMember, String>, EngineError> {
+    ) -> Result<Result<(AliasState, bool), String>, EngineError> {
         let (function, alias) = d.target(m);
         let (found, from_left) = match self.alias_at_start(function, alias, left).await {
             Ok((found, from_left)) => (Ok(found), from_left),
             Err(e) => (Err(e), false),
         };
-        let mut current = match whole_alias(function, alias, found)? {
-            Ok(current) => current,
-            Err(reason) => return Ok(Err(reason)),
-        };
+        Ok(whole_alias(function, alias, found)?.map(|current| (current, from_left)))
+    }
+
+    /// Member `m`'s new version ready (published from its artifact, or
+    /// resolved) beside its alias as found, or why it cannot start.
+    async fn version_ready(
+        &self,
+        d: &Deployment,
+        m: usize,
+        mut current: AliasState,
+        from_left: bool,
+    ) -> Result<Result<PreparedMember, String>, EngineError> {
+        let (function, alias) = d.target(m);
         // The version must be `Active` before its first gate invokes it.
         let readiness = match d.spec.source_of(m) {
             VersionSource::Version(v) => self.cloud.ready_version(function, v).await?,
@@ -1028,6 +1058,16 @@ impl<S: Deployments, C: Cloud, K: Clock> Engine<S, C, K> {
         // Every member's, one after another: a group's reads are few (one
         // a period) and CloudWatch's quota is the account's.
         for m in 0..d.members() {
+            if !d.moves(m) {
+                // Left on its version: nothing new to judge, nothing read.
+                measured.push(Measurement {
+                    from,
+                    to,
+                    new: Default::default(),
+                    old: Default::default(),
+                });
+                continue;
+            }
             let (function, alias) = d.target(m);
             let state = d.member(m);
             let query = MetricQuery {
@@ -1197,8 +1237,10 @@ impl<S: Deployments, C: Cloud, K: Clock> Machine for Engine<S, C, K> {
                     ..
                 }
         );
-        if writes_alias {
-            let to_write = (0..d.members()).filter(|m| d.moves(*m) && !d.landed.contains(m));
+        // Only the save that enters the phase (or claims it) issues its
+        // writes; one that records a member's write landed issues none.
+        if writes_alias && d.landed.is_empty() {
+            let to_write = (0..d.members()).filter(|m| d.moves(*m));
             let reserved = futures::future::join_all(to_write.map(|m| {
                 let (function, alias) = d.target(m);
                 self.cloud.reserve_alias_call(function, alias)
@@ -1288,8 +1330,8 @@ fn hook_request(
         alias: d.spec.alias.clone(),
         from_version: d.from_version.clone().unwrap_or_default(),
         to_version: d.to_version.clone().unwrap_or_default(),
-        from_version_arn: version_arn(d, &d.from_version),
-        to_version_arn: version_arn(d, &d.to_version),
+        from_version_arn: version_arn(&d.function_arn, &d.from_version),
+        to_version_arn: version_arn(&d.function_arn, &d.to_version),
         step: step + 1,
         steps: d.schedule.steps.len(),
         weight,
@@ -1302,8 +1344,8 @@ fn hook_request(
                 HookMember {
                     function: function.to_owned(),
                     alias: alias.to_owned(),
-                    from_version_arn: member_version_arn(&state, &state.from_version),
-                    to_version_arn: member_version_arn(&state, &state.to_version),
+                    from_version_arn: version_arn(&state.function_arn, &state.from_version),
+                    to_version_arn: version_arn(&state.function_arn, &state.to_version),
                     from_version: state.from_version.unwrap_or_default(),
                     to_version: state.to_version.unwrap_or_default(),
                 }
@@ -1316,20 +1358,9 @@ fn hook_request(
     }
 }
 
-fn member_version_arn(state: &MemberState, version: &Option<String>) -> Option<String> {
-    Some(format!(
-        "{}:{}",
-        state.function_arn.as_ref()?,
-        version.as_ref()?
-    ))
-}
-
-fn version_arn(d: &Deployment, version: &Option<String>) -> Option<String> {
-    Some(format!(
-        "{}:{}",
-        d.function_arn.as_ref()?,
-        version.as_ref()?
-    ))
+/// A version's qualified ARN, from its function's unqualified one.
+fn version_arn(function_arn: &Option<String>, version: &Option<String>) -> Option<String> {
+    Some(format!("{}:{}", function_arn.as_ref()?, version.as_ref()?))
 }
 
 /// A single-use callback token: the deployment's id (so a report finds

@@ -637,6 +637,11 @@ fn member_lines(d: &sluice::domain::deployment::Deployment) -> Vec<String> {
     (1..d.members())
         .map(|m| {
             let member = d.member(m);
+            if let (Some(from), Some(to)) = (&member.from_version, &member.to_version)
+                && from == to
+            {
+                return format!("  + {} already on v{to}, left as it is", d.target_name(m));
+            }
             format!(
                 "  + {} {:>5.1}% v{} → v{}",
                 d.target_name(m),

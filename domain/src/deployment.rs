@@ -138,6 +138,37 @@ pub struct MemberSpec {
 /// requests a second.
 pub const MAX_GROUP_MEMBERS: usize = 20;
 
+/// What is wrong with a release group's size, if anything.
+pub fn group_size_problem(functions: usize, own: &str) -> Option<String> {
+    (functions > MAX_GROUP_MEMBERS).then(|| {
+        format!("{functions} functions with {own}, at most {MAX_GROUP_MEMBERS} in a group")
+    })
+}
+
+/// What is wrong with a release group's members as a whole, each with the
+/// member it is about (0: the deployment's own function; `None`: the
+/// group): an alias named twice (a name and an ARN of one function are
+/// one), a setting that applies to one function. A member not known yet
+/// (a pipeline's templated name) is `None` in `targets`.
+pub fn group_shape_problems(
+    targets: &[Option<(&str, &str)>],
+    on_manual_change: OnManualChange,
+) -> Vec<(Option<usize>, String)> {
+    let mut problems = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (m, target) in targets.iter().enumerate() {
+        if let Some((function, alias)) = target
+            && !seen.insert((crate::names::bare_function(function), *alias))
+        {
+            problems.push((Some(m), format!("{function}:{alias} is in the group twice")));
+        }
+    }
+    if targets.len() > 1 && on_manual_change == OnManualChange::Freeze {
+        problems.push((None, "on_manual_change: freeze applies to one function; a group rolls its other members back when a member's alias is changed by hand".into()));
+    }
+    problems
+}
+
 /// What an operator or a pipeline asks for. Strict: a misspelled field
 /// (`pre_traffic_hok`) is refused, never read as a gate left out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -354,6 +385,12 @@ impl DeploymentSpec {
                 problems.push(format!(
                     "smoke_tests[{i}].function: {function} is not a function this deployment moves"
                 ));
+            } else if let Some(function) = &test.function
+                && self.targets().filter(|(f, _)| f == function).count() > 1
+            {
+                problems.push(format!(
+                    "smoke_tests[{i}].function: {function} is in the group under more than one alias: a smoke test cannot tell which it invokes"
+                ));
             }
         }
         if let Some(analysis) = &self.analysis {
@@ -382,25 +419,16 @@ impl DeploymentSpec {
     /// What is wrong with the release group as such, each named: its
     /// size, an alias named twice, a setting that applies to one function.
     fn group_problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if self.group.len() + 1 > MAX_GROUP_MEMBERS {
-            problems.push(format!(
-                "group: {} functions with {}, at most {MAX_GROUP_MEMBERS} in a group",
-                self.group.len() + 1,
-                self.function
-            ));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for (i, (function, alias)) in self.targets().enumerate() {
-            if !seen.insert((function, alias)) {
-                problems.push(format!(
-                    "group[{}]: {function}:{alias} is in the group twice",
-                    i - 1
-                ));
-            }
-        }
-        if !self.group.is_empty() && self.on_manual_change == OnManualChange::Freeze {
-            problems.push("on_manual_change: freeze applies to one function; a group rolls its other members back when a member's alias is changed by hand".into());
+        let targets: Vec<_> = self.targets().map(Some).collect();
+        let mut problems: Vec<String> = group_shape_problems(&targets, self.on_manual_change)
+            .into_iter()
+            .map(|(member, why)| match member {
+                Some(m) => format!("group[{}]: {why}", m - 1),
+                None => why,
+            })
+            .collect();
+        if let Some(why) = group_size_problem(self.group.len() + 1, &self.function) {
+            problems.push(format!("group: {why}"));
         }
         problems
     }
@@ -2569,6 +2597,7 @@ fn measured(
     let timing = d.metric_timing;
     let settings = d.spec.analysis.clone().unwrap_or_default();
     let names: Vec<String> = (0..d.members()).map(|m| d.target_name(m)).collect();
+    let d_moves: Vec<bool> = (0..d.members()).map(|m| d.moves(m)).collect();
     let Some(a) = d.analysis.as_mut().filter(|a| a.step == step) else {
         return false;
     };
@@ -2605,7 +2634,14 @@ fn measured(
             }
             verdict
         });
-    let verdict = group_verdict(verdicts.collect(), &names);
+    // A member left on its version has nothing new to judge.
+    let moving: Vec<(Verdict, String)> = verdicts
+        .zip(names)
+        .enumerate()
+        .filter(|(m, _)| d_moves[*m])
+        .map(|(_, judged)| judged)
+        .collect();
+    let verdict = group_verdict(moving);
     a.counted = Some(Box::new((m.new, m.old)));
     a.group_counted = group.iter().map(|g| (g.new, g.old)).collect();
     a.through = m.to;
@@ -2622,29 +2658,22 @@ fn measured(
     true
 }
 
-/// A group's verdict from its members' (`names` in the same order): the
+/// A group's verdict from its moving members' (each with its alias): the
 /// first failure, else the first without a verdict, else a pass; each
 /// named by its member's alias in a group.
-fn group_verdict(verdicts: Vec<Verdict>, names: &[String]) -> Verdict {
-    if verdicts.len() == 1 {
-        return verdicts.into_iter().next().expect("one verdict");
+fn group_verdict(verdicts: Vec<(Verdict, String)>) -> Verdict {
+    if let [(only, _)] = verdicts.as_slice() {
+        return only.clone();
     }
-    let named = |i: usize, v: &Verdict| format!("{}: {}", names[i], v.detail());
-    let first = |pick: fn(&Verdict) -> bool| verdicts.iter().enumerate().find(|(_, v)| pick(v));
-    if let Some((i, v)) = first(|v| matches!(v, Verdict::Fail(_))) {
-        return Verdict::Fail(named(i, v));
+    let named = |(v, name): &(Verdict, String)| format!("{name}: {}", v.detail());
+    let first = |pick: fn(&Verdict) -> bool| verdicts.iter().find(|(v, _)| pick(v));
+    if let Some(judged) = first(|v| matches!(v, Verdict::Fail(_))) {
+        return Verdict::Fail(named(judged));
     }
-    if let Some((i, v)) = first(|v| matches!(v, Verdict::Inconclusive(_))) {
-        return Verdict::Inconclusive(named(i, v));
+    if let Some(judged) = first(|v| matches!(v, Verdict::Inconclusive(_))) {
+        return Verdict::Inconclusive(named(judged));
     }
-    Verdict::Pass(
-        verdicts
-            .iter()
-            .enumerate()
-            .map(|(i, v)| named(i, v))
-            .collect::<Vec<_>>()
-            .join("; "),
-    )
+    Verdict::Pass(verdicts.iter().map(named).collect::<Vec<_>>().join("; "))
 }
 
 /// CloudWatch could not be read for `step`: read again a period later; the
@@ -3071,6 +3100,28 @@ fn rolling_back(
                 rolled_back(d, now, commands);
             }
         }
+        // Refused for good (the alias gone, the write denied): nothing
+        // Sluice can write will put it back, and the other members' rollbacks
+        // must not wait on it. A person has to; the timeline says so.
+        Input::AliasWriteFailed {
+            update: AliasUpdate::Rollback,
+            member,
+            reason: why,
+        } if *member < d.members() && !d.landed.contains(member) => {
+            d.update_member(*member, |state| state.alias_routed_by_sluice = false);
+            d.landed.push(*member);
+            commands.push(record(
+                now,
+                EventKind::RollbackStarted,
+                format!(
+                    "the rollback of {} was refused ({why}): left for a person to put back",
+                    d.target_name(*member)
+                ),
+            ));
+            if d.all_landed() {
+                rolled_back(d, now, commands);
+            }
+        }
         _ => return false,
     }
     true
@@ -3081,15 +3132,25 @@ fn rolled_back(d: &mut Deployment, now: Time, commands: &mut Vec<Command>) {
     let Phase::RollingBack { reason } = d.phase.clone() else {
         return;
     };
+    let left: Vec<String> = (0..d.members())
+        .filter(|m| d.moves(*m) && !d.member(*m).alias_routed_by_sluice)
+        .map(|m| d.target_name(m))
+        .collect();
     let line = if d.members() == 1 {
         format!(
             "version {} serves 100% again",
             d.from_version.clone().unwrap_or_default()
         )
-    } else {
+    } else if left.is_empty() {
         format!(
             "every member serves its old version again ({})",
             d.versions_text(|m| m.from_version.clone().unwrap_or_default())
+        )
+    } else {
+        format!(
+            "the members Sluice still holds serve their old versions again ({}); {} left as found",
+            d.versions_text(|m| m.from_version.clone().unwrap_or_default()),
+            left.join(", ")
         )
     };
     d.weight = 0.0;

@@ -7,6 +7,12 @@
 /// A function as Lambda's `FunctionName` takes it, unqualified: a name of 1
 /// to 64 letters, digits, `-` and `_`, or its ARN or partial ARN
 /// (`123456789012:function:name`).
+/// The function's name in any of the forms `function` takes: two forms of
+/// one function are one function.
+pub fn bare_function(value: &str) -> &str {
+    value.rsplit(':').next().unwrap_or(value)
+}
+
 pub fn function(value: &str) -> Result<(), String> {
     let name = match value.split(':').collect::<Vec<_>>().as_slice() {
         [name] => *name,

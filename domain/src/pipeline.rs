@@ -5,8 +5,8 @@
 use crate::analysis::AnalysisSettings;
 use crate::config::DeploymentConfig;
 use crate::deployment::{
-    HookInvocation, MAX_GROUP_MEMBERS, OnBusy, OnManualChange, RollbackPolicy, hook_problems,
-    rollback_problems,
+    HookInvocation, OnBusy, OnManualChange, RollbackPolicy, group_shape_problems,
+    group_size_problem, hook_problems, rollback_problems,
 };
 use crate::names;
 use crate::smoke::{S3Uri, SmokeTest};
@@ -672,31 +672,22 @@ fn check_action(
                     .enumerate()
                     .map(|(i, m)| (format!("{path}.group[{i}]"), m)),
             );
-            let mut literal = HashSet::new();
+            let mut paths = Vec::new();
+            let mut targets = Vec::new();
             for (at, member) in members {
                 check_deploy_target(member, variables, artifacts_before, &at, problems);
+                // Templated names are checked once rendered.
                 let templated = |text: &str| text.contains('{');
-                if !templated(&member.function)
-                    && !templated(&member.alias)
-                    && !literal.insert((member.function.clone(), member.alias.clone()))
-                {
-                    problem(
-                        problems,
-                        at,
-                        format!("{}:{} is in the group twice", member.function, member.alias),
-                    );
-                }
+                let literal = !templated(&member.function) && !templated(&member.alias);
+                targets.push(literal.then_some((member.function.as_str(), member.alias.as_str())));
+                paths.push(at);
             }
-            if d.group.len() + 1 > MAX_GROUP_MEMBERS {
-                problem(
-                    problems,
-                    format!("{path}.group"),
-                    format!(
-                        "{} functions with {}, at most {MAX_GROUP_MEMBERS} in a group",
-                        d.group.len() + 1,
-                        d.function
-                    ),
-                );
+            for (member, why) in group_shape_problems(&targets, d.on_manual_change) {
+                let at = member.map_or(path.to_owned(), |m| paths[m].clone());
+                problem(problems, at, why);
+            }
+            if let Some(why) = group_size_problem(d.group.len() + 1, &d.function) {
+                problem(problems, format!("{path}.group"), why);
             }
             let named: [(&str, Option<&String>, NameRule); 2] = [
                 (
@@ -733,13 +724,6 @@ fn check_action(
             }
             for why in rollback_problems(d.rollback, d.frozen_for_seconds, d.hook_invocation) {
                 problem(problems, path, why);
-            }
-            if !d.group.is_empty() && d.on_manual_change == OnManualChange::Freeze {
-                problem(
-                    problems,
-                    path,
-                    "on_manual_change: freeze applies to one function; a group rolls its other members back when a member's alias is changed by hand",
-                );
             }
         }
         ActionKind::CodePipeline(c) => check_template(

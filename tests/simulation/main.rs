@@ -596,24 +596,6 @@ impl Sim {
                     )),
                     Some(h) => {
                         let member = h.member(member_of(h, function, alias).unwrap_or(0));
-                        // A group between its writes holds every member at its weight.
-                        let between_writes = matches!(
-                            h.phase,
-                            Phase::PreTraffic { .. }
-                                | Phase::PostTraffic { .. }
-                                | Phase::Baking { .. }
-                                | Phase::FrozenOnFailure { .. }
-                        );
-                        let on_new = member
-                            .to_version
-                            .as_deref()
-                            .map_or(0.0, |to| state.percent_on(to));
-                        if h.members() > 1 && between_writes && (on_new - h.weight).abs() > 1e-6 {
-                            self.violation(format!(
-                                "{function}:{alias} is at {on_new}% while its group {} is at {}% in {:?}",
-                                h.id, h.weight, h.phase
-                            ));
-                        }
                         let ours = [member.from_version.as_deref(), member.to_version.as_deref()];
                         let versions = std::iter::once(&state.version).chain(state.weights.keys());
                         for v in versions {
@@ -628,6 +610,38 @@ impl Sim {
                 }
             }
         }
+        // A group between its writes holds every member it moves, split or
+        // whole, at the group's weight (a person's alias aside).
+        self.table.each_active(|h| {
+            let between_writes = matches!(
+                h.phase,
+                Phase::PreTraffic { .. }
+                    | Phase::PostTraffic { .. }
+                    | Phase::Baking { .. }
+                    | Phase::FrozenOnFailure { .. }
+            );
+            if h.members() == 1 || h.group.is_empty() || !between_writes {
+                return;
+            }
+            for m in (0..h.members()).filter(|m| h.moves(*m)) {
+                let (function, alias) = h.target(m);
+                let key = (function.to_owned(), alias.to_owned());
+                let Some(state) = aliases.get(&key) else {
+                    continue;
+                };
+                if by_hand.contains_key(&(key.0.clone(), key.1.clone(), state.revision)) {
+                    continue;
+                }
+                let to = h.member(m).to_version.unwrap_or_default();
+                let on_new = state.percent_on(&to);
+                if (on_new - h.weight).abs() > 1e-6 {
+                    self.violation(format!(
+                        "{function}:{alias} is at {on_new}% on {to} while its group {} is at {}% in {:?}",
+                        h.id, h.weight, h.phase
+                    ));
+                }
+            }
+        });
         let mut owners: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
         let mut groups = Vec::new();
         self.table.each_active(|d| {

@@ -2612,12 +2612,6 @@ fn a_failure_in_a_group_rolls_every_member_back_even_mid_shift() {
         reason,
         "the shift of cron:live to 10% failed: AccessDeniedException"
     );
-    // While rolling back, a failed write changes nothing: the sweep tries again.
-    assert!(!r.feed(Input::AliasWriteFailed {
-        update: AliasUpdate::Rollback,
-        member: 2,
-        reason: "again".into(),
-    }));
 }
 
 #[test]
@@ -2860,4 +2854,113 @@ fn a_group_is_refused_with_each_problem_named() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("unknown field `sorce`"), "{err}");
+}
+
+#[test]
+fn a_rollback_refused_for_good_leaves_that_alias_to_a_person_and_ends_the_rest() {
+    let mut r = group_run("canary:10:5s");
+    assert!(r.gate(Gate::PreTraffic, 0, true));
+    for m in 0..3 {
+        landed_on(&mut r, m, AliasUpdate::Step(0));
+    }
+    assert!(r.feed(Input::Abort { reason: "x".into() }));
+    assert!(r.feed(Input::AliasWriteFailed {
+        update: AliasUpdate::Rollback,
+        member: 0,
+        reason: "ResourceNotFoundException".into(),
+    }));
+    assert!(
+        matches!(r.d.phase, Phase::RollingBack { .. }),
+        "the others still roll back"
+    );
+    assert!(landed_on(&mut r, 1, AliasUpdate::Rollback));
+    assert!(landed_on(&mut r, 2, AliasUpdate::Rollback));
+    assert!(
+        matches!(r.d.phase, Phase::RolledBack { .. }),
+        "{:?}",
+        r.d.phase
+    );
+    assert_eq!(r.d.alias_left(0), None, "not Sluice's to hand on");
+    let lines: Vec<String> = events_of(&r.commands)
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert!(
+        lines.contains(&"the rollback of greeter:live was refused (ResourceNotFoundException): left for a person to put back".to_owned()),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some(
+            "the members Sluice still holds serve their old versions again (greeter:live 1, worker:live 1, cron:live 1); greeter:live left as found"
+        )
+    );
+}
+
+#[test]
+fn a_member_left_on_its_version_is_not_judged_by_the_analysis() {
+    let mut asked = group_run("canary:10:5m").d.spec;
+    asked.group.truncate(1);
+    asked.analysis = Some(serde_json::from_str("{}").unwrap());
+    let (d, _) = Deployment::create("g", asked, t(0));
+    let mut r = Run {
+        d,
+        now: t(0),
+        commands: Vec::new(),
+        alias: ("1".into(), None),
+    };
+    assert!(r.feed(Input::Prepared {
+        from_version: "1".into(),
+        to_version: "2".into(),
+        revision: None,
+        metric_timing: None,
+        function_arn: None,
+        group: vec![PreparedMember {
+            from_version: "2".into(),
+            to_version: "2".into(),
+            revision: None,
+            function_arn: None,
+        }],
+    }));
+    assert!(r.gate(Gate::PreTraffic, 0, true));
+    assert!(landed_on(&mut r, 0, AliasUpdate::Step(0)));
+    assert!(r.gate(Gate::PostTraffic, 0, true));
+    let a = r.d.analysis.clone().expect("an analysis");
+    let read = |errors: f64| Measurement {
+        from: a.from,
+        to: a.from + ChronoDuration::minutes(2),
+        new: counts(100.0, errors),
+        old: counts(900.0, 0.0),
+    };
+    r.at(400);
+    // The unmoved member's numbers (all failing) are not its new version's.
+    assert!(r.feed(Input::Measured {
+        step: 0,
+        measurement: read(0.0),
+        group: vec![read(100.0)],
+    }));
+    assert!(
+        !matches!(r.d.phase, Phase::RollingBack { .. }),
+        "{:?}",
+        r.d.phase
+    );
+}
+
+#[test]
+fn one_function_named_two_ways_is_one_member_and_smoke_tests_name_members() {
+    let mut asked = group_run("canary:10:5s").d.spec;
+    asked.group[0].function = "arn:aws:lambda:eu-west-1:123456789012:function:greeter".into();
+    assert_eq!(
+        asked.problems(),
+        vec!["group[0]: arn:aws:lambda:eu-west-1:123456789012:function:greeter:live is in the group twice".to_owned()]
+    );
+    let mut asked = group_run("canary:10:5s").d.spec;
+    let test = |function: &str| -> crate::smoke::SmokeTest {
+        serde_json::from_value(serde_json::json!({"name": "t", "function": function})).unwrap()
+    };
+    asked.smoke_tests = vec![test("worker"), test("mailer")];
+    assert_eq!(
+        asked.problems(),
+        vec!["smoke_tests[1].function: mailer is not a function this deployment moves".to_owned()]
+    );
 }
