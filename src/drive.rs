@@ -134,15 +134,40 @@ async fn drive_in_span<M: Machine>(
                 inputs.push_back(input);
             }
         }
-        let Some(input) = inputs.pop_front() else {
+        if inputs.is_empty() {
             return Ok(saved.state().clone());
-        };
-        let (next, commands) = M::decide(saved.state(), &input, machine.now());
-        if next == *saved.state() && commands.is_empty() {
-            tracing::debug!(?input, "input ignored");
+        }
+        // Facts known now are decided in turn into one save, up to the first
+        // decision that issues something to do (a group's alias writes
+        // landing, each but the last changing only the state, cost one
+        // save); the facts after it are decided once its commands have run.
+        let now = machine.now();
+        let mut batch = Vec::new();
+        let mut next = saved.state().clone();
+        let (mut events, mut actions_issued) = (Vec::new(), Vec::new());
+        while let Some(input) = inputs.pop_front() {
+            let (after, issued) = M::decide(&next, &input, now);
+            let ignored = after == next && issued.is_empty();
+            if ignored {
+                tracing::debug!(?input, "input ignored");
+            }
+            batch.push(input);
+            if ignored {
+                continue;
+            }
+            next = after;
+            let (lines, issued) = M::split(issued);
+            events.extend(lines);
+            let acts = !issued.is_empty();
+            actions_issued.extend(issued);
+            if acts {
+                break;
+            }
+        }
+        if next == *saved.state() && events.is_empty() && actions_issued.is_empty() {
             continue;
         }
-        let (next, events, new_actions) = settle(machine, next, commands);
+        let (next, events, new_actions) = settle(machine, next, events, actions_issued);
         // Saved before its commands run, every time: the conditional save is
         // the worker's claim on them, so a message delivered again or the
         // sweep that finds the same state loses the save and never runs the
@@ -159,7 +184,9 @@ async fn drive_in_span<M: Machine>(
                 // Another worker moved it: decide again on what it saved.
                 tracing::info!("moved by another worker; deciding again");
                 saved = machine.load(&id).await?;
-                inputs.push_front(input);
+                for input in batch.into_iter().rev() {
+                    inputs.push_front(input);
+                }
             }
             Err(e) => return Err(e.into()),
         }
@@ -172,9 +199,9 @@ async fn drive_in_span<M: Machine>(
 fn settle<M: Machine>(
     machine: &M,
     mut state: M::State,
-    commands: Vec<M::Command>,
+    mut events: Vec<M::Event>,
+    mut actions: Vec<M::Command>,
 ) -> (M::State, Vec<M::Event>, Vec<M::Command>) {
-    let (mut events, mut actions) = M::split(commands);
     while let [only] = actions.as_slice()
         && let Some(input) = M::settled_at_once(&state, only)
     {
@@ -224,7 +251,8 @@ pub async fn steer<M: Machine>(
         if next == *before.state() && commands.is_empty() {
             return Ok(Steered::Unchanged(before));
         }
-        let (next, events, actions) = settle(machine, next, commands);
+        let (events, actions) = M::split(commands);
+        let (next, events, actions) = settle(machine, next, events, actions);
         let saved = match machine.save(&next, before.version(), &events).await {
             Ok(saved) => saved,
             Err(StoreError::Conflict(_)) => continue,

@@ -1053,4 +1053,53 @@ variables: { app: greeter, version: "3" }
             "main-greeter-e-1-9a1f3c2e8b7d4a6f"
         );
     }
+
+    #[test]
+    fn a_deploy_action_s_release_group_is_checked_member_by_member() {
+        let pipeline = |group: &str| {
+            format!(
+                r#"
+name: grouped
+source: {{ repository: acme/greeter }}
+stages:
+  - name: build
+    actions:
+      - {{ name: artifact, kind: artifact, config: {{ key: "builds/{{sha}}.zip" }} }}
+  - name: live
+    actions:
+      - {{ name: deploy, kind: deploy, config: {{ function: api, alias: live, artifact: artifact, config: AllAtOnce, group: {group} }} }}
+"#
+            )
+        };
+        let ok = pipeline(
+            "[{ function: worker, alias: live, artifact: artifact }, { function: cron, alias: live, version: \"{sha}\" }]",
+        );
+        let def = PipelineDefinition::parse(&ok).unwrap();
+        let ActionKind::Deploy(d) = &def.stages[1].actions[0].kind else {
+            panic!("a deploy action")
+        };
+        assert_eq!(d.group.len(), 2);
+        let found = problems(&pipeline(
+            "[{ function: worker, alias: live, artifact: artifact, version: \"2\" }, { function: api, alias: live, version: \"2\" }, { function: \"bad name!\", alias: live, artifact: nope }]",
+        ));
+        for expected in [
+            "stages[1].actions[0].config.group[0]: give exactly one of",
+            "stages[1].actions[0].config.group[1]: api:live is in the group twice",
+            "stages[1].actions[0].config.group[2].function: ",
+            "stages[1].actions[0].config.group[2].artifact: \"nope\" is not an artifact action of an earlier stage",
+        ] {
+            assert!(
+                found.iter().any(|p| p.starts_with(expected)),
+                "{expected}: {found:?}"
+            );
+        }
+        // Strict: a misspelled member field is refused by name.
+        let found = problems(&pipeline(
+            "[{ function: worker, alias: live, artefact: artifact }]",
+        ));
+        assert!(
+            found.iter().any(|p| p.contains("unknown field `artefact`")),
+            "{found:?}"
+        );
+    }
 }
