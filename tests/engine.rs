@@ -696,66 +696,90 @@ async fn failed_gates_and_alarms_roll_back_with_the_alias_whole() -> Result<()> 
 async fn a_worker_killed_before_any_command_is_repaired_by_resume() -> Result<()> {
     let w = world().await?;
     // Kill the worker before the n-th command it executes, for every n the deployment has.
-    let mut killed_at = Vec::new();
-    for n in 0.. {
-        let id = format!("crash-{n}");
-        let counter = Arc::new(AtomicUsize::new(0));
-        let seen = counter.clone();
-        let crashing =
-            w.engine
-                .with_cloud(w.engine.cloud().with(stop_before(move |_: &Command| {
-                    seen.fetch_add(1, Ordering::SeqCst) == n
-                })));
-        let target = if n % 2 == 0 { "2" } else { "3" };
-        let outcome = async {
-            crashing
-                .start(
-                    &id,
-                    spec(
-                        target,
-                        "linear:50:1s",
-                        Some("greeter-pre-ok"),
-                        Some("greeter-post-ok"),
-                    ),
+    let target = |n: usize| if n % 2 == 0 { "2" } else { "3" };
+    let killed_at = w
+        .kill_before_each(
+            "crash",
+            |_| true,
+            |n| {
+                spec(
+                    target(n),
+                    "linear:50:1s",
+                    Some("greeter-pre-ok"),
+                    Some("greeter-post-ok"),
                 )
-                .await?;
-            w.run_with(&crashing, &[&id]).await
-        }
-        .await;
-        let crashed = outcome
-            .as_ref()
-            .err()
-            .and_then(|e| e.downcast_ref::<EngineError>())
-            .is_some_and(|e| matches!(e, EngineError::Injected(_)));
-        if !crashed {
-            // Past the last command: nothing left to kill.
-            outcome?;
-            break;
-        }
-        killed_at.push(n);
-        // A fresh worker (the reconcile sweep) repairs it; timers may have been lost too.
-        let until = Instant::now() + DEADLINE;
-        let d = loop {
-            let d = w.engine.resume(&id).await?;
-            if d.phase.is_terminal() {
-                break d;
-            }
-            anyhow::ensure!(Instant::now() < until, "{id} stuck in {:?}", d.phase);
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
-        assert_eq!(d.phase, Phase::Promoted, "{id}");
-        assert_eq!(
-            w.alias().await?,
-            (target.to_owned(), vec![]),
-            "{id} left the alias split"
-        );
-        assert_eq!(w.live_lock_holder().await?, None, "{id} kept the lock");
-    }
+            },
+            async |id, _, ended| {
+                assert_eq!(ended.phase, Phase::Promoted, "{id}");
+                let version = ended.to_version.clone().unwrap_or_default();
+                assert_eq!(
+                    w.alias().await?,
+                    (version, vec![]),
+                    "{id} left the alias split"
+                );
+                assert_eq!(w.live_lock_holder().await?, None, "{id} kept the lock");
+                Ok(())
+            },
+        )
+        .await?;
     assert!(
         killed_at.len() >= 8,
         "only {killed_at:?} commands were interrupted"
     );
     Ok(())
+}
+
+impl World {
+    /// Kills a worker before the n-th command `counted` picks, for n = 0,
+    /// 1, ..., each time in a new deployment of `spec_for(n)`, until one
+    /// runs to its end unkilled. Each killed one is repaired by a fresh
+    /// worker (the reconcile sweep's resume; timers may have been lost
+    /// too), then `repaired` is given its id, its state saved when killed
+    /// and its end. Returns the ns it was killed at.
+    async fn kill_before_each(
+        &self,
+        prefix: &str,
+        counted: fn(&Command) -> bool,
+        spec_for: impl Fn(usize) -> DeploymentSpec,
+        repaired: impl AsyncFn(&str, Deployment, Deployment) -> Result<()>,
+    ) -> Result<Vec<usize>> {
+        let mut killed_at = Vec::new();
+        for n in 0.. {
+            let id = format!("{prefix}-{n}");
+            let seen = Arc::new(AtomicUsize::new(0));
+            let crashing = self.engine.with_cloud(self.engine.cloud().with(stop_before(
+                move |c: &Command| counted(c) && seen.fetch_add(1, Ordering::SeqCst) == n,
+            )));
+            let outcome = async {
+                crashing.start(&id, spec_for(n)).await?;
+                self.run_with(&crashing, &[&id]).await
+            }
+            .await;
+            let crashed = outcome
+                .as_ref()
+                .err()
+                .and_then(|e| e.downcast_ref::<EngineError>())
+                .is_some_and(|e| matches!(e, EngineError::Injected(_)));
+            if !crashed {
+                // Past the last command: nothing left to kill.
+                outcome?;
+                break;
+            }
+            killed_at.push(n);
+            let saved = self.engine.store().load(&id).await?.deployment;
+            let until = Instant::now() + DEADLINE;
+            let ended = loop {
+                let d = self.engine.resume(&id).await?;
+                if d.phase.is_terminal() {
+                    break d;
+                }
+                anyhow::ensure!(Instant::now() < until, "{id} stuck in {:?}", d.phase);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            repaired(&id, saved, ended).await?;
+        }
+        Ok(killed_at)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -3212,64 +3236,36 @@ async fn a_release_group_moves_in_lockstep_and_rolls_back_as_a_whole() -> Result
 async fn a_crash_between_two_members_writes_converges_at_each_position() -> Result<()> {
     let w = world().await?;
     w.add_group_members().await?;
-    let mut killed_at = Vec::new();
-    for n in 0.. {
-        let id = format!("group-crash-{n}");
-        let writes = Arc::new(AtomicUsize::new(0));
-        let seen = writes.clone();
-        let crashing =
-            w.engine
-                .with_cloud(w.engine.cloud().with(stop_before(move |c: &Command| {
-                    matches!(c, Command::SetAlias { .. })
-                        && seen.fetch_add(1, Ordering::SeqCst) == n
-                })));
-        let target = if n % 2 == 0 { "2" } else { "3" };
-        let outcome = async {
-            crashing
-                .start(&id, group_spec(target, "linear:50:1s", None))
-                .await?;
-            w.run_with(&crashing, &[&id]).await
-        }
-        .await;
-        let crashed = outcome
-            .as_ref()
-            .err()
-            .and_then(|e| e.downcast_ref::<EngineError>())
-            .is_some_and(|e| matches!(e, EngineError::Injected(_)));
-        if !crashed {
-            outcome?;
-            break;
-        }
-        killed_at.push(n);
-        let saved = w.engine.store().load(&id).await?.deployment;
-        if let Phase::Shifting { step } = saved.phase {
-            // Saved mid-step: each member at this step's weight or the one before.
-            let weights: Vec<f64> = (0..3).map(|m| saved.member(m).weight).collect();
-            let allowed = [
-                saved.step_weight(step),
-                step.checked_sub(1).map_or(0.0, |s| saved.step_weight(s)),
-            ];
-            assert!(
-                weights.iter().all(|w| allowed.contains(w)),
-                "{id}: {weights:?}"
-            );
-        }
-        let until = Instant::now() + DEADLINE;
-        let d = loop {
-            let d = w.engine.resume(&id).await?;
-            if d.phase.is_terminal() {
-                break d;
-            }
-            anyhow::ensure!(Instant::now() < until, "{id} stuck in {:?}", d.phase);
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
-        assert_eq!(d.phase, Phase::Promoted, "{id}");
-        assert_eq!(
-            w.group_aliases().await?,
-            vec![(target.to_owned(), 0.0); 3],
-            "{id} left a member split"
-        );
-    }
+    let target = |n: usize| if n % 2 == 0 { "2" } else { "3" };
+    let killed_at = w
+        .kill_before_each(
+            "group-crash",
+            |c| matches!(c, Command::SetAlias { .. }),
+            |n| group_spec(target(n), "linear:50:1s", None),
+            async |id, saved, ended| {
+                if let Phase::Shifting { step } = saved.phase {
+                    // Saved mid-step: each member at this step's weight or the one before.
+                    let weights: Vec<f64> = (0..3).map(|m| saved.member(m).weight).collect();
+                    let allowed = [
+                        saved.step_weight(step),
+                        step.checked_sub(1).map_or(0.0, |s| saved.step_weight(s)),
+                    ];
+                    assert!(
+                        weights.iter().all(|w| allowed.contains(w)),
+                        "{id}: {weights:?}"
+                    );
+                }
+                assert_eq!(ended.phase, Phase::Promoted, "{id}");
+                let version = ended.to_version.clone().unwrap_or_default();
+                assert_eq!(
+                    w.group_aliases().await?,
+                    vec![(version, 0.0); 3],
+                    "{id} left a member split"
+                );
+                Ok(())
+            },
+        )
+        .await?;
     // Two steps of three writes each.
     assert_eq!(killed_at, (0..6).collect::<Vec<_>>());
     Ok(())
