@@ -696,14 +696,13 @@ async fn failed_gates_and_alarms_roll_back_with_the_alias_whole() -> Result<()> 
 async fn a_worker_killed_before_any_command_is_repaired_by_resume() -> Result<()> {
     let w = world().await?;
     // Kill the worker before the n-th command it executes, for every n the deployment has.
-    let target = |n: usize| if n % 2 == 0 { "2" } else { "3" };
     let killed_at = w
         .kill_before_each(
             "crash",
             |_| true,
             |n| {
                 spec(
-                    target(n),
+                    alternating(n),
                     "linear:50:1s",
                     Some("greeter-pre-ok"),
                     Some("greeter-post-ok"),
@@ -727,6 +726,11 @@ async fn a_worker_killed_before_any_command_is_repaired_by_resume() -> Result<()
         "only {killed_at:?} commands were interrupted"
     );
     Ok(())
+}
+
+/// Versions 2 and 3 in turn, so each deployment has something to shift.
+fn alternating(n: usize) -> &'static str {
+    if n.is_multiple_of(2) { "2" } else { "3" }
 }
 
 impl World {
@@ -3236,12 +3240,11 @@ async fn a_release_group_moves_in_lockstep_and_rolls_back_as_a_whole() -> Result
 async fn a_crash_between_two_members_writes_converges_at_each_position() -> Result<()> {
     let w = world().await?;
     w.add_group_members().await?;
-    let target = |n: usize| if n % 2 == 0 { "2" } else { "3" };
     let killed_at = w
         .kill_before_each(
             "group-crash",
             |c| matches!(c, Command::SetAlias { .. }),
-            |n| group_spec(target(n), "linear:50:1s", None),
+            |n| group_spec(alternating(n), "linear:50:1s", None),
             async |id, saved, ended| {
                 if let Phase::Shifting { step } = saved.phase {
                     // Saved mid-step: each member at this step's weight or the one before.
