@@ -1240,12 +1240,15 @@ impl<S: Deployments, C: Cloud, K: Clock> Machine for Engine<S, C, K> {
         // Only the save that enters the phase (or claims it) issues its
         // writes; one that records a member's write landed issues none.
         if writes_alias && d.landed.is_empty() {
-            let to_write = (0..d.members()).filter(|m| d.moves(*m));
-            let reserved = futures::future::join_all(to_write.map(|m| {
-                let (function, alias) = d.target(m);
-                self.cloud.reserve_alias_call(function, alias)
-            }));
-            let (saved, _) = tokio::join!(self.store.save(d, expected, events), reserved);
+            // In the members' order, the order their writes run in: each
+            // write then finds its slot due, none of them one already past.
+            let reserved = async {
+                for m in (0..d.members()).filter(|m| d.moves(*m)) {
+                    let (function, alias) = d.target(m);
+                    self.cloud.reserve_alias_call(function, alias).await;
+                }
+            };
+            let (saved, ()) = tokio::join!(self.store.save(d, expected, events), reserved);
             return saved;
         }
         self.store.save(d, expected, events).await

@@ -180,7 +180,20 @@ impl Sandbox {
                 Ok(())
             });
         }
-        let pid = match command.spawn() {
+        let mut busy = 0;
+        let spawned = loop {
+            match command.spawn() {
+                // ETXTBSY: a process another thread is forking still holds
+                // the just-unpacked bootstrap open for writing until its own
+                // exec closes it, a moment later: tried again.
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && busy < 10 => {
+                    busy += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(10 * busy)).await;
+                }
+                spawned => break spawned,
+            }
+        };
+        let pid = match spawned {
             Ok(mut child) => {
                 let pid = child.id();
                 let label = format!("{}:{}", spec.function_name, spec.version);
