@@ -1226,8 +1226,7 @@ impl<S: Deployments, C: Cloud, K: Clock> Machine for Engine<S, C, K> {
         events: &[Event],
     ) -> Result<Stored, StoreError> {
         // Alias calls follow this save when its worker runs the phase's
-        // commands (one a member still to write): their budget slots are
-        // taken beside it.
+        // commands (one a member still to write).
         let writes_alias = matches!(
             d.phase,
             Phase::Shifting { .. }
@@ -1239,16 +1238,18 @@ impl<S: Deployments, C: Cloud, K: Clock> Machine for Engine<S, C, K> {
         );
         // Only the save that enters the phase (or claims it) issues its
         // writes; one that records a member's write landed issues none.
-        if writes_alias && d.landed.is_empty() {
-            // In the members' order, the order their writes run in: each
-            // write then finds its slot due, none of them one already past.
-            let reserved = async {
-                for m in (0..d.members()).filter(|m| d.moves(*m)) {
-                    let (function, alias) = d.target(m);
-                    self.cloud.reserve_alias_call(function, alias).await;
-                }
-            };
-            let (saved, ()) = tokio::join!(self.store.save(d, expected, events), reserved);
+        if writes_alias
+            && d.landed.is_empty()
+            && let Some(first) = (0..d.members()).find(|m| d.moves(*m))
+        {
+            // The first write's slot is taken beside the save; a group's
+            // later writes take theirs as they come, in order (a slot
+            // reserved for them now would be past by the time they run).
+            let (function, alias) = d.target(first);
+            let (saved, ()) = tokio::join!(
+                self.store.save(d, expected, events),
+                self.cloud.reserve_alias_call(function, alias)
+            );
             return saved;
         }
         self.store.save(d, expected, events).await
