@@ -1246,10 +1246,10 @@ impl<S: Deployments, C: Cloud, K: Clock> Machine for Engine<S, C, K> {
             // later writes take theirs as they come, in order (a slot
             // reserved for them now would be past by the time they run).
             let (function, alias) = d.target(first);
-            let (saved, ()) = tokio::join!(
-                self.store.save(d, expected, events),
-                self.cloud.reserve_alias_call(function, alias)
-            );
+            // On the heap: the budget's future is large, and every drive
+            // (and a test thread's stack, in a debug build) carries this one.
+            let reserved = Box::pin(self.cloud.reserve_alias_call(function, alias));
+            let (saved, ()) = tokio::join!(self.store.save(d, expected, events), reserved);
             return saved;
         }
         self.store.save(d, expected, events).await
