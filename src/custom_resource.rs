@@ -15,6 +15,10 @@
 //! the rollback's reason otherwise, so the stack update fails and
 //! CloudFormation rolls the stack back.
 //!
+//! The resource moves one alias (`FunctionName`, `Alias`, `Version`), or a
+//! release group: `Group` names the other members, each moved in lockstep
+//! with it and rolled back with it. For each member:
+//!
 //! - Create: an alias that does not exist is created on the version; one
 //!   already serving it is taken as it is; one serving another version is
 //!   rolled out to it.
@@ -22,10 +26,16 @@
 //!   how CloudFormation's rollback after a FAILED answer ends: the alias was
 //!   rolled back already, and no rollout starts); else a rollout. The same
 //!   request delivered again (same `RequestId`) is the same rollout.
-//! - Delete: the alias is left as it serves (it may carry traffic; it goes with
-//!   its function); a rollout of this resource still running is aborted, and
-//!   the delete answered once it has ended.
-//! - A request for the version this resource's rollout still under way
+//!
+//! The members to roll out move as one deployment (a release group when
+//! more than one); the aliases to create are created, on their versions
+//! (they served nobody), only once the rollout's request checks passed:
+//! a request refused writes nothing.
+//!
+//! - Delete: the aliases are left as they serve (they may carry traffic; they
+//!   go with their functions); a rollout of this resource still running is
+//!   aborted, and the delete answered once it has ended.
+//! - A request for the versions this resource's rollout still under way
 //!   started from (CloudFormation stopped waiting, and rolls the stack back):
 //!   that rollout is aborted, and the request answered once it rolled back.
 
@@ -33,7 +43,7 @@ use crate::clock::Clock;
 use crate::domain::analysis::{AnalysisSettings, MetricTiming};
 use crate::domain::config::DeploymentConfig;
 use crate::domain::deployment::{
-    Deployment, DeploymentSpec, HookInvocation, Input, OnBusy, OnManualChange, Phase,
+    Deployment, DeploymentSpec, HookInvocation, Input, MemberSpec, OnBusy, OnManualChange, Phase,
     RollbackPolicy, Time, VersionSource,
 };
 use crate::operations::{OperationError, Operations};
@@ -84,6 +94,9 @@ pub struct RolloutProperties {
     /// A version number, or the version's ARN (`!Ref Function.Version`).
     #[serde(deserialize_with = "text")]
     version: String,
+    /// A release group's other members, moved in lockstep with this one.
+    #[serde(default)]
+    group: Vec<GroupMember>,
     /// The deployment config, as `DeploymentPreference`'s `Type` names it.
     #[serde(rename = "Type")]
     config: DeploymentConfig,
@@ -106,6 +119,40 @@ pub struct RolloutProperties {
     rollback: RollbackPolicy,
     #[serde(default, deserialize_with = "number_or_text")]
     frozen_for_seconds: Option<u64>,
+}
+
+/// A release group's member, as a template writes it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct GroupMember {
+    function_name: String,
+    alias: String,
+    #[serde(deserialize_with = "text")]
+    version: String,
+}
+
+/// One alias the resource moves, and the version it is to serve.
+#[derive(Debug, Clone, PartialEq)]
+struct Target {
+    function: String,
+    alias: String,
+    version: String,
+}
+
+/// `version` as a number: given as one, or as an ARN of a version of `function`.
+fn version_number(field: &str, function: &str, version: &str) -> Result<String, String> {
+    let Some(rest) = version.strip_prefix("arn:") else {
+        return Ok(version.to_owned());
+    };
+    let parts: Vec<&str> = rest.split(':').collect();
+    match parts.as_slice() {
+        [_, "lambda", _, _, "function", name, number] if name == &function => {
+            Ok((*number).to_owned())
+        }
+        _ => Err(format!(
+            "{field}: {version} is not an ARN of a version of {function}"
+        )),
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -167,21 +214,49 @@ impl RolloutProperties {
         })
     }
 
-    /// The version number, from a number or a version ARN of the function.
-    fn version_number(&self) -> Result<String, String> {
-        let Some(rest) = self.version.strip_prefix("arn:") else {
-            return Ok(self.version.clone());
-        };
-        let parts: Vec<&str> = rest.split(':').collect();
-        match parts.as_slice() {
-            [_, "lambda", _, _, "function", name, version] if *name == self.function_name => {
-                Ok((*version).to_owned())
+    /// Every alias the resource moves (its own first), with its version
+    /// number (from a number or a version ARN of the member's function).
+    fn targets(&self) -> Result<Vec<Target>, String> {
+        let own = (
+            "Version".to_owned(),
+            &self.function_name,
+            &self.alias,
+            &self.version,
+        );
+        let members = self.group.iter().enumerate().map(|(i, m)| {
+            (
+                format!("Group[{i}].Version"),
+                &m.function_name,
+                &m.alias,
+                &m.version,
+            )
+        });
+        let mut targets = Vec::new();
+        let mut problems = Vec::new();
+        for (field, function, alias, version) in std::iter::once(own).chain(members) {
+            match version_number(&field, function, version) {
+                Ok(version) => targets.push(Target {
+                    function: function.clone(),
+                    alias: alias.clone(),
+                    version,
+                }),
+                Err(why) => problems.push(why),
             }
-            _ => Err(format!(
-                "Version: {} is not an ARN of a version of {}",
-                self.version, self.function_name
-            )),
         }
+        if problems.is_empty() {
+            Ok(targets)
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+
+    /// Every alias the resource moves, as named (no version read).
+    fn aliases(&self) -> impl Iterator<Item = (&str, &str)> {
+        std::iter::once((self.function_name.as_str(), self.alias.as_str())).chain(
+            self.group
+                .iter()
+                .map(|m| (m.function_name.as_str(), m.alias.as_str())),
+        )
     }
 
     /// What this resource stands for: the alias (CloudFormation's physical id).
@@ -193,10 +268,12 @@ impl RolloutProperties {
     /// against the time CloudFormation waits.
     pub fn spec(&self, timing: &MetricTiming) -> Result<DeploymentSpec, String> {
         let analysis = self.analysis.as_ref().map(analysis_settings).transpose()?;
+        let mut targets = self.targets()?.into_iter();
+        let own = targets.next().expect("the resource's own alias");
         let spec = DeploymentSpec {
-            function: self.function_name.clone(),
-            alias: self.alias.clone(),
-            source: VersionSource::Version(self.version_number()?),
+            function: own.function,
+            alias: own.alias,
+            source: VersionSource::Version(own.version),
             config: self.config.clone(),
             pre_traffic_hook: self.hooks.pre_traffic.clone(),
             post_traffic_hook: self.hooks.post_traffic.clone(),
@@ -211,7 +288,13 @@ impl RolloutProperties {
             hook_timeout_seconds: self.hook_timeout_seconds,
             rollback: self.rollback,
             frozen_for_seconds: self.frozen_for_seconds,
-            group: Vec::new(),
+            group: targets
+                .map(|t| MemberSpec {
+                    function: t.function,
+                    alias: t.alias,
+                    source: VersionSource::Version(t.version),
+                })
+                .collect(),
         };
         let problems = spec.problems();
         if !problems.is_empty() {
@@ -238,6 +321,60 @@ impl RolloutProperties {
             ));
         }
         Ok(spec)
+    }
+}
+
+/// Whether `targets` send every member of `earlier` they name back to
+/// the version it started from (and name one at least): CloudFormation
+/// rolling the stack back from the update that started `earlier`.
+fn sends_back(earlier: &Deployment, targets: &[Target]) -> bool {
+    let mut named = 0;
+    for m in 0..earlier.members() {
+        let (function, alias) = earlier.target(m);
+        let Some(target) = targets
+            .iter()
+            .find(|t| t.function == function && t.alias == alias)
+        else {
+            continue;
+        };
+        if earlier.member(m).from_version.as_deref() != Some(target.version.as_str()) {
+            return false;
+        }
+        named += 1;
+    }
+    named > 0
+}
+
+/// "version 4", or "greeter:live on 4, greeter-worker:live on 2".
+fn versions_text(targets: &[Target]) -> String {
+    match targets {
+        [one] => format!("version {}", one.version),
+        many => many
+            .iter()
+            .map(|t| format!("{}:{} on {}", t.function, t.alias, t.version))
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// `spec` moving only its members `members` (indices, in order, one at
+/// least): the first of them leads, the others are its group.
+fn only_members(spec: DeploymentSpec, members: &[usize]) -> DeploymentSpec {
+    let all: Vec<MemberSpec> = std::iter::once(MemberSpec {
+        function: spec.function.clone(),
+        alias: spec.alias.clone(),
+        source: spec.source.clone(),
+    })
+    .chain(spec.group.iter().cloned())
+    .collect();
+    let mut kept = members.iter().map(|&m| all[m].clone());
+    let lead = kept.next().expect("a member to move");
+    DeploymentSpec {
+        function: lead.function,
+        alias: lead.alias,
+        source: lead.source,
+        group: kept.collect(),
+        ..spec
     }
 }
 
@@ -650,36 +787,38 @@ impl RolloutProvider {
     }
 
     /// The rollout of this resource (same stack, same logical id) holding
-    /// the alias, if any.
+    /// any of its aliases, if any.
     async fn own_holder(
         &self,
         props: &RolloutProperties,
         reply: &Reply,
     ) -> Result<Option<Deployment>, ProviderError> {
         let engine = self.operations.engine();
-        let lock = crate::store::keys::Lock::alias(&props.function_name, &props.alias);
-        let Some(holder) = engine.live_holder(&lock).await? else {
-            return Ok(None);
-        };
-        // This request's own rollout, started by a delivery running beside this one.
-        if holder == reply.deployment_id() {
-            return Ok(None);
+        for (function, alias) in props.aliases() {
+            let lock = crate::store::keys::Lock::alias(function, alias);
+            let Some(holder) = engine.live_holder(&lock).await? else {
+                continue;
+            };
+            // This request's own rollout, started by a delivery running beside this one.
+            if holder == reply.deployment_id() {
+                continue;
+            }
+            let ours = self
+                .store()
+                .waiters(&holder)
+                .await?
+                .iter()
+                .any(|(_, data)| {
+                    serde_json::from_str::<Waiting>(data).is_ok_and(|w| {
+                        w.reply.stack_id == reply.stack_id
+                            && w.reply.logical_resource_id == reply.logical_resource_id
+                    })
+                });
+            if ours {
+                return Ok(Some(self.store().load(&holder).await?.deployment));
+            }
         }
-        let ours = self
-            .store()
-            .waiters(&holder)
-            .await?
-            .iter()
-            .any(|(_, data)| {
-                serde_json::from_str::<Waiting>(data).is_ok_and(|w| {
-                    w.reply.stack_id == reply.stack_id
-                        && w.reply.logical_resource_id == reply.logical_resource_id
-                })
-            });
-        if !ours {
-            return Ok(None);
-        }
-        Ok(Some(self.store().load(&holder).await?.deployment))
+        Ok(None)
     }
 
     /// Aborts `d` (this resource's earlier rollout), `reply` answered once it has ended.
@@ -700,7 +839,7 @@ impl RolloutProvider {
         Ok(answer)
     }
 
-    /// A Create or Update: the alias made, left as it is, or rolled out.
+    /// A Create or Update: each alias made, left as it is, or rolled out.
     async fn roll_out(
         &self,
         props: &RolloutProperties,
@@ -710,9 +849,8 @@ impl RolloutProvider {
             Ok(spec) => spec,
             Err(why) => return Ok(Answer::failed(why)),
         };
-        let VersionSource::Version(version) = &spec.source else {
-            unreachable!("a rollout names its version");
-        };
+        let targets = props.targets().expect("read by spec already");
+        let version = &targets[0].version;
         // This very request, delivered again: the rollout it started,
         // answered again if it has ended (its waiter is gone once answered).
         let id = reply.deployment_id();
@@ -731,14 +869,15 @@ impl RolloutProvider {
             Err(e) => return Err(e.into()),
         }
         // This resource's earlier rollout still under way: CloudFormation
-        // stopped waiting for it. Sent back to the version it started
+        // stopped waiting for it. Sent back to the versions it started
         // from (the stack's rollback), it is aborted, and this request
         // answered once it has rolled back.
         if let Some(earlier) = self.own_holder(props, reply).await? {
-            if earlier.from_version.as_deref() == Some(version.as_str()) {
+            if sends_back(&earlier, &targets) {
                 let reason = format!(
-                    "CloudFormation stopped waiting for it, and rolls {} back to version {version}",
-                    reply.logical_resource_id
+                    "CloudFormation stopped waiting for it, and rolls {} back to {}",
+                    reply.logical_resource_id,
+                    versions_text(&targets)
                 );
                 return self
                     .abort_then_answer(&earlier, reply, Expect::RolledBack, version, reason)
@@ -753,14 +892,50 @@ impl RolloutProvider {
                     .map_or("unknown".to_owned(), |d| d.to_string())
             )));
         }
+        // Each alias: to create, to roll out, or serving its version already.
         let cloud = &self.operations.engine().cloud;
-        match cloud.read_alias(&spec.function, &spec.alias).await {
-            Ok(None) => return self.create_alias(&spec, version).await,
-            Ok(Some(alias)) if alias.version == *version && alias.weights.is_empty() => {
-                return Ok(Answer::success(version));
+        let mut to_create = Vec::new();
+        let mut to_roll_out = Vec::new();
+        let mut problems = Vec::new();
+        for (m, target) in targets.iter().enumerate() {
+            match cloud.read_alias(&target.function, &target.alias).await {
+                Ok(None) => to_create.push(target),
+                Ok(Some(alias)) if alias.version == target.version && alias.weights.is_empty() => {}
+                Ok(Some(_)) => to_roll_out.push(m),
+                Err(EngineError::Refused(why)) => problems.push(why),
+                Err(e) => return Err(e.into()),
             }
-            Ok(Some(_)) => {}
-            Err(EngineError::Refused(why)) => return Ok(Answer::failed(why)),
+        }
+        for target in &to_create {
+            if let Some(why) = cloud
+                .unusable_function(&target.function, Some(&target.version))
+                .await?
+            {
+                problems.push(format!(
+                    "version {} of {} {why}",
+                    target.version, target.function
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            return Ok(Answer::failed(problems.join("; ")));
+        }
+        if to_roll_out.is_empty() {
+            for target in to_create {
+                if let Err(why) = self.create_alias(target).await? {
+                    return Ok(Answer::failed(why));
+                }
+            }
+            return Ok(Answer::success(version));
+        }
+        // The members to move, as one deployment: checked as the API checks
+        // one before anything (an alias to create included) is written.
+        let rollout = only_members(spec, &to_roll_out);
+        match self.operations.check(&rollout).await {
+            Ok(_) => {}
+            Err(OperationError::Invalid(why) | OperationError::Conflict(why)) => {
+                return Ok(Answer::failed(why));
+            }
             Err(e) => return Err(e.into()),
         }
         let waits = props
@@ -774,8 +949,13 @@ impl RolloutProvider {
                 "the request, first handled at {received}, is too late: CloudFormation's wait is nearly over"
             )));
         }
+        for target in to_create {
+            if let Err(why) = self.create_alias(target).await? {
+                return Ok(Answer::failed(why));
+            }
+        }
         let answer = self.wait_for(&id, reply, Expect::Promoted, version).await?;
-        match self.operations.start(&id, spec, Some(deadline)).await {
+        match self.operations.start(&id, rollout, Some(deadline)).await {
             Ok(_) => Ok(answer),
             Err(OperationError::Invalid(why) | OperationError::Conflict(why)) => {
                 // Refused because a delivery beside this one started it: its answer is owed.
@@ -791,36 +971,22 @@ impl RolloutProvider {
         }
     }
 
-    async fn create_alias(
-        &self,
-        spec: &DeploymentSpec,
-        version: &str,
-    ) -> Result<Answer, ProviderError> {
-        if let Some(why) = self
-            .operations
-            .engine()
-            .cloud
-            .unusable_function(&spec.function, Some(version))
-            .await?
-        {
-            return Ok(Answer::failed(format!(
-                "version {version} of {} {why}",
-                spec.function
-            )));
-        }
+    /// Creates `target`'s alias on its version (checked usable already);
+    /// the inner error is CloudFormation's answer.
+    async fn create_alias(&self, target: &Target) -> Result<Result<(), String>, ProviderError> {
         let created = self
             .operations
             .engine()
             .cloud
             .create_alias(
-                &spec.function,
-                &spec.alias,
-                version,
+                &target.function,
+                &target.alias,
+                &target.version,
                 "made by Sluice's Custom::SluiceRollout",
             )
             .await?;
         match created {
-            Ok(_) => Ok(Answer::success(version)),
+            Ok(_) => Ok(Ok(())),
             Err(e) => {
                 let service = e.as_service_error();
                 // Made meanwhile (another delivery of this request): tried again.
@@ -830,9 +996,9 @@ impl RolloutProvider {
                     ));
                 }
                 match service.map(|s| s.to_string()) {
-                    Some(why) => Ok(Answer::failed(format!(
+                    Some(why) => Ok(Err(format!(
                         "CreateAlias {}:{}: {why}",
-                        spec.function, spec.alias
+                        target.function, target.alias
                     ))),
                     None => Err(ProviderError::Aws(format!("CreateAlias: {e}"))),
                 }
@@ -943,7 +1109,11 @@ mod tests {
                     ("!Ref", Y::String(r)) if r == "Greeter.Version" => {
                         json!("arn:aws:lambda:us-east-1:123456789012:function:greeter:12")
                     }
+                    ("!Ref", Y::String(r)) if r == "GreeterWorker.Version" => {
+                        json!("arn:aws:lambda:us-east-1:123456789012:function:greeter-worker:3")
+                    }
                     ("!Ref", Y::String(r)) if r == "Greeter" => json!("greeter"),
+                    ("!Ref", Y::String(r)) if r == "GreeterWorker" => json!("greeter-worker"),
                     ("!Ref", Y::String(r)) => json!(r),
                     (tag, value) => panic!("{tag} {value:?} is not resolved here"),
                 },
@@ -970,13 +1140,21 @@ mod tests {
                 "greeter:live".to_owned()
             )
         );
+        assert_eq!(
+            spec.group,
+            vec![MemberSpec {
+                function: "greeter-worker".into(),
+                alias: "live".into(),
+                source: VersionSource::Version("3".into()),
+            }]
+        );
     }
 
     #[test]
     fn a_version_arn_gives_its_number_and_must_be_the_functions() {
         let arn = "arn:aws:lambda:us-east-1:123456789012:function:greeter:7";
         let p = RolloutProperties::parse(&props(json!({"Version": arn}))).unwrap();
-        assert_eq!(p.version_number().unwrap(), "7");
+        assert_eq!(p.targets().unwrap()[0].version, "7");
         let other = "arn:aws:lambda:us-east-1:123456789012:function:other:7";
         let p = RolloutProperties::parse(&props(json!({"Version": other}))).unwrap();
         assert!(
@@ -985,13 +1163,147 @@ mod tests {
                 .contains("not an ARN of a version of greeter")
         );
         let p = RolloutProperties::parse(&props(json!({"Version": 4}))).unwrap();
-        assert_eq!(p.version_number().unwrap(), "4");
+        assert_eq!(p.targets().unwrap()[0].version, "4");
         let p = RolloutProperties::parse(&props(json!({"Version": "live"}))).unwrap();
         assert!(
             p.spec(&MetricTiming::default())
                 .unwrap_err()
                 .contains("source.version")
         );
+    }
+
+    #[test]
+    fn a_group_is_read_member_by_member_and_checked_as_the_api_checks_one() {
+        let timing = MetricTiming::default();
+        let worker_arn = "arn:aws:lambda:us-east-1:123456789012:function:greeter-worker:2";
+        let p = RolloutProperties::parse(&props(json!({"Group": [
+            {"FunctionName": "greeter-worker", "Alias": "live", "Version": worker_arn},
+            {"FunctionName": "greeter-cron", "Alias": "live", "Version": 5},
+        ]})))
+        .unwrap();
+        let spec = p.spec(&timing).unwrap();
+        assert_eq!(
+            spec.group,
+            vec![
+                MemberSpec {
+                    function: "greeter-worker".into(),
+                    alias: "live".into(),
+                    source: VersionSource::Version("2".into()),
+                },
+                MemberSpec {
+                    function: "greeter-cron".into(),
+                    alias: "live".into(),
+                    source: VersionSource::Version("5".into()),
+                },
+            ]
+        );
+        assert_eq!(
+            p.physical_id(),
+            "greeter:live",
+            "the resource is its own alias"
+        );
+
+        // A misspelt member field is refused by name, never dropped.
+        let typo = RolloutProperties::parse(&props(json!({"Group": [
+            {"FunctionName": "greeter-worker", "Alias": "live", "Versoin": 2},
+        ]})))
+        .unwrap_err();
+        assert!(
+            typo.contains("Group[0]") && typo.contains("unknown field `Versoin`"),
+            "{typo}"
+        );
+        // Every bad member named at once: an ARN of another function, an
+        // alias twice, a bad name.
+        let bad = RolloutProperties::parse(&props(json!({"Group": [
+            {"FunctionName": "greeter-worker", "Alias": "live",
+             "Version": "arn:aws:lambda:us-east-1:123456789012:function:other:2"},
+            {"FunctionName": "greeter-cron", "Alias": "live",
+             "Version": "arn:aws:lambda:us-east-1:123456789012:function:greeter:2"},
+        ]})))
+        .unwrap()
+        .spec(&timing)
+        .unwrap_err();
+        assert!(
+            bad.contains("Group[0].Version: arn:aws:lambda:us-east-1:123456789012:function:other:2 is not an ARN of a version of greeter-worker")
+                && bad.contains("Group[1].Version")
+                && bad.contains("of greeter-cron"),
+            "{bad}"
+        );
+        let twice = RolloutProperties::parse(&props(json!({"Group": [
+            {"FunctionName": "greeter", "Alias": "live", "Version": 4},
+        ]})))
+        .unwrap()
+        .spec(&timing)
+        .unwrap_err();
+        assert!(
+            twice.contains("greeter:live is in the group twice"),
+            "{twice}"
+        );
+        let members: Vec<Value> = (0..20)
+            .map(|i| json!({"FunctionName": format!("f{i}"), "Alias": "live", "Version": 1}))
+            .collect();
+        let too_many = RolloutProperties::parse(&props(json!({ "Group": members })))
+            .unwrap()
+            .spec(&timing)
+            .unwrap_err();
+        assert!(too_many.contains("21 functions"), "{too_many}");
+    }
+
+    #[test]
+    fn a_rollout_moves_only_the_members_that_need_it() {
+        let p = RolloutProperties::parse(&props(json!({"Group": [
+            {"FunctionName": "greeter-worker", "Alias": "live", "Version": 2},
+            {"FunctionName": "greeter-cron", "Alias": "live", "Version": 5},
+        ]})))
+        .unwrap();
+        let spec = p.spec(&MetricTiming::default()).unwrap();
+        let moving = only_members(spec.clone(), &[1, 2]);
+        assert_eq!(
+            (moving.function.as_str(), moving.source.clone()),
+            ("greeter-worker", VersionSource::Version("2".into()))
+        );
+        assert_eq!(moving.group.len(), 1);
+        assert_eq!(moving.group[0].function, "greeter-cron");
+        assert_eq!(
+            (moving.config, moving.pre_traffic_hook),
+            (spec.config.clone(), spec.pre_traffic_hook.clone())
+        );
+        assert_eq!(only_members(spec.clone(), &[0, 1, 2]), spec);
+    }
+
+    #[test]
+    fn a_stack_rollback_is_one_sending_every_member_back() {
+        let p = RolloutProperties::parse(&props(json!({"Group": [
+            {"FunctionName": "greeter-worker", "Alias": "live", "Version": 2},
+        ]})))
+        .unwrap();
+        let spec = p.spec(&MetricTiming::default()).unwrap();
+        let (mut earlier, _) = Deployment::create("cfn-1", spec, Time::default());
+        earlier.from_version = Some("3".into());
+        earlier.group = vec![crate::domain::deployment::MemberState {
+            from_version: Some("1".into()),
+            ..Default::default()
+        }];
+        let target = |function: &str, version: &str| Target {
+            function: function.into(),
+            alias: "live".into(),
+            version: version.into(),
+        };
+        let back = [target("greeter", "3"), target("greeter-worker", "1")];
+        assert!(sends_back(&earlier, &back));
+        assert_eq!(
+            versions_text(&back),
+            "greeter:live on 3, greeter-worker:live on 1"
+        );
+        // One member sent elsewhere: not a rollback of this rollout.
+        assert!(!sends_back(
+            &earlier,
+            &[target("greeter", "3"), target("greeter-worker", "2")]
+        ));
+        // A member the request no longer names (a group made smaller) is not asked.
+        assert!(sends_back(&earlier, &[target("greeter", "3")]));
+        assert!(!sends_back(&earlier, &[target("other", "3")]));
+        assert_eq!(versions_text(&[target("greeter", "3")]), "version 3");
     }
 
     #[test]

@@ -218,6 +218,23 @@ impl Operations {
         spec: DeploymentSpec,
         deadline: Option<crate::domain::deployment::Time>,
     ) -> Result<Submitted, OperationError> {
+        let holders = self.check(&spec).await?;
+        let (mut d, commands) = Deployment::create(id, spec, self.orchestrator.engine.clock.now());
+        d.deadline = deadline;
+        self.store().create(&d, &events_of(&commands)).await?;
+        Ok(Submitted {
+            deployment: id.to_owned(),
+            queued_behind: holders.into_iter().flatten().next(),
+        })
+    }
+
+    /// Every check `start` makes before it writes anything, each problem
+    /// named; returns each member's alias's holder (another live
+    /// deployment), if any.
+    pub async fn check(
+        &self,
+        spec: &DeploymentSpec,
+    ) -> Result<Vec<Option<String>>, OperationError> {
         let problems = spec.problems();
         if !problems.is_empty() {
             return Err(OperationError::Invalid(problems.join("; ")));
@@ -241,19 +258,13 @@ impl Operations {
         }
         let mut problems = Vec::new();
         for (m, holder) in holders.iter().enumerate() {
-            problems.extend(self.target_problems(&spec, m, holder.is_some()).await?);
+            problems.extend(self.target_problems(spec, m, holder.is_some()).await?);
         }
-        problems.extend(self.hook_problems(&spec).await?);
+        problems.extend(self.hook_problems(spec).await?);
         if !problems.is_empty() {
             return Err(OperationError::Invalid(problems.join("; ")));
         }
-        let (mut d, commands) = Deployment::create(id, spec, self.orchestrator.engine.clock.now());
-        d.deadline = deadline;
-        self.store().create(&d, &events_of(&commands)).await?;
-        Ok(Submitted {
-            deployment: id.to_owned(),
-            queued_behind: holders.into_iter().flatten().next(),
-        })
+        Ok(holders)
     }
 
     /// What is wrong with member `m` of the request (0: its own function)

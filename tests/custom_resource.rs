@@ -93,11 +93,17 @@ impl Cfn {
         .await
     }
 
+    /// `greeter:live`: the version it serves, and whether it is split.
     async fn alias(&self) -> Result<Option<(String, bool)>> {
+        self.live_of("greeter").await
+    }
+
+    /// `function:live`: the version it serves, and whether it is split.
+    async fn live_of(&self, function: &str) -> Result<Option<(String, bool)>> {
         match self
             .lambda
             .get_alias()
-            .function_name("greeter")
+            .function_name(function)
             .name("live")
             .send()
             .await
@@ -163,8 +169,10 @@ fn status_and_reason(answer: &Value) -> (&str, &str) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_apps_stack_rolls_out_through_the_custom_resource() -> Result<()> {
+/// Sluice's stack with its rollout provider, hooks that pass
+/// (`greeter-pre-ok`) and fail (`greeter-pre-fail`), each recording what
+/// it was sent in the directory returned, and a bucket for the answers.
+async fn cfn_stack() -> Result<(Cfn, tempfile::TempDir)> {
     let stack = start_stack_without(
         Some("template.yaml"),
         &[("ManagedFunctions", "greeter*")],
@@ -176,7 +184,6 @@ async fn an_apps_stack_rolls_out_through_the_custom_resource() -> Result<()> {
             "HookReportsFunction",
         ],
     )?;
-    greeter_with_versions(&stack, 4).await?;
     let lambda = stack.lambda().await;
     let role = function_role(&stack).await?;
     let recorder = binary("recorder")?;
@@ -220,6 +227,18 @@ async fn an_apps_stack_rolls_out_through_the_custom_resource() -> Result<()> {
         s3,
         bucket,
     };
+    Ok((cfn, hooks))
+}
+
+fn update(new: &Value, old: &Value) -> Value {
+    json!({"RequestType": "Update", "PhysicalResourceId": "greeter:live",
+           "ResourceProperties": new, "OldResourceProperties": old})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_apps_stack_rolls_out_through_the_custom_resource() -> Result<()> {
+    let (cfn, _hooks) = cfn_stack().await?;
+    greeter_with_versions(&cfn.stack, 4).await?;
 
     // Bad properties: FAILED, naming the property; nothing made.
     let typo = properties("1", json!({"Hooks": {"PreTrafic": "greeter-pre-ok"}}));
@@ -280,10 +299,6 @@ async fn an_apps_stack_rolls_out_through_the_custom_resource() -> Result<()> {
 
     // Update to version 2: a gated rollout, answered once promoted.
     let v2 = properties("2", json!({}));
-    let update = |new: &Value, old: &Value| {
-        json!({"RequestType": "Update", "PhysicalResourceId": "greeter:live",
-               "ResourceProperties": new, "OldResourceProperties": old})
-    };
     let answer = cfn.request("update-2", update(&v2, &v1)).await?;
     assert_eq!(status_and_reason(&answer), ("SUCCESS", ""), "{answer}");
     assert_eq!(answer["Data"]["Version"], "2");
@@ -384,6 +399,152 @@ async fn an_apps_stack_rolls_out_through_the_custom_resource() -> Result<()> {
     assert_eq!(status, "FAILED", "{answer}");
     assert!(
         reason.contains("aborted: the stack") && reason.contains("deleted GreeterRollout"),
+        "{reason}"
+    );
+    Ok(())
+}
+
+/// The greeter and its worker as one resource: `Group` names the worker.
+fn group_properties(greeter: &str, worker: &str, extra: Value) -> Value {
+    let mut p = properties(
+        greeter,
+        json!({"Group": [{"FunctionName": "greeter-worker", "Alias": "live", "Version": worker}]}),
+    );
+    for (k, v) in extra.as_object().expect("an object") {
+        p[k] = v.clone();
+    }
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_apps_release_group_rolls_out_through_the_custom_resource() -> Result<()> {
+    let (cfn, hooks) = cfn_stack().await?;
+    greeter_with_versions(&cfn.stack, 4).await?;
+    with_versions(&cfn.stack, "greeter-worker", 3).await?;
+    let both = || async {
+        Ok::<_, anyhow::Error>((
+            cfn.live_of("greeter").await?,
+            cfn.live_of("greeter-worker").await?,
+        ))
+    };
+    let whole = |v: &str| Some((v.to_owned(), false));
+
+    // The greeter alone first: its alias made on version 1.
+    let alone = properties("1", json!({}));
+    let answer = cfn
+        .request(
+            "create",
+            json!({"RequestType": "Create", "ResourceProperties": alone}),
+        )
+        .await?;
+    assert_eq!(status_and_reason(&answer).0, "SUCCESS", "{answer}");
+
+    // The worker joins with a version it does not have: refused, naming
+    // it, and nothing written (its alias not made, the greeter not moved).
+    let bad = group_properties("2", "9", json!({}));
+    let answer = cfn.request("update-bad", update(&bad, &alone)).await?;
+    let (status, reason) = status_and_reason(&answer);
+    assert_eq!(status, "FAILED", "{answer}");
+    assert!(
+        reason.contains("version 9 of greeter-worker does not exist"),
+        "{reason}"
+    );
+    assert_eq!(both().await?, (whole("1"), None));
+    assert_eq!(cfn.deployments().await?, Vec::<String>::new());
+
+    // It joins on version 1: its alias is made on it, the greeter rolled out.
+    let joined = group_properties("2", "1", json!({}));
+    let answer = cfn.request("update-join", update(&joined, &alone)).await?;
+    assert_eq!(status_and_reason(&answer), ("SUCCESS", ""), "{answer}");
+    assert_eq!(both().await?, (whole("2"), whole("1")));
+    assert_eq!(cfn.deployments().await?.len(), 1);
+
+    // Both move: one gated rollout of the group, promoted as a whole, its
+    // PreTraffic gate told of the worker.
+    let worker_arn = format!(
+        "arn:aws:lambda:{}:123456789012:function:greeter-worker:2",
+        cfn.stack.var("AWS_REGION")
+    );
+    let together = group_properties("3", &worker_arn, json!({}));
+    let answer = cfn
+        .request("update-together", update(&together, &joined))
+        .await?;
+    assert_eq!(status_and_reason(&answer), ("SUCCESS", ""), "{answer}");
+    assert_eq!(answer["Data"]["Version"], "3");
+    assert_eq!(both().await?, (whole("3"), whole("2")));
+    assert_eq!(cfn.deployments().await?.len(), 2);
+    let told: Vec<Value> = read_json_files(&hooks.path().join("greeter-pre-ok"))
+        .into_iter()
+        .filter(|request| request["toVersion"] == "3")
+        .collect();
+    assert!(!told.is_empty(), "the group's PreTraffic gate ran");
+    for request in &told {
+        assert_eq!(
+            (
+                &request["group"][0]["function"],
+                &request["group"][0]["fromVersion"],
+                &request["group"][0]["toVersion"]
+            ),
+            (&json!("greeter-worker"), &json!("1"), &json!("2")),
+            "{request}"
+        );
+    }
+
+    // A failing gate: the group rolled back whole, the update FAILED.
+    let failing = group_properties(
+        "4",
+        "3",
+        json!({"Hooks": {"PreTraffic": "greeter-pre-fail"}}),
+    );
+    let answer = cfn
+        .request("update-failing", update(&failing, &together))
+        .await?;
+    let (status, reason) = status_and_reason(&answer);
+    assert_eq!(status, "FAILED", "{answer}");
+    assert!(reason.contains("PreTraffic gate failed"), "{reason}");
+    assert_eq!(both().await?, (whole("3"), whole("2")));
+    // CloudFormation's rollback: every member serves its old version, nothing starts.
+    let after_failure = cfn.deployments().await?;
+    let answer = cfn
+        .request("rollback-failing", update(&together, &failing))
+        .await?;
+    assert_eq!(status_and_reason(&answer).0, "SUCCESS", "{answer}");
+    assert_eq!(
+        cfn.deployments().await?,
+        after_failure,
+        "no rollout started"
+    );
+
+    // A long group rollout under way, and CloudFormation rolling the stack
+    // back to the versions it started from: aborted, every member whole on
+    // its old version, then both requests answered.
+    let slow = group_properties(
+        "4",
+        "3",
+        json!({"Type": "canary:50:5m", "ServiceTimeout": "3600"}),
+    );
+    cfn.send("update-slow", update(&slow, &together)).await?;
+    wait_for(
+        "the group's first shift",
+        Duration::from_secs(60),
+        || async {
+            let split = |a: &Option<(String, bool)>| a.as_ref().is_some_and(|(_, split)| *split);
+            let (greeter, worker) = both().await?;
+            Ok((split(&greeter) && split(&worker)).then_some(()))
+        },
+    )
+    .await?;
+    let answer = cfn
+        .request("rollback-slow", update(&together, &slow))
+        .await?;
+    assert_eq!(status_and_reason(&answer).0, "SUCCESS", "{answer}");
+    assert_eq!(both().await?, (whole("3"), whole("2")));
+    let answer = cfn.answer("update-slow").await?;
+    let (status, reason) = status_and_reason(&answer);
+    assert_eq!(status, "FAILED", "{answer}");
+    assert!(
+        reason.contains("CloudFormation stopped waiting for it")
+            && reason.contains("greeter:live on 3, greeter-worker:live on 2"),
         "{reason}"
     );
     Ok(())

@@ -238,7 +238,7 @@ pub async fn greeter_with_versions(stack: &LocalStack, versions: usize) -> Resul
 }
 
 /// `greeter_with_versions` under another function name.
-async fn with_versions(stack: &LocalStack, name: &str, versions: usize) -> Result<()> {
+pub async fn with_versions(stack: &LocalStack, name: &str, versions: usize) -> Result<()> {
     let lambda = stack.lambda().await;
     let role = function_role(stack).await?;
     create_function(&lambda, &role, name, greeter_zip("r1")?, &[], 5).await?;
