@@ -1,23 +1,26 @@
 //! The `codepipeline-action` function: lets a stage of an existing AWS
 //! CodePipeline run a Sluice deployment, as a Lambda invoke action.
 //!
-//! The first invocation of a job reads the input artifact (with the job's
-//! artifact credentials), copies it to Sluice's artifact bucket, creates the
-//! deployment (the shifter runs it) and answers `PutJobSuccessResult` with a
-//! continuation token. CodePipeline invokes again with that token until the
+//! The first invocation of a job reads the input artifacts (with the job's
+//! artifact credentials), copies them to Sluice's artifact bucket, checks
+//! the request against AWS as the API checks one (each member's function,
+//! alias and version, each hook: a job that cannot deploy fails at once,
+//! every problem named, no deployment written), creates the deployment (the
+//! shifter runs it) and answers `PutJobSuccessResult` with a continuation
+//! token. CodePipeline invokes again with that token until the
 //! deployment ends: promoted is success with output variables, anything else
 //! is `PutJobFailureResult` with the reason. The event holds credentials: it is
 //! never logged.
 
 use crate::aws::service_message;
-use crate::clock::{Clock, SystemClock};
 use crate::domain::analysis::AnalysisSettings;
 use crate::domain::config::DeploymentConfig;
 use crate::domain::deployment::{
-    Deployment, DeploymentSpec, HookInvocation, MemberSpec, OnBusy, OnManualChange, Phase,
-    RollbackPolicy, VersionSource,
+    DeploymentSpec, HookInvocation, MemberSpec, OnBusy, OnManualChange, Phase, RollbackPolicy,
+    VersionSource,
 };
 use crate::domain::smoke::{S3Uri, SmokeTest};
+use crate::operations::{OperationError, Operations};
 use crate::ports::Deployments;
 use crate::ports::{AwsFailure, aws};
 use crate::settings::Settings;
@@ -96,6 +99,9 @@ impl UserParameters {
 pub enum ActionError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The table or the Lambda API could not be read while checking a job.
+    #[error(transparent)]
+    Operation(#[from] OperationError),
     /// CodePipeline or S3 could not be reached: the invocation fails and is retried.
     #[error("{0}")]
     Aws(String),
@@ -118,32 +124,33 @@ pub enum JobAnswer {
     Failed(String),
 }
 
-pub struct CodePipelineAction<K = SystemClock> {
-    pub store: Store,
+pub struct CodePipelineAction {
+    /// Checks and starts a job's deployment as the API does.
+    pub operations: Operations,
     pub codepipeline: aws_sdk_codepipeline::Client,
     /// Sluice's own S3 access, for the copy of the input artifact.
     pub s3: aws_sdk_s3::Client,
     pub artifact_bucket: String,
     /// For the S3 client made with each job's artifact credentials.
     pub config: aws_config::SdkConfig,
-    pub clock: K,
 }
 
 impl CodePipelineAction {
     /// The action over DynamoDB, CodePipeline and S3.
     pub fn from_settings(config: &aws_config::SdkConfig, settings: &Settings) -> Self {
         CodePipelineAction {
-            store: Store::from_settings(config, settings),
+            operations: Operations::from_settings(config, settings),
             codepipeline: aws_sdk_codepipeline::Client::new(config),
             s3: aws_sdk_s3::Client::new(config),
             artifact_bucket: settings.artifact_bucket.clone(),
             config: config.clone(),
-            clock: SystemClock,
         }
     }
-}
 
-impl<K: Clock> CodePipelineAction<K> {
+    fn store(&self) -> &Store {
+        self.operations.store()
+    }
+
     /// Handles one invocation by CodePipeline.
     pub async fn handle(&self, payload: &serde_json::Value) -> Result<JobAnswer, ActionError> {
         // Parsed without echoing the event back: it holds credentials.
@@ -272,11 +279,22 @@ impl<K: Clock> CodePipelineAction<K> {
                 return Ok(JobAnswer::Failed(reason));
             }
         }
-        let (d, commands) = Deployment::create(&deployment_id, spec, self.clock.now());
-        let events = crate::domain::deployment::events_of(&commands);
-        // The shifter runs it from the stream; a redelivered job finds it created.
-        match self.store.create(&d, &events).await {
-            Ok(_) | Err(StoreError::AlreadyExists(_)) => Ok(JobAnswer::Continue(deployment_id)),
+        // A redelivered job finds its deployment created: it goes on.
+        if self.created(&deployment_id).await? {
+            return Ok(JobAnswer::Continue(deployment_id));
+        }
+        // The shifter runs it from the stream.
+        match self.operations.start(&deployment_id, spec, None).await {
+            Ok(_) | Err(OperationError::Store(StoreError::AlreadyExists(_))) => {
+                Ok(JobAnswer::Continue(deployment_id))
+            }
+            Err(OperationError::Invalid(why) | OperationError::Conflict(why)) => {
+                // Refused because a delivery beside this one created it.
+                if self.created(&deployment_id).await? {
+                    return Ok(JobAnswer::Continue(deployment_id));
+                }
+                Ok(JobAnswer::Failed(why))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -347,8 +365,17 @@ impl<K: Clock> CodePipelineAction<K> {
         Ok(())
     }
 
+    /// Whether deployment `id` exists.
+    async fn created(&self, id: &str) -> Result<bool, ActionError> {
+        match self.store().load(id).await {
+            Ok(_) => Ok(true),
+            Err(StoreError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     async fn check(&self, deployment_id: &str) -> Result<JobAnswer, ActionError> {
-        let d = match self.store.load(deployment_id).await {
+        let d = match self.store().load(deployment_id).await {
             Ok(stored) => stored.deployment,
             Err(StoreError::NotFound(_)) => {
                 return Ok(JobAnswer::Failed(format!(
@@ -386,7 +413,7 @@ impl<K: Clock> CodePipelineAction<K> {
             JobAnswer::Succeeded => {
                 // The token of the last invocation names the deployment.
                 let deployment_id = format!("codepipeline-{job_id}");
-                let d = self.store.load(&deployment_id).await?.deployment;
+                let d = self.store().load(&deployment_id).await?.deployment;
                 let version = d.to_version.clone().unwrap_or_default();
                 self.codepipeline
                     .put_job_success_result()

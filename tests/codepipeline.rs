@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use aws_sdk_lambda::primitives::Blob;
 use axum::http::HeaderMap;
 use serde_json::{Value, json};
+use sluice::ports::Deployments;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use support::*;
@@ -62,7 +63,8 @@ impl World {
     async fn new() -> Result<World> {
         let stack = start_stack_without(
             Some("template.yaml"),
-            &[],
+            // The greeter and its worker (a release group's member).
+            &[("ManagedFunctions", "greeter*")],
             1.0,
             &[
                 "SourceFunction",
@@ -131,8 +133,17 @@ impl World {
         })
     }
 
-    /// A job as CodePipeline sends it, with these UserParameters and continuation token.
-    fn job(&self, id: &str, user_parameters: &Value, token: Option<&str>) -> Value {
+    /// A job as CodePipeline sends it, with these UserParameters and
+    /// continuation token; `inputs`: input artifacts (name, key in the
+    /// artifact store) after the build of r2, or in its place if named
+    /// `BuildArtifact`.
+    fn job(
+        &self,
+        id: &str,
+        user_parameters: &Value,
+        token: Option<&str>,
+        inputs: &[(&str, &str)],
+    ) -> Value {
         let mut job: Value = serde_json::from_str(JOB).unwrap();
         job["CodePipeline.job"]["id"] = id.into();
         let data = &mut job["CodePipeline.job"]["data"];
@@ -142,6 +153,17 @@ impl World {
             "bucketName": ARTIFACT_STORE,
             "objectKey": "greeter-pipeline/BuildArtif/r2.zip",
         });
+        let build = data["inputArtifacts"][0].clone();
+        for (name, key) in inputs {
+            let mut input = build.clone();
+            input["name"] = (*name).into();
+            input["location"]["s3Location"]["objectKey"] = (*key).into();
+            let artifacts = data["inputArtifacts"].as_array_mut().unwrap();
+            match artifacts.iter_mut().find(|a| a["name"] == *name) {
+                Some(same) => *same = input,
+                None => artifacts.push(input),
+            }
+        }
         if let Some(token) = token {
             data["continuationToken"] = token.into();
         }
@@ -156,7 +178,11 @@ impl World {
             .payload(Blob::new(serde_json::to_vec(job)?))
             .send()
             .await?;
-        anyhow::ensure!(out.function_error().is_none(), "{out:?}");
+        anyhow::ensure!(
+            out.function_error().is_none(),
+            "{}",
+            String::from_utf8_lossy(out.payload().map(|p| p.as_ref()).unwrap_or_default())
+        );
         Ok(())
     }
 
@@ -170,7 +196,18 @@ impl World {
 
     /// Plays CodePipeline: invokes again with the token until a final answer.
     async fn run_job(&self, id: &str, user_parameters: Value) -> Result<(String, Value)> {
-        self.invoke(&self.job(id, &user_parameters, None)).await?;
+        self.run_job_with(id, user_parameters, &[]).await
+    }
+
+    /// `run_job` with more input artifacts (see `job`).
+    async fn run_job_with(
+        &self,
+        id: &str,
+        user_parameters: Value,
+        inputs: &[(&str, &str)],
+    ) -> Result<(String, Value)> {
+        self.invoke(&self.job(id, &user_parameters, None, inputs))
+            .await?;
         wait_for(
             "the job's final answer",
             Duration::from_secs(60),
@@ -182,7 +219,7 @@ impl World {
                     .context("no request")?;
                 match body["continuationToken"].as_str() {
                     Some(token) => {
-                        self.invoke(&self.job(id, &user_parameters, Some(token)))
+                        self.invoke(&self.job(id, &user_parameters, Some(token), inputs))
                             .await?;
                         Ok(None)
                     }
@@ -193,11 +230,30 @@ impl World {
         .await
     }
 
+    /// What `greeter:live` says it is.
     async fn live_release(&self) -> Result<String> {
+        self.live_release_of("greeter").await
+    }
+
+    /// The release `function:live` says it is, and whether the alias is whole.
+    async fn live_release_of(&self, function: &str) -> Result<String> {
+        let alias = self
+            .lambda
+            .get_alias()
+            .function_name(function)
+            .name("live")
+            .send()
+            .await?;
+        anyhow::ensure!(
+            alias
+                .routing_config()
+                .is_none_or(|r| r.additional_version_weights().is_none_or(|w| w.is_empty())),
+            "{function}:live is split: {alias:?}"
+        );
         let out = self
             .lambda
             .invoke()
-            .function_name("greeter")
+            .function_name(function)
             .qualifier("live")
             .send()
             .await?;
@@ -336,5 +392,142 @@ async fn failed_gates_and_bad_parameters_fail_the_job_with_the_reason() -> Resul
         );
     }
     assert_eq!(w.live_release().await?, "r1", "nothing was deployed");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_codepipeline_job_releases_a_group_from_two_input_artifacts() -> Result<()> {
+    let w = World::new().await?;
+    let role = function_role(&w.stack).await?;
+    create_function(
+        &w.lambda,
+        &role,
+        "greeter-worker",
+        greeter_zip("w1")?,
+        &[],
+        5,
+    )
+    .await?;
+    let v1 = w
+        .lambda
+        .publish_version()
+        .function_name("greeter-worker")
+        .send()
+        .await?;
+    w.lambda
+        .create_alias()
+        .function_name("greeter-worker")
+        .name("live")
+        .function_version(v1.version().context("v1")?)
+        .send()
+        .await?;
+    let s3 = aws_sdk_s3::Client::new(&w.stack.sdk_config().await);
+    for (key, release) in [
+        ("greeter-pipeline/WorkerArtif/w2.zip", "w2"),
+        ("greeter-pipeline/BuildArtif/r3.zip", "r3"),
+        ("greeter-pipeline/WorkerArtif/w3.zip", "w3"),
+    ] {
+        s3.put_object()
+            .bucket(ARTIFACT_STORE)
+            .key(key)
+            .body(greeter_zip(release)?.into())
+            .send()
+            .await?;
+    }
+    let hook = w
+        .stack
+        .var("SLUICE_RESOURCE_PRE_TRAFFIC_FUNCTION")
+        .to_owned();
+    // The greeter from the build artifact, its worker from the action's
+    // second input artifact; a smoke test on each member's new version.
+    let params = |worker_release: &str| {
+        json!({
+            "function": "greeter", "alias": "live", "config": "canary:50:1s",
+            "pre_traffic_hook": hook,
+            "group": [{"function": "greeter-worker", "alias": "live", "input_artifact": "WorkerArtifact"}],
+            "smoke_tests": [
+                {"name": "greeter greets", "event": {"name": "Ada"}, "expect": {"fields": {"/message": "Hello, Ada!"}}},
+                {"name": "worker is new", "function": "greeter-worker", "event": {"name": "Ada"}, "expect": {"fields": {"/release": worker_release}}}
+            ]
+        })
+    };
+    // Checked against AWS when the job comes, as the API checks a request:
+    // every member's problem named, no deployment written.
+    let (operation, body) = w
+        .run_job(
+            "job-12",
+            json!({"function": "greeter", "alias": "staging", "config": "AllAtOnce",
+                   "group": [{"function": "greeter-worker", "alias": "live", "version": "9"}]}),
+        )
+        .await?;
+    assert_eq!(operation, "CodePipeline_20150709.PutJobFailureResult");
+    let message = body["failureDetails"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("alias greeter:staging does not exist")
+            && message.contains("version 9 of greeter-worker does not exist"),
+        "{message}"
+    );
+    let store = template_store(&w.stack).await;
+    assert!(
+        matches!(
+            store.load("codepipeline-job-12").await,
+            Err(sluice::store::StoreError::NotFound(_))
+        ),
+        "no deployment written"
+    );
+
+    let (operation, body) = w
+        .run_job_with(
+            "job-10",
+            params("w2"),
+            &[("WorkerArtifact", "greeter-pipeline/WorkerArtif/w2.zip")],
+        )
+        .await?;
+    assert_eq!(
+        operation, "CodePipeline_20150709.PutJobSuccessResult",
+        "{body}"
+    );
+    assert_eq!(
+        (
+            w.live_release().await?,
+            w.live_release_of("greeter-worker").await?
+        ),
+        ("r2".to_owned(), "w2".to_owned()),
+        "both members promoted, each alias whole"
+    );
+
+    // The worker's smoke test fails at the first gate: the whole group
+    // rolls back, and the job fails with the member and the check named.
+    let (operation, body) = w
+        .run_job_with(
+            "job-11",
+            params("w2"),
+            &[
+                ("BuildArtifact", "greeter-pipeline/BuildArtif/r3.zip"),
+                ("WorkerArtifact", "greeter-pipeline/WorkerArtif/w3.zip"),
+            ],
+        )
+        .await?;
+    assert_eq!(
+        operation, "CodePipeline_20150709.PutJobFailureResult",
+        "{body}"
+    );
+    let message = body["failureDetails"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("PreTraffic gate failed") && message.contains("worker is new"),
+        "{message}"
+    );
+    assert_eq!(
+        (
+            w.live_release().await?,
+            w.live_release_of("greeter-worker").await?
+        ),
+        ("r2".to_owned(), "w2".to_owned()),
+        "both members on their old versions, whole"
+    );
     Ok(())
 }
