@@ -2483,6 +2483,92 @@ async fn throttle(w: &World, requests: Option<u32>) -> Result<u64> {
     answer["throttle"].as_u64().context("throttle count")
 }
 
+/// A shift Lambda keeps refusing as it would a passing fault (every
+/// `UpdateAlias` throttled, past the worker's own attempts and its
+/// hand-backs through the timer queue 1, 2, 4, 8 and 16 s later): the
+/// deployment rolls back rather than wait half-shifted for the sweep, and
+/// says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shift_throttled_past_its_retries_rolls_back_rather_than_wait_half_shifted() -> Result<()>
+{
+    let w = world().await?;
+    let id = "throttled-for-good";
+    let d = w
+        .engine
+        .start(
+            id,
+            spec(
+                "3",
+                FAULT_CONFIG,
+                Some("greeter-pre-ok"),
+                Some("greeter-post-ok"),
+            ),
+        )
+        .await?;
+    assert!(
+        matches!(d.phase, Phase::Baking { step: 0, .. }),
+        "{:?}",
+        d.phase
+    );
+    let http = reqwest::Client::new();
+    let url = format!(
+        "{}/_sluice/throttle",
+        w.stack.var("AWS_ENDPOINT_URL_LAMBDA")
+    );
+    let refused = http
+        .post(format!("{url}?requests=5&operation=update-alias"))
+        .send()
+        .await?;
+    assert_eq!(refused.status(), 400, "not an operation's name");
+    let set: Value = http
+        .post(format!("{url}?requests=1000&operation=UpdateAlias"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    assert_eq!(set["operation"], "UpdateAlias");
+    // The timer queue played as the shifter does: the bake's end, then
+    // each hand-back, until the rollback is decided.
+    let rolling_back = wait_for("the rollback decided", Duration::from_secs(120), || async {
+        for message in w.take_timers().await? {
+            // Each attempt fails (throttled): the phase says what came of it.
+            let _ = w.engine.run_queued(&message).await;
+        }
+        let d = w.engine.store().load(id).await?.deployment;
+        Ok(match d.phase {
+            Phase::RollingBack { .. } => Some(d),
+            _ => None,
+        })
+    })
+    .await?;
+    assert_eq!(
+        w.alias().await?,
+        ("1".to_owned(), vec![("3".to_owned(), 0.1)]),
+        "the alias held at the last step that landed"
+    );
+    let attempts_left = throttle(&w, None).await?;
+    assert!(
+        attempts_left < 1000 - 6,
+        "every attempt met the throttle: {attempts_left} left"
+    );
+    // Lambda takes writes again: the sweep's repair lands the rollback.
+    assert_eq!(throttle(&w, Some(0)).await?, 0);
+    w.engine.resume(id).await?;
+    let d = w.engine.store().load(id).await?.deployment;
+    let Phase::RolledBack { reason } = &d.phase else {
+        panic!("{:?} (was {:?})", d.phase, rolling_back.phase);
+    };
+    assert!(
+        reason.contains("the shift of greeter:live to 50% failed")
+            && reason.contains("TooManyRequests")
+            && reason.contains("(after 5 retries)"),
+        "{reason}"
+    );
+    assert_eq!(w.alias().await?, ("1".to_owned(), vec![]));
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_throttled_lambda_api_delays_the_rollout_but_skips_and_repeats_nothing() -> Result<()> {
     let w = world().await?;

@@ -44,6 +44,9 @@ pub struct ApiState {
     /// `TooManyRequestsException`: a fault tests inject through
     /// `POST /_sluice/throttle?requests=N` (`GET` says how many are left).
     pub throttle: std::sync::atomic::AtomicU32,
+    /// The one operation the throttle refuses (`&operation=UpdateAlias`),
+    /// if set: a fault on one kind of call while the others go through.
+    pub throttled_operation: std::sync::Mutex<Option<String>>,
     /// Lambda's account-wide request quotas (`control_plane`).
     pub quota: Quota,
     /// What the functions' execution roles allow (`iam`).
@@ -117,19 +120,49 @@ impl IntoResponse for InvokeError {
     }
 }
 
-/// Sets how many of the next requests are throttled.
+/// Sets how many of the next requests are throttled, and of which operation.
 fn throttle(state: &ApiState, uri: &Uri) -> Response {
+    let operation = query_param(uri, "operation");
+    // An operation's name as the Lambda API spells it (`UpdateAlias`).
+    let known = operation.as_deref().is_none_or(|o| {
+        o.starts_with(|c: char| c.is_ascii_uppercase())
+            && o.chars().all(|c| c.is_ascii_alphabetic())
+    });
     match query_param(uri, "requests").map(|n| n.parse::<u32>()) {
-        Some(Ok(n)) => {
+        Some(Ok(n)) if known => {
+            *state
+                .throttled_operation
+                .lock()
+                .expect("the throttle's lock") = operation.clone();
             state.throttle.store(n, Ordering::SeqCst);
-            (StatusCode::OK, json!({ "throttle": n }).to_string()).into_response()
+            (
+                StatusCode::OK,
+                json!({ "throttle": n, "operation": operation }).to_string(),
+            )
+                .into_response()
         }
         _ => lambda_error(
             StatusCode::BAD_REQUEST,
             "InvalidParameterValueException",
-            "expected ?requests=<count>",
+            "expected ?requests=<count>[&operation=<a Lambda API operation>]",
         ),
     }
+}
+
+/// Whether this request is one the throttle refuses (and counts it if so).
+fn throttled(state: &ApiState, operation: &str) -> bool {
+    let only = state
+        .throttled_operation
+        .lock()
+        .expect("the throttle's lock")
+        .clone();
+    if only.is_some_and(|only| only != operation) {
+        return false;
+    }
+    state
+        .throttle
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 /// The path's segments, percent-decoded (function ARNs arrive as `arn%3Aaws%3A...`).
@@ -224,11 +257,7 @@ async fn dispatch(
     {
         return over_quota(wait);
     }
-    let throttled = state
-        .throttle
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok();
-    if throttled {
+    if throttled(&state, operation(&method, &segs)) {
         return lambda_error(
             StatusCode::TOO_MANY_REQUESTS,
             "TooManyRequestsException",
