@@ -93,7 +93,28 @@ pub struct DeploymentNotice {
     /// The pipeline execution whose deploy action started it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub execution_id: Option<String>,
+    /// A release group's other members, each from and to its versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group: Vec<NoticeMember>,
     pub at: Time,
+}
+
+/// One more alias of a release group, as a notice names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoticeMember {
+    pub function: String,
+    pub alias: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_version: Option<String>,
+}
+
+impl NoticeMember {
+    fn versions(&self) -> String {
+        versions(self.from_version.as_deref(), self.to_version.as_deref())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -208,9 +229,26 @@ impl Notice {
                         .trim_start_matches("deployment_")
                         .replace('_', " ")
                 ));
+                if !d.group.is_empty() {
+                    let members: Vec<String> = d
+                        .group
+                        .iter()
+                        .map(|m| format!("{}:{} ({})", m.function, m.alias, m.versions()))
+                        .collect();
+                    lines.push(format!(
+                        "With its release group, in lockstep: {}.",
+                        members.join(", ")
+                    ));
+                }
                 lines.push(format!(
-                    "Config: {}; {}% on the new version.",
-                    d.config, d.weight
+                    "Config: {}; {}% on the new version{}.",
+                    d.config,
+                    d.weight,
+                    if d.group.is_empty() {
+                        ""
+                    } else {
+                        " of every member"
+                    }
                 ));
                 if let Some(reason) = &d.reason {
                     lines.push(format!("Reason: {reason}"));
@@ -268,21 +306,37 @@ impl DeploymentNotice {
                     old: *old,
                 }),
             execution_id: deployment_origin(&d.id).map(|(execution, _)| execution),
+            group: (1..d.members())
+                .map(|m| {
+                    let (function, alias) = d.target(m);
+                    let state = d.member(m);
+                    NoticeMember {
+                        function: function.to_owned(),
+                        alias: alias.to_owned(),
+                        from_version: state.from_version,
+                        to_version: state.to_version,
+                    }
+                })
+                .collect(),
             at: d.updated_at,
         }
     }
 
     fn headline(&self) -> String {
-        format!("{}:{} {}", self.function, self.alias, self.versions())
+        let more = match self.group.len() {
+            0 => String::new(),
+            n => format!(" (+{n} in its group)"),
+        };
+        format!("{}:{} {}{more}", self.function, self.alias, self.versions())
     }
 
     fn versions(&self) -> String {
-        format!(
-            "v{} -> v{}",
-            self.from_version.as_deref().unwrap_or("?"),
-            self.to_version.as_deref().unwrap_or("?")
-        )
+        versions(self.from_version.as_deref(), self.to_version.as_deref())
     }
+}
+
+fn versions(from: Option<&str>, to: Option<&str>) -> String {
+    format!("v{} -> v{}", from.unwrap_or("?"), to.unwrap_or("?"))
 }
 
 fn short_sha(sha: &str) -> &str {
@@ -468,8 +522,12 @@ pub fn stage_status(e: &Execution, stage: usize) -> Option<StatusLine> {
 /// The status of a deploy action: its deployment's weight while it runs
 /// (one change a shift), then its verdict.
 pub fn deployment_status(d: &Deployment) -> StatusLine {
+    let more = match d.members() {
+        1 => String::new(),
+        n => format!(" and {} more of its group", n - 1),
+    };
     let target = format!(
-        "version {} of {}:{}",
+        "version {} of {}:{}{more}",
         d.to_version.as_deref().unwrap_or("?"),
         d.spec.function,
         d.spec.alias
@@ -812,5 +870,65 @@ mod tests {
         let subject = notice.subject();
         assert_eq!(subject, "Sluice: greeter:live v1 -> v2 promoted");
         assert!(subject.is_ascii() && subject.len() < 100);
+        assert!(!notice.text().contains("release group"));
+    }
+
+    #[test]
+    fn a_release_group_s_notices_and_statuses_name_its_members() {
+        let spec = DeploymentSpec {
+            group: vec![crate::domain::deployment::MemberSpec {
+                function: "greeter-worker".into(),
+                alias: "live".into(),
+                source: VersionSource::Version("7".into()),
+            }],
+            ..DeploymentSpec::new(
+                "greeter",
+                "live",
+                VersionSource::Version("2".into()),
+                "canary:10:5m".parse().unwrap(),
+            )
+        };
+        let (mut d, _) = Deployment::create("d-g", spec, chrono::Utc::now());
+        d.from_version = Some("1".into());
+        d.to_version = Some("2".into());
+        d.group = vec![crate::domain::deployment::MemberState {
+            from_version: Some("6".into()),
+            to_version: Some("7".into()),
+            ..Default::default()
+        }];
+        let promoted = moved(&d, Phase::Promoted, 100.0);
+        let notice = Notice::DeploymentPromoted(DeploymentNotice::of(&promoted));
+        let json = serde_json::to_value(&notice).unwrap();
+        assert_eq!(
+            json["group"],
+            serde_json::json!([{"function": "greeter-worker", "alias": "live", "from_version": "6", "to_version": "7"}])
+        );
+        assert_eq!(serde_json::from_value::<Notice>(json).unwrap(), notice);
+        assert_eq!(
+            notice.subject(),
+            "Sluice: greeter:live v1 -> v2 (+1 in its group) promoted"
+        );
+        let text = notice.text();
+        assert!(
+            text.contains("With its release group, in lockstep: greeter-worker:live (v6 -> v7).")
+                && text.contains("100% on the new version of every member."),
+            "{text}"
+        );
+        let shifting = moved(
+            &d,
+            Phase::Baking {
+                step: 0,
+                until: chrono::Utc::now(),
+            },
+            10.0,
+        );
+        let status = deployment_status(&shifting);
+        assert!(
+            status
+                .description
+                .contains("version 2 of greeter:live and 1 more of its group"),
+            "{}",
+            status.description
+        );
     }
 }
