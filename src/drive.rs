@@ -80,6 +80,16 @@ pub trait Machine: Sync {
         expected: u64,
         events: &[Self::Event],
     ) -> impl Future<Output = Result<Self::Saved, StoreError>> + Send;
+    /// `save`, by the worker that runs the saved state's commands next (a
+    /// steer's are its worker's): it may take ahead what they need.
+    fn save_to_run(
+        &self,
+        state: &Self::State,
+        expected: u64,
+        events: &[Self::Event],
+    ) -> impl Future<Output = Result<Self::Saved, StoreError>> + Send {
+        self.save(state, expected, events)
+    }
     /// Logs and counts what a save recorded.
     fn recorded(&self, before: &Self::State, after: &Self::Saved, events: &[Self::Event]);
     /// Makes one command happen; returns the fact it produced, if any now.
@@ -172,7 +182,7 @@ async fn drive_in_span<M: Machine>(
         // the worker's claim on them, so a message delivered again or the
         // sweep that finds the same state loses the save and never runs the
         // same gate or action a second time.
-        match machine.save(&next, saved.version(), &events).await {
+        match machine.save_to_run(&next, saved.version(), &events).await {
             Ok(after) => {
                 machine.recorded(saved.state(), &after, &events);
                 saved = after;
@@ -293,7 +303,7 @@ pub async fn claim_and_drive<M: Machine>(
     attempt: u32,
 ) -> Result<M::State, M::Error> {
     let claimed = M::claimed(saved.state(), machine.now());
-    match machine.save(&claimed, saved.version(), &[]).await {
+    match machine.save_to_run(&claimed, saved.version(), &[]).await {
         Ok(claimed) => drive(machine, claimed, VecDeque::new(), actions, attempt).await,
         Err(StoreError::Conflict(_)) => {
             let id = M::id(saved.state());

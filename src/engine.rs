@@ -1225,8 +1225,18 @@ impl<S: Deployments, C: Cloud, K: Clock> Machine for Engine<S, C, K> {
         expected: u64,
         events: &[Event],
     ) -> Result<Stored, StoreError> {
-        // Alias calls follow this save when its worker runs the phase's
-        // commands (one a member still to write).
+        self.store.save(d, expected, events).await
+    }
+
+    /// A save whose alias write this worker makes next takes that write's
+    /// budget slot beside it (a steer's save does not: its worker writes,
+    /// in its own process, and a slot reserved here would go unused).
+    async fn save_to_run(
+        &self,
+        d: &Deployment,
+        expected: u64,
+        events: &[Event],
+    ) -> Result<Stored, StoreError> {
         let writes_alias = matches!(
             d.phase,
             Phase::Shifting { .. }

@@ -771,15 +771,12 @@ impl World {
             }
             killed_at.push(n);
             let saved = self.engine.store().load(&id).await?.deployment;
-            let until = Instant::now() + DEADLINE;
-            let ended = loop {
+            // The sweep, taking it up until it ends.
+            let ended = wait_for("the sweep's repair", DEADLINE, || async {
                 let d = self.engine.resume(&id).await?;
-                if d.phase.is_terminal() {
-                    break d;
-                }
-                anyhow::ensure!(Instant::now() < until, "{id} stuck in {:?}", d.phase);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            };
+                Ok(d.phase.is_terminal().then_some(d))
+            })
+            .await?;
             repaired(&id, saved, ended).await?;
         }
         Ok(killed_at)
@@ -1221,6 +1218,16 @@ async fn operators_promote_pause_resume_abort_and_retry() -> Result<()> {
         w.alias().await?,
         ("3".to_owned(), vec![("2".to_owned(), 0.1)]),
         "the steer itself writes no alias"
+    );
+    assert!(
+        w.engine
+            .cloud()
+            .inner
+            .reserved
+            .lock()
+            .unwrap()
+            .is_empty(),
+        "nor takes a budget slot ahead for it: the worker that writes does"
     );
     let [d] = w.run_to_end(&["aborted"]).await?.try_into().expect("one");
     assert!(
