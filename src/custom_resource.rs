@@ -928,15 +928,19 @@ impl RolloutProvider {
             }
             return Ok(Answer::success(version));
         }
-        // The members to move, as one deployment: checked as the API checks
-        // one before anything (an alias to create included) is written.
+        // The members to move, as one deployment, checked as the API checks
+        // one (by `start`; first here when an alias is to be created, so a
+        // refused request writes nothing: each check reads every member,
+        // and the reads count against the control-plane quota).
         let rollout = only_members(spec, &to_roll_out);
-        match self.operations.check(&rollout).await {
-            Ok(_) => {}
-            Err(OperationError::Invalid(why) | OperationError::Conflict(why)) => {
-                return Ok(Answer::failed(why));
+        if !to_create.is_empty() {
+            match self.operations.check(&rollout).await {
+                Ok(_) => {}
+                Err(OperationError::Invalid(why) | OperationError::Conflict(why)) => {
+                    return Ok(Answer::failed(why));
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
         }
         let waits = props
             .service_timeout

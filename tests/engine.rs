@@ -1220,13 +1220,7 @@ async fn operators_promote_pause_resume_abort_and_retry() -> Result<()> {
         "the steer itself writes no alias"
     );
     assert!(
-        w.engine
-            .cloud()
-            .inner
-            .reserved
-            .lock()
-            .unwrap()
-            .is_empty(),
+        w.engine.cloud().inner.reserved.lock().unwrap().is_empty(),
         "nor takes a budget slot ahead for it: the worker that writes does"
     );
     let [d] = w.run_to_end(&["aborted"]).await?.try_into().expect("one");
