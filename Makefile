@@ -86,11 +86,12 @@ fuzz:
 		cargo +nightly fuzz run $$target -- -max_total_time=$(FUZZ_SECONDS) || exit 1; \
 	done
 
-# The functions the local Sluice may deploy (template.yaml's ManagedFunctions).
-MANAGED_FUNCTIONS ?= greeter
+# The functions the local Sluice may deploy (template.yaml's ManagedFunctions):
+# the greeter, its hooks and its worker (the example app's release group).
+MANAGED_FUNCTIONS ?= greeter*
 
 dev: venv build
-	./target/debug/sluice-local start --state-dir $(STATE_DIR) --template template.yaml --artifacts target/debug --parameter ManagedFunctions=$(MANAGED_FUNCTIONS)
+	./target/debug/sluice-local start --state-dir $(STATE_DIR) --template template.yaml --artifacts target/debug --parameter 'ManagedFunctions=$(MANAGED_FUNCTIONS)'
 	@echo "logs: $(STATE_DIR)/*.log"
 
 dev-restart: build

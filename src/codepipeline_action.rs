@@ -7,7 +7,10 @@
 //! alias and version, each hook: a job that cannot deploy fails at once,
 //! every problem named, no deployment written), creates the deployment (the
 //! shifter runs it) and answers `PutJobSuccessResult` with a continuation
-//! token. CodePipeline invokes again with that token until the
+//! token. A check or a start that meets a passing failure (throttled, out
+//! of budget, no answer) answers the same way with why, and the next
+//! invocation starts it again: the job waits, never fails or hangs on it.
+//! CodePipeline invokes again with that token until the
 //! deployment ends: promoted is success with output variables, anything else
 //! is `PutJobFailureResult` with the reason. The event holds credentials: it is
 //! never logged.
@@ -31,6 +34,13 @@ use serde::Deserialize;
 
 /// CodePipeline's limit on a failure message.
 const MAX_FAILURE_MESSAGE: usize = 5000;
+/// CodePipeline's limit on an execution summary.
+const MAX_SUMMARY: usize = 2048;
+
+/// The deployment a job runs (and its continuation token).
+fn deployment_id(job_id: &str) -> String {
+    format!("codepipeline-{job_id}")
+}
 
 /// The action's `UserParameters`, a JSON object.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -120,6 +130,9 @@ impl AwsFailure for ActionError {
 pub enum JobAnswer {
     /// Still running: CodePipeline invokes again with this token.
     Continue(String),
+    /// Not started yet, for a passing reason: the next invocation (with
+    /// `deployment` as its token) starts it.
+    StartLater { deployment: String, reason: String },
     Succeeded,
     Failed(String),
 }
@@ -161,9 +174,14 @@ impl CodePipelineAction {
             .id
             .clone()
             .ok_or_else(|| ActionError::Event("the job has no id".into()))?;
-        let answer = match &job.data.continuation_token {
+        let deployment_id = deployment_id(&job_id);
+        let answer = match job.data.continuation_token.as_deref() {
             None => self.start(&job_id, &event).await?,
-            Some(deployment_id) => self.check(deployment_id).await?,
+            // Its start met a passing failure: started now.
+            Some(token) if token == deployment_id && !self.created(token).await? => {
+                self.start(&job_id, &event).await?
+            }
+            Some(token) => self.check(token).await?,
         };
         self.answer(&job_id, &answer).await?;
         tracing::info!(job_id, answer = ?answer, "job answered");
@@ -194,7 +212,7 @@ impl CodePipelineAction {
         let (Some(bucket), Some(key)) = (&location.bucket_name, &location.object_key) else {
             return Ok(JobAnswer::Failed("the input artifact is not in S3".into()));
         };
-        let deployment_id = format!("codepipeline-{job_id}");
+        let deployment_id = deployment_id(job_id);
         let copy_key = format!("codepipeline/{job_id}.zip");
         // Each member's source; its zip, if any, copied with the first one's.
         let mut group = Vec::new();
@@ -295,7 +313,15 @@ impl CodePipelineAction {
                 }
                 Ok(JobAnswer::Failed(why))
             }
-            Err(e) => Err(e.into()),
+            // Passing (Lambda throttled, the budget spent, no answer):
+            // CodePipeline's next invocation tries again.
+            Err(e) => {
+                tracing::warn!(deployment_id, error = %e, "not started yet");
+                Ok(JobAnswer::StartLater {
+                    deployment: deployment_id,
+                    reason: e.to_string(),
+                })
+            }
         }
     }
 
@@ -393,26 +419,46 @@ impl CodePipelineAction {
         })
     }
 
+    /// Keeps the job open: CodePipeline invokes again with `deployment_id`
+    /// as its continuation token. A summary is at most 2,048 characters
+    /// (<https://docs.aws.amazon.com/codepipeline/latest/APIReference/API_ExecutionDetails.html>).
+    async fn keep_open(
+        &self,
+        job_id: &str,
+        deployment_id: &str,
+        summary: String,
+    ) -> Result<(), ActionError> {
+        self.codepipeline
+            .put_job_success_result()
+            .job_id(job_id)
+            .continuation_token(deployment_id)
+            .execution_details(
+                ExecutionDetails::builder()
+                    .summary(crate::domain::clip(&summary, MAX_SUMMARY))
+                    .external_execution_id(deployment_id)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| aws::<ActionError>("PutJobSuccessResult", e))?;
+        Ok(())
+    }
+
     async fn answer(&self, job_id: &str, answer: &JobAnswer) -> Result<(), ActionError> {
         match answer {
             JobAnswer::Continue(deployment_id) => {
-                self.codepipeline
-                    .put_job_success_result()
-                    .job_id(job_id)
-                    .continuation_token(deployment_id)
-                    .execution_details(
-                        ExecutionDetails::builder()
-                            .summary(format!("deployment {deployment_id} is running"))
-                            .external_execution_id(deployment_id)
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .map_err(|e| aws::<ActionError>("PutJobSuccessResult", e))?;
+                self.keep_open(job_id, deployment_id, format!("deployment {deployment_id} is running"))
+                    .await?;
+            }
+            JobAnswer::StartLater { deployment, reason } => {
+                let summary = format!(
+                    "deployment {deployment} not started yet, tried again at the next call: {reason}"
+                );
+                self.keep_open(job_id, deployment, summary).await?;
             }
             JobAnswer::Succeeded => {
                 // The token of the last invocation names the deployment.
-                let deployment_id = format!("codepipeline-{job_id}");
+                let deployment_id = deployment_id(job_id);
                 let d = self.store().load(&deployment_id).await?.deployment;
                 let version = d.to_version.clone().unwrap_or_default();
                 self.codepipeline

@@ -17,7 +17,8 @@
 //!
 //! The resource moves one alias (`FunctionName`, `Alias`, `Version`), or a
 //! release group: `Group` names the other members, each moved in lockstep
-//! with it and rolled back with it. For each member:
+//! with it and rolled back with it (an alias the resource creates served
+//! nobody: it is made on its version, outside the rollout). For each member:
 //!
 //! - Create: an alias that does not exist is created on the version; one
 //!   already serving it is taken as it is; one serving another version is
@@ -36,8 +37,11 @@
 //!   go with their functions); a rollout of this resource still running is
 //!   aborted, and the delete answered once it has ended.
 //! - A request for the versions this resource's rollout still under way
-//!   started from (CloudFormation stopped waiting, and rolls the stack back):
-//!   that rollout is aborted, and the request answered once it rolled back.
+//!   started from, or naming none of its aliases (CloudFormation stopped
+//!   waiting, and rolls the stack back to properties that may name fewer
+//!   members): that rollout is aborted, and the request answered once it
+//!   rolled back. It is found by the aliases of both the new and the old
+//!   properties.
 
 use crate::clock::Clock;
 use crate::domain::analysis::{AnalysisSettings, MetricTiming};
@@ -324,25 +328,21 @@ impl RolloutProperties {
     }
 }
 
-/// Whether `targets` send every member of `earlier` they name back to
-/// the version it started from (and name one at least): CloudFormation
-/// rolling the stack back from the update that started `earlier`.
+/// Whether `targets` send every member of `earlier` (this resource's
+/// rollout still under way) they name back to the version it started
+/// from: CloudFormation rolling the stack back from the update that
+/// started `earlier`. A member they do not name (the old properties had
+/// a smaller group) is not wanted moved either, and one not prepared yet
+/// has moved nowhere.
 fn sends_back(earlier: &Deployment, targets: &[Target]) -> bool {
-    let mut named = 0;
-    for m in 0..earlier.members() {
+    (0..earlier.members()).all(|m| {
         let (function, alias) = earlier.target(m);
-        let Some(target) = targets
+        let from = earlier.member(m).from_version;
+        targets
             .iter()
             .find(|t| t.function == function && t.alias == alias)
-        else {
-            continue;
-        };
-        if earlier.member(m).from_version.as_deref() != Some(target.version.as_str()) {
-            return false;
-        }
-        named += 1;
-    }
-    named > 0
+            .is_none_or(|t| from.is_none_or(|from| from == t.version))
+    })
 }
 
 /// "version 4", or "greeter:live on 4, greeter-worker:live on 2".
@@ -662,7 +662,8 @@ impl RolloutProvider {
                     r.logical_resource_id,
                     None,
                 );
-                self.create_or_update(reply, &r.resource_properties).await?
+                self.create_or_update(reply, &r.resource_properties, None)
+                    .await?
             }
             CloudFormationCustomResourceRequest::Update(r) => {
                 let was = Some(r.physical_resource_id);
@@ -673,7 +674,9 @@ impl RolloutProvider {
                     r.logical_resource_id,
                     was,
                 );
-                self.create_or_update(reply, &r.resource_properties).await?
+                let old = RolloutProperties::parse(&r.old_resource_properties).ok();
+                self.create_or_update(reply, &r.resource_properties, old.as_ref())
+                    .await?
             }
             CloudFormationCustomResourceRequest::Delete(r) => {
                 let was = Some(r.physical_resource_id);
@@ -710,13 +713,15 @@ impl RolloutProvider {
         Ok(answer)
     }
 
-    /// A Create (`reply` names no resource yet) or an Update: the resource
-    /// is the alias the properties name; a FAILED answer names it as it was
-    /// (a failed Create: one CloudFormation then deletes, as nothing).
+    /// A Create (`reply` names no resource yet) or an Update (`old`: its
+    /// old properties, if they read): the resource is the alias the
+    /// properties name; a FAILED answer names it as it was (a failed
+    /// Create: one CloudFormation then deletes, as nothing).
     async fn create_or_update(
         &self,
         mut reply: Reply,
         properties: &Value,
+        old: Option<&RolloutProperties>,
     ) -> Result<(Reply, Answer), ProviderError> {
         let parsed = RolloutProperties::parse(properties);
         if reply.failed_physical_resource_id.is_empty() {
@@ -730,7 +735,7 @@ impl RolloutProvider {
             Err(_) => reply.failed_physical_resource_id.clone(),
         };
         let answer = match parsed {
-            Ok(props) => self.roll_out(&props, &reply).await?,
+            Ok(props) => self.roll_out(&props, old, &reply).await?,
             Err(why) => Answer::failed(why),
         };
         Ok((reply, answer))
@@ -787,14 +792,15 @@ impl RolloutProvider {
     }
 
     /// The rollout of this resource (same stack, same logical id) holding
-    /// any of its aliases, if any.
+    /// any of the aliases `props` (or the `old` properties) name, if any.
     async fn own_holder(
         &self,
         props: &RolloutProperties,
+        old: Option<&RolloutProperties>,
         reply: &Reply,
     ) -> Result<Option<Deployment>, ProviderError> {
         let engine = self.operations.engine();
-        for (function, alias) in props.aliases() {
+        for (function, alias) in props.aliases().chain(old.into_iter().flat_map(|o| o.aliases())) {
             let lock = crate::store::keys::Lock::alias(function, alias);
             let Some(holder) = engine.live_holder(&lock).await? else {
                 continue;
@@ -843,6 +849,7 @@ impl RolloutProvider {
     async fn roll_out(
         &self,
         props: &RolloutProperties,
+        old: Option<&RolloutProperties>,
         reply: &Reply,
     ) -> Result<Answer, ProviderError> {
         let spec = match props.spec(&self.metric_timing) {
@@ -872,7 +879,7 @@ impl RolloutProvider {
         // stopped waiting for it. Sent back to the versions it started
         // from (the stack's rollback), it is aborted, and this request
         // answered once it has rolled back.
-        if let Some(earlier) = self.own_holder(props, reply).await? {
+        if let Some(earlier) = self.own_holder(props, old, reply).await? {
             if sends_back(&earlier, &targets) {
                 let reason = format!(
                     "CloudFormation stopped waiting for it, and rolls {} back to {}",
@@ -917,31 +924,34 @@ impl RolloutProvider {
                 ));
             }
         }
+        // The members to move, as one deployment, checked as the API checks
+        // one: by `start`, and first here when an alias is to be created
+        // (so a refused request writes nothing) or a problem is named
+        // already (so every problem is named at once). Each check reads
+        // every member, within the control-plane quota.
+        let rollout = (!to_roll_out.is_empty()).then(|| only_members(spec, &to_roll_out));
+        if let Some(rollout) = &rollout
+            && !(to_create.is_empty() && problems.is_empty())
+        {
+            match self.operations.check(rollout).await {
+                Ok(_) => {}
+                Err(OperationError::Invalid(why) | OperationError::Conflict(why)) => {
+                    problems.push(why);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         if !problems.is_empty() {
             return Ok(Answer::failed(problems.join("; ")));
         }
-        if to_roll_out.is_empty() {
+        let Some(rollout) = rollout else {
             for target in to_create {
                 if let Err(why) = self.create_alias(target).await? {
                     return Ok(Answer::failed(why));
                 }
             }
             return Ok(Answer::success(version));
-        }
-        // The members to move, as one deployment, checked as the API checks
-        // one (by `start`; first here when an alias is to be created, so a
-        // refused request writes nothing: each check reads every member,
-        // and the reads count against the control-plane quota).
-        let rollout = only_members(spec, &to_roll_out);
-        if !to_create.is_empty() {
-            match self.operations.check(&rollout).await {
-                Ok(_) => {}
-                Err(OperationError::Invalid(why) | OperationError::Conflict(why)) => {
-                    return Ok(Answer::failed(why));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        };
         let waits = props
             .service_timeout
             .unwrap_or(DEFAULT_SERVICE_TIMEOUT_SECS);
@@ -1017,7 +1027,7 @@ impl RolloutProvider {
         props: &RolloutProperties,
         reply: &Reply,
     ) -> Result<Answer, ProviderError> {
-        let Some(earlier) = self.own_holder(props, reply).await? else {
+        let Some(earlier) = self.own_holder(props, None, reply).await? else {
             return Ok(Answer::success(""));
         };
         let reason = format!(
@@ -1304,10 +1314,18 @@ mod tests {
             &earlier,
             &[target("greeter", "3"), target("greeter-worker", "2")]
         ));
-        // A member the request no longer names (a group made smaller) is not asked.
+        // A member the request no longer names (the old properties had a
+        // smaller group) is not wanted moved either.
         assert!(sends_back(&earlier, &[target("greeter", "3")]));
-        assert!(!sends_back(&earlier, &[target("other", "3")]));
+        assert!(sends_back(&earlier, &[target("other", "3")]));
         assert_eq!(versions_text(&[target("greeter", "3")]), "version 3");
+        // Not prepared yet: it has moved nothing, whatever it is asked.
+        let (unprepared, _) = Deployment::create(
+            "cfn-2",
+            p.spec(&MetricTiming::default()).unwrap(),
+            Time::default(),
+        );
+        assert!(sends_back(&unprepared, &[target("greeter", "9")]));
     }
 
     #[test]

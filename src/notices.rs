@@ -184,11 +184,11 @@ impl Notice {
     /// (<https://docs.aws.amazon.com/sns/latest/api/API_Publish.html>).
     pub fn subject(&self) -> String {
         let line = match self {
-            Notice::DeploymentStarted(d) => format!("{} started", d.headline()),
-            Notice::DeploymentPromoted(d) => format!("{} promoted", d.headline()),
-            Notice::DeploymentRolledBack(d) => format!("{} rolled back", d.headline()),
-            Notice::DeploymentFailedToStart(d) => format!("{} failed to start", d.headline()),
-            Notice::DeploymentFrozen(d) => format!("{} frozen", d.headline()),
+            Notice::DeploymentStarted(d) => d.headline("started"),
+            Notice::DeploymentPromoted(d) => d.headline("promoted"),
+            Notice::DeploymentRolledBack(d) => d.headline("rolled back"),
+            Notice::DeploymentFailedToStart(d) => d.headline("failed to start"),
+            Notice::DeploymentFrozen(d) => d.headline("frozen"),
             Notice::ExecutionEnded(e) => format!(
                 "{} {} at {}: {}",
                 e.pipeline,
@@ -322,12 +322,19 @@ impl DeploymentNotice {
         }
     }
 
-    fn headline(&self) -> String {
+    /// The subject's line: what happened before the group's size, so a
+    /// subject cut short keeps it.
+    fn headline(&self, what: &str) -> String {
         let more = match self.group.len() {
             0 => String::new(),
             n => format!(" (+{n} in its group)"),
         };
-        format!("{}:{} {}{more}", self.function, self.alias, self.versions())
+        format!(
+            "{}:{} {} {what}{more}",
+            self.function,
+            self.alias,
+            self.versions()
+        )
     }
 
     fn versions(&self) -> String {
@@ -906,7 +913,7 @@ mod tests {
         assert_eq!(serde_json::from_value::<Notice>(json).unwrap(), notice);
         assert_eq!(
             notice.subject(),
-            "Sluice: greeter:live v1 -> v2 (+1 in its group) promoted"
+            "Sluice: greeter:live v1 -> v2 promoted (+1 in its group)"
         );
         let text = notice.text();
         assert!(

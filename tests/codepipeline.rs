@@ -208,6 +208,17 @@ impl World {
     ) -> Result<(String, Value)> {
         self.invoke(&self.job(id, &user_parameters, None, inputs))
             .await?;
+        self.continue_job(id, &user_parameters, inputs).await
+    }
+
+    /// Plays CodePipeline for a job answered once already: invokes again
+    /// with the token until a final answer.
+    async fn continue_job(
+        &self,
+        id: &str,
+        user_parameters: &Value,
+        inputs: &[(&str, &str)],
+    ) -> Result<(String, Value)> {
         wait_for(
             "the job's final answer",
             Duration::from_secs(60),
@@ -219,7 +230,7 @@ impl World {
                     .context("no request")?;
                 match body["continuationToken"].as_str() {
                     Some(token) => {
-                        self.invoke(&self.job(id, &user_parameters, Some(token), inputs))
+                        self.invoke(&self.job(id, user_parameters, Some(token), inputs))
                             .await?;
                         Ok(None)
                     }
@@ -292,6 +303,52 @@ async fn a_codepipeline_job_runs_a_gated_deployment_and_reports_its_result() -> 
     assert_eq!(body["outputVariables"]["Version"], "2");
     assert_eq!(body["currentRevision"]["revision"], "2");
     assert_eq!(w.live_release().await?, "r2");
+
+    // A job whose checks meet a passing failure (every GetAlias
+    // throttled) is kept open with why, started at CodePipeline's next call.
+    let lambda_endpoint = w.stack.var("AWS_ENDPOINT_URL_LAMBDA").to_owned();
+    let set_throttle = |requests: u32| {
+        let url = format!(
+            "{lambda_endpoint}/_sluice/throttle?requests={requests}&operation=GetAlias"
+        );
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .send()
+                .await?
+                .error_for_status()?;
+            anyhow::Ok(())
+        }
+    };
+    set_throttle(1000).await?;
+    let params = json!({"function": "greeter", "alias": "live", "config": "AllAtOnce"});
+    w.invoke(&w.job("job-13", &params, None, &[])).await?;
+    let answers = w.requests_for("job-13");
+    let (operation, body) = answers.last().context("an answer")?;
+    assert_eq!(operation, "CodePipeline_20150709.PutJobSuccessResult");
+    assert_eq!(body["continuationToken"], "codepipeline-job-13");
+    let summary = body["executionDetails"]["summary"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        summary.contains("not started yet") && summary.contains("TooManyRequests"),
+        "{summary}"
+    );
+    let store = template_store(&w.stack).await;
+    assert!(
+        matches!(
+            store.load("codepipeline-job-13").await,
+            Err(sluice::store::StoreError::NotFound(_))
+        ),
+        "not started"
+    );
+    set_throttle(0).await?;
+    let (operation, body) = w.continue_job("job-13", &params, &[]).await?;
+    assert_eq!(
+        operation, "CodePipeline_20150709.PutJobSuccessResult",
+        "{body}"
+    );
+    assert_eq!(body["outputVariables"]["DeploymentId"], "codepipeline-job-13");
 
     // Never logged: the job's artifact credentials.
     let log = std::fs::read_to_string(w.stack.dir.path().join("state/sluice-local.log"))?;

@@ -439,14 +439,17 @@ async fn an_apps_release_group_rolls_out_through_the_custom_resource() -> Result
         .await?;
     assert_eq!(status_and_reason(&answer).0, "SUCCESS", "{answer}");
 
-    // The worker joins with a version it does not have: refused, naming
-    // it, and nothing written (its alias not made, the greeter not moved).
-    let bad = group_properties("2", "9", json!({}));
+    // The worker joins, and both ask for a version they do not have:
+    // refused, both named at once (the worker's alias to create, the
+    // greeter's rollout checked before it), and nothing written: the
+    // worker's alias not made, the greeter not moved.
+    let bad = group_properties("9", "9", json!({}));
     let answer = cfn.request("update-bad", update(&bad, &alone)).await?;
     let (status, reason) = status_and_reason(&answer);
     assert_eq!(status, "FAILED", "{answer}");
     assert!(
-        reason.contains("version 9 of greeter-worker does not exist"),
+        reason.contains("version 9 of greeter-worker does not exist")
+            && reason.contains("version 9 of greeter does not exist"),
         "{reason}"
     );
     assert_eq!(both().await?, (whole("1"), None));

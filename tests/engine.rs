@@ -2548,11 +2548,9 @@ async fn a_shift_throttled_past_its_retries_rolls_back_rather_than_wait_half_shi
         ("1".to_owned(), vec![("3".to_owned(), 0.1)]),
         "the alias held at the last step that landed"
     );
-    let attempts_left = throttle(&w, None).await?;
-    assert!(
-        attempts_left < 1000 - 6,
-        "every attempt met the throttle: {attempts_left} left"
-    );
+    // The first write and its five hand-backs at least, each refused.
+    let refused = 1000 - throttle(&w, None).await?;
+    assert!(refused >= 6, "{refused} UpdateAlias refused");
     // Lambda takes writes again: the sweep's repair lands the rollback.
     assert_eq!(throttle(&w, Some(0)).await?, 0);
     w.engine.resume(id).await?;

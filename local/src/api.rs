@@ -123,11 +123,9 @@ impl IntoResponse for InvokeError {
 /// Sets how many of the next requests are throttled, and of which operation.
 fn throttle(state: &ApiState, uri: &Uri) -> Response {
     let operation = query_param(uri, "operation");
-    // An operation's name as the Lambda API spells it (`UpdateAlias`).
-    let known = operation.as_deref().is_none_or(|o| {
-        o.starts_with(|c: char| c.is_ascii_uppercase())
-            && o.chars().all(|c| c.is_ascii_alphabetic())
-    });
+    let known = operation
+        .as_deref()
+        .is_none_or(|o| crate::control_plane::OPERATIONS.contains(&o));
     match query_param(uri, "requests").map(|n| n.parse::<u32>()) {
         Some(Ok(n)) if known => {
             *state
@@ -144,7 +142,7 @@ fn throttle(state: &ApiState, uri: &Uri) -> Response {
         _ => lambda_error(
             StatusCode::BAD_REQUEST,
             "InvalidParameterValueException",
-            "expected ?requests=<count>[&operation=<a Lambda API operation>]",
+            "expected ?requests=<count>[&operation=<a Lambda API operation, as UpdateAlias>]",
         ),
     }
 }
@@ -202,7 +200,16 @@ async fn dispatch(
         (&Method::POST, ["_sluice", "throttle"]) => return throttle(&state, &uri),
         (&Method::GET, ["_sluice", "throttle"]) => {
             let left = state.throttle.load(Ordering::SeqCst);
-            return (StatusCode::OK, json!({ "throttle": left }).to_string()).into_response();
+            let operation = state
+                .throttled_operation
+                .lock()
+                .expect("the throttle's lock")
+                .clone();
+            return (
+                StatusCode::OK,
+                json!({ "throttle": left, "operation": operation }).to_string(),
+            )
+                .into_response();
         }
         (&Method::POST, ["_sluice", "quota"]) => {
             let asked: Vec<_> = [

@@ -300,8 +300,35 @@ impl Api {
     }
 }
 
+/// Every name `operation` gives a request it knows.
+pub const OPERATIONS: &[&str] = &[
+    "ListFunctions",
+    "CreateFunction",
+    "GetFunction",
+    "DeleteFunction",
+    "Invoke",
+    "GetFunctionConfiguration",
+    "UpdateFunctionConfiguration",
+    "UpdateFunctionCode",
+    "PublishVersion",
+    "ListVersionsByFunction",
+    "CreateAlias",
+    "ListAliases",
+    "GetAlias",
+    "UpdateAlias",
+    "DeleteAlias",
+    "GetPolicy",
+    "AddPermission",
+    "GetFunctionEventInvokeConfig",
+    "PutFunctionEventInvokeConfig",
+    "UpdateFunctionEventInvokeConfig",
+    "DeleteFunctionEventInvokeConfig",
+    "ListFunctionEventInvokeConfigs",
+];
+
 /// The Lambda operation a request is, by its method and path segments (the
-/// names of the Lambda API reference), for the counts by operation.
+/// names of the Lambda API reference), for the counts by operation; one
+/// of `OPERATIONS`, or `Other`.
 pub fn operation(method: &http::Method, segments: &[&str]) -> &'static str {
     use http::Method;
     let m = method.clone();
@@ -492,6 +519,39 @@ impl Quota {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_operation_named_is_one_the_throttle_takes() {
+        use http::Method as M;
+        let f = "2015-03-31";
+        let requests: &[(M, &[&str])] = &[
+            (M::GET, &[f, "functions"]),
+            (M::POST, &[f, "functions"]),
+            (M::GET, &[f, "functions", "g"]),
+            (M::DELETE, &[f, "functions", "g"]),
+            (M::POST, &[f, "functions", "g", "invocations"]),
+            (M::GET, &[f, "functions", "g", "configuration"]),
+            (M::PUT, &[f, "functions", "g", "configuration"]),
+            (M::PUT, &[f, "functions", "g", "code"]),
+            (M::POST, &[f, "functions", "g", "versions"]),
+            (M::GET, &[f, "functions", "g", "versions"]),
+            (M::POST, &[f, "functions", "g", "aliases"]),
+            (M::GET, &[f, "functions", "g", "aliases"]),
+            (M::GET, &[f, "functions", "g", "aliases", "live"]),
+            (M::PUT, &[f, "functions", "g", "aliases", "live"]),
+            (M::DELETE, &[f, "functions", "g", "aliases", "live"]),
+            (M::GET, &[f, "functions", "g", "policy"]),
+            (M::POST, &[f, "functions", "g", "policy"]),
+            (M::GET, &[f, "functions", "g", "event-invoke-config"]),
+            (M::PUT, &[f, "functions", "g", "event-invoke-config"]),
+            (M::POST, &[f, "functions", "g", "event-invoke-config"]),
+            (M::DELETE, &[f, "functions", "g", "event-invoke-config"]),
+            (M::GET, &[f, "functions", "g", "event-invoke-config", "list"]),
+        ];
+        let named: Vec<&str> = requests.iter().map(|(m, s)| operation(m, s)).collect();
+        assert_eq!(named, OPERATIONS);
+        assert_eq!(operation(&M::PATCH, &[f, "layers"]), "Other");
+    }
 
     #[test]
     fn requests_are_sorted_into_lambdas_quotas() {
