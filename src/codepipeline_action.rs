@@ -132,7 +132,10 @@ pub enum JobAnswer {
     Continue(String),
     /// Not started yet, for a passing reason: the next invocation (with
     /// `deployment` as its token) starts it.
-    StartLater { deployment: String, reason: String },
+    StartLater {
+        deployment: String,
+        reason: String,
+    },
     Succeeded,
     Failed(String),
 }
@@ -447,8 +450,12 @@ impl CodePipelineAction {
     async fn answer(&self, job_id: &str, answer: &JobAnswer) -> Result<(), ActionError> {
         match answer {
             JobAnswer::Continue(deployment_id) => {
-                self.keep_open(job_id, deployment_id, format!("deployment {deployment_id} is running"))
-                    .await?;
+                self.keep_open(
+                    job_id,
+                    deployment_id,
+                    format!("deployment {deployment_id} is running"),
+                )
+                .await?;
             }
             JobAnswer::StartLater { deployment, reason } => {
                 let summary = format!(

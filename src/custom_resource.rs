@@ -800,7 +800,10 @@ impl RolloutProvider {
         reply: &Reply,
     ) -> Result<Option<Deployment>, ProviderError> {
         let engine = self.operations.engine();
-        for (function, alias) in props.aliases().chain(old.into_iter().flat_map(|o| o.aliases())) {
+        for (function, alias) in props
+            .aliases()
+            .chain(old.into_iter().flat_map(|o| o.aliases()))
+        {
             let lock = crate::store::keys::Lock::alias(function, alias);
             let Some(holder) = engine.live_holder(&lock).await? else {
                 continue;

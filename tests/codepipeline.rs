@@ -308,9 +308,8 @@ async fn a_codepipeline_job_runs_a_gated_deployment_and_reports_its_result() -> 
     // throttled) is kept open with why, started at CodePipeline's next call.
     let lambda_endpoint = w.stack.var("AWS_ENDPOINT_URL_LAMBDA").to_owned();
     let set_throttle = |requests: u32| {
-        let url = format!(
-            "{lambda_endpoint}/_sluice/throttle?requests={requests}&operation=GetAlias"
-        );
+        let url =
+            format!("{lambda_endpoint}/_sluice/throttle?requests={requests}&operation=GetAlias");
         async move {
             reqwest::Client::new()
                 .post(url)
@@ -348,7 +347,10 @@ async fn a_codepipeline_job_runs_a_gated_deployment_and_reports_its_result() -> 
         operation, "CodePipeline_20150709.PutJobSuccessResult",
         "{body}"
     );
-    assert_eq!(body["outputVariables"]["DeploymentId"], "codepipeline-job-13");
+    assert_eq!(
+        body["outputVariables"]["DeploymentId"],
+        "codepipeline-job-13"
+    );
 
     // Never logged: the job's artifact credentials.
     let log = std::fs::read_to_string(w.stack.dir.path().join("state/sluice-local.log"))?;

@@ -546,7 +546,10 @@ mod tests {
             (M::PUT, &[f, "functions", "g", "event-invoke-config"]),
             (M::POST, &[f, "functions", "g", "event-invoke-config"]),
             (M::DELETE, &[f, "functions", "g", "event-invoke-config"]),
-            (M::GET, &[f, "functions", "g", "event-invoke-config", "list"]),
+            (
+                M::GET,
+                &[f, "functions", "g", "event-invoke-config", "list"],
+            ),
         ];
         let named: Vec<&str> = requests.iter().map(|(m, s)| operation(m, s)).collect();
         assert_eq!(named, OPERATIONS);
