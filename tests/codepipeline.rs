@@ -241,6 +241,15 @@ impl World {
         .await
     }
 
+    /// Whether deployment `id` was written.
+    async fn created(&self, id: &str) -> Result<bool> {
+        match template_store(&self.stack).await.load(id).await {
+            Ok(_) => Ok(true),
+            Err(sluice::store::StoreError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// What `greeter:live` says it is.
     async fn live_release(&self) -> Result<String> {
         self.live_release_of("greeter").await
@@ -333,14 +342,7 @@ async fn a_codepipeline_job_runs_a_gated_deployment_and_reports_its_result() -> 
         summary.contains("not started yet") && summary.contains("TooManyRequests"),
         "{summary}"
     );
-    let store = template_store(&w.stack).await;
-    assert!(
-        matches!(
-            store.load("codepipeline-job-13").await,
-            Err(sluice::store::StoreError::NotFound(_))
-        ),
-        "not started"
-    );
+    assert!(!w.created("codepipeline-job-13").await?, "not started");
     set_throttle(0).await?;
     let (operation, body) = w.continue_job("job-13", &params, &[]).await?;
     assert_eq!(
@@ -377,9 +379,7 @@ async fn failed_gates_and_bad_parameters_fail_the_job_with_the_reason() -> Resul
         "{body}"
     );
     assert_eq!(body["failureDetails"]["type"], "JobFailed");
-    let message = body["failureDetails"]["message"]
-        .as_str()
-        .unwrap_or_default();
+    let message = failure_message(&body);
     assert!(
         message.contains("PreTraffic gate failed") && message.contains("says bonjour"),
         "{message}"
@@ -399,12 +399,7 @@ async fn failed_gates_and_bad_parameters_fail_the_job_with_the_reason() -> Resul
         .await?;
     assert_eq!(operation, "CodePipeline_20150709.PutJobFailureResult");
     assert_eq!(w.requests_for("job-3").len(), 1);
-    assert!(
-        body["failureDetails"]["message"]
-            .as_str()
-            .unwrap_or_default()
-            .starts_with("UserParameters:")
-    );
+    assert!(failure_message(&body).starts_with("UserParameters:"));
     // So do names Lambda would refuse, and a misspelled gate, each named.
     for (job, params, named) in [
         (
@@ -442,9 +437,7 @@ async fn failed_gates_and_bad_parameters_fail_the_job_with_the_reason() -> Resul
     ] {
         let (operation, body) = w.run_job(job, params).await?;
         assert_eq!(operation, "CodePipeline_20150709.PutJobFailureResult");
-        let message = body["failureDetails"]["message"]
-            .as_str()
-            .unwrap_or_default();
+        let message = failure_message(&body);
         assert!(
             message.starts_with("UserParameters:") && message.contains(named),
             "{message}"
@@ -520,20 +513,14 @@ async fn a_codepipeline_job_releases_a_group_from_two_input_artifacts() -> Resul
         )
         .await?;
     assert_eq!(operation, "CodePipeline_20150709.PutJobFailureResult");
-    let message = body["failureDetails"]["message"]
-        .as_str()
-        .unwrap_or_default();
+    let message = failure_message(&body);
     assert!(
         message.contains("alias greeter:staging does not exist")
             && message.contains("version 9 of greeter-worker does not exist"),
         "{message}"
     );
-    let store = template_store(&w.stack).await;
     assert!(
-        matches!(
-            store.load("codepipeline-job-12").await,
-            Err(sluice::store::StoreError::NotFound(_))
-        ),
+        !w.created("codepipeline-job-12").await?,
         "no deployment written"
     );
 
@@ -573,9 +560,7 @@ async fn a_codepipeline_job_releases_a_group_from_two_input_artifacts() -> Resul
         operation, "CodePipeline_20150709.PutJobFailureResult",
         "{body}"
     );
-    let message = body["failureDetails"]["message"]
-        .as_str()
-        .unwrap_or_default();
+    let message = failure_message(&body);
     assert!(
         message.contains("PreTraffic gate failed") && message.contains("worker is new"),
         "{message}"
@@ -589,4 +574,11 @@ async fn a_codepipeline_job_releases_a_group_from_two_input_artifacts() -> Resul
         "both members on their old versions, whole"
     );
     Ok(())
+}
+
+/// A failed job's message.
+fn failure_message(body: &Value) -> &str {
+    body["failureDetails"]["message"]
+        .as_str()
+        .unwrap_or_default()
 }

@@ -2274,19 +2274,19 @@ async fn an_alias_that_changes_under_every_write_fails_the_worker_and_resume_rep
 
 const FAULT_CONFIG: &str = "steps:10@1s,50@1s,100";
 
+/// A deployment of `version` on the fault tests' schedule, with hooks that pass.
+fn fault_spec(version: &str) -> DeploymentSpec {
+    spec(
+        version,
+        FAULT_CONFIG,
+        Some("greeter-pre-ok"),
+        Some("greeter-post-ok"),
+    )
+}
+
 /// A calm run's timeline: what every faulty run must end up with.
 async fn calm_timeline(w: &World) -> Result<Vec<EventKind>> {
-    w.engine
-        .start(
-            "calm",
-            spec(
-                "2",
-                FAULT_CONFIG,
-                Some("greeter-pre-ok"),
-                Some("greeter-post-ok"),
-            ),
-        )
-        .await?;
+    w.engine.start("calm", fault_spec("2")).await?;
     w.run_to_end(&["calm"]).await?;
     timeline_kinds(w, "calm").await
 }
@@ -2431,17 +2431,7 @@ async fn dynamodb_writes_refused_or_unanswered_are_repaired_without_doing_anythi
     while let Err(sluice::store::StoreError::NotFound(_)) = w.engine.store().load("faulty").await {
         starts += 1;
         anyhow::ensure!(starts < 10, "the deployment was never created");
-        let _ = faulty
-            .start(
-                "faulty",
-                spec(
-                    "3",
-                    FAULT_CONFIG,
-                    Some("greeter-pre-ok"),
-                    Some("greeter-post-ok"),
-                ),
-            )
-            .await;
+        let _ = faulty.start("faulty", fault_spec("3")).await;
     }
     let (d, errors) = w.run_through_faults(&faulty, "faulty").await?;
     let injected = faults.injected.lock().unwrap().clone();
@@ -2469,19 +2459,46 @@ async fn dynamodb_writes_refused_or_unanswered_are_repaired_without_doing_anythi
 
 /// The local Lambda API's throttle: how many requests are left to refuse.
 async fn throttle(w: &World, requests: Option<u32>) -> Result<u64> {
-    let url = format!(
-        "{}/_sluice/throttle",
-        w.stack.var("AWS_ENDPOINT_URL_LAMBDA")
-    );
+    throttle_only(w, requests, None).await
+}
+
+/// `throttle`, refusing only `operation`'s requests if named.
+async fn throttle_only(w: &World, requests: Option<u32>, operation: Option<&str>) -> Result<u64> {
+    let url = throttle_url(w);
+    let only = operation.map_or(String::new(), |o| format!("&operation={o}"));
     let http = reqwest::Client::new();
     let answer: Value = match requests {
-        Some(n) => http.post(format!("{url}?requests={n}")).send().await?,
+        Some(n) => {
+            http.post(format!("{url}?requests={n}{only}"))
+                .send()
+                .await?
+        }
         None => http.get(url).send().await?,
     }
     .error_for_status()?
     .json()
     .await?;
+    anyhow::ensure!(answer["operation"].as_str() == operation, "{answer}");
     answer["throttle"].as_u64().context("throttle count")
+}
+
+fn throttle_url(w: &World) -> String {
+    format!(
+        "{}/_sluice/throttle",
+        w.stack.var("AWS_ENDPOINT_URL_LAMBDA")
+    )
+}
+
+/// Deployment `id` of version 3 on the fault tests' schedule, with hooks
+/// that pass, started and baking its first step.
+async fn started_for_faults(w: &World, id: &str) -> Result<Deployment> {
+    let d = w.engine.start(id, fault_spec("3")).await?;
+    anyhow::ensure!(
+        matches!(d.phase, Phase::Baking { step: 0, .. }),
+        "{:?}",
+        d.phase
+    );
+    Ok(d)
 }
 
 /// A shift Lambda keeps refusing as it would a passing fault (every
@@ -2494,41 +2511,19 @@ async fn a_shift_throttled_past_its_retries_rolls_back_rather_than_wait_half_shi
 {
     let w = world().await?;
     let id = "throttled-for-good";
-    let d = w
-        .engine
-        .start(
-            id,
-            spec(
-                "3",
-                FAULT_CONFIG,
-                Some("greeter-pre-ok"),
-                Some("greeter-post-ok"),
-            ),
-        )
-        .await?;
-    assert!(
-        matches!(d.phase, Phase::Baking { step: 0, .. }),
-        "{:?}",
-        d.phase
-    );
-    let http = reqwest::Client::new();
-    let url = format!(
-        "{}/_sluice/throttle",
-        w.stack.var("AWS_ENDPOINT_URL_LAMBDA")
-    );
-    let refused = http
-        .post(format!("{url}?requests=5&operation=update-alias"))
+    started_for_faults(&w, id).await?;
+    let refused = reqwest::Client::new()
+        .post(format!(
+            "{}?requests=5&operation=update-alias",
+            throttle_url(&w)
+        ))
         .send()
         .await?;
     assert_eq!(refused.status(), 400, "not an operation's name");
-    let set: Value = http
-        .post(format!("{url}?requests=1000&operation=UpdateAlias"))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    assert_eq!(set["operation"], "UpdateAlias");
+    assert_eq!(
+        throttle_only(&w, Some(1000), Some("UpdateAlias")).await?,
+        1000
+    );
     // The timer queue played as the shifter does: the bake's end, then
     // each hand-back, until the rollback is decided.
     let rolling_back = wait_for("the rollback decided", Duration::from_secs(120), || async {
@@ -2549,7 +2544,7 @@ async fn a_shift_throttled_past_its_retries_rolls_back_rather_than_wait_half_shi
         "the alias held at the last step that landed"
     );
     // The first write and its five hand-backs at least, each refused.
-    let refused = 1000 - throttle(&w, None).await?;
+    let refused = 1000 - throttle_only(&w, None, Some("UpdateAlias")).await?;
     assert!(refused >= 6, "{refused} UpdateAlias refused");
     // Lambda takes writes again: the sweep's repair lands the rollback.
     assert_eq!(throttle(&w, Some(0)).await?, 0);
@@ -2572,28 +2567,9 @@ async fn a_shift_throttled_past_its_retries_rolls_back_rather_than_wait_half_shi
 async fn a_throttled_lambda_api_delays_the_rollout_but_skips_and_repeats_nothing() -> Result<()> {
     let w = world().await?;
     let calm = calm_timeline(&w).await?;
-    let d = w
-        .engine
-        .start(
-            "throttled",
-            spec(
-                "3",
-                FAULT_CONFIG,
-                Some("greeter-pre-ok"),
-                Some("greeter-post-ok"),
-            ),
-        )
-        .await?;
-    assert!(
-        matches!(d.phase, Phase::Baking { step: 0, .. }),
-        "{:?}",
-        d.phase
-    );
+    started_for_faults(&w, "throttled").await?;
     let refused = reqwest::Client::new()
-        .post(format!(
-            "{}/_sluice/throttle?requests=many",
-            w.stack.var("AWS_ENDPOINT_URL_LAMBDA")
-        ))
+        .post(format!("{}?requests=many", throttle_url(&w)))
         .send()
         .await?;
     assert_eq!(refused.status(), 400, "a count that is not a number");
@@ -2651,17 +2627,7 @@ async fn moto_stopped_mid_deployment_fails_the_worker_in_time_and_the_sweep_fini
         w.stack.var("SLUICE_RESOURCE_STATE_TABLE"),
         chrono::Duration::days(1),
     ));
-    faulty
-        .start(
-            "outage",
-            spec(
-                "3",
-                FAULT_CONFIG,
-                Some("greeter-pre-ok"),
-                Some("greeter-post-ok"),
-            ),
-        )
-        .await?;
+    faulty.start("outage", fault_spec("3")).await?;
     {
         let _down = Stopped::stop(w.stack.moto_pid());
         let started = Instant::now();
@@ -2702,17 +2668,7 @@ async fn a_lambda_api_that_stops_answering_at_a_gate_fails_it_and_the_rollback_c
         },
         faults: None,
     });
-    let d = faulty
-        .start(
-            "cut-off",
-            spec(
-                "2",
-                FAULT_CONFIG,
-                Some("greeter-pre-ok"),
-                Some("greeter-post-ok"),
-            ),
-        )
-        .await?;
+    let d = faulty.start("cut-off", fault_spec("2")).await?;
     let Phase::Baking { step: 0, until } = d.phase else {
         bail!("{:?}", d.phase)
     };
