@@ -31,7 +31,9 @@
 //! The members to roll out move as one deployment (a release group when
 //! more than one); the aliases to create are created, on their versions
 //! (they served nobody), only once the rollout's request checks passed:
-//! a request refused writes nothing.
+//! a request its checks refuse writes nothing (a `CreateAlias` Lambda
+//! refuses after others were made, or a lock taken by another rollout
+//! between the checks and the start, can still leave created aliases).
 //!
 //! - Delete: the aliases are left as they serve (they may carry traffic; they
 //!   go with their functions); a rollout of this resource still running is
