@@ -109,9 +109,6 @@ impl UserParameters {
 pub enum ActionError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The table or the Lambda API could not be read while checking a job.
-    #[error(transparent)]
-    Operation(#[from] OperationError),
     /// CodePipeline or S3 could not be reached: the invocation fails and is retried.
     #[error("{0}")]
     Aws(String),
@@ -177,14 +174,15 @@ impl CodePipelineAction {
             .id
             .clone()
             .ok_or_else(|| ActionError::Event("the job has no id".into()))?;
-        let deployment_id = deployment_id(&job_id);
-        let answer = match job.data.continuation_token.as_deref() {
-            None => self.start(&job_id, &event).await?,
-            // Its start met a passing failure: started now.
-            Some(token) if token == deployment_id && !self.created(token).await? => {
-                self.start(&job_id, &event).await?
-            }
+        let checked = match job.data.continuation_token.as_deref() {
             Some(token) => self.check(token).await?,
+            None => None,
+        };
+        let answer = match checked {
+            Some(answer) => answer,
+            // A first call, or one after a start that met a passing failure
+            // (its token names a deployment not written yet): started now.
+            None => self.start(&job_id, &event).await?,
         };
         self.answer(&job_id, &answer).await?;
         tracing::info!(job_id, answer = ?answer, "job answered");
@@ -403,23 +401,21 @@ impl CodePipelineAction {
         }
     }
 
-    async fn check(&self, deployment_id: &str) -> Result<JobAnswer, ActionError> {
+    /// How deployment `deployment_id` stands for its job; `None` if it
+    /// was not written.
+    async fn check(&self, deployment_id: &str) -> Result<Option<JobAnswer>, ActionError> {
         let d = match self.store().load(deployment_id).await {
             Ok(stored) => stored.deployment,
-            Err(StoreError::NotFound(_)) => {
-                return Ok(JobAnswer::Failed(format!(
-                    "deployment {deployment_id} no longer exists"
-                )));
-            }
+            Err(StoreError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        Ok(match &d.phase {
+        Ok(Some(match &d.phase {
             Phase::Promoted => JobAnswer::Succeeded,
             Phase::RolledBack { reason } | Phase::FailedToStart { reason } => {
                 JobAnswer::Failed(format!("deployment {deployment_id}: {reason}"))
             }
             _ => JobAnswer::Continue(deployment_id.to_owned()),
-        })
+        }))
     }
 
     /// Keeps the job open: CodePipeline invokes again with `deployment_id`

@@ -949,30 +949,21 @@ impl RolloutProvider {
         if !problems.is_empty() {
             return Ok(Answer::failed(problems.join("; ")));
         }
-        let Some(rollout) = rollout else {
-            for target in to_create {
-                if let Err(why) = self.create_alias(target).await? {
-                    return Ok(Answer::failed(why));
-                }
-            }
-            return Ok(Answer::success(version));
+        let rollout = match rollout {
+            Some(rollout) => match self.rollout_deadline(props, &id, reply).await? {
+                Ok(deadline) => Some((rollout, deadline)),
+                Err(why) => return Ok(Answer::failed(why)),
+            },
+            None => None,
         };
-        let waits = props
-            .service_timeout
-            .unwrap_or(DEFAULT_SERVICE_TIMEOUT_SECS);
-        let received = self.received_at(&id, reply).await?;
-        let deadline = received + chrono::Duration::seconds(waits as i64)
-            - chrono::Duration::from_std(DEADLINE_MARGIN).expect("short");
-        if deadline <= self.now() {
-            return Ok(Answer::failed(format!(
-                "the request, first handled at {received}, is too late: CloudFormation's wait is nearly over"
-            )));
-        }
         for target in to_create {
             if let Err(why) = self.create_alias(target).await? {
                 return Ok(Answer::failed(why));
             }
         }
+        let Some((rollout, deadline)) = rollout else {
+            return Ok(Answer::success(version));
+        };
         let answer = self.wait_for(&id, reply, Expect::Promoted, version).await?;
         match self.operations.start(&id, rollout, Some(deadline)).await {
             Ok(_) => Ok(answer),
@@ -988,6 +979,29 @@ impl RolloutProvider {
             // Lambda delivers it again; the waiter is the same then.
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// When request `id`'s rollout is aborted: before CloudFormation stops
+    /// waiting for it, by the margin to roll back and answer; the inner
+    /// error is CloudFormation's answer when that time has passed.
+    async fn rollout_deadline(
+        &self,
+        props: &RolloutProperties,
+        id: &str,
+        reply: &Reply,
+    ) -> Result<Result<Time, String>, ProviderError> {
+        let waits = props
+            .service_timeout
+            .unwrap_or(DEFAULT_SERVICE_TIMEOUT_SECS);
+        let received = self.received_at(id, reply).await?;
+        let deadline = received + chrono::Duration::seconds(waits as i64)
+            - chrono::Duration::from_std(DEADLINE_MARGIN).expect("short");
+        if deadline <= self.now() {
+            return Ok(Err(format!(
+                "the request, first handled at {received}, is too late: CloudFormation's wait is nearly over"
+            )));
+        }
+        Ok(Ok(deadline))
     }
 
     /// Creates `target`'s alias on its version (checked usable already);

@@ -21,7 +21,6 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// Lambda's limit on an asynchronous (`Event`) invocation's payload.
@@ -40,13 +39,9 @@ pub struct ApiState {
     /// `RevisionId` on UpdateAlias, so sluice-local gives every update a new
     /// one and refuses a stale one, as Lambda does.
     pub alias_revisions: AliasRevisions,
-    /// How many of the next Lambda API requests to answer with 429
-    /// `TooManyRequestsException`: a fault tests inject through
-    /// `POST /_sluice/throttle?requests=N` (`GET` says how many are left).
-    pub throttle: std::sync::atomic::AtomicU32,
-    /// The one operation the throttle refuses (`&operation=UpdateAlias`),
-    /// if set: a fault on one kind of call while the others go through.
-    pub throttled_operation: std::sync::Mutex<Option<String>>,
+    /// A fault tests inject through `POST /_sluice/throttle?requests=N`
+    /// (`GET` says how many are left).
+    pub throttle: std::sync::Mutex<Throttle>,
     /// Lambda's account-wide request quotas (`control_plane`).
     pub quota: Quota,
     /// What the functions' execution roles allow (`iam`).
@@ -120,24 +115,51 @@ impl IntoResponse for InvokeError {
     }
 }
 
+/// How many of the next Lambda API requests to answer with 429
+/// `TooManyRequestsException`, of one operation only if `operation` is set
+/// (`&operation=UpdateAlias`: a fault on one kind of call while the others
+/// go through).
+#[derive(Debug, Default)]
+pub struct Throttle {
+    left: u32,
+    operation: Option<&'static str>,
+}
+
+impl Throttle {
+    /// Whether a request of `operation` is refused (and counted if so).
+    fn refuses(&mut self, operation: &str) -> bool {
+        if self.operation.is_some_and(|only| only != operation) || self.left == 0 {
+            return false;
+        }
+        self.left -= 1;
+        true
+    }
+
+    fn answer(&self) -> Response {
+        let body = json!({ "throttle": self.left, "operation": self.operation });
+        (StatusCode::OK, body.to_string()).into_response()
+    }
+}
+
 /// Sets how many of the next requests are throttled, and of which operation.
 fn throttle(state: &ApiState, uri: &Uri) -> Response {
-    let operation = query_param(uri, "operation");
-    let known = operation
-        .as_deref()
-        .is_none_or(|o| crate::control_plane::OPERATIONS.contains(&o));
-    match query_param(uri, "requests").map(|n| n.parse::<u32>()) {
-        Some(Ok(n)) if known => {
-            *state
-                .throttled_operation
-                .lock()
-                .expect("the throttle's lock") = operation.clone();
-            state.throttle.store(n, Ordering::SeqCst);
-            (
-                StatusCode::OK,
-                json!({ "throttle": n, "operation": operation }).to_string(),
-            )
-                .into_response()
+    // An operation named must be one `control_plane::operation` knows.
+    let operation = match query_param(uri, "operation") {
+        None => Ok(None),
+        Some(asked) => crate::control_plane::OPERATIONS
+            .iter()
+            .find(|known| **known == asked)
+            .map(|known| Some(*known))
+            .ok_or(()),
+    };
+    match (
+        query_param(uri, "requests").map(|n| n.parse::<u32>()),
+        operation,
+    ) {
+        (Some(Ok(left)), Ok(operation)) => {
+            let mut throttle = state.throttle.lock().expect("the throttle's lock");
+            *throttle = Throttle { left, operation };
+            throttle.answer()
         }
         _ => lambda_error(
             StatusCode::BAD_REQUEST,
@@ -145,22 +167,6 @@ fn throttle(state: &ApiState, uri: &Uri) -> Response {
             "expected ?requests=<count>[&operation=<a Lambda API operation, as UpdateAlias>]",
         ),
     }
-}
-
-/// Whether this request is one the throttle refuses (and counts it if so).
-fn throttled(state: &ApiState, operation: &str) -> bool {
-    let only = state
-        .throttled_operation
-        .lock()
-        .expect("the throttle's lock")
-        .clone();
-    if only.is_some_and(|only| only != operation) {
-        return false;
-    }
-    state
-        .throttle
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok()
 }
 
 /// The path's segments, percent-decoded (function ARNs arrive as `arn%3Aaws%3A...`).
@@ -199,17 +205,7 @@ async fn dispatch(
     match (&method, segs.as_slice()) {
         (&Method::POST, ["_sluice", "throttle"]) => return throttle(&state, &uri),
         (&Method::GET, ["_sluice", "throttle"]) => {
-            let left = state.throttle.load(Ordering::SeqCst);
-            let operation = state
-                .throttled_operation
-                .lock()
-                .expect("the throttle's lock")
-                .clone();
-            return (
-                StatusCode::OK,
-                json!({ "throttle": left, "operation": operation }).to_string(),
-            )
-                .into_response();
+            return state.throttle.lock().expect("the throttle's lock").answer();
         }
         (&Method::POST, ["_sluice", "quota"]) => {
             let asked: Vec<_> = [
@@ -264,7 +260,12 @@ async fn dispatch(
     {
         return over_quota(wait);
     }
-    if throttled(&state, operation(&method, &segs)) {
+    let throttled = state
+        .throttle
+        .lock()
+        .expect("the throttle's lock")
+        .refuses(operation(&method, &segs));
+    if throttled {
         return lambda_error(
             StatusCode::TOO_MANY_REQUESTS,
             "TooManyRequestsException",

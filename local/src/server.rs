@@ -149,7 +149,6 @@ pub async fn serve(opts: ServeOptions) -> Result<()> {
         s3: s3.clone(),
         alias_revisions: AliasRevisions::open(opts.state_dir.join("alias-revisions.json"))?,
         throttle: Default::default(),
-        throttled_operation: Default::default(),
         quota: Quota::new(opts.quota),
         authorizer: Authorizer::new(&moto, opts.region.clone(), ACCOUNT_ID.to_owned()),
     });
